@@ -1,0 +1,133 @@
+import { writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import os from 'node:os';
+import { readWav } from '../src/audio/wav.js';
+import { resampleOnce } from '../src/audio/resample.js';
+import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
+import { runLoadTest } from './run.js';
+import { WsCaller } from './ws-caller.js';
+
+/**
+ * npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT]
+ * Prints a JSON report (to --json, or stdout) and a short human-readable summary.
+ */
+const USAGE = 'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS]';
+
+interface ServerSample {
+  atS: number;
+  rssMb: number;
+  cpuSeconds: number;
+}
+
+/** Reads the service's own process metrics from /metrics (same host as the WebSocket). */
+async function sampleServer(metricsUrl: string, startedAt: number): Promise<ServerSample | null> {
+  try {
+    const response = await fetch(metricsUrl, { signal: AbortSignal.timeout(2000) });
+    if (!response.ok) return null;
+    const text = await response.text();
+    const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)`, 'm').exec(text)?.[1] ?? NaN);
+    return {
+      atS: Math.round((performance.now() - startedAt) / 100) / 10,
+      rssMb: Math.round(value('voice_agent_process_resident_memory_bytes') / 1e5) / 10,
+      cpuSeconds: value('voice_agent_process_cpu_seconds_total'),
+    };
+  } catch {
+    return null;
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      url: { type: 'string' },
+      audio: { type: 'string' },
+      sessions: { type: 'string', default: '1' },
+      turns: { type: 'string', default: '1' },
+      json: { type: 'string' },
+      'timeout-ms': { type: 'string', default: '15000' },
+      transport: { type: 'string', default: 'ws' },
+    },
+  });
+  if (!values.url || !values.audio) {
+    console.error(USAGE);
+    process.exit(2);
+  }
+  const sessions = Number(values.sessions);
+  const turns = Number(values.turns);
+  if (!Number.isInteger(sessions) || sessions < 1 || sessions > 500 || !Number.isInteger(turns) || turns < 1 || turns > 1000) {
+    console.error('--sessions must be 1..500 and --turns 1..1000');
+    process.exit(2);
+  }
+  const target = new URL(values.url);
+  if (!['127.0.0.1', 'localhost', '[::1]'].includes(target.hostname) && !target.hostname.startsWith('127.')) {
+    console.error(`refusing to load-test ${target.hostname}: only loopback addresses are allowed`);
+    process.exit(2);
+  }
+  if (values.transport !== 'ws') {
+    console.error(`unknown --transport ${values.transport}; available: ws`);
+    process.exit(2);
+  }
+  const wav = await readWav(values.audio);
+  const speech = wav.sampleRate === INTERNAL_SAMPLE_RATE ? wav.samples : await resampleOnce(wav.samples, wav.sampleRate, INTERNAL_SAMPLE_RATE);
+
+  const metricsUrl = `${target.protocol === 'wss:' ? 'https' : 'http'}://${target.host}/metrics`;
+  const startedAt = performance.now();
+  const samples: ServerSample[] = [];
+  const first = await sampleServer(metricsUrl, startedAt);
+  if (first) samples.push(first);
+  const clientCpu0 = process.cpuUsage();
+
+  const report = await runLoadTest({
+    createCaller: () => new WsCaller(values.url!),
+    speech,
+    sessions,
+    turns,
+    answerTimeoutMs: Number(values['timeout-ms']),
+    onTick: async () => {
+      const sample = await sampleServer(metricsUrl, startedAt);
+      if (sample) samples.push(sample);
+    },
+  });
+  const last = await sampleServer(metricsUrl, startedAt);
+  if (last) samples.push(last);
+  const clientCpu = process.cpuUsage(clientCpu0);
+  const wallS = report.duration_s;
+  const server =
+    samples.length >= 2
+      ? {
+          cpu_percent: Math.round(((samples[samples.length - 1].cpuSeconds - samples[0].cpuSeconds) / wallS) * 1000) / 10,
+          rss_mb_start: samples[0].rssMb,
+          rss_mb_max: Math.max(...samples.map((s) => s.rssMb)),
+          rss_mb_end: samples[samples.length - 1].rssMb,
+        }
+      : null;
+  const output = {
+    url: values.url,
+    audio: values.audio,
+    transport: values.transport,
+    machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown', node: process.version },
+    ...report,
+    server,
+    client_cpu_percent: Math.round(((clientCpu.user + clientCpu.system) / 1e6 / wallS) * 1000) / 10,
+  };
+  const json = JSON.stringify(output, null, 2);
+  if (values.json) await writeFile(values.json, json + '\n');
+  else console.log(json);
+
+  const v = report.v2v_ms;
+  const lines = [
+    `sessions ${sessions} × turns ${turns}: ${report.turns_completed}/${report.turns_requested} turns completed, ${report.errors} errors, ${report.duration_s} s`,
+    `voice-to-voice ms: p50 ${v.p50} p95 ${v.p95} p99 ${v.p99} (n=${v.n})`,
+    ...Object.entries(report.stages_ms).map(([name, p]) => `  ${name}: p50 ${p.p50} p95 ${p.p95}`),
+    server ? `server: cpu ${server.cpu_percent}% rss ${server.rss_mb_start}→${server.rss_mb_end} MB (max ${server.rss_mb_max})` : 'server: /metrics not reachable',
+  ];
+  if (report.turns.length > 0) lines.push(`first turn: "${report.turns[0].transcript}" → "${report.turns[0].reply_text}"`);
+  for (const message of report.error_messages.slice(0, 5)) lines.push(`error: ${message}`);
+  (values.json ? console.log : console.error)(lines.join('\n'));
+  process.exit(report.errors > 0 ? 1 : 0);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

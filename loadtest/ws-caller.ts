@@ -1,0 +1,76 @@
+import WebSocket from 'ws';
+import type { AgentEvent, LoadCaller } from './caller.js';
+
+/** A device on the `/v1/ws` protocol, PCM16 at 16 kHz both ways. */
+export class WsCaller implements LoadCaller {
+  private socket: WebSocket | null = null;
+  private audioListeners: ((samples: Int16Array, arrivalMs: number) => void)[] = [];
+  private eventListeners: ((event: AgentEvent) => void)[] = [];
+
+  constructor(private readonly url: string) {}
+
+  connect(): Promise<void> {
+    const url = new URL(this.url);
+    if (!url.searchParams.has('codec')) url.searchParams.set('codec', 'pcm16');
+    if (!url.searchParams.has('rate')) url.searchParams.set('rate', '16000');
+    const socket = new WebSocket(url);
+    this.socket = socket;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no session.started within 15 s')), 15_000);
+      socket.on('message', (data, isBinary) => {
+        const arrival = performance.now();
+        if (isBinary) {
+          const buf = data as Buffer;
+          const samples = new Int16Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength - (buf.byteLength % 2)));
+          for (const listener of this.audioListeners) listener(samples, arrival);
+          return;
+        }
+        let event: AgentEvent;
+        try {
+          event = JSON.parse(String(data)) as AgentEvent;
+        } catch {
+          return;
+        }
+        if (event.type === 'session.started') {
+          clearTimeout(timer);
+          resolve();
+        }
+        if (event.type === 'error' && event.code === 'not_ready') {
+          clearTimeout(timer);
+          reject(new Error(`service not ready: ${String(event.message)}`));
+        }
+        for (const listener of this.eventListeners) listener(event);
+      });
+      socket.on('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      socket.on('close', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`socket closed (${code}) before the session started`));
+      });
+    });
+  }
+
+  sendFrame(samples: Int16Array): void {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(Buffer.from(samples.buffer, samples.byteOffset, samples.byteLength));
+  }
+
+  onAudio(listener: (samples: Int16Array, arrivalMs: number) => void): void {
+    this.audioListeners.push(listener);
+  }
+
+  onEvent(listener: (event: AgentEvent) => void): void {
+    this.eventListeners.push(listener);
+  }
+
+  async close(): Promise<void> {
+    const socket = this.socket;
+    if (!socket || socket.readyState === WebSocket.CLOSED) return;
+    await new Promise<void>((resolve) => {
+      socket.once('close', () => resolve());
+      socket.close(1000);
+      setTimeout(resolve, 2000).unref();
+    });
+  }
+}

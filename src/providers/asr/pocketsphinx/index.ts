@@ -1,0 +1,429 @@
+/**
+ * Embedded streaming English ASR on CMU PocketSphinx (Debian's libpocketsphinx.so.3) via koffi.
+ *
+ * - One decoder per stream, taken from a pool of pre-built decoders (see pool.ts for why models
+ *   cannot be shared), so createStream() is instant while a spare is ready.
+ * - All heavy native calls (ps_init, ps_process_raw, ps_end_utt, final ps_get_hyp) run through
+ *   koffi `.async` on worker threads; each stream serialises its calls through its own queue.
+ * - The second (fwdflat) pass is off: it re-searches the whole utterance inside ps_end_utt,
+ *   which would make finalize() cost grow with utterance length. The best-path pass stays on:
+ *   it only walks the word lattice the streaming pass built (tens of ms) and is clearly more
+ *   accurate; `decoderArgs: { '-bestpath': 'no' }` trades that for a few ms less.
+ * - The model's live CMN starts from its `-cmninit` and adapts at each utterance end, so the
+ *   first utterance on a fresh decoder is the least accurate. Pooled decoders keep the adapted
+ *   mean across calls (the library has no public reset), which suits one telephone channel type.
+ */
+import { access } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
+import type { AsrFinal, AsrProvider, AsrStream, AsrStreamOptions, AsrWord } from '../types.js';
+import {
+  DEFAULT_LIBRARY,
+  FRAMES_PER_SECOND,
+  bindPocketSphinx,
+  type PocketSphinxNative,
+  type Ptr,
+} from './native.js';
+import { DecoderPool } from './pool.js';
+
+export const DEFAULT_MODEL_DIR = '/usr/share/pocketsphinx/model/en-us';
+const LANGUAGE = 'en';
+/** Hypothesis is re-read at most once per this much decoded audio. */
+const PARTIAL_INTERVAL_SAMPLES = (INTERNAL_SAMPLE_RATE * 100) / 1000;
+/** Largest block per ps_process_raw: batches a backlog without starving partials. */
+const MAX_CHUNK_SAMPLES = PARTIAL_INTERVAL_SAMPLES;
+/** Undecoded audio beyond this (1 s) means the CPU is not keeping up. */
+const BACKLOG_WARN_SAMPLES = INTERNAL_SAMPLE_RATE;
+
+export interface PocketSphinxAsrOptions {
+  /** Holds `en-us/` (acoustic model), `en-us.lm.bin` and `cmudict-en-us.dict`. */
+  modelDir?: string;
+  /** libpocketsphinx shared object (default: the soname, resolved by the dynamic loader). */
+  libraryPath?: string;
+  logger?: Logger;
+  /** Ready decoders kept ahead of demand (default 1). Each holds ~95 MB. */
+  spareDecoders?: number;
+  /** Idle decoders kept after streams close (default 2); more are freed. */
+  maxIdleDecoders?: number;
+  /** Extra or overriding pocketsphinx arguments, e.g. `{ '-lw': '7' }` or a custom `-lm`/`-dict`. */
+  decoderArgs?: Record<string, string>;
+}
+
+export class PocketSphinxAsr implements AsrProvider {
+  readonly name = 'pocketsphinx';
+  readonly languages: readonly string[] = [LANGUAGE];
+
+  private readonly modelDir: string;
+  private readonly libraryPath: string;
+  private readonly logger: Logger | undefined;
+  private readonly options: PocketSphinxAsrOptions;
+  private loading: Promise<void> | undefined;
+  private native: PocketSphinxNative | undefined;
+  private pool: DecoderPool | undefined;
+  private closed = false;
+
+  constructor(options: PocketSphinxAsrOptions = {}) {
+    this.options = options;
+    this.modelDir = options.modelDir ?? DEFAULT_MODEL_DIR;
+    this.libraryPath = options.libraryPath ?? DEFAULT_LIBRARY;
+    this.logger = options.logger?.child({ provider: 'asr-pocketsphinx' });
+  }
+
+  /** Idle/leased decoder counts, for metrics and tests. */
+  get poolStats(): { idle: number; leased: number } {
+    return { idle: this.pool?.idleCount ?? 0, leased: this.pool?.leasedCount ?? 0 };
+  }
+
+  load(): Promise<void> {
+    // Idempotent; a failed load may be retried.
+    this.loading ??= this.doLoad().catch((err: unknown) => {
+      this.loading = undefined;
+      throw err;
+    });
+    return this.loading;
+  }
+
+  private async doLoad(): Promise<void> {
+    const t0 = performance.now();
+    const hmm = path.join(this.modelDir, 'en-us');
+    const lm = path.join(this.modelDir, 'en-us.lm.bin');
+    const dict = path.join(this.modelDir, 'cmudict-en-us.dict');
+    const extra = this.options.decoderArgs ?? {};
+    // Fail with a readable error rather than a bare ps_init failure.
+    for (const [flag, file] of [['-hmm', hmm], ['-lm', lm], ['-dict', dict]] as const) {
+      if (extra[flag] === undefined) await access(file);
+    }
+    const native = bindPocketSphinx(this.libraryPath);
+    const libraryMs = performance.now() - t0;
+
+    const args: Record<string, string> = {
+      '-hmm': hmm,
+      '-lm': lm,
+      '-dict': dict,
+      '-samprate': String(INTERNAL_SAMPLE_RATE),
+      '-fwdflat': 'no',
+      // Keep every frame so word times are offsets into the utterance (upstream VAD already segments).
+      '-remove_silence': 'no',
+      ...extra,
+    };
+    const pool = new DecoderPool({
+      native,
+      args: Object.entries(args).flat(),
+      spare: Math.max(1, this.options.spareDecoders ?? 1),
+      maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
+      logger: this.logger,
+    });
+    const decoderMs = await pool.warm();
+    if (this.closed) {
+      pool.close();
+      return;
+    }
+    this.native = native;
+    this.pool = pool;
+    this.logger?.info(
+      {
+        library: native.libraryPath,
+        modelDir: this.modelDir,
+        libraryMs: Math.round(libraryMs),
+        decoderMs: Math.round(decoderMs),
+        totalMs: Math.round(performance.now() - t0),
+      },
+      'pocketsphinx loaded',
+    );
+  }
+
+  createStream(options: AsrStreamOptions = {}): PocketSphinxStream {
+    if (!this.native || !this.pool || this.closed) {
+      throw new Error('PocketSphinxAsr: load() must complete before createStream() (or provider closed)');
+    }
+    if (options.language && !options.language.toLowerCase().startsWith(LANGUAGE)) {
+      this.logger?.debug({ language: options.language }, 'pocketsphinx only decodes English');
+    }
+    return new PocketSphinxStream(this.native, this.pool, options, this.logger);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    // Streams still open return their decoders to the closed pool, which frees them.
+    this.pool?.close();
+  }
+}
+
+type Command =
+  | { kind: 'audio'; pcm: Int16Array; utt: number }
+  | { kind: 'finalize'; resolve: (final: AsrFinal) => void; reject: (err: Error) => void }
+  | { kind: 'restart' }
+  | { kind: 'close' };
+
+/** One call's decoder. Every native call goes through `pump()`, one at a time, in push order. */
+export class PocketSphinxStream implements AsrStream {
+  private ps: Ptr | undefined;
+  private readonly decoder: Promise<Ptr> | undefined;
+  private readonly queue: Command[] = [];
+  private pumping = false;
+  private idleWaiters: Array<() => void> = [];
+  private failure: Error | undefined;
+  private closed = false;
+  /** Caller-side utterance number: bumped by finalize()/cancel() so stale partials are dropped. */
+  private utt = 0;
+  /** Decoder-side state of the current utterance. */
+  private started = false;
+  private uttSamples = 0;
+  private samplesSinceHyp = 0;
+  private lastPartial = '';
+  /** Audio pushed but not yet decoded (or dropped). */
+  private queuedSamples = 0;
+  private lastBacklogWarn = -Infinity;
+
+  constructor(
+    private readonly native: PocketSphinxNative,
+    private readonly pool: DecoderPool,
+    private readonly options: AsrStreamOptions,
+    private readonly logger: Logger | undefined,
+  ) {
+    this.ps = pool.tryAcquire();
+    if (this.ps === undefined) {
+      this.logger?.warn('no spare pocketsphinx decoder; this stream waits for one to be built');
+      this.decoder = pool.acquire();
+      // Surfaced through finalize(); avoid an unhandled rejection meanwhile.
+      this.decoder.catch(() => undefined);
+    }
+  }
+
+  push(pcm: Int16Array): void {
+    if (this.closed || this.failure || pcm.length === 0) return;
+    // Copy: callers may reuse their frame buffers while the decode is queued.
+    this.queue.push({ kind: 'audio', pcm: pcm.slice(), utt: this.utt });
+    this.queuedSamples += pcm.length;
+    if (this.queuedSamples > BACKLOG_WARN_SAMPLES && performance.now() - this.lastBacklogWarn > 5000) {
+      // CPU can't keep up (too many calls for the cores): finalize latency grows with the backlog.
+      this.lastBacklogWarn = performance.now();
+      this.logger?.warn({ backlogMs: Math.round(this.backlogMs) }, 'pocketsphinx decode falling behind');
+    }
+    void this.pump();
+  }
+
+  finalize(): Promise<AsrFinal> {
+    if (this.closed) return Promise.resolve(emptyFinal());
+    if (this.failure) return Promise.reject(this.failure);
+    this.utt++;
+    return new Promise<AsrFinal>((resolve, reject) => {
+      this.queue.push({ kind: 'finalize', resolve, reject });
+      void this.pump();
+    });
+  }
+
+  cancel(): void {
+    if (this.closed || this.failure) return;
+    this.utt++;
+    this.dropQueuedAudio();
+    this.queue.push({ kind: 'restart' });
+    void this.pump();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.utt++;
+    this.dropQueuedAudio();
+    this.queue.push({ kind: 'close' });
+    void this.pump();
+  }
+
+  /** Audio pushed but not decoded yet, ms: finalize() has to decode this before it can answer. */
+  get backlogMs(): number {
+    return (this.queuedSamples * 1000) / INTERNAL_SAMPLE_RATE;
+  }
+
+  /** Resolves once every queued command has been decoded (tests, back-pressure). */
+  idle(): Promise<void> {
+    if (!this.pumping && this.queue.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Drops audio of the utterance in progress; audio already owed to a pending finalize() stays. */
+  private dropQueuedAudio(): void {
+    let keep = this.queue.length;
+    while (keep > 0) {
+      const cmd = this.queue[keep - 1];
+      if (cmd.kind !== 'audio') break;
+      this.queuedSamples -= cmd.pcm.length;
+      keep--;
+    }
+    this.queue.length = keep;
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      if (this.ps === undefined && this.queue.length > 0) {
+        try {
+          this.ps = await this.decoder;
+        } catch (err) {
+          this.fail(err);
+          return;
+        }
+      }
+      while (this.queue.length > 0 && this.ps !== undefined) {
+        const cmd = this.queue[0];
+        try {
+          if (cmd.kind === 'audio') await this.decodeChunk(this.ps, this.takeChunk());
+          else {
+            this.queue.shift();
+            await this.run(this.ps, cmd);
+          }
+        } catch (err) {
+          const error = asError(err);
+          this.logger?.error({ err: error, cmd: cmd.kind }, 'pocketsphinx decode failed');
+          if (cmd.kind === 'finalize') cmd.reject(error);
+          this.resetUtterance();
+        }
+      }
+    } finally {
+      this.pumping = false;
+      if (this.queue.length === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** Joins consecutive queued frames (same utterance by construction) into one native call. */
+  private takeChunk(): { pcm: Int16Array; utt: number } {
+    const first = this.queue[0];
+    if (first.kind !== 'audio') throw new Error('unreachable');
+    if (first.pcm.length >= MAX_CHUNK_SAMPLES) {
+      const pcm = first.pcm.subarray(0, MAX_CHUNK_SAMPLES);
+      if (first.pcm.length === MAX_CHUNK_SAMPLES) this.queue.shift();
+      else first.pcm = first.pcm.subarray(MAX_CHUNK_SAMPLES);
+      return { pcm, utt: first.utt };
+    }
+    const parts: Int16Array[] = [];
+    let n = 0;
+    while (this.queue.length > 0) {
+      const cmd = this.queue[0];
+      if (cmd.kind !== 'audio' || n + cmd.pcm.length > MAX_CHUNK_SAMPLES) break;
+      parts.push(cmd.pcm);
+      n += cmd.pcm.length;
+      this.queue.shift();
+    }
+    if (parts.length === 1) return { pcm: parts[0], utt: first.utt };
+    const pcm = new Int16Array(n);
+    let offset = 0;
+    for (const p of parts) {
+      pcm.set(p, offset);
+      offset += p.length;
+    }
+    return { pcm, utt: first.utt };
+  }
+
+  private async decodeChunk(ps: Ptr, chunk: { pcm: Int16Array; utt: number }): Promise<void> {
+    await this.ensureStarted(ps);
+    this.queuedSamples -= chunk.pcm.length;
+    const rc = await this.native.processRaw(ps, chunk.pcm);
+    if (rc < 0) this.logger?.warn({ rc }, 'ps_process_raw failed');
+    this.uttSamples += chunk.pcm.length;
+    this.samplesSinceHyp += chunk.pcm.length;
+    const onPartial = this.options.onPartial;
+    // Only while the caller is still in this utterance (no finalize/cancel/close since).
+    if (!onPartial || chunk.utt !== this.utt || this.samplesSinceHyp < PARTIAL_INTERVAL_SAMPLES) return;
+    this.samplesSinceHyp = 0;
+    const text = this.native.hypSync(ps).trim();
+    if (text === '' || text === this.lastPartial) return;
+    this.lastPartial = text;
+    try {
+      onPartial({ text, language: LANGUAGE });
+    } catch (err) {
+      this.logger?.warn({ err: asError(err) }, 'onPartial threw');
+    }
+  }
+
+  private async run(ps: Ptr, cmd: Exclude<Command, { kind: 'audio' }>): Promise<void> {
+    switch (cmd.kind) {
+      case 'finalize': {
+        await this.ensureStarted(ps);
+        this.started = false;
+        const rc = await this.native.endUtt(ps);
+        if (rc < 0) throw new Error(`ps_end_utt failed (${rc})`);
+        const text = normaliseText(await this.native.hyp(ps));
+        const words = text ? this.words(ps) : [];
+        const audioMs = (this.uttSamples * 1000) / INTERNAL_SAMPLE_RATE;
+        this.resetUtterance();
+        cmd.resolve({ text, language: LANGUAGE, audioMs, ...(words.length > 0 ? { words } : {}) });
+        // Start the next utterance now so the first frame after an endpoint doesn't pay for it.
+        if (!this.closed) await this.ensureStarted(ps);
+        return;
+      }
+      case 'restart':
+        await this.endIfStarted(ps);
+        this.resetUtterance();
+        await this.ensureStarted(ps);
+        return;
+      case 'close':
+        this.queue.length = 0;
+        this.queuedSamples = 0;
+        try {
+          await this.endIfStarted(ps);
+        } finally {
+          this.ps = undefined;
+          this.pool.release(ps);
+        }
+        return;
+    }
+  }
+
+  private words(ps: Ptr): AsrWord[] {
+    const msPerFrame = 1000 / FRAMES_PER_SECOND;
+    const words: AsrWord[] = [];
+    for (const seg of this.native.segments(ps)) {
+      // Fillers: <s>, </s>, <sil>, [NOISE], ++GARBAGE++ ...
+      if (/^[<[+]/.test(seg.word)) continue;
+      words.push({
+        word: seg.word.replace(/\(\d+\)$/, ''),
+        startMs: seg.startFrame * msPerFrame,
+        endMs: (seg.endFrame + 1) * msPerFrame,
+      });
+    }
+    return words;
+  }
+
+  private async ensureStarted(ps: Ptr): Promise<void> {
+    if (this.started) return;
+    const rc = await this.native.startUtt(ps);
+    if (rc < 0) throw new Error(`ps_start_utt failed (${rc})`);
+    this.started = true;
+  }
+
+  private async endIfStarted(ps: Ptr): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    await this.native.endUtt(ps);
+  }
+
+  private resetUtterance(): void {
+    this.uttSamples = 0;
+    this.samplesSinceHyp = 0;
+    this.lastPartial = '';
+  }
+
+  /** No decoder could be had: fail pending finalizes, ignore further audio. */
+  private fail(err: unknown): void {
+    this.failure = asError(err);
+    this.logger?.error({ err: this.failure }, 'pocketsphinx stream has no decoder');
+    for (const cmd of this.queue.splice(0)) {
+      if (cmd.kind === 'finalize') cmd.reject(this.failure);
+    }
+    this.queuedSamples = 0;
+  }
+}
+
+function normaliseText(hyp: string): string {
+  return hyp.replace(/\s+/g, ' ').trim();
+}
+
+function emptyFinal(): AsrFinal {
+  return { text: '', language: LANGUAGE, audioMs: 0 };
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}

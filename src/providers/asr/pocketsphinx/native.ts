@@ -1,0 +1,145 @@
+/**
+ * koffi binding to the libpocketsphinx installed by Debian (0.8+5prealpha, soname .so.3).
+ * That version configures decoders through sphinxbase's cmd_ln (`ps_args` + `cmd_ln_parse_r`),
+ * not the pocketsphinx 5.0 `ps_config_*` API, so only the former is bound.
+ */
+import koffi, { type LibraryHandle } from 'koffi';
+
+/** Opaque C pointer (koffi 3 represents pointers as BigInt). */
+export type Ptr = bigint;
+
+/** A bound C function with its koffi `.async` (runs on a worker thread, result via callback). */
+interface NativeFn<A extends unknown[], R> {
+  (...args: A): R;
+  async(...args: [...A, (err: unknown, result: R) => void]): void;
+}
+
+export const DEFAULT_LIBRARY = 'libpocketsphinx.so.3';
+const SPHINXBASE_LIBRARY = 'libsphinxbase.so.3';
+/** Feature frames per second (`-frate` default); segment frame indices are in these units. */
+export const FRAMES_PER_SECOND = 100;
+
+export interface PocketSphinxNative {
+  readonly libraryPath: string;
+  /** Builds a decoder on a worker thread (the slow part: AM, dictionary, LM). Resolves 0n on failure. */
+  initDecoder(args: readonly string[]): Promise<Ptr>;
+  /** Frees on a worker thread; fire and forget. */
+  freeDecoder(ps: Ptr): void;
+  /** Starts an utterance; word times restart at 0. */
+  startUtt(ps: Ptr): Promise<number>;
+  processRaw(ps: Ptr, pcm: Int16Array): Promise<number>;
+  endUtt(ps: Ptr): Promise<number>;
+  /** Best hypothesis on a worker thread (after end_utt it may run the lattice best-path search). */
+  hyp(ps: Ptr): Promise<string>;
+  /** Best hypothesis, synchronous: cheap mid-utterance (a back-trace of the current best path). */
+  hypSync(ps: Ptr): string;
+  /** Word segmentation of the best hypothesis, frame indices at FRAMES_PER_SECOND. */
+  segments(ps: Ptr): Array<{ word: string; startFrame: number; endFrame: number }>;
+}
+
+function promisify<A extends unknown[], R>(fn: NativeFn<A, R>, ...args: A): Promise<R> {
+  return new Promise<R>((resolve, reject) => {
+    fn.async(...args, (err: unknown, result: R) => {
+      if (err) reject(err instanceof Error ? err : new Error(String(err)));
+      else resolve(result);
+    });
+  });
+}
+
+const bindings = new Map<string, PocketSphinxNative>();
+
+/** Loads and binds the library once per path: err_set_logfp is process-global anyway. */
+export function bindPocketSphinx(libraryPath: string = DEFAULT_LIBRARY): PocketSphinxNative {
+  const cached = bindings.get(libraryPath);
+  if (cached) return cached;
+
+  const ps = koffi.load(libraryPath);
+  if (!hasSymbol(ps, 'ps_args')) {
+    throw new Error(
+      `${libraryPath}: no ps_args symbol; only the pocketsphinx 0.8/5prealpha (cmd_ln) API is supported`,
+    );
+  }
+  // cmd_ln_* and err_* live in sphinxbase; dlsym on the pocketsphinx handle usually finds them
+  // through its dependency, but fall back to loading sphinxbase explicitly.
+  const sb = hasSymbol(ps, 'cmd_ln_parse_r') ? ps : koffi.load(SPHINXBASE_LIBRARY);
+
+  const errSetLogfp: NativeFn<[null], void> = sb.func('void err_set_logfp(void *fp)');
+  const psArgs: NativeFn<[], Ptr> = ps.func('void *ps_args(void)');
+  const cmdLnParse: NativeFn<[null, Ptr, number, string[], number], Ptr | null> = sb.func(
+    'void *cmd_ln_parse_r(void *inout, void *defn, int32_t argc, const char **argv, int32_t strict)',
+  );
+  const cmdLnFree: NativeFn<[Ptr], number> = sb.func('int cmd_ln_free_r(void *cmdln)');
+  const psInit: NativeFn<[Ptr], Ptr | null> = ps.func('void *ps_init(void *config)');
+  const psFree: NativeFn<[Ptr], number> = ps.func('int ps_free(void *ps)');
+  const psStartStream: NativeFn<[Ptr], number> = ps.func('int ps_start_stream(void *ps)');
+  const psStartUtt: NativeFn<[Ptr], number> = ps.func('int ps_start_utt(void *ps)');
+  const psEndUtt: NativeFn<[Ptr], number> = ps.func('int ps_end_utt(void *ps)');
+  const psProcessRaw: NativeFn<[Ptr, Int16Array, number, number, number], number> = ps.func(
+    'int ps_process_raw(void *ps, const int16_t *data, size_t n_samples, int no_search, int full_utt)',
+  );
+  const psGetHyp: NativeFn<[Ptr, Int32Array], string | null> = ps.func(
+    'const char *ps_get_hyp(void *ps, int32_t *out_best_score)',
+  );
+  const psSegIter: NativeFn<[Ptr], Ptr | null> = ps.func('void *ps_seg_iter(void *ps)');
+  const psSegNext: NativeFn<[Ptr], Ptr | null> = ps.func('void *ps_seg_next(void *seg)');
+  const psSegWord: NativeFn<[Ptr], string | null> = ps.func('const char *ps_seg_word(void *seg)');
+  const psSegFrames: NativeFn<[Ptr, Int32Array, Int32Array], void> = ps.func(
+    'void ps_seg_frames(void *seg, int *out_sf, int *out_ef)',
+  );
+
+  // Silence the library for good; per-decoder `-logfn` would reopen a global FILE from worker threads.
+  errSetLogfp(null);
+  const argDefs = psArgs();
+
+  const native: PocketSphinxNative = {
+    libraryPath,
+    async initDecoder(args) {
+      const argv = [...args];
+      const config = cmdLnParse(null, argDefs, argv.length, argv, 1);
+      if (!config) return 0n;
+      const decoder = await promisify(psInit, config);
+      // ps_init retains the config; drop our reference.
+      cmdLnFree(config);
+      return decoder ?? 0n;
+    },
+    freeDecoder(decoder) {
+      // Tearing down ~95 MB of model data is not free: keep it off the event loop.
+      psFree.async(decoder, () => undefined);
+    },
+    startUtt(decoder) {
+      // Segment times are stream-wide in this version; a new stream per utterance makes them
+      // utterance-relative (it only resets front-end state; live CMN carries over).
+      psStartStream(decoder);
+      return promisify(psStartUtt, decoder);
+    },
+    processRaw: (decoder, pcm) => promisify(psProcessRaw, decoder, pcm, pcm.length, 0, 0),
+    endUtt: (decoder) => promisify(psEndUtt, decoder),
+    async hyp(decoder) {
+      return (await promisify(psGetHyp, decoder, new Int32Array(1))) ?? '';
+    },
+    hypSync(decoder) {
+      return psGetHyp(decoder, new Int32Array(1)) ?? '';
+    },
+    segments(decoder) {
+      const out: Array<{ word: string; startFrame: number; endFrame: number }> = [];
+      const sf = new Int32Array(1);
+      const ef = new Int32Array(1);
+      // ps_seg_next frees the iterator when it returns NULL.
+      for (let seg = psSegIter(decoder); seg; seg = psSegNext(seg)) {
+        psSegFrames(seg, sf, ef);
+        out.push({ word: psSegWord(seg) ?? '', startFrame: sf[0], endFrame: ef[0] });
+      }
+      return out;
+    },
+  };
+  bindings.set(libraryPath, native);
+  return native;
+}
+
+function hasSymbol(lib: LibraryHandle, name: string): boolean {
+  try {
+    return lib.symbol(name) !== 0n;
+  } catch {
+    return false;
+  }
+}

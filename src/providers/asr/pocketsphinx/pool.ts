@@ -1,0 +1,125 @@
+/**
+ * Pool of ready pocketsphinx decoders.
+ *
+ * Why a pool: this pocketsphinx has no way to share the loaded models between decoders.
+ * ps_retain only bumps a refcount (same decoder, so not usable by two calls at once), and
+ * handing one ngram_model_t to several decoders is unsafe because the LM trie keeps mutable
+ * scoring caches (hist_cache/backoff_cache) that concurrent decoders would race on.
+ * So every call needs its own full decoder (~0.4 s of ps_init, ~95 MB). The pool builds them on
+ * a worker thread ahead of demand (`spare` kept ready), hands them out synchronously and takes
+ * them back on stream close, so stream creation costs nothing while a spare is available.
+ */
+import type { Logger } from 'pino';
+import type { PocketSphinxNative, Ptr } from './native.js';
+
+export interface DecoderPoolOptions {
+  native: PocketSphinxNative;
+  args: readonly string[];
+  /** Ready decoders to keep on hand for the next calls. */
+  spare: number;
+  /** Idle decoders kept after calls end; extra ones are freed (each holds ~95 MB). */
+  maxIdle: number;
+  logger?: Logger;
+}
+
+export class DecoderPool {
+  private readonly idle: Ptr[] = [];
+  private readonly waiters: Array<{ resolve: (ps: Ptr) => void; reject: (err: Error) => void }> = [];
+  /** One ps_init at a time: keeps thread-pool slots free for decoding and avoids init races. */
+  private building: Promise<void> | undefined;
+  private closed = false;
+  private lastError: Error | undefined;
+  /** Decoders handed out and not yet released. */
+  private leased = 0;
+
+  constructor(private readonly opts: DecoderPoolOptions) {}
+
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  get leasedCount(): number {
+    return this.leased;
+  }
+
+  /** Builds the first decoder (surfacing model errors) and starts filling the spares. */
+  async warm(): Promise<number> {
+    const t0 = performance.now();
+    const ps = await this.opts.native.initDecoder(this.opts.args);
+    if (ps === 0n) throw new Error('pocketsphinx ps_init failed (check modelDir and decoder args)');
+    const ms = performance.now() - t0;
+    this.put(ps);
+    this.refill();
+    return ms;
+  }
+
+  /** A ready decoder now, or undefined when none is idle (one is then being built). */
+  tryAcquire(): Ptr | undefined {
+    if (this.closed) return undefined;
+    const ps = this.idle.pop();
+    if (ps !== undefined) this.leased++;
+    this.refill();
+    return ps;
+  }
+
+  acquire(): Promise<Ptr> {
+    if (this.closed) return Promise.reject(new Error('pocketsphinx pool closed'));
+    const ps = this.tryAcquire();
+    if (ps !== undefined) return Promise.resolve(ps);
+    return new Promise<Ptr>((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      this.refill();
+    });
+  }
+
+  /** Takes back a decoder whose utterance has been ended. */
+  release(ps: Ptr): void {
+    this.leased--;
+    this.put(ps);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.waiters.splice(0)) w.reject(new Error('pocketsphinx pool closed'));
+    for (const ps of this.idle.splice(0)) this.opts.native.freeDecoder(ps);
+  }
+
+  private put(ps: Ptr): void {
+    const waiter = this.waiters.shift();
+    if (waiter && !this.closed) {
+      this.leased++;
+      waiter.resolve(ps);
+      return;
+    }
+    if (this.closed || this.idle.length >= Math.max(this.opts.maxIdle, this.opts.spare)) {
+      this.opts.native.freeDecoder(ps);
+      return;
+    }
+    this.idle.push(ps);
+  }
+
+  private refill(): void {
+    if (this.closed || this.building) return;
+    if (this.idle.length >= this.opts.spare && this.waiters.length === 0) return;
+    this.building = (async () => {
+      const t0 = performance.now();
+      const ps = await this.opts.native.initDecoder(this.opts.args);
+      if (ps === 0n) throw new Error('pocketsphinx ps_init failed');
+      this.opts.logger?.debug({ ms: Math.round(performance.now() - t0) }, 'pocketsphinx decoder ready');
+      this.lastError = undefined;
+      this.put(ps);
+    })()
+      .catch((err: unknown) => {
+        const error = err instanceof Error ? err : new Error(String(err));
+        this.opts.logger?.error({ err: error }, 'pocketsphinx decoder init failed');
+        // Don't spin on a persistent failure: fail whoever is waiting instead.
+        this.lastError = error;
+        for (const w of this.waiters.splice(0)) w.reject(error);
+      })
+      .finally(() => {
+        this.building = undefined;
+        if (!this.lastError) this.refill();
+      });
+  }
+}

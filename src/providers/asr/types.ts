@@ -1,0 +1,53 @@
+/** Streaming speech recognition. Streaming-first so that server backends (Voxtral realtime) plug in unchanged. */
+export interface AsrProvider {
+  readonly name: string;
+  /** BCP-47 language tags this provider recognises (e.g. ["en"]); ["*"] when it detects any. */
+  readonly languages: readonly string[];
+  load(): Promise<void>;
+  createStream(options: AsrStreamOptions): AsrStream;
+  close?(): Promise<void>;
+}
+
+export interface AsrStreamOptions {
+  /** Expected language, if known; a multilingual backend may detect another and report it. */
+  language?: string;
+  /** Called whenever the running hypothesis for the current utterance changes. */
+  onPartial?: (partial: AsrPartial) => void;
+}
+
+export interface AsrPartial {
+  text: string;
+  language: string;
+}
+
+export interface AsrWord {
+  word: string;
+  /** Offsets from the start of the utterance, ms. */
+  startMs: number;
+  endMs: number;
+}
+
+export interface AsrFinal {
+  text: string;
+  language: string;
+  /** Audio covered by this utterance, ms. */
+  audioMs: number;
+  /** Word timings when the backend provides them. */
+  words?: AsrWord[];
+  /** Backend confidence in [0, 1] when provided. */
+  confidence?: number;
+}
+
+/**
+ * One utterance at a time: push frames while the caller speaks, `finalize()` at the endpoint.
+ * After finalize() resolves the stream is ready for the next utterance.
+ */
+export interface AsrStream {
+  /** 16 kHz mono PCM16, any length (normally one 20 ms frame). Never blocks the event loop for long. */
+  push(pcm: Int16Array): void;
+  /** End the current utterance and return its final transcript (must not re-decode the whole utterance). */
+  finalize(): Promise<AsrFinal>;
+  /** Drop the current utterance without a result. */
+  cancel(): void;
+  close(): void;
+}

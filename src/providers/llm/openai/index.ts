@@ -1,0 +1,426 @@
+/**
+ * OpenAI-compatible streaming chat-completions client (vLLM, llama.cpp server, Ollama, Mistral API).
+ * Speaks SSE over Node's global fetch; no SDK so nothing is pulled in and every byte is ours to time.
+ */
+import type { Logger } from 'pino';
+import type { ChatMessage, LlmEvent, LlmProvider, LlmRequest, ToolCall } from '../types.js';
+
+export interface OpenAiCompatibleLlmOptions {
+  /** e.g. "http://127.0.0.1:8000/v1" (the path that holds /chat/completions). */
+  baseUrl: string;
+  model: string;
+  apiKey?: string;
+  temperature?: number;
+  maxTokens?: number;
+  /** Connect / first-byte timeout per attempt (default 10 000 ms). */
+  timeoutMs?: number;
+  /** Longest silence allowed between stream chunks once bytes flow (default 30 000 ms). */
+  idleTimeoutMs?: number;
+  /** Extra attempts, only before any token was yielded, for connection errors / 429 / 5xx (default 2). */
+  retries?: number;
+  /** First backoff delay, doubled per attempt (default 250 ms). */
+  retryBaseDelayMs?: number;
+  extraHeaders?: Record<string, string>;
+  logger?: Logger;
+}
+
+/** A failed request: HTTP status (when there was a response), a body snippet, and whether a retry may help. */
+export class LlmHttpError extends Error {
+  override readonly name = 'LlmHttpError';
+  constructor(
+    message: string,
+    readonly status: number | undefined,
+    readonly bodySnippet: string | undefined,
+    readonly retryable: boolean,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Wire format of a request message. */
+interface WireMessage {
+  role: ChatMessage['role'];
+  content: string | null;
+  tool_calls?: Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }>;
+  tool_call_id?: string;
+}
+
+export interface ChatCompletionsBody {
+  model: string;
+  messages: WireMessage[];
+  stream: true;
+  tools?: Array<{ type: 'function'; function: { name: string; description: string; parameters: Record<string, unknown> } }>;
+  temperature?: number;
+  max_tokens?: number;
+}
+
+type FinishReason = Extract<LlmEvent, { type: 'done' }>['finishReason'];
+
+interface PendingToolCall {
+  id: string;
+  name: string;
+  arguments: string;
+}
+
+const SNIPPET_CHARS = 300;
+
+export class OpenAiCompatibleLlm implements LlmProvider {
+  readonly name = 'openai';
+  private readonly url: string;
+  private readonly timeoutMs: number;
+  private readonly idleTimeoutMs: number;
+  private readonly retries: number;
+  private readonly retryBaseDelayMs: number;
+  private callSeq = 0;
+
+  constructor(private readonly options: OpenAiCompatibleLlmOptions) {
+    if (!options.baseUrl) throw new Error('OpenAiCompatibleLlm: baseUrl is required');
+    if (!options.model) throw new Error('OpenAiCompatibleLlm: model is required');
+    this.url = `${options.baseUrl.replace(/\/+$/, '')}/chat/completions`;
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
+    this.retries = Math.max(0, options.retries ?? 2);
+    this.retryBaseDelayMs = options.retryBaseDelayMs ?? 250;
+  }
+
+  /** Nothing to warm up remotely; a health probe here would cost a call at every boot. */
+  async load(): Promise<void> {}
+
+  /** The request body for a turn (exposed for tests and debugging). */
+  buildBody(request: Pick<LlmRequest, 'messages' | 'tools'>): ChatCompletionsBody {
+    const body: ChatCompletionsBody = {
+      model: this.options.model,
+      messages: request.messages.map(toWireMessage),
+      stream: true,
+    };
+    // Some servers reject an empty tools array: only send it when there are tools.
+    if (request.tools.length > 0) {
+      body.tools = request.tools.map((t) => ({
+        type: 'function',
+        function: { name: t.name, description: t.description, parameters: t.parameters },
+      }));
+    }
+    if (this.options.temperature !== undefined) body.temperature = this.options.temperature;
+    if (this.options.maxTokens !== undefined) body.max_tokens = this.options.maxTokens;
+    return body;
+  }
+
+  async *stream(request: LlmRequest): AsyncGenerator<LlmEvent> {
+    const { signal } = request;
+    const payload = JSON.stringify(this.buildBody(request));
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      accept: 'text/event-stream',
+      ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}),
+      ...this.options.extraHeaders,
+    };
+
+    for (let attempt = 0; ; attempt++) {
+      if (signal.aborted) {
+        yield { type: 'done', finishReason: 'cancelled' };
+        return;
+      }
+      let yielded = false;
+      const attemptCtl = new AbortController();
+      const onAbort = (): void => attemptCtl.abort(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      let timeout: LlmHttpError | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const arm = (ms: number, what: string): void => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          timeout = new LlmHttpError(`LLM ${what} timeout after ${ms} ms (${this.url})`, undefined, undefined, true);
+          attemptCtl.abort(timeout);
+        }, ms);
+      };
+
+      try {
+        arm(this.timeoutMs, 'first-byte');
+        const res = await fetch(this.url, { method: 'POST', headers, body: payload, signal: attemptCtl.signal });
+        if (!res.ok) {
+          const text = await res.text().catch(() => '');
+          const retryable = res.status === 429 || res.status >= 500;
+          throw new LlmHttpError(
+            `LLM HTTP ${res.status} ${res.statusText} from ${this.url}: ${snippet(text)}`,
+            res.status,
+            snippet(text),
+            retryable,
+            parseRetryAfter(res.headers.get('retry-after')),
+          );
+        }
+        if (!res.body) throw new LlmHttpError(`LLM response from ${this.url} has no body`, res.status, undefined, true);
+
+        const contentType = res.headers.get('content-type') ?? '';
+        if (contentType.includes('application/json')) {
+          // Server ignored stream:true (some proxies do): accept a whole completion.
+          const text = await res.text();
+          clearTimeout(timer);
+          yield* this.fromWholeCompletion(text);
+          return;
+        }
+
+        const state = { finish: undefined as string | undefined, sawDone: false, tools: new Map<number, PendingToolCall>() };
+        for await (const data of sseData(res.body, () => arm(this.idleTimeoutMs, 'idle'))) {
+          if (data === '[DONE]') {
+            state.sawDone = true;
+            break;
+          }
+          for (const text of this.applyChunk(data, state)) {
+            yielded = true;
+            yield { type: 'text', text };
+          }
+        }
+        clearTimeout(timer);
+        if (!state.sawDone && state.finish === undefined) {
+          throw new LlmHttpError(`LLM stream from ${this.url} ended before completion`, undefined, undefined, true);
+        }
+        yield* this.finish(state.finish, state.tools);
+        return;
+      } catch (err) {
+        clearTimeout(timer);
+        if (signal.aborted) {
+          yield { type: 'done', finishReason: 'cancelled' };
+          return;
+        }
+        const e = timeout ?? toLlmError(err, this.url);
+        if (yielded) {
+          // Half a reply already went downstream: replaying it would duplicate speech.
+          throw new LlmHttpError(`${e.message} (mid-stream, after output started; not retried)`, e.status, e.bodySnippet, false);
+        }
+        if (!e.retryable || attempt >= this.retries) throw e;
+        const backoff = this.retryBaseDelayMs * 2 ** attempt * (1 + Math.random() * 0.25);
+        const delay = Math.min(Math.max(backoff, e.retryAfterMs ?? 0), 5_000);
+        this.options.logger?.warn({ err: e.message, attempt: attempt + 1, delayMs: Math.round(delay) }, 'llm request failed, retrying');
+        if (!(await sleep(delay, signal))) {
+          yield { type: 'done', finishReason: 'cancelled' };
+          return;
+        }
+      } finally {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        // Consumer stopped early (or we are done): release the socket.
+        attemptCtl.abort();
+      }
+    }
+  }
+
+  /** Applies one SSE data payload; returns the text deltas it carried. */
+  private applyChunk(
+    data: string,
+    state: { finish: string | undefined; tools: Map<number, PendingToolCall> },
+  ): string[] {
+    let json: unknown;
+    try {
+      json = JSON.parse(data);
+    } catch {
+      throw new LlmHttpError(`LLM stream from ${this.url} sent malformed JSON: ${snippet(data)}`, undefined, snippet(data), false);
+    }
+    if (!isRecord(json)) return [];
+    if (json.error !== undefined) {
+      const msg = isRecord(json.error) && typeof json.error.message === 'string' ? json.error.message : JSON.stringify(json.error);
+      throw new LlmHttpError(`LLM stream error from ${this.url}: ${snippet(msg)}`, undefined, snippet(msg), false);
+    }
+    const out: string[] = [];
+    const choices = Array.isArray(json.choices) ? json.choices : [];
+    for (const choice of choices) {
+      // n=1: only the first choice matters, but servers may omit "index".
+      if (!isRecord(choice) || (typeof choice.index === 'number' && choice.index !== 0)) continue;
+      const delta = isRecord(choice.delta) ? choice.delta : undefined;
+      if (delta) {
+        if (typeof delta.content === 'string' && delta.content !== '') out.push(delta.content);
+        if (Array.isArray(delta.tool_calls)) {
+          delta.tool_calls.forEach((tc: unknown, pos: number) => {
+            if (!isRecord(tc)) return;
+            const index = typeof tc.index === 'number' ? tc.index : pos;
+            const entry = state.tools.get(index) ?? { id: '', name: '', arguments: '' };
+            if (typeof tc.id === 'string' && tc.id !== '') entry.id = tc.id;
+            const fn = isRecord(tc.function) ? tc.function : undefined;
+            // The name arrives once (first fragment); arguments arrive in pieces.
+            if (fn && typeof fn.name === 'string' && fn.name !== '' && entry.name === '') entry.name = fn.name;
+            if (fn && typeof fn.arguments === 'string') entry.arguments += fn.arguments;
+            else if (fn && isRecord(fn.arguments)) entry.arguments += JSON.stringify(fn.arguments);
+            state.tools.set(index, entry);
+          });
+        }
+      }
+      if (typeof choice.finish_reason === 'string') state.finish = choice.finish_reason;
+    }
+    return out;
+  }
+
+  private *finish(finishReason: string | undefined, tools: Map<number, PendingToolCall>): Generator<LlmEvent> {
+    const calls = [...tools.entries()].sort(([a], [b]) => a - b).map(([, c]) => c);
+    if (finishReason === 'length') {
+      // Arguments cut off mid-JSON would be executed wrongly: drop them.
+      if (calls.length > 0) this.options.logger?.warn({ dropped: calls.length }, 'tool calls truncated by max_tokens');
+      yield { type: 'done', finishReason: 'length' };
+      return;
+    }
+    const complete = calls.filter((c) => c.name !== '');
+    for (const c of complete) yield { type: 'tool_call', call: this.toToolCall(c) };
+    // vLLM sometimes says "stop" while returning tool calls: the calls are what counts.
+    yield { type: 'done', finishReason: complete.length > 0 ? 'tool_calls' : mapFinish(finishReason) };
+  }
+
+  private *fromWholeCompletion(text: string): Generator<LlmEvent> {
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new LlmHttpError(`LLM response from ${this.url} is not JSON: ${snippet(text)}`, undefined, snippet(text), false);
+    }
+    const choice = isRecord(json) && Array.isArray(json.choices) && isRecord(json.choices[0]) ? json.choices[0] : undefined;
+    const message = choice && isRecord(choice.message) ? choice.message : undefined;
+    if (!message) throw new LlmHttpError(`LLM response from ${this.url} has no choices: ${snippet(text)}`, undefined, snippet(text), false);
+    if (typeof message.content === 'string' && message.content !== '') yield { type: 'text', text: message.content };
+    const tools = new Map<number, PendingToolCall>();
+    if (Array.isArray(message.tool_calls)) {
+      message.tool_calls.forEach((tc: unknown, i: number) => {
+        if (!isRecord(tc) || !isRecord(tc.function)) return;
+        const args = tc.function.arguments;
+        tools.set(i, {
+          id: typeof tc.id === 'string' ? tc.id : '',
+          name: typeof tc.function.name === 'string' ? tc.function.name : '',
+          arguments: typeof args === 'string' ? args : JSON.stringify(args ?? {}),
+        });
+      });
+    }
+    yield* this.finish(typeof choice?.finish_reason === 'string' ? choice.finish_reason : 'stop', tools);
+  }
+
+  private toToolCall(c: PendingToolCall): ToolCall {
+    this.callSeq += 1;
+    return {
+      id: c.id || `call_${Date.now().toString(36)}_${this.callSeq}`,
+      name: c.name,
+      arguments: c.arguments.trim() === '' ? '{}' : c.arguments,
+    };
+  }
+}
+
+function toWireMessage(m: ChatMessage): WireMessage {
+  switch (m.role) {
+    case 'assistant': {
+      if (!m.toolCalls || m.toolCalls.length === 0) return { role: 'assistant', content: m.content };
+      return {
+        role: 'assistant',
+        // OpenAI wants null rather than "" next to tool_calls.
+        content: m.content === '' ? null : m.content,
+        tool_calls: m.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } })),
+      };
+    }
+    case 'tool':
+      return { role: 'tool', content: m.content, tool_call_id: m.toolCallId ?? '' };
+    default:
+      return { role: m.role, content: m.content };
+  }
+}
+
+function mapFinish(reason: string | undefined): FinishReason {
+  switch (reason) {
+    case 'length':
+      return 'length';
+    case 'tool_calls':
+    case 'function_call':
+      return 'tool_calls';
+    default:
+      return 'stop';
+  }
+}
+
+/**
+ * Yields the `data` of each SSE event. `onBytes` fires on every network chunk (re-arms the idle timer).
+ * Multi-line data is joined with "\n" per the SSE spec; comments and other fields are ignored.
+ */
+async function* sseData(body: ReadableStream<Uint8Array>, onBytes: () => void): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  const reader = body.getReader();
+  let buffer = '';
+  let dataLines: string[] = [];
+  const flushEvent = function* (): Generator<string> {
+    if (dataLines.length === 0) return;
+    const joined = dataLines.join('\n');
+    const lines = dataLines;
+    dataLines = [];
+    // Tolerate servers that forget the blank line between events: one JSON per line.
+    if (lines.length > 1 && !isJsonLike(joined)) yield* lines;
+    else yield joined;
+  };
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      onBytes();
+      buffer += decoder.decode(value, { stream: true });
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl).replace(/\r$/, '');
+        buffer = buffer.slice(nl + 1);
+        if (line === '') {
+          yield* flushEvent();
+        } else if (line.startsWith('data:')) {
+          dataLines.push(line.slice(5).replace(/^ /, ''));
+        }
+      }
+    }
+    buffer += decoder.decode();
+    if (buffer.startsWith('data:')) dataLines.push(buffer.slice(5).replace(/^ /, ''));
+    yield* flushEvent();
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+function isJsonLike(s: string): boolean {
+  try {
+    JSON.parse(s);
+    return true;
+  } catch {
+    return s.trim() === '[DONE]';
+  }
+}
+
+function toLlmError(err: unknown, url: string): LlmHttpError {
+  if (err instanceof LlmHttpError) return err;
+  // undici: TypeError("fetch failed", { cause: { code: "ECONNREFUSED" } }), or "terminated" mid-body.
+  const cause = err instanceof Error && err.cause !== undefined ? err.cause : undefined;
+  const code = isRecord(cause) && typeof cause.code === 'string' ? cause.code : undefined;
+  const detail = [err instanceof Error ? err.message : String(err), code ?? (cause instanceof Error ? cause.message : undefined)]
+    .filter(Boolean)
+    .join(': ');
+  return new LlmHttpError(`LLM connection to ${url} failed: ${detail}`, undefined, undefined, true);
+}
+
+function parseRetryAfter(v: string | null): number | undefined {
+  if (!v) return undefined;
+  const secs = Number(v);
+  if (Number.isFinite(secs)) return secs * 1000;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+/** Resolves true after ms, false if the signal aborts first. */
+function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(false);
+    const onAbort = (): void => {
+      clearTimeout(t);
+      resolve(false);
+    };
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(true);
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function snippet(s: string): string {
+  const flat = s.replace(/\s+/g, ' ').trim();
+  return flat.length > SNIPPET_CHARS ? `${flat.slice(0, SNIPPET_CHARS)}…` : flat;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}

@@ -1,0 +1,105 @@
+/**
+ * TTS provider selection: SVOX Pico where it has a voice (clearest here; en, fr, de, es, it),
+ * eSpeak NG for everything else and on machines without the Pico voice files.
+ */
+import type { Logger } from 'pino';
+import { EspeakTts } from './espeak/index.js';
+import { SvoxPicoTts, defaultPicoVoicesDir, findPicoVoices } from './svoxpico/index.js';
+import type { TtsOptions, TtsProvider } from './types.js';
+
+export type { TtsOptions, TtsProvider } from './types.js';
+export { EspeakTts, type EspeakTtsOptions, type EspeakVoice } from './espeak/index.js';
+export { SvoxPicoTts, type SvoxPicoTtsOptions, defaultPicoVoicesDir, findPicoVoices } from './svoxpico/index.js';
+
+export interface TtsFactoryConfig {
+  /** 'auto': Pico (+ eSpeak for other languages) when Pico voice files exist, else eSpeak alone. */
+  provider: 'svoxpico' | 'espeak' | 'auto';
+  /** SVOX Pico voices directory (default: env SVOX_PICO_DIR, else ../shared/models/svox-pico). */
+  voicesDir?: string;
+  /** Default voice per language, e.g. `{ en: 'en-GB', pt: 'roa/pt-BR' }`. */
+  voices?: Record<string, string>;
+  /** With 'svoxpico': also speak Pico's missing languages with eSpeak. Default true. */
+  fallback?: boolean;
+  /** Pico output gain (default -3 dB). */
+  gainDb?: number;
+  /** eSpeak worker threads (default min(2, cores)). */
+  espeakWorkers?: number;
+}
+
+function primaryTag(language: string): string {
+  return language.trim().split(/[-_]/)[0].toLowerCase();
+}
+
+/**
+ * Routes each call to the first provider that speaks its language (order = preference).
+ * load() loads all of them and rejects if any fails, so a misconfigured primary is not hidden.
+ */
+export class CompositeTts implements TtsProvider {
+  readonly name: string;
+
+  constructor(
+    private readonly providers: readonly TtsProvider[],
+    private readonly defaultVoices: Readonly<Record<string, string>> = {},
+  ) {
+    if (providers.length === 0) throw new Error('CompositeTts needs at least one provider');
+    this.name = providers.map((p) => p.name).join('+');
+  }
+
+  get languages(): readonly string[] {
+    return [...new Set(this.providers.flatMap((p) => p.languages))];
+  }
+
+  async load(): Promise<void> {
+    await Promise.all(this.providers.map((p) => p.load()));
+  }
+
+  /** The provider that will speak `language`, or undefined. */
+  providerFor(language: string): TtsProvider | undefined {
+    const primary = primaryTag(language);
+    return this.providers.find((p) => p.languages.includes(primary));
+  }
+
+  synthesize(text: string, options: TtsOptions): AsyncIterable<Int16Array> {
+    const provider = this.providerFor(options.language);
+    if (provider === undefined) {
+      const err = new Error(`no TTS voice for language '${options.language}' (providers: ${this.name})`);
+      return {
+        [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(err) }),
+      };
+    }
+    const voice =
+      options.voice ?? this.defaultVoices[options.language] ?? this.defaultVoices[primaryTag(options.language)];
+    return provider.synthesize(text, voice === undefined ? options : { ...options, voice });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.providers.map((p) => p.close?.()));
+  }
+}
+
+/** Build (not load) the configured TTS provider. */
+export function createTtsProvider(config: TtsFactoryConfig, logger: Logger): TtsProvider {
+  const voicesDir = config.voicesDir ?? defaultPicoVoicesDir();
+  const pico = (): SvoxPicoTts => new SvoxPicoTts({ voicesDir, logger, gainDb: config.gainDb });
+  const espeak = (): EspeakTts => new EspeakTts({ logger, workers: config.espeakWorkers });
+  const voices = config.voices ?? {};
+
+  switch (config.provider) {
+    case 'espeak':
+      return new CompositeTts([espeak()], voices);
+    case 'svoxpico':
+      return new CompositeTts(config.fallback === false ? [pico()] : [pico(), espeak()], voices);
+    case 'auto': {
+      const found = findPicoVoices(voicesDir);
+      logger.info(
+        { voicesDir, picoVoices: found.map((v) => v.id) },
+        found.length > 0 ? 'TTS: SVOX Pico with eSpeak NG fallback' : 'TTS: SVOX Pico voices not found, using eSpeak NG',
+      );
+      return new CompositeTts(found.length > 0 ? [pico(), espeak()] : [espeak()], voices);
+    }
+    default: {
+      const unknown: never = config.provider;
+      throw new Error(`unknown TTS provider '${String(unknown)}'`);
+    }
+  }
+}

@@ -1,0 +1,20 @@
+/** Voice activity detection: speech probability per 20 ms internal frame. */
+export interface VadProvider {
+  readonly name: string;
+  /** Load weights; resolves once the provider can create streams. Idempotent. */
+  load(): Promise<void>;
+  /** One stream per call: holds the model's recurrent state for that caller. */
+  createStream(): VadStream;
+}
+
+export interface VadStream {
+  /**
+   * Feed one internal frame (FRAME_SAMPLES samples, 16 kHz PCM16) and get the current speech
+   * probability in [0, 1]. Calls must be awaited in order; the stream buffers internally when the
+   * model's window is not a multiple of 20 ms.
+   */
+  process(frame: Int16Array): Promise<number>;
+  /** Forget the recurrent state (e.g. after a long pause). */
+  reset(): void;
+  close(): void;
+}

@@ -1,0 +1,57 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import websocket from '@fastify/websocket';
+import type { Logger } from 'pino';
+import type { ServiceConfig } from './config.js';
+import { VoiceService } from './service.js';
+import type { SessionProviders } from './session/session.js';
+import { deviceWebSocket, HARD_MAX_PAYLOAD } from './transports/ws/device-ws.js';
+
+export interface VoiceServer {
+  app: FastifyInstance;
+  service: VoiceService;
+  /** Listen, then load models in the background (/healthz says when ready). Resolves with the bound port. */
+  start(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Wires HTTP routes and transports around one VoiceService. `providers` replaces the configured ones
+ * (tests use it to inject faults); normally they come from the config.
+ */
+export function buildServer(config: ServiceConfig, logger: Logger, providers?: SessionProviders): VoiceServer {
+  const service = new VoiceService(config, logger, providers);
+  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 1024 * 1024 });
+
+  void app.register(websocket, { options: { maxPayload: HARD_MAX_PAYLOAD } });
+
+  app.get('/healthz', async (_request, reply) => {
+    const body = { status: service.state, sessions: service.sessions.size, ...(service.loadError ? { error: service.loadError.message } : {}) };
+    return reply.code(service.ready ? 200 : 503).send(body);
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    const text = await service.metrics.registry.metrics();
+    return reply.type(service.metrics.registry.contentType).send(text);
+  });
+
+  void app.register(deviceWebSocket, { service });
+
+  return {
+    app,
+    service,
+    async start() {
+      await app.listen({ host: config.host, port: config.port });
+      const address = app.server.address();
+      const port = typeof address === 'object' && address ? address.port : config.port;
+      logger.info({ port }, 'listening; loading models');
+      void service.load().catch(() => {
+        /* logged by the service; /healthz reports it */
+      });
+      return port;
+    },
+    async stop() {
+      await app.close();
+      await service.close();
+    },
+  };
+}

@@ -1,0 +1,30 @@
+import { rmsDbfs } from '../audio/format.js';
+
+/**
+ * A cheap, zero-lag onset detector on frame energy against an adaptive noise floor. Silero needs ~50–100 ms
+ * to be sure of speech (longer for fricatives like the "s" of "stop"); this fires on the first loud frames so
+ * agent audio can be paused at once. It only ever pauses: the VAD decides whether it was speech.
+ */
+export class EnergyOnset {
+  private floorDb = -60;
+  private loudRun = 0;
+
+  constructor(
+    /** How far above the noise floor a frame must be to count as loud, dB. */
+    private readonly marginDb = 15,
+    /** Quietest level that can count as loud at all, dBFS. */
+    private readonly minLevelDb = -50,
+    /** Consecutive loud frames needed. */
+    private readonly frames = 2,
+  ) {}
+
+  /** Feed one frame; true on the frame where an onset is detected. */
+  push(samples: Int16Array): boolean {
+    const level = Math.max(-100, rmsDbfs(samples));
+    // The floor drops at once to quieter frames and rises slowly, so speech does not lift it.
+    this.floorDb = level < this.floorDb ? level : this.floorDb + Math.min(0.05, level - this.floorDb);
+    const loud = level > this.minLevelDb && level > this.floorDb + this.marginDb;
+    this.loudRun = loud ? this.loudRun + 1 : 0;
+    return this.loudRun === this.frames;
+  }
+}

@@ -1,0 +1,126 @@
+import { FRAME_MS } from '../audio/format.js';
+
+/** One frame of agent audio on its way out, tagged with the reply segment it belongs to. */
+export interface OutboundFrame {
+  samples: Int16Array;
+  responseId: string;
+  /** Index of the TTS segment (clause/sentence) within the response. */
+  segment: number;
+}
+
+/**
+ * Sends agent audio at real-time pace, at most `leadMs` ahead of the caller's playout. Keeping the client's
+ * buffer this small is what lets barge-in silence the agent at once, and it tells us what the caller heard.
+ */
+export class OutputPacer {
+  private readonly queue: OutboundFrame[] = [];
+  /** Wall time (performance.now) at which the next frame sent will start playing at the caller. */
+  private playheadMs = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private paused = false;
+  private closed = false;
+
+  constructor(
+    private readonly send: (frame: OutboundFrame) => void,
+    private readonly leadMs: number,
+    private readonly onIdle: () => void = () => {},
+  ) {}
+
+  enqueue(frame: OutboundFrame): void {
+    if (this.closed) return;
+    this.queue.push(frame);
+    this.schedule();
+  }
+
+  /** Frames waiting to be sent. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /** True while agent audio is queued or still playing at the caller. */
+  get active(): boolean {
+    return this.queue.length > 0 || performance.now() < this.playheadMs;
+  }
+
+  /** Frames sent that the caller has not played yet (in their playout buffer). */
+  get framesAhead(): number {
+    return Math.max(0, Math.ceil((this.playheadMs - performance.now()) / FRAME_MS));
+  }
+
+  /** Stop sending (the caller may be interrupting); frames stay queued. */
+  pause(): void {
+    this.paused = true;
+    this.clearTimer();
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.schedule();
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Drop everything queued; returns what was dropped. The caller's short playout buffer still plays out. */
+  clear(): OutboundFrame[] {
+    const dropped = this.queue.splice(0, this.queue.length);
+    this.clearTimer();
+    this.paused = false;
+    this.playheadMs = Math.min(this.playheadMs, performance.now());
+    return dropped;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.queue.length = 0;
+    this.clearTimer();
+  }
+
+  private clearTimer(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.idleTimer) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = null;
+    }
+  }
+
+  private schedule(): void {
+    if (this.timer || this.paused || this.closed) return;
+    if (this.idleTimer) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = null;
+    }
+    this.pump();
+  }
+
+  private pump(): void {
+    this.timer = null;
+    if (this.paused || this.closed) return;
+    let now = performance.now();
+    while (this.queue.length > 0) {
+      // After an underrun the caller's buffer is empty: play from now, not from the stale playhead.
+      if (this.playheadMs < now) this.playheadMs = now;
+      if (this.playheadMs - now > this.leadMs) break;
+      const frame = this.queue.shift()!;
+      this.playheadMs += FRAME_MS;
+      this.send(frame);
+      now = performance.now();
+    }
+    if (this.queue.length > 0) {
+      const wait = Math.max(1, this.playheadMs - this.leadMs - now);
+      this.timer = setTimeout(() => this.pump(), wait);
+    } else {
+      const untilPlayed = Math.max(0, this.playheadMs - performance.now());
+      this.idleTimer = setTimeout(() => {
+        this.idleTimer = null;
+        if (this.queue.length === 0 && !this.closed) this.onIdle();
+      }, untilPlayed);
+    }
+  }
+}

@@ -1,0 +1,502 @@
+import type { Logger } from 'pino';
+import type { ServiceConfig } from '../config.js';
+import { FRAME_MS, type AudioFrame } from '../audio/format.js';
+import type { AsrFinal, AsrProvider, AsrStream } from '../providers/asr/types.js';
+import type { ChatMessage, LlmProvider } from '../providers/llm/types.js';
+import type { TtsProvider } from '../providers/tts/types.js';
+import type { VadProvider, VadStream } from '../providers/vad/types.js';
+import type { MetricsSink } from '../metrics/metrics.js';
+import type { ErrorCode, SessionEvent, TurnStages } from './events.js';
+import { OutputPacer, type OutboundFrame } from './output-pacer.js';
+import { ReplyTask, type ReplySink, type ToolExecutor } from './reply.js';
+import { TurnDetector, type TurnSignal } from './turn-detector.js';
+import { EnergyOnset } from './energy-onset.js';
+
+export interface SessionProviders {
+  vad: VadProvider;
+  asr: AsrProvider;
+  llm: LlmProvider;
+  tts: TtsProvider;
+  tools: ToolExecutor;
+}
+
+/** Where a session's events and agent audio go: implemented by each transport. */
+export interface SessionOutput {
+  event(event: SessionEvent): void;
+  /** One 20 ms frame of agent audio (internal format), already paced to real time. */
+  audio(frame: OutboundFrame): void;
+}
+
+export interface SessionOptions {
+  callId: string;
+  transport: string;
+  providers: SessionProviders;
+  config: ServiceConfig;
+  logger: Logger;
+  metrics: MetricsSink;
+  output: SessionOutput;
+  language?: string;
+}
+
+/** One line of the call's transcript, kept for the call record. */
+export interface TranscriptEntry {
+  role: 'caller' | 'agent';
+  turn: number;
+  text: string;
+  language: string;
+  atMs: number;
+  status?: 'completed' | 'interrupted' | 'failed';
+}
+
+/** Frames waiting for VAD beyond this are dropped: the call is falling behind real time. */
+const MAX_INBOUND_BACKLOG = 50;
+
+interface OpenTurn {
+  turn: number;
+  /** Arrival time of the turn's first voiced frame. */
+  startedAtMs: number;
+  /** Final text of each ASR utterance in this turn (a preemptive finalize splits a turn in several). */
+  segments: string[];
+  language: string;
+  lastVoicedMs: number;
+  asrFinalMs?: number;
+  /** True when audio reached ASR after its last finalize (so the turn's end needs another one). */
+  unfinalizedSpeech: boolean;
+  preemptive: ReplyTask | null;
+  preemptiveInput: string;
+  discardedPreemptive: number;
+}
+
+interface ActiveReply {
+  task: ReplyTask;
+  turn: number;
+  /** The caller's words this reply answers. */
+  userText: string;
+  lastVoicedMs: number;
+  stages: TurnStages;
+  preemptive: boolean;
+  discardedPreemptive: number;
+  framesSent: number;
+  producedAll: boolean;
+  metricsSent: boolean;
+}
+
+/**
+ * One call: VAD → turn detection → streaming ASR → reply (LLM → TTS) → paced audio out. Knows nothing of
+ * the transport that feeds it or of the models behind the providers.
+ */
+export class Session {
+  readonly callId: string;
+  readonly history: ChatMessage[];
+  readonly transcript: TranscriptEntry[] = [];
+  language: string;
+
+  private readonly log: Logger;
+  private readonly config: ServiceConfig;
+  private readonly providers: SessionProviders;
+  private readonly output: SessionOutput;
+  private readonly metrics: MetricsSink;
+  private readonly detector: TurnDetector;
+  private readonly pacer: OutputPacer;
+  private readonly vad: VadStream;
+  private readonly asr: AsrStream;
+  private readonly preRoll: AudioFrame[] = [];
+  private inbound: Promise<void> = Promise.resolve();
+  private inboundBacklog = 0;
+  private turnChain: Promise<void> = Promise.resolve();
+  private turnCounter = 0;
+  private openTurn: OpenTurn | null = null;
+  private active: ActiveReply | null = null;
+  /** Agent audio was paused because the caller started to speak; not yet known to be an interruption. */
+  private tentativeBargeIn = false;
+  /** Frames processed since agent audio was paused tentatively. */
+  private framesSincePause = 0;
+  private readonly energyOnset = new EnergyOnset();
+  private lastPartial = '';
+  private closed = false;
+  private readonly startedAt = performance.now();
+
+  constructor(options: SessionOptions) {
+    this.callId = options.callId;
+    this.config = options.config;
+    this.providers = options.providers;
+    this.output = options.output;
+    this.metrics = options.metrics;
+    this.language = options.language ?? options.config.agent.defaultLanguage;
+    this.log = options.logger;
+    this.history = [{ role: 'system', content: options.config.agent.systemPrompt }];
+    this.detector = new TurnDetector(options.config.turn);
+    this.pacer = new OutputPacer((frame) => this.sendFrame(frame), options.config.audioOut.leadMs, () => this.onPlaybackIdle());
+    this.vad = options.providers.vad.createStream();
+    this.asr = options.providers.asr.createStream({
+      language: this.language,
+      onPartial: (partial) => this.onPartial(partial.text, partial.language),
+    });
+  }
+
+  /** Inbound caller audio, one internal 20 ms frame at a time, in order. */
+  pushAudio(frame: AudioFrame): void {
+    if (this.closed) return;
+    if (this.inboundBacklog >= MAX_INBOUND_BACKLOG) {
+      this.log.warn({ backlog: this.inboundBacklog }, 'inbound audio backlog full, dropping frame');
+      return;
+    }
+    // Pause the agent on the first loud frames, before the VAD has even seen them.
+    if (this.energyOnset.push(frame.samples)) this.pauseAgentTentatively('energy');
+    this.inboundBacklog++;
+    this.inbound = this.inbound
+      .then(() => this.processFrame(frame))
+      .catch((err: unknown) => this.fail('internal_error', 'audio processing failed', err))
+      .finally(() => {
+        this.inboundBacklog--;
+      });
+  }
+
+  /** The client says the caller's turn is over (push-to-talk release). */
+  commitInput(): void {
+    if (this.closed || !this.detector.inSpeech || !this.openTurn) return;
+    const lastVoicedMs = this.openTurn.lastVoicedMs;
+    this.detector.reset();
+    this.handleSignal({ kind: 'end_of_turn', lastVoicedMs, speechMs: 0, forced: true });
+  }
+
+  /** The client asks the agent to stop talking. */
+  cancelResponse(): void {
+    if (this.active) this.interrupt('client', null);
+  }
+
+  /** True while the agent has audio queued or playing. */
+  get agentSpeaking(): boolean {
+    return this.pacer.active;
+  }
+
+  /** Ends the call: cancels work in flight and releases the per-call model state. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.openTurn?.preemptive?.cancel();
+    if (this.active) {
+      const heard = this.active.task.heardText(this.framesPlayed(this.active));
+      this.finishActive(heard, 'interrupted');
+    }
+    this.pacer.close();
+    await Promise.allSettled([this.inbound, this.turnChain]);
+    this.asr.close();
+    this.vad.close();
+    this.log.info({ turns: this.turnCounter, durationMs: Math.round(performance.now() - this.startedAt) }, 'session closed');
+  }
+
+  private async processFrame(frame: AudioFrame): Promise<void> {
+    if (this.closed) return;
+    const probability = await this.vad.process(frame.samples);
+    if (this.closed) return;
+    this.preRoll.push(frame);
+    const maxPreRoll = Math.max(1, Math.round(this.config.turn.preRollMs / FRAME_MS));
+    while (this.preRoll.length > maxPreRoll) this.preRoll.shift();
+
+    const wasInSpeech = this.detector.inSpeech;
+    const signals = this.detector.push(probability, frame.timestampMs);
+    const startsSpeech = signals.some((s) => s.kind === 'speech_start');
+    if (startsSpeech) {
+      // Give ASR the audio from just before the onset so the first phoneme is not clipped.
+      for (const buffered of this.preRoll) this.asr.push(buffered.samples);
+      this.preRoll.length = 0;
+    } else if (wasInSpeech && this.detector.inSpeech) {
+      this.asr.push(frame.samples);
+    }
+    if (this.openTurn && (startsSpeech || (wasInSpeech && probability >= this.config.turn.silenceThreshold))) {
+      this.openTurn.unfinalizedSpeech = true;
+    }
+    for (const signal of signals) this.handleSignal(signal);
+    this.maybeConfirmBargeIn();
+    // A tentative pause the VAD never confirmed as speech (a cough, a door): let the agent go on.
+    if (this.tentativeBargeIn && !this.detector.active && ++this.framesSincePause * FRAME_MS >= this.config.turn.pauseTimeoutMs) {
+      this.resumeAgent();
+    }
+  }
+
+  /** Stop sending agent audio because the caller may be starting to talk; reversible. */
+  private pauseAgentTentatively(reason: 'energy' | 'vad'): void {
+    if (!this.pacer.active || this.pacer.isPaused) return;
+    this.pacer.pause();
+    this.tentativeBargeIn = true;
+    this.framesSincePause = 0;
+    this.log.debug({ reason }, 'caller sound while agent speaks: agent audio paused');
+  }
+
+  private handleSignal(signal: TurnSignal): void {
+    switch (signal.kind) {
+      case 'voice_onset':
+        // Silence the agent the moment the caller makes a sound; resume if it proves to be nothing.
+        this.pauseAgentTentatively('vad');
+        break;
+      case 'voice_rejected':
+        if (this.tentativeBargeIn) this.resumeAgent();
+        break;
+      case 'speech_start': {
+        if (!this.openTurn) {
+          this.openTurn = {
+            turn: ++this.turnCounter,
+            startedAtMs: signal.atMs,
+            segments: [],
+            language: this.language,
+            lastVoicedMs: signal.atMs,
+            unfinalizedSpeech: true,
+            preemptive: null,
+            preemptiveInput: '',
+            discardedPreemptive: 0,
+          };
+          this.lastPartial = '';
+          this.emit({ type: 'speech.started', turn: this.openTurn.turn, atMs: Math.round(signal.atMs) });
+        }
+        break;
+      }
+      case 'likely_end': {
+        const turn = this.openTurn;
+        if (!turn) break;
+        turn.lastVoicedMs = signal.lastVoicedMs;
+        this.enqueueTurnWork(async () => {
+          await this.finalizeSegment(turn);
+          if (this.closed || turn !== this.openTurn || turn.unfinalizedSpeech) return;
+          const text = turn.segments.join(' ').trim();
+          if (!text || this.tentativeBargeIn) return;
+          turn.preemptiveInput = text;
+          turn.preemptive = this.startReply(turn.turn, turn.language, text);
+        });
+        break;
+      }
+      case 'speech_resume': {
+        const turn = this.openTurn;
+        if (!turn) break;
+        this.enqueueTurnWork(async () => {
+          if (turn.preemptive) {
+            turn.preemptive.cancel();
+            turn.preemptive = null;
+            turn.discardedPreemptive++;
+            this.log.debug({ turn: turn.turn }, 'caller went on: preemptive reply discarded');
+          }
+        });
+        break;
+      }
+      case 'end_of_turn': {
+        const turn = this.openTurn;
+        if (!turn) break;
+        this.openTurn = null;
+        turn.lastVoicedMs = signal.lastVoicedMs;
+        const endpointMs = performance.now() - signal.lastVoicedMs;
+        this.emit({ type: 'speech.stopped', turn: turn.turn, atMs: Math.round(signal.lastVoicedMs) });
+        this.enqueueTurnWork(() => this.endTurn(turn, endpointMs));
+        break;
+      }
+    }
+  }
+
+  private enqueueTurnWork(work: () => Promise<void>): void {
+    this.turnChain = this.turnChain.then(work).catch((err: unknown) => this.fail('internal_error', 'turn handling failed', err));
+  }
+
+  /** Close the current ASR utterance and keep its text in the turn. */
+  private async finalizeSegment(turn: OpenTurn): Promise<void> {
+    if (!turn.unfinalizedSpeech) return;
+    turn.unfinalizedSpeech = false;
+    const started = performance.now();
+    let final: AsrFinal;
+    try {
+      final = await this.asr.finalize();
+    } catch (err) {
+      this.fail('asr_failed', 'speech recognition failed', err);
+      return;
+    }
+    turn.asrFinalMs = performance.now() - started;
+    if (final.text.trim()) turn.segments.push(final.text.trim());
+    if (final.language) turn.language = final.language;
+  }
+
+  private async endTurn(turn: OpenTurn, endpointMs: number): Promise<void> {
+    if (this.closed) return;
+    if (turn.unfinalizedSpeech || turn.segments.length === 0) await this.finalizeSegment(turn);
+    else this.asr.cancel(); // only trailing silence since the preemptive finalize
+    if (this.closed) return;
+    this.language = turn.language;
+    const ownText = turn.segments.join(' ').trim();
+    if (!ownText || (this.tentativeBargeIn && isBackchannel(ownText, this.config.turn.backchannels))) {
+      // Noise, or "mhm" while the agent talks: not a turn to answer.
+      this.emit({ type: 'transcript.final', turn: turn.turn, text: ownText, language: turn.language });
+      turn.preemptive?.cancel();
+      if (this.tentativeBargeIn) this.resumeAgent();
+      return;
+    }
+    // May carry the previous turn's words into this one (the caller was only pausing).
+    if (this.active) this.interrupt('caller', turn);
+    const text = turn.segments.join(' ').trim();
+    this.emit({ type: 'transcript.final', turn: turn.turn, text, language: turn.language });
+    this.transcript.push({ role: 'caller', turn: turn.turn, text, language: turn.language, atMs: Date.now() });
+
+    let task = turn.preemptive;
+    const preemptive = task !== null && turn.preemptiveInput === text && task.status !== 'cancelled';
+    if (!preemptive) {
+      task?.cancel();
+      if (task) turn.discardedPreemptive++;
+      task = this.startReply(turn.turn, turn.language, text);
+    }
+    this.history.push({ role: 'user', content: text });
+    this.active = {
+      task: task!,
+      turn: turn.turn,
+      userText: text,
+      lastVoicedMs: turn.lastVoicedMs,
+      stages: { endpointMs, asrFinalMs: turn.asrFinalMs },
+      preemptive,
+      discardedPreemptive: turn.discardedPreemptive,
+      framesSent: 0,
+      producedAll: false,
+      metricsSent: false,
+    };
+    const sink: ReplySink = {
+      event: (event) => this.emit(event),
+      frame: (frame) => this.pacer.enqueue(frame),
+      finished: (reply) => this.onReplyProduced(reply),
+    };
+    task!.attach(sink);
+  }
+
+  private startReply(turn: number, language: string, userText: string): ReplyTask {
+    const { llm, tts, tools } = this.providers;
+    const messages: ChatMessage[] = [...this.history, { role: 'user', content: userText }];
+    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log }, turn, language, messages);
+  }
+
+  private sendFrame(frame: OutboundFrame): void {
+    const active = this.active;
+    if (!active || frame.responseId !== active.task.responseId) return;
+    active.framesSent++;
+    if (!active.metricsSent) {
+      active.metricsSent = true;
+      const stages: TurnStages = {
+        ...active.stages,
+        ...active.task.stages,
+        serverV2vMs: performance.now() - active.lastVoicedMs,
+      };
+      const metrics = { turn: active.turn, stages: roundStages(stages), preemptive: active.preemptive, discardedPreemptive: active.discardedPreemptive };
+      this.metrics.turnCompleted(metrics);
+      this.emit({ type: 'turn.metrics', turn: active.turn, metrics });
+      this.log.info({ turn: active.turn, ...metrics.stages, preemptive: active.preemptive }, 'turn answered');
+    }
+    this.output.audio(frame);
+  }
+
+  private onReplyProduced(reply: ReplyTask): void {
+    const active = this.active;
+    if (!active || active.task !== reply) return;
+    active.producedAll = true;
+    if (!this.pacer.active) this.onPlaybackIdle();
+  }
+
+  private onPlaybackIdle(): void {
+    const active = this.active;
+    if (!active || !active.producedAll || this.pacer.isPaused) return;
+    this.finishActive(active.task.text.trim(), active.task.status === 'failed' ? 'failed' : 'completed');
+  }
+
+  /** Frames of the active reply the caller has heard: sent, minus what is still in their playout buffer. */
+  private framesPlayed(active: ActiveReply): number {
+    return Math.max(0, active.framesSent - this.pacer.framesAhead);
+  }
+
+  /**
+   * Cut the agent off. When the caller resumes within `continuationWindowMs` of their previous words, they
+   * were only pausing mid-thought: the previous turn's words are carried into the new turn instead of being
+   * answered on their own, and the barely-started reply is dropped from the conversation.
+   */
+  private interrupt(by: 'caller' | 'client', newTurn: OpenTurn | null): void {
+    const active = this.active;
+    if (!active) return;
+    const heard = active.task.heardText(this.framesPlayed(active));
+    const continuation = newTurn !== null && newTurn.startedAtMs - active.lastVoicedMs <= this.config.turn.continuationWindowMs;
+    active.task.cancel();
+    this.pacer.clear();
+    this.tentativeBargeIn = false;
+    this.emit({ type: 'audio.clear' });
+    this.emit({ type: 'response.interrupted', turn: active.turn, responseId: active.task.responseId, heardText: heard });
+    this.metrics.interruption();
+    this.log.info({ turn: active.turn, by, heardChars: heard.length, continuation }, 'agent interrupted');
+    if (continuation && newTurn) {
+      newTurn.segments.unshift(active.userText);
+      if (newTurn.preemptive) {
+        newTurn.preemptive.cancel();
+        newTurn.preemptive = null;
+      }
+      const userIndex = this.history.findLastIndex((m) => m.role === 'user' && m.content === active.userText);
+      if (userIndex >= 0) this.history.splice(userIndex, 1);
+      this.finishActive('', 'interrupted');
+    } else {
+      this.finishActive(heard, 'interrupted');
+    }
+  }
+
+  /** Record the reply in the conversation: only what the caller heard, plus the tool calls that ran. */
+  private finishActive(spoken: string, status: 'completed' | 'interrupted' | 'failed'): void {
+    const active = this.active;
+    if (!active) return;
+    this.active = null;
+    this.emit({ type: 'response.done', turn: active.turn, responseId: active.task.responseId, text: spoken, status });
+    for (const message of active.task.newMessages) {
+      if (message.role === 'assistant' && !message.toolCalls) continue;
+      this.history.push(message);
+    }
+    if (spoken) {
+      this.history.push({ role: 'assistant', content: spoken });
+      this.transcript.push({ role: 'agent', turn: active.turn, text: spoken, language: active.task.language, atMs: Date.now(), status });
+    }
+    // Hang up or transfer only once the caller has heard the goodbye.
+    if (status === 'completed' && active.task.action) this.emit({ type: 'call.action', action: active.task.action });
+  }
+
+  private maybeConfirmBargeIn(): void {
+    if (!this.tentativeBargeIn || !this.detector.inSpeech) return;
+    if (this.detector.speechMs < this.config.turn.minInterruptionMs) return;
+    if (this.lastPartial && isBackchannel(this.lastPartial, this.config.turn.backchannels)) return;
+    this.interrupt('caller', this.openTurn);
+  }
+
+  private resumeAgent(): void {
+    this.tentativeBargeIn = false;
+    this.pacer.resume();
+  }
+
+  private onPartial(text: string, language: string): void {
+    const turn = this.openTurn;
+    if (!turn || this.closed) return;
+    const full = [...turn.segments, text].join(' ').trim();
+    if (!full || full === this.lastPartial) return;
+    this.lastPartial = full;
+    this.emit({ type: 'transcript.partial', turn: turn.turn, text: full, language });
+  }
+
+  private emit(event: SessionEvent): void {
+    if (this.closed && event.type !== 'error') return;
+    if (event.type === 'error') this.metrics.error(event.code);
+    this.output.event(event);
+  }
+
+  private fail(code: ErrorCode, message: string, err: unknown): void {
+    this.log.error({ err, code }, message);
+    this.emit({ type: 'error', code, message: `${message}: ${err instanceof Error ? err.message : String(err)}` });
+  }
+}
+
+function roundStages(stages: TurnStages): TurnStages {
+  const out: TurnStages = {};
+  for (const [key, value] of Object.entries(stages) as [keyof TurnStages, number | undefined][]) {
+    if (value !== undefined) out[key] = Math.round(value * 10) / 10;
+  }
+  return out;
+}
+
+/** True when every word of `text` is a backchannel ("ok", "mhm"); empty text is not. */
+export function isBackchannel(text: string, backchannels: readonly string[]): boolean {
+  const normalized = text.toLowerCase().replace(/[^\p{L}\p{N}\s'-]/gu, ' ').trim();
+  if (!normalized) return false;
+  if (backchannels.includes(normalized)) return true;
+  return normalized.split(/\s+/).every((word) => backchannels.includes(word));
+}

@@ -1,0 +1,285 @@
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import type { WebSocket, RawData } from 'ws';
+import { createInboundDecoder, createOutboundEncoder, validateCodecSpec, CodecSpecError, type CodecSpec, type InboundDecoder, type OutboundEncoder } from '../../audio/codec.js';
+import { Framer } from '../../audio/framer.js';
+import type { VoiceService } from '../../service.js';
+import type { ErrorCode, SessionEvent } from '../../session/events.js';
+import type { Session } from '../../session/session.js';
+
+/**
+ * The device WebSocket (`/v1/ws`): JSON control messages + binary audio frames. docs/protocol.md is the
+ * contract; this module only translates between it and a Session.
+ */
+
+export interface DeviceWsOptions {
+  service: VoiceService;
+}
+
+const DEFAULT_FORMAT: CodecSpec = { codec: 'pcm16', sampleRate: 16000 };
+/** A binary message may carry at most this much audio (longer chunks defeat streaming). */
+const MAX_CHUNK_MS = 200;
+/** Above this the socket is closed (1009) by ws itself: nothing legitimate is this big. */
+const HARD_MAX_PAYLOAD = 1024 * 1024;
+
+type ClientMessage =
+  | { type: 'session.update'; audio?: { input?: unknown; output?: unknown }; language?: string }
+  | { type: 'input.commit' }
+  | { type: 'response.cancel' }
+  | { type: 'session.end' }
+  | { type: 'ping'; id?: string | number };
+
+class ProtocolError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function parseClientMessage(text: string): ClientMessage {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new ProtocolError('invalid_json', 'message is not valid JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ProtocolError('invalid_message', 'message must be a JSON object');
+  const type: unknown = Reflect.get(value, 'type');
+  if (typeof type !== 'string') throw new ProtocolError('invalid_message', 'message needs a string "type"');
+  switch (type) {
+    case 'session.update': {
+      const audio: unknown = Reflect.get(value, 'audio');
+      const language: unknown = Reflect.get(value, 'language');
+      if (audio !== undefined && (typeof audio !== 'object' || audio === null)) throw new ProtocolError('invalid_message', '"audio" must be an object');
+      if (language !== undefined && (typeof language !== 'string' || !/^[a-z]{2,3}(-[A-Za-z0-9]+)*$/.test(language))) {
+        throw new ProtocolError('invalid_message', '"language" must be a BCP-47 tag such as "en" or "fr-FR"');
+      }
+      return { type, audio: audio as { input?: unknown; output?: unknown } | undefined, language: language as string | undefined };
+    }
+    case 'input.commit':
+    case 'response.cancel':
+    case 'session.end':
+      return { type };
+    case 'ping': {
+      const id: unknown = Reflect.get(value, 'id');
+      return { type, id: typeof id === 'string' || typeof id === 'number' ? id : undefined };
+    }
+    default:
+      throw new ProtocolError('unknown_message', `unknown message type "${type.slice(0, 64)}"`);
+  }
+}
+
+function specFromQuery(query: Record<string, string | undefined>, prefix: '' | 'out_'): CodecSpec | undefined {
+  const codec = query[`${prefix}codec`];
+  const rate = query[`${prefix}rate`];
+  if (codec === undefined && rate === undefined) return undefined;
+  return validateCodecSpec({ codec: codec ?? 'pcm16', sampleRate: rate === undefined ? (codec === 'pcmu' || codec === 'pcma' ? 8000 : 16000) : Number(rate) });
+}
+
+/** Bytes of one message of `ms` audio in `spec` (pcm only; opus is one packet per message). */
+function pcmBytesFor(spec: CodecSpec, ms: number): number {
+  const bytesPerSample = spec.codec === 'pcm16' ? 2 : 1;
+  return Math.round((spec.sampleRate * ms) / 1000) * bytesPerSample;
+}
+
+/** One connected device: owns the codecs and the session for that socket. */
+class DeviceConnection {
+  private session: Session | null = null;
+  private decoder: InboundDecoder | null = null;
+  private encoder: OutboundEncoder | null = null;
+  private readonly framer = new Framer();
+  private input: CodecSpec;
+  private output: CodecSpec;
+  private language: string | undefined;
+  /** Serialises format changes against audio so frames are never decoded with a half-built codec. */
+  private ready: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly service: VoiceService,
+    query: Record<string, string | undefined>,
+  ) {
+    this.input = specFromQuery(query, '') ?? DEFAULT_FORMAT;
+    this.output = specFromQuery(query, 'out_') ?? this.input;
+    this.language = query.language;
+  }
+
+  /** Audio and control messages that arrive while this runs wait for it. */
+  start(): Promise<void> {
+    this.ready = this.open();
+    return this.ready;
+  }
+
+  private async open(): Promise<void> {
+    await this.buildCodecs();
+    if (this.closed) return;
+    this.session = this.service.openSession('ws', {
+      event: (event) => this.sendEvent(event),
+      audio: (frame) => this.sendAudio(frame.samples),
+    }, { language: this.language });
+    this.sendEvent({
+      type: 'session.started',
+      callId: this.session.callId,
+      language: this.session.language,
+      audio: { input: this.input, output: this.output },
+    });
+  }
+
+  private async buildCodecs(): Promise<void> {
+    this.decoder?.close();
+    this.encoder?.close();
+    this.decoder = await createInboundDecoder(this.input);
+    this.encoder = await createOutboundEncoder(this.output);
+  }
+
+  onMessage(data: RawData, isBinary: boolean): void {
+    if (this.closed) return;
+    const bytes = toBytes(data);
+    if (bytes.length > this.service.config.maxMessageBytes) {
+      this.sendError('message_too_large', `message of ${bytes.length} bytes exceeds the limit of ${this.service.config.maxMessageBytes}`);
+      return;
+    }
+    if (isBinary) {
+      this.ready = this.ready
+        .then(() => this.onAudio(bytes))
+        .catch((err: unknown) => this.sendError('internal_error', (err as Error).message));
+      return;
+    }
+    let message: ClientMessage;
+    try {
+      message = parseClientMessage(Buffer.from(bytes).toString('utf8'));
+    } catch (err) {
+      if (err instanceof ProtocolError) this.sendError(err.code, err.message);
+      else throw err;
+      return;
+    }
+    this.ready = this.ready.then(() => this.onControl(message)).catch((err: unknown) => {
+      if (err instanceof CodecSpecError) this.sendError('unsupported_codec', err.message);
+      else this.sendError('internal_error', (err as Error).message);
+    });
+  }
+
+  private onAudio(bytes: Uint8Array): void {
+    if (!this.session || !this.decoder || this.closed) return;
+    const spec = this.input;
+    if (spec.codec !== 'opus') {
+      if (bytes.length === 0 || (spec.codec === 'pcm16' && bytes.length % 2 !== 0) || bytes.length > pcmBytesFor(spec, MAX_CHUNK_MS)) {
+        this.sendError(
+          'invalid_frame_size',
+          `binary ${spec.codec} message of ${bytes.length} bytes: expected whole samples, at most ${MAX_CHUNK_MS} ms (${pcmBytesFor(spec, MAX_CHUNK_MS)} bytes at ${spec.sampleRate} Hz)`,
+        );
+        return;
+      }
+    }
+    let pcm: Int16Array;
+    try {
+      pcm = this.decoder.decode(bytes);
+    } catch (err) {
+      this.sendError('invalid_audio', `could not decode ${spec.codec} audio: ${(err as Error).message}`);
+      return;
+    }
+    const arrival = performance.now();
+    for (const frame of this.framer.push(pcm, arrival)) this.session.pushAudio(frame);
+  }
+
+  private async onControl(message: ClientMessage): Promise<void> {
+    switch (message.type) {
+      case 'session.update': {
+        const input = message.audio?.input !== undefined ? validateCodecSpec(message.audio.input) : this.input;
+        const output = message.audio?.output !== undefined ? validateCodecSpec(message.audio.output) : this.output;
+        const changed = input.codec !== this.input.codec || input.sampleRate !== this.input.sampleRate || output.codec !== this.output.codec || output.sampleRate !== this.output.sampleRate;
+        this.input = input;
+        this.output = output;
+        if (changed) await this.buildCodecs();
+        if (message.language && this.session) this.session.language = message.language;
+        this.sendEvent({ type: 'session.updated', audio: { input, output }, language: this.session?.language ?? message.language ?? '' });
+        break;
+      }
+      case 'input.commit':
+        this.session?.commitInput();
+        break;
+      case 'response.cancel':
+        this.session?.cancelResponse();
+        break;
+      case 'session.end':
+        this.socket.close(1000, 'session ended');
+        break;
+      case 'ping':
+        this.sendJson({ type: 'pong', id: message.id });
+        break;
+    }
+  }
+
+  private sendEvent(event: SessionEvent): void {
+    this.sendJson(event);
+    if (event.type === 'call.action' && event.action === 'hangup') this.socket.close(1000, 'agent ended the call');
+  }
+
+  private sendError(code: ErrorCode, message: string): void {
+    this.service.metrics.error(code);
+    this.sendJson({ type: 'error', code, message });
+  }
+
+  private sendJson(value: object): void {
+    if (this.socket.readyState !== this.socket.OPEN) return;
+    this.socket.send(JSON.stringify(value));
+  }
+
+  private sendAudio(samples: Int16Array): void {
+    if (!this.encoder || this.socket.readyState !== this.socket.OPEN) return;
+    this.socket.send(this.encoder.encode(samples), { binary: true });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.session) await this.service.closeSession(this.session, 'ws');
+    this.decoder?.close();
+    this.encoder?.close();
+  }
+}
+
+function toBytes(data: RawData): Uint8Array {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return data;
+}
+
+export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: FastifyInstance, { service }) => {
+  app.get('/v1/ws', { websocket: true }, (socket, request) => {
+    const query = request.query as Record<string, string | undefined>;
+    const log = request.log;
+    if (!service.ready) {
+      socket.send(JSON.stringify({ type: 'error', code: 'not_ready', message: `models are ${service.state}; try again shortly` }));
+      socket.close(1013, 'not ready');
+      return;
+    }
+    let connection: DeviceConnection;
+    try {
+      connection = new DeviceConnection(socket, service, query);
+    } catch (err) {
+      const code: ErrorCode = err instanceof CodecSpecError ? 'unsupported_codec' : 'invalid_message';
+      socket.send(JSON.stringify({ type: 'error', code, message: (err as Error).message }));
+      socket.close(1008, code);
+      return;
+    }
+    socket.on('message', (data, isBinary) => {
+      try {
+        connection.onMessage(data, isBinary);
+      } catch (err) {
+        log.error({ err }, 'device message handling failed');
+      }
+    });
+    socket.on('close', () => void connection.close());
+    socket.on('error', (err) => log.warn({ err }, 'device socket error'));
+    connection.start().catch((err: unknown) => {
+      log.error({ err }, 'could not start session');
+      socket.send(JSON.stringify({ type: 'error', code: 'internal_error', message: (err as Error).message }));
+      socket.close(1011, 'session start failed');
+    });
+  });
+};
+
+export { HARD_MAX_PAYLOAD };

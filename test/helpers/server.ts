@@ -1,0 +1,30 @@
+import { DEFAULT_CONFIG, mergeConfig, type ConfigOverrides, type ServiceConfig } from '../../src/config.js';
+import { silentLogger, createLogger } from '../../src/core/logger.js';
+import { buildServer, type VoiceServer } from '../../src/server.js';
+import type { SessionProviders } from '../../src/session/session.js';
+
+export interface TestServer {
+  server: VoiceServer;
+  config: ServiceConfig;
+  port: number;
+  wsUrl: string;
+  httpUrl: string;
+  stop(): Promise<void>;
+}
+
+/** A real server on 127.0.0.1 and a free port, models loaded. LOG_LEVEL=debug shows its logs. */
+export async function startTestServer(overrides: ConfigOverrides = {}, providers?: SessionProviders): Promise<TestServer> {
+  const config = mergeConfig(DEFAULT_CONFIG, { host: '127.0.0.1', port: 0, ...overrides });
+  const logger = process.env.LOG_LEVEL ? createLogger(process.env.LOG_LEVEL) : silentLogger();
+  const server = buildServer(config, logger, providers);
+  const port = await server.start();
+  await server.service.load();
+  return {
+    server,
+    config,
+    port,
+    wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
+    httpUrl: `http://127.0.0.1:${port}`,
+    stop: () => server.stop(),
+  };
+}
