@@ -11,7 +11,8 @@ import { WsCaller } from './ws-caller.js';
  * npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT]
  * Prints a JSON report (to --json, or stdout) and a short human-readable summary.
  */
-const USAGE = 'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS]';
+const USAGE =
+  'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS] [--api-key KEY (or env VOICE_AGENT_API_KEY)]';
 
 interface ServerSample {
   atS: number;
@@ -46,6 +47,7 @@ async function main(): Promise<void> {
       json: { type: 'string' },
       'timeout-ms': { type: 'string', default: '15000' },
       transport: { type: 'string', default: 'ws' },
+      'api-key': { type: 'string' },
     },
   });
   if (!values.url || !values.audio) {
@@ -67,6 +69,7 @@ async function main(): Promise<void> {
     console.error(`unknown --transport ${values.transport}; available: ws`);
     process.exit(2);
   }
+  const apiKey = values['api-key'] ?? process.env.VOICE_AGENT_API_KEY;
   const wav = await readWav(values.audio);
   const speech = wav.sampleRate === INTERNAL_SAMPLE_RATE ? wav.samples : await resampleOnce(wav.samples, wav.sampleRate, INTERNAL_SAMPLE_RATE);
 
@@ -78,7 +81,7 @@ async function main(): Promise<void> {
   const clientCpu0 = process.cpuUsage();
 
   const report = await runLoadTest({
-    createCaller: () => new WsCaller(values.url!),
+    createCaller: () => new WsCaller(values.url!, apiKey),
     speech,
     sessions,
     turns,

@@ -7,13 +7,17 @@ export class WsCaller implements LoadCaller {
   private audioListeners: ((samples: Int16Array, arrivalMs: number) => void)[] = [];
   private eventListeners: ((event: AgentEvent) => void)[] = [];
 
-  constructor(private readonly url: string) {}
+  /** `credential`: an API key or a session token, sent as `Authorization: Bearer`. */
+  constructor(
+    private readonly url: string,
+    private readonly credential?: string,
+  ) {}
 
   connect(): Promise<void> {
     const url = new URL(this.url);
     if (!url.searchParams.has('codec')) url.searchParams.set('codec', 'pcm16');
     if (!url.searchParams.has('rate')) url.searchParams.set('rate', '16000');
-    const socket = new WebSocket(url);
+    const socket = new WebSocket(url, this.credential ? { headers: { authorization: `Bearer ${this.credential}` } } : {});
     this.socket = socket;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('no session.started within 15 s')), 15_000);
@@ -44,6 +48,10 @@ export class WsCaller implements LoadCaller {
       socket.on('error', (err) => {
         clearTimeout(timer);
         reject(err);
+      });
+      socket.on('unexpected-response', (_request, response) => {
+        clearTimeout(timer);
+        reject(new Error(`connection refused: HTTP ${response.statusCode}`));
       });
       socket.on('close', (code) => {
         clearTimeout(timer);

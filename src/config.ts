@@ -1,4 +1,5 @@
 import { readFileSync, existsSync } from 'node:fs';
+import type { AuthConfig } from './auth/auth.js';
 import path from 'node:path';
 
 /** Endpointing and barge-in: the knobs that trade latency against cutting callers off. */
@@ -71,6 +72,7 @@ export interface ServiceConfig {
   modelsDir: string;
   /** Largest WebSocket message accepted without an error (bytes). */
   maxMessageBytes: number;
+  auth: AuthConfig;
   turn: TurnConfig;
   audioOut: AudioOutConfig;
   agent: AgentConfig;
@@ -88,6 +90,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
   logLevel: 'info',
   modelsDir: 'models',
   maxMessageBytes: 64 * 1024,
+  auth: { apiKeyHashes: [], tokenTtlS: 300, required: true },
   turn: {
     speechThreshold: 0.5,
     silenceThreshold: 0.35,

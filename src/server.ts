@@ -5,6 +5,7 @@ import type { ServiceConfig } from './config.js';
 import { VoiceService } from './service.js';
 import type { SessionProviders } from './session/session.js';
 import { deviceWebSocket, HARD_MAX_PAYLOAD } from './transports/ws/device-ws.js';
+import { tokenRoutes } from './auth/plugin.js';
 
 export interface VoiceServer {
   app: FastifyInstance;
@@ -34,6 +35,7 @@ export function buildServer(config: ServiceConfig, logger: Logger, providers?: S
     return reply.type(service.metrics.registry.contentType).send(text);
   });
 
+  void app.register(tokenRoutes, { auth: service.auth });
   void app.register(deviceWebSocket, { service });
 
   return {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ServiceConfig } from './config.js';
+import { Auth } from './auth/auth.js';
 import { Metrics } from './metrics/metrics.js';
 import { createProviders, loadProviders } from './providers/index.js';
 import { Session, type SessionOutput, type SessionProviders } from './session/session.js';
@@ -13,6 +14,7 @@ export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
  */
 export class VoiceService {
   readonly metrics = new Metrics();
+  readonly auth: Auth;
   readonly sessions = new Map<string, Session>();
   state: ServiceState = 'loading';
   loadError: Error | null = null;
@@ -24,6 +26,7 @@ export class VoiceService {
     readonly logger: Logger,
     providers?: SessionProviders,
   ) {
+    this.auth = new Auth(config.auth, logger);
     this.providers = providers ?? createProviders(config, logger);
   }
 

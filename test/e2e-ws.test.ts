@@ -3,7 +3,7 @@ import WebSocket from 'ws';
 import { rmsDbfs } from '../src/audio/format.js';
 import { lastVoicedFrame } from '../loadtest/run.js';
 import { speak } from './helpers/speech.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { TestDevice } from './helpers/device.js';
 
 /**
@@ -131,7 +131,7 @@ describe('device WebSocket call', () => {
       return good.silenceUntil((e) => e.type === 'response.done', 15_000);
     })();
 
-    const bad = new WebSocket(`${server.wsUrl}?codec=pcm16&rate=16000`);
+    const bad = new WebSocket(`${server.wsUrl}?codec=pcm16&rate=16000`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
     const errors: string[] = [];
     const messages: Record<string, unknown>[] = [];
     bad.on('message', (data, isBinary) => {
@@ -165,7 +165,7 @@ describe('device WebSocket call', () => {
     expect(bad.readyState).toBe(WebSocket.OPEN);
 
     // An unsupported codec on the URL is refused up front, with the code.
-    const refused = new WebSocket(`${server.wsUrl}?codec=aac&rate=44100`);
+    const refused = new WebSocket(`${server.wsUrl}?codec=aac&rate=44100&token=${TEST_API_KEY}`);
     const refusal = await new Promise<Record<string, unknown>>((resolve) => refused.on('message', (d) => resolve(JSON.parse(String(d)) as Record<string, unknown>)));
     expect(refusal.code).toBe('unsupported_codec');
 
@@ -177,7 +177,7 @@ describe('device WebSocket call', () => {
   });
 
   it('accepts 8 kHz µ-law in and out', async () => {
-    const device = new WebSocket(`${server.wsUrl}?codec=pcmu&rate=8000`);
+    const device = new WebSocket(`${server.wsUrl}?codec=pcmu&rate=8000`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
     const events: Record<string, unknown>[] = [];
     const audio: Buffer[] = [];
     device.on('message', (data, isBinary) => {

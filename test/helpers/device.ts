@@ -1,6 +1,7 @@
 import { FRAME_MS, FRAME_SAMPLES, rmsDbfs } from '../../src/audio/format.js';
 import type { AgentEvent } from '../../loadtest/caller.js';
 import { WsCaller } from '../../loadtest/ws-caller.js';
+import { TEST_API_KEY } from './server.js';
 
 export interface TimedEvent {
   event: AgentEvent;
@@ -22,8 +23,8 @@ export class TestDevice {
   private readonly caller: WsCaller;
   private next = 0;
 
-  constructor(url: string) {
-    this.caller = new WsCaller(url);
+  constructor(url: string, credential: string = TEST_API_KEY) {
+    this.caller = new WsCaller(url, credential);
     this.caller.onEvent((event) => this.events.push({ event, atMs: performance.now() }));
     this.caller.onAudio((samples, atMs) => this.audio.push({ atMs, dbfs: rmsDbfs(samples), samples }));
   }

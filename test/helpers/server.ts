@@ -1,6 +1,10 @@
 import { DEFAULT_CONFIG, mergeConfig, type ConfigOverrides, type ServiceConfig } from '../../src/config.js';
 import { silentLogger, createLogger } from '../../src/core/logger.js';
 import { buildServer, type VoiceServer } from '../../src/server.js';
+import { hashApiKey } from '../../src/auth/auth.js';
+
+/** The API key every test server accepts. */
+export const TEST_API_KEY = 'test-key-not-secret';
 import type { SessionProviders } from '../../src/session/session.js';
 
 export interface TestServer {
@@ -14,7 +18,8 @@ export interface TestServer {
 
 /** A real server on 127.0.0.1 and a free port, models loaded. LOG_LEVEL=debug shows its logs. */
 export async function startTestServer(overrides: ConfigOverrides = {}, providers?: SessionProviders): Promise<TestServer> {
-  const config = mergeConfig(DEFAULT_CONFIG, { host: '127.0.0.1', port: 0, ...overrides });
+  const base = mergeConfig(DEFAULT_CONFIG, { host: '127.0.0.1', port: 0, auth: { apiKeyHashes: [hashApiKey(TEST_API_KEY)] } });
+  const config = mergeConfig(base, overrides);
   const logger = process.env.LOG_LEVEL ? createLogger(process.env.LOG_LEVEL) : silentLogger();
   const server = buildServer(config, logger, providers);
   const port = await server.start();

@@ -3,6 +3,7 @@ import type { WebSocket, RawData } from 'ws';
 import { createInboundDecoder, createOutboundEncoder, validateCodecSpec, CodecSpecError, type CodecSpec, type InboundDecoder, type OutboundEncoder } from '../../audio/codec.js';
 import { Framer } from '../../audio/framer.js';
 import type { VoiceService } from '../../service.js';
+import { requireCaller } from '../../auth/plugin.js';
 import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import type { Session } from '../../session/session.js';
 
@@ -248,7 +249,7 @@ function toBytes(data: RawData): Uint8Array {
 }
 
 export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: FastifyInstance, { service }) => {
-  app.get('/v1/ws', { websocket: true }, (socket, request) => {
+  app.get('/v1/ws', { websocket: true, preValidation: requireCaller(service.auth) }, (socket, request) => {
     const query = request.query as Record<string, string | undefined>;
     const log = request.log;
     if (!service.ready) {

@@ -1,0 +1,130 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
+import type { Logger } from 'pino';
+
+/**
+ * Who may use the service. Server-to-server callers present an API key; browsers and devices present a
+ * short-lived signed session token (JWT, HS256) that their own backend minted with an API key through
+ * `POST /v1/tokens`. Keys are kept only as SHA-256 hashes.
+ */
+export interface AuthConfig {
+  /** SHA-256 hex digests of valid API keys (`npm run hash-key -- KEY` prints one). */
+  apiKeyHashes: string[];
+  /** HMAC secret for session tokens; random per process when unset (tokens then die with the process). */
+  tokenSecret?: string;
+  /** Lifetime of minted session tokens, seconds. */
+  tokenTtlS: number;
+  /** When false every entry point is open (for isolated lab setups only; logged loudly). */
+  required: boolean;
+}
+
+export const TOKEN_ISSUER = 'voice-agent';
+/** Audience of tokens that open a call (any transport). */
+export const SESSION_AUDIENCE = 'voice-agent:session';
+
+export type AuthErrorCode = 'missing_credentials' | 'invalid_credentials' | 'expired_token' | 'wrong_audience';
+
+export class AuthError extends Error {
+  constructor(
+    readonly code: AuthErrorCode,
+    message: string,
+    readonly statusCode: 401 | 403 = 401,
+  ) {
+    super(message);
+    this.name = 'AuthError';
+  }
+}
+
+export interface Principal {
+  kind: 'api_key' | 'token' | 'anonymous';
+  /** Short, non-secret id of the API key (or of the key that minted the token): for limits and logs. */
+  keyId: string;
+}
+
+export function hashApiKey(key: string): string {
+  return createHash('sha256').update(key, 'utf8').digest('hex');
+}
+
+/** First 8 hex chars of the key's hash: safe to log, stable per key. */
+function keyIdOf(hash: string): string {
+  return hash.slice(0, 8);
+}
+
+export class Auth {
+  private readonly hashes: Buffer[];
+  private readonly secret: Uint8Array;
+  /** Set when no key was configured and one was generated for this run. */
+  readonly generatedKey: string | null = null;
+
+  constructor(
+    private readonly config: AuthConfig,
+    logger: Logger,
+    env: NodeJS.ProcessEnv = process.env,
+  ) {
+    const hashes = [...config.apiKeyHashes];
+    for (const key of (env.VOICE_AGENT_API_KEYS ?? '').split(',').map((k) => k.trim()).filter(Boolean)) hashes.push(hashApiKey(key));
+    if (config.required && hashes.length === 0) {
+      // Never open by default: a key for this run only, printed once so the operator can use it.
+      this.generatedKey = `va_${randomBytes(24).toString('base64url')}`;
+      hashes.push(hashApiKey(this.generatedKey));
+      logger.warn({ apiKey: this.generatedKey }, 'no API key configured (auth.apiKeyHashes or VOICE_AGENT_API_KEYS): generated one for this run');
+    }
+    if (!config.required) logger.warn('authentication is disabled (auth.required=false): every entry point is open');
+    this.hashes = hashes.map((h) => Buffer.from(h.toLowerCase(), 'hex'));
+    const secret = config.tokenSecret ?? env.VOICE_AGENT_TOKEN_SECRET;
+    this.secret = secret ? new TextEncoder().encode(secret) : randomBytes(32);
+  }
+
+  get required(): boolean {
+    return this.config.required;
+  }
+
+  /** The key's id if it is valid. Constant-time against each stored hash. */
+  verifyApiKey(key: string): Principal | null {
+    const digest = Buffer.from(hashApiKey(key), 'hex');
+    let match: Buffer | null = null;
+    for (const hash of this.hashes) if (hash.length === digest.length && timingSafeEqual(hash, digest)) match = hash;
+    return match ? { kind: 'api_key', keyId: keyIdOf(match.toString('hex')) } : null;
+  }
+
+  async mintToken(principal: Principal, options: { ttlS?: number; audience?: string } = {}): Promise<{ token: string; expiresAt: number }> {
+    const ttl = Math.max(1, Math.min(options.ttlS ?? this.config.tokenTtlS, 24 * 3600));
+    const expiresAt = Math.floor(Date.now() / 1000) + ttl;
+    const token = await new SignJWT({ kid: principal.keyId })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setIssuer(TOKEN_ISSUER)
+      .setAudience(options.audience ?? SESSION_AUDIENCE)
+      .setSubject(principal.keyId)
+      .setIssuedAt()
+      .setExpirationTime(expiresAt)
+      .sign(this.secret);
+    return { token, expiresAt };
+  }
+
+  async verifyToken(token: string, audience = SESSION_AUDIENCE): Promise<Principal> {
+    try {
+      const { payload } = await jwtVerify(token, this.secret, { issuer: TOKEN_ISSUER, audience, algorithms: ['HS256'] });
+      return { kind: 'token', keyId: typeof payload.sub === 'string' ? payload.sub : 'unknown' };
+    } catch (err) {
+      if (err instanceof joseErrors.JWTExpired) throw new AuthError('expired_token', 'session token has expired');
+      if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'aud') throw new AuthError('wrong_audience', 'token is not valid for this endpoint', 403);
+      throw new AuthError('invalid_credentials', 'invalid session token');
+    }
+  }
+
+  /**
+   * Authenticate a request to open a call: `Authorization: Bearer <API key or token>`, or `?token=` (browsers
+   * cannot set headers on WebSockets). Throws AuthError.
+   */
+  async authenticate(credentials: { authorization?: string; token?: string }, audience = SESSION_AUDIENCE): Promise<Principal> {
+    if (!this.config.required) return { kind: 'anonymous', keyId: 'anonymous' };
+    const bearer = /^Bearer\s+(.+)$/i.exec(credentials.authorization ?? '')?.[1]?.trim();
+    const presented = bearer ?? credentials.token;
+    if (!presented) throw new AuthError('missing_credentials', 'missing credentials: send "Authorization: Bearer <key or token>" or ?token=');
+    const byKey = this.verifyApiKey(presented);
+    if (byKey) return byKey;
+    // JWTs have three dot-separated parts; anything else is a wrong key.
+    if (presented.split('.').length === 3) return this.verifyToken(presented, audience);
+    throw new AuthError('invalid_credentials', 'invalid API key');
+  }
+}

@@ -1,0 +1,53 @@
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { AuthError, type Auth, type Principal } from './auth.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+}
+
+/**
+ * A preValidation hook that admits a request with an API key or session token (Bearer header or ?token=),
+ * and answers 401/403 before a WebSocket upgrade or handler runs otherwise. The log line names the reason,
+ * never the credential.
+ */
+export function requireCaller(auth: Auth) {
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const query = request.query as Record<string, string | undefined> | undefined;
+    try {
+      request.principal = await auth.authenticate({ authorization: request.headers.authorization, token: query?.token });
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err;
+      request.log.warn({ code: err.code, url: request.url.split('?')[0], ip: request.ip }, 'request refused');
+      await reply.code(err.statusCode).send({ error: err.code, message: err.message });
+    }
+  };
+}
+
+/** `POST /v1/tokens`: a backend holding an API key mints a short-lived session token for a browser or device. */
+export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { auth }) => {
+  app.post(
+    '/v1/tokens',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { ttl_s: { type: 'integer', minimum: 1, maximum: 86400 } },
+        },
+      },
+    },
+    async (request, reply) => {
+      const bearer = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim();
+      const principal = bearer ? auth.verifyApiKey(bearer) : null;
+      if (!principal) {
+        request.log.warn({ ip: request.ip }, 'token request without a valid API key');
+        return reply.code(401).send({ error: bearer ? 'invalid_credentials' : 'missing_credentials', message: 'an API key is required to mint tokens' });
+      }
+      const body = (request.body ?? {}) as { ttl_s?: number };
+      const { token, expiresAt } = await auth.mintToken(principal, { ttlS: body.ttl_s });
+      return { token, expires_at: expiresAt, token_type: 'Bearer' };
+    },
+  );
+};
