@@ -27,6 +27,8 @@ export interface TurnConfig {
    * (they were pausing mid-thought) rather than starting a new one.
    */
   continuationWindowMs: number;
+  /** Keypad digits are gathered until '#' or this much time without a new digit. */
+  dtmfTimeoutMs: number;
   /** Longest caller turn before it is ended regardless of pauses. */
   maxTurnMs: number;
 }
@@ -102,6 +104,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     pauseTimeoutMs: 240,
     backchannels: ['ok', 'okay', 'mhm', 'mm', 'uh-huh', 'yeah', 'yes', 'right', 'oui', 'ja', 'si', 'sí', 'd accord', 'hm'],
     continuationWindowMs: 1000,
+    dtmfTimeoutMs: 1500,
     maxTurnMs: 30_000,
   },
   audioOut: { leadMs: 40 },

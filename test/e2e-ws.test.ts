@@ -176,6 +176,29 @@ describe('device WebSocket call', () => {
     await good.close();
   });
 
+  it('answers text and keypad turns', async () => {
+    const device = new WebSocket(server.wsUrl, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
+    const events: Record<string, unknown>[] = [];
+    device.on('message', (data, isBinary) => {
+      if (!isBinary) events.push(JSON.parse(String(data)) as Record<string, unknown>);
+    });
+    await new Promise<void>((resolve) => device.on('open', () => resolve()));
+    const waitFor = async (predicate: (e: Record<string, unknown>) => boolean) => {
+      for (let i = 0; i < 500 && !events.some(predicate); i++) await new Promise((r) => setTimeout(r, 20));
+      return events.find(predicate);
+    };
+    device.send(JSON.stringify({ type: 'input.text', text: 'What time is it?' }));
+    const done = await waitFor((e) => e.type === 'response.done');
+    expect(String(done?.text)).toMatch(/\d/);
+    for (const digit of ['4', '2', '#']) device.send(JSON.stringify({ type: 'input.dtmf', digit }));
+    const keypad = await waitFor((e) => e.type === 'transcript.final' && e.text === 'DTMF: 4 2');
+    expect(keypad).toBeDefined();
+    expect(events.filter((e) => e.type === 'dtmf.received').map((e) => e.digit)).toEqual(['4', '2', '#']);
+    device.send(JSON.stringify({ type: 'input.dtmf', digit: 'X' }));
+    expect((await waitFor((e) => e.type === 'error'))?.code).toBe('invalid_message');
+    device.close();
+  });
+
   it('accepts 8 kHz µ-law in and out', async () => {
     const device = new WebSocket(`${server.wsUrl}?codec=pcmu&rate=8000`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
     const events: Record<string, unknown>[] = [];

@@ -60,6 +60,7 @@ export type SessionEvent =
   | { type: 'audio.clear' }
   | { type: 'turn.metrics'; turn: number; metrics: TurnMetrics }
   | { type: 'call.action'; action: 'hangup' | 'transfer' }
+  | { type: 'dtmf.received'; digit: string }
   | { type: 'error'; code: ErrorCode; message: string };
 
 export type SessionEventType = SessionEvent['type'];

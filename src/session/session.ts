@@ -113,6 +113,8 @@ export class Session {
   private framesSincePause = 0;
   private readonly energyOnset = new EnergyOnset();
   private lastPartial = '';
+  private dtmfDigits = '';
+  private dtmfTimer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly startedAt = performance.now();
 
@@ -174,6 +176,7 @@ export class Session {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
     this.openTurn?.preemptive?.cancel();
     if (this.active) {
       const heard = this.active.task.heardText(this.framesPlayed(this.active));
@@ -337,17 +340,39 @@ export class Session {
     if (!preemptive) {
       task?.cancel();
       if (task) turn.discardedPreemptive++;
-      task = this.startReply(turn.turn, turn.language, text);
+      task = null;
     }
-    this.history.push({ role: 'user', content: text });
-    this.active = {
-      task: task!,
+    this.answer({
       turn: turn.turn,
-      userText: text,
+      language: turn.language,
+      text,
       lastVoicedMs: turn.lastVoicedMs,
       stages: { endpointMs, asrFinalMs: turn.asrFinalMs },
-      preemptive,
+      prepared: task,
       discardedPreemptive: turn.discardedPreemptive,
+    });
+  }
+
+  /** Commit a caller turn: it enters the conversation and its reply (prepared ahead or started now) plays. */
+  private answer(input: {
+    turn: number;
+    language: string;
+    text: string;
+    lastVoicedMs: number;
+    stages: TurnStages;
+    prepared: ReplyTask | null;
+    discardedPreemptive: number;
+  }): void {
+    const task = input.prepared ?? this.startReply(input.turn, input.language, input.text);
+    this.history.push({ role: 'user', content: input.text });
+    this.active = {
+      task,
+      turn: input.turn,
+      userText: input.text,
+      lastVoicedMs: input.lastVoicedMs,
+      stages: input.stages,
+      preemptive: input.prepared !== null,
+      discardedPreemptive: input.discardedPreemptive,
       framesSent: 0,
       producedAll: false,
       metricsSent: false,
@@ -357,7 +382,43 @@ export class Session {
       frame: (frame) => this.pacer.enqueue(frame),
       finished: (reply) => this.onReplyProduced(reply),
     };
-    task!.attach(sink);
+    task.attach(sink);
+  }
+
+  /**
+   * A caller turn that arrives as text rather than speech (keypad digits, a typed message, a realtime
+   * client's text item): it interrupts the agent and is answered like a spoken turn.
+   */
+  submitText(text: string, language: string = this.language): void {
+    const trimmed = text.trim();
+    if (this.closed || !trimmed) return;
+    this.enqueueTurnWork(async () => {
+      if (this.closed) return;
+      if (this.active) this.interrupt('client', null);
+      const turn = ++this.turnCounter;
+      this.emit({ type: 'transcript.final', turn, text: trimmed, language });
+      this.transcript.push({ role: 'caller', turn, text: trimmed, language, atMs: Date.now() });
+      this.answer({ turn, language, text: trimmed, lastVoicedMs: performance.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
+    });
+  }
+
+  /**
+   * A keypad digit (RFC 4733 telephone-event, a media-stream dtmf message). Digits are gathered until '#'
+   * or a pause of dtmfTimeoutMs, then handed to the agent as one text turn.
+   */
+  pushDtmf(digit: string): void {
+    if (this.closed || !/^[0-9*#A-D]$/.test(digit)) return;
+    this.emit({ type: 'dtmf.received', digit });
+    if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
+    if (digit !== '#') this.dtmfDigits += digit;
+    const flush = () => {
+      this.dtmfTimer = null;
+      const digits = this.dtmfDigits;
+      this.dtmfDigits = '';
+      if (digits) this.submitText(`DTMF: ${digits.split('').join(' ')}`);
+    };
+    if (digit === '#') flush();
+    else this.dtmfTimer = setTimeout(flush, this.config.turn.dtmfTimeoutMs);
   }
 
   private startReply(turn: number, language: string, userText: string): ReplyTask {

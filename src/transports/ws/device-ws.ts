@@ -25,6 +25,8 @@ const HARD_MAX_PAYLOAD = 1024 * 1024;
 type ClientMessage =
   | { type: 'session.update'; audio?: { input?: unknown; output?: unknown }; language?: string }
   | { type: 'input.commit' }
+  | { type: 'input.text'; text: string }
+  | { type: 'input.dtmf'; digit: string }
   | { type: 'response.cancel' }
   | { type: 'session.end' }
   | { type: 'ping'; id?: string | number };
@@ -62,6 +64,16 @@ function parseClientMessage(text: string): ClientMessage {
     case 'response.cancel':
     case 'session.end':
       return { type };
+    case 'input.text': {
+      const text: unknown = Reflect.get(value, 'text');
+      if (typeof text !== 'string' || !text.trim() || text.length > 4000) throw new ProtocolError('invalid_message', '"text" must be a non-empty string of at most 4000 characters');
+      return { type, text };
+    }
+    case 'input.dtmf': {
+      const digit: unknown = Reflect.get(value, 'digit');
+      if (typeof digit !== 'string' || !/^[0-9*#A-D]$/.test(digit)) throw new ProtocolError('invalid_message', '"digit" must be one of 0-9 * # A-D');
+      return { type, digit };
+    }
     case 'ping': {
       const id: unknown = Reflect.get(value, 'id');
       return { type, id: typeof id === 'string' || typeof id === 'number' ? id : undefined };
@@ -200,6 +212,12 @@ class DeviceConnection {
       }
       case 'input.commit':
         this.session?.commitInput();
+        break;
+      case 'input.text':
+        this.session?.submitText(message.text);
+        break;
+      case 'input.dtmf':
+        this.session?.pushDtmf(message.digit);
         break;
       case 'response.cancel':
         this.session?.cancelResponse();
