@@ -6,6 +6,9 @@ import { resampleOnce } from '../src/audio/resample.js';
 import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import { runLoadTest } from './run.js';
 import { WsCaller } from './ws-caller.js';
+import { TwilioCaller } from './twilio-caller.js';
+import { WebRtcCaller } from './webrtc-caller.js';
+import { RealtimeCaller } from './realtime-caller.js';
 
 /**
  * npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT]
@@ -18,6 +21,9 @@ interface ServerSample {
   atS: number;
   rssMb: number;
   cpuSeconds: number;
+  /** Event-loop delay p99 since the previous scrape, ms. */
+  eventLoopLagP99Ms: number;
+  sessions: number;
 }
 
 /** Reads the service's own process metrics from /metrics (same host as the WebSocket). */
@@ -31,6 +37,8 @@ async function sampleServer(metricsUrl: string, startedAt: number): Promise<Serv
       atS: Math.round((performance.now() - startedAt) / 100) / 10,
       rssMb: Math.round(value('voice_agent_process_resident_memory_bytes') / 1e5) / 10,
       cpuSeconds: value('voice_agent_process_cpu_seconds_total'),
+      eventLoopLagP99Ms: Math.round(value('voice_agent_nodejs_eventloop_lag_p99_seconds') * 10_000) / 10,
+      sessions: [...text.matchAll(/^voice_agent_sessions_active\{[^}]*\} ([0-9.]+)/gm)].reduce((n, m) => n + Number(m[1]), 0),
     };
   } catch {
     return null;
@@ -48,6 +56,7 @@ async function main(): Promise<void> {
       'timeout-ms': { type: 'string', default: '15000' },
       transport: { type: 'string', default: 'ws' },
       'api-key': { type: 'string' },
+      duration: { type: 'string' },
     },
   });
   if (!values.url || !values.audio) {
@@ -55,7 +64,13 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const sessions = Number(values.sessions);
-  const turns = Number(values.turns);
+  // Soak (--duration S): sessions keep taking turns until the time is up; turns is then only a cap.
+  const durationS = values.duration !== undefined ? Number(values.duration) : undefined;
+  if (durationS !== undefined && (!Number.isFinite(durationS) || durationS < 1 || durationS > 24 * 3600)) {
+    console.error('--duration must be 1..86400 seconds');
+    process.exit(2);
+  }
+  const turns = durationS !== undefined ? 1000 : Number(values.turns);
   if (!Number.isInteger(sessions) || sessions < 1 || sessions > 500 || !Number.isInteger(turns) || turns < 1 || turns > 1000) {
     console.error('--sessions must be 1..500 and --turns 1..1000');
     process.exit(2);
@@ -65,8 +80,10 @@ async function main(): Promise<void> {
     console.error(`refusing to load-test ${target.hostname}: only loopback addresses are allowed`);
     process.exit(2);
   }
-  if (values.transport !== 'ws') {
-    console.error(`unknown --transport ${values.transport}; available: ws`);
+  if (values.transport !== 'ws' && values.transport !== 'twilio' && values.transport !== 'realtime' && values.transport !== 'webrtc') {
+    console.error(
+      `unknown --transport ${values.transport}; available: ws, twilio (--url ws://HOST/v1/telephony/twilio), realtime (--url ws://HOST/v1/realtime), webrtc (--url http://HOST/v1/webrtc/offer)`,
+    );
     process.exit(2);
   }
   const apiKey = values['api-key'] ?? process.env.VOICE_AGENT_API_KEY;
@@ -81,10 +98,18 @@ async function main(): Promise<void> {
   const clientCpu0 = process.cpuUsage();
 
   const report = await runLoadTest({
-    createCaller: () => new WsCaller(values.url!, apiKey),
+    createCaller: () =>
+      values.transport === 'twilio'
+        ? new TwilioCaller(values.url!, { credential: apiKey, authToken: process.env.TWILIO_AUTH_TOKEN })
+        : values.transport === 'realtime'
+          ? new RealtimeCaller(values.url!, apiKey)
+          : values.transport === 'webrtc'
+            ? new WebRtcCaller(values.url!, apiKey)
+            : new WsCaller(values.url!, apiKey),
     speech,
     sessions,
     turns,
+    durationMs: durationS !== undefined ? durationS * 1000 : undefined,
     answerTimeoutMs: Number(values['timeout-ms']),
     onTick: async () => {
       const sample = await sampleServer(metricsUrl, startedAt);
@@ -102,6 +127,10 @@ async function main(): Promise<void> {
           rss_mb_start: samples[0].rssMb,
           rss_mb_max: Math.max(...samples.map((s) => s.rssMb)),
           rss_mb_end: samples[samples.length - 1].rssMb,
+          // RSS growth from the end of the first fifth (warm-up) to the end: a leak shows here.
+          rss_mb_growth_after_warmup: Math.round((samples[samples.length - 1].rssMb - samples[Math.floor(samples.length / 5)].rssMb) * 10) / 10,
+          event_loop_lag_p99_ms_max: Math.max(...samples.map((s) => s.eventLoopLagP99Ms).filter(Number.isFinite)),
+          timeline: durationS !== undefined ? samples.filter((_, i) => i % 10 === 0 || i === samples.length - 1) : undefined,
         }
       : null;
   const output = {
@@ -119,10 +148,12 @@ async function main(): Promise<void> {
 
   const v = report.v2v_ms;
   const lines = [
-    `sessions ${sessions} × turns ${turns}: ${report.turns_completed}/${report.turns_requested} turns completed, ${report.errors} errors, ${report.duration_s} s`,
+    `sessions ${sessions} × ${durationS !== undefined ? `${durationS} s soak` : `turns ${turns}`}: ${report.turns_completed}/${report.turns_requested} turns completed, ${report.errors} errors, ${report.duration_s} s`,
     `voice-to-voice ms: p50 ${v.p50} p95 ${v.p95} p99 ${v.p99} (n=${v.n})`,
     ...Object.entries(report.stages_ms).map(([name, p]) => `  ${name}: p50 ${p.p50} p95 ${p.p95}`),
-    server ? `server: cpu ${server.cpu_percent}% rss ${server.rss_mb_start}→${server.rss_mb_end} MB (max ${server.rss_mb_max})` : 'server: /metrics not reachable',
+    server
+      ? `server: cpu ${server.cpu_percent}% rss ${server.rss_mb_start}→${server.rss_mb_end} MB (max ${server.rss_mb_max}, growth after warm-up ${server.rss_mb_growth_after_warmup}), event-loop lag p99 max ${server.event_loop_lag_p99_ms_max} ms`
+      : 'server: /metrics not reachable',
   ];
   if (report.turns.length > 0) lines.push(`first turn: "${report.turns[0].transcript}" → "${report.turns[0].reply_text}"`);
   for (const message of report.error_messages.slice(0, 5)) lines.push(`error: ${message}`);

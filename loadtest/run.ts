@@ -8,6 +8,8 @@ export interface LoadTestOptions {
   speech: Int16Array | readonly Int16Array[];
   sessions: number;
   turns: number;
+  /** Soak: keep every session taking turns until this much time has passed (turns is then a cap). */
+  durationMs?: number;
   /** Longest wait for an answer after the caller stops, ms. */
   answerTimeoutMs?: number;
   /** Silence streamed between turns after the agent finishes, ms. */
@@ -109,8 +111,10 @@ async function runSession(index: number, options: LoadTestOptions, results: Turn
   let lastAudioMs = 0;
   let events: AgentEvent[] = [];
   caller.onAudio((samples, arrival) => {
+    // Some transports (WebRTC) stream silence between replies: only sound counts as the agent talking.
+    if (rmsDbfs(samples) <= threshold) return;
     lastAudioMs = arrival;
-    if (listening && firstSoundMs === null && rmsDbfs(samples) > threshold) firstSoundMs = arrival;
+    if (listening && firstSoundMs === null) firstSoundMs = arrival;
   });
   caller.onEvent((event) => {
     events.push(event);
@@ -125,7 +129,8 @@ async function runSession(index: number, options: LoadTestOptions, results: Turn
   }
   const clock = new FrameClock();
   try {
-    for (let turn = 1; turn <= options.turns; turn++) {
+    const stopAt = options.durationMs ? performance.now() + options.durationMs : Infinity;
+    for (let turn = 1; turn <= options.turns && performance.now() < stopAt; turn++) {
       events = [];
       firstSoundMs = null;
       listening = false;
@@ -207,7 +212,7 @@ export async function runLoadTest(options: LoadTestOptions): Promise<LoadTestRep
   const completed = results.filter((r) => !r.error);
   return {
     sessions: options.sessions,
-    turns_requested: options.sessions * options.turns,
+    turns_requested: options.durationMs ? results.length : options.sessions * options.turns,
     turns_completed: completed.length,
     errors: errors.length,
     error_messages: errors.slice(0, 50),

@@ -1,6 +1,9 @@
 import { readFileSync, existsSync } from 'node:fs';
 import type { AuthConfig } from './auth/auth.js';
+import type { StoreConfig } from './store/call-store.js';
+import type { LimitsConfig } from './limits/limits.js';
 import path from 'node:path';
+import { validateConfig } from './config-schema.js';
 
 /** Endpointing and barge-in: the knobs that trade latency against cutting callers off. */
 export interface TurnConfig {
@@ -27,6 +30,8 @@ export interface TurnConfig {
    * (they were pausing mid-thought) rather than starting a new one.
    */
   continuationWindowMs: number;
+  /** ASR's final transcript within this after the endpoint, or the turn fails with asr_failed. */
+  asrFinalTimeoutMs: number;
   /** Keypad digits are gathered until '#' or this much time without a new digit. */
   dtmfTimeoutMs: number;
   /** Longest caller turn before it is ended regardless of pauses. */
@@ -39,7 +44,19 @@ export interface AudioOutConfig {
 }
 
 export type VadProviderConfig = { provider: 'silero'; modelPath?: string; executionProviders?: string[] };
-export type AsrProviderConfig = { provider: 'pocketsphinx'; modelDir?: string };
+export type AsrProviderConfig =
+  | {
+      provider: 'pocketsphinx';
+      modelDir?: string;
+      /** Decoders kept ready for new calls (~95 MB each); a burst of new calls beyond it waits ~0.4 s per decoder. */
+      spareDecoders?: number;
+      /** Idle decoders kept for reuse after calls end. */
+      maxIdleDecoders?: number;
+    }
+  /** A vLLM realtime server (`vllm serve mistralai/Voxtral-Mini-4B-Realtime-2602`) or this service's asr-server mode. */
+  | { provider: 'vllm-realtime'; url: string; model: string; apiKey?: string; languages?: string[]; connectTimeoutMs?: number; finalTimeoutMs?: number }
+  /** Batch OpenAI-compatible `/v1/audio/transcriptions` (Whisper / Voxtral servers): final-only, re-decodes each utterance. */
+  | { provider: 'openai-batch'; baseUrl: string; model: string; apiKey?: string; languages?: string[]; timeoutMs?: number; retries?: number; responseFormat?: 'json' | 'verbose_json' };
 export type LlmProviderConfig =
   | { provider: 'rules'; rulesPath?: string }
   | {
@@ -55,6 +72,73 @@ export type LlmProviderConfig =
   | { provider: 'llamacpp'; modelPath: string; gpu?: 'auto' | false; contextSize?: number; temperature?: number; maxTokens?: number };
 export type TtsProviderConfig = { provider: 'auto' | 'svoxpico' | 'espeak'; voicesDir?: string; voices?: Record<string, string> };
 
+/** Browser calls over WebRTC (src/transports/webrtc, signaling/). docs/webrtc.md explains each field. */
+export interface WebRtcConfig {
+  /** STUN/TURN servers for the server's own ICE agent (empty: host candidates only, no traffic to third parties). */
+  iceServers: { urls: string | string[]; username?: string; credential?: string }[];
+  /** Origins allowed to call the signaling routes from a page on another origin ("*" allows any). */
+  corsOrigins: string[];
+  /** Only these local IPs are offered as host candidates (empty: every interface libwebrtc finds). */
+  candidateAddresses: string[];
+  /** UDP ports the server's ICE agent may use (open these in the firewall). */
+  portRange?: { min: number; max: number };
+  /** Concurrent browser calls one process accepts; more get 503. */
+  maxPeers: number;
+  /** Longest wait for ICE gathering before the answer is sent with the candidates found so far. */
+  iceGatheringTimeoutMs: number;
+  /** A peer whose connection dropped (tab closed, network gone) is hung up after this long. */
+  disconnectGraceMs: number;
+}
+
+/** Phone calls through providers' media-stream WebSockets (src/transports/telephony, docs/telephony.md). */
+export interface TelephonyConfig {
+  /**
+   * The public base URL providers connect to (e.g. `wss://voice.example.com`), when a proxy sits in front:
+   * Twilio signs the URL it requested, so it is needed to verify X-Twilio-Signature. Default: from the
+   * request's Host and X-Forwarded-Proto headers.
+   */
+  publicUrl?: string;
+  /** With `authToken` set, every Twilio upgrade must carry a valid X-Twilio-Signature. */
+  twilio: { authToken?: string };
+  /** A stream that has not sent its start message this long after connecting is closed. */
+  startTimeoutMs: number;
+  /** Media frames held back waiting for a missing one (Telnyx may reorder), 20 ms each. */
+  reorderDepth: number;
+}
+
+/** Native SIP + RTP phone calls (src/transports/sip, docs/sip.md). */
+export interface SipConfig {
+  enabled: boolean;
+  /** Address the SIP UDP and TCP listeners bind (and RTP sockets, unless `rtpHost`). */
+  host: string;
+  /** SIP port, UDP and TCP (0: a free one). */
+  port: number;
+  /** Address written into SDP and Contact when `host` is a wildcard or behind NAT (default: the address the request reached). */
+  publicAddress?: string;
+  /** Source addresses allowed to send SIP (CIDRs); others get 403. Default: loopback only. */
+  allowFrom: string[];
+  /** Optional Digest authentication of INVITEs (trunks that require it). */
+  digest?: { realm: string; users: Record<string, string> };
+  /** Even UDP ports for RTP (RTCP on port+1). */
+  rtpPortMin: number;
+  rtpPortMax: number;
+  /** A call with no RTP for this long is hung up (BYE). */
+  rtpTimeoutMs: number;
+  /** Ringing before the 200 OK (0: answer at once). */
+  ringMs: number;
+  /** Codecs accepted, in the caller's preference order. */
+  codecs: ('pcmu' | 'pcma' | 'opus')[];
+  /** Concurrent SIP calls; more get 486 Busy Here. */
+  maxCalls: number;
+  /** SIP messages above this get 513. */
+  maxMessageBytes: number;
+}
+
+/** The demo page at `/`: it fetches a session token from `GET /v1/demo/token`, answered to loopback clients only. */
+export interface DemoConfig {
+  enabled: boolean;
+}
+
 export interface AgentConfig {
   /** Language assumed until ASR reports one. */
   defaultLanguage: string;
@@ -64,6 +148,14 @@ export interface AgentConfig {
   fallbackReplies: Record<string, string>;
   /** Rounds of tool calls allowed in one turn before the agent must answer. */
   maxToolRounds: number;
+  /** No first token within this → the LLM counts as failed and the fallback is spoken. */
+  llmFirstTokenTimeoutMs: number;
+  /** A gap this long between tokens mid-reply → failed. */
+  llmStallTimeoutMs: number;
+  /** TTS first audio (and each later chunk) within this, or the segment fails. */
+  ttsTimeoutMs: number;
+  /** Which built-in tools the agent may call (default: all), their timezone and timeout. */
+  tools?: { enabled?: string[]; timezone?: string; timeoutMs?: number };
 }
 
 export interface ServiceConfig {
@@ -72,11 +164,26 @@ export interface ServiceConfig {
   logLevel: string;
   /** Models directory for downloaded models (see audio-models/). */
   modelsDir: string;
+  /** Require an API key on GET /metrics. */
+  metricsRequireApiKey: boolean;
   /** Largest WebSocket message accepted without an error (bytes). */
   maxMessageBytes: number;
   auth: AuthConfig;
+  /** Durable call records (transcripts, turn metrics). */
+  store: StoreConfig;
+  limits: LimitsConfig;
+  /** Caller and agent words stay out of logs unless logTranscripts is on (they are in the call record). */
+  privacy: { logTranscripts: boolean };
+  /** SIGTERM: how long calls may go on, and what the agent says when it must end them. */
+  drain: { deadlineMs: number; notice: Record<string, string> };
+  /** Spoken when a call reaches limits.maxSessionMs, per language. */
+  maxLengthNotice: Record<string, string>;
   turn: TurnConfig;
   audioOut: AudioOutConfig;
+  webrtc: WebRtcConfig;
+  demo: DemoConfig;
+  telephony: TelephonyConfig;
+  sip: SipConfig;
   agent: AgentConfig;
   providers: {
     vad: VadProviderConfig;
@@ -84,6 +191,10 @@ export interface ServiceConfig {
     llm: LlmProviderConfig;
     tts: TtsProviderConfig;
   };
+  /** `POST /v1/chat/completions` serving this service's own LLM to other services (off by default). */
+  chatCompletions: { enabled: boolean; model: string };
+  /** `asr-server` mode (src/asr-server.ts): the configured ASR served under vLLM's realtime protocol. */
+  asrServer: { path: string; model: string; maxSessions: number; maxUtteranceMs: number };
 }
 
 export const DEFAULT_CONFIG: ServiceConfig = {
@@ -91,8 +202,37 @@ export const DEFAULT_CONFIG: ServiceConfig = {
   port: 8080,
   logLevel: 'info',
   modelsDir: 'models',
+  metricsRequireApiKey: false,
   maxMessageBytes: 64 * 1024,
   auth: { apiKeyHashes: [], tokenTtlS: 300, required: true },
+  store: { path: 'data/calls.db', retentionDays: 30 },
+  privacy: { logTranscripts: false },
+  limits: {
+    maxSessionsPerKey: 100,
+    sessionsPerMinutePerKey: 600,
+    maxSessions: 0,
+    maxSessionMs: 60 * 60_000,
+    idleTimeoutMs: 60_000,
+    maxMessagesPerSecond: 200,
+    maxBufferedBytes: 512 * 1024,
+  },
+  maxLengthNotice: {
+    en: 'We have reached the maximum length for this call. Thank you for calling. Goodbye.',
+    fr: 'Nous avons atteint la durée maximale de cet appel. Merci de votre appel. Au revoir.',
+    de: 'Die maximale Gesprächsdauer ist erreicht. Danke für Ihren Anruf. Auf Wiederhören.',
+    es: 'Hemos alcanzado la duración máxima de esta llamada. Gracias por llamar. Adiós.',
+    it: 'Abbiamo raggiunto la durata massima della chiamata. Grazie per aver chiamato. Arrivederci.',
+  },
+  drain: {
+    deadlineMs: 30_000,
+    notice: {
+      en: 'I am sorry, this service is restarting and I have to end the call now. Please call back in a minute. Goodbye.',
+      fr: 'Désolé, le service redémarre et je dois mettre fin à l’appel. Merci de rappeler dans une minute. Au revoir.',
+      de: 'Entschuldigung, der Dienst startet neu und ich muss das Gespräch beenden. Bitte rufen Sie in einer Minute wieder an. Auf Wiederhören.',
+      es: 'Lo siento, el servicio se está reiniciando y tengo que terminar la llamada. Vuelva a llamar en un minuto. Adiós.',
+      it: 'Mi dispiace, il servizio si sta riavviando e devo chiudere la chiamata. Richiami tra un minuto. Arrivederci.',
+    },
+  },
   turn: {
     speechThreshold: 0.5,
     silenceThreshold: 0.35,
@@ -104,10 +244,27 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     pauseTimeoutMs: 240,
     backchannels: ['ok', 'okay', 'mhm', 'mm', 'uh-huh', 'yeah', 'yes', 'right', 'oui', 'ja', 'si', 'sí', 'd accord', 'hm'],
     continuationWindowMs: 1000,
+    asrFinalTimeoutMs: 5000,
     dtmfTimeoutMs: 1500,
     maxTurnMs: 30_000,
   },
   audioOut: { leadMs: 40 },
+  webrtc: { iceServers: [], corsOrigins: [], candidateAddresses: [], maxPeers: 200, iceGatheringTimeoutMs: 3000, disconnectGraceMs: 5000 },
+  demo: { enabled: true },
+  telephony: { twilio: {}, startTimeoutMs: 10_000, reorderDepth: 3 },
+  sip: {
+    enabled: true,
+    host: '0.0.0.0',
+    port: 5060,
+    allowFrom: ['127.0.0.0/8', '::1/128'],
+    rtpPortMin: 10_000,
+    rtpPortMax: 20_000,
+    rtpTimeoutMs: 30_000,
+    ringMs: 0,
+    codecs: ['pcmu', 'pcma', 'opus'],
+    maxCalls: 200,
+    maxMessageBytes: 16 * 1024,
+  },
   agent: {
     defaultLanguage: 'en',
     systemPrompt:
@@ -121,6 +278,9 @@ export const DEFAULT_CONFIG: ServiceConfig = {
       it: 'Mi dispiace, ho un problema in questo momento. Riprovi tra un attimo.',
     },
     maxToolRounds: 3,
+    llmFirstTokenTimeoutMs: 8000,
+    llmStallTimeoutMs: 10_000,
+    ttsTimeoutMs: 5000,
   },
   providers: {
     vad: { provider: 'silero' },
@@ -128,6 +288,8 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     llm: { provider: 'rules' },
     tts: { provider: 'auto' },
   },
+  chatCompletions: { enabled: false, model: 'voice-agent' },
+  asrServer: { path: '/v1/realtime', model: 'pocketsphinx-en-us', maxSessions: 64, maxUtteranceMs: 60_000 },
 };
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
@@ -178,5 +340,6 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     envOverrides.port = port;
   }
   if (env.LOG_LEVEL) envOverrides.logLevel = env.LOG_LEVEL;
-  return mergeConfig(config, envOverrides);
+  // One schema check of the result, so every error names its path (src/config-schema.ts).
+  return validateConfig(mergeConfig(config, envOverrides), file ? path.resolve(file) : 'configuration', DEFAULT_CONFIG);
 }

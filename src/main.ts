@@ -4,15 +4,25 @@ import { buildServer } from './server.js';
 
 /** `npm start`: the service on its configured (by default embedded, offline) providers. */
 async function main(): Promise<void> {
+  // `npm start -- --mode asr-server`: only the ASR, served under vLLM's realtime protocol (src/asr-server.ts).
+  const modeAt = process.argv.indexOf('--mode');
+  const mode = modeAt >= 0 ? process.argv[modeAt + 1] : 'service';
+  if (mode === 'asr-server') return (await import('./asr-server.js')).runAsrServer();
+  if (mode !== 'service') throw new Error(`--mode must be "service" or "asr-server", got "${mode}"`);
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const server = buildServer(config, logger);
   let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    server.stop().then(
+    // SIGTERM drains (calls finish or hear a notice); a second signal or SIGINT stops at once.
+    const drained = signal === 'SIGTERM' ? server.service.drain() : Promise.resolve();
+    drained.then(() => server.stop()).then(
       () => process.exit(0),
       (err: unknown) => {
         logger.error({ err }, 'shutdown failed');

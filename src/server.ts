@@ -5,7 +5,13 @@ import type { ServiceConfig } from './config.js';
 import { VoiceService } from './service.js';
 import type { SessionProviders } from './session/session.js';
 import { deviceWebSocket, HARD_MAX_PAYLOAD } from './transports/ws/device-ws.js';
+import { realtimeWebSocket } from './transports/realtime/realtime-ws.js';
+import { telephonyWebSockets } from './transports/telephony/media-stream.js';
 import { tokenRoutes } from './auth/plugin.js';
+import { webrtcSignaling } from '../signaling/index.js';
+import { callRoutes } from './store/routes.js';
+import { sipTransport } from './transports/sip/index.js';
+import { chatCompletionsRoutes } from './transports/openai-chat/index.js';
 
 export interface VoiceServer {
   app: FastifyInstance;
@@ -30,13 +36,24 @@ export function buildServer(config: ServiceConfig, logger: Logger, providers?: S
     return reply.code(service.ready ? 200 : 503).send(body);
   });
 
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', async (request, reply) => {
+    // Scrapers on a private network usually need no key; `metricsRequireApiKey` closes it on exposed hosts.
+    if (config.metricsRequireApiKey) {
+      const bearer = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim();
+      if (!bearer || !service.auth.verifyApiKey(bearer)) return reply.code(401).send({ error: 'missing_credentials', message: 'an API key is required for /metrics' });
+    }
     const text = await service.metrics.registry.metrics();
     return reply.type(service.metrics.registry.contentType).send(text);
   });
 
   void app.register(tokenRoutes, { auth: service.auth });
+  void app.register(callRoutes, { auth: service.auth, store: service.store });
   void app.register(deviceWebSocket, { service });
+  void app.register(realtimeWebSocket, { service });
+  void app.register(telephonyWebSockets, { service });
+  void app.register(webrtcSignaling, { service });
+  void app.register(sipTransport, { service });
+  void app.register(chatCompletionsRoutes, { service });
 
   return {
     app,

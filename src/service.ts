@@ -2,9 +2,13 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ServiceConfig } from './config.js';
 import { Auth } from './auth/auth.js';
+import { CallStore } from './store/call-store.js';
+import { SessionLimiter } from './limits/limits.js';
+import type { SessionEvent } from './session/events.js';
 import { Metrics } from './metrics/metrics.js';
 import { createProviders, loadProviders } from './providers/index.js';
 import { Session, type SessionOutput, type SessionProviders } from './session/session.js';
+import type { ToolExecutor } from './session/reply.js';
 
 export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
 
@@ -15,10 +19,16 @@ export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
 export class VoiceService {
   readonly metrics = new Metrics();
   readonly auth: Auth;
+  readonly store: CallStore;
   readonly sessions = new Map<string, Session>();
+  private readonly limiter: SessionLimiter;
+  /** Per call: the key it counts against and its limit timers. */
+  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null }>();
+  private idleWatch: NodeJS.Timeout | null = null;
   state: ServiceState = 'loading';
   loadError: Error | null = null;
-  private readonly providers: SessionProviders;
+  /** Loaded providers; read-only use outside sessions (e.g. /v1/chat/completions serves `llm`). */
+  readonly providers: SessionProviders;
   private loading: Promise<void> | null = null;
 
   constructor(
@@ -27,6 +37,12 @@ export class VoiceService {
     providers?: SessionProviders,
   ) {
     this.auth = new Auth(config.auth, logger);
+    this.store = new CallStore(config.store, logger);
+    this.limiter = new SessionLimiter(config.limits);
+    if (config.limits.idleTimeoutMs > 0) {
+      this.idleWatch = setInterval(() => this.endIdleSessions(), 1000);
+      this.idleWatch.unref();
+    }
     this.providers = providers ?? createProviders(config, logger);
   }
 
@@ -50,36 +66,119 @@ export class VoiceService {
     return this.state === 'ready';
   }
 
-  /** Start a call. Throws when models are not loaded yet. */
-  openSession(transport: string, output: SessionOutput, options: { language?: string; callId?: string } = {}): Session {
+  /**
+   * Graceful drain: refuse new calls (/healthz says "draining" so load balancers move on), let calls in
+   * progress finish until the deadline, then end the rest with a short spoken notice.
+   */
+  async drain(deadlineMs = this.config.drain.deadlineMs): Promise<void> {
+    if (this.state === 'draining') return;
+    this.state = 'draining';
+    this.logger.info({ sessions: this.sessions.size, deadlineMs }, 'draining: refusing new calls');
+    const deadline = performance.now() + deadlineMs;
+    while (this.sessions.size > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const remaining = [...this.sessions.values()];
+    if (remaining.length > 0) {
+      this.logger.info({ sessions: remaining.length }, 'drain deadline reached: ending calls with a notice');
+      await Promise.allSettled(
+        remaining.map((session) => session.endWithNotice(this.config.drain.notice[session.language] ?? this.config.drain.notice.en ?? 'Goodbye.')),
+      );
+      // Transports close on the hang-up; give them a moment to do it cleanly.
+      const closeBy = performance.now() + 2000;
+      while (this.sessions.size > 0 && performance.now() < closeBy) await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /**
+   * Start a call. Throws when models are not loaded yet. `tools` lets a transport give the call its own tool
+   * executor around the service's (a realtime client runs the tools it declares itself).
+   */
+  openSession(
+    transport: string,
+    output: SessionOutput,
+    options: { language?: string; callId?: string; keyId?: string; tools?: (shared: ToolExecutor) => ToolExecutor } = {},
+  ): Session {
     if (!this.ready) throw new Error(`service not ready (${this.state})`);
+    const keyId = options.keyId ?? 'unkeyed';
+    // Throws LimitError (session_limit / rate_limited): transports report its code to the client.
+    this.limiter.admit(keyId);
     const callId = options.callId ?? randomUUID();
     const log = this.logger.child({ callId, transport });
     const session = new Session({
       callId,
       transport,
-      providers: this.providers,
+      providers: options.tools ? { ...this.providers, tools: options.tools(this.providers.tools) } : this.providers,
       config: this.config,
       logger: log,
       metrics: this.metrics,
       output,
       language: options.language,
+      observer: (event) => this.record(callId, event, log),
     });
+    this.store.callStarted(callId, transport);
     this.sessions.set(callId, session);
+    const { maxSessionMs } = this.config.limits;
+    const maxLength =
+      maxSessionMs > 0
+        ? setTimeout(() => {
+            log.info({ maxSessionMs }, 'maximum call length reached');
+            void session.endWithNotice(this.config.maxLengthNotice[session.language] ?? this.config.maxLengthNotice.en ?? 'Goodbye.');
+          }, maxSessionMs)
+        : null;
+    maxLength?.unref();
+    this.admissions.set(callId, { keyId, maxLength });
     this.metrics.sessionOpened(transport);
     log.info('session opened');
     return session;
   }
 
-  async closeSession(session: Session, transport: string): Promise<void> {
+  async closeSession(session: Session, transport: string, reason = 'hangup'): Promise<void> {
     if (!this.sessions.delete(session.callId)) return;
+    const admission = this.admissions.get(session.callId);
+    if (admission) {
+      this.admissions.delete(session.callId);
+      if (admission.maxLength) clearTimeout(admission.maxLength);
+      this.limiter.release(admission.keyId);
+    }
     this.metrics.sessionClosed(transport);
     await session.close();
+    this.store.callEnded(session.callId, reason);
+  }
+
+  /** A call whose caller sent nothing for idleTimeoutMs (a dead link) is hung up. */
+  private endIdleSessions(): void {
+    const now = performance.now();
+    for (const session of this.sessions.values()) {
+      if (now - session.lastInputMs > this.config.limits.idleTimeoutMs && !session.agentSpeaking) {
+        this.logger.child({ callId: session.callId }).info({ idleTimeoutMs: this.config.limits.idleTimeoutMs }, 'call idle: hanging up');
+        session.lastInputMs = now; // once
+        session.hangUp('idle_timeout');
+      }
+    }
+  }
+
+  /** Durable call record: what was said and how fast, written as it happens. */
+  private record(callId: string, event: SessionEvent, log: Logger): void {
+    try {
+      if (event.type === 'transcript.final' && event.text) {
+        this.store.utterance(callId, { role: 'caller', turn: event.turn, text: event.text, language: event.language });
+      } else if (event.type === 'response.done' && event.text) {
+        this.store.utterance(callId, { role: 'agent', turn: event.turn, text: event.text, language: this.sessions.get(callId)?.language ?? '', status: event.status });
+      } else if (event.type === 'turn.metrics') {
+        this.store.turnMetrics(callId, event.metrics);
+      }
+    } catch (err) {
+      log.error({ err, event: event.type }, 'call record write failed');
+    }
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([...this.sessions.values()].map((s) => s.close()));
+    if (this.idleWatch) clearInterval(this.idleWatch);
+    await Promise.allSettled([...this.sessions.values()].map(async (s) => {
+      await s.close();
+      this.store.callEnded(s.callId, 'shutdown');
+    }));
     this.sessions.clear();
+    this.store.close();
     const { asr, llm, tts } = this.providers;
     await Promise.allSettled([asr.close?.(), llm.close?.(), tts.close?.()]);
   }

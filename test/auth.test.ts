@@ -39,6 +39,17 @@ describe('authentication', () => {
     expect(await upgradeStatus(server.wsUrl, { authorization: `Bearer ${TEST_API_KEY}` })).toBe(101);
   });
 
+  it('protects /metrics only when configured to', async () => {
+    expect((await fetch(`${server.httpUrl}/metrics`)).status).toBe(200);
+    const closed = await startTestServer({ metricsRequireApiKey: true });
+    try {
+      expect((await fetch(`${closed.httpUrl}/metrics`)).status).toBe(401);
+      expect((await fetch(`${closed.httpUrl}/metrics`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } })).status).toBe(200);
+    } finally {
+      await closed.stop();
+    }
+  });
+
   it('mints short-lived session tokens with an API key only', async () => {
     expect((await mint(undefined, 'wrong-key')).status).toBe(401);
     const response = await mint(60);

@@ -67,7 +67,7 @@ export class Auth {
       // Never open by default: a key for this run only, printed once so the operator can use it.
       this.generatedKey = `va_${randomBytes(24).toString('base64url')}`;
       hashes.push(hashApiKey(this.generatedKey));
-      logger.warn({ apiKey: this.generatedKey }, 'no API key configured (auth.apiKeyHashes or VOICE_AGENT_API_KEYS): generated one for this run');
+      logger.warn({ generatedKey: this.generatedKey }, 'no API key configured (auth.apiKeyHashes or VOICE_AGENT_API_KEYS): generated one for this run');
     }
     if (!config.required) logger.warn('authentication is disabled (auth.required=false): every entry point is open');
     this.hashes = hashes.map((h) => Buffer.from(h.toLowerCase(), 'hex'));

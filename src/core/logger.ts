@@ -4,7 +4,12 @@ export type { Logger };
 
 /** The process logger. Every call gets a child logger carrying its `callId` (see Session). */
 export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info'): Logger {
-  return pino({ level, base: { service: 'voice-agent' } });
+  // Credentials never reach the log, whichever object carries them.
+  return pino({
+    level,
+    base: { service: 'voice-agent' },
+    redact: { paths: ['apiKey', '*.apiKey', 'token', '*.token', 'authorization', '*.authorization', 'headers.authorization', 'req.headers.authorization'], censor: '[redacted]' },
+  });
 }
 
 /** A logger that drops everything: for unit tests that do not look at logs. */

@@ -30,6 +30,7 @@ export class Metrics implements MetricsSink {
   private readonly turns: Counter<'preemptive'>;
   private readonly interruptions: Counter;
   private readonly errors: Counter<'code'>;
+  private readonly dropped: Counter<'transport'>;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'voice_agent_' });
@@ -44,6 +45,7 @@ export class Metrics implements MetricsSink {
     this.sessionsTotal = new Counter({ name: 'voice_agent_sessions_total', help: 'Calls started', labelNames: ['transport'], registers: [this.registry] });
     this.turns = new Counter({ name: 'voice_agent_turns_total', help: 'Caller turns answered', labelNames: ['preemptive'], registers: [this.registry] });
     this.interruptions = new Counter({ name: 'voice_agent_interruptions_total', help: 'Agent replies cut off by the caller (barge-in)', registers: [this.registry] });
+    this.dropped = new Counter({ name: 'voice_agent_audio_frames_dropped_total', help: 'Agent audio frames dropped because the client read too slowly', labelNames: ['transport'], registers: [this.registry] });
     this.errors = new Counter({ name: 'voice_agent_errors_total', help: 'Errors reported to clients, by code', labelNames: ['code'], registers: [this.registry] });
   }
 
@@ -69,5 +71,9 @@ export class Metrics implements MetricsSink {
 
   error(code: ErrorCode): void {
     this.errors.inc({ code });
+  }
+
+  droppedAudio(transport: string): void {
+    this.dropped.inc({ transport });
   }
 }

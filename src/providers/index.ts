@@ -1,21 +1,27 @@
 import type { Logger } from 'pino';
 import type { ServiceConfig } from '../config.js';
 import type { SessionProviders } from '../session/session.js';
-import { PocketSphinxAsr } from './asr/pocketsphinx/index.js';
+import { createAsrProvider } from './asr/index.js';
 import { createLlmProvider } from './llm/index.js';
-import { ToolRegistry } from './llm/tools.js';
+import { createToolExecutor } from './llm/tool-filter.js';
 import { createTtsProvider } from './tts/index.js';
 import { SileroVad } from './vad/silero/index.js';
+import { FallbackVad } from './vad/execution-providers.js';
 
 /** Build the providers the config names. Nothing is loaded yet: see loadProviders. */
 export function createProviders(config: ServiceConfig, logger: Logger): SessionProviders {
   const { vad, asr, tts } = config.providers;
   return {
-    vad: new SileroVad({ modelPath: vad.modelPath, executionProviders: vad.executionProviders }),
-    asr: new PocketSphinxAsr({ modelDir: asr.modelDir, logger: logger.child({ provider: 'asr' }) }),
+    // 'cuda' where this onnxruntime-node build has it, else CPU (logged): see vad/execution-providers.ts.
+    vad: new FallbackVad(
+      (executionProviders) => new SileroVad({ modelPath: vad.modelPath, executionProviders }),
+      vad.executionProviders,
+      logger.child({ provider: 'vad' }),
+    ),
+    asr: createAsrProvider(asr, logger.child({ provider: 'asr' })),
     llm: createLlmProvider(config.providers.llm, logger.child({ provider: 'llm' })),
     tts: createTtsProvider(tts, logger.child({ provider: 'tts' })),
-    tools: new ToolRegistry(),
+    tools: createToolExecutor(config.agent.tools),
   };
 }
 

@@ -42,7 +42,8 @@ export type ErrorCode =
   | 'tts_failed'
   | 'internal_error'
   | 'rate_limited'
-  | 'session_limit';
+  | 'session_limit'
+  | 'slow_consumer';
 
 export type SessionEvent =
   | { type: 'session.started'; callId: string; language: string; audio: { input: AudioFormatSpec; output: AudioFormatSpec } }
@@ -53,7 +54,7 @@ export type SessionEvent =
   | { type: 'transcript.final'; turn: number; text: string; language: string }
   | { type: 'response.started'; turn: number; responseId: string }
   | { type: 'response.text.delta'; turn: number; responseId: string; text: string }
-  | { type: 'response.tool_call'; turn: number; responseId: string; name: string; arguments: string }
+  | { type: 'response.tool_call'; turn: number; responseId: string; name: string; arguments: string; toolCallId: string }
   | { type: 'response.audio.started'; turn: number; responseId: string }
   | { type: 'response.done'; turn: number; responseId: string; text: string; status: 'completed' | 'interrupted' | 'failed' }
   | { type: 'response.interrupted'; turn: number; responseId: string; heardText: string }

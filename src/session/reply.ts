@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { AgentConfig } from '../config.js';
 import { Framer } from '../audio/framer.js';
 import { AsyncQueue } from '../core/async-queue.js';
+import { timedStream } from '../core/timeouts.js';
 import type { ChatMessage, LlmProvider, ToolCall, ToolDefinition } from '../providers/llm/types.js';
 import type { TtsProvider } from '../providers/tts/types.js';
 import { ClauseSplitter } from './clause-splitter.js';
@@ -167,7 +168,8 @@ export class ReplyTask {
         const calls: ToolCall[] = [];
         // The last allowed round gets no tools, so the model has to answer.
         const toolList = round < agent.maxToolRounds ? tools.definitions() : [];
-        for await (const event of llm.stream({ messages: conversation, tools: toolList, language: this.language, signal })) {
+        const events = llm.stream({ messages: conversation, tools: toolList, language: this.language, signal });
+        for await (const event of timedStream(events, agent.llmFirstTokenTimeoutMs, agent.llmStallTimeoutMs, 'language model')) {
           if (signal.aborted) break;
           if (this.stages.llmFirstTokenMs === undefined && event.type !== 'done') {
             this.stages.llmFirstTokenMs = performance.now() - llmStart;
@@ -179,7 +181,7 @@ export class ReplyTask {
             for (const segment of splitter.push(event.text)) ttsQueue.push(segment);
           } else if (event.type === 'tool_call') {
             calls.push(event.call);
-            this.emit({ type: 'response.tool_call', turn: this.turn, responseId: this.responseId, name: event.call.name, arguments: event.call.arguments });
+            this.emit({ type: 'response.tool_call', turn: this.turn, responseId: this.responseId, name: event.call.name, arguments: event.call.arguments, toolCallId: event.call.id });
           }
         }
         if (calls.length === 0 || signal.aborted) break;
@@ -234,7 +236,8 @@ export class ReplyTask {
       const framer = new Framer();
       const requested = performance.now();
       try {
-        for await (const chunk of tts.synthesize(text, { language: this.language, signal })) {
+        const chunks = tts.synthesize(text, { language: this.language, signal });
+        for await (const chunk of timedStream(chunks, this.deps.agent.ttsTimeoutMs, this.deps.agent.ttsTimeoutMs, 'speech synthesis')) {
           if (signal.aborted) break;
           if (this.stages.ttsFirstAudioMs === undefined && chunk.length > 0) {
             this.stages.ttsFirstAudioMs = performance.now() - requested;

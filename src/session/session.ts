@@ -11,6 +11,8 @@ import { OutputPacer, type OutboundFrame } from './output-pacer.js';
 import { ReplyTask, type ReplySink, type ToolExecutor } from './reply.js';
 import { TurnDetector, type TurnSignal } from './turn-detector.js';
 import { EnergyOnset } from './energy-onset.js';
+import { ScriptedLine } from '../providers/llm/scripted.js';
+import { within } from '../core/timeouts.js';
 
 export interface SessionProviders {
   vad: VadProvider;
@@ -25,6 +27,11 @@ export interface SessionOutput {
   event(event: SessionEvent): void;
   /** One 20 ms frame of agent audio (internal format), already paced to real time. */
   audio(frame: OutboundFrame): void;
+  /**
+   * Optional playout feedback: frames of reply `responseId` the caller has actually heard, as the transport
+   * knows it (telephony mark echoes). Undefined (or absent) falls back to the pacer's estimate.
+   */
+  playedFrames?(responseId: string): number | undefined;
 }
 
 export interface SessionOptions {
@@ -36,6 +43,8 @@ export interface SessionOptions {
   metrics: MetricsSink;
   output: SessionOutput;
   language?: string;
+  /** Called with every event, also those after close (the call record must get the last words). */
+  observer?: (event: SessionEvent) => void;
 }
 
 /** One line of the call's transcript, kept for the call record. */
@@ -95,6 +104,7 @@ export class Session {
   private readonly config: ServiceConfig;
   private readonly providers: SessionProviders;
   private readonly output: SessionOutput;
+  private readonly observer: ((event: SessionEvent) => void) | undefined;
   private readonly metrics: MetricsSink;
   private readonly detector: TurnDetector;
   private readonly pacer: OutputPacer;
@@ -115,14 +125,26 @@ export class Session {
   private lastPartial = '';
   private dtmfDigits = '';
   private dtmfTimer: NodeJS.Timeout | null = null;
+  /** Resolved whenever the active reply finishes (played, interrupted or failed). */
+  private replyWaiters: (() => void)[] = [];
   private closed = false;
   private readonly startedAt = performance.now();
+  /** When the caller last sent anything (audio, text, a digit): for the idle timeout. */
+  lastInputMs = performance.now();
+  /**
+   * End turns on the VAD's silence (server-side turn detection). When false only commitInput() ends a turn
+   * (push-to-talk, a realtime client with turn_detection null) and caller sound never barges in.
+   */
+  autoEndpoint = true;
+  /** Answer each caller turn at once. When false a turn only enters the conversation; respond() answers. */
+  autoRespond = true;
 
   constructor(options: SessionOptions) {
     this.callId = options.callId;
     this.config = options.config;
     this.providers = options.providers;
     this.output = options.output;
+    this.observer = options.observer;
     this.metrics = options.metrics;
     this.language = options.language ?? options.config.agent.defaultLanguage;
     this.log = options.logger;
@@ -139,6 +161,7 @@ export class Session {
   /** Inbound caller audio, one internal 20 ms frame at a time, in order. */
   pushAudio(frame: AudioFrame): void {
     if (this.closed) return;
+    this.lastInputMs = performance.now();
     if (this.inboundBacklog >= MAX_INBOUND_BACKLOG) {
       this.log.warn({ backlog: this.inboundBacklog }, 'inbound audio backlog full, dropping frame');
       return;
@@ -154,12 +177,20 @@ export class Session {
       });
   }
 
-  /** The client says the caller's turn is over (push-to-talk release). */
-  commitInput(): void {
-    if (this.closed || !this.detector.inSpeech || !this.openTurn) return;
+  /** The client says the caller's turn is over (push-to-talk release). False when no speech was heard. */
+  commitInput(): boolean {
+    if (this.closed || !this.openTurn) return false;
     const lastVoicedMs = this.openTurn.lastVoicedMs;
     this.detector.reset();
     this.handleSignal({ kind: 'end_of_turn', lastVoicedMs, speechMs: 0, forced: true });
+    return true;
+  }
+
+  /** Ask the transport to end the call now (idle link, policy), with the reason in the call's events. */
+  hangUp(reason: string): void {
+    if (this.closed) return;
+    this.log.info({ reason }, 'hanging up');
+    this.emit({ type: 'call.action', action: 'hangup' });
   }
 
   /** The client asks the agent to stop talking. */
@@ -220,7 +251,7 @@ export class Session {
 
   /** Stop sending agent audio because the caller may be starting to talk; reversible. */
   private pauseAgentTentatively(reason: 'energy' | 'vad'): void {
-    if (!this.pacer.active || this.pacer.isPaused) return;
+    if (!this.autoEndpoint || !this.pacer.active || this.pacer.isPaused) return;
     this.pacer.pause();
     this.tentativeBargeIn = true;
     this.framesSincePause = 0;
@@ -258,6 +289,7 @@ export class Session {
         const turn = this.openTurn;
         if (!turn) break;
         turn.lastVoicedMs = signal.lastVoicedMs;
+        if (!this.autoEndpoint || !this.autoRespond) break;
         this.enqueueTurnWork(async () => {
           await this.finalizeSegment(turn);
           if (this.closed || turn !== this.openTurn || turn.unfinalizedSpeech) return;
@@ -284,6 +316,11 @@ export class Session {
       case 'end_of_turn': {
         const turn = this.openTurn;
         if (!turn) break;
+        if (!this.autoEndpoint && !signal.forced) {
+          // A pause, not the end: with manual turns only commitInput() (or maxTurnMs) ends the turn.
+          turn.lastVoicedMs = signal.lastVoicedMs;
+          break;
+        }
         this.openTurn = null;
         turn.lastVoicedMs = signal.lastVoicedMs;
         const endpointMs = performance.now() - signal.lastVoicedMs;
@@ -305,7 +342,7 @@ export class Session {
     const started = performance.now();
     let final: AsrFinal;
     try {
-      final = await this.asr.finalize();
+      final = await within(this.asr.finalize(), this.config.turn.asrFinalTimeoutMs, 'speech recognition');
     } catch (err) {
       this.fail('asr_failed', 'speech recognition failed', err);
       return;
@@ -332,8 +369,14 @@ export class Session {
     // May carry the previous turn's words into this one (the caller was only pausing).
     if (this.active) this.interrupt('caller', turn);
     const text = turn.segments.join(' ').trim();
+    if (this.config.privacy.logTranscripts) this.log.info({ turn: turn.turn, text }, 'caller said');
     this.emit({ type: 'transcript.final', turn: turn.turn, text, language: turn.language });
     this.transcript.push({ role: 'caller', turn: turn.turn, text, language: turn.language, atMs: Date.now() });
+    if (!this.autoRespond) {
+      turn.preemptive?.cancel();
+      this.history.push({ role: 'user', content: text });
+      return;
+    }
 
     let task = turn.preemptive;
     const preemptive = task !== null && turn.preemptiveInput === text && task.status !== 'cancelled';
@@ -357,18 +400,19 @@ export class Session {
   private answer(input: {
     turn: number;
     language: string;
-    text: string;
+    /** The caller's words; null when answering the conversation as it stands (respond()). */
+    text: string | null;
     lastVoicedMs: number;
     stages: TurnStages;
     prepared: ReplyTask | null;
     discardedPreemptive: number;
   }): void {
     const task = input.prepared ?? this.startReply(input.turn, input.language, input.text);
-    this.history.push({ role: 'user', content: input.text });
+    if (input.text !== null) this.history.push({ role: 'user', content: input.text });
     this.active = {
       task,
       turn: input.turn,
-      userText: input.text,
+      userText: input.text ?? '',
       lastVoicedMs: input.lastVoicedMs,
       stages: input.stages,
       preemptive: input.prepared !== null,
@@ -389,17 +433,41 @@ export class Session {
    * A caller turn that arrives as text rather than speech (keypad digits, a typed message, a realtime
    * client's text item): it interrupts the agent and is answered like a spoken turn.
    */
-  submitText(text: string, language: string = this.language): void {
+  submitText(text: string, language: string = this.language, options: { respond?: boolean } = {}): void {
     const trimmed = text.trim();
     if (this.closed || !trimmed) return;
+    this.lastInputMs = performance.now();
     this.enqueueTurnWork(async () => {
       if (this.closed) return;
-      if (this.active) this.interrupt('client', null);
+      const respond = options.respond ?? true;
+      if (respond && this.active) this.interrupt('client', null);
       const turn = ++this.turnCounter;
       this.emit({ type: 'transcript.final', turn, text: trimmed, language });
       this.transcript.push({ role: 'caller', turn, text: trimmed, language, atMs: Date.now() });
+      if (!respond) {
+        this.history.push({ role: 'user', content: trimmed });
+        return;
+      }
       this.answer({ turn, language, text: trimmed, lastVoicedMs: performance.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
     });
+  }
+
+  /**
+   * Answer the conversation as it stands, without new caller words (a realtime client's response.create
+   * after text items, a manual commit or a tool result). Interrupts the agent if it is talking.
+   */
+  respond(): void {
+    if (this.closed) return;
+    this.enqueueTurnWork(async () => {
+      if (this.closed) return;
+      if (this.active) this.interrupt('client', null);
+      this.answer({ turn: this.turnCounter, language: this.language, text: null, lastVoicedMs: performance.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
+    });
+  }
+
+  /** Replace the agent's instructions (system prompt) for the rest of the call. */
+  setInstructions(instructions: string): void {
+    this.history[0] = { role: 'system', content: instructions };
   }
 
   /**
@@ -408,6 +476,7 @@ export class Session {
    */
   pushDtmf(digit: string): void {
     if (this.closed || !/^[0-9*#A-D]$/.test(digit)) return;
+    this.lastInputMs = performance.now();
     this.emit({ type: 'dtmf.received', digit });
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
     if (digit !== '#') this.dtmfDigits += digit;
@@ -421,9 +490,50 @@ export class Session {
     else this.dtmfTimer = setTimeout(flush, this.config.turn.dtmfTimeoutMs);
   }
 
-  private startReply(turn: number, language: string, userText: string): ReplyTask {
+  /**
+   * Say a fixed line, without the LLM, then ask the transport to hang up: the service's last words when
+   * it shuts down (or a limit ends the call). Resolves once the line has played, or after `timeoutMs`.
+   */
+  async endWithNotice(line: string, timeoutMs = 10_000): Promise<void> {
+    if (this.closed) return;
+    if (this.active) this.interrupt('client', null);
+    this.openTurn?.preemptive?.cancel();
+    const { tts } = this.providers;
+    const noTools: ToolExecutor = { definitions: () => [], execute: async () => ({ content: '{}' }) };
+    const task = new ReplyTask(
+      { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log },
+      this.turnCounter,
+      this.language,
+      [],
+    );
+    const played = new Promise<void>((resolve) => {
+      this.replyWaiters.push(resolve);
+      setTimeout(resolve, timeoutMs).unref();
+    });
+    this.active = {
+      task,
+      turn: this.turnCounter,
+      userText: '',
+      lastVoicedMs: performance.now(),
+      stages: {},
+      preemptive: false,
+      discardedPreemptive: 0,
+      framesSent: 0,
+      producedAll: false,
+      metricsSent: true, // a notice is not a turn
+    };
+    task.attach({
+      event: (event) => this.emit(event),
+      frame: (frame) => this.pacer.enqueue(frame),
+      finished: (reply) => this.onReplyProduced(reply),
+    });
+    await played;
+    this.emit({ type: 'call.action', action: 'hangup' });
+  }
+
+  private startReply(turn: number, language: string, userText: string | null): ReplyTask {
     const { llm, tts, tools } = this.providers;
-    const messages: ChatMessage[] = [...this.history, { role: 'user', content: userText }];
+    const messages: ChatMessage[] = userText === null ? [...this.history] : [...this.history, { role: 'user', content: userText }];
     return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log }, turn, language, messages);
   }
 
@@ -461,6 +571,8 @@ export class Session {
 
   /** Frames of the active reply the caller has heard: sent, minus what is still in their playout buffer. */
   private framesPlayed(active: ActiveReply): number {
+    const reported = this.output.playedFrames?.(active.task.responseId);
+    if (reported !== undefined) return Math.max(0, Math.min(active.framesSent, reported));
     return Math.max(0, active.framesSent - this.pacer.framesAhead);
   }
 
@@ -481,7 +593,7 @@ export class Session {
     this.emit({ type: 'response.interrupted', turn: active.turn, responseId: active.task.responseId, heardText: heard });
     this.metrics.interruption();
     this.log.info({ turn: active.turn, by, heardChars: heard.length, continuation }, 'agent interrupted');
-    if (continuation && newTurn) {
+    if (continuation && newTurn && active.userText) {
       newTurn.segments.unshift(active.userText);
       if (newTurn.preemptive) {
         newTurn.preemptive.cancel();
@@ -506,11 +618,13 @@ export class Session {
       this.history.push(message);
     }
     if (spoken) {
+      if (this.config.privacy.logTranscripts) this.log.info({ turn: active.turn, text: spoken, status }, 'agent said');
       this.history.push({ role: 'assistant', content: spoken });
       this.transcript.push({ role: 'agent', turn: active.turn, text: spoken, language: active.task.language, atMs: Date.now(), status });
     }
     // Hang up or transfer only once the caller has heard the goodbye.
     if (status === 'completed' && active.task.action) this.emit({ type: 'call.action', action: active.task.action });
+    for (const resolve of this.replyWaiters.splice(0)) resolve();
   }
 
   private maybeConfirmBargeIn(): void {
@@ -535,6 +649,7 @@ export class Session {
   }
 
   private emit(event: SessionEvent): void {
+    this.observer?.(event);
     if (this.closed && event.type !== 'error') return;
     if (event.type === 'error') this.metrics.error(event.code);
     this.output.event(event);

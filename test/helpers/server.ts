@@ -1,3 +1,6 @@
+import { randomUUID } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { DEFAULT_CONFIG, mergeConfig, type ConfigOverrides, type ServiceConfig } from '../../src/config.js';
 import { silentLogger, createLogger } from '../../src/core/logger.js';
 import { buildServer, type VoiceServer } from '../../src/server.js';
@@ -18,7 +21,14 @@ export interface TestServer {
 
 /** A real server on 127.0.0.1 and a free port, models loaded. LOG_LEVEL=debug shows its logs. */
 export async function startTestServer(overrides: ConfigOverrides = {}, providers?: SessionProviders): Promise<TestServer> {
-  const base = mergeConfig(DEFAULT_CONFIG, { host: '127.0.0.1', port: 0, auth: { apiKeyHashes: [hashApiKey(TEST_API_KEY)] } });
+  const base = mergeConfig(DEFAULT_CONFIG, {
+    host: '127.0.0.1',
+    port: 0,
+    auth: { apiKeyHashes: [hashApiKey(TEST_API_KEY)] },
+    store: { path: path.join(tmpdir(), `voice-agent-test-${randomUUID()}.db`) },
+    // Parallel test servers must not fight over 5060.
+    sip: { host: '127.0.0.1', port: 0 },
+  });
   const config = mergeConfig(base, overrides);
   const logger = process.env.LOG_LEVEL ? createLogger(process.env.LOG_LEVEL) : silentLogger();
   const server = buildServer(config, logger, providers);

@@ -4,6 +4,7 @@ import { createInboundDecoder, createOutboundEncoder, validateCodecSpec, CodecSp
 import { Framer } from '../../audio/framer.js';
 import type { VoiceService } from '../../service.js';
 import { requireCaller } from '../../auth/plugin.js';
+import { LimitError, MessageRateLimiter } from '../../limits/limits.js';
 import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import type { Session } from '../../session/session.js';
 
@@ -31,7 +32,7 @@ type ClientMessage =
   | { type: 'session.end' }
   | { type: 'ping'; id?: string | number };
 
-class ProtocolError extends Error {
+export class ProtocolError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
@@ -40,7 +41,7 @@ class ProtocolError extends Error {
   }
 }
 
-function parseClientMessage(text: string): ClientMessage {
+export function parseClientMessage(text: string): ClientMessage {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -108,12 +109,17 @@ class DeviceConnection {
   /** Serialises format changes against audio so frames are never decoded with a half-built codec. */
   private ready: Promise<void> = Promise.resolve();
   private closed = false;
+  private readonly rate: MessageRateLimiter;
+  private rateErrorSent = 0;
+  private droppedFrames = 0;
 
   constructor(
     private readonly socket: WebSocket,
     private readonly service: VoiceService,
     query: Record<string, string | undefined>,
+    private readonly keyId: string,
   ) {
+    this.rate = new MessageRateLimiter(service.config.limits.maxMessagesPerSecond);
     this.input = specFromQuery(query, '') ?? DEFAULT_FORMAT;
     this.output = specFromQuery(query, 'out_') ?? this.input;
     this.language = query.language;
@@ -131,7 +137,7 @@ class DeviceConnection {
     this.session = this.service.openSession('ws', {
       event: (event) => this.sendEvent(event),
       audio: (frame) => this.sendAudio(frame.samples),
-    }, { language: this.language });
+    }, { language: this.language, keyId: this.keyId });
     this.sendEvent({
       type: 'session.started',
       callId: this.session.callId,
@@ -149,6 +155,15 @@ class DeviceConnection {
 
   onMessage(data: RawData, isBinary: boolean): void {
     if (this.closed) return;
+    if (!this.rate.allow()) {
+      // A flood: drop, and say so at most once a second rather than flooding back.
+      const now = performance.now();
+      if (now - this.rateErrorSent > 1000) {
+        this.rateErrorSent = now;
+        this.sendError('rate_limited', `more than ${this.service.config.limits.maxMessagesPerSecond} messages per second; dropping`);
+      }
+      return;
+    }
     const bytes = toBytes(data);
     if (bytes.length > this.service.config.maxMessageBytes) {
       this.sendError('message_too_large', `message of ${bytes.length} bytes exceeds the limit of ${this.service.config.maxMessageBytes}`);
@@ -248,6 +263,12 @@ class DeviceConnection {
 
   private sendAudio(samples: Int16Array): void {
     if (!this.encoder || this.socket.readyState !== this.socket.OPEN) return;
+    // A client that does not read: drop agent audio instead of buffering it without bound.
+    if (this.socket.bufferedAmount > this.service.config.limits.maxBufferedBytes) {
+      if (this.droppedFrames++ === 0) this.sendError('slow_consumer', 'client is not reading; agent audio is being dropped');
+      this.service.metrics.droppedAudio('ws');
+      return;
+    }
     this.socket.send(this.encoder.encode(samples), { binary: true });
   }
 
@@ -277,7 +298,7 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
     }
     let connection: DeviceConnection;
     try {
-      connection = new DeviceConnection(socket, service, query);
+      connection = new DeviceConnection(socket, service, query, request.principal?.keyId ?? 'anonymous');
     } catch (err) {
       const code: ErrorCode = err instanceof CodecSpecError ? 'unsupported_codec' : 'invalid_message';
       socket.send(JSON.stringify({ type: 'error', code, message: (err as Error).message }));
@@ -294,6 +315,13 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
     socket.on('close', () => void connection.close());
     socket.on('error', (err) => log.warn({ err }, 'device socket error'));
     connection.start().catch((err: unknown) => {
+      if (err instanceof LimitError) {
+        service.metrics.error(err.code);
+        log.warn({ code: err.code }, 'call refused by limits');
+        socket.send(JSON.stringify({ type: 'error', code: err.code, message: err.message }));
+        socket.close(1008, err.code);
+        return;
+      }
       log.error({ err }, 'could not start session');
       socket.send(JSON.stringify({ type: 'error', code: 'internal_error', message: (err as Error).message }));
       socket.close(1011, 'session start failed');

@@ -1,0 +1,305 @@
+/**
+ * JSON Schema of ServiceConfig (the one configuration file) and its validation.
+ *
+ * loadConfig() validates the merged result (defaults ← file ← environment), so an error names the path a user
+ * wrote, e.g. `providers.llm.baseUrl: must be a string`. Objects reject unknown keys (typos are the commonest
+ * config bug), except that any key present in DEFAULT_CONFIG but not described here is accepted unchecked: a
+ * section added to the defaults by another module must never make every existing deployment fail to start.
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { ServiceConfig } from './config.js';
+
+type Schema = Record<string, unknown>;
+
+const str = (extra: Schema = {}): Schema => ({ type: 'string', ...extra });
+const nonEmpty: Schema = { type: 'string', minLength: 1 };
+const int = (minimum: number, maximum?: number): Schema => ({ type: 'integer', minimum, ...(maximum !== undefined ? { maximum } : {}) });
+const num = (minimum?: number, maximum?: number): Schema => ({
+  type: 'number',
+  ...(minimum !== undefined ? { minimum } : {}),
+  ...(maximum !== undefined ? { maximum } : {}),
+});
+const bool: Schema = { type: 'boolean' };
+const strings: Schema = { type: 'array', items: nonEmpty };
+const langTag: Schema = { type: 'string', pattern: '^[a-z]{2,3}(-[A-Za-z0-9]+)*$' };
+const langMap = (value: Schema): Schema => ({ type: 'object', propertyNames: langTag, additionalProperties: value });
+const httpUrl: Schema = { type: 'string', pattern: '^https?://' };
+const wsUrl: Schema = { type: 'string', pattern: '^wss?://' };
+const ms = (minimum = 0): Schema => int(minimum);
+
+function obj(properties: Record<string, Schema>, required: string[] = Object.keys(properties)): Schema {
+  return { type: 'object', properties, required, additionalProperties: false };
+}
+
+/** A provider block: `provider` picks the branch (ajv's discriminator keeps errors about that branch only). */
+function providerUnion(branches: Record<string, { properties: Record<string, Schema>; required?: string[] }>): Schema {
+  return {
+    type: 'object',
+    required: ['provider'],
+    discriminator: { propertyName: 'provider' },
+    oneOf: Object.entries(branches).map(([name, b]) =>
+      obj({ provider: { const: name }, ...b.properties }, ['provider', ...(b.required ?? [])]),
+    ),
+  };
+}
+
+export const CONFIG_SCHEMA: Schema = obj(
+  {
+    host: nonEmpty,
+    port: int(0, 65535),
+    logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+    modelsDir: nonEmpty,
+    maxMessageBytes: int(1024),
+    auth: obj(
+      {
+        apiKeyHashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+        tokenSecret: str({ minLength: 16 }),
+        tokenTtlS: int(1, 86400),
+        required: bool,
+      },
+      ['apiKeyHashes', 'tokenTtlS', 'required'],
+    ),
+    store: obj({ path: nonEmpty, retentionDays: int(0) }),
+    turn: obj({
+      speechThreshold: num(0, 1),
+      silenceThreshold: num(0, 1),
+      minSpeechMs: ms(),
+      preemptiveSilenceMs: ms(),
+      endpointSilenceMs: ms(20),
+      preRollMs: ms(),
+      minInterruptionMs: ms(),
+      pauseTimeoutMs: ms(),
+      backchannels: { type: 'array', items: { type: 'string' } },
+      continuationWindowMs: ms(),
+      dtmfTimeoutMs: ms(100),
+      maxTurnMs: ms(1000),
+    }),
+    audioOut: obj({ leadMs: int(0, 1000) }),
+    agent: obj(
+      {
+        defaultLanguage: langTag,
+        systemPrompt: { type: 'string' },
+        fallbackReplies: langMap(nonEmpty),
+        maxToolRounds: int(0, 10),
+        tools: obj({ enabled: strings, timezone: nonEmpty, timeoutMs: ms(1) }, []),
+      },
+      ['defaultLanguage', 'systemPrompt', 'fallbackReplies', 'maxToolRounds'],
+    ),
+    providers: obj({
+      vad: providerUnion({
+        silero: {
+          properties: {
+            modelPath: nonEmpty,
+            // 'cuda' falls back to 'cpu' (logged) when this onnxruntime-node build has no CUDA provider.
+            executionProviders: { type: 'array', minItems: 1, items: { enum: ['cpu', 'cuda', 'dml', 'coreml', 'webgpu', 'tensorrt'] } },
+          },
+        },
+      }),
+      asr: providerUnion({
+        pocketsphinx: { properties: { modelDir: nonEmpty, spareDecoders: int(1, 64), maxIdleDecoders: int(0, 256) } },
+        'vllm-realtime': {
+          properties: {
+            url: wsUrl,
+            model: nonEmpty,
+            apiKey: nonEmpty,
+            languages: { type: 'array', minItems: 1, items: { anyOf: [langTag, { const: '*' }] } },
+            connectTimeoutMs: ms(1),
+            finalTimeoutMs: ms(1),
+          },
+          required: ['url', 'model'],
+        },
+        'openai-batch': {
+          properties: {
+            baseUrl: httpUrl,
+            model: nonEmpty,
+            apiKey: nonEmpty,
+            languages: { type: 'array', minItems: 1, items: { anyOf: [langTag, { const: '*' }] } },
+            timeoutMs: ms(1),
+            retries: int(0, 10),
+            responseFormat: { enum: ['json', 'verbose_json'] },
+          },
+          required: ['baseUrl', 'model'],
+        },
+      }),
+      llm: providerUnion({
+        rules: { properties: { rulesPath: nonEmpty } },
+        openai: {
+          properties: {
+            baseUrl: httpUrl,
+            model: nonEmpty,
+            apiKey: nonEmpty,
+            temperature: num(0, 2),
+            maxTokens: int(1),
+            timeoutMs: ms(1),
+            idleTimeoutMs: ms(1),
+            retries: int(0, 10),
+            retryBaseDelayMs: ms(),
+            extraHeaders: { type: 'object', additionalProperties: { type: 'string' } },
+          },
+          required: ['baseUrl', 'model'],
+        },
+        llamacpp: {
+          properties: {
+            modelPath: nonEmpty,
+            gpu: { enum: ['auto', false] },
+            contextSize: int(256),
+            sequences: int(1, 64),
+            temperature: num(0, 2),
+            maxTokens: int(1),
+            tools: bool,
+            threads: int(1),
+          },
+          required: ['modelPath'],
+        },
+      }),
+      tts: providerUnion(
+        Object.fromEntries(
+          ['auto', 'svoxpico', 'espeak'].map((name) => [
+            name,
+            {
+              properties: {
+                voicesDir: nonEmpty,
+                // Per-language voice, e.g. { "en": "en-GB", "pt": "roa/pt-BR" }.
+                voices: langMap(nonEmpty),
+                fallback: bool,
+                gainDb: num(-40, 20),
+                espeakWorkers: int(1, 64),
+              },
+            },
+          ]),
+        ),
+      ),
+    }),
+    webrtc: obj(
+      {
+        iceServers: {
+          type: 'array',
+          items: obj(
+            {
+              urls: { anyOf: [nonEmpty, { type: 'array', items: nonEmpty, minItems: 1 }] },
+              username: { type: 'string' },
+              credential: { type: 'string' },
+            },
+            ['urls'],
+          ),
+        },
+        corsOrigins: { type: 'array', items: nonEmpty },
+        candidateAddresses: { type: 'array', items: nonEmpty },
+        portRange: obj({ min: int(1, 65535), max: int(1, 65535) }),
+        maxPeers: int(0),
+        iceGatheringTimeoutMs: ms(),
+        disconnectGraceMs: ms(),
+      },
+      ['iceServers', 'corsOrigins', 'candidateAddresses', 'maxPeers', 'iceGatheringTimeoutMs', 'disconnectGraceMs'],
+    ),
+    demo: obj({ enabled: bool }),
+    chatCompletions: obj({ enabled: bool, model: nonEmpty }),
+    asrServer: obj({
+      path: { type: 'string', pattern: '^/[A-Za-z0-9/_.-]*$' },
+      model: nonEmpty,
+      maxSessions: int(1),
+      maxUtteranceMs: ms(1000),
+    }),
+  },
+  ['host', 'port', 'logLevel', 'modelsDir', 'maxMessageBytes', 'auth', 'turn', 'audioOut', 'agent', 'providers'],
+);
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
+    super(`${source}: invalid configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Adds keys the defaults have but the schema does not describe, accepting any value for them (see top). */
+function tolerateDefaults(schema: Schema, defaults: unknown): Schema {
+  if (!isRecord(defaults) || !isRecord(schema.properties) || schema.oneOf !== undefined) return schema;
+  const properties: Record<string, unknown> = { ...schema.properties };
+  for (const [key, value] of Object.entries(defaults)) {
+    const known = properties[key];
+    properties[key] = isRecord(known) ? tolerateDefaults(known, value) : {};
+  }
+  return { ...schema, properties };
+}
+
+let compiled: { validate: ValidateFunction; forDefaults: unknown } | undefined;
+
+function validator(defaults: unknown): ValidateFunction {
+  if (compiled !== undefined && compiled.forDefaults === defaults) return compiled.validate;
+  const ajv = new Ajv({ allErrors: true, discriminator: true, strict: false });
+  const validate = ajv.compile(tolerateDefaults(CONFIG_SCHEMA, defaults));
+  compiled = { validate, forDefaults: defaults };
+  return validate;
+}
+
+/** `providers.llm.baseUrl`-style path of an ajv error. */
+function errorPath(e: ErrorObject): string {
+  const parts = e.instancePath
+    .split('/')
+    .slice(1)
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  if (e.keyword === 'required') parts.push(String((e.params as { missingProperty: string }).missingProperty));
+  if (e.keyword === 'additionalProperties') parts.push(String((e.params as { additionalProperty: string }).additionalProperty));
+  return parts.reduce((acc, p) => (/^\d+$/.test(p) ? `${acc}[${p}]` : acc ? `${acc}.${p}` : p), '') || '(top level)';
+}
+
+function describe(e: ErrorObject): string {
+  switch (e.keyword) {
+    case 'required':
+      return 'is required';
+    case 'additionalProperties':
+      return 'is not a known setting (check the spelling)';
+    case 'enum':
+      return `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'type': {
+      const t = String((e.params as { type: string }).type);
+      const article: Record<string, string> = { integer: 'an integer', object: 'an object', array: 'an array', boolean: 'true or false', string: 'a string', number: 'a number' };
+      return `must be ${article[t] ?? t}`;
+    }
+    case 'const':
+      return `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
+    case 'discriminator': {
+      const p = e.params as { error: string; tag: string; tagValue?: unknown };
+      return p.error === 'mapping' ? `unknown provider ${JSON.stringify(p.tagValue)}` : 'must be a string naming the provider';
+    }
+    case 'pattern': {
+      const pattern = (e.params as { pattern: string }).pattern;
+      if (pattern === '^https?://') return 'must be an http:// or https:// URL';
+      if (pattern === '^wss?://') return 'must be a ws:// or wss:// URL';
+      if (pattern.startsWith('^[a-z]{2,3}')) return 'must be a language tag such as "en" or "fr-FR"';
+      if (pattern === '^[0-9a-f]{64}$') return 'must be a SHA-256 hex digest (64 lower-case hex characters)';
+      return `must match ${pattern}`;
+    }
+    default:
+      return e.message ?? e.keyword;
+  }
+}
+
+/** The list of problems with `config` (empty when valid), one `path: message` per line. */
+export function configProblems(config: unknown, defaults: unknown): string[] {
+  const validate = validator(defaults);
+  if (validate(config)) return [];
+  const errors = validate.errors ?? [];
+  // With a discriminator the branch's own errors are precise; drop oneOf's summary noise.
+  const lines = errors.filter((e) => e.keyword !== 'oneOf' && e.keyword !== 'if').map((e) => `${errorPath(e)}: ${describe(e)}`);
+  return [...new Set(lines)];
+}
+
+/**
+ * Throws a ConfigError listing every problem; returns the config unchanged when it is valid. `defaults` is
+ * DEFAULT_CONFIG (passed in: config.ts imports this module).
+ */
+export function validateConfig(config: ServiceConfig, source: string, defaults: unknown): ServiceConfig {
+  const problems = configProblems(config, defaults);
+  const portRange = (config as { webrtc?: { portRange?: { min: number; max: number } } }).webrtc?.portRange;
+  if (portRange && portRange.min > portRange.max) problems.push('webrtc.portRange: min must not exceed max');
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return config;
+}

@@ -1,0 +1,90 @@
+/**
+ * Per-API-key admission: how many calls a key may hold at once and how fast it may start new ones.
+ * Every transport goes through VoiceService.openSession, so one limiter covers them all.
+ */
+export interface LimitsConfig {
+  /** Calls one key may hold at once (0 = no limit). */
+  maxSessionsPerKey: number;
+  /** New calls one key may start per minute (token bucket; 0 = no limit). */
+  sessionsPerMinutePerKey: number;
+  /** Calls the whole process accepts at once (0 = no limit). */
+  maxSessions: number;
+  /** Longest call; the agent then says goodbye and hangs up (0 = no limit). */
+  maxSessionMs: number;
+  /** A call with no caller audio or input for this long is ended (0 = never). */
+  idleTimeoutMs: number;
+  /** Inbound messages per second one socket may send before they are dropped with `rate_limited`. */
+  maxMessagesPerSecond: number;
+  /** Bytes queued to a slow client beyond which agent audio is dropped rather than buffered. */
+  maxBufferedBytes: number;
+}
+
+export class LimitError extends Error {
+  constructor(
+    readonly code: 'session_limit' | 'rate_limited',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'LimitError';
+  }
+}
+
+interface Bucket {
+  tokens: number;
+  updatedMs: number;
+}
+
+export class SessionLimiter {
+  private readonly active = new Map<string, number>();
+  private readonly buckets = new Map<string, Bucket>();
+  private total = 0;
+
+  constructor(private readonly config: LimitsConfig) {}
+
+  /** Admit a new call for `keyId` or throw LimitError. Pair every admit with one release. */
+  admit(keyId: string): void {
+    const { maxSessions, maxSessionsPerKey, sessionsPerMinutePerKey } = this.config;
+    if (maxSessions > 0 && this.total >= maxSessions) throw new LimitError('session_limit', `the service is at its limit of ${maxSessions} calls`);
+    const held = this.active.get(keyId) ?? 0;
+    if (maxSessionsPerKey > 0 && held >= maxSessionsPerKey) throw new LimitError('session_limit', `this key already holds ${held} calls (limit ${maxSessionsPerKey})`);
+    if (sessionsPerMinutePerKey > 0) {
+      const now = performance.now();
+      const bucket = this.buckets.get(keyId) ?? { tokens: sessionsPerMinutePerKey, updatedMs: now };
+      bucket.tokens = Math.min(sessionsPerMinutePerKey, bucket.tokens + ((now - bucket.updatedMs) / 60_000) * sessionsPerMinutePerKey);
+      bucket.updatedMs = now;
+      if (bucket.tokens < 1) {
+        this.buckets.set(keyId, bucket);
+        throw new LimitError('rate_limited', `this key starts calls too fast (limit ${sessionsPerMinutePerKey} per minute)`);
+      }
+      bucket.tokens -= 1;
+      this.buckets.set(keyId, bucket);
+    }
+    this.active.set(keyId, held + 1);
+    this.total++;
+  }
+
+  release(keyId: string): void {
+    const held = this.active.get(keyId) ?? 0;
+    if (held <= 1) this.active.delete(keyId);
+    else this.active.set(keyId, held - 1);
+    this.total = Math.max(0, this.total - 1);
+  }
+}
+
+/** Counts messages per one-second window for one socket. */
+export class MessageRateLimiter {
+  private windowStart = 0;
+  private count = 0;
+
+  constructor(private readonly perSecond: number) {}
+
+  /** False when this message is over the limit. */
+  allow(nowMs = performance.now()): boolean {
+    if (this.perSecond <= 0) return true;
+    if (nowMs - this.windowStart >= 1000) {
+      this.windowStart = nowMs;
+      this.count = 0;
+    }
+    return ++this.count <= this.perSecond;
+  }
+}

@@ -1,0 +1,42 @@
+/** `agent.tools` in the config: which built-in tools the agent may call, their timezone and timeout. */
+import type { ToolExecutor } from '../../session/reply.js';
+import { ToolRegistry } from './tools.js';
+import type { ToolCall, ToolDefinition } from './types.js';
+
+export interface AgentToolsConfig {
+  /** Tool names the agent may call (default: every registered tool). */
+  enabled?: string[];
+  timezone?: string;
+  timeoutMs?: number;
+}
+
+/** Only the enabled tools are offered to the model, and a call to another one is refused as unknown. */
+export class FilteredTools implements ToolExecutor {
+  private readonly enabled: ReadonlySet<string>;
+
+  constructor(
+    readonly registry: ToolRegistry,
+    enabled: readonly string[],
+  ) {
+    const unknown = enabled.filter((name) => !registry.has(name));
+    if (unknown.length > 0) {
+      const known = registry.definitions().map((d) => d.name);
+      throw new Error(`agent.tools.enabled: unknown tool(s) ${unknown.join(', ')} (known: ${known.join(', ')})`);
+    }
+    this.enabled = new Set(enabled);
+  }
+
+  definitions(): ToolDefinition[] {
+    return this.registry.definitions().filter((d) => this.enabled.has(d.name));
+  }
+
+  execute(call: ToolCall, ctx: { callId: string; signal: AbortSignal }): Promise<{ content: string; action?: 'hangup' | 'transfer' }> {
+    if (!this.enabled.has(call.name)) return Promise.resolve({ content: JSON.stringify({ error: `unknown tool "${call.name}"` }) });
+    return this.registry.execute(call, ctx);
+  }
+}
+
+export function createToolExecutor(config: AgentToolsConfig | undefined): ToolExecutor {
+  const registry = new ToolRegistry({ timezone: config?.timezone, timeoutMs: config?.timeoutMs });
+  return config?.enabled ? new FilteredTools(registry, config.enabled) : registry;
+}

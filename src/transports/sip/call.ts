@@ -1,0 +1,210 @@
+/**
+ * One answered SIP call's media: RTP in → jitter buffer → decode → 20 ms frames → Session; Session audio →
+ * encode → exactly 20 ms payloads → RTP out. Knows nothing of SIP signalling beyond "hang up".
+ */
+import type { Logger } from 'pino';
+import { createInboundDecoder, createOutboundEncoder, type InboundDecoder, type OutboundEncoder } from '../../audio/codec.js';
+import { FRAME_SAMPLES } from '../../audio/format.js';
+import { Framer } from '../../audio/framer.js';
+import type { VoiceService } from '../../service.js';
+import type { SessionEvent } from '../../session/events.js';
+import type { OutboundFrame } from '../../session/output-pacer.js';
+import type { Session } from '../../session/session.js';
+import { RtpStream } from './rtp.js';
+import type { NegotiatedMedia } from './sdp.js';
+import type dgram from 'node:dgram';
+
+/** G.711 bytes per 20 ms packet at 8 kHz. */
+const G711_PACKET = 160;
+const SILENCE: Record<'pcmu' | 'pcma', number> = { pcmu: 0xff, pcma: 0xd5 };
+
+export interface CallMediaOptions {
+  callId: string;
+  service: VoiceService;
+  media: NegotiatedMedia;
+  sockets: { rtp: dgram.Socket; rtcp: dgram.Socket };
+  keyId: string;
+  logger: Logger;
+  rtpTimeoutMs: number;
+  /** The agent (or a dead RTP stream) ends the call: the signalling side sends BYE. */
+  onHangup(reason: string): void;
+}
+
+export class CallMedia {
+  readonly rtp: RtpStream;
+  private session: Session | null = null;
+  private decoder: InboundDecoder | null = null;
+  private encoder: OutboundEncoder | null = null;
+  private readonly framer = new Framer();
+  /** Encoded G.711 bytes not yet making a whole packet (the resampler's output varies by a sample). */
+  private pendingOut: Buffer = Buffer.alloc(0);
+  private lastPayload: Buffer | null = null;
+  private lostRun = 0;
+  private media: NegotiatedMedia;
+  private watchdog: NodeJS.Timeout | null = null;
+  private closed = false;
+  private invalidPackets = 0;
+  readonly stats = { dtmf: [] as string[], framesIn: 0, packetsOut: 0 };
+
+  constructor(private readonly options: CallMediaOptions) {
+    this.media = options.media;
+    const g711 = options.media.codec !== 'opus';
+    this.rtp = new RtpStream({
+      rtp: options.sockets.rtp,
+      rtcp: options.sockets.rtcp,
+      remote: { address: options.media.remoteAddress, port: options.media.remotePort },
+      payloadType: options.media.payloadType,
+      telephoneEvent: options.media.telephoneEvent,
+      clockRate: options.media.clockRate,
+      samplesPerPacket: (options.media.clockRate * 20) / 1000,
+      silencePayload: g711 ? Buffer.alloc(G711_PACKET, SILENCE[options.media.codec as 'pcmu' | 'pcma']) : null,
+      onAudio: (payload, arrivalMs) => this.onAudio(payload, arrivalMs),
+      onDtmf: (digit) => {
+        this.stats.dtmf.push(digit);
+        options.logger.info({ digit }, 'DTMF received');
+        this.session?.pushDtmf(digit);
+      },
+      onInvalid: (reason) => {
+        // Logged sparingly: a flood of junk must not flood the log.
+        if (++this.invalidPackets <= 5 || this.invalidPackets % 1000 === 0) options.logger.warn({ reason, count: this.invalidPackets }, 'invalid RTP packet dropped');
+      },
+    });
+  }
+
+  /** Build codecs and open the Session. Throws (LimitError, not ready) before anything is sent. */
+  async open(): Promise<void> {
+    const spec = this.media.codec === 'opus' ? ({ codec: 'opus', sampleRate: 48000 } as const) : ({ codec: this.media.codec, sampleRate: 8000 } as const);
+    this.decoder = await createInboundDecoder(spec);
+    this.encoder = await createOutboundEncoder(spec);
+    if (this.closed) return;
+    this.session = this.options.service.openSession(
+      'sip',
+      { event: (e) => this.onEvent(e), audio: (f) => this.onAgentAudio(f) },
+      { callId: this.options.callId, keyId: this.options.keyId },
+    );
+  }
+
+  /** A keypad digit signalled out of band (SIP INFO). */
+  pushDtmf(digit: string): void {
+    this.stats.dtmf.push(digit);
+    this.session?.pushDtmf(digit);
+  }
+
+  /** Start the 20 ms media clock and the RTP timeout watchdog (at 200 OK). */
+  start(): void {
+    this.rtp.start();
+    this.applyDirection();
+    this.watchdog = setInterval(() => this.checkTimeout(), 1000);
+  }
+
+  /** A re-INVITE changed the media (hold / resume / new address). */
+  update(media: NegotiatedMedia): void {
+    this.media = media;
+    if (media.remoteAddress !== '0.0.0.0' && media.remotePort > 0) this.rtp.setRemote({ address: media.remoteAddress, port: media.remotePort });
+    this.applyDirection();
+    this.rtp.lastPacketAt = performance.now();
+  }
+
+  get direction(): NegotiatedMedia['direction'] {
+    return this.media.direction;
+  }
+
+  private applyDirection(): void {
+    const sending = this.media.direction === 'sendrecv' || this.media.direction === 'sendonly';
+    this.rtp.setSending(sending);
+    if (!sending) this.pendingOut = Buffer.alloc(0);
+  }
+
+  private checkTimeout(): void {
+    // On hold the caller may legitimately send nothing.
+    const expectsMedia = this.media.direction === 'sendrecv' || this.media.direction === 'recvonly';
+    if (!expectsMedia || this.closed) return;
+    const silentMs = performance.now() - this.rtp.lastPacketAt;
+    if (silentMs > this.options.rtpTimeoutMs) {
+      this.options.logger.warn({ silentMs: Math.round(silentMs) }, 'RTP timeout: hanging up');
+      this.options.onHangup('rtp_timeout');
+    }
+  }
+
+  private onAudio(payload: Buffer | null, arrivalMs: number): void {
+    if (!this.session || !this.decoder) return;
+    let pcm: Int16Array;
+    try {
+      if (payload) {
+        this.lostRun = 0;
+        this.lastPayload = payload;
+        pcm = this.decoder.decode(payload);
+      } else if (this.media.codec === 'opus') {
+        pcm = new Int16Array(FRAME_SAMPLES);
+      } else {
+        // Conceal a lost G.711 packet: repeat the last one once, then silence.
+        const conceal = ++this.lostRun === 1 && this.lastPayload ? this.lastPayload : Buffer.alloc(G711_PACKET, SILENCE[this.media.codec]);
+        pcm = this.decoder.decode(conceal);
+      }
+    } catch (err) {
+      this.options.logger.warn({ err }, 'undecodable RTP payload dropped');
+      return;
+    }
+    for (const frame of this.framer.push(pcm, arrivalMs)) {
+      this.stats.framesIn++;
+      this.session.pushAudio(frame);
+    }
+  }
+
+  private onAgentAudio(frame: OutboundFrame): void {
+    if (!this.encoder || this.closed) return;
+    const encoded = this.encoder.encode(frame.samples);
+    if (this.media.codec === 'opus') {
+      this.rtp.enqueue(Buffer.from(encoded));
+      return;
+    }
+    // Re-frame to exactly 160 bytes: RTP timestamps advance by 160 per packet, so sizes must be exact.
+    this.pendingOut = this.pendingOut.length === 0 ? Buffer.from(encoded) : Buffer.concat([this.pendingOut, encoded]);
+    while (this.pendingOut.length >= G711_PACKET) {
+      this.rtp.enqueue(this.pendingOut.subarray(0, G711_PACKET));
+      this.stats.packetsOut++;
+      this.pendingOut = this.pendingOut.subarray(G711_PACKET);
+    }
+  }
+
+  private onEvent(event: SessionEvent): void {
+    switch (event.type) {
+      case 'audio.clear': {
+        const dropped = this.rtp.flush();
+        this.pendingOut = Buffer.alloc(0);
+        this.options.logger.debug({ dropped }, 'barge-in: queued RTP flushed');
+        break;
+      }
+      case 'call.action':
+        if (event.action === 'hangup') void this.hangupAfterPlayout();
+        else this.options.logger.warn({ action: event.action }, 'call transfer requested: SIP transfer is not configured, the call goes on');
+        break;
+      case 'error':
+        this.options.logger.warn({ code: event.code, message: event.message }, 'session error');
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** The goodbye is in the RTP queue: let it go out before the BYE. */
+  private async hangupAfterPlayout(): Promise<void> {
+    const deadline = performance.now() + 3000;
+    while (!this.closed && this.rtp.queued > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 60));
+    if (!this.closed) this.options.onHangup('agent_hangup');
+  }
+
+  async close(reason: string): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.rtp.close();
+    this.options.logger.info({ reason, rtpIn: this.rtp.jitter.stats, jitterMs: Math.round(this.rtp.jitter.jitter * 10) / 10, rtpOut: this.rtp.packetsSent, dtmf: this.stats.dtmf.join('') }, 'SIP call media closed');
+    const session = this.session;
+    this.session = null;
+    if (session) await this.options.service.closeSession(session, 'sip', reason);
+    this.decoder?.close();
+    this.encoder?.close();
+  }
+}

@@ -1,0 +1,820 @@
+/**
+ * SIP user agent server on UDP and TCP (RFC 3261): answers INVITEs with an SDP answer, handles ACK, BYE,
+ * CANCEL, OPTIONS, re-INVITE (hold/resume) and INFO DTMF, and hangs up with BYE. Every call gets a Session
+ * through the VoiceService; this file is only signalling.
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { BlockList } from 'node:net';
+import type { Logger } from 'pino';
+import type { SipConfig } from '../../config.js';
+import type { VoiceService } from '../../service.js';
+import { LimitError } from '../../limits/limits.js';
+import { buildAllowList, isAllowed, DigestAuth } from './access.js';
+import { CallMedia } from './call.js';
+import {
+  SipParseError,
+  SipStreamFramer,
+  buildResponse,
+  canonicalHeaderName,
+  findHeadEnd,
+  header,
+  headerList,
+  parseSipMessage,
+  requestEssentials,
+  serializeSipMessage,
+  type ParseLimits,
+  type RequestEssentials,
+  type SipHeader,
+  type SipRequest,
+  type SipResponse,
+} from './message.js';
+import { RtpPortPool } from './rtp.js';
+import { SdpError, buildAnswer, negotiate, parseSdp, type NegotiatedMedia } from './sdp.js';
+
+const T1 = 500;
+const T2 = 4000;
+const TX_LIFETIME_MS = 64 * T1;
+const MAX_TCP_CONNECTIONS = 1000;
+const ALLOW = 'INVITE, ACK, BYE, CANCEL, OPTIONS, INFO';
+const IMPLEMENTED = new Set(['INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'INFO']);
+/** Methods we know but do not serve: 405 with Allow rather than 501. */
+const KNOWN = new Set(['REGISTER', 'SUBSCRIBE', 'NOTIFY', 'MESSAGE', 'REFER', 'UPDATE', 'PRACK', 'PUBLISH']);
+
+export interface Peer {
+  transport: 'udp' | 'tcp';
+  address: string;
+  port: number;
+  socket?: net.Socket;
+}
+
+type CallState = 'proceeding' | 'answered' | 'confirmed' | 'ended';
+
+interface Call {
+  callId: string;
+  log: Logger;
+  state: CallState;
+  localTag: string;
+  remoteTag: string;
+  invite: SipRequest;
+  inviteKey: string;
+  peer: Peer;
+  remoteTarget: string;
+  routeSet: string[];
+  /** Our From (their To + our tag) and our To (their From) for requests we send. */
+  localUri: string;
+  remoteUri: string;
+  localCseq: number;
+  remoteCseq: number;
+  sdpVersion: number;
+  sessionId: string;
+  localAddress: string;
+  rtpPort: number;
+  media: NegotiatedMedia;
+  callMedia: CallMedia | null;
+  ringTimer: NodeJS.Timeout | null;
+  ringResolve?: () => void;
+  okTimer: NodeJS.Timeout | null;
+  cancelled: boolean;
+  answeredAt: number;
+}
+
+interface ServerTx {
+  response: Buffer | null;
+  peer: Peer;
+  expiresAt: number;
+}
+
+interface ClientTx {
+  timer: NodeJS.Timeout | null;
+  done: boolean;
+}
+
+export interface SipServerOptions {
+  service: VoiceService;
+  config: SipConfig;
+  logger: Logger;
+}
+
+const tag = () => randomBytes(8).toString('hex');
+const branch = () => `z9hG4bK${randomBytes(10).toString('hex')}`;
+
+export class SipServer {
+  private udp: dgram.Socket | null = null;
+  private tcp: net.Server | null = null;
+  private readonly tcpSockets = new Set<net.Socket>();
+  readonly calls = new Map<string, Call>();
+  private readonly serverTx = new Map<string, ServerTx>();
+  private readonly clientTx = new Map<string, ClientTx>();
+  private readonly allow: BlockList;
+  private readonly digest: DigestAuth | null;
+  private readonly ports: RtpPortPool;
+  private readonly limits: ParseLimits;
+  private readonly log: Logger;
+  private sweeper: NodeJS.Timeout | null = null;
+  private boundPort = 0;
+  /** Counts of what happened, for tests and /metrics-style inspection. */
+  readonly counters = { requests: 0, responses: 0, parseErrors: 0, dropped: 0, forbidden: 0 };
+
+  constructor(private readonly options: SipServerOptions) {
+    const c = options.config;
+    this.log = options.logger.child({ transport: 'sip' });
+    this.allow = buildAllowList(c.allowFrom);
+    this.digest = c.digest ? new DigestAuth(c.digest) : null;
+    this.ports = new RtpPortPool(c.rtpPortMin, c.rtpPortMax);
+    this.limits = { maxMessageBytes: c.maxMessageBytes, maxHeaders: 128 };
+    if (c.digest && (!c.digest.realm || Object.keys(c.digest.users).length === 0)) throw new Error('sip.digest needs a realm and at least one user');
+    for (const codec of c.codecs) if (!['pcmu', 'pcma', 'opus'].includes(codec)) throw new Error(`sip.codecs: unsupported codec "${codec}"`);
+  }
+
+  /** The bound SIP port (UDP and TCP share it). */
+  get port(): number {
+    return this.boundPort;
+  }
+
+  async start(): Promise<number> {
+    const { host, port } = this.options.config;
+    const type = host.includes(':') ? 'udp6' : 'udp4';
+    const udp = dgram.createSocket({ type, reuseAddr: false });
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(port, host, () => {
+        udp.off('error', reject);
+        resolve();
+      });
+    });
+    this.udp = udp;
+    this.boundPort = udp.address().port;
+    udp.on('message', (msg, rinfo) => this.onDatagram(msg, { transport: 'udp', address: rinfo.address, port: rinfo.port }));
+    udp.on('error', (err) => this.log.error({ err }, 'SIP UDP socket error'));
+    const tcp = net.createServer((socket) => this.onConnection(socket));
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(this.boundPort, host, () => {
+        tcp.off('error', reject);
+        resolve();
+      });
+    });
+    tcp.on('error', (err) => this.log.error({ err }, 'SIP TCP server error'));
+    this.tcp = tcp;
+    this.sweeper = setInterval(() => this.sweep(), 2000);
+    this.sweeper.unref();
+    this.log.info({ host, port: this.boundPort, allowFrom: this.options.config.allowFrom, digest: this.digest !== null }, 'SIP listening on UDP and TCP');
+    return this.boundPort;
+  }
+
+  async stop(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    await Promise.allSettled([...this.calls.values()].map((call) => this.hangup(call, 'shutdown')));
+    for (const tx of this.clientTx.values()) if (tx.timer) clearTimeout(tx.timer);
+    this.clientTx.clear();
+    this.udp?.close();
+    this.udp = null;
+    for (const s of this.tcpSockets) s.destroy();
+    await new Promise<void>((resolve) => (this.tcp ? this.tcp.close(() => resolve()) : resolve()));
+    this.tcp = null;
+  }
+
+  // ---------------------------------------------------------------- transport
+
+  private onDatagram(msg: Buffer, peer: Peer): void {
+    try {
+      // CRLF keep-alives (RFC 5626) and stray padding.
+      if (msg.length <= 4 && /^[\r\n]*$/.test(msg.toString('latin1'))) return;
+      this.onMessage(msg, peer, false);
+    } catch (err) {
+      this.log.error({ err }, 'SIP datagram handling failed');
+    }
+  }
+
+  private onConnection(socket: net.Socket): void {
+    const address = socket.remoteAddress ?? '';
+    if (this.tcpSockets.size >= MAX_TCP_CONNECTIONS || !isAllowed(this.allow, address)) {
+      this.counters.forbidden++;
+      socket.destroy();
+      return;
+    }
+    this.tcpSockets.add(socket);
+    const peer: Peer = { transport: 'tcp', address, port: socket.remotePort ?? 0, socket };
+    const framer = new SipStreamFramer(this.limits);
+    socket.setNoDelay(true);
+    // A connection that carries no call and says nothing for 5 minutes is closed.
+    socket.setTimeout(300_000, () => {
+      if (![...this.calls.values()].some((c) => c.peer.socket === socket)) socket.destroy();
+    });
+    socket.on('data', (chunk: Buffer) => {
+      let framed: { messages: Buffer[]; keepalives: number };
+      try {
+        framed = framer.push(chunk);
+      } catch (err) {
+        // The stream cannot be framed any more: answer if we can, then close (RFC 3261 §18.3).
+        this.counters.parseErrors++;
+        if (err instanceof SipParseError) this.respondToGarbage(chunk, err, peer);
+        socket.end();
+        return;
+      }
+      for (let i = 0; i < framed.keepalives; i++) socket.write('\r\n');
+      for (const message of framed.messages) {
+        try {
+          this.onMessage(message, peer, true);
+        } catch (err) {
+          this.log.error({ err }, 'SIP TCP message handling failed');
+        }
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => this.tcpSockets.delete(socket));
+  }
+
+  private send(peer: Peer, data: Buffer): void {
+    if (peer.transport === 'tcp') {
+      if (peer.socket && !peer.socket.destroyed && peer.socket.writable) peer.socket.write(data);
+      return;
+    }
+    this.udp?.send(data, peer.port, peer.address, (err) => {
+      if (err) this.log.warn({ err, to: `${peer.address}:${peer.port}` }, 'SIP UDP send failed');
+    });
+  }
+
+  // ---------------------------------------------------------------- dispatch
+
+  private onMessage(raw: Buffer, peer: Peer, stream: boolean): void {
+    if (!isAllowed(this.allow, peer.address)) {
+      this.counters.forbidden++;
+      // A request from outside the allow-list: 403 (never for ACK, never to responses).
+      const head = lenientHead(raw);
+      if (head && head.kind === 'request' && head.method !== 'ACK' && head.complete) this.send(peer, serializeSipMessage(buildResponse(head.request, 403)));
+      return;
+    }
+    let message;
+    try {
+      message = parseSipMessage(raw, this.limits, stream);
+    } catch (err) {
+      this.counters.parseErrors++;
+      if (err instanceof SipParseError) this.respondToGarbage(raw, err, peer);
+      return;
+    }
+    if (message.kind === 'response') {
+      this.counters.responses++;
+      this.onResponse(message);
+      return;
+    }
+    this.counters.requests++;
+    let essentials: RequestEssentials;
+    try {
+      essentials = requestEssentials(message);
+    } catch (err) {
+      this.counters.parseErrors++;
+      if (err instanceof SipParseError && message.method !== 'ACK') this.respond(message, peer, null, err.status, { reason: reasonFor(err) });
+      return;
+    }
+    this.onRequest(message, essentials, peer);
+  }
+
+  /** A message we could not parse: the right 4xx/5xx if it is a request we can address, else dropped. */
+  private respondToGarbage(raw: Buffer, err: SipParseError, peer: Peer): void {
+    const head = lenientHead(raw);
+    if (!head || head.kind !== 'request' || head.method === 'ACK' || !head.complete) {
+      this.counters.dropped++;
+      this.log.debug({ from: `${peer.address}:${peer.port}`, reason: err.message }, 'unparseable SIP message dropped');
+      return;
+    }
+    this.log.info({ from: `${peer.address}:${peer.port}`, status: err.status, reason: err.message }, 'bad SIP request refused');
+    try {
+      this.send(peer, serializeSipMessage(buildResponse(head.request, err.status, { reason: reasonFor(err), vias: this.responseVias(head.request, peer) })));
+    } catch {
+      this.counters.dropped++;
+    }
+  }
+
+  private onRequest(req: SipRequest, e: RequestEssentials, peer: Peer): void {
+    const key = txKey(req, e);
+    if (req.method !== 'ACK') {
+      const existing = this.serverTx.get(key);
+      if (existing) {
+        // A retransmission: repeat our last response, do nothing else.
+        if (existing.response) this.send(peer, existing.response);
+        return;
+      }
+      this.serverTx.set(key, { response: null, peer, expiresAt: performance.now() + TX_LIFETIME_MS });
+    }
+    if (e.maxForwards === 0 && req.method !== 'ACK') {
+      this.respond(req, peer, key, 483);
+      return;
+    }
+    const require = headerList(req, 'require').filter((r) => r.toLowerCase() !== 'timer');
+    if (require.length > 0 && req.method !== 'ACK' && req.method !== 'CANCEL') {
+      this.respond(req, peer, key, 420, { headers: [{ name: 'unsupported', value: require.join(', ') }] });
+      return;
+    }
+    switch (req.method) {
+      case 'INVITE':
+        if (e.to.params.get('tag')) this.onReInvite(req, e, peer, key);
+        else void this.onInvite(req, e, peer, key).catch((err: unknown) => {
+          this.log.error({ err, callId: e.callId }, 'INVITE handling failed');
+          this.respond(req, peer, key, 500);
+        });
+        return;
+      case 'ACK':
+        this.onAck(req, e);
+        return;
+      case 'CANCEL':
+        this.onCancel(req, e, peer, key);
+        return;
+      case 'BYE':
+        this.onBye(req, e, peer, key);
+        return;
+      case 'OPTIONS':
+        this.respond(req, peer, key, 200, {
+          toTag: e.to.params.get('tag') ? undefined : tag(),
+          headers: [
+            { name: 'allow', value: ALLOW },
+            { name: 'accept', value: 'application/sdp' },
+            { name: 'supported', value: '' },
+          ],
+        });
+        return;
+      case 'INFO':
+        this.onInfo(req, e, peer, key);
+        return;
+      default:
+        if (KNOWN.has(req.method)) this.respond(req, peer, key, 405, { headers: [{ name: 'allow', value: ALLOW }] });
+        else this.respond(req, peer, key, 501, { headers: [{ name: 'allow', value: ALLOW }] });
+    }
+  }
+
+  private respond(req: SipRequest, peer: Peer, key: string | null, status: number, options: { toTag?: string; headers?: SipHeader[]; body?: Buffer; reason?: string } = {}): Buffer {
+    const response = buildResponse(req, status, { ...options, vias: this.responseVias(req, peer) });
+    if (status === 501 || status === 405 || status === 420 || status === 483) this.log.info({ method: req.method.slice(0, 32), status }, 'SIP request refused');
+    const data = serializeSipMessage(response);
+    if (key && status >= 200) {
+      const tx = this.serverTx.get(key);
+      if (tx) tx.response = data;
+    }
+    this.send(peer, data);
+    return data;
+  }
+
+  /** The top Via gets `received` and a filled-in `rport` (RFC 3581): responses go back where the request came from. */
+  private responseVias(req: SipRequest, peer: Peer): string[] {
+    const vias = headerList(req, 'via');
+    if (vias.length === 0) return vias;
+    let top = vias[0];
+    top = top.replace(/;\s*rport(?=;|$)/i, `;rport=${peer.port}`);
+    if (!/;\s*received=/i.test(top)) top = `${top};received=${peer.address.replace(/^::ffff:/, '')}`;
+    return [top, ...vias.slice(1)];
+  }
+
+  // ---------------------------------------------------------------- INVITE
+
+  private async onInvite(req: SipRequest, e: RequestEssentials, peer: Peer, key: string): Promise<void> {
+    const existing = this.calls.get(e.callId);
+    if (existing) {
+      // Same Call-ID without a To tag but a new transaction: a forked or looped request.
+      this.respond(req, peer, key, 482);
+      return;
+    }
+    const { service, config } = this.options;
+    const log = this.log.child({ callId: e.callId });
+    if (!service.ready) {
+      this.respond(req, peer, key, 503, { headers: [{ name: 'retry-after', value: '5' }] });
+      return;
+    }
+    if (this.calls.size >= config.maxCalls) {
+      this.respond(req, peer, key, 486);
+      return;
+    }
+    if (this.digest) {
+      const verdict = this.digest.verify('INVITE', header(req, 'authorization'));
+      if (verdict !== 'ok') {
+        log.info({ verdict }, 'INVITE challenged');
+        this.respond(req, peer, key, 401, { toTag: tag(), headers: [{ name: 'www-authenticate', value: this.digest.challenge(verdict === 'stale') }] });
+        return;
+      }
+    }
+    const contentType = (header(req, 'content-type') ?? '').split(';')[0].trim().toLowerCase();
+    if (req.body.length === 0) {
+      // Offerless INVITE (offer in our 200, answer in ACK) is not supported: say so plainly.
+      this.respond(req, peer, key, 488, { headers: [{ name: 'warning', value: '399 voice-agent "an SDP offer is required in the INVITE"' }] });
+      return;
+    }
+    if (contentType !== 'application/sdp') {
+      this.respond(req, peer, key, 415, { headers: [{ name: 'accept', value: 'application/sdp' }] });
+      return;
+    }
+    let media: NegotiatedMedia | null;
+    try {
+      media = negotiate(parseSdp(req.body.toString('utf8')), config.codecs);
+    } catch (err) {
+      if (!(err instanceof SdpError)) throw err;
+      this.respond(req, peer, key, 400, { reason: `Bad SDP: ${err.message}`.slice(0, 100) });
+      return;
+    }
+    if (!media) {
+      this.respond(req, peer, key, 488, { headers: [{ name: 'warning', value: `399 voice-agent "no common audio codec; we accept ${config.codecs.join(', ')}"` }] });
+      return;
+    }
+    const contact = header(req, 'contact');
+    let remoteTarget = peerUri(peer);
+    if (contact) {
+      const m = /<([^>]+)>/.exec(contact) ?? /^\s*([^;,\s]+)/.exec(contact);
+      if (m) remoteTarget = m[1];
+    }
+    const localTag = tag();
+    const localAddress = this.localAddressFor(peer, req);
+    const call: Call = {
+      callId: e.callId,
+      log,
+      state: 'proceeding',
+      localTag,
+      remoteTag: e.from.params.get('tag') ?? '',
+      invite: req,
+      inviteKey: key,
+      peer,
+      remoteTarget,
+      routeSet: headerList(req, 'record-route'),
+      localUri: `${header(req, 'to') ?? ''};tag=${localTag}`,
+      remoteUri: header(req, 'from') ?? '',
+      localCseq: 1,
+      remoteCseq: e.cseq.seq,
+      sdpVersion: 1,
+      sessionId: String(Date.now()),
+      localAddress,
+      rtpPort: 0,
+      media,
+      callMedia: null,
+      ringTimer: null,
+      okTimer: null,
+      cancelled: false,
+      answeredAt: 0,
+    };
+    this.calls.set(e.callId, call);
+    log.info({ from: e.from.uri, to: e.to.uri, peer: `${peer.transport}:${peer.address}:${peer.port}`, codec: media.codec, dtmf: media.telephoneEvent !== null }, 'incoming SIP call');
+    this.respond(req, peer, key, 100);
+
+    let sockets;
+    try {
+      const rtpHost = this.options.config.host;
+      sockets = await this.ports.bind(rtpHost);
+    } catch (err) {
+      log.error({ err }, 'no RTP port');
+      this.calls.delete(e.callId);
+      this.respond(req, peer, key, 503, { toTag: localTag });
+      return;
+    }
+    call.rtpPort = sockets.port;
+    const callMedia = new CallMedia({
+      callId: e.callId,
+      service,
+      media,
+      sockets,
+      keyId: `sip:${peer.address}`,
+      logger: log,
+      rtpTimeoutMs: config.rtpTimeoutMs,
+      onHangup: (reason) => void this.hangup(call, reason),
+    });
+    call.callMedia = callMedia;
+    if (call.cancelled) {
+      await this.releaseMedia(call, 'cancelled');
+      return;
+    }
+    this.respond(req, peer, key, 180, { toTag: localTag, headers: [{ name: 'contact', value: this.contactFor(call) }] });
+    if (config.ringMs > 0) {
+      await new Promise<void>((resolve) => {
+        call.ringTimer = setTimeout(resolve, config.ringMs);
+        call.ringResolve = resolve;
+      });
+      call.ringTimer = null;
+    }
+    if (call.cancelled) {
+      await this.releaseMedia(call, 'cancelled');
+      return;
+    }
+    try {
+      await callMedia.open();
+    } catch (err) {
+      const status = err instanceof LimitError ? (err.code === 'session_limit' ? 486 : 503) : 503;
+      log.warn({ err: (err as Error).message, status }, 'call refused');
+      this.calls.delete(e.callId);
+      await this.releaseMedia(call, 'refused');
+      this.respond(req, peer, key, status, { toTag: localTag });
+      return;
+    }
+    if (call.cancelled) {
+      await this.releaseMedia(call, 'cancelled');
+      return;
+    }
+    this.sendOk(call, req, key);
+    call.state = 'answered';
+    call.answeredAt = performance.now();
+    callMedia.start();
+    log.info({ rtpPort: sockets.port, remote: `${media.remoteAddress}:${media.remotePort}` }, 'SIP call answered');
+  }
+
+  /** 200 OK with our SDP answer; over UDP it is retransmitted (T1 doubling to T2) until the ACK arrives. */
+  private sendOk(call: Call, req: SipRequest, key: string): void {
+    const body = Buffer.from(
+      buildAnswer({ sessionId: call.sessionId, version: call.sdpVersion, address: call.localAddress, port: call.rtpPort, media: call.media }),
+      'utf8',
+    );
+    const data = this.respond(req, call.peer, key, 200, {
+      toTag: call.localTag,
+      body,
+      headers: [
+        { name: 'contact', value: this.contactFor(call) },
+        { name: 'allow', value: ALLOW },
+        { name: 'supported', value: '' },
+        { name: 'content-type', value: 'application/sdp' },
+        ...headerList(req, 'record-route').map((value) => ({ name: 'record-route', value })),
+      ],
+    });
+    if (call.peer.transport !== 'udp') return;
+    let interval = T1;
+    const started = performance.now();
+    const retransmit = () => {
+      if (call.state === 'ended' || call.state === 'confirmed') return;
+      if (performance.now() - started >= TX_LIFETIME_MS) {
+        call.log.warn('no ACK for our 200 OK: hanging up');
+        void this.hangup(call, 'no_ack');
+        return;
+      }
+      this.send(call.peer, data);
+      interval = Math.min(interval * 2, T2);
+      call.okTimer = setTimeout(retransmit, interval);
+    };
+    if (call.okTimer) clearTimeout(call.okTimer);
+    call.okTimer = setTimeout(retransmit, interval);
+  }
+
+  private onReInvite(req: SipRequest, e: RequestEssentials, peer: Peer, key: string): void {
+    const call = this.calls.get(e.callId);
+    if (!call || call.state === 'ended' || e.to.params.get('tag') !== call.localTag) {
+      this.respond(req, peer, key, 481);
+      return;
+    }
+    if (e.cseq.seq <= call.remoteCseq) {
+      this.respond(req, peer, key, 500, { reason: 'CSeq out of order' });
+      return;
+    }
+    if (call.state === 'answered') {
+      // Our previous INVITE transaction is still waiting for its ACK.
+      this.respond(req, peer, key, 491);
+      return;
+    }
+    call.remoteCseq = e.cseq.seq;
+    if (req.body.length > 0) {
+      let media: NegotiatedMedia | null;
+      try {
+        media = negotiate(parseSdp(req.body.toString('utf8')), [call.media.codec]);
+      } catch (err) {
+        if (!(err instanceof SdpError)) throw err;
+        this.respond(req, peer, key, 400, { reason: `Bad SDP: ${err.message}`.slice(0, 100) });
+        return;
+      }
+      if (!media) {
+        this.respond(req, peer, key, 488);
+        return;
+      }
+      call.media = media;
+      call.callMedia?.update(media);
+      call.log.info({ direction: media.direction, remote: `${media.remoteAddress}:${media.remotePort}` }, media.direction === 'sendrecv' ? 'call resumed' : 'call on hold');
+    }
+    call.sdpVersion++;
+    call.peer = peer;
+    call.state = 'answered';
+    call.inviteKey = key;
+    this.sendOk(call, req, key);
+  }
+
+  private onAck(_req: SipRequest, e: RequestEssentials): void {
+    const call = this.calls.get(e.callId);
+    if (!call) return;
+    if (call.state === 'answered') {
+      call.state = 'confirmed';
+      if (call.okTimer) clearTimeout(call.okTimer);
+      call.okTimer = null;
+    }
+  }
+
+  private onCancel(req: SipRequest, e: RequestEssentials, peer: Peer, key: string): void {
+    const inviteKey = txKey({ ...req, method: 'INVITE' }, { ...e, cseq: { seq: e.cseq.seq, method: 'INVITE' } });
+    const call = this.calls.get(e.callId);
+    if (!call || call.inviteKey !== inviteKey) {
+      this.respond(req, peer, key, 481);
+      return;
+    }
+    this.respond(req, peer, key, 200, { toTag: call.localTag });
+    if (call.state !== 'proceeding') return; // already answered: CANCEL has no effect
+    call.cancelled = true;
+    call.state = 'ended';
+    if (call.ringTimer) clearTimeout(call.ringTimer);
+    call.ringResolve?.();
+    this.calls.delete(call.callId);
+    this.respond(call.invite, call.peer, call.inviteKey, 487, { toTag: call.localTag });
+    call.log.info('call cancelled before answer');
+  }
+
+  private onBye(req: SipRequest, e: RequestEssentials, peer: Peer, key: string): void {
+    const call = this.calls.get(e.callId);
+    const toTag = e.to.params.get('tag');
+    if (!call || call.state === 'proceeding' || toTag !== call.localTag) {
+      this.respond(req, peer, key, 481);
+      return;
+    }
+    this.respond(req, peer, key, 200);
+    call.log.info({ durationMs: Math.round(performance.now() - call.answeredAt) }, 'caller hung up (BYE)');
+    void this.endCall(call, 'caller_hangup');
+  }
+
+  private onInfo(req: SipRequest, e: RequestEssentials, peer: Peer, key: string): void {
+    const call = this.calls.get(e.callId);
+    if (!call || e.to.params.get('tag') !== call.localTag) {
+      this.respond(req, peer, key, 481);
+      return;
+    }
+    const type = (header(req, 'content-type') ?? '').split(';')[0].trim().toLowerCase();
+    const body = req.body.toString('utf8');
+    let digit: string | undefined;
+    if (type === 'application/dtmf-relay') digit = /Signal\s*=\s*([0-9*#A-Da-d])/.exec(body)?.[1];
+    else if (type === 'application/dtmf') digit = /^\s*([0-9*#A-Da-d])\s*$/.exec(body)?.[1];
+    else {
+      this.respond(req, peer, key, 415, { headers: [{ name: 'accept', value: 'application/dtmf-relay, application/dtmf' }] });
+      return;
+    }
+    if (!digit) {
+      this.respond(req, peer, key, 400, { reason: 'Bad DTMF body' });
+      return;
+    }
+    this.respond(req, peer, key, 200);
+    call.log.info({ digit, via: 'INFO' }, 'DTMF received');
+    call.callMedia?.pushDtmf(digit.toUpperCase());
+  }
+
+  // ---------------------------------------------------------------- ending calls
+
+  /** We end the call: BYE if it was answered, otherwise a final error response. */
+  async hangup(call: Call, reason: string): Promise<void> {
+    if (call.state === 'ended') return;
+    if (call.state === 'proceeding') {
+      call.cancelled = true;
+      call.ringResolve?.();
+      this.respond(call.invite, call.peer, call.inviteKey, 480, { toTag: call.localTag });
+    } else {
+      this.sendBye(call, reason);
+    }
+    call.log.info({ reason }, 'hanging up');
+    await this.endCall(call, reason);
+  }
+
+  private sendBye(call: Call, reason: string): void {
+    const via = `SIP/2.0/${call.peer.transport.toUpperCase()} ${hostForUri(call.localAddress)}:${this.boundPort};branch=${branch()};rport`;
+    const headers: SipHeader[] = [
+      { name: 'via', value: via },
+      { name: 'max-forwards', value: '70' },
+      { name: 'from', value: call.localUri },
+      { name: 'to', value: call.remoteUri },
+      { name: 'call-id', value: call.callId },
+      { name: 'cseq', value: `${++call.localCseq} BYE` },
+      ...call.routeSet.map((value) => ({ name: 'route', value })),
+      { name: 'reason', value: `SIP;cause=200;text="${reason}"` },
+    ];
+    const data = serializeSipMessage({ kind: 'request', method: 'BYE', uri: call.remoteTarget, headers, body: Buffer.alloc(0) });
+    const key = `${call.callId}|${call.localCseq}|BYE`;
+    const tx: ClientTx = { timer: null, done: false };
+    this.clientTx.set(key, tx);
+    this.send(call.peer, data);
+    if (call.peer.transport === 'udp') {
+      let interval = T1;
+      const started = performance.now();
+      const again = () => {
+        if (tx.done || performance.now() - started > TX_LIFETIME_MS) {
+          this.clientTx.delete(key);
+          return;
+        }
+        this.send(call.peer, data);
+        interval = Math.min(interval * 2, T2);
+        tx.timer = setTimeout(again, interval);
+      };
+      tx.timer = setTimeout(again, interval);
+    } else {
+      tx.timer = setTimeout(() => this.clientTx.delete(key), TX_LIFETIME_MS);
+    }
+  }
+
+  private onResponse(res: SipResponse): void {
+    const callId = header(res, 'call-id');
+    const cseq = header(res, 'cseq');
+    if (!callId || !cseq) return;
+    const m = /^(\d+)\s+(\S+)$/.exec(cseq.trim());
+    if (!m) return;
+    const key = `${callId}|${m[1]}|${m[2]}`;
+    const tx = this.clientTx.get(key);
+    if (!tx || res.status < 200) return;
+    tx.done = true;
+    if (tx.timer) clearTimeout(tx.timer);
+    this.clientTx.delete(key);
+  }
+
+  private async endCall(call: Call, reason: string): Promise<void> {
+    call.state = 'ended';
+    if (call.okTimer) clearTimeout(call.okTimer);
+    if (call.ringTimer) clearTimeout(call.ringTimer);
+    this.calls.delete(call.callId);
+    await this.releaseMedia(call, reason);
+  }
+
+  private async releaseMedia(call: Call, reason: string): Promise<void> {
+    const media = call.callMedia;
+    call.callMedia = null;
+    if (!media) return;
+    this.ports.release(call.rtpPort);
+    await media.close(reason);
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private contactFor(call: Call): string {
+    const transport = call.peer.transport === 'tcp' ? ';transport=tcp' : '';
+    return `<sip:agent@${hostForUri(call.localAddress)}:${this.boundPort}${transport}>`;
+  }
+
+  /** The address the caller should reach us at: configured, else the interface the request came in on. */
+  private localAddressFor(peer: Peer, req: SipRequest): string {
+    const c = this.options.config;
+    if (c.publicAddress) return c.publicAddress;
+    const local = peer.socket?.localAddress?.replace(/^::ffff:/, '');
+    if (local) return local;
+    if (c.host !== '0.0.0.0' && c.host !== '::') return c.host;
+    const remote = peer.address.replace(/^::ffff:/, '');
+    if (remote.startsWith('127.') || remote === '::1') return remote === '::1' ? '::1' : '127.0.0.1';
+    const uriHost = /^sips?:(?:[^@]*@)?([0-9.]+)(?::|;|$)/.exec(req.uri)?.[1];
+    if (uriHost && net.isIPv4(uriHost)) return uriHost;
+    for (const list of Object.values(os.networkInterfaces())) {
+      for (const addr of list ?? []) if (addr.family === 'IPv4' && !addr.internal) return addr.address;
+    }
+    return '127.0.0.1';
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    for (const [key, tx] of this.serverTx) if (tx.expiresAt < now) this.serverTx.delete(key);
+  }
+}
+
+function txKey(req: SipRequest, e: RequestEssentials): string {
+  const b = e.vias[0].params.get('branch');
+  // RFC 3261 branches are unique per transaction; RFC 2543 peers need the older matching rule.
+  const method = req.method === 'ACK' ? 'INVITE' : req.method;
+  if (b && b.startsWith('z9hG4bK')) return `${b}|${e.vias[0].host}|${method}`;
+  return `${e.callId}|${e.from.params.get('tag') ?? ''}|${e.cseq.seq}|${method}|${e.vias[0].raw}`;
+}
+
+function reasonFor(err: SipParseError): string {
+  const base = err.status === 400 ? 'Bad Request' : err.status === 513 ? 'Message Too Large' : err.status === 505 ? 'Version Not Supported' : 'Bad Request';
+  return `${base} - ${err.message.replace(/[\r\n]/g, ' ').slice(0, 80)}`;
+}
+
+function hostForUri(address: string): string {
+  return address.includes(':') ? `[${address}]` : address;
+}
+
+function peerUri(peer: Peer): string {
+  return `sip:${hostForUri(peer.address.replace(/^::ffff:/, ''))}:${peer.port}${peer.transport === 'tcp' ? ';transport=tcp' : ''}`;
+}
+
+/**
+ * Just enough of a message we could not parse to answer it: the start line and the headers a response copies.
+ * `complete` when Via, From, To, Call-ID and CSeq are all present.
+ */
+function lenientHead(raw: Buffer): { kind: 'request'; method: string; request: SipRequest; complete: boolean } | { kind: 'response'; complete: boolean } | null {
+  const end = findHeadEnd(raw);
+  const head = raw.subarray(0, end ? end.index : Math.min(raw.length, 65_536)).toString('utf8');
+  const lines = head.split(/\r?\n/);
+  const start = lines.shift() ?? '';
+  if (start.startsWith('SIP/')) return { kind: 'response', complete: false };
+  const method = /^([A-Za-z0-9\-.!%*_+`'~]+) /.exec(start)?.[1];
+  if (!method) return null;
+  const headers: SipHeader[] = [];
+  for (const line of lines) {
+    if (line.startsWith(' ') || line.startsWith('\t')) {
+      const last = headers[headers.length - 1];
+      if (last) last.value = `${last.value} ${line.trim()}`;
+      continue;
+    }
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    const name = canonicalHeaderName(line.slice(0, colon).trim());
+    if (['via', 'from', 'to', 'call-id', 'cseq'].includes(name)) {
+      const value = line.slice(colon + 1).trim().replace(/[\r\n]/g, '');
+      if (value.length > 1024) continue;
+      // Keep one of each single-valued header; several Via lines are legal.
+      if (name !== 'via' && headers.some((h) => h.name === name)) continue;
+      headers.push({ name, value });
+    }
+  }
+  const names = new Set(headers.map((h) => h.name));
+  const complete = ['via', 'from', 'to', 'call-id', 'cseq'].every((n) => names.has(n));
+  return { kind: 'request', method, request: { kind: 'request', method, uri: 'sip:invalid', headers, body: Buffer.alloc(0) }, complete };
+}

@@ -1,0 +1,449 @@
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { RawData, WebSocket } from 'ws';
+import { createInboundDecoder, createOutboundEncoder, type CodecSpec, type InboundDecoder, type OutboundEncoder } from '../../audio/codec.js';
+import { FRAME_MS, FRAME_SAMPLES } from '../../audio/format.js';
+import { Framer } from '../../audio/framer.js';
+import { AuthError } from '../../auth/auth.js';
+import type { VoiceService } from '../../service.js';
+import type { SessionEvent } from '../../session/events.js';
+import type { OutboundFrame } from '../../session/output-pacer.js';
+import type { Session } from '../../session/session.js';
+import { PayloadFramer, ReorderBuffer } from './reorder.js';
+import { TelnyxSerializer } from './telnyx.js';
+import { TwilioSerializer } from './twilio.js';
+import { verifyTwilioSignature } from './twilio-signature.js';
+import { bytesFor, type InboundEvent, type MediaStreamSerializer, type TelephonyProvider, type WireMessage } from './types.js';
+import { VonageSerializer } from './vonage.js';
+
+/**
+ * Phone calls through providers' media-stream WebSockets: `/v1/telephony/{twilio,telnyx,vonage}`. One
+ * connection class owns the session, the codecs, exact 20 ms framing both ways, barge-in `clear`, and what
+ * the caller really heard (from mark echoes); a small serializer per provider speaks its wire format.
+ * docs/telephony.md is the operator's guide.
+ */
+
+export interface TelephonyOptions {
+  service: VoiceService;
+}
+
+/** A mark after this many agent frames inside one segment, so "what was heard" is known to within ~0.5 s. */
+const MARK_EVERY_FRAMES = 25;
+/** After the goodbye's mark is sent, close anyway if the provider never echoes it. */
+const HANGUP_MARK_TIMEOUT_MS = 5000;
+/** This many malformed messages in a row means the peer is not speaking the protocol: close. */
+const MAX_CONSECUTIVE_INVALID = 50;
+/** At most this much lost audio is filled with silence for one gap. */
+const MAX_CONCEALED_FRAMES = 10;
+
+const SILENCE_BYTE: Record<CodecSpec['codec'], number> = { pcmu: 0xff, pcma: 0xd5, pcm16: 0, opus: 0 };
+
+function createSerializer(provider: TelephonyProvider): MediaStreamSerializer {
+  switch (provider) {
+    case 'twilio':
+      return new TwilioSerializer();
+    case 'telnyx':
+      return new TelnyxSerializer();
+    case 'vonage':
+      return new VonageSerializer();
+  }
+}
+
+interface PendingMark {
+  responseId: string | null;
+  /** Frames of that reply sent before the mark. */
+  framesThrough: number;
+  kind: 'seg' | 'tick' | 'done' | 'bye';
+}
+
+/** Playout accounting for the reply whose audio is on the wire. */
+interface ReplyPlayout {
+  responseId: string;
+  segment: number;
+  framesSent: number;
+  framesSinceMark: number;
+  firstSentAt: number;
+  /** Frames the provider confirmed played (last echoed mark), and when. */
+  confirmed: number;
+  confirmedAt: number | null;
+}
+
+function toBytes(data: RawData): Uint8Array {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return data;
+}
+
+const LANGUAGE = /^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$/;
+const CALL_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+class MediaStreamConnection {
+  private session: Session | null = null;
+  private decoder: InboundDecoder | null = null;
+  private encoder: OutboundEncoder | null = null;
+  private readonly framer = new Framer();
+  private readonly reorder: ReorderBuffer<Uint8Array>;
+  private payloads: PayloadFramer | null = null;
+  private silenceByte = 0;
+  /** Serialises start (async codec setup) against the media and events that follow it. */
+  private ready: Promise<void> = Promise.resolve();
+  private started = false;
+  private closed = false;
+  private startTimer: NodeJS.Timeout | null;
+  private hangupTimer: NodeJS.Timeout | null = null;
+  private markCounter = 0;
+  private readonly pendingMarks = new Map<string, PendingMark>();
+  private playout: ReplyPlayout | null = null;
+  private consecutiveInvalid = 0;
+  private invalidTotal = 0;
+  private ignoredTotal = 0;
+  private log: Logger;
+
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly service: VoiceService,
+    private readonly serializer: MediaStreamSerializer,
+    log: Logger,
+    private readonly options: { language?: string; keyId?: string },
+  ) {
+    this.log = log.child({ provider: serializer.provider });
+    this.reorder = new ReorderBuffer(service.config.telephony.reorderDepth);
+    this.startTimer = setTimeout(() => {
+      this.log.warn({ startTimeoutMs: service.config.telephony.startTimeoutMs }, 'no start message: closing the stream');
+      this.closeSocket(1008, 'no start message');
+    }, service.config.telephony.startTimeoutMs);
+  }
+
+  onMessage(data: RawData, isBinary: boolean): void {
+    if (this.closed) return;
+    const bytes = toBytes(data);
+    const limit = this.service.config.maxMessageBytes;
+    if (bytes.length > limit) {
+      this.invalid(`message of ${bytes.length} bytes exceeds the limit of ${limit}`);
+      return;
+    }
+    for (const event of this.serializer.parseInbound(bytes, isBinary)) this.handle(event);
+  }
+
+  private handle(event: InboundEvent): void {
+    if (event.kind === 'invalid') {
+      this.invalid(event.reason);
+      return;
+    }
+    this.consecutiveInvalid = 0;
+    switch (event.kind) {
+      case 'connected':
+      case 'cleared':
+        this.log.debug({ event: event.kind }, 'provider event');
+        break;
+      case 'start':
+        if (this.started) break;
+        this.started = true;
+        if (this.startTimer) clearTimeout(this.startTimer);
+        this.startTimer = null;
+        this.ready = this.ready.then(() => this.open(event)).catch((err: unknown) => {
+          this.log.error({ err }, 'could not start the call');
+          this.closeSocket(1011, 'call start failed');
+        });
+        break;
+      case 'media': {
+        if (!this.started) {
+          this.ignored('media before start');
+          break;
+        }
+        const arrival = performance.now();
+        this.ready = this.ready.then(() => this.onMedia(event.payload, event.seq, arrival)).catch((err: unknown) => this.log.warn({ err }, 'media chunk dropped'));
+        break;
+      }
+      case 'dtmf':
+        this.ready = this.ready.then(() => {
+          this.log.info({ digit: event.digit }, 'dtmf');
+          this.session?.pushDtmf(event.digit);
+        });
+        break;
+      case 'mark':
+        this.onMarkEcho(event.name);
+        break;
+      case 'stop':
+        this.log.info('provider stopped the stream');
+        this.closeSocket(1000, 'stream stopped');
+        break;
+      case 'ignored':
+        this.ignored(event.reason);
+        break;
+      case 'provider_error':
+        this.log.warn({ reason: event.reason }, 'provider reported an error');
+        break;
+      case 'fatal':
+        this.log.warn({ reason: event.reason }, 'closing the stream');
+        this.closeSocket(1003, event.reason.slice(0, 120));
+        break;
+    }
+  }
+
+  private invalid(reason: string): void {
+    this.invalidTotal++;
+    this.consecutiveInvalid++;
+    this.service.metrics.error('invalid_message');
+    // The first few in full, then a sample: a broken peer must not flood the log.
+    if (this.invalidTotal <= 5 || this.invalidTotal % 100 === 0) this.log.warn({ reason, total: this.invalidTotal }, 'malformed message ignored');
+    if (this.consecutiveInvalid >= MAX_CONSECUTIVE_INVALID) {
+      this.log.warn({ consecutive: this.consecutiveInvalid }, 'too many malformed messages: closing the stream');
+      this.closeSocket(1007, 'too many malformed messages');
+    }
+  }
+
+  private ignored(reason: string): void {
+    this.ignoredTotal++;
+    if (this.ignoredTotal <= 5 || this.ignoredTotal % 500 === 0) this.log.debug({ reason, total: this.ignoredTotal }, 'message ignored');
+  }
+
+  private async open(start: Extract<InboundEvent, { kind: 'start' }>): Promise<void> {
+    const output = this.serializer.outputFormat() ?? start.format;
+    this.decoder = await createInboundDecoder(start.format);
+    this.encoder = await createOutboundEncoder(output);
+    this.payloads = new PayloadFramer(bytesFor(output, FRAME_MS));
+    this.silenceByte = SILENCE_BYTE[output.codec];
+    if (this.closed) return;
+    const requested = this.options.language ?? start.parameters.language;
+    const language = requested && LANGUAGE.test(requested) ? requested : undefined;
+    // The provider's call id as ours (logs and call records line up with the provider's console) when usable.
+    const callId = CALL_ID.test(start.providerCallId) && !this.service.sessions.has(start.providerCallId) ? start.providerCallId : undefined;
+    try {
+      this.session = this.service.openSession(
+        this.serializer.provider,
+        {
+          event: (e) => this.onSessionEvent(e),
+          audio: (frame) => this.sendAudio(frame),
+          playedFrames: (responseId) => this.playedFrames(responseId),
+        },
+        { language, callId, keyId: this.options.keyId },
+      );
+    } catch (err) {
+      const limited = err instanceof Error && err.name === 'LimitError';
+      this.log.warn({ err: (err as Error).message }, 'call refused');
+      this.closeSocket(limited ? 1013 : 1011, limited ? 'call limit reached' : 'service unavailable');
+      return;
+    }
+    this.log = this.log.child({ callId: this.session.callId });
+    this.log.info({ streamId: start.streamId, providerCallId: start.providerCallId, input: start.format, output, language: this.session.language }, 'media stream started');
+  }
+
+  private onMedia(payload: Uint8Array, seq: number | undefined, arrival: number): void {
+    if (!this.session || !this.decoder || this.closed) return;
+    if (seq === undefined) {
+      this.pushPcm(this.decoder.decode(payload), arrival);
+      return;
+    }
+    const out = this.reorder.push(seq, payload);
+    if (out.dropped) this.log.debug({ seq }, 'late or duplicate media chunk dropped');
+    for (const { item, missingBefore } of out.ready) {
+      // Conceal lost chunks with silence so the VAD's clock (and endpointing) keeps real time.
+      if (missingBefore > 0) this.pushPcm(new Int16Array(Math.min(missingBefore, MAX_CONCEALED_FRAMES) * FRAME_SAMPLES), arrival);
+      this.pushPcm(this.decoder.decode(item), arrival);
+    }
+  }
+
+  private pushPcm(pcm: Int16Array, arrival: number): void {
+    for (const frame of this.framer.push(pcm, arrival)) this.session?.pushAudio(frame);
+  }
+
+  private sendAudio(frame: OutboundFrame): void {
+    if (!this.encoder || !this.payloads || this.closed) return;
+    let playout = this.playout;
+    if (!playout || playout.responseId !== frame.responseId) {
+      this.flushPayload();
+      playout = this.playout = { responseId: frame.responseId, segment: frame.segment, framesSent: 0, framesSinceMark: 0, firstSentAt: performance.now(), confirmed: 0, confirmedAt: null };
+    } else if (frame.segment !== playout.segment) {
+      // The end of an utterance segment: its mark echo says the caller heard it whole.
+      this.sendMark('seg');
+      playout.segment = frame.segment;
+    }
+    for (const payload of this.payloads.push(this.encoder.encode(frame.samples))) this.send(this.serializer.media(payload));
+    playout.framesSent++;
+    if (++playout.framesSinceMark >= MARK_EVERY_FRAMES) this.sendMark('tick');
+  }
+
+  /** The partial payload left at the end of a reply goes out padded with silence. */
+  private flushPayload(): void {
+    const rest = this.payloads?.flush(this.silenceByte);
+    if (rest) this.send(this.serializer.media(rest));
+  }
+
+  private sendMark(kind: PendingMark['kind']): void {
+    const name = `${++this.markCounter}:${kind}`;
+    const playout = this.playout;
+    this.pendingMarks.set(name, { responseId: playout?.responseId ?? null, framesThrough: playout?.framesSent ?? 0, kind });
+    if (playout) playout.framesSinceMark = 0;
+    this.send(this.serializer.mark(name));
+  }
+
+  private onMarkEcho(name: string): void {
+    const mark = this.pendingMarks.get(name);
+    if (!mark) {
+      // Marks echoed after a clear (or unknown names): they say nothing about what was played.
+      this.log.debug({ name }, 'mark echo ignored');
+      return;
+    }
+    // Echoes come in order: every mark sent before this one has played too.
+    for (const key of this.pendingMarks.keys()) {
+      this.pendingMarks.delete(key);
+      if (key === name) break;
+    }
+    const playout = this.playout;
+    if (playout && mark.responseId === playout.responseId && mark.framesThrough >= playout.confirmed) {
+      playout.confirmed = mark.framesThrough;
+      playout.confirmedAt = performance.now();
+    }
+    if (mark.kind === 'bye') this.finishHangup();
+  }
+
+  /**
+   * Frames of the reply the caller has heard: what the last echoed mark confirmed, plus the time since then
+   * (audio after a mark starts playing when the mark is reached), never more than was sent.
+   */
+  private playedFrames(responseId: string): number | undefined {
+    const playout = this.playout;
+    if (!playout || playout.responseId !== responseId) return undefined;
+    const since = playout.confirmedAt ?? playout.firstSentAt;
+    const estimate = playout.confirmed + Math.floor((performance.now() - since) / FRAME_MS);
+    return Math.min(playout.framesSent, estimate);
+  }
+
+  private onSessionEvent(event: SessionEvent): void {
+    switch (event.type) {
+      case 'audio.clear':
+        // Barge-in: the provider drops what it still buffers; marks still out describe audio never played.
+        this.payloads?.clear();
+        this.pendingMarks.clear();
+        this.send(this.serializer.clear());
+        this.log.debug('clear sent');
+        break;
+      case 'response.done':
+        if (event.status === 'completed' && this.playout?.responseId === event.responseId) {
+          this.flushPayload();
+          this.sendMark('done');
+        }
+        break;
+      case 'call.action':
+        this.log.info({ action: event.action }, 'agent ends the stream after its last words play');
+        this.flushPayload();
+        this.sendMark('bye');
+        this.hangupReason = event.action === 'hangup' ? 'agent ended the call' : 'agent transferred the call';
+        this.hangupTimer ??= setTimeout(() => this.finishHangup(), HANGUP_MARK_TIMEOUT_MS);
+        break;
+      case 'error':
+        this.log.warn({ code: event.code, message: event.message }, 'session error');
+        break;
+      case 'transcript.final':
+        this.log.debug({ turn: event.turn, text: event.text }, 'caller turn');
+        break;
+      default:
+        break;
+    }
+  }
+
+  private hangupReason = 'agent ended the call';
+
+  private finishHangup(): void {
+    if (this.hangupTimer) clearTimeout(this.hangupTimer);
+    this.hangupTimer = null;
+    this.closeSocket(1000, this.hangupReason);
+  }
+
+  private send(message: WireMessage): void {
+    if (this.socket.readyState !== this.socket.OPEN) return;
+    this.socket.send(message.data, { binary: message.binary });
+  }
+
+  private closeSocket(code: number, reason: string): void {
+    if (this.socket.readyState === this.socket.OPEN || this.socket.readyState === this.socket.CONNECTING) this.socket.close(code, reason);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.startTimer) clearTimeout(this.startTimer);
+    if (this.hangupTimer) clearTimeout(this.hangupTimer);
+    await this.ready.catch(() => undefined);
+    if (this.session) {
+      this.log.info({ invalidMessages: this.invalidTotal, lostChunks: this.reorder.lost, lateChunks: this.reorder.late }, 'media stream ended');
+      await this.service.closeSession(this.session, this.serializer.provider);
+    }
+    this.decoder?.close();
+    this.encoder?.close();
+  }
+}
+
+/** The URLs a provider may have requested, as seen from outside any proxy. */
+function publicUrls(request: FastifyRequest, publicUrl: string | undefined): string[] {
+  const path = request.url;
+  if (publicUrl) return [publicUrl.replace(/\/+$/, '') + path];
+  const first = (value: string | string[] | undefined) => (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim();
+  const host = first(request.headers['x-forwarded-host']) ?? request.headers.host ?? '';
+  const proto = first(request.headers['x-forwarded-proto']) ?? request.protocol;
+  const secure = proto === 'https' || proto === 'wss';
+  // Twilio signs the wss:// URL it connected to; its https:// spelling is accepted too (same secret either way).
+  return secure ? [`wss://${host}${path}`, `https://${host}${path}`] : [`ws://${host}${path}`, `http://${host}${path}`];
+}
+
+/**
+ * Who may open a phone stream: with `telephony.twilio.authToken` set, Twilio's signature is checked first (a
+ * valid one admits the stream: Twilio vouches for it, and Twilio cannot send custom headers). Otherwise an
+ * API key or session token, as `Authorization: Bearer`, `?token=`, or Telnyx's `x-telnyx-streaming-auth-token`.
+ */
+function telephonyAuth(service: VoiceService, provider: TelephonyProvider) {
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const { telephony } = service.config;
+    const query = request.query as Record<string, string | undefined> | undefined;
+    if (provider === 'twilio' && telephony.twilio.authToken) {
+      const header = request.headers['x-twilio-signature'];
+      const signature = Array.isArray(header) ? header[0] : header;
+      if (!verifyTwilioSignature(telephony.twilio.authToken, signature, publicUrls(request, telephony.publicUrl))) {
+        request.log.warn({ url: request.url.split('?')[0], ip: request.ip, signed: Boolean(signature) }, 'twilio stream refused: bad signature');
+        await reply.code(403).send({ error: 'invalid_signature', message: 'X-Twilio-Signature does not match this URL and the configured auth token' });
+        return;
+      }
+      if (!request.headers.authorization && !query?.token) {
+        request.principal = { kind: 'anonymous', keyId: 'twilio' };
+        return;
+      }
+    }
+    const telnyxToken = request.headers['x-telnyx-streaming-auth-token'];
+    const token = query?.token ?? (typeof telnyxToken === 'string' ? telnyxToken : undefined);
+    try {
+      request.principal = await service.auth.authenticate({ authorization: request.headers.authorization, token });
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err;
+      request.log.warn({ code: err.code, url: request.url.split('?')[0], ip: request.ip }, 'request refused');
+      await reply.code(err.statusCode).send({ error: err.code, message: err.message });
+    }
+  };
+}
+
+export const telephonyWebSockets: FastifyPluginAsync<TelephonyOptions> = async (app: FastifyInstance, { service }) => {
+  for (const provider of ['twilio', 'telnyx', 'vonage'] as const) {
+    app.get(`/v1/telephony/${provider}`, { websocket: true, preValidation: telephonyAuth(service, provider) }, (socket, request) => {
+      const log = request.log as Logger;
+      if (!service.ready) {
+        // The providers' protocols have no error message: the close reason is all they log.
+        socket.close(1013, `not ready (${service.state})`);
+        return;
+      }
+      const query = request.query as Record<string, string | undefined>;
+      const connection = new MediaStreamConnection(socket, service, createSerializer(provider), log, {
+        language: query.language,
+        keyId: request.principal?.keyId,
+      });
+      socket.on('message', (data, isBinary) => {
+        try {
+          connection.onMessage(data, isBinary);
+        } catch (err) {
+          log.error({ err }, 'telephony message handling failed');
+        }
+      });
+      socket.on('close', () => void connection.close());
+      socket.on('error', (err) => log.warn({ err }, 'telephony socket error'));
+    });
+  }
+};

@@ -1,0 +1,430 @@
+import type { Logger } from 'pino';
+import { Framer } from '../../audio/framer.js';
+import { INTERNAL_SAMPLE_RATE } from '../../audio/format.js';
+import { StreamingResampler } from '../../audio/resample.js';
+import type { WebRtcConfig } from '../../config.js';
+import type { VoiceService } from '../../service.js';
+import type { ErrorCode, SessionEvent } from '../../session/events.js';
+import type { Session } from '../../session/session.js';
+import { mediaClock, OutboundStream } from './media-clock.js';
+import { wrtc, type AudioSink, type DataChannel, type PeerConnection, type SinkAudioData } from './wrtc.js';
+
+/** Label of the data channel the client opens for JSON events and control messages. */
+export const EVENTS_CHANNEL = 'events';
+/** A client message on the data channel may be at most this big. */
+const MAX_CONTROL_BYTES = 16 * 1024;
+/** Events held while the data channel is not open yet; beyond this the oldest partials would pile up. */
+const MAX_PENDING_EVENTS = 500;
+/** A peer that never connects (an offer posted by a script, a blocked network) is dropped after this long. */
+const CONNECT_TIMEOUT_MS = 20_000;
+
+/** Something wrong with the client's offer: answered with HTTP 400. */
+export class OfferError extends Error {
+  constructor(
+    readonly code: 'invalid_sdp' | 'no_audio',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'OfferError';
+  }
+}
+
+type ControlMessage =
+  | { type: 'input.commit' }
+  | { type: 'input.text'; text: string }
+  | { type: 'input.dtmf'; digit: string }
+  | { type: 'response.cancel' }
+  | { type: 'session.end' }
+  | { type: 'ping'; id?: string | number };
+
+class ControlError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The device protocol's client messages that make sense next to a media stream (no session.update: the codec is negotiated in SDP). */
+function parseControl(text: string): ControlMessage {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new ControlError('invalid_json', 'message is not valid JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ControlError('invalid_message', 'message must be a JSON object');
+  const type: unknown = Reflect.get(value, 'type');
+  if (typeof type !== 'string') throw new ControlError('invalid_message', 'message needs a string "type"');
+  switch (type) {
+    case 'input.commit':
+    case 'response.cancel':
+    case 'session.end':
+      return { type };
+    case 'input.text': {
+      const body: unknown = Reflect.get(value, 'text');
+      if (typeof body !== 'string' || !body.trim() || body.length > 4000) throw new ControlError('invalid_message', '"text" must be a non-empty string of at most 4000 characters');
+      return { type, text: body };
+    }
+    case 'input.dtmf': {
+      const digit: unknown = Reflect.get(value, 'digit');
+      if (typeof digit !== 'string' || !/^[0-9*#A-D]$/.test(digit)) throw new ControlError('invalid_message', '"digit" must be one of 0-9 * # A-D');
+      return { type, digit };
+    }
+    case 'ping': {
+      const id: unknown = Reflect.get(value, 'id');
+      return { type, id: typeof id === 'string' || typeof id === 'number' ? id : undefined };
+    }
+    default:
+      throw new ControlError('unknown_message', `unknown message type "${type.slice(0, 64)}"`);
+  }
+}
+
+/** Keep only host candidates on the allowed addresses (server-reflexive and relay candidates stay). */
+export function filterHostCandidates(sdp: string, allowed: readonly string[]): string {
+  if (allowed.length === 0) return sdp;
+  const lines = sdp.split('\r\n');
+  const kept = lines.filter((line) => {
+    if (!line.startsWith('a=candidate:')) return true;
+    const parts = line.split(' ');
+    const typIndex = parts.indexOf('typ');
+    if (typIndex < 0 || parts[typIndex + 1] !== 'host') return true;
+    return allowed.includes(parts[4]);
+  });
+  return kept.join('\r\n');
+}
+
+export interface PeerHooks {
+  /** The RTCPeerConnection was created / closed (for the peer gauge). */
+  peerCreated(): void;
+  peerClosed(): void;
+  /** The call ended, for whatever reason; the registry forgets it. */
+  ended(peer: WebRtcPeer): void;
+}
+
+/**
+ * One browser call: an RTCPeerConnection whose audio goes through libwebrtc's jitter buffer and Opus
+ * decoder into the session, agent audio back through an audio source, and the device protocol's JSON on
+ * the "events" data channel.
+ */
+export class WebRtcPeer {
+  private pc: PeerConnection | null = null;
+  private sink: AudioSink | null = null;
+  private outbound: OutboundStream | null = null;
+  private channel: DataChannel | null = null;
+  private readonly pendingEvents: string[] = [];
+  private session: Session | null = null;
+  private resampler: StreamingResampler | null = null;
+  private resamplerPending = false;
+  private readonly framer = new Framer();
+  private graceTimer: NodeJS.Timeout | null = null;
+  private connectTimer: NodeJS.Timeout | null = null;
+  private watchdog: NodeJS.Timeout | null = null;
+  private closing: Promise<void> | null = null;
+  private connected = false;
+  private lastState = '';
+
+  constructor(
+    readonly id: string,
+    private readonly service: VoiceService,
+    private readonly config: WebRtcConfig,
+    private readonly log: Logger,
+    private readonly hooks: PeerHooks,
+    private readonly language?: string,
+  ) {}
+
+  get state(): string {
+    return this.pc?.connectionState ?? 'closed';
+  }
+
+  /**
+   * Answer the browser's offer (ICE gathered, no trickle) and start the call. On any failure everything is
+   * released before the error is thrown.
+   */
+  async answer(offerSdp: string): Promise<string> {
+    try {
+      return await this.negotiate(offerSdp);
+    } catch (err) {
+      await this.close('negotiation failed');
+      throw err;
+    }
+  }
+
+  private async negotiate(offerSdp: string): Promise<string> {
+    const { RTCPeerConnection, nonstandard } = wrtc();
+    const pc = new RTCPeerConnection({ iceServers: this.config.iceServers, ...(this.config.portRange ? { portRange: this.config.portRange } : {}) });
+    this.pc = pc;
+    this.hooks.peerCreated();
+    pc.ondatachannel = ({ channel }) => this.attachChannel(channel);
+    pc.ontrack = ({ track }) => {
+      if (track.kind !== 'audio' || this.sink) return;
+      this.sink = new nonstandard.RTCAudioSink(track);
+      this.sink.ondata = (data) => this.onAudio(data);
+    };
+    pc.onconnectionstatechange = () => this.onConnectionState();
+    pc.oniceconnectionstatechange = () => this.onConnectionState();
+    // libwebrtc does not always fire the state events when a peer vanishes: look at the states too.
+    this.watchdog = setInterval(() => this.onConnectionState(), 1000);
+    this.watchdog.unref();
+
+    try {
+      await pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
+    } catch (err) {
+      throw new OfferError('invalid_sdp', `the SDP offer could not be used: ${(err as Error).message}`);
+    }
+    const transceiver = pc.getTransceivers().find((t) => t.receiver.track.kind === 'audio');
+    if (!transceiver) throw new OfferError('no_audio', 'the SDP offer has no audio section: add the microphone track (or an audio transceiver) before creating the offer');
+    const source = new nonstandard.RTCAudioSource();
+    await transceiver.sender.replaceTrack(source.createTrack());
+    transceiver.direction = 'sendrecv';
+    this.outbound = new OutboundStream(source);
+
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    await this.gathered(pc);
+    const local = pc.localDescription;
+    if (!local) throw new Error('no local description after ICE gathering');
+    const sdp = filterHostCandidates(local.sdp, this.config.candidateAddresses);
+    if (!sdp.includes('a=candidate:')) throw new Error('no ICE candidate on the configured addresses (webrtc.candidateAddresses / iceServers)');
+
+    this.session = this.service.openSession('webrtc', {
+      event: (event) => this.onSessionEvent(event),
+      audio: (frame) => this.outbound?.push(frame.samples),
+    }, { callId: this.id, language: this.language });
+    this.sendJson({
+      type: 'session.started',
+      callId: this.id,
+      language: this.session.language,
+      audio: { input: { codec: 'opus', sampleRate: 48000 }, output: { codec: 'opus', sampleRate: 48000 } },
+    });
+    mediaClock.add(this.outbound);
+    this.connectTimer = setTimeout(() => {
+      if (!this.connected) void this.close(`not connected within ${CONNECT_TIMEOUT_MS} ms`);
+    }, CONNECT_TIMEOUT_MS);
+    this.connectTimer.unref();
+    return sdp;
+  }
+
+  private gathered(pc: PeerConnection): Promise<void> {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.warn({ timeoutMs: this.config.iceGatheringTimeoutMs }, 'ICE gathering not complete in time: answering with the candidates found so far');
+        resolve();
+      }, this.config.iceGatheringTimeoutMs);
+      pc.onicegatheringstatechange = () => {
+        if (pc.iceGatheringState !== 'complete') return;
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  private onConnectionState(): void {
+    const pc = this.pc;
+    if (!pc || this.closing) return;
+    const ice = pc.iceConnectionState;
+    // Either view of the transport saying it is gone counts.
+    const state: string = ice === 'disconnected' || ice === 'failed' || ice === 'closed' ? ice : pc.connectionState;
+    if (state === this.lastState) return;
+    this.lastState = state;
+    this.log.debug({ state }, 'peer connection state');
+    if (state === 'connected') {
+      if (!this.connected) this.log.info('peer connected');
+      this.connected = true;
+      if (this.graceTimer) {
+        clearTimeout(this.graceTimer);
+        this.graceTimer = null;
+        this.log.info('peer reconnected');
+      }
+    } else if (state === 'disconnected') {
+      // ICE may recover (a Wi-Fi hiccup); a closed tab never does.
+      this.graceTimer ??= setTimeout(() => void this.close('peer vanished (ICE disconnected)'), this.config.disconnectGraceMs);
+    } else if (state === 'failed' || state === 'closed') {
+      void this.close(`peer connection ${state}`);
+    }
+  }
+
+  private attachChannel(channel: DataChannel): void {
+    if (channel.label !== EVENTS_CHANNEL || this.channel) {
+      this.log.warn({ label: channel.label }, 'ignoring unexpected data channel');
+      return;
+    }
+    this.channel = channel;
+    channel.onopen = () => {
+      for (const text of this.pendingEvents.splice(0)) channel.send(text);
+    };
+    channel.onmessage = ({ data }) => this.onControl(data);
+    // The page hung up or went away: no need to wait for ICE to notice.
+    channel.onclose = () => void this.close('events channel closed by the client');
+    channel.onerror = (event) => this.log.debug({ event: String(event) }, 'events channel error');
+    if (channel.readyState === 'open') channel.onopen();
+  }
+
+  private onControl(data: string | ArrayBuffer): void {
+    if (typeof data !== 'string') {
+      this.sendError('invalid_message', 'the events channel carries JSON text; audio goes on the media track');
+      return;
+    }
+    if (data.length > MAX_CONTROL_BYTES) {
+      this.sendError('message_too_large', `message of ${data.length} characters exceeds the limit of ${MAX_CONTROL_BYTES}`);
+      return;
+    }
+    let message: ControlMessage;
+    try {
+      message = parseControl(data);
+    } catch (err) {
+      if (err instanceof ControlError) this.sendError(err.code, err.message);
+      else this.log.error({ err }, 'control message handling failed');
+      return;
+    }
+    const session = this.session;
+    switch (message.type) {
+      case 'input.commit':
+        session?.commitInput();
+        break;
+      case 'input.text':
+        session?.submitText(message.text);
+        break;
+      case 'input.dtmf':
+        session?.pushDtmf(message.digit);
+        break;
+      case 'response.cancel':
+        session?.cancelResponse();
+        break;
+      case 'session.end':
+        void this.close('client ended the session');
+        break;
+      case 'ping':
+        this.sendJson({ type: 'pong', id: message.id });
+        break;
+    }
+  }
+
+  /** Decoded caller audio, 10 ms at a time → 16 kHz mono → exact 20 ms frames → session. */
+  private onAudio(data: SinkAudioData): void {
+    const session = this.session;
+    if (!session || this.closing) return;
+    if (data.bitsPerSample !== 16 || data.channelCount < 1) return;
+    let mono = data.samples;
+    if (data.channelCount > 1) {
+      mono = new Int16Array(data.numberOfFrames);
+      for (let i = 0; i < data.numberOfFrames; i++) {
+        let sum = 0;
+        for (let c = 0; c < data.channelCount; c++) sum += data.samples[i * data.channelCount + c];
+        mono[i] = Math.round(sum / data.channelCount);
+      }
+    }
+    const resampler = this.resamplerFor(data.sampleRate);
+    if (!resampler) return;
+    const pcm = resampler.process(mono);
+    for (const frame of this.framer.push(pcm, performance.now())) session.pushAudio(frame);
+  }
+
+  /** The resampler for the decoder's output rate; null (audio dropped) while a new one is being built. */
+  private resamplerFor(rate: number): StreamingResampler | null {
+    if (this.resampler?.fromRate === rate) return this.resampler;
+    if (rate === INTERNAL_SAMPLE_RATE) {
+      this.resampler?.destroy();
+      this.resampler = new StreamingResampler(rate, INTERNAL_SAMPLE_RATE);
+      return this.resampler;
+    }
+    if (!this.resamplerPending) {
+      this.resamplerPending = true;
+      StreamingResampler.create(rate, INTERNAL_SAMPLE_RATE).then(
+        (created) => {
+          this.resamplerPending = false;
+          if (this.closing) {
+            created.destroy();
+            return;
+          }
+          this.resampler?.destroy();
+          this.resampler = created;
+        },
+        (err: unknown) => {
+          this.resamplerPending = false;
+          this.log.error({ err, rate }, 'could not create the inbound resampler');
+        },
+      );
+    }
+    return null;
+  }
+
+  private onSessionEvent(event: SessionEvent): void {
+    // Barge-in: agent audio still waiting for its 10 ms slot must not play.
+    if (event.type === 'audio.clear') this.outbound?.clear();
+    this.sendJson(event);
+    if (event.type === 'call.action' && event.action === 'hangup') {
+      // Let the goodbye's last audio and this event leave before hanging up.
+      setTimeout(() => void this.close('agent ended the call'), 500).unref();
+    }
+  }
+
+  private sendError(code: ErrorCode, message: string): void {
+    this.service.metrics.error(code);
+    this.sendJson({ type: 'error', code, message });
+  }
+
+  private sendJson(value: object): void {
+    const text = JSON.stringify(value);
+    const channel = this.channel;
+    if (channel && channel.readyState === 'open') {
+      try {
+        channel.send(text);
+      } catch (err) {
+        this.log.debug({ err }, 'events channel send failed');
+      }
+      return;
+    }
+    if (this.closing) return;
+    this.pendingEvents.push(text);
+    if (this.pendingEvents.length > MAX_PENDING_EVENTS) this.pendingEvents.shift();
+  }
+
+  /** Hang up: release the session, the media objects and the peer connection. Idempotent. */
+  close(reason: string): Promise<void> {
+    this.closing ??= this.shutdown(reason);
+    return this.closing;
+  }
+
+  private async shutdown(reason: string): Promise<void> {
+    this.log.info({ reason }, 'webrtc call ending');
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    if (this.watchdog) clearInterval(this.watchdog);
+    if (this.outbound) mediaClock.delete(this.outbound);
+    this.sink?.stop();
+    this.sink = null;
+    const channel = this.channel;
+    if (channel) {
+      channel.onclose = null;
+      channel.onmessage = null;
+      try {
+        channel.close();
+      } catch {
+        /* already closed */
+      }
+    }
+    const pc = this.pc;
+    this.pc = null;
+    if (pc) {
+      pc.onconnectionstatechange = null;
+      pc.oniceconnectionstatechange = null;
+      pc.ontrack = null;
+      pc.ondatachannel = null;
+      pc.onicegatheringstatechange = null;
+      pc.close();
+      this.hooks.peerClosed();
+    }
+    const session = this.session;
+    this.session = null;
+    try {
+      if (session) await this.service.closeSession(session, 'webrtc');
+    } finally {
+      this.resampler?.destroy();
+      this.resampler = null;
+      this.hooks.ended(this);
+    }
+  }
+}

@@ -1,0 +1,328 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { rmsDbfs } from '../src/audio/format.js';
+import { resampleOnce } from '../src/audio/resample.js';
+import { sipServerOf, SipServer } from '../src/transports/sip/index.js';
+import { digestResponse } from '../src/transports/sip/access.js';
+import { DEFAULT_CONFIG, mergeConfig, type SipConfig } from '../src/config.js';
+import { speak } from './helpers/speech.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+import { Baresip } from './helpers/baresip.js';
+
+/**
+ * Native SIP + RTP with a real SIP phone: Debian's baresip calls the service over 127.0.0.1 with recorded speech
+ * as its microphone and records what it hears. Garbage, digest auth and the allow-list use raw sockets.
+ */
+let server: TestServer;
+let sipPort: number;
+let microphone: Int16Array;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  let speech: Int16Array;
+  [server, speech] = await Promise.all([startTestServer({ sip: { rtpPortMin: 40_000, rtpPortMax: 40_400 } }), speak('What time is it?')]);
+  const sip = sipServerOf(server.server.service);
+  if (!sip) throw new Error('SIP transport did not start');
+  sipPort = sip.port;
+  // baresip's aufile wants the codec's rate (8 kHz for G.711); 1 s of silence first, a long tail after so the
+  // phone keeps sending RTP (silence) for the whole call.
+  const narrow = await resampleOnce(speech, 16_000, 8000);
+  microphone = new Int16Array(8000 + narrow.length + 8000 * 40);
+  microphone.set(narrow, 8000);
+});
+
+afterAll(async () => {
+  await server?.stop();
+});
+
+function sip(): SipServer {
+  const s = sipServerOf(server.server.service);
+  if (!s) throw new Error('no SIP server');
+  return s;
+}
+
+/** Poll until `check` returns a value, or fail with `what`. */
+async function until<T>(what: string, check: () => T | null | undefined | false, timeoutMs = 15_000): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const v = check();
+    if (v) return v;
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** One request over UDP from a fresh socket; resolves with every datagram received within `waitMs`. */
+async function udpExchange(payload: Buffer | string, waitMs = 400): Promise<string[]> {
+  const socket = dgram.createSocket('udp4');
+  const got: string[] = [];
+  socket.on('message', (m) => got.push(m.toString('utf8')));
+  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+  const port = socket.address().port;
+  const data = typeof payload === 'string' ? Buffer.from(payload.replaceAll('$PORT', String(port))) : payload;
+  socket.send(data, sipPort, '127.0.0.1');
+  await sleep(waitMs);
+  socket.close();
+  return got;
+}
+
+/** Write to a fresh TCP connection; resolves with what came back and whether the server closed it. */
+async function tcpExchange(payload: Buffer | string, waitMs = 400): Promise<{ text: string; closed: boolean }> {
+  const socket = net.connect(sipPort, '127.0.0.1');
+  let text = '';
+  let closed = false;
+  socket.on('data', (d) => (text += d.toString('utf8')));
+  socket.on('close', () => (closed = true));
+  socket.on('error', () => {});
+  await new Promise<void>((r) => socket.once('connect', () => r()));
+  socket.write(typeof payload === 'string' ? payload.replaceAll('$PORT', String(socket.localPort)) : payload);
+  await sleep(waitMs);
+  socket.destroy();
+  return { text, closed };
+}
+
+function request(method: string, extra: { callId?: string; headers?: string[]; body?: string; transport?: 'UDP' | 'TCP'; cseq?: number; uri?: string } = {}): string {
+  const body = extra.body ?? '';
+  const callId = extra.callId ?? `t-${Math.random().toString(36).slice(2)}`;
+  return [
+    `${method} ${extra.uri ?? `sip:agent@127.0.0.1:${sipPort}`} SIP/2.0`,
+    `Via: SIP/2.0/${extra.transport ?? 'UDP'} 127.0.0.1:$PORT;branch=z9hG4bK${Math.random().toString(36).slice(2)};rport`,
+    'Max-Forwards: 70',
+    'From: <sip:tester@127.0.0.1>;tag=abc123',
+    `To: <sip:agent@127.0.0.1:${sipPort}>`,
+    `Call-ID: ${callId}`,
+    `CSeq: ${extra.cseq ?? 1} ${method}`,
+    ...(extra.headers ?? []),
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    '',
+    body,
+  ].join('\r\n');
+}
+
+const status = (response: string | undefined) => Number(/^SIP\/2\.0 (\d{3})/.exec(response ?? '')?.[1] ?? 0);
+
+/** SIP garbage over UDP and TCP: the right 4xx/5xx or a silent drop. Runs while a real call is up. */
+async function garbageChecks(): Promise<void> {
+  // UDP
+  expect(status((await udpExchange(request('OPTIONS')))[0])).toBe(200);
+  expect(status((await udpExchange(request('FOO')))[0])).toBe(501);
+  expect(status((await udpExchange(request('SUBSCRIBE')))[0])).toBe(405);
+  const truncated = request('INVITE', { body: 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n' }).replace(/Content-Length: \d+/, 'Content-Length: 900');
+  expect(status((await udpExchange(truncated))[0])).toBe(400);
+  const huge = request('OPTIONS', { headers: [`X-Huge: ${'a'.repeat(20_000)}`] });
+  expect(status((await udpExchange(huge))[0])).toBe(513);
+  expect(status((await udpExchange(request('OPTIONS').replace(/Call-ID: .*\r\n/, '')))[0])).toBe(400);
+  expect(status((await udpExchange(request('OPTIONS').replace('SIP/2.0\r\n', 'SIP/3.0\r\n')))[0])).toBe(505);
+  expect(status((await udpExchange(request('OPTIONS').replace('CSeq: 1 OPTIONS', 'CSeq: 1 INVITE')))[0])).toBe(400);
+  expect(status((await udpExchange(request('OPTIONS').replace('Max-Forwards: 70', 'Max-Forwards: 0')))[0])).toBe(483);
+  expect(status((await udpExchange(request('BYE', { callId: 'no-such-call' })))[0])).toBe(481);
+  expect(status((await udpExchange(request('INVITE', { body: 'not sdp at all', headers: ['Content-Type: application/sdp'] })))[0])).toBe(400);
+  expect(status((await udpExchange(request('INVITE', { headers: ['Require: 100rel'] })))[0])).toBe(420);
+  // Noise: no response, no crash.
+  expect(await udpExchange(Buffer.from([0x80, 0x00, 0xff, 0x13, 0x37, 0x00, 0x01]))).toEqual([]);
+  expect(await udpExchange('HELLO\r\n\r\n')).toEqual([]);
+  expect(await udpExchange(Buffer.alloc(60_000, 0x41))).toEqual([]);
+
+  // TCP
+  const unknown = await tcpExchange(request('FOO', { transport: 'TCP' }) + request('OPTIONS', { transport: 'TCP' }));
+  expect([...unknown.text.matchAll(/^SIP\/2\.0 (\d{3})/gm)].map((m) => Number(m[1]))).toEqual([501, 200]);
+  expect(unknown.closed).toBe(false);
+  const badLength = await tcpExchange(request('OPTIONS', { transport: 'TCP' }).replace(/Content-Length: \d+/, 'Content-Length: -5'));
+  expect(status(badLength.text)).toBe(400);
+  expect(badLength.closed).toBe(true);
+  const noLength = await tcpExchange(request('OPTIONS', { transport: 'TCP' }).replace(/Content-Length: \d+\r\n/, ''));
+  expect(status(noLength.text)).toBe(400);
+  const endless = await tcpExchange(`OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\nX: ${'b'.repeat(20_000)}`);
+  expect(endless.closed).toBe(true);
+  const keepalive = await tcpExchange('\r\n\r\n');
+  expect(keepalive.text).toBe('\r\n');
+}
+
+describe('SIP calls from a real SIP phone (baresip)', () => {
+  it('answers, hears the caller, plays the answer, receives DTMF, survives garbage, holds and ends with a clean BYE', async () => {
+    const phone = await Baresip.start(microphone);
+    try {
+      await phone.command('dial', `sip:agent@127.0.0.1:${sipPort}`);
+      await phone.waitFor('CALL_ESTABLISHED');
+      const call = await until('the SIP call', () => [...sip().calls.values()][0]);
+      const callId = call.callId;
+      expect(call.media.codec).toBe('pcmu');
+      expect(call.media.telephoneEvent).not.toBeNull();
+
+      // The caller's words reach ASR and the agent answers (narrowband: any words will do).
+      const record = () => server.server.service.store.get(callId);
+      const heard = await until('caller transcript', () => record()?.transcript.find((t) => t.role === 'caller' && t.text.length > 0), 20_000);
+      console.log(`SIP caller transcript: "${heard.text}"`);
+      // SIP garbage on other sockets while the call is up.
+      await garbageChecks();
+      const answer = await until('agent reply', () => record()?.transcript.find((t) => t.role === 'agent'), 20_000);
+      console.log(`SIP agent reply: "${answer.text}"`);
+      expect(sip().calls.get(callId)?.state).toBe('confirmed');
+
+      // Keypad digits as RFC 4733 telephone-events.
+      await phone.command('sndcode', '42#');
+      const dtmf = await until('DTMF turn', () => record()?.transcript.find((t) => t.role === 'caller' && t.text.startsWith('DTMF')), 10_000);
+      expect(dtmf.text).toBe('DTMF: 4 2');
+
+      // Hold: baresip re-INVITEs with sendonly; we answer recvonly and stop sending, then resume.
+      await phone.command('hold');
+      await until('hold', () => sip().calls.get(callId)?.media.direction === 'recvonly', 5000);
+      const rtp = () => sip().calls.get(callId)?.callMedia?.rtp.packetsSent ?? -1;
+      const sentAtHold = rtp();
+      await sleep(300);
+      expect(rtp()).toBe(sentAtHold);
+      await phone.command('resume');
+      await until('resume', () => sip().calls.get(callId)?.media.direction === 'sendrecv', 5000);
+      await until('RTP flowing again', () => rtp() > sentAtHold + 5, 2000);
+
+      const since = performance.now();
+      await phone.command('hangup');
+      await phone.waitFor('CALL_CLOSED', 5000, since);
+      await until('call gone', () => !sip().calls.has(callId) && !server.server.service.sessions.has(callId), 5000);
+      expect(record()?.end_reason).toBe('caller_hangup');
+      await phone.stop();
+
+      // What the phone heard: real agent speech, not silence.
+      const audio = await phone.heard();
+      let voiced = 0;
+      let loudest = -Infinity;
+      for (let i = 0; i + 160 <= audio.length; i += 160) {
+        const db = rmsDbfs(audio.subarray(i, i + 160));
+        if (db > -40) voiced++;
+        loudest = Math.max(loudest, db);
+      }
+      console.log(`baresip heard ${(audio.length / 8000).toFixed(1)} s, ${voiced * 20} ms voiced, loudest ${loudest.toFixed(1)} dBFS`);
+      expect(voiced * 20).toBeGreaterThan(500);
+      expect(loudest).toBeGreaterThan(-30);
+    } finally {
+      await phone.stop();
+      await phone.cleanup();
+    }
+  }, 90_000);
+
+  it('CANCEL before answer: 487 to the INVITE, no session opened', async () => {
+    const phone = await Baresip.start(microphone);
+    const sessionsBefore = server.server.service.sessions.size;
+    server.config.sip.ringMs = 4000;
+    try {
+      await phone.command('dial', `sip:agent@127.0.0.1:${sipPort}`);
+      await phone.waitFor('CALL_RINGING');
+      const call = await until('the ringing call', () => [...sip().calls.values()].find((c) => c.state === 'proceeding'));
+      expect(server.server.service.sessions.size).toBe(sessionsBefore);
+      const since = performance.now();
+      await phone.command('hangup');
+      const closed = await phone.waitFor('CALL_CLOSED', 5000, since);
+      console.log(`baresip after CANCEL: ${closed.param ?? ''}`);
+      await until('call gone', () => !sip().calls.has(call.callId), 3000);
+      // The ring time runs out with no session ever opened for the cancelled call.
+      await sleep(300);
+      expect(server.server.service.sessions.size).toBe(sessionsBefore);
+      expect(server.server.service.store.get(call.callId)).toBeNull();
+      // baresip's SIP trace (-s) shows our answers: 200 to its CANCEL, 487 to its INVITE.
+      expect(phone.log.join('')).toMatch(/SIP\/2\.0 487 Request Terminated/);
+      expect(phone.log.join('')).toMatch(/SIP\/2\.0 200 OK[^]*CSeq: \d+ CANCEL/);
+    } finally {
+      server.config.sip.ringMs = 0;
+      await phone.stop();
+      await phone.cleanup();
+    }
+  }, 30_000);
+
+  it('the agent ends the call: BYE to the phone', async () => {
+    const phone = await Baresip.start(microphone);
+    try {
+      await phone.command('dial', `sip:agent@127.0.0.1:${sipPort}`);
+      await phone.waitFor('CALL_ESTABLISHED');
+      const call = await until('the SIP call', () => [...sip().calls.values()].find((c) => c.state === 'confirmed'));
+      const since = performance.now();
+      server.server.service.sessions.get(call.callId)!.hangUp('test');
+      const closed = await phone.waitFor('CALL_CLOSED', 5000, since);
+      console.log(`baresip after our BYE: ${closed.param ?? ''}`);
+      await until('call gone', () => !sip().calls.has(call.callId) && !server.server.service.sessions.has(call.callId), 3000);
+      expect(server.server.service.store.get(call.callId)?.end_reason).toBe('agent_hangup');
+    } finally {
+      await phone.stop();
+      await phone.cleanup();
+    }
+  }, 30_000);
+});
+
+describe('SIP trunk features on raw sockets', () => {
+  /** A second SIP listener on the same service, with its own settings (no second HTTP server). */
+  async function withSip(overrides: Partial<SipConfig>, body: (port: number, s: SipServer) => Promise<void>): Promise<void> {
+    const config = mergeConfig(DEFAULT_CONFIG.sip, { host: '127.0.0.1', port: 0, rtpPortMin: 40_500, rtpPortMax: 40_600, ...overrides });
+    const s = new SipServer({ service: server.server.service, config, logger: server.server.service.logger });
+    const port = await s.start();
+    try {
+      await body(port, s);
+    } finally {
+      await s.stop();
+    }
+  }
+
+  /** A raw UDP SIP client: sends requests, collects everything that comes back. */
+  async function client(port: number) {
+    const socket = dgram.createSocket('udp4');
+    const got: string[] = [];
+    socket.on('message', (m) => got.push(m.toString()));
+    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    const local = socket.address().port;
+    return {
+      got,
+      local,
+      send: (text: string) => socket.send(Buffer.from(text.replaceAll('$PORT', String(local)).replaceAll(`127.0.0.1:${sipPort}`, `127.0.0.1:${port}`)), port, '127.0.0.1'),
+      close: () => socket.close(),
+    };
+  }
+
+  const offer = (rtpPort: number) => ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${rtpPort} RTP/AVP 8 101`, 'a=rtpmap:8 PCMA/8000', 'a=rtpmap:101 telephone-event/8000', ''].join('\r\n');
+
+  it('source addresses outside sip.allowFrom get 403', async () => {
+    await withSip({ allowFrom: ['10.0.0.0/8'] }, async (port, s) => {
+      const c = await client(port);
+      c.send(request('OPTIONS'));
+      await sleep(300);
+      c.close();
+      expect(status(c.got[0])).toBe(403);
+      expect(s.counters.forbidden).toBe(1);
+    });
+  });
+
+  it('digest auth: 401 challenge, then the call is answered; a dead RTP stream is hung up with BYE', async () => {
+    await withSip({ digest: { realm: 'voice-test', users: { trunk: 'pa55word' } }, rtpTimeoutMs: 1500 }, async (port, s) => {
+      const c = await client(port);
+      const callId = `digest-${Date.now()}`;
+      const invite = (cseq: number, headers: string[] = []) => request('INVITE', { callId, cseq, headers: ['Contact: <sip:tester@127.0.0.1:$PORT>', 'Content-Type: application/sdp', ...headers], body: offer(c.local + 2) });
+      c.send(invite(1));
+      await sleep(300);
+      expect(status(c.got[0])).toBe(401);
+      const nonce = /nonce="([^"]+)"/.exec(c.got[0])![1];
+      c.send(invite(2, [`Authorization: ${digestResponse({ username: 'trunk', password: 'wrong', realm: 'voice-test', nonce, method: 'INVITE', uri: `sip:agent@127.0.0.1:${port}`, nc: '00000001', cnonce: 'x' })}`]));
+      await sleep(300);
+      expect(status(c.got[1])).toBe(401);
+      c.got.length = 0;
+      c.send(invite(3, [`Authorization: ${digestResponse({ username: 'trunk', password: 'pa55word', realm: 'voice-test', nonce, method: 'INVITE', uri: `sip:agent@127.0.0.1:${port}`, nc: '00000001', cnonce: 'y' })}`]));
+      const ok = await until('200 OK', () => c.got.find((m) => status(m) === 200), 5000);
+      expect(c.got.map(status).slice(0, 3)).toEqual([100, 180, 200]);
+      expect(ok).toContain('a=rtpmap:8 PCMA/8000');
+      expect(ok).toContain('a=rtpmap:101 telephone-event/8000');
+      const toTag = /^To: .*;tag=([^;\r\n]+)/m.exec(ok)![1];
+      c.send(request('ACK', { callId, cseq: 3, headers: [] }).replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`));
+      // No RTP from this "phone": after rtpTimeoutMs the service hangs up with BYE; we answer 200.
+      const bye = await until('BYE', () => c.got.find((m) => m.startsWith('BYE ')), 6000);
+      expect(bye).toContain(`Call-ID: ${callId}`);
+      expect(bye).toMatch(/^From: .*tag=/m);
+      const via = /^Via: (.*)$/m.exec(bye)![1];
+      const headersOf = (name: string) => new RegExp(`^${name}: (.*)$`, 'm').exec(bye)![1];
+      c.send(['SIP/2.0 200 OK', `Via: ${via}`, `From: ${headersOf('From')}`, `To: ${headersOf('To')}`, `Call-ID: ${callId}`, `CSeq: ${headersOf('CSeq')}`, 'Content-Length: 0', '', ''].join('\r\n'));
+      await until('call ended', () => !s.calls.has(callId), 2000);
+      expect(server.server.service.store.get(callId)?.end_reason).toBe('rtp_timeout');
+      await sleep(1200);
+      // The 200 stopped BYE retransmissions.
+      expect(c.got.filter((m) => m.startsWith('BYE ')).length).toBe(1);
+      c.close();
+    });
+  }, 20_000);
+});
