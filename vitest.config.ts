@@ -5,9 +5,9 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    // Real models and real sockets: keep heavy suites from fighting over the 2 CI cores.
+    // Real models, real sockets and real-time audio: files run one at a time so a call's audio is never
+    // starved of CPU by another file's browser or models (CI has 2 cores).
     pool: 'forks',
-    maxWorkers: 2,
-    fileParallelism: true,
+    fileParallelism: false,
   },
 });

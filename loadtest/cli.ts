@@ -9,13 +9,14 @@ import { WsCaller } from './ws-caller.js';
 import { TwilioCaller } from './twilio-caller.js';
 import { WebRtcCaller } from './webrtc-caller.js';
 import { RealtimeCaller } from './realtime-caller.js';
+import { SipCaller } from './sip-caller.js';
 
 /**
  * npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT]
  * Prints a JSON report (to --json, or stdout) and a short human-readable summary.
  */
 const USAGE =
-  'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS] [--api-key KEY (or env VOICE_AGENT_API_KEY)]';
+  'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS] [--api-key KEY (or env VOICE_AGENT_API_KEY)] [--transport ws|twilio (twilio: --url ws://127.0.0.1:8080/v1/telephony/twilio, env TWILIO_AUTH_TOKEN signs)]';
 
 interface ServerSample {
   atS: number;
@@ -80,9 +81,9 @@ async function main(): Promise<void> {
     console.error(`refusing to load-test ${target.hostname}: only loopback addresses are allowed`);
     process.exit(2);
   }
-  if (values.transport !== 'ws' && values.transport !== 'twilio' && values.transport !== 'realtime' && values.transport !== 'webrtc') {
+  if (values.transport !== 'ws' && values.transport !== 'twilio' && values.transport !== 'realtime' && values.transport !== 'webrtc' && values.transport !== 'sip') {
     console.error(
-      `unknown --transport ${values.transport}; available: ws, twilio (--url ws://HOST/v1/telephony/twilio), realtime (--url ws://HOST/v1/realtime), webrtc (--url http://HOST/v1/webrtc/offer)`,
+      `unknown --transport ${values.transport}; available: ws, twilio (--url ws://HOST/v1/telephony/twilio), realtime (--url ws://HOST/v1/realtime), webrtc (--url http://HOST/v1/webrtc/offer), sip (--url sip://127.0.0.1:5060)`,
     );
     process.exit(2);
   }
@@ -105,7 +106,9 @@ async function main(): Promise<void> {
           ? new RealtimeCaller(values.url!, apiKey)
           : values.transport === 'webrtc'
             ? new WebRtcCaller(values.url!, apiKey)
-            : new WsCaller(values.url!, apiKey),
+            : values.transport === 'sip'
+              ? new SipCaller(values.url!)
+              : new WsCaller(values.url!, apiKey),
     speech,
     sessions,
     turns,

@@ -2,7 +2,9 @@
  * SIP media-path benchmark: N concurrent SIP calls (raw UDP SIP + PCMU RTP, one caller per call) against a
  * running service, each sending 20 ms RTP packets in real time, measuring the agent's RTP as it arrives:
  * interarrival deviation from 20 ms (p50/p95/p99/max), RFC 3550 jitter, loss. The caller sends silence by
- * default (VAD runs, no turns: the media path alone) or a WAV with --audio (8 kHz mono PCM16).
+ * default (VAD runs, no turns: the media path alone) or, with --audio (8 kHz mono PCM16), that utterance
+ * followed by --gap seconds of silence, looped, reporting voice-to-voice latency at the caller: last voiced
+ * packet sent → first audible agent packet received.
  *
  *   npx tsx loadtest/sip-media.ts --sip 127.0.0.1:5060 --calls 50 --seconds 20
  *   npx tsx loadtest/sip-media.ts --spawn --calls 50 --seconds 20     # starts the service itself
@@ -13,7 +15,8 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { encodeMulaw } from '../src/audio/g711.js';
+import { decodeMulaw, encodeMulaw } from '../src/audio/g711.js';
+import { rmsDbfs } from '../src/audio/format.js';
 import { parseWav } from '../src/audio/wav.js';
 
 interface Args {
@@ -24,6 +27,7 @@ interface Args {
   audio: string | null;
   spawn: boolean;
   rampMs: number;
+  gapSeconds: number;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -40,6 +44,7 @@ function parseArgs(argv: string[]): Args {
     audio: get('audio') ?? null,
     spawn: argv.includes('--spawn'),
     rampMs: Number(get('ramp-ms') ?? 50),
+    gapSeconds: Number(get('gap') ?? 5),
   };
 }
 
@@ -58,6 +63,8 @@ class Caller {
   remoteRtp: { address: string; port: number } | null = null;
   toHeader = '';
   arrivals: number[] = [];
+  lastVoicedSentAt: number | null = null;
+  v2v: number[] = [];
   /** arrival − RTP timestamp (ms) per packet: its spread is the packet delay variation. */
   transits: { at: number; transit: number }[] = [];
   jitter = 0;
@@ -124,6 +131,11 @@ class Caller {
     const now = performance.now();
     this.arrivals.push(now);
     if (m.length < 12) return;
+    if (this.lastVoicedSentAt !== null && rmsDbfs(decodeMulaw(m.subarray(12))) > -40) {
+      // First audible agent packet after the caller's last voiced one: voice-to-voice at the caller.
+      this.v2v.push(now - this.lastVoicedSentAt);
+      this.lastVoicedSentAt = null;
+    }
     const ts = m.readUInt32BE(4);
     const transit = now - ts / 8;
     this.transits.push({ at: now, transit });
@@ -157,7 +169,8 @@ async function spawnService(): Promise<{ child: ChildProcess; port: number }> {
     file,
     JSON.stringify({ host: '127.0.0.1', port: 0, logLevel: 'warn', store: { path: ':memory:' }, limits: { maxSessionsPerKey: 1000, maxSessions: 0 }, sip: { host: '127.0.0.1', port, maxCalls: 1000 } }),
   );
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const extra = process.env.SIP_BENCH_NODE_FLAGS ? process.env.SIP_BENCH_NODE_FLAGS.split(' ') : [];
+  const child = spawn(process.execPath, [...extra, '--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', 'inherit', 'inherit'] });
   // Ready when OPTIONS gets a 200 and an INVITE is not refused with 503 (models loaded).
   const probe = dgram.createSocket('udp4');
   await new Promise<void>((r) => probe.bind(0, '127.0.0.1', () => r()));
@@ -183,11 +196,18 @@ async function main(): Promise<void> {
     args.port = s.port;
   }
   let audio: Uint8Array = new Uint8Array(8000).fill(0xff);
+  /** Packet index (within one loop of `audio`) of the last voiced 20 ms; -1 for silence. */
+  let lastVoicedPacket = -1;
   if (args.audio) {
     const wav = parseWav(readFileSync(args.audio));
     if (wav.sampleRate !== 8000) throw new Error('--audio must be 8 kHz mono PCM16');
-    audio = encodeMulaw(wav.samples);
+    // The utterance, then `gap` seconds of silence for the agent to answer in; looped.
+    const looped = new Int16Array(wav.samples.length + 8000 * args.gapSeconds);
+    looped.set(wav.samples);
+    for (let i = 0; i + 160 <= wav.samples.length; i += 160) if (rmsDbfs(wav.samples.subarray(i, i + 160)) > -40) lastVoicedPacket = i / 160;
+    audio = encodeMulaw(looped);
   }
+  const packetsPerLoop = Math.floor(audio.length / 160);
   const callers: Caller[] = [];
   try {
     for (let i = 0; i < args.calls; i++) {
@@ -216,16 +236,16 @@ async function main(): Promise<void> {
     const start = performance.now();
     const clientLate: number[] = [];
     let tick = 0;
-    let offset = 0;
     while (performance.now() - start < args.seconds * 1000) {
       const due = start + tick * 20;
       const wait = due - performance.now();
       if (wait > 0) await sleep(wait);
       clientLate.push(performance.now() - due);
       const payload = Buffer.alloc(160);
-      for (let i = 0; i < 160; i++) payload[i] = audio[(offset + i) % audio.length];
-      offset += 160;
+      const base = (tick % packetsPerLoop) * 160;
+      for (let i = 0; i < 160; i++) payload[i] = audio[base + i];
       for (const c of callers) c.sendPacket(payload);
+      if (lastVoicedPacket >= 0 && tick % packetsPerLoop === lastVoicedPacket) for (const c of callers) c.lastVoicedSentAt = performance.now();
       tick++;
     }
     for (const c of callers) c.bye();
@@ -262,6 +282,12 @@ async function main(): Promise<void> {
       rfc3550JitterMs: { median: f(percentile(jitters, 50)), max: f(jitters.at(-1) ?? NaN) },
       clientSendLatenessMs: { p50: f(percentile(clientLate, 50)), p99: f(percentile(clientLate, 99)) },
       byeAnswered: callers.filter((c) => c.byeOk).length,
+      ...(lastVoicedPacket >= 0
+        ? (() => {
+            const v = callers.flatMap((c) => c.v2v).sort((x, y) => x - y);
+            return { v2vAtCallerMs: { turns: v.length, p50: f(percentile(v, 50)), p95: f(percentile(v, 95)), max: f(v.at(-1) ?? NaN) } };
+          })()
+        : {}),
     };
     console.log(JSON.stringify(result, null, 2));
   } finally {

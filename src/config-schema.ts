@@ -50,6 +50,7 @@ export const CONFIG_SCHEMA: Schema = obj(
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
     modelsDir: nonEmpty,
     maxMessageBytes: int(1024),
+    metricsRequireApiKey: bool,
     auth: obj(
       {
         apiKeyHashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
@@ -60,6 +61,18 @@ export const CONFIG_SCHEMA: Schema = obj(
       ['apiKeyHashes', 'tokenTtlS', 'required'],
     ),
     store: obj({ path: nonEmpty, retentionDays: int(0) }),
+    limits: obj({
+      maxSessionsPerKey: int(0),
+      sessionsPerMinutePerKey: int(0),
+      maxSessions: int(0),
+      maxSessionMs: ms(),
+      idleTimeoutMs: ms(),
+      maxMessagesPerSecond: int(0),
+      maxBufferedBytes: int(0),
+    }),
+    privacy: obj({ logTranscripts: bool }),
+    drain: obj({ deadlineMs: ms(), notice: langMap(nonEmpty) }),
+    maxLengthNotice: langMap(nonEmpty),
     turn: obj({
       speechThreshold: num(0, 1),
       silenceThreshold: num(0, 1),
@@ -71,6 +84,7 @@ export const CONFIG_SCHEMA: Schema = obj(
       pauseTimeoutMs: ms(),
       backchannels: { type: 'array', items: { type: 'string' } },
       continuationWindowMs: ms(),
+      asrFinalTimeoutMs: ms(1),
       dtmfTimeoutMs: ms(100),
       maxTurnMs: ms(1000),
     }),
@@ -81,9 +95,12 @@ export const CONFIG_SCHEMA: Schema = obj(
         systemPrompt: { type: 'string' },
         fallbackReplies: langMap(nonEmpty),
         maxToolRounds: int(0, 10),
+        llmFirstTokenTimeoutMs: ms(1),
+        llmStallTimeoutMs: ms(1),
+        ttsTimeoutMs: ms(1),
         tools: obj({ enabled: strings, timezone: nonEmpty, timeoutMs: ms(1) }, []),
       },
-      ['defaultLanguage', 'systemPrompt', 'fallbackReplies', 'maxToolRounds'],
+      ['defaultLanguage', 'systemPrompt', 'fallbackReplies', 'maxToolRounds', 'llmFirstTokenTimeoutMs', 'llmStallTimeoutMs', 'ttsTimeoutMs'],
     ),
     providers: obj({
       vad: providerUnion({

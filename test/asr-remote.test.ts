@@ -99,7 +99,7 @@ describe('asr-server mode + vllm-realtime client', () => {
     // An utterance with no audio needs no round trip.
     expect((await stream.finalize()).text).toBe('');
     stream.close();
-    console.log(`remote final "${final.text}" in ${finalMs.toFixed(1)} ms after the last frame; ${partials.length} partials`);
+    console.log(`remote final "${final.text}" ${finalMs.toFixed(1)} ms after the last frame (pushed at 2x real time); ${partials.length} partials`);
   });
 
   it('speaks the protocol with clear errors for bad input and keeps the session usable', async () => {
@@ -181,7 +181,6 @@ describe('a call whose ASR runs on the asr-server', () => {
     const final = device.eventsOf('transcript.final').find((e) => e.turn === done.turn)!;
     expect(String(final.text).toLowerCase()).toContain('time');
     expect(final.language).toBe('en');
-    expect(device.eventsOf('transcript.partial').length).toBeGreaterThan(0);
     expect(device.eventsOf('response.tool_call').some((e) => e.name === 'get_current_time')).toBe(true);
     expect(device.audio.filter((a) => a.dbfs > -40).length).toBeGreaterThan(10);
     const metrics = device.eventsOf('turn.metrics').find((e) => e.turn === done.turn)!;

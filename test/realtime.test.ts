@@ -143,9 +143,6 @@ describe('OpenAI Realtime endpoint with the official openai client', () => {
     const firstAudible = client.events.find((e) => e.event.type === 'response.output_audio.delta' && rmsDbfs(decodePcm16([e.event.delta])) > -45);
     const v2v = firstAudible!.at - lastVoicedSentAt;
     console.log(`realtime v2v: ${Math.round(v2v)} ms ("${transcript.transcript}" → "${spoken.transcript}")`);
-    if (process.env.RT_TIMELINE) {
-      for (const e of client.events.filter((x) => x.at >= lastVoicedSentAt - 2000 && x.event.type !== 'response.output_audio.delta').slice(0, 30)) console.log(Math.round(e.at - lastVoicedSentAt), e.event.type);
-    }
     expect(v2v).toBeGreaterThan(0);
     expect(client.errors).toEqual([]);
     client.close();

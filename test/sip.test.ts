@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import dgram from 'node:dgram';
+import fc from 'fast-check';
 import net from 'node:net';
 import { rmsDbfs } from '../src/audio/format.js';
 import { resampleOnce } from '../src/audio/resample.js';
@@ -138,6 +139,29 @@ async function garbageChecks(): Promise<void> {
   expect(endless.closed).toBe(true);
   const keepalive = await tcpExchange('\r\n\r\n');
   expect(keepalive.text).toBe('\r\n');
+
+  // Random mutations of valid requests, fired over UDP and one TCP connection: the server stays up.
+  const seeds = [request('OPTIONS'), request('BYE', { callId: 'fuzz' }), request('INFO', { callId: 'fuzz', body: 'Signal=5', headers: ['Content-Type: application/dtmf-relay'] })];
+  const mutated = fc.sample(
+    fc.tuple(fc.constantFrom(...seeds), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 5 })).map(([seed, edits]) => {
+      const b = Buffer.from(seed.replaceAll('$PORT', '9'));
+      for (const [pos, byte] of edits) b[pos % b.length] = byte;
+      return b;
+    }),
+    { numRuns: 300, seed: 4475 },
+  );
+  const fuzzSocket = dgram.createSocket('udp4');
+  await new Promise<void>((r) => fuzzSocket.bind(0, '127.0.0.1', () => r()));
+  const fuzzTcp = net.connect(sipPort, '127.0.0.1');
+  fuzzTcp.on('error', () => {});
+  for (const b of mutated) {
+    fuzzSocket.send(b, sipPort, '127.0.0.1');
+    if (!fuzzTcp.destroyed) fuzzTcp.write(b);
+  }
+  await sleep(300);
+  fuzzSocket.close();
+  fuzzTcp.destroy();
+  expect(status((await udpExchange(request('OPTIONS')))[0])).toBe(200);
 }
 
 describe('SIP calls from a real SIP phone (baresip)', () => {
@@ -166,6 +190,12 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       const dtmf = await until('DTMF turn', () => record()?.transcript.find((t) => t.role === 'caller' && t.text.startsWith('DTMF')), 10_000);
       expect(dtmf.text).toBe('DTMF: 4 2');
 
+      // Barge-in: more digits while the agent answers the first ones interrupt it; queued RTP is flushed.
+      await until('agent answering the digits', () => sip().calls.get(callId)?.callMedia?.rtp.queued, 5000);
+      await phone.command('sndcode', '7#');
+      await until('barge-in flush', () => (sip().calls.get(callId)?.callMedia?.stats.flushes ?? 0) > 0, 5000);
+      console.log(`barge-in flushed ${sip().calls.get(callId)!.callMedia!.stats.flushedPackets} queued RTP packets`);
+
       // Hold: baresip re-INVITEs with sendonly; we answer recvonly and stop sending, then resume.
       await phone.command('hold');
       await until('hold', () => sip().calls.get(callId)?.media.direction === 'recvonly', 5000);
@@ -185,22 +215,41 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       await phone.stop();
 
       // What the phone heard: real agent speech, not silence.
-      const audio = await phone.heard();
-      let voiced = 0;
-      let loudest = -Infinity;
-      for (let i = 0; i + 160 <= audio.length; i += 160) {
-        const db = rmsDbfs(audio.subarray(i, i + 160));
-        if (db > -40) voiced++;
-        loudest = Math.max(loudest, db);
-      }
-      console.log(`baresip heard ${(audio.length / 8000).toFixed(1)} s, ${voiced * 20} ms voiced, loudest ${loudest.toFixed(1)} dBFS`);
-      expect(voiced * 20).toBeGreaterThan(500);
-      expect(loudest).toBeGreaterThan(-30);
+      const heardAudio = await phone.voicedMs();
+      console.log(`baresip heard ${heardAudio.seconds.toFixed(1)} s, ${heardAudio.voicedMs} ms voiced, loudest ${heardAudio.loudest.toFixed(1)} dBFS`);
+      expect(heardAudio.voicedMs).toBeGreaterThan(500);
+      expect(heardAudio.loudest).toBeGreaterThan(-30);
     } finally {
       await phone.stop();
       await phone.cleanup();
     }
   }, 90_000);
+
+  it('Opus when the phone offers only Opus: DTMF in, agent audio out', async () => {
+    const wide = await resampleOnce(microphone.subarray(0, 8000 * 12), 8000, 48_000);
+    const phone = await Baresip.start(wide, { codec: 'opus' });
+    try {
+      await phone.command('dial', `sip:agent@127.0.0.1:${sipPort}`);
+      await phone.waitFor('CALL_ESTABLISHED');
+      const call = await until('the SIP call', () => [...sip().calls.values()].find((c) => c.state === 'confirmed'));
+      expect(call.media.codec).toBe('opus');
+      expect(call.media.clockRate).toBe(48_000);
+      await phone.command('sndcode', '9#');
+      const record = () => server.server.service.store.get(call.callId);
+      await until('DTMF turn', () => record()?.transcript.find((t) => t.role === 'caller' && t.text === 'DTMF: 9'), 10_000);
+      await until('agent reply played', () => record()?.transcript.find((t) => t.role === 'agent'), 15_000);
+      const since = performance.now();
+      await phone.command('hangup');
+      await phone.waitFor('CALL_CLOSED', 5000, since);
+      await phone.stop();
+      const heardAudio = await phone.voicedMs();
+      console.log(`baresip (opus) heard ${heardAudio.seconds.toFixed(1)} s at 48 kHz, ${heardAudio.voicedMs} ms voiced, loudest ${heardAudio.loudest.toFixed(1)} dBFS`);
+      expect(heardAudio.voicedMs).toBeGreaterThan(500);
+    } finally {
+      await phone.stop();
+      await phone.cleanup();
+    }
+  }, 40_000);
 
   it('CANCEL before answer: 487 to the INVITE, no session opened', async () => {
     const phone = await Baresip.start(microphone);

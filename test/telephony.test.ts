@@ -295,8 +295,11 @@ describe('Twilio Media Streams', () => {
     // What the caller heard of the interrupted reply is all the conversation keeps of it.
     await until(() => session.transcript.some((t) => t.role === 'agent' && t.status === 'interrupted'), () => caller.sendFrame(SILENCE_16K), 5000, 'interrupted reply');
     const interrupted = session.transcript.find((t) => t.role === 'agent' && t.status === 'interrupted')!;
+    // For the log: agent audio usually stops at the caller's first loud frames, before the clear confirms it.
+    const onsetAt = bargeAt + (interruption.findIndex((v) => Math.abs(v) > 500) / 16000) * 1000;
+    const lastSent = caller.received.filter((r) => r.message.event === 'media' && r.atMs < clear.atMs).at(-1)!;
     const heardMs = clear.atMs - firstAudio()!.atMs;
-    console.log(`twilio barge-in: clear ${(clear.atMs - bargeAt).toFixed(0)} ms after the caller started; heard ${heardMs.toFixed(0)} ms: "${interrupted.text}"`);
+    console.log(`twilio barge-in: agent audio stopped ${(lastSent.atMs - onsetAt).toFixed(0)} ms after the caller's onset, clear ${(clear.atMs - onsetAt).toFixed(0)} ms after it; ${heardMs.toFixed(0)} ms sent before the clear, "${interrupted.text}" kept`);
     expect(interrupted.text.length).toBeGreaterThan(0);
     expect(session.history.some((m) => m.role === 'assistant' && m.content === interrupted.text)).toBe(true);
     await caller.close();

@@ -57,8 +57,8 @@ export interface TranscriptEntry {
   status?: 'completed' | 'interrupted' | 'failed';
 }
 
-/** Frames waiting for VAD beyond this are dropped: the call is falling behind real time. */
-const MAX_INBOUND_BACKLOG = 50;
+/** Frames waiting for VAD beyond this (5 s) are dropped: the call has fallen hopelessly behind real time. */
+const MAX_INBOUND_BACKLOG = 250;
 
 interface OpenTurn {
   turn: number;

@@ -9,6 +9,7 @@ import dgram from 'node:dgram';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { encodeWav, parseWav } from '../../src/audio/wav.js';
+import { rmsDbfs } from '../../src/audio/format.js';
 import { readFile } from 'node:fs/promises';
 
 export interface BaresipEvent {
@@ -37,6 +38,29 @@ export async function freePort(): Promise<number> {
   }
 }
 
+/** 16-bit stereo WAV with the mono signal on both channels. */
+function stereoWav(mono: Int16Array, rate: number): Buffer {
+  const data = Buffer.alloc(mono.length * 4);
+  for (let i = 0; i < mono.length; i++) {
+    data.writeInt16LE(mono[i], i * 4);
+    data.writeInt16LE(mono[i], i * 4 + 2);
+  }
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0);
+  header.writeUInt32LE(36 + data.length, 4);
+  header.write('WAVEfmt ', 8);
+  header.writeUInt32LE(16, 16);
+  header.writeUInt16LE(1, 20);
+  header.writeUInt16LE(2, 22);
+  header.writeUInt32LE(rate, 24);
+  header.writeUInt32LE(rate * 4, 28);
+  header.writeUInt16LE(4, 32);
+  header.writeUInt16LE(16, 34);
+  header.write('data', 36);
+  header.writeUInt32LE(data.length, 40);
+  return Buffer.concat([header, data]);
+}
+
 export class Baresip {
   readonly events: BaresipEvent[] = [];
   readonly log: string[] = [];
@@ -48,13 +72,18 @@ export class Baresip {
 
   private constructor(readonly dir: string) {}
 
-  /** Start baresip with `microphone` (PCM16 at 8 kHz) as its audio source. */
-  static async start(microphone: Int16Array): Promise<Baresip> {
+  /**
+   * Start baresip with `microphone` as its audio source: PCM16 at 8 kHz for G.711 (the default), at 48 kHz
+   * with `codec: 'opus'` (aufile wants the codec's rate).
+   */
+  static async start(microphone: Int16Array, options: { codec?: 'g711' | 'opus' } = {}): Promise<Baresip> {
+    const opus = options.codec === 'opus';
     const dir = await mkdtemp(path.join(tmpdir(), 'baresip-'));
     const phone = new Baresip(dir);
     const [sipPort, ctrlPort] = [await freePort(), await freePort()];
     const rtpBase = 30_000 + 2 * Math.floor(Math.random() * 10_000);
-    await writeFile(path.join(dir, 'mic.wav'), encodeWav(microphone, 8000));
+    // baresip's Opus runs 2 channels at 48 kHz, and aufile wants exactly the codec's format.
+    await writeFile(path.join(dir, 'mic.wav'), opus ? stereoWav(microphone, 48_000) : encodeWav(microphone, 8000));
     await writeFile(
       path.join(dir, 'config'),
       [
@@ -67,7 +96,7 @@ export class Baresip {
         'audio_alert aubridge,speaker',
         `rtp_ports ${rtpBase}-${rtpBase + 20}`,
         'module_path /usr/lib/baresip/modules',
-        'module g711.so',
+        opus ? 'module opus.so' : 'module g711.so',
         'module aufile.so',
         'module aubridge.so',
         'module sndfile.so',
@@ -146,11 +175,12 @@ export class Baresip {
     }
   }
 
-  /** What baresip decoded from the call (sndfile's "-dec" dump), 8 kHz PCM16. */
-  async heard(): Promise<Int16Array> {
+  /** What baresip decoded from the call (sndfile's "-dec" dump), mono PCM16 at the codec's rate. */
+  async heard(): Promise<{ samples: Int16Array; sampleRate: number }> {
     const files = (await readdir(this.dir)).filter((f) => f.startsWith('dump-') && f.endsWith('-dec.wav'));
     if (files.length === 0) throw new Error(`no decoded-audio dump in ${this.dir}: ${(await readdir(this.dir)).join(', ')}`);
-    return parseWav(await readFile(path.join(this.dir, files.sort().at(-1)!))).samples;
+    const wav = parseWav(await readFile(path.join(this.dir, files.sort().at(-1)!)));
+    return { samples: wav.samples, sampleRate: wav.sampleRate };
   }
 
   async stop(): Promise<void> {
@@ -173,6 +203,20 @@ export class Baresip {
       });
     }
     this.ctrl?.destroy();
+  }
+
+  /** Milliseconds of `heard()` audio louder than `dbfs` (20 ms frames), and the loudest frame. */
+  async voicedMs(dbfs = -40): Promise<{ voicedMs: number; loudest: number; seconds: number }> {
+    const { samples, sampleRate } = await this.heard();
+    const frame = sampleRate / 50;
+    let voiced = 0;
+    let loudest = -Infinity;
+    for (let i = 0; i + frame <= samples.length; i += frame) {
+      const level = rmsDbfs(samples.subarray(i, i + frame));
+      if (level > dbfs) voiced++;
+      loudest = Math.max(loudest, level);
+    }
+    return { voicedMs: voiced * 20, loudest, seconds: samples.length / sampleRate };
   }
 
   async cleanup(): Promise<void> {

@@ -44,7 +44,7 @@ export class CallMedia {
   private watchdog: NodeJS.Timeout | null = null;
   private closed = false;
   private invalidPackets = 0;
-  readonly stats = { dtmf: [] as string[], framesIn: 0, packetsOut: 0 };
+  readonly stats = { dtmf: [] as string[], framesIn: 0, packetsOut: 0, flushes: 0, flushedPackets: 0 };
 
   constructor(private readonly options: CallMediaOptions) {
     this.media = options.media;
@@ -61,7 +61,9 @@ export class CallMedia {
       onAudio: (payload, arrivalMs) => this.onAudio(payload, arrivalMs),
       onDtmf: (digit) => {
         this.stats.dtmf.push(digit);
-        options.logger.info({ digit }, 'DTMF received');
+        // Digits may be PINs or card numbers: logged only where transcripts may be.
+        if (options.service.config.privacy.logTranscripts) options.logger.info({ digit }, 'DTMF received');
+        else options.logger.debug('DTMF digit received');
         this.session?.pushDtmf(digit);
       },
       onInvalid: (reason) => {
@@ -172,6 +174,8 @@ export class CallMedia {
       case 'audio.clear': {
         const dropped = this.rtp.flush();
         this.pendingOut = Buffer.alloc(0);
+        this.stats.flushes++;
+        this.stats.flushedPackets += dropped;
         this.options.logger.debug({ dropped }, 'barge-in: queued RTP flushed');
         break;
       }
@@ -200,7 +204,7 @@ export class CallMedia {
     this.closed = true;
     if (this.watchdog) clearInterval(this.watchdog);
     this.rtp.close();
-    this.options.logger.info({ reason, rtpIn: this.rtp.jitter.stats, jitterMs: Math.round(this.rtp.jitter.jitter * 10) / 10, rtpOut: this.rtp.packetsSent, dtmf: this.stats.dtmf.join('') }, 'SIP call media closed');
+    this.options.logger.info({ reason, rtpIn: this.rtp.jitter.stats, jitterMs: Math.round(this.rtp.jitter.jitter * 10) / 10, rtpOut: this.rtp.packetsSent, dtmfDigits: this.stats.dtmf.length }, 'SIP call media closed');
     const session = this.session;
     this.session = null;
     if (session) await this.options.service.closeSession(session, 'sip', reason);

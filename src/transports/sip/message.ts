@@ -116,6 +116,8 @@ export function parseSipMessage(buf: Buffer, limits: ParseLimits = DEFAULT_LIMIT
   const head = buf.subarray(0, end.index).toString('utf8');
   const rawBody = buf.subarray(end.index + end.sepLength);
   const lines = head.split(/\r?\n/);
+  // A lone CR is no line end and no legal header character: it could smuggle a line into a response.
+  if (lines.some((l) => l.includes('\r'))) throw new SipParseError(400, 'bare CR in the header section');
   const startLine = lines.shift() ?? '';
   const headers = parseHeaderLines(lines, limits);
   const message = parseStartLine(startLine, headers);

@@ -102,6 +102,8 @@ export interface NegotiatedMedia {
   /** RTP clock rate of the codec (8000 for G.711, 48000 for Opus). */
   clockRate: number;
   telephoneEvent: number | null;
+  /** Clock rate of the telephone-event format as offered. */
+  telephoneEventRate: number;
   remoteAddress: string;
   remotePort: number;
   /** What we do, seen from our side (the answer's direction attribute). */
@@ -150,13 +152,18 @@ export function negotiate(offer: SdpOffer, allowed: readonly SipCodec[]): Negoti
     }
   }
   if (!chosen) return null;
+  // telephone-event at the codec's clock rate (RFC 4733 §2.1), else at any rate: some phones offer
+  // telephone-event/8000 beside opus/48000, and digits only need the event timestamps to tell events apart.
   let telephoneEvent: number | null = null;
+  let telephoneEventRate = chosen.clockRate;
   for (const pt of audio.formats) {
     const map = audio.rtpmap.get(pt);
-    if (map && map.encoding === 'telephone-event' && map.clockRate === chosen.clockRate) {
+    if (!map || map.encoding !== 'telephone-event') continue;
+    if (telephoneEvent === null || map.clockRate === chosen.clockRate) {
       telephoneEvent = pt;
-      break;
+      telephoneEventRate = map.clockRate;
     }
+    if (map.clockRate === chosen.clockRate) break;
   }
   // c=0.0.0.0 is RFC 2543 hold: nothing is to be sent to the caller.
   const direction = address === '0.0.0.0' ? (audio.direction === 'sendonly' || audio.direction === 'sendrecv' ? 'recvonly' : 'inactive') : answerDirection(audio.direction);
@@ -165,6 +172,7 @@ export function negotiate(offer: SdpOffer, allowed: readonly SipCodec[]): Negoti
     payloadType: chosen.pt,
     clockRate: chosen.clockRate,
     telephoneEvent,
+    telephoneEventRate,
     remoteAddress: address,
     remotePort: audio.port,
     direction,
@@ -200,7 +208,7 @@ export function buildAnswer(options: AnswerOptions): string {
     lines.push(`a=fmtp:${media.payloadType} useinbandfec=1;maxplaybackrate=16000`);
   }
   if (media.telephoneEvent !== null) {
-    lines.push(`a=rtpmap:${media.telephoneEvent} telephone-event/${media.clockRate}`);
+    lines.push(`a=rtpmap:${media.telephoneEvent} telephone-event/${media.telephoneEventRate}`);
     lines.push(`a=fmtp:${media.telephoneEvent} 0-15`);
   }
   lines.push('a=ptime:20', `a=${media.direction}`);

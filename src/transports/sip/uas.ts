@@ -349,7 +349,8 @@ export class SipServer {
     const response = buildResponse(req, status, { ...options, vias: this.responseVias(req, peer) });
     if (status === 501 || status === 405 || status === 420 || status === 483) this.log.info({ method: req.method.slice(0, 32), status }, 'SIP request refused');
     const data = serializeSipMessage(response);
-    if (key && status >= 200) {
+    // The latest response (provisional too) is what a retransmitted request gets again.
+    if (key) {
       const tx = this.serverTx.get(key);
       if (tx) tx.response = data;
     }
@@ -648,7 +649,7 @@ export class SipServer {
       return;
     }
     this.respond(req, peer, key, 200);
-    call.log.info({ digit, via: 'INFO' }, 'DTMF received');
+    if (this.options.service.config.privacy.logTranscripts) call.log.info({ digit, via: 'INFO' }, 'DTMF received');
     call.callMedia?.pushDtmf(digit.toUpperCase());
   }
 

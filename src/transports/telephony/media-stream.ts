@@ -91,6 +91,7 @@ class MediaStreamConnection {
   private closed = false;
   private startTimer: NodeJS.Timeout | null;
   private hangupTimer: NodeJS.Timeout | null = null;
+  private hangupReason = 'agent ended the call';
   private markCounter = 0;
   private readonly pendingMarks = new Map<string, PendingMark>();
   private playout: ReplyPlayout | null = null;
@@ -342,8 +343,6 @@ class MediaStreamConnection {
         break;
     }
   }
-
-  private hangupReason = 'agent ended the call';
 
   private finishHangup(): void {
     if (this.hangupTimer) clearTimeout(this.hangupTimer);
