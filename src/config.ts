@@ -128,6 +128,8 @@ export interface SipConfig {
   ringMs: number;
   /** Codecs accepted, in the caller's preference order. */
   codecs: ('pcmu' | 'pcma' | 'opus')[];
+  /** Where `call.action: transfer` sends the caller (SIP REFER), e.g. "sip:desk@pbx.example.com"; unset: no transfer. */
+  transferTarget?: string;
   /** Concurrent SIP calls; more get 486 Busy Here. */
   maxCalls: number;
   /** SIP messages above this get 513. */
@@ -237,8 +239,8 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     speechThreshold: 0.5,
     silenceThreshold: 0.35,
     minSpeechMs: 60,
-    preemptiveSilenceMs: 80,
-    endpointSilenceMs: 200,
+    preemptiveSilenceMs: 60,
+    endpointSilenceMs: 180,
     preRollMs: 200,
     minInterruptionMs: 300,
     pauseTimeoutMs: 240,

@@ -298,6 +298,31 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
   }, 30_000);
 });
 
+describe('SIP transfer with a real phone', () => {
+  it('blind transfer: REFER, the phone calls the target, its NOTIFY 200 ends our leg', async () => {
+    const phone = await Baresip.start(microphone);
+    try {
+      await phone.command('dial', `sip:agent@127.0.0.1:${sipPort}`);
+      await phone.waitFor('CALL_ESTABLISHED');
+      const first = await until('the SIP call', () => [...sip().calls.values()].find((c) => c.state === 'confirmed'));
+      // The transfer target is this service again (as a desk on the same box would be).
+      expect(sip().transfer(first.callId, `sip:human@127.0.0.1:${sipPort}`)).toBe(true);
+      const second = await until('the transferred call', () => [...sip().calls.values()].find((c) => c.callId !== first.callId && c.state === 'confirmed'), 10_000);
+      expect(second.invite.uri).toContain('sip:human@');
+      await until('first leg ended', () => !sip().calls.has(first.callId), 5000);
+      expect(server.server.service.store.get(first.callId)?.end_reason).toBe('transferred');
+      expect(phone.log.join('')).toMatch(/REFER sip:/);
+      const since = performance.now();
+      await phone.command('hangup');
+      await phone.waitFor('CALL_CLOSED', 5000, since);
+      await until('second leg ended', () => !sip().calls.has(second.callId), 5000);
+    } finally {
+      await phone.stop();
+      await phone.cleanup();
+    }
+  }, 30_000);
+});
+
 describe('SIP trunk features on raw sockets', () => {
   /** A second SIP listener on the same service, with its own settings (no second HTTP server). */
   async function withSip(overrides: Partial<SipConfig>, body: (port: number, s: SipServer) => Promise<void>): Promise<void> {
@@ -339,7 +364,7 @@ describe('SIP trunk features on raw sockets', () => {
     });
   });
 
-  it('digest auth: 401 challenge, then the call is answered; a dead RTP stream is hung up with BYE', async () => {
+  it('digest auth: 401 challenge, then the call is answered; INFO DTMF; a dead RTP stream is hung up with BYE', async () => {
     await withSip({ digest: { realm: 'voice-test', users: { trunk: 'pa55word' } }, rtpTimeoutMs: 1500 }, async (port, s) => {
       const c = await client(port);
       const callId = `digest-${Date.now()}`;
@@ -359,6 +384,13 @@ describe('SIP trunk features on raw sockets', () => {
       expect(ok).toContain('a=rtpmap:101 telephone-event/8000');
       const toTag = /^To: .*;tag=([^;\r\n]+)/m.exec(ok)![1];
       c.send(request('ACK', { callId, cseq: 3, headers: [] }).replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`));
+      // Keypad digits out of band (SIP INFO, application/dtmf-relay), as some PBXs send them.
+      const info = (cseq: number, signal: string) =>
+        request('INFO', { callId, cseq, headers: ['Content-Type: application/dtmf-relay'], body: `Signal=${signal}\r\nDuration=160\r\n` }).replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`);
+      c.send(info(4, '5'));
+      c.send(info(5, '#'));
+      await until('INFO DTMF turn', () => server.server.service.store.get(callId)?.transcript.find((t) => t.text === 'DTMF: 5'), 1000);
+      expect(c.got.filter((m) => status(m) === 200 && /CSeq: \d+ INFO/.test(m)).length).toBe(2);
       // No RTP from this "phone": after rtpTimeoutMs the service hangs up with BYE; we answer 200.
       const bye = await until('BYE', () => c.got.find((m) => m.startsWith('BYE ')), 6000);
       expect(bye).toContain(`Call-ID: ${callId}`);

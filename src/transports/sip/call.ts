@@ -28,6 +28,8 @@ export interface CallMediaOptions {
   rtpTimeoutMs: number;
   /** The agent (or a dead RTP stream) ends the call: the signalling side sends BYE. */
   onHangup(reason: string): void;
+  /** The agent hands the caller to a human (SIP REFER when `sip.transferTarget` is set). */
+  onTransfer(): void;
 }
 
 export class CallMedia {
@@ -180,8 +182,7 @@ export class CallMedia {
         break;
       }
       case 'call.action':
-        if (event.action === 'hangup') void this.hangupAfterPlayout();
-        else this.options.logger.warn({ action: event.action }, 'call transfer requested: SIP transfer is not configured, the call goes on');
+        void this.afterPlayout(() => (event.action === 'hangup' ? this.options.onHangup('agent_hangup') : this.options.onTransfer()));
         break;
       case 'error':
         this.options.logger.warn({ code: event.code, message: event.message }, 'session error');
@@ -191,12 +192,12 @@ export class CallMedia {
     }
   }
 
-  /** The goodbye is in the RTP queue: let it go out before the BYE. */
-  private async hangupAfterPlayout(): Promise<void> {
+  /** The goodbye is in the RTP queue: let it go out before the BYE or REFER. */
+  private async afterPlayout(then: () => void): Promise<void> {
     const deadline = performance.now() + 3000;
     while (!this.closed && this.rtp.queued > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     await new Promise((r) => setTimeout(r, 60));
-    if (!this.closed) this.options.onHangup('agent_hangup');
+    if (!this.closed) then();
   }
 
   async close(reason: string): Promise<void> {

@@ -38,10 +38,9 @@ const T1 = 500;
 const T2 = 4000;
 const TX_LIFETIME_MS = 64 * T1;
 const MAX_TCP_CONNECTIONS = 1000;
-const ALLOW = 'INVITE, ACK, BYE, CANCEL, OPTIONS, INFO';
-const IMPLEMENTED = new Set(['INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'INFO']);
+const ALLOW = 'INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY';
 /** Methods we know but do not serve: 405 with Allow rather than 501. */
-const KNOWN = new Set(['REGISTER', 'SUBSCRIBE', 'NOTIFY', 'MESSAGE', 'REFER', 'UPDATE', 'PRACK', 'PUBLISH']);
+const KNOWN = new Set(['REGISTER', 'SUBSCRIBE', 'MESSAGE', 'REFER', 'UPDATE', 'PRACK', 'PUBLISH']);
 
 export interface Peer {
   transport: 'udp' | 'tcp';
@@ -79,6 +78,8 @@ interface Call {
   okTimer: NodeJS.Timeout | null;
   cancelled: boolean;
   answeredAt: number;
+  /** A REFER of ours is in progress. */
+  transferring?: boolean;
 }
 
 interface ServerTx {
@@ -90,6 +91,7 @@ interface ServerTx {
 interface ClientTx {
   timer: NodeJS.Timeout | null;
   done: boolean;
+  onFinal?: (status: number) => void;
 }
 
 export interface SipServerOptions {
@@ -120,6 +122,7 @@ export class SipServer {
 
   constructor(private readonly options: SipServerOptions) {
     const c = options.config;
+    validateSipConfig(c);
     this.log = options.logger.child({ transport: 'sip' });
     this.allow = buildAllowList(c.allowFrom);
     this.digest = c.digest ? new DigestAuth(c.digest) : null;
@@ -339,6 +342,9 @@ export class SipServer {
       case 'INFO':
         this.onInfo(req, e, peer, key);
         return;
+      case 'NOTIFY':
+        this.onNotify(req, e, peer, key);
+        return;
       default:
         if (KNOWN.has(req.method)) this.respond(req, peer, key, 405, { headers: [{ name: 'allow', value: ALLOW }] });
         else this.respond(req, peer, key, 501, { headers: [{ name: 'allow', value: ALLOW }] });
@@ -475,6 +481,7 @@ export class SipServer {
       logger: log,
       rtpTimeoutMs: config.rtpTimeoutMs,
       onHangup: (reason) => void this.hangup(call, reason),
+      onTransfer: () => this.transfer(call.callId),
     });
     call.callMedia = callMedia;
     if (call.cancelled) {
@@ -670,6 +677,14 @@ export class SipServer {
   }
 
   private sendBye(call: Call, reason: string): void {
+    this.sendInDialog(call, 'BYE', [{ name: 'reason', value: `SIP;cause=200;text="${reason}"` }]);
+  }
+
+  /**
+   * A request of ours inside the dialog (BYE, REFER): retransmitted over UDP (timer E, T1 doubling to T2)
+   * until a final response or 32 s; `onFinal` gets the final status (408 when none came).
+   */
+  private sendInDialog(call: Call, method: string, extra: SipHeader[], onFinal?: (status: number) => void): void {
     const via = `SIP/2.0/${call.peer.transport.toUpperCase()} ${hostForUri(call.localAddress)}:${this.boundPort};branch=${branch()};rport`;
     const headers: SipHeader[] = [
       { name: 'via', value: via },
@@ -677,30 +692,79 @@ export class SipServer {
       { name: 'from', value: call.localUri },
       { name: 'to', value: call.remoteUri },
       { name: 'call-id', value: call.callId },
-      { name: 'cseq', value: `${++call.localCseq} BYE` },
+      { name: 'cseq', value: `${++call.localCseq} ${method}` },
       ...call.routeSet.map((value) => ({ name: 'route', value })),
-      { name: 'reason', value: `SIP;cause=200;text="${reason}"` },
+      { name: 'contact', value: this.contactFor(call) },
+      ...extra,
     ];
-    const data = serializeSipMessage({ kind: 'request', method: 'BYE', uri: call.remoteTarget, headers, body: Buffer.alloc(0) });
-    const key = `${call.callId}|${call.localCseq}|BYE`;
-    const tx: ClientTx = { timer: null, done: false };
+    const data = serializeSipMessage({ kind: 'request', method, uri: call.remoteTarget, headers, body: Buffer.alloc(0) });
+    const key = `${call.callId}|${call.localCseq}|${method}`;
+    const tx: ClientTx = { timer: null, done: false, onFinal };
     this.clientTx.set(key, tx);
     this.send(call.peer, data);
+    const started = performance.now();
+    const expire = () => {
+      this.clientTx.delete(key);
+      if (!tx.done) tx.onFinal?.(408);
+    };
     if (call.peer.transport === 'udp') {
       let interval = T1;
-      const started = performance.now();
       const again = () => {
-        if (tx.done || performance.now() - started > TX_LIFETIME_MS) {
-          this.clientTx.delete(key);
-          return;
-        }
+        if (tx.done) return;
+        if (performance.now() - started > TX_LIFETIME_MS) return expire();
         this.send(call.peer, data);
         interval = Math.min(interval * 2, T2);
         tx.timer = setTimeout(again, interval);
       };
       tx.timer = setTimeout(again, interval);
     } else {
-      tx.timer = setTimeout(() => this.clientTx.delete(key), TX_LIFETIME_MS);
+      tx.timer = setTimeout(expire, TX_LIFETIME_MS);
+    }
+  }
+
+  /**
+   * Blind transfer (RFC 3515): REFER the caller to `target`; the caller's NOTIFY reporting a 2xx from the
+   * target ends our leg with BYE. A refused REFER or a failed transfer leaves the call with the agent.
+   */
+  transfer(callId: string, target: string | undefined = this.options.config.transferTarget): boolean {
+    const call = this.calls.get(callId);
+    if (!call || (call.state !== 'confirmed' && call.state !== 'answered')) return false;
+    if (!target) {
+      call.log.warn('transfer requested but sip.transferTarget is not configured: the call stays with the agent');
+      return false;
+    }
+    call.log.info({ target }, 'transferring the call (REFER)');
+    call.transferring = true;
+    this.sendInDialog(call, 'REFER', [
+      { name: 'refer-to', value: `<${target}>` },
+      { name: 'referred-by', value: `<sip:agent@${hostForUri(call.localAddress)}:${this.boundPort}>` },
+    ], (status) => {
+      if (status >= 300) {
+        call.transferring = false;
+        call.log.warn({ status }, 'transfer refused by the caller\'s side: the call stays with the agent');
+      }
+    });
+    return true;
+  }
+
+  /** NOTIFY for our REFER (message/sipfrag): the transfer's progress. */
+  private onNotify(req: SipRequest, e: RequestEssentials, peer: Peer, key: string): void {
+    const call = this.calls.get(e.callId);
+    if (!call || e.to.params.get('tag') !== call.localTag) {
+      this.respond(req, peer, key, 481);
+      return;
+    }
+    this.respond(req, peer, key, 200);
+    const event = (header(req, 'event') ?? '').split(';')[0].trim().toLowerCase();
+    const frag = /^SIP\/2\.0 (\d{3})/.exec(req.body.toString('utf8').trim());
+    if (event !== 'refer' || !frag || !call.transferring) return;
+    const status = Number(frag[1]);
+    if (status >= 200 && status < 300) {
+      call.log.info('transfer target answered: ending our leg');
+      void this.hangup(call, 'transferred');
+    } else if (status >= 300) {
+      call.transferring = false;
+      call.log.warn({ status }, 'transfer failed: the call stays with the agent');
     }
   }
 
@@ -716,6 +780,7 @@ export class SipServer {
     tx.done = true;
     if (tx.timer) clearTimeout(tx.timer);
     this.clientTx.delete(key);
+    tx.onFinal?.(res.status);
   }
 
   private async endCall(call: Call, reason: string): Promise<void> {
@@ -762,6 +827,23 @@ export class SipServer {
     const now = performance.now();
     for (const [key, tx] of this.serverTx) if (tx.expiresAt < now) this.serverTx.delete(key);
   }
+}
+
+/** Clear start-up errors for a bad `sip` section (the config schema leaves it to this module). */
+function validateSipConfig(c: SipConfig): void {
+  const int = (v: unknown, min: number, max: number) => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+  const problems: string[] = [];
+  if (typeof c.host !== 'string' || !net.isIP(c.host)) problems.push(`sip.host must be an IP address (e.g. "0.0.0.0"), got ${JSON.stringify(c.host)}`);
+  if (!int(c.port, 0, 65535)) problems.push(`sip.port must be an integer 0..65535, got ${JSON.stringify(c.port)}`);
+  if (c.publicAddress !== undefined && (typeof c.publicAddress !== 'string' || !net.isIP(c.publicAddress))) problems.push('sip.publicAddress must be an IP address');
+  if (!Array.isArray(c.allowFrom)) problems.push('sip.allowFrom must be an array of CIDRs');
+  if (!int(c.rtpTimeoutMs, 1000, 3_600_000)) problems.push('sip.rtpTimeoutMs must be an integer 1000..3600000');
+  if (!int(c.ringMs, 0, 60_000)) problems.push('sip.ringMs must be an integer 0..60000');
+  if (!int(c.maxCalls, 1, 100_000)) problems.push('sip.maxCalls must be an integer ≥ 1');
+  if (!int(c.maxMessageBytes, 1024, 65_535)) problems.push('sip.maxMessageBytes must be an integer 1024..65535');
+  if (c.transferTarget !== undefined && !/^sips?:[^\s<>]+$/i.test(c.transferTarget)) problems.push(`sip.transferTarget must be a SIP URI such as "sip:desk@pbx.example.com"`);
+  if (!Array.isArray(c.codecs) || c.codecs.length === 0) problems.push('sip.codecs must list at least one of pcmu, pcma, opus');
+  if (problems.length > 0) throw new Error(problems.join('; '));
 }
 
 function txKey(req: SipRequest, e: RequestEssentials): string {
