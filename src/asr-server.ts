@@ -16,7 +16,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { Logger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
@@ -62,7 +62,7 @@ type ErrorCode =
 export function buildAsrServer(config: ServiceConfig, logger: Logger, asr?: AsrProvider): AsrServer {
   const provider = asr ?? createAsrProvider(config.providers.asr, logger.child({ component: 'asr' }));
   const auth = new Auth(config.auth, logger);
-  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: MAX_UPLOAD_BYTES });
+  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: MAX_UPLOAD_BYTES });
   const settings = config.asrServer;
   const connections = new Set<RealtimeAsrConnection>();
   let ready = false;

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { Logger } from 'pino';
 import type { ServiceConfig } from './config.js';
@@ -27,7 +27,7 @@ export interface VoiceServer {
  */
 export function buildServer(config: ServiceConfig, logger: Logger, providers?: SessionProviders): VoiceServer {
   const service = new VoiceService(config, logger, providers);
-  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 1024 * 1024 });
+  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1024 * 1024 });
 
   void app.register(websocket, { options: { maxPayload: HARD_MAX_PAYLOAD } });
 
