@@ -48,7 +48,7 @@ export type AsrProviderConfig =
   | {
       provider: 'pocketsphinx';
       modelDir?: string;
-      /** Decoders kept ready for new calls (~95 MB each); a burst of new calls beyond it waits ~0.4 s per decoder. */
+      /** Decoders kept ready for new calls (~95 MB each, default 4); a burst of new calls beyond it waits ~0.4 s per decoder. */
       spareDecoders?: number;
       /** Idle decoders kept for reuse after calls end. */
       maxIdleDecoders?: number;

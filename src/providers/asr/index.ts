@@ -11,7 +11,7 @@ export function createAsrProvider(config: AsrProviderConfig, logger: Logger): As
     case 'pocketsphinx':
       return new PocketSphinxAsr({
         modelDir: config.modelDir,
-        spareDecoders: config.spareDecoders ?? 2,
+        spareDecoders: config.spareDecoders ?? 4,
         maxIdleDecoders: config.maxIdleDecoders ?? 4,
         logger,
       });

@@ -112,6 +112,7 @@ export class PocketSphinxAsr implements AsrProvider {
       args: Object.entries(args).flat(),
       spare: Math.max(1, this.options.spareDecoders ?? 1),
       maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
+      refillDelayMs: 3000,
       logger: this.logger,
     });
     const decoderMs = await pool.warm();

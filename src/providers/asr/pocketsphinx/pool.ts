@@ -19,6 +19,8 @@ export interface DecoderPoolOptions {
   spare: number;
   /** Idle decoders kept after calls end; extra ones are freed (each holds ~95 MB). */
   maxIdle: number;
+  /** Wait this long after the last lease before rebuilding spares (0: at once). */
+  refillDelayMs?: number;
   logger?: Logger;
 }
 
@@ -31,6 +33,8 @@ export class DecoderPool {
   private lastError: Error | undefined;
   /** Decoders handed out and not yet released. */
   private leased = 0;
+  /** Pending delayed top-up of the spares (see refill). */
+  private refillTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: DecoderPoolOptions) {}
 
@@ -49,7 +53,7 @@ export class DecoderPool {
     if (ps === 0n) throw new Error('pocketsphinx ps_init failed (check modelDir and decoder args)');
     const ms = performance.now() - t0;
     this.put(ps);
-    this.refill();
+    this.build();
     return ms;
   }
 
@@ -81,6 +85,7 @@ export class DecoderPool {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.refillTimer) clearTimeout(this.refillTimer);
     for (const w of this.waiters.splice(0)) w.reject(new Error('pocketsphinx pool closed'));
     for (const ps of this.idle.splice(0)) this.opts.native.freeDecoder(ps);
   }
@@ -99,9 +104,33 @@ export class DecoderPool {
     this.idle.push(ps);
   }
 
+  /**
+   * Top up the spares. A call waiting for a decoder gets one built at once; replacing a spare that a new
+   * call just took waits until new calls stop arriving for `refillDelayMs`, because a ps_init (~0.4 s of CPU)
+   * competes with the first turns of exactly those calls.
+   */
   private refill(): void {
     if (this.closed || this.building) return;
     if (this.idle.length >= this.opts.spare && this.waiters.length === 0) return;
+    if (this.waiters.length === 0 && (this.opts.refillDelayMs ?? 0) > 0) {
+      if (this.refillTimer) clearTimeout(this.refillTimer);
+      this.refillTimer = setTimeout(() => {
+        this.refillTimer = undefined;
+        this.build();
+      }, this.opts.refillDelayMs);
+      this.refillTimer.unref();
+      return;
+    }
+    this.build();
+  }
+
+  private build(): void {
+    if (this.closed || this.building) return;
+    if (this.idle.length >= this.opts.spare && this.waiters.length === 0) return;
+    if (this.refillTimer) {
+      clearTimeout(this.refillTimer);
+      this.refillTimer = undefined;
+    }
     this.building = (async () => {
       const t0 = performance.now();
       const ps = await this.opts.native.initDecoder(this.opts.args);
@@ -119,7 +148,7 @@ export class DecoderPool {
       })
       .finally(() => {
         this.building = undefined;
-        if (!this.lastError) this.refill();
+        if (!this.lastError) this.build();
       });
   }
 }
