@@ -25,4 +25,11 @@ for n in "${sweep[@]}"; do
   echo "== $n sessions × 4 turns"
   run --sessions "$n" --turns 4 --json "$out/sessions-$n.json" || true
 done
+echo "== WebRTC 1 session × 5 turns"
+VOICE_AGENT_API_KEY=$key npm run -s loadtest -- --transport webrtc --url "http://127.0.0.1:$port/v1/webrtc/offer" --audio "$out/time.wav" --sessions 1 --turns 5 --json "$out/webrtc-1.json" || true
+for n in ${WEBRTC_MEDIA_CALLS:-10 20}; do
+  echo "== WebRTC media path alone, $n calls × 20 s"
+  VOICE_AGENT_API_KEY=$key npx tsx loadtest/webrtc-media.ts --url "http://127.0.0.1:$port/v1/webrtc/offer" --calls "$n" --seconds 20 >"$out/webrtc-media-$n.json" || true
+  cat "$out/webrtc-media-$n.json"
+done
 echo "reports in $out; commit $(git rev-parse --short HEAD)"

@@ -106,6 +106,17 @@ export class WebRtcCaller implements LoadCaller {
     this.eventListeners.push(listener);
   }
 
+  /** Inbound audio RTP as libwebrtc sees it: RFC 3550 jitter and losses. */
+  async inboundStats(): Promise<{ jitterMs: number; packetsLost: number; packetsReceived: number } | null> {
+    if (!this.pc) return null;
+    for (const report of (await this.pc.getStats()).values()) {
+      if (report.type === 'inbound-rtp' && report.kind === 'audio') {
+        return { jitterMs: Number(report.jitter) * 1000, packetsLost: Number(report.packetsLost ?? 0), packetsReceived: Number(report.packetsReceived ?? 0) };
+      }
+    }
+    return null;
+  }
+
   async close(): Promise<void> {
     if (this.sessionId && this.credential) {
       const base = this.url.replace(/\/v1\/webrtc\/offer.*$/, '');

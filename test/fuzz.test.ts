@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parseClientMessage, ProtocolError } from '../src/transports/ws/device-ws.js';
+import { parseClientMessage, ProtocolError } from '../src/transports/client-messages.js';
 import { createInboundDecoder, validateCodecSpec, CodecSpecError } from '../src/audio/codec.js';
 import { parseWav, WavFormatError, encodeWav } from '../src/audio/wav.js';
 import { OpusDecodeError } from '../src/audio/opus.js';

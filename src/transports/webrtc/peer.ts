@@ -6,6 +6,7 @@ import type { WebRtcConfig } from '../../config.js';
 import type { VoiceService } from '../../service.js';
 import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import type { Session } from '../../session/session.js';
+import { parseClientMessage, ProtocolError, type ClientMessage } from '../client-messages.js';
 import { mediaClock, OutboundStream } from './media-clock.js';
 import { wrtc, type AudioSink, type DataChannel, type PeerConnection, type SinkAudioData } from './wrtc.js';
 
@@ -26,58 +27,6 @@ export class OfferError extends Error {
   ) {
     super(message);
     this.name = 'OfferError';
-  }
-}
-
-type ControlMessage =
-  | { type: 'input.commit' }
-  | { type: 'input.text'; text: string }
-  | { type: 'input.dtmf'; digit: string }
-  | { type: 'response.cancel' }
-  | { type: 'session.end' }
-  | { type: 'ping'; id?: string | number };
-
-class ControlError extends Error {
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** The device protocol's client messages that make sense next to a media stream (no session.update: the codec is negotiated in SDP). */
-function parseControl(text: string): ControlMessage {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw new ControlError('invalid_json', 'message is not valid JSON');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ControlError('invalid_message', 'message must be a JSON object');
-  const type: unknown = Reflect.get(value, 'type');
-  if (typeof type !== 'string') throw new ControlError('invalid_message', 'message needs a string "type"');
-  switch (type) {
-    case 'input.commit':
-    case 'response.cancel':
-    case 'session.end':
-      return { type };
-    case 'input.text': {
-      const body: unknown = Reflect.get(value, 'text');
-      if (typeof body !== 'string' || !body.trim() || body.length > 4000) throw new ControlError('invalid_message', '"text" must be a non-empty string of at most 4000 characters');
-      return { type, text: body };
-    }
-    case 'input.dtmf': {
-      const digit: unknown = Reflect.get(value, 'digit');
-      if (typeof digit !== 'string' || !/^[0-9*#A-D]$/.test(digit)) throw new ControlError('invalid_message', '"digit" must be one of 0-9 * # A-D');
-      return { type, digit };
-    }
-    case 'ping': {
-      const id: unknown = Reflect.get(value, 'id');
-      return { type, id: typeof id === 'string' || typeof id === 'number' ? id : undefined };
-    }
-    default:
-      throw new ControlError('unknown_message', `unknown message type "${type.slice(0, 64)}"`);
   }
 }
 
@@ -271,11 +220,11 @@ export class WebRtcPeer {
       this.sendError('message_too_large', `message of ${data.length} characters exceeds the limit of ${MAX_CONTROL_BYTES}`);
       return;
     }
-    let message: ControlMessage;
+    let message: ClientMessage;
     try {
-      message = parseControl(data);
+      message = parseClientMessage(data);
     } catch (err) {
-      if (err instanceof ControlError) this.sendError(err.code, err.message);
+      if (err instanceof ProtocolError) this.sendError(err.code, err.message);
       else this.log.error({ err }, 'control message handling failed');
       return;
     }
@@ -298,6 +247,11 @@ export class WebRtcPeer {
         break;
       case 'ping':
         this.sendJson({ type: 'pong', id: message.id });
+        break;
+      case 'session.update':
+        // The codec is negotiated in SDP; only the language may change here.
+        if (message.audio) this.sendError('invalid_message', 'audio formats are negotiated in SDP on WebRTC; only "language" can be updated');
+        else if (message.language && session) session.language = message.language;
         break;
     }
   }

@@ -72,6 +72,8 @@ export interface PeerConnection {
   addTransceiver(trackOrKind: MediaTrack | 'audio', init?: { direction?: RtpTransceiver['direction'] }): RtpTransceiver;
   getTransceivers(): RtpTransceiver[];
   createDataChannel(label: string, init?: { ordered?: boolean; negotiated?: boolean; id?: number }): DataChannel;
+  /** Standard stats: a map of report id → report (type, kind, jitter, packetsLost, …). */
+  getStats(): Promise<Map<string, Record<string, unknown>>>;
   close(): void;
 }
 

@@ -1,0 +1,87 @@
+import { parseArgs } from 'node:util';
+import { FRAME_MS, FRAME_SAMPLES } from '../src/audio/format.js';
+import { percentiles } from './run.js';
+import { WebRtcCaller } from './webrtc-caller.js';
+
+/**
+ * How many WebRTC calls one process holds on the media path alone: N callers connect and send silence (so
+ * only Opus, NetEq, resampling, VAD and the agent's paced stream run — no turns), and each reports its
+ * inbound RTP jitter (RFC 3550, from libwebrtc's getStats) and losses; the service's CPU and RSS come from
+ * /metrics. Loopback only, bounded in time.
+ *   npx tsx loadtest/webrtc-media.ts --url http://127.0.0.1:8080/v1/webrtc/offer --calls 10 --seconds 20 [--api-key KEY]
+ */
+const { values } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    calls: { type: 'string', default: '10' },
+    seconds: { type: 'string', default: '20' },
+    'api-key': { type: 'string' },
+  },
+});
+if (!values.url) {
+  console.error('usage: npx tsx loadtest/webrtc-media.ts --url http://127.0.0.1:8080/v1/webrtc/offer --calls N --seconds S [--api-key KEY]');
+  process.exit(2);
+}
+const target = new URL(values.url);
+if (!['127.0.0.1', 'localhost', '[::1]'].includes(target.hostname)) {
+  console.error('only loopback targets');
+  process.exit(2);
+}
+const calls = Math.min(200, Math.max(1, Number(values.calls)));
+const seconds = Math.min(600, Math.max(5, Number(values.seconds)));
+const key = values['api-key'] ?? process.env.VOICE_AGENT_API_KEY;
+
+async function metric(name: string): Promise<number> {
+  const text = await (await fetch(`${target.protocol}//${target.host}/metrics`)).text();
+  return Number(new RegExp(`^${name} ([0-9.e+-]+)`, 'm').exec(text)?.[1] ?? NaN);
+}
+
+const callers = Array.from({ length: calls }, () => new WebRtcCaller(values.url!, key));
+const rss0 = await metric('voice_agent_process_resident_memory_bytes');
+const connected: WebRtcCaller[] = [];
+for (const caller of callers) {
+  try {
+    await caller.connect();
+    connected.push(caller);
+  } catch (err) {
+    console.error(`connect failed: ${(err as Error).message}`);
+  }
+}
+const cpu0 = await metric('voice_agent_process_cpu_seconds_total');
+const started = performance.now();
+const silence = new Int16Array(FRAME_SAMPLES);
+let next = performance.now();
+while (performance.now() - started < seconds * 1000) {
+  next += FRAME_MS;
+  const wait = next - performance.now();
+  if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+  for (const caller of connected) caller.sendFrame(silence);
+}
+const wallS = (performance.now() - started) / 1000;
+const cpu1 = await metric('voice_agent_process_cpu_seconds_total');
+const rss1 = await metric('voice_agent_process_resident_memory_bytes');
+const jitters: number[] = [];
+let lost = 0;
+let received = 0;
+for (const caller of connected) {
+  const stats = await caller.inboundStats();
+  if (!stats) continue;
+  jitters.push(stats.jitterMs);
+  lost += stats.packetsLost;
+  received += stats.packetsReceived;
+}
+await Promise.all(connected.map((c) => c.close()));
+const result = {
+  calls,
+  connected: connected.length,
+  seconds: Math.round(wallS),
+  inbound_jitter_ms: percentiles(jitters),
+  packets_received: received,
+  packets_lost: lost,
+  server_cpu_percent: Math.round(((cpu1 - cpu0) / wallS) * 1000) / 10,
+  server_cpu_percent_per_call: Math.round((((cpu1 - cpu0) / wallS) * 1000) / Math.max(1, connected.length)) / 10,
+  server_rss_mb: Math.round(rss1 / 1e5) / 10,
+  server_rss_mb_per_call: Math.round((rss1 - rss0) / 1e5 / Math.max(1, connected.length)) / 10,
+};
+console.log(JSON.stringify(result, null, 2));
+process.exit(0);
