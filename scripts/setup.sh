@@ -26,6 +26,8 @@ fi
 
 if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "setup: installing npm packages"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm install`, not `npm ci`: some optional platform packages of node-llama-cpp (Windows, macOS, riscv64)
+  # are not published for this version, which `npm ci` refuses while `npm install` skips them.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 echo "setup: done"
