@@ -1,3 +1,5 @@
+import WebSocket from 'ws';
+
 /**
  * A load-test caller is one transport's client: it sends caller audio (internal 16 kHz PCM16 frames) and
  * reports agent audio and agent events back. One module per transport implements this.
@@ -17,4 +19,37 @@ export interface LoadCaller {
   /** Agent events (the device protocol's vocabulary). */
   onEvent(listener: (event: AgentEvent) => void): void;
   close(): Promise<void>;
+}
+
+/** The listener bookkeeping every LoadCaller shares: transports call emitAudio / emitEvent. */
+export abstract class CallerListeners {
+  private readonly audioListeners: ((samples: Int16Array, arrivalMs: number) => void)[] = [];
+  private readonly eventListeners: ((event: AgentEvent) => void)[] = [];
+
+  onAudio(listener: (samples: Int16Array, arrivalMs: number) => void): void {
+    this.audioListeners.push(listener);
+  }
+
+  onEvent(listener: (event: AgentEvent) => void): void {
+    this.eventListeners.push(listener);
+  }
+
+  protected emitAudio(samples: Int16Array, arrivalMs: number): void {
+    for (const listener of this.audioListeners) listener(samples, arrivalMs);
+  }
+
+  protected emitEvent(event: AgentEvent): void {
+    for (const listener of this.eventListeners) listener(event);
+  }
+}
+
+/** Close a caller's WebSocket politely (`goodbye` first, if the protocol has one); gives up waiting after 2 s. */
+export async function closeWebSocket(socket: WebSocket | null, goodbye?: () => void): Promise<void> {
+  if (!socket || socket.readyState === WebSocket.CLOSED) return;
+  await new Promise<void>((resolve) => {
+    socket.once('close', () => resolve());
+    if (socket.readyState === WebSocket.OPEN) goodbye?.();
+    socket.close(1000);
+    setTimeout(resolve, 2000).unref();
+  });
 }

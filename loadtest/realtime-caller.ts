@@ -1,23 +1,23 @@
 import WebSocket from 'ws';
 import { StreamingResampler } from '../src/audio/resample.js';
-import type { AgentEvent, LoadCaller } from './caller.js';
+import { CallerListeners, closeWebSocket, type AgentEvent, type LoadCaller } from './caller.js';
 
 /**
  * A client of the OpenAI-Realtime-compatible endpoint (`/v1/realtime`): 24 kHz PCM16 in base64 events both
  * ways, server VAD. Its events are translated to the device vocabulary the load test reads
  * (transcript.final, response.done, error); the rest pass through under their realtime names.
  */
-export class RealtimeCaller implements LoadCaller {
+export class RealtimeCaller extends CallerListeners implements LoadCaller {
   private socket: WebSocket | null = null;
   private up: StreamingResampler | null = null;
   private down: StreamingResampler | null = null;
-  private audioListeners: ((samples: Int16Array, arrivalMs: number) => void)[] = [];
-  private eventListeners: ((event: AgentEvent) => void)[] = [];
 
   constructor(
     private readonly url: string,
     private readonly credential?: string,
-  ) {}
+  ) {
+    super();
+  }
 
   async connect(): Promise<void> {
     [this.up, this.down] = await Promise.all([StreamingResampler.create(16000, 24000), StreamingResampler.create(24000, 16000)]);
@@ -49,10 +49,10 @@ export class RealtimeCaller implements LoadCaller {
           const bytes = Buffer.from(event.delta, 'base64');
           const pcm24 = new Int16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength - (bytes.byteLength % 2)));
           const pcm16 = this.down?.process(pcm24);
-          if (pcm16 && pcm16.length > 0) for (const listener of this.audioListeners) listener(pcm16, arrival);
+          if (pcm16 && pcm16.length > 0) this.emitAudio(pcm16, arrival);
           return;
         }
-        for (const listener of this.eventListeners) listener(translate(event));
+        this.emitEvent(translate(event));
       });
       socket.on('error', (err) => {
         clearTimeout(timer);
@@ -77,23 +77,8 @@ export class RealtimeCaller implements LoadCaller {
     this.socket.send(JSON.stringify({ type: 'input_audio_buffer.append', audio }));
   }
 
-  onAudio(listener: (samples: Int16Array, arrivalMs: number) => void): void {
-    this.audioListeners.push(listener);
-  }
-
-  onEvent(listener: (event: AgentEvent) => void): void {
-    this.eventListeners.push(listener);
-  }
-
   async close(): Promise<void> {
-    const socket = this.socket;
-    if (socket && socket.readyState !== WebSocket.CLOSED) {
-      await new Promise<void>((resolve) => {
-        socket.once('close', () => resolve());
-        socket.close(1000);
-        setTimeout(resolve, 2000);
-      });
-    }
+    await closeWebSocket(this.socket);
     this.up?.destroy();
     this.down?.destroy();
   }

@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { createInboundDecoder, createOutboundEncoder, type InboundDecoder, type OutboundEncoder } from '../src/audio/codec.js';
 import { rmsDbfs } from '../src/audio/format.js';
-import type { AgentEvent, LoadCaller } from './caller.js';
+import { CallerListeners, type AgentEvent, type LoadCaller } from './caller.js';
 
 /**
  * A SIP phone for the load test (`--transport sip --url sip:agent@127.0.0.1:5060`): INVITE over UDP with a
@@ -14,7 +14,7 @@ import type { AgentEvent, LoadCaller } from './caller.js';
  */
 const SILENCE_DONE_MS = 700;
 
-export class SipCaller implements LoadCaller {
+export class SipCaller extends CallerListeners implements LoadCaller {
   private readonly sip = dgram.createSocket('udp4');
   private readonly rtp = dgram.createSocket('udp4');
   private readonly callId = `load-${randomBytes(8).toString('hex')}`;
@@ -31,8 +31,6 @@ export class SipCaller implements LoadCaller {
   private seq = Math.floor(Math.random() * 65536);
   private ts = Math.floor(Math.random() * 2 ** 31);
   private cseq = 1;
-  private audioListeners: ((samples: Int16Array, arrivalMs: number) => void)[] = [];
-  private eventListeners: ((event: AgentEvent) => void)[] = [];
   private answered: ((text: string) => void) | null = null;
   private speaking = false;
   private lastSoundMs = 0;
@@ -40,6 +38,7 @@ export class SipCaller implements LoadCaller {
   private closed = false;
 
   constructor(url: string) {
+    super();
     // sip:agent@HOST:PORT, or sip://HOST:PORT (the form the load-test CLI's URL check understands).
     const m = /^sip:(?:\/\/)?(?:[^@/]+@)?([^:;/]+)(?::(\d+))?/.exec(url);
     if (!m) throw new Error(`--url must be a SIP URI such as sip://127.0.0.1:5060, got ${url}`);
@@ -88,14 +87,6 @@ export class SipCaller implements LoadCaller {
       this.ts = (this.ts + 160) >>> 0;
       this.rtp.send(packet, this.remote.port, this.remote.address);
     }
-  }
-
-  onAudio(listener: (samples: Int16Array, arrivalMs: number) => void): void {
-    this.audioListeners.push(listener);
-  }
-
-  onEvent(listener: (event: AgentEvent) => void): void {
-    this.eventListeners.push(listener);
   }
 
   async close(): Promise<void> {
@@ -150,7 +141,7 @@ export class SipCaller implements LoadCaller {
     if (!this.decoder || packet.length <= 12 || (packet[1] & 0x7f) !== 0) return;
     const now = performance.now();
     const pcm = this.decoder.decode(packet.subarray(12));
-    for (const l of this.audioListeners) l(pcm, now);
+    this.emitAudio(pcm, now);
     if (rmsDbfs(pcm) > -45) {
       this.lastSoundMs = now;
       if (!this.speaking) {
@@ -166,6 +157,6 @@ export class SipCaller implements LoadCaller {
   }
 
   private emit(event: AgentEvent): void {
-    for (const l of this.eventListeners) l(event);
+    this.emitEvent(event);
   }
 }

@@ -3,7 +3,7 @@ import WebSocket from 'ws';
 import { decodeMulaw, encodeMulaw } from '../src/audio/g711.js';
 import { StreamingResampler } from '../src/audio/resample.js';
 import { computeTwilioSignature } from '../src/transports/telephony/twilio-signature.js';
-import type { AgentEvent, LoadCaller } from './caller.js';
+import { CallerListeners, closeWebSocket, type AgentEvent, type LoadCaller } from './caller.js';
 
 /**
  * Plays Twilio's side of a bidirectional Media Stream (`<Connect><Stream>`) against `/v1/telephony/twilio`:
@@ -25,7 +25,7 @@ export interface TwilioCallerOptions {
 
 const sid = (prefix: string) => prefix + randomBytes(16).toString('hex');
 
-export class TwilioCaller implements LoadCaller {
+export class TwilioCaller extends CallerListeners implements LoadCaller {
   readonly streamSid = sid('MZ');
   readonly callSid = sid('CA');
   /** Every message the service sent, parsed, with its arrival time. */
@@ -44,13 +44,13 @@ export class TwilioCaller implements LoadCaller {
   /** When the audio already received will have finished playing (performance.now clock). */
   private playheadMs = 0;
   private readonly markTimers = new Map<NodeJS.Timeout, string>();
-  private audioListeners: ((samples: Int16Array, arrivalMs: number) => void)[] = [];
-  private eventListeners: ((event: AgentEvent) => void)[] = [];
 
   constructor(
     private readonly url: string,
     private readonly options: TwilioCallerOptions = {},
-  ) {}
+  ) {
+    super();
+  }
 
   async connect(): Promise<void> {
     [this.down, this.up] = await Promise.all([StreamingResampler.create(16000, 8000), StreamingResampler.create(8000, 16000)]);
@@ -126,26 +126,11 @@ export class TwilioCaller implements LoadCaller {
     if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(data);
   }
 
-  onAudio(listener: (samples: Int16Array, arrivalMs: number) => void): void {
-    this.audioListeners.push(listener);
-  }
-
-  onEvent(listener: (event: AgentEvent) => void): void {
-    this.eventListeners.push(listener);
-  }
-
   async close(): Promise<void> {
-    const socket = this.socket;
     this.up?.destroy();
     this.down?.destroy();
     this.up = this.down = null;
-    if (!socket || socket.readyState === WebSocket.CLOSED) return;
-    await new Promise<void>((resolve) => {
-      socket.once('close', () => resolve());
-      if (socket.readyState === WebSocket.OPEN) this.stop();
-      socket.close(1000);
-      setTimeout(resolve, 2000).unref();
-    });
+    await closeWebSocket(this.socket, () => this.stop());
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
@@ -165,7 +150,7 @@ export class TwilioCaller implements LoadCaller {
         // Twilio plays what it receives in order, in real time.
         this.playheadMs = Math.max(this.playheadMs, arrival) + (mulaw.length / 8000) * 1000;
         const pcm = this.up ? this.up.process(decodeMulaw(mulaw)) : new Int16Array(0);
-        for (const listener of this.audioListeners) listener(pcm, arrival);
+        this.emitAudio(pcm, arrival);
         break;
       }
       case 'mark': {
@@ -201,7 +186,7 @@ export class TwilioCaller implements LoadCaller {
   }
 
   private emit(event: AgentEvent): void {
-    for (const listener of this.eventListeners) listener(event);
+    this.emitEvent(event);
   }
 
   private sendJson(value: object): void {

@@ -1,28 +1,28 @@
 import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import { StreamingResampler } from '../src/audio/resample.js';
 import { wrtc, type AudioSink, type AudioSource, type DataChannel, type PeerConnection } from '../src/transports/webrtc/wrtc.js';
-import type { AgentEvent, LoadCaller } from './caller.js';
+import { CallerListeners, type AgentEvent, type LoadCaller } from './caller.js';
 
 /**
  * A WebRTC caller (libwebrtc through @roamhq/wrtc, as a browser would be): Opus over SRTP both ways, the
  * agent's events on the "events" data channel. `url` is the offer endpoint, e.g.
  * http://127.0.0.1:8080/v1/webrtc/offer.
  */
-export class WebRtcCaller implements LoadCaller {
+export class WebRtcCaller extends CallerListeners implements LoadCaller {
   private pc: PeerConnection | null = null;
   private source: AudioSource | null = null;
   private sink: AudioSink | null = null;
   private channel: DataChannel | null = null;
   private resampler: StreamingResampler | null = null;
   private sinkRate = 0;
-  private audioListeners: ((samples: Int16Array, arrivalMs: number) => void)[] = [];
-  private eventListeners: ((event: AgentEvent) => void)[] = [];
   private sessionId: string | null = null;
 
   constructor(
     private readonly url: string,
     private readonly credential?: string,
-  ) {}
+  ) {
+    super();
+  }
 
   async connect(): Promise<void> {
     const { RTCPeerConnection, nonstandard } = wrtc();
@@ -51,7 +51,7 @@ export class WebRtcCaller implements LoadCaller {
           clearTimeout(timer);
           resolve();
         }
-        for (const listener of this.eventListeners) listener(event);
+        this.emitEvent(event);
       };
     });
     const offer = await pc.createOffer();
@@ -86,7 +86,7 @@ export class WebRtcCaller implements LoadCaller {
       this.resampler = await StreamingResampler.create(rate, INTERNAL_SAMPLE_RATE);
     }
     const pcm = this.resampler.process(mono);
-    for (const listener of this.audioListeners) listener(pcm, arrival);
+    this.emitAudio(pcm, arrival);
   }
 
   sendFrame(samples: Int16Array): void {
@@ -96,14 +96,6 @@ export class WebRtcCaller implements LoadCaller {
     for (const chunk of [samples.slice(0, half), samples.slice(half)]) {
       this.source.onData({ samples: chunk, sampleRate: INTERNAL_SAMPLE_RATE, bitsPerSample: 16, channelCount: 1, numberOfFrames: chunk.length });
     }
-  }
-
-  onAudio(listener: (samples: Int16Array, arrivalMs: number) => void): void {
-    this.audioListeners.push(listener);
-  }
-
-  onEvent(listener: (event: AgentEvent) => void): void {
-    this.eventListeners.push(listener);
   }
 
   /** Inbound audio RTP as libwebrtc sees it: RFC 3550 jitter and losses. */

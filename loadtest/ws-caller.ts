@@ -1,17 +1,17 @@
 import WebSocket from 'ws';
-import type { AgentEvent, LoadCaller } from './caller.js';
+import { CallerListeners, closeWebSocket, type AgentEvent, type LoadCaller } from './caller.js';
 
 /** A device on the `/v1/ws` protocol, PCM16 at 16 kHz both ways. */
-export class WsCaller implements LoadCaller {
+export class WsCaller extends CallerListeners implements LoadCaller {
   private socket: WebSocket | null = null;
-  private audioListeners: ((samples: Int16Array, arrivalMs: number) => void)[] = [];
-  private eventListeners: ((event: AgentEvent) => void)[] = [];
 
   /** `credential`: an API key or a session token, sent as `Authorization: Bearer`. */
   constructor(
     private readonly url: string,
     private readonly credential?: string,
-  ) {}
+  ) {
+    super();
+  }
 
   connect(): Promise<void> {
     const url = new URL(this.url);
@@ -26,7 +26,7 @@ export class WsCaller implements LoadCaller {
         if (isBinary) {
           const buf = data as Buffer;
           const samples = new Int16Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength - (buf.byteLength % 2)));
-          for (const listener of this.audioListeners) listener(samples, arrival);
+          this.emitAudio(samples, arrival);
           return;
         }
         let event: AgentEvent;
@@ -43,7 +43,7 @@ export class WsCaller implements LoadCaller {
           clearTimeout(timer);
           reject(new Error(`service not ready: ${String(event.message)}`));
         }
-        for (const listener of this.eventListeners) listener(event);
+        this.emitEvent(event);
       });
       socket.on('error', (err) => {
         clearTimeout(timer);
@@ -64,21 +64,7 @@ export class WsCaller implements LoadCaller {
     if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(Buffer.from(samples.buffer, samples.byteOffset, samples.byteLength));
   }
 
-  onAudio(listener: (samples: Int16Array, arrivalMs: number) => void): void {
-    this.audioListeners.push(listener);
-  }
-
-  onEvent(listener: (event: AgentEvent) => void): void {
-    this.eventListeners.push(listener);
-  }
-
-  async close(): Promise<void> {
-    const socket = this.socket;
-    if (!socket || socket.readyState === WebSocket.CLOSED) return;
-    await new Promise<void>((resolve) => {
-      socket.once('close', () => resolve());
-      socket.close(1000);
-      setTimeout(resolve, 2000).unref();
-    });
+  close(): Promise<void> {
+    return closeWebSocket(this.socket);
   }
 }
