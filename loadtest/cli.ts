@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import os from 'node:os';
@@ -16,7 +18,7 @@ import { SipCaller } from './sip-caller.js';
  * Prints a JSON report (to --json, or stdout) and a short human-readable summary.
  */
 const USAGE =
-  'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS] [--api-key KEY (or env VOICE_AGENT_API_KEY)] [--transport ws|twilio (twilio: --url ws://127.0.0.1:8080/v1/telephony/twilio, env TWILIO_AUTH_TOKEN signs)]';
+  'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS] [--api-key KEY (or env VOICE_AGENT_API_KEY, else the key a local `npm start` generated in data/api-key)] [--transport ws|twilio (twilio: --url ws://127.0.0.1:8080/v1/telephony/twilio, env TWILIO_AUTH_TOKEN signs)]';
 
 interface ServerSample {
   atS: number;
@@ -87,7 +89,7 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
-  const apiKey = values['api-key'] ?? process.env.VOICE_AGENT_API_KEY;
+  const apiKey = values['api-key'] ?? process.env.VOICE_AGENT_API_KEY ?? localGeneratedKey();
   const wav = await readWav(values.audio);
   const speech = wav.sampleRate === INTERNAL_SAMPLE_RATE ? wav.samples : await resampleOnce(wav.samples, wav.sampleRate, INTERNAL_SAMPLE_RATE);
 
@@ -168,3 +170,16 @@ main().catch((err: unknown) => {
   console.error(err);
   process.exit(1);
 });
+
+/**
+ * The key `npm start` generated when none was configured (auth.generatedKeyFile), so the README's example works
+ * against a service started here with no setup. Only ever read for loopback targets (checked above).
+ */
+function localGeneratedKey(): string | undefined {
+  try {
+    const key = readFileSync(path.resolve('data/api-key'), 'utf8').trim();
+    return key || undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { writeWav } from '../src/audio/wav.js';
-import { SvoxPicoTts } from '../src/providers/tts/svoxpico/index.js';
+import { SvoxPicoTts, defaultPicoVoicesDir, findPicoVoices } from '../src/providers/tts/svoxpico/index.js';
 import { EspeakTts } from '../src/providers/tts/espeak/index.js';
 import type { TtsProvider } from '../src/providers/tts/types.js';
 
@@ -13,7 +13,8 @@ const { values } = parseArgs({
     text: { type: 'string' },
     out: { type: 'string' },
     voice: { type: 'string', default: 'en-GB' },
-    engine: { type: 'string', default: 'pico' },
+    // Pico when its voices are installed (npm run setup copies them when it can), eSpeak NG otherwise.
+    engine: { type: 'string', default: findPicoVoices(defaultPicoVoicesDir()).length > 0 ? 'pico' : 'espeak' },
   },
 });
 if (!values.text || !values.out) {
@@ -21,6 +22,8 @@ if (!values.text || !values.out) {
   process.exit(2);
 }
 const tts: TtsProvider = values.engine === 'espeak' ? new EspeakTts({}) : new SvoxPicoTts({});
+// eSpeak names voices by language ("en-us"), Pico by locale ("en-GB").
+if (values.engine === 'espeak' && values.voice === 'en-GB') values.voice = 'en-us';
 await tts.load();
 const parts: Int16Array[] = [];
 for await (const chunk of tts.synthesize(values.text, { language: values.voice!.slice(0, 2), voice: values.voice })) parts.push(chunk);

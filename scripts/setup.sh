@@ -10,8 +10,9 @@ want_tests=0
 
 # Embedded ASR (CMU PocketSphinx, US English) and eSpeak NG for the fallback voice.
 packages=(pocketsphinx pocketsphinx-en-us libpocketsphinx3 espeak-ng)
-# The tests speak with espeak-ng, convert with sox, and call in with real clients.
-(( want_tests )) && packages+=(sox chromium baresip)
+# The tests' callers speak with flite / Festival (or SVOX Pico when its voices are installed), convert with sox,
+# and call in with real clients.
+(( want_tests )) && packages+=(sox chromium baresip flite festival festvox-kallpc16k)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -29,5 +30,21 @@ if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-loc
   # `npm install`, not `npm ci`: some optional platform packages of node-llama-cpp (Windows, macOS, riscv64)
   # are not published for this version, which `npm ci` refuses while `npm install` skips them.
   npm install --no-audit --no-fund --loglevel=error
+fi
+# SVOX Pico voices (Apache-2.0 Android lingware): the clearest voices that can be had offline. No package
+# ships them: they are installed from a ../shared/models/svox-pico beside the checkout when there is one (or
+# SVOX_PICO_SOURCE), verified against the sums pinned in audio-models/svox-pico.sha256. Without them the
+# agent speaks with eSpeak NG.
+pico_source="${SVOX_PICO_SOURCE:-../shared/models/svox-pico}"
+pico_sums="$PWD/audio-models/svox-pico.sha256"
+if ! (cd models/svox-pico 2>/dev/null && sha256sum --quiet -c "$pico_sums" >/dev/null 2>&1); then
+  if [[ -d "$pico_source" ]] && (cd "$pico_source" && sha256sum --quiet -c "$pico_sums" >/dev/null 2>&1); then
+    echo "setup: installing SVOX Pico voices from $pico_source (sha256 verified)"
+    mkdir -p models/svox-pico
+    while read -r _ name; do cp "$pico_source/$name" models/svox-pico/; done <"$pico_sums"
+    [[ -f "$pico_source/NOTICE" ]] && cp "$pico_source/NOTICE" models/svox-pico/
+  else
+    echo "setup: SVOX Pico voices not found (or not matching audio-models/svox-pico.sha256): the agent speaks with eSpeak NG"
+  fi
 fi
 echo "setup: done"

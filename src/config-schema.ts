@@ -57,6 +57,7 @@ export const CONFIG_SCHEMA: Schema = obj(
         tokenSecret: str({ minLength: 16 }),
         tokenTtlS: int(1, 86400),
         required: bool,
+        generatedKeyFile: { type: ['string', 'null'], minLength: 1 },
       },
       ['apiKeyHashes', 'tokenTtlS', 'required'],
     ),

@@ -206,7 +206,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
   modelsDir: 'models',
   metricsRequireApiKey: false,
   maxMessageBytes: 64 * 1024,
-  auth: { apiKeyHashes: [], tokenTtlS: 300, required: true },
+  auth: { apiKeyHashes: [], tokenTtlS: 300, required: true, generatedKeyFile: 'data/api-key' },
   store: { path: 'data/calls.db', retentionDays: 30 },
   privacy: { logTranscripts: false },
   limits: {

@@ -1,5 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
 
 /**
@@ -16,6 +18,11 @@ export interface AuthConfig {
   tokenTtlS: number;
   /** When false every entry point is open (for isolated lab setups only; logged loudly). */
   required: boolean;
+  /**
+   * With no key configured, the generated key is kept in this file (mode 0600) and reused on restart, so local
+   * tools (`npm run loadtest`) find it; null keeps it in memory only (printed once in the log).
+   */
+  generatedKeyFile?: string | null;
 }
 
 export const TOKEN_ISSUER = 'voice-agent';
@@ -64,10 +71,15 @@ export class Auth {
     const hashes = [...config.apiKeyHashes];
     for (const key of (env.VOICE_AGENT_API_KEYS ?? '').split(',').map((k) => k.trim()).filter(Boolean)) hashes.push(hashApiKey(key));
     if (config.required && hashes.length === 0) {
-      // Never open by default: a key for this run only, printed once so the operator can use it.
-      this.generatedKey = `va_${randomBytes(24).toString('base64url')}`;
+      // Never open by default: a generated key, printed once so the operator can use it.
+      const file = config.generatedKeyFile ?? null;
+      this.generatedKey = (file && readKeyFile(file, logger)) || `va_${randomBytes(24).toString('base64url')}`;
       hashes.push(hashApiKey(this.generatedKey));
-      logger.warn({ generatedKey: this.generatedKey }, 'no API key configured (auth.apiKeyHashes or VOICE_AGENT_API_KEYS): generated one for this run');
+      if (file) writeKeyFile(file, this.generatedKey, logger);
+      logger.warn(
+        { generatedKey: this.generatedKey, ...(file ? { keyFile: path.resolve(file) } : {}) },
+        'no API key configured (auth.apiKeyHashes or VOICE_AGENT_API_KEYS): using a generated one',
+      );
     }
     if (!config.required) logger.warn('authentication is disabled (auth.required=false): every entry point is open');
     this.hashes = hashes.map((h) => Buffer.from(h.toLowerCase(), 'hex'));
@@ -126,5 +138,26 @@ export class Auth {
     // JWTs have three dot-separated parts; anything else is a wrong key.
     if (presented.split('.').length === 3) return this.verifyToken(presented, audience);
     throw new AuthError('invalid_credentials', 'invalid API key');
+  }
+}
+
+/** A generated key kept from an earlier run, if the file holds one. */
+function readKeyFile(file: string, logger: Logger): string | undefined {
+  try {
+    const key = readFileSync(file, 'utf8').trim();
+    if (/^va_[A-Za-z0-9_-]{32}$/.test(key)) return key;
+    logger.warn({ keyFile: file }, 'generated key file does not hold a key: replacing it');
+  } catch {
+    // Absent: first run.
+  }
+  return undefined;
+}
+
+function writeKeyFile(file: string, key: string, logger: Logger): void {
+  try {
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  } catch (err) {
+    logger.warn({ err, keyFile: file }, 'cannot keep the generated key in a file: it lasts for this run only');
   }
 }

@@ -48,18 +48,69 @@ async function picoSpeech(text: string, voice: string): Promise<Int16Array> {
   return out;
 }
 
+/** Debian's flite (English only): voices kal, kal16, awb, rms, slt. */
+async function flite(text: string, voice: string): Promise<Int16Array> {
+  return synthToPcm((file) => run('flite', ['-voice', voice, '-t', text, '-o', file]));
+}
+
+/** Debian's Festival (voice_kal_diphone from festvox-kallpc16k): text2wave reads the text on stdin. */
+async function festival(text: string): Promise<Int16Array> {
+  return synthToPcm(
+    (file) =>
+      new Promise<void>((resolve, reject) => {
+        const child = execFile('text2wave', ['-o', file], (err) => (err ? reject(err) : resolve()));
+        child.stdin?.end(text);
+      }),
+  );
+}
+
+async function synthToPcm(synthesize: (file: string) => Promise<unknown>): Promise<Int16Array> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'speech-'));
+  try {
+    const file = path.join(dir, 'speech.wav');
+    await synthesize(file);
+    const wav = parseWav(await readFile(file));
+    return wav.sampleRate === INTERNAL_SAMPLE_RATE ? wav.samples : await resampleOnce(wav.samples, wav.sampleRate, INTERNAL_SAMPLE_RATE);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export type SpeechEngine = 'pico' | 'espeak' | 'flite' | 'festival';
+
 /**
- * Real synthetic caller speech for tests, 16 kHz mono PCM16, with silence around it.
- * Engine 'pico' (default when its voice files exist) speaks with the British Pico voice, a different
- * speaker from the agent's American one, which PocketSphinx recognises far better than eSpeak's
- * formant voice; 'espeak' uses Debian's espeak-ng.
+ * The default caller voice: SVOX Pico's British voice when its files are installed (a different speaker from the
+ * agent's American one), else Debian's flite (male US voice "rms"), which `npm run setup -- --test` installs on any
+ * machine. Both are recognised well by PocketSphinx; eSpeak NG's formant voice is not.
+ */
+export function defaultEngine(): SpeechEngine {
+  return picoAvailable() ? 'pico' : 'flite';
+}
+
+/**
+ * Real synthetic caller speech for tests, 16 kHz mono PCM16, with silence around it. `voice` is the engine's
+ * own voice name (pico: en-GB, en-US, es-ES…; espeak: en-us, es…; flite: rms, slt, awb, kal); Festival has one.
  */
 export async function speak(
   text: string,
-  options: { engine?: 'pico' | 'espeak'; voice?: string; wpm?: number; padMs?: number } = {},
+  options: { engine?: SpeechEngine; voice?: string; wpm?: number; padMs?: number } = {},
 ): Promise<Int16Array> {
-  const engine = options.engine ?? (picoAvailable() ? 'pico' : 'espeak');
-  const pcm = engine === 'pico' ? await picoSpeech(text, options.voice ?? 'en-GB') : await espeak(text, options.voice ?? 'en-us', options.wpm ?? 150);
+  const engine = options.engine ?? defaultEngine();
+  let pcm: Int16Array;
+  switch (engine) {
+    case 'pico':
+      pcm = await picoSpeech(text, options.voice ?? 'en-GB');
+      break;
+    case 'espeak':
+      pcm = await espeak(text, options.voice ?? 'en-us', options.wpm ?? 150);
+      break;
+    case 'flite':
+      pcm = await flite(text, options.voice ?? 'rms');
+      break;
+    case 'festival':
+      pcm = await festival(text);
+      break;
+  }
   const pad = Math.round(((options.padMs ?? 300) * INTERNAL_SAMPLE_RATE) / 1000);
   const out = new Int16Array(pcm.length + 2 * pad);
   out.set(pcm, pad);

@@ -12,7 +12,7 @@
  * sentence runs in one step (~10–30 ms for a clause, >100 ms for a long unpunctuated run-on), which
  * the session's clause splitter keeps bounded.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { silentLogger } from '../../../core/logger.js';
@@ -113,7 +113,10 @@ async function loadPicoModule(): Promise<PicoModule> {
 /** Default voices directory: env SVOX_PICO_DIR, else `<cwd>/../shared/models/svox-pico`. */
 export function defaultPicoVoicesDir(): string {
   const env = process.env.SVOX_PICO_DIR;
-  return env !== undefined && env !== '' ? path.resolve(env) : path.resolve(process.cwd(), '../shared/models/svox-pico');
+  if (env !== undefined && env !== '') return path.resolve(env);
+  // `npm run setup` installs verified voices here; a checkout beside ../shared can also use them in place.
+  const installed = path.resolve(process.cwd(), 'models/svox-pico');
+  return existsSync(installed) ? installed : path.resolve(process.cwd(), '../shared/models/svox-pico');
 }
 
 /** Voices present in `dir` (empty when the directory is missing or has none). Synchronous: used by the factory. */
