@@ -159,10 +159,6 @@ export class ToolRegistry {
   async execute(call: ToolCall, ctx: ToolContext): Promise<ToolResult> {
     const tool = this.tools.get(call.name);
     if (!tool) return errorResult(`unknown tool "${call.name}"`);
-    if (tool.confirmation) {
-      const decision = checkConfirmation(call, this.maskArguments(call), tool.confirmation, ctx.messages ?? [], { minConfidence: this.minConfidence });
-      if (!decision.allow) return { content: JSON.stringify({ error: decision.error, message: decision.message }) };
-    }
 
     let args: Record<string, unknown>;
     try {
@@ -173,6 +169,11 @@ export class ToolRegistry {
       return errorResult(`arguments are not valid JSON: ${snippet(call.arguments)}`);
     }
     if (ctx.signal.aborted) return errorResult('cancelled');
+    // Where tools execute, whoever proposed the call: see confirm-gate.ts.
+    if (tool.confirmation) {
+      const decision = checkConfirmation(call, this.maskArguments(call), tool.confirmation, ctx.messages ?? [], { minConfidence: this.minConfidence });
+      if (!decision.allow) return { content: JSON.stringify({ error: decision.error, message: decision.message }) };
+    }
 
     const timeoutMs = tool.timeoutMs ?? this.timeoutMs;
     let timer: NodeJS.Timeout | undefined;
