@@ -16,14 +16,14 @@ export interface Lexicon {
 
 export const DEFAULT_LEXICON: Lexicon = {
   yes: {
-    en: ['yes', 'yeah', 'yep', 'sure', 'correct', 'that s right', 'right', 'ok', 'okay', 'go ahead', 'please do', 'absolutely', 'exactly', 'confirm'],
-    fr: ['oui', 'ouais', 'd accord', 'exact', 'exactement', 'c est ca', 'bien sur', 'parfait', 'tout a fait', 'je confirme', 'allez y'],
-    de: ['ja', 'genau', 'richtig', 'stimmt', 'gerne', 'okay', 'jawohl', 'einverstanden', 'korrekt', 'bitte schon'],
-    es: ['si', 'vale', 'claro', 'correcto', 'exacto', 'de acuerdo', 'eso es', 'perfecto', 'confirmo', 'adelante'],
-    it: ['si', 'certo', 'esatto', 'va bene', 'giusto', 'd accordo', 'perfetto', 'confermo', 'corretto', 'proceda'],
+    en: ['yes', 'yeah', 'yep', 'sure', 'correct', "that's right", 'right', 'ok', 'okay', 'go ahead', 'please do', 'absolutely', 'exactly', 'confirm'],
+    fr: ['oui', 'ouais', "d'accord", 'exact', 'exactement', "c'est ça", 'bien sûr', 'parfait', 'tout à fait', 'je confirme', 'allez-y'],
+    de: ['ja', 'genau', 'richtig', 'stimmt', 'gerne', 'okay', 'jawohl', 'einverstanden', 'korrekt', 'bitte schön'],
+    es: ['sí', 'vale', 'claro', 'correcto', 'exacto', 'de acuerdo', 'eso es', 'perfecto', 'confirmo', 'adelante'],
+    it: ['sì', 'certo', 'esatto', 'va bene', 'giusto', "d'accordo", 'perfetto', 'confermo', 'corretto', 'proceda'],
   },
   no: {
-    en: ['no', 'nope', 'not', 'wrong', 'incorrect', 'don t', 'do not'],
+    en: ['no', 'nope', 'not', 'wrong', 'incorrect', "don't", 'do not'],
     fr: ['non', 'pas', 'faux', 'incorrect'],
     de: ['nein', 'nicht', 'falsch', 'nee', 'keine'],
     es: ['no', 'incorrecto', 'equivocado'],
@@ -31,15 +31,15 @@ export const DEFAULT_LEXICON: Lexicon = {
   },
   cancel: {
     en: ['cancel', 'cancel that', 'start over', 'forget it', 'never mind'],
-    fr: ['annuler', 'annulez', 'recommencer', 'laissez tomber', 'oubliez ca'],
+    fr: ['annuler', 'annulez', 'recommencer', 'laissez tomber', 'oubliez ça'],
     de: ['abbrechen', 'stornieren', 'von vorne', 'vergessen sie es', 'neu anfangen'],
-    es: ['cancelar', 'cancela', 'cancele', 'empezar de nuevo', 'olvidalo', 'dejalo'],
+    es: ['cancelar', 'cancela', 'cancele', 'empezar de nuevo', 'olvídalo', 'déjalo'],
     it: ['annulla', 'annullare', 'ricominciare', 'lascia perdere', 'lasci perdere'],
   },
   correction: {
     en: ['actually', 'make it', 'change', 'instead', 'i meant', 'rather'],
-    fr: ['plutot', 'en fait', 'changez', 'finalement', 'mettez'],
-    de: ['eigentlich', 'lieber', 'stattdessen', 'doch', 'andern'],
+    fr: ['plutôt', 'en fait', 'changez', 'finalement', 'mettez'],
+    de: ['eigentlich', 'lieber', 'stattdessen', 'doch', 'ändern'],
     es: ['mejor', 'en realidad', 'cambia', 'cambie', 'mejor dicho', 'pon', 'ponga'],
     it: ['anzi', 'invece', 'cambia', 'cambi', 'meglio', 'metta'],
   },

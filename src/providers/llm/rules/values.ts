@@ -144,13 +144,15 @@ export function findTime(ws: readonly string[], options: { bare?: boolean; hours
     if ((w === 'half' && ws[i + 1] === 'past' && isNum(ws[i + 2])) || (w === 'halb' && isNum(ws[i + 1]))) {
       const at = w === 'half' ? i + 2 : i + 1;
       const h = Number(ws[at]);
-      const hour = w === 'halb' ? h - 1 : h;
+      // "halb eins" is half past twelve.
+      const hour = w === 'halb' ? (h === 1 ? 12 : h - 1) : h;
       if (hour >= 0 && hour < 24) return { minutes: resolveHalfDay(hour, 30, ws, at, options.hours), used: range(i, at) };
     }
     if ((w === 'quarter' || w === 'viertel') && isNum(ws[i + 2]) && ['past', 'after', 'nach', 'to', 'before', 'vor'].includes(ws[i + 1])) {
       const h = Number(ws[i + 2]);
       const before = ['to', 'before', 'vor'].includes(ws[i + 1]);
-      return { minutes: resolveHalfDay(before ? h - 1 : h, before ? 45 : 15, ws, i + 2, options.hours), used: range(i, i + 2) };
+      const hour = before ? (h === 1 ? 12 : h - 1) : h;
+      return { minutes: resolveHalfDay(hour, before ? 45 : 15, ws, i + 2, options.hours), used: range(i, i + 2) };
     }
 
     if (!isNum(w)) continue;
@@ -172,6 +174,10 @@ export function findTime(ws: readonly string[], options: { bare?: boolean; hours
     if (isNum(after) && after.length === 2 && Number(after) < 60 && (marked || cued || options.bare || Number(after) >= 10)) {
       minute = Number(after);
       end = j;
+    } else if (['e', 'y', 'et', 'und'].includes(after ?? '') && isNum(ws[j + 1]) && Number(ws[j + 1]) < 60 && (marked || cued || options.bare)) {
+      // "ocho y diez", "undici e trenta"
+      minute = Number(ws[j + 1]);
+      end = j + 1;
     } else {
       const half = HALF_AFTER.find((s) => seqAt(ws, j, s));
       const quarter = QUARTER_AFTER.find((s) => seqAt(ws, j, s));
@@ -186,7 +192,7 @@ export function findTime(ws: readonly string[], options: { bare?: boolean; hours
     if (!marked && !explicitMinutes && !cued && PEOPLE_WORDS.includes(ws[i + 1] ?? '')) continue;
     let hour = h === 24 ? 0 : h;
     if (minute < 0) {
-      hour -= 1;
+      hour = hour === 1 ? 12 : hour - 1;
       minute = 45;
     }
     if (hour < 0) hour += 24;
