@@ -91,8 +91,9 @@ export function replay(ctx: EngineContext, messages: readonly ChatMessage[], lan
       userTurns++;
       ({ state, output } = onUser(ctx, state, m, userTurns));
       lastWasTool = false;
-    } else if (m.role === 'assistant' && m.toolCalls) {
-      for (const c of m.toolCalls) calls.set(c.id, c);
+    } else if (m.role === 'assistant') {
+      for (const c of m.toolCalls ?? []) calls.set(c.id, c);
+      lastWasTool = false;
     } else if (m.role === 'tool') {
       const call = calls.get(m.toolCallId ?? '');
       const r = onToolResult(ctx, state, call, m.content);
