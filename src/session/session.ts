@@ -654,7 +654,7 @@ export class Session {
 
   /** Ask the agent what it waits for now, tell the recogniser, and mask the answer if it is sensitive. */
   private updateExpectation(): void {
-    const { llm, asr } = { llm: this.providers.llm, asr: this.asr };
+    const llm = this.providers.llm;
     let expectation: string | undefined;
     try {
       expectation = llm.expectation?.(this.history);
@@ -663,7 +663,7 @@ export class Session {
     }
     this.expectation = expectation;
     this.expectingSensitive = expectation !== undefined && (llm.isSensitive?.(expectation) ?? false);
-    asr.expect?.(expectation);
+    this.asr.expect?.(expectation);
     this.log.debug({ expectation, sensitive: this.expectingSensitive }, 'agent expects');
   }
 

@@ -139,13 +139,6 @@ export class RulesConfigError extends Error {
   override readonly name = 'RulesConfigError';
 }
 
-export interface RuleBasedAgentOptions {
-  /** Path to the rules JSON; default: the nearest `config/agent-rules.json` above this module. */
-  rulesPath?: string;
-  /** Inline rules (take precedence over rulesPath). */
-  rules?: RulesConfig;
-}
-
 /** Slots an intent without a form may use in tool arguments (read from the one utterance). */
 export const UTTERANCE_SLOTS = ['party_size', 'time', 'name'] as const;
 

@@ -11,7 +11,7 @@ import { fill, isRecord, pickVariant, type LangText, type RuleIntent, type Rules
 import { hasPhrase, yesNo, type Lexicon, type MessageKey } from './lexicon.js';
 import type { IntentMatcher } from './matcher.js';
 import {
-  findCount, findDate, findDigits, findName, findTime, formatClock, numbersToDigits, parseClock, renderValue, spokenNumber, words,
+  findCount, findDate, findDigits, findName, findTime, formatClock, numbersToDigits, renderValue, spokenNumber, words,
   type OpeningHours,
 } from './values.js';
 
@@ -122,7 +122,7 @@ function withConfirms(ctx: EngineContext, state: DialogueState, output: Output):
   if (!form || form.executing || form.asking !== 'confirm' || output.toolCall || output.confirms) return output;
   const intent = intentByName(ctx, form.intent);
   if (!intent?.tool) return output;
-  return { ...output, confirms: { name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', state.language, ctx)) } };
+  return { ...output, confirms: { name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', ctx)) } };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
   if (intent.confirmIfUnsure && unsure(ctx, message)) {
     return {
       state: { ...state, pending: intent.name },
-      output: { text: msg(intent.confirmIfUnsure), language: lang, confirms: { name: intent.tool?.name ?? intent.name, arguments: JSON.stringify(toolArgs(intent, {}, ws, text, lang, ctx)) } },
+      output: { text: msg(intent.confirmIfUnsure), language: lang, confirms: { name: intent.tool?.name ?? intent.name, arguments: JSON.stringify(toolArgs(intent, {}, ws, text, ctx)) } },
     };
   }
   return runIntent(ctx, state, intent, ws, text, lang, turn);
@@ -187,7 +187,7 @@ function runIntent(
   if (intent.slots) return startForm(ctx, state, intent, extractValues(ctx, intent, ws, text, lang, undefined, false).values, lang);
   if (intent.about) return { state, output: { text: aboutText(ctx, state, intent, lang), language: lang } };
   if (!intent.tool) return { state, output: { text: pickVariant(intent.reply[lang], {}) ?? ctx.config.fallback[lang], language: lang } };
-  const call: ToolCall = { id: `call_rules_${intent.name}_t${turn}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, {}, ws, text, lang, ctx)) };
+  const call: ToolCall = { id: `call_rules_${intent.name}_t${turn}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, {}, ws, text, ctx)) };
   return { state, output: { text: intent.say?.[lang] ?? '', language: lang, toolCall: call } };
 }
 
@@ -212,14 +212,14 @@ function next(
   const missing = (intent.slots ?? []).find((s) => s.required !== false && form.slots[s.name] === undefined);
   if (!missing && !intent.confirm && intent.tool) {
     // Nothing to confirm (a check that changes nothing): run it now.
-    const call: ToolCall = { id: `call_rules_${intent.name}_${form.id}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', lang, ctx)) };
+    const call: ToolCall = { id: `call_rules_${intent.name}_${form.id}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', ctx)) };
     return { state: { ...state, form: { ...form, asking: 'confirm', executing: true } }, output: { text: joinText(prefix, intent.say?.[lang] ?? ''), language: lang, toolCall: call } };
   }
   const asking = missing ? missing.name : 'confirm';
   const f: FormInstance = { ...form, asking, attempts: asking === form.asking ? form.attempts : 0 };
   const s: DialogueState = { ...state, form: f };
   const output: Output = { text: joinText(prefix, question(ctx, s, f)), language: lang };
-  if (asking === 'confirm' && intent.tool) output.confirms = { name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, f.slots, [], '', lang, ctx)) };
+  if (asking === 'confirm' && intent.tool) output.confirms = { name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, f.slots, [], '', ctx)) };
   return { state: s, output };
 }
 
@@ -248,7 +248,7 @@ function continueForm(
     // "no, nine o'clock" / "actually make it five": a correction, read back again.
     if (changed) return next(ctx, state, merged, intent, lang, '');
     if (form.asking === 'confirm' && answer === 'yes' && intent.tool) {
-      const call: ToolCall = { id: `call_rules_${intent.name}_${form.id}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', lang, ctx)) };
+      const call: ToolCall = { id: `call_rules_${intent.name}_${form.id}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', ctx)) };
       return { state: { ...state, form: { ...form, executing: true } }, output: { text: intent.say?.[lang] ?? '', language: lang, toolCall: call } };
     }
     if (form.asking === 'confirm' && answer === 'no') {
@@ -428,9 +428,7 @@ function slotVars(ctx: EngineContext, intent: RuleIntent, slots: Record<string, 
 }
 
 /** The tool's arguments: a whole "{slot}" keeps its type; legacy intents read party size, time, name from the utterance. */
-function toolArgs(
-  intent: RuleIntent, slots: Record<string, SlotValue>, ws: string[], text: string, lang: string, ctx: EngineContext,
-): Record<string, SlotValue> {
+function toolArgs(intent: RuleIntent, slots: Record<string, SlotValue>, ws: string[], text: string, ctx: EngineContext): Record<string, SlotValue> {
   const source: Record<string, SlotValue> = intent.slots ? slots : utteranceSlots(ws, text, ctx.hours);
   const args: Record<string, SlotValue> = {};
   for (const [key, value] of Object.entries(intent.tool?.arguments ?? {})) {
@@ -447,7 +445,6 @@ function toolArgs(
     const filled = fill(value, source);
     if (filled !== undefined) args[key] = filled;
   }
-  void lang;
   return args;
 }
 
@@ -544,4 +541,3 @@ export function buildVocabulary(config: RulesConfig, lexicon: Lexicon): Map<stri
   return vocab;
 }
 
-export { parseClock };
