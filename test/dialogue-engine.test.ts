@@ -151,6 +151,15 @@ describe('the dialogue state is replayed from the history (pure)', () => {
     const after = [...history, { role: 'user' as const, content: 'hmm' }];
     expect(restaurant.state(after, 'en').form).toMatchObject({ executing: false, asking: 'confirm' });
   });
+
+  it('the incremental replay (memoised per message) gives the state a fresh replay gives', async () => {
+    const { dialogue: d } = await call(restaurant);
+    for (const u of ['book a table for 3', 'friday', 'what time is it', 'at 9', 'Rossi', 'actually at half past eight', 'yes']) await d.say(u);
+    const fresh = new RuleBasedAgent({ now: () => NOW, timezone: 'Europe/Paris' });
+    await fresh.load();
+    expect(fresh.state(d.history, 'en')).toEqual(restaurant.state(d.history, 'en'));
+    expect(fresh.state(d.history, 'en').done).toEqual([expect.objectContaining({ slots: { party_size: 3, date: '2026-12-04', time: '20:30', name: 'Rossi' } })]);
+  });
 });
 
 describe('bank card service', () => {

@@ -80,28 +80,58 @@ export function initialState(language: string): DialogueState {
 }
 
 /** Replays the conversation; returns the final state and what to do now (undefined: nothing to answer). */
-export function replay(ctx: EngineContext, messages: readonly ChatMessage[], language: string): { state: DialogueState; output?: Output } {
+/** The replay after one message: lets a later replay of the same conversation start from there. */
+export interface ReplayPoint {
+  /** The message before this one (identity): the point is valid only after the same prefix. */
+  prev: ChatMessage | undefined;
+  language: string;
+  state: DialogueState;
+  output?: Output;
+  lastWasTool: boolean;
+  userTurns: number;
+}
+
+/**
+ * Replays the conversation; returns the final state and what to do now. `memo` (keyed by message object)
+ * makes a call's replays incremental: the session's history only grows, so each turn replays one or two
+ * messages instead of the whole call. It is a cache of this pure function, never a source of state.
+ */
+export function replay(
+  ctx: EngineContext,
+  messages: readonly ChatMessage[],
+  language: string,
+  memo?: WeakMap<ChatMessage, ReplayPoint>,
+): { state: DialogueState; output?: Output } {
   let state = initialState(language);
   let output: Output | undefined;
-  const calls = new Map<string, ToolCall>();
   let lastWasTool = false;
   let userTurns = 0;
-  for (const m of messages) {
+  let start = 0;
+  if (memo) {
+    for (let i = 0; i < messages.length; i++) {
+      const point = memo.get(messages[i]);
+      if (!point || point.prev !== messages[i - 1] || point.language !== language) break;
+      ({ state, output, lastWasTool, userTurns } = point);
+      start = i + 1;
+    }
+  }
+  for (let i = start; i < messages.length; i++) {
+    const m = messages[i];
     if (m.role === 'user') {
       userTurns++;
       ({ state, output } = onUser(ctx, state, m, userTurns));
       lastWasTool = false;
     } else if (m.role === 'assistant') {
-      for (const c of m.toolCalls ?? []) calls.set(c.id, c);
       lastWasTool = false;
     } else if (m.role === 'tool') {
-      const call = calls.get(m.toolCallId ?? '');
+      const call = findCall(messages, i, m.toolCallId ?? '');
       const r = onToolResult(ctx, state, call, m.content);
       state = r.state;
       // Several results of one round: one reply that covers them all.
       output = lastWasTool && output ? { ...r.output, text: joinText(output.text, r.output.text) } : r.output;
       lastWasTool = true;
     }
+    memo?.set(m, { prev: messages[i - 1], language, state, ...(output ? { output } : {}), lastWasTool, userTurns });
   }
   const last = messages[messages.length - 1];
   if (userTurns === 0) {
@@ -114,6 +144,15 @@ export function replay(ctx: EngineContext, messages: readonly ChatMessage[], lan
     return { state, output: withConfirms(ctx, state, { text, language: state.language }) };
   }
   return { state, output: output && withConfirms(ctx, state, output) };
+}
+
+/** The tool call a tool result answers: the nearest assistant turn before it that made it. */
+function findCall(messages: readonly ChatMessage[], at: number, id: string): ToolCall | undefined {
+  for (let i = at - 1; i >= 0; i--) {
+    const call = messages[i].toolCalls?.find((c) => c.id === id);
+    if (call) return call;
+  }
+  return undefined;
 }
 
 /** A turn that leaves the form at its read-back has asked for confirmation: say which call it confirms. */
@@ -137,11 +176,10 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
     state = { ...prev, form: { ...prev.form, executing: false, asking: intent?.confirm ? 'confirm' : lastSlot } };
   }
   const text = message.secret ?? message.content;
-  const lang = turnLanguage(ctx, state, text);
+  const { language: lang, match } = turnLanguage(ctx, state, text);
   state = { ...state, language: lang };
   const raw = words(text);
   const ws = numbersToDigits(raw, lang);
-  const match = ctx.matcher.match(text, lang);
   const say = (t: string, s: DialogueState = state): { state: DialogueState; output: Output } => ({ state: s, output: { text: t, language: lang } });
   const msg = (key: MessageKey): string => ctx.messages[key][lang] ?? ctx.messages[key].en;
 
@@ -464,7 +502,7 @@ export function utteranceSlots(ws: string[], text: string, hours?: OpeningHours)
 // Language, confidence, state questions
 
 /** The language of the caller's words: the matched phrase's, else the one most of the words belong to. */
-function turnLanguage(ctx: EngineContext, state: DialogueState, text: string): string {
+function turnLanguage(ctx: EngineContext, state: DialogueState, text: string): { language: string; match: ReturnType<IntentMatcher['match']> } {
   const ws = words(text);
   const scores = new Map<string, number>();
   for (const w of ws) {
@@ -482,7 +520,7 @@ function turnLanguage(ctx: EngineContext, state: DialogueState, text: string): s
       bestScore = s;
     }
   }
-  return best;
+  return { language: best, match };
 }
 
 /** Speech the recogniser was not sure of, or that fell outside the agent's grammar. */

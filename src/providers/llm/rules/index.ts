@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import type { GrammarSpec, VocabularySource } from '../../asr/grammar/spec.js';
 import type { ChatMessage, LlmEvent, LlmProvider, LlmRequest } from '../types.js';
 import { defaultRulesPath, RulesConfigError, validateRulesConfig, type RulesConfig } from './config.js';
-import { buildVocabulary, expectationOf, replay, utteranceSlots, type DialogueState, type EngineContext, type Output } from './engine.js';
+import { buildVocabulary, expectationOf, replay, utteranceSlots, type DialogueState, type EngineContext, type Output, type ReplayPoint } from './engine.js';
 import { buildGrammarSpecs } from './grammar.js';
 import { DEFAULT_LEXICON, DEFAULT_MESSAGES, type Lexicon, type MessageKey } from './lexicon.js';
 import { IntentMatcher, type IntentMatch } from './matcher.js';
@@ -57,6 +57,8 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
   private messages: Record<MessageKey, Record<string, string>> = DEFAULT_MESSAGES;
   private vocabulary = new Map<string, Set<string>>();
   private loading: Promise<void> | undefined;
+  /** Replays of conversations seen before, so each turn replays only its new messages (see engine.replay). */
+  private memo = new WeakMap<ChatMessage, ReplayPoint>();
 
   constructor(private readonly options: RuleBasedAgentOptions = {}) {
     // Inline rules are validated eagerly: a bad literal is a programming error, surface it now.
@@ -116,6 +118,7 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
     for (const [k, v] of Object.entries(config.messages ?? {})) if (v) messages[k as MessageKey] = { ...messages[k as MessageKey], ...v };
     this.messages = messages;
     this.vocabulary = buildVocabulary(config, this.lexicon);
+    this.memo = new WeakMap();
   }
 
   /** Which intent an utterance maps to (undefined → fallback). For tests and debugging. */
@@ -125,12 +128,12 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
 
   /** The dialogue state after this conversation (for tests, the benchmark and debugging). */
   state(messages: readonly ChatMessage[], language: string): DialogueState {
-    return replay(this.context(), messages, this.resolveLanguage(language)).state;
+    return replay(this.context(), messages, this.resolveLanguage(language), this.memo).state;
   }
 
   expectation(messages: readonly ChatMessage[]): string | undefined {
     if (!this.config) return undefined;
-    return expectationOf(replay(this.context(), messages, this.config.defaultLanguage).state);
+    return expectationOf(replay(this.context(), messages, this.config.defaultLanguage, this.memo).state);
   }
 
   isSensitive(expectation: string): boolean {
@@ -151,7 +154,7 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
       return;
     }
     const lang = this.resolveLanguage(request.language);
-    const output: Output = replay(this.context(), request.messages, lang).output ?? { text: '', language: lang };
+    const output: Output = replay(this.context(), request.messages, lang, this.memo).output ?? { text: '', language: lang };
 
     if (output.language !== lang) yield { type: 'language', language: output.language };
     if (output.confirms) yield { type: 'confirmation', call: output.confirms };

@@ -235,10 +235,31 @@ export function zonedParts(now: Date, timeZone: string): { year: number; month: 
   return { year: Number(get('year')), month: Number(get('month')), day: Number(get('day')), hour: Number(get('hour')), minute: Number(get('minute')), weekday };
 }
 
+/** Words that can start a date in each language; chrono (slow: many patterns) runs only when one is there. */
+const RELATIVE_DATE_WORDS = ['today', 'tomorrow', 'tonight', 'next', 'this', 'week', 'day', 'aujourd', 'demain', 'soir', 'prochain',
+  'prochaine', 'semaine', 'heute', 'morgen', 'ubermorgen', 'uebermorgen', 'nachsten', 'naechsten', 'woche', 'hoy', 'manana', 'pasado',
+  'proximo', 'viene', 'semana', 'oggi', 'domani', 'dopodomani', 'prossimo', 'settimana', 'stasera'];
+const dateWordCache = new Map<string, Set<string>>();
+function dateWords(language: string): Set<string> {
+  let set = dateWordCache.get(language);
+  if (set) return set;
+  set = new Set(RELATIVE_DATE_WORDS);
+  for (let k = 0; k < 12; k++) {
+    const d = new Date(Date.UTC(2024, k, 10));
+    for (const opt of [{ month: 'long' }, { month: 'short' }, { weekday: 'long' }, { weekday: 'short' }] as const) {
+      for (const w of words(new Intl.DateTimeFormat(language, { ...opt, timeZone: 'UTC' }).format(d))) set.add(w);
+    }
+  }
+  dateWordCache.set(language, set);
+  return set;
+}
+
 /** ISO date (YYYY-MM-DD) the caller named, relative to today in the call's zone; never in the past. */
 export function findDate(text: string, language: string, now: Date, timeZone: string): string | undefined {
-  const z = zonedParts(now, timeZone);
   const ws = words(text);
+  const cues = dateWords(language);
+  if (!ws.some((w) => cues.has(w) || /^\d/.test(w))) return undefined;
+  const z = zonedParts(now, timeZone);
   for (const seq of DAY_AFTER_TOMORROW) {
     for (let i = 0; i < ws.length; i++) if (seqAt(ws, i, seq)) return isoDate(z.year, z.month, z.day + 2);
   }
