@@ -99,7 +99,28 @@ export const CONFIG_SCHEMA: Schema = obj(
         llmFirstTokenTimeoutMs: ms(1),
         llmStallTimeoutMs: ms(1),
         ttsTimeoutMs: ms(1),
-        tools: obj({ enabled: strings, timezone: nonEmpty, timeoutMs: ms(1) }, []),
+        tools: obj(
+          {
+            enabled: strings,
+            timezone: nonEmpty,
+            timeoutMs: ms(1),
+            bank: obj(
+              {
+                customers: {
+                  type: 'array',
+                  items: obj({
+                    customerNumber: { type: 'string', pattern: '^[0-9]+$' },
+                    pin: { type: 'string', pattern: '^[0-9]+$' },
+                    name: nonEmpty,
+                    cards: { type: 'array', items: obj({ last4: { type: 'string', pattern: '^[0-9]{4}$' }, blocked: bool }, ['last4']) },
+                  }),
+                },
+              },
+              [],
+            ),
+          },
+          [],
+        ),
       },
       ['defaultLanguage', 'systemPrompt', 'fallbackReplies', 'maxToolRounds', 'llmFirstTokenTimeoutMs', 'llmStallTimeoutMs', 'ttsTimeoutMs'],
     ),

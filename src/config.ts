@@ -1,3 +1,4 @@
+import type { BankCustomer } from './providers/llm/tools.js';
 import { readFileSync, existsSync } from 'node:fs';
 import type { AuthConfig } from './auth/auth.js';
 import type { StoreConfig } from './store/call-store.js';
@@ -157,7 +158,7 @@ export interface AgentConfig {
   /** TTS first audio (and each later chunk) within this, or the segment fails. */
   ttsTimeoutMs: number;
   /** Which built-in tools the agent may call (default: all), their timezone and timeout. */
-  tools?: { enabled?: string[]; timezone?: string; timeoutMs?: number };
+  tools?: { enabled?: string[]; timezone?: string; timeoutMs?: number; bank?: { customers?: BankCustomer[] } };
 }
 
 export interface ServiceConfig {

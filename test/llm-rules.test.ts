@@ -133,38 +133,34 @@ describe('RuleBasedAgent', () => {
     const second = await run(agent, history, 'en');
     expect(textOf(second)).toBe('It is 3:42 PM.');
     expect(doneOf(second)).toBe('stop');
-    expect(textOf(await run(agent, history, 'fr'))).toBe('Il est 15:42.');
-    expect(textOf(await run(agent, history, 'de'))).toBe('Es ist 15:42 Uhr.');
+    // The reply follows the language of the caller's words, not the request's.
+    const fr: ChatMessage[] = [user('quelle heure est-il'), ...history.slice(1)];
+    const frReply = await run(agent, fr, 'en');
+    expect(textOf(frReply)).toBe('Il est 15:42.');
+    expect(frReply[0]).toEqual({ type: 'language', language: 'fr' });
+    expect(textOf(await run(agent, [user('wie spät ist es'), ...history.slice(1)], 'en'))).toBe('Es ist 15:42 Uhr.');
   });
 
-  it('booking: extracts party size and time into the tool call, confirms with the id', async () => {
-    const registry = new ToolRegistry({ timezone: 'Europe/Paris' });
+  it('booking: values given early fill their slots; it asks only for what is missing, then reads back', async () => {
+    const dated = new RuleBasedAgent({ now: () => new Date('2026-11-29T10:00:00Z'), timezone: 'Europe/Paris' });
     const history: ChatMessage[] = [user('je voudrais reserver une table pour deux personnes a 20h au nom de Dupont')];
-    const first = await run(agent, history, 'fr');
-    const [call] = toolCalls(first);
-    expect(call.name).toBe('book_appointment');
-    expect(JSON.parse(call.arguments)).toEqual({ party_size: 2, time: '20:00', name: 'Dupont' });
-
-    const result = await registry.execute(call, { callId: 'c2', signal: new AbortController().signal });
-    const { confirmation_id } = JSON.parse(result.content) as { confirmation_id: string };
-    expect(registry.bookings('c2')).toHaveLength(1);
-    history.push({ role: 'assistant', content: '', toolCalls: [call] });
-    history.push({ role: 'tool', content: result.content, toolCallId: call.id });
-    const reply = textOf(await run(agent, history, 'fr'));
-    expect(reply).toBe(
-      `C'est fait. J'ai réservé une table pour 2 à 20:00. Votre numéro de confirmation est le ${confirmation_id}.`,
-    );
+    const first = await run(dated, history, 'fr');
+    expect(toolCalls(first)).toEqual([]);
+    expect(textOf(first)).toBe('Pour quel jour ?');
+    history.push({ role: 'assistant', content: textOf(first) }, user('demain'));
+    const second = await run(dated, history, 'fr');
+    expect(textOf(second)).toBe('Une table pour 2 le lundi 30 novembre à 20 h, au nom de Dupont. Je réserve ?');
+    const confirmation = second.find((e) => e.type === 'confirmation');
+    expect(confirmation).toEqual({
+      type: 'confirmation',
+      call: { name: 'book_appointment', arguments: JSON.stringify({ party_size: 2, date: '2026-11-30', time: '20:00', name: 'Dupont' }) },
+    });
   });
 
-  it('booking without slots picks the reply variant that needs none', async () => {
-    const [call] = toolCalls(await run(agent, [user('i would like to make a reservation')], 'en'));
-    expect(JSON.parse(call.arguments)).toEqual({});
-    const history: ChatMessage[] = [
-      user('i would like to make a reservation'),
-      { role: 'assistant', content: '', toolCalls: [call] },
-      { role: 'tool', content: JSON.stringify({ ok: true, confirmation_id: '123456' }), toolCallId: call.id },
-    ];
-    expect(textOf(await run(agent, history, 'en'))).toBe('Done. Your booking is confirmed. The number is 123456.');
+  it('a bare booking request asks for the party size instead of booking blind', async () => {
+    const events = await run(agent, [user('i would like to make a reservation')], 'en');
+    expect(toolCalls(events)).toEqual([]);
+    expect(textOf(events)).toBe('For how many people?');
   });
 
   it('a tool error becomes a spoken apology', async () => {
@@ -306,7 +302,14 @@ describe('ToolRegistry', () => {
       (JSON.parse((await reg.execute(call, ctx)).content) as { error: string }).error;
     expect(await err({ id: '1', name: 'nope', arguments: '{}' })).toMatch(/unknown tool "nope"/);
     expect(await err({ id: '2', name: 'book_appointment', arguments: '{party' })).toMatch(/not valid JSON/);
-    expect(await err({ id: '3', name: 'book_appointment', arguments: '{"party_size":"many"}' })).toMatch(/integer/);
+    // A booking needs the caller's yes first (confirm-gate.ts); once confirmed, bad arguments are still reported.
+    expect(await err({ id: '3', name: 'book_appointment', arguments: '{"party_size":"many"}' })).toBe('confirmation_required');
+    const confirmed: ChatMessage[] = [
+      { role: 'assistant', content: 'A table for many?', confirms: { name: 'book_appointment', arguments: '{"party_size":"many"}' } },
+      user('yes'),
+    ];
+    const bad = await reg.execute({ id: '3b', name: 'book_appointment', arguments: '{"party_size":"many"}' }, { ...ctx, messages: confirmed });
+    expect((JSON.parse(bad.content) as { error: string }).error).toMatch(/integer/);
     expect(await err({ id: '4', name: 'get_current_time', arguments: '{"timezone":"Mars/Olympus"}' })).toMatch(/unknown timezone/);
     reg.register({
       definition: { name: 'slow', description: 'never answers', parameters: { type: 'object', properties: {} } },

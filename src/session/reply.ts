@@ -13,7 +13,13 @@ import type { OutboundFrame } from './output-pacer.js';
 /** What the session needs from a tool registry. */
 export interface ToolExecutor {
   definitions(): ToolDefinition[];
-  execute(call: ToolCall, ctx: { callId: string; signal: AbortSignal }): Promise<{ content: string; action?: 'hangup' | 'transfer' }>;
+  /** `messages`: the conversation so far, for the confirmation gate of tools that change something. */
+  execute(
+    call: ToolCall,
+    ctx: { callId: string; signal: AbortSignal; messages?: readonly ChatMessage[] },
+  ): Promise<{ content: string; action?: 'hangup' | 'transfer' }>;
+  /** The call's arguments with sensitive ones masked, as events and the conversation record them. */
+  maskArguments?(call: ToolCall): string;
 }
 
 export interface ReplyDeps {
@@ -57,6 +63,8 @@ export class ReplyTask {
   readonly done: Promise<void>;
   /** performance.now() when the reply started, for measuring how early a preemptive reply began. */
   readonly startedAtMs = performance.now();
+  /** The tool call this reply asks the caller to confirm (masked arguments), for the conversation record. */
+  confirms: { name: string; arguments: string } | undefined;
 
   private readonly abortController = new AbortController();
   private sink: ReplySink | null = null;
@@ -69,7 +77,8 @@ export class ReplyTask {
   constructor(
     private readonly deps: ReplyDeps,
     readonly turn: number,
-    readonly language: string,
+    /** The reply's language: the LLM may change it (the caller switched language) before it speaks. */
+    public language: string,
     private readonly messages: readonly ChatMessage[],
   ) {
     this.log = deps.logger.child({ responseId: this.responseId, turn });
@@ -174,25 +183,34 @@ export class ReplyTask {
           if (this.stages.llmFirstTokenMs === undefined && event.type !== 'done') {
             this.stages.llmFirstTokenMs = performance.now() - llmStart;
           }
-          if (event.type === 'text') {
+          if (event.type === 'language') {
+            // Before any audio: the TTS voice follows.
+            if (this.spokenText === '') this.language = event.language;
+          } else if (event.type === 'confirmation') {
+            const call: ToolCall = { id: '', name: event.call.name, arguments: event.call.arguments };
+            this.confirms = { name: call.name, arguments: tools.maskArguments?.(call) ?? call.arguments };
+          } else if (event.type === 'text') {
             roundText += event.text;
             this.spokenText += event.text;
             this.emit({ type: 'response.text.delta', turn: this.turn, responseId: this.responseId, text: event.text });
             for (const segment of splitter.push(event.text)) ttsQueue.push(segment);
           } else if (event.type === 'tool_call') {
             calls.push(event.call);
-            this.emit({ type: 'response.tool_call', turn: this.turn, responseId: this.responseId, name: event.call.name, arguments: event.call.arguments, toolCallId: event.call.id });
+            const masked = tools.maskArguments?.(event.call) ?? event.call.arguments;
+            this.emit({ type: 'response.tool_call', turn: this.turn, responseId: this.responseId, name: event.call.name, arguments: masked, toolCallId: event.call.id });
           }
         }
         if (calls.length === 0 || signal.aborted) break;
         // Speak what was said before the tool call ("Let me check.") while the tool runs.
         for (const segment of splitter.flush()) ttsQueue.push(segment);
-        const assistant: ChatMessage = { role: 'assistant', content: roundText, toolCalls: calls };
+        // Sensitive arguments reach the tool only; the conversation keeps them masked.
+        const recorded = calls.map((c) => ({ ...c, arguments: tools.maskArguments?.(c) ?? c.arguments }));
+        const assistant: ChatMessage = { role: 'assistant', content: roundText, toolCalls: recorded };
         conversation.push(assistant);
         this.newMessages.push(assistant);
         const toolStart = performance.now();
         for (const call of calls) {
-          const result = await tools.execute(call, { callId, signal });
+          const result = await tools.execute(call, { callId, signal, messages: conversation });
           if (result.action) this.action = result.action;
           const toolMessage: ChatMessage = { role: 'tool', content: result.content, toolCallId: call.id };
           conversation.push(toolMessage);
@@ -216,7 +234,9 @@ export class ReplyTask {
     for (const segment of splitter.flush()) ttsQueue.push(segment);
     ttsQueue.end();
     const ttsFailed = await ttsDone;
-    if (!signal.aborted && roundText.trim()) this.newMessages.push({ role: 'assistant', content: roundText.trim() });
+    if (!signal.aborted && roundText.trim()) {
+      this.newMessages.push({ role: 'assistant', content: roundText.trim(), ...(this.confirms ? { confirms: this.confirms } : {}) });
+    }
 
     if (this.status === 'running') this.status = failed || ttsFailed ? 'failed' : 'completed';
     if (this.status === 'cancelled') return;

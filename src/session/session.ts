@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import type { ServiceConfig } from '../config.js';
 import { FRAME_MS, type AudioFrame } from '../audio/format.js';
 import type { AsrFinal, AsrProvider, AsrStream } from '../providers/asr/types.js';
-import type { ChatMessage, LlmProvider } from '../providers/llm/types.js';
+import type { ChatMessage, InputMeta, LlmProvider } from '../providers/llm/types.js';
+import { maskSecret } from '../providers/llm/masking.js';
 import type { TtsProvider } from '../providers/tts/types.js';
 import type { VadProvider, VadStream } from '../providers/vad/types.js';
 import type { MetricsSink } from '../metrics/metrics.js';
@@ -74,6 +75,10 @@ interface OpenTurn {
   preemptive: ReplyTask | null;
   preemptiveInput: string;
   discardedPreemptive: number;
+  /** Lowest recogniser confidence of the turn's segments, when the recogniser gives one. */
+  confidence?: number;
+  /** False when any segment fell outside the agent's grammar. */
+  inGrammar?: boolean;
 }
 
 interface ActiveReply {
@@ -125,6 +130,9 @@ export class Session {
   private lastPartial = '';
   private dtmfDigits = '';
   private dtmfTimer: NodeJS.Timeout | null = null;
+  /** What the agent waits for (from the LLM provider), and whether that answer is sensitive (masked everywhere). */
+  private expectation: string | undefined;
+  private expectingSensitive = false;
   /** Resolved whenever the active reply finishes (played, interrupted or failed). */
   private replyWaiters: (() => void)[] = [];
   private closed = false;
@@ -296,7 +304,7 @@ export class Session {
           const text = turn.segments.join(' ').trim();
           if (!text || this.tentativeBargeIn) return;
           turn.preemptiveInput = text;
-          turn.preemptive = this.startReply(turn.turn, turn.language, text);
+          turn.preemptive = this.startReply(turn.turn, turn.language, text, this.speechInput(turn));
         });
         break;
       }
@@ -348,7 +356,11 @@ export class Session {
       return;
     }
     turn.asrFinalMs = performance.now() - started;
-    if (final.text.trim()) turn.segments.push(final.text.trim());
+    if (final.text.trim()) {
+      turn.segments.push(final.text.trim());
+      if (final.confidence !== undefined) turn.confidence = Math.min(turn.confidence ?? 1, final.confidence);
+      if (final.inGrammar !== undefined) turn.inGrammar = (turn.inGrammar ?? true) && final.inGrammar;
+    }
     if (final.language) turn.language = final.language;
   }
 
@@ -369,12 +381,14 @@ export class Session {
     // May carry the previous turn's words into this one (the caller was only pausing).
     if (this.active) this.interrupt('caller', turn);
     const text = turn.segments.join(' ').trim();
-    if (this.config.privacy.logTranscripts) this.log.info({ turn: turn.turn, text }, 'caller said');
-    this.emit({ type: 'transcript.final', turn: turn.turn, text, language: turn.language });
-    this.transcript.push({ role: 'caller', turn: turn.turn, text, language: turn.language, atMs: Date.now() });
+    const input = this.speechInput(turn);
+    const shown = this.expectingSensitive ? maskSecret(text) : text;
+    if (this.config.privacy.logTranscripts) this.log.info({ turn: turn.turn, text: shown }, 'caller said');
+    this.emit({ type: 'transcript.final', turn: turn.turn, text: shown, language: turn.language });
+    this.transcript.push({ role: 'caller', turn: turn.turn, text: shown, language: turn.language, atMs: Date.now() });
     if (!this.autoRespond) {
       turn.preemptive?.cancel();
-      this.history.push({ role: 'user', content: text });
+      this.history.push(this.userMessage(text, input));
       return;
     }
 
@@ -389,6 +403,7 @@ export class Session {
       turn: turn.turn,
       language: turn.language,
       text,
+      input,
       lastVoicedMs: turn.lastVoicedMs,
       stages: { endpointMs, asrFinalMs: turn.asrFinalMs },
       prepared: task,
@@ -402,13 +417,15 @@ export class Session {
     language: string;
     /** The caller's words; null when answering the conversation as it stands (respond()). */
     text: string | null;
+    input?: InputMeta;
     lastVoicedMs: number;
     stages: TurnStages;
     prepared: ReplyTask | null;
     discardedPreemptive: number;
   }): void {
-    const task = input.prepared ?? this.startReply(input.turn, input.language, input.text);
-    if (input.text !== null) this.history.push({ role: 'user', content: input.text });
+    const meta = input.input ?? { source: 'text' as const };
+    const task = input.prepared ?? this.startReply(input.turn, input.language, input.text, meta);
+    if (input.text !== null) this.history.push(this.userMessage(input.text, meta));
     this.active = {
       task,
       turn: input.turn,
@@ -433,7 +450,7 @@ export class Session {
    * A caller turn that arrives as text rather than speech (keypad digits, a typed message, a realtime
    * client's text item): it interrupts the agent and is answered like a spoken turn.
    */
-  submitText(text: string, language: string = this.language, options: { respond?: boolean } = {}): void {
+  submitText(text: string, language: string = this.language, options: { respond?: boolean; source?: 'text' | 'keypad' } = {}): void {
     const trimmed = text.trim();
     if (this.closed || !trimmed) return;
     this.lastInputMs = performance.now();
@@ -442,13 +459,15 @@ export class Session {
       const respond = options.respond ?? true;
       if (respond && this.active) this.interrupt('client', null);
       const turn = ++this.turnCounter;
-      this.emit({ type: 'transcript.final', turn, text: trimmed, language });
-      this.transcript.push({ role: 'caller', turn, text: trimmed, language, atMs: Date.now() });
+      const input: InputMeta = { source: options.source ?? 'text' };
+      const shown = this.expectingSensitive ? maskSecret(trimmed) : trimmed;
+      this.emit({ type: 'transcript.final', turn, text: shown, language });
+      this.transcript.push({ role: 'caller', turn, text: shown, language, atMs: Date.now() });
       if (!respond) {
-        this.history.push({ role: 'user', content: trimmed });
+        this.history.push(this.userMessage(trimmed, input));
         return;
       }
-      this.answer({ turn, language, text: trimmed, lastVoicedMs: performance.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
+      this.answer({ turn, language, text: trimmed, input, lastVoicedMs: performance.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
     });
   }
 
@@ -477,14 +496,15 @@ export class Session {
   pushDtmf(digit: string): void {
     if (this.closed || !/^[0-9*#A-D]$/.test(digit)) return;
     this.lastInputMs = performance.now();
-    this.emit({ type: 'dtmf.received', digit });
+    // A PIN typed on the keypad must not show up digit by digit in the events.
+    if (!this.expectingSensitive) this.emit({ type: 'dtmf.received', digit });
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
     if (digit !== '#') this.dtmfDigits += digit;
     const flush = () => {
       this.dtmfTimer = null;
       const digits = this.dtmfDigits;
       this.dtmfDigits = '';
-      if (digits) this.submitText(`DTMF: ${digits.split('').join(' ')}`);
+      if (digits) this.submitText(`DTMF: ${digits.split('').join(' ')}`, this.language, { source: 'keypad' });
     };
     if (digit === '#') flush();
     else this.dtmfTimer = setTimeout(flush, this.config.turn.dtmfTimeoutMs);
@@ -531,9 +551,9 @@ export class Session {
     this.emit({ type: 'call.action', action: 'hangup' });
   }
 
-  private startReply(turn: number, language: string, userText: string | null): ReplyTask {
+  private startReply(turn: number, language: string, userText: string | null, input: InputMeta = { source: 'text' }): ReplyTask {
     const { llm, tts, tools } = this.providers;
-    const messages: ChatMessage[] = userText === null ? [...this.history] : [...this.history, { role: 'user', content: userText }];
+    const messages: ChatMessage[] = userText === null ? [...this.history] : [...this.history, this.userMessage(userText, input)];
     return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log }, turn, language, messages);
   }
 
@@ -619,12 +639,51 @@ export class Session {
     }
     if (spoken) {
       if (this.config.privacy.logTranscripts) this.log.info({ turn: active.turn, text: spoken, status }, 'agent said');
-      this.history.push({ role: 'assistant', content: spoken });
+      // A confirmation question counts once the caller heard it (a "yes" over its last words is common).
+      const confirms = active.task.confirms && (status === 'completed' || heardMostOf(spoken, active.task.text)) ? { confirms: active.task.confirms } : {};
+      this.history.push({ role: 'assistant', content: spoken, ...confirms });
       this.transcript.push({ role: 'agent', turn: active.turn, text: spoken, language: active.task.language, atMs: Date.now(), status });
     }
+    // The caller switched language: speak and listen in it from now on.
+    if (active.task.language !== this.language) this.language = active.task.language;
+    this.updateExpectation();
     // Hang up or transfer only once the caller has heard the goodbye.
     if (status === 'completed' && active.task.action) this.emit({ type: 'call.action', action: active.task.action });
     for (const resolve of this.replyWaiters.splice(0)) resolve();
+  }
+
+  /** Ask the agent what it waits for now, tell the recogniser, and mask the answer if it is sensitive. */
+  private updateExpectation(): void {
+    const llm = this.providers.llm;
+    let expectation: string | undefined;
+    try {
+      expectation = llm.expectation?.(this.history);
+    } catch (err) {
+      this.log.warn({ err }, 'agent expectation failed');
+    }
+    this.expectation = expectation;
+    this.expectingSensitive = expectation !== undefined && (llm.isSensitive?.(expectation) ?? false);
+    this.asr.expect?.(expectation);
+    this.log.debug({ expectation, sensitive: this.expectingSensitive }, 'agent expects');
+  }
+
+  /** What the agent waits for next ("<intent>.<slot>"), when it says. */
+  get expecting(): string | undefined {
+    return this.expectation;
+  }
+
+  /** A caller turn as the conversation keeps it: masked (with the words kept aside for the agent) when sensitive. */
+  private userMessage(text: string, input: InputMeta): ChatMessage {
+    if (!this.expectingSensitive) return { role: 'user', content: text, input };
+    return { role: 'user', content: maskSecret(text), secret: text, input };
+  }
+
+  private speechInput(turn: OpenTurn): InputMeta {
+    return {
+      source: 'speech',
+      ...(turn.confidence !== undefined ? { confidence: turn.confidence } : {}),
+      ...(turn.inGrammar !== undefined ? { inGrammar: turn.inGrammar } : {}),
+    };
   }
 
   private maybeConfirmBargeIn(): void {
@@ -645,6 +704,7 @@ export class Session {
     const full = [...turn.segments, text].join(' ').trim();
     if (!full || full === this.lastPartial) return;
     this.lastPartial = full;
+    if (this.expectingSensitive) return;
     this.emit({ type: 'transcript.partial', turn: turn.turn, text: full, language });
   }
 
@@ -667,6 +727,12 @@ function roundStages(stages: TurnStages): TurnStages {
     if (value !== undefined) out[key] = Math.round(value * 10) / 10;
   }
   return out;
+}
+
+/** The caller heard at least half of the reply's words. */
+function heardMostOf(heard: string, full: string): boolean {
+  const count = (t: string): number => t.split(/\s+/).filter(Boolean).length;
+  return count(heard.replace(/…$/, '')) * 2 >= count(full);
 }
 
 /** True when every word of `text` is a backchannel ("ok", "mhm"); empty text is not. */

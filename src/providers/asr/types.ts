@@ -36,6 +36,8 @@ export interface AsrFinal {
   words?: AsrWord[];
   /** Backend confidence in [0, 1] when provided. */
   confidence?: number;
+  /** False when the words fell outside the agent's grammar (grammar-aware recognisers). */
+  inGrammar?: boolean;
 }
 
 /**
@@ -50,4 +52,6 @@ export interface AsrStream {
   /** Drop the current utterance without a result. */
   cancel(): void;
   close(): void;
+  /** What the agent waits for next ("<intent>.<slot>", "<intent>.confirm"), or undefined: weight that grammar. */
+  expect?(expectation: string | undefined): void;
 }

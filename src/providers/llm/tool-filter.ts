@@ -1,6 +1,6 @@
 /** `agent.tools` in the config: which built-in tools the agent may call, their timezone and timeout. */
 import type { ToolExecutor } from '../../session/reply.js';
-import { ToolRegistry } from './tools.js';
+import { ToolRegistry, type BankCustomer, type ToolContext } from './tools.js';
 import type { ToolCall, ToolDefinition } from './types.js';
 
 export interface AgentToolsConfig {
@@ -8,6 +8,8 @@ export interface AgentToolsConfig {
   enabled?: string[];
   timezone?: string;
   timeoutMs?: number;
+  /** Register the demo bank's tools (verify_customer, block_card), with this customer table or the demo one. */
+  bank?: { customers?: BankCustomer[] };
 }
 
 /** Only the enabled tools are offered to the model, and a call to another one is refused as unknown. */
@@ -30,13 +32,17 @@ export class FilteredTools implements ToolExecutor {
     return this.registry.definitions().filter((d) => this.enabled.has(d.name));
   }
 
-  execute(call: ToolCall, ctx: { callId: string; signal: AbortSignal }): Promise<{ content: string; action?: 'hangup' | 'transfer' }> {
+  maskArguments(call: ToolCall): string {
+    return this.registry.maskArguments(call);
+  }
+
+  execute(call: ToolCall, ctx: ToolContext): Promise<{ content: string; action?: 'hangup' | 'transfer' }> {
     if (!this.enabled.has(call.name)) return Promise.resolve({ content: JSON.stringify({ error: `unknown tool "${call.name}"` }) });
     return this.registry.execute(call, ctx);
   }
 }
 
 export function createToolExecutor(config: AgentToolsConfig | undefined): ToolExecutor {
-  const registry = new ToolRegistry({ timezone: config?.timezone, timeoutMs: config?.timeoutMs });
+  const registry = new ToolRegistry({ timezone: config?.timezone, timeoutMs: config?.timeoutMs, bank: config?.bank });
   return config?.enabled ? new FilteredTools(registry, config.enabled) : registry;
 }

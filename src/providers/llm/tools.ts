@@ -4,7 +4,8 @@
  * (or the rule agent) can recover with a spoken apology instead of the call dying.
  */
 import { randomInt } from 'node:crypto';
-import type { ToolCall, ToolDefinition } from './types.js';
+import { checkConfirmation, type ConfirmationPolicy } from './confirm-gate.js';
+import type { ChatMessage, ToolCall, ToolDefinition } from './types.js';
 
 export type ToolAction = 'hangup' | 'transfer';
 
@@ -18,6 +19,8 @@ export interface ToolResult {
 export interface ToolContext {
   callId: string;
   signal: AbortSignal;
+  /** The conversation so far (the confirmation gate reads the caller's last answer from it). */
+  messages?: readonly ChatMessage[];
 }
 
 /** What an implementation returns; the registry serialises it. */
@@ -30,6 +33,13 @@ export interface ToolImplementation {
   definition: ToolDefinition;
   /** Overrides the registry-wide timeout. */
   timeoutMs?: number;
+  /**
+   * A tool that changes something runs only after the caller's explicit yes ('always': bookings,
+   * blocking a card), or after it when recognition was unsure ('when-unsure': hang up, transfer).
+   */
+  confirmation?: ConfirmationPolicy;
+  /** Arguments masked wherever the call is recorded (events, the conversation, logs); only run() sees them. */
+  sensitive?: string[];
   run(args: Record<string, unknown>, ctx: ToolContext): Promise<ToolOutput> | ToolOutput;
 }
 
@@ -37,6 +47,7 @@ export interface Booking {
   confirmationId: string;
   callId: string;
   partySize?: number;
+  date?: string;
   time?: string;
   name?: string;
   createdAt: string;
@@ -51,7 +62,27 @@ export interface ToolRegistryOptions {
   builtins?: boolean;
   /** Clock injection for tests. */
   now?: () => Date;
+  /**
+   * Register the demo bank's verify_customer and block_card (a stand-in for a bank's own systems), with
+   * this customer table or the built-in DEMO_CUSTOMERS.
+   */
+  bank?: { customers?: BankCustomer[] };
+  /** Below this recognition confidence a hang-up or transfer needs a confirmation (default 0.5). */
+  minConfidence?: number;
 }
+
+/** One customer of the demo bank that stands in for a bank's own systems. */
+export interface BankCustomer {
+  customerNumber: string;
+  pin: string;
+  name: string;
+  cards: { last4: string; blocked?: boolean }[];
+}
+
+export const DEMO_CUSTOMERS: readonly BankCustomer[] = [
+  { customerNumber: '12345678', pin: '4321', name: 'Anna Smith', cards: [{ last4: '4111' }, { last4: '5522' }] },
+  { customerNumber: '87654321', pin: '1234', name: 'Carlos García', cards: [{ last4: '9876' }] },
+];
 
 /** Error thrown inside an implementation for bad arguments: reported to the model verbatim. */
 export class ToolArgumentError extends Error {
@@ -66,6 +97,10 @@ export class ToolRegistry {
   private readonly timezone: string;
   private readonly now: () => Date;
   private readonly bookingStore: Booking[] = [];
+  private readonly customers: BankCustomer[];
+  /** callId → the customer verified on that call. */
+  private readonly verified = new Map<string, BankCustomer>();
+  private readonly minConfidence: number | undefined;
 
   constructor(options: ToolRegistryOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -73,9 +108,12 @@ export class ToolRegistry {
     const tz = options.timezone ?? process.env.TZ ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
     if (!isValidTimeZone(tz)) throw new Error(`ToolRegistry: invalid IANA timezone "${tz}"`);
     this.timezone = tz;
+    this.customers = (options.bank?.customers ?? DEMO_CUSTOMERS).map((c) => ({ ...c, cards: c.cards.map((k) => ({ ...k })) }));
+    this.minConfidence = options.minConfidence;
     if (options.builtins !== false) {
       for (const tool of this.builtinTools()) this.register(tool);
     }
+    if (options.bank) for (const tool of this.bankTools()) this.register(tool);
   }
 
   register(tool: ToolImplementation): void {
@@ -98,6 +136,26 @@ export class ToolRegistry {
     return callId === undefined ? [...this.bookingStore] : this.bookingStore.filter((b) => b.callId === callId);
   }
 
+  /** The demo bank's cards as they stand (blocked or not). */
+  bankCustomers(): readonly BankCustomer[] {
+    return this.customers;
+  }
+
+  /** The call's arguments with the tool's sensitive ones masked: what events, logs and the conversation keep. */
+  maskArguments(call: ToolCall): string {
+    const sensitive = this.tools.get(call.name)?.sensitive;
+    if (!sensitive || sensitive.length === 0) return call.arguments;
+    try {
+      const parsed: unknown = JSON.parse(call.arguments);
+      if (!isRecord(parsed)) return call.arguments;
+      const out: Record<string, unknown> = { ...parsed };
+      for (const key of sensitive) if (out[key] !== undefined) out[key] = maskValue(String(out[key]));
+      return JSON.stringify(out);
+    } catch {
+      return call.arguments;
+    }
+  }
+
   async execute(call: ToolCall, ctx: ToolContext): Promise<ToolResult> {
     const tool = this.tools.get(call.name);
     if (!tool) return errorResult(`unknown tool "${call.name}"`);
@@ -111,6 +169,11 @@ export class ToolRegistry {
       return errorResult(`arguments are not valid JSON: ${snippet(call.arguments)}`);
     }
     if (ctx.signal.aborted) return errorResult('cancelled');
+    // Where tools execute, whoever proposed the call: see confirm-gate.ts.
+    if (tool.confirmation) {
+      const decision = checkConfirmation(call, this.maskArguments(call), tool.confirmation, ctx.messages ?? [], { minConfidence: this.minConfidence });
+      if (!decision.allow) return { content: JSON.stringify({ error: decision.error, message: decision.message }) };
+    }
 
     const timeoutMs = tool.timeoutMs ?? this.timeoutMs;
     let timer: NodeJS.Timeout | undefined;
@@ -132,6 +195,55 @@ export class ToolRegistry {
       if (timer) clearTimeout(timer);
       if (onAbort) ctx.signal.removeEventListener('abort', onAbort);
     }
+  }
+
+  private bankTools(): ToolImplementation[] {
+    return [
+      {
+        definition: {
+          name: 'verify_customer',
+          description: "Check the caller's customer number and PIN with the bank before anything else.",
+          parameters: {
+            type: 'object',
+            properties: {
+              customer_number: { type: 'string', description: 'The customer number, digits only.' },
+              pin: { type: 'string', description: 'The telephone banking PIN, digits only.' },
+            },
+            required: ['customer_number', 'pin'],
+          },
+        },
+        sensitive: ['customer_number', 'pin'],
+        run: (args, ctx) => {
+          const number = requiredDigits(args, 'customer_number');
+          const pin = requiredDigits(args, 'pin');
+          const customer = this.customers.find((c) => c.customerNumber === number && c.pin === pin);
+          if (!customer) return { result: { ok: false } };
+          this.verified.set(ctx.callId, customer);
+          return { result: { ok: true, name: customer.name } };
+        },
+      },
+      {
+        definition: {
+          name: 'block_card',
+          description: "Block the verified caller's card with these last four digits (lost or stolen). Confirm with the caller first.",
+          parameters: {
+            type: 'object',
+            properties: { card_last4: { type: 'string', description: 'Last four digits of the card.' } },
+            required: ['card_last4'],
+          },
+        },
+        confirmation: 'always',
+        run: (args, ctx) => {
+          const customer = this.verified.get(ctx.callId);
+          if (!customer) throw new ToolArgumentError('the caller is not verified: call verify_customer first');
+          const last4 = requiredDigits(args, 'card_last4');
+          const card = customer.cards.find((c) => c.last4 === last4);
+          if (!card) return { result: { ok: false, reason: 'no card with these digits' } };
+          card.blocked = true;
+          return { result: { ok: true, card_last4: last4, reference: `BLK${randomInt(100000, 1000000)}` } };
+        },
+      },
+    ];
   }
 
   private builtinTools(): ToolImplementation[] {
@@ -157,29 +269,34 @@ export class ToolRegistry {
       {
         definition: {
           name: 'book_appointment',
-          description: 'Book a table or an appointment. All fields optional; ask the caller for missing ones if needed.',
+          description:
+            'Book a table or an appointment. Ask the caller for missing fields, read the details back and call it only after they confirm.',
           parameters: {
             type: 'object',
             properties: {
               party_size: { type: 'integer', description: 'Number of people.' },
+              date: { type: 'string', description: 'Requested day, ISO "2025-05-01".' },
               time: { type: 'string', description: 'Requested time, e.g. "19:30".' },
               name: { type: 'string', description: 'Name for the booking.' },
             },
             required: [],
           },
         },
+        confirmation: 'always',
         run: (args, ctx) => {
           const partySize = optionalInteger(args, 'party_size');
           if (partySize !== undefined && (partySize < 1 || partySize > 100)) {
             throw new ToolArgumentError('party_size must be between 1 and 100');
           }
           const time = optionalString(args, 'time');
+          const date = optionalString(args, 'date');
           const name = optionalString(args, 'name');
           const booking: Booking = {
             confirmationId: String(randomInt(100000, 1000000)),
             callId: ctx.callId,
             createdAt: this.now().toISOString(),
             ...(partySize !== undefined ? { partySize } : {}),
+            ...(date !== undefined ? { date } : {}),
             ...(time !== undefined ? { time } : {}),
             ...(name !== undefined ? { name } : {}),
           };
@@ -189,6 +306,7 @@ export class ToolRegistry {
               ok: true,
               confirmation_id: booking.confirmationId,
               ...(partySize !== undefined ? { party_size: partySize } : {}),
+              ...(date !== undefined ? { date } : {}),
               ...(time !== undefined ? { time } : {}),
               ...(name !== undefined ? { name } : {}),
             },
@@ -201,6 +319,7 @@ export class ToolRegistry {
           description: 'Transfer the caller to a human agent. Say a short sentence first.',
           parameters: { type: 'object', properties: {}, required: [] },
         },
+        confirmation: 'when-unsure',
         run: () => ({ result: { ok: true }, action: 'transfer' }),
       },
       {
@@ -209,6 +328,7 @@ export class ToolRegistry {
           description: 'Hang up after saying goodbye.',
           parameters: { type: 'object', properties: {}, required: [] },
         },
+        confirmation: 'when-unsure',
         run: () => ({ result: { ok: true }, action: 'hangup' }),
       },
     ];
@@ -285,6 +405,19 @@ function optionalInteger(args: Record<string, unknown>, key: string): number | u
   const n = typeof v === 'string' ? Number(v) : v;
   if (typeof n !== 'number' || !Number.isInteger(n)) throw new ToolArgumentError(`${key} must be an integer`);
   return n;
+}
+
+function requiredDigits(args: Record<string, unknown>, key: string): string {
+  const v = args[key];
+  const s = typeof v === 'number' ? String(v) : typeof v === 'string' ? v.replace(/[\s-]/g, '') : '';
+  if (!/^\d+$/.test(s)) throw new ToolArgumentError(`${key} must be digits`);
+  return s;
+}
+
+/** "12345678" → "****5678" for long numbers; short secrets (PINs) lose every digit. */
+export function maskValue(value: string): string {
+  const digits = value.replace(/\D/g, '');
+  return digits.length >= 8 ? `****${digits.slice(-4)}` : '****';
 }
 
 function pad2(n: number): string {

@@ -8,9 +8,28 @@ export interface ToolCall {
   arguments: string;
 }
 
+/** How a caller turn arrived and how sure the recogniser was. Backends that do not use it ignore it. */
+export interface InputMeta {
+  source: 'speech' | 'text' | 'keypad';
+  /** Recogniser confidence in [0, 1], when it gives one. */
+  confidence?: number;
+  /** False when the words fell outside the agent's grammar (a grammar-aware recogniser says so). */
+  inGrammar?: boolean;
+}
+
 export interface ChatMessage {
   role: ChatRole;
+  /** For a sensitive caller turn: the masked text ("****"), which is all that transcripts, logs and other backends see. */
   content: string;
+  /** User messages: recognition details. */
+  input?: InputMeta;
+  /**
+   * User messages answering a sensitive question: the real words, kept in memory for the embedded agent
+   * (which must read the value) and never written to transcripts, events, records, logs or sent to a model.
+   */
+  secret?: string;
+  /** Assistant messages: the tool call this turn asked the caller to confirm (the tool gate requires it). */
+  confirms?: { name: string; arguments: string };
   /** Assistant messages that called tools. */
   toolCalls?: ToolCall[];
   /** Tool result messages: which call they answer. */
@@ -37,6 +56,10 @@ export interface LlmRequest {
 
 export type LlmEvent =
   | { type: 'text'; text: string }
+  /** The language the reply is in (the caller switched): the session speaks and listens in it from now on. */
+  | { type: 'language'; language: string }
+  /** This reply asks the caller to confirm this tool call; the tool runs only after their explicit yes. */
+  | { type: 'confirmation'; call: { name: string; arguments: string } }
   | { type: 'tool_call'; call: ToolCall }
   | { type: 'done'; finishReason: 'stop' | 'tool_calls' | 'length' | 'cancelled' };
 
@@ -49,4 +72,11 @@ export interface LlmProvider {
    */
   stream(request: LlmRequest): AsyncIterable<LlmEvent>;
   close?(): Promise<void>;
+  /**
+   * What the agent waits for after this conversation ("<intent>.<slot>" or "<intent>.confirm"), so the
+   * recogniser can weight that answer's grammar; undefined when nothing in particular.
+   */
+  expectation?(messages: readonly ChatMessage[]): string | undefined;
+  /** True when the answer to that expectation is sensitive (a PIN): the session masks it everywhere. */
+  isSensitive?(expectation: string): boolean;
 }

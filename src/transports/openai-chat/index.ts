@@ -230,7 +230,7 @@ async function wholeCompletion(reply: FastifyReply, events: AsyncIterable<LlmEve
       if (event.type === 'text') text += event.text;
       else if (event.type === 'tool_call') {
         if (ctx.admit(event.call)) calls.push(event.call);
-      } else finish = finishOf(event, calls.length);
+      } else if (event.type === 'done') finish = finishOf(event, calls.length);
     }
   } catch (err) {
     ctx.log.error({ err }, 'chat completion failed');
@@ -291,7 +291,7 @@ async function streamCompletion(
         if (!ctx.admit(event.call)) continue;
         produced += event.call.arguments;
         write(chunk({ tool_calls: [{ index: calls++, id: event.call.id, type: 'function', function: { name: event.call.name, arguments: event.call.arguments } }] }));
-      } else {
+      } else if (event.type === 'done') {
         write(chunk({}, finishOf(event, calls)));
       }
     }

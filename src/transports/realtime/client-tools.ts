@@ -1,4 +1,4 @@
-import type { ToolCall, ToolDefinition } from '../../providers/llm/types.js';
+import type { ChatMessage, ToolCall, ToolDefinition } from '../../providers/llm/types.js';
 import type { ToolExecutor } from '../../session/reply.js';
 import { toToolDefinition, type ClientTool } from './protocol.js';
 
@@ -81,7 +81,11 @@ export class ClientToolExecutor implements ToolExecutor {
     }
   }
 
-  async execute(call: ToolCall, ctx: { callId: string; signal: AbortSignal }): Promise<{ content: string; action?: 'hangup' | 'transfer' }> {
+  maskArguments(call: ToolCall): string {
+    return this.isClientTool(call.name) ? call.arguments : (this.shared.maskArguments?.(call) ?? call.arguments);
+  }
+
+  async execute(call: ToolCall, ctx: { callId: string; signal: AbortSignal; messages?: readonly ChatMessage[] }): Promise<{ content: string; action?: 'hangup' | 'transfer' }> {
     if (!this.isClientTool(call.name)) return this.shared.execute(call, ctx);
     const { signal } = ctx;
     if (signal.aborted) return error('cancelled');

@@ -1,0 +1,581 @@
+/**
+ * The dialogue engine: a pure reducer over the conversation. Each turn the whole history (caller turns,
+ * the agent's tool calls and their results) is replayed through `step`, so the state is never stored:
+ * a preemptive reply the session throws away, an interrupted reply, or a stateless client that sends the
+ * history again all give the same state. The form logic follows the VoiceXML form interpretation
+ * algorithm: pick the first unfilled required slot, prompt for it, accept values for any slot at any
+ * time (early filling and corrections), confirm, then call the tool exactly once per form instance.
+ */
+import type { ChatMessage, ToolCall } from '../types.js';
+import { fill, isRecord, pickVariant, type LangText, type RuleIntent, type RulesConfig, type SlotSpec } from './config.js';
+import { hasPhrase, yesNo, type Lexicon, type MessageKey } from './lexicon.js';
+import type { IntentMatcher } from './matcher.js';
+import {
+  findCount, findDate, findDigits, findName, findTime, formatClock, numbersToDigits, renderValue, spokenNumber, words,
+  type OpeningHours,
+} from './values.js';
+
+export type SlotValue = string | number | boolean;
+
+export interface FormInstance {
+  /** Counts forms in the call: makes the tool call id unique per instance (idempotency). */
+  id: number;
+  intent: string;
+  slots: Record<string, SlotValue>;
+  /** What the agent last asked: a slot name, "confirm", or "change" (after a refused confirmation). */
+  asking: string;
+  /** Failed answers to the current question. */
+  attempts: number;
+  /** Failed tool outcomes (`ok: false`, e.g. a wrong PIN). */
+  failures: number;
+  /** The tool call was proposed; its result has not been seen yet. */
+  executing: boolean;
+  result?: Record<string, unknown>;
+  /** The form to go on with once this one succeeds (verification first), with values already given. */
+  resume?: { intent: string; slots: Record<string, SlotValue> };
+}
+
+export interface DialogueState {
+  language: string;
+  form?: FormInstance;
+  /** Forms whose tool succeeded, oldest first. */
+  done: FormInstance[];
+  formCount: number;
+  /** An action awaiting a yes because recognition was unsure ("did you want to end the call?"). */
+  pending?: string;
+  handoffs: number;
+}
+
+/** What the agent does this turn. */
+export interface Output {
+  text: string;
+  language: string;
+  toolCall?: ToolCall;
+  /** The tool call this turn's question asks the caller to confirm (the tool gate checks it). */
+  confirms?: { name: string; arguments: string };
+}
+
+export interface EngineContext {
+  config: RulesConfig;
+  matcher: IntentMatcher;
+  lexicon: Lexicon;
+  messages: Record<MessageKey, LangText>;
+  /** Words each language's callers use (for telling the language of a short answer). */
+  vocabulary: ReadonlyMap<string, ReadonlySet<string>>;
+  now: Date;
+  timeZone: string;
+  hours?: OpeningHours;
+}
+
+/** What the recogniser should expect next: "<intent>.<slot>" or "<intent>.confirm". */
+export function expectationOf(state: DialogueState): string | undefined {
+  if (state.pending) return `${state.pending}.confirm`;
+  const form = state.form;
+  if (!form || form.executing) return undefined;
+  return `${form.intent}.${form.asking === 'change' ? 'confirm' : form.asking}`;
+}
+
+export function initialState(language: string): DialogueState {
+  return { language, done: [], formCount: 0, handoffs: 0 };
+}
+
+/** Replays the conversation; returns the final state and what to do now (undefined: nothing to answer). */
+/** The replay after one message: lets a later replay of the same conversation start from there. */
+export interface ReplayPoint {
+  /** The message before this one (identity): the point is valid only after the same prefix. */
+  prev: ChatMessage | undefined;
+  language: string;
+  state: DialogueState;
+  output?: Output;
+  lastWasTool: boolean;
+  userTurns: number;
+}
+
+/**
+ * Replays the conversation; returns the final state and what to do now. `memo` (keyed by message object)
+ * makes a call's replays incremental: the session's history only grows, so each turn replays one or two
+ * messages instead of the whole call. It is a cache of this pure function, never a source of state.
+ */
+export function replay(
+  ctx: EngineContext,
+  messages: readonly ChatMessage[],
+  language: string,
+  memo?: WeakMap<ChatMessage, ReplayPoint>,
+): { state: DialogueState; output?: Output } {
+  let state = initialState(language);
+  let output: Output | undefined;
+  let lastWasTool = false;
+  let userTurns = 0;
+  let start = 0;
+  if (memo) {
+    for (let i = 0; i < messages.length; i++) {
+      const point = memo.get(messages[i]);
+      if (!point || point.prev !== messages[i - 1] || point.language !== language) break;
+      ({ state, output, lastWasTool, userTurns } = point);
+      start = i + 1;
+    }
+  }
+  for (let i = start; i < messages.length; i++) {
+    const m = messages[i];
+    if (m.role === 'user') {
+      userTurns++;
+      ({ state, output } = onUser(ctx, state, m, userTurns));
+      lastWasTool = false;
+    } else if (m.role === 'assistant') {
+      lastWasTool = false;
+    } else if (m.role === 'tool') {
+      const call = findCall(messages, i, m.toolCallId ?? '');
+      const r = onToolResult(ctx, state, call, m.content);
+      state = r.state;
+      // Several results of one round: one reply that covers them all.
+      output = lastWasTool && output ? { ...r.output, text: joinText(output.text, r.output.text) } : r.output;
+      lastWasTool = true;
+    }
+    memo?.set(m, { prev: messages[i - 1], language, state, ...(output ? { output } : {}), lastWasTool, userTurns });
+  }
+  const last = messages[messages.length - 1];
+  if (userTurns === 0) {
+    const text = ctx.config.welcome?.[state.language] ?? ctx.config.fallback[state.language];
+    return { state, output: { text, language: state.language } };
+  }
+  if (last?.role === 'assistant') {
+    // Asked to answer again with no new words: repeat the open question, if any.
+    const text = state.form ? question(ctx, state, state.form) : ctx.messages.anythingElse[state.language];
+    return { state, output: withConfirms(ctx, state, { text, language: state.language }) };
+  }
+  return { state, output: output && withConfirms(ctx, state, output) };
+}
+
+/** The tool call a tool result answers: the nearest assistant turn before it that made it. */
+function findCall(messages: readonly ChatMessage[], at: number, id: string): ToolCall | undefined {
+  for (let i = at - 1; i >= 0; i--) {
+    const call = messages[i].toolCalls?.find((c) => c.id === id);
+    if (call) return call;
+  }
+  return undefined;
+}
+
+/** A turn that leaves the form at its read-back has asked for confirmation: say which call it confirms. */
+function withConfirms(ctx: EngineContext, state: DialogueState, output: Output): Output {
+  const form = state.form;
+  if (!form || form.executing || form.asking !== 'confirm' || output.toolCall || output.confirms) return output;
+  const intent = intentByName(ctx, form.intent);
+  if (!intent?.tool) return output;
+  return { ...output, confirms: { name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', ctx)) } };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A caller turn
+
+function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, turn: number): { state: DialogueState; output: Output } {
+  // A proposed action whose result never came (its reply was discarded): it did not happen; ask again.
+  let state = prev;
+  if (prev.form?.executing) {
+    const intent = intentByName(ctx, prev.form.intent);
+    const lastSlot = intent?.slots?.[intent.slots.length - 1]?.name ?? 'confirm';
+    state = { ...prev, form: { ...prev.form, executing: false, asking: intent?.confirm ? 'confirm' : lastSlot } };
+  }
+  const text = message.secret ?? message.content;
+  const { language: lang, match } = turnLanguage(ctx, state, text);
+  state = { ...state, language: lang };
+  const raw = words(text);
+  const ws = numbersToDigits(raw, lang);
+  const say = (t: string, s: DialogueState = state): { state: DialogueState; output: Output } => ({ state: s, output: { text: t, language: lang } });
+  const msg = (key: MessageKey): string => ctx.messages[key][lang] ?? ctx.messages[key].en;
+
+  // An unsure hang-up or transfer waits for its yes.
+  if (state.pending) {
+    const intent = intentByName(ctx, state.pending);
+    const answer = yesNo(raw, lang, ctx.lexicon);
+    state = { ...state, pending: undefined };
+    if (intent && answer === 'yes') return runIntent(ctx, state, intent, ws, text, lang, turn);
+    if (answer === 'no') return say(joinText(msg('notNow'), state.form ? question(ctx, state, state.form) : msg('anythingElse')));
+  }
+
+  if (hasPhrase(raw, ctx.lexicon.cancel[lang]) || hasPhraseAnyLanguage(raw, ctx.lexicon.cancel)) {
+    if (!state.form) return say(msg('nothingToCancel'));
+    return say(msg('cancelled'), { ...state, form: undefined });
+  }
+
+  const form = state.form;
+  if (form) {
+    const intent = intentByName(ctx, form.intent);
+    if (intent) return continueForm(ctx, state, form, intent, message, ws, raw, text, lang, match, turn);
+  }
+
+  if (!match) {
+    // A bare yes/no with nothing open is not a misunderstanding.
+    if (yesNo(raw, lang, ctx.lexicon)) return say(msg('anythingElse'));
+    return say(ctx.config.fallback[lang]);
+  }
+  const intent = match.intent;
+  if (intent.confirmIfUnsure && unsure(ctx, message)) {
+    return {
+      state: { ...state, pending: intent.name },
+      output: { text: msg(intent.confirmIfUnsure), language: lang, confirms: { name: intent.tool?.name ?? intent.name, arguments: JSON.stringify(toolArgs(intent, {}, ws, text, ctx)) } },
+    };
+  }
+  return runIntent(ctx, state, intent, ws, text, lang, turn);
+}
+
+/** Start a form, answer a state question, or run a one-shot intent. */
+function runIntent(
+  ctx: EngineContext, state: DialogueState, intent: RuleIntent, ws: string[], text: string, lang: string, turn: number,
+): { state: DialogueState; output: Output } {
+  if (intent.slots) return startForm(ctx, state, intent, extractValues(ctx, intent, ws, text, lang, undefined, false).values, lang);
+  if (intent.about) return { state, output: { text: aboutText(ctx, state, intent, lang), language: lang } };
+  if (!intent.tool) return { state, output: { text: pickVariant(intent.reply[lang], {}) ?? ctx.config.fallback[lang], language: lang } };
+  const call: ToolCall = { id: `call_rules_${intent.name}_t${turn}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, {}, ws, text, ctx)) };
+  return { state, output: { text: intent.say?.[lang] ?? '', language: lang, toolCall: call } };
+}
+
+function startForm(
+  ctx: EngineContext, prev: DialogueState, intent: RuleIntent, values: Record<string, SlotValue>, lang: string,
+): { state: DialogueState; output: Output } {
+  const required = intent.requires ? intentByName(ctx, intent.requires) : undefined;
+  const id = prev.formCount + 1;
+  if (required && !prev.done.some((f) => f.intent === required.name)) {
+    // Verify first, then come back to what the caller asked for, with what they already said.
+    const form: FormInstance = { id, intent: required.name, slots: {}, asking: '', attempts: 0, failures: 0, executing: false, resume: { intent: intent.name, slots: values } };
+    return next(ctx, { ...prev, formCount: id }, form, required, lang, '');
+  }
+  const form: FormInstance = { id, intent: intent.name, slots: values, asking: '', attempts: 0, failures: 0, executing: false };
+  return next(ctx, { ...prev, formCount: id }, form, intent, lang, '');
+}
+
+/** Ask for the first missing required slot, or read back and ask for confirmation. */
+function next(
+  ctx: EngineContext, state: DialogueState, form: FormInstance, intent: RuleIntent, lang: string, prefix: string,
+): { state: DialogueState; output: Output } {
+  const missing = (intent.slots ?? []).find((s) => s.required !== false && form.slots[s.name] === undefined);
+  if (!missing && !intent.confirm && intent.tool) {
+    // Nothing to confirm (a check that changes nothing): run it now.
+    const call: ToolCall = { id: `call_rules_${intent.name}_${form.id}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', ctx)) };
+    return { state: { ...state, form: { ...form, asking: 'confirm', executing: true } }, output: { text: joinText(prefix, intent.say?.[lang] ?? ''), language: lang, toolCall: call } };
+  }
+  const asking = missing ? missing.name : 'confirm';
+  const f: FormInstance = { ...form, asking, attempts: asking === form.asking ? form.attempts : 0 };
+  const s: DialogueState = { ...state, form: f };
+  const output: Output = { text: joinText(prefix, question(ctx, s, f)), language: lang };
+  if (asking === 'confirm' && intent.tool) output.confirms = { name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, f.slots, [], '', ctx)) };
+  return { state: s, output };
+}
+
+/** The open question of a form, in the state's language (a reprompt after a failed answer). */
+function question(ctx: EngineContext, state: DialogueState, form: FormInstance): string {
+  const lang = state.language;
+  const intent = intentByName(ctx, form.intent);
+  if (!intent) return '';
+  if (form.asking === 'confirm') return fill(intent.confirm?.[lang] ?? '', slotVars(ctx, intent, form.slots, lang)) ?? intent.confirm?.[lang] ?? '';
+  if (form.asking === 'change') return ctx.messages.whatToChange[lang];
+  const slot = intent.slots?.find((s) => s.name === form.asking);
+  if (!slot) return '';
+  return (form.attempts > 0 ? slot.reprompt?.[lang] : undefined) ?? slot.prompt[lang];
+}
+
+function continueForm(
+  ctx: EngineContext, state: DialogueState, form: FormInstance, intent: RuleIntent, message: ChatMessage,
+  ws: string[], raw: string[], text: string, lang: string, match: ReturnType<IntentMatcher['match']>, turn: number,
+): { state: DialogueState; output: Output } {
+  const { values, invalid } = extractValues(ctx, intent, ws, text, lang, form.asking, message.input?.source === 'keypad');
+  const changed = Object.keys(values).length > 0;
+  const merged: FormInstance = { ...form, slots: { ...form.slots, ...values } };
+
+  if (form.asking === 'confirm' || form.asking === 'change') {
+    const answer = yesNo(raw, lang, ctx.lexicon);
+    // "no, nine o'clock" / "actually make it five": a correction, read back again.
+    if (changed) return next(ctx, state, merged, intent, lang, '');
+    if (form.asking === 'confirm' && answer === 'yes' && intent.tool) {
+      const call: ToolCall = { id: `call_rules_${intent.name}_${form.id}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', ctx)) };
+      return { state: { ...state, form: { ...form, executing: true } }, output: { text: intent.say?.[lang] ?? '', language: lang, toolCall: call } };
+    }
+    if (form.asking === 'confirm' && answer === 'no') {
+      return { state: { ...state, form: { ...form, asking: 'change', attempts: 0 } }, output: { text: ctx.messages.whatToChange[lang], language: lang } };
+    }
+  } else if (changed) {
+    return next(ctx, state, merged, intent, lang, '');
+  }
+  if (invalid) {
+    return retry(ctx, state, form, lang, invalid);
+  }
+  // Not an answer: maybe another request ("what time is it?", "what did I book?", "let me talk to a person").
+  if (match && match.intent.name !== intent.name && !match.intent.slots) {
+    const other = match.intent;
+    if (other.confirmIfUnsure && unsure(ctx, message)) {
+      return { state: { ...state, pending: other.name }, output: { text: ctx.messages[other.confirmIfUnsure][lang], language: lang, confirms: { name: other.tool?.name ?? other.name, arguments: '{}' } } };
+    }
+    const r = runIntent(ctx, state, other, ws, text, lang, turn);
+    // Answer, then ask the open question again (a tool reply re-asks after its result).
+    if (!r.output.toolCall) r.output.text = joinText(r.output.text, question(ctx, r.state, form));
+    return r;
+  }
+  if (form.asking === 'confirm') return retry(ctx, state, form, lang, ctx.messages.yesOrNo[lang]);
+  return retry(ctx, state, form, lang, '');
+}
+
+/** Count a failed answer; ask again, or hand the caller to a person after maxAttempts. */
+function retry(ctx: EngineContext, state: DialogueState, form: FormInstance, lang: string, prefix: string): { state: DialogueState; output: Output } {
+  const attempts = form.attempts + 1;
+  if (attempts >= (ctx.config.maxAttempts ?? 3)) return handoff(ctx, { ...state, form: undefined }, lang);
+  const f = { ...form, attempts };
+  const s = { ...state, form: f };
+  return { state: s, output: { text: joinText(prefix, question(ctx, s, f)), language: lang } };
+}
+
+function handoff(ctx: EngineContext, state: DialogueState, lang: string): { state: DialogueState; output: Output } {
+  const n = state.handoffs + 1;
+  const call: ToolCall = { id: `call_rules_handoff_${n}`, name: 'transfer_to_human', arguments: '{}' };
+  return { state: { ...state, handoffs: n, form: undefined }, output: { text: ctx.messages.handoff[lang], language: lang, toolCall: call } };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A tool result
+
+function onToolResult(ctx: EngineContext, state: DialogueState, call: ToolCall | undefined, content: string): { state: DialogueState; output: Output } {
+  const lang = state.language;
+  const result = safeJson(content);
+  const failed = isRecord(result) && result.error !== undefined;
+  const id = call ? /^call_rules_(.+)_(t?\d+)$/.exec(call.id) : null;
+  const form = state.form;
+
+  if (call && form && form.executing && id && id[1] === form.intent && id[2] === String(form.id)) {
+    const intent = intentByName(ctx, form.intent);
+    if (!intent) return { state: { ...state, form: undefined }, output: { text: ctx.config.toolDone[lang], language: lang } };
+    if (failed) {
+      // The action did not happen: keep the form and ask again, so "yes" can try again.
+      const s: DialogueState = { ...state, form: { ...form, executing: false, asking: 'confirm' } };
+      return { state: s, output: { text: joinText(ctx.config.toolError[lang], question(ctx, s, s.form as FormInstance)), language: lang } };
+    }
+    const res = isRecord(result) ? result : {};
+    if (res.ok === false) {
+      const failures = form.failures + 1;
+      if (failures >= (ctx.config.maxAttempts ?? 3)) return handoff(ctx, { ...state, form: undefined }, lang);
+      const again: FormInstance = { ...form, slots: {}, executing: false, failures, asking: '', attempts: 0 };
+      return next(ctx, state, again, intent, lang, intent.failure?.[lang] ?? ctx.config.toolError[lang]);
+    }
+    const finished: FormInstance = { ...form, executing: false, result: res };
+    const vars = { ...slotVars(ctx, intent, form.slots, lang), args: safeJson(call.arguments), result: res };
+    const reply = pickVariant(intent.reply[lang], vars) ?? ctx.config.toolDone[lang];
+    const s: DialogueState = { ...state, form: undefined, done: [...state.done, finished] };
+    const resumeIntent = form.resume ? intentByName(ctx, form.resume.intent) : undefined;
+    if (form.resume && resumeIntent) {
+      const started = startForm(ctx, s, resumeIntent, form.resume.slots, lang);
+      return { state: started.state, output: { ...started.output, text: joinText(reply, started.output.text) } };
+    }
+    return { state: s, output: { text: reply, language: lang } };
+  }
+
+  // A one-shot intent's tool (the time, a goodbye): its reply, then the open question if a form is active.
+  let text: string;
+  if (failed) text = ctx.config.toolError[lang];
+  else {
+    const intent = call ? (ctx.config.intents.find((it) => it.name === id?.[1] && it.tool?.name === call.name) ?? ctx.config.intents.find((it) => it.tool?.name === call.name)) : undefined;
+    text = intent ? (pickVariant(intent.reply[lang], { args: call ? safeJson(call.arguments) : {}, result }) ?? ctx.config.toolDone[lang]) : ctx.config.toolDone[lang];
+  }
+  if (form && !form.executing && call?.name !== 'end_call' && call?.name !== 'transfer_to_human') text = joinText(text, question(ctx, state, form));
+  return { state, output: { text, language: lang } };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values
+
+/** Values for the form's slots found in the utterance; the asked slot also takes a bare answer ("four"). */
+export function extractValues(
+  ctx: EngineContext, intent: RuleIntent, ws: string[], text: string, lang: string, asking: string | undefined, keypad: boolean,
+): { values: Record<string, SlotValue>; invalid?: string } {
+  const values: Record<string, SlotValue> = {};
+  let invalid: string | undefined;
+  const slots = intent.slots ?? [];
+  const time = slots.find((s) => s.type === 'time');
+  const timeMatch = time ? findTime(ws, { bare: asking === time.name, hours: ctx.hours }) : undefined;
+  for (const slot of slots) {
+    const bare = asking === slot.name;
+    let v: SlotValue | undefined;
+    let bad = false;
+    switch (slot.type) {
+      case 'time':
+        if (timeMatch) {
+          v = formatClock(timeMatch.minutes);
+          const h = ctx.hours;
+          if (h && (timeMatch.minutes < h.open || timeMatch.minutes >= h.close)) bad = true;
+        }
+        break;
+      case 'number': {
+        const n = findCount(ws, { bare, skip: timeMatch?.used });
+        if (n !== undefined) {
+          v = n;
+          if ((slot.min !== undefined && n < slot.min) || (slot.max !== undefined && n > slot.max)) bad = true;
+        }
+        break;
+      }
+      case 'date':
+        v = findDate(text, lang, ctx.now, ctx.timeZone);
+        break;
+      case 'name':
+        v = findName(text, { bare, known: ctx.config.names });
+        break;
+      case 'digits':
+        // Digits only when asked (or typed with nothing asked): a number in passing is not a PIN.
+        if (bare || (keypad && asking === undefined)) {
+          const d = findDigits(ws);
+          if (d !== undefined) {
+            v = d;
+            if ((slot.min !== undefined && d.length < slot.min) || (slot.max !== undefined && d.length > slot.max)) bad = true;
+          }
+        }
+        break;
+      case 'values':
+        v = findValue(slot, ws, lang);
+        break;
+      case 'yesno':
+        if (bare) {
+          const yn = yesNo(ws, lang, ctx.lexicon);
+          if (yn) v = yn === 'yes';
+        }
+        break;
+    }
+    if (v === undefined) continue;
+    if (bad) {
+      if (bare || asking === 'confirm' || asking === 'change' || asking === undefined) invalid = slot.invalid?.[lang] ?? ctx.config.fallback[lang];
+      continue;
+    }
+    values[slot.name] = v;
+  }
+  return invalid !== undefined ? { values, invalid } : { values };
+}
+
+function findValue(slot: SlotSpec, ws: readonly string[], lang: string): string | undefined {
+  for (const [canonical, perLang] of Object.entries(slot.values ?? {})) {
+    if (hasPhrase(ws, [canonical, ...(perLang[lang] ?? [])])) return canonical;
+  }
+  for (const [canonical, perLang] of Object.entries(slot.values ?? {})) {
+    if (hasPhrase(ws, Object.values(perLang).flat())) return canonical;
+  }
+  return undefined;
+}
+
+/** Template variables: each slot as the agent says it (sensitive ones masked). */
+function slotVars(ctx: EngineContext, intent: RuleIntent, slots: Record<string, SlotValue>, lang: string): Record<string, unknown> {
+  const vars: Record<string, unknown> = {};
+  for (const spec of intent.slots ?? []) {
+    const v = slots[spec.name];
+    if (v === undefined) continue;
+    vars[spec.name] = spec.sensitive ? '****' : renderValue(spec.type, v, lang);
+  }
+  return vars;
+}
+
+/** The tool's arguments: a whole "{slot}" keeps its type; legacy intents read party size, time, name from the utterance. */
+function toolArgs(intent: RuleIntent, slots: Record<string, SlotValue>, ws: string[], text: string, ctx: EngineContext): Record<string, SlotValue> {
+  const source: Record<string, SlotValue> = intent.slots ? slots : utteranceSlots(ws, text, ctx.hours);
+  const args: Record<string, SlotValue> = {};
+  for (const [key, value] of Object.entries(intent.tool?.arguments ?? {})) {
+    if (typeof value !== 'string') {
+      args[key] = value;
+      continue;
+    }
+    const single = /^\{(\w+)\}$/.exec(value);
+    if (single) {
+      const v = source[single[1]];
+      if (v !== undefined) args[key] = v;
+      continue;
+    }
+    const filled = fill(value, source);
+    if (filled !== undefined) args[key] = filled;
+  }
+  return args;
+}
+
+/** Party size, time and name from one utterance (intents without a form). */
+export function utteranceSlots(ws: string[], text: string, hours?: OpeningHours): Record<string, SlotValue> {
+  const out: Record<string, SlotValue> = {};
+  const t = findTime(ws, { hours });
+  if (t) out.time = formatClock(t.minutes);
+  const n = findCount(ws, { skip: t?.used });
+  if (n !== undefined && n >= 1) out.party_size = n;
+  const name = findName(text);
+  if (name) out.name = name;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Language, confidence, state questions
+
+/** The language of the caller's words: the matched phrase's, else the one most of the words belong to. */
+function turnLanguage(ctx: EngineContext, state: DialogueState, text: string): { language: string; match: ReturnType<IntentMatcher['match']> } {
+  const ws = words(text);
+  const scores = new Map<string, number>();
+  for (const w of ws) {
+    const owners = ctx.config.languages.filter((l) => ctx.vocabulary.get(l)?.has(w));
+    if (owners.length === 0 || owners.length === ctx.config.languages.length) continue;
+    for (const l of owners) scores.set(l, (scores.get(l) ?? 0) + 1 / owners.length);
+  }
+  const match = ctx.matcher.match(text, state.language);
+  if (match) scores.set(match.language, (scores.get(match.language) ?? 0) + 2);
+  let best = state.language;
+  let bestScore = scores.get(state.language) ?? 0;
+  for (const [l, s] of scores) {
+    if (s > bestScore) {
+      best = l;
+      bestScore = s;
+    }
+  }
+  return { language: best, match };
+}
+
+/** Speech the recogniser was not sure of, or that fell outside the agent's grammar. */
+function unsure(ctx: EngineContext, message: ChatMessage): boolean {
+  const input = message.input;
+  if (!input || input.source !== 'speech') return false;
+  if (input.inGrammar === false) return true;
+  return input.confidence !== undefined && input.confidence < (ctx.config.minConfidence ?? 0.5);
+}
+
+function aboutText(ctx: EngineContext, state: DialogueState, intent: RuleIntent, lang: string): string {
+  const target = intentByName(ctx, intent.about ?? '');
+  const form = state.form?.intent === target?.name ? state.form : [...state.done].reverse().find((f) => f.intent === target?.name);
+  if (!target || !form) return intent.none?.[lang] ?? ctx.config.fallback[lang];
+  const vars = { ...slotVars(ctx, target, form.slots, lang), result: form.result ?? {} };
+  return pickVariant(intent.reply[lang], vars) ?? intent.none?.[lang] ?? ctx.config.fallback[lang];
+}
+
+function intentByName(ctx: EngineContext, name: string): RuleIntent | undefined {
+  return ctx.config.intents.find((i) => i.name === name);
+}
+
+function hasPhraseAnyLanguage(ws: readonly string[], list: Record<string, string[]>): boolean {
+  return Object.values(list).some((phrases) => hasPhrase(ws, phrases));
+}
+
+function joinText(a: string, b: string): string {
+  return [a.trim(), b.trim()].filter(Boolean).join(' ');
+}
+
+function safeJson(s: string): unknown {
+  try {
+    return JSON.parse(s);
+  } catch {
+    return s;
+  }
+}
+
+/** Words callers of each language use: the intents' phrases, the dialogue words, number words, slot values. */
+export function buildVocabulary(config: RulesConfig, lexicon: Lexicon): Map<string, Set<string>> {
+  const vocab = new Map<string, Set<string>>();
+  for (const lang of config.languages) {
+    const set = new Set<string>();
+    const add = (s: string): void => {
+      for (const w of words(s)) if (!/^\d/.test(w)) set.add(w);
+    };
+    for (const intent of config.intents) {
+      for (const p of intent.phrases[lang] ?? []) add(p);
+      for (const k of intent.keywords?.[lang] ?? []) add(k.replace(/\*$/, ''));
+      for (const slot of intent.slots ?? []) for (const perLang of Object.values(slot.values ?? {})) for (const v of perLang[lang] ?? []) add(v);
+    }
+    for (const list of [lexicon.yes, lexicon.no, lexicon.cancel, lexicon.correction]) for (const p of list[lang] ?? []) add(p);
+    for (let n = 0; n <= 30; n++) add(spokenNumber(n, lang));
+    vocab.set(lang, set);
+  }
+  return vocab;
+}
+

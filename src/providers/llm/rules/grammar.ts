@@ -1,0 +1,197 @@
+/**
+ * What callers can say to the rule-based agent, per language, as a GrammarSpec for a recogniser: every
+ * intent phrase, slot answers ("{party_size} people"), yes/no, corrections and cancel, the spoken forms of
+ * each slot's values, and the sentences to weight while a particular question is open. Each value form is
+ * generated together with its meaning, so a test can check that the agent's parsers read it back right.
+ */
+import type { GrammarSpec } from '../../asr/grammar/spec.js';
+import type { RulesConfig, SlotSpec } from './config.js';
+import type { Lexicon } from './lexicon.js';
+import { spokenNumber, type OpeningHours } from './values.js';
+
+/** A spoken value with what it means. */
+export interface ValueForm<T> {
+  form: string;
+  value: T;
+}
+
+const PEOPLE: Record<string, string> = { en: 'people', fr: 'personnes', de: 'personen', es: 'personas', it: 'persone' };
+const FOR: Record<string, string> = { en: 'for', fr: 'pour', de: 'für', es: 'para', it: 'per' };
+const AT: Record<string, string> = { en: 'at', fr: 'à', de: 'um', es: 'a las', it: 'alle' };
+const MY_NAME: Record<string, string> = { en: 'my name is', fr: "je m'appelle", de: 'ich heiße', es: 'me llamo', it: 'mi chiamo' };
+const NAME_UNDER: Record<string, string> = { en: 'under the name', fr: 'au nom de', de: 'auf den namen', es: 'a nombre de', it: 'a nome di' };
+const RELATIVE_DAYS: Record<string, [string, number][]> = {
+  en: [['today', 0], ['tomorrow', 1], ['the day after tomorrow', 2]],
+  fr: [["aujourd'hui", 0], ['demain', 1], ['après-demain', 2]],
+  de: [['heute', 0], ['morgen', 1], ['übermorgen', 2]],
+  es: [['hoy', 0], ['mañana', 1], ['pasado mañana', 2]],
+  it: [['oggi', 0], ['domani', 1], ['dopodomani', 2]],
+};
+const NEXT_WEEKDAY: Record<string, (day: string) => string> = {
+  en: (d) => `next ${d}`,
+  fr: (d) => `${d} prochain`,
+  de: (d) => `nächsten ${d}`,
+  es: (d) => `el ${d} que viene`,
+  it: (d) => `${d} prossimo`,
+};
+
+/** Lowercase words, accents kept (a recogniser's dictionary needs them), punctuation but apostrophes dropped. */
+const plain = (s: string): string =>
+  s.toLowerCase().replace(/[’‘`´]/g, "'").split(/[^\p{L}\p{N}']+/u).filter(Boolean).join(' ');
+
+/** Counts a number slot accepts, spoken ("four") with their values. */
+export function numberForms(slot: SlotSpec, lang: string): ValueForm<number>[] {
+  const out: ValueForm<number>[] = [];
+  for (let n = slot.min ?? 1; n <= (slot.max ?? 20); n++) out.push({ form: spokenNumber(n, lang), value: n });
+  return out;
+}
+
+/** Digit words 0–9 (a digits value is a run of them). */
+export function digitForms(lang: string): ValueForm<string>[] {
+  return Array.from({ length: 10 }, (_, d) => ({ form: spokenNumber(d, lang), value: String(d) }));
+}
+
+/**
+ * Times within the opening hours on the hour and half hour, in each language's usual ways of saying them.
+ * A form with no am/pm is listed only where the opening hours leave one reading.
+ */
+export function timeForms(lang: string, hours: OpeningHours | undefined): ValueForm<number>[] {
+  const open = hours?.open ?? 0;
+  const close = hours?.close ?? 24 * 60;
+  const inHours = (m: number): boolean => m >= open && m < close;
+  const out: ValueForm<number>[] = [];
+  const n = (x: number): string => spokenNumber(x, lang);
+  for (let minutes = Math.ceil(open / 30) * 30; minutes < close; minutes += 30) {
+    const h = Math.floor(minutes / 60);
+    const half = minutes % 60 === 30;
+    const h12 = h % 12 === 0 ? 12 : h % 12;
+    // The other half of the day would also be open: only a 24-hour or am/pm form is unambiguous.
+    const oneReading = h12 === 12 || !inHours(((h + 12) % 24) * 60 + (minutes % 60));
+    const add = (form: string, bareOk = true): void => {
+      if (bareOk || oneReading) out.push({ form: plain(form), value: minutes });
+    };
+    switch (lang) {
+      case 'en':
+        add(half ? `${n(h12)} thirty ${h < 12 ? 'am' : 'pm'}` : `${n(h12)} ${h < 12 ? 'am' : 'pm'}`);
+        add(half ? `half past ${n(h12)}` : `${n(h12)} o'clock`, false);
+        if (!half) add(n(h12), false);
+        break;
+      case 'fr':
+        add(half ? `${n(h)} heures trente` : `${n(h)} heures`);
+        if (half) add(`${n(h)} heures et demie`);
+        break;
+      case 'de':
+        add(half ? `${n(h)} uhr dreißig` : `${n(h)} uhr`);
+        if (half) add(`halb ${n(h12 === 12 ? 1 : h12 + 1)}`, false);
+        break;
+      case 'es': {
+        const w = h12 === 1 ? 'la una' : `las ${n(h12)}`;
+        add(half ? `a ${w} y media` : `a ${w}`, false);
+        add(half ? `${n(h)} treinta` : `a las ${n(h)}`);
+        break;
+      }
+      case 'it':
+        add(half ? `alle ${n(h)} e trenta` : `alle ${n(h)}`);
+        if (half) add(`alle ${n(h12)} e mezza`, false);
+        break;
+      default:
+        add(half ? `${n(h)} ${n(30)}` : n(h));
+    }
+  }
+  return out;
+}
+
+/** Day words with their meaning: days from today, or a weekday (0 = Sunday) on or after tomorrow. */
+export function dateForms(lang: string): ValueForm<{ days: number } | { weekday: number }>[] {
+  const out: ValueForm<{ days: number } | { weekday: number }>[] = [];
+  for (const [form, days] of RELATIVE_DAYS[lang] ?? []) out.push({ form: plain(form), value: { days } });
+  for (let wd = 0; wd < 7; wd++) {
+    // 2024-01-07 was a Sunday; Intl gives each language's weekday names.
+    const name = new Intl.DateTimeFormat(lang, { weekday: 'long', timeZone: 'UTC' }).format(new Date(Date.UTC(2024, 0, 7 + wd)));
+    out.push({ form: plain(name), value: { weekday: wd } });
+    const next = NEXT_WEEKDAY[lang];
+    if (next) out.push({ form: plain(next(name.toLowerCase())), value: { weekday: wd } });
+  }
+  return out;
+}
+
+/** Every spoken form of a slot's values (plain words). */
+export function slotForms(slot: SlotSpec, lang: string, config: RulesConfig, lexicon: Lexicon, hours: OpeningHours | undefined): string[] {
+  switch (slot.type) {
+    case 'number':
+      return numberForms(slot, lang).map((f) => f.form);
+    case 'digits':
+      return digitForms(lang).map((f) => f.form);
+    case 'time':
+      return timeForms(lang, hours).map((f) => f.form);
+    case 'date':
+      return dateForms(lang).map((f) => f.form);
+    case 'name':
+      return (config.names ?? []).map(plain);
+    case 'values':
+      return Object.entries(slot.values ?? {}).flatMap(([canonical, perLang]) => [canonical, ...(perLang[lang] ?? [])].map(plain));
+    case 'yesno':
+      return [...(lexicon.yes[lang] ?? []), ...(lexicon.no[lang] ?? [])].map(plain);
+  }
+}
+
+/** How a caller answers a question for a slot of this type, as templates. */
+function answerTemplates(slot: SlotSpec, lang: string): string[] {
+  const ref = `{${slot.name}}`;
+  switch (slot.type) {
+    case 'number':
+      return [ref, `${ref} ${PEOPLE[lang] ?? ''}`.trim(), `${FOR[lang] ?? ''} ${ref}`.trim(), `${FOR[lang] ?? ''} ${ref} ${PEOPLE[lang] ?? ''}`.trim()];
+    case 'time':
+      return [ref, `${AT[lang] ?? ''} ${ref}`.trim()];
+    case 'name':
+      return [ref, `${MY_NAME[lang] ?? ''} ${ref}`.trim(), `${NAME_UNDER[lang] ?? ''} ${ref}`.trim()];
+    default:
+      return [ref];
+  }
+}
+
+export function buildGrammarSpecs(config: RulesConfig, lexicon: Lexicon, hours: OpeningHours | undefined): GrammarSpec[] {
+  return config.languages.map((lang) => {
+    const sentences = new Set<string>();
+    const slots: Record<string, string[]> = {};
+    const expectations: Record<string, string[]> = {};
+    const add = (set: Set<string>, s: string): void => {
+      const t = s.trim().replace(/\s+/g, ' ');
+      if (t) set.add(t);
+    };
+    const yes = (lexicon.yes[lang] ?? []).map(plain);
+    const no = (lexicon.no[lang] ?? []).map(plain);
+    const cancel = (lexicon.cancel[lang] ?? []).map(plain);
+    const corrections = (lexicon.correction[lang] ?? []).map(plain);
+    for (const s of [...yes, ...no, ...cancel]) add(sentences, s);
+
+    for (const intent of config.intents) {
+      const phrases = (intent.phrases[lang] ?? []).map(plain);
+      for (const p of phrases) add(sentences, p);
+      if (!intent.slots) continue;
+      const confirm = new Set<string>([...yes, ...no, ...cancel]);
+      for (const slot of intent.slots) {
+        slots[slot.name] = [...new Set([...(slots[slot.name] ?? []), ...slotForms(slot, lang, config, lexicon, hours)])];
+        const answers = answerTemplates(slot, lang);
+        const expected = new Set<string>(cancel);
+        for (const a of answers) {
+          add(sentences, a);
+          add(expected, a);
+          for (const c of corrections) add(sentences, `${c} ${a}`);
+          for (const n of no.slice(0, 1)) add(confirm, `${n} ${a}`);
+          for (const c of corrections) add(confirm, `${c} ${a}`);
+        }
+        // Early filling: the request with its values ("i would like to book a table for {party_size}").
+        for (const p of phrases.slice(0, 2)) add(sentences, `${p} ${answers[answers.length - 1]}`);
+        expectations[`${intent.name}.${slot.name}`] = [...expected];
+      }
+      for (const s of confirm) add(sentences, s);
+      expectations[`${intent.name}.confirm`] = [...confirm];
+    }
+    for (const intent of config.intents) {
+      if (!intent.confirmIfUnsure) continue;
+      expectations[`${intent.name}.confirm`] = [...yes, ...no];
+    }
+    return { language: lang, sentences: [...sentences], slots, expectations };
+  });
+}
