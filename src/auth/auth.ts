@@ -19,6 +19,8 @@ export interface AuthConfig {
 }
 
 export const TOKEN_ISSUER = 'voice-agent';
+/** Longest session token: a leaked one (a proxy log, a shared link) must die soon. */
+export const MAX_TOKEN_TTL_S = 3600;
 /** Audience of tokens that open a call (any transport). */
 export const SESSION_AUDIENCE = 'voice-agent:session';
 
@@ -88,7 +90,7 @@ export class Auth {
   }
 
   async mintToken(principal: Principal, options: { ttlS?: number; audience?: string } = {}): Promise<{ token: string; expiresAt: number }> {
-    const ttl = Math.max(1, Math.min(options.ttlS ?? this.config.tokenTtlS, 24 * 3600));
+    const ttl = Math.max(1, Math.min(options.ttlS ?? this.config.tokenTtlS, MAX_TOKEN_TTL_S));
     const expiresAt = Math.floor(Date.now() / 1000) + ttl;
     const token = await new SignJWT({ kid: principal.keyId })
       .setProtectedHeader({ alg: 'HS256' })

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { AuthError, type Auth, type Principal } from './auth.js';
+import { AuthError, MAX_TOKEN_TTL_S, type Auth, type Principal } from './auth.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -34,7 +34,7 @@ export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { aut
         body: {
           type: 'object',
           additionalProperties: false,
-          properties: { ttl_s: { type: 'integer', minimum: 1, maximum: 86400 } },
+          properties: { ttl_s: { type: 'integer', minimum: 1, maximum: MAX_TOKEN_TTL_S } },
         },
       },
     },
