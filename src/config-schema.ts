@@ -61,7 +61,7 @@ export const CONFIG_SCHEMA: Schema = obj(
       },
       ['apiKeyHashes', 'tokenTtlS', 'required'],
     ),
-    store: obj({ path: nonEmpty, retentionDays: int(0) }),
+    store: obj({ path: nonEmpty, retentionDays: int(0), networkCallsOwner: { type: 'string', pattern: '^[0-9a-f]{8}$' } }, ['path', 'retentionDays']),
     limits: obj({
       maxSessionsPerKey: int(0),
       sessionsPerMinutePerKey: int(0),

@@ -115,14 +115,19 @@ export class Auth {
   }
 
   /**
-   * Authenticate a request to open a call: `Authorization: Bearer <API key or token>`, or `?token=` (browsers
-   * cannot set headers on WebSockets). Throws AuthError.
+   * Authenticate a request to open a call: `Authorization: Bearer <API key or token>`, or `?token=<session
+   * token>` (browsers cannot set headers on WebSockets). An API key in the URL is refused: URLs end up in proxy
+   * and access logs, and a key does not expire. Throws AuthError.
    */
   async authenticate(credentials: { authorization?: string; token?: string }, audience = SESSION_AUDIENCE): Promise<Principal> {
     if (!this.config.required) return { kind: 'anonymous', keyId: 'anonymous' };
     const bearer = /^Bearer\s+(.+)$/i.exec(credentials.authorization ?? '')?.[1]?.trim();
     const presented = bearer ?? credentials.token;
     if (!presented) throw new AuthError('missing_credentials', 'missing credentials: send "Authorization: Bearer <key or token>" or ?token=');
+    if (!bearer) {
+      if (presented.split('.').length === 3) return this.verifyToken(presented, audience);
+      throw new AuthError('invalid_credentials', '?token= takes a session token only (mint one with POST /v1/tokens); send an API key as "Authorization: Bearer", never in a URL');
+    }
     const byKey = this.verifyApiKey(presented);
     if (byKey) return byKey;
     // JWTs have three dot-separated parts; anything else is a wrong key.
