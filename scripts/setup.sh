@@ -10,8 +10,8 @@ want_tests=0
 
 # Embedded ASR (CMU PocketSphinx, US English) and eSpeak NG for the fallback voice.
 packages=(pocketsphinx pocketsphinx-en-us libpocketsphinx3 espeak-ng)
-# The tests speak with espeak-ng, convert with sox, and call in with real clients.
-(( want_tests )) && packages+=(sox chromium baresip)
+# The tests speak with espeak-ng, convert with sox, call in with real clients, and put nginx in front (demo token).
+(( want_tests )) && packages+=(sox chromium baresip nginx)
 
 missing=()
 for p in "${packages[@]}"; do
