@@ -52,10 +52,22 @@ export class TwilioCaller extends CallerListeners implements LoadCaller {
     super();
   }
 
+  /**
+   * What a Twilio webhook puts in the stream URL: a session token minted per call with the API key (the
+   * service refuses API keys in URLs). A credential that already is a token is used as it is.
+   */
+  private async sessionToken(streamUrl: URL, credential: string): Promise<string> {
+    if (credential.split('.').length === 3) return credential;
+    const base = `${streamUrl.protocol === 'wss:' ? 'https' : 'http'}://${streamUrl.host}`;
+    const res = await fetch(`${base}/v1/tokens`, { method: 'POST', headers: { authorization: `Bearer ${credential}`, 'content-type': 'application/json' }, body: '{}' });
+    if (!res.ok) throw new Error(`could not mint a session token: HTTP ${res.status}`);
+    return ((await res.json()) as { token: string }).token;
+  }
+
   async connect(): Promise<void> {
     [this.down, this.up] = await Promise.all([StreamingResampler.create(16000, 8000), StreamingResampler.create(8000, 16000)]);
     const url = new URL(this.url);
-    if (this.options.credential && !url.searchParams.has('token')) url.searchParams.set('token', this.options.credential);
+    if (this.options.credential && !url.searchParams.has('token')) url.searchParams.set('token', await this.sessionToken(url, this.options.credential));
     const headers: Record<string, string> = {};
     if (this.options.authToken) headers['x-twilio-signature'] = computeTwilioSignature(this.options.authToken, url.toString());
     const socket = new WebSocket(url, { headers });

@@ -11,8 +11,8 @@ want_tests=0
 # Embedded ASR (CMU PocketSphinx, US English) and eSpeak NG for the fallback voice.
 packages=(pocketsphinx pocketsphinx-en-us libpocketsphinx3 espeak-ng)
 # The tests' callers speak with flite / Festival (or SVOX Pico when its voices are installed), convert with sox,
-# and call in with real clients.
-(( want_tests )) && packages+=(sox chromium baresip flite festival festvox-kallpc16k)
+# call in with real clients, and put nginx in front (demo token).
+(( want_tests )) && packages+=(sox chromium baresip nginx flite festival festvox-kallpc16k)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -5,6 +5,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { requireCaller } from '../src/auth/plugin.js';
 import type { VoiceService } from '../src/service.js';
 import { OfferError, PeerLimitError, WebRtcTransport } from '../src/transports/webrtc/index.js';
+import { LimitError } from '../src/limits/limits.js';
 
 /**
  * HTTP signaling for browser calls (docs/webrtc.md), the widget's static files under /widget/, and the
@@ -33,6 +34,30 @@ interface OfferBody {
 export function isLoopback(ip: string): boolean {
   const v4 = ip.startsWith('::ffff:') ? ip.slice(7) : ip;
   return ip === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
+
+/** Host header without its port ("[::1]:8080" → "::1"). */
+export function hostWithoutPort(host: string): string {
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(host);
+  if (bracketed) return bracketed[1].toLowerCase();
+  return host.replace(/:\d+$/, '').toLowerCase();
+}
+
+/** Headers a reverse proxy adds: their presence means the socket's loopback address is the proxy's, not the browser's. */
+const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip', 'x-forwarded-host', 'client-ip', 'true-client-ip'];
+
+/**
+ * Why a demo request is refused, or null when it comes from a browser on this machine: the client's address
+ * (through the configured proxies only) is loopback, no unknown proxy stands in between, and the Host names
+ * this machine (a DNS-rebinding page's requests carry the attacker's host name).
+ */
+export function demoRefusal(request: FastifyRequest, allowedHosts: readonly string[], proxiesTrusted: boolean): string | null {
+  if (!isLoopback(request.socket.remoteAddress ?? '')) return 'not a loopback client';
+  if (!isLoopback(request.ip)) return 'forwarded for a client that is not on this machine';
+  if (!proxiesTrusted && FORWARDING_HEADERS.some((h) => request.headers[h] !== undefined)) return 'came through a reverse proxy that is not in trustProxy';
+  const host = hostWithoutPort(request.host ?? '');
+  if (!allowedHosts.map((h) => h.toLowerCase()).includes(host)) return 'Host header not in demo.allowedHosts';
+  return null;
 }
 
 async function loadStaticFiles(): Promise<Map<string, { body: Buffer; type: string }>> {
@@ -90,7 +115,9 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
         return { type: 'answer', sdp, sessionId };
       } catch (err) {
         if (err instanceof OfferError) return reply.code(400).send({ error: err.code, message: err.message });
-        if (err instanceof PeerLimitError) return reply.code(503).send({ error: 'session_limit', message: err.message });
+        if (err instanceof PeerLimitError) return reply.code(503).header('retry-after', String(err.retryAfterS)).send({ error: 'session_limit', message: err.message });
+        // The caller's key is over its own limits: its refusal, not a server fault.
+        if (err instanceof LimitError) return reply.code(err.code === 'rate_limited' ? 429 : 503).header('retry-after', err.code === 'rate_limited' ? '10' : '5').send({ error: err.code, message: err.message });
         request.log.error({ err }, 'webrtc offer failed');
         return reply.code(500).send({ error: 'internal_error', message: 'could not answer the offer' });
       }
@@ -111,11 +138,14 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
   );
 
   // Browsers must never hold an API key: the demo page asks for a short-lived token, from this machine only.
+  const proxiesTrusted = config.trustProxy.length > 0;
+  if (config.demo.enabled) service.logger.warn({ allowedHosts: config.demo.allowedHosts }, 'demo mode: GET /v1/demo/token gives session tokens to browsers on this machine (never enable it on a server)');
   app.get('/v1/demo/token', async (request, reply) => {
-    if (!config.demo.enabled) return reply.code(404).send({ error: 'not_found', message: 'the demo is disabled (demo.enabled=false)' });
-    if (!isLoopback(request.socket.remoteAddress ?? '')) {
-      request.log.warn({ ip: request.socket.remoteAddress }, 'demo token refused: not a loopback client');
-      return reply.code(403).send({ error: 'forbidden', message: 'demo tokens are only given to browsers on this machine; a production page gets its token from its own backend (POST /v1/tokens)' });
+    if (!config.demo.enabled) return reply.code(404).send({ error: 'not_found', message: 'the demo is disabled (start with --demo or demo.enabled=true on a developer machine)' });
+    const refusal = demoRefusal(request, config.demo.allowedHosts, proxiesTrusted);
+    if (refusal) {
+      request.log.warn({ ip: request.ip, reason: refusal }, 'demo token refused');
+      return reply.code(403).send({ error: 'forbidden', message: `demo tokens are only given to browsers on this machine (${refusal}); a production page gets its token from its own backend (POST /v1/tokens)` });
     }
     const { token, expiresAt } = await service.auth.mintToken({ kind: 'api_key', keyId: 'demo' });
     return { token, expires_at: expiresAt, token_type: 'Bearer' };
@@ -131,7 +161,7 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
 
   app.get('/', async (_request, reply) => {
     const page = files.get(DEMO_PAGE);
-    if (!config.demo.enabled || !page) return reply.code(404).send({ error: 'not_found', message: 'the demo page is disabled (demo.enabled=false)' });
+    if (!config.demo.enabled || !page) return reply.code(404).send({ error: 'not_found', message: 'the demo page is disabled (start with --demo or demo.enabled=true on a developer machine)' });
     return reply.type(page.type).header('cache-control', 'no-cache').send(page.body);
   });
 };

@@ -46,6 +46,7 @@ function providerUnion(branches: Record<string, { properties: Record<string, Sch
 export const CONFIG_SCHEMA: Schema = obj(
   {
     host: nonEmpty,
+    trustProxy: strings,
     port: int(0, 65535),
     logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
     modelsDir: nonEmpty,
@@ -55,13 +56,13 @@ export const CONFIG_SCHEMA: Schema = obj(
       {
         apiKeyHashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
         tokenSecret: str({ minLength: 16 }),
-        tokenTtlS: int(1, 86400),
+        tokenTtlS: int(1, 3600),
         required: bool,
         generatedKeyFile: { type: ['string', 'null'], minLength: 1 },
       },
       ['apiKeyHashes', 'tokenTtlS', 'required'],
     ),
-    store: obj({ path: nonEmpty, retentionDays: int(0) }),
+    store: obj({ path: nonEmpty, retentionDays: int(0), networkCallsOwner: { type: 'string', pattern: '^[0-9a-f]{8}$' } }, ['path', 'retentionDays']),
     limits: obj({
       maxSessionsPerKey: int(0),
       sessionsPerMinutePerKey: int(0),
@@ -228,10 +229,14 @@ export const CONFIG_SCHEMA: Schema = obj(
         maxPeers: int(0),
         iceGatheringTimeoutMs: ms(),
         disconnectGraceMs: ms(),
+        maxConcurrentOffers: int(1),
+        maxOfferMediaSections: int(1, 16),
+        maxRemoteCandidates: int(0, 256),
+        remoteCandidateNetworks: strings,
       },
       ['iceServers', 'corsOrigins', 'candidateAddresses', 'maxPeers', 'iceGatheringTimeoutMs', 'disconnectGraceMs'],
     ),
-    demo: obj({ enabled: bool }),
+    demo: obj({ enabled: bool, allowedHosts: strings }, ['enabled']),
     chatCompletions: obj({ enabled: bool, model: nonEmpty }),
     asrServer: obj({
       path: { type: 'string', pattern: '^/[A-Za-z0-9/_.-]*$' },

@@ -89,6 +89,14 @@ export interface WebRtcConfig {
   iceGatheringTimeoutMs: number;
   /** A peer whose connection dropped (tab closed, network gone) is hung up after this long. */
   disconnectGraceMs: number;
+  /** Offers being negotiated at once; more get 503 with Retry-After (docs/security.md). */
+  maxConcurrentOffers: number;
+  /** m= sections an offer may hold (several must be BUNDLEd); more get 400. */
+  maxOfferMediaSections: number;
+  /** Distinct ICE candidates an offer may list; more get 400. */
+  maxRemoteCandidates: number;
+  /** Non-public networks (CIDRs) a caller's ICE candidates may name; by default only public addresses are probed. */
+  remoteCandidateNetworks: string[];
 }
 
 /** Phone calls through providers' media-stream WebSockets (src/transports/telephony, docs/telephony.md). */
@@ -135,11 +143,21 @@ export interface SipConfig {
   maxCalls: number;
   /** SIP messages above this get 513. */
   maxMessageBytes: number;
+  /**
+   * Where RTP may be sent besides the INVITE's source address (CIDRs), e.g. a trunk's media servers when they
+   * differ from its signalling servers. An SDP naming anything else is refused with 488.
+   */
+  mediaNetworks: string[];
 }
 
-/** The demo page at `/`: it fetches a session token from `GET /v1/demo/token`, answered to loopback clients only. */
+/**
+ * The demo page at `/`: it fetches a session token from `GET /v1/demo/token`, answered to loopback clients only.
+ * Off unless asked for (`npm start -- --demo`, VOICE_AGENT_DEMO=1 or `demo.enabled`): see docs/security.md.
+ */
 export interface DemoConfig {
   enabled: boolean;
+  /** Host header values (without port) the demo answers to: a DNS-rebinding page names its own host. */
+  allowedHosts: string[];
 }
 
 export interface AgentConfig {
@@ -163,6 +181,11 @@ export interface AgentConfig {
 
 export interface ServiceConfig {
   host: string;
+  /**
+   * Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto / X-Forwarded-Host are believed (addresses or
+   * CIDRs, e.g. ["127.0.0.1"] for an nginx on this host); empty: none, the socket's address is the client's.
+   */
+  trustProxy: string[];
   port: number;
   logLevel: string;
   /** Models directory for downloaded models (see audio-models/). */
@@ -202,6 +225,7 @@ export interface ServiceConfig {
 
 export const DEFAULT_CONFIG: ServiceConfig = {
   host: '0.0.0.0',
+  trustProxy: [],
   port: 8080,
   logLevel: 'info',
   modelsDir: 'models',
@@ -252,8 +276,19 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     maxTurnMs: 30_000,
   },
   audioOut: { leadMs: 40 },
-  webrtc: { iceServers: [], corsOrigins: [], candidateAddresses: [], maxPeers: 200, iceGatheringTimeoutMs: 3000, disconnectGraceMs: 5000 },
-  demo: { enabled: true },
+  webrtc: {
+    iceServers: [],
+    corsOrigins: [],
+    candidateAddresses: [],
+    maxPeers: 200,
+    iceGatheringTimeoutMs: 3000,
+    disconnectGraceMs: 5000,
+    maxConcurrentOffers: 8,
+    maxOfferMediaSections: 4,
+    maxRemoteCandidates: 50,
+    remoteCandidateNetworks: [],
+  },
+  demo: { enabled: false, allowedHosts: ['localhost', '127.0.0.1', '::1'] },
   telephony: { twilio: {}, startTimeoutMs: 10_000, reorderDepth: 3 },
   sip: {
     enabled: true,
@@ -267,6 +302,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     codecs: ['pcmu', 'pcma', 'opus'],
     maxCalls: 200,
     maxMessageBytes: 16 * 1024,
+    mediaNetworks: [],
   },
   agent: {
     defaultLanguage: 'en',
@@ -343,6 +379,8 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
     envOverrides.port = port;
   }
   if (env.LOG_LEVEL) envOverrides.logLevel = env.LOG_LEVEL;
+  // The demo page hands out session tokens: only when asked for by name.
+  if (argv.includes('--demo') || env.VOICE_AGENT_DEMO === '1') envOverrides.demo = { enabled: true };
   // One schema check of the result, so every error names its path (src/config-schema.ts).
   return validateConfig(mergeConfig(config, envOverrides), file ? path.resolve(file) : 'configuration', DEFAULT_CONFIG);
 }

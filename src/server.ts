@@ -27,7 +27,13 @@ export interface VoiceServer {
  */
 export function buildServer(config: ServiceConfig, logger: Logger, providers?: SessionProviders): VoiceServer {
   const service = new VoiceService(config, logger, providers);
-  const app = Fastify({ loggerInstance: logger as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1024 * 1024 });
+  // Forwarding headers are believed from the configured proxies only (docs/security.md): never by default.
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 1024 * 1024,
+    trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
+  });
 
   void app.register(websocket, { options: { maxPayload: HARD_MAX_PAYLOAD } });
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ServiceConfig } from './config.js';
 import { Auth } from './auth/auth.js';
-import { CallStore } from './store/call-store.js';
+import { ANY_KEY, CallStore } from './store/call-store.js';
 import { SessionLimiter } from './limits/limits.js';
 import type { SessionEvent } from './session/events.js';
 import { Metrics } from './metrics/metrics.js';
@@ -62,6 +62,11 @@ export class VoiceService {
     return this.loading;
   }
 
+  /** Record owner of calls placed without an API key (SIP trunks, signed provider streams). */
+  get networkCallsOwner(): string {
+    return this.config.store.networkCallsOwner ?? ANY_KEY;
+  }
+
   get ready(): boolean {
     return this.state === 'ready';
   }
@@ -95,13 +100,23 @@ export class VoiceService {
   openSession(
     transport: string,
     output: SessionOutput,
-    options: { language?: string; callId?: string; keyId?: string; tools?: (shared: ToolExecutor) => ToolExecutor } = {},
+    options: {
+      language?: string;
+      callId?: string;
+      networkId?: string;
+      keyId?: string;
+      /** Whose record this is when not the key's: calls from phone networks (see `networkCallsOwner`). */
+      recordOwner?: string;
+      tools?: (shared: ToolExecutor) => ToolExecutor;
+    } = {},
   ): Session {
     if (!this.ready) throw new Error(`service not ready (${this.state})`);
     const keyId = options.keyId ?? 'unkeyed';
+    // Our ids only: a transport's own fresh id (WebRTC) is checked, network ids go in `networkId`.
+    const callId = options.callId ?? randomUUID();
+    if (this.sessions.has(callId) || this.store.exists(callId)) throw new Error(`call id ${callId} is already in use`);
     // Throws LimitError (session_limit / rate_limited): transports report its code to the client.
     this.limiter.admit(keyId);
-    const callId = options.callId ?? randomUUID();
     const log = this.logger.child({ callId, transport });
     const session = new Session({
       callId,
@@ -114,7 +129,12 @@ export class VoiceService {
       language: options.language,
       observer: (event) => this.record(callId, event, log),
     });
-    this.store.callStarted(callId, transport);
+    try {
+      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId);
+    } catch (err) {
+      this.limiter.release(keyId);
+      throw err;
+    }
     this.sessions.set(callId, session);
     const { maxSessionMs } = this.config.limits;
     const maxLength =

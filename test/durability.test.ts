@@ -90,7 +90,7 @@ describe('durability and graceful drain', () => {
     }
     expect(health?.status).toBe(503);
     expect(((await health!.json()) as { status: string }).status).toBe('draining');
-    const refused = new WebSocket(`ws://127.0.0.1:${service.port}/v1/ws?token=${KEY}`);
+    const refused = new WebSocket(`ws://127.0.0.1:${service.port}/v1/ws`, { headers: { authorization: `Bearer ${KEY}` } });
     const refusal = await new Promise<Record<string, unknown>>((resolve) => refused.on('message', (d) => resolve(JSON.parse(String(d)) as Record<string, unknown>)));
     expect(refusal.code).toBe('not_ready');
 

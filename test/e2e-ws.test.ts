@@ -165,7 +165,7 @@ describe('device WebSocket call', () => {
     expect(bad.readyState).toBe(WebSocket.OPEN);
 
     // An unsupported codec on the URL is refused up front, with the code.
-    const refused = new WebSocket(`${server.wsUrl}?codec=aac&rate=44100&token=${TEST_API_KEY}`);
+    const refused = new WebSocket(`${server.wsUrl}?codec=aac&rate=44100`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
     const refusal = await new Promise<Record<string, unknown>>((resolve) => refused.on('message', (d) => resolve(JSON.parse(String(d)) as Record<string, unknown>)));
     expect(refusal.code).toBe('unsupported_codec');
 

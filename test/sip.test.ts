@@ -172,11 +172,14 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       await phone.waitFor('CALL_ESTABLISHED');
       const call = await until('the SIP call', () => [...sip().calls.values()][0]);
       const callId = call.callId;
+      // The session and record have our own id; the SIP Call-ID is kept as the record's network id.
+      const recordId = call.recordId;
+      expect(recordId).not.toBe(callId);
       expect(call.media.codec).toBe('pcmu');
       expect(call.media.telephoneEvent).not.toBeNull();
 
       // The caller's words reach ASR and the agent answers (narrowband: any words will do).
-      const record = () => server.server.service.store.get(callId);
+      const record = () => server.server.service.store.get(recordId, 'any-key');
       const heard = await until('caller transcript', () => record()?.transcript.find((t) => t.role === 'caller' && t.text.length > 0), 20_000);
       console.log(`SIP caller transcript: "${heard.text}"`);
       // SIP garbage on other sockets while the call is up.
@@ -210,8 +213,9 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       const since = performance.now();
       await phone.command('hangup');
       await phone.waitFor('CALL_CLOSED', 5000, since);
-      await until('call gone', () => !sip().calls.has(callId) && !server.server.service.sessions.has(callId), 5000);
+      await until('call gone', () => !sip().calls.has(callId) && !server.server.service.sessions.has(recordId), 5000);
       expect(record()?.end_reason).toBe('caller_hangup');
+      expect(record()?.network_id).toBe(callId);
       await phone.stop();
 
       // What the phone heard: real agent speech, not silence.
@@ -235,7 +239,7 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       expect(call.media.codec).toBe('opus');
       expect(call.media.clockRate).toBe(48_000);
       await phone.command('sndcode', '9#');
-      const record = () => server.server.service.store.get(call.callId);
+      const record = () => server.server.service.store.get(call.recordId, 'any-key');
       await until('DTMF turn', () => record()?.transcript.find((t) => t.role === 'caller' && t.text === 'DTMF: 9'), 10_000);
       await until('agent reply played', () => record()?.transcript.find((t) => t.role === 'agent'), 15_000);
       const since = performance.now();
@@ -268,7 +272,7 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       // The ring time runs out with no session ever opened for the cancelled call.
       await sleep(300);
       expect(server.server.service.sessions.size).toBe(sessionsBefore);
-      expect(server.server.service.store.get(call.callId)).toBeNull();
+      expect(server.server.service.store.get(call.recordId, 'any-key')).toBeNull();
       // baresip's SIP trace (-s) shows our answers: 200 to its CANCEL, 487 to its INVITE.
       expect(phone.log.join('')).toMatch(/SIP\/2\.0 487 Request Terminated/);
       expect(phone.log.join('')).toMatch(/SIP\/2\.0 200 OK[^]*CSeq: \d+ CANCEL/);
@@ -286,11 +290,11 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       await phone.waitFor('CALL_ESTABLISHED');
       const call = await until('the SIP call', () => [...sip().calls.values()].find((c) => c.state === 'confirmed'));
       const since = performance.now();
-      server.server.service.sessions.get(call.callId)!.hangUp('test');
+      server.server.service.sessions.get(call.recordId)!.hangUp('test');
       const closed = await phone.waitFor('CALL_CLOSED', 5000, since);
       console.log(`baresip after our BYE: ${closed.param ?? ''}`);
-      await until('call gone', () => !sip().calls.has(call.callId) && !server.server.service.sessions.has(call.callId), 3000);
-      expect(server.server.service.store.get(call.callId)?.end_reason).toBe('agent_hangup');
+      await until('call gone', () => !sip().calls.has(call.callId) && !server.server.service.sessions.has(call.recordId), 3000);
+      expect(server.server.service.store.get(call.recordId, 'any-key')?.end_reason).toBe('agent_hangup');
     } finally {
       await phone.stop();
       await phone.cleanup();
@@ -310,7 +314,7 @@ describe('SIP transfer with a real phone', () => {
       const second = await until('the transferred call', () => [...sip().calls.values()].find((c) => c.callId !== first.callId && c.state === 'confirmed'), 10_000);
       expect(second.invite.uri).toContain('sip:human@');
       await until('first leg ended', () => !sip().calls.has(first.callId), 5000);
-      expect(server.server.service.store.get(first.callId)?.end_reason).toBe('transferred');
+      expect(server.server.service.store.get(first.recordId, 'any-key')?.end_reason).toBe('transferred');
       expect(phone.log.join('')).toMatch(/REFER sip:/);
       const since = performance.now();
       await phone.command('hangup');
@@ -383,13 +387,14 @@ describe('SIP trunk features on raw sockets', () => {
       expect(ok).toContain('a=rtpmap:8 PCMA/8000');
       expect(ok).toContain('a=rtpmap:101 telephone-event/8000');
       const toTag = /^To: .*;tag=([^;\r\n]+)/m.exec(ok)![1];
+      const recordId = s.calls.get(callId)!.recordId;
       c.send(request('ACK', { callId, cseq: 3, headers: [] }).replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`));
       // Keypad digits out of band (SIP INFO, application/dtmf-relay), as some PBXs send them.
       const info = (cseq: number, signal: string) =>
         request('INFO', { callId, cseq, headers: ['Content-Type: application/dtmf-relay'], body: `Signal=${signal}\r\nDuration=160\r\n` }).replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`);
       c.send(info(4, '5'));
       c.send(info(5, '#'));
-      await until('INFO DTMF turn', () => server.server.service.store.get(callId)?.transcript.find((t) => t.text === 'DTMF: 5'), 1000);
+      await until('INFO DTMF turn', () => server.server.service.store.get(recordId, 'any-key')?.transcript.find((t) => t.text === 'DTMF: 5'), 1000);
       expect(c.got.filter((m) => status(m) === 200 && /CSeq: \d+ INFO/.test(m)).length).toBe(2);
       // No RTP from this "phone": after rtpTimeoutMs the service hangs up with BYE; we answer 200.
       const bye = await until('BYE', () => c.got.find((m) => m.startsWith('BYE ')), 6000);
@@ -399,7 +404,7 @@ describe('SIP trunk features on raw sockets', () => {
       const headersOf = (name: string) => new RegExp(`^${name}: (.*)$`, 'm').exec(bye)![1];
       c.send(['SIP/2.0 200 OK', `Via: ${via}`, `From: ${headersOf('From')}`, `To: ${headersOf('To')}`, `Call-ID: ${callId}`, `CSeq: ${headersOf('CSeq')}`, 'Content-Length: 0', '', ''].join('\r\n'));
       await until('call ended', () => !s.calls.has(callId), 2000);
-      expect(server.server.service.store.get(callId)?.end_reason).toBe('rtp_timeout');
+      expect(server.server.service.store.get(recordId, 'any-key')?.end_reason).toBe('rtp_timeout');
       await sleep(1200);
       // The 200 stopped BYE retransmissions.
       expect(c.got.filter((m) => m.startsWith('BYE ')).length).toBe(1);

@@ -78,7 +78,7 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined | nul
 
 beforeAll(async () => {
   const [started, askTime, askCapabilities, interruption] = await Promise.all([
-    startTestServer({ auth: { tokenSecret: SECRET }, webrtc: { candidateAddresses: ['127.0.0.1'], disconnectGraceMs: 1000 } }),
+    startTestServer({ auth: { tokenSecret: SECRET }, demo: { enabled: true }, webrtc: { candidateAddresses: ['127.0.0.1'], disconnectGraceMs: 1000 } }),
     speak('What time is it?', { padMs: 0 }),
     speak('What can you do for me?', { padMs: 0 }),
     speak('Stop, stop. I want to speak to a human please.', { padMs: 0 }),

@@ -26,6 +26,8 @@ export interface AuthConfig {
 }
 
 export const TOKEN_ISSUER = 'voice-agent';
+/** Longest session token: a leaked one (a proxy log, a shared link) must die soon. */
+export const MAX_TOKEN_TTL_S = 3600;
 /** Audience of tokens that open a call (any transport). */
 export const SESSION_AUDIENCE = 'voice-agent:session';
 
@@ -100,7 +102,7 @@ export class Auth {
   }
 
   async mintToken(principal: Principal, options: { ttlS?: number; audience?: string } = {}): Promise<{ token: string; expiresAt: number }> {
-    const ttl = Math.max(1, Math.min(options.ttlS ?? this.config.tokenTtlS, 24 * 3600));
+    const ttl = Math.max(1, Math.min(options.ttlS ?? this.config.tokenTtlS, MAX_TOKEN_TTL_S));
     const expiresAt = Math.floor(Date.now() / 1000) + ttl;
     const token = await new SignJWT({ kid: principal.keyId })
       .setProtectedHeader({ alg: 'HS256' })
@@ -125,14 +127,19 @@ export class Auth {
   }
 
   /**
-   * Authenticate a request to open a call: `Authorization: Bearer <API key or token>`, or `?token=` (browsers
-   * cannot set headers on WebSockets). Throws AuthError.
+   * Authenticate a request to open a call: `Authorization: Bearer <API key or token>`, or `?token=<session
+   * token>` (browsers cannot set headers on WebSockets). An API key in the URL is refused: URLs end up in proxy
+   * and access logs, and a key does not expire. Throws AuthError.
    */
   async authenticate(credentials: { authorization?: string; token?: string }, audience = SESSION_AUDIENCE): Promise<Principal> {
     if (!this.config.required) return { kind: 'anonymous', keyId: 'anonymous' };
     const bearer = /^Bearer\s+(.+)$/i.exec(credentials.authorization ?? '')?.[1]?.trim();
     const presented = bearer ?? credentials.token;
     if (!presented) throw new AuthError('missing_credentials', 'missing credentials: send "Authorization: Bearer <key or token>" or ?token=');
+    if (!bearer) {
+      if (presented.split('.').length === 3) return this.verifyToken(presented, audience);
+      throw new AuthError('invalid_credentials', '?token= takes a session token only (mint one with POST /v1/tokens); send an API key as "Authorization: Bearer", never in a URL');
+    }
     const byKey = this.verifyApiKey(presented);
     if (byKey) return byKey;
     // JWTs have three dot-separated parts; anything else is a wrong key.

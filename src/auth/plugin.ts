@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { AuthError, type Auth, type Principal } from './auth.js';
+import { AuthError, MAX_TOKEN_TTL_S, type Auth, type Principal } from './auth.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -25,6 +25,28 @@ export function requireCaller(auth: Auth) {
   };
 }
 
+/**
+ * A preValidation hook for server-to-server APIs: an API key in `Authorization: Bearer`, never a session token
+ * (tokens are handed to browsers and devices, demo tokens included) and never a URL parameter.
+ */
+export function requireApiKey(auth: Auth) {
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (!auth.required) {
+      request.principal = { kind: 'anonymous', keyId: 'anonymous' };
+      return;
+    }
+    const bearer = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim();
+    const principal = bearer ? auth.verifyApiKey(bearer) : null;
+    if (principal) {
+      request.principal = principal;
+      return;
+    }
+    const code = bearer ? 'invalid_credentials' : 'missing_credentials';
+    request.log.warn({ code, url: request.url.split('?')[0], ip: request.ip }, 'request refused: an API key is required');
+    await reply.code(401).send({ error: code, message: 'an API key is required ("Authorization: Bearer <API key>"); session tokens are for callers' });
+  };
+}
+
 /** `POST /v1/tokens`: a backend holding an API key mints a short-lived session token for a browser or device. */
 export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { auth }) => {
   app.post(
@@ -34,7 +56,7 @@ export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { aut
         body: {
           type: 'object',
           additionalProperties: false,
-          properties: { ttl_s: { type: 'integer', minimum: 1, maximum: 86400 } },
+          properties: { ttl_s: { type: 'integer', minimum: 1, maximum: MAX_TOKEN_TTL_S } },
         },
       },
     },

@@ -14,11 +14,21 @@ export interface StoreConfig {
   path: string;
   /** Calls older than this are deleted at start-up and daily; 0 keeps them forever. */
   retentionDays: number;
+  /**
+   * The API key id (`keyId` in logs: the first 8 hex digits of the key's SHA-256) that may read records of calls
+   * placed without a key: SIP trunks, Twilio streams admitted by signature. Unset: any API key may (one tenant).
+   */
+  networkCallsOwner?: string;
 }
+
+/** Owner of a record every API key may read (calls from phone networks when no owner is configured). */
+export const ANY_KEY = '*';
 
 export interface CallRecord {
   id: string;
   transport: string;
+  /** The carrier's or provider's own id for the call (Twilio CallSid, SIP Call-ID), never our record id. */
+  network_id: string | null;
   started_at: string;
   ended_at: string | null;
   end_reason: string | null;
@@ -54,8 +64,14 @@ export class CallStore {
         call_id TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE, turn INTEGER NOT NULL, metrics TEXT NOT NULL, at TEXT NOT NULL);
       CREATE INDEX IF NOT EXISTS turn_metrics_call ON turn_metrics(call_id, turn);
     `);
+    // Records belong to the API key that placed the call; files from before owners existed gain the columns
+    // empty, and their calls are then readable by no key (never by every key).
+    const columns = new Set((this.db.prepare('PRAGMA table_info(calls)').all() as { name: string }[]).map((c) => c.name));
+    if (!columns.has('owner')) this.db.exec('ALTER TABLE calls ADD COLUMN owner TEXT');
+    if (!columns.has('network_id')) this.db.exec('ALTER TABLE calls ADD COLUMN network_id TEXT');
     this.db.pragma('foreign_keys = ON');
-    this.insertCall = this.db.prepare('INSERT OR IGNORE INTO calls (id, transport, started_at) VALUES (?, ?, ?)');
+    // A plain INSERT: an id that exists already is an error, never a silent append to someone else's record.
+    this.insertCall = this.db.prepare('INSERT INTO calls (id, transport, started_at, owner, network_id) VALUES (?, ?, ?, ?, ?)');
     this.endCall = this.db.prepare('UPDATE calls SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL');
     this.insertUtterance = this.db.prepare('INSERT INTO utterances (call_id, role, turn, text, language, status, at) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.insertMetrics = this.db.prepare('INSERT INTO turn_metrics (call_id, turn, metrics, at) VALUES (?, ?, ?, ?)');
@@ -69,8 +85,19 @@ export class CallStore {
     }
   }
 
-  callStarted(id: string, transport: string): void {
-    this.insertCall.run(id, transport, new Date().toISOString());
+  /** Throws when `id` is already a record (ids are ours and fresh; a collision is refused, not merged). */
+  callStarted(id: string, transport: string, owner: string, networkId?: string): void {
+    this.insertCall.run(id, transport, new Date().toISOString(), owner, networkId ?? null);
+  }
+
+  /** Our id of the latest call the network knows as `networkId` (a Twilio CallSid, a SIP Call-ID), if any. */
+  idForNetworkId(networkId: string): string | null {
+    const row = this.db.prepare('SELECT id FROM calls WHERE network_id = ? ORDER BY started_at DESC LIMIT 1').get(networkId) as { id: string } | undefined;
+    return row?.id ?? null;
+  }
+
+  exists(id: string): boolean {
+    return this.db.prepare('SELECT 1 FROM calls WHERE id = ?').get(id) !== undefined;
   }
 
   callEnded(id: string, reason: string): void {
@@ -85,8 +112,9 @@ export class CallStore {
     this.insertMetrics.run(id, metrics.turn, JSON.stringify(metrics), new Date().toISOString());
   }
 
-  get(id: string): CallRecord | null {
-    const call = this.db.prepare('SELECT id, transport, started_at, ended_at, end_reason FROM calls WHERE id = ?').get(id) as
+  /** The record of call `id` if it belongs to `owner` (an API key id); another key's call reads as absent. */
+  get(id: string, owner: string): CallRecord | null {
+    const call = this.db.prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason FROM calls WHERE id = ? AND (owner = ? OR owner = ?)').get(id, owner, ANY_KEY) as
       | Omit<CallRecord, 'transcript' | 'turns'>
       | undefined;
     if (!call) return null;

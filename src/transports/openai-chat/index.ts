@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyError, FastifyPluginAsync, FastifyReply } from 'fastify';
-import { requireCaller } from '../../auth/plugin.js';
+import { requireApiKey } from '../../auth/plugin.js';
 import { RuleBasedAgent } from '../../providers/llm/rules/index.js';
 import type { ChatMessage, LlmEvent, LlmProvider, ToolCall, ToolDefinition } from '../../providers/llm/types.js';
 import type { VoiceService } from '../../service.js';
@@ -165,12 +165,13 @@ export const chatCompletionsRoutes: FastifyPluginAsync<ChatCompletionsOptions> =
     return reply.code(status).send(openAiError(status === 500 ? 'internal error' : err.message, status === 500 ? 'server_error' : 'invalid_request_error'));
   });
 
-  app.get('/v1/models', { preValidation: requireCaller(service.auth) }, async () => ({
+  // Server-to-server: an API key, not a session token (those are given to browsers, demo pages included).
+  app.get('/v1/models', { preValidation: requireApiKey(service.auth) }, async () => ({
     object: 'list',
     data: [{ id: settings.model, object: 'model', created: 0, owned_by: 'voice-agent' }],
   }));
 
-  app.post('/v1/chat/completions', { preValidation: requireCaller(service.auth), schema: { body: bodySchema } }, async (request, reply) => {
+  app.post('/v1/chat/completions', { preValidation: requireApiKey(service.auth), schema: { body: bodySchema } }, async (request, reply) => {
     const body = request.body as ChatRequestBody;
     if (!service.ready) return reply.code(503).send(openAiError(`service not ready (${service.state})`, 'server_error'));
     if (body.model !== settings.model) {

@@ -1,3 +1,4 @@
+import { LimitError } from '../../limits/limits.js';
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
@@ -145,6 +146,8 @@ class RealtimeConnection {
     private readonly model: string,
     private readonly beta: boolean,
     private readonly toolTimeoutMs: number,
+    /** The API key this call counts against (the caller's, or the one that minted its token). */
+    private readonly keyId = 'anonymous',
   ) {
     this.state = {
       instructions: service.config.agent.systemPrompt,
@@ -172,6 +175,7 @@ class RealtimeConnection {
       'realtime',
       { event: (event) => this.onSessionEvent(event), audio: (frame) => this.onAgentAudio(frame) },
       {
+        keyId: this.keyId,
         tools: (shared) => {
           this.tools = new ClientToolExecutor(shared, { awaiting: (call) => this.onClientToolAwaited(call) }, this.toolTimeoutMs);
           return this.tools;
@@ -851,7 +855,7 @@ export const realtimeWebSocket: FastifyPluginAsync<RealtimeWsOptions> = async (a
       fail('unsupported', 'attaching to a call by call_id is not supported; connect with ?model=', 1008);
       return;
     }
-    const connection = new RealtimeConnection(socket, service, service.logger.child({ transport: 'realtime' }), model, beta, toolTimeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS);
+    const connection = new RealtimeConnection(socket, service, service.logger.child({ transport: 'realtime' }), model, beta, toolTimeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS, request.principal?.keyId ?? 'anonymous');
     socket.on('message', (data, isBinary) => {
       try {
         connection.onMessage(data, isBinary);
@@ -862,6 +866,13 @@ export const realtimeWebSocket: FastifyPluginAsync<RealtimeWsOptions> = async (a
     socket.on('close', () => void connection.close());
     socket.on('error', (err) => log.warn({ err }, 'realtime socket error'));
     connection.start().catch((err: unknown) => {
+      // The caller's key is over its limits: say which, as the device socket does (not an internal error).
+      if (err instanceof LimitError) {
+        service.metrics.error(err.code);
+        log.warn({ code: err.code }, 'call refused by limits');
+        fail(err.code, err.message, 1008);
+        return;
+      }
       log.error({ err }, 'could not start realtime session');
       fail('internal_error', (err as Error).message, 1011);
     });

@@ -6,19 +6,19 @@ import { BlockList, isIP } from 'node:net';
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /** Parses `sip.allowFrom`; throws a clear error for a bad entry so the service refuses to start. */
-export function buildAllowList(cidrs: readonly string[]): BlockList {
+export function buildAllowList(cidrs: readonly string[], what = 'sip.allowFrom'): BlockList {
   const list = new BlockList();
   for (const entry of cidrs) {
     const [address, prefixText] = entry.trim().split('/');
     const family = isIP(address);
-    if (family === 0) throw new Error(`sip.allowFrom: "${entry}" is not an IP address or CIDR`);
+    if (family === 0) throw new Error(`${what}: "${entry}" is not an IP address or CIDR`);
     const type = family === 4 ? 'ipv4' : 'ipv6';
     if (prefixText === undefined) {
       list.addAddress(address, type);
       continue;
     }
     const prefix = Number(prefixText);
-    if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) throw new Error(`sip.allowFrom: bad prefix length in "${entry}"`);
+    if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) throw new Error(`${what}: bad prefix length in "${entry}"`);
     list.addSubnet(address, prefix, type);
   }
   return list;
@@ -41,6 +41,11 @@ export interface DigestConfig {
 
 const md5 = (s: string) => createHash('md5').update(s).digest('hex');
 const NONCE_TTL_MS = 5 * 60_000;
+/** Wrong answers one source address may give per window before it is refused without a challenge. */
+const MAX_FAILURES = 5;
+const FAILURE_WINDOW_MS = 60_000;
+/** Bound on the per-source and per-nonce tables (a flood of sources must not grow memory without end). */
+const MAX_TRACKED = 10_000;
 
 /**
  * Stateless nonces: a timestamp signed with a per-process key, so any nonce we issued can be checked without
@@ -48,8 +53,33 @@ const NONCE_TTL_MS = 5 * 60_000;
  */
 export class DigestAuth {
   private readonly key = randomBytes(32);
+  /** Wrong answers per source address in the current window. */
+  private readonly failures = new Map<string, { count: number; since: number }>();
+  /** Highest nonce count accepted per nonce: a response is good once (RFC 2617 §3.2.2 replay protection). */
+  private readonly lastNc = new Map<string, { nc: number; issued: number }>();
 
   constructor(private readonly config: DigestConfig) {}
+
+  /** Whether `source` has used up its wrong answers for now. */
+  private throttled(source: string, now: number): boolean {
+    const entry = this.failures.get(source);
+    if (!entry) return false;
+    if (now - entry.since > FAILURE_WINDOW_MS) {
+      this.failures.delete(source);
+      return false;
+    }
+    return entry.count >= MAX_FAILURES;
+  }
+
+  private failed(source: string, now: number): void {
+    const entry = this.failures.get(source);
+    if (entry && now - entry.since <= FAILURE_WINDOW_MS) entry.count++;
+    else {
+      if (this.failures.size >= MAX_TRACKED) for (const [k, v] of this.failures) if (now - v.since > FAILURE_WINDOW_MS) this.failures.delete(k);
+      if (this.failures.size >= MAX_TRACKED) this.failures.delete(this.failures.keys().next().value as string);
+      this.failures.set(source, { count: 1, since: now });
+    }
+  }
 
   challenge(stale = false): string {
     const ts = Date.now().toString(16);
@@ -57,9 +87,22 @@ export class DigestAuth {
     return `Digest realm="${this.config.realm}", nonce="${ts}.${sig}", algorithm=MD5, qop="auth"${stale ? ', stale=true' : ''}`;
   }
 
-  /** 'ok', 'stale' (valid signature but expired: re-challenge with stale=true) or 'invalid'. */
-  verify(method: string, authorization: string | undefined): 'ok' | 'stale' | 'invalid' {
+  /**
+   * 'ok', 'stale' (valid signature but expired: re-challenge with stale=true), 'invalid', or 'throttled' (this
+   * source gave too many wrong answers lately: refuse without a challenge). A replayed nonce count is invalid.
+   */
+  verify(method: string, authorization: string | undefined, source = ''): 'ok' | 'stale' | 'invalid' | 'throttled' {
+    const now = Date.now();
+    const address = source.replace(/^::ffff:/i, '');
+    if (this.throttled(address, now)) return 'throttled';
+    // No credentials yet is the normal first INVITE, not a wrong answer.
     if (!authorization || !/^digest\s/i.test(authorization)) return 'invalid';
+    const verdict = this.check(method, authorization, now);
+    if (verdict === 'invalid') this.failed(address, now);
+    return verdict;
+  }
+
+  private check(method: string, authorization: string, now: number): 'ok' | 'stale' | 'invalid' {
     const params = parseAuthParams(authorization.replace(/^digest\s+/i, ''));
     const username = params.get('username');
     const realm = params.get('realm');
@@ -77,13 +120,21 @@ export class DigestAuth {
     if (!safeEqual(sig, expected)) return 'invalid';
     const ha1 = md5(`${username}:${this.config.realm}:${password}`);
     const ha2 = md5(`${method}:${uri}`);
+    // We challenge with qop="auth": its nonce count is what makes a captured response useless a second time.
     const qop = params.get('qop');
-    const wanted = qop
-      ? md5(`${ha1}:${nonce}:${params.get('nc') ?? ''}:${params.get('cnonce') ?? ''}:${qop}:${ha2}`)
-      : md5(`${ha1}:${nonce}:${ha2}`);
+    const ncText = params.get('nc') ?? '';
+    const cnonce = params.get('cnonce') ?? '';
+    if (qop !== 'auth' || !/^[0-9a-fA-F]{8}$/.test(ncText) || !cnonce) return 'invalid';
+    const wanted = md5(`${ha1}:${nonce}:${ncText}:${cnonce}:${qop}:${ha2}`);
     if (!safeEqual(response.toLowerCase(), wanted)) return 'invalid';
     const issued = parseInt(ts, 16);
-    if (!Number.isFinite(issued) || Date.now() - issued > NONCE_TTL_MS) return 'stale';
+    if (!Number.isFinite(issued) || now - issued > NONCE_TTL_MS) return 'stale';
+    const nc = parseInt(ncText, 16);
+    const seen = this.lastNc.get(nonce);
+    if (seen && nc <= seen.nc) return 'invalid';
+    if (this.lastNc.size >= MAX_TRACKED) for (const [k, v] of this.lastNc) if (now - v.issued > NONCE_TTL_MS) this.lastNc.delete(k);
+    if (this.lastNc.size >= MAX_TRACKED) this.lastNc.delete(this.lastNc.keys().next().value as string);
+    this.lastNc.set(nonce, { nc, issued });
     return 'ok';
   }
 }

@@ -19,7 +19,12 @@ const G711_PACKET = 160;
 const SILENCE: Record<'pcmu' | 'pcma', number> = { pcmu: 0xff, pcma: 0xd5 };
 
 export interface CallMediaOptions {
+  /** Our record id for the call (fresh, never the SIP Call-ID). */
   callId: string;
+  /** The SIP Call-ID, kept in the call record as the network's id. */
+  networkId: string;
+  /** Whether media may go to / come from this address (signalling source, sip.mediaNetworks). */
+  plausible(address: string): boolean;
   service: VoiceService;
   media: NegotiatedMedia;
   sockets: { rtp: dgram.Socket; rtcp: dgram.Socket };
@@ -54,7 +59,8 @@ export class CallMedia {
     this.rtp = new RtpStream({
       rtp: options.sockets.rtp,
       rtcp: options.sockets.rtcp,
-      remote: { address: options.media.remoteAddress, port: options.media.remotePort },
+      remote: options.plausible(options.media.remoteAddress) && options.media.remotePort > 0 ? { address: options.media.remoteAddress, port: options.media.remotePort } : null,
+      plausible: options.plausible,
       payloadType: options.media.payloadType,
       telephoneEvent: options.media.telephoneEvent,
       clockRate: options.media.clockRate,
@@ -84,7 +90,7 @@ export class CallMedia {
     this.session = this.options.service.openSession(
       'sip',
       { event: (e) => this.onEvent(e), audio: (f) => this.onAgentAudio(f) },
-      { callId: this.options.callId, keyId: this.options.keyId },
+      { callId: this.options.callId, networkId: this.options.networkId, keyId: this.options.keyId, recordOwner: this.options.service.networkCallsOwner },
     );
   }
 
@@ -94,7 +100,12 @@ export class CallMedia {
     this.session?.pushDtmf(digit);
   }
 
-  /** Start the 20 ms media clock and the RTP timeout watchdog (at 200 OK). */
+  /** The caller's ACK: our media may flow from now on (never on an unacknowledged INVITE). */
+  acknowledged(): void {
+    this.rtp.arm();
+  }
+
+  /** Start the 20 ms media clock and the RTP timeout watchdog (at 200 OK; nothing is sent before the ACK). */
   start(): void {
     this.rtp.start();
     this.applyDirection();
@@ -104,7 +115,8 @@ export class CallMedia {
   /** A re-INVITE changed the media (hold / resume / new address). */
   update(media: NegotiatedMedia): void {
     this.media = media;
-    if (media.remoteAddress !== '0.0.0.0' && media.remotePort > 0) this.rtp.setRemote({ address: media.remoteAddress, port: media.remotePort });
+    // An address the signalling does not vouch for is not a target: the latched source stays.
+    if (media.remoteAddress !== '0.0.0.0' && media.remotePort > 0 && this.options.plausible(media.remoteAddress)) this.rtp.setRemote({ address: media.remoteAddress, port: media.remotePort });
     this.applyDirection();
     this.rtp.lastPacketAt = performance.now();
   }

@@ -1,7 +1,7 @@
 /**
  * RTP (RFC 3550) for one call leg: packet codec, an adaptive jitter buffer for what comes in, RFC 4733
- * telephone-events, and a 20 ms send clock for what goes out. Symmetric: we answer to wherever the caller's
- * packets come from (NAT), not only to the address in its SDP.
+ * telephone-events, and a 20 ms send clock for what goes out. Symmetric within limits: we answer to where the
+ * caller's packets come from (NAT), but only from an address the signalling makes plausible, latched once.
  */
 import dgram from 'node:dgram';
 import { randomInt } from 'node:crypto';
@@ -404,10 +404,16 @@ function guard(fn: () => void): void {
   }
 }
 
+/** A latched source silent this long may be replaced by another plausible one (a NAT rebinding). */
+const RELATCH_AFTER_MS = 2000;
+
 export interface RtpStreamOptions {
   rtp: dgram.Socket;
   rtcp: dgram.Socket;
-  remote: { address: string; port: number };
+  /** Where the SDP says to send, when that is consistent with the signalling; null: wait for the caller's RTP. */
+  remote: { address: string; port: number } | null;
+  /** Whether packets from this address may be the caller's (the signalling source, configured media networks). */
+  plausible(address: string): boolean;
   payloadType: number;
   telephoneEvent: number | null;
   clockRate: number;
@@ -427,10 +433,12 @@ export interface RtpStreamOptions {
 export class RtpStream {
   readonly jitter = new JitterBuffer();
   private readonly dtmf = new DtmfReceiver();
-  private remote: { address: string; port: number };
-  private remoteRtcp: { address: string; port: number };
+  private remote: { address: string; port: number } | null;
+  private remoteRtcp: { address: string; port: number } | null;
   private latched = false;
-  private remoteSsrc: number | null = null;
+  private latchedAt = 0;
+  /** Nothing is sent before the caller acknowledged our answer (ACK): an INVITE alone never makes us stream. */
+  private armed = false;
   private readonly ssrc = randomInt(1, 2 ** 31);
   private seq = randomInt(0, 65536);
   private timestamp = randomInt(0, 2 ** 31);
@@ -444,12 +452,12 @@ export class RtpStream {
 
   constructor(private readonly options: RtpStreamOptions) {
     this.remote = options.remote;
-    this.remoteRtcp = { address: options.remote.address, port: options.remote.port + 1 };
+    this.remoteRtcp = options.remote ? { address: options.remote.address, port: options.remote.port + 1 } : null;
     options.rtp.on('message', (msg, rinfo) => this.onPacket(msg, rinfo));
     options.rtp.on('error', (err) => options.onInvalid(`rtp socket: ${err.message}`));
     options.rtcp.on('message', (_msg, rinfo) => {
-      // We do not act on RTCP reports; only learn where to send ours (symmetric RTCP).
-      this.remoteRtcp = { address: rinfo.address, port: rinfo.port };
+      // We do not act on RTCP reports; only learn where to send ours (symmetric RTCP), from the caller's side.
+      if (options.plausible(rinfo.address)) this.remoteRtcp = { address: rinfo.address, port: rinfo.port };
     });
     options.rtcp.on('error', () => {});
   }
@@ -492,15 +500,20 @@ export class RtpStream {
     }
   }
 
-  /** A re-INVITE may move the caller's media. */
+  /** A re-INVITE may move the caller's media (the caller checks the address is plausible). */
   setRemote(remote: { address: string; port: number }): void {
-    if (remote.address === this.remote.address && remote.port === this.remote.port) return;
+    if (remote.address === this.remote?.address && remote.port === this.remote.port) return;
     this.remote = remote;
     this.remoteRtcp = { address: remote.address, port: remote.port + 1 };
     this.latched = false;
   }
 
-  get remoteAddress(): { address: string; port: number } {
+  /** The caller's ACK arrived: media may flow to it from now on. */
+  arm(): void {
+    this.armed = true;
+  }
+
+  get remoteAddress(): { address: string; port: number } | null {
     return this.remote;
   }
 
@@ -527,17 +540,21 @@ export class RtpStream {
       if (pt < 72 || pt > 76) this.options.onInvalid(`unexpected RTP payload type ${pt}`);
       return;
     }
-    if (this.remoteSsrc !== null && packet.ssrc !== this.remoteSsrc && this.latched && (rinfo.address !== this.remote.address || rinfo.port !== this.remote.port)) {
-      // Another source on our port while the call's own stream flows: not the caller.
+    if (!this.options.plausible(rinfo.address)) {
+      // Anyone can send to our port: only the caller's side may feed the call or steer where it is sent.
+      this.options.onInvalid(`RTP from ${rinfo.address}, which the signalling does not make plausible`);
       return;
     }
-    this.remoteSsrc = packet.ssrc;
-    if (!this.latched || rinfo.address !== this.remote.address || rinfo.port !== this.remote.port) {
-      // Symmetric RTP: answer to where the caller's media really comes from.
+    const now = performance.now();
+    const fromRemote = rinfo.address === this.remote?.address && rinfo.port === this.remote.port;
+    if (!fromRemote || !this.latched) {
+      // Symmetric RTP: latch once to where the caller's media really comes from (NAT). Once latched, another
+      // source is ignored while the latched one is alive; only a silent one may be replaced (NAT rebinding).
+      if (this.latched && now - this.latchedAt < RELATCH_AFTER_MS) return;
       this.remote = { address: rinfo.address, port: rinfo.port };
       this.latched = true;
     }
-    const now = performance.now();
+    this.latchedAt = now;
     this.lastPacketAt = now;
     if (pt === this.options.telephoneEvent) {
       this.jitter.skip(packet.seq);
@@ -558,7 +575,7 @@ export class RtpStream {
    * seconds of audio at the caller.
    */
   step(due: number, now: number): void {
-    if (this.closed) return;
+    if (this.closed || !this.armed || !this.remote) return;
     const sends = Math.min(due, 3);
     for (let i = 0; i < sends; i++) this.sendOne();
     if (due > sends) this.timestamp = (this.timestamp + (due - sends) * this.options.samplesPerPacket) >>> 0;
@@ -600,13 +617,14 @@ export class RtpStream {
       this.seq = (this.seq + 1) & 0xffff;
       this.sent.packets++;
       this.sent.octets += payload.length;
-      this.options.rtp.send(packet, this.remote.port, this.remote.address);
+      if (this.remote) this.options.rtp.send(packet, this.remote.port, this.remote.address);
     }
     this.timestamp = (this.timestamp + this.options.samplesPerPacket) >>> 0;
   }
 
   private sendReport(now: number): void {
     this.lastSrAt = now;
+    if (!this.remoteRtcp) return;
     const sr = buildSenderReport(this.ssrc, this.timestamp, this.sent.packets, this.sent.octets);
     this.options.rtcp.send(sr, this.remoteRtcp.port, this.remoteRtcp.address);
   }

@@ -6,7 +6,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { BlockList } from 'node:net';
 import type { Logger } from 'pino';
 import type { SipConfig } from '../../config.js';
@@ -52,7 +52,10 @@ export interface Peer {
 type CallState = 'proceeding' | 'answered' | 'confirmed' | 'ended';
 
 interface Call {
+  /** The SIP Call-ID (the dialog's key in `calls`). */
   callId: string;
+  /** Our id for the call's session and record: fresh, never the network's Call-ID. */
+  recordId: string;
   log: Logger;
   state: CallState;
   localTag: string;
@@ -111,6 +114,8 @@ export class SipServer {
   private readonly serverTx = new Map<string, ServerTx>();
   private readonly clientTx = new Map<string, ClientTx>();
   private readonly allow: BlockList;
+  /** Where media may go besides the INVITE's source (sip.mediaNetworks). */
+  private readonly mediaNetworks: BlockList;
   private readonly digest: DigestAuth | null;
   private readonly ports: RtpPortPool;
   private readonly limits: ParseLimits;
@@ -125,6 +130,7 @@ export class SipServer {
     validateSipConfig(c);
     this.log = options.logger.child({ transport: 'sip' });
     this.allow = buildAllowList(c.allowFrom);
+    this.mediaNetworks = buildAllowList(c.mediaNetworks ?? [], 'sip.mediaNetworks');
     this.digest = c.digest ? new DigestAuth(c.digest) : null;
     this.ports = new RtpPortPool(c.rtpPortMin, c.rtpPortMax);
     this.limits = { maxMessageBytes: c.maxMessageBytes, maxHeaders: 128 };
@@ -394,7 +400,13 @@ export class SipServer {
       return;
     }
     if (this.digest) {
-      const verdict = this.digest.verify('INVITE', header(req, 'authorization'));
+      const verdict = this.digest.verify('INVITE', header(req, 'authorization'), peer.address);
+      if (verdict === 'throttled') {
+        // Guessing passwords: no new challenge for this source until its window passes.
+        log.warn({ from: peer.address }, 'INVITE refused: too many failed authentications from this address');
+        this.respond(req, peer, key, 403, { toTag: tag(), reason: 'Too Many Failed Authentications' });
+        return;
+      }
       if (verdict !== 'ok') {
         log.info({ verdict }, 'INVITE challenged');
         this.respond(req, peer, key, 401, { toTag: tag(), headers: [{ name: 'www-authenticate', value: this.digest.challenge(verdict === 'stale') }] });
@@ -423,6 +435,17 @@ export class SipServer {
       this.respond(req, peer, key, 488, { headers: [{ name: 'warning', value: `399 voice-agent "no common audio codec; we accept ${config.codecs.join(', ')}"` }] });
       return;
     }
+    if (!net.isIP(media.remoteAddress)) {
+      // A host name would have us resolve and stream to whatever it names: never.
+      this.respond(req, peer, key, 488, { headers: [{ name: 'warning', value: '305 voice-agent "c= must be an IP address"' }] });
+      return;
+    }
+    const plausible = this.mediaPlausibility(peer);
+    if (media.remoteAddress !== '0.0.0.0' && !plausible(media.remoteAddress)) {
+      // Usually a phone behind NAT naming its private address; a third party's address otherwise. Either way
+      // nothing goes there: we wait for the caller's own RTP from the signalling source and latch to it.
+      log.info({ sdpAddress: media.remoteAddress, signalling: peer.address }, 'SDP media address is not the signalling source: waiting for the caller\'s RTP');
+    }
     const contact = header(req, 'contact');
     let remoteTarget = peerUri(peer);
     if (contact) {
@@ -433,6 +456,7 @@ export class SipServer {
     const localAddress = this.localAddressFor(peer, req);
     const call: Call = {
       callId: e.callId,
+      recordId: randomUUID(),
       log,
       state: 'proceeding',
       localTag,
@@ -473,7 +497,9 @@ export class SipServer {
     }
     call.rtpPort = sockets.port;
     const callMedia = new CallMedia({
-      callId: e.callId,
+      callId: call.recordId,
+      networkId: e.callId,
+      plausible,
       service,
       media,
       sockets,
@@ -518,7 +544,7 @@ export class SipServer {
     call.state = 'answered';
     call.answeredAt = performance.now();
     callMedia.start();
-    log.info({ rtpPort: sockets.port, remote: `${media.remoteAddress}:${media.remotePort}` }, 'SIP call answered');
+    log.info({ rtpPort: sockets.port, remote: `${media.remoteAddress}:${media.remotePort}`, recordId: call.recordId }, 'SIP call answered');
   }
 
   /** 200 OK with our SDP answer; over UDP it is retransmitted (T1 doubling to T2) until the ACK arrives. */
@@ -581,7 +607,7 @@ export class SipServer {
         this.respond(req, peer, key, 400, { reason: `Bad SDP: ${err.message}`.slice(0, 100) });
         return;
       }
-      if (!media) {
+      if (!media || !net.isIP(media.remoteAddress)) {
         this.respond(req, peer, key, 488);
         return;
       }
@@ -603,6 +629,7 @@ export class SipServer {
       call.state = 'confirmed';
       if (call.okTimer) clearTimeout(call.okTimer);
       call.okTimer = null;
+      call.callMedia?.acknowledged();
     }
   }
 
@@ -800,6 +827,15 @@ export class SipServer {
   }
 
   // ---------------------------------------------------------------- helpers
+
+  /**
+   * Where a call's media may go and come from: the address its INVITE came from (a trunk's or phone's own
+   * address, NAT included) or the operator's media networks. Never what the SDP alone says.
+   */
+  private mediaPlausibility(peer: Peer): (address: string) => boolean {
+    const signalling = peer.address.replace(/^::ffff:/i, '');
+    return (address: string) => address.replace(/^::ffff:/i, '') === signalling || isAllowed(this.mediaNetworks, address);
+  }
 
   private contactFor(call: Call): string {
     const transport = call.peer.transport === 'tcp' ? ';transport=tcp' : '';

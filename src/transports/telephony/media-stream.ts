@@ -105,7 +105,7 @@ class MediaStreamConnection {
     private readonly service: VoiceService,
     private readonly serializer: MediaStreamSerializer,
     log: Logger,
-    private readonly options: { language?: string; keyId?: string },
+    private readonly options: { language?: string; keyId?: string; networkCall?: boolean },
   ) {
     this.log = log.child({ provider: serializer.provider });
     this.reorder = new ReorderBuffer(service.config.telephony.reorderDepth);
@@ -158,7 +158,9 @@ class MediaStreamConnection {
       }
       case 'dtmf':
         this.ready = this.ready.then(() => {
-          this.log.info({ digit: event.digit }, 'dtmf');
+          // Digits may be PINs or card numbers: logged only where transcripts may be.
+          if (this.service.config.privacy.logTranscripts) this.log.info({ digit: event.digit }, 'DTMF received');
+          else this.log.debug('DTMF digit received');
           this.session?.pushDtmf(event.digit);
         });
         break;
@@ -208,8 +210,9 @@ class MediaStreamConnection {
     if (this.closed) return;
     const requested = this.options.language ?? start.parameters.language;
     const language = requested && LANGUAGE.test(requested) ? requested : undefined;
-    // The provider's call id as ours (logs and call records line up with the provider's console) when usable.
-    const callId = CALL_ID.test(start.providerCallId) && !this.service.sessions.has(start.providerCallId) ? start.providerCallId : undefined;
+    // The provider's call id is recorded beside ours (logs and records line up with the provider's console),
+    // never as ours: a reused or forged CallSid must not reach another call's record.
+    const networkId = CALL_ID.test(start.providerCallId) ? start.providerCallId : undefined;
     try {
       this.session = this.service.openSession(
         this.serializer.provider,
@@ -218,7 +221,7 @@ class MediaStreamConnection {
           audio: (frame) => this.sendAudio(frame),
           playedFrames: (responseId) => this.playedFrames(responseId),
         },
-        { language, callId, keyId: this.options.keyId },
+        { language, networkId, keyId: this.options.keyId, ...(this.options.networkCall ? { recordOwner: this.service.networkCallsOwner } : {}) },
       );
     } catch (err) {
       const limited = err instanceof Error && err.name === 'LimitError';
@@ -408,10 +411,11 @@ function telephonyAuth(service: VoiceService, provider: TelephonyProvider) {
         return;
       }
     }
+    // Telnyx's stream auth token travels in a header, not the URL: it may be an API key or a session token.
     const telnyxToken = request.headers['x-telnyx-streaming-auth-token'];
-    const token = query?.token ?? (typeof telnyxToken === 'string' ? telnyxToken : undefined);
+    const authorization = request.headers.authorization ?? (!query?.token && typeof telnyxToken === 'string' ? `Bearer ${telnyxToken}` : undefined);
     try {
-      request.principal = await service.auth.authenticate({ authorization: request.headers.authorization, token });
+      request.principal = await service.auth.authenticate({ authorization, token: query?.token });
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
       request.log.warn({ code: err.code, url: request.url.split('?')[0], ip: request.ip }, 'request refused');
@@ -433,6 +437,8 @@ export const telephonyWebSockets: FastifyPluginAsync<TelephonyOptions> = async (
       const connection = new MediaStreamConnection(socket, service, createSerializer(provider), log, {
         language: query.language,
         keyId: request.principal?.keyId,
+        // Admitted by the provider's signature, not a key: the record belongs to the configured owner.
+        networkCall: request.principal?.kind === 'anonymous' && service.auth.required,
       });
       socket.on('message', (data, isBinary) => {
         try {

@@ -1,11 +1,22 @@
 import { randomUUID } from 'node:crypto';
 import { Counter, Gauge } from 'prom-client';
 import type { VoiceService } from '../../service.js';
+import type { BlockList } from 'node:net';
 import { OfferError, WebRtcPeer } from './peer.js';
+import { checkOffer, networkList } from './offer-policy.js';
 
 export { OfferError, EVENTS_CHANNEL, filterHostCandidates } from './peer.js';
 
-export class PeerLimitError extends Error {}
+/** Too many browser calls, or too many offers being negotiated at once: HTTP 503 with Retry-After. */
+export class PeerLimitError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterS: number,
+  ) {
+    super(message);
+    this.name = 'PeerLimitError';
+  }
+}
 
 /**
  * Browser calls over WebRTC: owns the live peers, counts them in /metrics, and ends them on shutdown.
@@ -18,8 +29,12 @@ export class WebRtcTransport {
   private readonly peerGauge: Gauge;
   private readonly offers: Counter<'result'>;
   private live = 0;
+  /** Offers between arrival and answer: each holds libwebrtc threads and sockets while ICE gathers. */
+  private negotiating = 0;
+  private readonly candidateNetworks: BlockList;
 
   constructor(private readonly service: VoiceService) {
+    this.candidateNetworks = networkList(service.config.webrtc.remoteCandidateNetworks, 'webrtc.remoteCandidateNetworks');
     const registry = service.metrics.registry;
     this.peerGauge = new Gauge({ name: 'voice_agent_webrtc_peers', help: 'RTCPeerConnections alive in this process', registers: [registry] });
     this.offers = new Counter({ name: 'voice_agent_webrtc_offers_total', help: 'SDP offers received, by result', labelNames: ['result'], registers: [registry] });
@@ -29,15 +44,32 @@ export class WebRtcTransport {
     return this.peers.size;
   }
 
-  /** Answer an offer and start the call; throws OfferError (the client's fault) or PeerLimitError. */
+  /**
+   * Answer an offer and start the call; throws OfferError (the client's fault), PeerLimitError, or the
+   * session's LimitError (the caller's key is over its limits). `owner` is the caller's API key id.
+   */
   async accept(offerSdp: string, options: { language?: string; owner: string }): Promise<{ sessionId: string; sdp: string }> {
     const config = this.service.config.webrtc;
     if (this.peers.size >= config.maxPeers) {
       this.offers.inc({ result: 'limit' });
-      throw new PeerLimitError(`this server is at its limit of ${config.maxPeers} browser calls; try again shortly`);
+      throw new PeerLimitError(`this server is at its limit of ${config.maxPeers} browser calls; try again shortly`, 5);
     }
+    // Checked before libwebrtc parses anything: its work per offer grows with sections and candidates.
+    let checked;
+    try {
+      checked = checkOffer(offerSdp, { maxMediaSections: config.maxOfferMediaSections, maxRemoteCandidates: config.maxRemoteCandidates, remoteCandidateNetworks: [] }, this.candidateNetworks);
+    } catch (err) {
+      this.offers.inc({ result: 'rejected' });
+      throw err;
+    }
+    if (this.negotiating >= config.maxConcurrentOffers) {
+      this.offers.inc({ result: 'busy' });
+      throw new PeerLimitError(`${this.negotiating} offers are being negotiated; try again in a moment`, 1);
+    }
+    this.negotiating++;
     const id = randomUUID();
     const log = this.service.logger.child({ callId: id, transport: 'webrtc' });
+    if (checked.droppedCandidates > 0) log.info({ dropped: checked.droppedCandidates }, 'remote ICE candidates outside the allowed networks removed');
     const peer = new WebRtcPeer(id, this.service, config, log, {
       peerCreated: () => this.peerGauge.set(++this.live),
       peerClosed: () => this.peerGauge.set(--this.live),
@@ -46,16 +78,18 @@ export class WebRtcTransport {
         this.peers.delete(ended.id);
         this.owners.delete(ended.id);
       },
-    }, options.language);
+    }, options.language, options.owner);
     this.peers.set(id, peer);
     this.owners.set(id, options.owner);
     try {
-      const sdp = await peer.answer(offerSdp);
+      const sdp = await peer.answer(checked.sdp);
       this.offers.inc({ result: 'answered' });
       return { sessionId: id, sdp };
     } catch (err) {
       this.offers.inc({ result: err instanceof OfferError ? 'rejected' : 'failed' });
       throw err;
+    } finally {
+      this.negotiating--;
     }
   }
 

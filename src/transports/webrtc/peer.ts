@@ -30,7 +30,11 @@ export class OfferError extends Error {
   }
 }
 
-/** Keep only host candidates on the allowed addresses (server-reflexive and relay candidates stay). */
+/**
+ * Keep only host candidates on the allowed addresses (server-reflexive and relay candidates stay), and make
+ * the c= and a=rtcp lines name a kept candidate: libwebrtc writes its default interface there, which would
+ * show the host's internal address even when candidates are restricted.
+ */
 export function filterHostCandidates(sdp: string, allowed: readonly string[]): string {
   if (allowed.length === 0) return sdp;
   const lines = sdp.split('\r\n');
@@ -41,7 +45,18 @@ export function filterHostCandidates(sdp: string, allowed: readonly string[]): s
     if (typIndex < 0 || parts[typIndex + 1] !== 'host') return true;
     return allowed.includes(parts[4]);
   });
-  return kept.join('\r\n');
+  const firstCandidate = kept.find((l) => l.startsWith('a=candidate:'))?.split(' ')[4];
+  const shown = firstCandidate ?? '0.0.0.0';
+  const family = shown.includes(':') ? 'IP6' : 'IP4';
+  return kept
+    .map((line) => {
+      const c = /^c=IN IP[46] (\S+)$/.exec(line);
+      if (c && c[1] !== shown) return `c=IN ${family} ${shown}`;
+      const rtcp = /^(a=rtcp:\d+) IN IP[46] (\S+)$/.exec(line);
+      if (rtcp && rtcp[2] !== shown) return `${rtcp[1]} IN ${family} ${shown}`;
+      return line;
+    })
+    .join('\r\n');
 }
 
 export interface PeerHooks {
@@ -81,6 +96,8 @@ export class WebRtcPeer {
     private readonly log: Logger,
     private readonly hooks: PeerHooks,
     private readonly language?: string,
+    /** The API key the call counts against (its own, or the one that minted the caller's token). */
+    private readonly keyId?: string,
   ) {}
 
   get state(): string {
@@ -140,7 +157,7 @@ export class WebRtcPeer {
     this.session = this.service.openSession('webrtc', {
       event: (event) => this.onSessionEvent(event),
       audio: (frame) => this.outbound?.push(frame.samples),
-    }, { callId: this.id, language: this.language });
+    }, { callId: this.id, language: this.language, keyId: this.keyId });
     this.sendJson({
       type: 'session.started',
       callId: this.id,

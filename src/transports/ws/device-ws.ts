@@ -62,6 +62,10 @@ class DeviceConnection {
     this.rate = new MessageRateLimiter(service.config.limits.maxMessagesPerSecond);
     this.input = specFromQuery(query, '') ?? DEFAULT_FORMAT;
     this.output = specFromQuery(query, 'out_') ?? this.input;
+    // It reaches logs, records and the providers: a BCP-47 tag or nothing.
+    if (query.language !== undefined && !(query.language.length <= 35 && /^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$/.test(query.language))) {
+      throw new Error('"language" must be a BCP-47 tag such as "en" or "fr-FR"');
+    }
     this.language = query.language;
   }
 

@@ -1,0 +1,124 @@
+/**
+ * What a browser's SDP offer may ask of this server, checked before libwebrtc sees it. libwebrtc opens
+ * sockets for every unbundled m= section and probes every remote candidate it is given: an offer with
+ * hundreds of sections froze the whole process, and candidates naming internal addresses turned the ICE
+ * agent into a port scanner. A real browser offer has one audio section and one data section, BUNDLEd,
+ * and a handful of candidates.
+ */
+import { BlockList, isIP } from 'node:net';
+import { OfferError } from './peer.js';
+
+export interface OfferPolicy {
+  /** m= sections an offer may hold (audio + data channel, room for a video the page did not mean to add). */
+  maxMediaSections: number;
+  /** Distinct ICE candidates (transport, address, port) an offer may list. */
+  maxRemoteCandidates: number;
+  /** Networks (CIDRs) remote candidates may point at besides public addresses. */
+  remoteCandidateNetworks: readonly string[];
+}
+
+/** Addresses an ICE agent must never be steered to unless the operator allows their network. */
+const NON_PUBLIC: BlockList = (() => {
+  const list = new BlockList();
+  for (const [net, prefix] of [
+    ['0.0.0.0', 8],
+    ['10.0.0.0', 8],
+    ['100.64.0.0', 10],
+    ['127.0.0.0', 8],
+    ['169.254.0.0', 16],
+    ['172.16.0.0', 12],
+    ['192.0.0.0', 24],
+    ['192.168.0.0', 16],
+    ['198.18.0.0', 15],
+    ['224.0.0.0', 3],
+  ] as const)
+    list.addSubnet(net, prefix, 'ipv4');
+  for (const [net, prefix] of [
+    ['::', 127],
+    ['fc00::', 7],
+    ['fe80::', 10],
+    ['ff00::', 8],
+  ] as const)
+    list.addSubnet(net, prefix, 'ipv6');
+  return list;
+})();
+
+/** CIDR list → BlockList; a bad entry is a configuration error. */
+export function networkList(cidrs: readonly string[], what: string): BlockList {
+  const list = new BlockList();
+  for (const entry of cidrs) {
+    const [address, prefixText] = entry.trim().split('/');
+    const family = isIP(address);
+    if (family === 0) throw new Error(`${what}: "${entry}" is not an IP address or CIDR`);
+    const type = family === 4 ? 'ipv4' : 'ipv6';
+    if (prefixText === undefined) list.addAddress(address, type);
+    else {
+      const prefix = Number(prefixText);
+      if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) throw new Error(`${what}: bad prefix length in "${entry}"`);
+      list.addSubnet(address, prefix, type);
+    }
+  }
+  return list;
+}
+
+/** True for a literal IP that is public, or inside `allowed`. Hostnames (mDNS .local names included) are never. */
+export function candidateAddressAllowed(candidate: string, allowed: BlockList): boolean {
+  // IPv4-mapped IPv6 is judged as the IPv4 address it is (BlockList matches IPv4 against ::ffff:0:0/96 rules).
+  const address = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(candidate)?.[1] ?? candidate;
+  const family = isIP(address);
+  if (family === 0) return false;
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  if (allowed.check(address, type)) return true;
+  return !NON_PUBLIC.check(address, type);
+}
+
+export interface CheckedOffer {
+  sdp: string;
+  /** Remote candidates removed by the address policy. */
+  droppedCandidates: number;
+}
+
+/**
+ * Validates an offer's shape and removes remote candidates the policy forbids. Throws OfferError (HTTP 400).
+ * Removing a browser's private candidates does not break a LAN call: its connectivity checks still reach our
+ * candidates, and ICE answers them as peer-reflexive (a source that really sent to us, not a target we were told).
+ */
+export function checkOffer(sdp: string, policy: OfferPolicy, allowed: BlockList = networkList(policy.remoteCandidateNetworks, 'webrtc.remoteCandidateNetworks')): CheckedOffer {
+  const lines = sdp.split(/\r?\n/);
+  if (lines[0]?.trim() !== 'v=0') throw new OfferError('invalid_sdp', 'the SDP offer must start with v=0');
+  const sections = lines.filter((l) => l.startsWith('m=')).length;
+  if (sections === 0) throw new OfferError('no_audio', 'the SDP offer has no media section');
+  if (sections > policy.maxMediaSections) {
+    throw new OfferError('invalid_sdp', `the SDP offer has ${sections} media sections; at most ${policy.maxMediaSections} are accepted (one audio, one data channel)`);
+  }
+  const audio = lines.filter((l) => l.startsWith('m=audio ')).length;
+  if (audio > 1) throw new OfferError('invalid_sdp', `the SDP offer has ${audio} audio sections; one is accepted`);
+  if (sections > 1) {
+    // Every section must share one transport: unbundled sections each cost the server its own sockets.
+    const mids = lines.filter((l) => l.startsWith('a=mid:')).map((l) => l.slice(6).trim());
+    const bundle = lines.find((l) => l.startsWith('a=group:BUNDLE'))?.slice('a=group:BUNDLE'.length).trim().split(/\s+/) ?? [];
+    if (mids.length !== sections || !mids.every((mid) => bundle.includes(mid))) {
+      throw new OfferError('invalid_sdp', 'an SDP offer with several media sections must BUNDLE them all (a=group:BUNDLE with every a=mid)');
+    }
+  }
+  // Bundled sections repeat the same candidates: count distinct transport addresses.
+  const candidates = new Set(
+    lines.filter((l) => l.startsWith('a=candidate:')).map((l) => {
+      const p = l.split(' ');
+      return `${p[2]?.toLowerCase()} ${p[4]} ${p[5]}`;
+    }),
+  ).size;
+  if (candidates > policy.maxRemoteCandidates) {
+    throw new OfferError('invalid_sdp', `the SDP offer lists ${candidates} ICE candidates; at most ${policy.maxRemoteCandidates} are accepted`);
+  }
+  let dropped = 0;
+  const kept = lines.filter((line) => {
+    if (!line.startsWith('a=candidate:')) return true;
+    // a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...
+    const address = line.split(' ')[4] ?? '';
+    if (candidateAddressAllowed(address, allowed)) return true;
+    dropped++;
+    return false;
+  });
+  return { sdp: kept.join('\r\n'), droppedCandidates: dropped };
+}
