@@ -69,6 +69,20 @@ describe('restaurant booking form (English)', () => {
     expect((await d.say('cancel')).text).toBe('There is nothing to cancel. How can I help?');
   });
 
+  it('a read-back the caller barely heard does not count: the gate refuses the yes and the agent reads back again', async () => {
+    const { dialogue: d, registry } = await call(restaurant);
+    await d.say('table for two tomorrow at 8 pm for Anna');
+    // The caller cut the read-back off after its first words (the session then records no `confirms`).
+    const readBack = d.history[d.history.length - 1];
+    d.history[d.history.length - 1] = { role: 'assistant', content: readBack.content.split(' ').slice(0, 3).join(' ') + '…' };
+    const again = await d.say('yes');
+    expect(again.tools.map((t) => JSON.parse(t.result).error)).toEqual(['confirmation_required']);
+    expect(again.text).toBe('A table for 2 on Monday, November 30 at 8 PM, under the name Anna. Shall I book it?');
+    expect(registry.bookings()).toHaveLength(0);
+    await d.say('yes');
+    expect(registry.bookings()).toHaveLength(1);
+  });
+
   it('a value outside the opening hours is refused with the hours, and asked again', async () => {
     const { dialogue: d } = await call(restaurant);
     await d.say('table for 2 tomorrow');
@@ -93,6 +107,15 @@ describe('restaurant booking form (English)', () => {
     const yes = await d.say('yes', { source: 'speech', confidence: 0.9 });
     expect(yes.text).toBe('Goodbye! Thank you for calling.');
     expect(yes.action).toBe('hangup');
+
+    // An unsure yes is not enough either.
+    const { dialogue: d3, registry } = await call(restaurant);
+    await d3.say('table for two tomorrow at 8 pm for Anna');
+    const doubtful = await d3.say('yes', { source: 'speech', confidence: 0.2 });
+    expect(doubtful.text).toBe('Please answer yes or no. A table for 2 on Monday, November 30 at 8 PM, under the name Anna. Shall I book it?');
+    expect(registry.bookings()).toHaveLength(0);
+    await d3.say('yes', { source: 'speech', confidence: 0.8 });
+    expect(registry.bookings()).toHaveLength(1);
 
     const { dialogue: d2 } = await call(restaurant);
     expect((await d2.say('goodbye', { source: 'speech', inGrammar: false })).text).toBe('Did you want to end the call?');

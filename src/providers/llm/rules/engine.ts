@@ -187,6 +187,10 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
   if (state.pending) {
     const intent = intentByName(ctx, state.pending);
     const answer = yesNo(raw, lang, ctx.lexicon);
+    // A yes the recogniser was unsure of does not end the call either: ask again.
+    if (intent?.confirmIfUnsure && answer === 'yes' && unsure(ctx, message)) {
+      return { state, output: { text: msg(intent.confirmIfUnsure), language: lang, confirms: { name: intent.tool?.name ?? intent.name, arguments: '{}' } } };
+    }
     state = { ...state, pending: undefined };
     if (intent && answer === 'yes') return runIntent(ctx, state, intent, ws, text, lang, turn);
     if (answer === 'no') return say(joinText(msg('notNow'), state.form ? question(ctx, state, state.form) : msg('anythingElse')));
@@ -285,6 +289,10 @@ function continueForm(
     const answer = yesNo(raw, lang, ctx.lexicon);
     // "no, nine o'clock" / "actually make it five": a correction, read back again.
     if (changed) return next(ctx, state, merged, intent, lang, '');
+    if (form.asking === 'confirm' && answer === 'yes' && unsure(ctx, message)) {
+      // Not sure it was a yes: an action is never taken on a doubtful recognition.
+      return retry(ctx, state, form, lang, ctx.messages.yesOrNo[lang]);
+    }
     if (form.asking === 'confirm' && answer === 'yes' && intent.tool) {
       const call: ToolCall = { id: `call_rules_${intent.name}_${form.id}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', ctx)) };
       return { state: { ...state, form: { ...form, executing: true } }, output: { text: intent.say?.[lang] ?? '', language: lang, toolCall: call } };
@@ -341,6 +349,11 @@ function onToolResult(ctx: EngineContext, state: DialogueState, call: ToolCall |
   if (call && form && form.executing && id && id[1] === form.intent && id[2] === String(form.id)) {
     const intent = intentByName(ctx, form.intent);
     if (!intent) return { state: { ...state, form: undefined }, output: { text: ctx.config.toolDone[lang], language: lang } };
+    if (failed && isRecord(result) && result.error === 'confirmation_required') {
+      // The gate did not count the last yes (the read-back was cut off before the caller heard it): read back again.
+      const s: DialogueState = { ...state, form: { ...form, executing: false, asking: 'confirm' } };
+      return { state: s, output: { text: question(ctx, s, s.form as FormInstance), language: lang } };
+    }
     if (failed) {
       // The action did not happen: keep the form and ask again, so "yes" can try again.
       const s: DialogueState = { ...state, form: { ...form, executing: false, asking: 'confirm' } };
