@@ -83,6 +83,16 @@ describe('restaurant booking form (English)', () => {
     expect(registry.bookings()).toHaveLength(1);
   });
 
+  it('a greeting is not a name; "this evening" is today in every language', async () => {
+    const { dialogue: d } = await call(restaurant);
+    await d.say('a table for 4 tonight at 8');
+    expect((await d.say('hello')).text).toBe('Hello! How can I help you today? What name should I put the booking under?');
+    expect((await d.say('Anna')).text).toBe('A table for 4 on Sunday, November 29 at 8 PM, under the name Anna. Shall I book it?');
+    const { dialogue: fr } = await call(restaurant, 'fr');
+    await fr.say('je voudrais réserver ce soir à 20h pour 3 personnes');
+    expect((await fr.say('Dupont')).text).toBe('Une table pour 3 le dimanche 29 novembre à 20 h, au nom de Dupont. Je réserve ?');
+  });
+
   it('a value outside the opening hours is refused with the hours, and asked again', async () => {
     const { dialogue: d } = await call(restaurant);
     await d.say('table for 2 tomorrow');

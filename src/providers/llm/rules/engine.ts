@@ -230,7 +230,8 @@ function continueForm(
   ctx: EngineContext, state: DialogueState, form: FormInstance, intent: RuleIntent, message: ChatMessage,
   ws: string[], raw: string[], text: string, lang: string, match: ReturnType<IntentMatcher['match']>, turn: number,
 ): { state: DialogueState; output: Output } {
-  const { values, invalid } = extractValues(ctx, intent, ws, text, lang, form.asking, message.input?.source === 'keypad');
+  const otherIntent = match !== undefined && match.intent.name !== intent.name;
+  const { values, invalid } = extractValues(ctx, intent, ws, text, lang, form.asking, message.input?.source === 'keypad', otherIntent);
   const changed = Object.keys(values).length > 0;
   const merged: FormInstance = { ...form, slots: { ...form.slots, ...values } };
 

@@ -7,6 +7,8 @@ import { findCount, findDate, findDigits, findName, findTime, formatClock, rende
 /** Values for the form's slots found in the utterance; the asked slot also takes a bare answer ("four"). */
 export function extractValues(
   ctx: EngineContext, intent: RuleIntent, ws: string[], text: string, lang: string, asking: string | undefined, keypad: boolean,
+  /** The words matched an intent ("hello", "thank you"): not a bare name. */
+  matchedIntent = false,
 ): { values: Record<string, SlotValue>; invalid?: string } {
   const values: Record<string, SlotValue> = {};
   let invalid: string | undefined;
@@ -37,7 +39,7 @@ export function extractValues(
         v = findDate(text, lang, ctx.now, ctx.timeZone);
         break;
       case 'name':
-        v = findName(text, { bare, known: ctx.config.names });
+        v = findName(text, { bare: bare && !matchedIntent, known: ctx.config.names });
         break;
       case 'digits':
         // Digits only when asked (or typed with nothing asked): a number in passing is not a PIN.
@@ -61,7 +63,8 @@ export function extractValues(
     }
     if (v === undefined) continue;
     if (bad) {
-      if (bare || asking === 'confirm' || asking === 'change' || asking === undefined) invalid = slot.invalid?.[lang] ?? ctx.config.fallback[lang];
+      // Said, but not allowed (a time after closing): say why, whatever was asked.
+      invalid = slot.invalid?.[lang] ?? ctx.config.fallback[lang];
       continue;
     }
     values[slot.name] = v;
