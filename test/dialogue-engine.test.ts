@@ -2,6 +2,7 @@
  * Multi-turn dialogues in text against the rule-based agent and the real tool registry (with its
  * confirmation gate), driven the way ReplyTask drives them.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
 import { TextDialogue } from '../src/providers/llm/rules/driver.js';
@@ -193,6 +194,34 @@ describe('the dialogue state is replayed from the history (pure)', () => {
     expect(fresh.state(d.history, 'en')).toEqual(restaurant.state(d.history, 'en'));
     expect(fresh.state(d.history, 'en').done).toEqual([expect.objectContaining({ slots: { party_size: 3, date: '2026-12-04', time: '20:30', name: 'Rossi' } })]);
   });
+});
+
+describe('properties over random conversations', () => {
+  const pool = [
+    'I would like to book a table', 'four people', 'tomorrow', 'at eight pm', 'my name is Anna', 'yes', 'no', 'cancel',
+    'actually make it five', 'what did I book', 'what time is it', 'quiero reservar una mesa', 'sí', 'a las nueve', 'hello',
+    'purple monkey', 'DTMF: 4 2', 'next friday', 'half past seven', 'Dupont', 'start over', 'merci', 'ja', 'bye',
+  ];
+  const utterance = fc.oneof(fc.constantFrom(...pool), fc.string({ maxLength: 30 }));
+
+  it('never throws, books at most once per yes, and the memoised replay equals a fresh one', async () => {
+    await restaurant.load();
+    await fc.assert(
+      fc.asyncProperty(fc.array(utterance, { minLength: 1, maxLength: 12 }), async (turns) => {
+        const { dialogue: d, registry } = await call(restaurant);
+        let yeses = 0;
+        for (const t of turns) {
+          if (/^(yes|sí|ja)$/.test(t)) yeses++;
+          await d.say(t);
+        }
+        expect(registry.bookings().length).toBeLessThanOrEqual(yeses);
+        const fresh = new RuleBasedAgent({ now: () => NOW, timezone: 'Europe/Paris' });
+        await fresh.load();
+        expect(fresh.state(d.history, 'en')).toEqual(restaurant.state(d.history, 'en'));
+      }),
+      { numRuns: 25 },
+    );
+  }, 60_000);
 });
 
 describe('bank card service', () => {
