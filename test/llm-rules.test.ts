@@ -299,6 +299,11 @@ describe('rules config validation', () => {
     expect(msg).toContain('intents[0] (order).reply.en: placeholder {nope} not allowed');
     expect(msg).toContain('intents[1] (status).about: must name a form intent (one with slots): order');
     expect(msg).not.toContain('intents[2] (pay).requires');
+
+    // A language the engine has no lines for must bring them.
+    const pt = { ...minimal(), languages: ['en', 'pt'], fallback: { en: 'Sorry?', pt: 'Desculpe?' }, toolError: { en: 'Oops.', pt: 'Ups.' }, toolDone: { en: 'Done.', pt: 'Feito.' } };
+    pt.intents = [{ name: 'hi', phrases: { en: ['hello'], pt: ['olá'] }, reply: { en: 'Hi!', pt: 'Olá!' } }];
+    expect(() => validateRulesConfig(pt)).toThrow(/messages\.handoff\.pt: missing \(no built-in text in this language\)/);
   });
 
   it('reports unreadable and malformed files clearly', async () => {

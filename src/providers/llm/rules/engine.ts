@@ -247,6 +247,10 @@ function continueForm(
       const call: ToolCall = { id: `call_rules_${intent.name}_${form.id}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', ctx)) };
       return { state: { ...state, form: { ...form, executing: true } }, output: { text: intent.say?.[lang] ?? '', language: lang, toolCall: call } };
     }
+    if (form.asking === 'change' && answer !== undefined) {
+      // "no, nothing" / "yes, it's fine": nothing to change, read back again.
+      return next(ctx, state, { ...form, asking: 'change' }, intent, lang, '');
+    }
     if (form.asking === 'confirm' && answer === 'no') {
       return { state: { ...state, form: { ...form, asking: 'change', attempts: 0 } }, output: { text: ctx.messages.whatToChange[lang], language: lang } };
     }
