@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, loadConfig } from '../src/config.js';
+import { createToolExecutor } from '../src/providers/llm/tool-filter.js';
 import { configProblems } from '../src/config-schema.js';
 import { resolveExecutionProviders } from '../src/providers/vad/execution-providers.js';
 
@@ -42,6 +43,14 @@ describe('configuration schema', () => {
     expect(config.agent.tools?.enabled).toContain('book_appointment');
     // Unset sections keep their defaults.
     expect(config.turn.endpointSilenceMs).toBe(DEFAULT_CONFIG.turn.endpointSilenceMs);
+  });
+
+  it('accepts the shipped bank example: the card-service rules and the demo bank tools', async () => {
+    const config = loadConfig(['--config', 'config/example.bank.json'], {});
+    expect(config.providers.llm).toEqual({ provider: 'rules', rulesPath: 'config/agent-bank.json' });
+    expect(config.agent.tools?.bank?.customers?.[0].cards[0].last4).toBe('4111');
+    const tools = createToolExecutor(config.agent.tools);
+    expect(tools.definitions().map((d) => d.name).sort()).toEqual(['block_card', 'end_call', 'get_current_time', 'transfer_to_human', 'verify_customer']);
   });
 
   it('names the path and the problem of every error at once', async () => {

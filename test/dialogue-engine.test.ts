@@ -2,6 +2,7 @@
  * Multi-turn dialogues in text against the rule-based agent and the real tool registry (with its
  * confirmation gate), driven the way ReplyTask drives them.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
 import { TextDialogue } from '../src/providers/llm/rules/driver.js';
@@ -69,6 +70,30 @@ describe('restaurant booking form (English)', () => {
     expect((await d.say('cancel')).text).toBe('There is nothing to cancel. How can I help?');
   });
 
+  it('a read-back the caller barely heard does not count: the gate refuses the yes and the agent reads back again', async () => {
+    const { dialogue: d, registry } = await call(restaurant);
+    await d.say('table for two tomorrow at 8 pm for Anna');
+    // The caller cut the read-back off after its first words (the session then records no `confirms`).
+    const readBack = d.history[d.history.length - 1];
+    d.history[d.history.length - 1] = { role: 'assistant', content: readBack.content.split(' ').slice(0, 3).join(' ') + '…' };
+    const again = await d.say('yes');
+    expect(again.tools.map((t) => JSON.parse(t.result).error)).toEqual(['confirmation_required']);
+    expect(again.text).toBe('A table for 2 on Monday, November 30 at 8 PM, under the name Anna. Shall I book it?');
+    expect(registry.bookings()).toHaveLength(0);
+    await d.say('yes');
+    expect(registry.bookings()).toHaveLength(1);
+  });
+
+  it('a greeting is not a name; "this evening" is today in every language', async () => {
+    const { dialogue: d } = await call(restaurant);
+    await d.say('a table for 4 tonight at 8');
+    expect((await d.say('hello')).text).toBe('Hello! How can I help you today? What name should I put the booking under?');
+    expect((await d.say('Anna')).text).toBe('A table for 4 on Sunday, November 29 at 8 PM, under the name Anna. Shall I book it?');
+    const { dialogue: fr } = await call(restaurant, 'fr');
+    await fr.say('je voudrais réserver ce soir à 20h pour 3 personnes');
+    expect((await fr.say('Dupont')).text).toBe('Une table pour 3 le dimanche 29 novembre à 20 h, au nom de Dupont. Je réserve ?');
+  });
+
   it('a value outside the opening hours is refused with the hours, and asked again', async () => {
     const { dialogue: d } = await call(restaurant);
     await d.say('table for 2 tomorrow');
@@ -93,6 +118,15 @@ describe('restaurant booking form (English)', () => {
     const yes = await d.say('yes', { source: 'speech', confidence: 0.9 });
     expect(yes.text).toBe('Goodbye! Thank you for calling.');
     expect(yes.action).toBe('hangup');
+
+    // An unsure yes is not enough either.
+    const { dialogue: d3, registry } = await call(restaurant);
+    await d3.say('table for two tomorrow at 8 pm for Anna');
+    const doubtful = await d3.say('yes', { source: 'speech', confidence: 0.2 });
+    expect(doubtful.text).toBe('Please answer yes or no. A table for 2 on Monday, November 30 at 8 PM, under the name Anna. Shall I book it?');
+    expect(registry.bookings()).toHaveLength(0);
+    await d3.say('yes', { source: 'speech', confidence: 0.8 });
+    expect(registry.bookings()).toHaveLength(1);
 
     const { dialogue: d2 } = await call(restaurant);
     expect((await d2.say('goodbye', { source: 'speech', inGrammar: false })).text).toBe('Did you want to end the call?');
@@ -160,6 +194,34 @@ describe('the dialogue state is replayed from the history (pure)', () => {
     expect(fresh.state(d.history, 'en')).toEqual(restaurant.state(d.history, 'en'));
     expect(fresh.state(d.history, 'en').done).toEqual([expect.objectContaining({ slots: { party_size: 3, date: '2026-12-04', time: '20:30', name: 'Rossi' } })]);
   });
+});
+
+describe('properties over random conversations', () => {
+  const pool = [
+    'I would like to book a table', 'four people', 'tomorrow', 'at eight pm', 'my name is Anna', 'yes', 'no', 'cancel',
+    'actually make it five', 'what did I book', 'what time is it', 'quiero reservar una mesa', 'sí', 'a las nueve', 'hello',
+    'purple monkey', 'DTMF: 4 2', 'next friday', 'half past seven', 'Dupont', 'start over', 'merci', 'ja', 'bye',
+  ];
+  const utterance = fc.oneof(fc.constantFrom(...pool), fc.string({ maxLength: 30 }));
+
+  it('never throws, books at most once per yes, and the memoised replay equals a fresh one', async () => {
+    await restaurant.load();
+    await fc.assert(
+      fc.asyncProperty(fc.array(utterance, { minLength: 1, maxLength: 12 }), async (turns) => {
+        const { dialogue: d, registry } = await call(restaurant);
+        let yeses = 0;
+        for (const t of turns) {
+          if (/^(yes|sí|ja)$/.test(t)) yeses++;
+          await d.say(t);
+        }
+        expect(registry.bookings().length).toBeLessThanOrEqual(yeses);
+        const fresh = new RuleBasedAgent({ now: () => NOW, timezone: 'Europe/Paris' });
+        await fresh.load();
+        expect(fresh.state(d.history, 'en')).toEqual(restaurant.state(d.history, 'en'));
+      }),
+      { numRuns: 25 },
+    );
+  }, 60_000);
 });
 
 describe('bank card service', () => {

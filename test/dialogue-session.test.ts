@@ -11,6 +11,7 @@ import { createProviders } from '../src/providers/index.js';
 import { ScriptedLlm } from '../src/providers/llm/scripted.js';
 import { ToolRegistry } from '../src/providers/llm/tools.js';
 import type { ChatMessage } from '../src/providers/llm/types.js';
+import type { AsrProvider, AsrStream } from '../src/providers/asr/types.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 
 type Event = Record<string, unknown>;
@@ -162,6 +163,46 @@ describe('confirmation is enforced where tools run, whoever proposes the call', 
     // The model tries again on the next turn: that yes was spent.
     await caller.text('yes');
     expect(registry.bookings()).toHaveLength(1);
+    caller.close();
+  });
+});
+
+describe('per-question recognition: the session tells the recogniser what the agent waits for', () => {
+  let server: TestServer;
+  const expected: (string | undefined)[] = [];
+  beforeAll(async () => {
+    const config = mergeConfig(DEFAULT_CONFIG, {});
+    const real = createProviders(config, silentLogger());
+    // The real recogniser, with its streams' expect() recorded (PocketSphinx itself gains grammars elsewhere).
+    const asr: AsrProvider = {
+      name: real.asr.name,
+      languages: real.asr.languages,
+      load: () => real.asr.load(),
+      close: () => real.asr.close?.() ?? Promise.resolve(),
+      createStream: (options) => {
+        const stream: AsrStream = real.asr.createStream(options);
+        stream.expect = (expectation) => {
+          expected.push(expectation);
+        };
+        return stream;
+      },
+    };
+    server = await startTestServer({}, { ...real, asr });
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('passes "<intent>.<slot>" after each question and nothing once the form is done', async () => {
+    const caller = new TextCaller(server.wsUrl);
+    await caller.open();
+    await caller.text('I would like to book a table for two');
+    expect(expected[expected.length - 1]).toBe('book_appointment.date');
+    await caller.text('tomorrow at 8 pm, my name is Anna');
+    expect(expected[expected.length - 1]).toBe('book_appointment.confirm');
+    const booked = await caller.text('yes');
+    expect(booked.text).toMatch(/^Done\./);
+    expect(expected[expected.length - 1]).toBeUndefined();
     caller.close();
   });
 });

@@ -145,6 +145,9 @@ describe('grammar specs: every spoken value form reads back as what it means', (
     const es = bank.grammarSpecs().find((s) => s.language === 'es');
     expect(es?.slots.pin).toEqual(['cero', 'uno', 'dos', 'tres', 'cuatro', 'cinco', 'seis', 'siete', 'ocho', 'nueve']);
     expect(es?.expectations?.['report_lost_card.confirm']).toContain('sí');
+    // Digits are said one by one: a four-digit PIN is four references.
+    expect(es?.expectations?.['verify_identity.pin']).toContain('{pin} {pin} {pin} {pin}');
+    expect(es?.sentences).not.toContain('{pin} {pin} {pin}');
     // Every template names only slots the spec lists.
     for (const spec of [...specs, ...bank.grammarSpecs()]) {
       for (const s of spec.sentences) for (const [, ref] of s.matchAll(/\{(\w+)\}/g)) expect(spec.slots[ref], `${spec.language}: ${s}`).toBeDefined();

@@ -274,6 +274,38 @@ describe('rules config validation', () => {
     expect(msg).toContain('intents[1] (book).tool.arguments.n: unknown slot {people}');
   });
 
+  it('checks forms: slot types and prompts, a tool to call, known slots in templates, requires/about naming forms', () => {
+    const bad = minimal() as unknown as Record<string, unknown>;
+    bad.intents = [
+      {
+        name: 'order',
+        phrases: { en: ['order'], fr: ['commander'] },
+        slots: [{ name: 'size', type: 'colour', prompt: { en: 'Size?' } }],
+        confirm: { en: 'A {size} one?', fr: 'Un {size} ?' },
+        reply: { en: 'Ok {nope}.', fr: 'Ok.' },
+      },
+      { name: 'status', about: 'missing', phrases: { en: ['status'] }, reply: { en: 'x', fr: 'x' } },
+      { name: 'pay', requires: 'order', phrases: { en: ['pay'] }, reply: { en: 'x', fr: 'x' } },
+    ];
+    let msg = '';
+    try {
+      validateRulesConfig(bad, 'forms.json');
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    expect(msg).toContain('intents[0] (order).slots: a form needs a tool to call once confirmed');
+    expect(msg).toContain('intents[0] (order).slots[0].type: must be one of number, time, date, name, digits, values, yesno');
+    expect(msg).toContain('intents[0] (order).slots[0].prompt.fr: missing or empty text');
+    expect(msg).toContain('intents[0] (order).reply.en: placeholder {nope} not allowed');
+    expect(msg).toContain('intents[1] (status).about: must name a form intent (one with slots): order');
+    expect(msg).not.toContain('intents[2] (pay).requires');
+
+    // A language the engine has no lines for must bring them.
+    const pt = { ...minimal(), languages: ['en', 'pt'], fallback: { en: 'Sorry?', pt: 'Desculpe?' }, toolError: { en: 'Oops.', pt: 'Ups.' }, toolDone: { en: 'Done.', pt: 'Feito.' } };
+    pt.intents = [{ name: 'hi', phrases: { en: ['hello'], pt: ['olá'] }, reply: { en: 'Hi!', pt: 'Olá!' } }];
+    expect(() => validateRulesConfig(pt)).toThrow(/messages\.handoff\.pt: missing \(no built-in text in this language\)/);
+  });
+
   it('reports unreadable and malformed files clearly', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'rules-'));
     const broken = path.join(dir, 'broken.json');

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tokenize } from './matcher.js';
-import type { LangList, MessageKey } from './lexicon.js';
+import { DEFAULT_MESSAGES, type LangList, type MessageKey } from './lexicon.js';
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -324,9 +324,20 @@ export function validateRulesConfig(raw: unknown, source = 'rules'): RulesConfig
   if (raw.minConfidence !== undefined && !(typeof raw.minConfidence === 'number' && raw.minConfidence >= 0 && raw.minConfidence <= 1)) {
     err('minConfidence', 'must be a number in [0, 1]');
   }
-  if (raw.messages !== undefined) {
-    if (!isRecord(raw.messages)) err('messages', 'must be an object of message → language → text');
-    else for (const [k, v] of Object.entries(raw.messages)) checkLangText(`messages.${k}`, v, true, false);
+  if (raw.messages !== undefined && !isRecord(raw.messages)) err('messages', 'must be an object of message → language → text');
+  else {
+    const given = isRecord(raw.messages) ? raw.messages : {};
+    for (const [k, v] of Object.entries(given)) {
+      if (!(k in DEFAULT_MESSAGES)) err(`messages.${k}`, `unknown message (known: ${Object.keys(DEFAULT_MESSAGES).join(', ')})`);
+      else if (!isRecord(v)) err(`messages.${k}`, 'must be an object of language → text');
+    }
+    // The engine's own lines ship in en/fr/de/es/it; another language must bring its own.
+    for (const [k, defaults] of Object.entries(DEFAULT_MESSAGES)) {
+      for (const lang of languages) {
+        const own = isRecord(given[k]) ? (given[k] as Record<string, unknown>)[lang] : undefined;
+        if (defaults[lang] === undefined && (typeof own !== 'string' || own.trim() === '')) err(`messages.${k}.${lang}`, 'missing (no built-in text in this language)');
+      }
+    }
   }
 
   if (errors.length > 0) {

@@ -4,6 +4,7 @@
  * without audio. Used by the dialogue tests and the scripted-dialogue benchmark.
  */
 import type { ToolExecutor } from '../../../session/reply.js';
+import { maskSecret } from '../masking.js';
 import type { ChatMessage, InputMeta, LlmProvider, ToolCall } from '../types.js';
 
 export interface DriverTurn {
@@ -41,7 +42,7 @@ export class TextDialogue {
   async say(text: string, input: InputMeta = { source: 'text' }): Promise<DriverTurn> {
     const expectation = this.llm.expectation?.(this.history);
     const sensitive = expectation !== undefined && (this.llm.isSensitive?.(expectation) ?? false);
-    this.history.push(sensitive ? { role: 'user', content: '****', secret: text, input } : { role: 'user', content: text, input });
+    this.history.push(sensitive ? { role: 'user', content: maskSecret(text), secret: text, input } : { role: 'user', content: text, input });
     return this.reply();
   }
 

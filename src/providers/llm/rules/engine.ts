@@ -1,71 +1,21 @@
 /**
  * The dialogue engine: a pure reducer over the conversation. Each turn the whole history (caller turns,
- * the agent's tool calls and their results) is replayed through `step`, so the state is never stored:
+ * the agent's tool calls and their results) is replayed through `onUser` and `onToolResult`, so the state is never stored:
  * a preemptive reply the session throws away, an interrupted reply, or a stateless client that sends the
  * history again all give the same state. The form logic follows the VoiceXML form interpretation
  * algorithm: pick the first unfilled required slot, prompt for it, accept values for any slot at any
  * time (early filling and corrections), confirm, then call the tool exactly once per form instance.
  */
 import type { ChatMessage, ToolCall } from '../types.js';
-import { fill, isRecord, pickVariant, type LangText, type RuleIntent, type RulesConfig, type SlotSpec } from './config.js';
+import { fill, isRecord, pickVariant, type RuleIntent, type RulesConfig } from './config.js';
 import { hasPhrase, yesNo, type Lexicon, type MessageKey } from './lexicon.js';
 import type { IntentMatcher } from './matcher.js';
-import {
-  findCount, findDate, findDigits, findName, findTime, formatClock, numbersToDigits, renderValue, spokenNumber, words,
-  type OpeningHours,
-} from './values.js';
+import { extractValues, slotVars, toolArgs } from './slots.js';
+import type { DialogueState, EngineContext, FormInstance, Output, SlotValue } from './state.js';
+import { numbersToDigits, spokenNumber, words } from './values.js';
 
-export type SlotValue = string | number | boolean;
-
-export interface FormInstance {
-  /** Counts forms in the call: makes the tool call id unique per instance (idempotency). */
-  id: number;
-  intent: string;
-  slots: Record<string, SlotValue>;
-  /** What the agent last asked: a slot name, "confirm", or "change" (after a refused confirmation). */
-  asking: string;
-  /** Failed answers to the current question. */
-  attempts: number;
-  /** Failed tool outcomes (`ok: false`, e.g. a wrong PIN). */
-  failures: number;
-  /** The tool call was proposed; its result has not been seen yet. */
-  executing: boolean;
-  result?: Record<string, unknown>;
-  /** The form to go on with once this one succeeds (verification first), with values already given. */
-  resume?: { intent: string; slots: Record<string, SlotValue> };
-}
-
-export interface DialogueState {
-  language: string;
-  form?: FormInstance;
-  /** Forms whose tool succeeded, oldest first. */
-  done: FormInstance[];
-  formCount: number;
-  /** An action awaiting a yes because recognition was unsure ("did you want to end the call?"). */
-  pending?: string;
-  handoffs: number;
-}
-
-/** What the agent does this turn. */
-export interface Output {
-  text: string;
-  language: string;
-  toolCall?: ToolCall;
-  /** The tool call this turn's question asks the caller to confirm (the tool gate checks it). */
-  confirms?: { name: string; arguments: string };
-}
-
-export interface EngineContext {
-  config: RulesConfig;
-  matcher: IntentMatcher;
-  lexicon: Lexicon;
-  messages: Record<MessageKey, LangText>;
-  /** Words each language's callers use (for telling the language of a short answer). */
-  vocabulary: ReadonlyMap<string, ReadonlySet<string>>;
-  now: Date;
-  timeZone: string;
-  hours?: OpeningHours;
-}
+export type { DialogueState, EngineContext, FormInstance, Output, SlotValue } from './state.js';
+export { extractValues, utteranceSlots } from './slots.js';
 
 /** What the recogniser should expect next: "<intent>.<slot>" or "<intent>.confirm". */
 export function expectationOf(state: DialogueState): string | undefined {
@@ -79,7 +29,6 @@ export function initialState(language: string): DialogueState {
   return { language, done: [], formCount: 0, handoffs: 0 };
 }
 
-/** Replays the conversation; returns the final state and what to do now (undefined: nothing to answer). */
 /** The replay after one message: lets a later replay of the same conversation start from there. */
 export interface ReplayPoint {
   /** The message before this one (identity): the point is valid only after the same prefix. */
@@ -187,6 +136,10 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
   if (state.pending) {
     const intent = intentByName(ctx, state.pending);
     const answer = yesNo(raw, lang, ctx.lexicon);
+    // A yes the recogniser was unsure of does not end the call either: ask again.
+    if (intent?.confirmIfUnsure && answer === 'yes' && unsure(ctx, message)) {
+      return { state, output: { text: msg(intent.confirmIfUnsure), language: lang, confirms: { name: intent.tool?.name ?? intent.name, arguments: '{}' } } };
+    }
     state = { ...state, pending: undefined };
     if (intent && answer === 'yes') return runIntent(ctx, state, intent, ws, text, lang, turn);
     if (answer === 'no') return say(joinText(msg('notNow'), state.form ? question(ctx, state, state.form) : msg('anythingElse')));
@@ -277,7 +230,8 @@ function continueForm(
   ctx: EngineContext, state: DialogueState, form: FormInstance, intent: RuleIntent, message: ChatMessage,
   ws: string[], raw: string[], text: string, lang: string, match: ReturnType<IntentMatcher['match']>, turn: number,
 ): { state: DialogueState; output: Output } {
-  const { values, invalid } = extractValues(ctx, intent, ws, text, lang, form.asking, message.input?.source === 'keypad');
+  const otherIntent = match !== undefined && match.intent.name !== intent.name;
+  const { values, invalid } = extractValues(ctx, intent, ws, text, lang, form.asking, message.input?.source === 'keypad', otherIntent);
   const changed = Object.keys(values).length > 0;
   const merged: FormInstance = { ...form, slots: { ...form.slots, ...values } };
 
@@ -285,9 +239,17 @@ function continueForm(
     const answer = yesNo(raw, lang, ctx.lexicon);
     // "no, nine o'clock" / "actually make it five": a correction, read back again.
     if (changed) return next(ctx, state, merged, intent, lang, '');
+    if (form.asking === 'confirm' && answer === 'yes' && unsure(ctx, message)) {
+      // Not sure it was a yes: an action is never taken on a doubtful recognition.
+      return retry(ctx, state, form, lang, ctx.messages.yesOrNo[lang]);
+    }
     if (form.asking === 'confirm' && answer === 'yes' && intent.tool) {
       const call: ToolCall = { id: `call_rules_${intent.name}_${form.id}`, name: intent.tool.name, arguments: JSON.stringify(toolArgs(intent, form.slots, [], '', ctx)) };
       return { state: { ...state, form: { ...form, executing: true } }, output: { text: intent.say?.[lang] ?? '', language: lang, toolCall: call } };
+    }
+    if (form.asking === 'change' && answer !== undefined) {
+      // "no, nothing" / "yes, it's fine": nothing to change, read back again.
+      return next(ctx, state, { ...form, asking: 'change' }, intent, lang, '');
     }
     if (form.asking === 'confirm' && answer === 'no') {
       return { state: { ...state, form: { ...form, asking: 'change', attempts: 0 } }, output: { text: ctx.messages.whatToChange[lang], language: lang } };
@@ -341,6 +303,11 @@ function onToolResult(ctx: EngineContext, state: DialogueState, call: ToolCall |
   if (call && form && form.executing && id && id[1] === form.intent && id[2] === String(form.id)) {
     const intent = intentByName(ctx, form.intent);
     if (!intent) return { state: { ...state, form: undefined }, output: { text: ctx.config.toolDone[lang], language: lang } };
+    if (failed && isRecord(result) && result.error === 'confirmation_required') {
+      // The gate did not count the last yes (the read-back was cut off before the caller heard it): read back again.
+      const s: DialogueState = { ...state, form: { ...form, executing: false, asking: 'confirm' } };
+      return { state: s, output: { text: question(ctx, s, s.form as FormInstance), language: lang } };
+    }
     if (failed) {
       // The action did not happen: keep the form and ask again, so "yes" can try again.
       const s: DialogueState = { ...state, form: { ...form, executing: false, asking: 'confirm' } };
@@ -374,128 +341,6 @@ function onToolResult(ctx: EngineContext, state: DialogueState, call: ToolCall |
   }
   if (form && !form.executing && call?.name !== 'end_call' && call?.name !== 'transfer_to_human') text = joinText(text, question(ctx, state, form));
   return { state, output: { text, language: lang } };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Values
-
-/** Values for the form's slots found in the utterance; the asked slot also takes a bare answer ("four"). */
-export function extractValues(
-  ctx: EngineContext, intent: RuleIntent, ws: string[], text: string, lang: string, asking: string | undefined, keypad: boolean,
-): { values: Record<string, SlotValue>; invalid?: string } {
-  const values: Record<string, SlotValue> = {};
-  let invalid: string | undefined;
-  const slots = intent.slots ?? [];
-  const time = slots.find((s) => s.type === 'time');
-  const timeMatch = time ? findTime(ws, { bare: asking === time.name, hours: ctx.hours }) : undefined;
-  for (const slot of slots) {
-    const bare = asking === slot.name;
-    let v: SlotValue | undefined;
-    let bad = false;
-    switch (slot.type) {
-      case 'time':
-        if (timeMatch) {
-          v = formatClock(timeMatch.minutes);
-          const h = ctx.hours;
-          if (h && (timeMatch.minutes < h.open || timeMatch.minutes >= h.close)) bad = true;
-        }
-        break;
-      case 'number': {
-        const n = findCount(ws, { bare, skip: timeMatch?.used });
-        if (n !== undefined) {
-          v = n;
-          if ((slot.min !== undefined && n < slot.min) || (slot.max !== undefined && n > slot.max)) bad = true;
-        }
-        break;
-      }
-      case 'date':
-        v = findDate(text, lang, ctx.now, ctx.timeZone);
-        break;
-      case 'name':
-        v = findName(text, { bare, known: ctx.config.names });
-        break;
-      case 'digits':
-        // Digits only when asked (or typed with nothing asked): a number in passing is not a PIN.
-        if (bare || (keypad && asking === undefined)) {
-          const d = findDigits(ws);
-          if (d !== undefined) {
-            v = d;
-            if ((slot.min !== undefined && d.length < slot.min) || (slot.max !== undefined && d.length > slot.max)) bad = true;
-          }
-        }
-        break;
-      case 'values':
-        v = findValue(slot, ws, lang);
-        break;
-      case 'yesno':
-        if (bare) {
-          const yn = yesNo(ws, lang, ctx.lexicon);
-          if (yn) v = yn === 'yes';
-        }
-        break;
-    }
-    if (v === undefined) continue;
-    if (bad) {
-      if (bare || asking === 'confirm' || asking === 'change' || asking === undefined) invalid = slot.invalid?.[lang] ?? ctx.config.fallback[lang];
-      continue;
-    }
-    values[slot.name] = v;
-  }
-  return invalid !== undefined ? { values, invalid } : { values };
-}
-
-function findValue(slot: SlotSpec, ws: readonly string[], lang: string): string | undefined {
-  for (const [canonical, perLang] of Object.entries(slot.values ?? {})) {
-    if (hasPhrase(ws, [canonical, ...(perLang[lang] ?? [])])) return canonical;
-  }
-  for (const [canonical, perLang] of Object.entries(slot.values ?? {})) {
-    if (hasPhrase(ws, Object.values(perLang).flat())) return canonical;
-  }
-  return undefined;
-}
-
-/** Template variables: each slot as the agent says it (sensitive ones masked). */
-function slotVars(ctx: EngineContext, intent: RuleIntent, slots: Record<string, SlotValue>, lang: string): Record<string, unknown> {
-  const vars: Record<string, unknown> = {};
-  for (const spec of intent.slots ?? []) {
-    const v = slots[spec.name];
-    if (v === undefined) continue;
-    vars[spec.name] = spec.sensitive ? '****' : renderValue(spec.type, v, lang);
-  }
-  return vars;
-}
-
-/** The tool's arguments: a whole "{slot}" keeps its type; legacy intents read party size, time, name from the utterance. */
-function toolArgs(intent: RuleIntent, slots: Record<string, SlotValue>, ws: string[], text: string, ctx: EngineContext): Record<string, SlotValue> {
-  const source: Record<string, SlotValue> = intent.slots ? slots : utteranceSlots(ws, text, ctx.hours);
-  const args: Record<string, SlotValue> = {};
-  for (const [key, value] of Object.entries(intent.tool?.arguments ?? {})) {
-    if (typeof value !== 'string') {
-      args[key] = value;
-      continue;
-    }
-    const single = /^\{(\w+)\}$/.exec(value);
-    if (single) {
-      const v = source[single[1]];
-      if (v !== undefined) args[key] = v;
-      continue;
-    }
-    const filled = fill(value, source);
-    if (filled !== undefined) args[key] = filled;
-  }
-  return args;
-}
-
-/** Party size, time and name from one utterance (intents without a form). */
-export function utteranceSlots(ws: string[], text: string, hours?: OpeningHours): Record<string, SlotValue> {
-  const out: Record<string, SlotValue> = {};
-  const t = findTime(ws, { hours });
-  if (t) out.time = formatClock(t.minutes);
-  const n = findCount(ws, { skip: t?.used });
-  if (n !== undefined && n >= 1) out.party_size = n;
-  const name = findName(text);
-  if (name) out.name = name;
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

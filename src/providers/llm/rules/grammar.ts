@@ -46,7 +46,7 @@ export function numberForms(slot: SlotSpec, lang: string): ValueForm<number>[] {
   return out;
 }
 
-/** Digit words 0–9 (a digits value is a run of them). */
+/** Digit words 0–9 (a digits value is a run of them: the slot's templates repeat the reference per digit). */
 export function digitForms(lang: string): ValueForm<string>[] {
   return Array.from({ length: 10 }, (_, d) => ({ form: spokenNumber(d, lang), value: String(d) }));
 }
@@ -145,6 +145,12 @@ function answerTemplates(slot: SlotSpec, lang: string): string[] {
       return [ref, `${AT[lang] ?? ''} ${ref}`.trim()];
     case 'name':
       return [ref, `${MY_NAME[lang] ?? ''} ${ref}`.trim(), `${NAME_UNDER[lang] ?? ''} ${ref}`.trim()];
+    case 'digits': {
+      // A digit string is said digit by digit: one reference per digit, as many as the slot allows.
+      const min = Math.max(1, slot.min ?? 1);
+      const max = Math.max(min, Math.min(slot.max ?? 8, min + 4));
+      return Array.from({ length: max - min + 1 }, (_, k) => Array(min + k).fill(ref).join(' '));
+    }
     default:
       return [ref];
   }

@@ -224,6 +224,8 @@ function resolveHalfDay(hour: number, minute: number, ws: readonly string[], at:
 const CHRONO: Record<string, chrono.Chrono> = { en: chrono.en.casual, fr: chrono.fr.casual, de: chrono.de.casual, es: chrono.es.casual, it: chrono.it.casual };
 /** Two-day-ahead words chrono reads as "tomorrow" (it matches only their second word). */
 const DAY_AFTER_TOMORROW = [['apres', 'demain'], ['pasado', 'manana'], ['day', 'after', 'tomorrow'], ['uebermorgen'], ['ubermorgen'], ['dopodomani']];
+/** "This evening" words some of chrono's locales do not read as today. */
+const THIS_EVENING = [['ce', 'soir'], ['esta', 'noche'], ['esta', 'tarde'], ['heute', 'abend'], ['stasera'], ['questa', 'sera'], ['tonight']];
 
 /** Wall-clock fields of `now` in `timeZone`. */
 export function zonedParts(now: Date, timeZone: string): { year: number; month: number; day: number; hour: number; minute: number; weekday: number } {
@@ -238,7 +240,7 @@ export function zonedParts(now: Date, timeZone: string): { year: number; month: 
 /** Words that can start a date in each language; chrono (slow: many patterns) runs only when one is there. */
 const RELATIVE_DATE_WORDS = ['today', 'tomorrow', 'tonight', 'next', 'this', 'week', 'day', 'aujourd', 'demain', 'soir', 'prochain',
   'prochaine', 'semaine', 'heute', 'morgen', 'ubermorgen', 'uebermorgen', 'nachsten', 'naechsten', 'woche', 'hoy', 'manana', 'pasado',
-  'proximo', 'viene', 'semana', 'oggi', 'domani', 'dopodomani', 'prossimo', 'settimana', 'stasera'];
+  'proximo', 'viene', 'semana', 'oggi', 'domani', 'dopodomani', 'prossimo', 'settimana', 'stasera', 'noche', 'tarde', 'abend', 'sera'];
 const dateWordCache = new Map<string, Set<string>>();
 function dateWords(language: string): Set<string> {
   let set = dateWordCache.get(language);
@@ -262,6 +264,9 @@ export function findDate(text: string, language: string, now: Date, timeZone: st
   const z = zonedParts(now, timeZone);
   for (const seq of DAY_AFTER_TOMORROW) {
     for (let i = 0; i < ws.length; i++) if (seqAt(ws, i, seq)) return isoDate(z.year, z.month, z.day + 2);
+  }
+  for (const seq of THIS_EVENING) {
+    for (let i = 0; i < ws.length; i++) if (seqAt(ws, i, seq)) return isoDate(z.year, z.month, z.day);
   }
   // A local Date with the zone's wall-clock fields: chrono reads "tomorrow" against them.
   const ref = new Date(z.year, z.month - 1, z.day, z.hour, z.minute);
