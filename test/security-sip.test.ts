@@ -139,7 +139,7 @@ describe('SIP media goes only where the signalling says, after the ACK', () => {
     }
   });
 
-  it('the caller itself gets RTP only once it has ACKed our answer', async () => {
+  it('the caller itself gets RTP only once it has ACKed our answer (with our To tag)', async () => {
     const media = await listener('127.0.0.1');
     const caller = await phone(sip().port);
     const callId = `ack-first-${Date.now()}`;
@@ -147,6 +147,10 @@ describe('SIP media goes only where the signalling says, after the ACK', () => {
       const { final, toTag, cseq } = await caller.invite(callId, offer('127.0.0.1', media.port));
       expect(status(final)).toBe(200);
       await sleep(1000);
+      expect(media.got.length).toBe(0);
+      // A spoofer chose the Call-ID but never saw our 200 OK: its ACK lacks our To tag and starts nothing.
+      caller.ack(callId, 'guessed-tag', cseq);
+      await sleep(500);
       expect(media.got.length).toBe(0);
       caller.ack(callId, toTag, cseq);
       await until('RTP after the ACK', () => media.got.length > 5, 2000);

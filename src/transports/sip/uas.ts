@@ -624,7 +624,9 @@ export class SipServer {
 
   private onAck(_req: SipRequest, e: RequestEssentials): void {
     const call = this.calls.get(e.callId);
-    if (!call) return;
+    // Our To tag went only to the INVITE's real source: an ACK without it (a spoofed INVITE's sender never
+    // saw our 200 OK) confirms nothing, so no media flows toward a forged source address.
+    if (!call || e.to.params.get('tag') !== call.localTag) return;
     if (call.state === 'answered') {
       call.state = 'confirmed';
       if (call.okTimer) clearTimeout(call.okTimer);
