@@ -6,6 +6,8 @@ import { wrtc, type PeerConnection } from '../src/transports/webrtc/wrtc.js';
 import { checkOffer, candidateAddressAllowed, networkList } from '../src/transports/webrtc/offer-policy.js';
 import { filterHostCandidates } from '../src/transports/webrtc/index.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
+import { TestDevice } from './helpers/device.js';
+import { speak } from './helpers/speech.js';
 
 /**
  * Issue 10, WebRTC doors: hostile SDP offers (hundreds of unbundled sections, candidate floods), too many
@@ -14,10 +16,12 @@ import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server
  */
 const OTHER_KEY = 'second-tenant-key-not-secret';
 let server: TestServer;
+let askTime: Int16Array;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
+  askTime = await speak('What time is it?');
   server = await startTestServer({
     auth: { apiKeyHashes: [hashApiKey(TEST_API_KEY), hashApiKey(OTHER_KEY)] },
     limits: { maxSessionsPerKey: 1 },
@@ -169,6 +173,31 @@ describe('WebRTC doors under attack', () => {
     expect(maxMs).toBeLessThan(1000);
     const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
     expect(metrics).toMatch(/^voice_agent_webrtc_peers 0$/m);
+  });
+
+  it('a normal caller\'s turn completes while hostile offers keep arriving', async () => {
+    const device = new TestDevice(server.wsUrl, OTHER_KEY);
+    await device.connect();
+    const hostile = unbundledOffer(190);
+    let attacking = true;
+    let refused = 0;
+    const attack = (async () => {
+      while (attacking) {
+        for (const res of await Promise.all([1, 2, 3].map(() => postOffer(hostile)))) if (res.status === 400) refused++;
+      }
+    })();
+    try {
+      const { worstMs } = await whileTimingHealth(async () => {
+        await device.stream(askTime);
+        return device.silenceUntil((e) => e.type === 'response.done' && e.status === 'completed', 20_000);
+      });
+      expect(refused).toBeGreaterThan(3);
+      expect(worstMs).toBeLessThan(100);
+    } finally {
+      attacking = false;
+      await attack;
+      await device.close();
+    }
   });
 
   it('more offers at once than maxConcurrentOffers: the excess gets 503 with Retry-After, /healthz stays fast', async () => {
