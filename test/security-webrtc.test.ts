@@ -88,7 +88,7 @@ async function clientOffer(): Promise<{ pc: PeerConnection; sdp: string }> {
   return { pc, sdp: pc.localDescription?.sdp ?? offer.sdp };
 }
 
-/** One after another: peer connections gathering at the same time in one process list each other's ports. */
+/** One after another, as browsers make them (libwebrtc in one Node process re-gathers TCP candidates for each new peer). */
 async function offers(n: number): Promise<{ pc: PeerConnection; sdp: string }[]> {
   const out = [];
   for (let i = 0; i < n; i++) out.push(await clientOffer());
@@ -132,6 +132,12 @@ describe('offer policy (unit)', () => {
     expect(() => checkOffer(unbundledOffer(190), policy)).toThrow(/190 media sections/);
     const flooded = sdp.replace(/(a=mid:0\r\n)/, `$1${Array.from({ length: 60 }, (_, i) => `a=candidate:${i} 1 udp 2122260223 8.8.${i}.1 ${10_000 + i} typ host`).join('\r\n')}\r\n`);
     expect(() => checkOffer(flooded, policy)).toThrow(/ICE candidates; at most 50/);
+    // Passive TCP candidates (we would connect out) are dropped whatever the address; UDP and active TCP stay.
+    const tcp = sdp.replace(/(a=mid:0\r\n)/, '$1a=candidate:7 1 tcp 1518280447 8.8.8.8 443 typ host tcptype passive\r\na=candidate:8 1 tcp 1518280447 8.8.4.4 9 typ host tcptype active\r\na=candidate:9 1 udp 2122260223 8.8.8.8 3478 typ host\r\n');
+    const checked = checkOffer(tcp, policy);
+    expect(checked.sdp).not.toContain('8.8.8.8 443');
+    expect(checked.sdp).toContain('8.8.4.4 9 typ host tcptype active');
+    expect(checked.sdp).toContain('8.8.8.8 3478');
   });
 
   it('keeps public candidates and configured networks, drops private, loopback, link-local and host names', () => {
