@@ -875,6 +875,7 @@ function validateSipConfig(c: SipConfig): void {
   if (!int(c.port, 0, 65535)) problems.push(`sip.port must be an integer 0..65535, got ${JSON.stringify(c.port)}`);
   if (c.publicAddress !== undefined && (typeof c.publicAddress !== 'string' || !net.isIP(c.publicAddress))) problems.push('sip.publicAddress must be an IP address');
   if (!Array.isArray(c.allowFrom)) problems.push('sip.allowFrom must be an array of CIDRs');
+  if (c.mediaNetworks !== undefined && !Array.isArray(c.mediaNetworks)) problems.push('sip.mediaNetworks must be an array of CIDRs');
   if (!int(c.rtpTimeoutMs, 1000, 3_600_000)) problems.push('sip.rtpTimeoutMs must be an integer 1000..3600000');
   if (!int(c.ringMs, 0, 60_000)) problems.push('sip.ringMs must be an integer 0..60000');
   if (!int(c.maxCalls, 1, 100_000)) problems.push('sip.maxCalls must be an integer ≥ 1');
