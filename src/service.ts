@@ -117,6 +117,12 @@ export class VoiceService {
     if (this.sessions.has(callId) || this.store.exists(callId)) throw new Error(`call id ${callId} is already in use`);
     // Throws LimitError (session_limit / rate_limited): transports report its code to the client.
     this.limiter.admit(keyId);
+    try {
+      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId);
+    } catch (err) {
+      this.limiter.release(keyId);
+      throw err;
+    }
     const log = this.logger.child({ callId, transport });
     const session = new Session({
       callId,
@@ -129,12 +135,6 @@ export class VoiceService {
       language: options.language,
       observer: (event) => this.record(callId, event, log),
     });
-    try {
-      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId);
-    } catch (err) {
-      this.limiter.release(keyId);
-      throw err;
-    }
     this.sessions.set(callId, session);
     const { maxSessionMs } = this.config.limits;
     const maxLength =

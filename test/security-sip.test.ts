@@ -96,6 +96,15 @@ async function phone(sipPort: number, from = '127.0.0.1') {
   };
 }
 
+/** /healthz answers, and how long it took, ms. */
+async function healthMs(): Promise<number> {
+  const started = performance.now();
+  const res = await fetch(`${server.httpUrl}/healthz`);
+  await res.arrayBuffer();
+  expect(res.status).toBe(200);
+  return performance.now() - started;
+}
+
 function sip(): SipServer {
   const s = sipServerOf(server.server.service);
   if (!s) throw new Error('SIP transport did not start');
@@ -139,7 +148,7 @@ describe('SIP media goes only where the signalling says, after the ACK', () => {
     }
   });
 
-  it('the caller itself gets RTP only once it has ACKed our answer', async () => {
+  it('the caller itself gets RTP only once it has ACKed our answer (with our To tag)', async () => {
     const media = await listener('127.0.0.1');
     const caller = await phone(sip().port);
     const callId = `ack-first-${Date.now()}`;
@@ -147,6 +156,10 @@ describe('SIP media goes only where the signalling says, after the ACK', () => {
       const { final, toTag, cseq } = await caller.invite(callId, offer('127.0.0.1', media.port));
       expect(status(final)).toBe(200);
       await sleep(1000);
+      expect(media.got.length).toBe(0);
+      // A spoofer chose the Call-ID but never saw our 200 OK: its ACK lacks our To tag and starts nothing.
+      caller.ack(callId, 'guessed-tag', cseq);
+      await sleep(500);
       expect(media.got.length).toBe(0);
       caller.ack(callId, toTag, cseq);
       await until('RTP after the ACK', () => media.got.length > 5, 2000);
@@ -194,6 +207,7 @@ describe('RTP latching cannot be hijacked', () => {
       for (let i = 0; i < 10; i++) attacker.socket.send(rtpPacket(i, 0xbad), ourRtpPort, '127.0.0.1');
       await sleep(600);
       expect(attacker.got.length).toBe(0);
+      expect(await healthMs()).toBeLessThan(100);
       const beforeCaller = media.got.length;
       expect(beforeCaller).toBeGreaterThan(5);
       // Now the caller's own stream, and mid-call the attacker copying its SSRC, from 127.0.0.2 and from
@@ -206,6 +220,7 @@ describe('RTP latching cannot be hijacked', () => {
         await sleep(20);
       }
       const atCaller = media.got.length;
+      expect(await healthMs()).toBeLessThan(100);
       await sleep(400);
       expect(attacker.got.length).toBe(0);
       expect(sameHost.got.length).toBe(0);
@@ -237,6 +252,7 @@ describe('SIP Digest and Call-IDs', () => {
         // Five wrong answers are challenged again; after that the source is refused outright.
         expect(statuses.slice(0, 5)).toEqual([401, 401, 401, 401, 401]);
         expect(statuses.slice(5)).toEqual([403, 403]);
+        expect(await healthMs()).toBeLessThan(100);
         // Even the right password from the throttled source, for now.
         expect(status((await guesser.invite(`right-${Date.now()}`, offer('127.0.0.1', 9000), [answer('pa55word', '00000001', 'good')])).final)).toBe(403);
 

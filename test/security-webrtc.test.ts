@@ -6,6 +6,8 @@ import { wrtc, type PeerConnection } from '../src/transports/webrtc/wrtc.js';
 import { checkOffer, candidateAddressAllowed, networkList } from '../src/transports/webrtc/offer-policy.js';
 import { filterHostCandidates } from '../src/transports/webrtc/index.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
+import { TestDevice } from './helpers/device.js';
+import { speak } from './helpers/speech.js';
 
 /**
  * Issue 10, WebRTC doors: hostile SDP offers (hundreds of unbundled sections, candidate floods), too many
@@ -14,10 +16,12 @@ import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server
  */
 const OTHER_KEY = 'second-tenant-key-not-secret';
 let server: TestServer;
+let askTime: Int16Array;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
+  askTime = await speak('What time is it?');
   server = await startTestServer({
     auth: { apiKeyHashes: [hashApiKey(TEST_API_KEY), hashApiKey(OTHER_KEY)] },
     limits: { maxSessionsPerKey: 1 },
@@ -84,7 +88,7 @@ async function clientOffer(): Promise<{ pc: PeerConnection; sdp: string }> {
   return { pc, sdp: pc.localDescription?.sdp ?? offer.sdp };
 }
 
-/** One after another: peer connections gathering at the same time in one process list each other's ports. */
+/** One after another, as browsers make them (libwebrtc in one Node process re-gathers TCP candidates for each new peer). */
 async function offers(n: number): Promise<{ pc: PeerConnection; sdp: string }[]> {
   const out = [];
   for (let i = 0; i < n; i++) out.push(await clientOffer());
@@ -128,6 +132,12 @@ describe('offer policy (unit)', () => {
     expect(() => checkOffer(unbundledOffer(190), policy)).toThrow(/190 media sections/);
     const flooded = sdp.replace(/(a=mid:0\r\n)/, `$1${Array.from({ length: 60 }, (_, i) => `a=candidate:${i} 1 udp 2122260223 8.8.${i}.1 ${10_000 + i} typ host`).join('\r\n')}\r\n`);
     expect(() => checkOffer(flooded, policy)).toThrow(/ICE candidates; at most 50/);
+    // Passive TCP candidates (we would connect out) are dropped whatever the address; UDP and active TCP stay.
+    const tcp = sdp.replace(/(a=mid:0\r\n)/, '$1a=candidate:7 1 tcp 1518280447 8.8.8.8 443 typ host tcptype passive\r\na=candidate:8 1 tcp 1518280447 8.8.4.4 9 typ host tcptype active\r\na=candidate:9 1 udp 2122260223 8.8.8.8 3478 typ host\r\n');
+    const checked = checkOffer(tcp, policy);
+    expect(checked.sdp).not.toContain('8.8.8.8 443');
+    expect(checked.sdp).toContain('8.8.4.4 9 typ host tcptype active');
+    expect(checked.sdp).toContain('8.8.8.8 3478');
   });
 
   it('keeps public candidates and configured networks, drops private, loopback, link-local and host names', () => {
@@ -169,6 +179,31 @@ describe('WebRTC doors under attack', () => {
     expect(maxMs).toBeLessThan(1000);
     const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
     expect(metrics).toMatch(/^voice_agent_webrtc_peers 0$/m);
+  });
+
+  it('a normal caller\'s turn completes while hostile offers keep arriving', async () => {
+    const device = new TestDevice(server.wsUrl, OTHER_KEY);
+    await device.connect();
+    const hostile = unbundledOffer(190);
+    let attacking = true;
+    let refused = 0;
+    const attack = (async () => {
+      while (attacking) {
+        for (const res of await Promise.all([1, 2, 3].map(() => postOffer(hostile)))) if (res.status === 400) refused++;
+      }
+    })();
+    try {
+      const { worstMs } = await whileTimingHealth(async () => {
+        await device.stream(askTime);
+        return device.silenceUntil((e) => e.type === 'response.done' && e.status === 'completed', 20_000);
+      });
+      expect(refused).toBeGreaterThan(3);
+      expect(worstMs).toBeLessThan(100);
+    } finally {
+      attacking = false;
+      await attack;
+      await device.close();
+    }
   });
 
   it('more offers at once than maxConcurrentOffers: the excess gets 503 with Retry-After, /healthz stays fast', async () => {

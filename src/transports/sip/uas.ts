@@ -624,7 +624,9 @@ export class SipServer {
 
   private onAck(_req: SipRequest, e: RequestEssentials): void {
     const call = this.calls.get(e.callId);
-    if (!call) return;
+    // Our To tag went only to the INVITE's real source: an ACK without it (a spoofed INVITE's sender never
+    // saw our 200 OK) confirms nothing, so no media flows toward a forged source address.
+    if (!call || e.to.params.get('tag') !== call.localTag) return;
     if (call.state === 'answered') {
       call.state = 'confirmed';
       if (call.okTimer) clearTimeout(call.okTimer);
@@ -873,6 +875,7 @@ function validateSipConfig(c: SipConfig): void {
   if (!int(c.port, 0, 65535)) problems.push(`sip.port must be an integer 0..65535, got ${JSON.stringify(c.port)}`);
   if (c.publicAddress !== undefined && (typeof c.publicAddress !== 'string' || !net.isIP(c.publicAddress))) problems.push('sip.publicAddress must be an IP address');
   if (!Array.isArray(c.allowFrom)) problems.push('sip.allowFrom must be an array of CIDRs');
+  if (c.mediaNetworks !== undefined && !Array.isArray(c.mediaNetworks)) problems.push('sip.mediaNetworks must be an array of CIDRs');
   if (!int(c.rtpTimeoutMs, 1000, 3_600_000)) problems.push('sip.rtpTimeoutMs must be an integer 1000..3600000');
   if (!int(c.ringMs, 0, 60_000)) problems.push('sip.ringMs must be an integer 0..60000');
   if (!int(c.maxCalls, 1, 100_000)) problems.push('sip.maxCalls must be an integer ≥ 1');

@@ -11,7 +11,7 @@ import { OfferError } from './peer.js';
 export interface OfferPolicy {
   /** m= sections an offer may hold (audio + data channel, room for a video the page did not mean to add). */
   maxMediaSections: number;
-  /** Distinct ICE candidates (transport, address, port) an offer may list. */
+  /** Distinct usable ICE candidates (transport, address, port) an offer may list. */
   maxRemoteCandidates: number;
   /** Networks (CIDRs) remote candidates may point at besides public addresses. */
   remoteCandidateNetworks: readonly string[];
@@ -101,24 +101,28 @@ export function checkOffer(sdp: string, policy: OfferPolicy, allowed: BlockList 
       throw new OfferError('invalid_sdp', 'an SDP offer with several media sections must BUNDLE them all (a=group:BUNDLE with every a=mid)');
     }
   }
-  // Bundled sections repeat the same candidates: count distinct transport addresses.
-  const candidates = new Set(
-    lines.filter((l) => l.startsWith('a=candidate:')).map((l) => {
-      const p = l.split(' ');
-      return `${p[2]?.toLowerCase()} ${p[4]} ${p[5]}`;
-    }),
-  ).size;
-  if (candidates > policy.maxRemoteCandidates) {
-    throw new OfferError('invalid_sdp', `the SDP offer lists ${candidates} ICE candidates; at most ${policy.maxRemoteCandidates} are accepted`);
-  }
   let dropped = 0;
+  const distinct = new Set<string>();
   const kept = lines.filter((line) => {
     if (!line.startsWith('a=candidate:')) return true;
-    // a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...
-    const address = line.split(' ')[4] ?? '';
-    if (candidateAddressAllowed(address, allowed)) return true;
-    dropped++;
-    return false;
+    // a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> [tcptype <t>] ...
+    const parts = line.split(' ');
+    const transport = parts[2]?.toLowerCase() ?? '';
+    const address = parts[4] ?? '';
+    const tcptype = parts[parts.indexOf('tcptype') + 1];
+    // A TCP candidate other than "active" asks us to connect out to it: a server never needs that (browsers
+    // reach it), and it is how an offer makes the service TCP-connect to internal ports.
+    const outboundTcp = transport === 'tcp' && !(parts.includes('tcptype') && tcptype === 'active');
+    if (outboundTcp || !candidateAddressAllowed(address, allowed)) {
+      dropped++;
+      return false;
+    }
+    // Bundled sections repeat the same candidates: count distinct transport addresses.
+    distinct.add(`${transport} ${address} ${parts[5]}`);
+    return true;
   });
+  if (distinct.size > policy.maxRemoteCandidates) {
+    throw new OfferError('invalid_sdp', `the SDP offer lists ${distinct.size} ICE candidates; at most ${policy.maxRemoteCandidates} are accepted`);
+  }
   return { sdp: kept.join('\r\n'), droppedCandidates: dropped };
 }
