@@ -79,6 +79,7 @@ export const CONFIG_SCHEMA: Schema = obj(
       minSpeechMs: ms(),
       preemptiveSilenceMs: ms(),
       endpointSilenceMs: ms(20),
+      grammarEndpoint: obj({ completeMs: ms(20), incompleteMs: { type: 'integer', minimum: 20, maximum: 3000 } }, ['completeMs', 'incompleteMs']),
       preRollMs: ms(),
       minInterruptionMs: ms(),
       pauseTimeoutMs: ms(),
@@ -113,7 +114,19 @@ export const CONFIG_SCHEMA: Schema = obj(
         },
       }),
       asr: providerUnion({
-        pocketsphinx: { properties: { modelDir: nonEmpty, spareDecoders: int(1, 64), maxIdleDecoders: int(0, 256) } },
+        pocketsphinx: {
+          properties: {
+            modelDir: nonEmpty,
+            spareDecoders: int(1, 64),
+            maxIdleDecoders: int(0, 256),
+            grammar: { enum: ['auto', 'on', 'off'] },
+            languages: { type: 'array', minItems: 1, items: langTag },
+            spanishModelDir: nonEmpty,
+            names: langMap(strings),
+            garbageWeight: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
+            stickiness: num(0, 1),
+          },
+        },
         'vllm-realtime': {
           properties: {
             url: wsUrl,
