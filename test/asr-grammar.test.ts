@@ -5,7 +5,9 @@
  */
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
+import { FRAME_MS, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
+import { DEFAULT_CONFIG } from '../src/config.js';
+import { TurnDetector } from '../src/session/turn-detector.js';
 import { compileGrammar, loadDictionary, parseDictionary, sentenceWords } from '../src/providers/asr/grammar/compile.js';
 import { grammarSpecsFromRules, loadRulesGrammarSpecs } from '../src/providers/asr/grammar/from-rules.js';
 import { spanishG2p } from '../src/providers/asr/grammar/g2p-es.js';
@@ -282,3 +284,25 @@ describe.skipIf(!englishModel)('grammar decoding on synthetic speech', () => {
 });
 
 if (!spanishModel) console.log(`[asr-grammar] Spanish tests skipped: ${SPANISH_SKIP}`);
+
+describe('grammar endpoint in the turn detector', () => {
+  const config = { ...DEFAULT_CONFIG.turn, minSpeechMs: 60, preemptiveSilenceMs: 80, endpointSilenceMs: 300, grammarEndpoint: { completeMs: 120, incompleteMs: 800 } };
+  /** Frames of silence after 400 ms of speech until end_of_turn. */
+  function silenceToEnd(complete: boolean | undefined, withGrammar = true): number {
+    const detector = new TurnDetector(withGrammar ? config : { ...config, grammarEndpoint: undefined });
+    let t = 0;
+    for (let i = 0; i < 20; i++) detector.push(0.9, (t += FRAME_MS));
+    detector.setComplete(complete);
+    for (let i = 1; i < 200; i++) {
+      if (detector.push(0.05, (t += FRAME_MS)).some((s) => s.kind === 'end_of_turn')) return i * FRAME_MS;
+    }
+    return Infinity;
+  }
+
+  it('ends a complete sentence sooner and waits longer (bounded) after a strict prefix', () => {
+    expect(silenceToEnd(true)).toBe(120);
+    expect(silenceToEnd(false)).toBe(800);
+    expect(silenceToEnd(undefined)).toBe(300);
+    expect(silenceToEnd(true, false)).toBe(300);
+  });
+});

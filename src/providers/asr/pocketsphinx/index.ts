@@ -73,8 +73,6 @@ export interface PocketSphinxAsrOptions {
     spanishModelDir?: string;
     /** Grammar languages to load (default: every spec whose model is present). */
     languages?: readonly string[];
-    /** Keep the generic-LM decoders as well (default false: grammar mode needs none). */
-    keepGenericLm?: boolean;
   };
 }
 
@@ -129,7 +127,7 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
       // No grammar (a compile error, or no model for any spec's language): the generic LM decodes.
       if (this.grammars.loaded.length === 0 && !this.pool) await this.buildLmPool(this.native);
     }
-    if (this.grammars.loaded.length > 0 && !this.options.grammar?.keepGenericLm) {
+    if (this.grammars.loaded.length > 0) {
       // Grammar streams never use the LM decoders (~95 MB each): free them.
       this.pool?.close();
       this.pool = undefined;
