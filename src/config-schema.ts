@@ -75,21 +75,27 @@ export const CONFIG_SCHEMA: Schema = obj(
     privacy: obj({ logTranscripts: bool }),
     drain: obj({ deadlineMs: ms(), notice: langMap(nonEmpty) }),
     maxLengthNotice: langMap(nonEmpty),
-    turn: obj({
-      speechThreshold: num(0, 1),
-      silenceThreshold: num(0, 1),
-      minSpeechMs: ms(),
-      preemptiveSilenceMs: ms(),
-      endpointSilenceMs: ms(20),
-      preRollMs: ms(),
-      minInterruptionMs: ms(),
-      pauseTimeoutMs: ms(),
-      backchannels: { type: 'array', items: { type: 'string' } },
-      continuationWindowMs: ms(),
-      asrFinalTimeoutMs: ms(1),
-      dtmfTimeoutMs: ms(100),
-      maxTurnMs: ms(1000),
-    }),
+    turn: obj(
+      {
+        speechThreshold: num(0, 1),
+        silenceThreshold: num(0, 1),
+        minSpeechMs: ms(),
+        preemptiveSilenceMs: ms(),
+        endpointSilenceMs: ms(20),
+        grammarEndpoint: obj({ completeMs: ms(20), incompleteMs: { type: 'integer', minimum: 20, maximum: 3000 } }, ['completeMs', 'incompleteMs']),
+        preRollMs: ms(),
+        minInterruptionMs: ms(),
+        pauseTimeoutMs: ms(),
+        backchannels: { type: 'array', items: { type: 'string' } },
+        continuationWindowMs: ms(),
+        asrFinalTimeoutMs: ms(1),
+        dtmfTimeoutMs: ms(100),
+        maxTurnMs: ms(1000),
+      },
+      // grammarEndpoint is optional (only meaningful with a grammar decoder); every other key is required.
+      ['speechThreshold', 'silenceThreshold', 'minSpeechMs', 'preemptiveSilenceMs', 'endpointSilenceMs', 'preRollMs', 'minInterruptionMs',
+        'pauseTimeoutMs', 'backchannels', 'continuationWindowMs', 'asrFinalTimeoutMs', 'dtmfTimeoutMs', 'maxTurnMs'],
+    ),
     audioOut: obj({ leadMs: int(0, 1000) }),
     agent: obj(
       {
@@ -136,7 +142,19 @@ export const CONFIG_SCHEMA: Schema = obj(
         },
       }),
       asr: providerUnion({
-        pocketsphinx: { properties: { modelDir: nonEmpty, spareDecoders: int(1, 64), maxIdleDecoders: int(0, 256) } },
+        pocketsphinx: {
+          properties: {
+            modelDir: nonEmpty,
+            spareDecoders: int(1, 64),
+            maxIdleDecoders: int(0, 256),
+            grammar: { enum: ['auto', 'on', 'off'] },
+            languages: { type: 'array', minItems: 1, items: langTag },
+            spanishModelDir: nonEmpty,
+            names: langMap(strings),
+            garbageWeight: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
+            stickiness: num(0, 1),
+          },
+        },
         'vllm-realtime': {
           properties: {
             url: wsUrl,

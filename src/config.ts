@@ -18,6 +18,12 @@ export interface TurnConfig {
   preemptiveSilenceMs: number;
   /** Silence after speech that ends the caller's turn. */
   endpointSilenceMs: number;
+  /**
+   * Optional endpoint from the ASR grammar (partials that tell whether they complete a sentence): silence
+   * that ends the turn when the running hypothesis is a whole sentence, and when it is a strict prefix
+   * ("book a table for"). Without it, or without a grammar decoder, endpointSilenceMs applies.
+   */
+  grammarEndpoint?: { completeMs: number; incompleteMs: number };
   /** Audio kept from before speech onset and given to ASR, so first phonemes are not clipped. */
   preRollMs: number;
   /** Caller speech while the agent talks pauses agent audio at once; this much confirms an interruption. */
@@ -53,6 +59,22 @@ export type AsrProviderConfig =
       spareDecoders?: number;
       /** Idle decoders kept for reuse after calls end. */
       maxIdleDecoders?: number;
+      /**
+       * Decode against grammars compiled from what the agent understands (see src/providers/asr/grammar):
+       * 'auto' (default) with the embedded rules agent, not with an LLM backend (a model handles open speech);
+       * 'on' always (from the rules file); 'off' the generic English LM only.
+       */
+      grammar?: 'auto' | 'on' | 'off';
+      /** Grammar languages to load when their model is present (default: all of en, es). */
+      languages?: string[];
+      /** Spanish acoustic model directory (default env POCKETSPHINX_ES_DIR, else ../shared/models/pocketsphinx-es). */
+      spanishModelDir?: string;
+      /** Names callers may give for bookings, per language (default: a short built-in list). */
+      names?: Record<string, string[]>;
+      /** Per-phone weight of the garbage loop that absorbs out-of-domain sound (default 1e-20). */
+      garbageWeight?: number;
+      /** Confidence margin another language needs to take a turn from the current one (default 0.1). */
+      stickiness?: number;
     }
   /** A vLLM realtime server (`vllm serve mistralai/Voxtral-Mini-4B-Realtime-2602`) or this service's asr-server mode. */
   | { provider: 'vllm-realtime'; url: string; model: string; apiKey?: string; languages?: string[]; connectTimeoutMs?: number; finalTimeoutMs?: number }

@@ -48,7 +48,7 @@ export class VoiceService {
 
   /** Loads every provider's models; /healthz turns 200 when this resolves. */
   load(): Promise<void> {
-    this.loading ??= loadProviders(this.providers, this.logger).then(
+    this.loading ??= loadProviders(this.providers, this.logger, this.config).then(
       () => {
         this.state = 'ready';
       },

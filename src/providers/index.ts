@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
 import type { ServiceConfig } from '../config.js';
 import type { SessionProviders } from '../session/session.js';
-import { createAsrProvider } from './asr/index.js';
+import { createAsrProvider, grammarWanted } from './asr/index.js';
+import { grammarSource } from './asr/grammar/from-rules.js';
+import type { GrammarAware } from './asr/grammar/spec.js';
 import { createLlmProvider } from './llm/index.js';
 import { createToolExecutor } from './llm/tool-filter.js';
 import { createTtsProvider } from './tts/index.js';
@@ -18,15 +20,46 @@ export function createProviders(config: ServiceConfig, logger: Logger): SessionP
       vad.executionProviders,
       logger.child({ provider: 'vad' }),
     ),
-    asr: createAsrProvider(asr, logger.child({ provider: 'asr' })),
+    asr: createAsrProvider(asr, logger.child({ provider: 'asr' }), config.providers.llm.provider),
     llm: createLlmProvider(config.providers.llm, logger.child({ provider: 'llm' })),
     tts: createTtsProvider(tts, logger.child({ provider: 'tts' })),
     tools: createToolExecutor(config.agent.tools),
   };
 }
 
-/** Load every stage's models, logging each as it becomes ready. */
-export async function loadProviders(providers: SessionProviders, logger: Logger): Promise<void> {
+function isGrammarAware(value: unknown): value is GrammarAware {
+  return typeof value === 'object' && value !== null && typeof (value as Partial<GrammarAware>).setGrammars === 'function';
+}
+
+/**
+ * Compiles what the agent understands into the ASR's grammars (grammarSource: the agent's own
+ * grammarSpecs() when it has them, else the rules file). A failure is logged and the ASR keeps its
+ * open-vocabulary model: the service still starts.
+ */
+export async function applyGrammars(providers: SessionProviders, config: ServiceConfig, logger: Logger): Promise<void> {
+  const asrConfig = config.providers.asr;
+  const llmConfig = config.providers.llm;
+  if (asrConfig.provider !== 'pocketsphinx' || !isGrammarAware(providers.asr)) return;
+  if (!grammarWanted(asrConfig.grammar, llmConfig.provider)) {
+    logger.info({ grammar: asrConfig.grammar ?? 'auto', llm: llmConfig.provider }, 'asr grammar off: open-vocabulary decoding');
+    return;
+  }
+  const t0 = performance.now();
+  try {
+    const specs = await grammarSource(providers.llm, {
+      rulesPath: llmConfig.provider === 'rules' ? llmConfig.rulesPath : undefined,
+      languages: asrConfig.languages,
+      names: asrConfig.names,
+    });
+    await providers.asr.setGrammars(specs);
+    logger.info({ languages: providers.asr.languages, ms: Math.round(performance.now() - t0) }, 'asr grammars ready');
+  } catch (err) {
+    logger.error({ err }, 'asr grammars failed to compile; decoding with the generic model');
+  }
+}
+
+/** Load every stage's models, logging each as it becomes ready; then the ASR's grammars when config is given. */
+export async function loadProviders(providers: SessionProviders, logger: Logger, config?: ServiceConfig): Promise<void> {
   const stages = [
     ['vad', providers.vad],
     ['asr', providers.asr],
@@ -48,5 +81,6 @@ export async function loadProviders(providers: SessionProviders, logger: Logger)
       logger.info({ stage, provider: provider.name, ms: Math.round(performance.now() - t0), progress: `${loaded}/${stages.length}` }, 'model loaded');
     }),
   );
+  if (config) await applyGrammars(providers, config, logger);
   logger.info({ ms: Math.round(performance.now() - started) }, 'all models loaded');
 }

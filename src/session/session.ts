@@ -162,7 +162,12 @@ export class Session {
     this.vad = options.providers.vad.createStream();
     this.asr = options.providers.asr.createStream({
       language: this.language,
-      onPartial: (partial) => this.onPartial(partial.text, partial.language),
+      // A language chosen for the call (query parameter, dialled number) is not re-detected per turn.
+      languageFixed: options.language !== undefined,
+      onPartial: (partial) => {
+        this.detector.setComplete(partial.complete);
+        this.onPartial(partial.text, partial.language);
+      },
     });
   }
 

@@ -34,6 +34,8 @@ export class TurnDetector {
   private silentFrames = 0;
   private speechFrames = 0;
   private likelyEndSent = false;
+  /** From the ASR's partials: does the caller's speech so far complete a grammar sentence? */
+  private complete: boolean | undefined;
 
   constructor(private readonly config: TurnConfig) {}
 
@@ -57,8 +59,23 @@ export class TurnDetector {
     return this.silentFrames * FRAME_MS;
   }
 
+  /**
+   * Grammar hint from the latest partial: a complete sentence ends the turn after `grammarEndpoint.completeMs`
+   * of silence, a strict prefix only after `incompleteMs` (bounded); undefined falls back to endpointSilenceMs.
+   */
+  setComplete(complete: boolean | undefined): void {
+    this.complete = complete;
+  }
+
+  private endpointMs(): number {
+    const g = this.config.grammarEndpoint;
+    if (!g || this.complete === undefined) return this.config.endpointSilenceMs;
+    return this.complete ? g.completeMs : g.incompleteMs;
+  }
+
   /** Forget everything (e.g. when the client forces a turn end). */
   reset(): void {
+    this.complete = undefined;
     this.state = 'idle';
     this.voicedRun = 0;
     this.silentFrames = 0;
@@ -68,7 +85,8 @@ export class TurnDetector {
 
   /** Feed one frame's speech probability; returns the signals this frame produced, in order. */
   push(probability: number, timestampMs: number): TurnSignal[] {
-    const { speechThreshold, silenceThreshold, minSpeechMs, preemptiveSilenceMs, endpointSilenceMs, maxTurnMs } = this.config;
+    const { speechThreshold, silenceThreshold, minSpeechMs, preemptiveSilenceMs, maxTurnMs } = this.config;
+    const endpointSilenceMs = this.endpointMs();
     const minSpeechFrames = Math.max(1, Math.ceil(minSpeechMs / FRAME_MS));
     const signals: TurnSignal[] = [];
 

@@ -6,13 +6,29 @@ import { PocketSphinxAsr } from './pocketsphinx/index.js';
 import type { AsrProvider } from './types.js';
 import { VllmRealtimeAsr } from './vllm-realtime/index.js';
 
-export function createAsrProvider(config: AsrProviderConfig, logger: Logger): AsrProvider {
+/** Whether the service compiles grammars for this ASR: 'auto' only with the embedded rules agent. */
+export function grammarWanted(mode: 'auto' | 'on' | 'off' | undefined, llmProvider: string | undefined): boolean {
+  if (mode === 'off') return false;
+  if (mode === 'on') return true;
+  return llmProvider === undefined || llmProvider === 'rules';
+}
+
+export function createAsrProvider(config: AsrProviderConfig, logger: Logger, llmProvider?: string): AsrProvider {
   switch (config.provider) {
     case 'pocketsphinx':
       return new PocketSphinxAsr({
         modelDir: config.modelDir,
         spareDecoders: config.spareDecoders ?? 4,
         maxIdleDecoders: config.maxIdleDecoders ?? 4,
+        // Inside the agent service (llmProvider given), grammar mode follows load() with setGrammars()
+        // (providers/index.ts): skip the big LM decoders. The ASR server mode has no agent: open vocabulary.
+        lazyGenericLm: llmProvider !== undefined && grammarWanted(config.grammar, llmProvider),
+        grammar: {
+          languages: config.languages,
+          spanishModelDir: config.spanishModelDir,
+          garbageWeight: config.garbageWeight,
+          stickiness: config.stickiness,
+        },
         logger,
       });
     case 'vllm-realtime': {

@@ -11,6 +11,11 @@ export interface AsrProvider {
 export interface AsrStreamOptions {
   /** Expected language, if known; a multilingual backend may detect another and report it. */
   language?: string;
+  /**
+   * The caller chose `language` (query parameter, dialled number, keypad): decode only that language
+   * instead of detecting it per turn.
+   */
+  languageFixed?: boolean;
   /** Called whenever the running hypothesis for the current utterance changes. */
   onPartial?: (partial: AsrPartial) => void;
 }
@@ -18,6 +23,11 @@ export interface AsrStreamOptions {
 export interface AsrPartial {
   text: string;
   language: string;
+  /**
+   * Grammar decoders: the partial already is a whole sentence of the grammar (a strong end-of-turn cue);
+   * false for a strict prefix ("book a table for"). Absent when the backend cannot tell.
+   */
+  complete?: boolean;
 }
 
 export interface AsrWord {
@@ -34,9 +44,15 @@ export interface AsrFinal {
   audioMs: number;
   /** Word timings when the backend provides them. */
   words?: AsrWord[];
-  /** Backend confidence in [0, 1] when provided. */
+  /**
+   * Backend confidence in [0, 1] when provided. Grammar decoders: the share of the utterance explained by a
+   * grammar sentence rather than by the garbage (phone-loop) branch; 0 when out of grammar.
+   */
   confidence?: number;
-  /** False when the words fell outside the agent's grammar (grammar-aware recognisers). */
+  /**
+   * Grammar decoders: true when the utterance reached a final state of a compiled grammar; false means out of
+   * domain (text is then empty). Absent for open-vocabulary backends.
+   */
   inGrammar?: boolean;
 }
 
@@ -49,6 +65,11 @@ export interface AsrStream {
   push(pcm: Int16Array): void;
   /** End the current utterance and return its final transcript (must not re-decode the whole utterance). */
   finalize(): Promise<AsrFinal>;
+  /**
+   * Optional: from the next utterance on, prefer the sentences of this expectation of the grammar (e.g.
+   * "book_appointment.time"); undefined goes back to the plain grammar. The whole grammar stays allowed.
+   */
+  expect?(expectation: string | undefined): void;
   /** Drop the current utterance without a result. */
   cancel(): void;
   close(): void;

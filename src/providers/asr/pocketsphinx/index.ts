@@ -26,6 +26,17 @@ import {
   type Ptr,
 } from './native.js';
 import { DecoderPool } from './pool.js';
+import { GARBAGE_PREFIX, sentenceWords } from '../grammar/compile.js';
+import type { GrammarAware, GrammarSpec } from '../grammar/spec.js';
+import {
+  DEFAULT_SPANISH_MODEL_DIR,
+  GrammarDecoders,
+  GrammarStream,
+  acousticModel,
+  modelPresent,
+  type AcousticModel,
+  type GrammarDecodingOptions,
+} from './grammar.js';
 
 export const DEFAULT_MODEL_DIR = '/usr/share/pocketsphinx/model/en-us';
 const LANGUAGE = 'en';
@@ -48,11 +59,25 @@ export interface PocketSphinxAsrOptions {
   maxIdleDecoders?: number;
   /** Extra or overriding pocketsphinx arguments, e.g. `{ '-lw': '7' }` or a custom `-lm`/`-dict`. */
   decoderArgs?: Record<string, string>;
+  /**
+   * Don't build generic-LM decoders at load(): setGrammars() follows and builds grammar decoders instead
+   * (the LM pool is built only if no grammar could be loaded).
+   */
+  lazyGenericLm?: boolean;
+  /**
+   * Grammar decoding (used once setGrammars() has compiled at least one grammar). Without it, or before, the
+   * generic English LM decodes.
+   */
+  grammar?: GrammarDecodingOptions & {
+    /** Directory of the Spanish model (cmusphinx-es-5.2); skipped, with a log line, when absent. */
+    spanishModelDir?: string;
+    /** Grammar languages to load (default: every spec whose model is present). */
+    languages?: readonly string[];
+  };
 }
 
-export class PocketSphinxAsr implements AsrProvider {
+export class PocketSphinxAsr implements AsrProvider, GrammarAware {
   readonly name = 'pocketsphinx';
-  readonly languages: readonly string[] = [LANGUAGE];
 
   private readonly modelDir: string;
   private readonly libraryPath: string;
@@ -62,12 +87,51 @@ export class PocketSphinxAsr implements AsrProvider {
   private native: PocketSphinxNative | undefined;
   private pool: DecoderPool | undefined;
   private closed = false;
+  private grammars: GrammarDecoders | undefined;
 
   constructor(options: PocketSphinxAsrOptions = {}) {
     this.options = options;
     this.modelDir = options.modelDir ?? DEFAULT_MODEL_DIR;
     this.libraryPath = options.libraryPath ?? DEFAULT_LIBRARY;
     this.logger = options.logger?.child({ provider: 'asr-pocketsphinx' });
+  }
+
+  /** Languages with a compiled grammar, else English (the generic LM). */
+  get languages(): readonly string[] {
+    const loaded = this.grammars?.loaded ?? [];
+    return loaded.length > 0 ? loaded : [LANGUAGE];
+  }
+
+  /** Acoustic models present here, per language (English always; Spanish when its directory has it). */
+  private acousticModels(): Map<string, AcousticModel> {
+    const models = new Map<string, AcousticModel>();
+    const wanted = this.options.grammar?.languages;
+    const add = (language: string, model: AcousticModel): void => {
+      if (wanted && !wanted.includes(language)) return;
+      if (modelPresent(model)) models.set(language, model);
+      else this.logger?.info({ language, hmm: model.hmm }, 'acoustic model not present; language not recognised');
+    };
+    add('en', acousticModel('en', this.modelDir));
+    add('es', acousticModel('es', this.options.grammar?.spanishModelDir ?? process.env.POCKETSPHINX_ES_DIR ?? DEFAULT_SPANISH_MODEL_DIR));
+    return models;
+  }
+
+  /** Compiles the agent's grammars; from then on streams decode against them (every language at once). */
+  async setGrammars(specs: readonly GrammarSpec[]): Promise<void> {
+    await this.load();
+    if (!this.native || this.closed) throw new Error('PocketSphinxAsr closed');
+    this.grammars ??= new GrammarDecoders(this.native, this.acousticModels(), this.options.grammar ?? {}, this.logger);
+    try {
+      await this.grammars.set(specs);
+    } finally {
+      // No grammar (a compile error, or no model for any spec's language): the generic LM decodes.
+      if (this.grammars.loaded.length === 0 && !this.pool) await this.buildLmPool(this.native);
+    }
+    if (this.grammars.loaded.length > 0) {
+      // Grammar streams never use the LM decoders (~95 MB each): free them.
+      this.pool?.close();
+      this.pool = undefined;
+    }
   }
 
   /** Idle/leased decoder counts, for metrics and tests. */
@@ -86,6 +150,30 @@ export class PocketSphinxAsr implements AsrProvider {
 
   private async doLoad(): Promise<void> {
     const t0 = performance.now();
+    const native = bindPocketSphinx(this.libraryPath);
+    const libraryMs = performance.now() - t0;
+    // Grammar mode builds its own small decoders in setGrammars(); the LM ones (~95 MB each) wait until needed.
+    const decoderMs = this.options.lazyGenericLm ? 0 : await this.buildLmPool(native);
+    if (this.closed) {
+      this.pool?.close();
+      return;
+    }
+    this.native = native;
+    this.logger?.info(
+      {
+        library: native.libraryPath,
+        modelDir: this.modelDir,
+        libraryMs: Math.round(libraryMs),
+        decoderMs: Math.round(decoderMs),
+        genericLm: !this.options.lazyGenericLm,
+        totalMs: Math.round(performance.now() - t0),
+      },
+      'pocketsphinx loaded',
+    );
+  }
+
+  /** The generic-LM decoder pool (open vocabulary, English). Resolves with the first decoder's build time. */
+  private async buildLmPool(native: PocketSphinxNative): Promise<number> {
     const hmm = path.join(this.modelDir, 'en-us');
     const lm = path.join(this.modelDir, 'en-us.lm.bin');
     const dict = path.join(this.modelDir, 'cmudict-en-us.dict');
@@ -94,9 +182,6 @@ export class PocketSphinxAsr implements AsrProvider {
     for (const [flag, file] of [['-hmm', hmm], ['-lm', lm], ['-dict', dict]] as const) {
       if (extra[flag] === undefined) await access(file);
     }
-    const native = bindPocketSphinx(this.libraryPath);
-    const libraryMs = performance.now() - t0;
-
     const args: Record<string, string> = {
       '-hmm': hmm,
       '-lm': lm,
@@ -115,41 +200,58 @@ export class PocketSphinxAsr implements AsrProvider {
       refillDelayMs: 3000,
       logger: this.logger,
     });
-    const decoderMs = await pool.warm();
-    if (this.closed) {
-      pool.close();
-      return;
-    }
-    this.native = native;
+    const ms = await pool.warm();
     this.pool = pool;
-    this.logger?.info(
-      {
-        library: native.libraryPath,
-        modelDir: this.modelDir,
-        libraryMs: Math.round(libraryMs),
-        decoderMs: Math.round(decoderMs),
-        totalMs: Math.round(performance.now() - t0),
-      },
-      'pocketsphinx loaded',
-    );
+    return ms;
   }
 
   createStream(options: AsrStreamOptions = {}): PocketSphinxStream {
+    if (this.native && !this.closed && this.grammars && this.grammars.loaded.length > 0) {
+      return this.grammars.createStream(options, this.logger);
+    }
     if (!this.native || !this.pool || this.closed) {
       throw new Error('PocketSphinxAsr: load() must complete before createStream() (or provider closed)');
     }
     if (options.language && !options.language.toLowerCase().startsWith(LANGUAGE)) {
       this.logger?.debug({ language: options.language }, 'pocketsphinx only decodes English');
     }
-    return new PocketSphinxStream(this.native, this.pool, options, this.logger);
+    return new PocketSphinxDecoderStream(this.native, this.pool, options, this.logger);
   }
 
   async close(): Promise<void> {
     this.closed = true;
     // Streams still open return their decoders to the closed pool, which frees them.
     this.pool?.close();
+    await this.grammars?.close();
   }
 }
+
+/** What a stream decoding against a compiled grammar needs to know about it. */
+export interface LaneGrammar {
+  isComplete(text: string): boolean;
+  /** Named searches this decoder has besides the default one (expectations). */
+  searches: ReadonlySet<string>;
+}
+
+/** Details of a grammar lane's last final, for choosing between languages. */
+export interface LaneResult {
+  language: string;
+  text: string;
+  inGrammar: boolean;
+  /** Share of the non-silence frames explained by sentence words (the rest by the garbage loop). */
+  coverage: number;
+  /** Path score per frame (log domain): only comparable within one acoustic model. */
+  scorePerFrame: number;
+  /** Log-likelihood ratio per frame against a free phone loop of the same model (set by the grammar stream). */
+  llr?: number;
+  /** The phone loop's own score per frame (same units): how speech-like the sound is for this model at all. */
+  loopPerFrame?: number;
+  /** Phones per second of audio in the phone loop's hypothesis (silence excluded). */
+  phoneRate?: number;
+}
+
+/** Name of the search ps_init builds from `-jsgf`/`-lm`. */
+export const DEFAULT_SEARCH = '_default';
 
 type Command =
   | { kind: 'audio'; pcm: Int16Array; utt: number }
@@ -158,7 +260,7 @@ type Command =
   | { kind: 'close' };
 
 /** One call's decoder. Every native call goes through `pump()`, one at a time, in push order. */
-export class PocketSphinxStream implements AsrStream {
+export class PocketSphinxDecoderStream implements AsrStream {
   private ps: Ptr | undefined;
   private readonly decoder: Promise<Ptr> | undefined;
   private readonly queue: Command[] = [];
@@ -176,13 +278,28 @@ export class PocketSphinxStream implements AsrStream {
   /** Audio pushed but not yet decoded (or dropped). */
   private queuedSamples = 0;
   private lastBacklogWarn = -Infinity;
+  private readonly language: string;
+  /** Search for the next utterance and the one the decoder has active. */
+  private wantedSearch = DEFAULT_SEARCH;
+  private activeSearch = DEFAULT_SEARCH;
+  /** Last grammar final's details (grammar lanes only). */
+  lastResult: LaneResult | undefined;
+  /** Path score and frame count of the last final (for likelihood ratios between decoders). */
+  lastScore: { score: number; frames: number } | undefined;
+  /** The search this stream decodes with when no expectation is set. */
+  private readonly defaultSearch: string;
 
   constructor(
     private readonly native: PocketSphinxNative,
     private readonly pool: DecoderPool,
     private readonly options: AsrStreamOptions,
     private readonly logger: Logger | undefined,
+    private readonly grammar?: LaneGrammar & { language: string },
+    search: string = DEFAULT_SEARCH,
   ) {
+    this.language = grammar?.language ?? LANGUAGE;
+    this.defaultSearch = search;
+    this.wantedSearch = search;
     this.ps = pool.tryAcquire();
     if (this.ps === undefined) {
       this.logger?.warn('no spare pocketsphinx decoder; this stream waits for one to be built');
@@ -206,7 +323,7 @@ export class PocketSphinxStream implements AsrStream {
   }
 
   finalize(): Promise<AsrFinal> {
-    if (this.closed) return Promise.resolve(emptyFinal());
+    if (this.closed) return Promise.resolve(emptyFinal(this.language));
     if (this.failure) return Promise.reject(this.failure);
     this.utt++;
     return new Promise<AsrFinal>((resolve, reject) => {
@@ -230,6 +347,16 @@ export class PocketSphinxStream implements AsrStream {
     this.dropQueuedAudio();
     this.queue.push({ kind: 'close' });
     void this.pump();
+  }
+
+  /** Grammar lanes: weight up an expectation's sentences from the next utterance on (undefined: none). */
+  expect(expectation: string | undefined): void {
+    this.wantedSearch = expectation !== undefined && this.grammar?.searches.has(expectation) ? expectation : this.defaultSearch;
+    // The next utterance starts right after a finalize: restart it idle so the new search applies.
+    if (!this.closed && !this.failure && this.wantedSearch !== this.activeSearch && this.uttSamples === 0 && this.queuedSamples === 0) {
+      this.queue.push({ kind: 'restart' });
+      void this.pump();
+    }
   }
 
   /** Audio pushed but not decoded yet, ms: finalize() has to decode this before it can answer. */
@@ -328,11 +455,17 @@ export class PocketSphinxStream implements AsrStream {
     // Only while the caller is still in this utterance (no finalize/cancel/close since).
     if (!onPartial || chunk.utt !== this.utt || this.samplesSinceHyp < PARTIAL_INTERVAL_SAMPLES) return;
     this.samplesSinceHyp = 0;
-    const text = this.native.hypSync(ps).trim();
+    const raw = this.native.hypSync(ps).trim();
+    const text = this.grammar ? sentenceWords(raw).join(' ') : raw;
     if (text === '' || text === this.lastPartial) return;
     this.lastPartial = text;
+    // Complete: a whole sentence, and nothing after it still being explained as garbage.
+    const rawWords = raw.split(/\s+/);
+    const complete = this.grammar
+      ? this.grammar.isComplete(text) && !rawWords[rawWords.length - 1].startsWith(GARBAGE_PREFIX)
+      : undefined;
     try {
-      onPartial({ text, language: LANGUAGE });
+      onPartial({ text, language: this.language, ...(complete !== undefined ? { complete } : {}) });
     } catch (err) {
       this.logger?.warn({ err: asError(err) }, 'onPartial threw');
     }
@@ -345,11 +478,27 @@ export class PocketSphinxStream implements AsrStream {
         this.started = false;
         const rc = await this.native.endUtt(ps);
         if (rc < 0) throw new Error(`ps_end_utt failed (${rc})`);
-        const text = normaliseText(await this.native.hyp(ps));
-        const words = text ? this.words(ps) : [];
+        const raw = normaliseText(await this.native.hyp(ps));
+        this.lastScore = { score: this.native.hypScoreSync(ps).score, frames: Math.max(1, this.native.nFrames(ps)) };
         const audioMs = (this.uttSamples * 1000) / INTERNAL_SAMPLE_RATE;
-        this.resetUtterance();
-        cmd.resolve({ text, language: LANGUAGE, audioMs, ...(words.length > 0 ? { words } : {}) });
+        if (this.grammar) {
+          const result = this.grammarResult(ps, raw);
+          this.lastResult = result;
+          const words = result.inGrammar ? this.words(ps) : [];
+          this.resetUtterance();
+          cmd.resolve({
+            text: result.text,
+            language: this.language,
+            audioMs,
+            inGrammar: result.inGrammar,
+            confidence: result.inGrammar ? result.coverage : 0,
+            ...(words.length > 0 ? { words } : {}),
+          });
+        } else {
+          const words = raw ? this.words(ps) : [];
+          this.resetUtterance();
+          cmd.resolve({ text: raw, language: LANGUAGE, audioMs, ...(words.length > 0 ? { words } : {}) });
+        }
         // Start the next utterance now so the first frame after an endpoint doesn't pay for it.
         if (!this.closed) await this.ensureStarted(ps);
         return;
@@ -364,6 +513,8 @@ export class PocketSphinxStream implements AsrStream {
         this.queuedSamples = 0;
         try {
           await this.endIfStarted(ps);
+          // Pooled decoders go back on their default search.
+          if (this.activeSearch !== this.defaultSearch && this.native.setSearch(ps, this.defaultSearch) >= 0) this.activeSearch = this.defaultSearch;
         } finally {
           this.ps = undefined;
           this.pool.release(ps);
@@ -372,12 +523,34 @@ export class PocketSphinxStream implements AsrStream {
     }
   }
 
+  /** Splits the grammar hypothesis into sentence and garbage frames. */
+  private grammarResult(ps: Ptr, raw: string): LaneResult {
+    let sentenceFrames = 0;
+    let garbageFrames = 0;
+    for (const seg of raw ? this.native.segments(ps) : []) {
+      const frames = seg.endFrame - seg.startFrame + 1;
+      if (seg.word.startsWith(GARBAGE_PREFIX)) garbageFrames += frames;
+      else if (!/^[<[+]/.test(seg.word)) sentenceFrames += frames;
+    }
+    const text = sentenceWords(raw).join(' ');
+    const { score } = this.native.hypScoreSync(ps);
+    const frames = Math.max(1, this.native.nFrames(ps));
+    const speech = sentenceFrames + garbageFrames;
+    return {
+      language: this.language,
+      text,
+      inGrammar: text !== '',
+      coverage: speech > 0 ? sentenceFrames / speech : 0,
+      scorePerFrame: score / frames,
+    };
+  }
+
   private words(ps: Ptr): AsrWord[] {
     const msPerFrame = 1000 / FRAMES_PER_SECOND;
     const words: AsrWord[] = [];
     for (const seg of this.native.segments(ps)) {
-      // Fillers: <s>, </s>, <sil>, [NOISE], ++GARBAGE++ ...
-      if (/^[<[+]/.test(seg.word)) continue;
+      // Fillers: <s>, </s>, <sil>, [NOISE], ++GARBAGE++ ..., and the grammar's garbage phones.
+      if (/^[<[+]/.test(seg.word) || seg.word.startsWith(GARBAGE_PREFIX)) continue;
       words.push({
         word: seg.word.replace(/\(\d+\)$/, ''),
         startMs: seg.startFrame * msPerFrame,
@@ -389,6 +562,11 @@ export class PocketSphinxStream implements AsrStream {
 
   private async ensureStarted(ps: Ptr): Promise<void> {
     if (this.started) return;
+    if (this.wantedSearch !== this.activeSearch) {
+      const rc = this.native.setSearch(ps, this.wantedSearch);
+      if (rc < 0) this.logger?.warn({ search: this.wantedSearch }, 'ps_set_search failed');
+      else this.activeSearch = this.wantedSearch;
+    }
     const rc = await this.native.startUtt(ps);
     if (rc < 0) throw new Error(`ps_start_utt failed (${rc})`);
     this.started = true;
@@ -421,10 +599,13 @@ function normaliseText(hyp: string): string {
   return hyp.replace(/\s+/g, ' ').trim();
 }
 
-function emptyFinal(): AsrFinal {
-  return { text: '', language: LANGUAGE, audioMs: 0 };
+function emptyFinal(language: string = LANGUAGE): AsrFinal {
+  return { text: '', language, audioMs: 0 };
 }
 
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
+
+/** What createStream() returns: one decoder on the generic LM, or one per grammar language. */
+export type PocketSphinxStream = PocketSphinxDecoderStream | GrammarStream;

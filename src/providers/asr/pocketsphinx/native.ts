@@ -33,6 +33,16 @@ export interface PocketSphinxNative {
   hyp(ps: Ptr): Promise<string>;
   /** Best hypothesis, synchronous: cheap mid-utterance (a back-trace of the current best path). */
   hypSync(ps: Ptr): string;
+  /** Best hypothesis with its path score (log domain, more negative = worse), synchronous. */
+  hypScoreSync(ps: Ptr): { text: string; score: number };
+  /** Adds a named JSGF search (grammar text) on a worker thread; 0 on success. Call between utterances. */
+  setJsgfString(ps: Ptr, name: string, jsgf: string): Promise<number>;
+  /** Adds a named phone-loop search (all phones, no phone LM) on a worker thread; 0 on success. */
+  setAllphone(ps: Ptr, name: string): Promise<number>;
+  /** Activates a named search for the next utterance; 0 on success. */
+  setSearch(ps: Ptr, name: string): number;
+  /** Frames decoded in the current/last utterance. */
+  nFrames(ps: Ptr): number;
   /** Word segmentation of the best hypothesis, frame indices at FRAMES_PER_SECOND. */
   segments(ps: Ptr): Array<{ word: string; startFrame: number; endFrame: number }>;
 }
@@ -80,6 +90,14 @@ export function bindPocketSphinx(libraryPath: string = DEFAULT_LIBRARY): PocketS
   const psGetHyp: NativeFn<[Ptr, Int32Array], string | null> = ps.func(
     'const char *ps_get_hyp(void *ps, int32_t *out_best_score)',
   );
+  const psSetJsgfString: NativeFn<[Ptr, string, string], number> = ps.func(
+    'int ps_set_jsgf_string(void *ps, const char *name, const char *jsgf_string)',
+  );
+  const psSetAllphone: NativeFn<[Ptr, string, null], number> = ps.func(
+    'int ps_set_allphone(void *ps, const char *name, void *lm)',
+  );
+  const psSetSearch: NativeFn<[Ptr, string], number> = ps.func('int ps_set_search(void *ps, const char *name)');
+  const psGetNFrames: NativeFn<[Ptr], number> = ps.func('int ps_get_n_frames(void *ps)');
   const psSegIter: NativeFn<[Ptr], Ptr | null> = ps.func('void *ps_seg_iter(void *ps)');
   const psSegNext: NativeFn<[Ptr], Ptr | null> = ps.func('void *ps_seg_next(void *seg)');
   const psSegWord: NativeFn<[Ptr], string | null> = ps.func('const char *ps_seg_word(void *seg)');
@@ -120,6 +138,15 @@ export function bindPocketSphinx(libraryPath: string = DEFAULT_LIBRARY): PocketS
     hypSync(decoder) {
       return psGetHyp(decoder, new Int32Array(1)) ?? '';
     },
+    hypScoreSync(decoder) {
+      const score = new Int32Array(1);
+      const text = psGetHyp(decoder, score) ?? '';
+      return { text, score: score[0] };
+    },
+    setJsgfString: (decoder, name, jsgf) => promisify(psSetJsgfString, decoder, name, jsgf),
+    setAllphone: (decoder, name) => promisify(psSetAllphone, decoder, name, null),
+    setSearch: (decoder, name) => psSetSearch(decoder, name),
+    nFrames: (decoder) => psGetNFrames(decoder),
     segments(decoder) {
       const out: Array<{ word: string; startFrame: number; endFrame: number }> = [];
       const sf = new Int32Array(1);

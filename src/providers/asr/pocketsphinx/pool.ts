@@ -19,6 +19,8 @@ export interface DecoderPoolOptions {
   spare: number;
   /** Idle decoders kept after calls end; extra ones are freed (each holds ~95 MB). */
   maxIdle: number;
+  /** Runs on each new decoder before it is handed out (e.g. adds named grammar searches). */
+  setup?: (ps: Ptr) => Promise<void>;
   /** Wait this long after the last lease before rebuilding spares (0: at once). */
   refillDelayMs?: number;
   logger?: Logger;
@@ -51,6 +53,7 @@ export class DecoderPool {
     const t0 = performance.now();
     const ps = await this.opts.native.initDecoder(this.opts.args);
     if (ps === 0n) throw new Error('pocketsphinx ps_init failed (check modelDir and decoder args)');
+    await this.opts.setup?.(ps);
     const ms = performance.now() - t0;
     this.put(ps);
     this.build();
@@ -135,6 +138,7 @@ export class DecoderPool {
       const t0 = performance.now();
       const ps = await this.opts.native.initDecoder(this.opts.args);
       if (ps === 0n) throw new Error('pocketsphinx ps_init failed');
+      await this.opts.setup?.(ps);
       this.opts.logger?.debug({ ms: Math.round(performance.now() - t0) }, 'pocketsphinx decoder ready');
       this.lastError = undefined;
       this.put(ps);

@@ -1,0 +1,362 @@
+/**
+ * PocketSphinx decoding against grammars compiled from GrammarSpecs: one decoder pool per language (small
+ * dictionary + JSGF: fast to build, small), and a stream that decodes each utterance against every loaded
+ * language at once and keeps the best in-grammar result.
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
+import { compileGrammar, loadDictionary, type CompileOptions, type CompiledGrammar } from '../grammar/compile.js';
+import type { GrammarSpec } from '../grammar/spec.js';
+import type { AsrFinal, AsrStream, AsrStreamOptions } from '../types.js';
+import type { PocketSphinxNative } from './native.js';
+import { DecoderPool } from './pool.js';
+import { PocketSphinxDecoderStream, type LaneResult } from './index.js';
+
+/** An acoustic model and its full pronouncing dictionary. */
+export interface AcousticModel {
+  hmm: string;
+  dict: string;
+}
+
+export const DEFAULT_SPANISH_MODEL_DIR = '../shared/models/pocketsphinx-es';
+
+/** The English model of Debian's pocketsphinx-en-us, or the Spanish one of cmusphinx-es-5.2 in `dir`. */
+export function acousticModel(language: string, dir: string): AcousticModel {
+  return language === 'es'
+    ? { hmm: path.join(dir, 'acoustic-model'), dict: path.join(dir, 'es.dict') }
+    : { hmm: path.join(dir, 'en-us'), dict: path.join(dir, 'cmudict-en-us.dict') };
+}
+
+export function modelPresent(model: AcousticModel): boolean {
+  return existsSync(path.join(model.hmm, 'mdef')) && existsSync(model.dict);
+}
+
+/**
+ * Confidence = logistic((llr - mid) / scale), llr in thousandths of a nat per frame against the phone loop.
+ * Calibrated with loadtest/asr-accuracy.ts (BENCHMARKS.md): in-domain speech sits near -2, out-of-domain
+ * sound below -3.5.
+ */
+export const DEFAULT_LLR_MID = -3;
+export const DEFAULT_LLR_SCALE = 0.3;
+/** LLR margin (same units) another language needs to take the turn from the current one. */
+export const DEFAULT_STICKINESS = 0.2;
+
+/**
+ * Phones per second (silence excluded) below which the sound is not speech. Measured: tones and steady noise
+ * give 0-0.5, a single short word with its pauses 2.5 or more.
+ */
+export const DEFAULT_MIN_PHONE_RATE = 1;
+
+export interface LlrCalibration {
+  mid: number;
+  scale: number;
+}
+
+export function llrConfidence(llr: number | undefined, c: LlrCalibration): number {
+  if (llr === undefined || !Number.isFinite(llr)) return 0;
+  return 1 / (1 + Math.exp(-(llr - c.mid) / c.scale));
+}
+
+export interface GrammarDecodingOptions extends CompileOptions {
+  /** LLR margin another language needs over the session's current one to take the turn. */
+  stickiness?: number;
+  /** Phones per second under which a sound is not speech (see DEFAULT_MIN_PHONE_RATE). */
+  minPhoneRate?: number;
+  /** Confidence calibration (see llrConfidence). */
+  llrMid?: number;
+  llrScale?: number;
+  /** Ready decoders per language. */
+  spareDecoders?: number;
+  maxIdleDecoders?: number;
+  /** Extra pocketsphinx arguments for the grammar decoders. */
+  decoderArgs?: Record<string, string>;
+}
+
+interface LanguageDecoders {
+  language: string;
+  grammar: CompiledGrammar;
+  pool: DecoderPool;
+  /** Free phone-loop decoders of the same acoustic model: the reference for the likelihood ratio. */
+  loopPool: DecoderPool;
+  searches: ReadonlySet<string>;
+}
+
+/** Name of the phone-loop search in the reference decoders. */
+export const PHONE_LOOP_SEARCH = 'phone_loop';
+/** log(1.0001): pocketsphinx scores are integers in this log base. */
+const LOG_BASE = Math.log(1.0001);
+
+/** Per-language compiled grammars and their decoder pools. */
+export class GrammarDecoders {
+  private languages = new Map<string, LanguageDecoders>();
+  private dir: string | undefined;
+
+  constructor(
+    private readonly native: PocketSphinxNative,
+    private readonly models: ReadonlyMap<string, AcousticModel>,
+    private readonly options: GrammarDecodingOptions,
+    private readonly logger: Logger | undefined,
+  ) {}
+
+  get loaded(): string[] {
+    return [...this.languages.keys()];
+  }
+
+  /** Compiles each spec whose language has a model and swaps the pools in; specs without a model are logged. */
+  async set(specs: readonly GrammarSpec[]): Promise<void> {
+    const dir = await mkdtemp(path.join(tmpdir(), 'asr-grammar-'));
+    const next = new Map<string, LanguageDecoders>();
+    try {
+      for (const spec of specs) {
+        const language = spec.language.toLowerCase().split(/[-_]/)[0];
+        const model = this.models.get(language);
+        if (!model) {
+          this.logger?.info({ language }, 'no acoustic model for this grammar language; skipped');
+          continue;
+        }
+        const t0 = performance.now();
+        const dictionary = await loadDictionary(model.dict);
+        const grammar = await compileGrammar(spec, dictionary, this.options, (msg, data) => this.logger?.info(data, msg));
+        const dictFile = path.join(dir, `${language}.dict`);
+        const jsgfFile = path.join(dir, `${language}.jsgf`);
+        await writeFile(dictFile, grammar.dict);
+        await writeFile(jsgfFile, grammar.jsgf);
+        const args: Record<string, string> = {
+          '-hmm': model.hmm,
+          '-dict': dictFile,
+          '-jsgf': jsgfFile,
+          '-samprate': String(INTERNAL_SAMPLE_RATE),
+          '-remove_silence': 'no',
+          // A grammar search is small, so wide beams cost little; the defaults (1e-48) prune the right
+          // sentence away on some voices and the utterance then reaches no final state at all.
+          '-beam': '1e-80',
+          '-pbeam': '1e-80',
+          '-wbeam': '1e-60',
+          ...this.options.decoderArgs,
+        };
+        const searches = new Set(Object.keys(grammar.expectationJsgf));
+        const pool = new DecoderPool({
+          native: this.native,
+          args: Object.entries(args).flat(),
+          spare: Math.max(1, this.options.spareDecoders ?? 1),
+          maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
+          refillDelayMs: 3000,
+          logger: this.logger,
+          setup: async (ps) => {
+            for (const [name, jsgf] of Object.entries(grammar.expectationJsgf)) {
+              if ((await this.native.setJsgfString(ps, name, jsgf)) < 0) throw new Error(`grammar ${language}: expectation ${name} did not compile`);
+            }
+          },
+        });
+        const { '-jsgf': _jsgf, ...loopArgs } = args;
+        const loopPool = new DecoderPool({
+          native: this.native,
+          args: Object.entries({ ...loopArgs, '-allphone_ci': 'yes' }).flat(),
+          spare: Math.max(1, this.options.spareDecoders ?? 1),
+          maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
+          refillDelayMs: 3000,
+          logger: this.logger,
+          setup: async (ps) => {
+            if ((await this.native.setAllphone(ps, PHONE_LOOP_SEARCH)) < 0) throw new Error(`phone loop ${language} failed`);
+          },
+        });
+        let decoderMs: number;
+        try {
+          [decoderMs] = await Promise.all([pool.warm(), loopPool.warm()]);
+        } catch (err) {
+          pool.close();
+          loopPool.close();
+          throw err;
+        }
+        next.set(language, { language, grammar, pool, loopPool, searches });
+        this.logger?.info(
+          {
+            language,
+            sentences: grammar.sentenceCount,
+            words: grammar.dict.split('\n').length - 1,
+            g2p: grammar.missing.filter((m) => m.resolution === 'g2p').length,
+            dropped: grammar.dropped.length,
+            expectations: searches.size,
+            decoderMs: Math.round(decoderMs),
+            totalMs: Math.round(performance.now() - t0),
+          },
+          'grammar compiled',
+        );
+      }
+    } catch (err) {
+      for (const l of next.values()) {
+        l.pool.close();
+        l.loopPool.close();
+      }
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    const old = this.languages;
+    const oldDir = this.dir;
+    this.languages = next;
+    this.dir = dir;
+    for (const l of old.values()) {
+      l.pool.close();
+      l.loopPool.close();
+    }
+    // Decoders already built keep their own copies; the files are only read by ps_init.
+    if (oldDir) await rm(oldDir, { recursive: true, force: true });
+  }
+
+  createStream(options: AsrStreamOptions, logger: Logger | undefined): GrammarStream {
+    const wanted = options.languageFixed && options.language ? primary(options.language) : undefined;
+    const lanes = [...this.languages.values()].filter((l) => wanted === undefined || l.language === wanted);
+    // A fixed language without a grammar here still decodes, with every grammar (logged).
+    const chosen = lanes.length > 0 ? lanes : [...this.languages.values()];
+    if (wanted !== undefined && lanes.length === 0) logger?.warn({ language: wanted }, 'no grammar for the fixed language; detecting per turn');
+    return new GrammarStream(this.native, chosen, options, this.options.stickiness ?? DEFAULT_STICKINESS, {
+      mid: this.options.llrMid ?? DEFAULT_LLR_MID,
+      scale: this.options.llrScale ?? DEFAULT_LLR_SCALE,
+    }, this.options.minPhoneRate ?? DEFAULT_MIN_PHONE_RATE, logger);
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.languages.values()) {
+      l.pool.close();
+      l.loopPool.close();
+    }
+    this.languages.clear();
+    if (this.dir) await rm(this.dir, { recursive: true, force: true });
+    this.dir = undefined;
+  }
+}
+
+function primary(language: string): string {
+  return language.toLowerCase().split(/[-_]/)[0];
+}
+
+/**
+ * One call against every loaded language: the same audio goes to one decoder per language (each on its
+ * own worker-thread queue, so they decode in parallel); at the endpoint the best in-grammar result wins.
+ */
+export class GrammarStream implements AsrStream {
+  private readonly lanes: Array<{ language: string; stream: PocketSphinxDecoderStream; loop: PocketSphinxDecoderStream }>;
+  /** The session's current language: its partials are shown, and it wins close calls. */
+  private current: string;
+
+  constructor(
+    native: PocketSphinxNative,
+    languages: readonly LanguageDecoders[],
+    private readonly options: AsrStreamOptions,
+    private readonly stickiness: number,
+    private readonly calibration: LlrCalibration,
+    private readonly minPhoneRate: number,
+    private readonly logger: Logger | undefined,
+  ) {
+    const requested = options.language ? primary(options.language) : undefined;
+    this.current = languages.find((l) => l.language === requested)?.language ?? languages[0].language;
+    this.lanes = languages.map((l) => ({
+      language: l.language,
+      stream: new PocketSphinxDecoderStream(
+        native,
+        l.pool,
+        {
+          onPartial: (partial) => {
+            if (l.language === this.current) options.onPartial?.(partial);
+          },
+        },
+        logger,
+        { language: l.language, isComplete: (text) => l.grammar.isComplete(text), searches: l.searches },
+      ),
+      loop: new PocketSphinxDecoderStream(native, l.loopPool, {}, logger, undefined, PHONE_LOOP_SEARCH),
+    }));
+  }
+
+  get languages(): string[] {
+    return this.lanes.map((l) => l.language);
+  }
+
+  push(pcm: Int16Array): void {
+    for (const lane of this.lanes) {
+      lane.stream.push(pcm);
+      lane.loop.push(pcm);
+    }
+  }
+
+  async finalize(): Promise<AsrFinal> {
+    const [finals, loopFinals] = await Promise.all([
+      Promise.all(this.lanes.map((l) => l.stream.finalize())),
+      Promise.all(this.lanes.map((l) => l.loop.finalize())),
+    ]);
+    const results = this.lanes.map((l, i) => {
+      const detail = l.stream.lastResult;
+      const g = l.stream.lastScore;
+      const ref = l.loop.lastScore;
+      if (detail?.inGrammar && g && ref) {
+        // Log-likelihood ratio per frame of the grammar path against the free phone loop (≤ 0 in practice),
+        // in thousandths: near 0 the grammar explains the sound as well as any phone sequence could.
+        detail.llr = (1000 * (g.score - ref.score) * LOG_BASE) / Math.max(g.frames, ref.frames);
+        detail.loopPerFrame = (1000 * ref.score * LOG_BASE) / ref.frames;
+        // Speech changes phone every ~80 ms; a tone or a hum stays on one for seconds.
+        const phones = loopFinals[i].text.split(/\s+/).filter((p) => p !== '' && p !== 'SIL' && !/^[<[+]/.test(p));
+        detail.phoneRate = phones.length / Math.max(0.1, ref.frames / 100);
+        // A grammar can fit a steady sound as well as a phone loop can (high LLR): reject what is not speech.
+        if (detail.phoneRate < this.minPhoneRate) {
+          detail.inGrammar = false;
+          detail.text = '';
+        }
+      }
+      return { final: finals[i], detail };
+    });
+    const best = chooseLanguage(
+      results.map((r) => r.detail).filter((d): d is LaneResult => d !== undefined),
+      this.current,
+      this.stickiness,
+    );
+    const winner = best ? results.find((r) => r.detail === best) : undefined;
+    this.logger?.debug({ lanes: results.map((r) => r.detail), chosen: best?.language }, 'grammar lanes');
+    if (!winner) return { text: '', language: this.current, audioMs: finals[0]?.audioMs ?? 0, inGrammar: false, confidence: 0 };
+    this.current = winner.final.language;
+    return { ...winner.final, confidence: llrConfidence(best?.llr, this.calibration) };
+  }
+
+  expect(expectation: string | undefined): void {
+    for (const lane of this.lanes) lane.stream.expect(expectation);
+  }
+
+  cancel(): void {
+    for (const lane of this.lanes) {
+      lane.stream.cancel();
+      lane.loop.cancel();
+    }
+  }
+
+  close(): void {
+    for (const lane of this.lanes) {
+      lane.stream.close();
+      lane.loop.close();
+    }
+  }
+
+  idle(): Promise<void> {
+    return Promise.all(this.lanes.flatMap((l) => [l.stream.idle(), l.loop.idle()])).then(() => undefined);
+  }
+
+  get backlogMs(): number {
+    return Math.max(...this.lanes.flatMap((l) => [l.stream.backlogMs, l.loop.backlogMs]));
+  }
+}
+
+/**
+ * The best in-grammar lane by likelihood ratio against its own phone loop (comparable across acoustic
+ * models, unlike raw scores); the current language keeps the turn unless another beats it by more than
+ * `stickiness`. Undefined when no lane reached a final state of its grammar.
+ */
+export function chooseLanguage(results: readonly LaneResult[], current: string, stickiness: number): LaneResult | undefined {
+  const inGrammar = results.filter((r) => r.inGrammar);
+  if (inGrammar.length === 0) return undefined;
+  const score = (r: LaneResult): number => r.llr ?? -Infinity;
+  const sorted = [...inGrammar].sort((a, b) => score(b) - score(a));
+  const mine = inGrammar.find((r) => r.language === current);
+  if (mine && score(sorted[0]) - score(mine) <= stickiness) return mine;
+  return sorted[0];
+}
