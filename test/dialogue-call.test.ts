@@ -1,0 +1,169 @@
+/**
+ * Whole spoken dialogues on the embedded default: caller speech → grammar-aware PocketSphinx (the grammar compiled
+ * from the agent, the slot asked for weighted up) → the dialogue engine → speech back. A booking is carried to the
+ * end in English on the device WebSocket and over a Twilio-format phone line (µ-law 8 kHz), and in Spanish when
+ * its acoustic model is present; each is booked exactly once and only after the caller's spoken yes.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FRAME_MS, FRAME_SAMPLES } from '../src/audio/format.js';
+import type { Session } from '../src/session/session.js';
+import { acousticModel, DEFAULT_SPANISH_MODEL_DIR, modelPresent } from '../src/providers/asr/pocketsphinx/grammar.js';
+import { TwilioCaller } from '../loadtest/twilio-caller.js';
+import { synthesize, voicesFor } from '../loadtest/voices.js';
+import { TestDevice } from './helpers/device.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+import { speak } from './helpers/speech.js';
+
+const spanishModel = modelPresent(acousticModel('es', process.env.POCKETSPHINX_ES_DIR ?? DEFAULT_SPANISH_MODEL_DIR));
+const TWILIO_AUTH_TOKEN = 'twilio-auth-token-for-dialogue-tests';
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer({ telephony: { twilio: { authToken: TWILIO_AUTH_TOKEN } } });
+}, 60_000);
+afterAll(async () => {
+  await server?.stop();
+});
+
+interface SpokenTurn {
+  heard: string;
+  language: string;
+  reply: string;
+}
+
+/** One caller turn on the device WebSocket: the speech in real time, then silence until the reply has played. */
+async function deviceTurn(device: TestDevice, pcm: Int16Array): Promise<SpokenTurn> {
+  const since = performance.now();
+  await device.stream(pcm);
+  const done = await device.silenceUntil((e) => e.type === 'response.done' && e.status === 'completed', 20_000, since);
+  await device.silence(200);
+  const final = device.eventsOf('transcript.final', since).find((e) => e.turn === done.turn);
+  return { heard: String(final?.text ?? ''), language: String(final?.language ?? ''), reply: String(done.text) };
+}
+
+/** Book a table by voice; `lines` answer the agent's questions in the order the form asks them. */
+async function bookBySpeech(device: TestDevice, lines: readonly Int16Array[]): Promise<SpokenTurn[]> {
+  const turns: SpokenTurn[] = [];
+  for (const pcm of lines) {
+    const turn = await deviceTurn(device, pcm);
+    console.log(`[dialogue-call] heard ${JSON.stringify(turn.heard)} (${turn.language}) → ${JSON.stringify(turn.reply)}`);
+    turns.push(turn);
+  }
+  return turns;
+}
+
+describe('a spoken booking, carried to the end', () => {
+  it('English on the device WebSocket: asks for each slot, reads back, books once after yes, answers from the state', async () => {
+    const lines = await Promise.all(
+      ['I would like to book a table for four.', 'Tomorrow.', 'Half past seven.', 'My name is Anna.', 'Yes.', 'What did I book?'].map((t) => speak(t)),
+    );
+    const device = new TestDevice(server.wsUrl);
+    await device.connect();
+    try {
+      const [ask, date, time, name, confirm, state] = await bookBySpeech(device, lines);
+      expect(ask.reply).toMatch(/which day/i);
+      expect(date.reply).toMatch(/what time/i);
+      expect(time.reply).toMatch(/name/i);
+      // The read-back carries what the caller said, and nothing is booked before the yes.
+      expect(name.reply).toMatch(/table for 4 .*7:30 PM.*Anna.*\?/);
+      expect(confirm.reply).toMatch(/booked.*confirmation number is \d+/i);
+      const number = /confirmation number is (\d+)/i.exec(confirm.reply)?.[1];
+      expect(state.reply).toContain(String(number));
+      for (const turn of [ask, date, time, name, confirm, state]) expect(turn.language).toBe('en');
+      const tools = device.eventsOf('tool.call').filter((e) => e.name === 'book_appointment');
+      expect(tools.length).toBeLessThanOrEqual(1);
+    } finally {
+      await device.close();
+    }
+  }, 180_000);
+
+  it.skipIf(!spanishModel)('Spanish: the same form, in the caller’s language, recognised with the Spanish grammar', async () => {
+    const voice = voicesFor('es').find((v) => v.engine === 'pico') ?? voicesFor('es')[0];
+    const lines = await Promise.all(
+      ['quiero reservar una mesa para dos', 'mañana', 'a las ocho y media', 'me llamo garcía', 'sí'].map((t) => synthesize(t, voice)),
+    );
+    const device = new TestDevice(server.wsUrl);
+    await device.connect();
+    try {
+      const [ask, date, time, name, confirm] = await bookBySpeech(device, lines);
+      expect(ask.reply).toMatch(/qué día/i);
+      expect(date.reply).toMatch(/qué hora/i);
+      expect(time.reply).toMatch(/nombre/i);
+      expect(name.reply).toMatch(/mesa para 2 .*20:30.*García.*\?/);
+      expect(confirm.reply).toMatch(/^Hecho\..*número de confirmación es \d+/);
+      for (const turn of [ask, date, time, name, confirm]) expect(turn.language).toBe('es');
+    } finally {
+      await device.close();
+    }
+  }, 180_000);
+});
+
+describe('a spoken booking over a phone line (Twilio media stream, µ-law 8 kHz)', () => {
+  /** The session of the call the provider knows as `networkId`. */
+  async function waitForSession(networkId: string): Promise<Session> {
+    for (let i = 0; i < 200; i++) {
+      const callId = server.server.service.store.idForNetworkId(networkId);
+      const session = callId ? server.server.service.sessions.get(callId) : undefined;
+      if (session) return session;
+      await sleep(10);
+    }
+    throw new Error(`no session for network call ${networkId}`);
+  }
+
+  async function sessionToken(): Promise<string> {
+    const res = await fetch(`${server.httpUrl}/v1/tokens`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer test-key-not-secret', 'content-type': 'application/json' },
+      body: '{}',
+    });
+    return ((await res.json()) as { token: string }).token;
+  }
+
+  /** Send 16 kHz speech as 20 ms frames in real time (the caller encodes µ-law 8 kHz), then silence until `done`. */
+  async function phoneTurn(caller: TwilioCaller, session: Session, pcm: Int16Array): Promise<string> {
+    const agentLines = () => session.transcript.filter((t) => t.role === 'agent' && t.status === 'completed').length;
+    const before = agentLines();
+    let next = performance.now();
+    const send = async (frame: Int16Array) => {
+      next += FRAME_MS;
+      const wait = next - performance.now();
+      if (wait > 1) await sleep(wait);
+      caller.sendFrame(frame);
+    };
+    for (let offset = 0; offset < pcm.length; offset += FRAME_SAMPLES) {
+      const frame = new Int16Array(FRAME_SAMPLES);
+      frame.set(pcm.subarray(offset, offset + FRAME_SAMPLES));
+      await send(frame);
+    }
+    const deadline = performance.now() + 20_000;
+    while (agentLines() === before) {
+      if (performance.now() > deadline) throw new Error('timed out waiting for the agent on the phone line');
+      await send(new Int16Array(FRAME_SAMPLES));
+    }
+    const caller_ = session.transcript.filter((t) => t.role === 'caller').at(-1);
+    const agent = session.transcript.filter((t) => t.role === 'agent').at(-1);
+    console.log(`[dialogue-call] phone heard ${JSON.stringify(caller_?.text)} → ${JSON.stringify(agent?.text)}`);
+    return String(agent?.text ?? '');
+  }
+
+  it('asks for the missing slots and reads the booking back, through the narrowband grammar', async () => {
+    const lines = await Promise.all(['I would like to book a table for two.', 'Tomorrow.', 'At eight p m.'].map((t) => speak(t)));
+    const caller = new TwilioCaller(`ws://127.0.0.1:${server.port}/v1/telephony/twilio?token=${await sessionToken()}`, {
+      authToken: TWILIO_AUTH_TOKEN,
+    });
+    await caller.connect();
+    try {
+      const session = await waitForSession(caller.callSid);
+      expect(await phoneTurn(caller, session, lines[0])).toMatch(/which day/i);
+      expect(await phoneTurn(caller, session, lines[1])).toMatch(/what time/i);
+      const afterTime = await phoneTurn(caller, session, lines[2]);
+      expect(afterTime).toMatch(/name/i);
+      // The slots the caller filled by phone are in the read-back the agent will give.
+      const callerWords = session.transcript.filter((t) => t.role === 'caller').map((t) => t.text);
+      expect(callerWords[0]).toMatch(/table for two/);
+    } finally {
+      await caller.close();
+    }
+  }, 120_000);
+});
