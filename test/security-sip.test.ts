@@ -96,13 +96,22 @@ async function phone(sipPort: number, from = '127.0.0.1') {
   };
 }
 
-/** /healthz answers, and how long it took, ms. */
+/**
+ * /healthz answers: the median of five probes, ms (one probe on a shared CI core may wait for the scheduler),
+ * with none slower than a second.
+ */
 async function healthMs(): Promise<number> {
-  const started = performance.now();
-  const res = await fetch(`${server.httpUrl}/healthz`);
-  await res.arrayBuffer();
-  expect(res.status).toBe(200);
-  return performance.now() - started;
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const started = performance.now();
+    const res = await fetch(`${server.httpUrl}/healthz`);
+    await res.arrayBuffer();
+    expect(res.status).toBe(200);
+    times.push(performance.now() - started);
+  }
+  times.sort((a, b) => a - b);
+  expect(times[4]).toBeLessThan(1000);
+  return times[2];
 }
 
 function sip(): SipServer {

@@ -3,7 +3,7 @@ import { Counter, Gauge } from 'prom-client';
 import type { VoiceService } from '../../service.js';
 import type { BlockList } from 'node:net';
 import { OfferError, WebRtcPeer } from './peer.js';
-import { checkOffer, networkList } from './offer-policy.js';
+import { checkOffer, networkList, type CheckedOffer } from './offer-policy.js';
 
 export { OfferError, EVENTS_CHANNEL, filterHostCandidates } from './peer.js';
 
@@ -55,9 +55,9 @@ export class WebRtcTransport {
       throw new PeerLimitError(`this server is at its limit of ${config.maxPeers} browser calls; try again shortly`, 5);
     }
     // Checked before libwebrtc parses anything: its work per offer grows with sections and candidates.
-    let checked;
+    let checked: CheckedOffer;
     try {
-      checked = checkOffer(offerSdp, { maxMediaSections: config.maxOfferMediaSections, maxRemoteCandidates: config.maxRemoteCandidates, remoteCandidateNetworks: [] }, this.candidateNetworks);
+      checked = checkOffer(offerSdp, { maxMediaSections: config.maxOfferMediaSections, maxRemoteCandidates: config.maxRemoteCandidates, remoteCandidateNetworks: config.remoteCandidateNetworks }, this.candidateNetworks);
     } catch (err) {
       this.offers.inc({ result: 'rejected' });
       throw err;
