@@ -11,6 +11,7 @@ import { createProviders } from '../src/providers/index.js';
 import { ScriptedLlm } from '../src/providers/llm/scripted.js';
 import { ToolRegistry } from '../src/providers/llm/tools.js';
 import type { ChatMessage } from '../src/providers/llm/types.js';
+import type { GrammarAware, GrammarSpec } from '../src/providers/asr/grammar/spec.js';
 import type { AsrProvider, AsrStream } from '../src/providers/asr/types.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 
@@ -174,10 +175,15 @@ describe('per-question recognition: the session tells the recogniser what the ag
     const config = mergeConfig(DEFAULT_CONFIG, {});
     const real = createProviders(config, silentLogger());
     // The real recogniser, with its streams' expect() recorded (PocketSphinx itself gains grammars elsewhere).
-    const asr: AsrProvider = {
+    const realAsr = real.asr as AsrProvider & Partial<GrammarAware>;
+    const asr: AsrProvider & Partial<GrammarAware> = {
       name: real.asr.name,
-      languages: real.asr.languages,
+      get languages() {
+        return real.asr.languages;
+      },
       load: () => real.asr.load(),
+      // Still grammar-aware: the service compiles the agent's grammars into it at load.
+      ...(realAsr.setGrammars ? { setGrammars: (specs: readonly GrammarSpec[]) => realAsr.setGrammars!(specs) } : {}),
       close: () => real.asr.close?.() ?? Promise.resolve(),
       createStream: (options) => {
         const stream: AsrStream = real.asr.createStream(options);

@@ -683,11 +683,18 @@ export class Session {
     return { role: 'user', content: maskSecret(text), secret: text, input };
   }
 
+  /** The recogniser tells the caller's languages apart (several grammars, or a multilingual model). */
+  private get asrDetectsLanguage(): boolean {
+    const languages = this.providers.asr.languages;
+    return languages.length > 1 || languages.includes('*');
+  }
+
   private speechInput(turn: OpenTurn): InputMeta {
     return {
       source: 'speech',
       ...(turn.confidence !== undefined ? { confidence: turn.confidence } : {}),
       ...(turn.inGrammar !== undefined ? { inGrammar: turn.inGrammar } : {}),
+      ...(this.asrDetectsLanguage ? { language: turn.language } : {}),
     };
   }
 

@@ -15,6 +15,11 @@ export interface InputMeta {
   confidence?: number;
   /** False when the words fell outside the agent's grammar (a grammar-aware recogniser says so). */
   inGrammar?: boolean;
+  /**
+   * The language the recogniser heard, when it tells languages apart (a grammar per language, a multilingual
+   * server model): stronger evidence of the caller's language than the words alone.
+   */
+  language?: string;
 }
 
 export interface ChatMessage {

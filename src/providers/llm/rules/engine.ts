@@ -125,7 +125,7 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
     state = { ...prev, form: { ...prev.form, executing: false, asking: intent?.confirm ? 'confirm' : lastSlot } };
   }
   const text = message.secret ?? message.content;
-  const { language: lang, match } = turnLanguage(ctx, state, text);
+  const { language: lang, match } = turnLanguage(ctx, state, text, message.input?.language);
   state = { ...state, language: lang };
   const raw = words(text);
   const ws = numbersToDigits(raw, lang);
@@ -346,10 +346,21 @@ function onToolResult(ctx: EngineContext, state: DialogueState, call: ToolCall |
 // ---------------------------------------------------------------------------------------------
 // Language, confidence, state questions
 
-/** The language of the caller's words: the matched phrase's, else the one most of the words belong to. */
-function turnLanguage(ctx: EngineContext, state: DialogueState, text: string): { language: string; match: ReturnType<IntentMatcher['match']> } {
+/**
+ * The language of the caller's words: the one the recogniser heard them in when it tells languages apart,
+ * else the matched phrase's, else the one most of the words belong to.
+ */
+function turnLanguage(
+  ctx: EngineContext,
+  state: DialogueState,
+  text: string,
+  heardIn?: string,
+): { language: string; match: ReturnType<IntentMatcher['match']> } {
   const ws = words(text);
   const scores = new Map<string, number>();
+  // The recogniser decided on the whole utterance's sound (which language's grammar it fits): it outweighs a
+  // phrase match, which short answers ("mañana", "sí") rarely give.
+  if (heardIn && ctx.config.languages.includes(heardIn)) scores.set(heardIn, 3);
   for (const w of ws) {
     const owners = ctx.config.languages.filter((l) => ctx.vocabulary.get(l)?.has(w));
     if (owners.length === 0 || owners.length === ctx.config.languages.length) continue;
