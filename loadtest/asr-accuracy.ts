@@ -3,14 +3,14 @@
  * generic English LM, per language, voice and channel (16 kHz and µ-law 8 kHz), plus out-of-domain rejection
  * (noise, tones, music, clicks, babble, off-topic and foreign speech) and the CPU cost of 1 vs 2 languages.
  *
- *   npm run asr-accuracy -- [--per-voice 8] [--ood 60] [--no-baseline] [--languages en,es] [--seed 1]
+ *   npm run asr-accuracy -- [--per-voice 8] [--ood 60] [--no-baseline] [--languages en,es] [--seed 1] [--trace]
  *
  * Prints one JSON object. Bounded: a few hundred utterances, a few minutes on two cores.
  */
 import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import { loadRulesGrammarSpecs } from '../src/providers/asr/grammar/from-rules.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
-import { PocketSphinxAsr } from '../src/providers/asr/pocketsphinx/index.js';
+import { PocketSphinxAsr, type PocketSphinxStream } from '../src/providers/asr/pocketsphinx/index.js';
 import type { AsrFinal } from '../src/providers/asr/types.js';
 import { RuleBasedAgent, normalizeText } from '../src/providers/llm/rules/index.js';
 import { concat, phoneChannel, synthesize, voicesFor, type Voice } from './voices.js';
@@ -27,6 +27,7 @@ const BASELINE = !args.includes('--no-baseline');
 const LANGUAGES = arg('languages', 'en,es').split(',');
 const SEED = Number(arg('seed', '1'));
 const GARBAGE_WEIGHT = Number(arg('garbage-weight', '0'));
+const TRACE = args.includes('--trace');
 const ACTIONS = new Set(['goodbye', 'transfer_to_human', 'book_appointment']);
 const THRESHOLDS = [0, 0.5, 0.6, 0.7, 0.8, 0.9];
 
@@ -61,8 +62,17 @@ function wordErrors(ref: string, hyp: string): { errors: number; words: number }
   return { errors: prev[h.length], words: r.length };
 }
 
-async function decode(asr: PocketSphinxAsr, pcm: Int16Array, options: { language?: string; languageFixed?: boolean } = {}): Promise<{ final: AsrFinal; cpuMs: number; finalMs: number }> {
-  const stream = asr.createStream({ language: options.language ?? 'en', languageFixed: options.languageFixed });
+async function decode(asr: PocketSphinxAsr, pcm: Int16Array): Promise<{ final: AsrFinal; cpuMs: number; finalMs: number }> {
+  const stream = asr.createStream({ language: 'en' });
+  try {
+    return await decodeOn(stream, pcm);
+  } finally {
+    stream.close();
+  }
+}
+
+/** Decodes one utterance on an open stream: pushed in 20 ms frames, finalize timed once the decode caught up. */
+async function decodeOn(stream: PocketSphinxStream, pcm: Int16Array): Promise<{ final: AsrFinal; cpuMs: number; finalMs: number }> {
   const cpu0 = process.cpuUsage();
   const frame = INTERNAL_SAMPLE_RATE / 50;
   for (let i = 0; i < pcm.length; i += frame) stream.push(pcm.subarray(i, i + frame));
@@ -71,7 +81,6 @@ async function decode(asr: PocketSphinxAsr, pcm: Int16Array, options: { language
   const final = await stream.finalize();
   const finalMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
-  stream.close();
   return { final, cpuMs: (cpu.user + cpu.system) / 1000, finalMs };
 }
 
@@ -229,22 +238,29 @@ async function main(): Promise<void> {
   const cpu = { one: { cpuMs: 0, audioMs: 0 }, all: { cpuMs: 0, audioMs: 0 }, lm: { cpuMs: 0, audioMs: 0 } };
   const confidences: Array<{ inDomain: boolean; confidence: number; action: boolean }> = [];
 
+  // One call per language, voice and channel: its utterances go through one stream in turn, as a caller's
+  // would (the stream's current language and the decoders' live CMN carry over between turns of a call).
+  const fixed = loaded.length > 1 ? new PocketSphinxAsr(grammarOptions) : undefined;
+  await fixed?.setGrammars(specs);
   for (const spec of specs.filter((s) => loaded.includes(s.language))) {
     const voices = voicesFor(spec.language);
-    const templates = spec.sentences;
     for (const voice of voices) {
-      for (let k = 0; k < PER_VOICE; k++) {
-        const text = sampleSentence(spec, pick(templates));
-        const clean = await synthesize(text, voice);
-        for (const channel of ['16k', 'phone'] as const) {
-          const pcm = channel === '16k' ? clean : await phoneChannel(clean);
-          const key = `${spec.language}|${voice.id}|${channel}`;
-          const cell = perCell.get(key) ?? { grammar: tally(), baseline: tally(), finalMs: [] };
-          perCell.set(key, cell);
+      const texts = Array.from({ length: PER_VOICE }, () => sampleSentence(spec, pick(spec.sentences)));
+      const clean = await Promise.all(texts.map((t) => synthesize(t, voice)));
+      for (const channel of ['16k', 'phone'] as const) {
+        const key = `${spec.language}|${voice.id}|${channel}`;
+        const cell = { grammar: tally(), baseline: tally(), finalMs: [] as number[] };
+        perCell.set(key, cell);
+        const call = asr.createStream({ language: 'en' });
+        const oneCall = fixed?.createStream({ language: spec.language, languageFixed: true });
+        const baseCall = baseline?.createStream({ language: 'en' });
+        for (let k = 0; k < texts.length; k++) {
+          const text = texts[k];
+          const pcm = channel === '16k' ? clean[k] : await phoneChannel(clean[k]);
           const refIntent = intentOf(text, spec.language);
           const audioMs = (pcm.length * 1000) / INTERNAL_SAMPLE_RATE;
 
-          const g = await decode(asr, pcm, { language: 'en' });
+          const g = await decodeOn(call, pcm);
           cpu.all.cpuMs += g.cpuMs;
           cpu.all.audioMs += audioMs;
           cell.finalMs.push(g.finalMs);
@@ -259,6 +275,7 @@ async function main(): Promise<void> {
           if (refIntent !== 'none') {
             gt.intentN++;
             if (hypIntent === refIntent) gt.intentOk++;
+            else if (TRACE) console.error(`[miss] ${key} ${JSON.stringify(text)} → ${g.final.language} ${JSON.stringify(g.final.text)} ${(g.final.confidence ?? 0).toFixed(2)}`);
           }
           if (ACTIONS.has(refIntent)) {
             gt.actionN++;
@@ -266,13 +283,13 @@ async function main(): Promise<void> {
           }
           confidences.push({ inDomain: true, confidence: g.final.confidence ?? 0, action: ACTIONS.has(hypIntent) });
 
-          if (loaded.length > 1) {
-            const one = await decode(asr, pcm, { language: spec.language, languageFixed: true });
+          if (oneCall) {
+            const one = await decodeOn(oneCall, pcm);
             cpu.one.cpuMs += one.cpuMs;
             cpu.one.audioMs += audioMs;
           }
-          if (baseline) {
-            const b = await decode(baseline, pcm);
+          if (baseCall) {
+            const b = await decodeOn(baseCall, pcm);
             cpu.lm.cpuMs += b.cpuMs;
             cpu.lm.audioMs += audioMs;
             const bt = cell.baseline;
@@ -287,9 +304,13 @@ async function main(): Promise<void> {
             }
           }
         }
+        call.close();
+        oneCall?.close();
+        baseCall?.close();
       }
     }
   }
+  await fixed?.close();
 
   // Out of domain: how often would the agent act (hang up, transfer, book) on it?
   const ood = await oodSet(OOD);
@@ -298,7 +319,7 @@ async function main(): Promise<void> {
   for (const item of ood) {
     const row = (oodByKind[item.kind] ??= { n: 0, inGrammar: 0, actions: {}, baselineActions: 0 });
     row.n++;
-    const g = await decode(asr, item.pcm, { language: 'en' });
+    const g = await decode(asr, item.pcm);
     const intent = intentOf(g.final.text, g.final.language);
     if (g.final.inGrammar) row.inGrammar++;
     const isAction = g.final.inGrammar === true && ACTIONS.has(intent);

@@ -221,12 +221,14 @@ export async function compileGrammar(
     ([name, values]) => `<${ruleName('slot', name)}> = ${values.map((v) => (v.length > 1 ? `(${v.join(' ')})` : v[0])).join(' | ')};`,
   );
   const sentenceRules = kept.map((tokens, i) => `<s${i}> = ${tokens.map(tokenJsgf).join(' ')};`);
+  // Rules a search does not reference are harmless: the JSGF compiler expands only what <utt> reaches.
   // The JSGF lexer reads plain decimals only ("1e-4" is not a weight).
   const garbage = options.garbageWeight !== undefined && options.garbageWeight > 0;
   const garbageWeight = decimal(options.garbageWeight ?? 0);
   const build = (preferred?: ReadonlySet<number>): string => {
     const expWeight = decimal(options.expectationWeight ?? 20);
-    const alternatives = kept.map((_, i) => (preferred ? `/${preferred.has(i) ? expWeight : 1}/ <s${i}>` : `<s${i}>`));
+    const indices = kept.map((_, i) => i).filter((i) => i < mainCount || preferred?.has(i));
+    const alternatives = indices.map((i) => (preferred ? `/${preferred.has(i) ? expWeight : 1}/ <s${i}>` : `<s${i}>`));
     const sentences = `<sentence> = ${alternatives.join(' | ')};`;
     return [
       '#JSGF V1.0;',
@@ -240,6 +242,8 @@ export async function compileGrammar(
     ].join('\n');
   };
 
+  // Sentences only an expectation names (a bare "{time}" answer) are allowed only while it is active.
+  const mainCount = kept.length;
   const preferredBy = new Map<string, Set<number>>();
   for (const [name, list] of Object.entries(spec.expectations ?? {})) {
     const preferred = new Set<number>();

@@ -17,6 +17,9 @@ export interface GrammarSpec {
   /**
    * Sentences preferred while the agent waits for a particular answer, keyed by expectation name (normally
    * "<intent>.<slot>" or "<intent>.confirm"). The whole grammar stays allowed; these are weighted up.
+   * A sentence listed here but not in `sentences` (a bare answer such as "{time}" or "{party_size}") is
+   * allowed only while its expectation is active: out of context a lone number or name is more often a
+   * misheard phrase than an answer.
    */
   expectations?: Record<string, string[]>;
 }

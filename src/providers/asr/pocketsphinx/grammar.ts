@@ -242,6 +242,8 @@ export class GrammarStream implements AsrStream {
   private readonly lanes: Array<{ language: string; stream: PocketSphinxDecoderStream; loop: PocketSphinxDecoderStream }>;
   /** The session's current language: its partials are shown, and it wins close calls. */
   private current: string;
+  /** Whether the caller has spoken `current` yet: before that it is only the service's default, with no claim. */
+  private heard = false;
 
   constructor(
     native: PocketSphinxNative,
@@ -310,12 +312,13 @@ export class GrammarStream implements AsrStream {
     const best = chooseLanguage(
       results.map((r) => r.detail).filter((d): d is LaneResult => d !== undefined),
       this.current,
-      this.stickiness,
+      this.heard ? this.stickiness : 0,
     );
     const winner = best ? results.find((r) => r.detail === best) : undefined;
     this.logger?.debug({ lanes: results.map((r) => r.detail), chosen: best?.language }, 'grammar lanes');
     if (!winner) return { text: '', language: this.current, audioMs: finals[0]?.audioMs ?? 0, inGrammar: false, confidence: 0 };
     this.current = winner.final.language;
+    this.heard = true;
     return { ...winner.final, confidence: llrConfidence(best?.llr, this.calibration) };
   }
 
