@@ -17,7 +17,8 @@ export interface ValueForm<T> {
 
 const PEOPLE: Record<string, string> = { en: 'people', fr: 'personnes', de: 'personen', es: 'personas', it: 'persone' };
 const FOR: Record<string, string> = { en: 'for', fr: 'pour', de: 'für', es: 'para', it: 'per' };
-const AT: Record<string, string> = { en: 'at', fr: 'à', de: 'um', es: 'a las', it: 'alle' };
+// Spanish and Italian time forms carry their own article ("a las ocho", "alle otto"): no second carrier.
+const AT: Record<string, string> = { en: 'at', fr: 'à', de: 'um', es: '', it: '' };
 const MY_NAME: Record<string, string> = { en: 'my name is', fr: "je m'appelle", de: 'ich heiße', es: 'me llamo', it: 'mi chiamo' };
 const NAME_UNDER: Record<string, string> = { en: 'under the name', fr: 'au nom de', de: 'auf den namen', es: 'a nombre de', it: 'a nome di' };
 const RELATIVE_DAYS: Record<string, [string, number][]> = {
@@ -187,9 +188,14 @@ export function buildGrammarSpecs(config: RulesConfig, lexicon: Lexicon, hours: 
           for (const n of no.slice(0, 1)) add(confirm, `${n} ${a}`);
           for (const c of corrections) add(confirm, `${c} ${a}`);
         }
-        // Early filling: the request with its values ("i would like to book a table for {party_size}").
-        for (const p of phrases.slice(0, 2)) add(sentences, `${p} ${answers[answers.length - 1]}`);
         expectations[`${intent.name}.${slot.name}`] = [...expected];
+      }
+      // Early filling: the request with one, two or three of its values ("i would like to book a table for
+      // {party_size} at {time}"), on every phrase that does not already carry a value of its own.
+      const carried = earlyFillTails(intent.slots, lang);
+      for (const p of phrases) {
+        if (hasNumberWord(p, lang)) continue;
+        for (const tail of carried) add(sentences, `${p} ${tail}`);
       }
       for (const s of confirm) add(sentences, s);
       expectations[`${intent.name}.confirm`] = [...confirm];
@@ -200,4 +206,44 @@ export function buildGrammarSpecs(config: RulesConfig, lexicon: Lexicon, hours: 
     }
     return { language: lang, sentences: [...sentences], slots, expectations };
   });
+}
+
+/** How a value is said inside a request (not bare: "for {party_size}", "at {time}", "{date}"), per slot. */
+function carriers(slot: SlotSpec, lang: string): string[] {
+  const ref = `{${slot.name}}`;
+  switch (slot.type) {
+    case 'number':
+      return [`${FOR[lang] ?? ''} ${ref}`.trim(), `${FOR[lang] ?? ''} ${ref} ${PEOPLE[lang] ?? ''}`.trim()];
+    case 'time':
+      return [`${AT[lang] ?? ''} ${ref}`.trim()];
+    case 'date':
+      return [ref];
+    case 'name':
+      return [`${NAME_UNDER[lang] ?? ''} ${ref}`.trim()];
+    default:
+      return [];
+  }
+}
+
+/** Every run of one to three of the form's slots, in the form's order, each said with its carriers. */
+function earlyFillTails(slots: readonly SlotSpec[], lang: string): string[] {
+  const said = slots.map((slot) => carriers(slot, lang)).filter((c) => c.length > 0);
+  const tails: string[] = [];
+  const walk = (from: number, prefix: string, depth: number): void => {
+    for (let i = from; i < said.length; i++) {
+      for (const c of said[i]) {
+        const tail = prefix ? `${prefix} ${c}` : c;
+        tails.push(tail);
+        if (depth < 3) walk(i + 1, tail, depth + 1);
+      }
+    }
+  };
+  walk(0, '', 1);
+  return tails;
+}
+
+/** The phrase already says a number ("book a table for two"): it is an example with its value, not a stem. */
+function hasNumberWord(phrase: string, lang: string): boolean {
+  const numbers = new Set(Array.from({ length: 21 }, (_, n) => spokenNumber(n, lang)));
+  return phrase.split(' ').some((w) => numbers.has(w) || /^\d+$/.test(w));
 }
