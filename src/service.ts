@@ -107,6 +107,8 @@ export class VoiceService {
       keyId?: string;
       /** Whose record this is when not the key's: calls from phone networks (see `networkCallsOwner`). */
       recordOwner?: string;
+      /** The caller's audio rate on the wire (8000 for a phone line), before resampling to the internal rate. */
+      inputSampleRate?: number;
       tools?: (shared: ToolExecutor) => ToolExecutor;
     } = {},
   ): Session {
@@ -133,6 +135,7 @@ export class VoiceService {
       metrics: this.metrics,
       output,
       language: options.language,
+      ...(options.inputSampleRate ? { inputSampleRate: options.inputSampleRate } : {}),
       observer: (event) => this.record(callId, event, log),
     });
     this.sessions.set(callId, session);

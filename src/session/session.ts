@@ -44,6 +44,8 @@ export interface SessionOptions {
   metrics: MetricsSink;
   output: SessionOutput;
   language?: string;
+  /** The caller's audio rate on the wire before the edge resampled it (8000: a narrowband phone line). */
+  inputSampleRate?: number;
   /** Called with every event, also those after close (the call record must get the last words). */
   observer?: (event: SessionEvent) => void;
 }
@@ -162,6 +164,7 @@ export class Session {
     this.vad = options.providers.vad.createStream();
     this.asr = options.providers.asr.createStream({
       language: this.language,
+      ...(options.inputSampleRate ? { sourceSampleRate: options.inputSampleRate } : {}),
       // A language chosen for the call (query parameter, dialled number) is not re-detected per turn.
       languageFixed: options.language !== undefined,
       onPartial: (partial) => {

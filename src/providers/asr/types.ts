@@ -9,6 +9,11 @@ export interface AsrProvider {
 }
 
 export interface AsrStreamOptions {
+  /**
+   * Sample rate of the caller's audio before the edge resampled it to the internal rate (8000: a narrowband
+   * telephone channel, nothing above 4 kHz). Recognisers may pick channel-matched settings from it.
+   */
+  sourceSampleRate?: number;
   /** Expected language, if known; a multilingual backend may detect another and report it. */
   language?: string;
   /**

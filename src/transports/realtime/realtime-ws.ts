@@ -176,6 +176,7 @@ class RealtimeConnection {
       { event: (event) => this.onSessionEvent(event), audio: (frame) => this.onAgentAudio(frame) },
       {
         keyId: this.keyId,
+        inputSampleRate: codecFor(this.state.inputFormat).sampleRate,
         tools: (shared) => {
           this.tools = new ClientToolExecutor(shared, { awaiting: (call) => this.onClientToolAwaited(call) }, this.toolTimeoutMs);
           return this.tools;

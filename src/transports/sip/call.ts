@@ -90,7 +90,13 @@ export class CallMedia {
     this.session = this.options.service.openSession(
       'sip',
       { event: (e) => this.onEvent(e), audio: (f) => this.onAgentAudio(f) },
-      { callId: this.options.callId, networkId: this.options.networkId, keyId: this.options.keyId, recordOwner: this.options.service.networkCallsOwner },
+      {
+        callId: this.options.callId,
+        networkId: this.options.networkId,
+        keyId: this.options.keyId,
+        recordOwner: this.options.service.networkCallsOwner,
+        inputSampleRate: spec.sampleRate,
+      },
     );
   }
 

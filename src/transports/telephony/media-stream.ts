@@ -221,7 +221,7 @@ class MediaStreamConnection {
           audio: (frame) => this.sendAudio(frame),
           playedFrames: (responseId) => this.playedFrames(responseId),
         },
-        { language, networkId, keyId: this.options.keyId, ...(this.options.networkCall ? { recordOwner: this.service.networkCallsOwner } : {}) },
+        { language, networkId, keyId: this.options.keyId, inputSampleRate: start.format.sampleRate, ...(this.options.networkCall ? { recordOwner: this.service.networkCallsOwner } : {}) },
       );
     } catch (err) {
       const limited = err instanceof Error && err.name === 'LimitError';

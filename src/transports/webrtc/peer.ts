@@ -157,7 +157,7 @@ export class WebRtcPeer {
     this.session = this.service.openSession('webrtc', {
       event: (event) => this.onSessionEvent(event),
       audio: (frame) => this.outbound?.push(frame.samples),
-    }, { callId: this.id, language: this.language, keyId: this.keyId });
+    }, { callId: this.id, language: this.language, keyId: this.keyId, inputSampleRate: 48_000 });
     this.sendJson({
       type: 'session.started',
       callId: this.id,

@@ -81,7 +81,7 @@ class DeviceConnection {
     this.session = this.service.openSession('ws', {
       event: (event) => this.sendEvent(event),
       audio: (frame) => this.sendAudio(frame.samples),
-    }, { language: this.language, keyId: this.keyId });
+    }, { language: this.language, keyId: this.keyId, inputSampleRate: this.input.sampleRate });
     this.sendEvent({
       type: 'session.started',
       callId: this.session.callId,
