@@ -59,10 +59,20 @@ export const CONFIG_SCHEMA: Schema = obj(
         tokenTtlS: int(1, 3600),
         required: bool,
         generatedKeyFile: { type: ['string', 'null'], minLength: 1 },
+        adminKeyHashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
       },
       ['apiKeyHashes', 'tokenTtlS', 'required'],
     ),
-    store: obj({ path: nonEmpty, retentionDays: int(0), networkCallsOwner: { type: 'string', pattern: '^[0-9a-f]{8}$' } }, ['path', 'retentionDays']),
+    store: obj(
+      {
+        path: nonEmpty,
+        retentionDays: int(0),
+        networkCallsOwner: { type: 'string', pattern: '^[0-9a-f]{8}$' },
+        // 32-byte AES keys, base64: the first encrypts, all decrypt (docs/compliance.md, key rotation).
+        encryptionKeys: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' } },
+      },
+      ['path', 'retentionDays'],
+    ),
     limits: obj({
       maxSessionsPerKey: int(0),
       sessionsPerMinutePerKey: int(0),
@@ -72,7 +82,7 @@ export const CONFIG_SCHEMA: Schema = obj(
       maxMessagesPerSecond: int(0),
       maxBufferedBytes: int(0),
     }),
-    privacy: obj({ logTranscripts: bool }),
+    privacy: obj({ logTranscripts: bool, redact: { type: 'array', items: { enum: ['card', 'iban'] }, uniqueItems: true } }),
     drain: obj({ deadlineMs: ms(), notice: langMap(nonEmpty) }),
     maxLengthNotice: langMap(nonEmpty),
     turn: obj({

@@ -5,6 +5,7 @@ import type { StoreConfig } from './store/call-store.js';
 import type { LimitsConfig } from './limits/limits.js';
 import path from 'node:path';
 import { validateConfig } from './config-schema.js';
+import type { RedactKind } from './privacy/redact.js';
 
 /** Endpointing and barge-in: the knobs that trade latency against cutting callers off. */
 export interface TurnConfig {
@@ -199,7 +200,14 @@ export interface ServiceConfig {
   store: StoreConfig;
   limits: LimitsConfig;
   /** Caller and agent words stay out of logs unless logTranscripts is on (they are in the call record). */
-  privacy: { logTranscripts: boolean };
+  privacy: {
+    logTranscripts: boolean;
+    /**
+     * Payment data redacted from what callers say or type, whatever the agent asked (src/privacy/redact.ts):
+     * 'card' (Luhn-valid 13–19 digit runs, spoken digits too), 'iban'. Empty turns it off.
+     */
+    redact: RedactKind[];
+  };
   /** SIGTERM: how long calls may go on, and what the agent says when it must end them. */
   drain: { deadlineMs: number; notice: Record<string, string> };
   /** Spoken when a call reaches limits.maxSessionMs, per language. */
@@ -233,7 +241,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
   maxMessageBytes: 64 * 1024,
   auth: { apiKeyHashes: [], tokenTtlS: 300, required: true, generatedKeyFile: 'data/api-key' },
   store: { path: 'data/calls.db', retentionDays: 30 },
-  privacy: { logTranscripts: false },
+  privacy: { logTranscripts: false, redact: ['card', 'iban'] },
   limits: {
     maxSessionsPerKey: 100,
     sessionsPerMinutePerKey: 600,

@@ -4,6 +4,7 @@ import { FRAME_MS, type AudioFrame } from '../audio/format.js';
 import type { AsrFinal, AsrProvider, AsrStream } from '../providers/asr/types.js';
 import type { ChatMessage, InputMeta, LlmProvider } from '../providers/llm/types.js';
 import { maskSecret } from '../providers/llm/masking.js';
+import { redact, redactPartial } from '../privacy/redact.js';
 import type { TtsProvider } from '../providers/tts/types.js';
 import type { VadProvider, VadStream } from '../providers/vad/types.js';
 import type { MetricsSink } from '../metrics/metrics.js';
@@ -382,7 +383,7 @@ export class Session {
     if (this.active) this.interrupt('caller', turn);
     const text = turn.segments.join(' ').trim();
     const input = this.speechInput(turn);
-    const shown = this.expectingSensitive ? maskSecret(text) : text;
+    const shown = this.shownText(text);
     if (this.config.privacy.logTranscripts) this.log.info({ turn: turn.turn, text: shown }, 'caller said');
     this.emit({ type: 'transcript.final', turn: turn.turn, text: shown, language: turn.language });
     this.transcript.push({ role: 'caller', turn: turn.turn, text: shown, language: turn.language, atMs: Date.now() });
@@ -460,7 +461,8 @@ export class Session {
       if (respond && this.active) this.interrupt('client', null);
       const turn = ++this.turnCounter;
       const input: InputMeta = { source: options.source ?? 'text' };
-      const shown = this.expectingSensitive ? maskSecret(trimmed) : trimmed;
+      const shown = this.shownText(trimmed);
+      if (this.config.privacy.logTranscripts) this.log.info({ turn, text: shown, source: input.source }, 'caller said');
       this.emit({ type: 'transcript.final', turn, text: shown, language });
       this.transcript.push({ role: 'caller', turn, text: shown, language, atMs: Date.now() });
       if (!respond) {
@@ -496,8 +498,10 @@ export class Session {
   pushDtmf(digit: string): void {
     if (this.closed || !/^[0-9*#A-D]$/.test(digit)) return;
     this.lastInputMs = performance.now();
-    // A PIN typed on the keypad must not show up digit by digit in the events.
-    if (!this.expectingSensitive) this.emit({ type: 'dtmf.received', digit });
+    // A PIN typed on the keypad must not show up digit by digit in the events; nor a card number beyond its
+    // first six digits (the issuer prefix PCI DSS allows shown) when cards are redacted.
+    const keyedCard = this.config.privacy.redact.includes('card') && /^\d$/.test(digit) && this.dtmfDigits.replace(/\D/g, '').length >= 6;
+    if (!this.expectingSensitive && !keyedCard) this.emit({ type: 'dtmf.received', digit });
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
     if (digit !== '#') this.dtmfDigits += digit;
     const flush = () => {
@@ -610,7 +614,7 @@ export class Session {
     this.pacer.clear();
     this.tentativeBargeIn = false;
     this.emit({ type: 'audio.clear' });
-    this.emit({ type: 'response.interrupted', turn: active.turn, responseId: active.task.responseId, heardText: heard });
+    this.emit({ type: 'response.interrupted', turn: active.turn, responseId: active.task.responseId, heardText: redact(heard, this.config.privacy.redact) });
     this.metrics.interruption();
     this.log.info({ turn: active.turn, by, heardChars: heard.length, continuation }, 'agent interrupted');
     if (continuation && newTurn && active.userText) {
@@ -628,10 +632,12 @@ export class Session {
   }
 
   /** Record the reply in the conversation: only what the caller heard, plus the tool calls that ran. */
-  private finishActive(spoken: string, status: 'completed' | 'interrupted' | 'failed'): void {
+  private finishActive(heardText: string, status: 'completed' | 'interrupted' | 'failed'): void {
     const active = this.active;
     if (!active) return;
     this.active = null;
+    // An agent that reads a card number back: the caller heard it, the record and the model's context do not keep it.
+    const spoken = redact(heardText, this.config.privacy.redact);
     this.emit({ type: 'response.done', turn: active.turn, responseId: active.task.responseId, text: spoken, status });
     for (const message of active.task.newMessages) {
       if (message.role === 'assistant' && !message.toolCalls) continue;
@@ -640,7 +646,7 @@ export class Session {
     if (spoken) {
       if (this.config.privacy.logTranscripts) this.log.info({ turn: active.turn, text: spoken, status }, 'agent said');
       // A confirmation question counts once the caller heard it (a "yes" over its last words is common).
-      const confirms = active.task.confirms && (status === 'completed' || heardMostOf(spoken, active.task.text)) ? { confirms: active.task.confirms } : {};
+      const confirms = active.task.confirms && (status === 'completed' || heardMostOf(heardText, active.task.text)) ? { confirms: active.task.confirms } : {};
       this.history.push({ role: 'assistant', content: spoken, ...confirms });
       this.transcript.push({ role: 'agent', turn: active.turn, text: spoken, language: active.task.language, atMs: Date.now(), status });
     }
@@ -674,8 +680,14 @@ export class Session {
 
   /** A caller turn as the conversation keeps it: masked (with the words kept aside for the agent) when sensitive. */
   private userMessage(text: string, input: InputMeta): ChatMessage {
-    if (!this.expectingSensitive) return { role: 'user', content: text, input };
-    return { role: 'user', content: maskSecret(text), secret: text, input };
+    const shown = this.shownText(text);
+    if (shown === text) return { role: 'user', content: text, input };
+    return { role: 'user', content: shown, secret: text, input };
+  }
+
+  /** A caller's words as everything but the embedded agent sees them: masked when sensitive, payment data redacted. */
+  private shownText(text: string): string {
+    return this.expectingSensitive ? maskSecret(text) : redact(text, this.config.privacy.redact);
   }
 
   private speechInput(turn: OpenTurn): InputMeta {
@@ -705,7 +717,7 @@ export class Session {
     if (!full || full === this.lastPartial) return;
     this.lastPartial = full;
     if (this.expectingSensitive) return;
-    this.emit({ type: 'transcript.partial', turn: turn.turn, text: full, language });
+    this.emit({ type: 'transcript.partial', turn: turn.turn, text: redactPartial(full, this.config.privacy.redact), language });
   }
 
   private emit(event: SessionEvent): void {
