@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ServiceConfig } from './config.js';
 import { Auth } from './auth/auth.js';
-import { ANY_KEY, CallStore } from './store/call-store.js';
+import { ANY_KEY, CallStore, type CallSubject } from './store/call-store.js';
 import { SessionLimiter } from './limits/limits.js';
 import type { SessionEvent } from './session/events.js';
 import { Metrics } from './metrics/metrics.js';
@@ -107,6 +107,8 @@ export class VoiceService {
       keyId?: string;
       /** Whose record this is when not the key's: calls from phone networks (see `networkCallsOwner`). */
       recordOwner?: string;
+      /** Who the call is with (caller number, customer id), when known: for people's access and erasure requests. */
+      subject?: CallSubject;
       tools?: (shared: ToolExecutor) => ToolExecutor;
     } = {},
   ): Session {
@@ -118,7 +120,7 @@ export class VoiceService {
     // Throws LimitError (session_limit / rate_limited): transports report its code to the client.
     this.limiter.admit(keyId);
     try {
-      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId);
+      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId, options.subject);
     } catch (err) {
       this.limiter.release(keyId);
       throw err;

@@ -29,6 +29,8 @@ export interface CallMediaOptions {
   media: NegotiatedMedia;
   sockets: { rtp: dgram.Socket; rtcp: dgram.Socket };
   keyId: string;
+  /** The caller's number (the From URI's user part), kept on the call record. */
+  caller?: string;
   logger: Logger;
   rtpTimeoutMs: number;
   /** The agent (or a dead RTP stream) ends the call: the signalling side sends BYE. */
@@ -90,7 +92,7 @@ export class CallMedia {
     this.session = this.options.service.openSession(
       'sip',
       { event: (e) => this.onEvent(e), audio: (f) => this.onAgentAudio(f) },
-      { callId: this.options.callId, networkId: this.options.networkId, keyId: this.options.keyId, recordOwner: this.options.service.networkCallsOwner },
+      { callId: this.options.callId, networkId: this.options.networkId, keyId: this.options.keyId, recordOwner: this.options.service.networkCallsOwner, subject: { caller: this.options.caller } },
     );
   }
 
