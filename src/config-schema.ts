@@ -83,6 +83,14 @@ export const CONFIG_SCHEMA: Schema = obj(
       maxBufferedBytes: int(0),
     }),
     privacy: obj({ logTranscripts: bool, redact: { type: 'array', items: { enum: ['card', 'iban'] }, uniqueItems: true } }),
+    recording: obj({
+      enabled: bool,
+      dir: nonEmpty,
+      retentionDays: int(0),
+      bitrate: int(6000, 510_000),
+      consentLine: langMap(nonEmpty),
+      refusedLine: langMap(nonEmpty),
+    }),
     drain: obj({ deadlineMs: ms(), notice: langMap(nonEmpty) }),
     maxLengthNotice: langMap(nonEmpty),
     turn: obj({

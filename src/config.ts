@@ -6,6 +6,7 @@ import type { LimitsConfig } from './limits/limits.js';
 import path from 'node:path';
 import { validateConfig } from './config-schema.js';
 import type { RedactKind } from './privacy/redact.js';
+import type { RecordingConfig } from './recording/recorder.js';
 
 /** Endpointing and barge-in: the knobs that trade latency against cutting callers off. */
 export interface TurnConfig {
@@ -208,6 +209,8 @@ export interface ServiceConfig {
      */
     redact: RedactKind[];
   };
+  /** Call recordings (stereo Ogg Opus, consent first): off by default; docs/compliance.md. */
+  recording: RecordingConfig;
   /** SIGTERM: how long calls may go on, and what the agent says when it must end them. */
   drain: { deadlineMs: number; notice: Record<string, string> };
   /** Spoken when a call reaches limits.maxSessionMs, per language. */
@@ -242,6 +245,26 @@ export const DEFAULT_CONFIG: ServiceConfig = {
   auth: { apiKeyHashes: [], tokenTtlS: 300, required: true, generatedKeyFile: 'data/api-key' },
   store: { path: 'data/calls.db', retentionDays: 30 },
   privacy: { logTranscripts: false, redact: ['card', 'iban'] },
+  recording: {
+    enabled: false,
+    dir: 'data/recordings',
+    retentionDays: 30,
+    bitrate: 32_000,
+    consentLine: {
+      en: 'This call is recorded. If you do not want it recorded, say no, or press 9.',
+      fr: "Cet appel est enregistré. Si vous ne le souhaitez pas, dites non, ou appuyez sur 9.",
+      de: 'Dieser Anruf wird aufgezeichnet. Wenn Sie das nicht möchten, sagen Sie nein oder drücken Sie die 9.',
+      es: 'Esta llamada se graba. Si no desea que se grabe, diga no o pulse 9.',
+      it: 'Questa chiamata viene registrata. Se non desidera che sia registrata, dica no o prema 9.',
+    },
+    refusedLine: {
+      en: 'All right, this call will not be recorded. How can I help you?',
+      fr: "D'accord, cet appel ne sera pas enregistré. Comment puis-je vous aider ?",
+      de: 'In Ordnung, dieser Anruf wird nicht aufgezeichnet. Wie kann ich Ihnen helfen?',
+      es: 'De acuerdo, esta llamada no se grabará. ¿En qué puedo ayudarle?',
+      it: 'Va bene, questa chiamata non sarà registrata. Come posso aiutarla?',
+    },
+  },
   limits: {
     maxSessionsPerKey: 100,
     sessionsPerMinutePerKey: 600,

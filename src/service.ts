@@ -9,6 +9,7 @@ import { Metrics } from './metrics/metrics.js';
 import { createProviders, loadProviders } from './providers/index.js';
 import { Session, type SessionOutput, type SessionProviders } from './session/session.js';
 import type { ToolExecutor } from './session/reply.js';
+import { CallRecorder, sweepRecordings } from './recording/recorder.js';
 
 export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
 
@@ -23,7 +24,7 @@ export class VoiceService {
   readonly sessions = new Map<string, Session>();
   private readonly limiter: SessionLimiter;
   /** Per call: the key it counts against and its limit timers. */
-  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null }>();
+  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null }>();
   private idleWatch: NodeJS.Timeout | null = null;
   state: ServiceState = 'loading';
   loadError: Error | null = null;
@@ -44,6 +45,10 @@ export class VoiceService {
       this.idleWatch.unref();
     }
     this.providers = providers ?? createProviders(config, logger);
+    if (config.recording.enabled && config.recording.retentionDays > 0) {
+      sweepRecordings(config.recording.dir, config.recording.retentionDays, logger);
+      setInterval(() => sweepRecordings(config.recording.dir, config.recording.retentionDays, logger), 24 * 3600 * 1000).unref();
+    }
   }
 
   /** Loads every provider's models; /healthz turns 200 when this resolves. */
@@ -126,7 +131,9 @@ export class VoiceService {
       throw err;
     }
     const log = this.logger.child({ callId, transport });
+    const recorder = this.config.recording.enabled ? new CallRecorder(callId, this.config.recording, log) : null;
     const session = new Session({
+      recording: recorder ?? undefined,
       callId,
       transport,
       providers: options.tools ? { ...this.providers, tools: options.tools(this.providers.tools) } : this.providers,
@@ -147,7 +154,7 @@ export class VoiceService {
           }, maxSessionMs)
         : null;
     maxLength?.unref();
-    this.admissions.set(callId, { keyId, maxLength });
+    this.admissions.set(callId, { keyId, maxLength, recorder });
     this.metrics.sessionOpened(transport);
     log.info('session opened');
     return session;
@@ -164,6 +171,17 @@ export class VoiceService {
     this.metrics.sessionClosed(transport);
     await session.close();
     this.store.callEnded(session.callId, reason);
+    if (admission?.recorder) await this.keepRecording(session.callId, admission.recorder);
+  }
+
+  /** The finished recording, linked from the call record (unless the caller refused it). */
+  private async keepRecording(callId: string, recorder: CallRecorder): Promise<void> {
+    try {
+      const saved = await recorder.close();
+      if (saved) this.store.recordingSaved(callId, saved.file, 'ogg/opus', saved.bytes);
+    } catch (err) {
+      this.logger.error({ err, callId }, 'recording could not be saved');
+    }
   }
 
   /** A call whose caller sent nothing for idleTimeoutMs (a dead link) is hung up. */
@@ -198,6 +216,8 @@ export class VoiceService {
     await Promise.allSettled([...this.sessions.values()].map(async (s) => {
       await s.close();
       this.store.callEnded(s.callId, 'shutdown');
+      const recorder = this.admissions.get(s.callId)?.recorder;
+      if (recorder) await this.keepRecording(s.callId, recorder);
     }));
     this.sessions.clear();
     this.store.close();

@@ -15,6 +15,8 @@ import { TurnDetector, type TurnSignal } from './turn-detector.js';
 import { EnergyOnset } from './energy-onset.js';
 import { ScriptedLine } from '../providers/llm/scripted.js';
 import { within } from '../core/timeouts.js';
+import type { RecordingTap } from '../recording/recorder.js';
+import { refusesRecording } from '../recording/consent.js';
 
 export interface SessionProviders {
   vad: VadProvider;
@@ -47,6 +49,8 @@ export interface SessionOptions {
   language?: string;
   /** Called with every event, also those after close (the call record must get the last words). */
   observer?: (event: SessionEvent) => void;
+  /** Records the call (config.recording): the consent line is said first and the caller's first turn may refuse it. */
+  recording?: RecordingTap;
 }
 
 /** One line of the call's transcript, kept for the call record. */
@@ -94,6 +98,8 @@ interface ActiveReply {
   framesSent: number;
   producedAll: boolean;
   metricsSent: boolean;
+  /** A service line (consent notice), kept in the transcript but not in the agent's conversation. */
+  notice?: boolean;
 }
 
 /**
@@ -137,6 +143,9 @@ export class Session {
   /** Resolved whenever the active reply finishes (played, interrupted or failed). */
   private replyWaiters: (() => void)[] = [];
   private closed = false;
+  private readonly recording: RecordingTap | undefined;
+  /** The consent line was said and the caller has not answered it yet. */
+  private consentPending = false;
   private readonly startedAt = performance.now();
   /** When the caller last sent anything (audio, text, a digit): for the idle timeout. */
   lastInputMs = performance.now();
@@ -165,6 +174,15 @@ export class Session {
       language: this.language,
       onPartial: (partial) => this.onPartial(partial.text, partial.language),
     });
+    this.recording = options.recording;
+    if (this.recording) {
+      // Before anything else the caller hears that the call is recorded and how to refuse.
+      this.consentPending = true;
+      const line = this.lineFor(this.config.recording.consentLine);
+      this.enqueueTurnWork(async () => {
+        void this.sayLine(line, { notice: true });
+      });
+    }
   }
 
   /** Inbound caller audio, one internal 20 ms frame at a time, in order. */
@@ -177,6 +195,7 @@ export class Session {
     }
     // Pause the agent on the first loud frames, before the VAD has even seen them.
     if (this.energyOnset.push(frame.samples)) this.pauseAgentTentatively('energy');
+    this.recording?.caller(frame.samples);
     this.inboundBacklog++;
     this.inbound = this.inbound
       .then(() => this.processFrame(frame))
@@ -387,6 +406,10 @@ export class Session {
     if (this.config.privacy.logTranscripts) this.log.info({ turn: turn.turn, text: shown }, 'caller said');
     this.emit({ type: 'transcript.final', turn: turn.turn, text: shown, language: turn.language });
     this.transcript.push({ role: 'caller', turn: turn.turn, text: shown, language: turn.language, atMs: Date.now() });
+    if (this.answerConsent(text, turn.language)) {
+      turn.preemptive?.cancel();
+      return;
+    }
     if (!this.autoRespond) {
       turn.preemptive?.cancel();
       this.history.push(this.userMessage(text, input));
@@ -465,6 +488,7 @@ export class Session {
       if (this.config.privacy.logTranscripts) this.log.info({ turn, text: shown, source: input.source }, 'caller said');
       this.emit({ type: 'transcript.final', turn, text: shown, language });
       this.transcript.push({ role: 'caller', turn, text: shown, language, atMs: Date.now() });
+      if (this.answerConsent(trimmed, language)) return;
       if (!respond) {
         this.history.push(this.userMessage(trimmed, input));
         return;
@@ -520,6 +544,30 @@ export class Session {
    */
   async endWithNotice(line: string, timeoutMs = 10_000): Promise<void> {
     if (this.closed) return;
+    await this.sayLine(line, { timeoutMs });
+    this.emit({ type: 'call.action', action: 'hangup' });
+  }
+
+  /** The caller's first turn after the consent line: true when it refused the recording (and was answered). */
+  private answerConsent(text: string, language: string): boolean {
+    if (!this.consentPending || !this.recording) return false;
+    this.consentPending = false;
+    const refused = refusesRecording(text, language);
+    this.recording.consent(!refused);
+    if (!refused) return false;
+    if (this.active) this.interrupt('client', null);
+    void this.sayLine(this.lineFor(this.config.recording.refusedLine, language), { notice: true });
+    return true;
+  }
+
+  private lineFor(lines: Record<string, string>, language = this.language): string {
+    return lines[language] ?? lines[language.split('-')[0]] ?? lines.en ?? Object.values(lines)[0] ?? '';
+  }
+
+  /** Say a fixed line without the LLM; resolves once it has played, or after `timeoutMs`. */
+  private async sayLine(line: string, options: { timeoutMs?: number; notice?: boolean } = {}): Promise<void> {
+    if (this.closed) return;
+    const timeoutMs = options.timeoutMs ?? 10_000;
     if (this.active) this.interrupt('client', null);
     this.openTurn?.preemptive?.cancel();
     const { tts } = this.providers;
@@ -545,6 +593,7 @@ export class Session {
       framesSent: 0,
       producedAll: false,
       metricsSent: true, // a notice is not a turn
+      notice: options.notice,
     };
     task.attach({
       event: (event) => this.emit(event),
@@ -552,7 +601,6 @@ export class Session {
       finished: (reply) => this.onReplyProduced(reply),
     });
     await played;
-    this.emit({ type: 'call.action', action: 'hangup' });
   }
 
   private startReply(turn: number, language: string, userText: string | null, input: InputMeta = { source: 'text' }): ReplyTask {
@@ -565,6 +613,7 @@ export class Session {
     const active = this.active;
     if (!active || frame.responseId !== active.task.responseId) return;
     active.framesSent++;
+    this.recording?.agent(frame.samples);
     if (!active.metricsSent) {
       active.metricsSent = true;
       const stages: TurnStages = {
@@ -639,7 +688,7 @@ export class Session {
     // An agent that reads a card number back: the caller heard it, the record and the model's context do not keep it.
     const spoken = redact(heardText, this.config.privacy.redact);
     this.emit({ type: 'response.done', turn: active.turn, responseId: active.task.responseId, text: spoken, status });
-    for (const message of active.task.newMessages) {
+    for (const message of active.notice ? [] : active.task.newMessages) {
       if (message.role === 'assistant' && !message.toolCalls) continue;
       this.history.push(message);
     }
@@ -647,7 +696,7 @@ export class Session {
       if (this.config.privacy.logTranscripts) this.log.info({ turn: active.turn, text: spoken, status }, 'agent said');
       // A confirmation question counts once the caller heard it (a "yes" over its last words is common).
       const confirms = active.task.confirms && (status === 'completed' || heardMostOf(heardText, active.task.text)) ? { confirms: active.task.confirms } : {};
-      this.history.push({ role: 'assistant', content: spoken, ...confirms });
+      if (!active.notice) this.history.push({ role: 'assistant', content: spoken, ...confirms });
       this.transcript.push({ role: 'agent', turn: active.turn, text: spoken, language: active.task.language, atMs: Date.now(), status });
     }
     // The caller switched language: speak and listen in it from now on.
@@ -670,6 +719,7 @@ export class Session {
     this.expectation = expectation;
     this.expectingSensitive = expectation !== undefined && (llm.isSensitive?.(expectation) ?? false);
     this.asr.expect?.(expectation);
+    this.recording?.sensitive(this.expectingSensitive);
     this.log.debug({ expectation, sensitive: this.expectingSensitive }, 'agent expects');
   }
 
