@@ -222,6 +222,7 @@ export const CONFIG_SCHEMA: Schema = obj(
                 fallback: bool,
                 gainDb: num(-40, 20),
                 espeakWorkers: int(1, 64),
+                espeakEngine: { enum: ['wasm', 'process', 'none'] },
               },
             },
           ]),

@@ -73,7 +73,13 @@ export type LlmProviderConfig =
       retries?: number;
     }
   | { provider: 'llamacpp'; modelPath: string; gpu?: 'auto' | false; contextSize?: number; temperature?: number; maxTokens?: number };
-export type TtsProviderConfig = { provider: 'auto' | 'svoxpico' | 'espeak'; voicesDir?: string; voices?: Record<string, string> };
+export type TtsProviderConfig = {
+  provider: 'auto' | 'svoxpico' | 'espeak';
+  voicesDir?: string;
+  voices?: Record<string, string>;
+  /** 'wasm' (GPL-3.0 build in this process), 'process' (system espeak-ng), 'none'; see src/providers/tts/index.ts. */
+  espeakEngine?: 'wasm' | 'process' | 'none';
+};
 
 /** Browser calls over WebRTC (src/transports/webrtc, signaling/). docs/webrtc.md explains each field. */
 export interface WebRtcConfig {
