@@ -82,7 +82,7 @@ export const CONFIG_SCHEMA: Schema = obj(
       maxMessagesPerSecond: int(0),
       maxBufferedBytes: int(0),
     }),
-    privacy: obj({ logTranscripts: bool, redact: { type: 'array', items: { enum: ['card', 'iban'] }, uniqueItems: true } }),
+    privacy: obj({ logTranscripts: bool, redact: { type: 'array', items: { enum: ['card', 'iban', 'digits'] }, uniqueItems: true } }),
     recording: obj({
       enabled: bool,
       dir: nonEmpty,

@@ -211,7 +211,8 @@ export interface ServiceConfig {
     logTranscripts: boolean;
     /**
      * Payment data redacted from what callers say or type, whatever the agent asked (src/privacy/redact.ts):
-     * 'card' (Luhn-valid 13–19 digit runs, spoken digits too), 'iban'. Empty turns it off.
+     * 'card' (Luhn-valid 13–19 digit runs, spoken digits too), 'iban', 'digits' (any run of 13+ digits: catches
+     * numbers the recogniser got slightly wrong). Empty turns it off.
      */
     redact: RedactKind[];
   };

@@ -7,7 +7,11 @@
  * phone numbers) intact: a random 16-digit run passes Luhn one time in ten.
  */
 
-export type RedactKind = 'card' | 'iban';
+/**
+ * 'digits' (off by default) also hides any run of 13 or more digits whatever its checksum: a card number the
+ * recogniser got one digit wrong, or an account number. International phone numbers of 13–15 digits go too.
+ */
+export type RedactKind = 'card' | 'iban' | 'digits';
 export const REDACT_KINDS: readonly RedactKind[] = ['card', 'iban'];
 
 /** Spoken digits in en, fr, de, es, it (lower case, accents kept and stripped). */
@@ -112,6 +116,14 @@ function cardSpans(text: string): Span[] {
   return spans;
 }
 
+/** Any run of 13 or more digits, whole. */
+function longDigitSpans(text: string): Span[] {
+  return tokens(text)
+    .map((run) => ({ run, digits: run.map((t) => t.digits).join('') }))
+    .filter(({ digits }) => digits.length >= 13)
+    .map(({ run, digits }) => ({ start: run[0].start, end: run[run.length - 1].end, last4: digits.slice(-4) }));
+}
+
 function ibanSpans(text: string): Span[] {
   const spans: Span[] = [];
   // Country, check digits, then groups of letters and digits, with or without spaces between groups.
@@ -130,7 +142,11 @@ function ibanSpans(text: string): Span[] {
 /** `text` with card numbers and IBANs (as `kinds` says) replaced by "****1234"; the same string when none. */
 export function redact(text: string, kinds: readonly RedactKind[] = REDACT_KINDS): string {
   if (kinds.length === 0 || text.length === 0) return text;
-  const spans = [...(kinds.includes('card') ? cardSpans(text) : []), ...(kinds.includes('iban') ? ibanSpans(text) : [])].sort((a, b) => a.start - b.start);
+  const spans = [
+    ...(kinds.includes('card') ? cardSpans(text) : []),
+    ...(kinds.includes('iban') ? ibanSpans(text) : []),
+    ...(kinds.includes('digits') ? longDigitSpans(text) : []),
+  ].sort((a, b) => a.start - b.start || b.end - a.end);
   if (spans.length === 0) return text;
   let out = '';
   let at = 0;
@@ -148,7 +164,7 @@ export function redact(text: string, kinds: readonly RedactKind[] = REDACT_KINDS
  */
 export function redactPartial(text: string, kinds: readonly RedactKind[] = REDACT_KINDS): string {
   const full = redact(text, kinds);
-  if (!kinds.includes('card')) return full;
+  if (!kinds.includes('card') && !kinds.includes('digits')) return full;
   const runs = tokens(full);
   let out = '';
   let at = 0;

@@ -524,7 +524,7 @@ export class Session {
     this.lastInputMs = performance.now();
     // A PIN typed on the keypad must not show up digit by digit in the events; nor a card number beyond its
     // first six digits (the issuer prefix PCI DSS allows shown) when cards are redacted.
-    const keyedCard = this.config.privacy.redact.includes('card') && /^\d$/.test(digit) && this.dtmfDigits.replace(/\D/g, '').length >= 6;
+    const keyedCard = (this.config.privacy.redact.includes('card') || this.config.privacy.redact.includes('digits')) && /^\d$/.test(digit) && this.dtmfDigits.replace(/\D/g, '').length >= 6;
     if (!this.expectingSensitive && !keyedCard) this.emit({ type: 'dtmf.received', digit });
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
     if (digit !== '#') this.dtmfDigits += digit;
