@@ -33,6 +33,11 @@ export interface RecordingTap {
 const SLOT_MS = FRAME_MS;
 /** Slots are encoded this far behind real time, so late caller frames and early (paced) agent frames find their place. */
 const ENCODE_DELAY_SLOTS = 25;
+/**
+ * A caller who neither refuses nor says anything for this long after the call starts has let the recording go on
+ * (the consent line said how to refuse); until then the audio waits in memory, so a refusal leaves no file behind.
+ */
+const CONSENT_WINDOW_SLOTS = 30_000 / FRAME_MS;
 /** A channel this far behind real time (a gap in the audio) jumps to now; silence fills the gap. */
 const MAX_LAG_SLOTS = 5;
 
@@ -112,9 +117,11 @@ export class CallRecorder implements RecordingTap {
   async close(): Promise<{ file: string; bytes: number } | null> {
     if (this.state === 'closed') return null;
     const refused = this.state === 'refused';
-    this.state = 'closed';
+    // A call that ended before the caller answered the consent line: they heard it and did not refuse.
+    if (this.state === 'pending') this.state = 'recording';
     clearInterval(this.timer);
     if (!refused) this.encode(Math.max(this.nextLeft, this.nextRight));
+    this.state = 'closed';
     this.ogg.flush(true);
     await new Promise<void>((resolve) => this.out.end(resolve));
     if (refused) {
@@ -145,8 +152,9 @@ export class CallRecorder implements RecordingTap {
 
   private encode(upTo: number): void {
     // Until the caller answers the consent line nothing reaches the file (a refusal must leave no trace).
-    if (this.state === 'pending' && upTo > this.encodedUpTo) {
-      return;
+    if (this.state === 'pending') {
+      if (this.slotNow() < CONSENT_WINDOW_SLOTS) return;
+      this.consent(true);
     }
     const stereo = new Int16Array(FRAME_SAMPLES * 2);
     for (; this.encodedUpTo < upTo; this.encodedUpTo++) {
