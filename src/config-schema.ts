@@ -338,6 +338,7 @@ function describe(e: ErrorObject): string {
       if (pattern === '^wss?://') return 'must be a ws:// or wss:// URL';
       if (pattern.startsWith('^[a-z]{2,3}')) return 'must be a language tag such as "en" or "fr-FR"';
       if (pattern === '^[0-9a-f]{64}$') return 'must be a SHA-256 hex digest (64 lower-case hex characters)';
+      if (pattern === '^[A-Za-z0-9+/]{43}=$') return 'must be 32 random bytes in base64 (openssl rand -base64 32)';
       return `must match ${pattern}`;
     }
     default:

@@ -38,8 +38,11 @@ const ENCODE_DELAY_SLOTS = 25;
  * (the consent line said how to refuse); until then the audio waits in memory, so a refusal leaves no file behind.
  */
 const CONSENT_WINDOW_SLOTS = 30_000 / FRAME_MS;
-/** A channel this far behind real time (a gap in the audio) jumps to now; silence fills the gap. */
-const MAX_LAG_SLOTS = 5;
+/**
+ * A channel this far behind real time had a gap (the agent was silent, the network stalled): it jumps to now and
+ * silence fills the gap. Smaller lags are jitter, and frames stay back to back.
+ */
+const MAX_LAG_SLOTS = 10;
 
 /**
  * Records both sides of one call as stereo Ogg Opus (caller left, agent right) at 16 kHz. Frames are only
@@ -144,7 +147,7 @@ export class CallRecorder implements RecordingTap {
   private place(channel: Map<number, Int16Array>, next: number, samples: Int16Array): number {
     if (this.state === 'refused' || this.state === 'closed') return next;
     const now = this.slotNow();
-    const slot = Math.max(next, now - MAX_LAG_SLOTS, this.encodedUpTo);
+    const slot = Math.max(next < now - MAX_LAG_SLOTS ? now : next, this.encodedUpTo);
     // Paused: the slot passes as silence.
     if (!this.paused && samples.length === FRAME_SAMPLES) channel.set(slot, samples.slice());
     return slot + 1;
