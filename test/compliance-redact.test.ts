@@ -244,3 +244,62 @@ describe('a card number spoken aloud, through the real VAD and recogniser', () =
     }
   }, 40_000);
 });
+
+describe('a remote model (OpenAI-compatible server) never receives the numbers', () => {
+  let server: TestServer;
+  let model: import('node:http').Server;
+  const bodies: string[] = [];
+  beforeAll(async () => {
+    const { createServer } = await import('node:http');
+    model = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (c: Buffer) => (raw += c.toString('utf8')));
+      req.on('end', () => {
+        bodies.push(raw);
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const chunk = (delta: Record<string, unknown>, finish: string | null = null) =>
+          `data: ${JSON.stringify({ id: 'x', object: 'chat.completion.chunk', model: 'm', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+        res.write(chunk({ role: 'assistant', content: 'Noted.' }));
+        res.write(chunk({}, 'stop'));
+        res.end('data: [DONE]\n\n');
+      });
+    });
+    await new Promise<void>((resolve) => model.listen(0, '127.0.0.1', resolve));
+    const port = (model.address() as import('node:net').AddressInfo).port;
+    server = await startTestServer({ providers: { llm: { provider: 'openai', baseUrl: `http://127.0.0.1:${port}/v1`, model: 'm' } }, sip: { enabled: false } });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await new Promise<void>((resolve) => model.close(() => resolve()));
+  });
+
+  it('gets the redacted words only, keyed, typed and spoken', async () => {
+    const ws = new WebSocket(server.wsUrl, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
+    const events: Event[] = [];
+    ws.on('message', (data, isBinary) => {
+      if (!isBinary) events.push(JSON.parse(String(data)) as Event);
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    const done = async (n: number) => {
+      const deadline = performance.now() + 15_000;
+      while (events.filter((e) => e.type === 'response.done').length < n && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    };
+    for (const digit of [...CARD_KEYED, '#']) ws.send(JSON.stringify({ type: 'input.dtmf', digit }));
+    await done(1);
+    ws.send(JSON.stringify({ type: 'input.text', text: 'send it to GB82 WEST 1234 5698 7654 32 please' }));
+    await done(2);
+    ws.send(JSON.stringify({ type: 'input.text', text: `or charge ${SPOKEN}` }));
+    await done(3);
+    ws.close();
+    expect(bodies.length).toBe(3);
+    const sent = bodies.join('\n');
+    expect(sent).toContain('DTMF: ****1111');
+    expect(sent).toContain('send it to ****5432 please');
+    expect(sent).toContain('or charge ****4444');
+    expectNoCard(sent);
+    expect(sent).not.toContain('WEST');
+  });
+});
