@@ -131,7 +131,7 @@ export class VoiceService {
       throw err;
     }
     const log = this.logger.child({ callId, transport });
-    const recorder = this.config.recording.enabled ? new CallRecorder(callId, this.config.recording, log) : null;
+    const recorder = this.config.recording.enabled ? new CallRecorder(callId, this.config.recording, log, this.store.recordingSealer(callId)) : null;
     const session = new Session({
       recording: recorder ?? undefined,
       callId,

@@ -15,6 +15,8 @@ import { DEFAULT_CONFIG } from '../src/config.js';
 import { silentLogger } from '../src/core/logger.js';
 import { readOggPages } from '../src/recording/ogg.js';
 import { CallRecorder } from '../src/recording/recorder.js';
+import { Sealer } from '../src/privacy/seal.js';
+import { randomBytes } from 'node:crypto';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { speak } from './helpers/speech.js';
 
@@ -103,7 +105,8 @@ describe('recorded calls', () => {
   let dir: string;
   beforeAll(async () => {
     dir = path.join(tmpdir(), `voice-agent-recordings-${randomUUID()}`);
-    server = await startTestServer({ recording: { enabled: true, dir }, sip: { enabled: false } });
+    // Store keys set: the recording is sealed on disk and opened for the owner.
+    server = await startTestServer({ recording: { enabled: true, dir }, store: { encryptionKeys: [randomBytes(32).toString('base64')] }, sip: { enabled: false } });
   });
   afterAll(async () => {
     await server?.stop();
@@ -143,6 +146,7 @@ describe('recorded calls', () => {
     const trail = server.server.service.store.auditLog().filter((e) => e.call_id === callId && e.action === 'read_recording');
     expect(trail.length).toBe(1);
     expect(readdirSync(dir)).toContain(`${callId}.ogg`);
+    expect(readFileSync(path.join(dir, `${callId}.ogg`)).includes(Buffer.from('OpusHead'))).toBe(false);
   }, 60_000);
 
   it('honours a refusal: the agent says so and nothing of the call is kept', async () => {
@@ -217,4 +221,28 @@ describe('CallRecorder', () => {
     const frames = levels(readFileSync(saved!.file));
     expect(frames.filter((f) => f.right > -40).length).toBeGreaterThan(80);
   });
+
+  it('seals the file as it is written when store keys are set: no Ogg on disk, the same audio once opened, tampering detected', async () => {
+    const dir = path.join(tmpdir(), `voice-agent-rec-${randomUUID()}`);
+    const sealer = new Sealer([randomBytes(32).toString('base64')]);
+    const recorder = new CallRecorder('sealed-test', { ...DEFAULT_CONFIG.recording, enabled: true, dir }, silentLogger(), sealer.fileSealer('recording:sealed-test'));
+    recorder.consent(true);
+    const tone = Int16Array.from({ length: FRAME_SAMPLES }, (_, i) => Math.round(8000 * Math.sin((2 * Math.PI * 300 * i) / 16_000)));
+    for (let i = 0; i < 60; i++) {
+      recorder.caller(tone);
+      await sleep(20);
+    }
+    const saved = await recorder.close();
+    const onDisk = readFileSync(saved!.file);
+    expect(onDisk.includes(Buffer.from('OggS'))).toBe(false);
+    expect(onDisk.includes(Buffer.from('OpusHead'))).toBe(false);
+    const opened = sealer.openFile(onDisk, 'recording:sealed-test');
+    expect(levels(opened).filter((f) => f.left > -40).length).toBeGreaterThan(45);
+    // Another call's context, or one flipped byte, and it does not open.
+    expect(() => sealer.openFile(onDisk, 'recording:another-call')).toThrow();
+    const tampered = Buffer.from(onDisk);
+    tampered[tampered.length - 5] ^= 1;
+    expect(() => sealer.openFile(tampered, 'recording:sealed-test')).toThrow();
+  });
 });
+

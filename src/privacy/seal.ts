@@ -14,6 +14,7 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes }
  * so the file alone never says whose calls it holds; without keys it is a plain SHA-256.
  */
 const PREFIX = 'enc1:';
+const FILE_MAGIC = 'VAENC1:';
 export const UNREADABLE = '[unreadable]';
 
 interface Key {
@@ -66,6 +67,49 @@ export class Sealer {
     } catch {
       return UNREADABLE;
     }
+  }
+
+  /**
+   * Sealed files (recordings): a header naming the key, then records `[u32 length][iv][tag][ciphertext]`, each
+   * bound to `context` and its index, so records cannot be dropped from the middle, reordered or moved unnoticed.
+   * `chunk(i, data)` seals the i-th record; `header()` starts the file.
+   */
+  fileSealer(context: string): { header(): Buffer; chunk(index: number, data: Buffer): Buffer } | null {
+    const key = this.keys[0];
+    if (!key) return null;
+    return {
+      header: () => Buffer.from(`${FILE_MAGIC}${key.id}\n`, 'ascii'),
+      chunk: (index, data) => {
+        const iv = randomBytes(12);
+        const cipher = createCipheriv('aes-256-gcm', key.bytes, iv);
+        cipher.setAAD(Buffer.from(`${context}:${index}`, 'utf8'));
+        const body = Buffer.concat([cipher.update(data), cipher.final()]);
+        const length = Buffer.alloc(4);
+        length.writeUInt32LE(body.length);
+        return Buffer.concat([length, iv, cipher.getAuthTag(), body]);
+      },
+    };
+  }
+
+  /** The plain bytes of a file written by fileSealer (or the file itself when it was not sealed); throws when tampered. */
+  openFile(data: Buffer, context: string): Buffer {
+    if (!data.subarray(0, FILE_MAGIC.length).equals(Buffer.from(FILE_MAGIC, 'ascii'))) return data;
+    const keyId = data.toString('ascii', FILE_MAGIC.length, FILE_MAGIC.length + 8);
+    const key = this.keys.find((k) => k.id === keyId);
+    if (!key) throw new Error(`file sealed with key ${keyId}, which is not configured`);
+    const parts: Buffer[] = [];
+    let at = FILE_MAGIC.length + 9;
+    for (let index = 0; at < data.length; index++) {
+      const length = data.readUInt32LE(at);
+      const iv = data.subarray(at + 4, at + 16);
+      const tag = data.subarray(at + 16, at + 32);
+      const decipher = createDecipheriv('aes-256-gcm', key.bytes, iv);
+      decipher.setAAD(Buffer.from(`${context}:${index}`, 'utf8'));
+      decipher.setAuthTag(tag);
+      parts.push(decipher.update(data.subarray(at + 32, at + 32 + length)), decipher.final());
+      at += 32 + length;
+    }
+    return Buffer.concat(parts);
   }
 
   /** Every lookup hash `value` may have been stored under (one per key; the first is the one written now). */

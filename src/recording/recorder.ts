@@ -71,18 +71,23 @@ export class CallRecorder implements RecordingTap {
     callId: string,
     private readonly config: RecordingConfig,
     private readonly log: Logger,
+    /** Encrypts the file as it is written (store.encryptionKeys): no plain audio ever reaches the disk. */
+    seal?: { header(): Buffer; chunk(index: number, data: Buffer): Buffer } | null,
   ) {
     mkdirSync(config.dir, { recursive: true });
     this.file = path.join(config.dir, `${callId.replace(/[^A-Za-z0-9_-]/g, '_')}.ogg`);
     this.partFile = `${this.file}.part`;
     this.out = createWriteStream(this.partFile, { mode: 0o600 });
     this.out.on('error', (err) => this.log.error({ err }, 'recording write failed'));
+    let pages = 0;
+    if (seal) this.out.write(seal.header());
     this.encoder = new opus.OpusEncoder(INTERNAL_SAMPLE_RATE, 2);
     this.encoder.setBitrate(config.bitrate);
     this.ogg = new OggOpusWriter(
       (page) => {
-        this.bytes += page.length;
-        this.out.write(page);
+        const data = seal ? seal.chunk(pages++, page) : page;
+        this.bytes += data.length;
+        this.out.write(data);
       },
       { channels: 2, inputSampleRate: INTERNAL_SAMPLE_RATE },
     );

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { TurnMetrics } from '../session/events.js';
@@ -270,6 +270,16 @@ export class CallStore {
       .prepare('SELECT r.path, r.format, r.bytes FROM recordings r JOIN calls c ON c.id = r.call_id WHERE r.call_id = ? AND (c.owner = ? OR c.owner = ?)')
       .get(id, owner, ANY_KEY) as { path: string; format: string; bytes: number } | undefined;
     return row ?? null;
+  }
+
+  /** Seals call `id`'s recording as it is written when encryption is on; null otherwise. */
+  recordingSealer(id: string): ReturnType<Sealer['fileSealer']> {
+    return this.sealer.fileSealer(`recording:${id}`);
+  }
+
+  /** The recording's plain bytes (decrypted when sealed). */
+  readRecording(id: string, file: string): Buffer {
+    return this.sealer.openFile(readFileSync(file), `recording:${id}`);
   }
 
   recordingSaved(id: string, file: string, format: string, bytes: number): void {
