@@ -59,10 +59,20 @@ export const CONFIG_SCHEMA: Schema = obj(
         tokenTtlS: int(1, 3600),
         required: bool,
         generatedKeyFile: { type: ['string', 'null'], minLength: 1 },
+        adminKeyHashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
       },
       ['apiKeyHashes', 'tokenTtlS', 'required'],
     ),
-    store: obj({ path: nonEmpty, retentionDays: int(0), networkCallsOwner: { type: 'string', pattern: '^[0-9a-f]{8}$' } }, ['path', 'retentionDays']),
+    store: obj(
+      {
+        path: nonEmpty,
+        retentionDays: int(0),
+        networkCallsOwner: { type: 'string', pattern: '^[0-9a-f]{8}$' },
+        // 32-byte AES keys, base64: the first encrypts, all decrypt (docs/compliance.md, key rotation).
+        encryptionKeys: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' } },
+      },
+      ['path', 'retentionDays'],
+    ),
     limits: obj({
       maxSessionsPerKey: int(0),
       sessionsPerMinutePerKey: int(0),
@@ -72,7 +82,15 @@ export const CONFIG_SCHEMA: Schema = obj(
       maxMessagesPerSecond: int(0),
       maxBufferedBytes: int(0),
     }),
-    privacy: obj({ logTranscripts: bool }),
+    privacy: obj({ logTranscripts: bool, redact: { type: 'array', items: { enum: ['card', 'iban', 'digits'] }, uniqueItems: true } }),
+    recording: obj({
+      enabled: bool,
+      dir: nonEmpty,
+      retentionDays: int(0),
+      bitrate: int(6000, 510_000),
+      consentLine: langMap(nonEmpty),
+      refusedLine: langMap(nonEmpty),
+    }),
     drain: obj({ deadlineMs: ms(), notice: langMap(nonEmpty) }),
     maxLengthNotice: langMap(nonEmpty),
     turn: obj(
@@ -222,6 +240,7 @@ export const CONFIG_SCHEMA: Schema = obj(
                 fallback: bool,
                 gainDb: num(-40, 20),
                 espeakWorkers: int(1, 64),
+                espeakEngine: { enum: ['wasm', 'process', 'none'] },
               },
             },
           ]),
@@ -337,6 +356,7 @@ function describe(e: ErrorObject): string {
       if (pattern === '^wss?://') return 'must be a ws:// or wss:// URL';
       if (pattern.startsWith('^[a-z]{2,3}')) return 'must be a language tag such as "en" or "fr-FR"';
       if (pattern === '^[0-9a-f]{64}$') return 'must be a SHA-256 hex digest (64 lower-case hex characters)';
+      if (pattern === '^[A-Za-z0-9+/]{43}=$') return 'must be 32 random bytes in base64 (openssl rand -base64 32)';
       return `must match ${pattern}`;
     }
     default:

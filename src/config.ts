@@ -5,6 +5,8 @@ import type { StoreConfig } from './store/call-store.js';
 import type { LimitsConfig } from './limits/limits.js';
 import path from 'node:path';
 import { validateConfig } from './config-schema.js';
+import type { RedactKind } from './privacy/redact.js';
+import type { RecordingConfig } from './recording/recorder.js';
 
 /** Endpointing and barge-in: the knobs that trade latency against cutting callers off. */
 export interface TurnConfig {
@@ -93,7 +95,13 @@ export type LlmProviderConfig =
       retries?: number;
     }
   | { provider: 'llamacpp'; modelPath: string; gpu?: 'auto' | false; contextSize?: number; temperature?: number; maxTokens?: number };
-export type TtsProviderConfig = { provider: 'auto' | 'svoxpico' | 'espeak'; voicesDir?: string; voices?: Record<string, string> };
+export type TtsProviderConfig = {
+  provider: 'auto' | 'svoxpico' | 'espeak';
+  voicesDir?: string;
+  voices?: Record<string, string>;
+  /** 'wasm' (GPL-3.0 build in this process), 'process' (system espeak-ng), 'none'; see src/providers/tts/index.ts. */
+  espeakEngine?: 'wasm' | 'process' | 'none';
+};
 
 /** Browser calls over WebRTC (src/transports/webrtc, signaling/). docs/webrtc.md explains each field. */
 export interface WebRtcConfig {
@@ -221,7 +229,17 @@ export interface ServiceConfig {
   store: StoreConfig;
   limits: LimitsConfig;
   /** Caller and agent words stay out of logs unless logTranscripts is on (they are in the call record). */
-  privacy: { logTranscripts: boolean };
+  privacy: {
+    logTranscripts: boolean;
+    /**
+     * Payment data redacted from what callers say or type, whatever the agent asked (src/privacy/redact.ts):
+     * 'card' (Luhn-valid 13–19 digit runs, spoken digits too), 'iban', 'digits' (any run of 13+ digits: catches
+     * numbers the recogniser got slightly wrong). Empty turns it off.
+     */
+    redact: RedactKind[];
+  };
+  /** Call recordings (stereo Ogg Opus, consent first): off by default; docs/compliance.md. */
+  recording: RecordingConfig;
   /** SIGTERM: how long calls may go on, and what the agent says when it must end them. */
   drain: { deadlineMs: number; notice: Record<string, string> };
   /** Spoken when a call reaches limits.maxSessionMs, per language. */
@@ -255,7 +273,27 @@ export const DEFAULT_CONFIG: ServiceConfig = {
   maxMessageBytes: 64 * 1024,
   auth: { apiKeyHashes: [], tokenTtlS: 300, required: true, generatedKeyFile: 'data/api-key' },
   store: { path: 'data/calls.db', retentionDays: 30 },
-  privacy: { logTranscripts: false },
+  privacy: { logTranscripts: false, redact: ['card', 'iban'] },
+  recording: {
+    enabled: false,
+    dir: 'data/recordings',
+    retentionDays: 30,
+    bitrate: 32_000,
+    consentLine: {
+      en: 'This call is recorded. If you do not want it recorded, say no, or press 9.',
+      fr: "Cet appel est enregistré. Si vous ne le souhaitez pas, dites non, ou appuyez sur 9.",
+      de: 'Dieser Anruf wird aufgezeichnet. Wenn Sie das nicht möchten, sagen Sie nein oder drücken Sie die 9.',
+      es: 'Esta llamada se graba. Si no desea que se grabe, diga no o pulse 9.',
+      it: 'Questa chiamata viene registrata. Se non desidera che sia registrata, dica no o prema 9.',
+    },
+    refusedLine: {
+      en: 'All right, this call will not be recorded. How can I help you?',
+      fr: "D'accord, cet appel ne sera pas enregistré. Comment puis-je vous aider ?",
+      de: 'In Ordnung, dieser Anruf wird nicht aufgezeichnet. Wie kann ich Ihnen helfen?',
+      es: 'De acuerdo, esta llamada no se grabará. ¿En qué puedo ayudarle?',
+      it: 'Va bene, questa chiamata non sarà registrata. Come posso aiutarla?',
+    },
+  },
   limits: {
     maxSessionsPerKey: 100,
     sessionsPerMinutePerKey: 600,

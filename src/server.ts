@@ -9,7 +9,7 @@ import { realtimeWebSocket } from './transports/realtime/realtime-ws.js';
 import { telephonyWebSockets } from './transports/telephony/media-stream.js';
 import { tokenRoutes } from './auth/plugin.js';
 import { webrtcSignaling } from '../signaling/index.js';
-import { callRoutes } from './store/routes.js';
+import { adminRoutes, callRoutes } from './store/routes.js';
 import { sipTransport } from './transports/sip/index.js';
 import { chatCompletionsRoutes } from './transports/openai-chat/index.js';
 
@@ -54,6 +54,7 @@ export function buildServer(config: ServiceConfig, logger: Logger, providers?: S
 
   void app.register(tokenRoutes, { auth: service.auth });
   void app.register(callRoutes, { auth: service.auth, store: service.store });
+  void app.register(adminRoutes, { auth: service.auth, store: service.store });
   void app.register(deviceWebSocket, { service });
   void app.register(realtimeWebSocket, { service });
   void app.register(telephonyWebSockets, { service });

@@ -2,13 +2,14 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ServiceConfig } from './config.js';
 import { Auth } from './auth/auth.js';
-import { ANY_KEY, CallStore } from './store/call-store.js';
+import { ANY_KEY, CallStore, type CallSubject } from './store/call-store.js';
 import { SessionLimiter } from './limits/limits.js';
 import type { SessionEvent } from './session/events.js';
 import { Metrics } from './metrics/metrics.js';
 import { createProviders, loadProviders } from './providers/index.js';
 import { Session, type SessionOutput, type SessionProviders } from './session/session.js';
 import type { ToolExecutor } from './session/reply.js';
+import { CallRecorder, sweepRecordings } from './recording/recorder.js';
 
 export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
 
@@ -23,7 +24,7 @@ export class VoiceService {
   readonly sessions = new Map<string, Session>();
   private readonly limiter: SessionLimiter;
   /** Per call: the key it counts against and its limit timers. */
-  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null }>();
+  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null }>();
   private idleWatch: NodeJS.Timeout | null = null;
   state: ServiceState = 'loading';
   loadError: Error | null = null;
@@ -44,6 +45,10 @@ export class VoiceService {
       this.idleWatch.unref();
     }
     this.providers = providers ?? createProviders(config, logger);
+    if (config.recording.enabled && config.recording.retentionDays > 0) {
+      sweepRecordings(config.recording.dir, config.recording.retentionDays, logger);
+      setInterval(() => sweepRecordings(config.recording.dir, config.recording.retentionDays, logger), 24 * 3600 * 1000).unref();
+    }
   }
 
   /** Loads every provider's models; /healthz turns 200 when this resolves. */
@@ -109,6 +114,8 @@ export class VoiceService {
       recordOwner?: string;
       /** The caller's audio rate on the wire (8000 for a phone line), before resampling to the internal rate. */
       inputSampleRate?: number;
+      /** Who the call is with (caller number, customer id), when known: for people's access and erasure requests. */
+      subject?: CallSubject;
       tools?: (shared: ToolExecutor) => ToolExecutor;
     } = {},
   ): Session {
@@ -120,13 +127,15 @@ export class VoiceService {
     // Throws LimitError (session_limit / rate_limited): transports report its code to the client.
     this.limiter.admit(keyId);
     try {
-      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId);
+      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId, options.subject);
     } catch (err) {
       this.limiter.release(keyId);
       throw err;
     }
     const log = this.logger.child({ callId, transport });
+    const recorder = this.config.recording.enabled ? new CallRecorder(callId, this.config.recording, log, this.store.recordingSealer(callId)) : null;
     const session = new Session({
+      recording: recorder ?? undefined,
       callId,
       transport,
       providers: options.tools ? { ...this.providers, tools: options.tools(this.providers.tools) } : this.providers,
@@ -148,7 +157,7 @@ export class VoiceService {
           }, maxSessionMs)
         : null;
     maxLength?.unref();
-    this.admissions.set(callId, { keyId, maxLength });
+    this.admissions.set(callId, { keyId, maxLength, recorder });
     this.metrics.sessionOpened(transport);
     log.info('session opened');
     return session;
@@ -165,6 +174,17 @@ export class VoiceService {
     this.metrics.sessionClosed(transport);
     await session.close();
     this.store.callEnded(session.callId, reason);
+    if (admission?.recorder) await this.keepRecording(session.callId, admission.recorder);
+  }
+
+  /** The finished recording, linked from the call record (unless the caller refused it). */
+  private async keepRecording(callId: string, recorder: CallRecorder): Promise<void> {
+    try {
+      const saved = await recorder.close();
+      if (saved) this.store.recordingSaved(callId, saved.file, 'ogg/opus', saved.bytes);
+    } catch (err) {
+      this.logger.error({ err, callId }, 'recording could not be saved');
+    }
   }
 
   /** A call whose caller sent nothing for idleTimeoutMs (a dead link) is hung up. */
@@ -199,6 +219,8 @@ export class VoiceService {
     await Promise.allSettled([...this.sessions.values()].map(async (s) => {
       await s.close();
       this.store.callEnded(s.callId, 'shutdown');
+      const recorder = this.admissions.get(s.callId)?.recorder;
+      if (recorder) await this.keepRecording(s.callId, recorder);
     }));
     this.sessions.clear();
     this.store.close();

@@ -49,6 +49,8 @@ describe('configuration schema', () => {
     const config = loadConfig(['--config', 'config/example.bank.json'], {});
     expect(config.providers.llm).toEqual({ provider: 'rules', rulesPath: 'config/agent-bank.json' });
     expect(config.agent.tools?.bank?.customers?.[0].cards[0].last4).toBe('4111');
+    expect(config.privacy.redact).toEqual(['card', 'iban', 'digits']);
+    expect(config.recording.enabled).toBe(false);
     const tools = createToolExecutor(config.agent.tools);
     expect(tools.definitions().map((d) => d.name).sort()).toEqual(['block_card', 'end_call', 'get_current_time', 'transfer_to_human', 'verify_customer']);
   });
@@ -67,6 +69,24 @@ describe('configuration schema', () => {
     expect(message).toContain('turn.speechTreshold: is not a known setting (check the spelling)');
     expect(message).toContain('agnt: is not a known setting');
     expect(message).toContain('c-');
+  });
+
+  it('checks the compliance settings: redaction kinds, store keys, admin keys, recordings, the eSpeak engine', async () => {
+    const message = await problemsOf({
+      privacy: { redact: ['card', 'ssn'] },
+      store: { encryptionKeys: ['not-a-key'] },
+      auth: { adminKeyHashes: ['secret'] },
+      recording: { enabled: 'yes', bitrate: 100 },
+      providers: { tts: { provider: 'auto', espeakEngine: 'gpl' } },
+    });
+    expect(message).toMatch(/privacy\.redact\[1\]: must be one of/);
+    expect(message).toContain('store.encryptionKeys[0]: must be 32 random bytes in base64');
+    expect(message).toContain('auth.adminKeyHashes[0]');
+    expect(message).toContain('recording.enabled: must be true or false');
+    expect(message).toContain('recording.bitrate: must be >= 6000');
+    expect(message).toMatch(/providers\.tts\.espeakEngine: must be one of/);
+    const ok = await load({ store: { encryptionKeys: ['A'.repeat(43) + '='] }, recording: { enabled: true, dir: '/tmp/rec' } });
+    expect(ok.recording).toMatchObject({ enabled: true, dir: '/tmp/rec', retentionDays: 30 });
   });
 
   it('checks each provider block against its own provider', async () => {

@@ -216,6 +216,9 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       await until('call gone', () => !sip().calls.has(callId) && !server.server.service.sessions.has(recordId), 5000);
       expect(record()?.end_reason).toBe('caller_hangup');
       expect(record()?.network_id).toBe(callId);
+      // The caller (From user part) is on the record, so their access and erasure requests find the call.
+      expect(record()?.caller).toBe('caller');
+      expect(server.server.service.store.findCalls({ caller: 'caller' }).map((c) => c.id)).toEqual([recordId]);
       await phone.stop();
 
       // What the phone heard: real agent speech, not silence.

@@ -23,6 +23,12 @@ export interface AuthConfig {
    * tools (`npm run loadtest`) find it; null keeps it in memory only (printed once in the log).
    */
   generatedKeyFile?: string | null;
+  /**
+   * SHA-256 hex digests of admin keys (also VOICE_AGENT_ADMIN_KEYS): they serve people's access and erasure
+   * requests and read the audit trail (`/v1/admin/*`), and nothing else: an admin key places no calls and an API
+   * key reaches no admin endpoint.
+   */
+  adminKeyHashes?: string[];
 }
 
 export const TOKEN_ISSUER = 'voice-agent';
@@ -48,6 +54,8 @@ export interface Principal {
   kind: 'api_key' | 'token' | 'anonymous';
   /** Short, non-secret id of the API key (or of the key that minted the token): for limits and logs. */
   keyId: string;
+  /** The operator's customer id, when the session token was minted with one: kept on the call record. */
+  customerId?: string;
 }
 
 export function hashApiKey(key: string): string {
@@ -61,6 +69,7 @@ function keyIdOf(hash: string): string {
 
 export class Auth {
   private readonly hashes: Buffer[];
+  private readonly adminHashes: Buffer[];
   private readonly secret: Uint8Array;
   /** Set when no key was configured and one was generated for this run. */
   readonly generatedKey: string | null = null;
@@ -85,6 +94,9 @@ export class Auth {
     }
     if (!config.required) logger.warn('authentication is disabled (auth.required=false): every entry point is open');
     this.hashes = hashes.map((h) => Buffer.from(h.toLowerCase(), 'hex'));
+    const adminHashes = [...(config.adminKeyHashes ?? [])];
+    for (const key of (env.VOICE_AGENT_ADMIN_KEYS ?? '').split(',').map((k) => k.trim()).filter(Boolean)) adminHashes.push(hashApiKey(key));
+    this.adminHashes = adminHashes.map((h) => Buffer.from(h.toLowerCase(), 'hex'));
     const secret = config.tokenSecret ?? env.VOICE_AGENT_TOKEN_SECRET;
     this.secret = secret ? new TextEncoder().encode(secret) : randomBytes(32);
   }
@@ -101,10 +113,18 @@ export class Auth {
     return match ? { kind: 'api_key', keyId: keyIdOf(match.toString('hex')) } : null;
   }
 
-  async mintToken(principal: Principal, options: { ttlS?: number; audience?: string } = {}): Promise<{ token: string; expiresAt: number }> {
+  /** The admin key's id (`admin:` + 8 hex) if `key` is an admin key. Constant-time against each stored hash. */
+  verifyAdminKey(key: string): Principal | null {
+    const digest = Buffer.from(hashApiKey(key), 'hex');
+    let match: Buffer | null = null;
+    for (const hash of this.adminHashes) if (hash.length === digest.length && timingSafeEqual(hash, digest)) match = hash;
+    return match ? { kind: 'api_key', keyId: `admin:${keyIdOf(match.toString('hex'))}` } : null;
+  }
+
+  async mintToken(principal: Principal, options: { ttlS?: number; audience?: string; customerId?: string } = {}): Promise<{ token: string; expiresAt: number }> {
     const ttl = Math.max(1, Math.min(options.ttlS ?? this.config.tokenTtlS, MAX_TOKEN_TTL_S));
     const expiresAt = Math.floor(Date.now() / 1000) + ttl;
-    const token = await new SignJWT({ kid: principal.keyId })
+    const token = await new SignJWT({ kid: principal.keyId, ...(options.customerId ? { cid: options.customerId } : {}) })
       .setProtectedHeader({ alg: 'HS256' })
       .setIssuer(TOKEN_ISSUER)
       .setAudience(options.audience ?? SESSION_AUDIENCE)
@@ -118,7 +138,11 @@ export class Auth {
   async verifyToken(token: string, audience = SESSION_AUDIENCE): Promise<Principal> {
     try {
       const { payload } = await jwtVerify(token, this.secret, { issuer: TOKEN_ISSUER, audience, algorithms: ['HS256'] });
-      return { kind: 'token', keyId: typeof payload.sub === 'string' ? payload.sub : 'unknown' };
+      return {
+        kind: 'token',
+        keyId: typeof payload.sub === 'string' ? payload.sub : 'unknown',
+        ...(typeof payload.cid === 'string' ? { customerId: payload.cid } : {}),
+      };
     } catch (err) {
       if (err instanceof joseErrors.JWTExpired) throw new AuthError('expired_token', 'session token has expired');
       if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'aud') throw new AuthError('wrong_audience', 'token is not valid for this endpoint', 403);

@@ -47,6 +47,30 @@ export function requireApiKey(auth: Auth) {
   };
 }
 
+/**
+ * A preValidation hook for `/v1/admin/*`: an admin key (auth.adminKeyHashes) in `Authorization: Bearer`.
+ * With auth.required=false every entry point is open, these too.
+ */
+export function requireAdminKey(auth: Auth) {
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (!auth.required) {
+      request.principal = { kind: 'anonymous', keyId: 'anonymous' };
+      return;
+    }
+    const bearer = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim();
+    const principal = bearer ? auth.verifyAdminKey(bearer) : null;
+    if (principal) {
+      request.principal = principal;
+      return;
+    }
+    // A valid API key is known but not allowed here (403); anything else is not a credential (401).
+    const known = bearer ? auth.verifyApiKey(bearer) !== null : false;
+    request.log.warn({ url: request.url.split('?')[0], ip: request.ip, known }, 'admin request refused: an admin key is required');
+    const code = known ? 'forbidden' : bearer ? 'invalid_credentials' : 'missing_credentials';
+    await reply.code(known ? 403 : 401).send({ error: code, message: 'an admin key is required ("Authorization: Bearer <admin key>")' });
+  };
+}
+
 /** `POST /v1/tokens`: a backend holding an API key mints a short-lived session token for a browser or device. */
 export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { auth }) => {
   app.post(
@@ -56,7 +80,11 @@ export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { aut
         body: {
           type: 'object',
           additionalProperties: false,
-          properties: { ttl_s: { type: 'integer', minimum: 1, maximum: MAX_TOKEN_TTL_S } },
+          properties: {
+            ttl_s: { type: 'integer', minimum: 1, maximum: MAX_TOKEN_TTL_S },
+            // Kept on the records of calls placed with the token, for a person's access and erasure requests.
+            customer_id: { type: 'string', minLength: 1, maxLength: 128 },
+          },
         },
       },
     },
@@ -67,8 +95,8 @@ export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { aut
         request.log.warn({ ip: request.ip }, 'token request without a valid API key');
         return reply.code(401).send({ error: bearer ? 'invalid_credentials' : 'missing_credentials', message: 'an API key is required to mint tokens' });
       }
-      const body = (request.body ?? {}) as { ttl_s?: number };
-      const { token, expiresAt } = await auth.mintToken(principal, { ttlS: body.ttl_s });
+      const body = (request.body ?? {}) as { ttl_s?: number; customer_id?: string };
+      const { token, expiresAt } = await auth.mintToken(principal, { ttlS: body.ttl_s, customerId: body.customer_id });
       return { token, expires_at: expiresAt, token_type: 'Bearer' };
     },
   );

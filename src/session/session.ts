@@ -4,6 +4,7 @@ import { FRAME_MS, type AudioFrame } from '../audio/format.js';
 import type { AsrFinal, AsrProvider, AsrStream } from '../providers/asr/types.js';
 import type { ChatMessage, InputMeta, LlmProvider } from '../providers/llm/types.js';
 import { maskSecret } from '../providers/llm/masking.js';
+import { redact, redactPartial } from '../privacy/redact.js';
 import type { TtsProvider } from '../providers/tts/types.js';
 import type { VadProvider, VadStream } from '../providers/vad/types.js';
 import type { MetricsSink } from '../metrics/metrics.js';
@@ -14,6 +15,8 @@ import { TurnDetector, type TurnSignal } from './turn-detector.js';
 import { EnergyOnset } from './energy-onset.js';
 import { ScriptedLine } from '../providers/llm/scripted.js';
 import { within } from '../core/timeouts.js';
+import type { RecordingTap } from '../recording/recorder.js';
+import { refusesRecording } from '../recording/consent.js';
 
 export interface SessionProviders {
   vad: VadProvider;
@@ -48,6 +51,8 @@ export interface SessionOptions {
   inputSampleRate?: number;
   /** Called with every event, also those after close (the call record must get the last words). */
   observer?: (event: SessionEvent) => void;
+  /** Records the call (config.recording): the consent line is said first and the caller's first turn may refuse it. */
+  recording?: RecordingTap;
 }
 
 /** One line of the call's transcript, kept for the call record. */
@@ -95,6 +100,8 @@ interface ActiveReply {
   framesSent: number;
   producedAll: boolean;
   metricsSent: boolean;
+  /** A service line (consent notice), kept in the transcript but not in the agent's conversation. */
+  notice?: boolean;
 }
 
 /**
@@ -138,6 +145,9 @@ export class Session {
   /** Resolved whenever the active reply finishes (played, interrupted or failed). */
   private replyWaiters: (() => void)[] = [];
   private closed = false;
+  private readonly recording: RecordingTap | undefined;
+  /** The consent line was said and the caller has not answered it yet. */
+  private consentPending = false;
   private readonly startedAt = performance.now();
   /** When the caller last sent anything (audio, text, a digit): for the idle timeout. */
   lastInputMs = performance.now();
@@ -172,6 +182,15 @@ export class Session {
         this.onPartial(partial.text, partial.language);
       },
     });
+    this.recording = options.recording;
+    if (this.recording) {
+      // Before anything else the caller hears that the call is recorded and how to refuse.
+      this.consentPending = true;
+      const line = this.lineFor(this.config.recording.consentLine);
+      this.enqueueTurnWork(async () => {
+        void this.sayLine(line, { notice: true });
+      });
+    }
   }
 
   /** Inbound caller audio, one internal 20 ms frame at a time, in order. */
@@ -184,6 +203,7 @@ export class Session {
     }
     // Pause the agent on the first loud frames, before the VAD has even seen them.
     if (this.energyOnset.push(frame.samples)) this.pauseAgentTentatively('energy');
+    this.recording?.caller(frame.samples);
     this.inboundBacklog++;
     this.inbound = this.inbound
       .then(() => this.processFrame(frame))
@@ -390,10 +410,14 @@ export class Session {
     if (this.active) this.interrupt('caller', turn);
     const text = turn.segments.join(' ').trim();
     const input = this.speechInput(turn);
-    const shown = this.expectingSensitive ? maskSecret(text) : text;
+    const shown = this.shownText(text);
     if (this.config.privacy.logTranscripts) this.log.info({ turn: turn.turn, text: shown }, 'caller said');
     this.emit({ type: 'transcript.final', turn: turn.turn, text: shown, language: turn.language });
     this.transcript.push({ role: 'caller', turn: turn.turn, text: shown, language: turn.language, atMs: Date.now() });
+    if (this.answerConsent(text, turn.language)) {
+      turn.preemptive?.cancel();
+      return;
+    }
     if (!this.autoRespond) {
       turn.preemptive?.cancel();
       this.history.push(this.userMessage(text, input));
@@ -468,9 +492,11 @@ export class Session {
       if (respond && this.active) this.interrupt('client', null);
       const turn = ++this.turnCounter;
       const input: InputMeta = { source: options.source ?? 'text' };
-      const shown = this.expectingSensitive ? maskSecret(trimmed) : trimmed;
+      const shown = this.shownText(trimmed);
+      if (this.config.privacy.logTranscripts) this.log.info({ turn, text: shown, source: input.source }, 'caller said');
       this.emit({ type: 'transcript.final', turn, text: shown, language });
       this.transcript.push({ role: 'caller', turn, text: shown, language, atMs: Date.now() });
+      if (this.answerConsent(trimmed, language)) return;
       if (!respond) {
         this.history.push(this.userMessage(trimmed, input));
         return;
@@ -504,8 +530,10 @@ export class Session {
   pushDtmf(digit: string): void {
     if (this.closed || !/^[0-9*#A-D]$/.test(digit)) return;
     this.lastInputMs = performance.now();
-    // A PIN typed on the keypad must not show up digit by digit in the events.
-    if (!this.expectingSensitive) this.emit({ type: 'dtmf.received', digit });
+    // A PIN typed on the keypad must not show up digit by digit in the events; nor a card number beyond its
+    // first six digits (the issuer prefix PCI DSS allows shown) when cards are redacted.
+    const keyedCard = (this.config.privacy.redact.includes('card') || this.config.privacy.redact.includes('digits')) && /^\d$/.test(digit) && this.dtmfDigits.replace(/\D/g, '').length >= 6;
+    if (!this.expectingSensitive && !keyedCard) this.emit({ type: 'dtmf.received', digit });
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
     if (digit !== '#') this.dtmfDigits += digit;
     const flush = () => {
@@ -524,6 +552,30 @@ export class Session {
    */
   async endWithNotice(line: string, timeoutMs = 10_000): Promise<void> {
     if (this.closed) return;
+    await this.sayLine(line, { timeoutMs });
+    this.emit({ type: 'call.action', action: 'hangup' });
+  }
+
+  /** The caller's first turn after the consent line: true when it refused the recording (and was answered). */
+  private answerConsent(text: string, language: string): boolean {
+    if (!this.consentPending || !this.recording) return false;
+    this.consentPending = false;
+    const refused = refusesRecording(text, language);
+    this.recording.consent(!refused);
+    if (!refused) return false;
+    if (this.active) this.interrupt('client', null);
+    void this.sayLine(this.lineFor(this.config.recording.refusedLine, language), { notice: true });
+    return true;
+  }
+
+  private lineFor(lines: Record<string, string>, language = this.language): string {
+    return lines[language] ?? lines[language.split('-')[0]] ?? lines.en ?? Object.values(lines)[0] ?? '';
+  }
+
+  /** Say a fixed line without the LLM; resolves once it has played, or after `timeoutMs`. */
+  private async sayLine(line: string, options: { timeoutMs?: number; notice?: boolean } = {}): Promise<void> {
+    if (this.closed) return;
+    const timeoutMs = options.timeoutMs ?? 10_000;
     if (this.active) this.interrupt('client', null);
     this.openTurn?.preemptive?.cancel();
     const { tts } = this.providers;
@@ -549,6 +601,7 @@ export class Session {
       framesSent: 0,
       producedAll: false,
       metricsSent: true, // a notice is not a turn
+      notice: options.notice,
     };
     task.attach({
       event: (event) => this.emit(event),
@@ -556,7 +609,6 @@ export class Session {
       finished: (reply) => this.onReplyProduced(reply),
     });
     await played;
-    this.emit({ type: 'call.action', action: 'hangup' });
   }
 
   private startReply(turn: number, language: string, userText: string | null, input: InputMeta = { source: 'text' }): ReplyTask {
@@ -569,6 +621,7 @@ export class Session {
     const active = this.active;
     if (!active || frame.responseId !== active.task.responseId) return;
     active.framesSent++;
+    this.recording?.agent(frame.samples);
     if (!active.metricsSent) {
       active.metricsSent = true;
       const stages: TurnStages = {
@@ -618,7 +671,7 @@ export class Session {
     this.pacer.clear();
     this.tentativeBargeIn = false;
     this.emit({ type: 'audio.clear' });
-    this.emit({ type: 'response.interrupted', turn: active.turn, responseId: active.task.responseId, heardText: heard });
+    this.emit({ type: 'response.interrupted', turn: active.turn, responseId: active.task.responseId, heardText: redact(heard, this.config.privacy.redact) });
     this.metrics.interruption();
     this.log.info({ turn: active.turn, by, heardChars: heard.length, continuation }, 'agent interrupted');
     if (continuation && newTurn && active.userText) {
@@ -636,20 +689,22 @@ export class Session {
   }
 
   /** Record the reply in the conversation: only what the caller heard, plus the tool calls that ran. */
-  private finishActive(spoken: string, status: 'completed' | 'interrupted' | 'failed'): void {
+  private finishActive(heardText: string, status: 'completed' | 'interrupted' | 'failed'): void {
     const active = this.active;
     if (!active) return;
     this.active = null;
+    // An agent that reads a card number back: the caller heard it, the record and the model's context do not keep it.
+    const spoken = redact(heardText, this.config.privacy.redact);
     this.emit({ type: 'response.done', turn: active.turn, responseId: active.task.responseId, text: spoken, status });
-    for (const message of active.task.newMessages) {
+    for (const message of active.notice ? [] : active.task.newMessages) {
       if (message.role === 'assistant' && !message.toolCalls) continue;
       this.history.push(message);
     }
     if (spoken) {
       if (this.config.privacy.logTranscripts) this.log.info({ turn: active.turn, text: spoken, status }, 'agent said');
       // A confirmation question counts once the caller heard it (a "yes" over its last words is common).
-      const confirms = active.task.confirms && (status === 'completed' || heardMostOf(spoken, active.task.text)) ? { confirms: active.task.confirms } : {};
-      this.history.push({ role: 'assistant', content: spoken, ...confirms });
+      const confirms = active.task.confirms && (status === 'completed' || heardMostOf(heardText, active.task.text)) ? { confirms: active.task.confirms } : {};
+      if (!active.notice) this.history.push({ role: 'assistant', content: spoken, ...confirms });
       this.transcript.push({ role: 'agent', turn: active.turn, text: spoken, language: active.task.language, atMs: Date.now(), status });
     }
     // The caller switched language: speak and listen in it from now on.
@@ -672,6 +727,7 @@ export class Session {
     this.expectation = expectation;
     this.expectingSensitive = expectation !== undefined && (llm.isSensitive?.(expectation) ?? false);
     this.asr.expect?.(expectation);
+    this.recording?.sensitive(this.expectingSensitive);
     this.log.debug({ expectation, sensitive: this.expectingSensitive }, 'agent expects');
   }
 
@@ -682,8 +738,14 @@ export class Session {
 
   /** A caller turn as the conversation keeps it: masked (with the words kept aside for the agent) when sensitive. */
   private userMessage(text: string, input: InputMeta): ChatMessage {
-    if (!this.expectingSensitive) return { role: 'user', content: text, input };
-    return { role: 'user', content: maskSecret(text), secret: text, input };
+    const shown = this.shownText(text);
+    if (shown === text) return { role: 'user', content: text, input };
+    return { role: 'user', content: shown, secret: text, input };
+  }
+
+  /** A caller's words as everything but the embedded agent sees them: masked when sensitive, payment data redacted. */
+  private shownText(text: string): string {
+    return this.expectingSensitive ? maskSecret(text) : redact(text, this.config.privacy.redact);
   }
 
   /** The recogniser tells the caller's languages apart (several grammars, or a multilingual model). */
@@ -720,7 +782,7 @@ export class Session {
     if (!full || full === this.lastPartial) return;
     this.lastPartial = full;
     if (this.expectingSensitive) return;
-    this.emit({ type: 'transcript.partial', turn: turn.turn, text: full, language });
+    this.emit({ type: 'transcript.partial', turn: turn.turn, text: redactPartial(full, this.config.privacy.redact), language });
   }
 
   private emit(event: SessionEvent): void {

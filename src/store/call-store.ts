@@ -1,8 +1,9 @@
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { TurnMetrics } from '../session/events.js';
+import { Sealer } from '../privacy/seal.js';
 
 /**
  * The durable call record: every call, every finished caller/agent utterance and every turn's metrics are
@@ -19,6 +20,36 @@ export interface StoreConfig {
    * placed without a key: SIP trunks, Twilio streams admitted by signature. Unset: any API key may (one tenant).
    */
   networkCallsOwner?: string;
+  /** AES-256-GCM keys (base64, 32 bytes) for transcripts and subjects at rest; the first encrypts (src/privacy/seal.ts). */
+  encryptionKeys?: string[];
+}
+
+/** Who a call was with, when the transport or the session token says: for people's access and erasure requests. */
+export interface CallSubject {
+  /** The caller's number (SIP From user, a telephony provider's `from`). */
+  caller?: string;
+  /** The operator's own customer id, given when the session token was minted. */
+  customerId?: string;
+}
+
+export type SubjectQuery = { caller: string } | { customerId: string };
+
+export interface CallSummary {
+  id: string;
+  transport: string;
+  started_at: string;
+  ended_at: string | null;
+  owner: string | null;
+}
+
+export interface AuditEntry {
+  seq: number;
+  at: string;
+  /** Key id of who did it ('system' for retention). */
+  actor: string;
+  action: 'read_call' | 'read_recording' | 'search' | 'export' | 'erase' | 'retention';
+  call_id: string | null;
+  detail: string | null;
 }
 
 /** Owner of a record every API key may read (calls from phone networks when no owner is configured). */
@@ -32,6 +63,8 @@ export interface CallRecord {
   started_at: string;
   ended_at: string | null;
   end_reason: string | null;
+  caller: string | null;
+  customer_id: string | null;
   transcript: { role: 'caller' | 'agent'; turn: number; text: string; language: string; status: string | null; at: string }[];
   turns: (TurnMetrics & { at: string })[];
 }
@@ -43,15 +76,21 @@ export class CallStore {
   private readonly insertUtterance: Database.Statement;
   private readonly insertMetrics: Database.Statement;
   private retentionTimer: NodeJS.Timeout | null = null;
+  private readonly sealer: Sealer;
 
   constructor(
     private readonly config: StoreConfig,
     private readonly logger: Logger,
+    env: NodeJS.ProcessEnv = process.env,
   ) {
+    const envKeys = (env.VOICE_AGENT_STORE_KEYS ?? '').split(',').map((k) => k.trim()).filter(Boolean);
+    this.sealer = new Sealer([...envKeys, ...(config.encryptionKeys ?? [])]);
     if (config.path !== ':memory:') mkdirSync(path.dirname(path.resolve(config.path)), { recursive: true });
     this.db = new Database(config.path);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
+    // Deleted rows are overwritten with zeros, not left in free pages: an erased caller is gone from the file.
+    this.db.pragma('secure_delete = ON');
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS calls (
         id TEXT PRIMARY KEY, transport TEXT NOT NULL, started_at TEXT NOT NULL,
@@ -69,9 +108,29 @@ export class CallStore {
     const columns = new Set((this.db.prepare('PRAGMA table_info(calls)').all() as { name: string }[]).map((c) => c.name));
     if (!columns.has('owner')) this.db.exec('ALTER TABLE calls ADD COLUMN owner TEXT');
     if (!columns.has('network_id')) this.db.exec('ALTER TABLE calls ADD COLUMN network_id TEXT');
+    // Subjects (sealed when encryption is on) and their keyed lookup hashes.
+    for (const column of ['caller', 'customer_id', 'caller_lookup', 'customer_lookup']) {
+      if (!columns.has(column)) this.db.exec(`ALTER TABLE calls ADD COLUMN ${column} TEXT`);
+    }
+    this.db.exec(`
+      CREATE INDEX IF NOT EXISTS calls_caller ON calls(caller_lookup);
+      CREATE INDEX IF NOT EXISTS calls_customer ON calls(customer_lookup);
+      CREATE TABLE IF NOT EXISTS audit_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+        call_id TEXT, detail TEXT);
+      CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+      CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+      CREATE TABLE IF NOT EXISTS recordings (
+        call_id TEXT PRIMARY KEY REFERENCES calls(id) ON DELETE CASCADE, path TEXT NOT NULL,
+        format TEXT NOT NULL, bytes INTEGER NOT NULL, created_at TEXT NOT NULL);
+    `);
     this.db.pragma('foreign_keys = ON');
     // A plain INSERT: an id that exists already is an error, never a silent append to someone else's record.
-    this.insertCall = this.db.prepare('INSERT INTO calls (id, transport, started_at, owner, network_id) VALUES (?, ?, ?, ?, ?)');
+    this.insertCall = this.db.prepare(
+      'INSERT INTO calls (id, transport, started_at, owner, network_id, caller, customer_id, caller_lookup, customer_lookup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    );
     this.endCall = this.db.prepare('UPDATE calls SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL');
     this.insertUtterance = this.db.prepare('INSERT INTO utterances (call_id, role, turn, text, language, status, at) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.insertMetrics = this.db.prepare('INSERT INTO turn_metrics (call_id, turn, metrics, at) VALUES (?, ?, ?, ?)');
@@ -86,8 +145,19 @@ export class CallStore {
   }
 
   /** Throws when `id` is already a record (ids are ours and fresh; a collision is refused, not merged). */
-  callStarted(id: string, transport: string, owner: string, networkId?: string): void {
-    this.insertCall.run(id, transport, new Date().toISOString(), owner, networkId ?? null);
+  callStarted(id: string, transport: string, owner: string, networkId?: string, subject: CallSubject = {}): void {
+    const { caller, customerId } = subject;
+    this.insertCall.run(
+      id,
+      transport,
+      new Date().toISOString(),
+      owner,
+      networkId ?? null,
+      caller ? this.sealer.seal(caller, id) : null,
+      customerId ? this.sealer.seal(customerId, id) : null,
+      caller ? this.sealer.lookups('caller', caller)[0] : null,
+      customerId ? this.sealer.lookups('customer', customerId)[0] : null,
+    );
   }
 
   /** Our id of the latest call the network knows as `networkId` (a Twilio CallSid, a SIP Call-ID), if any. */
@@ -105,7 +175,7 @@ export class CallStore {
   }
 
   utterance(id: string, entry: { role: 'caller' | 'agent'; turn: number; text: string; language: string; status?: string }): void {
-    this.insertUtterance.run(id, entry.role, entry.turn, entry.text, entry.language, entry.status ?? null, new Date().toISOString());
+    this.insertUtterance.run(id, entry.role, entry.turn, this.sealer.seal(entry.text, id), entry.language, entry.status ?? null, new Date().toISOString());
   }
 
   turnMetrics(id: string, metrics: TurnMetrics): void {
@@ -114,22 +184,119 @@ export class CallStore {
 
   /** The record of call `id` if it belongs to `owner` (an API key id); another key's call reads as absent. */
   get(id: string, owner: string): CallRecord | null {
-    const call = this.db.prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason FROM calls WHERE id = ? AND (owner = ? OR owner = ?)').get(id, owner, ANY_KEY) as
+    const call = this.db
+      .prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id FROM calls WHERE id = ? AND (owner = ? OR owner = ?)')
+      .get(id, owner, ANY_KEY) as Omit<CallRecord, 'transcript' | 'turns'> | undefined;
+    return call ? this.complete(call) : null;
+  }
+
+  /** Whoever owns it: for an admin's export of a person's calls. */
+  private getAny(id: string): CallRecord | null {
+    const call = this.db.prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id FROM calls WHERE id = ?').get(id) as
       | Omit<CallRecord, 'transcript' | 'turns'>
       | undefined;
-    if (!call) return null;
-    const transcript = this.db.prepare('SELECT role, turn, text, language, status, at FROM utterances WHERE call_id = ? ORDER BY seq').all(id) as CallRecord['transcript'];
+    return call ? this.complete(call) : null;
+  }
+
+  private complete(row: Omit<CallRecord, 'transcript' | 'turns'>): CallRecord {
+    const id = row.id;
+    const call = {
+      ...row,
+      caller: row.caller === null ? null : this.sealer.open(row.caller, id),
+      customer_id: row.customer_id === null ? null : this.sealer.open(row.customer_id, id),
+    };
+    const transcript = (this.db.prepare('SELECT role, turn, text, language, status, at FROM utterances WHERE call_id = ? ORDER BY seq').all(id) as CallRecord['transcript']).map(
+      (line) => ({ ...line, text: this.sealer.open(line.text, id) }),
+    );
     const turns = (this.db.prepare('SELECT metrics, at FROM turn_metrics WHERE call_id = ? ORDER BY turn').all(id) as { metrics: string; at: string }[]).map(
       (row) => ({ ...(JSON.parse(row.metrics) as TurnMetrics), at: row.at }),
     );
     return { ...call, transcript, turns };
   }
 
+  /** The calls of one person (any owner): by caller number or customer id, newest first. */
+  findCalls(query: SubjectQuery): CallSummary[] {
+    const [column, lookups] = 'caller' in query ? ['caller_lookup', this.sealer.lookups('caller', query.caller)] : ['customer_lookup', this.sealer.lookups('customer', query.customerId)];
+    const marks = lookups.map(() => '?').join(', ');
+    return this.db
+      .prepare(`SELECT id, transport, started_at, ended_at, owner FROM calls WHERE ${column} IN (${marks}) ORDER BY started_at DESC, id`)
+      .all(...lookups) as CallSummary[];
+  }
+
+  /** Full records of one person's calls, with where their recordings are. */
+  exportCalls(query: SubjectQuery): (CallRecord & { recording: { format: string; bytes: number; created_at: string } | null })[] {
+    return this.findCalls(query).flatMap((summary) => {
+      const record = this.getAny(summary.id);
+      if (!record) return [];
+      const recording = this.db.prepare('SELECT format, bytes, created_at FROM recordings WHERE call_id = ?').get(summary.id) as
+        | { format: string; bytes: number; created_at: string }
+        | undefined;
+      return [{ ...record, recording: recording ?? null }];
+    });
+  }
+
+  /**
+   * Erase one person's calls: records, transcript lines, turn metrics and recording files. Freed pages are
+   * zeroed (secure_delete) and the write-ahead log is checkpointed and truncated, so the words are gone from
+   * the files, not only from queries. Returns the erased call ids.
+   */
+  erase(query: SubjectQuery): string[] {
+    const calls = this.findCalls(query).map((c) => c.id);
+    const files: string[] = [];
+    const eraseOne = this.db.transaction((id: string) => {
+      const recording = this.db.prepare('SELECT path FROM recordings WHERE call_id = ?').get(id) as { path: string } | undefined;
+      if (recording) files.push(recording.path);
+      this.db.prepare('DELETE FROM calls WHERE id = ?').run(id);
+    });
+    for (const id of calls) eraseOne(id);
+    for (const file of files) rmSync(file, { force: true });
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+    return calls;
+  }
+
+  /** Append to the audit trail (never updated or deleted: triggers refuse it). */
+  audit(actor: string, action: AuditEntry['action'], callId: string | null, detail?: string): void {
+    this.db.prepare('INSERT INTO audit_log (at, actor, action, call_id, detail) VALUES (?, ?, ?, ?, ?)').run(new Date().toISOString(), actor, action, callId, detail ?? null);
+  }
+
+  /** Audit entries after `afterSeq`, oldest first. */
+  auditLog(afterSeq = 0, limit = 1000): AuditEntry[] {
+    return this.db.prepare('SELECT seq, at, actor, action, call_id, detail FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?').all(afterSeq, limit) as AuditEntry[];
+  }
+
+  /** Where call `id`'s recording is, if `owner` may read it. */
+  recording(id: string, owner: string): { path: string; format: string; bytes: number } | null {
+    const row = this.db
+      .prepare('SELECT r.path, r.format, r.bytes FROM recordings r JOIN calls c ON c.id = r.call_id WHERE r.call_id = ? AND (c.owner = ? OR c.owner = ?)')
+      .get(id, owner, ANY_KEY) as { path: string; format: string; bytes: number } | undefined;
+    return row ?? null;
+  }
+
+  /** Seals call `id`'s recording as it is written when encryption is on; null otherwise. */
+  recordingSealer(id: string): ReturnType<Sealer['fileSealer']> {
+    return this.sealer.fileSealer(`recording:${id}`);
+  }
+
+  /** The recording's plain bytes (decrypted when sealed). */
+  readRecording(id: string, file: string): Buffer {
+    return this.sealer.openFile(readFileSync(file), `recording:${id}`);
+  }
+
+  recordingSaved(id: string, file: string, format: string, bytes: number): void {
+    this.db.prepare('INSERT OR REPLACE INTO recordings (call_id, path, format, bytes, created_at) VALUES (?, ?, ?, ?, ?)').run(id, file, format, bytes, new Date().toISOString());
+  }
+
   private applyRetention(): void {
     if (this.config.retentionDays <= 0) return;
     const cutoff = new Date(Date.now() - this.config.retentionDays * 24 * 3600 * 1000).toISOString();
+    // Recording files go with their records.
+    const files = this.db.prepare('SELECT r.path FROM recordings r JOIN calls c ON c.id = r.call_id WHERE c.started_at < ?').all(cutoff) as { path: string }[];
     const removed = this.db.prepare('DELETE FROM calls WHERE started_at < ?').run(cutoff);
-    if (removed.changes > 0) this.logger.info({ calls: removed.changes, retentionDays: this.config.retentionDays }, 'old calls deleted');
+    for (const { path: file } of files) rmSync(file, { force: true });
+    if (removed.changes > 0) {
+      this.audit('system', 'retention', null, JSON.stringify({ calls: removed.changes, recordings: files.length, retentionDays: this.config.retentionDays }));
+      this.logger.info({ calls: removed.changes, retentionDays: this.config.retentionDays }, 'old calls deleted');
+    }
   }
 
   close(): void {

@@ -3,7 +3,10 @@
  * eSpeak NG for everything else and on machines without the Pico voice files.
  */
 import type { Logger } from 'pino';
+import { createRequire } from 'node:module';
+import { spawnSync } from 'node:child_process';
 import { EspeakTts } from './espeak/index.js';
+import { EspeakProcessTts } from './espeak-process/index.js';
 import { SvoxPicoTts, defaultPicoVoicesDir, findPicoVoices } from './svoxpico/index.js';
 import type { TtsOptions, TtsProvider } from './types.js';
 
@@ -24,6 +27,38 @@ export interface TtsFactoryConfig {
   gainDb?: number;
   /** eSpeak worker threads (default min(2, cores)). */
   espeakWorkers?: number;
+  /**
+   * Which eSpeak NG: 'wasm' (the GPL-3.0 npm build, inside this process), 'process' (the system's `espeak-ng`
+   * program, a separate process), 'none' (Pico only). Default (or env VOICE_AGENT_ESPEAK): 'wasm' when that
+   * package is installed, else 'process' when `espeak-ng` is on PATH, else 'none'. docs/compliance.md.
+   */
+  espeakEngine?: EspeakEngine;
+}
+
+export type EspeakEngine = 'wasm' | 'process' | 'none';
+
+/** The eSpeak NG engine to use when none is configured: whatever is installed, the in-process build first. */
+export function defaultEspeakEngine(
+  env: NodeJS.ProcessEnv = process.env,
+  has: { wasm: () => boolean; program: () => boolean } = { wasm: wasmBuildInstalled, program: espeakProgramInstalled },
+): EspeakEngine {
+  const chosen = env.VOICE_AGENT_ESPEAK;
+  if (chosen === 'wasm' || chosen === 'process' || chosen === 'none') return chosen;
+  if (has.wasm()) return 'wasm';
+  return has.program() ? 'process' : 'none';
+}
+
+function wasmBuildInstalled(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('@echogarden/espeak-ng-emscripten');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function espeakProgramInstalled(): boolean {
+  return spawnSync('espeak-ng', ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
 function primaryTag(language: string): string {
@@ -81,21 +116,29 @@ export class CompositeTts implements TtsProvider {
 export function createTtsProvider(config: TtsFactoryConfig, logger: Logger): TtsProvider {
   const voicesDir = config.voicesDir ?? defaultPicoVoicesDir();
   const pico = (): SvoxPicoTts => new SvoxPicoTts({ voicesDir, logger, gainDb: config.gainDb });
-  const espeak = (): EspeakTts => new EspeakTts({ logger, workers: config.espeakWorkers });
+  const engine = config.espeakEngine ?? defaultEspeakEngine();
+  const espeakOne = (): TtsProvider =>
+    engine === 'process' ? new EspeakProcessTts({ logger }) : new EspeakTts({ logger, workers: config.espeakWorkers });
+  // eSpeak where it is wanted and there; with 'none' only Pico speaks.
+  const espeak = (): TtsProvider[] => (engine === 'none' ? [] : [espeakOne()]);
   const voices = config.voices ?? {};
+  logger.info({ espeak: engine }, 'TTS: eSpeak NG engine');
 
   switch (config.provider) {
     case 'espeak':
-      return new CompositeTts([espeak()], voices);
+      if (engine === 'none') throw new Error("providers.tts.provider 'espeak' needs an eSpeak NG engine ('wasm' or 'process')");
+      return new CompositeTts(espeak(), voices);
     case 'svoxpico':
-      return new CompositeTts(config.fallback === false ? [pico()] : [pico(), espeak()], voices);
+      return new CompositeTts(config.fallback === false ? [pico()] : [pico(), ...espeak()], voices);
     case 'auto': {
       const found = findPicoVoices(voicesDir);
       logger.info(
         { voicesDir, picoVoices: found.map((v) => v.id) },
         found.length > 0 ? 'TTS: SVOX Pico with eSpeak NG fallback' : 'TTS: SVOX Pico voices not found, using eSpeak NG',
       );
-      return new CompositeTts(found.length > 0 ? [pico(), espeak()] : [espeak()], voices);
+      const chosen = found.length > 0 ? [pico(), ...espeak()] : espeak();
+      if (chosen.length === 0) throw new Error('no TTS: no SVOX Pico voice files and no eSpeak NG (install espeak-ng, or the Pico voices)');
+      return new CompositeTts(chosen, voices);
     }
     default: {
       const unknown: never = config.provider;

@@ -148,6 +148,8 @@ class RealtimeConnection {
     private readonly toolTimeoutMs: number,
     /** The API key this call counts against (the caller's, or the one that minted its token). */
     private readonly keyId = 'anonymous',
+    /** From the session token, for the call record (people's access and erasure requests). */
+    private readonly customerId?: string,
   ) {
     this.state = {
       instructions: service.config.agent.systemPrompt,
@@ -177,6 +179,7 @@ class RealtimeConnection {
       {
         keyId: this.keyId,
         inputSampleRate: codecFor(this.state.inputFormat).sampleRate,
+        subject: { customerId: this.customerId },
         tools: (shared) => {
           this.tools = new ClientToolExecutor(shared, { awaiting: (call) => this.onClientToolAwaited(call) }, this.toolTimeoutMs);
           return this.tools;
@@ -856,7 +859,7 @@ export const realtimeWebSocket: FastifyPluginAsync<RealtimeWsOptions> = async (a
       fail('unsupported', 'attaching to a call by call_id is not supported; connect with ?model=', 1008);
       return;
     }
-    const connection = new RealtimeConnection(socket, service, service.logger.child({ transport: 'realtime' }), model, beta, toolTimeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS, request.principal?.keyId ?? 'anonymous');
+    const connection = new RealtimeConnection(socket, service, service.logger.child({ transport: 'realtime' }), model, beta, toolTimeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS, request.principal?.keyId ?? 'anonymous', request.principal?.customerId);
     socket.on('message', (data, isBinary) => {
       try {
         connection.onMessage(data, isBinary);

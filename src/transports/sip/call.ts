@@ -29,6 +29,8 @@ export interface CallMediaOptions {
   media: NegotiatedMedia;
   sockets: { rtp: dgram.Socket; rtcp: dgram.Socket };
   keyId: string;
+  /** The caller's number (the From URI's user part), kept on the call record. */
+  caller?: string;
   logger: Logger;
   rtpTimeoutMs: number;
   /** The agent (or a dead RTP stream) ends the call: the signalling side sends BYE. */
@@ -96,6 +98,7 @@ export class CallMedia {
         keyId: this.options.keyId,
         recordOwner: this.options.service.networkCallsOwner,
         inputSampleRate: spec.sampleRate,
+        subject: { caller: this.options.caller },
       },
     );
   }

@@ -504,6 +504,7 @@ export class SipServer {
       media,
       sockets,
       keyId: `sip:${peer.address}`,
+      caller: /^sips?:([^@;]+)@/i.exec(e.from.uri)?.[1],
       logger: log,
       rtpTimeoutMs: config.rtpTimeoutMs,
       onHangup: (reason) => void this.hangup(call, reason),

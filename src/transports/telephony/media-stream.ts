@@ -221,7 +221,15 @@ class MediaStreamConnection {
           audio: (frame) => this.sendAudio(frame),
           playedFrames: (responseId) => this.playedFrames(responseId),
         },
-        { language, networkId, keyId: this.options.keyId, inputSampleRate: start.format.sampleRate, ...(this.options.networkCall ? { recordOwner: this.service.networkCallsOwner } : {}) },
+        {
+          language,
+          networkId,
+          keyId: this.options.keyId,
+          inputSampleRate: start.format.sampleRate,
+          ...(this.options.networkCall ? { recordOwner: this.service.networkCallsOwner } : {}),
+          // The caller's number when the operator passes it as a stream parameter (docs/compliance.md).
+          subject: { caller: callerParameter(start.parameters) },
+        },
       );
     } catch (err) {
       const limited = err instanceof Error && err.name === 'LimitError';
@@ -452,3 +460,9 @@ export const telephonyWebSockets: FastifyPluginAsync<TelephonyOptions> = async (
     });
   }
 };
+
+/** A caller number the operator passed as a custom parameter (`from`, `caller`): digits, '+', spaces and dashes only. */
+function callerParameter(parameters: Record<string, string>): string | undefined {
+  const value = parameters.from ?? parameters.caller;
+  return value !== undefined && /^\+?[0-9 ()-]{3,32}$/.test(value) ? value : undefined;
+}

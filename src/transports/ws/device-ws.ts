@@ -58,6 +58,8 @@ class DeviceConnection {
     private readonly service: VoiceService,
     query: Record<string, string | undefined>,
     private readonly keyId: string,
+    /** From the session token, for the call record (people's access and erasure requests). */
+    private readonly customerId?: string,
   ) {
     this.rate = new MessageRateLimiter(service.config.limits.maxMessagesPerSecond);
     this.input = specFromQuery(query, '') ?? DEFAULT_FORMAT;
@@ -81,7 +83,7 @@ class DeviceConnection {
     this.session = this.service.openSession('ws', {
       event: (event) => this.sendEvent(event),
       audio: (frame) => this.sendAudio(frame.samples),
-    }, { language: this.language, keyId: this.keyId, inputSampleRate: this.input.sampleRate });
+    }, { language: this.language, keyId: this.keyId, inputSampleRate: this.input.sampleRate, subject: { customerId: this.customerId } });
     this.sendEvent({
       type: 'session.started',
       callId: this.session.callId,
@@ -242,7 +244,7 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
     }
     let connection: DeviceConnection;
     try {
-      connection = new DeviceConnection(socket, service, query, request.principal?.keyId ?? 'anonymous');
+      connection = new DeviceConnection(socket, service, query, request.principal?.keyId ?? 'anonymous', request.principal?.customerId);
     } catch (err) {
       const code: ErrorCode = err instanceof CodecSpecError ? 'unsupported_codec' : 'invalid_message';
       socket.send(JSON.stringify({ type: 'error', code, message: (err as Error).message }));
