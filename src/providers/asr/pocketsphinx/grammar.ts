@@ -13,6 +13,7 @@ import { compileGrammar, loadDictionary, type CompileOptions, type CompiledGramm
 import type { GrammarSpec } from '../grammar/spec.js';
 import type { AsrFinal, AsrStream, AsrStreamOptions } from '../types.js';
 import type { PocketSphinxNative } from './native.js';
+import { isNarrowband, narrowbandModel } from './channel.js';
 import { DecoderPool } from './pool.js';
 import { PocketSphinxDecoderStream, type LaneResult } from './index.js';
 
@@ -82,6 +83,8 @@ interface LanguageDecoders {
   pool: DecoderPool;
   /** Free phone-loop decoders of the same acoustic model: the reference for the likelihood ratio. */
   loopPool: DecoderPool;
+  /** The same two, started from a telephone channel's cepstral mean (channel.ts), for narrowband calls. */
+  narrowband?: { pool: DecoderPool; loopPool: DecoderPool };
   searches: ReadonlySet<string>;
 }
 
@@ -139,31 +142,35 @@ export class GrammarDecoders {
           ...this.options.decoderArgs,
         };
         const searches = new Set(Object.keys(grammar.expectationJsgf));
-        const pool = new DecoderPool({
-          native: this.native,
-          args: Object.entries(args).flat(),
-          spare: Math.max(1, this.options.spareDecoders ?? 1),
-          maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
-          refillDelayMs: 3000,
-          logger: this.logger,
-          setup: async (ps) => {
-            for (const [name, jsgf] of Object.entries(grammar.expectationJsgf)) {
-              if ((await this.native.setJsgfString(ps, name, jsgf)) < 0) throw new Error(`grammar ${language}: expectation ${name} did not compile`);
-            }
-          },
-        });
-        const { '-jsgf': _jsgf, ...loopArgs } = args;
-        const loopPool = new DecoderPool({
-          native: this.native,
-          args: Object.entries({ ...loopArgs, '-allphone_ci': 'yes' }).flat(),
-          spare: Math.max(1, this.options.spareDecoders ?? 1),
-          maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
-          refillDelayMs: 3000,
-          logger: this.logger,
-          setup: async (ps) => {
-            if ((await this.native.setAllphone(ps, PHONE_LOOP_SEARCH)) < 0) throw new Error(`phone loop ${language} failed`);
-          },
-        });
+        const buildPools = (decoderArgs: Record<string, string>): { pool: DecoderPool; loopPool: DecoderPool } => {
+          const pool = new DecoderPool({
+            native: this.native,
+            args: Object.entries(decoderArgs).flat(),
+            spare: Math.max(1, this.options.spareDecoders ?? 1),
+            maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
+            refillDelayMs: 3000,
+            logger: this.logger,
+            setup: async (ps) => {
+              for (const [name, jsgf] of Object.entries(grammar.expectationJsgf)) {
+                if ((await this.native.setJsgfString(ps, name, jsgf)) < 0) throw new Error(`grammar ${language}: expectation ${name} did not compile`);
+              }
+            },
+          });
+          const { '-jsgf': _jsgf, ...loopArgs } = decoderArgs;
+          const loopPool = new DecoderPool({
+            native: this.native,
+            args: Object.entries({ ...loopArgs, '-allphone_ci': 'yes' }).flat(),
+            spare: Math.max(1, this.options.spareDecoders ?? 1),
+            maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
+            refillDelayMs: 3000,
+            logger: this.logger,
+            setup: async (ps) => {
+              if ((await this.native.setAllphone(ps, PHONE_LOOP_SEARCH)) < 0) throw new Error(`phone loop ${language} failed`);
+            },
+          });
+          return { pool, loopPool };
+        };
+        const { pool, loopPool } = buildPools(args);
         let decoderMs: number;
         try {
           [decoderMs] = await Promise.all([pool.warm(), loopPool.warm()]);
@@ -172,7 +179,9 @@ export class GrammarDecoders {
           loopPool.close();
           throw err;
         }
-        next.set(language, { language, grammar, pool, loopPool, searches });
+        const lane: LanguageDecoders = { language, grammar, pool, loopPool, searches };
+        next.set(language, lane);
+        await this.addNarrowband(lane, model.hmm, dir, args, buildPools);
         this.logger?.info(
           {
             language,
@@ -188,10 +197,7 @@ export class GrammarDecoders {
         );
       }
     } catch (err) {
-      for (const l of next.values()) {
-        l.pool.close();
-        l.loopPool.close();
-      }
+      for (const l of next.values()) closeLane(l);
       await rm(dir, { recursive: true, force: true });
       throw err;
     }
@@ -199,10 +205,7 @@ export class GrammarDecoders {
     const oldDir = this.dir;
     this.languages = next;
     this.dir = dir;
-    for (const l of old.values()) {
-      l.pool.close();
-      l.loopPool.close();
-    }
+    for (const l of old.values()) closeLane(l);
     // Decoders already built keep their own copies; the files are only read by ps_init.
     if (oldDir) await rm(oldDir, { recursive: true, force: true });
   }
@@ -219,15 +222,48 @@ export class GrammarDecoders {
     }, this.options.minPhoneRate ?? DEFAULT_MIN_PHONE_RATE, logger);
   }
 
-  async close(): Promise<void> {
-    for (const l of this.languages.values()) {
-      l.pool.close();
-      l.loopPool.close();
+  /**
+   * Narrowband decoders for phone calls, built in the background (the wideband ones already serve); a model
+   * without a measured narrowband mean, or a failed build, leaves phone calls on the wideband decoders.
+   */
+  private async addNarrowband(
+    lane: LanguageDecoders,
+    hmm: string,
+    dir: string,
+    args: Record<string, string>,
+    buildPools: (decoderArgs: Record<string, string>) => { pool: DecoderPool; loopPool: DecoderPool },
+  ): Promise<void> {
+    const narrowHmm = await narrowbandModel(hmm, dir).catch((err: unknown) => {
+      this.logger?.warn({ err, language: lane.language }, 'narrowband model variant not written');
+      return undefined;
+    });
+    if (!narrowHmm) {
+      this.logger?.info({ language: lane.language }, 'no narrowband variant for this model: phone calls use the wideband decoders');
+      return;
     }
+    const narrowband = buildPools({ ...args, '-hmm': narrowHmm });
+    lane.narrowband = narrowband;
+    Promise.all([narrowband.pool.warm(), narrowband.loopPool.warm()]).catch((err: unknown) => {
+      this.logger?.warn({ err, language: lane.language }, 'narrowband decoders failed: phone calls use the wideband decoders');
+      if (lane.narrowband === narrowband) lane.narrowband = undefined;
+      narrowband.pool.close();
+      narrowband.loopPool.close();
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.languages.values()) closeLane(l);
     this.languages.clear();
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
     this.dir = undefined;
   }
+}
+
+function closeLane(lane: LanguageDecoders): void {
+  lane.pool.close();
+  lane.loopPool.close();
+  lane.narrowband?.pool.close();
+  lane.narrowband?.loopPool.close();
 }
 
 function primary(language: string): string {
@@ -256,11 +292,13 @@ export class GrammarStream implements AsrStream {
   ) {
     const requested = options.language ? primary(options.language) : undefined;
     this.current = languages.find((l) => l.language === requested)?.language ?? languages[0].language;
+    // A phone line's audio goes to decoders started from a telephone channel's cepstral mean.
+    const narrowband = isNarrowband(options.sourceSampleRate);
     this.lanes = languages.map((l) => ({
       language: l.language,
       stream: new PocketSphinxDecoderStream(
         native,
-        l.pool,
+        (narrowband && l.narrowband?.pool) || l.pool,
         {
           onPartial: (partial) => {
             if (l.language === this.current) options.onPartial?.(partial);
@@ -269,7 +307,7 @@ export class GrammarStream implements AsrStream {
         logger,
         { language: l.language, isComplete: (text) => l.grammar.isComplete(text), searches: l.searches },
       ),
-      loop: new PocketSphinxDecoderStream(native, l.loopPool, {}, logger, undefined, PHONE_LOOP_SEARCH),
+      loop: new PocketSphinxDecoderStream(native, (narrowband && l.narrowband?.loopPool) || l.loopPool, {}, logger, undefined, PHONE_LOOP_SEARCH),
     }));
   }
 
