@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, mergeConfig } from '../src/config.js';
 import { silentLogger } from '../src/core/logger.js';
 import { createProviders } from '../src/providers/index.js';
+import type { GrammarAware, GrammarSpec } from '../src/providers/asr/grammar/spec.js';
 import type { AsrProvider, AsrStream, AsrStreamOptions } from '../src/providers/asr/types.js';
 import type { LlmEvent, LlmProvider, LlmRequest } from '../src/providers/llm/types.js';
 import type { TtsOptions, TtsProvider } from '../src/providers/tts/types.js';
@@ -53,14 +54,18 @@ class FaultyTts implements TtsProvider {
   }
 }
 
-class FaultyAsr implements AsrProvider {
+class FaultyAsr implements AsrProvider, GrammarAware {
   readonly name = 'faulty-asr';
-  readonly languages: readonly string[];
-  constructor(private readonly inner: AsrProvider) {
-    this.languages = inner.languages;
+  constructor(private readonly inner: AsrProvider & Partial<GrammarAware>) {}
+  get languages(): readonly string[] {
+    return this.inner.languages;
   }
   load() {
     return this.inner.load();
+  }
+  /** The service compiles the agent's grammars into the real recogniser, as it does without the wrapper. */
+  async setGrammars(specs: readonly GrammarSpec[]): Promise<void> {
+    await this.inner.setGrammars?.(specs);
   }
   createStream(options: AsrStreamOptions): AsrStream {
     const stream = this.inner.createStream(options);

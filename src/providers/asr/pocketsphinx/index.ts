@@ -174,25 +174,36 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
 
   /** The generic-LM decoder pool (open vocabulary, English). Resolves with the first decoder's build time. */
   private async buildLmPool(native: PocketSphinxNative): Promise<number> {
-    const hmm = path.join(this.modelDir, 'en-us');
-    const lm = path.join(this.modelDir, 'en-us.lm.bin');
-    const dict = path.join(this.modelDir, 'cmudict-en-us.dict');
     const extra = this.options.decoderArgs ?? {};
     // Fail with a readable error rather than a bare ps_init failure.
-    for (const [flag, file] of [['-hmm', hmm], ['-lm', lm], ['-dict', dict]] as const) {
+    for (const [flag, file] of Object.entries(this.lmFiles())) {
       if (extra[flag] === undefined) await access(file);
     }
+    const pool = this.newLmPool(native);
+    const ms = await pool.warm();
+    this.pool = pool;
+    return ms;
+  }
+
+  private lmFiles(): Record<'-hmm' | '-lm' | '-dict', string> {
+    return {
+      '-hmm': path.join(this.modelDir, 'en-us'),
+      '-lm': path.join(this.modelDir, 'en-us.lm.bin'),
+      '-dict': path.join(this.modelDir, 'cmudict-en-us.dict'),
+    };
+  }
+
+  /** An LM decoder pool that builds its decoders on demand (not warmed). */
+  private newLmPool(native: PocketSphinxNative): DecoderPool {
     const args: Record<string, string> = {
-      '-hmm': hmm,
-      '-lm': lm,
-      '-dict': dict,
+      ...this.lmFiles(),
       '-samprate': String(INTERNAL_SAMPLE_RATE),
       '-fwdflat': 'no',
       // Keep every frame so word times are offsets into the utterance (upstream VAD already segments).
       '-remove_silence': 'no',
-      ...extra,
+      ...this.options.decoderArgs,
     };
-    const pool = new DecoderPool({
+    return new DecoderPool({
       native,
       args: Object.entries(args).flat(),
       spare: Math.max(1, this.options.spareDecoders ?? 1),
@@ -200,18 +211,18 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
       refillDelayMs: 3000,
       logger: this.logger,
     });
-    const ms = await pool.warm();
-    this.pool = pool;
-    return ms;
   }
 
   createStream(options: AsrStreamOptions = {}): PocketSphinxStream {
     if (this.native && !this.closed && this.grammars && this.grammars.loaded.length > 0) {
       return this.grammars.createStream(options, this.logger);
     }
-    if (!this.native || !this.pool || this.closed) {
+    if (!this.native || this.closed) {
       throw new Error('PocketSphinxAsr: load() must complete before createStream() (or provider closed)');
     }
+    // Grammar mode, but no grammar ever came (a caller that uses this provider on its own): decode open speech
+    // with the generic LM, its first decoder built for this stream.
+    this.pool ??= this.newLmPool(this.native);
     if (options.language && !options.language.toLowerCase().startsWith(LANGUAGE)) {
       this.logger?.debug({ language: options.language }, 'pocketsphinx only decodes English');
     }
