@@ -120,7 +120,13 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
   async setGrammars(specs: readonly GrammarSpec[]): Promise<void> {
     await this.load();
     if (!this.native || this.closed) throw new Error('PocketSphinxAsr closed');
-    this.grammars ??= new GrammarDecoders(this.native, this.acousticModels(), this.options.grammar ?? {}, this.logger);
+    // Grammar decoders are small (a few MB, tens of ms to build): keep as many ready as the LM pool would.
+    this.grammars ??= new GrammarDecoders(
+      this.native,
+      this.acousticModels(),
+      { spareDecoders: this.options.spareDecoders, maxIdleDecoders: this.options.maxIdleDecoders, ...this.options.grammar },
+      this.logger,
+    );
     try {
       await this.grammars.set(specs);
     } finally {
