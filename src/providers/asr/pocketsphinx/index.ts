@@ -180,40 +180,51 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
 
   /** The generic-LM decoder pool (open vocabulary, English). Resolves with the first decoder's build time. */
   private async buildLmPool(native: PocketSphinxNative): Promise<number> {
-    const hmm = path.join(this.modelDir, 'en-us');
-    const lm = path.join(this.modelDir, 'en-us.lm.bin');
-    const dict = path.join(this.modelDir, 'cmudict-en-us.dict');
     const extra = this.options.decoderArgs ?? {};
+    const args = this.lmArgs();
     // Fail with a readable error rather than a bare ps_init failure.
-    for (const [flag, file] of [['-hmm', hmm], ['-lm', lm], ['-dict', dict]] as const) {
-      if (extra[flag] === undefined) await access(file);
+    for (const flag of ['-hmm', '-lm', '-dict'] as const) {
+      if (extra[flag] === undefined) await access(args[flag]);
     }
-    const args: Record<string, string> = {
-      '-hmm': hmm,
-      '-lm': lm,
-      '-dict': dict,
-      '-samprate': String(INTERNAL_SAMPLE_RATE),
-      '-fwdflat': 'no',
-      // Keep every frame so word times are offsets into the utterance (upstream VAD already segments).
-      '-remove_silence': 'no',
-      ...extra,
-    };
-    const pool = new DecoderPool({
-      native,
-      args: Object.entries(args).flat(),
-      spare: Math.max(1, this.options.spareDecoders ?? 1),
-      maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
-      refillDelayMs: 3000,
-      logger: this.logger,
-    });
+    const pool = this.lmPool(native);
     const ms = await pool.warm();
     this.pool = pool;
     return ms;
   }
 
+  private lmArgs(): Record<string, string> {
+    return {
+      '-hmm': path.join(this.modelDir, 'en-us'),
+      '-lm': path.join(this.modelDir, 'en-us.lm.bin'),
+      '-dict': path.join(this.modelDir, 'cmudict-en-us.dict'),
+      '-samprate': String(INTERNAL_SAMPLE_RATE),
+      '-fwdflat': 'no',
+      // Keep every frame so word times are offsets into the utterance (upstream VAD already segments).
+      '-remove_silence': 'no',
+      ...this.options.decoderArgs,
+    };
+  }
+
+  private lmPool(native: PocketSphinxNative): DecoderPool {
+    return new DecoderPool({
+      native,
+      args: Object.entries(this.lmArgs()).flat(),
+      spare: Math.max(1, this.options.spareDecoders ?? 1),
+      maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
+      refillDelayMs: 3000,
+      logger: this.logger,
+    });
+  }
+
   createStream(options: AsrStreamOptions = {}): PocketSphinxStream {
     if (this.native && !this.closed && this.grammars && this.grammars.loaded.length > 0) {
       return this.grammars.createStream(options, this.logger);
+    }
+    if (this.native && !this.closed && !this.pool && this.options.lazyGenericLm) {
+      // Grammar mode was expected but never set up (e.g. a wrapper that hides setGrammars): fall back to the
+      // generic LM. The first stream waits for its decoder to be built.
+      this.logger?.warn('no grammar was set: building generic-LM decoders on first use');
+      this.pool = this.lmPool(this.native);
     }
     if (!this.native || !this.pool || this.closed) {
       throw new Error('PocketSphinxAsr: load() must complete before createStream() (or provider closed)');
