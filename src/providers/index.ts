@@ -20,7 +20,7 @@ export function createProviders(config: ServiceConfig, logger: Logger): SessionP
       vad.executionProviders,
       logger.child({ provider: 'vad' }),
     ),
-    asr: createAsrProvider(asr, logger.child({ provider: 'asr' }), config.providers.llm.provider),
+    asr: createAsrProvider(asr, logger.child({ provider: 'asr' })),
     llm: createLlmProvider(config.providers.llm, logger.child({ provider: 'llm' })),
     tts: createTtsProvider(tts, logger.child({ provider: 'tts' })),
     tools: createToolExecutor(config.agent.tools),

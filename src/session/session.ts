@@ -326,6 +326,9 @@ export class Session {
         if (!turn) break;
         turn.lastVoicedMs = signal.lastVoicedMs;
         if (!this.autoEndpoint || !this.autoRespond) break;
+        // A grammar decoder knows "book a table for" is unfinished: finalizing it now would force the fragment
+        // into some whole sentence (possibly another language's "goodbye"). Let the utterance go on.
+        if (this.detector.sentenceIncomplete) break;
         this.enqueueTurnWork(async () => {
           await this.finalizeSegment(turn);
           if (this.closed || turn !== this.openTurn || turn.unfinalizedSpeech) return;

@@ -67,6 +67,11 @@ export class TurnDetector {
     this.complete = complete;
   }
 
+  /** The ASR said the speech so far is a strict prefix of a grammar sentence: the caller is not done. */
+  get sentenceIncomplete(): boolean {
+    return this.complete === false;
+  }
+
   private endpointMs(): number {
     const g = this.config.grammarEndpoint;
     if (!g || this.complete === undefined) return this.config.endpointSilenceMs;

@@ -13,16 +13,15 @@ export function grammarWanted(mode: 'auto' | 'on' | 'off' | undefined, llmProvid
   return llmProvider === undefined || llmProvider === 'rules';
 }
 
-export function createAsrProvider(config: AsrProviderConfig, logger: Logger, llmProvider?: string): AsrProvider {
+export function createAsrProvider(config: AsrProviderConfig, logger: Logger): AsrProvider {
   switch (config.provider) {
     case 'pocketsphinx':
       return new PocketSphinxAsr({
         modelDir: config.modelDir,
         spareDecoders: config.spareDecoders ?? 4,
         maxIdleDecoders: config.maxIdleDecoders ?? 4,
-        // Inside the agent service (llmProvider given), grammar mode follows load() with setGrammars()
-        // (providers/index.ts): skip the big LM decoders. The ASR server mode has no agent: open vocabulary.
-        lazyGenericLm: llmProvider !== undefined && grammarWanted(config.grammar, llmProvider),
+        // The generic LM loads first (one decoder, ~0.5 s) so a stream works even if no grammar is ever set
+        // (a wrapper hiding setGrammars, a compile error); setGrammars() then frees it.
         grammar: {
           languages: config.languages,
           spanishModelDir: config.spanishModelDir,

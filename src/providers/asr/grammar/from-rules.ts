@@ -53,7 +53,8 @@ function spanishTimes(): string[] {
 const TEMPLATES: Record<string, { sentences: string[]; expectations: Record<string, string[]> }> = {
   en: {
     sentences: [
-      'a table for {party_size}', 'a table for {party_size} at {time}', 'a table for {party_size} people at {time}',
+      'a table for {party_size}', 'a table for {party_size} people', 'a table for {party_size} at {time}', 'a table for {party_size} people at {time}',
+      'i would like to book a table for {party_size} people', 'i would like to book a table for {party_size} people at {time}',
       'book a table for {party_size}', 'book a table for {party_size} at {time}', 'book a table for {party_size} people',
       'i would like to book a table for {party_size}', 'i would like to book a table for {party_size} at {time}',
       'i would like a table for {party_size} at {time}', 'can i book a table for {party_size} at {time}',
@@ -73,6 +74,7 @@ const TEMPLATES: Record<string, { sentences: string[]; expectations: Record<stri
   es: {
     sentences: [
       'una mesa para {party_size}', 'una mesa para {party_size} a {time}', 'una mesa para {party_size} personas',
+      'quiero reservar una mesa para {party_size} personas',
       'una mesa para {party_size} personas a {time}', 'quiero reservar una mesa para {party_size}',
       'quiero reservar una mesa para {party_size} a {time}', 'quisiera reservar una mesa para {party_size} personas a {time}',
       'reservar una mesa para {party_size} a {time}', '{party_size} personas', 'para {party_size} personas',

@@ -52,6 +52,13 @@ export const DEFAULT_STICKINESS = 0.2;
  */
 export const DEFAULT_MIN_PHONE_RATE = 1;
 
+/**
+ * Below this confidence a lane's sentence is no result (out of domain). Low on purpose: the phone channel
+ * lowers in-domain confidence (a real turn must not go unanswered), and actions are gated on `confidence`
+ * by the agent; sentences forced onto fragments or foreign speech score far below it (BENCHMARKS.md).
+ */
+export const DEFAULT_MIN_CONFIDENCE = 0.1;
+
 export interface LlrCalibration {
   mid: number;
   scale: number;
@@ -65,6 +72,8 @@ export function llrConfidence(llr: number | undefined, c: LlrCalibration): numbe
 export interface GrammarDecodingOptions extends CompileOptions {
   /** LLR margin another language needs over the session's current one to take the turn. */
   stickiness?: number;
+  /** Confidence under which a lane's sentence counts as out of grammar (see DEFAULT_MIN_CONFIDENCE). */
+  minConfidence?: number;
   /** Phones per second under which a sound is not speech (see DEFAULT_MIN_PHONE_RATE). */
   minPhoneRate?: number;
   /** Confidence calibration (see llrConfidence). */
@@ -219,7 +228,7 @@ export class GrammarDecoders {
     return new GrammarStream(this.native, chosen, options, this.options.stickiness ?? DEFAULT_STICKINESS, {
       mid: this.options.llrMid ?? DEFAULT_LLR_MID,
       scale: this.options.llrScale ?? DEFAULT_LLR_SCALE,
-    }, this.options.minPhoneRate ?? DEFAULT_MIN_PHONE_RATE, logger);
+    }, this.options.minPhoneRate ?? DEFAULT_MIN_PHONE_RATE, this.options.minConfidence ?? DEFAULT_MIN_CONFIDENCE, logger);
   }
 
   /**
@@ -288,6 +297,7 @@ export class GrammarStream implements AsrStream {
     private readonly stickiness: number,
     private readonly calibration: LlrCalibration,
     private readonly minPhoneRate: number,
+    private readonly minConfidence: number,
     private readonly logger: Logger | undefined,
   ) {
     const requested = options.language ? primary(options.language) : undefined;
@@ -340,7 +350,8 @@ export class GrammarStream implements AsrStream {
         const phones = loopFinals[i].text.split(/\s+/).filter((p) => p !== '' && p !== 'SIL' && !/^[<[+]/.test(p));
         detail.phoneRate = phones.length / Math.max(0.1, ref.frames / 100);
         // A grammar can fit a steady sound as well as a phone loop can (high LLR): reject what is not speech.
-        if (detail.phoneRate < this.minPhoneRate) {
+        // And a sentence forced onto speech it does not match (far below the phone loop) is no result either.
+        if (detail.phoneRate < this.minPhoneRate || llrConfidence(detail.llr, this.calibration) < this.minConfidence) {
           detail.inGrammar = false;
           detail.text = '';
         }

@@ -120,7 +120,13 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
   async setGrammars(specs: readonly GrammarSpec[]): Promise<void> {
     await this.load();
     if (!this.native || this.closed) throw new Error('PocketSphinxAsr closed');
-    this.grammars ??= new GrammarDecoders(this.native, this.acousticModels(), this.options.grammar ?? {}, this.logger);
+    // Grammar decoders are small (a few MB, tens of ms to build): keep as many ready as the LM pool would.
+    this.grammars ??= new GrammarDecoders(
+      this.native,
+      this.acousticModels(),
+      { spareDecoders: this.options.spareDecoders, maxIdleDecoders: this.options.maxIdleDecoders, ...this.options.grammar },
+      this.logger,
+    );
     try {
       await this.grammars.set(specs);
     } finally {
@@ -175,37 +181,34 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
   /** The generic-LM decoder pool (open vocabulary, English). Resolves with the first decoder's build time. */
   private async buildLmPool(native: PocketSphinxNative): Promise<number> {
     const extra = this.options.decoderArgs ?? {};
+    const args = this.lmArgs();
     // Fail with a readable error rather than a bare ps_init failure.
-    for (const [flag, file] of Object.entries(this.lmFiles())) {
-      if (extra[flag] === undefined) await access(file);
+    for (const flag of ['-hmm', '-lm', '-dict'] as const) {
+      if (extra[flag] === undefined) await access(args[flag]);
     }
-    const pool = this.newLmPool(native);
+    const pool = this.lmPool(native);
     const ms = await pool.warm();
     this.pool = pool;
     return ms;
   }
 
-  private lmFiles(): Record<'-hmm' | '-lm' | '-dict', string> {
+  private lmArgs(): Record<string, string> {
     return {
       '-hmm': path.join(this.modelDir, 'en-us'),
       '-lm': path.join(this.modelDir, 'en-us.lm.bin'),
       '-dict': path.join(this.modelDir, 'cmudict-en-us.dict'),
-    };
-  }
-
-  /** An LM decoder pool that builds its decoders on demand (not warmed). */
-  private newLmPool(native: PocketSphinxNative): DecoderPool {
-    const args: Record<string, string> = {
-      ...this.lmFiles(),
       '-samprate': String(INTERNAL_SAMPLE_RATE),
       '-fwdflat': 'no',
       // Keep every frame so word times are offsets into the utterance (upstream VAD already segments).
       '-remove_silence': 'no',
       ...this.options.decoderArgs,
     };
+  }
+
+  private lmPool(native: PocketSphinxNative): DecoderPool {
     return new DecoderPool({
       native,
-      args: Object.entries(args).flat(),
+      args: Object.entries(this.lmArgs()).flat(),
       spare: Math.max(1, this.options.spareDecoders ?? 1),
       maxIdle: Math.max(0, this.options.maxIdleDecoders ?? 2),
       refillDelayMs: 3000,
@@ -217,12 +220,15 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
     if (this.native && !this.closed && this.grammars && this.grammars.loaded.length > 0) {
       return this.grammars.createStream(options, this.logger);
     }
-    if (!this.native || this.closed) {
+    if (this.native && !this.closed && !this.pool && this.options.lazyGenericLm) {
+      // Grammar mode was expected but never set up (e.g. a wrapper that hides setGrammars): fall back to the
+      // generic LM. The first stream waits for its decoder to be built.
+      this.logger?.warn('no grammar was set: building generic-LM decoders on first use');
+      this.pool = this.lmPool(this.native);
+    }
+    if (!this.native || !this.pool || this.closed) {
       throw new Error('PocketSphinxAsr: load() must complete before createStream() (or provider closed)');
     }
-    // Grammar mode, but no grammar ever came (a caller that uses this provider on its own): decode open speech
-    // with the generic LM, its first decoder built for this stream.
-    this.pool ??= this.newLmPool(this.native);
     if (options.language && !options.language.toLowerCase().startsWith(LANGUAGE)) {
       this.logger?.debug({ language: options.language }, 'pocketsphinx only decodes English');
     }
