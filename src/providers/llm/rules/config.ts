@@ -117,6 +117,11 @@ export interface RulesConfig {
   /** Spoken when the history has no user turn yet (call opening). Defaults to the fallback. */
   welcome?: LangText;
   fallback: LangText;
+  /**
+   * Spoken when the caller clearly spoke but said nothing the agent understands (speech outside every grammar):
+   * an honest list of what it can do, instead of a guess. Defaults to the fallback.
+   */
+  outOfDomain?: LangText;
   /** Spoken when a tool result carries an error. */
   toolError: LangText;
   /** Spoken after a tool result that no intent owns. */
@@ -174,6 +179,7 @@ export function validateRulesConfig(raw: unknown, source = 'rules'): RulesConfig
   };
   checkLangText('welcome', raw.welcome, false, false);
   checkLangText('fallback', raw.fallback, true, false);
+  checkLangText('outOfDomain', raw.outOfDomain, false, false);
   checkLangText('toolError', raw.toolError, true, false);
   checkLangText('toolDone', raw.toolDone, true, false);
 

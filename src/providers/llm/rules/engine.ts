@@ -159,6 +159,9 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
   if (!match) {
     // A bare yes/no with nothing open is not a misunderstanding.
     if (yesNo(raw, lang, ctx.lexicon)) return say(msg('anythingElse'));
+    // Speech the recogniser could fit to nothing the agent knows, or only doubtfully to words that mean nothing
+    // here (off-topic speech forced onto the nearest sentence): say honestly what the agent can do.
+    if (unsure(ctx, message)) return say(ctx.config.outOfDomain?.[lang] ?? ctx.config.fallback[lang]);
     return say(ctx.config.fallback[lang]);
   }
   const intent = match.intent;

@@ -234,7 +234,7 @@ function earlyFillTails(slots: readonly SlotSpec[], lang: string): string[] {
       for (const c of said[i]) {
         const tail = prefix ? `${prefix} ${c}` : c;
         tails.push(tail);
-        if (depth < 3) walk(i + 1, tail, depth + 1);
+        if (depth < 2) walk(i + 1, tail, depth + 1);
       }
     }
   };

@@ -1,0 +1,15 @@
+import { PocketSphinxAsr } from './src/providers/asr/pocketsphinx/index.js';
+import { RuleBasedAgent } from './src/providers/llm/rules/index.js';
+import { createLogger } from './src/core/logger.js';
+import { phoneChannel } from './loadtest/voices.js';
+import { speak } from './test/helpers/speech.js';
+const agent = new RuleBasedAgent(); await agent.load();
+const asr = new PocketSphinxAsr({ spareDecoders: 4, maxIdleDecoders: 4, lazyGenericLm: true, logger: createLogger('debug') });
+await asr.setGrammars(agent.grammarSpecs());
+const pcm = await phoneChannel(await speak('I would like to book a table for four.'));
+const t0 = performance.now();
+const s = asr.createStream({ language: 'en', sourceSampleRate: 8000 });
+for (let o = 0; o < pcm.length; o += 320) s.push(pcm.subarray(o, o + 320));
+const f = await s.finalize(); s.close();
+console.log('RESULT', JSON.stringify(f.text), f.confidence, Math.round(performance.now() - t0), 'ms');
+await asr.close(); process.exit(0);

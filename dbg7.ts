@@ -1,0 +1,10 @@
+import { PocketSphinxAsr } from './src/providers/asr/pocketsphinx/index.js';
+import { RuleBasedAgent } from './src/providers/llm/rules/index.js';
+const agent = new RuleBasedAgent(); await agent.load();
+const specs = agent.grammarSpecs().filter((s) => s.language === 'en');
+console.log('sentences', specs[0].sentences.length, 'with 3 refs', specs[0].sentences.filter((s) => (s.match(/\{/g) ?? []).length >= 3).length, 'with 2', specs[0].sentences.filter((s) => (s.match(/\{/g) ?? []).length === 2).length);
+const asr = new PocketSphinxAsr({ spareDecoders: 1, maxIdleDecoders: 1, lazyGenericLm: true, grammar: { languages: ['en'] } });
+const t0 = performance.now();
+await asr.setGrammars(specs);
+console.log('setGrammars en', Math.round(performance.now() - t0), 'ms');
+await asr.close(); process.exit(0);
