@@ -5,13 +5,15 @@
  * languages. Each channel is fed as the service feeds it: 16 kHz calls with `sourceSampleRate: 16000`, phone
  * calls (µ-law 8 kHz round trip) with `sourceSampleRate: 8000`, so phone calls get the narrowband decoders.
  *
- *   npm run asr-accuracy -- [--per-voice 4] [--ood 60] [--narrowband compare|on|off] [--baseline]
- *                           [--languages en,es] [--rules FILE] [--gate 0.7] [--seed 1] [--trace]
+ *   npm run asr-accuracy -- [--per-voice 4] [--ood 60] [--narrowband compare|on|off] [--baseline] [--one-language]
+ *                           [--languages en,es] [--rules FILE] [--gate 0.7] [--budget-s 330] [--seed 1] [--trace]
  *
  * --narrowband compare (default) also decodes every call on a recogniser without narrowband decoders (the
  * behaviour before them: one wideband pool for both channels) and reports it as `…/before-narrowband`.
- * --baseline adds the generic English LM on the same audio. Prints one JSON object. Bounded: a few hundred
- * utterances, a few minutes on two cores.
+ * --baseline adds the generic English LM on the same audio; --one-language the CPU cost of a call with a fixed
+ * language. Prints one JSON object (progress on stderr). Bounded by --budget-s: calls not started in time are
+ * skipped (two thirds of the budget for in-domain calls, the rest for out-of-domain sound) and counted in
+ * `skipped`, so a busy machine gives smaller n rather than no result.
  */
 import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
@@ -32,6 +34,8 @@ const BASELINE = args.includes('--baseline');
 const NARROWBAND = arg('narrowband', 'compare') as 'compare' | 'on' | 'off';
 const RULES = arg('rules', '') || undefined;
 const GATE_ARG = arg('gate', '');
+const ONE_LANGUAGE = args.includes('--one-language');
+const BUDGET_MS = Number(arg('budget-s', '330')) * 1000;
 const LANGUAGES = arg('languages', 'en,es').split(',');
 const SEED = Number(arg('seed', '1'));
 const GARBAGE_WEIGHT = Number(arg('garbage-weight', '0'));
@@ -265,7 +269,7 @@ async function main(): Promise<void> {
   const tLm = performance.now();
   await baseline?.load();
   const lmLoadMs = performance.now() - tLm;
-  const fixed = loaded.length > 1 ? new PocketSphinxAsr(grammarOptions(NARROWBAND !== 'off')) : undefined;
+  const fixed = ONE_LANGUAGE && loaded.length > 1 ? new PocketSphinxAsr(grammarOptions(NARROWBAND !== 'off')) : undefined;
   await fixed?.setGrammars(specs);
   // Narrowband pools warm in the background: let them finish so their build is not billed to the first decodes.
   await new Promise((resolve) => setTimeout(resolve, 2000));
@@ -278,8 +282,18 @@ async function main(): Promise<void> {
   // One call per language, voice, channel and recogniser: its utterances go through one stream in turn, as a
   // caller's would (the stream's current language and the decoders' live CMN carry over between turns). Calls
   // alternate between channels, so a recogniser's pooled decoders meet both, as in service.
-  for (const spec of specs.filter((s) => loaded.includes(s.language))) {
-    for (const voice of voicesFor(spec.language)) {
+  const skipped = { calls: 0, ood: 0 };
+  const over = (share: number): boolean => performance.now() - t0 > BUDGET_MS * share;
+  // Voices interleaved across languages, so a budget cut leaves every language measured.
+  const plan = specs.filter((s) => loaded.includes(s.language)).map((spec) => voicesFor(spec.language).map((voice) => ({ spec, voice })));
+  const order = Array.from({ length: Math.max(...plan.map((p) => p.length)) }, (_, i) => plan.flatMap((p) => (p[i] ? [p[i]] : []))).flat();
+  for (const { spec, voice } of order) {
+    {
+      if (over(2 / 3)) {
+        skipped.calls++;
+        continue;
+      }
+      process.stderr.write(`[asr-accuracy] ${Math.round((performance.now() - t0) / 1000)} s: ${spec.language} ${voice.id}\n`);
       const texts = Array.from({ length: PER_VOICE }, () => sampleSentence(spec, pick(spec.sentences)));
       const clean = await Promise.all(texts.map((t) => synthesize(t, voice)));
       const phone = await Promise.all(clean.map((pcm) => phoneChannel(pcm)));
@@ -368,50 +382,55 @@ async function main(): Promise<void> {
     { label: 'phone', rec: recognisers[0], channel: 'phone' },
     ...recognisers.slice(1).map((rec) => ({ label: 'phone/before-narrowband', rec, channel: 'phone' as const })),
   ];
-  const outOfDomain: Record<string, unknown> = {};
-  for (const row of oodRows) {
-    let inGrammar = 0;
-    let gatedAny = 0;
-    let gatedActed = 0;
-    let formStarts = 0;
-    let baselineActions = 0;
-    const byThreshold = THRESHOLDS.map(() => 0);
-    const acted: Record<string, number> = {};
-    for (const item of ood) {
-      const pcm = row.channel === 'phone' ? await phoneChannel(item.pcm) : item.pcm;
+  const acc = oodRows.map(() => ({ n: 0, inGrammar: 0, gatedAny: 0, gatedActed: 0, formStarts: 0, baselineActions: 0, byThreshold: THRESHOLDS.map(() => 0), acted: {} as Record<string, number> }));
+  // Item by item across the rows, so a budget cut leaves every row measured on the same sounds.
+  for (const item of ood) {
+    if (over(1)) {
+      skipped.ood++;
+      continue;
+    }
+    const phonePcm = await phoneChannel(item.pcm);
+    for (const [r, row] of oodRows.entries()) {
+      const a = acc[r];
+      a.n++;
+      const pcm = row.channel === 'phone' ? phonePcm : item.pcm;
       const g = await decode(row.rec.asr, pcm, WIRE_RATE[row.channel]);
       const confidence = g.final.confidence ?? 0;
       const intent = g.final.inGrammar ? intentOf(g.final.text, g.final.language) : 'none';
-      if (g.final.inGrammar) inGrammar++;
+      if (g.final.inGrammar) a.inGrammar++;
       if (row.label === '16k') confidences.push({ inDomain: false, confidence });
-      if (formIntents.has(intent)) formStarts++;
+      if (formIntents.has(intent)) a.formStarts++;
       if (gatedIntents.has(intent)) {
-        gatedAny++;
+        a.gatedAny++;
         THRESHOLDS.forEach((t, i) => {
-          if (confidence >= t) byThreshold[i]++;
+          if (confidence >= t) a.byThreshold[i]++;
         });
         if (confidence >= gate) {
-          gatedActed++;
+          a.gatedActed++;
           const label = `${item.kind} → ${intent} ${JSON.stringify(g.final.text)} @${confidence.toFixed(2)}`;
-          acted[label] = (acted[label] ?? 0) + 1;
+          a.acted[label] = (a.acted[label] ?? 0) + 1;
         }
       }
       if (baseline && row.label === '16k') {
         const b = await decode(baseline, pcm, WIRE_RATE[row.channel]);
-        if (gatedIntents.has(intentOf(b.final.text, 'en'))) baselineActions++;
+        if (gatedIntents.has(intentOf(b.final.text, 'en'))) a.baselineActions++;
       }
     }
-    outOfDomain[row.label] = {
-      n: ood.length,
-      inGrammar: pct(inGrammar, ood.length),
-      wrongActionsAtGate: pct(gatedActed, ood.length),
-      wrongActionsAnyConfidence: pct(gatedAny, ood.length),
-      gatedIntentByThreshold: Object.fromEntries(THRESHOLDS.map((t, i) => [t, pct(byThreshold[i], ood.length)])),
-      formStarts: pct(formStarts, ood.length),
-      ...(baseline && row.label === '16k' ? { genericLmWrongActions: pct(baselineActions, ood.length) } : {}),
-      acted,
-    };
   }
+  process.stderr.write(`[asr-accuracy] ${Math.round((performance.now() - t0) / 1000)} s: out of domain done\n`);
+  const outOfDomain = Object.fromEntries(oodRows.map((row, r) => {
+    const a = acc[r];
+    return [row.label, {
+      n: a.n,
+      inGrammar: pct(a.inGrammar, a.n),
+      wrongActionsAtGate: pct(a.gatedActed, a.n),
+      wrongActionsAnyConfidence: pct(a.gatedAny, a.n),
+      gatedIntentByThreshold: Object.fromEntries(THRESHOLDS.map((t, i) => [t, pct(a.byThreshold[i], a.n)])),
+      formStarts: pct(a.formStarts, a.n),
+      ...(baseline && row.label === '16k' ? { genericLmWrongActions: pct(a.baselineActions, a.n) } : {}),
+      acted: a.acted,
+    }];
+  }));
 
   const rate = (t: Tally) => ({
     n: t.n,
@@ -464,6 +483,7 @@ async function main(): Promise<void> {
     },
     finalAfterIdleMs: { p50: finalMs[Math.floor(finalMs.length / 2)] ?? null, p95: finalMs[Math.floor(finalMs.length * 0.95)] ?? null },
     cells,
+    skipped,
     wallS: Math.round((performance.now() - t0) / 1000),
   }, null, 2));
   for (const rec of recognisers) await rec.asr.close();
