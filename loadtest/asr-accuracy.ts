@@ -1,14 +1,21 @@
 /**
- * ASR accuracy on the agent's own domain: grammar decoding (compiled from config/agent-rules.json) against the
- * generic English LM, per language, voice and channel (16 kHz and µ-law 8 kHz), plus out-of-domain rejection
- * (noise, tones, music, clicks, babble, off-topic and foreign speech) and the CPU cost of 1 vs 2 languages.
+ * ASR accuracy on the agent's own domain: decoding against the grammars the service compiles (the rules agent's
+ * own `grammarSpecs()`), per language, voice and channel, plus out-of-domain rejection (noise, tones, music,
+ * clicks, babble, off-topic and foreign speech) at the agent's confidence gate, and the CPU cost of 1 vs 2
+ * languages. Each channel is fed as the service feeds it: 16 kHz calls with `sourceSampleRate: 16000`, phone
+ * calls (µ-law 8 kHz round trip) with `sourceSampleRate: 8000`, so phone calls get the narrowband decoders.
  *
- *   npm run asr-accuracy -- [--per-voice 8] [--ood 60] [--no-baseline] [--languages en,es] [--seed 1] [--trace]
+ *   npm run asr-accuracy -- [--per-voice 4] [--ood 60] [--narrowband compare|on|off] [--baseline] [--one-language]
+ *                           [--languages en,es] [--rules FILE] [--gate 0.7] [--budget-s 330] [--seed 1] [--trace]
  *
- * Prints one JSON object. Bounded: a few hundred utterances, a few minutes on two cores.
+ * --narrowband compare (default) also decodes every call on a recogniser without narrowband decoders (the
+ * behaviour before them: one wideband pool for both channels) and reports it as `…/before-narrowband`.
+ * --baseline adds the generic English LM on the same audio; --one-language the CPU cost of a call with a fixed
+ * language. Prints one JSON object (progress on stderr). Bounded by --budget-s: calls not started in time are
+ * skipped (two thirds of the budget for in-domain calls, the rest for out-of-domain sound) and counted in
+ * `skipped`, so a busy machine gives smaller n rather than no result.
  */
 import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
-import { loadRulesGrammarSpecs } from '../src/providers/asr/grammar/from-rules.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
 import { PocketSphinxAsr, type PocketSphinxStream } from '../src/providers/asr/pocketsphinx/index.js';
 import type { AsrFinal } from '../src/providers/asr/types.js';
@@ -21,14 +28,18 @@ function arg(name: string, fallback: string): string {
   const i = args.indexOf(`--${name}`);
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : fallback;
 }
-const PER_VOICE = Number(arg('per-voice', '8'));
+const PER_VOICE = Number(arg('per-voice', '4'));
 const OOD = Number(arg('ood', '60'));
-const BASELINE = !args.includes('--no-baseline');
+const BASELINE = args.includes('--baseline');
+const NARROWBAND = arg('narrowband', 'compare') as 'compare' | 'on' | 'off';
+const RULES = arg('rules', '') || undefined;
+const GATE_ARG = arg('gate', '');
+const ONE_LANGUAGE = args.includes('--one-language');
+const BUDGET_MS = Number(arg('budget-s', '330')) * 1000;
 const LANGUAGES = arg('languages', 'en,es').split(',');
 const SEED = Number(arg('seed', '1'));
 const GARBAGE_WEIGHT = Number(arg('garbage-weight', '0'));
 const TRACE = args.includes('--trace');
-const ACTIONS = new Set(['goodbye', 'transfer_to_human', 'book_appointment']);
 const THRESHOLDS = [0, 0.5, 0.6, 0.7, 0.8, 0.9];
 
 /** mulberry32: deterministic test sets. */
@@ -62,8 +73,8 @@ function wordErrors(ref: string, hyp: string): { errors: number; words: number }
   return { errors: prev[h.length], words: r.length };
 }
 
-async function decode(asr: PocketSphinxAsr, pcm: Int16Array): Promise<{ final: AsrFinal; cpuMs: number; finalMs: number }> {
-  const stream = asr.createStream({ language: 'en' });
+async function decode(asr: PocketSphinxAsr, pcm: Int16Array, sourceSampleRate: number): Promise<{ final: AsrFinal; cpuMs: number; finalMs: number }> {
+  const stream = asr.createStream({ language: 'en', sourceSampleRate });
   try {
     return await decodeOn(stream, pcm);
   } finally {
@@ -210,138 +221,223 @@ async function oodSet(count: number): Promise<Array<{ kind: string; pcm: Int16Ar
 
 // ------------------------------------------------------------------------------------------------
 
-interface Tally { n: number; intentN: number; intentOk: number; errors: number; words: number; languageOk: number; inGrammar: number; gatedActionsOk: number; actionN: number }
-const tally = (): Tally => ({ n: 0, intentN: 0, intentOk: 0, errors: 0, words: 0, languageOk: 0, inGrammar: 0, gatedActionsOk: 0, actionN: 0 });
+type Channel = '16k' | 'phone';
+/** The caller audio's wire rate per channel, as the transports declare it (AsrStreamOptions.sourceSampleRate). */
+const WIRE_RATE: Record<Channel, number> = { '16k': 16000, phone: 8000 };
+
+interface Tally {
+  n: number; intentN: number; intentOk: number; errors: number; words: number; languageOk: number; inGrammar: number;
+  /** Utterances whose reference is a gated action (hang-up, transfer): recognised right and at or above the gate. */
+  actionN: number; actedOk: number;
+  /** Intent accuracy on a call's first utterance vs the later ones (live CMN still at its start value). */
+  firstN: number; firstOk: number; laterN: number; laterOk: number;
+}
+const tally = (): Tally => ({ n: 0, intentN: 0, intentOk: 0, errors: 0, words: 0, languageOk: 0, inGrammar: 0, actionN: 0, actedOk: 0, firstN: 0, firstOk: 0, laterN: 0, laterOk: 0 });
+
+interface Recogniser { variant: 'after' | 'before'; asr: PocketSphinxAsr }
 
 async function main(): Promise<void> {
   const t0 = performance.now();
-  const specs = (await loadRulesGrammarSpecs()).filter((s) => LANGUAGES.includes(s.language));
-  const agent = new RuleBasedAgent();
+  // The grammars the service compiles: the agent's own description of what it understands.
+  const agent = new RuleBasedAgent(RULES ? { rulesPath: RULES } : {});
   await agent.load();
+  const specs = agent.grammarSpecs().filter((s) => LANGUAGES.includes(s.language));
   const intentOf = (text: string, language: string): string => agent.classify(text, language)?.intent.name ?? 'none';
+  // The agent asks before acting on these when the recogniser is below its minConfidence (engine.ts: unsure).
+  const gatedIntents = new Set(agent.rules.intents.filter((i) => i.confirmIfUnsure).map((i) => i.name));
+  const formIntents = new Set(agent.rules.intents.filter((i) => i.slots).map((i) => i.name));
+  const gate = GATE_ARG ? Number(GATE_ARG) : (agent.rules.minConfidence ?? 0.7);
 
-  const grammarOptions = { spareDecoders: 1, maxIdleDecoders: 2, grammar: { garbageWeight: GARBAGE_WEIGHT > 0 ? GARBAGE_WEIGHT : undefined } };
-  const asr = new PocketSphinxAsr(grammarOptions);
+  const grammarOptions = (narrowband: boolean) => ({
+    spareDecoders: 1, maxIdleDecoders: 2,
+    grammar: { garbageWeight: GARBAGE_WEIGHT > 0 ? GARBAGE_WEIGHT : undefined, narrowband },
+  });
+  const asr = new PocketSphinxAsr(grammarOptions(NARROWBAND !== 'off'));
   const rss0 = process.memoryUsage().rss;
   const tLoad = performance.now();
   await asr.setGrammars(specs);
   const grammarLoadMs = performance.now() - tLoad;
   const rssGrammar = process.memoryUsage().rss - rss0;
   const loaded = asr.languages;
+  const recognisers: Recogniser[] = [{ variant: 'after', asr }];
+  if (NARROWBAND === 'compare') {
+    const before = new PocketSphinxAsr(grammarOptions(false));
+    await before.setGrammars(specs);
+    recognisers.push({ variant: 'before', asr: before });
+  }
   const baseline = BASELINE ? new PocketSphinxAsr({ spareDecoders: 1, maxIdleDecoders: 2 }) : undefined;
   const tLm = performance.now();
   await baseline?.load();
   const lmLoadMs = performance.now() - tLm;
-  const rssLm = process.memoryUsage().rss - rss0 - rssGrammar;
+  const fixed = ONE_LANGUAGE && loaded.length > 1 ? new PocketSphinxAsr(grammarOptions(NARROWBAND !== 'off')) : undefined;
+  await fixed?.setGrammars(specs);
+  // Narrowband pools warm in the background: let them finish so their build is not billed to the first decodes.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
 
   const perCell = new Map<string, { grammar: Tally; baseline: Tally; finalMs: number[] }>();
   const cpu = { one: { cpuMs: 0, audioMs: 0 }, all: { cpuMs: 0, audioMs: 0 }, lm: { cpuMs: 0, audioMs: 0 } };
-  const confidences: Array<{ inDomain: boolean; confidence: number; action: boolean }> = [];
+  const confidences: Array<{ inDomain: boolean; confidence: number }> = [];
+  const confusions = new Map<string, number>();
 
-  // One call per language, voice and channel: its utterances go through one stream in turn, as a caller's
-  // would (the stream's current language and the decoders' live CMN carry over between turns of a call).
-  const fixed = loaded.length > 1 ? new PocketSphinxAsr(grammarOptions) : undefined;
-  await fixed?.setGrammars(specs);
-  for (const spec of specs.filter((s) => loaded.includes(s.language))) {
-    const voices = voicesFor(spec.language);
-    for (const voice of voices) {
+  // One call per language, voice, channel and recogniser: its utterances go through one stream in turn, as a
+  // caller's would (the stream's current language and the decoders' live CMN carry over between turns). Calls
+  // alternate between channels, so a recogniser's pooled decoders meet both, as in service.
+  const skipped = { calls: 0, ood: 0 };
+  const over = (share: number): boolean => performance.now() - t0 > BUDGET_MS * share;
+  // Voices interleaved across languages, so a budget cut leaves every language measured.
+  const plan = specs.filter((s) => loaded.includes(s.language)).map((spec) => voicesFor(spec.language).map((voice) => ({ spec, voice })));
+  const order = Array.from({ length: Math.max(...plan.map((p) => p.length)) }, (_, i) => plan.flatMap((p) => (p[i] ? [p[i]] : []))).flat();
+  for (const { spec, voice } of order) {
+    {
+      if (over(2 / 3)) {
+        skipped.calls++;
+        continue;
+      }
+      process.stderr.write(`[asr-accuracy] ${Math.round((performance.now() - t0) / 1000)} s: ${spec.language} ${voice.id}\n`);
       const texts = Array.from({ length: PER_VOICE }, () => sampleSentence(spec, pick(spec.sentences)));
       const clean = await Promise.all(texts.map((t) => synthesize(t, voice)));
+      const phone = await Promise.all(clean.map((pcm) => phoneChannel(pcm)));
       for (const channel of ['16k', 'phone'] as const) {
-        const key = `${spec.language}|${voice.id}|${channel}`;
-        const cell = { grammar: tally(), baseline: tally(), finalMs: [] as number[] };
-        perCell.set(key, cell);
-        const call = asr.createStream({ language: 'en' });
-        const oneCall = fixed?.createStream({ language: spec.language, languageFixed: true });
-        const baseCall = baseline?.createStream({ language: 'en' });
-        for (let k = 0; k < texts.length; k++) {
-          const text = texts[k];
-          const pcm = channel === '16k' ? clean[k] : await phoneChannel(clean[k]);
-          const refIntent = intentOf(text, spec.language);
-          const audioMs = (pcm.length * 1000) / INTERNAL_SAMPLE_RATE;
+        for (const rec of recognisers) {
+          const key = `${spec.language}|${voice.id}|${channel}|${rec.variant}`;
+          const cell = { grammar: tally(), baseline: tally(), finalMs: [] as number[] };
+          perCell.set(key, cell);
+          const main = rec.variant === 'after';
+          const call = rec.asr.createStream({ language: 'en', sourceSampleRate: WIRE_RATE[channel] });
+          const oneCall = main ? fixed?.createStream({ language: spec.language, languageFixed: true, sourceSampleRate: WIRE_RATE[channel] }) : undefined;
+          const baseCall = main ? baseline?.createStream({ language: 'en', sourceSampleRate: WIRE_RATE[channel] }) : undefined;
+          for (let k = 0; k < texts.length; k++) {
+            const text = texts[k];
+            const pcm = channel === '16k' ? clean[k] : phone[k];
+            const refIntent = intentOf(text, spec.language);
+            const audioMs = (pcm.length * 1000) / INTERNAL_SAMPLE_RATE;
 
-          const g = await decodeOn(call, pcm);
-          cpu.all.cpuMs += g.cpuMs;
-          cpu.all.audioMs += audioMs;
-          cell.finalMs.push(g.finalMs);
-          const gt = cell.grammar;
-          gt.n++;
-          const we = wordErrors(text, g.final.text);
-          gt.errors += we.errors;
-          gt.words += we.words;
-          if (g.final.language === spec.language) gt.languageOk++;
-          if (g.final.inGrammar) gt.inGrammar++;
-          const hypIntent = intentOf(g.final.text, g.final.language);
-          if (refIntent !== 'none') {
-            gt.intentN++;
-            if (hypIntent === refIntent) gt.intentOk++;
-            else if (TRACE) console.error(`[miss] ${key} ${JSON.stringify(text)} → ${g.final.language} ${JSON.stringify(g.final.text)} ${(g.final.confidence ?? 0).toFixed(2)}`);
-          }
-          if (ACTIONS.has(refIntent)) {
-            gt.actionN++;
-            if (hypIntent === refIntent && (g.final.confidence ?? 0) >= 0.7) gt.gatedActionsOk++;
-          }
-          confidences.push({ inDomain: true, confidence: g.final.confidence ?? 0, action: ACTIONS.has(hypIntent) });
-
-          if (oneCall) {
-            const one = await decodeOn(oneCall, pcm);
-            cpu.one.cpuMs += one.cpuMs;
-            cpu.one.audioMs += audioMs;
-          }
-          if (baseCall) {
-            const b = await decodeOn(baseCall, pcm);
-            cpu.lm.cpuMs += b.cpuMs;
-            cpu.lm.audioMs += audioMs;
-            const bt = cell.baseline;
-            bt.n++;
-            const be = wordErrors(text, b.final.text);
-            bt.errors += be.errors;
-            bt.words += be.words;
-            const bIntent = intentOf(b.final.text, spec.language);
+            const g = await decodeOn(call, pcm);
+            if (main) {
+              cpu.all.cpuMs += g.cpuMs;
+              cpu.all.audioMs += audioMs;
+              cell.finalMs.push(g.finalMs);
+              confidences.push({ inDomain: true, confidence: g.final.confidence ?? 0 });
+            }
+            const gt = cell.grammar;
+            gt.n++;
+            const we = wordErrors(text, g.final.text);
+            gt.errors += we.errors;
+            gt.words += we.words;
+            if (g.final.language === spec.language) gt.languageOk++;
+            if (g.final.inGrammar) gt.inGrammar++;
+            const hypIntent = intentOf(g.final.text, g.final.language);
             if (refIntent !== 'none') {
-              bt.intentN++;
-              if (bIntent === refIntent) bt.intentOk++;
+              const ok = hypIntent === refIntent;
+              gt.intentN++;
+              if (ok) gt.intentOk++;
+              if (k === 0) {
+                gt.firstN++;
+                if (ok) gt.firstOk++;
+              } else {
+                gt.laterN++;
+                if (ok) gt.laterOk++;
+              }
+              if (!ok && main) confusions.set(`${channel}: ${refIntent} → ${hypIntent}`, (confusions.get(`${channel}: ${refIntent} → ${hypIntent}`) ?? 0) + 1);
+              if (!ok && TRACE) console.error(`[miss] ${key} #${k} ${JSON.stringify(text)} → ${g.final.language} ${JSON.stringify(g.final.text)} ${(g.final.confidence ?? 0).toFixed(2)}`);
+            }
+            if (gatedIntents.has(refIntent)) {
+              gt.actionN++;
+              if (hypIntent === refIntent && (g.final.confidence ?? 0) >= gate) gt.actedOk++;
+            }
+
+            if (oneCall) {
+              const one = await decodeOn(oneCall, pcm);
+              cpu.one.cpuMs += one.cpuMs;
+              cpu.one.audioMs += audioMs;
+            }
+            if (baseCall) {
+              const b = await decodeOn(baseCall, pcm);
+              cpu.lm.cpuMs += b.cpuMs;
+              cpu.lm.audioMs += audioMs;
+              const bt = cell.baseline;
+              bt.n++;
+              const be = wordErrors(text, b.final.text);
+              bt.errors += be.errors;
+              bt.words += be.words;
+              if (refIntent !== 'none') {
+                bt.intentN++;
+                if (intentOf(b.final.text, spec.language) === refIntent) bt.intentOk++;
+              }
             }
           }
+          call.close();
+          oneCall?.close();
+          baseCall?.close();
         }
-        call.close();
-        oneCall?.close();
-        baseCall?.close();
       }
     }
   }
   await fixed?.close();
 
-  // Out of domain: how often would the agent act (hang up, transfer, book) on it?
+  // Out of domain, 16 kHz and through the phone channel: how often would the agent act on it?
   const ood = await oodSet(OOD);
-  const oodByKind: Record<string, { n: number; inGrammar: number; actions: Record<string, number>; baselineActions: number }> = {};
-  const oodActions = THRESHOLDS.map(() => 0);
+  const oodRows: Array<{ label: string; rec: Recogniser; channel: Channel }> = [
+    { label: '16k', rec: recognisers[0], channel: '16k' },
+    { label: 'phone', rec: recognisers[0], channel: 'phone' },
+    ...recognisers.slice(1).map((rec) => ({ label: 'phone/before-narrowband', rec, channel: 'phone' as const })),
+  ];
+  const acc = oodRows.map(() => ({ n: 0, inGrammar: 0, gatedAny: 0, gatedActed: 0, formStarts: 0, baselineActions: 0, byThreshold: THRESHOLDS.map(() => 0), acted: {} as Record<string, number> }));
+  // Item by item across the rows, so a budget cut leaves every row measured on the same sounds.
   for (const item of ood) {
-    const row = (oodByKind[item.kind] ??= { n: 0, inGrammar: 0, actions: {}, baselineActions: 0 });
-    row.n++;
-    const g = await decode(asr, item.pcm);
-    const intent = intentOf(g.final.text, g.final.language);
-    if (g.final.inGrammar) row.inGrammar++;
-    const isAction = g.final.inGrammar === true && ACTIONS.has(intent);
-    confidences.push({ inDomain: false, confidence: g.final.confidence ?? 0, action: isAction });
-    THRESHOLDS.forEach((t, i) => {
-      if (isAction && (g.final.confidence ?? 0) >= t) oodActions[i]++;
-    });
-    if (isAction) row.actions[`${intent}@${(g.final.confidence ?? 0).toFixed(2)}:${g.final.text}`] = (row.actions[`${intent}@${(g.final.confidence ?? 0).toFixed(2)}:${g.final.text}`] ?? 0) + 1;
-    if (baseline) {
-      const b = await decode(baseline, item.pcm);
-      if (ACTIONS.has(intentOf(b.final.text, 'en'))) row.baselineActions++;
+    if (over(1)) {
+      skipped.ood++;
+      continue;
+    }
+    const phonePcm = await phoneChannel(item.pcm);
+    for (const [r, row] of oodRows.entries()) {
+      const a = acc[r];
+      a.n++;
+      const pcm = row.channel === 'phone' ? phonePcm : item.pcm;
+      const g = await decode(row.rec.asr, pcm, WIRE_RATE[row.channel]);
+      const confidence = g.final.confidence ?? 0;
+      const intent = g.final.inGrammar ? intentOf(g.final.text, g.final.language) : 'none';
+      if (g.final.inGrammar) a.inGrammar++;
+      if (row.label === '16k') confidences.push({ inDomain: false, confidence });
+      if (formIntents.has(intent)) a.formStarts++;
+      if (gatedIntents.has(intent)) {
+        a.gatedAny++;
+        THRESHOLDS.forEach((t, i) => {
+          if (confidence >= t) a.byThreshold[i]++;
+        });
+        if (confidence >= gate) {
+          a.gatedActed++;
+          const label = `${item.kind} → ${intent} ${JSON.stringify(g.final.text)} @${confidence.toFixed(2)}`;
+          a.acted[label] = (a.acted[label] ?? 0) + 1;
+        }
+      }
+      if (baseline && row.label === '16k') {
+        const b = await decode(baseline, pcm, WIRE_RATE[row.channel]);
+        if (gatedIntents.has(intentOf(b.final.text, 'en'))) a.baselineActions++;
+      }
     }
   }
+  process.stderr.write(`[asr-accuracy] ${Math.round((performance.now() - t0) / 1000)} s: out of domain done\n`);
+  const outOfDomain = Object.fromEntries(oodRows.map((row, r) => {
+    const a = acc[r];
+    return [row.label, {
+      n: a.n,
+      inGrammar: pct(a.inGrammar, a.n),
+      wrongActionsAtGate: pct(a.gatedActed, a.n),
+      wrongActionsAnyConfidence: pct(a.gatedAny, a.n),
+      gatedIntentByThreshold: Object.fromEntries(THRESHOLDS.map((t, i) => [t, pct(a.byThreshold[i], a.n)])),
+      formStarts: pct(a.formStarts, a.n),
+      ...(baseline && row.label === '16k' ? { genericLmWrongActions: pct(a.baselineActions, a.n) } : {}),
+      acted: a.acted,
+    }];
+  }));
 
-  const pct = (a: number, b: number): number | null => (b > 0 ? Math.round((1000 * a) / b) / 10 : null);
-  const cells = [...perCell.entries()].map(([key, c]) => {
-    const [language, voice, channel] = key.split('|');
-    return {
-      language, voice, channel, n: c.grammar.n,
-      grammar: { intentAccuracy: pct(c.grammar.intentOk, c.grammar.intentN), wer: pct(c.grammar.errors, c.grammar.words), languageRight: pct(c.grammar.languageOk, c.grammar.n), inGrammar: pct(c.grammar.inGrammar, c.grammar.n) },
-      ...(baseline ? { genericLm: { intentAccuracy: pct(c.baseline.intentOk, c.baseline.intentN), wer: pct(c.baseline.errors, c.baseline.words) } } : {}),
-    };
+  const rate = (t: Tally) => ({
+    n: t.n,
+    intentAccuracy: pct(t.intentOk, t.intentN), wer: pct(t.errors, t.words), languageRight: pct(t.languageOk, t.n),
+    inGrammar: pct(t.inGrammar, t.n),
+    firstTurnIntent: pct(t.firstOk, t.firstN), laterTurnsIntent: pct(t.laterOk, t.laterN),
+    gatedActionsActedAtGate: pct(t.actedOk, t.actionN), gatedActionsN: t.actionN,
   });
   const sum = (filter: (k: string) => boolean, pickT: (c: { grammar: Tally; baseline: Tally }) => Tally): Tally => {
     const t = tally();
@@ -351,45 +447,50 @@ async function main(): Promise<void> {
   const summary: Record<string, unknown> = {};
   for (const language of loaded) {
     for (const channel of ['16k', 'phone']) {
-      const g = sum((k) => k.startsWith(`${language}|`) && k.endsWith(`|${channel}`), (c) => c.grammar);
-      const b = sum((k) => k.startsWith(`${language}|`) && k.endsWith(`|${channel}`), (c) => c.baseline);
-      summary[`${language}/${channel}`] = {
-        n: g.n,
-        intentAccuracy: pct(g.intentOk, g.intentN), wer: pct(g.errors, g.words), languageRight: pct(g.languageOk, g.n),
-        actionsGatedAt0_7: pct(g.gatedActionsOk, g.actionN),
-        ...(baseline ? { genericLm: { intentAccuracy: pct(b.intentOk, b.intentN), wer: pct(b.errors, b.words) } } : {}),
-      };
+      for (const rec of recognisers) {
+        const match = (k: string): boolean => k.startsWith(`${language}|`) && k.endsWith(`|${channel}|${rec.variant}`);
+        const g = sum(match, (c) => c.grammar);
+        const b = sum(match, (c) => c.baseline);
+        summary[`${language}/${channel}${rec.variant === 'before' ? '/before-narrowband' : ''}`] = {
+          ...rate(g),
+          ...(baseline && rec.variant === 'after' ? { genericLm: { intentAccuracy: pct(b.intentOk, b.intentN), wer: pct(b.errors, b.words) } } : {}),
+        };
+      }
     }
   }
+  const cells = [...perCell.entries()].map(([key, c]) => {
+    const [language, voice, channel, variant] = key.split('|');
+    const r = rate(c.grammar);
+    return { language, voice, channel, variant, n: r.n, intentAccuracy: r.intentAccuracy, wer: r.wer, languageRight: r.languageRight };
+  });
   const finalMs = [...perCell.values()].flatMap((c) => c.finalMs).sort((a, b) => a - b);
+  const inDomain = confidences.filter((c) => c.inDomain);
   console.log(JSON.stringify({
-    config: { perVoice: PER_VOICE, ood: OOD, seed: SEED, languages: loaded, garbageWeight: GARBAGE_WEIGHT },
-    load: { grammarMs: Math.round(grammarLoadMs), grammarRssMb: Math.round(rssGrammar / 1e6), genericLmMs: Math.round(lmLoadMs), genericLmRssMb: Math.round(rssLm / 1e6) },
+    config: { perVoice: PER_VOICE, ood: OOD, seed: SEED, languages: loaded, narrowband: NARROWBAND, gate, gatedIntents: [...gatedIntents], garbageWeight: GARBAGE_WEIGHT, sentences: Object.fromEntries(specs.map((s) => [s.language, s.sentences.length])) },
+    load: { grammarMs: Math.round(grammarLoadMs), grammarRssMb: Math.round(rssGrammar / 1e6), ...(baseline ? { genericLmMs: Math.round(lmLoadMs) } : {}) },
     summary,
-    outOfDomain: {
-      n: ood.length,
-      inGrammar: pct(Object.values(oodByKind).reduce((s, r) => s + r.inGrammar, 0), ood.length),
-      wrongActionsByThreshold: Object.fromEntries(THRESHOLDS.map((t, i) => [t, pct(oodActions[i], ood.length)])),
-      ...(baseline ? { genericLmWrongActions: pct(Object.values(oodByKind).reduce((s, r) => s + r.baselineActions, 0), ood.length) } : {}),
-      byKind: oodByKind,
-    },
-    confidenceQuantiles: Object.fromEntries(([['inDomain', true], ['outOfDomain', false]] as const).map(([label, inDomain]) => {
-      const v = confidences.filter((c) => c.inDomain === inDomain).map((c) => c.confidence).sort((a, b) => a - b);
+    outOfDomain,
+    confidenceQuantiles: Object.fromEntries(([['inDomain', true], ['outOfDomain16k', false]] as const).map(([label, isIn]) => {
+      const v = confidences.filter((c) => c.inDomain === isIn).map((c) => c.confidence).sort((a, b) => a - b);
       return [label, [0.05, 0.25, 0.5, 0.75, 0.95].map((q) => +(v[Math.floor(q * (v.length - 1))] ?? 0).toFixed(3))];
     })),
-    inDomainConfidenceBelow: Object.fromEntries(THRESHOLDS.map((t) => [t, pct(confidences.filter((c) => c.inDomain && c.confidence < t).length, confidences.filter((c) => c.inDomain).length)])),
+    inDomainConfidenceBelowGate: pct(inDomain.filter((c) => c.confidence < gate).length, inDomain.length),
+    confusions: Object.fromEntries([...confusions].sort((a, b) => b[1] - a[1]).slice(0, 15)),
     cpu: {
       realTimeFactorAllLanguages: cpu.all.audioMs > 0 ? +(cpu.all.cpuMs / cpu.all.audioMs).toFixed(3) : null,
       realTimeFactorOneLanguage: cpu.one.audioMs > 0 ? +(cpu.one.cpuMs / cpu.one.audioMs).toFixed(3) : null,
-      realTimeFactorGenericLm: cpu.lm.audioMs > 0 ? +(cpu.lm.cpuMs / cpu.lm.audioMs).toFixed(3) : null,
+      ...(baseline ? { realTimeFactorGenericLm: cpu.lm.audioMs > 0 ? +(cpu.lm.cpuMs / cpu.lm.audioMs).toFixed(3) : null } : {}),
     },
     finalAfterIdleMs: { p50: finalMs[Math.floor(finalMs.length / 2)] ?? null, p95: finalMs[Math.floor(finalMs.length * 0.95)] ?? null },
     cells,
+    skipped,
     wallS: Math.round((performance.now() - t0) / 1000),
   }, null, 2));
-  await asr.close();
+  for (const rec of recognisers) await rec.asr.close();
   await baseline?.close();
 }
+
+const pct = (a: number, b: number): number | null => (b > 0 ? Math.round((1000 * a) / b) / 10 : null);
 
 main().then(() => process.exit(0), (err: unknown) => {
   console.error(err);

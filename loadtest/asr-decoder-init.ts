@@ -1,6 +1,6 @@
 /**
  * Build time and memory of one PocketSphinx decoder per kind: the generic English LM, a grammar compiled from
- * the rules agent (English; Spanish when its model is present), and a phone loop.
+ * the rules agent's grammarSpecs() (English; Spanish when its model is present), and a phone loop.
  *
  *   npx tsx loadtest/asr-decoder-init.ts
  */
@@ -8,10 +8,10 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { compileGrammar, loadDictionary } from '../src/providers/asr/grammar/compile.js';
-import { loadRulesGrammarSpecs } from '../src/providers/asr/grammar/from-rules.js';
 import { acousticModel, DEFAULT_SPANISH_MODEL_DIR, modelPresent } from '../src/providers/asr/pocketsphinx/grammar.js';
 import { DEFAULT_MODEL_DIR } from '../src/providers/asr/pocketsphinx/index.js';
 import { bindPocketSphinx, type Ptr } from '../src/providers/asr/pocketsphinx/native.js';
+import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
 
 const rssMb = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) / 1024;
 
@@ -24,7 +24,10 @@ async function main(): Promise<void> {
   };
   const esDir = process.env.POCKETSPHINX_ES_DIR ?? DEFAULT_SPANISH_MODEL_DIR;
   const languages = modelPresent(acousticModel('es', esDir)) ? ['en', 'es'] : ['en'];
-  const specs = await loadRulesGrammarSpecs(undefined, { languages });
+  // The grammars the service compiles: the rules agent's own description of what it understands.
+  const agent = new RuleBasedAgent();
+  await agent.load();
+  const specs = agent.grammarSpecs().filter((s) => languages.includes(s.language));
   for (const spec of specs) {
     const model = acousticModel(spec.language, spec.language === 'es' ? esDir : DEFAULT_MODEL_DIR);
     const g = await compileGrammar(spec, await loadDictionary(model.dict));

@@ -71,7 +71,7 @@ export type AsrProviderConfig =
       languages?: string[];
       /** Spanish acoustic model directory (default env POCKETSPHINX_ES_DIR, else ../shared/models/pocketsphinx-es). */
       spanishModelDir?: string;
-      /** Names callers may give for bookings, per language (default: a short built-in list). */
+      /** Extra names callers may give, per language, added to the agent's name slots (the rules file's `names` always are). */
       names?: Record<string, string[]>;
       /** Per-phone weight of the garbage loop that absorbs out-of-domain sound (default 1e-20). */
       garbageWeight?: number;

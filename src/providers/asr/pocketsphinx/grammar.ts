@@ -84,6 +84,11 @@ export interface GrammarDecodingOptions extends CompileOptions {
   maxIdleDecoders?: number;
   /** Extra pocketsphinx arguments for the grammar decoders. */
   decoderArgs?: Record<string, string>;
+  /**
+   * Narrowband decoders for phone calls (channel.ts), default true; false decodes phone calls on the wideband
+   * decoders (for comparison: loadtest/asr-accuracy.ts --narrowband compare).
+   */
+  narrowband?: boolean;
 }
 
 interface LanguageDecoders {
@@ -190,7 +195,7 @@ export class GrammarDecoders {
         }
         const lane: LanguageDecoders = { language, grammar, pool, loopPool, searches };
         next.set(language, lane);
-        await this.addNarrowband(lane, model.hmm, dir, args, buildPools);
+        if (this.options.narrowband !== false) await this.addNarrowband(lane, model.hmm, dir, args, buildPools);
         this.logger?.info(
           {
             language,
