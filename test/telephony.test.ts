@@ -27,7 +27,7 @@ beforeAll(async () => {
   [server, askTime, goodbye, interruption] = await Promise.all([
     startTestServer({ telephony: { twilio: { authToken: TWILIO_AUTH_TOKEN } } }),
     speak('What time is it?'),
-    speak('Okay, bye bye. See you later.'),
+    speak('Okay, bye bye. See you.'),
     speak('Stop, stop. I want to speak to a human please.', { padMs: 0 }),
   ]);
 });

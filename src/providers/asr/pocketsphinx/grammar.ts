@@ -324,6 +324,7 @@ export class GrammarStream implements AsrStream {
     this.lanes = languages.map((l) => {
       // Chosen once, so the grammar decoder and its phone-loop reference hear through the same front end.
       const chosen = pools(l);
+      logger?.debug({ language: l.language, narrowband: chosen === l.narrowband, sourceSampleRate: options.sourceSampleRate }, 'grammar lane decoders');
       return {
         language: l.language,
         stream: new PocketSphinxDecoderStream(

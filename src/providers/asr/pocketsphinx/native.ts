@@ -45,6 +45,12 @@ export interface PocketSphinxNative {
   nFrames(ps: Ptr): number;
   /** Word segmentation of the best hypothesis, frame indices at FRAMES_PER_SECOND. */
   segments(ps: Ptr): Array<{ word: string; startFrame: number; endFrame: number }>;
+  /**
+   * The front end's live cepstral mean (c0…), or undefined where this build's layout is not the one expected.
+   * Live CMN carries over between utterances and calls; `setCmn` puts a pooled decoder back to its prior.
+   */
+  getCmn(ps: Ptr): Float32Array | undefined;
+  setCmn(ps: Ptr, mean: Float32Array): boolean;
 }
 
 function promisify<A extends unknown[], R>(fn: NativeFn<A, R>, ...args: A): Promise<R> {
@@ -105,6 +111,20 @@ export function bindPocketSphinx(libraryPath: string = DEFAULT_LIBRARY): PocketS
     'void ps_seg_frames(void *seg, int *out_sf, int *out_ef)',
   );
 
+  // Live CMN lives in sphinxbase's feat_t, which has no accessor for it: this version's layout (x86-64 and
+  // aarch64, LP64) puts `int32 cepsize` at byte 16 and `cmn_t *cmn_struct` at byte 88. Reads are checked below.
+  const psGetFeat: NativeFn<[Ptr], Ptr | null> = ps.func('void *ps_get_feat(void *ps)');
+  const cmnLiveGet: NativeFn<[Ptr, Float32Array], void> = sb.func('void cmn_live_get(void *cmn, float *vec)');
+  const cmnLiveSet: NativeFn<[Ptr, Float32Array], void> = sb.func('void cmn_live_set(void *cmn, const float *vec)');
+  const cmnOf = (decoder: Ptr): { cmn: Ptr; size: number } | undefined => {
+    const feat = psGetFeat(decoder);
+    if (!feat) return undefined;
+    const size = koffi.decode(feat, 16, 'int32_t') as number;
+    const cmn = koffi.decode(feat, 88, 'void *') as Ptr | null;
+    // cepsize is 13 in every Sphinx model; anything else means the layout is not the one assumed.
+    return cmn && size >= 8 && size <= 40 ? { cmn, size } : undefined;
+  };
+
   // Silence the library for good; per-decoder `-logfn` would reopen a global FILE from worker threads.
   errSetLogfp(null);
   const argDefs = psArgs();
@@ -147,6 +167,19 @@ export function bindPocketSphinx(libraryPath: string = DEFAULT_LIBRARY): PocketS
     setAllphone: (decoder, name) => promisify(psSetAllphone, decoder, name, null),
     setSearch: (decoder, name) => psSetSearch(decoder, name),
     nFrames: (decoder) => psGetNFrames(decoder),
+    getCmn(decoder) {
+      const at = cmnOf(decoder);
+      if (!at) return undefined;
+      const mean = new Float32Array(at.size);
+      cmnLiveGet(at.cmn, mean);
+      return mean.every((v) => Number.isFinite(v) && Math.abs(v) < 1000) ? mean : undefined;
+    },
+    setCmn(decoder, mean) {
+      const at = cmnOf(decoder);
+      if (!at || at.size !== mean.length) return false;
+      cmnLiveSet(at.cmn, mean);
+      return true;
+    },
     segments(decoder) {
       const out: Array<{ word: string; startFrame: number; endFrame: number }> = [];
       const sf = new Int32Array(1);

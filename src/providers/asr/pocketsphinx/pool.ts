@@ -37,6 +37,8 @@ export class DecoderPool {
   private leased = 0;
   /** Pending delayed top-up of the spares (see refill). */
   private refillTimer: NodeJS.Timeout | undefined;
+  /** Each decoder's cepstral mean as built (its model's -cmninit): restored whenever a call hands it back. */
+  private readonly priors = new Map<Ptr, Float32Array>();
 
   constructor(private readonly opts: DecoderPoolOptions) {}
 
@@ -48,15 +50,20 @@ export class DecoderPool {
     return this.leased;
   }
 
-  /** Builds the first decoder (surfacing model errors) and starts filling the spares. */
+  /**
+   * Builds the first decoder (surfacing model errors); the other spares follow once calls leave the CPU alone
+   * (refill's delay), so a service that has just become ready does not decode its first calls behind a dozen
+   * decoder builds.
+   */
   async warm(): Promise<number> {
     const t0 = performance.now();
     const ps = await this.opts.native.initDecoder(this.opts.args);
     if (ps === 0n) throw new Error('pocketsphinx ps_init failed (check modelDir and decoder args)');
     await this.opts.setup?.(ps);
+    this.rememberPrior(ps);
     const ms = performance.now() - t0;
     this.put(ps);
-    this.build();
+    this.refill();
     return ms;
   }
 
@@ -81,6 +88,10 @@ export class DecoderPool {
 
   /** Takes back a decoder whose utterance has been ended. */
   release(ps: Ptr): void {
+    // Each call starts from the model's cepstral-mean prior, not from the mean the previous caller left: live CMN
+    // only adapts at utterance ends, so a first utterance decoded with another speaker's or channel's mean fails.
+    const prior = this.priors.get(ps);
+    if (prior && !this.opts.native.setCmn(ps, prior)) this.priors.delete(ps);
     this.leased--;
     this.put(ps);
   }
@@ -90,7 +101,17 @@ export class DecoderPool {
     this.closed = true;
     if (this.refillTimer) clearTimeout(this.refillTimer);
     for (const w of this.waiters.splice(0)) w.reject(new Error('pocketsphinx pool closed'));
-    for (const ps of this.idle.splice(0)) this.opts.native.freeDecoder(ps);
+    for (const ps of this.idle.splice(0)) this.free(ps);
+  }
+
+  private rememberPrior(ps: Ptr): void {
+    const prior = this.opts.native.getCmn(ps);
+    if (prior) this.priors.set(ps, prior);
+  }
+
+  private free(ps: Ptr): void {
+    this.priors.delete(ps);
+    this.opts.native.freeDecoder(ps);
   }
 
   private put(ps: Ptr): void {
@@ -101,7 +122,7 @@ export class DecoderPool {
       return;
     }
     if (this.closed || this.idle.length >= Math.max(this.opts.maxIdle, this.opts.spare)) {
-      this.opts.native.freeDecoder(ps);
+      this.free(ps);
       return;
     }
     this.idle.push(ps);
@@ -139,6 +160,7 @@ export class DecoderPool {
       const ps = await this.opts.native.initDecoder(this.opts.args);
       if (ps === 0n) throw new Error('pocketsphinx ps_init failed');
       await this.opts.setup?.(ps);
+    this.rememberPrior(ps);
       this.opts.logger?.debug({ ms: Math.round(performance.now() - t0) }, 'pocketsphinx decoder ready');
       this.lastError = undefined;
       this.put(ps);

@@ -21,6 +21,8 @@ const FOR: Record<string, string> = { en: 'for', fr: 'pour', de: 'für', es: 'pa
 const AT: Record<string, string> = { en: 'at', fr: 'à', de: 'um', es: '', it: '' };
 const MY_NAME: Record<string, string> = { en: 'my name is', fr: "je m'appelle", de: 'ich heiße', es: 'me llamo', it: 'mi chiamo' };
 const NAME_UNDER: Record<string, string> = { en: 'under the name', fr: 'au nom de', de: 'auf den namen', es: 'a nombre de', it: 'a nome di' };
+/** Words a caller puts before a short phrase without changing it. */
+const ACKNOWLEDGEMENTS: Record<string, string[]> = { en: ['okay', 'well', 'oh'], fr: ['bon', 'alors'], de: ['also', 'okay'], es: ['bueno', 'vale'], it: ['allora', 'va bene'] };
 const RELATIVE_DAYS: Record<string, [string, number][]> = {
   en: [['today', 0], ['tomorrow', 1], ['the day after tomorrow', 2]],
   fr: [["aujourd'hui", 0], ['demain', 1], ['après-demain', 2]],
@@ -175,6 +177,14 @@ export function buildGrammarSpecs(config: RulesConfig, lexicon: Lexicon, hours: 
     for (const intent of config.intents) {
       const phrases = (intent.phrases[lang] ?? []).map(plain);
       for (const p of phrases) add(sentences, p);
+      // Callers run short social phrases together ("okay, bye bye, see you", "thanks, goodbye"): a leading
+      // acknowledgement and two short phrases of the same intent in a row are sentences too.
+      const short = phrases.filter((p) => p.split(' ').length <= 3);
+      const runs = [...short, ...short.flatMap((a) => short.filter((b) => b !== a).map((b) => `${a} ${b}`))];
+      for (const run of runs) {
+        add(sentences, run);
+        for (const ack of ACKNOWLEDGEMENTS[lang] ?? []) add(sentences, `${ack} ${run}`);
+      }
       if (!intent.slots) continue;
       const confirm = new Set<string>([...yes, ...no, ...cancel]);
       for (const slot of intent.slots) {
