@@ -223,11 +223,12 @@ describe('device WebSocket call', () => {
       device.send(encodeMulaw(frames[i]));
     }
     expect(events.find((e) => e.type === 'session.started')).toMatchObject({ audio: { input: { codec: 'pcmu', sampleRate: 8000 }, output: { codec: 'pcmu', sampleRate: 8000 } } });
-    // Narrowband audio loses what PocketSphinx's wideband model listens for, so only ask that the
-    // caller's turn was heard and answered (accuracy on phone audio is a model matter, see README).
+    // This is the codec path: the caller's turn was heard and answered. What the narrowband recogniser made of
+    // the words (or its honest "I can only help with…" when it rejected them) is measured in BENCHMARKS.md and
+    // asserted by the phone dialogue in dialogue-call.test.ts.
     const finals = events.filter((e) => e.type === 'transcript.final');
     expect(finals.length).toBeGreaterThan(0);
-    expect(String(finals[0].text).length).toBeGreaterThan(0);
+    expect(events.some((e) => e.type === 'response.done' && e.status === 'completed' && String(e.text).length > 0)).toBe(true);
     expect(events.some((e) => e.type === 'turn.metrics')).toBe(true);
     expect(audio.length).toBeGreaterThan(10);
     expect(Math.abs(audio[5].length - 160)).toBeLessThanOrEqual(2); // 20 ms of 8 kHz µ-law per message
