@@ -231,9 +231,11 @@ describe('a card number spoken aloud, through the real VAD and recogniser', () =
     while (!events.some((e) => e.type === 'response.done') && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     ws.close();
     const finals = events.filter((e) => e.type === 'transcript.final').map((e) => String(e.text));
-    // The words went through the recogniser (PocketSphinx's open model often mishears the digits themselves:
-    // "four we're we're …"; what it does hear as digits must not come out).
-    expect(finals.join(' ')).toMatch(/card number/);
+    // The words went through the recogniser and the caller's turn was taken: with the embedded grammar ASR a card
+    // number is outside the restaurant agent's grammar, so it is rejected and answered honestly rather than stored;
+    // an open-vocabulary recogniser would transcribe it, and then what it hears as digits must not come out.
+    expect(finals.length).toBeGreaterThan(0);
+    expect(events.some((e) => e.type === 'response.done')).toBe(true);
     const started = events.find((e) => e.type === 'session.started') as Event;
     await new Promise((r) => setTimeout(r, 200));
     const record = await (await fetch(`${server.httpUrl}/v1/calls/${String(started.callId)}`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } })).json();
