@@ -114,7 +114,8 @@ describe('speech the agent does not understand', () => {
       for (const pcm of lines) {
         const turn = await deviceTurn(device, pcm);
         console.log(`[dialogue-call] off-topic heard ${JSON.stringify(turn.heard)} → ${JSON.stringify(turn.reply)}`);
-        if (/can only help/.test(turn.reply)) honest++;
+        // Honest in whichever language the recogniser took the sounds for (off-topic English can pass for Spanish).
+        if (/can only help|solo puedo ayudarle/.test(turn.reply)) honest++;
       }
       // Never an action on speech the agent does not understand: no tool ran, nothing ended the call.
       expect(device.eventsOf('response.tool_call')).toEqual([]);
