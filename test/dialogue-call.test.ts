@@ -11,7 +11,7 @@ import { acousticModel, DEFAULT_SPANISH_MODEL_DIR, modelPresent } from '../src/p
 import { TwilioCaller } from '../loadtest/twilio-caller.js';
 import { synthesize, voicesFor } from '../loadtest/voices.js';
 import { TestDevice } from './helpers/device.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { mintSessionToken, sessionForNetworkCall, startTestServer, type TestServer } from './helpers/server.js';
 import { speak } from './helpers/speech.js';
 
 const spanishModel = modelPresent(acousticModel('es', process.env.POCKETSPHINX_ES_DIR ?? DEFAULT_SPANISH_MODEL_DIR));
@@ -136,26 +136,6 @@ describe('speech the agent does not understand', () => {
 });
 
 describe('a spoken booking over a phone line (Twilio media stream, µ-law 8 kHz)', () => {
-  /** The session of the call the provider knows as `networkId`. */
-  async function waitForSession(networkId: string): Promise<Session> {
-    for (let i = 0; i < 200; i++) {
-      const callId = server.server.service.store.idForNetworkId(networkId);
-      const session = callId ? server.server.service.sessions.get(callId) : undefined;
-      if (session) return session;
-      await sleep(10);
-    }
-    throw new Error(`no session for network call ${networkId}`);
-  }
-
-  async function sessionToken(): Promise<string> {
-    const res = await fetch(`${server.httpUrl}/v1/tokens`, {
-      method: 'POST',
-      headers: { authorization: 'Bearer test-key-not-secret', 'content-type': 'application/json' },
-      body: '{}',
-    });
-    return ((await res.json()) as { token: string }).token;
-  }
-
   /** Send 16 kHz speech as 20 ms frames in real time (the caller encodes µ-law 8 kHz), then silence until `done`. */
   async function phoneTurn(caller: TwilioCaller, session: Session, pcm: Int16Array): Promise<string> {
     const agentLines = () => session.transcript.filter((t) => t.role === 'agent' && t.status === 'completed').length;
@@ -193,12 +173,12 @@ describe('a spoken booking over a phone line (Twilio media stream, µ-law 8 kHz)
     ];
     const spoken = new Map<string, Int16Array>();
     const say = async (line: string): Promise<Int16Array> => spoken.get(line) ?? spoken.set(line, await speak(line)).get(line)!;
-    const caller = new TwilioCaller(`ws://127.0.0.1:${server.port}/v1/telephony/twilio?token=${await sessionToken()}`, {
+    const caller = new TwilioCaller(`ws://127.0.0.1:${server.port}/v1/telephony/twilio?token=${await mintSessionToken(server)}`, {
       authToken: TWILIO_AUTH_TOKEN,
     });
     await caller.connect();
     try {
-      const session = await waitForSession(caller.callSid);
+      const session = await sessionForNetworkCall(server, caller.callSid);
       let reply = await phoneTurn(caller, session, await say('I would like to book a table for four.'));
       const tries = new Map<RegExp, number>();
       for (let turn = 0; turn < 9 && !/Shall I book it\?$/.test(reply); turn++) {

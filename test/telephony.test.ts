@@ -8,7 +8,7 @@ import { lastVoicedFrame } from '../loadtest/run.js';
 import { TwilioCaller } from '../loadtest/twilio-caller.js';
 import { computeTwilioSignature } from '../src/transports/telephony/twilio-signature.js';
 import { speak } from './helpers/speech.js';
-import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
+import { mintSessionToken, sessionForNetworkCall, startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 
 /**
  * Phone calls over the providers' media-stream WebSockets, each side played by a real WebSocket client that
@@ -81,22 +81,8 @@ async function until(predicate: () => boolean, silence: () => void, timeoutMs = 
   }
 }
 
-/** The session of the call the provider knows as `networkId` (our ids are our own; theirs is an attribute). */
-async function waitForSession(networkId: string): Promise<Session> {
-  for (let i = 0; i < 200; i++) {
-    const callId = server.server.service.store.idForNetworkId(networkId);
-    const session = callId ? server.server.service.sessions.get(callId) : undefined;
-    if (session) return session;
-    await sleep(10);
-  }
-  throw new Error(`no session for network call ${networkId}`);
-}
-
-/** A session token, as a provider webhook mints one per call: API keys are never accepted in a URL. */
-async function sessionToken(): Promise<string> {
-  const res = await fetch(`${server.httpUrl}/v1/tokens`, { method: 'POST', headers: { authorization: `Bearer ${TEST_API_KEY}`, 'content-type': 'application/json' }, body: '{}' });
-  return ((await res.json()) as { token: string }).token;
-}
+const waitForSession = (networkId: string): Promise<Session> => sessionForNetworkCall(server, networkId);
+const sessionToken = (): Promise<string> => mintSessionToken(server);
 
 function twilioUrl(query = ''): string {
   return `ws://127.0.0.1:${server.port}/v1/telephony/twilio${query}`;

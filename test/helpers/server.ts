@@ -8,7 +8,7 @@ import { hashApiKey } from '../../src/auth/auth.js';
 
 /** The API key every test server accepts. */
 export const TEST_API_KEY = 'test-key-not-secret';
-import type { SessionProviders } from '../../src/session/session.js';
+import type { Session, SessionProviders } from '../../src/session/session.js';
 
 export interface TestServer {
   server: VoiceServer;
@@ -42,4 +42,25 @@ export async function startTestServer(overrides: ConfigOverrides = {}, providers
     httpUrl: `http://127.0.0.1:${port}`,
     stop: () => server.stop(),
   };
+}
+
+/** The session of the call a telephony provider knows as `networkId` (our ids are our own; theirs is an attribute). */
+export async function sessionForNetworkCall(server: TestServer, networkId: string): Promise<Session> {
+  for (let i = 0; i < 200; i++) {
+    const callId = server.server.service.store.idForNetworkId(networkId);
+    const session = callId ? server.server.service.sessions.get(callId) : undefined;
+    if (session) return session;
+    await new Promise<void>((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`no session for network call ${networkId}`);
+}
+
+/** A session token, as a provider webhook mints one per call: API keys are never accepted in a URL. */
+export async function mintSessionToken(server: TestServer): Promise<string> {
+  const res = await fetch(`${server.httpUrl}/v1/tokens`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TEST_API_KEY}`, 'content-type': 'application/json' },
+    body: '{}',
+  });
+  return ((await res.json()) as { token: string }).token;
 }
