@@ -135,7 +135,12 @@ describe('grammar specs: every spoken value form reads back as what it means', (
     const specs = agent.grammarSpecs();
     expect(specs.map((s) => s.language)).toEqual(['en', 'fr', 'de', 'es', 'it']);
     const en = specs[0];
-    expect(en.sentences).toEqual(expect.arrayContaining(['i would like to book a table', '{party_size} people', 'yes', 'cancel', 'actually {time}']));
+    expect(en.sentences).toEqual(expect.arrayContaining(['i would like to book a table', 'i would like to book a table for {party_size}', 'yes', 'cancel']));
+    // Bare answers and fragments only while their question is open: in the open grammar they catch any short sound.
+    for (const fragment of ['{party_size} people', 'actually {time}', '{time}', 'not', "don't"]) expect(en.sentences).not.toContain(fragment);
+    expect(en.expectations?.['book_appointment.party_size']).toEqual(expect.arrayContaining(['{party_size} people', 'for {party_size}']));
+    expect(en.expectations?.['book_appointment.time']).toEqual(expect.arrayContaining(['{time}', 'actually {time}']));
+    expect(en.expectations?.['book_appointment.confirm']).toEqual(expect.arrayContaining(['yes', 'no', 'not', 'no {time}']));
     expect(en.slots.party_size).toContain('four');
     expect(en.slots.time).toEqual(expect.arrayContaining(['eight pm', 'half past seven']));
     expect(en.slots.name).toContain('anna');

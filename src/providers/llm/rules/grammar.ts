@@ -21,6 +21,8 @@ const FOR: Record<string, string> = { en: 'for', fr: 'pour', de: 'für', es: 'pa
 const AT: Record<string, string> = { en: 'at', fr: 'à', de: 'um', es: '', it: '' };
 const MY_NAME: Record<string, string> = { en: 'my name is', fr: "je m'appelle", de: 'ich heiße', es: 'me llamo', it: 'mi chiamo' };
 const NAME_UNDER: Record<string, string> = { en: 'under the name', fr: 'au nom de', de: 'auf den namen', es: 'a nombre de', it: 'a nome di' };
+/** How many of the lexicon's yes and no words (commonest first) are sentences when no question is open. */
+const OPEN_YES_NO = 3;
 /** Words a caller puts before a short phrase without changing it. */
 const ACKNOWLEDGEMENTS: Record<string, string[]> = { en: ['okay', 'well', 'oh'], fr: ['bon', 'alors'], de: ['also', 'okay'], es: ['bueno', 'vale'], it: ['allora', 'va bene'] };
 const RELATIVE_DAYS: Record<string, [string, number][]> = {
@@ -172,7 +174,9 @@ export function buildGrammarSpecs(config: RulesConfig, lexicon: Lexicon, hours: 
     const no = (lexicon.no[lang] ?? []).map(plain);
     const cancel = (lexicon.cancel[lang] ?? []).map(plain);
     const corrections = (lexicon.correction[lang] ?? []).map(plain);
-    for (const s of [...yes, ...no, ...cancel]) add(sentences, s);
+    // Outside a question only the commonest yes/no words stand alone ("no" to "anything else?"); fragments such
+    // as "not", "don't" or "right" are words inside sentences, and alone they catch any short sound.
+    for (const s of [...yes.slice(0, OPEN_YES_NO), ...no.slice(0, OPEN_YES_NO), ...cancel]) add(sentences, s);
 
     for (const intent of config.intents) {
       const phrases = (intent.phrases[lang] ?? []).map(plain);
@@ -191,10 +195,11 @@ export function buildGrammarSpecs(config: RulesConfig, lexicon: Lexicon, hours: 
         slots[slot.name] = [...new Set([...(slots[slot.name] ?? []), ...slotForms(slot, lang, config, lexicon, hours)])];
         const answers = answerTemplates(slot, lang);
         const expected = new Set<string>(cancel);
+        // Bare answers ("eight", "for two") live only in their question's expectation: in the open grammar any
+        // short sound would be forced onto one of them (measured: "goodbye" heard as "at nine").
         for (const a of answers) {
-          add(sentences, a);
           add(expected, a);
-          for (const c of corrections) add(sentences, `${c} ${a}`);
+          for (const c of corrections) add(expected, `${c} ${a}`);
           for (const n of no.slice(0, 1)) add(confirm, `${n} ${a}`);
           for (const c of corrections) add(confirm, `${c} ${a}`);
         }
@@ -207,7 +212,6 @@ export function buildGrammarSpecs(config: RulesConfig, lexicon: Lexicon, hours: 
         if (hasNumberWord(p, lang)) continue;
         for (const tail of carried) add(sentences, `${p} ${tail}`);
       }
-      for (const s of confirm) add(sentences, s);
       expectations[`${intent.name}.confirm`] = [...confirm];
     }
     for (const intent of config.intents) {

@@ -14,6 +14,7 @@ export interface Lexicon {
   correction: LangList;
 }
 
+/** Commonest first: a recogniser's open grammar takes only the first few yes and no words as sentences. */
 export const DEFAULT_LEXICON: Lexicon = {
   yes: {
     en: ['yes', 'yeah', 'yep', 'sure', 'correct', "that's right", 'right', 'ok', 'okay', 'go ahead', 'please do', 'absolutely', 'exactly', 'confirm'],
@@ -23,9 +24,9 @@ export const DEFAULT_LEXICON: Lexicon = {
     it: ['sì', 'certo', 'esatto', 'va bene', 'giusto', "d'accordo", 'perfetto', 'confermo', 'corretto', 'proceda'],
   },
   no: {
-    en: ['no', 'nope', 'not', 'wrong', 'incorrect', "don't", 'do not'],
-    fr: ['non', 'pas', 'faux', 'incorrect'],
-    de: ['nein', 'nicht', 'falsch', 'nee', 'keine'],
+    en: ['no', 'nope', 'wrong', 'incorrect', 'not', "don't", 'do not'],
+    fr: ['non', 'faux', 'incorrect', 'pas'],
+    de: ['nein', 'nee', 'falsch', 'nicht', 'keine'],
     es: ['no', 'incorrecto', 'equivocado'],
     it: ['no', 'sbagliato', 'non'],
   },
