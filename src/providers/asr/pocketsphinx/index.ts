@@ -246,8 +246,10 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
 /** What a stream decoding against a compiled grammar needs to know about it. */
 export interface LaneGrammar {
   isComplete(text: string): boolean;
-  /** Named searches this decoder has besides the default one (expectations). */
+  /** Named searches a decoder can have besides the default one (expectations). */
   searches: ReadonlySet<string>;
+  /** The JSGF of a named search, compiled into a decoder when a call on it first needs it. */
+  searchJsgf(name: string): string | undefined;
 }
 
 /** Details of a grammar lane's last final, for choosing between languages. */
@@ -492,6 +494,10 @@ export class PocketSphinxDecoderStream implements AsrStream {
     switch (cmd.kind) {
       case 'finalize': {
         await this.ensureStarted(ps);
+        // This pocketsphinx's final grammar search ignores the null transition into the final state, so a sentence
+        // that is also the start of a longer one ("goodbye" / "goodbye see you") can end "in no final state" when
+        // the trailing silence sat on the inner state. The best path just before the end still says it.
+        const beforeEnd = this.grammar ? this.native.hypScoreSync(ps) : undefined;
         this.started = false;
         const rc = await this.native.endUtt(ps);
         if (rc < 0) throw new Error(`ps_end_utt failed (${rc})`);
@@ -499,7 +505,12 @@ export class PocketSphinxDecoderStream implements AsrStream {
         this.lastScore = { score: this.native.hypScoreSync(ps).score, frames: Math.max(1, this.native.nFrames(ps)) };
         const audioMs = (this.uttSamples * 1000) / INTERNAL_SAMPLE_RATE;
         if (this.grammar) {
-          const result = this.grammarResult(ps, raw);
+          const rescued = raw === '' && beforeEnd ? this.completeSentence(beforeEnd.text) : undefined;
+          if (rescued && beforeEnd) {
+            this.lastScore = { score: beforeEnd.score, frames: this.lastScore.frames };
+            rescued.scorePerFrame = beforeEnd.score / this.lastScore.frames;
+          }
+          const result = rescued ?? this.grammarResult(ps, raw);
           this.lastResult = result;
           const words = result.inGrammar ? this.words(ps) : [];
           this.resetUtterance();
@@ -538,6 +549,15 @@ export class PocketSphinxDecoderStream implements AsrStream {
         }
         return;
     }
+  }
+
+  /** A best path that is a whole sentence of the grammar (no garbage in it) as a lane result, else undefined. */
+  private completeSentence(rawHyp: string): LaneResult | undefined {
+    const raw = normaliseText(rawHyp);
+    if (!this.grammar || raw === '' || raw.split(' ').some((w) => w.startsWith(GARBAGE_PREFIX))) return undefined;
+    const text = sentenceWords(raw).join(' ');
+    if (!this.grammar.isComplete(text)) return undefined;
+    return { language: this.language, text, inGrammar: true, coverage: 1, scorePerFrame: 0 };
   }
 
   /** Splits the grammar hypothesis into sentence and garbage frames. */
@@ -579,6 +599,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
 
   private async ensureStarted(ps: Ptr): Promise<void> {
     if (this.started) return;
+    if (this.wantedSearch !== this.activeSearch) await this.ensureSearch(ps, this.wantedSearch);
     if (this.wantedSearch !== this.activeSearch) {
       const rc = this.native.setSearch(ps, this.wantedSearch);
       if (rc < 0) this.logger?.warn({ search: this.wantedSearch }, 'ps_set_search failed');
@@ -587,6 +608,25 @@ export class PocketSphinxDecoderStream implements AsrStream {
     const rc = await this.native.startUtt(ps);
     if (rc < 0) throw new Error(`ps_start_utt failed (${rc})`);
     this.started = true;
+  }
+
+  /**
+   * Compiles an expectation's search into this decoder unless it has it (pooled decoders keep theirs). Runs when the
+   * agent's question sets the expectation, while the question is still being spoken, so the caller never waits.
+   */
+  private async ensureSearch(ps: Ptr, name: string): Promise<void> {
+    const known = this.pool.searchesOf(ps);
+    if (name === this.defaultSearch || known.has(name)) return;
+    const jsgf = this.grammar?.searchJsgf(name);
+    if (jsgf === undefined) return;
+    const t0 = performance.now();
+    const rc = await this.native.setJsgfString(ps, name, jsgf);
+    if (rc < 0) {
+      this.logger?.warn({ search: name }, 'expectation search did not compile; decoding with the whole grammar');
+      return;
+    }
+    known.add(name);
+    this.logger?.debug({ search: name, ms: Math.round(performance.now() - t0) }, 'expectation search compiled');
   }
 
   private async endIfStarted(ps: Ptr): Promise<void> {
