@@ -20,7 +20,8 @@ export function createProviders(config: ServiceConfig, logger: Logger): SessionP
       vad.executionProviders,
       logger.child({ provider: 'vad' }),
     ),
-    asr: createAsrProvider(asr, logger.child({ provider: 'asr' })),
+    // With grammars coming (applyGrammars), the generic LM decoders (~95 MB, ~1 s each) are built only if needed.
+    asr: createAsrProvider(asr, logger.child({ provider: 'asr' }), { grammarExpected: grammarWanted(asr.provider === 'pocketsphinx' ? asr.grammar : 'off', config.providers.llm.provider) }),
     llm: createLlmProvider(config.providers.llm, logger.child({ provider: 'llm' })),
     tts: createTtsProvider(tts, logger.child({ provider: 'tts' })),
     tools: createToolExecutor(config.agent.tools),
@@ -68,8 +69,8 @@ export async function loadProviders(providers: SessionProviders, logger: Logger,
   ] as const;
   const started = performance.now();
   let loaded = 0;
-  await Promise.all(
-    stages.map(async ([stage, provider]) => {
+  const loads = new Map(
+    stages.map(([stage, provider]) => [stage, (async () => {
       const t0 = performance.now();
       logger.info({ stage, provider: provider.name }, 'loading model');
       try {
@@ -79,8 +80,13 @@ export async function loadProviders(providers: SessionProviders, logger: Logger,
       }
       loaded++;
       logger.info({ stage, provider: provider.name, ms: Math.round(performance.now() - t0), progress: `${loaded}/${stages.length}` }, 'model loaded');
-    }),
+    })()]),
   );
-  if (config) await applyGrammars(providers, config, logger);
+  // The grammars need only the recogniser and the agent: they compile while the voices are still loading.
+  const grammars = (async () => {
+    await Promise.all([loads.get('asr'), loads.get('llm')]);
+    if (config) await applyGrammars(providers, config, logger);
+  })();
+  await Promise.all([...loads.values(), grammars]);
   logger.info({ ms: Math.round(performance.now() - started) }, 'all models loaded');
 }

@@ -13,15 +13,16 @@ export function grammarWanted(mode: 'auto' | 'on' | 'off' | undefined, llmProvid
   return llmProvider === undefined || llmProvider === 'rules';
 }
 
-export function createAsrProvider(config: AsrProviderConfig, logger: Logger): AsrProvider {
+export function createAsrProvider(config: AsrProviderConfig, logger: Logger, options: { grammarExpected?: boolean } = {}): AsrProvider {
   switch (config.provider) {
     case 'pocketsphinx':
       return new PocketSphinxAsr({
         modelDir: config.modelDir,
         spareDecoders: config.spareDecoders ?? 4,
         maxIdleDecoders: config.maxIdleDecoders ?? 4,
-        // The generic LM loads first (one decoder, ~0.5 s) so a stream works even if no grammar is ever set
-        // (a wrapper hiding setGrammars, a compile error); setGrammars() then frees it.
+        // Without grammars coming the generic LM loads at once; with them it is built only if they fail (setGrammars
+        // falls back to it) or a stream is asked for before any grammar was set.
+        lazyGenericLm: options.grammarExpected === true,
         grammar: {
           languages: config.languages,
           spanishModelDir: config.spanishModelDir,

@@ -37,6 +37,8 @@ export class DecoderPool {
   private leased = 0;
   /** Pending delayed top-up of the spares (see refill). */
   private refillTimer: NodeJS.Timeout | undefined;
+  /** Named searches added to each decoder after it was built (they stay with it across calls). */
+  private readonly searches = new Map<Ptr, Set<string>>();
   /** Each decoder's cepstral mean as built (its model's -cmninit): restored whenever a call hands it back. */
   private readonly priors = new Map<Ptr, Float32Array>();
 
@@ -109,8 +111,16 @@ export class DecoderPool {
     if (prior) this.priors.set(ps, prior);
   }
 
+  /** The searches added to decoder `ps` so far (mutable: the caller records what it adds). */
+  searchesOf(ps: Ptr): Set<string> {
+    let set = this.searches.get(ps);
+    if (!set) this.searches.set(ps, (set = new Set()));
+    return set;
+  }
+
   private free(ps: Ptr): void {
     this.priors.delete(ps);
+    this.searches.delete(ps);
     this.opts.native.freeDecoder(ps);
   }
 
@@ -160,7 +170,7 @@ export class DecoderPool {
       const ps = await this.opts.native.initDecoder(this.opts.args);
       if (ps === 0n) throw new Error('pocketsphinx ps_init failed');
       await this.opts.setup?.(ps);
-    this.rememberPrior(ps);
+      this.rememberPrior(ps);
       this.opts.logger?.debug({ ms: Math.round(performance.now() - t0) }, 'pocketsphinx decoder ready');
       this.lastError = undefined;
       this.put(ps);
