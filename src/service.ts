@@ -202,8 +202,10 @@ export class VoiceService {
   /** Durable call record: what was said and how fast, written as it happens. */
   private record(callId: string, event: SessionEvent, log: Logger): void {
     try {
-      if (event.type === 'transcript.final' && event.text) {
-        this.store.utterance(callId, { role: 'caller', turn: event.turn, text: event.text, language: event.language });
+      if (event.type === 'transcript.final' && (event.text || event.understood === false)) {
+        // A turn the agent answered without understanding it is on the record too (empty text, status says why).
+        const status = event.understood === false ? 'not_understood' : undefined;
+        this.store.utterance(callId, { role: 'caller', turn: event.turn, text: event.text, language: event.language, ...(status ? { status } : {}) });
       } else if (event.type === 'response.done' && event.text) {
         this.store.utterance(callId, { role: 'agent', turn: event.turn, text: event.text, language: this.sessions.get(callId)?.language ?? '', status: event.status });
       } else if (event.type === 'turn.metrics') {

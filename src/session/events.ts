@@ -51,7 +51,8 @@ export type SessionEvent =
   | { type: 'speech.started'; turn: number; atMs: number }
   | { type: 'speech.stopped'; turn: number; atMs: number }
   | { type: 'transcript.partial'; turn: number; text: string; language: string }
-  | { type: 'transcript.final'; turn: number; text: string; language: string }
+  /** `understood: false`: speech the recogniser could not match to anything the agent handles (it is answered). */
+  | { type: 'transcript.final'; turn: number; text: string; language: string; understood?: false }
   | { type: 'response.started'; turn: number; responseId: string }
   | { type: 'response.text.delta'; turn: number; responseId: string; text: string }
   | { type: 'response.tool_call'; turn: number; responseId: string; name: string; arguments: string; toolCallId: string }

@@ -423,7 +423,7 @@ export class Session {
     const input = this.speechInput(turn);
     const shown = this.shownText(text);
     if (this.config.privacy.logTranscripts) this.log.info({ turn: turn.turn, text: shown }, 'caller said');
-    this.emit({ type: 'transcript.final', turn: turn.turn, text: shown, language: turn.language });
+    this.emit({ type: 'transcript.final', turn: turn.turn, text: shown, language: turn.language, ...(notUnderstood ? { understood: false as const } : {}) });
     this.transcript.push({ role: 'caller', turn: turn.turn, text: shown, language: turn.language, atMs: Date.now() });
     if (this.answerConsent(text, turn.language)) {
       turn.preemptive?.cancel();
