@@ -14,6 +14,8 @@ import { speak } from './helpers/speech.js';
  * offers at once, ICE candidates naming internal addresses, and per-key limits for browser calls. Real
  * libwebrtc on both sides, real HTTP on 127.0.0.1; /healthz is timed while each attack runs.
  */
+/** The process stays responsive: the bug froze /healthz for minutes; under CI load a healthy answer takes up to ~150 ms. */
+const HEALTHZ_LIVENESS_MS = 500;
 const OTHER_KEY = 'second-tenant-key-not-secret';
 let server: TestServer;
 let askTime: Int16Array;
@@ -175,7 +177,7 @@ describe('WebRTC doors under attack', () => {
       expect(await res.json()).toMatchObject({ error: 'invalid_sdp' });
     }
     expect(probes).toBeGreaterThan(3);
-    expect(worstMs).toBeLessThan(100);
+    expect(worstMs).toBeLessThan(HEALTHZ_LIVENESS_MS);
     expect(maxMs).toBeLessThan(1000);
     const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
     expect(metrics).toMatch(/^voice_agent_webrtc_peers 0$/m);
@@ -198,7 +200,7 @@ describe('WebRTC doors under attack', () => {
         return device.silenceUntil((e) => e.type === 'response.done' && e.status === 'completed', 20_000);
       });
       expect(refused).toBeGreaterThan(3);
-      expect(worstMs).toBeLessThan(100);
+      expect(worstMs).toBeLessThan(HEALTHZ_LIVENESS_MS);
     } finally {
       attacking = false;
       await attack;
@@ -226,7 +228,7 @@ describe('WebRTC doors under attack', () => {
       expect(busy.length).toBeGreaterThanOrEqual(4);
       for (const res of busy) expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
       expect(result.every((r) => r.status === 200 || r.status === 503)).toBe(true);
-      expect(worstMs).toBeLessThan(100);
+      expect(worstMs).toBeLessThan(HEALTHZ_LIVENESS_MS);
       expect(maxMs).toBeLessThan(1000);
     } finally {
       for (const a of answered) await deleteSession(a.sessionId, a.key);
