@@ -124,9 +124,12 @@ export const CONFIG_SCHEMA: Schema = obj(
         llmFirstTokenTimeoutMs: ms(1),
         llmStallTimeoutMs: ms(1),
         ttsTimeoutMs: ms(1),
+        toolHoldMs: ms(0),
+        toolHoldReplies: langMap(nonEmpty),
         tools: obj(
           {
             enabled: strings,
+            file: nonEmpty,
             timezone: nonEmpty,
             timeoutMs: ms(1),
             bank: obj(

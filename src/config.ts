@@ -206,7 +206,11 @@ export interface AgentConfig {
   /** TTS first audio (and each later chunk) within this, or the segment fails. */
   ttsTimeoutMs: number;
   /** Which built-in tools the agent may call (default: all), their timezone and timeout. */
-  tools?: { enabled?: string[]; timezone?: string; timeoutMs?: number; bank?: { customers?: BankCustomer[] } };
+  tools?: { enabled?: string[]; timezone?: string; timeoutMs?: number; bank?: { customers?: BankCustomer[] }; file?: string };
+  /** A tool still running after this long: the caller hears a holdReplies line ("one moment") meanwhile; 0: never. */
+  toolHoldMs: number;
+  /** The "one moment" line, per language. */
+  toolHoldReplies: Record<string, string>;
 }
 
 export interface ServiceConfig {
@@ -380,6 +384,14 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     llmFirstTokenTimeoutMs: 8000,
     llmStallTimeoutMs: 10_000,
     ttsTimeoutMs: 5000,
+    toolHoldMs: 1000,
+    toolHoldReplies: {
+      en: 'One moment, please.',
+      fr: 'Un instant, s’il vous plaît.',
+      de: 'Einen Moment, bitte.',
+      es: 'Un momento, por favor.',
+      it: 'Un attimo, per favore.',
+    },
   },
   providers: {
     vad: { provider: 'silero' },

@@ -117,6 +117,8 @@ export class VoiceService {
       /** Who the call is with (caller number, customer id), when known: for people's access and erasure requests. */
       subject?: CallSubject;
       tools?: (shared: ToolExecutor) => ToolExecutor;
+      /** Caller context (token claims, SIP headers; src/integration/context.ts): the call's tools may send it on. */
+      caller?: Readonly<Record<string, string>>;
     } = {},
   ): Session {
     if (!this.ready) throw new Error(`service not ready (${this.state})`);
@@ -146,6 +148,7 @@ export class VoiceService {
       language: options.language,
       ...(options.inputSampleRate ? { inputSampleRate: options.inputSampleRate } : {}),
       observer: (event) => this.record(callId, event, log),
+      caller: { transport, ...(options.caller ?? {}) },
     });
     this.sessions.set(callId, session);
     const { maxSessionMs } = this.config.limits;
