@@ -1,4 +1,5 @@
 import type { BankCustomer } from './providers/llm/tools.js';
+import { DEFAULT_WEBHOOKS, type WebhooksConfig } from './integration/webhooks.js';
 import { readFileSync, existsSync } from 'node:fs';
 import type { AuthConfig } from './auth/auth.js';
 import type { StoreConfig } from './store/call-store.js';
@@ -263,6 +264,8 @@ export interface ServiceConfig {
   };
   /** `POST /v1/chat/completions` serving this service's own LLM to other services (off by default). */
   chatCompletions: { enabled: boolean; model: string };
+  /** The operator's systems: signed webhooks out (docs/integration.md). HTTP tools live in the agent file. */
+  integration: { webhooks: WebhooksConfig };
   /** `asr-server` mode (src/asr-server.ts): the configured ASR served under vLLM's realtime protocol. */
   asrServer: { path: string; model: string; maxSessions: number; maxUtteranceMs: number };
 }
@@ -400,6 +403,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     tts: { provider: 'auto' },
   },
   chatCompletions: { enabled: false, model: 'voice-agent' },
+  integration: { webhooks: DEFAULT_WEBHOOKS },
   asrServer: { path: '/v1/realtime', model: 'pocketsphinx-en-us', maxSessions: 64, maxUtteranceMs: 60_000 },
 };
 
