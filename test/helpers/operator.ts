@@ -16,6 +16,8 @@ export interface ReceivedRequest {
   /** The signature checked out (timestamp inside the replay window). */
   signed: boolean;
   at: number;
+  /** What it was answered: an HTTP status, or 0 for a dropped connection (or none yet). */
+  status: number;
 }
 
 export interface OperatorService {
@@ -57,17 +59,20 @@ export async function startOperatorService(secret: string): Promise<OperatorServ
       } catch {
         json = undefined;
       }
-      requests.push({ method: req.method ?? '', path: url.pathname, headers: req.headers, body, json, signed: verdict.ok, at: Date.now() });
+      const record: ReceivedRequest = { method: req.method ?? '', path: url.pathname, headers: req.headers, body, json, signed: verdict.ok, at: Date.now(), status: 0 };
+      requests.push(record);
       if (downTimes > 0) {
         downTimes--;
         if (downHow === 'reset') {
           req.socket.destroy();
           return;
         }
+        record.status = 503;
         res.writeHead(503).end();
         return;
       }
       if (!verdict.ok) {
+        record.status = 401;
         res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ error: verdict.reason }));
         return;
       }
@@ -84,7 +89,9 @@ export async function startOperatorService(secret: string): Promise<OperatorServ
         if (key) answers.set(key, answer);
       }
       const send = (a: { status: number; body: string }): void => {
-        if (!res.destroyed) res.writeHead(a.status, { 'content-type': 'application/json' }).end(a.body);
+        if (res.destroyed) return;
+        record.status = a.status;
+        res.writeHead(a.status, { 'content-type': 'application/json' }).end(a.body);
       };
       if (slowTimes > 0) {
         slowTimes--;
