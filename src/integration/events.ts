@@ -13,6 +13,7 @@ export function observedTools(inner: ToolExecutor, emit: EventSink): ToolExecuto
   return {
     definitions: () => inner.definitions(),
     ...(inner.maskArguments ? { maskArguments: (call) => inner.maskArguments?.(call) ?? call.arguments } : {}),
+    ...(inner.mayHold ? { mayHold: (call) => inner.mayHold?.(call) ?? false } : {}),
     async execute(call, ctx) {
       const started = performance.now();
       const result = await inner.execute(call, ctx);

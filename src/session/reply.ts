@@ -20,6 +20,11 @@ export interface ToolExecutor {
   ): Promise<{ content: string; action?: 'hangup' | 'transfer' }>;
   /** The call's arguments with sensitive ones masked, as events and the conversation record them. */
   maskArguments?(call: ToolCall): string;
+  /**
+   * True when the session may say its "one moment" line while this call runs long (the service's own tools).
+   * Absent or false: the call's wait is someone else's to fill (a realtime client running its own function).
+   */
+  mayHold?(call: ToolCall): boolean;
 }
 
 export interface ReplyDeps {
@@ -214,7 +219,8 @@ export class ReplyTask {
         this.newMessages.push(assistant);
         const toolStart = performance.now();
         for (const call of calls) {
-          const result = await this.withHold(tools.execute(call, { callId, signal, messages: conversation, ...(this.deps.caller ? { caller: this.deps.caller } : {}) }), ttsQueue);
+          const running = tools.execute(call, { callId, signal, messages: conversation, ...(this.deps.caller ? { caller: this.deps.caller } : {}) });
+          const result = tools.mayHold?.(call) ? await this.withHold(running, ttsQueue) : await running;
           if (result.action) this.action = result.action;
           const toolMessage: ChatMessage = { role: 'tool', content: result.content, toolCallId: call.id };
           conversation.push(toolMessage);

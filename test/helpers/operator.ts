@@ -160,7 +160,7 @@ export async function restaurantAgentWithHttpBooking(file: string, serviceUrl: s
   // No arguments: the form's slots are sent as the tool's parameters of the same names.
   booking.tool = { name: 'book_table' };
   booking.reply = Object.fromEntries(rules.languages.map((l) => [l, 'Booked for {party_size}, reference {result.reference}.']));
-  booking.error = Object.fromEntries(rules.languages.map((l) => [l, 'Sorry, the booking system did not answer.']));
+  booking.error = Object.fromEntries(rules.languages.map((l) => [l, 'The booking system did not answer.']));
   // Short lines: every reply plays in real time before the next turn.
   booking.confirm = Object.fromEntries(rules.languages.map((l) => [l, '{party_size} at {time}, {name}. Book it?']));
   rules.welcome = Object.fromEntries(rules.languages.map((l) => [l, 'Hi.']));

@@ -42,6 +42,10 @@ export class FilteredTools implements ToolExecutor {
     return this.registry.maskArguments(call);
   }
 
+  mayHold(call: ToolCall): boolean {
+    return this.enabled.has(call.name) && this.registry.mayHold(call);
+  }
+
   execute(call: ToolCall, ctx: ToolContext): Promise<{ content: string; action?: 'hangup' | 'transfer' }> {
     if (!this.enabled.has(call.name)) return Promise.resolve({ content: JSON.stringify({ error: `unknown tool "${call.name}"` }) });
     return this.registry.execute(call, ctx);

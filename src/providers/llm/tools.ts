@@ -131,6 +131,11 @@ export class ToolRegistry {
     return this.tools.has(name);
   }
 
+  /** Every registered tool runs here, in the service: a long one may be covered by the session's hold line. */
+  mayHold(call: ToolCall): boolean {
+    return this.tools.has(call.name);
+  }
+
   definitions(): ToolDefinition[] {
     return [...this.tools.values()].map((t) => t.definition);
   }
