@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callerFromSip } from '../src/integration/context.js';
+import { callerFromParameters, callerFromSip } from '../src/integration/context.js';
 import { parseSipMessage, type SipRequest } from '../src/transports/sip/message.js';
 import { sipServerOf } from '../src/transports/sip/index.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
@@ -51,6 +51,18 @@ describe('SIP headers as caller variables', () => {
       request_uri: '+441234500000',
       x_account_id: 'ACME-9',
       x_queue: 'sales',
+    });
+  });
+});
+
+describe('media stream custom parameters as caller variables', () => {
+  it('names normalised, credentials left out, from → number', () => {
+    expect(callerFromParameters({ customerId: 'C-9', 'Account-Id': 'A1', from: '+441234567890', authToken: 'x', language: 'en' })).toEqual({
+      customerid: 'C-9',
+      account_id: 'A1',
+      from: '+441234567890',
+      language: 'en',
+      number: '+441234567890',
     });
   });
 });

@@ -92,6 +92,27 @@ export function callerFromSip(req: SipRequest): Record<string, string> {
   return out;
 }
 
+/**
+ * A media stream's custom parameters (Twilio `<Parameter>`, Telnyx custom_parameters, Vonage headers), set by
+ * the operator's own TwiML/TeXML/NCCO: names lower-cased to `[a-z0-9_]` (customerId → customerid), at most
+ * MAX_CALLER_VARS; `from` / `caller` also give `number`.
+ */
+export function callerFromParameters(parameters: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  let n = 0;
+  for (const [rawName, value] of Object.entries(parameters)) {
+    if (n >= MAX_CALLER_VARS || typeof value !== 'string') break;
+    const name = rawName.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_+|_+$/g, '').slice(0, MAX_VAR_NAME);
+    // Credentials never become variables (they would reach tools and webhooks).
+    if (!VAR_NAME.test(name) || name === 'transport' || /token|secret|password|api_key/.test(name)) continue;
+    out[name] = bounded(value);
+    n++;
+  }
+  const number = parameters.from ?? parameters.caller;
+  if (out.number === undefined && typeof number === 'string' && /^\+?[0-9 ()-]{3,32}$/.test(number)) out.number = number;
+  return out;
+}
+
 function bounded(value: string): string {
   // Control characters never reach a header or a log line.
   // eslint-disable-next-line no-control-regex
