@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { httpTool, idempotencyKey, validateHttpTools, type HttpToolSpec } from '../src/integration/http-tools.js';
 import { signPayload, verifySignature } from '../src/integration/signing.js';
 import { ToolRegistry } from '../src/providers/llm/tools.js';
+import { createToolExecutor } from '../src/providers/llm/tool-filter.js';
 import { validateRulesConfig } from '../src/providers/llm/rules/config.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { restaurantAgentWithHttpBooking, startOperatorService, type OperatorService } from './helpers/operator.js';
@@ -64,6 +65,17 @@ describe('HTTP tool declarations', () => {
       expect(() => validateRulesConfig(broken, 'agent')).toThrow(/required parameter table_zone of HTTP tool book_table is not filled/);
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the declaration is the LLM\'s tool definition, offered beside the enabled built-ins', () => {
+    process.env.OPS_SECRET = SECRET;
+    try {
+      const tools = createToolExecutor({ enabled: ['get_current_time'] }, { tools: [base as HttpToolSpec] });
+      expect(tools.definitions().map((d) => d.name)).toEqual(['get_current_time', 'book_table']);
+      expect(tools.definitions()[1]).toEqual({ name: 'book_table', description: 'Book.', parameters: base.parameters });
+    } finally {
+      delete process.env.OPS_SECRET;
     }
   });
 

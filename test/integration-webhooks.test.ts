@@ -48,6 +48,12 @@ describe('webhook dispatcher bounds', () => {
     await hooks.close();
   });
 
+  it('a receiver URL without its secret in the environment stops start-up with the variable\'s name', () => {
+    expect(() => new WebhookDispatcher({ ...DEFAULT_WEBHOOKS, url: `${receiver.url}/events`, secretEnv: 'NOT_SET_ANYWHERE' }, silentLogger(), new Registry(), {})).toThrow(
+      /NOT_SET_ANYWHERE must hold the signing secret/,
+    );
+  });
+
   it('past maxQueue waiting events, new ones are dropped and counted; emit never waits', async () => {
     const registry = new Registry();
     const hooks = new WebhookDispatcher(
