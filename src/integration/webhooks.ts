@@ -112,7 +112,12 @@ export class WebhookDispatcher {
     queue.events.push({ id: randomUUID(), type, call_id: callId, seq: queue.seq, created_at: new Date().toISOString(), data });
     this.queued++;
     this.depth.set(this.queued);
-    if (!queue.running) void this.drain(callId, queue);
+    if (!queue.running) {
+      // Marked now, started on a later turn of the event loop: the request's setup never runs in the caller's tick.
+      queue.running = true;
+      const q = queue;
+      setImmediate(() => void this.drain(callId, q));
+    }
   }
 
   /** Resolves when nothing is waiting (tests, graceful shutdown), or after timeoutMs. */
@@ -140,7 +145,6 @@ export class WebhookDispatcher {
 
   /** One call's events, one at a time and in order: the next waits until this one is delivered or given up. */
   private async drain(callId: string, queue: CallQueue): Promise<void> {
-    queue.running = true;
     try {
       while (queue.events.length > 0 && !this.closed) {
         const event = queue.events[0];
