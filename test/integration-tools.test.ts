@@ -141,6 +141,20 @@ describe('an HTTP tool against a real operator service on loopback', () => {
     ops.down(0);
   });
 
+  it('a redirect is not followed and an oversized answer is refused, both as clear errors', async () => {
+    const other = new ToolRegistry({ builtins: false });
+    const env = { [SECRET_ENV]: SECRET };
+    other.register(httpTool({ ...spec, name: 'moved', url: `${ops.url}/redirect` }, {}, { env }));
+    other.register(httpTool({ ...spec, name: 'huge', url: `${ops.url}/huge`, result: undefined }, {}, { env }));
+    const ctx = { callId: 'call-2', signal: new AbortController().signal };
+    const before = ops.bookings.length;
+    const moved = JSON.parse((await other.execute({ id: 'm1', name: 'moved', arguments: '{}' }, ctx)).content) as Record<string, unknown>;
+    expect(String(moved.error)).toMatch(/tool "moved" failed/);
+    expect(ops.bookings.length).toBe(before);
+    const huge = JSON.parse((await other.execute({ id: 'h1', name: 'huge', arguments: '{}' }, ctx)).content) as Record<string, unknown>;
+    expect(String(huge.error)).toMatch(/larger than 262144 bytes/);
+  });
+
   it('a service slower than timeoutMs fails on time with a clear error', async () => {
     ops.slow(2000);
     const t0 = performance.now();

@@ -192,6 +192,8 @@ async function callOnce(
       const res = await fetch(url, {
         method: opts.method,
         signal,
+        // A redirect would carry the signed request (and the caller's data) somewhere the file never named.
+        redirect: 'error',
         headers: {
           ...extra,
           ...(bodyless ? {} : { 'content-type': 'application/json' }),
@@ -203,7 +205,7 @@ async function callOnce(
         },
         ...(bodyless ? {} : { body }),
       });
-      const text = await res.text();
+      const text = await boundedText(res, MAX_ANSWER_BYTES);
       if (res.ok) {
         opts.log?.info({ status: res.status, attempt, ms: Math.round(performance.now() - started) }, 'http tool answered');
         return { result: mapResult(spec, parseJson(text)) };
@@ -223,6 +225,27 @@ async function callOnce(
     }
     await backoff(100 * 2 ** attempt, signal);
   }
+}
+
+/** An answer bigger than this is refused: a tool result fills a spoken line, not a download. */
+const MAX_ANSWER_BYTES = 256 * 1024;
+
+async function boundedText(res: Response, max: number): Promise<string> {
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel().catch(() => undefined);
+      throw new HttpToolError(`the answer is larger than ${max} bytes`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 function backoff(ms: number, signal: AbortSignal): Promise<void> {

@@ -76,6 +76,16 @@ export async function startOperatorService(secret: string): Promise<OperatorServ
         res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ error: verdict.reason }));
         return;
       }
+      if (url.pathname === '/redirect') {
+        record.status = 302;
+        res.writeHead(302, { location: '/bookings' }).end();
+        return;
+      }
+      if (url.pathname === '/huge') {
+        record.status = 200;
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, blob: 'x'.repeat(300_000) }));
+        return;
+      }
       const key = req.headers['idempotency-key'] as string | undefined;
       let answer = key ? answers.get(key) : undefined;
       if (!answer) {
