@@ -1,5 +1,5 @@
 /**
- * A call whose booking service is slow: the caller hears "one moment" after toolHoldMs, then the form's clear
+ * A call whose booking service is slow: the caller hears "one moment" after agent.toolHoldMs, then the form's clear
  * failure line and the read-back again (never a crash, never silence); their second "yes" re-sends the same
  * Idempotency-Key, so the booking the slow service made on receipt is the only one.
  */
@@ -22,9 +22,12 @@ describe('a call whose booking service is too slow', () => {
     process.env[SECRET_ENV] = SECRET;
     ops = await startOperatorService(SECRET);
     dir = await mkdtemp(path.join(tmpdir(), 'agent-'));
-    const rulesPath = await restaurantAgentWithHttpBooking(path.join(dir, 'agent.json'), ops.url, { secretEnv: SECRET_ENV, timeoutMs: 1200 });
+    const rulesPath = await restaurantAgentWithHttpBooking(path.join(dir, 'agent.json'), ops.url, { secretEnv: SECRET_ENV, timeoutMs: 900 });
     // Typed turns: no grammar to compile for the recogniser (seconds saved).
-    server = await startTestServer({ providers: { llm: { provider: 'rules', rulesPath }, asr: { provider: 'pocketsphinx', grammar: 'off' } } });
+    server = await startTestServer({
+      providers: { llm: { provider: 'rules', rulesPath }, asr: { provider: 'pocketsphinx', grammar: 'off' } },
+      agent: { toolHoldMs: 400 },
+    });
   }, 60_000);
   afterAll(async () => {
     await server?.stop();
@@ -37,14 +40,14 @@ describe('a call whose booking service is too slow', () => {
     await caller.open();
     const before = ops.bookings.length;
     await caller.say('book a table for four tomorrow at seven pm, the name is Carlos');
-    ops.slow(2000);
+    ops.slow(1500);
     const t0 = performance.now();
     const failed = await caller.say('yes');
     const elapsed = performance.now() - t0;
     expect(failed.text).toBe('One moment, please. The booking system did not answer. 4 at 7 PM, Carlos. Book it?');
     // It booked on receipt (a slow backend), but the caller was told it did not go through: the retry must not book again.
     expect(ops.bookings.length).toBe(before + 1);
-    expect(elapsed).toBeGreaterThan(1200);
+    expect(elapsed).toBeGreaterThan(900);
     const firstKey = ops.requests.at(-1)?.headers['idempotency-key'];
     const retried = await caller.say('yes');
     expect(ops.bookings.length).toBe(before + 1);
