@@ -141,6 +141,19 @@ describe('an HTTP tool against a real operator service on loopback', () => {
     ops.down(0);
   });
 
+  it('GET sends the arguments as a signed query', async () => {
+    const lookup = new ToolRegistry({ builtins: false });
+    lookup.register(httpTool({ ...spec, name: 'free_slots', method: 'GET', url: `${ops.url}/slots?venue=main`, result: undefined }, {}, { env: { [SECRET_ENV]: SECRET } }));
+    const result = await lookup.execute({ id: 'g1', name: 'free_slots', arguments: '{"party_size":2,"time":"19:00"}' }, { callId: 'call-3', signal: new AbortController().signal });
+    expect(JSON.parse(result.content)).toEqual({ ok: true });
+    const req = ops.requests.at(-1);
+    expect(req?.method).toBe('GET');
+    expect(req?.signed).toBe(true);
+    expect(req?.body).toBe('');
+    expect(req?.path).toBe('/slots');
+    expect(req?.query).toBe('?venue=main&party_size=2&time=19%3A00');
+  });
+
   it('a redirect is not followed and an oversized answer is refused, both as clear errors', async () => {
     const other = new ToolRegistry({ builtins: false });
     const env = { [SECRET_ENV]: SECRET };

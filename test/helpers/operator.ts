@@ -10,6 +10,8 @@ import { verifySignature } from '../../src/integration/signing.js';
 export interface ReceivedRequest {
   method: string;
   path: string;
+  /** The query string, with its `?` (empty when none). */
+  query: string;
   headers: http.IncomingHttpHeaders;
   body: string;
   json: unknown;
@@ -59,7 +61,7 @@ export async function startOperatorService(secret: string): Promise<OperatorServ
       } catch {
         json = undefined;
       }
-      const record: ReceivedRequest = { method: req.method ?? '', path: url.pathname, headers: req.headers, body, json, signed: verdict.ok, at: Date.now(), status: 0 };
+      const record: ReceivedRequest = { method: req.method ?? '', path: url.pathname, query: url.search, headers: req.headers, body, json, signed: verdict.ok, at: Date.now(), status: 0 };
       requests.push(record);
       if (downTimes > 0) {
         downTimes--;
