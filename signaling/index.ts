@@ -6,6 +6,7 @@ import { requireCaller } from '../src/auth/plugin.js';
 import type { VoiceService } from '../src/service.js';
 import { OfferError, PeerLimitError, WebRtcTransport } from '../src/transports/webrtc/index.js';
 import { LimitError } from '../src/limits/limits.js';
+import { callerFromClaims } from '../src/integration/context.js';
 
 /**
  * HTTP signaling for browser calls (docs/webrtc.md), the widget's static files under /widget/, and the
@@ -111,7 +112,11 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
     async (request, reply) => {
       if (!service.ready) return reply.code(503).send({ error: 'not_ready', message: `models are ${service.state}; try again shortly` });
       try {
-        const { sessionId, sdp } = await transport.accept(request.body.sdp, { language: request.body.language, owner: request.principal?.keyId ?? 'anonymous' });
+        const { sessionId, sdp } = await transport.accept(request.body.sdp, {
+          language: request.body.language,
+          owner: request.principal?.keyId ?? 'anonymous',
+          caller: callerFromClaims(request.principal),
+        });
         return { type: 'answer', sdp, sessionId };
       } catch (err) {
         if (err instanceof OfferError) return reply.code(400).send({ error: err.code, message: err.message });

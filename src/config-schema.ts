@@ -124,9 +124,12 @@ export const CONFIG_SCHEMA: Schema = obj(
         llmFirstTokenTimeoutMs: ms(1),
         llmStallTimeoutMs: ms(1),
         ttsTimeoutMs: ms(1),
+        toolHoldMs: ms(0),
+        toolHoldReplies: langMap(nonEmpty),
         tools: obj(
           {
             enabled: strings,
+            file: nonEmpty,
             timezone: nonEmpty,
             timeoutMs: ms(1),
             bank: obj(
@@ -275,6 +278,25 @@ export const CONFIG_SCHEMA: Schema = obj(
     ),
     demo: obj({ enabled: bool, allowedHosts: strings }, ['enabled']),
     chatCompletions: obj({ enabled: bool, model: nonEmpty }),
+    integration: obj(
+      {
+        webhooks: obj(
+          {
+            // Empty: off.
+            url: { type: 'string', pattern: '^(https?://.+)?$' },
+            secretEnv: { type: 'string', pattern: '^[A-Z_][A-Z0-9_]*$' },
+            events: { type: 'array', items: { enum: ['call.started', 'call.ended', 'tool.executed', 'call.transfer'] } },
+            timeoutMs: ms(100),
+            maxAttempts: int(1, 50),
+            backoffMs: ms(1),
+            maxBackoffMs: ms(1),
+            maxQueue: int(1),
+          },
+          [],
+        ),
+      },
+      [],
+    ),
     asrServer: obj({
       path: { type: 'string', pattern: '^/[A-Za-z0-9/_.-]*$' },
       model: nonEmpty,

@@ -1,4 +1,5 @@
 import type { BankCustomer } from './providers/llm/tools.js';
+import { DEFAULT_WEBHOOKS, type WebhooksConfig } from './integration/webhooks.js';
 import { readFileSync, existsSync } from 'node:fs';
 import type { AuthConfig } from './auth/auth.js';
 import type { StoreConfig } from './store/call-store.js';
@@ -206,7 +207,11 @@ export interface AgentConfig {
   /** TTS first audio (and each later chunk) within this, or the segment fails. */
   ttsTimeoutMs: number;
   /** Which built-in tools the agent may call (default: all), their timezone and timeout. */
-  tools?: { enabled?: string[]; timezone?: string; timeoutMs?: number; bank?: { customers?: BankCustomer[] } };
+  tools?: { enabled?: string[]; timezone?: string; timeoutMs?: number; bank?: { customers?: BankCustomer[] }; file?: string };
+  /** A tool still running after this long: the caller hears a holdReplies line ("one moment") meanwhile; 0: never. */
+  toolHoldMs: number;
+  /** The "one moment" line, per language. */
+  toolHoldReplies: Record<string, string>;
 }
 
 export interface ServiceConfig {
@@ -259,6 +264,8 @@ export interface ServiceConfig {
   };
   /** `POST /v1/chat/completions` serving this service's own LLM to other services (off by default). */
   chatCompletions: { enabled: boolean; model: string };
+  /** The operator's systems: signed webhooks out (docs/integration.md). HTTP tools live in the agent file. */
+  integration: { webhooks: WebhooksConfig };
   /** `asr-server` mode (src/asr-server.ts): the configured ASR served under vLLM's realtime protocol. */
   asrServer: { path: string; model: string; maxSessions: number; maxUtteranceMs: number };
 }
@@ -380,6 +387,14 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     llmFirstTokenTimeoutMs: 8000,
     llmStallTimeoutMs: 10_000,
     ttsTimeoutMs: 5000,
+    toolHoldMs: 1000,
+    toolHoldReplies: {
+      en: 'One moment, please.',
+      fr: 'Un instant, s’il vous plaît.',
+      de: 'Einen Moment, bitte.',
+      es: 'Un momento, por favor.',
+      it: 'Un attimo, per favore.',
+    },
   },
   providers: {
     vad: { provider: 'silero' },
@@ -388,6 +403,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     tts: { provider: 'auto' },
   },
   chatCompletions: { enabled: false, model: 'voice-agent' },
+  integration: { webhooks: DEFAULT_WEBHOOKS },
   asrServer: { path: '/v1/realtime', model: 'pocketsphinx-en-us', maxSessions: 64, maxUtteranceMs: 60_000 },
 };
 

@@ -10,6 +10,8 @@ import { createProviders, loadProviders } from './providers/index.js';
 import { Session, type SessionOutput, type SessionProviders } from './session/session.js';
 import type { ToolExecutor } from './session/reply.js';
 import { CallRecorder, sweepRecordings } from './recording/recorder.js';
+import { WebhookDispatcher } from './integration/webhooks.js';
+import { observedTools } from './integration/events.js';
 
 export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
 
@@ -24,7 +26,9 @@ export class VoiceService {
   readonly sessions = new Map<string, Session>();
   private readonly limiter: SessionLimiter;
   /** Per call: the key it counts against and its limit timers. */
-  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null }>();
+  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null; startedAt: number }>();
+  /** Signed webhooks to the operator's systems (integration.webhooks.url), or null when off. */
+  readonly webhooks: WebhookDispatcher | null;
   private idleWatch: NodeJS.Timeout | null = null;
   state: ServiceState = 'loading';
   loadError: Error | null = null;
@@ -45,6 +49,9 @@ export class VoiceService {
       this.idleWatch.unref();
     }
     this.providers = providers ?? createProviders(config, logger);
+    this.webhooks = config.integration?.webhooks?.url
+      ? new WebhookDispatcher(config.integration.webhooks, logger.child({ component: 'webhooks' }), this.metrics.registry)
+      : null;
     if (config.recording.enabled && config.recording.retentionDays > 0) {
       sweepRecordings(config.recording.dir, config.recording.retentionDays, logger);
       setInterval(() => sweepRecordings(config.recording.dir, config.recording.retentionDays, logger), 24 * 3600 * 1000).unref();
@@ -117,6 +124,8 @@ export class VoiceService {
       /** Who the call is with (caller number, customer id), when known: for people's access and erasure requests. */
       subject?: CallSubject;
       tools?: (shared: ToolExecutor) => ToolExecutor;
+      /** Caller context (token claims, SIP headers; src/integration/context.ts): the call's tools may send it on. */
+      caller?: Readonly<Record<string, string>>;
     } = {},
   ): Session {
     if (!this.ready) throw new Error(`service not ready (${this.state})`);
@@ -134,11 +143,14 @@ export class VoiceService {
     }
     const log = this.logger.child({ callId, transport });
     const recorder = this.config.recording.enabled ? new CallRecorder(callId, this.config.recording, log, this.store.recordingSealer(callId)) : null;
+    const callTools = options.tools ? options.tools(this.providers.tools) : this.providers.tools;
+    const webhooks = this.webhooks;
     const session = new Session({
       recording: recorder ?? undefined,
       callId,
       transport,
-      providers: options.tools ? { ...this.providers, tools: options.tools(this.providers.tools) } : this.providers,
+      // Tool calls and transfers become events for the operator's systems (never waited on).
+      providers: { ...this.providers, tools: webhooks ? observedTools(callTools, (type, data) => webhooks.emit(callId, type, data)) : callTools },
       config: this.config,
       logger: log,
       metrics: this.metrics,
@@ -146,6 +158,7 @@ export class VoiceService {
       language: options.language,
       ...(options.inputSampleRate ? { inputSampleRate: options.inputSampleRate } : {}),
       observer: (event) => this.record(callId, event, log),
+      caller: { transport, ...(options.caller ?? {}) },
     });
     this.sessions.set(callId, session);
     const { maxSessionMs } = this.config.limits;
@@ -157,8 +170,9 @@ export class VoiceService {
           }, maxSessionMs)
         : null;
     maxLength?.unref();
-    this.admissions.set(callId, { keyId, maxLength, recorder });
+    this.admissions.set(callId, { keyId, maxLength, recorder, startedAt: Date.now() });
     this.metrics.sessionOpened(transport);
+    webhooks?.emit(callId, 'call.started', { transport, language: session.language, caller: session.caller });
     log.info('session opened');
     return session;
   }
@@ -174,7 +188,17 @@ export class VoiceService {
     this.metrics.sessionClosed(transport);
     await session.close();
     this.store.callEnded(session.callId, reason);
+    this.callEndedEvent(session, reason, admission?.startedAt);
     if (admission?.recorder) await this.keepRecording(session.callId, admission.recorder);
+  }
+
+  private callEndedEvent(session: Session, reason: string, startedAt: number | undefined): void {
+    this.webhooks?.emit(session.callId, 'call.ended', {
+      reason,
+      duration_s: startedAt === undefined ? null : Math.round((Date.now() - startedAt) / 100) / 10,
+      turns: session.transcript.filter((t) => t.role === 'caller').length,
+      language: session.language,
+    });
   }
 
   /** The finished recording, linked from the call record (unless the caller refused it). */
@@ -221,10 +245,13 @@ export class VoiceService {
     await Promise.allSettled([...this.sessions.values()].map(async (s) => {
       await s.close();
       this.store.callEnded(s.callId, 'shutdown');
+      this.callEndedEvent(s, 'shutdown', this.admissions.get(s.callId)?.startedAt);
       const recorder = this.admissions.get(s.callId)?.recorder;
       if (recorder) await this.keepRecording(s.callId, recorder);
     }));
     this.sessions.clear();
+    // The last events (call.ended of these calls) get a short grace to go out.
+    await this.webhooks?.close();
     this.store.close();
     const { asr, llm, tts } = this.providers;
     await Promise.allSettled([asr.close?.(), llm.close?.(), tts.close?.()]);

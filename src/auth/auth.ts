@@ -56,6 +56,12 @@ export interface Principal {
   keyId: string;
   /** The operator's customer id, when the session token was minted with one: kept on the call record. */
   customerId?: string;
+  /** Which agent the operator's backend chose for this call (recorded in the caller context). */
+  agent?: string;
+  /** The caller's language, when the operator's backend knows it. */
+  language?: string;
+  /** The operator's own call variables (src/integration/context.ts): tools may send them on. */
+  vars?: Record<string, string>;
 }
 
 export function hashApiKey(key: string): string {
@@ -121,10 +127,19 @@ export class Auth {
     return match ? { kind: 'api_key', keyId: `admin:${keyIdOf(match.toString('hex'))}` } : null;
   }
 
-  async mintToken(principal: Principal, options: { ttlS?: number; audience?: string; customerId?: string } = {}): Promise<{ token: string; expiresAt: number }> {
+  async mintToken(
+    principal: Principal,
+    options: { ttlS?: number; audience?: string; customerId?: string; agent?: string; language?: string; vars?: Record<string, string> } = {},
+  ): Promise<{ token: string; expiresAt: number }> {
     const ttl = Math.max(1, Math.min(options.ttlS ?? this.config.tokenTtlS, MAX_TOKEN_TTL_S));
     const expiresAt = Math.floor(Date.now() / 1000) + ttl;
-    const token = await new SignJWT({ kid: principal.keyId, ...(options.customerId ? { cid: options.customerId } : {}) })
+    const token = await new SignJWT({
+      kid: principal.keyId,
+      ...(options.customerId ? { cid: options.customerId } : {}),
+      ...(options.agent ? { agt: options.agent } : {}),
+      ...(options.language ? { lng: options.language } : {}),
+      ...(options.vars && Object.keys(options.vars).length > 0 ? { vars: options.vars } : {}),
+    })
       .setProtectedHeader({ alg: 'HS256' })
       .setIssuer(TOKEN_ISSUER)
       .setAudience(options.audience ?? SESSION_AUDIENCE)
@@ -142,6 +157,9 @@ export class Auth {
         kind: 'token',
         keyId: typeof payload.sub === 'string' ? payload.sub : 'unknown',
         ...(typeof payload.cid === 'string' ? { customerId: payload.cid } : {}),
+        ...(typeof payload.agt === 'string' ? { agent: payload.agt } : {}),
+        ...(typeof payload.lng === 'string' ? { language: payload.lng } : {}),
+        ...(stringRecord(payload.vars) ? { vars: payload.vars } : {}),
       };
     } catch (err) {
       if (err instanceof joseErrors.JWTExpired) throw new AuthError('expired_token', 'session token has expired');
@@ -170,6 +188,11 @@ export class Auth {
     if (presented.split('.').length === 3) return this.verifyToken(presented, audience);
     throw new AuthError('invalid_credentials', 'invalid API key');
   }
+}
+
+/** Signed by us, but checked anyway: only string → string reaches a session. */
+function stringRecord(v: unknown): v is Record<string, string> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string');
 }
 
 /** A generated key kept from an earlier run, if the file holds one. */

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { AuthError, MAX_TOKEN_TTL_S, type Auth, type Principal } from './auth.js';
+import { MAX_CALLER_VARS, MAX_VAR_VALUE, tokenVarProblems, VAR_NAME_PATTERN } from '../integration/context.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -84,6 +85,15 @@ export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { aut
             ttl_s: { type: 'integer', minimum: 1, maximum: MAX_TOKEN_TTL_S },
             // Kept on the records of calls placed with the token, for a person's access and erasure requests.
             customer_id: { type: 'string', minLength: 1, maxLength: 128 },
+            // Caller context for the call's tools and webhooks (src/integration/context.ts); bounded: it rides in a URL.
+            agent: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
+            language: { type: 'string', pattern: '^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$', maxLength: 16 },
+            vars: {
+              type: 'object',
+              maxProperties: MAX_CALLER_VARS,
+              propertyNames: { pattern: VAR_NAME_PATTERN },
+              additionalProperties: { type: 'string', maxLength: MAX_VAR_VALUE },
+            },
           },
         },
       },
@@ -95,8 +105,16 @@ export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { aut
         request.log.warn({ ip: request.ip }, 'token request without a valid API key');
         return reply.code(401).send({ error: bearer ? 'invalid_credentials' : 'missing_credentials', message: 'an API key is required to mint tokens' });
       }
-      const body = (request.body ?? {}) as { ttl_s?: number; customer_id?: string };
-      const { token, expiresAt } = await auth.mintToken(principal, { ttlS: body.ttl_s, customerId: body.customer_id });
+      const body = (request.body ?? {}) as { ttl_s?: number; customer_id?: string; agent?: string; language?: string; vars?: Record<string, string> };
+      const problems = tokenVarProblems(body.vars ?? {});
+      if (problems.length > 0) return reply.code(400).send({ error: 'invalid_request', message: problems.join('; ') });
+      const { token, expiresAt } = await auth.mintToken(principal, {
+        ttlS: body.ttl_s,
+        customerId: body.customer_id,
+        agent: body.agent,
+        language: body.language,
+        vars: body.vars,
+      });
       return { token, expires_at: expiresAt, token_type: 'Bearer' };
     },
   );

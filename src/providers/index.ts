@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { ServiceConfig } from '../config.js';
 import type { SessionProviders } from '../session/session.js';
@@ -6,6 +7,8 @@ import { grammarSource } from './asr/grammar/from-rules.js';
 import type { GrammarAware } from './asr/grammar/spec.js';
 import { createLlmProvider } from './llm/index.js';
 import { createToolExecutor } from './llm/tool-filter.js';
+import { defaultRulesPath } from './llm/rules/config.js';
+import { loadAgentTools } from '../integration/http-tools.js';
 import { createTtsProvider } from './tts/index.js';
 import { SileroVad } from './vad/silero/index.js';
 import { FallbackVad } from './vad/execution-providers.js';
@@ -24,8 +27,16 @@ export function createProviders(config: ServiceConfig, logger: Logger): SessionP
     asr: createAsrProvider(asr, logger.child({ provider: 'asr' }), { grammarExpected: grammarWanted(asr.provider === 'pocketsphinx' ? asr.grammar : 'off', config.providers.llm.provider) }),
     llm: createLlmProvider(config.providers.llm, logger.child({ provider: 'llm' })),
     tts: createTtsProvider(tts, logger.child({ provider: 'tts' })),
-    tools: createToolExecutor(config.agent.tools),
+    tools: createToolExecutor(config.agent.tools, agentToolsOf(config), logger.child({ component: 'tools' })),
   };
+}
+
+/** The agent file's HTTP tools: `agent.tools.file`, else the rules file when the rules agent runs. */
+function agentToolsOf(config: ServiceConfig): ReturnType<typeof loadAgentTools> {
+  const llm = config.providers.llm;
+  const file = config.agent.tools?.file ?? (llm.provider === 'rules' ? (llm.rulesPath ?? defaultRulesPath()) : undefined);
+  // An unreadable rules file is the rules agent's to report (at load, /healthz 503), not a crash here.
+  return file && existsSync(file) ? loadAgentTools(file) : {};
 }
 
 function isGrammarAware(value: unknown): value is GrammarAware {

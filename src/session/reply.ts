@@ -16,10 +16,15 @@ export interface ToolExecutor {
   /** `messages`: the conversation so far, for the confirmation gate of tools that change something. */
   execute(
     call: ToolCall,
-    ctx: { callId: string; signal: AbortSignal; messages?: readonly ChatMessage[] },
+    ctx: { callId: string; signal: AbortSignal; messages?: readonly ChatMessage[]; caller?: Readonly<Record<string, string>> },
   ): Promise<{ content: string; action?: 'hangup' | 'transfer' }>;
   /** The call's arguments with sensitive ones masked, as events and the conversation record them. */
   maskArguments?(call: ToolCall): string;
+  /**
+   * True when the session may say its "one moment" line while this call runs long (the service's own tools).
+   * Absent or false: the call's wait is someone else's to fill (a realtime client running its own function).
+   */
+  mayHold?(call: ToolCall): boolean;
 }
 
 export interface ReplyDeps {
@@ -29,6 +34,8 @@ export interface ReplyDeps {
   tools: ToolExecutor;
   agent: AgentConfig;
   logger: Logger;
+  /** Caller context for the tools (src/integration/context.ts). */
+  caller?: Readonly<Record<string, string>>;
 }
 
 /** Where a committed reply's events and audio go. Until a reply is committed they are held back. */
@@ -71,6 +78,8 @@ export class ReplyTask {
   private heldEvents: SessionEvent[] = [];
   private heldFrames: OutboundFrame[] = [];
   private spokenText = '';
+  /** The "one moment" line was said in this reply. */
+  private heldOn = false;
   private framesProduced = 0;
   private readonly log: Logger;
 
@@ -210,7 +219,8 @@ export class ReplyTask {
         this.newMessages.push(assistant);
         const toolStart = performance.now();
         for (const call of calls) {
-          const result = await tools.execute(call, { callId, signal, messages: conversation });
+          const running = tools.execute(call, { callId, signal, messages: conversation, ...(this.deps.caller ? { caller: this.deps.caller } : {}) });
+          const result = tools.mayHold?.(call) ? await this.withHold(running, ttsQueue) : await running;
           if (result.action) this.action = result.action;
           const toolMessage: ChatMessage = { role: 'tool', content: result.content, toolCallId: call.id };
           conversation.push(toolMessage);
@@ -241,6 +251,30 @@ export class ReplyTask {
     if (this.status === 'running') this.status = failed || ttsFailed ? 'failed' : 'completed';
     if (this.status === 'cancelled') return;
     this.sink?.finished(this);
+  }
+
+  /**
+   * A tool that takes longer than agent.toolHoldMs (an operator's system) gets a spoken "one moment" meanwhile,
+   * once per reply, so the caller never sits in silence wondering whether the line dropped.
+   */
+  private async withHold<T>(running: Promise<T>, ttsQueue: AsyncQueue<string>): Promise<T> {
+    const { toolHoldMs, toolHoldReplies } = this.deps.agent;
+    if (!toolHoldMs || !toolHoldReplies || this.heldOn) return running;
+    const timer = setTimeout(() => {
+      if (this.abortController.signal.aborted || this.heldOn) return;
+      this.heldOn = true;
+      const line = toolHoldReplies[this.language] ?? toolHoldReplies[this.language.split('-')[0]] ?? toolHoldReplies.en;
+      if (!line) return;
+      const text = this.spokenText && !/\s$/.test(this.spokenText) ? ` ${line} ` : `${line} `;
+      this.spokenText += text;
+      this.emit({ type: 'response.text.delta', turn: this.turn, responseId: this.responseId, text });
+      ttsQueue.push(line);
+    }, toolHoldMs);
+    try {
+      return await running;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** TTS worker: one segment at a time, in order; returns true if any segment failed. */

@@ -53,6 +53,8 @@ export interface SessionOptions {
   observer?: (event: SessionEvent) => void;
   /** Records the call (config.recording): the consent line is said first and the caller's first turn may refuse it. */
   recording?: RecordingTap;
+  /** What the operator's systems know about the caller (token claims, SIP headers): tools may send it on. */
+  caller?: Readonly<Record<string, string>>;
 }
 
 /** One line of the call's transcript, kept for the call record. */
@@ -148,6 +150,8 @@ export class Session {
   private replyWaiters: (() => void)[] = [];
   private closed = false;
   private readonly recording: RecordingTap | undefined;
+  /** Caller context (token claims, SIP headers), read-only for the call's tools. */
+  readonly caller: Readonly<Record<string, string>>;
   /** The consent line was said and the caller has not answered it yet. */
   private consentPending = false;
   private readonly startedAt = performance.now();
@@ -163,6 +167,7 @@ export class Session {
 
   constructor(options: SessionOptions) {
     this.callId = options.callId;
+    this.caller = Object.freeze({ ...(options.caller ?? {}) });
     this.config = options.config;
     this.providers = options.providers;
     this.output = options.output;
@@ -625,7 +630,7 @@ export class Session {
   private startReply(turn: number, language: string, userText: string | null, input: InputMeta = { source: 'text' }): ReplyTask {
     const { llm, tts, tools } = this.providers;
     const messages: ChatMessage[] = userText === null ? [...this.history] : [...this.history, this.userMessage(userText, input)];
-    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log }, turn, language, messages);
+    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller }, turn, language, messages);
   }
 
   private sendFrame(frame: OutboundFrame): void {

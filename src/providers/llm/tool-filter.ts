@@ -1,5 +1,7 @@
 /** `agent.tools` in the config: which built-in tools the agent may call, their timezone and timeout. */
+import type { Logger } from 'pino';
 import type { ToolExecutor } from '../../session/reply.js';
+import { httpTool, type AgentToolsFile } from '../../integration/http-tools.js';
 import { ToolRegistry, type BankCustomer, type ToolContext } from './tools.js';
 import type { ToolCall, ToolDefinition } from './types.js';
 
@@ -10,6 +12,8 @@ export interface AgentToolsConfig {
   timeoutMs?: number;
   /** Register the demo bank's tools (verify_customer, block_card), with this customer table or the demo one. */
   bank?: { customers?: BankCustomer[] };
+  /** Agent file whose `tools` (HTTP tools) are registered; default: the rules file with the rules agent. */
+  file?: string;
 }
 
 /** Only the enabled tools are offered to the model, and a call to another one is refused as unknown. */
@@ -19,13 +23,15 @@ export class FilteredTools implements ToolExecutor {
   constructor(
     readonly registry: ToolRegistry,
     enabled: readonly string[],
+    /** Declared in the agent file (HTTP tools): always offered. */
+    declared: readonly string[] = [],
   ) {
     const unknown = enabled.filter((name) => !registry.has(name));
     if (unknown.length > 0) {
       const known = registry.definitions().map((d) => d.name);
       throw new Error(`agent.tools.enabled: unknown tool(s) ${unknown.join(', ')} (known: ${known.join(', ')})`);
     }
-    this.enabled = new Set(enabled);
+    this.enabled = new Set([...enabled, ...declared]);
   }
 
   definitions(): ToolDefinition[] {
@@ -36,13 +42,23 @@ export class FilteredTools implements ToolExecutor {
     return this.registry.maskArguments(call);
   }
 
+  mayHold(call: ToolCall): boolean {
+    return this.enabled.has(call.name) && this.registry.mayHold(call);
+  }
+
   execute(call: ToolCall, ctx: ToolContext): Promise<{ content: string; action?: 'hangup' | 'transfer' }> {
     if (!this.enabled.has(call.name)) return Promise.resolve({ content: JSON.stringify({ error: `unknown tool "${call.name}"` }) });
     return this.registry.execute(call, ctx);
   }
 }
 
-export function createToolExecutor(config: AgentToolsConfig | undefined): ToolExecutor {
+/**
+ * The built-in tools plus the agent file's HTTP tools (`agentTools`: its `tools` and `toolDefaults`). Throws when
+ * an HTTP tool's signing secret is missing from the environment: the service must not start half-configured.
+ */
+export function createToolExecutor(config: AgentToolsConfig | undefined, agentTools: AgentToolsFile = {}, logger?: Logger): ToolExecutor {
   const registry = new ToolRegistry({ timezone: config?.timezone, timeoutMs: config?.timeoutMs, bank: config?.bank });
-  return config?.enabled ? new FilteredTools(registry, config.enabled) : registry;
+  const declared = agentTools.tools ?? [];
+  for (const spec of declared) registry.register(httpTool(spec, agentTools.toolDefaults, { logger }));
+  return config?.enabled ? new FilteredTools(registry, config.enabled, declared.map((t) => t.name)) : registry;
 }

@@ -21,6 +21,10 @@ export interface ToolContext {
   signal: AbortSignal;
   /** The conversation so far (the confirmation gate reads the caller's last answer from it). */
   messages?: readonly ChatMessage[];
+  /** What the operator's systems told us about the caller (token claims, SIP headers): src/integration/context.ts. */
+  caller?: Readonly<Record<string, string>>;
+  /** The id of the tool call being run (set by the registry): HTTP tools derive their idempotency key from it. */
+  toolCallId?: string;
 }
 
 /** What an implementation returns; the registry serialises it. */
@@ -127,6 +131,11 @@ export class ToolRegistry {
     return this.tools.has(name);
   }
 
+  /** Every registered tool runs here, in the service: a long one may be covered by the session's hold line. */
+  mayHold(call: ToolCall): boolean {
+    return this.tools.has(call.name);
+  }
+
   definitions(): ToolDefinition[] {
     return [...this.tools.values()].map((t) => t.definition);
   }
@@ -184,7 +193,7 @@ export class ToolRegistry {
         onAbort = () => reject(new ToolCancelledError());
         ctx.signal.addEventListener('abort', onAbort, { once: true });
       });
-      const output = await Promise.race([Promise.resolve().then(() => tool.run(args, ctx)), guard]);
+      const output = await Promise.race([Promise.resolve().then(() => tool.run(args, { ...ctx, toolCallId: call.id })), guard]);
       return { content: JSON.stringify(output.result), ...(output.action ? { action: output.action } : {}) };
     } catch (err) {
       if (err instanceof ToolTimeoutError) return errorResult(`tool "${call.name}" timed out after ${timeoutMs} ms`);

@@ -18,6 +18,7 @@ import type { SessionEvent } from '../../session/events.js';
 import type { OutboundFrame } from '../../session/output-pacer.js';
 import type { Session } from '../../session/session.js';
 import type { VoiceService } from '../../service.js';
+import { callerFromClaims } from '../../integration/context.js';
 import { ClientToolExecutor } from './client-tools.js';
 import {
   betaFormatName,
@@ -150,6 +151,8 @@ class RealtimeConnection {
     private readonly keyId = 'anonymous',
     /** From the session token, for the call record (people's access and erasure requests). */
     private readonly customerId?: string,
+    /** The session token's claims as caller context for the service's tools (src/integration/context.ts). */
+    private readonly caller?: Readonly<Record<string, string>>,
   ) {
     this.state = {
       instructions: service.config.agent.systemPrompt,
@@ -180,6 +183,7 @@ class RealtimeConnection {
         keyId: this.keyId,
         inputSampleRate: codecFor(this.state.inputFormat).sampleRate,
         subject: { customerId: this.customerId },
+        ...(this.caller ? { caller: this.caller } : {}),
         tools: (shared) => {
           this.tools = new ClientToolExecutor(shared, { awaiting: (call) => this.onClientToolAwaited(call) }, this.toolTimeoutMs);
           return this.tools;
@@ -859,7 +863,7 @@ export const realtimeWebSocket: FastifyPluginAsync<RealtimeWsOptions> = async (a
       fail('unsupported', 'attaching to a call by call_id is not supported; connect with ?model=', 1008);
       return;
     }
-    const connection = new RealtimeConnection(socket, service, service.logger.child({ transport: 'realtime' }), model, beta, toolTimeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS, request.principal?.keyId ?? 'anonymous', request.principal?.customerId);
+    const connection = new RealtimeConnection(socket, service, service.logger.child({ transport: 'realtime' }), model, beta, toolTimeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS, request.principal?.keyId ?? 'anonymous', request.principal?.customerId, callerFromClaims(request.principal));
     socket.on('message', (data, isBinary) => {
       try {
         connection.onMessage(data, isBinary);

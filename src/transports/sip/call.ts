@@ -31,6 +31,8 @@ export interface CallMediaOptions {
   keyId: string;
   /** The caller's number (the From URI's user part), kept on the call record. */
   caller?: string;
+  /** From, P-Asserted-Identity, Request-URI, X-headers as caller variables (src/integration/context.ts). */
+  context?: Readonly<Record<string, string>>;
   logger: Logger;
   rtpTimeoutMs: number;
   /** The agent (or a dead RTP stream) ends the call: the signalling side sends BYE. */
@@ -99,6 +101,7 @@ export class CallMedia {
         recordOwner: this.options.service.networkCallsOwner,
         inputSampleRate: spec.sampleRate,
         subject: { caller: this.options.caller },
+        ...(this.options.context ? { caller: this.options.context } : {}),
       },
     );
   }

@@ -14,6 +14,7 @@ import type { VoiceService } from '../../service.js';
 import { LimitError } from '../../limits/limits.js';
 import { buildAllowList, isAllowed, DigestAuth } from './access.js';
 import { CallMedia } from './call.js';
+import { callerFromSip } from '../../integration/context.js';
 import {
   SipParseError,
   SipStreamFramer,
@@ -505,6 +506,7 @@ export class SipServer {
       sockets,
       keyId: `sip:${peer.address}`,
       caller: /^sips?:([^@;]+)@/i.exec(e.from.uri)?.[1],
+      context: callerFromSip(req),
       logger: log,
       rtpTimeoutMs: config.rtpTimeoutMs,
       onHangup: (reason) => void this.hangup(call, reason),

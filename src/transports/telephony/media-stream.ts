@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { callerFromParameters } from '../../integration/context.js';
 import type { Logger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
 import { createInboundDecoder, createOutboundEncoder, type CodecSpec, type InboundDecoder, type OutboundEncoder } from '../../audio/codec.js';
@@ -229,6 +230,7 @@ class MediaStreamConnection {
           ...(this.options.networkCall ? { recordOwner: this.service.networkCallsOwner } : {}),
           // The caller's number when the operator passes it as a stream parameter (docs/compliance.md).
           subject: { caller: callerParameter(start.parameters) },
+          caller: callerFromParameters(start.parameters),
         },
       );
     } catch (err) {

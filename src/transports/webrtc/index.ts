@@ -48,7 +48,7 @@ export class WebRtcTransport {
    * Answer an offer and start the call; throws OfferError (the client's fault), PeerLimitError, or the
    * session's LimitError (the caller's key is over its limits). `owner` is the caller's API key id.
    */
-  async accept(offerSdp: string, options: { language?: string; owner: string }): Promise<{ sessionId: string; sdp: string }> {
+  async accept(offerSdp: string, options: { language?: string; owner: string; caller?: Readonly<Record<string, string>> }): Promise<{ sessionId: string; sdp: string }> {
     const config = this.service.config.webrtc;
     if (this.peers.size >= config.maxPeers) {
       this.offers.inc({ result: 'limit' });
@@ -78,7 +78,7 @@ export class WebRtcTransport {
         this.peers.delete(ended.id);
         this.owners.delete(ended.id);
       },
-    }, options.language, options.owner);
+    }, options.language, options.owner, options.caller);
     this.peers.set(id, peer);
     this.owners.set(id, options.owner);
     try {

@@ -98,6 +98,8 @@ export class WebRtcPeer {
     private readonly language?: string,
     /** The API key the call counts against (its own, or the one that minted the caller's token). */
     private readonly keyId?: string,
+    /** Caller context (the session token's claims): src/integration/context.ts. */
+    private readonly caller?: Readonly<Record<string, string>>,
   ) {}
 
   get state(): string {
@@ -157,7 +159,7 @@ export class WebRtcPeer {
     this.session = this.service.openSession('webrtc', {
       event: (event) => this.onSessionEvent(event),
       audio: (frame) => this.outbound?.push(frame.samples),
-    }, { callId: this.id, language: this.language, keyId: this.keyId, inputSampleRate: 48_000 });
+    }, { callId: this.id, language: this.language ?? this.caller?.language, keyId: this.keyId, inputSampleRate: 48_000, ...(this.caller ? { caller: this.caller } : {}) });
     this.sendJson({
       type: 'session.started',
       callId: this.id,

@@ -4,6 +4,8 @@ import { createInboundDecoder, createOutboundEncoder, validateCodecSpec, CodecSp
 import { Framer } from '../../audio/framer.js';
 import type { VoiceService } from '../../service.js';
 import { requireCaller } from '../../auth/plugin.js';
+import type { Principal } from '../../auth/auth.js';
+import { callerFromClaims } from '../../integration/context.js';
 import { LimitError, MessageRateLimiter } from '../../limits/limits.js';
 import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import { parseClientMessage, ProtocolError, type ClientMessage } from '../client-messages.js';
@@ -58,8 +60,8 @@ class DeviceConnection {
     private readonly service: VoiceService,
     query: Record<string, string | undefined>,
     private readonly keyId: string,
-    /** From the session token, for the call record (people's access and erasure requests). */
-    private readonly customerId?: string,
+    /** Who opened the call: the session token's customer id (call record) and claims (caller context for tools). */
+    private readonly principal?: Principal,
   ) {
     this.rate = new MessageRateLimiter(service.config.limits.maxMessagesPerSecond);
     this.input = specFromQuery(query, '') ?? DEFAULT_FORMAT;
@@ -83,7 +85,13 @@ class DeviceConnection {
     this.session = this.service.openSession('ws', {
       event: (event) => this.sendEvent(event),
       audio: (frame) => this.sendAudio(frame.samples),
-    }, { language: this.language, keyId: this.keyId, inputSampleRate: this.input.sampleRate, subject: { customerId: this.customerId } });
+    }, {
+      language: this.language ?? this.principal?.language,
+      keyId: this.keyId,
+      inputSampleRate: this.input.sampleRate,
+      subject: { customerId: this.principal?.customerId },
+      caller: callerFromClaims(this.principal),
+    });
     this.sendEvent({
       type: 'session.started',
       callId: this.session.callId,
@@ -244,7 +252,7 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
     }
     let connection: DeviceConnection;
     try {
-      connection = new DeviceConnection(socket, service, query, request.principal?.keyId ?? 'anonymous', request.principal?.customerId);
+      connection = new DeviceConnection(socket, service, query, request.principal?.keyId ?? 'anonymous', request.principal);
     } catch (err) {
       const code: ErrorCode = err instanceof CodecSpecError ? 'unsupported_codec' : 'invalid_message';
       socket.send(JSON.stringify({ type: 'error', code, message: (err as Error).message }));

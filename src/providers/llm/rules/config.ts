@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tokenize } from './matcher.js';
 import { DEFAULT_MESSAGES, type LangList, type MessageKey } from './lexicon.js';
+import { parameterNames, validateHttpTools, type HttpToolDefaults, type HttpToolSpec } from '../../../integration/http-tools.js';
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -72,6 +73,8 @@ export interface RuleIntent {
   requires?: string;
   /** A form whose tool result has `"ok": false` (wrong PIN): said before asking again. */
   failure?: LangText;
+  /** Said when the tool failed (an operator's service down or too slow), before the read-back is asked again (default: toolError). */
+  error?: LangText;
   /** Hang-up and transfer intents: ask "did you want to…?" when recognition was not confident. */
   confirmIfUnsure?: 'confirmEnd' | 'confirmTransfer';
   /**
@@ -138,6 +141,9 @@ export interface RulesConfig {
   messages?: Partial<Record<MessageKey, LangText>>;
   /** Extra yes/no/cancel/correction words per language. */
   lexicon?: { yes?: LangList; no?: LangList; cancel?: LangList; correction?: LangList };
+  /** HTTP tools that call the operator's systems (src/integration/http-tools.ts); a form's tool may name one. */
+  tools?: HttpToolSpec[];
+  toolDefaults?: HttpToolDefaults;
 }
 
 export class RulesConfigError extends Error {
@@ -266,6 +272,7 @@ export function validateRulesConfig(raw: unknown, source = 'rules'): RulesConfig
         checkLangText(`${where}.confirm`, intent.confirm, false, false);
       } else if (intent.confirm !== undefined) err(`${where}.confirm`, 'only makes sense with slots');
       checkLangText(`${where}.failure`, intent.failure, false, false);
+      checkLangText(`${where}.error`, intent.error, false, false);
       checkLangText(`${where}.none`, intent.none, false, false);
       if (intent.confirmIfUnsure !== undefined && intent.confirmIfUnsure !== 'confirmEnd' && intent.confirmIfUnsure !== 'confirmTransfer') {
         err(`${where}.confirmIfUnsure`, 'must be "confirmEnd" or "confirmTransfer"');
@@ -292,7 +299,7 @@ export function validateRulesConfig(raw: unknown, source = 'rules'): RulesConfig
               const slotRef = Array.isArray(intent.slots) && intent.slots.some((sl: unknown) => isRecord(sl) && sl.name === ph);
               const aboutRef = typeof intent.about === 'string';
               if (slotRef || aboutRef) continue;
-              if (!intent.tool || !/^(args|result)\.[A-Za-z0-9_]+$/.test(ph)) {
+              if (!intent.tool || !/^(args|result)(\.[A-Za-z0-9_]+)+$/.test(ph)) {
                 err(`${where}.reply.${lang}`, `placeholder {${ph}} not allowed (use {args.x} or {result.x} with a tool)`);
               }
             }
@@ -346,10 +353,38 @@ export function validateRulesConfig(raw: unknown, source = 'rules'): RulesConfig
     }
   }
 
+  validateHttpTools(raw.tools, raw.toolDefaults, err);
+  if (Array.isArray(raw.tools) && Array.isArray(raw.intents)) checkFormsAgainstTools(raw.intents, raw.tools as HttpToolSpec[], err);
+
   if (errors.length > 0) {
     throw new RulesConfigError(`${source}: invalid rules config:\n  - ${errors.join('\n  - ')}`);
   }
   return raw as unknown as RulesConfig;
+}
+
+/**
+ * A form whose tool is an HTTP tool sends its slots as the tool's parameters: without `tool.arguments`, every slot
+ * named like a parameter is sent as `{slot}`; given arguments must name parameters, and every required parameter
+ * must be filled (by an argument or the tool's `send`).
+ */
+function checkFormsAgainstTools(intents: unknown[], tools: HttpToolSpec[], err: (where: string, msg: string) => void): void {
+  intents.forEach((intent: unknown, i: number) => {
+    if (!isRecord(intent) || !isRecord(intent.tool)) return;
+    const spec = tools.find((t) => isRecord(t) && t.name === (intent.tool as Record<string, unknown>).name);
+    if (!spec || !isRecord(spec.parameters)) return;
+    const where = `intents[${i}] (${String(intent.name)}).tool`;
+    const params = parameterNames(spec);
+    const tool = intent.tool as { name: string; arguments?: Record<string, unknown> };
+    if (tool.arguments === undefined) {
+      const slots = Array.isArray(intent.slots) ? intent.slots.flatMap((sl: unknown) => (isRecord(sl) && typeof sl.name === 'string' ? [sl.name] : [])) : [];
+      tool.arguments = Object.fromEntries(slots.filter((s) => params.includes(s)).map((s) => [s, `{${s}}`]));
+    }
+    for (const k of Object.keys(tool.arguments)) if (!params.includes(k)) err(`${where}.arguments.${k}`, `not a parameter of HTTP tool ${spec.name} (${params.join(', ')})`);
+    const required = Array.isArray(spec.parameters.required) ? (spec.parameters.required as string[]) : [];
+    for (const r of required) {
+      if (tool.arguments[r] === undefined && spec.send?.[r] === undefined) err(where, `required parameter ${r} of HTTP tool ${spec.name} is not filled (no slot, argument or send field of that name)`);
+    }
+  });
 }
 
 /** Finds config/agent-rules.json walking up from this module (works from src/ and from dist/). */

@@ -314,7 +314,7 @@ function onToolResult(ctx: EngineContext, state: DialogueState, call: ToolCall |
     if (failed) {
       // The action did not happen: keep the form and ask again, so "yes" can try again.
       const s: DialogueState = { ...state, form: { ...form, executing: false, asking: 'confirm' } };
-      return { state: s, output: { text: joinText(ctx.config.toolError[lang], question(ctx, s, s.form as FormInstance)), language: lang } };
+      return { state: s, output: { text: joinText(intent.error?.[lang] ?? ctx.config.toolError[lang], question(ctx, s, s.form as FormInstance)), language: lang } };
     }
     const res = isRecord(result) ? result : {};
     if (res.ok === false) {

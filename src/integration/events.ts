@@ -1,0 +1,49 @@
+/** What a call's tools did, as webhook events: a decorator around the call's tool executor. */
+import type { ToolExecutor } from '../session/reply.js';
+import type { WebhookEventType } from './webhooks.js';
+
+export type EventSink = (type: WebhookEventType, data: Record<string, unknown>) => void;
+
+/**
+ * Every executed tool call → `tool.executed` (name, masked arguments, ok or the error, how long); a transfer
+ * → `call.transfer` as well. Sensitive arguments are masked as in the call record; tool results stay out (they
+ * may hold what the operator's own systems returned, which they already have).
+ */
+export function observedTools(inner: ToolExecutor, emit: EventSink): ToolExecutor {
+  return {
+    definitions: () => inner.definitions(),
+    ...(inner.maskArguments ? { maskArguments: (call) => inner.maskArguments?.(call) ?? call.arguments } : {}),
+    ...(inner.mayHold ? { mayHold: (call) => inner.mayHold?.(call) ?? false } : {}),
+    async execute(call, ctx) {
+      const started = performance.now();
+      const result = await inner.execute(call, ctx);
+      const error = errorOf(result.content);
+      emit('tool.executed', {
+        name: call.name,
+        tool_call_id: call.id,
+        arguments: safeJson(inner.maskArguments?.(call) ?? call.arguments),
+        ok: error === undefined,
+        ...(error !== undefined ? { error } : {}),
+        ms: Math.round(performance.now() - started),
+        ...(result.action ? { action: result.action } : {}),
+      });
+      if (result.action === 'transfer' && error === undefined) emit('call.transfer', { tool: call.name, tool_call_id: call.id });
+      return result;
+    },
+  };
+}
+
+function errorOf(content: string): string | undefined {
+  const parsed = safeJson(content);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
+  const e = (parsed as Record<string, unknown>).error;
+  return e === undefined ? undefined : String(e);
+}
+
+function safeJson(s: string): unknown {
+  try {
+    return JSON.parse(s);
+  } catch {
+    return s;
+  }
+}
