@@ -128,6 +128,8 @@ export const CONFIG_SCHEMA: Schema = obj(
         ttsTimeoutMs: ms(1),
         toolHoldMs: ms(0),
         toolHoldReplies: langMap(nonEmpty),
+        // What a model is sent each turn: the system prompt and the latest messages within both limits (0: none).
+        contextWindow: obj({ maxMessages: int(0), maxChars: int(0) }, ['maxMessages', 'maxChars']),
         tools: obj(
           {
             enabled: strings,
