@@ -270,7 +270,7 @@ export class VoiceService {
     // The last events (call.ended of these calls) get a short grace to go out.
     await this.webhooks?.close();
     this.store.close();
-    const { asr, llm, tts } = this.providers;
-    await Promise.allSettled([asr.close?.(), llm.close?.(), tts.close?.()]);
+    const { vad, asr, llm, tts } = this.providers;
+    await Promise.allSettled([vad.close?.(), asr.close?.(), llm.close?.(), tts.close?.()]);
   }
 }

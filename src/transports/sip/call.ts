@@ -55,6 +55,7 @@ export class CallMedia {
   private watchdog: NodeJS.Timeout | null = null;
   private closed = false;
   private invalidPackets = 0;
+  private socketErrors = 0;
   readonly stats = { dtmf: [] as string[], framesIn: 0, packetsOut: 0, flushes: 0, flushedPackets: 0 };
 
   constructor(private readonly options: CallMediaOptions) {
@@ -77,6 +78,10 @@ export class CallMedia {
         if (options.service.config.privacy.logTranscripts) options.logger.info({ digit }, 'DTMF received');
         else options.logger.debug('DTMF digit received');
         this.session?.pushDtmf(digit);
+      },
+      onSocketError: (socket, err) => {
+        // At most a few per call: a socket that keeps failing says so once in a while, not per packet.
+        if (++this.socketErrors <= 3 || this.socketErrors % 1000 === 0) options.logger.warn({ err, socket, count: this.socketErrors }, 'RTP socket error');
       },
       onInvalid: (reason) => {
         // Logged sparingly: a flood of junk must not flood the log.

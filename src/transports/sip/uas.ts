@@ -241,7 +241,11 @@ export class SipServer {
         }
       }
     });
-    socket.on('error', () => {});
+    socket.on('error', (err) => {
+      // A reset or broken connection: 'close' follows and cleans up; the calls it carried are named in the log.
+      const calls = [...this.calls.values()].filter((c) => c.peer.socket === socket).map((c) => c.callId);
+      this.log.warn({ err, from: `${address}:${peer.port}`, calls }, 'SIP TCP connection error');
+    });
     socket.on('close', () => this.tcpSockets.delete(socket));
   }
 

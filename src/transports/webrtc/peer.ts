@@ -146,7 +146,9 @@ export class WebRtcPeer {
     const source = new nonstandard.RTCAudioSource();
     await transceiver.sender.replaceTrack(source.createTrack());
     transceiver.direction = 'sendrecv';
-    this.outbound = new OutboundStream(source);
+    this.outbound = new OutboundStream(source, (err) => {
+      if (!this.closing) this.log.warn({ err }, 'outbound audio stream failed: the caller hears nothing more from the agent');
+    });
 
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
