@@ -252,6 +252,11 @@ export class Session {
     if (this.active) this.interrupt('client', null);
   }
 
+  /** Resolves once the agent's audio so far has played at the caller (by the pacer's clock), or after `maxMs`. */
+  waitForPlayout(maxMs: number): Promise<void> {
+    return this.pacer.whenIdle(maxMs);
+  }
+
   /** True while the agent has audio queued or playing. */
   get agentSpeaking(): boolean {
     return this.pacer.active;

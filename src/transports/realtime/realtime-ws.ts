@@ -21,6 +21,7 @@ import type { VoiceService } from '../../service.js';
 import { callerFromClaims } from '../../integration/context.js';
 import { ClientToolExecutor } from './client-tools.js';
 import { BoundedSet } from '../../core/bounded.js';
+import { hangUpAfterPlayout } from '../playout.js';
 import {
   betaFormatName,
   codecFor,
@@ -48,6 +49,8 @@ export interface RealtimeWsOptions {
 }
 
 const DEFAULT_TOOL_TIMEOUT_MS = 30_000;
+/** After the socket buffer drained: the margin the client had before (its last delta and events). */
+const REALTIME_PLAYOUT_TAIL_MS = 100;
 /**
  * Conversation items a call indexes for retrieve/truncate/delete/previous_item_id. Older ones are forgotten
  * (item_not_found), so a long call's index does not grow without end; the agent's context has its own window
@@ -555,7 +558,10 @@ class RealtimeConnection {
       case 'call.action':
         if (event.action === 'hangup') {
           this.log.info('agent ended the call');
-          setTimeout(() => this.socket.close(1000, 'agent ended the call'), 100);
+          void hangUpAfterPlayout(
+            { session: this.session, pending: () => this.socket.bufferedAmount, tailMs: REALTIME_PLAYOUT_TAIL_MS, isClosed: () => this.closed || this.socket.readyState !== this.socket.OPEN },
+            () => this.socket.close(1000, 'agent ended the call'),
+          );
         } else {
           this.log.info({ action: event.action }, 'call action has no realtime equivalent; ignored');
         }

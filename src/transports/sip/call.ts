@@ -11,12 +11,15 @@ import type { SessionEvent } from '../../session/events.js';
 import type { OutboundFrame } from '../../session/output-pacer.js';
 import type { Session } from '../../session/session.js';
 import { RtpStream } from './rtp.js';
+import { hangUpAfterPlayout } from '../playout.js';
 import type { NegotiatedMedia } from './sdp.js';
 import type dgram from 'node:dgram';
 
 /** G.711 bytes per 20 ms packet at 8 kHz. */
 const G711_PACKET = 160;
 const SILENCE: Record<'pcmu' | 'pcma', number> = { pcmu: 0xff, pcma: 0xd5 };
+/** A phone's jitter buffer after our last packet left. */
+const SIP_PLAYOUT_TAIL_MS = 60;
 
 export interface CallMediaOptions {
   /** Our record id for the call (fresh, never the SIP Call-ID). */
@@ -221,12 +224,9 @@ export class CallMedia {
     }
   }
 
-  /** The goodbye is in the RTP queue: let it go out before the BYE or REFER. */
-  private async afterPlayout(then: () => void): Promise<void> {
-    const deadline = performance.now() + 3000;
-    while (!this.closed && this.rtp.queued > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    await new Promise((r) => setTimeout(r, 60));
-    if (!this.closed) then();
+  /** The goodbye is in the RTP queue: let it go out (and the phone's jitter buffer play it) before the BYE or REFER. */
+  private afterPlayout(then: () => void): Promise<void> {
+    return hangUpAfterPlayout({ session: this.session, pending: () => this.rtp.queued, tailMs: SIP_PLAYOUT_TAIL_MS, isClosed: () => this.closed }, then);
   }
 
   async close(reason: string): Promise<void> {
