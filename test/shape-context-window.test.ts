@@ -63,7 +63,7 @@ describe('the request a model receives during a call', () => {
       firstSeen = [...messages];
       return { text: 'Noted.' };
     });
-    server = await startTestServer({ agent: { contextWindow: { maxMessages: 4, maxChars: 0 } } }, { ...createProviders(config, silentLogger()), llm: model });
+    server = await startTestServer({ agent: { contextWindow: { maxMessages: 3, maxChars: 0 } } }, { ...createProviders(config, silentLogger()), llm: model });
   });
   afterAll(async () => {
     await server?.stop();
@@ -72,13 +72,13 @@ describe('the request a model receives during a call', () => {
   it('is the system prompt and the latest turns, while the session keeps the whole conversation', async () => {
     const caller = new TextCaller(server.wsUrl, { apiKey: TEST_API_KEY });
     const callId = await caller.open();
-    for (let i = 0; i < 6; i++) expect((await caller.say(`remember number ${i}`)).text).toBe('Noted.');
-    expect(Math.max(...seen)).toBeLessThanOrEqual(5);
+    for (let i = 0; i < 4; i++) expect((await caller.say(`remember number ${i}`)).text).toBe('Noted.');
+    expect(Math.max(...seen)).toBeLessThanOrEqual(4);
     expect(firstSeen[0].role).toBe('system');
-    expect(firstSeen.at(-1)).toMatchObject({ role: 'user', content: 'remember number 5' });
+    expect(firstSeen.at(-1)).toMatchObject({ role: 'user', content: 'remember number 3' });
     expect(firstSeen.map((m) => m.content)).not.toContain('remember number 0');
     const session = server.server.service.sessions.get(callId);
-    expect(session?.history.filter((m) => m.role === 'user')).toHaveLength(6);
+    expect(session?.history.filter((m) => m.role === 'user')).toHaveLength(4);
     await caller.close();
   });
 });
