@@ -70,6 +70,8 @@ export const CONFIG_SCHEMA: Schema = obj(
         networkCallsOwner: { type: 'string', pattern: '^[0-9a-f]{8}$' },
         // 32-byte AES keys, base64: the first encrypts, all decrypt (docs/compliance.md, key rotation).
         encryptionKeys: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' } },
+        // Utterances/metrics wait at most this long in memory: what kill -9 can lose (docs/operations.md).
+        flushIntervalMs: { type: 'integer', minimum: 1, maximum: 1000 },
       },
       ['path', 'retentionDays'],
     ),
@@ -126,6 +128,8 @@ export const CONFIG_SCHEMA: Schema = obj(
         ttsTimeoutMs: ms(1),
         toolHoldMs: ms(0),
         toolHoldReplies: langMap(nonEmpty),
+        // What a model is sent each turn: the system prompt and the latest messages within both limits (0: none).
+        contextWindow: obj({ maxMessages: int(0), maxChars: int(0) }, ['maxMessages', 'maxChars']),
         tools: obj(
           {
             enabled: strings,

@@ -3,6 +3,7 @@ import { DEFAULT_WEBHOOKS, type WebhooksConfig } from './integration/webhooks.js
 import { readFileSync, existsSync } from 'node:fs';
 import type { AuthConfig } from './auth/auth.js';
 import type { StoreConfig } from './store/call-store.js';
+import { DEFAULT_CONTEXT_WINDOW, type ContextWindow } from './session/context-window.js';
 import type { LimitsConfig } from './limits/limits.js';
 import path from 'node:path';
 import { validateConfig } from './config-schema.js';
@@ -212,6 +213,8 @@ export interface AgentConfig {
   toolHoldMs: number;
   /** The "one moment" line, per language. */
   toolHoldReplies: Record<string, string>;
+  /** How much of the conversation a model is sent each turn (src/session/context-window.ts); default 40 messages, 16000 chars. */
+  contextWindow?: ContextWindow;
 }
 
 export interface ServiceConfig {
@@ -395,6 +398,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
       es: 'Un momento, por favor.',
       it: 'Un attimo, per favore.',
     },
+    contextWindow: { ...DEFAULT_CONTEXT_WINDOW },
   },
   providers: {
     vad: { provider: 'silero' },

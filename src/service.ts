@@ -142,6 +142,17 @@ export class VoiceService {
       throw err;
     }
     const log = this.logger.child({ callId, transport });
+    try {
+      return this.startSession(callId, keyId, transport, output, options, log);
+    } catch (err) {
+      // A provider that fails to give this call its streams: the slot and the record must not stay taken.
+      this.limiter.release(keyId);
+      this.store.callEnded(callId, 'failed');
+      throw err;
+    }
+  }
+
+  private startSession(callId: string, keyId: string, transport: string, output: SessionOutput, options: Parameters<VoiceService['openSession']>[2] & {}, log: Logger): Session {
     const recorder = this.config.recording.enabled ? new CallRecorder(callId, this.config.recording, log, this.store.recordingSealer(callId)) : null;
     const callTools = options.tools ? options.tools(this.providers.tools) : this.providers.tools;
     const webhooks = this.webhooks;
@@ -223,7 +234,7 @@ export class VoiceService {
     }
   }
 
-  /** Durable call record: what was said and how fast, written as it happens. */
+  /** Durable call record: what was said and how fast, queued off the audio path (src/store/call-store.ts). */
   private record(callId: string, event: SessionEvent, log: Logger): void {
     try {
       if (event.type === 'transcript.final' && (event.text || event.understood === false)) {
@@ -231,7 +242,13 @@ export class VoiceService {
         const status = event.understood === false ? 'not_understood' : undefined;
         this.store.utterance(callId, { role: 'caller', turn: event.turn, text: event.text, language: event.language, ...(status ? { status } : {}) });
       } else if (event.type === 'response.done' && event.text) {
-        this.store.utterance(callId, { role: 'agent', turn: event.turn, text: event.text, language: this.sessions.get(callId)?.language ?? '', status: event.status });
+        // A completed reply has played out: its line (and the turn's queued writes) go to disk before the
+        // client hears the reply ended. Interrupted ones happen while the caller talks: they wait for the batch.
+        this.store.utterance(
+          callId,
+          { role: 'agent', turn: event.turn, text: event.text, language: this.sessions.get(callId)?.language ?? '', status: event.status },
+          event.status === 'completed',
+        );
       } else if (event.type === 'turn.metrics') {
         this.store.turnMetrics(callId, event.metrics);
       }
@@ -253,7 +270,7 @@ export class VoiceService {
     // The last events (call.ended of these calls) get a short grace to go out.
     await this.webhooks?.close();
     this.store.close();
-    const { asr, llm, tts } = this.providers;
-    await Promise.allSettled([asr.close?.(), llm.close?.(), tts.close?.()]);
+    const { vad, asr, llm, tts } = this.providers;
+    await Promise.allSettled([vad.close?.(), asr.close?.(), llm.close?.(), tts.close?.()]);
   }
 }

@@ -34,21 +34,37 @@ interface Bucket {
   updatedMs: number;
 }
 
+/** How often full rate buckets are swept away (a full bucket is the same as none). */
+const BUCKET_SWEEP_MS = 60_000;
+
 export class SessionLimiter {
   private readonly active = new Map<string, number>();
+  /** Rate buckets of keys that started calls recently; refilled ones are dropped, so this tracks recent keys only. */
   private readonly buckets = new Map<string, Bucket>();
   private total = 0;
+  private lastSweepMs: number;
 
-  constructor(private readonly config: LimitsConfig) {}
+  constructor(
+    private readonly config: LimitsConfig,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.lastSweepMs = now();
+  }
+
+  /** Keys with a rate bucket (for tests and metrics): bounded by the keys active in the last minute or so. */
+  get trackedKeys(): number {
+    return this.buckets.size;
+  }
 
   /** Admit a new call for `keyId` or throw LimitError. Pair every admit with one release. */
   admit(keyId: string): void {
     const { maxSessions, maxSessionsPerKey, sessionsPerMinutePerKey } = this.config;
+    this.sweepBuckets();
     if (maxSessions > 0 && this.total >= maxSessions) throw new LimitError('session_limit', `the service is at its limit of ${maxSessions} calls`);
     const held = this.active.get(keyId) ?? 0;
     if (maxSessionsPerKey > 0 && held >= maxSessionsPerKey) throw new LimitError('session_limit', `this key already holds ${held} calls (limit ${maxSessionsPerKey})`);
     if (sessionsPerMinutePerKey > 0) {
-      const now = performance.now();
+      const now = this.now();
       const bucket = this.buckets.get(keyId) ?? { tokens: sessionsPerMinutePerKey, updatedMs: now };
       bucket.tokens = Math.min(sessionsPerMinutePerKey, bucket.tokens + ((now - bucket.updatedMs) / 60_000) * sessionsPerMinutePerKey);
       bucket.updatedMs = now;
@@ -61,6 +77,17 @@ export class SessionLimiter {
     }
     this.active.set(keyId, held + 1);
     this.total++;
+  }
+
+  /** Drop buckets that have refilled: a key seen once must not be remembered for the life of the process. */
+  private sweepBuckets(): void {
+    const now = this.now();
+    if (now - this.lastSweepMs < BUCKET_SWEEP_MS) return;
+    this.lastSweepMs = now;
+    const rate = this.config.sessionsPerMinutePerKey;
+    for (const [key, bucket] of this.buckets) {
+      if (rate <= 0 || bucket.tokens + ((now - bucket.updatedMs) / 60_000) * rate >= rate) this.buckets.delete(key);
+    }
   }
 
   release(keyId: string): void {

@@ -43,6 +43,14 @@ export class OutputPacer {
     return this.queue.length > 0 || performance.now() < this.playheadMs;
   }
 
+  /** Resolves once nothing is queued and what was sent has played at the caller (or when closed, or after `maxMs`). */
+  async whenIdle(maxMs: number): Promise<void> {
+    const deadline = performance.now() + maxMs;
+    while (this.active && !this.closed && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(FRAME_MS, Math.max(1, deadline - performance.now()))));
+    }
+  }
+
   /** Frames sent that the caller has not played yet (in their playout buffer). */
   get framesAhead(): number {
     return Math.max(0, Math.ceil((this.playheadMs - performance.now()) / FRAME_MS));

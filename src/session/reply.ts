@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { DEFAULT_CONTEXT_WINDOW, windowed } from './context-window.js';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config.js';
 import { Framer } from '../audio/framer.js';
@@ -186,7 +187,10 @@ export class ReplyTask {
         const calls: ToolCall[] = [];
         // The last allowed round gets no tools, so the model has to answer.
         const toolList = round < agent.maxToolRounds ? tools.definitions() : [];
-        const events = llm.stream({ messages: conversation, tools: toolList, language: this.language, signal });
+        // The model sees a window of the conversation (agent.contextWindow); an agent that rebuilds its state
+        // from the whole conversation (the rules agent) gets all of it.
+        const messages = llm.wholeConversation ? conversation : windowed(conversation, agent.contextWindow ?? DEFAULT_CONTEXT_WINDOW);
+        const events = llm.stream({ messages, tools: toolList, language: this.language, signal });
         for await (const event of timedStream(events, agent.llmFirstTokenTimeoutMs, agent.llmStallTimeoutMs, 'language model')) {
           if (signal.aborted) break;
           if (this.stages.llmFirstTokenMs === undefined && event.type !== 'done') {

@@ -69,6 +69,8 @@ export interface TranscriptEntry {
 
 /** Frames waiting for VAD beyond this (5 s) are dropped: the call has fallen hopelessly behind real time. */
 const MAX_INBOUND_BACKLOG = 250;
+/** Under overload, dropped frames are reported at most once per this interval (one summary line, not one per frame). */
+const DROP_LOG_INTERVAL_MS = 5000;
 
 interface OpenTurn {
   turn: number;
@@ -131,6 +133,9 @@ export class Session {
   private readonly preRoll: AudioFrame[] = [];
   private inbound: Promise<void> = Promise.resolve();
   private inboundBacklog = 0;
+  /** Frames dropped since the last overload warning, and when it was written. */
+  private droppedFrames = 0;
+  private lastDropLogMs = -Infinity;
   private turnChain: Promise<void> = Promise.resolve();
   private turnCounter = 0;
   private openTurn: OpenTurn | null = null;
@@ -205,7 +210,13 @@ export class Session {
     if (this.closed) return;
     this.lastInputMs = performance.now();
     if (this.inboundBacklog >= MAX_INBOUND_BACKLOG) {
-      this.log.warn({ backlog: this.inboundBacklog }, 'inbound audio backlog full, dropping frame');
+      this.droppedFrames++;
+      const now = performance.now();
+      if (now - this.lastDropLogMs >= DROP_LOG_INTERVAL_MS) {
+        this.log.warn({ backlog: this.inboundBacklog, droppedFrames: this.droppedFrames, intervalMs: DROP_LOG_INTERVAL_MS }, 'inbound audio backlog full, dropping frames');
+        this.lastDropLogMs = now;
+        this.droppedFrames = 0;
+      }
       return;
     }
     // Pause the agent on the first loud frames, before the VAD has even seen them.
@@ -241,6 +252,11 @@ export class Session {
     if (this.active) this.interrupt('client', null);
   }
 
+  /** Resolves once the agent's audio so far has played at the caller (by the pacer's clock), or after `maxMs`. */
+  waitForPlayout(maxMs: number): Promise<void> {
+    return this.pacer.whenIdle(maxMs);
+  }
+
   /** True while the agent has audio queued or playing. */
   get agentSpeaking(): boolean {
     return this.pacer.active;
@@ -260,7 +276,7 @@ export class Session {
     await Promise.allSettled([this.inbound, this.turnChain]);
     this.asr.close();
     this.vad.close();
-    this.log.info({ turns: this.turnCounter, durationMs: Math.round(performance.now() - this.startedAt) }, 'session closed');
+    this.log.info({ turns: this.turnCounter, durationMs: Math.round(performance.now() - this.startedAt), ...(this.droppedFrames > 0 ? { droppedFrames: this.droppedFrames } : {}) }, 'session closed');
   }
 
   private async processFrame(frame: AudioFrame): Promise<void> {

@@ -6,9 +6,13 @@ import type { TurnMetrics } from '../session/events.js';
 import { Sealer } from '../privacy/seal.js';
 
 /**
- * The durable call record: every call, every finished caller/agent utterance and every turn's metrics are
- * written to SQLite as they happen (WAL, synchronous=FULL: a row acknowledged is a row that survives a
- * crash or kill -9). Reads for `GET /v1/calls/:id` come from the same file.
+ * The durable call record in SQLite (WAL, synchronous=FULL). Calls are written as they start and end; caller
+ * utterances and turn metrics, which happen on the audio path (before the reply starts, at its first frame),
+ * are queued in memory and written in one transaction every `flushIntervalMs`, so no disk flush sits between
+ * the caller's words and the agent's answer. A finished agent reply (its audio has played) flushes the queue
+ * at once, before its end is announced; so do the call's end, every read, and close (SIGTERM). What kill -9 can
+ * lose is therefore only the caller's last utterance and turn metrics queued in the last interval.
+ * Reads for `GET /v1/calls/:id` come from the same file.
  */
 export interface StoreConfig {
   /** SQLite file; ':memory:' keeps nothing (tests of other things). */
@@ -22,7 +26,16 @@ export interface StoreConfig {
   networkCallsOwner?: string;
   /** AES-256-GCM keys (base64, 32 bytes) for transcripts and subjects at rest; the first encrypts (src/privacy/seal.ts). */
   encryptionKeys?: string[];
+  /** How long queued utterances/metrics may wait before their one-transaction write (default 50 ms). */
+  flushIntervalMs?: number;
 }
+
+/** Default for `store.flushIntervalMs`: short against kill -9, long enough to batch a turn's writes. */
+export const DEFAULT_FLUSH_INTERVAL_MS = 50;
+
+type QueuedWrite =
+  | { kind: 'utterance'; args: [string, string, number, string, string, string | null, string] }
+  | { kind: 'metrics'; args: [string, number, string, string] };
 
 /** Who a call was with, when the transport or the session token says: for people's access and erasure requests. */
 export interface CallSubject {
@@ -77,6 +90,12 @@ export class CallStore {
   private readonly insertMetrics: Database.Statement;
   private retentionTimer: NodeJS.Timeout | null = null;
   private readonly sealer: Sealer;
+  /** Utterances and metrics not yet on disk, oldest first. */
+  private readonly queue: QueuedWrite[] = [];
+  private flushTimer: NodeJS.Timeout | null = null;
+  private readonly flushIntervalMs: number;
+  private readonly writeBatch: (batch: QueuedWrite[]) => void;
+  private closed = false;
 
   constructor(
     private readonly config: StoreConfig,
@@ -134,6 +153,13 @@ export class CallStore {
     this.endCall = this.db.prepare('UPDATE calls SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL');
     this.insertUtterance = this.db.prepare('INSERT INTO utterances (call_id, role, turn, text, language, status, at) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.insertMetrics = this.db.prepare('INSERT INTO turn_metrics (call_id, turn, metrics, at) VALUES (?, ?, ?, ?)');
+    this.flushIntervalMs = Math.max(1, config.flushIntervalMs ?? DEFAULT_FLUSH_INTERVAL_MS);
+    this.writeBatch = this.db.transaction((batch: QueuedWrite[]) => {
+      for (const write of batch) {
+        if (write.kind === 'utterance') this.insertUtterance.run(...write.args);
+        else this.insertMetrics.run(...write.args);
+      }
+    });
     // Calls a crash left open are closed as such, so they are not mistaken for live ones.
     const orphaned = this.db.prepare("UPDATE calls SET ended_at = ?, end_reason = 'process_ended' WHERE ended_at IS NULL").run(new Date().toISOString());
     if (orphaned.changes > 0) logger.warn({ calls: orphaned.changes }, 'calls left open by a previous process marked ended');
@@ -171,19 +197,69 @@ export class CallStore {
   }
 
   callEnded(id: string, reason: string): void {
+    this.flush();
     this.endCall.run(new Date().toISOString(), reason, id);
   }
 
-  utterance(id: string, entry: { role: 'caller' | 'agent'; turn: number; text: string; language: string; status?: string }): void {
-    this.insertUtterance.run(id, entry.role, entry.turn, this.sealer.seal(entry.text, id), entry.language, entry.status ?? null, new Date().toISOString());
+  /**
+   * Queued (see the class comment); `flushNow` writes the queue at once (a finished reply: its audio has played,
+   * so the disk flush costs the caller nothing, and the line is on disk before the client hears it ended).
+   */
+  utterance(id: string, entry: { role: 'caller' | 'agent'; turn: number; text: string; language: string; status?: string }, flushNow = false): void {
+    this.enqueue({
+      kind: 'utterance',
+      args: [id, entry.role, entry.turn, this.sealer.seal(entry.text, id), entry.language, entry.status ?? null, new Date().toISOString()],
+    });
+    if (flushNow) this.flush();
   }
 
+  /** Queued: written with the next flush. */
   turnMetrics(id: string, metrics: TurnMetrics): void {
-    this.insertMetrics.run(id, metrics.turn, JSON.stringify(metrics), new Date().toISOString());
+    this.enqueue({ kind: 'metrics', args: [id, metrics.turn, JSON.stringify(metrics), new Date().toISOString()] });
+  }
+
+  /** Writes not yet on disk (for tests and shutdown logs). */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  /** Write everything queued, in one transaction. A failed batch is logged and dropped, never retried forever. */
+  flush(): void {
+    if (this.flushTimer) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = null;
+    }
+    if (this.queue.length === 0 || this.closed) return;
+    const batch = this.queue.splice(0, this.queue.length);
+    try {
+      this.writeBatch(batch);
+    } catch (err) {
+      // One bad row (its call erased meanwhile) must not cost the others: write them one by one.
+      let lost = 0;
+      for (const write of batch) {
+        try {
+          this.writeBatch([write]);
+        } catch {
+          lost++;
+        }
+      }
+      this.logger.error({ err, writes: batch.length, lost, callIds: [...new Set(batch.map((w) => w.args[0]))] }, 'call record write failed');
+    }
+  }
+
+  private enqueue(write: QueuedWrite): void {
+    if (this.closed) throw new Error('call store is closed');
+    this.queue.push(write);
+    if (!this.flushTimer) {
+      this.flushTimer = setTimeout(() => this.flush(), this.flushIntervalMs);
+      // A pending write must not hold the process open on its own; close() flushes it.
+      this.flushTimer.unref();
+    }
   }
 
   /** The record of call `id` if it belongs to `owner` (an API key id); another key's call reads as absent. */
   get(id: string, owner: string): CallRecord | null {
+    this.flush();
     const call = this.db
       .prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id FROM calls WHERE id = ? AND (owner = ? OR owner = ?)')
       .get(id, owner, ANY_KEY) as Omit<CallRecord, 'transcript' | 'turns'> | undefined;
@@ -225,6 +301,7 @@ export class CallStore {
 
   /** Full records of one person's calls, with where their recordings are. */
   exportCalls(query: SubjectQuery): (CallRecord & { recording: { format: string; bytes: number; created_at: string } | null })[] {
+    this.flush();
     return this.findCalls(query).flatMap((summary) => {
       const record = this.getAny(summary.id);
       if (!record) return [];
@@ -241,6 +318,8 @@ export class CallStore {
    * the files, not only from queries. Returns the erased call ids.
    */
   erase(query: SubjectQuery): string[] {
+    // Queued lines of these calls are written first, so the erasure takes them too.
+    this.flush();
     const calls = this.findCalls(query).map((c) => c.id);
     const files: string[] = [];
     const eraseOne = this.db.transaction((id: string) => {
@@ -300,7 +379,10 @@ export class CallStore {
   }
 
   close(): void {
+    if (this.closed) return;
     if (this.retentionTimer) clearInterval(this.retentionTimer);
+    this.flush();
+    this.closed = true;
     this.db.close();
   }
 }

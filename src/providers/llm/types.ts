@@ -76,6 +76,11 @@ export interface LlmProvider {
    * Throws on backend failure; on abort it stops promptly (yielding `done: cancelled` or throwing AbortError).
    */
   stream(request: LlmRequest): AsyncIterable<LlmEvent>;
+  /**
+   * True for an agent that rebuilds its state from the whole conversation each turn (the rules agent): it is
+   * sent all of it. Others (models) get `agent.contextWindow`'s window.
+   */
+  readonly wholeConversation?: boolean;
   close?(): Promise<void>;
   /**
    * What the agent waits for after this conversation ("<intent>.<slot>" or "<intent>.confirm"), so the

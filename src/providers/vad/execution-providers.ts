@@ -115,4 +115,8 @@ export class FallbackVad implements VadProvider {
   createStream(): VadStream {
     return this.active.createStream();
   }
+
+  async close(): Promise<void> {
+    await this.active.close?.();
+  }
 }

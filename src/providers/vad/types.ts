@@ -5,6 +5,8 @@ export interface VadProvider {
   load(): Promise<void>;
   /** One stream per call: holds the model's recurrent state for that caller. */
   createStream(): VadStream;
+  /** Free the model (service shutdown); streams must not be used afterwards. */
+  close?(): Promise<void>;
 }
 
 export interface VadStream {

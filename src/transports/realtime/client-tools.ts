@@ -1,6 +1,13 @@
 import type { ChatMessage, ToolCall, ToolDefinition } from '../../providers/llm/types.js';
 import type { ToolExecutor } from '../../session/reply.js';
 import { toToolDefinition, type ClientTool } from './protocol.js';
+import { BoundedMap, BoundedSet } from '../../core/bounded.js';
+
+/**
+ * Tool calls of one call remembered at once (shown, released, outputs not yet taken). A client that sends
+ * outputs nobody asks for, or calls cancelled before their output came, cannot grow these beyond it.
+ */
+const MAX_PENDING_CALLS = 64;
 
 /**
  * The tool executor of one realtime call. Tools the client declared in `session.update` run on the client:
@@ -26,12 +33,12 @@ export class ClientToolExecutor implements ToolExecutor {
   private tools = new Map<string, ClientTool>();
   private toolChoice = 'auto';
   /** Calls the client has been shown (their tool_call event reached the transport). */
-  private readonly announced = new Set<string>();
-  private readonly announceWaiters = new Map<string, () => void>();
+  private readonly announced = new BoundedSet<string>(MAX_PENDING_CALLS);
+  private readonly announceWaiters = new Map<string, (outcome: 'shown' | 'cancelled') => void>();
   /** Outputs the client sent, by call_id, until the agent takes them. */
-  private readonly outputs = new Map<string, string>();
+  private readonly outputs = new BoundedMap<string, string>(MAX_PENDING_CALLS);
   /** Calls released by a response.create: executing them answers at once. */
-  private readonly released = new Set<string>();
+  private readonly released = new BoundedSet<string>(MAX_PENDING_CALLS);
   private readonly waiting = new Map<string, Waiter>();
 
   constructor(
@@ -58,13 +65,18 @@ export class ClientToolExecutor implements ToolExecutor {
   /** The transport has shown this call to the client. */
   announce(callId: string): void {
     this.announced.add(callId);
-    this.announceWaiters.get(callId)?.();
+    this.announceWaiters.get(callId)?.('shown');
   }
 
   /** A function_call_output item from the client. Returns true when it answers a call the agent waits for. */
   addOutput(callId: string, output: string): boolean {
     this.outputs.set(callId, output);
     return this.announced.has(callId);
+  }
+
+  /** Call ids remembered (shown, released, outputs not taken): at most a few times MAX_PENDING_CALLS. */
+  get remembered(): number {
+    return this.announced.size + this.released.size + this.outputs.size + this.announceWaiters.size + this.waiting.size;
   }
 
   /** True while the agent waits for the client's tool results (a response.create then resumes it). */
@@ -91,16 +103,23 @@ export class ClientToolExecutor implements ToolExecutor {
     if (signal.aborted) return error('cancelled');
     // A reply prepared before the caller's turn was confirmed must not reach the client until committed.
     if (!this.announced.has(call.id)) {
-      const shown = await new Promise<boolean>((resolve) => {
-        const onAbort = () => resolve(false);
-        signal.addEventListener('abort', onAbort, { once: true });
-        this.announceWaiters.set(call.id, () => {
+      // Bounded: a reply that is neither committed nor cancelled (a lost turn) must not hold the call forever.
+      const shown = await new Promise<'shown' | 'cancelled' | 'timeout'>((resolve) => {
+        const finish = (outcome: 'shown' | 'cancelled' | 'timeout') => {
+          clearTimeout(timer);
           signal.removeEventListener('abort', onAbort);
-          resolve(true);
-        });
+          resolve(outcome);
+        };
+        const onAbort = () => finish('cancelled');
+        const timer = setTimeout(() => finish('timeout'), this.timeoutMs);
+        signal.addEventListener('abort', onAbort, { once: true });
+        this.announceWaiters.set(call.id, finish);
       });
       this.announceWaiters.delete(call.id);
-      if (!shown) return error('cancelled');
+      if (shown === 'cancelled') return error('cancelled');
+      if (shown === 'timeout') {
+        return error(`the call to ${call.name} was not shown to the client within ${Math.round(this.timeoutMs / 1000)} s (its response never started)`);
+      }
     }
     if (this.released.has(call.id)) return this.takeOutput(call);
 
@@ -132,6 +151,8 @@ export class ClientToolExecutor implements ToolExecutor {
   close(): void {
     for (const waiter of [...this.waiting.values()]) waiter.resolve(error('cancelled'));
     this.waiting.clear();
+    for (const finish of [...this.announceWaiters.values()]) finish('cancelled');
+    this.announceWaiters.clear();
   }
 }
 

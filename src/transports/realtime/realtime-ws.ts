@@ -20,6 +20,8 @@ import type { Session } from '../../session/session.js';
 import type { VoiceService } from '../../service.js';
 import { callerFromClaims } from '../../integration/context.js';
 import { ClientToolExecutor } from './client-tools.js';
+import { BoundedSet } from '../../core/bounded.js';
+import { hangUpAfterPlayout } from '../playout.js';
 import {
   betaFormatName,
   codecFor,
@@ -47,6 +49,14 @@ export interface RealtimeWsOptions {
 }
 
 const DEFAULT_TOOL_TIMEOUT_MS = 30_000;
+/** After the socket buffer drained: the margin the client had before (its last delta and events). */
+const REALTIME_PLAYOUT_TAIL_MS = 100;
+/**
+ * Conversation items a call indexes for retrieve/truncate/delete/previous_item_id. Older ones are forgotten
+ * (item_not_found), so a long call's index does not grow without end; the agent's context has its own window
+ * (`agent.contextWindow`).
+ */
+export const MAX_REALTIME_ITEMS = 500;
 /** Caller audio queued beyond what the pipeline takes (a client uploading faster than real time). */
 const MAX_QUEUED_FRAMES = (60 * 1000) / FRAME_MS;
 /** Audio faster than real time is fed to the session at up to this many times real time. */
@@ -138,7 +148,7 @@ class RealtimeConnection {
   /** response.create was accepted and its session reply has not started yet. */
   private responseRequested = false;
   /** Session reply ids whose realtime response was cancelled by the client (their late events are dropped). */
-  private readonly cancelledReplies = new Set<string>();
+  private readonly cancelledReplies = new BoundedSet<string>(16);
 
   constructor(
     private readonly socket: WebSocket,
@@ -548,7 +558,10 @@ class RealtimeConnection {
       case 'call.action':
         if (event.action === 'hangup') {
           this.log.info('agent ended the call');
-          setTimeout(() => this.socket.close(1000, 'agent ended the call'), 100);
+          void hangUpAfterPlayout(
+            { session: this.session, pending: () => this.socket.bufferedAmount, tailMs: REALTIME_PLAYOUT_TAIL_MS, isClosed: () => this.closed || this.socket.readyState !== this.socket.OPEN },
+            () => this.socket.close(1000, 'agent ended the call'),
+          );
         } else {
           this.log.info({ action: event.action }, 'call action has no realtime equivalent; ignored');
         }
@@ -703,6 +716,7 @@ class RealtimeConnection {
 
   private addItem(item: ConversationItem, previous: string | null, done = true): void {
     this.items.push({ id: item.id!, item });
+    if (this.items.length > MAX_REALTIME_ITEMS) this.items.splice(0, this.items.length - MAX_REALTIME_ITEMS);
     if (this.beta) {
       this.send({ type: 'conversation.item.created', item, previous_item_id: previous });
       return;

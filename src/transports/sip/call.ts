@@ -11,12 +11,15 @@ import type { SessionEvent } from '../../session/events.js';
 import type { OutboundFrame } from '../../session/output-pacer.js';
 import type { Session } from '../../session/session.js';
 import { RtpStream } from './rtp.js';
+import { hangUpAfterPlayout } from '../playout.js';
 import type { NegotiatedMedia } from './sdp.js';
 import type dgram from 'node:dgram';
 
 /** G.711 bytes per 20 ms packet at 8 kHz. */
 const G711_PACKET = 160;
 const SILENCE: Record<'pcmu' | 'pcma', number> = { pcmu: 0xff, pcma: 0xd5 };
+/** A phone's jitter buffer after our last packet left. */
+const SIP_PLAYOUT_TAIL_MS = 60;
 
 export interface CallMediaOptions {
   /** Our record id for the call (fresh, never the SIP Call-ID). */
@@ -55,6 +58,7 @@ export class CallMedia {
   private watchdog: NodeJS.Timeout | null = null;
   private closed = false;
   private invalidPackets = 0;
+  private socketErrors = 0;
   readonly stats = { dtmf: [] as string[], framesIn: 0, packetsOut: 0, flushes: 0, flushedPackets: 0 };
 
   constructor(private readonly options: CallMediaOptions) {
@@ -77,6 +81,10 @@ export class CallMedia {
         if (options.service.config.privacy.logTranscripts) options.logger.info({ digit }, 'DTMF received');
         else options.logger.debug('DTMF digit received');
         this.session?.pushDtmf(digit);
+      },
+      onSocketError: (socket, err) => {
+        // At most a few per call: a socket that keeps failing says so once in a while, not per packet.
+        if (++this.socketErrors <= 3 || this.socketErrors % 1000 === 0) options.logger.warn({ err, socket, count: this.socketErrors }, 'RTP socket error');
       },
       onInvalid: (reason) => {
         // Logged sparingly: a flood of junk must not flood the log.
@@ -216,12 +224,9 @@ export class CallMedia {
     }
   }
 
-  /** The goodbye is in the RTP queue: let it go out before the BYE or REFER. */
-  private async afterPlayout(then: () => void): Promise<void> {
-    const deadline = performance.now() + 3000;
-    while (!this.closed && this.rtp.queued > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    await new Promise((r) => setTimeout(r, 60));
-    if (!this.closed) then();
+  /** The goodbye is in the RTP queue: let it go out (and the phone's jitter buffer play it) before the BYE or REFER. */
+  private afterPlayout(then: () => void): Promise<void> {
+    return hangUpAfterPlayout({ session: this.session, pending: () => this.rtp.queued, tailMs: SIP_PLAYOUT_TAIL_MS, isClosed: () => this.closed }, then);
   }
 
   async close(reason: string): Promise<void> {

@@ -424,6 +424,8 @@ export interface RtpStreamOptions {
   onAudio(payload: Buffer | null, arrivalMs: number): void;
   onDtmf(digit: string): void;
   onInvalid(reason: string): void;
+  /** The RTP or RTCP socket reported an error (send to an unreachable port, a closed socket): logged by the call. */
+  onSocketError?(socket: 'rtp' | 'rtcp', err: Error): void;
 }
 
 /**
@@ -454,12 +456,13 @@ export class RtpStream {
     this.remote = options.remote;
     this.remoteRtcp = options.remote ? { address: options.remote.address, port: options.remote.port + 1 } : null;
     options.rtp.on('message', (msg, rinfo) => this.onPacket(msg, rinfo));
-    options.rtp.on('error', (err) => options.onInvalid(`rtp socket: ${err.message}`));
+    options.rtp.on('error', (err) => (options.onSocketError ? options.onSocketError('rtp', err) : options.onInvalid(`rtp socket: ${err.message}`)));
     options.rtcp.on('message', (_msg, rinfo) => {
       // We do not act on RTCP reports; only learn where to send ours (symmetric RTCP), from the caller's side.
       if (options.plausible(rinfo.address)) this.remoteRtcp = { address: rinfo.address, port: rinfo.port };
     });
-    options.rtcp.on('error', () => {});
+    // RTCP is best effort, but its errors are logged, not swallowed (an error event without a listener would throw).
+    options.rtcp.on('error', (err) => options.onSocketError?.('rtcp', err));
   }
 
   start(): void {

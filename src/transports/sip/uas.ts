@@ -75,6 +75,8 @@ interface Call {
   sessionId: string;
   localAddress: string;
   rtpPort: number;
+  /** The bound RTP/RTCP pair until CallMedia owns it (closed by releaseMedia if setup fails before). */
+  rtpSockets: { rtp: dgram.Socket; rtcp: dgram.Socket } | null;
   media: NegotiatedMedia;
   callMedia: CallMedia | null;
   ringTimer: NodeJS.Timeout | null;
@@ -137,6 +139,11 @@ export class SipServer {
     this.limits = { maxMessageBytes: c.maxMessageBytes, maxHeaders: 128 };
     if (c.digest && (!c.digest.realm || Object.keys(c.digest.users).length === 0)) throw new Error('sip.digest needs a realm and at least one user');
     for (const codec of c.codecs) if (!['pcmu', 'pcma', 'opus'].includes(codec)) throw new Error(`sip.codecs: unsupported codec "${codec}"`);
+  }
+
+  /** RTP port pairs held by calls (0 when no call holds one: nothing leaked). */
+  get rtpPortsInUse(): number {
+    return this.ports.used;
   }
 
   /** The bound SIP port (UDP and TCP share it). */
@@ -234,7 +241,11 @@ export class SipServer {
         }
       }
     });
-    socket.on('error', () => {});
+    socket.on('error', (err) => {
+      // A reset or broken connection: 'close' follows and cleans up; the calls it carried are named in the log.
+      const calls = [...this.calls.values()].filter((c) => c.peer.socket === socket).map((c) => c.callId);
+      this.log.warn({ err, from: `${address}:${peer.port}`, calls }, 'SIP TCP connection error');
+    });
     socket.on('close', () => this.tcpSockets.delete(socket));
   }
 
@@ -475,6 +486,7 @@ export class SipServer {
       sessionId: String(Date.now()),
       localAddress,
       rtpPort: 0,
+      rtpSockets: null,
       media,
       callMedia: null,
       ringTimer: null,
@@ -483,6 +495,24 @@ export class SipServer {
       answeredAt: 0,
     };
     this.calls.set(e.callId, call);
+    // From here the call holds a slot (and soon an RTP port): every way out, a throw included, releases both.
+    try {
+      await this.setUpCall(call, req, e, peer, key, plausible);
+    } catch (err) {
+      log.error({ err }, 'INVITE handling failed: call released');
+      const answered = call.state === 'answered' || call.state === 'confirmed';
+      if (call.state !== 'ended') {
+        if (answered) this.sendBye(call, 'internal_error');
+        else this.respond(req, peer, key, 500, { toTag: localTag });
+      }
+      await this.endCall(call, 'internal_error');
+    }
+  }
+
+  /** The INVITE's work once the call is registered: RTP port, media, ringing, session, 200 OK. */
+  private async setUpCall(call: Call, req: SipRequest, e: RequestEssentials, peer: Peer, key: string, plausible: (address: string) => boolean): Promise<void> {
+    const { service, config } = this.options;
+    const { log, localTag, media } = call;
     log.info({ from: e.from.uri, to: e.to.uri, peer: `${peer.transport}:${peer.address}:${peer.port}`, codec: media.codec, dtmf: media.telephoneEvent !== null }, 'incoming SIP call');
     this.respond(req, peer, key, 100);
 
@@ -492,11 +522,17 @@ export class SipServer {
       sockets = await this.ports.bind(rtpHost);
     } catch (err) {
       log.error({ err }, 'no RTP port');
-      this.calls.delete(e.callId);
       this.respond(req, peer, key, 503, { toTag: localTag });
+      await this.endCall(call, 'no_rtp_port');
       return;
     }
     call.rtpPort = sockets.port;
+    call.rtpSockets = sockets;
+    if (call.state === 'ended') {
+      // Ended (shutdown) while the port was being bound.
+      await this.releaseMedia(call, 'ended');
+      return;
+    }
     const callMedia = new CallMedia({
       callId: call.recordId,
       networkId: e.callId,
@@ -513,6 +549,7 @@ export class SipServer {
       onTransfer: () => this.transfer(call.callId),
     });
     call.callMedia = callMedia;
+    call.rtpSockets = null;
     if (call.cancelled) {
       await this.releaseMedia(call, 'cancelled');
       return;
@@ -534,9 +571,8 @@ export class SipServer {
     } catch (err) {
       const status = err instanceof LimitError ? (err.code === 'session_limit' ? 486 : 503) : 503;
       log.warn({ err: (err as Error).message, status }, 'call refused');
-      this.calls.delete(e.callId);
-      await this.releaseMedia(call, 'refused');
       this.respond(req, peer, key, status, { toTag: localTag });
+      await this.endCall(call, 'refused');
       return;
     }
     if (call.cancelled) {
@@ -823,12 +859,24 @@ export class SipServer {
     await this.releaseMedia(call, reason);
   }
 
+  /** Frees what the call holds on the media side: its session, its sockets and its port (idempotent). */
   private async releaseMedia(call: Call, reason: string): Promise<void> {
     const media = call.callMedia;
+    const sockets = call.rtpSockets;
     call.callMedia = null;
-    if (!media) return;
-    this.ports.release(call.rtpPort);
-    await media.close(reason);
+    call.rtpSockets = null;
+    if (call.rtpPort !== 0) this.ports.release(call.rtpPort);
+    call.rtpPort = 0;
+    if (sockets) {
+      for (const socket of [sockets.rtp, sockets.rtcp]) {
+        try {
+          socket.close();
+        } catch (err) {
+          call.log.debug({ err }, 'RTP socket already closed');
+        }
+      }
+    }
+    if (media) await media.close(reason);
   }
 
   // ---------------------------------------------------------------- helpers

@@ -23,7 +23,11 @@ export class OutboundStream {
   /** 10 ms chunks of agent audio dropped because the queue overflowed. */
   dropped = 0;
 
-  constructor(private readonly source: AudioSource) {}
+  constructor(
+    private readonly source: AudioSource,
+    /** The stream failed and left the media clock (the peer logs it with its call id). */
+    readonly onError: (err: unknown) => void = () => {},
+  ) {}
 
   /** One 20 ms frame of 16 kHz agent audio, already paced by the session. */
   push(frame: Int16Array): void {
@@ -91,9 +95,10 @@ class MediaClock {
     for (const stream of this.streams) {
       try {
         stream.pump(now);
-      } catch {
-        // A source whose peer just closed: the peer removes it; never let one peer stop the others.
-        this.streams.delete(stream);
+      } catch (err) {
+        // A source whose peer just closed, or a broken one: drop it and say so; never let one peer stop the others.
+        this.delete(stream);
+        stream.onError(err);
       }
     }
   }

@@ -8,6 +8,7 @@ import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import type { Session } from '../../session/session.js';
 import { parseClientMessage, ProtocolError, type ClientMessage } from '../client-messages.js';
 import { mediaClock, OutboundStream } from './media-clock.js';
+import { hangUpAfterPlayout } from '../playout.js';
 import { wrtc, type AudioSink, type DataChannel, type PeerConnection, type SinkAudioData } from './wrtc.js';
 
 /** Label of the data channel the client opens for JSON events and control messages. */
@@ -18,6 +19,8 @@ const MAX_CONTROL_BYTES = 16 * 1024;
 const MAX_PENDING_EVENTS = 500;
 /** A peer that never connects (an offer posted by a script, a blocked network) is dropped after this long. */
 const CONNECT_TIMEOUT_MS = 20_000;
+/** The browser's jitter buffer and decoder after our outbound queue is empty. */
+const WEBRTC_PLAYOUT_TAIL_MS = 200;
 
 /** Something wrong with the client's offer: answered with HTTP 400. */
 export class OfferError extends Error {
@@ -146,7 +149,9 @@ export class WebRtcPeer {
     const source = new nonstandard.RTCAudioSource();
     await transceiver.sender.replaceTrack(source.createTrack());
     transceiver.direction = 'sendrecv';
-    this.outbound = new OutboundStream(source);
+    this.outbound = new OutboundStream(source, (err) => {
+      if (!this.closing) this.log.warn({ err }, 'outbound audio stream failed: the caller hears nothing more from the agent');
+    });
 
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
@@ -329,8 +334,11 @@ export class WebRtcPeer {
     if (event.type === 'audio.clear') this.outbound?.clear();
     this.sendJson(event);
     if (event.type === 'call.action' && event.action === 'hangup') {
-      // Let the goodbye's last audio and this event leave before hanging up.
-      setTimeout(() => void this.close('agent ended the call'), 500).unref();
+      // The outbound stream's queue must go out, then the browser's jitter buffer play it.
+      void hangUpAfterPlayout(
+        { session: this.session, pending: () => this.outbound?.queuedMs ?? 0, tailMs: WEBRTC_PLAYOUT_TAIL_MS, isClosed: () => this.closing !== null },
+        () => void this.close('agent ended the call'),
+      );
     }
   }
 

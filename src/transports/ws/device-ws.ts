@@ -10,6 +10,7 @@ import { LimitError, MessageRateLimiter } from '../../limits/limits.js';
 import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import { parseClientMessage, ProtocolError, type ClientMessage } from '../client-messages.js';
 import type { Session } from '../../session/session.js';
+import { hangUpAfterPlayout } from '../playout.js';
 
 /**
  * The device WebSocket (`/v1/ws`): JSON control messages + binary audio frames. docs/protocol.md is the
@@ -202,7 +203,13 @@ class DeviceConnection {
 
   private sendEvent(event: SessionEvent): void {
     this.sendJson(event);
-    if (event.type === 'call.action' && event.action === 'hangup') this.socket.close(1000, 'agent ended the call');
+    if (event.type === 'call.action' && event.action === 'hangup') {
+      // The client plays what it received; the socket's own buffer must reach it before the close.
+      void hangUpAfterPlayout(
+        { session: this.session, pending: () => this.socket.bufferedAmount, tailMs: 0, isClosed: () => this.socket.readyState !== this.socket.OPEN },
+        () => this.socket.close(1000, 'agent ended the call'),
+      );
+    }
   }
 
   private sendError(code: ErrorCode, message: string): void {

@@ -51,6 +51,8 @@ function chunkWords(text: string): string[] {
 
 export class RuleBasedAgent implements LlmProvider, VocabularySource {
   readonly name = 'rules';
+  /** Forms and confirmations are replayed from the whole conversation: no context window may cut it. */
+  readonly wholeConversation = true;
   private config: RulesConfig | undefined;
   private matcher: IntentMatcher | undefined;
   private lexicon: Lexicon = DEFAULT_LEXICON;

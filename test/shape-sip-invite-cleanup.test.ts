@@ -1,0 +1,158 @@
+import dgram from 'node:dgram';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { sipServerOf, type SipServer } from '../src/transports/sip/index.js';
+import { CallMedia } from '../src/transports/sip/call.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+
+/**
+ * An INVITE whose handling fails after the call took a slot and an RTP port must give both back (and the
+ * session, and the per-key admission), on every error path: raw UDP INVITEs on loopback, with failures injected
+ * in the media layer and in a provider.
+ */
+let server: TestServer;
+
+beforeAll(async () => {
+  // One call per key: a leaked admission would refuse the next call with 486.
+  server = await startTestServer({ sip: { enabled: true, ringMs: 0, rtpPortMin: 41_000, rtpPortMax: 41_100 }, limits: { maxSessionsPerKey: 1 } });
+});
+afterAll(async () => {
+  vi.restoreAllMocks();
+  await server?.stop();
+});
+
+function sip(): SipServer {
+  const s = sipServerOf(server.server.service);
+  if (!s) throw new Error('SIP transport did not start');
+  return s;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const status = (message: string) => Number(/^SIP\/2\.0 (\d{3})/.exec(message)?.[1] ?? 0);
+
+/** A phone on a UDP socket: sends requests, collects everything the agent sends back. */
+class RawPhone {
+  readonly received: string[] = [];
+  private readonly socket = dgram.createSocket('udp4');
+  port = 0;
+  readonly callId = `cleanup-${Math.random().toString(36).slice(2)}`;
+
+  async open(): Promise<void> {
+    this.socket.on('message', (m) => this.received.push(m.toString('utf8')));
+    await new Promise<void>((r) => this.socket.bind(0, '127.0.0.1', () => r()));
+    this.port = this.socket.address().port;
+  }
+
+  send(method: string, cseq: number, extra: string[] = [], body = ''): void {
+    const lines = [
+      `${method} sip:agent@127.0.0.1:${sip().port} SIP/2.0`,
+      `Via: SIP/2.0/UDP 127.0.0.1:${this.port};branch=z9hG4bK${Math.random().toString(36).slice(2)};rport`,
+      'Max-Forwards: 70',
+      'From: <sip:+15550100@127.0.0.1>;tag=phone1',
+      `To: <sip:agent@127.0.0.1:${sip().port}>${extra.find((h) => h.startsWith(';tag=')) ?? ''}`,
+      `Call-ID: ${this.callId}`,
+      `CSeq: ${cseq} ${method}`,
+      `Contact: <sip:phone@127.0.0.1:${this.port}>`,
+      ...extra.filter((h) => !h.startsWith(';tag=')),
+      `Content-Length: ${Buffer.byteLength(body)}`,
+      '',
+      body,
+    ];
+    this.socket.send(lines.join('\r\n'), sip().port, '127.0.0.1');
+  }
+
+  invite(): void {
+    const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', 'm=audio 30000 RTP/AVP 0 101', 'a=rtpmap:0 PCMU/8000', 'a=rtpmap:101 telephone-event/8000', ''].join('\r\n');
+    this.send('INVITE', 1, ['Content-Type: application/sdp'], sdp);
+  }
+
+  /** The first final response to our INVITE (and with it the agent's To tag). */
+  async finalResponse(timeoutMs = 5000): Promise<{ status: number; toTag: string }> {
+    const deadline = performance.now() + timeoutMs;
+    while (performance.now() < deadline) {
+      const final = this.received.find((m) => status(m) >= 200 && /CSeq: 1 INVITE/i.test(m));
+      if (final) return { status: status(final), toTag: /^To:.*;tag=([^;\r\n]+)/im.exec(final)?.[1] ?? '' };
+      await sleep(20);
+    }
+    throw new Error(`no final response; got ${this.received.map((m) => m.split('\r\n')[0]).join(' | ')}`);
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+/** Everything a call can hold is free again. */
+async function expectAllReleased(): Promise<void> {
+  for (let i = 0; i < 100 && (sip().calls.size > 0 || sip().rtpPortsInUse > 0 || server.server.service.sessions.size > 0); i++) await sleep(20);
+  expect(sip().calls.size).toBe(0);
+  expect(sip().rtpPortsInUse).toBe(0);
+  expect(server.server.service.sessions.size).toBe(0);
+}
+
+/** A call that must be answered now, then hung up by the phone. */
+async function answeredAndHungUp(): Promise<void> {
+  const phone = new RawPhone();
+  await phone.open();
+  try {
+    phone.invite();
+    const final = await phone.finalResponse();
+    expect(final.status).toBe(200);
+    expect(sip().rtpPortsInUse).toBe(1);
+    phone.send('ACK', 1, [`;tag=${final.toTag}`]);
+    phone.send('BYE', 2, [`;tag=${final.toTag}`]);
+    await expectAllReleased();
+  } finally {
+    phone.close();
+  }
+}
+
+describe('SIP INVITE error paths release the call slot and the RTP port', () => {
+  it('a media layer that throws after the port is bound: the call is ended, slot, port and session freed', async () => {
+    const start = vi.spyOn(CallMedia.prototype, 'start').mockImplementationOnce(() => {
+      throw new Error('injected media failure');
+    });
+    const phone = new RawPhone();
+    await phone.open();
+    try {
+      phone.invite();
+      const final = await phone.finalResponse();
+      expect(start).toHaveBeenCalledTimes(1);
+      // The 200 OK was already out when the media failed: the agent ends the dialog it created with a BYE.
+      if (final.status === 200) {
+        for (let i = 0; i < 100 && !phone.received.some((m) => m.startsWith('BYE ')); i++) await sleep(20);
+        expect(phone.received.some((m) => m.startsWith('BYE '))).toBe(true);
+      } else {
+        expect(final.status).toBe(500);
+      }
+      await expectAllReleased();
+    } finally {
+      phone.close();
+      start.mockRestore();
+    }
+    // Nothing is held: the next call (same key, limit 1) is answered.
+    await answeredAndHungUp();
+  });
+
+  it('a provider that fails to open the call: refused, and the per-key admission and the record are released', async () => {
+    const vad = server.server.service.providers.vad;
+    const createStream = vi.spyOn(vad, 'createStream').mockImplementationOnce(() => {
+      throw new Error('injected VAD failure');
+    });
+    const phone = new RawPhone();
+    await phone.open();
+    try {
+      phone.invite();
+      const final = await phone.finalResponse();
+      expect(createStream).toHaveBeenCalledTimes(1);
+      expect(final.status).toBe(503);
+      await expectAllReleased();
+      const recordId = server.server.service.store.idForNetworkId(phone.callId);
+      expect(recordId).not.toBeNull();
+      expect(server.server.service.store.get(recordId!, '*')?.end_reason).toBe('failed');
+    } finally {
+      phone.close();
+      createStream.mockRestore();
+    }
+    await answeredAndHungUp();
+  });
+});
