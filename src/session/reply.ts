@@ -9,6 +9,7 @@ import type { TtsProvider } from '../providers/tts/types.js';
 import { ClauseSplitter } from './clause-splitter.js';
 import type { SessionEvent, TurnStages } from './events.js';
 import type { OutboundFrame } from './output-pacer.js';
+import { realClock, type Clock } from './clock.js';
 
 /** What the session needs from a tool registry. */
 export interface ToolExecutor {
@@ -36,6 +37,8 @@ export interface ReplyDeps {
   logger: Logger;
   /** Caller context for the tools (src/integration/context.ts). */
   caller?: Readonly<Record<string, string>>;
+  /** Time for stage measurements and the hold line's timer; the real clock when absent. */
+  clock?: Clock;
 }
 
 /** Where a committed reply's events and audio go. Until a reply is committed they are held back. */
@@ -68,8 +71,8 @@ export class ReplyTask {
   status: ReplyStatus = 'running';
   action: 'hangup' | 'transfer' | undefined;
   readonly done: Promise<void>;
-  /** performance.now() when the reply started, for measuring how early a preemptive reply began. */
-  readonly startedAtMs = performance.now();
+  /** Clock time when the reply started, for measuring how early a preemptive reply began. */
+  readonly startedAtMs: number;
   /** The tool call this reply asks the caller to confirm (masked arguments), for the conversation record. */
   confirms: { name: string; arguments: string } | undefined;
 
@@ -82,6 +85,7 @@ export class ReplyTask {
   private heldOn = false;
   private framesProduced = 0;
   private readonly log: Logger;
+  private readonly clock: Clock;
 
   constructor(
     private readonly deps: ReplyDeps,
@@ -91,6 +95,8 @@ export class ReplyTask {
     private readonly messages: readonly ChatMessage[],
   ) {
     this.log = deps.logger.child({ responseId: this.responseId, turn });
+    this.clock = deps.clock ?? realClock;
+    this.startedAtMs = this.clock.now();
     this.done = this.run().catch((err: unknown) => {
       this.log.error({ err }, 'reply failed unexpectedly');
       this.status = 'failed';
@@ -179,7 +185,7 @@ export class ReplyTask {
     const conversation: ChatMessage[] = [...this.messages];
     let roundText = '';
     let failed = false;
-    const llmStart = performance.now();
+    const llmStart = this.clock.now();
     try {
       for (let round = 0; round <= agent.maxToolRounds && !signal.aborted; round++) {
         roundText = '';
@@ -190,7 +196,7 @@ export class ReplyTask {
         for await (const event of timedStream(events, agent.llmFirstTokenTimeoutMs, agent.llmStallTimeoutMs, 'language model')) {
           if (signal.aborted) break;
           if (this.stages.llmFirstTokenMs === undefined && event.type !== 'done') {
-            this.stages.llmFirstTokenMs = performance.now() - llmStart;
+            this.stages.llmFirstTokenMs = this.clock.now() - llmStart;
           }
           if (event.type === 'language') {
             // Before any audio: the TTS voice follows.
@@ -217,7 +223,7 @@ export class ReplyTask {
         const assistant: ChatMessage = { role: 'assistant', content: roundText, toolCalls: recorded };
         conversation.push(assistant);
         this.newMessages.push(assistant);
-        const toolStart = performance.now();
+        const toolStart = this.clock.now();
         for (const call of calls) {
           const running = tools.execute(call, { callId, signal, messages: conversation, ...(this.deps.caller ? { caller: this.deps.caller } : {}) });
           const result = tools.mayHold?.(call) ? await this.withHold(running, ttsQueue) : await running;
@@ -226,7 +232,7 @@ export class ReplyTask {
           conversation.push(toolMessage);
           this.newMessages.push(toolMessage);
         }
-        this.stages.toolsMs = (this.stages.toolsMs ?? 0) + (performance.now() - toolStart);
+        this.stages.toolsMs = (this.stages.toolsMs ?? 0) + (this.clock.now() - toolStart);
       }
     } catch (err) {
       if (!signal.aborted) {
@@ -260,7 +266,7 @@ export class ReplyTask {
   private async withHold<T>(running: Promise<T>, ttsQueue: AsyncQueue<string>): Promise<T> {
     const { toolHoldMs, toolHoldReplies } = this.deps.agent;
     if (!toolHoldMs || !toolHoldReplies || this.heldOn) return running;
-    const timer = setTimeout(() => {
+    const timer = this.clock.setTimeout(() => {
       if (this.abortController.signal.aborted || this.heldOn) return;
       this.heldOn = true;
       const line = toolHoldReplies[this.language] ?? toolHoldReplies[this.language.split('-')[0]] ?? toolHoldReplies.en;
@@ -273,7 +279,7 @@ export class ReplyTask {
     try {
       return await running;
     } finally {
-      clearTimeout(timer);
+      this.clock.clearTimeout(timer);
     }
   }
 
@@ -288,13 +294,13 @@ export class ReplyTask {
       const index = this.segments.push(segment) - 1;
       // A framer per segment: its tail is zero-padded so segments never share a frame.
       const framer = new Framer();
-      const requested = performance.now();
+      const requested = this.clock.now();
       try {
         const chunks = tts.synthesize(text, { language: this.language, signal });
         for await (const chunk of timedStream(chunks, this.deps.agent.ttsTimeoutMs, this.deps.agent.ttsTimeoutMs, 'speech synthesis')) {
           if (signal.aborted) break;
           if (this.stages.ttsFirstAudioMs === undefined && chunk.length > 0) {
-            this.stages.ttsFirstAudioMs = performance.now() - requested;
+            this.stages.ttsFirstAudioMs = this.clock.now() - requested;
           }
           for (const frame of framer.push(chunk)) this.frameOut(frame.samples, index, segment);
         }

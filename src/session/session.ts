@@ -13,6 +13,8 @@ import { OutputPacer, type OutboundFrame } from './output-pacer.js';
 import { ReplyTask, type ReplySink, type ToolExecutor } from './reply.js';
 import { TurnDetector, type TurnSignal } from './turn-detector.js';
 import { EnergyOnset } from './energy-onset.js';
+import { Conversation } from './conversation.js';
+import { realClock, type Clock, type TimerHandle } from './clock.js';
 import { ScriptedLine } from '../providers/llm/scripted.js';
 import { within } from '../core/timeouts.js';
 import type { RecordingTap } from '../recording/recorder.js';
@@ -55,6 +57,8 @@ export interface SessionOptions {
   recording?: RecordingTap;
   /** What the operator's systems know about the caller (token claims, SIP headers): tools may send it on. */
   caller?: Readonly<Record<string, string>>;
+  /** Time and timers for turn logic and pacing (tests pass a FakeClock); the real clock when absent. */
+  clock?: Clock;
 }
 
 /** One line of the call's transcript, kept for the call record. */
@@ -114,9 +118,10 @@ interface ActiveReply {
  */
 export class Session {
   readonly callId: string;
-  readonly history: ChatMessage[];
+  /** The agent's conversation: change it through its methods (a transport adds or removes a client's items). */
+  readonly conversation: Conversation;
   readonly transcript: TranscriptEntry[] = [];
-  language: string;
+  private currentLanguage: string;
 
   private readonly log: Logger;
   private readonly config: ServiceConfig;
@@ -142,7 +147,7 @@ export class Session {
   private readonly energyOnset = new EnergyOnset();
   private lastPartial = '';
   private dtmfDigits = '';
-  private dtmfTimer: NodeJS.Timeout | null = null;
+  private dtmfTimer: TimerHandle | null = null;
   /** What the agent waits for (from the LLM provider), and whether that answer is sensitive (masked everywhere). */
   private expectation: string | undefined;
   private expectingSensitive = false;
@@ -154,30 +159,34 @@ export class Session {
   readonly caller: Readonly<Record<string, string>>;
   /** The consent line was said and the caller has not answered it yet. */
   private consentPending = false;
-  private readonly startedAt = performance.now();
-  /** When the caller last sent anything (audio, text, a digit): for the idle timeout. */
-  lastInputMs = performance.now();
+  private readonly clock: Clock;
+  private readonly startedAt: number;
+  /** When the caller last sent anything (audio, text, a digit): for the idle timeout (clock time). */
+  lastInputMs: number;
   /**
    * End turns on the VAD's silence (server-side turn detection). When false only commitInput() ends a turn
    * (push-to-talk, a realtime client with turn_detection null) and caller sound never barges in.
    */
-  autoEndpoint = true;
+  private autoEndpoint = true;
   /** Answer each caller turn at once. When false a turn only enters the conversation; respond() answers. */
-  autoRespond = true;
+  private autoRespond = true;
 
   constructor(options: SessionOptions) {
     this.callId = options.callId;
+    this.clock = options.clock ?? realClock;
+    this.startedAt = this.clock.now();
+    this.lastInputMs = this.startedAt;
     this.caller = Object.freeze({ ...(options.caller ?? {}) });
     this.config = options.config;
     this.providers = options.providers;
     this.output = options.output;
     this.observer = options.observer;
     this.metrics = options.metrics;
-    this.language = options.language ?? options.config.agent.defaultLanguage;
+    this.currentLanguage = options.language ?? options.config.agent.defaultLanguage;
     this.log = options.logger;
-    this.history = [{ role: 'system', content: options.config.agent.systemPrompt }];
+    this.conversation = new Conversation(options.config.agent.systemPrompt);
     this.detector = new TurnDetector(options.config.turn);
-    this.pacer = new OutputPacer((frame) => this.sendFrame(frame), options.config.audioOut.leadMs, () => this.onPlaybackIdle());
+    this.pacer = new OutputPacer((frame) => this.sendFrame(frame), options.config.audioOut.leadMs, () => this.onPlaybackIdle(), this.clock);
     this.vad = options.providers.vad.createStream();
     this.asr = options.providers.asr.createStream({
       language: this.language,
@@ -203,7 +212,7 @@ export class Session {
   /** Inbound caller audio, one internal 20 ms frame at a time, in order. */
   pushAudio(frame: AudioFrame): void {
     if (this.closed) return;
-    this.lastInputMs = performance.now();
+    this.lastInputMs = this.clock.now();
     if (this.inboundBacklog >= MAX_INBOUND_BACKLOG) {
       this.log.warn({ backlog: this.inboundBacklog }, 'inbound audio backlog full, dropping frame');
       return;
@@ -250,7 +259,7 @@ export class Session {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
+    this.clock.clearTimeout(this.dtmfTimer);
     this.openTurn?.preemptive?.cancel();
     if (this.active) {
       const heard = this.active.task.heardText(this.framesPlayed(this.active));
@@ -260,7 +269,7 @@ export class Session {
     await Promise.allSettled([this.inbound, this.turnChain]);
     this.asr.close();
     this.vad.close();
-    this.log.info({ turns: this.turnCounter, durationMs: Math.round(performance.now() - this.startedAt) }, 'session closed');
+    this.log.info({ turns: this.turnCounter, durationMs: Math.round(this.clock.now() - this.startedAt) }, 'session closed');
   }
 
   private async processFrame(frame: AudioFrame): Promise<void> {
@@ -369,7 +378,7 @@ export class Session {
         }
         this.openTurn = null;
         turn.lastVoicedMs = signal.lastVoicedMs;
-        const endpointMs = performance.now() - signal.lastVoicedMs;
+        const endpointMs = this.clock.now() - signal.lastVoicedMs;
         this.emit({ type: 'speech.stopped', turn: turn.turn, atMs: Math.round(signal.lastVoicedMs) });
         this.enqueueTurnWork(() => this.endTurn(turn, endpointMs));
         break;
@@ -385,7 +394,7 @@ export class Session {
   private async finalizeSegment(turn: OpenTurn): Promise<void> {
     if (!turn.unfinalizedSpeech) return;
     turn.unfinalizedSpeech = false;
-    const started = performance.now();
+    const started = this.clock.now();
     let final: AsrFinal;
     try {
       final = await within(this.asr.finalize(), this.config.turn.asrFinalTimeoutMs, 'speech recognition');
@@ -393,7 +402,7 @@ export class Session {
       this.fail('asr_failed', 'speech recognition failed', err);
       return;
     }
-    turn.asrFinalMs = performance.now() - started;
+    turn.asrFinalMs = this.clock.now() - started;
     if (final.text.trim()) {
       turn.segments.push(final.text.trim());
       if (final.confidence !== undefined) turn.confidence = Math.min(turn.confidence ?? 1, final.confidence);
@@ -410,7 +419,7 @@ export class Session {
     if (turn.unfinalizedSpeech || turn.segments.length === 0) await this.finalizeSegment(turn);
     else this.asr.cancel(); // only trailing silence since the preemptive finalize
     if (this.closed) return;
-    this.language = turn.language;
+    this.currentLanguage = turn.language;
     const ownText = turn.segments.join(' ').trim();
     // Speech the agent understood none of still gets an answer (an honest "I can help with…"), noise does not;
     // while the agent talks it is left alone, like a backchannel.
@@ -436,7 +445,7 @@ export class Session {
     }
     if (!this.autoRespond) {
       turn.preemptive?.cancel();
-      this.history.push(this.userMessage(text, input));
+      this.addUser(text, input);
       return;
     }
 
@@ -473,7 +482,7 @@ export class Session {
   }): void {
     const meta = input.input ?? { source: 'text' as const };
     const task = input.prepared ?? this.startReply(input.turn, input.language, input.text, meta);
-    if (input.text !== null) this.history.push(this.userMessage(input.text, meta));
+    if (input.text !== null) this.addUser(input.text, meta);
     this.active = {
       task,
       turn: input.turn,
@@ -501,7 +510,7 @@ export class Session {
   submitText(text: string, language: string = this.language, options: { respond?: boolean; source?: 'text' | 'keypad' } = {}): void {
     const trimmed = text.trim();
     if (this.closed || !trimmed) return;
-    this.lastInputMs = performance.now();
+    this.lastInputMs = this.clock.now();
     this.enqueueTurnWork(async () => {
       if (this.closed) return;
       const respond = options.respond ?? true;
@@ -514,10 +523,10 @@ export class Session {
       this.transcript.push({ role: 'caller', turn, text: shown, language, atMs: Date.now() });
       if (this.answerConsent(trimmed, language)) return;
       if (!respond) {
-        this.history.push(this.userMessage(trimmed, input));
+        this.addUser(trimmed, input);
         return;
       }
-      this.answer({ turn, language, text: trimmed, input, lastVoicedMs: performance.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
+      this.answer({ turn, language, text: trimmed, input, lastVoicedMs: this.clock.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
     });
   }
 
@@ -530,13 +539,37 @@ export class Session {
     this.enqueueTurnWork(async () => {
       if (this.closed) return;
       if (this.active) this.interrupt('client', null);
-      this.answer({ turn: this.turnCounter, language: this.language, text: null, lastVoicedMs: performance.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
+      this.answer({ turn: this.turnCounter, language: this.language, text: null, lastVoicedMs: this.clock.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
     });
+  }
+
+  /** The language the agent speaks and expects now (BCP-47 primary tag); the caller may switch it. */
+  get language(): string {
+    return this.currentLanguage;
+  }
+
+  /** The client chose the call's language (a setting, a menu): later turns are spoken and heard in it. */
+  setLanguage(language: string): void {
+    this.currentLanguage = language;
+  }
+
+  /**
+   * How turns end: `auto` on the VAD's silence, or only on commitInput() (push-to-talk); `respond`: answer
+   * each turn at once rather than on respond(). Without `auto` there is no automatic answer either.
+   */
+  setTurnDetection(options: { auto: boolean; respond: boolean }): void {
+    this.autoEndpoint = options.auto;
+    this.autoRespond = options.auto && options.respond;
+  }
+
+  /** The conversation as the agent's model gets it (read-only; change it through `conversation`). */
+  get history(): readonly ChatMessage[] {
+    return this.conversation.messages;
   }
 
   /** Replace the agent's instructions (system prompt) for the rest of the call. */
   setInstructions(instructions: string): void {
-    this.history[0] = { role: 'system', content: instructions };
+    this.conversation.setInstructions(instructions);
   }
 
   /**
@@ -545,12 +578,12 @@ export class Session {
    */
   pushDtmf(digit: string): void {
     if (this.closed || !/^[0-9*#A-D]$/.test(digit)) return;
-    this.lastInputMs = performance.now();
+    this.lastInputMs = this.clock.now();
     // A PIN typed on the keypad must not show up digit by digit in the events; nor a card number beyond its
     // first six digits (the issuer prefix PCI DSS allows shown) when cards are redacted.
     const keyedCard = (this.config.privacy.redact.includes('card') || this.config.privacy.redact.includes('digits')) && /^\d$/.test(digit) && this.dtmfDigits.replace(/\D/g, '').length >= 6;
     if (!this.expectingSensitive && !keyedCard) this.emit({ type: 'dtmf.received', digit });
-    if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
+    this.clock.clearTimeout(this.dtmfTimer);
     if (digit !== '#') this.dtmfDigits += digit;
     const flush = () => {
       this.dtmfTimer = null;
@@ -559,7 +592,7 @@ export class Session {
       if (digits) this.submitText(`DTMF: ${digits.split('').join(' ')}`, this.language, { source: 'keypad' });
     };
     if (digit === '#') flush();
-    else this.dtmfTimer = setTimeout(flush, this.config.turn.dtmfTimeoutMs);
+    else this.dtmfTimer = this.clock.setTimeout(flush, this.config.turn.dtmfTimeoutMs);
   }
 
   /**
@@ -597,20 +630,20 @@ export class Session {
     const { tts } = this.providers;
     const noTools: ToolExecutor = { definitions: () => [], execute: async () => ({ content: '{}' }) };
     const task = new ReplyTask(
-      { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log },
+      { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log, clock: this.clock },
       this.turnCounter,
       this.language,
       [],
     );
     const played = new Promise<void>((resolve) => {
       this.replyWaiters.push(resolve);
-      setTimeout(resolve, timeoutMs).unref();
+      this.clock.setTimeout(resolve, timeoutMs).unref();
     });
     this.active = {
       task,
       turn: this.turnCounter,
       userText: '',
-      lastVoicedMs: performance.now(),
+      lastVoicedMs: this.clock.now(),
       stages: {},
       preemptive: false,
       discardedPreemptive: 0,
@@ -629,8 +662,9 @@ export class Session {
 
   private startReply(turn: number, language: string, userText: string | null, input: InputMeta = { source: 'text' }): ReplyTask {
     const { llm, tts, tools } = this.providers;
-    const messages: ChatMessage[] = userText === null ? [...this.history] : [...this.history, this.userMessage(userText, input)];
-    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller }, turn, language, messages);
+    const history = this.conversation.messages;
+    const messages: ChatMessage[] = userText === null ? [...history] : [...history, this.userMessage(userText, input)];
+    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller, clock: this.clock }, turn, language, messages);
   }
 
   private sendFrame(frame: OutboundFrame): void {
@@ -643,7 +677,7 @@ export class Session {
       const stages: TurnStages = {
         ...active.stages,
         ...active.task.stages,
-        serverV2vMs: performance.now() - active.lastVoicedMs,
+        serverV2vMs: this.clock.now() - active.lastVoicedMs,
       };
       const metrics = { turn: active.turn, stages: roundStages(stages), preemptive: active.preemptive, discardedPreemptive: active.discardedPreemptive };
       this.metrics.turnCompleted(metrics);
@@ -696,8 +730,7 @@ export class Session {
         newTurn.preemptive.cancel();
         newTurn.preemptive = null;
       }
-      const userIndex = this.history.findLastIndex((m) => m.role === 'user' && m.content === active.userText);
-      if (userIndex >= 0) this.history.splice(userIndex, 1);
+      this.conversation.remove('user', active.userText);
       this.finishActive('', 'interrupted');
     } else {
       this.finishActive(heard, 'interrupted');
@@ -714,17 +747,17 @@ export class Session {
     this.emit({ type: 'response.done', turn: active.turn, responseId: active.task.responseId, text: spoken, status });
     for (const message of active.notice ? [] : active.task.newMessages) {
       if (message.role === 'assistant' && !message.toolCalls) continue;
-      this.history.push(message);
+      this.conversation.addToolRound(message);
     }
     if (spoken) {
       if (this.config.privacy.logTranscripts) this.log.info({ turn: active.turn, text: spoken, status }, 'agent said');
       // A confirmation question counts once the caller heard it (a "yes" over its last words is common).
-      const confirms = active.task.confirms && (status === 'completed' || heardMostOf(heardText, active.task.text)) ? { confirms: active.task.confirms } : {};
-      if (!active.notice) this.history.push({ role: 'assistant', content: spoken, ...confirms });
+      const confirms = active.task.confirms && (status === 'completed' || heardMostOf(heardText, active.task.text)) ? active.task.confirms : undefined;
+      if (!active.notice) this.conversation.addHeard(spoken, confirms);
       this.transcript.push({ role: 'agent', turn: active.turn, text: spoken, language: active.task.language, atMs: Date.now(), status });
     }
     // The caller switched language: speak and listen in it from now on.
-    if (active.task.language !== this.language) this.language = active.task.language;
+    if (active.task.language !== this.currentLanguage) this.currentLanguage = active.task.language;
     this.updateExpectation();
     // Hang up or transfer only once the caller has heard the goodbye.
     if (status === 'completed' && active.task.action) this.emit({ type: 'call.action', action: active.task.action });
@@ -736,7 +769,7 @@ export class Session {
     const llm = this.providers.llm;
     let expectation: string | undefined;
     try {
-      expectation = llm.expectation?.(this.history);
+      expectation = llm.expectation?.(this.conversation.messages);
     } catch (err) {
       this.log.warn({ err }, 'agent expectation failed');
     }
@@ -750,6 +783,11 @@ export class Session {
   /** What the agent waits for next ("<intent>.<slot>"), when it says. */
   get expecting(): string | undefined {
     return this.expectation;
+  }
+
+  private addUser(text: string, input: InputMeta): void {
+    const message = this.userMessage(text, input);
+    this.conversation.addUser(message.content, input, message.secret);
   }
 
   /** A caller turn as the conversation keeps it: masked (with the words kept aside for the agent) when sensitive. */
