@@ -193,7 +193,7 @@ export class ReplyTask {
         // The last allowed round gets no tools, so the model has to answer.
         const toolList = round < agent.maxToolRounds ? tools.definitions() : [];
         const events = llm.stream({ messages: conversation, tools: toolList, language: this.language, signal });
-        for await (const event of timedStream(events, agent.llmFirstTokenTimeoutMs, agent.llmStallTimeoutMs, 'language model')) {
+        for await (const event of timedStream(events, agent.llmFirstTokenTimeoutMs, agent.llmStallTimeoutMs, 'language model', this.clock)) {
           if (signal.aborted) break;
           if (this.stages.llmFirstTokenMs === undefined && event.type !== 'done') {
             this.stages.llmFirstTokenMs = this.clock.now() - llmStart;
@@ -297,7 +297,7 @@ export class ReplyTask {
       const requested = this.clock.now();
       try {
         const chunks = tts.synthesize(text, { language: this.language, signal });
-        for await (const chunk of timedStream(chunks, this.deps.agent.ttsTimeoutMs, this.deps.agent.ttsTimeoutMs, 'speech synthesis')) {
+        for await (const chunk of timedStream(chunks, this.deps.agent.ttsTimeoutMs, this.deps.agent.ttsTimeoutMs, 'speech synthesis', this.clock)) {
           if (signal.aborted) break;
           if (this.stages.ttsFirstAudioMs === undefined && chunk.length > 0) {
             this.stages.ttsFirstAudioMs = this.clock.now() - requested;

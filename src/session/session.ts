@@ -1,22 +1,21 @@
 import type { Logger } from 'pino';
 import type { ServiceConfig } from '../config.js';
 import { FRAME_MS, type AudioFrame } from '../audio/format.js';
-import type { AsrFinal, AsrProvider, AsrStream } from '../providers/asr/types.js';
+import type { AsrFinal, AsrProvider } from '../providers/asr/types.js';
 import type { ChatMessage, InputMeta, LlmProvider } from '../providers/llm/types.js';
 import { maskSecret } from '../providers/llm/masking.js';
 import { redact, redactPartial } from '../privacy/redact.js';
 import type { TtsProvider } from '../providers/tts/types.js';
-import type { VadProvider, VadStream } from '../providers/vad/types.js';
+import type { VadProvider } from '../providers/vad/types.js';
 import type { MetricsSink } from '../metrics/metrics.js';
 import type { ErrorCode, SessionEvent, TurnStages } from './events.js';
 import { OutputPacer, type OutboundFrame } from './output-pacer.js';
 import { ReplyTask, type ReplySink, type ToolExecutor } from './reply.js';
-import { TurnDetector, type TurnSignal } from './turn-detector.js';
-import { EnergyOnset } from './energy-onset.js';
+import type { TurnSignal } from './turn-detector.js';
+import { Recogniser, type RecognitionHooks } from './recogniser.js';
 import { Conversation } from './conversation.js';
 import { realClock, type Clock, type TimerHandle } from './clock.js';
 import { ScriptedLine } from '../providers/llm/scripted.js';
-import { within } from '../core/timeouts.js';
 import type { RecordingTap } from '../recording/recorder.js';
 import { refusesRecording } from '../recording/consent.js';
 
@@ -70,9 +69,6 @@ export interface TranscriptEntry {
   atMs: number;
   status?: 'completed' | 'interrupted' | 'failed';
 }
-
-/** Frames waiting for VAD beyond this (5 s) are dropped: the call has fallen hopelessly behind real time. */
-const MAX_INBOUND_BACKLOG = 250;
 
 interface OpenTurn {
   turn: number;
@@ -129,13 +125,8 @@ export class Session {
   private readonly output: SessionOutput;
   private readonly observer: ((event: SessionEvent) => void) | undefined;
   private readonly metrics: MetricsSink;
-  private readonly detector: TurnDetector;
+  private readonly recogniser: Recogniser;
   private readonly pacer: OutputPacer;
-  private readonly vad: VadStream;
-  private readonly asr: AsrStream;
-  private readonly preRoll: AudioFrame[] = [];
-  private inbound: Promise<void> = Promise.resolve();
-  private inboundBacklog = 0;
   private turnChain: Promise<void> = Promise.resolve();
   private turnCounter = 0;
   private openTurn: OpenTurn | null = null;
@@ -144,7 +135,6 @@ export class Session {
   private tentativeBargeIn = false;
   /** Frames processed since agent audio was paused tentatively. */
   private framesSincePause = 0;
-  private readonly energyOnset = new EnergyOnset();
   private lastPartial = '';
   private dtmfDigits = '';
   private dtmfTimer: TimerHandle | null = null;
@@ -185,18 +175,29 @@ export class Session {
     this.currentLanguage = options.language ?? options.config.agent.defaultLanguage;
     this.log = options.logger;
     this.conversation = new Conversation(options.config.agent.systemPrompt);
-    this.detector = new TurnDetector(options.config.turn);
     this.pacer = new OutputPacer((frame) => this.sendFrame(frame), options.config.audioOut.leadMs, () => this.onPlaybackIdle(), this.clock);
-    this.vad = options.providers.vad.createStream();
-    this.asr = options.providers.asr.createStream({
+    const hooks: RecognitionHooks = {
+      // Pause the agent on the first loud frames, before the VAD has even seen them.
+      onEnergyOnset: () => this.pauseAgentTentatively('energy'),
+      onSignal: (signal) => this.handleSignal(signal),
+      onSpeechAudio: () => {
+        if (this.openTurn) this.openTurn.unfinalizedSpeech = true;
+      },
+      onFrameProcessed: () => this.afterFrame(),
+      onPartial: (partial) => this.onPartial(partial.text, partial.language),
+      onError: (err) => this.fail('internal_error', 'audio processing failed', err),
+    };
+    this.recogniser = new Recogniser({
+      vad: options.providers.vad,
+      asr: options.providers.asr,
+      turn: options.config.turn,
+      logger: this.log,
+      hooks,
+      clock: this.clock,
       language: this.language,
-      ...(options.inputSampleRate ? { sourceSampleRate: options.inputSampleRate } : {}),
       // A language chosen for the call (query parameter, dialled number) is not re-detected per turn.
       languageFixed: options.language !== undefined,
-      onPartial: (partial) => {
-        this.detector.setComplete(partial.complete);
-        this.onPartial(partial.text, partial.language);
-      },
+      ...(options.inputSampleRate ? { sourceSampleRate: options.inputSampleRate } : {}),
     });
     this.recording = options.recording;
     if (this.recording) {
@@ -213,27 +214,14 @@ export class Session {
   pushAudio(frame: AudioFrame): void {
     if (this.closed) return;
     this.lastInputMs = this.clock.now();
-    if (this.inboundBacklog >= MAX_INBOUND_BACKLOG) {
-      this.log.warn({ backlog: this.inboundBacklog }, 'inbound audio backlog full, dropping frame');
-      return;
-    }
-    // Pause the agent on the first loud frames, before the VAD has even seen them.
-    if (this.energyOnset.push(frame.samples)) this.pauseAgentTentatively('energy');
-    this.recording?.caller(frame.samples);
-    this.inboundBacklog++;
-    this.inbound = this.inbound
-      .then(() => this.processFrame(frame))
-      .catch((err: unknown) => this.fail('internal_error', 'audio processing failed', err))
-      .finally(() => {
-        this.inboundBacklog--;
-      });
+    if (this.recogniser.push(frame)) this.recording?.caller(frame.samples);
   }
 
   /** The client says the caller's turn is over (push-to-talk release). False when no speech was heard. */
   commitInput(): boolean {
     if (this.closed || !this.openTurn) return false;
     const lastVoicedMs = this.openTurn.lastVoicedMs;
-    this.detector.reset();
+    this.recogniser.resetTurn();
     this.handleSignal({ kind: 'end_of_turn', lastVoicedMs, speechMs: 0, forced: true });
     return true;
   }
@@ -259,6 +247,7 @@ export class Session {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.recogniser.stop();
     this.clock.clearTimeout(this.dtmfTimer);
     this.openTurn?.preemptive?.cancel();
     if (this.active) {
@@ -266,37 +255,17 @@ export class Session {
       this.finishActive(heard, 'interrupted');
     }
     this.pacer.close();
-    await Promise.allSettled([this.inbound, this.turnChain]);
-    this.asr.close();
-    this.vad.close();
+    await Promise.allSettled([this.recogniser.idle, this.turnChain]);
+    this.recogniser.release();
     this.log.info({ turns: this.turnCounter, durationMs: Math.round(this.clock.now() - this.startedAt) }, 'session closed');
   }
 
-  private async processFrame(frame: AudioFrame): Promise<void> {
+  /** After each caller frame: confirm a barge-in, or let the agent go on after a sound that was nothing. */
+  private afterFrame(): void {
     if (this.closed) return;
-    const probability = await this.vad.process(frame.samples);
-    if (this.closed) return;
-    this.preRoll.push(frame);
-    const maxPreRoll = Math.max(1, Math.round(this.config.turn.preRollMs / FRAME_MS));
-    while (this.preRoll.length > maxPreRoll) this.preRoll.shift();
-
-    const wasInSpeech = this.detector.inSpeech;
-    const signals = this.detector.push(probability, frame.timestampMs);
-    const startsSpeech = signals.some((s) => s.kind === 'speech_start');
-    if (startsSpeech) {
-      // Give ASR the audio from just before the onset so the first phoneme is not clipped.
-      for (const buffered of this.preRoll) this.asr.push(buffered.samples);
-      this.preRoll.length = 0;
-    } else if (wasInSpeech && this.detector.inSpeech) {
-      this.asr.push(frame.samples);
-    }
-    if (this.openTurn && (startsSpeech || (wasInSpeech && probability >= this.config.turn.silenceThreshold))) {
-      this.openTurn.unfinalizedSpeech = true;
-    }
-    for (const signal of signals) this.handleSignal(signal);
     this.maybeConfirmBargeIn();
     // A tentative pause the VAD never confirmed as speech (a cough, a door): let the agent go on.
-    if (this.tentativeBargeIn && !this.detector.active && ++this.framesSincePause * FRAME_MS >= this.config.turn.pauseTimeoutMs) {
+    if (this.tentativeBargeIn && !this.recogniser.active && ++this.framesSincePause * FRAME_MS >= this.config.turn.pauseTimeoutMs) {
       this.resumeAgent();
     }
   }
@@ -344,7 +313,7 @@ export class Session {
         if (!this.autoEndpoint || !this.autoRespond) break;
         // A grammar decoder knows "book a table for" is unfinished: finalizing it now would force the fragment
         // into some whole sentence (possibly another language's "goodbye"). Let the utterance go on.
-        if (this.detector.sentenceIncomplete) break;
+        if (this.recogniser.sentenceIncomplete) break;
         this.enqueueTurnWork(async () => {
           await this.finalizeSegment(turn);
           if (this.closed || turn !== this.openTurn || turn.unfinalizedSpeech) return;
@@ -397,9 +366,11 @@ export class Session {
     const started = this.clock.now();
     let final: AsrFinal;
     try {
-      final = await within(this.asr.finalize(), this.config.turn.asrFinalTimeoutMs, 'speech recognition');
+      final = await this.recogniser.finalize();
     } catch (err) {
       this.fail('asr_failed', 'speech recognition failed', err);
+      // Whatever the recogniser still holds of this utterance must not open the caller's next turn.
+      this.recogniser.cancelUtterance();
       return;
     }
     turn.asrFinalMs = this.clock.now() - started;
@@ -417,7 +388,7 @@ export class Session {
   private async endTurn(turn: OpenTurn, endpointMs: number): Promise<void> {
     if (this.closed) return;
     if (turn.unfinalizedSpeech || turn.segments.length === 0) await this.finalizeSegment(turn);
-    else this.asr.cancel(); // only trailing silence since the preemptive finalize
+    else this.recogniser.cancelUtterance(); // only trailing silence since the preemptive finalize
     if (this.closed) return;
     this.currentLanguage = turn.language;
     const ownText = turn.segments.join(' ').trim();
@@ -775,7 +746,7 @@ export class Session {
     }
     this.expectation = expectation;
     this.expectingSensitive = expectation !== undefined && (llm.isSensitive?.(expectation) ?? false);
-    this.asr.expect?.(expectation);
+    this.recogniser.expect(expectation);
     this.recording?.sensitive(this.expectingSensitive);
     this.log.debug({ expectation, sensitive: this.expectingSensitive }, 'agent expects');
   }
@@ -818,8 +789,8 @@ export class Session {
   }
 
   private maybeConfirmBargeIn(): void {
-    if (!this.tentativeBargeIn || !this.detector.inSpeech) return;
-    if (this.detector.speechMs < this.config.turn.minInterruptionMs) return;
+    if (!this.tentativeBargeIn || !this.recogniser.inSpeech) return;
+    if (this.recogniser.speechMs < this.config.turn.minInterruptionMs) return;
     if (this.lastPartial && isBackchannel(this.lastPartial, this.config.turn.backchannels)) return;
     this.interrupt('caller', this.openTurn);
   }
