@@ -41,6 +41,19 @@ describe('endpoint', () => {
     expect(call.of('transcript.final').map((e) => e.text)).toEqual(['I would like a table']);
   });
 
+  it('hands the recogniser the pre-roll, so the words of the onset frames are not clipped', async () => {
+    call = new CallHarness();
+    await call.silence(200);
+    // Before minSpeechMs (60 ms) confirms speech, the first two frames are only a candidate onset.
+    await call.say('hello', 40);
+    await call.say('there', 400);
+    await call.silenceUntil((e) => e.type === 'transcript.final');
+    expect(call.of('transcript.final')[0].text).toBe('hello there');
+    // At speech start (the 3rd voiced frame) the last preRollMs of audio went in, then the 19 voiced frames
+    // after it and the silence up to the likely end, where the utterance was finalised.
+    expect(call.asr.finals[0].audioMs).toBe(call.config.turn.preRollMs + 19 * 20 + call.config.turn.preemptiveSilenceMs);
+  });
+
   it('takes a click shorter than minSpeechMs for nothing', async () => {
     call = new CallHarness();
     await call.noise(40);

@@ -4,7 +4,7 @@
  * makes 100 ms of audio per word, so a test states what the caller does, frame by frame in audio time, and
  * reads what the session did, in a few milliseconds of real time.
  */
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { DEFAULT_CONFIG, mergeConfig, type ConfigOverrides, type ServiceConfig } from '../../src/config.js';
 import { FRAME_MS, FRAME_SAMPLES } from '../../src/audio/format.js';
 import type { AsrFinal, AsrProvider, AsrStream, AsrStreamOptions } from '../../src/providers/asr/types.js';
@@ -31,10 +31,15 @@ const scripts = new WeakMap<Int16Array, ScriptedFrame>();
 
 class ScriptedVad implements VadProvider {
   readonly name = 'scripted-vad';
+  /** Frames the VAD has seen. */
+  processed = 0;
   async load(): Promise<void> {}
   createStream(): VadStream {
     return {
-      process: async (frame) => scripts.get(frame)?.probability ?? 0,
+      process: async (frame) => {
+        this.processed++;
+        return scripts.get(frame)?.probability ?? 0;
+      },
       reset: () => {},
       close: () => {},
     };
@@ -50,6 +55,8 @@ export class ScriptedAsr implements AsrProvider {
   readonly languages = ['en'];
   /** Every final returned, in order. */
   readonly finals: AsrFinal[] = [];
+  /** While true, finalize() never answers (a recogniser that hangs). */
+  stalled = false;
   async load(): Promise<void> {}
 
   createStream(options: AsrStreamOptions): AsrStream {
@@ -64,6 +71,7 @@ export class ScriptedAsr implements AsrProvider {
         if (phrases.length > 0) partial();
       },
       finalize: async () => {
+        if (this.stalled) return new Promise<AsrFinal>(() => {});
         const final: AsrFinal = { text: phrases.join(' '), language: 'en', audioMs: frames * FRAME_MS };
         phrases = [];
         frames = 0;
@@ -126,6 +134,8 @@ export interface HarnessOptions {
   config?: ConfigOverrides;
   agent?: (messages: readonly ChatMessage[]) => ScriptedTurn;
   llm?: LlmProvider;
+  /** The session's logger (silent by default). */
+  logger?: Logger;
 }
 
 export class CallHarness {
@@ -134,6 +144,7 @@ export class CallHarness {
   /** Agent frames as the transport got them, with the clock time they were sent. */
   readonly audio: { atMs: number; frame: OutboundFrame }[] = [];
   readonly asr = new ScriptedAsr();
+  readonly vad = new ScriptedVad();
   readonly metrics = new RecordingMetrics();
   /** The messages each LLM request saw, in order. */
   readonly llmRequests: (readonly ChatMessage[])[] = [];
@@ -153,9 +164,9 @@ export class CallHarness {
     this.session = new Session({
       callId: 'call-under-test',
       transport: 'test',
-      providers: { vad: new ScriptedVad(), asr: this.asr, llm, tts: new WordTts(), tools: noTools },
+      providers: { vad: this.vad, asr: this.asr, llm, tts: new WordTts(), tools: noTools },
       config: this.config,
-      logger: pino({ level: 'silent' }),
+      logger: options.logger ?? pino({ level: 'silent' }),
       metrics: this.metrics,
       output: {
         event: (event) => this.events.push({ atMs: this.clock.now(), event }),
@@ -165,11 +176,16 @@ export class CallHarness {
     });
   }
 
-  /** One 20 ms frame of caller audio, then 20 ms of time. */
-  async frame(probability: number, words?: string): Promise<void> {
+  /** Hand the session one 20 ms frame of caller audio, without letting any time pass. */
+  push(probability: number, words?: string): void {
     const samples = new Int16Array(FRAME_SAMPLES);
     scripts.set(samples, { probability, ...(words !== undefined ? { words } : {}) });
     this.session.pushAudio({ samples, timestampMs: this.clock.now(), seq: this.seq++ });
+  }
+
+  /** One 20 ms frame of caller audio, then 20 ms of time. */
+  async frame(probability: number, words?: string): Promise<void> {
+    this.push(probability, words);
     await settle();
     await this.clock.advanceAsync(FRAME_MS, settle);
   }
