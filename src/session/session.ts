@@ -1,22 +1,23 @@
 import type { Logger } from 'pino';
 import type { ServiceConfig } from '../config.js';
-import { FRAME_MS, type AudioFrame } from '../audio/format.js';
+import type { AudioFrame } from '../audio/format.js';
 import type { AsrFinal, AsrProvider } from '../providers/asr/types.js';
 import type { ChatMessage, InputMeta, LlmProvider } from '../providers/llm/types.js';
 import { maskSecret } from '../providers/llm/masking.js';
 import { redact, redactPartial } from '../privacy/redact.js';
 import type { TtsProvider } from '../providers/tts/types.js';
 import type { VadProvider } from '../providers/vad/types.js';
-import type { MetricsSink } from '../metrics/metrics.js';
 import type { ErrorCode, SessionEvent, TurnStages } from './events.js';
 import { OutputPacer, type OutboundFrame } from './output-pacer.js';
 import { ReplyTask, type ReplySink, type ToolExecutor } from './reply.js';
 import type { TurnSignal } from './turn-detector.js';
 import { Recogniser, type RecognitionHooks } from './recogniser.js';
 import { Conversation } from './conversation.js';
-import { realClock, type Clock, type TimerHandle } from './clock.js';
+import { realClock, type Clock } from './clock.js';
+import { KeypadEntry } from './keypad.js';
+import { AGENT_HAS_FLOOR, isBackchannel, nextFloor, type FloorAction, type FloorEvent, type FloorState } from './floor.js';
 import { ScriptedLine } from '../providers/llm/scripted.js';
-import type { RecordingTap } from '../recording/recorder.js';
+import type { MetricsSink, RecordingTap } from './ports.js';
 import { refusesRecording } from '../recording/consent.js';
 
 export interface SessionProviders {
@@ -131,13 +132,10 @@ export class Session {
   private turnCounter = 0;
   private openTurn: OpenTurn | null = null;
   private active: ActiveReply | null = null;
-  /** Agent audio was paused because the caller started to speak; not yet known to be an interruption. */
-  private tentativeBargeIn = false;
-  /** Frames processed since agent audio was paused tentatively. */
-  private framesSincePause = 0;
+  /** Barge-in (floor.ts): agent audio held on a caller sound not yet known to be an interruption. */
+  private floor: FloorState = AGENT_HAS_FLOOR;
   private lastPartial = '';
-  private dtmfDigits = '';
-  private dtmfTimer: TimerHandle | null = null;
+  private readonly keypad: KeypadEntry;
   /** What the agent waits for (from the LLM provider), and whether that answer is sensitive (masked everywhere). */
   private expectation: string | undefined;
   private expectingSensitive = false;
@@ -166,6 +164,9 @@ export class Session {
     this.clock = options.clock ?? realClock;
     this.startedAt = this.clock.now();
     this.lastInputMs = this.startedAt;
+    this.keypad = new KeypadEntry(this.clock, options.config.turn.dtmfTimeoutMs, (keys) =>
+      this.submitText(`DTMF: ${keys.split('').join(' ')}`, this.language, { source: 'keypad' }),
+    );
     this.caller = Object.freeze({ ...(options.caller ?? {}) });
     this.config = options.config;
     this.providers = options.providers;
@@ -178,7 +179,7 @@ export class Session {
     this.pacer = new OutputPacer((frame) => this.sendFrame(frame), options.config.audioOut.leadMs, () => this.onPlaybackIdle(), this.clock);
     const hooks: RecognitionHooks = {
       // Pause the agent on the first loud frames, before the VAD has even seen them.
-      onEnergyOnset: () => this.pauseAgentTentatively('energy'),
+      onEnergyOnset: () => this.callerSound('energy'),
       onSignal: (signal) => this.handleSignal(signal),
       onSpeechAudio: () => {
         if (this.openTurn) this.openTurn.unfinalizedSpeech = true;
@@ -248,7 +249,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     this.recogniser.stop();
-    this.clock.clearTimeout(this.dtmfTimer);
+    this.keypad.cancel();
     this.openTurn?.preemptive?.cancel();
     if (this.active) {
       const heard = this.active.task.heardText(this.framesPlayed(this.active));
@@ -263,30 +264,39 @@ export class Session {
   /** After each caller frame: confirm a barge-in, or let the agent go on after a sound that was nothing. */
   private afterFrame(): void {
     if (this.closed) return;
-    this.maybeConfirmBargeIn();
-    // A tentative pause the VAD never confirmed as speech (a cough, a door): let the agent go on.
-    if (this.tentativeBargeIn && !this.recogniser.active && ++this.framesSincePause * FRAME_MS >= this.config.turn.pauseTimeoutMs) {
-      this.resumeAgent();
-    }
+    const r = this.recogniser;
+    this.applyFloor({ kind: 'frame', callerActive: r.active, callerInSpeech: r.inSpeech, speechMs: r.speechMs, partial: this.lastPartial });
   }
 
-  /** Stop sending agent audio because the caller may be starting to talk; reversible. */
-  private pauseAgentTentatively(reason: 'energy' | 'vad'): void {
-    if (!this.autoEndpoint || !this.pacer.active || this.pacer.isPaused) return;
-    this.pacer.pause();
-    this.tentativeBargeIn = true;
-    this.framesSincePause = 0;
-    this.log.debug({ reason }, 'caller sound while agent speaks: agent audio paused');
+  /** A caller sound while the agent talks may be the start of an interruption: pause, reversibly. */
+  private callerSound(reason: 'energy' | 'vad'): void {
+    const action = this.applyFloor({ kind: 'caller_sound', agentAudible: this.pacer.active, bargeInAllowed: this.autoEndpoint });
+    if (action === 'pause') this.log.debug({ reason }, 'caller sound while agent speaks: agent audio paused');
+  }
+
+  /** Decide barge-in (floor.ts) and carry out what it decided. */
+  private applyFloor(event: FloorEvent): FloorAction {
+    const { state, action } = nextFloor(this.floor, event, this.config.turn);
+    this.floor = state;
+    if (action === 'pause') this.pacer.pause();
+    else if (action === 'resume') this.pacer.resume();
+    else if (action === 'interrupt') this.interrupt('caller', this.openTurn);
+    return action;
+  }
+
+  /** The agent's audio is held on a caller sound that is not yet known to be an interruption. */
+  private get tentativeBargeIn(): boolean {
+    return this.floor.paused;
   }
 
   private handleSignal(signal: TurnSignal): void {
     switch (signal.kind) {
       case 'voice_onset':
         // Silence the agent the moment the caller makes a sound; resume if it proves to be nothing.
-        this.pauseAgentTentatively('vad');
+        this.callerSound('vad');
         break;
       case 'voice_rejected':
-        if (this.tentativeBargeIn) this.resumeAgent();
+        this.applyFloor({ kind: 'sound_rejected' });
         break;
       case 'speech_start': {
         if (!this.openTurn) {
@@ -399,7 +409,7 @@ export class Session {
       // Noise, or "mhm" while the agent talks: not a turn to answer.
       this.emit({ type: 'transcript.final', turn: turn.turn, text: ownText, language: turn.language });
       turn.preemptive?.cancel();
-      if (this.tentativeBargeIn) this.resumeAgent();
+      this.applyFloor({ kind: 'turn_ignored' });
       return;
     }
     // May carry the previous turn's words into this one (the caller was only pausing).
@@ -552,18 +562,9 @@ export class Session {
     this.lastInputMs = this.clock.now();
     // A PIN typed on the keypad must not show up digit by digit in the events; nor a card number beyond its
     // first six digits (the issuer prefix PCI DSS allows shown) when cards are redacted.
-    const keyedCard = (this.config.privacy.redact.includes('card') || this.config.privacy.redact.includes('digits')) && /^\d$/.test(digit) && this.dtmfDigits.replace(/\D/g, '').length >= 6;
+    const keyedCard = (this.config.privacy.redact.includes('card') || this.config.privacy.redact.includes('digits')) && /^\d$/.test(digit) && this.keypad.pending.replace(/\D/g, '').length >= 6;
     if (!this.expectingSensitive && !keyedCard) this.emit({ type: 'dtmf.received', digit });
-    this.clock.clearTimeout(this.dtmfTimer);
-    if (digit !== '#') this.dtmfDigits += digit;
-    const flush = () => {
-      this.dtmfTimer = null;
-      const digits = this.dtmfDigits;
-      this.dtmfDigits = '';
-      if (digits) this.submitText(`DTMF: ${digits.split('').join(' ')}`, this.language, { source: 'keypad' });
-    };
-    if (digit === '#') flush();
-    else this.dtmfTimer = this.clock.setTimeout(flush, this.config.turn.dtmfTimeoutMs);
+    this.keypad.push(digit);
   }
 
   /**
@@ -690,7 +691,7 @@ export class Session {
     const continuation = newTurn !== null && newTurn.startedAtMs - active.lastVoicedMs <= this.config.turn.continuationWindowMs;
     active.task.cancel();
     this.pacer.clear();
-    this.tentativeBargeIn = false;
+    this.applyFloor({ kind: 'reply_cut' });
     this.emit({ type: 'audio.clear' });
     this.emit({ type: 'response.interrupted', turn: active.turn, responseId: active.task.responseId, heardText: redact(heard, this.config.privacy.redact) });
     this.metrics.interruption();
@@ -788,18 +789,6 @@ export class Session {
     };
   }
 
-  private maybeConfirmBargeIn(): void {
-    if (!this.tentativeBargeIn || !this.recogniser.inSpeech) return;
-    if (this.recogniser.speechMs < this.config.turn.minInterruptionMs) return;
-    if (this.lastPartial && isBackchannel(this.lastPartial, this.config.turn.backchannels)) return;
-    this.interrupt('caller', this.openTurn);
-  }
-
-  private resumeAgent(): void {
-    this.tentativeBargeIn = false;
-    this.pacer.resume();
-  }
-
   private onPartial(text: string, language: string): void {
     const turn = this.openTurn;
     if (!turn || this.closed) return;
@@ -837,10 +826,5 @@ function heardMostOf(heard: string, full: string): boolean {
   return count(heard.replace(/…$/, '')) * 2 >= count(full);
 }
 
-/** True when every word of `text` is a backchannel ("ok", "mhm"); empty text is not. */
-export function isBackchannel(text: string, backchannels: readonly string[]): boolean {
-  const normalized = text.toLowerCase().replace(/[^\p{L}\p{N}\s'-]/gu, ' ').trim();
-  if (!normalized) return false;
-  if (backchannels.includes(normalized)) return true;
-  return normalized.split(/\s+/).every((word) => backchannels.includes(word));
-}
+/** Kept here for the modules that import it from the session. */
+export { isBackchannel };
