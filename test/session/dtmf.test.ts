@@ -31,3 +31,21 @@ describe('keypad turns', () => {
     expect(call.of('transcript.final')).toHaveLength(1);
   });
 });
+
+describe('keypad turns with payment data', () => {
+  let call: CallHarness;
+  afterEach(async () => call?.close());
+
+  it('echoes no more than the first six digits of a card number typed on the keypad', async () => {
+    call = new CallHarness();
+    for (const digit of '4111111111111111#') call.session.pushDtmf(digit);
+    await call.wait(1_000);
+    expect(call.of('dtmf.received').map((e) => e.digit).join('')).toBe('411111#');
+    const final = call.of('transcript.final')[0].text;
+    expect(final.replace(/\D/g, '')).not.toContain('4111111111111111');
+    // The conversation shows the model the masked number; the digits stay aside for the embedded agent only.
+    const user = call.llmRequests[0].at(-1);
+    expect(user?.content.replace(/\D/g, '')).not.toContain('4111111111111111');
+    expect(user?.secret).toBe('DTMF: 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1');
+  });
+});

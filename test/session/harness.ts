@@ -12,7 +12,7 @@ import type { ChatMessage, LlmProvider } from '../../src/providers/llm/types.js'
 import { ScriptedLlm, type ScriptedTurn } from '../../src/providers/llm/scripted.js';
 import type { TtsOptions, TtsProvider } from '../../src/providers/tts/types.js';
 import type { VadProvider, VadStream } from '../../src/providers/vad/types.js';
-import type { MetricsSink } from '../../src/metrics/metrics.js';
+import type { MetricsSink } from '../../src/session/ports.js';
 import type { ErrorCode, SessionEvent, TurnMetrics } from '../../src/session/events.js';
 import type { OutboundFrame } from '../../src/session/output-pacer.js';
 import type { ToolExecutor } from '../../src/session/reply.js';
