@@ -41,6 +41,23 @@ describe('endpoint', () => {
     expect(call.of('transcript.final').map((e) => e.text)).toEqual(['I would like a table']);
   });
 
+  it('with a grammar, ends a whole sentence sooner and waits through a pause after a strict prefix', async () => {
+    call = new CallHarness({ config: { turn: { grammarEndpoint: { completeMs: 120, incompleteMs: 600 } } } });
+    const sentences = ['book a table for two'];
+    call.asr.complete = (text) => sentences.includes(text) || (sentences.some((s) => s.startsWith(text)) ? false : undefined);
+
+    await call.say('book a table for', 600);
+    await call.silence(400); // past endpointSilenceMs (180): still the caller's turn, "for" wants more
+    expect(call.of('speech.stopped')).toHaveLength(0);
+    expect(call.llmRequests).toHaveLength(0); // no preemptive reply to a fragment either
+    await call.say('two', 300);
+    const lastVoiced = call.clock.now() - 20;
+    await call.silenceUntil((e) => e.type === 'speech.stopped');
+    expect(call.clock.now() - 20 - lastVoiced).toBe(120);
+    await call.silenceUntil((e) => e.type === 'transcript.final');
+    expect(call.of('transcript.final').map((e) => e.text)).toEqual(['book a table for two']);
+  });
+
   it('hands the recogniser the pre-roll, so the words of the onset frames are not clipped', async () => {
     call = new CallHarness();
     await call.silence(200);

@@ -12,7 +12,7 @@ import type { ChatMessage, LlmProvider } from '../../src/providers/llm/types.js'
 import { ScriptedLlm, type ScriptedTurn } from '../../src/providers/llm/scripted.js';
 import type { TtsOptions, TtsProvider } from '../../src/providers/tts/types.js';
 import type { VadProvider, VadStream } from '../../src/providers/vad/types.js';
-import type { MetricsSink } from '../../src/session/ports.js';
+import type { MetricsSink, RecordingTap } from '../../src/session/ports.js';
 import type { ErrorCode, SessionEvent, TurnMetrics } from '../../src/session/events.js';
 import type { OutboundFrame } from '../../src/session/output-pacer.js';
 import type { ToolExecutor } from '../../src/session/reply.js';
@@ -57,12 +57,18 @@ export class ScriptedAsr implements AsrProvider {
   readonly finals: AsrFinal[] = [];
   /** While true, finalize() never answers (a recogniser that hangs). */
   stalled = false;
+  /** A grammar decoder's verdict on the words so far: a whole sentence (true), a strict prefix (false). */
+  complete: ((text: string) => boolean | undefined) | undefined;
   async load(): Promise<void> {}
 
   createStream(options: AsrStreamOptions): AsrStream {
     let phrases: string[] = [];
     let frames = 0;
-    const partial = (): void => options.onPartial?.({ text: phrases.join(' '), language: 'en' });
+    const partial = (): void => {
+      const text = phrases.join(' ');
+      const complete = this.complete?.(text);
+      options.onPartial?.({ text, language: 'en', ...(complete !== undefined ? { complete } : {}) });
+    };
     return {
       push: (pcm) => {
         frames++;
@@ -136,6 +142,8 @@ export interface HarnessOptions {
   llm?: LlmProvider;
   /** The session's logger (silent by default). */
   logger?: Logger;
+  /** Record the call: the consent line is said first. */
+  recording?: RecordingTap;
 }
 
 export class CallHarness {
@@ -173,6 +181,7 @@ export class CallHarness {
         audio: (frame) => this.audio.push({ atMs: this.clock.now(), frame }),
       },
       clock: this.clock,
+      ...(options.recording ? { recording: options.recording } : {}),
     });
   }
 
