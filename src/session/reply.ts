@@ -205,9 +205,11 @@ export class ReplyTask {
             const call: ToolCall = { id: '', name: event.call.name, arguments: event.call.arguments };
             this.confirms = { name: call.name, arguments: tools.maskArguments?.(call) ?? call.arguments };
           } else if (event.type === 'text') {
+            // A round after a tool call starts a new sentence: keep it apart from the words said before the call.
+            const text = roundText === '' && /\S$/.test(this.spokenText) && /^\S/.test(event.text) ? ` ${event.text}` : event.text;
             roundText += event.text;
-            this.spokenText += event.text;
-            this.emit({ type: 'response.text.delta', turn: this.turn, responseId: this.responseId, text: event.text });
+            this.spokenText += text;
+            this.emit({ type: 'response.text.delta', turn: this.turn, responseId: this.responseId, text });
             for (const segment of splitter.push(event.text)) ttsQueue.push(segment);
           } else if (event.type === 'tool_call') {
             calls.push(event.call);
