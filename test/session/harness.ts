@@ -144,6 +144,8 @@ export interface HarnessOptions {
   logger?: Logger;
   /** Record the call: the consent line is said first. */
   recording?: RecordingTap;
+  /** The call's tools (none by default). */
+  tools?: ToolExecutor;
 }
 
 export class CallHarness {
@@ -172,7 +174,7 @@ export class CallHarness {
     this.session = new Session({
       callId: 'call-under-test',
       transport: 'test',
-      providers: { vad: this.vad, asr: this.asr, llm, tts: new WordTts(), tools: noTools },
+      providers: { vad: this.vad, asr: this.asr, llm, tts: new WordTts(), tools: options.tools ?? noTools },
       config: this.config,
       logger: options.logger ?? pino({ level: 'silent' }),
       metrics: this.metrics,
