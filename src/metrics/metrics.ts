@@ -12,14 +12,10 @@ const STAGE_NAMES: Record<keyof TurnStages, string> = {
   serverV2vMs: 'server_v2v',
 };
 
-/** What a session reports; the Prometheus implementation below is the only one outside tests. */
-export interface MetricsSink {
-  sessionOpened(transport: string): void;
-  sessionClosed(transport: string): void;
-  turnCompleted(metrics: TurnMetrics): void;
-  interruption(): void;
-  error(code: ErrorCode): void;
-}
+import type { MetricsSink } from '../session/ports.js';
+
+/** The session defines what it reports (src/session/ports.ts); re-exported for the modules that import it here. */
+export type { MetricsSink };
 
 /** Prometheus metrics on a registry of its own, so several servers can live in one process (tests). */
 export class Metrics implements MetricsSink {

@@ -4,6 +4,7 @@ import opus from '@discordjs/opus';
 import type { Logger } from 'pino';
 import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../audio/format.js';
 import { OggOpusWriter } from './ogg.js';
+import type { RecordingTap } from '../session/ports.js';
 
 /** Call recordings: off unless enabled (docs/compliance.md). */
 export interface RecordingConfig {
@@ -20,15 +21,8 @@ export interface RecordingConfig {
   bitrate: number;
 }
 
-/** What a session tells the recorder: both sides' audio, sensitive collection, and the caller's answer to the consent line. */
-export interface RecordingTap {
-  caller(samples: Int16Array): void;
-  agent(samples: Int16Array): void;
-  /** True while the agent collects a sensitive answer (card, PIN): nothing is recorded, as PCI DSS asks. */
-  sensitive(on: boolean): void;
-  /** The caller's answer to the consent line: a refusal discards everything recorded and records nothing more. */
-  consent(given: boolean): void;
-}
+/** Defined by the session (src/session/ports.ts); re-exported for the modules that import it here. */
+export type { RecordingTap };
 
 const SLOT_MS = FRAME_MS;
 /** Slots are encoded this far behind real time, so late caller frames and early (paced) agent frames find their place. */

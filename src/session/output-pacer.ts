@@ -1,4 +1,5 @@
 import { FRAME_MS } from '../audio/format.js';
+import { realClock, type Clock, type TimerHandle } from './clock.js';
 
 /** One frame of agent audio on its way out, tagged with the reply segment it belongs to. */
 export interface OutboundFrame {
@@ -14,10 +15,10 @@ export interface OutboundFrame {
  */
 export class OutputPacer {
   private readonly queue: OutboundFrame[] = [];
-  /** Wall time (performance.now) at which the next frame sent will start playing at the caller. */
+  /** Clock time at which the next frame sent will start playing at the caller. */
   private playheadMs = 0;
-  private timer: NodeJS.Timeout | null = null;
-  private idleTimer: NodeJS.Timeout | null = null;
+  private timer: TimerHandle | null = null;
+  private idleTimer: TimerHandle | null = null;
   private paused = false;
   private closed = false;
 
@@ -25,6 +26,7 @@ export class OutputPacer {
     private readonly send: (frame: OutboundFrame) => void,
     private readonly leadMs: number,
     private readonly onIdle: () => void = () => {},
+    private readonly clock: Clock = realClock,
   ) {}
 
   enqueue(frame: OutboundFrame): void {
@@ -40,20 +42,20 @@ export class OutputPacer {
 
   /** True while agent audio is queued or still playing at the caller. */
   get active(): boolean {
-    return this.queue.length > 0 || performance.now() < this.playheadMs;
+    return this.queue.length > 0 || this.clock.now() < this.playheadMs;
   }
 
   /** Resolves once nothing is queued and what was sent has played at the caller (or when closed, or after `maxMs`). */
   async whenIdle(maxMs: number): Promise<void> {
-    const deadline = performance.now() + maxMs;
-    while (this.active && !this.closed && performance.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, Math.min(FRAME_MS, Math.max(1, deadline - performance.now()))));
+    const deadline = this.clock.now() + maxMs;
+    while (this.active && !this.closed && this.clock.now() < deadline) {
+      await new Promise<void>((resolve) => this.clock.setTimeout(resolve, Math.min(FRAME_MS, Math.max(1, deadline - this.clock.now()))));
     }
   }
 
   /** Frames sent that the caller has not played yet (in their playout buffer). */
   get framesAhead(): number {
-    return Math.max(0, Math.ceil((this.playheadMs - performance.now()) / FRAME_MS));
+    return Math.max(0, Math.ceil((this.playheadMs - this.clock.now()) / FRAME_MS));
   }
 
   /** Stop sending (the caller may be interrupting); frames stay queued. */
@@ -77,7 +79,7 @@ export class OutputPacer {
     const dropped = this.queue.splice(0, this.queue.length);
     this.clearTimer();
     this.paused = false;
-    this.playheadMs = Math.min(this.playheadMs, performance.now());
+    this.playheadMs = Math.min(this.playheadMs, this.clock.now());
     return dropped;
   }
 
@@ -89,11 +91,11 @@ export class OutputPacer {
 
   private clearTimer(): void {
     if (this.timer) {
-      clearTimeout(this.timer);
+      this.clock.clearTimeout(this.timer);
       this.timer = null;
     }
     if (this.idleTimer) {
-      clearTimeout(this.idleTimer);
+      this.clock.clearTimeout(this.idleTimer);
       this.idleTimer = null;
     }
   }
@@ -101,7 +103,7 @@ export class OutputPacer {
   private schedule(): void {
     if (this.timer || this.paused || this.closed) return;
     if (this.idleTimer) {
-      clearTimeout(this.idleTimer);
+      this.clock.clearTimeout(this.idleTimer);
       this.idleTimer = null;
     }
     this.pump();
@@ -110,7 +112,7 @@ export class OutputPacer {
   private pump(): void {
     this.timer = null;
     if (this.paused || this.closed) return;
-    let now = performance.now();
+    let now = this.clock.now();
     while (this.queue.length > 0) {
       // After an underrun the caller's buffer is empty: play from now, not from the stale playhead.
       if (this.playheadMs < now) this.playheadMs = now;
@@ -118,14 +120,14 @@ export class OutputPacer {
       const frame = this.queue.shift()!;
       this.playheadMs += FRAME_MS;
       this.send(frame);
-      now = performance.now();
+      now = this.clock.now();
     }
     if (this.queue.length > 0) {
       const wait = Math.max(1, this.playheadMs - this.leadMs - now);
-      this.timer = setTimeout(() => this.pump(), wait);
+      this.timer = this.clock.setTimeout(() => this.pump(), wait);
     } else {
-      const untilPlayed = Math.max(0, this.playheadMs - performance.now());
-      this.idleTimer = setTimeout(() => {
+      const untilPlayed = Math.max(0, this.playheadMs - this.clock.now());
+      this.idleTimer = this.clock.setTimeout(() => {
         this.idleTimer = null;
         if (this.queue.length === 0 && !this.closed) this.onIdle();
       }, untilPlayed);

@@ -10,6 +10,7 @@ import type { TtsProvider } from '../providers/tts/types.js';
 import { ClauseSplitter } from './clause-splitter.js';
 import type { SessionEvent, TurnStages } from './events.js';
 import type { OutboundFrame } from './output-pacer.js';
+import { realClock, type Clock } from './clock.js';
 
 /** What the session needs from a tool registry. */
 export interface ToolExecutor {
@@ -37,6 +38,8 @@ export interface ReplyDeps {
   logger: Logger;
   /** Caller context for the tools (src/integration/context.ts). */
   caller?: Readonly<Record<string, string>>;
+  /** Time for stage measurements and the hold line's timer; the real clock when absent. */
+  clock?: Clock;
 }
 
 /** Where a committed reply's events and audio go. Until a reply is committed they are held back. */
@@ -69,8 +72,8 @@ export class ReplyTask {
   status: ReplyStatus = 'running';
   action: 'hangup' | 'transfer' | undefined;
   readonly done: Promise<void>;
-  /** performance.now() when the reply started, for measuring how early a preemptive reply began. */
-  readonly startedAtMs = performance.now();
+  /** Clock time when the reply started, for measuring how early a preemptive reply began. */
+  readonly startedAtMs: number;
   /** The tool call this reply asks the caller to confirm (masked arguments), for the conversation record. */
   confirms: { name: string; arguments: string } | undefined;
 
@@ -83,6 +86,7 @@ export class ReplyTask {
   private heldOn = false;
   private framesProduced = 0;
   private readonly log: Logger;
+  private readonly clock: Clock;
 
   constructor(
     private readonly deps: ReplyDeps,
@@ -92,6 +96,8 @@ export class ReplyTask {
     private readonly messages: readonly ChatMessage[],
   ) {
     this.log = deps.logger.child({ responseId: this.responseId, turn });
+    this.clock = deps.clock ?? realClock;
+    this.startedAtMs = this.clock.now();
     this.done = this.run().catch((err: unknown) => {
       this.log.error({ err }, 'reply failed unexpectedly');
       this.status = 'failed';
@@ -180,7 +186,7 @@ export class ReplyTask {
     const conversation: ChatMessage[] = [...this.messages];
     let roundText = '';
     let failed = false;
-    const llmStart = performance.now();
+    const llmStart = this.clock.now();
     try {
       for (let round = 0; round <= agent.maxToolRounds && !signal.aborted; round++) {
         roundText = '';
@@ -191,10 +197,10 @@ export class ReplyTask {
         // from the whole conversation (the rules agent) gets all of it.
         const messages = llm.wholeConversation ? conversation : windowed(conversation, agent.contextWindow ?? DEFAULT_CONTEXT_WINDOW);
         const events = llm.stream({ messages, tools: toolList, language: this.language, signal });
-        for await (const event of timedStream(events, agent.llmFirstTokenTimeoutMs, agent.llmStallTimeoutMs, 'language model')) {
+        for await (const event of timedStream(events, agent.llmFirstTokenTimeoutMs, agent.llmStallTimeoutMs, 'language model', this.clock)) {
           if (signal.aborted) break;
           if (this.stages.llmFirstTokenMs === undefined && event.type !== 'done') {
-            this.stages.llmFirstTokenMs = performance.now() - llmStart;
+            this.stages.llmFirstTokenMs = this.clock.now() - llmStart;
           }
           if (event.type === 'language') {
             // Before any audio: the TTS voice follows.
@@ -203,9 +209,11 @@ export class ReplyTask {
             const call: ToolCall = { id: '', name: event.call.name, arguments: event.call.arguments };
             this.confirms = { name: call.name, arguments: tools.maskArguments?.(call) ?? call.arguments };
           } else if (event.type === 'text') {
+            // A round after a tool call starts a new sentence: keep it apart from the words said before the call.
+            const text = roundText === '' && /\S$/.test(this.spokenText) && /^\S/.test(event.text) ? ` ${event.text}` : event.text;
             roundText += event.text;
-            this.spokenText += event.text;
-            this.emit({ type: 'response.text.delta', turn: this.turn, responseId: this.responseId, text: event.text });
+            this.spokenText += text;
+            this.emit({ type: 'response.text.delta', turn: this.turn, responseId: this.responseId, text });
             for (const segment of splitter.push(event.text)) ttsQueue.push(segment);
           } else if (event.type === 'tool_call') {
             calls.push(event.call);
@@ -221,7 +229,7 @@ export class ReplyTask {
         const assistant: ChatMessage = { role: 'assistant', content: roundText, toolCalls: recorded };
         conversation.push(assistant);
         this.newMessages.push(assistant);
-        const toolStart = performance.now();
+        const toolStart = this.clock.now();
         for (const call of calls) {
           const running = tools.execute(call, { callId, signal, messages: conversation, ...(this.deps.caller ? { caller: this.deps.caller } : {}) });
           const result = tools.mayHold?.(call) ? await this.withHold(running, ttsQueue) : await running;
@@ -230,7 +238,7 @@ export class ReplyTask {
           conversation.push(toolMessage);
           this.newMessages.push(toolMessage);
         }
-        this.stages.toolsMs = (this.stages.toolsMs ?? 0) + (performance.now() - toolStart);
+        this.stages.toolsMs = (this.stages.toolsMs ?? 0) + (this.clock.now() - toolStart);
       }
     } catch (err) {
       if (!signal.aborted) {
@@ -264,7 +272,7 @@ export class ReplyTask {
   private async withHold<T>(running: Promise<T>, ttsQueue: AsyncQueue<string>): Promise<T> {
     const { toolHoldMs, toolHoldReplies } = this.deps.agent;
     if (!toolHoldMs || !toolHoldReplies || this.heldOn) return running;
-    const timer = setTimeout(() => {
+    const timer = this.clock.setTimeout(() => {
       if (this.abortController.signal.aborted || this.heldOn) return;
       this.heldOn = true;
       const line = toolHoldReplies[this.language] ?? toolHoldReplies[this.language.split('-')[0]] ?? toolHoldReplies.en;
@@ -277,7 +285,7 @@ export class ReplyTask {
     try {
       return await running;
     } finally {
-      clearTimeout(timer);
+      this.clock.clearTimeout(timer);
     }
   }
 
@@ -292,13 +300,13 @@ export class ReplyTask {
       const index = this.segments.push(segment) - 1;
       // A framer per segment: its tail is zero-padded so segments never share a frame.
       const framer = new Framer();
-      const requested = performance.now();
+      const requested = this.clock.now();
       try {
         const chunks = tts.synthesize(text, { language: this.language, signal });
-        for await (const chunk of timedStream(chunks, this.deps.agent.ttsTimeoutMs, this.deps.agent.ttsTimeoutMs, 'speech synthesis')) {
+        for await (const chunk of timedStream(chunks, this.deps.agent.ttsTimeoutMs, this.deps.agent.ttsTimeoutMs, 'speech synthesis', this.clock)) {
           if (signal.aborted) break;
           if (this.stages.ttsFirstAudioMs === undefined && chunk.length > 0) {
-            this.stages.ttsFirstAudioMs = performance.now() - requested;
+            this.stages.ttsFirstAudioMs = this.clock.now() - requested;
           }
           for (const frame of framer.push(chunk)) this.frameOut(frame.samples, index, segment);
         }

@@ -1,21 +1,23 @@
 import type { Logger } from 'pino';
 import type { ServiceConfig } from '../config.js';
-import { FRAME_MS, type AudioFrame } from '../audio/format.js';
-import type { AsrFinal, AsrProvider, AsrStream } from '../providers/asr/types.js';
+import type { AudioFrame } from '../audio/format.js';
+import type { AsrFinal, AsrProvider } from '../providers/asr/types.js';
 import type { ChatMessage, InputMeta, LlmProvider } from '../providers/llm/types.js';
 import { maskSecret } from '../providers/llm/masking.js';
 import { redact, redactPartial } from '../privacy/redact.js';
 import type { TtsProvider } from '../providers/tts/types.js';
-import type { VadProvider, VadStream } from '../providers/vad/types.js';
-import type { MetricsSink } from '../metrics/metrics.js';
+import type { VadProvider } from '../providers/vad/types.js';
 import type { ErrorCode, SessionEvent, TurnStages } from './events.js';
 import { OutputPacer, type OutboundFrame } from './output-pacer.js';
 import { ReplyTask, type ReplySink, type ToolExecutor } from './reply.js';
-import { TurnDetector, type TurnSignal } from './turn-detector.js';
-import { EnergyOnset } from './energy-onset.js';
+import type { TurnSignal } from './turn-detector.js';
+import { Recogniser, type RecognitionHooks } from './recogniser.js';
+import { Conversation } from './conversation.js';
+import { realClock, type Clock } from './clock.js';
+import { KeypadEntry } from './keypad.js';
+import { AGENT_HAS_FLOOR, isBackchannel, nextFloor, type FloorAction, type FloorEvent, type FloorState } from './floor.js';
 import { ScriptedLine } from '../providers/llm/scripted.js';
-import { within } from '../core/timeouts.js';
-import type { RecordingTap } from '../recording/recorder.js';
+import type { MetricsSink, RecordingTap } from './ports.js';
 import { refusesRecording } from '../recording/consent.js';
 
 export interface SessionProviders {
@@ -55,6 +57,8 @@ export interface SessionOptions {
   recording?: RecordingTap;
   /** What the operator's systems know about the caller (token claims, SIP headers): tools may send it on. */
   caller?: Readonly<Record<string, string>>;
+  /** Time and timers for turn logic and pacing (tests pass a FakeClock); the real clock when absent. */
+  clock?: Clock;
 }
 
 /** One line of the call's transcript, kept for the call record. */
@@ -66,11 +70,6 @@ export interface TranscriptEntry {
   atMs: number;
   status?: 'completed' | 'interrupted' | 'failed';
 }
-
-/** Frames waiting for VAD beyond this (5 s) are dropped: the call has fallen hopelessly behind real time. */
-const MAX_INBOUND_BACKLOG = 250;
-/** Under overload, dropped frames are reported at most once per this interval (one summary line, not one per frame). */
-const DROP_LOG_INTERVAL_MS = 5000;
 
 interface OpenTurn {
   turn: number;
@@ -116,9 +115,10 @@ interface ActiveReply {
  */
 export class Session {
   readonly callId: string;
-  readonly history: ChatMessage[];
+  /** The agent's conversation: change it through its methods (a transport adds or removes a client's items). */
+  readonly conversation: Conversation;
   readonly transcript: TranscriptEntry[] = [];
-  language: string;
+  private currentLanguage: string;
 
   private readonly log: Logger;
   private readonly config: ServiceConfig;
@@ -126,28 +126,16 @@ export class Session {
   private readonly output: SessionOutput;
   private readonly observer: ((event: SessionEvent) => void) | undefined;
   private readonly metrics: MetricsSink;
-  private readonly detector: TurnDetector;
+  private readonly recogniser: Recogniser;
   private readonly pacer: OutputPacer;
-  private readonly vad: VadStream;
-  private readonly asr: AsrStream;
-  private readonly preRoll: AudioFrame[] = [];
-  private inbound: Promise<void> = Promise.resolve();
-  private inboundBacklog = 0;
-  /** Frames dropped since the last overload warning, and when it was written. */
-  private droppedFrames = 0;
-  private lastDropLogMs = -Infinity;
   private turnChain: Promise<void> = Promise.resolve();
   private turnCounter = 0;
   private openTurn: OpenTurn | null = null;
   private active: ActiveReply | null = null;
-  /** Agent audio was paused because the caller started to speak; not yet known to be an interruption. */
-  private tentativeBargeIn = false;
-  /** Frames processed since agent audio was paused tentatively. */
-  private framesSincePause = 0;
-  private readonly energyOnset = new EnergyOnset();
+  /** Barge-in (floor.ts): agent audio held on a caller sound not yet known to be an interruption. */
+  private floor: FloorState = AGENT_HAS_FLOOR;
   private lastPartial = '';
-  private dtmfDigits = '';
-  private dtmfTimer: NodeJS.Timeout | null = null;
+  private readonly keypad: KeypadEntry;
   /** What the agent waits for (from the LLM provider), and whether that answer is sensitive (masked everywhere). */
   private expectation: string | undefined;
   private expectingSensitive = false;
@@ -159,40 +147,58 @@ export class Session {
   readonly caller: Readonly<Record<string, string>>;
   /** The consent line was said and the caller has not answered it yet. */
   private consentPending = false;
-  private readonly startedAt = performance.now();
-  /** When the caller last sent anything (audio, text, a digit): for the idle timeout. */
-  lastInputMs = performance.now();
+  private readonly clock: Clock;
+  private readonly startedAt: number;
+  /** When the caller last sent anything (audio, text, a digit): for the idle timeout (clock time). */
+  lastInputMs: number;
   /**
    * End turns on the VAD's silence (server-side turn detection). When false only commitInput() ends a turn
    * (push-to-talk, a realtime client with turn_detection null) and caller sound never barges in.
    */
-  autoEndpoint = true;
+  private autoEndpoint = true;
   /** Answer each caller turn at once. When false a turn only enters the conversation; respond() answers. */
-  autoRespond = true;
+  private autoRespond = true;
 
   constructor(options: SessionOptions) {
     this.callId = options.callId;
+    this.clock = options.clock ?? realClock;
+    this.startedAt = this.clock.now();
+    this.lastInputMs = this.startedAt;
+    this.keypad = new KeypadEntry(this.clock, options.config.turn.dtmfTimeoutMs, (keys) =>
+      this.submitText(`DTMF: ${keys.split('').join(' ')}`, this.language, { source: 'keypad' }),
+    );
     this.caller = Object.freeze({ ...(options.caller ?? {}) });
     this.config = options.config;
     this.providers = options.providers;
     this.output = options.output;
     this.observer = options.observer;
     this.metrics = options.metrics;
-    this.language = options.language ?? options.config.agent.defaultLanguage;
+    this.currentLanguage = options.language ?? options.config.agent.defaultLanguage;
     this.log = options.logger;
-    this.history = [{ role: 'system', content: options.config.agent.systemPrompt }];
-    this.detector = new TurnDetector(options.config.turn);
-    this.pacer = new OutputPacer((frame) => this.sendFrame(frame), options.config.audioOut.leadMs, () => this.onPlaybackIdle());
-    this.vad = options.providers.vad.createStream();
-    this.asr = options.providers.asr.createStream({
+    this.conversation = new Conversation(options.config.agent.systemPrompt);
+    this.pacer = new OutputPacer((frame) => this.sendFrame(frame), options.config.audioOut.leadMs, () => this.onPlaybackIdle(), this.clock);
+    const hooks: RecognitionHooks = {
+      // Pause the agent on the first loud frames, before the VAD has even seen them.
+      onEnergyOnset: () => this.callerSound('energy'),
+      onSignal: (signal) => this.handleSignal(signal),
+      onSpeechAudio: () => {
+        if (this.openTurn) this.openTurn.unfinalizedSpeech = true;
+      },
+      onFrameProcessed: () => this.afterFrame(),
+      onPartial: (partial) => this.onPartial(partial.text, partial.language),
+      onError: (err) => this.fail('internal_error', 'audio processing failed', err),
+    };
+    this.recogniser = new Recogniser({
+      vad: options.providers.vad,
+      asr: options.providers.asr,
+      turn: options.config.turn,
+      logger: this.log,
+      hooks,
+      clock: this.clock,
       language: this.language,
-      ...(options.inputSampleRate ? { sourceSampleRate: options.inputSampleRate } : {}),
       // A language chosen for the call (query parameter, dialled number) is not re-detected per turn.
       languageFixed: options.language !== undefined,
-      onPartial: (partial) => {
-        this.detector.setComplete(partial.complete);
-        this.onPartial(partial.text, partial.language);
-      },
+      ...(options.inputSampleRate ? { sourceSampleRate: options.inputSampleRate } : {}),
     });
     this.recording = options.recording;
     if (this.recording) {
@@ -208,34 +214,15 @@ export class Session {
   /** Inbound caller audio, one internal 20 ms frame at a time, in order. */
   pushAudio(frame: AudioFrame): void {
     if (this.closed) return;
-    this.lastInputMs = performance.now();
-    if (this.inboundBacklog >= MAX_INBOUND_BACKLOG) {
-      this.droppedFrames++;
-      const now = performance.now();
-      if (now - this.lastDropLogMs >= DROP_LOG_INTERVAL_MS) {
-        this.log.warn({ backlog: this.inboundBacklog, droppedFrames: this.droppedFrames, intervalMs: DROP_LOG_INTERVAL_MS }, 'inbound audio backlog full, dropping frames');
-        this.lastDropLogMs = now;
-        this.droppedFrames = 0;
-      }
-      return;
-    }
-    // Pause the agent on the first loud frames, before the VAD has even seen them.
-    if (this.energyOnset.push(frame.samples)) this.pauseAgentTentatively('energy');
-    this.recording?.caller(frame.samples);
-    this.inboundBacklog++;
-    this.inbound = this.inbound
-      .then(() => this.processFrame(frame))
-      .catch((err: unknown) => this.fail('internal_error', 'audio processing failed', err))
-      .finally(() => {
-        this.inboundBacklog--;
-      });
+    this.lastInputMs = this.clock.now();
+    if (this.recogniser.push(frame)) this.recording?.caller(frame.samples);
   }
 
   /** The client says the caller's turn is over (push-to-talk release). False when no speech was heard. */
   commitInput(): boolean {
     if (this.closed || !this.openTurn) return false;
     const lastVoicedMs = this.openTurn.lastVoicedMs;
-    this.detector.reset();
+    this.recogniser.resetTurn();
     this.handleSignal({ kind: 'end_of_turn', lastVoicedMs, speechMs: 0, forced: true });
     return true;
   }
@@ -266,65 +253,55 @@ export class Session {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
+    this.recogniser.stop();
+    this.keypad.cancel();
     this.openTurn?.preemptive?.cancel();
     if (this.active) {
       const heard = this.active.task.heardText(this.framesPlayed(this.active));
       this.finishActive(heard, 'interrupted');
     }
     this.pacer.close();
-    await Promise.allSettled([this.inbound, this.turnChain]);
-    this.asr.close();
-    this.vad.close();
-    this.log.info({ turns: this.turnCounter, durationMs: Math.round(performance.now() - this.startedAt), ...(this.droppedFrames > 0 ? { droppedFrames: this.droppedFrames } : {}) }, 'session closed');
+    await Promise.allSettled([this.recogniser.idle, this.turnChain]);
+    this.recogniser.release();
+    this.log.info({ turns: this.turnCounter, durationMs: Math.round(this.clock.now() - this.startedAt) }, 'session closed');
   }
 
-  private async processFrame(frame: AudioFrame): Promise<void> {
+  /** After each caller frame: confirm a barge-in, or let the agent go on after a sound that was nothing. */
+  private afterFrame(): void {
     if (this.closed) return;
-    const probability = await this.vad.process(frame.samples);
-    if (this.closed) return;
-    this.preRoll.push(frame);
-    const maxPreRoll = Math.max(1, Math.round(this.config.turn.preRollMs / FRAME_MS));
-    while (this.preRoll.length > maxPreRoll) this.preRoll.shift();
-
-    const wasInSpeech = this.detector.inSpeech;
-    const signals = this.detector.push(probability, frame.timestampMs);
-    const startsSpeech = signals.some((s) => s.kind === 'speech_start');
-    if (startsSpeech) {
-      // Give ASR the audio from just before the onset so the first phoneme is not clipped.
-      for (const buffered of this.preRoll) this.asr.push(buffered.samples);
-      this.preRoll.length = 0;
-    } else if (wasInSpeech && this.detector.inSpeech) {
-      this.asr.push(frame.samples);
-    }
-    if (this.openTurn && (startsSpeech || (wasInSpeech && probability >= this.config.turn.silenceThreshold))) {
-      this.openTurn.unfinalizedSpeech = true;
-    }
-    for (const signal of signals) this.handleSignal(signal);
-    this.maybeConfirmBargeIn();
-    // A tentative pause the VAD never confirmed as speech (a cough, a door): let the agent go on.
-    if (this.tentativeBargeIn && !this.detector.active && ++this.framesSincePause * FRAME_MS >= this.config.turn.pauseTimeoutMs) {
-      this.resumeAgent();
-    }
+    const r = this.recogniser;
+    this.applyFloor({ kind: 'frame', callerActive: r.active, callerInSpeech: r.inSpeech, speechMs: r.speechMs, partial: this.lastPartial });
   }
 
-  /** Stop sending agent audio because the caller may be starting to talk; reversible. */
-  private pauseAgentTentatively(reason: 'energy' | 'vad'): void {
-    if (!this.autoEndpoint || !this.pacer.active || this.pacer.isPaused) return;
-    this.pacer.pause();
-    this.tentativeBargeIn = true;
-    this.framesSincePause = 0;
-    this.log.debug({ reason }, 'caller sound while agent speaks: agent audio paused');
+  /** A caller sound while the agent talks may be the start of an interruption: pause, reversibly. */
+  private callerSound(reason: 'energy' | 'vad'): void {
+    const action = this.applyFloor({ kind: 'caller_sound', agentAudible: this.pacer.active, bargeInAllowed: this.autoEndpoint });
+    if (action === 'pause') this.log.debug({ reason }, 'caller sound while agent speaks: agent audio paused');
+  }
+
+  /** Decide barge-in (floor.ts) and carry out what it decided. */
+  private applyFloor(event: FloorEvent): FloorAction {
+    const { state, action } = nextFloor(this.floor, event, this.config.turn);
+    this.floor = state;
+    if (action === 'pause') this.pacer.pause();
+    else if (action === 'resume') this.pacer.resume();
+    else if (action === 'interrupt') this.interrupt('caller', this.openTurn);
+    return action;
+  }
+
+  /** The agent's audio is held on a caller sound that is not yet known to be an interruption. */
+  private get tentativeBargeIn(): boolean {
+    return this.floor.paused;
   }
 
   private handleSignal(signal: TurnSignal): void {
     switch (signal.kind) {
       case 'voice_onset':
         // Silence the agent the moment the caller makes a sound; resume if it proves to be nothing.
-        this.pauseAgentTentatively('vad');
+        this.callerSound('vad');
         break;
       case 'voice_rejected':
-        if (this.tentativeBargeIn) this.resumeAgent();
+        this.applyFloor({ kind: 'sound_rejected' });
         break;
       case 'speech_start': {
         if (!this.openTurn) {
@@ -351,7 +328,7 @@ export class Session {
         if (!this.autoEndpoint || !this.autoRespond) break;
         // A grammar decoder knows "book a table for" is unfinished: finalizing it now would force the fragment
         // into some whole sentence (possibly another language's "goodbye"). Let the utterance go on.
-        if (this.detector.sentenceIncomplete) break;
+        if (this.recogniser.sentenceIncomplete) break;
         this.enqueueTurnWork(async () => {
           await this.finalizeSegment(turn);
           if (this.closed || turn !== this.openTurn || turn.unfinalizedSpeech) return;
@@ -385,7 +362,7 @@ export class Session {
         }
         this.openTurn = null;
         turn.lastVoicedMs = signal.lastVoicedMs;
-        const endpointMs = performance.now() - signal.lastVoicedMs;
+        const endpointMs = this.clock.now() - signal.lastVoicedMs;
         this.emit({ type: 'speech.stopped', turn: turn.turn, atMs: Math.round(signal.lastVoicedMs) });
         this.enqueueTurnWork(() => this.endTurn(turn, endpointMs));
         break;
@@ -401,15 +378,17 @@ export class Session {
   private async finalizeSegment(turn: OpenTurn): Promise<void> {
     if (!turn.unfinalizedSpeech) return;
     turn.unfinalizedSpeech = false;
-    const started = performance.now();
+    const started = this.clock.now();
     let final: AsrFinal;
     try {
-      final = await within(this.asr.finalize(), this.config.turn.asrFinalTimeoutMs, 'speech recognition');
+      final = await this.recogniser.finalize();
     } catch (err) {
       this.fail('asr_failed', 'speech recognition failed', err);
+      // Whatever the recogniser still holds of this utterance must not open the caller's next turn.
+      this.recogniser.cancelUtterance();
       return;
     }
-    turn.asrFinalMs = performance.now() - started;
+    turn.asrFinalMs = this.clock.now() - started;
     if (final.text.trim()) {
       turn.segments.push(final.text.trim());
       if (final.confidence !== undefined) turn.confidence = Math.min(turn.confidence ?? 1, final.confidence);
@@ -424,9 +403,9 @@ export class Session {
   private async endTurn(turn: OpenTurn, endpointMs: number): Promise<void> {
     if (this.closed) return;
     if (turn.unfinalizedSpeech || turn.segments.length === 0) await this.finalizeSegment(turn);
-    else this.asr.cancel(); // only trailing silence since the preemptive finalize
+    else this.recogniser.cancelUtterance(); // only trailing silence since the preemptive finalize
     if (this.closed) return;
-    this.language = turn.language;
+    this.currentLanguage = turn.language;
     const ownText = turn.segments.join(' ').trim();
     // Speech the agent understood none of still gets an answer (an honest "I can help with…"), noise does not;
     // while the agent talks it is left alone, like a backchannel.
@@ -435,7 +414,7 @@ export class Session {
       // Noise, or "mhm" while the agent talks: not a turn to answer.
       this.emit({ type: 'transcript.final', turn: turn.turn, text: ownText, language: turn.language });
       turn.preemptive?.cancel();
-      if (this.tentativeBargeIn) this.resumeAgent();
+      this.applyFloor({ kind: 'turn_ignored' });
       return;
     }
     // May carry the previous turn's words into this one (the caller was only pausing).
@@ -452,7 +431,7 @@ export class Session {
     }
     if (!this.autoRespond) {
       turn.preemptive?.cancel();
-      this.history.push(this.userMessage(text, input));
+      this.addUser(text, input);
       return;
     }
 
@@ -489,7 +468,7 @@ export class Session {
   }): void {
     const meta = input.input ?? { source: 'text' as const };
     const task = input.prepared ?? this.startReply(input.turn, input.language, input.text, meta);
-    if (input.text !== null) this.history.push(this.userMessage(input.text, meta));
+    if (input.text !== null) this.addUser(input.text, meta);
     this.active = {
       task,
       turn: input.turn,
@@ -517,7 +496,7 @@ export class Session {
   submitText(text: string, language: string = this.language, options: { respond?: boolean; source?: 'text' | 'keypad' } = {}): void {
     const trimmed = text.trim();
     if (this.closed || !trimmed) return;
-    this.lastInputMs = performance.now();
+    this.lastInputMs = this.clock.now();
     this.enqueueTurnWork(async () => {
       if (this.closed) return;
       const respond = options.respond ?? true;
@@ -530,10 +509,10 @@ export class Session {
       this.transcript.push({ role: 'caller', turn, text: shown, language, atMs: Date.now() });
       if (this.answerConsent(trimmed, language)) return;
       if (!respond) {
-        this.history.push(this.userMessage(trimmed, input));
+        this.addUser(trimmed, input);
         return;
       }
-      this.answer({ turn, language, text: trimmed, input, lastVoicedMs: performance.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
+      this.answer({ turn, language, text: trimmed, input, lastVoicedMs: this.clock.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
     });
   }
 
@@ -546,13 +525,37 @@ export class Session {
     this.enqueueTurnWork(async () => {
       if (this.closed) return;
       if (this.active) this.interrupt('client', null);
-      this.answer({ turn: this.turnCounter, language: this.language, text: null, lastVoicedMs: performance.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
+      this.answer({ turn: this.turnCounter, language: this.language, text: null, lastVoicedMs: this.clock.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
     });
+  }
+
+  /** The language the agent speaks and expects now (BCP-47 primary tag); the caller may switch it. */
+  get language(): string {
+    return this.currentLanguage;
+  }
+
+  /** The client chose the call's language (a setting, a menu): later turns are spoken and heard in it. */
+  setLanguage(language: string): void {
+    this.currentLanguage = language;
+  }
+
+  /**
+   * How turns end: `auto` on the VAD's silence, or only on commitInput() (push-to-talk); `respond`: answer
+   * each turn at once rather than on respond(). Without `auto` there is no automatic answer either.
+   */
+  setTurnDetection(options: { auto: boolean; respond: boolean }): void {
+    this.autoEndpoint = options.auto;
+    this.autoRespond = options.auto && options.respond;
+  }
+
+  /** The conversation as the agent's model gets it (read-only; change it through `conversation`). */
+  get history(): readonly ChatMessage[] {
+    return this.conversation.messages;
   }
 
   /** Replace the agent's instructions (system prompt) for the rest of the call. */
   setInstructions(instructions: string): void {
-    this.history[0] = { role: 'system', content: instructions };
+    this.conversation.setInstructions(instructions);
   }
 
   /**
@@ -561,21 +564,12 @@ export class Session {
    */
   pushDtmf(digit: string): void {
     if (this.closed || !/^[0-9*#A-D]$/.test(digit)) return;
-    this.lastInputMs = performance.now();
+    this.lastInputMs = this.clock.now();
     // A PIN typed on the keypad must not show up digit by digit in the events; nor a card number beyond its
     // first six digits (the issuer prefix PCI DSS allows shown) when cards are redacted.
-    const keyedCard = (this.config.privacy.redact.includes('card') || this.config.privacy.redact.includes('digits')) && /^\d$/.test(digit) && this.dtmfDigits.replace(/\D/g, '').length >= 6;
+    const keyedCard = (this.config.privacy.redact.includes('card') || this.config.privacy.redact.includes('digits')) && /^\d$/.test(digit) && this.keypad.pending.replace(/\D/g, '').length >= 6;
     if (!this.expectingSensitive && !keyedCard) this.emit({ type: 'dtmf.received', digit });
-    if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
-    if (digit !== '#') this.dtmfDigits += digit;
-    const flush = () => {
-      this.dtmfTimer = null;
-      const digits = this.dtmfDigits;
-      this.dtmfDigits = '';
-      if (digits) this.submitText(`DTMF: ${digits.split('').join(' ')}`, this.language, { source: 'keypad' });
-    };
-    if (digit === '#') flush();
-    else this.dtmfTimer = setTimeout(flush, this.config.turn.dtmfTimeoutMs);
+    this.keypad.push(digit);
   }
 
   /**
@@ -613,20 +607,20 @@ export class Session {
     const { tts } = this.providers;
     const noTools: ToolExecutor = { definitions: () => [], execute: async () => ({ content: '{}' }) };
     const task = new ReplyTask(
-      { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log },
+      { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log, clock: this.clock },
       this.turnCounter,
       this.language,
       [],
     );
     const played = new Promise<void>((resolve) => {
       this.replyWaiters.push(resolve);
-      setTimeout(resolve, timeoutMs).unref();
+      this.clock.setTimeout(resolve, timeoutMs).unref();
     });
     this.active = {
       task,
       turn: this.turnCounter,
       userText: '',
-      lastVoicedMs: performance.now(),
+      lastVoicedMs: this.clock.now(),
       stages: {},
       preemptive: false,
       discardedPreemptive: 0,
@@ -645,8 +639,9 @@ export class Session {
 
   private startReply(turn: number, language: string, userText: string | null, input: InputMeta = { source: 'text' }): ReplyTask {
     const { llm, tts, tools } = this.providers;
-    const messages: ChatMessage[] = userText === null ? [...this.history] : [...this.history, this.userMessage(userText, input)];
-    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller }, turn, language, messages);
+    const history = this.conversation.messages;
+    const messages: ChatMessage[] = userText === null ? [...history] : [...history, this.userMessage(userText, input)];
+    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller, clock: this.clock }, turn, language, messages);
   }
 
   private sendFrame(frame: OutboundFrame): void {
@@ -659,7 +654,7 @@ export class Session {
       const stages: TurnStages = {
         ...active.stages,
         ...active.task.stages,
-        serverV2vMs: performance.now() - active.lastVoicedMs,
+        serverV2vMs: this.clock.now() - active.lastVoicedMs,
       };
       const metrics = { turn: active.turn, stages: roundStages(stages), preemptive: active.preemptive, discardedPreemptive: active.discardedPreemptive };
       this.metrics.turnCompleted(metrics);
@@ -701,7 +696,7 @@ export class Session {
     const continuation = newTurn !== null && newTurn.startedAtMs - active.lastVoicedMs <= this.config.turn.continuationWindowMs;
     active.task.cancel();
     this.pacer.clear();
-    this.tentativeBargeIn = false;
+    this.applyFloor({ kind: 'reply_cut' });
     this.emit({ type: 'audio.clear' });
     this.emit({ type: 'response.interrupted', turn: active.turn, responseId: active.task.responseId, heardText: redact(heard, this.config.privacy.redact) });
     this.metrics.interruption();
@@ -712,8 +707,7 @@ export class Session {
         newTurn.preemptive.cancel();
         newTurn.preemptive = null;
       }
-      const userIndex = this.history.findLastIndex((m) => m.role === 'user' && m.content === active.userText);
-      if (userIndex >= 0) this.history.splice(userIndex, 1);
+      this.conversation.remove('user', active.userText);
       this.finishActive('', 'interrupted');
     } else {
       this.finishActive(heard, 'interrupted');
@@ -730,17 +724,17 @@ export class Session {
     this.emit({ type: 'response.done', turn: active.turn, responseId: active.task.responseId, text: spoken, status });
     for (const message of active.notice ? [] : active.task.newMessages) {
       if (message.role === 'assistant' && !message.toolCalls) continue;
-      this.history.push(message);
+      this.conversation.addToolRound(message);
     }
     if (spoken) {
       if (this.config.privacy.logTranscripts) this.log.info({ turn: active.turn, text: spoken, status }, 'agent said');
       // A confirmation question counts once the caller heard it (a "yes" over its last words is common).
-      const confirms = active.task.confirms && (status === 'completed' || heardMostOf(heardText, active.task.text)) ? { confirms: active.task.confirms } : {};
-      if (!active.notice) this.history.push({ role: 'assistant', content: spoken, ...confirms });
+      const confirms = active.task.confirms && (status === 'completed' || heardMostOf(heardText, active.task.text)) ? active.task.confirms : undefined;
+      if (!active.notice) this.conversation.addHeard(spoken, confirms);
       this.transcript.push({ role: 'agent', turn: active.turn, text: spoken, language: active.task.language, atMs: Date.now(), status });
     }
     // The caller switched language: speak and listen in it from now on.
-    if (active.task.language !== this.language) this.language = active.task.language;
+    if (active.task.language !== this.currentLanguage) this.currentLanguage = active.task.language;
     this.updateExpectation();
     // Hang up or transfer only once the caller has heard the goodbye.
     if (status === 'completed' && active.task.action) this.emit({ type: 'call.action', action: active.task.action });
@@ -752,13 +746,13 @@ export class Session {
     const llm = this.providers.llm;
     let expectation: string | undefined;
     try {
-      expectation = llm.expectation?.(this.history);
+      expectation = llm.expectation?.(this.conversation.messages);
     } catch (err) {
       this.log.warn({ err }, 'agent expectation failed');
     }
     this.expectation = expectation;
     this.expectingSensitive = expectation !== undefined && (llm.isSensitive?.(expectation) ?? false);
-    this.asr.expect?.(expectation);
+    this.recogniser.expect(expectation);
     this.recording?.sensitive(this.expectingSensitive);
     this.log.debug({ expectation, sensitive: this.expectingSensitive }, 'agent expects');
   }
@@ -766,6 +760,11 @@ export class Session {
   /** What the agent waits for next ("<intent>.<slot>"), when it says. */
   get expecting(): string | undefined {
     return this.expectation;
+  }
+
+  private addUser(text: string, input: InputMeta): void {
+    const message = this.userMessage(text, input);
+    this.conversation.addUser(message.content, input, message.secret);
   }
 
   /** A caller turn as the conversation keeps it: masked (with the words kept aside for the agent) when sensitive. */
@@ -793,18 +792,6 @@ export class Session {
       ...(turn.inGrammar !== undefined ? { inGrammar: turn.inGrammar } : {}),
       ...(this.asrDetectsLanguage ? { language: turn.language } : {}),
     };
-  }
-
-  private maybeConfirmBargeIn(): void {
-    if (!this.tentativeBargeIn || !this.detector.inSpeech) return;
-    if (this.detector.speechMs < this.config.turn.minInterruptionMs) return;
-    if (this.lastPartial && isBackchannel(this.lastPartial, this.config.turn.backchannels)) return;
-    this.interrupt('caller', this.openTurn);
-  }
-
-  private resumeAgent(): void {
-    this.tentativeBargeIn = false;
-    this.pacer.resume();
   }
 
   private onPartial(text: string, language: string): void {
@@ -844,10 +831,5 @@ function heardMostOf(heard: string, full: string): boolean {
   return count(heard.replace(/…$/, '')) * 2 >= count(full);
 }
 
-/** True when every word of `text` is a backchannel ("ok", "mhm"); empty text is not. */
-export function isBackchannel(text: string, backchannels: readonly string[]): boolean {
-  const normalized = text.toLowerCase().replace(/[^\p{L}\p{N}\s'-]/gu, ' ').trim();
-  if (!normalized) return false;
-  if (backchannels.includes(normalized)) return true;
-  return normalized.split(/\s+/).every((word) => backchannels.includes(word));
-}
+/** Kept here for the modules that import it from the session. */
+export { isBackchannel };

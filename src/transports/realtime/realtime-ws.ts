@@ -305,7 +305,7 @@ class RealtimeConnection {
     if (patch.outputModalities) s.outputModalities = patch.outputModalities;
     if (patch.transcriptionLanguage !== undefined) {
       s.language = patch.transcriptionLanguage;
-      if (this.session) this.session.language = patch.transcriptionLanguage.split('-')[0];
+      this.session?.setLanguage(patch.transcriptionLanguage.split('-')[0]);
     }
     this.tools.setTools(s.tools, s.toolChoice);
     this.applyTurnDetection();
@@ -318,8 +318,7 @@ class RealtimeConnection {
   private applyTurnDetection(): void {
     if (!this.session) return;
     const td = this.state.turnDetection;
-    this.session.autoEndpoint = td !== null;
-    this.session.autoRespond = td !== null && td.createResponse;
+    this.session.setTurnDetection({ auto: td !== null, respond: td !== null && td.createResponse });
   }
 
   private appendAudio(bytes: Buffer): void {
@@ -398,10 +397,10 @@ class RealtimeConnection {
           }
         } else if (input.role === 'assistant') {
           item = { id, type: 'message', role: 'assistant', object: 'realtime.item', status: 'completed', content: [{ type: 'output_text', text: input.text }] };
-          session.history.push({ role: 'assistant', content: input.text });
+          session.conversation.addHeard(input.text);
         } else {
           item = { id, type: 'message', role: 'system', object: 'realtime.item', status: 'completed', content: [{ type: 'input_text', text: input.text }] };
-          session.history.push({ role: 'system', content: input.text });
+          session.conversation.addNote(input.text);
         }
         break;
       case 'function_call_output':
@@ -439,8 +438,7 @@ class RealtimeConnection {
     // Forget it in the agent's context too (matched by content: the session keeps plain messages).
     if (item.type === 'message') {
       const text = item.content.map((c) => ('text' in c && c.text) || ('transcript' in c && c.transcript) || '').join(' ').trim();
-      const at = session.history.findLastIndex((m, i) => i > 0 && m.role === item.role && m.content === text);
-      if (at > 0) session.history.splice(at, 1);
+      session.conversation.remove(item.role, text);
     }
     this.send({ type: 'conversation.item.deleted', item_id: itemId });
   }

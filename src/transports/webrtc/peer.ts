@@ -275,7 +275,7 @@ export class WebRtcPeer {
       case 'session.update':
         // The codec is negotiated in SDP; only the language may change here.
         if (message.audio) this.sendError('invalid_message', 'audio formats are negotiated in SDP on WebRTC; only "language" can be updated');
-        else if (message.language && session) session.language = message.language;
+        else if (message.language && session) session.setLanguage(message.language);
         break;
     }
   }

@@ -176,7 +176,7 @@ class DeviceConnection {
         this.input = input;
         this.output = output;
         if (changed) await this.buildCodecs();
-        if (message.language && this.session) this.session.language = message.language;
+        if (message.language && this.session) this.session.setLanguage(message.language);
         this.sendEvent({ type: 'session.updated', audio: { input, output }, language: this.session?.language ?? message.language ?? '' });
         break;
       }

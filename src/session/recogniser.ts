@@ -1,0 +1,189 @@
+import type { Logger } from 'pino';
+import type { TurnConfig } from '../config.js';
+import { FRAME_MS, type AudioFrame } from '../audio/format.js';
+import type { AsrFinal, AsrPartial, AsrProvider, AsrStream } from '../providers/asr/types.js';
+import type { VadProvider, VadStream } from '../providers/vad/types.js';
+import { within } from '../core/timeouts.js';
+import { EnergyOnset } from './energy-onset.js';
+import { TurnDetector, type TurnSignal } from './turn-detector.js';
+import type { Clock } from './clock.js';
+
+/** What the recogniser tells the session, in the order it learns it. */
+export interface RecognitionHooks {
+  /** The first loud frames, before the VAD has seen them: the caller may be starting to talk. */
+  onEnergyOnset(): void;
+  /** The turn detector's conclusion from one frame (all signals of a frame come after its onSpeechAudio). */
+  onSignal(signal: TurnSignal): void;
+  /** Voiced caller audio reached the recogniser in this frame: the current utterance needs a finalize. */
+  onSpeechAudio(): void;
+  /** One frame has been fully handled (its signals given). */
+  onFrameProcessed(): void;
+  /** The recogniser's running hypothesis for the current utterance. */
+  onPartial(partial: AsrPartial): void;
+  /** Handling a frame failed (the VAD threw): the frame is lost, the call goes on. */
+  onError(err: unknown): void;
+}
+
+export interface RecogniserOptions {
+  vad: VadProvider;
+  asr: AsrProvider;
+  turn: TurnConfig;
+  logger: Logger;
+  hooks: RecognitionHooks;
+  /** Times the ASR's final (asrFinalTimeoutMs). */
+  clock: Clock;
+  /** Expected language (the call's), and whether it was chosen for the call (then not re-detected per turn). */
+  language: string;
+  languageFixed: boolean;
+  /** The caller's audio rate before the edge resampled it (8000: a phone line). */
+  sourceSampleRate?: number;
+}
+
+/** Frames waiting for VAD beyond this (5 s) are dropped: the call has fallen hopelessly behind real time. */
+const MAX_INBOUND_BACKLOG = 250;
+/** Under overload, one warning per this much time (with the count), not one per dropped frame. */
+const DROP_WARNING_INTERVAL_MS = 1_000;
+
+/**
+ * The caller's side of a call: energy onset → VAD → turn detector, with the pre-roll and the speech frames
+ * handed to streaming ASR. It turns 20 ms frames into turn signals and transcripts; what a turn means to the
+ * conversation (preemption, barge-in, answers) is the session's.
+ */
+export class Recogniser {
+  private readonly detector: TurnDetector;
+  private readonly vad: VadStream;
+  private readonly asr: AsrStream;
+  private readonly energyOnset = new EnergyOnset();
+  private readonly preRoll: AudioFrame[] = [];
+  private readonly hooks: RecognitionHooks;
+  private readonly turn: TurnConfig;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private inbound: Promise<void> = Promise.resolve();
+  private inboundBacklog = 0;
+  /** Frames dropped since the last warning, and when that warning was logged. */
+  private dropped = 0;
+  private lastDropWarningMs = -Infinity;
+  private stopped = false;
+
+  constructor(options: RecogniserOptions) {
+    this.turn = options.turn;
+    this.hooks = options.hooks;
+    this.log = options.logger;
+    this.clock = options.clock;
+    this.detector = new TurnDetector(options.turn);
+    this.vad = options.vad.createStream();
+    this.asr = options.asr.createStream({
+      language: options.language,
+      ...(options.sourceSampleRate ? { sourceSampleRate: options.sourceSampleRate } : {}),
+      languageFixed: options.languageFixed,
+      onPartial: (partial) => {
+        this.detector.setComplete(partial.complete);
+        this.hooks.onPartial(partial);
+      },
+    });
+  }
+
+  /** One inbound 20 ms frame, in order. False when it was dropped (the call is too far behind real time). */
+  push(frame: AudioFrame): boolean {
+    if (this.stopped) return false;
+    if (this.inboundBacklog >= MAX_INBOUND_BACKLOG) {
+      this.dropped++;
+      const now = this.clock.now();
+      if (now - this.lastDropWarningMs >= DROP_WARNING_INTERVAL_MS) {
+        this.log.warn({ backlog: this.inboundBacklog, dropped: this.dropped }, 'inbound audio backlog full, dropping frames');
+        this.lastDropWarningMs = now;
+        this.dropped = 0;
+      }
+      return false;
+    }
+    // Before the VAD has even seen them.
+    if (this.energyOnset.push(frame.samples)) this.hooks.onEnergyOnset();
+    this.inboundBacklog++;
+    this.inbound = this.inbound
+      .then(() => this.process(frame))
+      .catch((err: unknown) => this.hooks.onError(err))
+      .finally(() => {
+        this.inboundBacklog--;
+      });
+    return true;
+  }
+
+  /** True while the caller holds the floor (speech confirmed, turn not ended). */
+  get inSpeech(): boolean {
+    return this.detector.inSpeech;
+  }
+
+  /** True from the first voiced frame until the turn ends or the sound is rejected. */
+  get active(): boolean {
+    return this.detector.active;
+  }
+
+  /** Voiced audio in the current turn so far, ms. */
+  get speechMs(): number {
+    return this.detector.speechMs;
+  }
+
+  /** The ASR's grammar says the words so far are a strict prefix of a sentence: the caller is not done. */
+  get sentenceIncomplete(): boolean {
+    return this.detector.sentenceIncomplete;
+  }
+
+  /** Forget the turn in progress (the client ended it by hand). */
+  resetTurn(): void {
+    this.detector.reset();
+  }
+
+  /** Close the current ASR utterance; rejects after turn.asrFinalTimeoutMs. */
+  finalize(): Promise<AsrFinal> {
+    return within(this.asr.finalize(), this.turn.asrFinalTimeoutMs, 'speech recognition', this.clock);
+  }
+
+  /** Drop the current utterance (only trailing silence since the last finalize). */
+  cancelUtterance(): void {
+    this.asr.cancel();
+  }
+
+  /** What the agent waits for next: the recogniser weights that answer. */
+  expect(expectation: string | undefined): void {
+    this.asr.expect?.(expectation);
+  }
+
+  /** Take no more frames; `idle` resolves once those already taken are handled. */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  get idle(): Promise<void> {
+    return this.inbound;
+  }
+
+  /** Release the per-call model state. Call after stop() and once nothing awaits finalize() any more. */
+  release(): void {
+    this.asr.close();
+    this.vad.close();
+  }
+
+  private async process(frame: AudioFrame): Promise<void> {
+    if (this.stopped) return;
+    const probability = await this.vad.process(frame.samples);
+    if (this.stopped) return;
+    this.preRoll.push(frame);
+    const maxPreRoll = Math.max(1, Math.round(this.turn.preRollMs / FRAME_MS));
+    while (this.preRoll.length > maxPreRoll) this.preRoll.shift();
+
+    const wasInSpeech = this.detector.inSpeech;
+    const signals = this.detector.push(probability, frame.timestampMs);
+    const startsSpeech = signals.some((s) => s.kind === 'speech_start');
+    if (startsSpeech) {
+      // Give ASR the audio from just before the onset so the first phoneme is not clipped.
+      for (const buffered of this.preRoll) this.asr.push(buffered.samples);
+      this.preRoll.length = 0;
+    } else if (wasInSpeech && this.detector.inSpeech) {
+      this.asr.push(frame.samples);
+    }
+    if (startsSpeech || (wasInSpeech && probability >= this.turn.silenceThreshold)) this.hooks.onSpeechAudio();
+    for (const signal of signals) this.hooks.onSignal(signal);
+    this.hooks.onFrameProcessed();
+  }
+}

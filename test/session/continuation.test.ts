@@ -1,0 +1,44 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { CallHarness } from './harness.js';
+
+const longReply = () => ({ text: 'Certainly. We have tables at seven, at eight and at nine tonight, and the terrace is open until late.' });
+
+describe('continuation', () => {
+  let call: CallHarness;
+  afterEach(async () => call?.close());
+
+  it('joins words said within continuationWindowMs of the last ones to the same turn', async () => {
+    call = new CallHarness({ agent: longReply });
+    await call.say('I need a table', 600);
+    await call.silence(300); // past the endpoint: turn 1 ends and its reply starts playing
+    expect(call.of('transcript.final').map((e) => e.text)).toEqual(['I need a table']);
+    expect(call.audio.length).toBeGreaterThan(0);
+
+    await call.say('for four people', 600);
+    await call.silenceUntil((e) => e.type === 'transcript.final' && e.turn === 2);
+
+    // The reply to the fragment was cut and dropped; the joined words are one caller turn.
+    expect(call.of('response.interrupted')).toHaveLength(1);
+    expect(call.of('transcript.final').map((e) => e.text)).toEqual(['I need a table', 'I need a table for four people']);
+    expect(call.llmRequests.at(-1)?.findLast((m) => m.role === 'user')?.content).toBe('I need a table for four people');
+    await call.silenceUntil((e) => e.type === 'response.done' && e.turn === 2);
+    const history = call.session.history.map((m) => `${m.role}: ${m.content}`);
+    expect(history.slice(1, 3)).toEqual(['user: I need a table for four people', `assistant: ${longReply().text}`]);
+  });
+
+  it('starts a new turn when the caller speaks again after the window', async () => {
+    call = new CallHarness({ agent: longReply, config: { turn: { continuationWindowMs: 400 } } });
+    await call.say('I need a table', 600);
+    await call.silence(600);
+    await call.say('for four people', 600);
+    await call.silenceUntil((e) => e.type === 'transcript.final' && e.turn === 2);
+
+    expect(call.of('transcript.final').map((e) => e.text)).toEqual(['I need a table', 'for four people']);
+    const interrupted = call.of('response.interrupted')[0];
+    expect(interrupted.heardText.length).toBeGreaterThan(0);
+    // The first reply stays in the conversation as far as the caller heard it.
+    const users = call.session.history.filter((m) => m.role === 'user').map((m) => m.content);
+    expect(users).toEqual(['I need a table', 'for four people']);
+    expect(call.session.history.some((m) => m.role === 'assistant' && m.content === interrupted.heardText)).toBe(true);
+  });
+});

@@ -1,0 +1,81 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { CallHarness } from './harness.js';
+
+describe('endpoint', () => {
+  let call: CallHarness;
+  afterEach(async () => call?.close());
+
+  it('ends the turn after ~180 ms of silence and answers it at once', async () => {
+    call = new CallHarness();
+    await call.silence(200);
+    await call.say('book a table for two', 800);
+    const lastVoiced = call.clock.now() - 20;
+    await call.silenceUntil((e) => e.type === 'transcript.final');
+
+    const stopped = call.of('speech.stopped')[0];
+    expect(stopped.atMs).toBe(lastVoiced);
+    const endAt = call.timeOf((e) => e.type === 'transcript.final')!;
+    // The endpoint: silence after the last voiced frame before the turn is committed.
+    expect(endAt - lastVoiced).toBeGreaterThanOrEqual(150);
+    expect(endAt - lastVoiced).toBeLessThanOrEqual(220);
+    expect(call.of('transcript.final')[0]).toMatchObject({ turn: 1, text: 'book a table for two' });
+
+    await call.silenceUntil((e) => e.type === 'response.done');
+    const done = call.of('response.done')[0];
+    expect(done).toMatchObject({ turn: 1, status: 'completed', text: 'You said book a table for two. Anything else?' });
+    // 9 words at 100 ms each, paced in real time: the whole reply reached the caller.
+    expect(call.framesOf(done.responseId)).toBe(45);
+    const metrics = call.metrics.turns[0];
+    expect(metrics.stages.endpointMs).toBeGreaterThanOrEqual(150);
+    expect(metrics.stages.endpointMs).toBeLessThanOrEqual(220);
+    expect(call.session.history.map((m) => m.role)).toEqual(['system', 'user', 'assistant']);
+  });
+
+  it('does not end a turn on a pause shorter than the endpoint', async () => {
+    call = new CallHarness();
+    await call.say('I would like', 400);
+    await call.silence(120);
+    await call.say('a table', 400);
+    await call.silenceUntil((e) => e.type === 'transcript.final');
+    expect(call.of('speech.started')).toHaveLength(1);
+    expect(call.of('transcript.final').map((e) => e.text)).toEqual(['I would like a table']);
+  });
+
+  it('with a grammar, ends a whole sentence sooner and waits through a pause after a strict prefix', async () => {
+    call = new CallHarness({ config: { turn: { grammarEndpoint: { completeMs: 120, incompleteMs: 600 } } } });
+    const sentences = ['book a table for two'];
+    call.asr.complete = (text) => sentences.includes(text) || (sentences.some((s) => s.startsWith(text)) ? false : undefined);
+
+    await call.say('book a table for', 600);
+    await call.silence(400); // past endpointSilenceMs (180): still the caller's turn, "for" wants more
+    expect(call.of('speech.stopped')).toHaveLength(0);
+    expect(call.llmRequests).toHaveLength(0); // no preemptive reply to a fragment either
+    await call.say('two', 300);
+    const lastVoiced = call.clock.now() - 20;
+    await call.silenceUntil((e) => e.type === 'speech.stopped');
+    expect(call.clock.now() - 20 - lastVoiced).toBe(120);
+    await call.silenceUntil((e) => e.type === 'transcript.final');
+    expect(call.of('transcript.final').map((e) => e.text)).toEqual(['book a table for two']);
+  });
+
+  it('hands the recogniser the pre-roll, so the words of the onset frames are not clipped', async () => {
+    call = new CallHarness();
+    await call.silence(200);
+    // Before minSpeechMs (60 ms) confirms speech, the first two frames are only a candidate onset.
+    await call.say('hello', 40);
+    await call.say('there', 400);
+    await call.silenceUntil((e) => e.type === 'transcript.final');
+    expect(call.of('transcript.final')[0].text).toBe('hello there');
+    // At speech start (the 3rd voiced frame) the last preRollMs of audio went in, then the 19 voiced frames
+    // after it and the silence up to the likely end, where the utterance was finalised.
+    expect(call.asr.finals[0].audioMs).toBe(call.config.turn.preRollMs + 19 * 20 + call.config.turn.preemptiveSilenceMs);
+  });
+
+  it('takes a click shorter than minSpeechMs for nothing', async () => {
+    call = new CallHarness();
+    await call.noise(40);
+    await call.silence(600);
+    expect(call.of('speech.started')).toHaveLength(0);
+    expect(call.llmRequests).toHaveLength(0);
+  });
+});
