@@ -15,12 +15,14 @@
  * skipped (two thirds of the budget for in-domain calls, the rest for out-of-domain sound) and counted in
  * `skipped`, so a busy machine gives smaller n rather than no result.
  */
-import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
+import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
 import { PocketSphinxAsr, type PocketSphinxStream } from '../src/providers/asr/pocketsphinx/index.js';
 import type { AsrFinal } from '../src/providers/asr/types.js';
 import { RuleBasedAgent, normalizeText } from '../src/providers/llm/rules/index.js';
 import { concat, phoneChannel, synthesize, voicesFor, type Voice } from './voices.js';
+import { DEFAULT_CONFIG } from '../src/config.js';
+import { SileroVad } from '../src/providers/vad/silero/index.js';
 
 
 const args = process.argv.slice(2);
@@ -382,7 +384,25 @@ async function main(): Promise<void> {
     { label: 'phone', rec: recognisers[0], channel: 'phone' },
     ...recognisers.slice(1).map((rec) => ({ label: 'phone/before-narrowband', rec, channel: 'phone' as const })),
   ];
-  const acc = oodRows.map(() => ({ n: 0, inGrammar: 0, gatedAny: 0, gatedActed: 0, formStarts: 0, baselineActions: 0, byThreshold: THRESHOLDS.map(() => 0), acted: {} as Record<string, number> }));
+  // The service hands the recogniser only what its VAD takes for a turn (turn detector: minSpeechMs of frames at
+  // speechThreshold): measured here on the same sound, so "after the VAD" is what a call would do.
+  const vad = new SileroVad({});
+  await vad.load();
+  const { speechThreshold, minSpeechMs } = DEFAULT_CONFIG.turn;
+  const vadTakesTurn = async (pcm: Int16Array): Promise<boolean> => {
+    const stream = vad.createStream();
+    try {
+      let run = 0;
+      for (let i = 0; i + FRAME_SAMPLES <= pcm.length; i += FRAME_SAMPLES) {
+        run = (await stream.process(pcm.subarray(i, i + FRAME_SAMPLES))) >= speechThreshold ? run + 1 : 0;
+        if (run * FRAME_MS >= minSpeechMs) return true;
+      }
+      return false;
+    } finally {
+      stream.close();
+    }
+  };
+  const acc = oodRows.map(() => ({ vadTurns: 0, gatedActedAfterVad: 0, n: 0, inGrammar: 0, gatedAny: 0, gatedActed: 0, formStarts: 0, baselineActions: 0, byThreshold: THRESHOLDS.map(() => 0), acted: {} as Record<string, number> }));
   // Item by item across the rows, so a budget cut leaves every row measured on the same sounds.
   for (const item of ood) {
     if (over(1)) {
@@ -395,6 +415,8 @@ async function main(): Promise<void> {
       a.n++;
       const pcm = row.channel === 'phone' ? phonePcm : item.pcm;
       const g = await decode(row.rec.asr, pcm, WIRE_RATE[row.channel]);
+      const turn = await vadTakesTurn(pcm);
+      if (turn) a.vadTurns++;
       const confidence = g.final.confidence ?? 0;
       const intent = g.final.inGrammar ? intentOf(g.final.text, g.final.language) : 'none';
       if (g.final.inGrammar) a.inGrammar++;
@@ -407,6 +429,7 @@ async function main(): Promise<void> {
         });
         if (confidence >= gate) {
           a.gatedActed++;
+          if (turn) a.gatedActedAfterVad++;
           const label = `${item.kind} → ${intent} ${JSON.stringify(g.final.text)} @${confidence.toFixed(2)}`;
           a.acted[label] = (a.acted[label] ?? 0) + 1;
         }
@@ -424,6 +447,9 @@ async function main(): Promise<void> {
       n: a.n,
       inGrammar: pct(a.inGrammar, a.n),
       wrongActionsAtGate: pct(a.gatedActed, a.n),
+      // As in a call: the VAD first (sounds it takes for a turn), then the recogniser and the agent's gate.
+      vadTurns: pct(a.vadTurns, a.n),
+      wrongActionsAtGateAfterVad: pct(a.gatedActedAfterVad, a.n),
       wrongActionsAnyConfidence: pct(a.gatedAny, a.n),
       gatedIntentByThreshold: Object.fromEntries(THRESHOLDS.map((t, i) => [t, pct(a.byThreshold[i], a.n)])),
       formStarts: pct(a.formStarts, a.n),

@@ -23,8 +23,8 @@ const MY_NAME: Record<string, string> = { en: 'my name is', fr: "je m'appelle", 
 const NAME_UNDER: Record<string, string> = { en: 'under the name', fr: 'au nom de', de: 'auf den namen', es: 'a nombre de', it: 'a nome di' };
 /** How many of the lexicon's yes and no words (commonest first) are sentences when no question is open. */
 const OPEN_YES_NO = 3;
-/** Words a caller puts before a short phrase without changing it. */
-const ACKNOWLEDGEMENTS: Record<string, string[]> = { en: ['okay', 'well', 'oh'], fr: ['bon', 'alors'], de: ['also', 'okay'], es: ['bueno', 'vale'], it: ['allora', 'va bene'] };
+/** Words a caller puts before a short phrase without changing it (no bare vowels such as "oh": any tone or chord fits one). */
+const ACKNOWLEDGEMENTS: Record<string, string[]> = { en: ['okay', 'well'], fr: ['bon', 'alors'], de: ['also', 'okay'], es: ['bueno', 'vale'], it: ['allora', 'va bene'] };
 const RELATIVE_DAYS: Record<string, [string, number][]> = {
   en: [['today', 0], ['tomorrow', 1], ['the day after tomorrow', 2]],
   fr: [["aujourd'hui", 0], ['demain', 1], ['après-demain', 2]],
