@@ -37,6 +37,17 @@ export function buildServer(config: ServiceConfig, logger: Logger, providers?: S
 
   void app.register(websocket, { options: { maxPayload: HARD_MAX_PAYLOAD } });
 
+  // A node that is loading or draining refuses new calls before the WebSocket upgrade or the WebRTC offer, with
+  // 503 and Retry-After: a proxy in front (HAProxy, nginx) can then retry the request on another node, which it
+  // cannot do once a socket was upgraded and closed.
+  app.addHook('onRequest', async (request, reply) => {
+    if (service.ready || !isCallDoor(request.method, request.url)) return;
+    await reply
+      .code(503)
+      .header('retry-after', '5')
+      .send({ error: 'not_ready', message: `the service is ${service.state}; try another node or again shortly` });
+  });
+
   app.get('/healthz', async (_request, reply) => {
     const body = { status: service.state, sessions: service.sessions.size, ...(service.loadError ? { error: service.loadError.message } : {}) };
     return reply.code(service.ready ? 200 : 503).send(body);
@@ -80,4 +91,11 @@ export function buildServer(config: ServiceConfig, logger: Logger, providers?: S
       await service.close();
     },
   };
+}
+
+/** Requests that start a call: WebSocket doors and WebRTC offers (not health, metrics, records or tokens). */
+function isCallDoor(method: string, url: string): boolean {
+  const pathOnly = url.split('?')[0];
+  if (method === 'GET') return pathOnly === '/v1/ws' || pathOnly === '/v1/realtime' || pathOnly.startsWith('/v1/telephony/');
+  return method === 'POST' && pathOnly === '/v1/webrtc/offer';
 }

@@ -90,9 +90,14 @@ describe('durability and graceful drain', () => {
     }
     expect(health?.status).toBe(503);
     expect(((await health!.json()) as { status: string }).status).toBe('draining');
+    // Refused before the upgrade, with 503 and Retry-After: a proxy in front can retry on another node.
     const refused = new WebSocket(`ws://127.0.0.1:${service.port}/v1/ws`, { headers: { authorization: `Bearer ${KEY}` } });
-    const refusal = await new Promise<Record<string, unknown>>((resolve) => refused.on('message', (d) => resolve(JSON.parse(String(d)) as Record<string, unknown>)));
-    expect(refusal.code).toBe('not_ready');
+    const refusal = await new Promise<{ status: number; retryAfter: string | undefined }>((resolve) =>
+      refused.on('unexpected-response', (_req, res) => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] as string | undefined })),
+    );
+    refused.on("error", () => undefined);
+    refused.terminate();
+    expect(refusal).toEqual({ status: 503, retryAfter: '5' });
 
     // The call in flight hears the notice, then the agent hangs up.
     await device.silenceUntil((e) => e.type === 'call.action' && e.action === 'hangup', 20_000);

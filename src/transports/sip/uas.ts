@@ -348,6 +348,12 @@ export class SipServer {
         this.onBye(req, e, peer, key);
         return;
       case 'OPTIONS':
+        // Keep-alive probes (Kamailio's dispatcher, a trunk): a node that is loading or draining answers 503 so the
+        // proxy stops sending it calls; calls in progress are unaffected.
+        if (!this.options.service.ready) {
+          this.respond(req, peer, key, 503, { toTag: e.to.params.get('tag') ? undefined : tag(), headers: [{ name: 'retry-after', value: '5' }] });
+          return;
+        }
         this.respond(req, peer, key, 200, {
           toTag: e.to.params.get('tag') ? undefined : tag(),
           headers: [
