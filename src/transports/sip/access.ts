@@ -39,6 +39,12 @@ export interface DigestConfig {
   users: Record<string, string>;
 }
 
+/**
+ * Nodes behind one SIP proxy must share this (env VOICE_AGENT_SIP_NONCE_SECRET, ≥ 16 characters): the proxy may send
+ * the answered INVITE to another node than the one that challenged it. Unset: a random key per process.
+ */
+export const NONCE_SECRET_ENV = 'VOICE_AGENT_SIP_NONCE_SECRET';
+
 const md5 = (s: string) => createHash('md5').update(s).digest('hex');
 const NONCE_TTL_MS = 5 * 60_000;
 /** Wrong answers one source address may give per window before it is refused without a challenge. */
@@ -48,17 +54,25 @@ const FAILURE_WINDOW_MS = 60_000;
 const MAX_TRACKED = 10_000;
 
 /**
- * Stateless nonces: a timestamp signed with a per-process key, so any nonce we issued can be checked without
- * remembering it, and old ones are refused as stale.
+ * Stateless nonces: a timestamp signed with a key (shared by the nodes of a cluster, see NONCE_SECRET_ENV), so any
+ * nonce one of them issued can be checked without remembering it, and old ones are refused as stale. The nonce-count
+ * replay table is per node: a captured response could be replayed once on each other node within the nonce's life.
  */
 export class DigestAuth {
-  private readonly key = randomBytes(32);
+  private readonly key: Uint8Array;
   /** Wrong answers per source address in the current window. */
   private readonly failures = new Map<string, { count: number; since: number }>();
   /** Highest nonce count accepted per nonce: a response is good once (RFC 2617 §3.2.2 replay protection). */
   private readonly lastNc = new Map<string, { nc: number; issued: number }>();
 
-  constructor(private readonly config: DigestConfig) {}
+  constructor(
+    private readonly config: DigestConfig,
+    env: NodeJS.ProcessEnv = process.env,
+  ) {
+    const shared = env[NONCE_SECRET_ENV];
+    if (shared !== undefined && shared.length < 16) throw new Error(`${NONCE_SECRET_ENV} must be at least 16 characters`);
+    this.key = shared ? new TextEncoder().encode(shared) : randomBytes(32);
+  }
 
   /** Whether `source` has used up its wrong answers for now. */
   private throttled(source: string, now: number): boolean {
