@@ -3,7 +3,8 @@
  * script starts, each sending 20 ms frames in real time: a low noise floor (about -50 dBFS, so the VAD sees real
  * input, not digital zeros) with, given --audio, that utterance every --speech-every seconds (callers staggered).
  * Reports the service's own CPU (from /proc/PID/stat, so the callers' CPU is not counted), CPU per call, RSS,
- * the agent-frame interarrival deviation at the callers, and errors.
+ * event-loop lag p99, errors, and whether the VAD keeps up: utterances detected (speech.started per utterance sent)
+ * and the time from the utterance's first / last voiced frame sent to speech.started / speech.stopped.
  *
  * The service's ASR is a batch endpoint on a closed port (ASR and LLM elsewhere); --local-asr keeps the configured one.
  *
@@ -14,7 +15,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { FRAME_SAMPLES } from '../src/audio/format.js';
+import { FRAME_SAMPLES, rmsDbfs } from '../src/audio/format.js';
 import { parseWav } from '../src/audio/wav.js';
 import { WsCaller } from './ws-caller.js';
 
@@ -53,6 +54,16 @@ function processRssMb(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/** The service's event-loop lag p99 since its previous /metrics scrape, ms (NaN when unreachable). */
+async function lagP99Ms(port: number): Promise<number> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
+    return Number(/^voice_agent_nodejs_eventloop_lag_p99_seconds ([0-9.e+-]+)/m.exec(text)?.[1] ?? NaN) * 1000;
+  } catch {
+    return NaN;
+  }
+}
+
 async function main(): Promise<void> {
   const port = 30_000 + Math.floor(Math.random() * 5000);
   const apiKey = randomBytes(16).toString('hex');
@@ -82,6 +93,17 @@ async function main(): Promise<void> {
     // One loop per caller: noise, with the utterance mixed in at the start of the loop.
     const loop = noise(loopFrames * FRAME_SAMPLES, 7);
     if (speech) for (let i = 0; i < Math.min(speech.samples.length, loop.length); i++) loop[i] = Math.max(-32768, Math.min(32767, loop[i] + speech.samples[i]));
+    // The utterance's first and last voiced frames within the loop (-1: no speech).
+    let firstVoiced = -1;
+    let lastVoiced = -1;
+    if (speech) {
+      for (let f = 0; (f + 1) * FRAME_SAMPLES <= speech.samples.length && f < loopFrames; f++) {
+        if (rmsDbfs(speech.samples.subarray(f * FRAME_SAMPLES, (f + 1) * FRAME_SAMPLES)) > -40) {
+          if (firstVoiced < 0) firstVoiced = f;
+          lastVoiced = f;
+        }
+      }
+    }
     const deadline = performance.now() + 120_000;
     while (callers.length < calls) {
       const c = new WsCaller(url, apiKey);
@@ -97,13 +119,29 @@ async function main(): Promise<void> {
     callers.forEach((c, i) => c.onAudio((_samples, at) => arrivals[i].push(at)));
     // By code: with ASR elsewhere (the default) each speech turn ends in asr_failed; anything else is a fault.
     const errors: Record<string, number> = {};
-    callers.forEach((c) =>
+    const onsetSentAt: Array<number | null> = callers.map(() => null);
+    const endSentAt: Array<number | null> = callers.map(() => null);
+    const startedMs: number[] = [];
+    const stoppedMs: number[] = [];
+    let utterancesSent = 0;
+    callers.forEach((c, i) =>
       c.onEvent((e) => {
+        const now = performance.now();
         if (e.type === 'error') errors[String(e.code)] = (errors[String(e.code)] ?? 0) + 1;
+        if (e.type === 'speech.started' && onsetSentAt[i] !== null) {
+          startedMs.push(now - onsetSentAt[i]!);
+          onsetSentAt[i] = null;
+        }
+        if (e.type === 'speech.stopped' && endSentAt[i] !== null) {
+          stoppedMs.push(now - endSentAt[i]!);
+          endSentAt[i] = null;
+        }
       }),
     );
     console.error(`${callers.length} sessions up; streaming ${seconds} s`);
     await sleep(1000);
+    // The lag histogram restarts at each scrape: this one drops the start-up (model loading, connections).
+    await lagP99Ms(port);
     const cpu0 = processCpuS(child.pid!);
     const start = performance.now();
     let rssMax = 0;
@@ -117,6 +155,11 @@ async function main(): Promise<void> {
         // Stagger the callers across the loop so their speech does not all come at once.
         const f = (tick + Math.floor((i * loopFrames) / callers.length)) % loopFrames;
         c.sendFrame(loop.subarray(f * FRAME_SAMPLES, (f + 1) * FRAME_SAMPLES));
+        if (f === firstVoiced) {
+          onsetSentAt[i] = performance.now();
+          utterancesSent++;
+        }
+        if (f === lastVoiced) endSentAt[i] = performance.now();
       });
       if (tick % 50 === 0) rssMax = Math.max(rssMax, processRssMb(child.pid!));
     }
@@ -129,6 +172,11 @@ async function main(): Promise<void> {
     }
     deviations.sort((x, y) => x - y);
     late.sort((x, y) => x - y);
+    // Let the last utterances' events arrive, then read the service's event-loop lag.
+    await sleep(1500);
+    startedMs.sort((x, y) => x - y);
+    stoppedMs.sort((x, y) => x - y);
+    const eventLoopLagP99Ms = await lagP99Ms(port);
     const f = (n: number) => Math.round(n * 100) / 100;
     console.log(
       JSON.stringify(
@@ -139,6 +187,15 @@ async function main(): Promise<void> {
           serverCpuPercent: f((cpuS / wallS) * 100),
           serverCpuPercentPerCall: f((cpuS / wallS / callers.length) * 100),
           serverRssMbMax: f(rssMax),
+          eventLoopLagP99Ms: f(eventLoopLagP99Ms),
+          utterances: speech
+            ? {
+                sent: utterancesSent,
+                detected: startedMs.length,
+                onsetToSpeechStartedMs: { p50: f(percentile(startedMs, 50)), p99: f(percentile(startedMs, 99)) },
+                endToSpeechStoppedMs: { n: stoppedMs.length, p50: f(percentile(stoppedMs, 50)), p99: f(percentile(stoppedMs, 99)) },
+              }
+            : null,
           agentFrames: deviations.length,
           agentInterarrivalDeviationMs: { p50: f(percentile(deviations, 50)), p99: f(percentile(deviations, 99)) },
           clientSendLatenessMs: { p50: f(percentile(late, 50)), p99: f(percentile(late, 99)) },
