@@ -83,7 +83,9 @@ async function main(): Promise<void> {
       auth: { apiKeyHashes: [createHash('sha256').update(apiKey).digest('hex')], tokenTtlS: 300, required: true, generatedKeyFile: null },
     }),
   );
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', 'inherit', 'inherit'] });
+  // e.g. WS_MEDIA_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" for a profile of the service under this load.
+  const extra = process.env.WS_MEDIA_NODE_FLAGS ? process.env.WS_MEDIA_NODE_FLAGS.split(' ') : [];
+  const child = spawn(process.execPath, [...extra, '--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', 'inherit', 'inherit'] });
   const url = `ws://127.0.0.1:${port}/v1/ws`;
   const callers: WsCaller[] = [];
   try {
@@ -208,7 +210,14 @@ async function main(): Promise<void> {
   } finally {
     await Promise.all(callers.map((c) => c.close().catch(() => undefined)));
     child.kill('SIGINT');
-    await sleep(500);
+    // Give the service time to shut down (and write a --cpu-prof profile).
+    await new Promise<void>((r) => {
+      const t = setTimeout(r, 10_000);
+      child.once('exit', () => {
+        clearTimeout(t);
+        r();
+      });
+    });
   }
 }
 
