@@ -124,7 +124,13 @@ export class SileroBatcher {
           if (w.wanted()) batch.push(w);
           else w.resolve(null);
         }
-        if (batch.length > 0) await this.runBatch(batch);
+        if (batch.length === 0) continue;
+        try {
+          await this.runBatch(batch);
+        } catch (err) {
+          // Anything unexpected fails this batch's windows only; the queue behind it still runs.
+          for (const w of batch) w.reject(err);
+        }
       }
     } finally {
       this.running = null;
