@@ -1,7 +1,7 @@
 /**
  * Two SIP nodes behind a real Kamailio (Debian's, unprivileged on 127.0.0.1) running deploy/kamailio/kamailio.cfg
  * as operators do, with its dispatcher probing the nodes with OPTIONS. Shows: INVITEs through Kamailio reach the
- * nodes (one each, round-robin) and are answered; once a node drains, new INVITEs all go to the other node (the
+ * nodes and are answered, each new call on the node with the fewest calls in progress; once a node drains, new INVITEs all go to the other node (the
  * draining node's 503 fails over at once, and its OPTIONS 503 takes it out of the set).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -58,7 +58,7 @@ describe.skipIf(!KAMAILIO)('two SIP nodes behind Kamailio', () => {
     nodes = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     if (nodes.length < 2) throw new Error('a node did not start');
     dir = await mkdtemp(path.join(tmpdir(), 'kamailio-test-'));
-    const list = nodes.map((n) => `1 sip:127.0.0.1:${sipServerOf(n.server.service)!.port}`).join('\n') + '\n';
+    const list = nodes.map((n, i) => `1 sip:127.0.0.1:${sipServerOf(n.server.service)!.port} 0 0 duid=node${i + 1}`).join('\n') + '\n';
     await writeFile(path.join(dir, 'dispatcher.list'), list);
     proxyPort = await freeUdpPort();
     // -DD: stay in the foreground (its children are reaped with it); -E: log to stderr; -Y: a runtime dir of
@@ -136,6 +136,30 @@ describe.skipIf(!KAMAILIO)('two SIP nodes behind Kamailio', () => {
     expect(first.routes.join()).toContain(`127.0.0.1:${proxyPort}`);
     // The BYE follows the Record-Route through Kamailio to the right node: both calls end.
     await Promise.all([first.hangUp(), second.hangUp()]);
+    for (let i = 0; i < 40 && sessionsPerNode().some((n) => n > 0); i++) await sleep(50);
+    expect(sessionsPerNode()).toEqual([0, 0]);
+  });
+
+  it('sends a new call to the node with the fewest calls in progress', async () => {
+    /** A call, and the node it landed on. */
+    const placed = async () => {
+      const before = sessionsPerNode();
+      const c = await call();
+      expect(c.status).toBe(200);
+      return { c, node: sessionsPerNode().findIndex((n, i) => n > before[i]) };
+    };
+    const first = [await placed(), await placed(), await placed()];
+    // Three calls over two nodes: two on one, one on the other (which one breaks a tie is Kamailio's choice).
+    const onNode = (n: number) => first.filter((p) => p.node === n);
+    expect([onNode(0).length, onNode(1).length].sort()).toEqual([1, 2]);
+    const lighter = onNode(0).length === 1 ? 0 : 1;
+    // Hang up the lighter node's call: now 0 against 2, and the next two calls both go there (0 < 2, then
+    // 1 < 2), where round-robin would alternate.
+    await onNode(lighter)[0].c.hangUp();
+    for (let i = 0; i < 40 && sessionsPerNode()[lighter] > 0; i++) await sleep(50);
+    const next = [await placed(), await placed()];
+    expect(next.map((p) => p.node)).toEqual([lighter, lighter]);
+    await Promise.all([...onNode(1 - lighter), ...next].map((p) => p.c.hangUp()));
     for (let i = 0; i < 40 && sessionsPerNode().some((n) => n > 0); i++) await sleep(50);
     expect(sessionsPerNode()).toEqual([0, 0]);
   });
