@@ -4,7 +4,8 @@
  * filled in). Shows: new calls spread over both nodes; a session token minted on one node opens calls on the
  * other (shared `auth.tokenSecret`); once a node drains, every new call through the proxy lands on the other node
  * (the proxy retries the 503 the draining node answers before the upgrade) while the call in progress on the
- * draining node is still answered and ends normally.
+ * draining node is still answered and ends normally; behind HAProxy, a WebRTC session's DELETE reaches the node
+ * that holds the session (a stick table filled from the offer's answer).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { wrtc, type PeerConnection } from '../src/transports/webrtc/wrtc.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 
 const HAPROXY = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => existsSync(p));
@@ -150,6 +152,24 @@ async function mintToken(node: TestServer): Promise<string> {
   return ((await res.json()) as { token: string }).token;
 }
 
+/** A real client offer (audio + events channel, gathered), as a browser or the load tester makes it. */
+async function clientOffer(): Promise<{ pc: PeerConnection; sdp: string }> {
+  const { RTCPeerConnection, nonstandard } = wrtc();
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  pc.addTrack(new nonstandard.RTCAudioSource().createTrack());
+  pc.createDataChannel('events');
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  for (let i = 0; i < 100 && pc.iceGatheringState !== 'complete'; i++) await new Promise((r) => setTimeout(r, 20));
+  return { pc, sdp: pc.localDescription?.sdp ?? offer.sdp };
+}
+
+/** How many WebRTC offers a node has answered (its own metrics). */
+async function answeredOffers(node: TestServer): Promise<number> {
+  const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
+  return Number(/^voice_agent_webrtc_offers_total\{result="answered"\} (\d+)/m.exec(text)?.[1] ?? 0);
+}
+
 const engines = [
   { name: 'HAProxy', bin: HAPROXY, start: startHaproxy, install: 'apt-get install haproxy' },
   { name: 'nginx', bin: NGINX, start: startNginx, install: 'apt-get install nginx' },
@@ -200,6 +220,32 @@ engines.forEach((engine, index) => {
       // Least connections over two nodes with four open calls: two each.
       expect(perNode).toEqual([2, 2]);
       await Promise.all(opened.map(endCall));
+    });
+
+    it.skipIf(engine.name !== 'HAProxy')('pins a WebRTC session to its node: the session\'s DELETE through the proxy reaches it', async () => {
+      const auth = { authorization: `Bearer ${TEST_API_KEY}` };
+      const sessions: Array<{ id: string; node: number; pc: PeerConnection }> = [];
+      try {
+        for (let i = 0; i < 4; i++) {
+          const { pc, sdp } = await clientOffer();
+          const before = await Promise.all(nodes.map(answeredOffers));
+          const res = await fetch(`http://127.0.0.1:${proxy!.port}/v1/webrtc/offer`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'offer', sdp }) });
+          expect(res.status).toBe(200);
+          const { sessionId } = (await res.json()) as { sessionId: string };
+          const after = await Promise.all(nodes.map(answeredOffers));
+          sessions.push({ id: sessionId, node: after.findIndex((n, k) => n > before[k]), pc });
+        }
+        // Offers are spread too (so a DELETE sent to "any" node would miss half the time) …
+        expect(new Set(sessions.map((s) => s.node)).size).toBe(2);
+        // … and every session's DELETE lands where the session is: 204, never the other node's 404. Node by node,
+        // so that a proxy alternating between the nodes would send half of them to the wrong one.
+        for (const session of [...sessions].sort((a, b) => a.node - b.node)) {
+          const res = await fetch(`http://127.0.0.1:${proxy!.port}/v1/webrtc/sessions/${session.id}`, { method: 'DELETE', headers: auth });
+          expect(res.status, `session on node ${session.node}`).toBe(204);
+        }
+      } finally {
+        for (const session of sessions) session.pc.close();
+      }
     });
 
     it('sends every new call to the other node while one drains, and the call in progress there still finishes', async () => {
