@@ -258,12 +258,29 @@ engines.forEach((engine, index) => {
       for (const other of first.filter((c) => c !== inProgress)) await endCall(other);
 
       const token = await mintToken(nodes[1]);
+      // Gathered beforehand (up to 2 s), so that the offer below reaches the proxy before its health check runs.
+      const offer = engine.name === 'HAProxy' ? await clientOffer() : undefined;
       const drainStarted = performance.now();
       const drained = nodes[0].server.service.drain();
       // At once, before a health check could have run: the 503 before the upgrade is what moves these.
       const moved = await Promise.all([0, 1, 2, 3].map(() => openCall(proxy!.port, `token=${encodeURIComponent(token)}`)));
       calls.push(...moved);
       expect(moved.map((c) => nodeOf(c.callId))).toEqual([1, 1, 1, 1]);
+      if (offer) {
+        // A WebRTC offer (a POST, buffered by HAProxy) is retried the same way: node 1 answers it.
+        const { pc, sdp } = offer;
+        try {
+          const before = await Promise.all(nodes.map(answeredOffers));
+          const res = await fetch(`http://127.0.0.1:${proxy!.port}/v1/webrtc/offer`, { method: 'POST', headers: { authorization: `Bearer ${TEST_API_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'offer', sdp }) });
+          expect(res.status).toBe(200);
+          const after = await Promise.all(nodes.map(answeredOffers));
+          expect([after[0] - before[0], after[1] - before[1]]).toEqual([0, 1]);
+          const { sessionId } = (await res.json()) as { sessionId: string };
+          expect((await fetch(`http://127.0.0.1:${proxy!.port}/v1/webrtc/sessions/${sessionId}`, { method: 'DELETE', headers: { authorization: `Bearer ${TEST_API_KEY}` } })).status).toBe(204);
+        } finally {
+          pc.close();
+        }
+      }
 
       // The draining node still serves the call it has: a question gets a completed answer.
       const answered = new Promise<Record<string, unknown>>((resolve) =>
