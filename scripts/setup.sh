@@ -11,8 +11,9 @@ want_tests=0
 # Embedded ASR (CMU PocketSphinx, US English) and eSpeak NG for the fallback voice.
 packages=(pocketsphinx pocketsphinx-en-us libpocketsphinx3 espeak-ng)
 # The tests' callers speak with flite / Festival (or SVOX Pico when its voices are installed), convert with sox,
-# call in with real clients, and put nginx in front (demo token).
-(( want_tests )) && packages+=(sox chromium baresip nginx flite festival festvox-kallpc16k)
+# call in with real clients, and put nginx, HAProxy and Kamailio in front (demo token, scale-out); the tests
+# run their own unprivileged instances of these on loopback.
+(( want_tests )) && packages+=(sox chromium baresip nginx haproxy kamailio flite festival festvox-kallpc16k)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -23,6 +24,13 @@ if (( ${#missing[@]} )); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The packages' own system services are not what the tests use, and kamailio's would hold port 5060 that the
+  # agent's SIP transport listens on: stop the ones this run just installed.
+  if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    for unit in haproxy kamailio; do
+      [[ " ${missing[*]} " == *" $unit "* ]] && $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
+  fi
 fi
 
 if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
