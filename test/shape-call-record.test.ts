@@ -67,6 +67,15 @@ describe('call record writes are queued off the audio path', () => {
     expect(onDisk(file, 'c2').utterances).toEqual(['caller']);
   });
 
+  it('a call that ends after the store closed (a socket closing after shutdown) is logged, not a crash', () => {
+    const file = path.join(dir, 'closed.db');
+    const store = new CallStore({ path: file, retentionDays: 0, flushIntervalMs: 1000 }, logger);
+    store.callStarted('late-call', 'ws', 'key-1');
+    store.close();
+    expect(() => store.callEnded('late-call', 'caller_hangup')).not.toThrow();
+    expect(() => store.callStarted('new-call', 'ws', 'key-1')).toThrow(/closed/);
+  });
+
   it('reads and erasures see queued lines; a row that cannot be written does not cost the others', () => {
     const file = path.join(dir, 'reads.db');
     const store = new CallStore({ path: file, retentionDays: 0, flushIntervalMs: 1000 }, logger);

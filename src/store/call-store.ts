@@ -172,6 +172,7 @@ export class CallStore {
 
   /** Throws when `id` is already a record (ids are ours and fresh; a collision is refused, not merged). */
   callStarted(id: string, transport: string, owner: string, networkId?: string, subject: CallSubject = {}): void {
+    if (this.closed) throw new Error('call store is closed');
     const { caller, customerId } = subject;
     this.insertCall.run(
       id,
@@ -197,6 +198,11 @@ export class CallStore {
   }
 
   callEnded(id: string, reason: string): void {
+    // A transport's socket may close after the service shut the store (SIGINT with calls up): nothing left to write.
+    if (this.closed) {
+      this.logger.warn({ callId: id, reason }, 'call ended after the store was closed; end not recorded');
+      return;
+    }
     this.flush();
     this.endCall.run(new Date().toISOString(), reason, id);
   }
