@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { ConfirmationPolicy } from '../providers/llm/confirm-gate.js';
 import type { ToolContext, ToolImplementation, ToolOutput } from '../providers/llm/tools.js';
 import type { JsonSchema } from '../providers/llm/types.js';
+import { fill, isRecord, placeholders, valueAt } from '../core/template.js';
 import { IDEMPOTENCY_HEADER, secretFromEnv, signatureHeaders } from './signing.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -112,7 +113,7 @@ export function validateHttpTools(tools: unknown, defaults: unknown, err: (where
           if (!/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(s)) err(`${where}.result.${k}`, 'must be a dotted path in the response, e.g. "booking.reference"');
           continue;
         }
-        for (const ref of refs(s)) if (!TEMPLATE_REF.test(ref)) err(`${where}.${key}.${k}`, `unknown placeholder {${ref}} (use {caller.x}, {args.x} or {call.id})`);
+        for (const ref of placeholders(s)) if (!TEMPLATE_REF.test(ref)) err(`${where}.${key}.${k}`, `unknown placeholder {${ref}} (use {caller.x}, {args.x} or {call.id})`);
       }
     }
     if (t.retries !== undefined && !(Number.isInteger(t.retries) && (t.retries as number) >= 0 && (t.retries as number) <= 5)) err(`${where}.retries`, 'must be an integer in [0, 5]');
@@ -169,7 +170,7 @@ async function callOnce(
   const vars = { caller: ctx.caller ?? {}, args, call: { id: ctx.callId } };
   const payload: Record<string, unknown> = { ...args };
   for (const [k, template] of Object.entries(spec.send ?? {})) {
-    const v = fillTemplate(template, vars);
+    const v = fill(template, vars);
     if (v !== undefined) payload[k] = v;
   }
   const url = new URL(spec.url);
@@ -181,7 +182,7 @@ async function callOnce(
   const key = idempotencyKey(ctx.callId, spec.name, ctx.toolCallId ?? '');
   const extra: Record<string, string> = {};
   for (const [k, template] of Object.entries(spec.headers ?? {})) {
-    const v = fillTemplate(template, vars);
+    const v = fill(template, vars);
     if (v !== undefined) extra[k] = v;
   }
   const deadline = AbortSignal.timeout(opts.timeoutMs);
@@ -260,32 +261,12 @@ function mapResult(spec: HttpToolSpec, body: unknown): Record<string, unknown> {
   if (!spec.result) return obj;
   const out: Record<string, unknown> = {};
   for (const [k, path] of Object.entries(spec.result)) {
-    let v: unknown = obj;
-    for (const part of path.split('.')) v = isRecord(v) ? v[part] : undefined;
+    const v = valueAt(obj, path);
     if (v !== undefined) out[k] = v;
   }
   // ok:false is the receiver's "no" (slot taken, wrong PIN): the form says its failure line, so keep it.
   if (obj.ok === false && out.ok === undefined) out.ok = false;
   return out;
-}
-
-/** `{a.b}` from vars; undefined when a placeholder has no value (the header or field is left out). */
-export function fillTemplate(template: string, vars: Record<string, unknown>): string | undefined {
-  let missing = false;
-  const out = template.replace(/\{([^{}]+)\}/g, (_, key: string) => {
-    let v: unknown = vars;
-    for (const part of key.split('.')) v = isRecord(v) ? v[part] : undefined;
-    if (v === undefined || v === null || v === '' || typeof v === 'object') {
-      missing = true;
-      return '';
-    }
-    return String(v);
-  });
-  return missing ? undefined : out;
-}
-
-function refs(template: string): string[] {
-  return [...template.matchAll(/\{([^{}]+)\}/g)].map((m) => m[1]);
 }
 
 function parseJson(text: string): unknown {
@@ -299,10 +280,6 @@ function parseJson(text: string): unknown {
 
 function validTimeout(v: unknown): boolean {
   return Number.isInteger(v) && (v as number) >= 100 && (v as number) <= 60_000;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** The `tools` and `toolDefaults` of an agent file (the rules file, or any JSON holding them), validated. */

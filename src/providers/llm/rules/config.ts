@@ -2,6 +2,9 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { fill, isRecord, placeholders } from '../../../core/template.js';
+
+export { fill, isRecord, placeholders };
 import { tokenize } from './matcher.js';
 import { DEFAULT_MESSAGES, type LangList, type MessageKey } from './lexicon.js';
 import { parameterNames, validateHttpTools, type HttpToolDefaults, type HttpToolSpec } from '../../../integration/http-tools.js';
@@ -399,27 +402,6 @@ export function defaultRulesPath(): string {
   }
 }
 
-
-
-export function placeholders(template: string): string[] {
-  return [...template.matchAll(/\{([^{}]+)\}/g)].map((m) => m[1]);
-}
-
-/** Fills `{x}` / `{a.b}` from vars; undefined when any placeholder has no value. */
-export function fill(template: string, vars: Record<string, unknown>): string | undefined {
-  let missing = false;
-  const out = template.replace(/\{([^{}]+)\}/g, (_, key: string) => {
-    let v: unknown = vars;
-    for (const part of key.split('.')) v = isRecord(v) ? v[part] : undefined;
-    if (v === undefined || v === null || v === '' || typeof v === 'object') {
-      missing = true;
-      return '';
-    }
-    return String(v);
-  });
-  return missing ? undefined : out;
-}
-
 export function pickVariant(reply: string | string[] | undefined, vars: Record<string, unknown>): string | undefined {
   if (reply === undefined) return undefined;
   const variants = typeof reply === 'string' ? [reply] : reply;
@@ -428,10 +410,4 @@ export function pickVariant(reply: string | string[] | undefined, vars: Record<s
     if (filled !== undefined) return filled;
   }
   return undefined;
-}
-
-/** Word chunks that keep their trailing space, so concatenation restores the text exactly. */
-
-export function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
