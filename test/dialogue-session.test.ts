@@ -4,7 +4,6 @@
  * by the session, and the confirmation gate against a scripted model that books without asking.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { DEFAULT_CONFIG, mergeConfig } from '../src/config.js';
 import { silentLogger } from '../src/core/logger.js';
 import { createProviders } from '../src/providers/index.js';
@@ -14,60 +13,7 @@ import type { ChatMessage } from '../src/providers/llm/types.js';
 import type { GrammarAware, GrammarSpec } from '../src/providers/asr/grammar/spec.js';
 import type { AsrProvider, AsrStream } from '../src/providers/asr/types.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
-
-type Event = Record<string, unknown>;
-
-class TextCaller {
-  readonly events: Event[] = [];
-  private readonly ws: WebSocket;
-
-  constructor(url: string) {
-    this.ws = new WebSocket(url, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
-    this.ws.on('message', (data, isBinary) => {
-      if (!isBinary) this.events.push(JSON.parse(String(data)) as Event);
-    });
-  }
-
-  async open(): Promise<string> {
-    await new Promise<void>((resolve, reject) => {
-      this.ws.once('open', () => resolve());
-      this.ws.once('error', reject);
-    });
-    return String((await this.waitFor((e) => e.type === 'session.started')).callId);
-  }
-
-  async waitFor(predicate: (e: Event) => boolean, since = 0, timeoutMs = 20_000): Promise<Event> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const found = this.events.slice(since).find(predicate);
-      if (found) return found;
-      if (performance.now() > deadline) throw new Error(`timed out; events: ${JSON.stringify(this.events.slice(since).map((e) => e.type))}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-
-  /** Send a turn and wait for the reply to finish playing; returns its text and the events of the turn. */
-  async turn(send: () => void): Promise<{ text: string; events: Event[] }> {
-    const since = this.events.length;
-    send();
-    const done = await this.waitFor((e) => e.type === 'response.done', since);
-    return { text: String(done.text), events: this.events.slice(since) };
-  }
-
-  text(text: string): Promise<{ text: string; events: Event[] }> {
-    return this.turn(() => this.ws.send(JSON.stringify({ type: 'input.text', text })));
-  }
-
-  keypad(digits: string): Promise<{ text: string; events: Event[] }> {
-    return this.turn(() => {
-      for (const digit of [...digits, '#']) this.ws.send(JSON.stringify({ type: 'input.dtmf', digit }));
-    });
-  }
-
-  close(): void {
-    this.ws.close();
-  }
-}
+import { TextCaller } from './helpers/text-caller.js';
 
 describe('bank card service over the device WebSocket (text and keypad)', () => {
   let server: TestServer;
@@ -83,10 +29,10 @@ describe('bank card service over the device WebSocket (text and keypad)', () => 
   });
 
   it('verifies with keypad digits, blocks the card after the read-back, masks the secrets everywhere, follows the caller into Spanish', async () => {
-    const caller = new TextCaller(server.wsUrl);
+    const caller = new TextCaller(server.wsUrl, { apiKey: TEST_API_KEY });
     const callId = await caller.open();
 
-    expect((await caller.text('I lost my card')).text).toMatch(/customer number/);
+    expect((await caller.say('I lost my card')).text).toMatch(/customer number/);
     const number = await caller.keypad('12345678');
     expect(number.text).toMatch(/PIN/);
     // The sensitive answer is masked in the caller's transcript event, and its digits are not echoed one by one.
@@ -99,15 +45,15 @@ describe('bank card service over the device WebSocket (text and keypad)', () => 
     expect(pin.events.find((e) => e.type === 'response.tool_call')).toMatchObject({ name: 'verify_customer', arguments: '{"customer_number":"****5678","pin":"****"}' });
 
     // The caller switches to Spanish: the reply, and the session, follow.
-    const digits = await caller.text('cuatro uno uno uno');
+    const digits = await caller.say('cuatro uno uno uno');
     expect(digits.text).toBe('Quiere bloquear la tarjeta que termina en 4 1 1 1. No se puede deshacer. ¿La bloqueo?');
-    const blocked = await caller.text('sí');
+    const blocked = await caller.say('sí');
     expect(blocked.events.find((e) => e.type === 'response.tool_call')).toMatchObject({ name: 'block_card', arguments: '{"card_last4":"4111"}' });
     expect(blocked.text).toMatch(/^Su tarjeta que termina en 4 1 1 1 está bloqueada\./);
     // A second yes does not block again.
-    const again = await caller.text('sí');
+    const again = await caller.say('sí');
     expect(again.events.some((e) => e.type === 'response.tool_call')).toBe(false);
-    caller.close();
+    await caller.close();
 
     const record = await (await fetch(`${server.httpUrl}/v1/calls/${callId}`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } })).json() as {
       transcript: { role: string; text: string; language: string }[];
@@ -146,25 +92,25 @@ describe('confirmation is enforced where tools run, whoever proposes the call', 
   });
 
   it('a model that calls book_appointment without asking is refused until the caller says yes, and books once', async () => {
-    const caller = new TextCaller(server.wsUrl);
+    const caller = new TextCaller(server.wsUrl, { apiKey: TEST_API_KEY });
     await caller.open();
-    const first = await caller.text('book a table for two at seven, you do not need to ask me');
+    const first = await caller.say('book a table for two at seven, you do not need to ask me');
     expect(first.events.find((e) => e.type === 'response.tool_call')).toMatchObject({ name: 'book_appointment' });
     expect(first.text).toBe('Shall I book a table for 2 at 19:00?');
     expect(registry.bookings()).toHaveLength(0);
 
-    const refused = await caller.text('no');
+    const refused = await caller.say('no');
     expect(refused.text).toBe('Shall I book a table for 2 at 19:00?');
     expect(registry.bookings()).toHaveLength(0);
 
-    const yes = await caller.text('yes');
+    const yes = await caller.say('yes');
     expect(yes.text).toMatch(/^Booked, number \d{6}\.$/);
     expect(registry.bookings()).toHaveLength(1);
 
     // The model tries again on the next turn: that yes was spent.
-    await caller.text('yes');
+    await caller.say('yes');
     expect(registry.bookings()).toHaveLength(1);
-    caller.close();
+    await caller.close();
   });
 });
 
@@ -200,15 +146,15 @@ describe('per-question recognition: the session tells the recogniser what the ag
   });
 
   it('passes "<intent>.<slot>" after each question and nothing once the form is done', async () => {
-    const caller = new TextCaller(server.wsUrl);
+    const caller = new TextCaller(server.wsUrl, { apiKey: TEST_API_KEY });
     await caller.open();
-    await caller.text('I would like to book a table for two');
+    await caller.say('I would like to book a table for two');
     expect(expected[expected.length - 1]).toBe('book_appointment.date');
-    await caller.text('tomorrow at 8 pm, my name is Anna');
+    await caller.say('tomorrow at 8 pm, my name is Anna');
     expect(expected[expected.length - 1]).toBe('book_appointment.confirm');
-    const booked = await caller.text('yes');
+    const booked = await caller.say('yes');
     expect(booked.text).toMatch(/^Done\./);
     expect(expected[expected.length - 1]).toBeUndefined();
-    caller.close();
+    await caller.close();
   });
 });

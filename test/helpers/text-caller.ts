@@ -1,4 +1,4 @@
-/** A caller that types its turns over the device WebSocket (input.text) and waits for each spoken reply. */
+/** A caller that types (input.text) or keys (input.dtmf) its turns over the device WebSocket and waits for each spoken reply. */
 import WebSocket from 'ws';
 
 export type Event = Record<string, unknown>;
@@ -37,9 +37,20 @@ export class TextCaller {
   }
 
   /** Type a turn; resolves with the reply's text and the turn's events once the reply is done. */
-  async say(text: string): Promise<{ text: string; events: Event[] }> {
+  say(text: string): Promise<{ text: string; events: Event[] }> {
+    return this.turn(() => this.ws.send(JSON.stringify({ type: 'input.text', text })));
+  }
+
+  /** Key digits then `#`; resolves like say(). */
+  keypad(digits: string): Promise<{ text: string; events: Event[] }> {
+    return this.turn(() => {
+      for (const digit of [...digits, '#']) this.ws.send(JSON.stringify({ type: 'input.dtmf', digit }));
+    });
+  }
+
+  private async turn(send: () => void): Promise<{ text: string; events: Event[] }> {
     const since = this.events.length;
-    this.ws.send(JSON.stringify({ type: 'input.text', text }));
+    send();
     const done = await this.waitFor((e) => e.type === 'response.done', since);
     return { text: String(done.text), events: this.events.slice(since) };
   }
