@@ -5,19 +5,13 @@
  * tool call (`send` and `headers` templates).
  */
 import dgram from 'node:dgram';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callerFromParameters, callerFromSip } from '../src/integration/context.js';
 import { parseSipMessage, type SipRequest } from '../src/transports/sip/message.js';
 import { sipServerOf } from '../src/transports/sip/index.js';
-import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
-import { restaurantAgentWithHttpBooking, startOperatorService, type OperatorService } from './helpers/operator.js';
+import { TEST_API_KEY, type TestServer } from './helpers/server.js';
+import { startAgentWithOperator, type OperatorService } from './helpers/operator.js';
 import { TextCaller } from './helpers/text-caller.js';
-
-const SECRET_ENV = 'TEST_OPERATOR_TOOLS_SECRET';
-const SECRET = 'operator-shared-secret-for-tests';
 
 function invite(sipPort: number, localPort: number, callId: string): string {
   const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', 'm=audio 40000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000', ''].join('\r\n');
@@ -70,18 +64,12 @@ describe('media stream custom parameters as caller variables', () => {
 describe('caller context through a real server', () => {
   let ops: OperatorService;
   let server: TestServer;
-  let dir: string;
+  let stop: (() => Promise<void>) | undefined;
   beforeAll(async () => {
-    process.env[SECRET_ENV] = SECRET;
-    ops = await startOperatorService(SECRET);
-    dir = await mkdtemp(path.join(tmpdir(), 'agent-'));
-    const rulesPath = await restaurantAgentWithHttpBooking(path.join(dir, 'agent.json'), ops.url, { secretEnv: SECRET_ENV });
-    server = await startTestServer({ providers: { llm: { provider: 'rules', rulesPath }, asr: { provider: 'pocketsphinx', grammar: 'off' } } });
+    ({ ops, server, stop } = await startAgentWithOperator());
   }, 60_000);
   afterAll(async () => {
-    await server?.stop();
-    await ops?.close();
-    await rm(dir, { recursive: true, force: true });
+    await stop?.();
   });
 
   const mint = (body: Record<string, unknown>) =>

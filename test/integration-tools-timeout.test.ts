@@ -3,36 +3,20 @@
  * failure line and the read-back again (never a crash, never silence); their second "yes" re-sends the same
  * Idempotency-Key, so the booking the slow service made on receipt is the only one.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
-import { restaurantAgentWithHttpBooking, startOperatorService, type OperatorService } from './helpers/operator.js';
+import { TEST_API_KEY, type TestServer } from './helpers/server.js';
+import { startAgentWithOperator, type OperatorService } from './helpers/operator.js';
 import { TextCaller } from './helpers/text-caller.js';
-
-const SECRET_ENV = 'TEST_OPERATOR_TOOLS_SECRET';
-const SECRET = 'operator-shared-secret-for-tests';
 
 describe('a call whose booking service is too slow', () => {
   let ops: OperatorService;
   let server: TestServer;
-  let dir: string;
+  let stop: (() => Promise<void>) | undefined;
   beforeAll(async () => {
-    process.env[SECRET_ENV] = SECRET;
-    ops = await startOperatorService(SECRET);
-    dir = await mkdtemp(path.join(tmpdir(), 'agent-'));
-    const rulesPath = await restaurantAgentWithHttpBooking(path.join(dir, 'agent.json'), ops.url, { secretEnv: SECRET_ENV, timeoutMs: 900 });
-    // Typed turns: no grammar to compile for the recogniser (seconds saved).
-    server = await startTestServer({
-      providers: { llm: { provider: 'rules', rulesPath }, asr: { provider: 'pocketsphinx', grammar: 'off' } },
-      agent: { toolHoldMs: 400 },
-    });
+    ({ ops, server, stop } = await startAgentWithOperator({ toolTimeoutMs: 900, overrides: { agent: { toolHoldMs: 400 } } }));
   }, 60_000);
   afterAll(async () => {
-    await server?.stop();
-    await ops?.close();
-    await rm(dir, { recursive: true, force: true });
+    await stop?.();
   });
 
   it('a slow service: "one moment", then the failure line; the second yes books once with the same key', async () => {

@@ -13,12 +13,10 @@ import { signPayload, verifySignature } from '../src/integration/signing.js';
 import { ToolRegistry } from '../src/providers/llm/tools.js';
 import { createToolExecutor } from '../src/providers/llm/tool-filter.js';
 import { validateRulesConfig } from '../src/providers/llm/rules/config.js';
-import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
-import { restaurantAgentWithHttpBooking, startOperatorService, type OperatorService } from './helpers/operator.js';
+import { TEST_API_KEY, type TestServer } from './helpers/server.js';
+import { OPERATOR_SECRET as SECRET, OPERATOR_SECRET_ENV as SECRET_ENV, restaurantAgentWithHttpBooking, startAgentWithOperator, startOperatorService, type OperatorService } from './helpers/operator.js';
 import { TextCaller } from './helpers/text-caller.js';
 
-const SECRET_ENV = 'TEST_OPERATOR_TOOLS_SECRET';
-const SECRET = 'operator-shared-secret-for-tests';
 
 describe('signing', () => {
   it('verifies its own signature, refuses a changed body, a wrong secret and a stale timestamp', () => {
@@ -182,19 +180,12 @@ describe('an HTTP tool against a real operator service on loopback', () => {
 describe('a call whose booking form calls the operator service', () => {
   let ops: OperatorService;
   let server: TestServer;
-  let dir: string;
+  let stop: (() => Promise<void>) | undefined;
   beforeAll(async () => {
-    process.env[SECRET_ENV] = SECRET;
-    ops = await startOperatorService(SECRET);
-    dir = await mkdtemp(path.join(tmpdir(), 'agent-'));
-    const rulesPath = await restaurantAgentWithHttpBooking(path.join(dir, 'agent.json'), ops.url, { secretEnv: SECRET_ENV, timeoutMs: 1200 });
-    // Typed turns: no grammar to compile for the recogniser (seconds saved).
-    server = await startTestServer({ providers: { llm: { provider: 'rules', rulesPath }, asr: { provider: 'pocketsphinx', grammar: 'off' } } });
+    ({ ops, server, stop } = await startAgentWithOperator({ toolTimeoutMs: 1200 }));
   }, 60_000);
   afterAll(async () => {
-    await server?.stop();
-    await ops?.close();
-    await rm(dir, { recursive: true, force: true });
+    await stop?.();
   });
 
   it('books through the service and speaks its reference back', async () => {

@@ -5,7 +5,12 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { ConfigOverrides } from '../../src/config.js';
 import { verifySignature } from '../../src/integration/signing.js';
+import { startTestServer, type TestServer } from './server.js';
 
 export interface ReceivedRequest {
   method: string;
@@ -178,4 +183,46 @@ export async function restaurantAgentWithHttpBooking(file: string, serviceUrl: s
   rules.welcome = Object.fromEntries(rules.languages.map((l) => [l, 'Hi.']));
   await writeFile(file, JSON.stringify(rules));
   return file;
+}
+
+/** The shared secret the tests' operator service and agent files use, and the env var the agent reads it from. */
+export const OPERATOR_SECRET_ENV = 'TEST_OPERATOR_TOOLS_SECRET';
+export const OPERATOR_SECRET = 'operator-shared-secret-for-tests';
+
+/**
+ * A real server running the restaurant agent whose bookings go to a mock operator service on loopback. Typed turns
+ * only: the recogniser compiles no grammar (seconds saved). stop() ends the server and the service, and removes the
+ * agent file.
+ */
+export async function startAgentWithOperator(
+  options: { toolTimeoutMs?: number; overrides?: Omit<ConfigOverrides, 'providers'> } = {},
+): Promise<{ ops: OperatorService; server: TestServer; stop(): Promise<void> }> {
+  process.env[OPERATOR_SECRET_ENV] = OPERATOR_SECRET;
+  const ops = await startOperatorService(OPERATOR_SECRET);
+  const dir = await mkdtemp(path.join(tmpdir(), 'agent-'));
+  const stopOps = async (): Promise<void> => {
+    await ops.close();
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const rulesPath = await restaurantAgentWithHttpBooking(path.join(dir, 'agent.json'), ops.url, {
+      secretEnv: OPERATOR_SECRET_ENV,
+      ...(options.toolTimeoutMs !== undefined ? { timeoutMs: options.toolTimeoutMs } : {}),
+    });
+    const server = await startTestServer({
+      ...options.overrides,
+      providers: { llm: { provider: 'rules', rulesPath }, asr: { provider: 'pocketsphinx', grammar: 'off' } },
+    });
+    return {
+      ops,
+      server,
+      stop: async () => {
+        await server.stop();
+        await stopOps();
+      },
+    };
+  } catch (err) {
+    await stopOps();
+    throw err;
+  }
 }
