@@ -14,6 +14,7 @@ import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/form
 import { resampleOnce } from '../src/audio/resample.js';
 import { parseWav } from '../src/audio/wav.js';
 import { SileroVad } from '../src/providers/vad/silero/index.js';
+import { seededNoise } from './voices.js';
 
 const get = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);
@@ -21,18 +22,6 @@ const get = (name: string): string | undefined => {
 };
 const streams = Number(get('streams') ?? 50);
 const seconds = Number(get('seconds') ?? 5);
-
-function noise(samples: number, seed: number): Int16Array {
-  let s = seed;
-  const out = new Int16Array(samples);
-  for (let i = 0; i < samples; i++) {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    out[i] = Math.round(((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * 100);
-  }
-  return out;
-}
 
 async function speech(): Promise<Int16Array | null> {
   const dir = mkdtempSync(path.join(tmpdir(), 'vad-bench-'));
@@ -50,7 +39,7 @@ async function speech(): Promise<Int16Array | null> {
 
 async function main(): Promise<void> {
   const frames = Math.round((seconds * 1000) / FRAME_MS);
-  const audio = noise(frames * FRAME_SAMPLES, 11);
+  const audio = seededNoise(frames * FRAME_SAMPLES, 11);
   const voice = await speech();
   // Speech in about a third of the audio, the rest noise floor.
   if (voice) for (let at = INTERNAL_SAMPLE_RATE; at < audio.length; at += voice.length * 3) for (let i = 0; i < voice.length && at + i < audio.length; i++) audio[at + i] += voice[i];

@@ -138,3 +138,16 @@ export async function phoneChannel(pcm: Int16Array): Promise<Int16Array> {
     decoder.close();
   }
 }
+
+/** Deterministic noise (mulberry32), ±`amplitude`: 100 is a quiet line's floor, about -50 dBFS. */
+export function seededNoise(samples: number, seed: number, amplitude = 100): Int16Array {
+  let s = seed;
+  const out = new Int16Array(samples);
+  for (let i = 0; i < samples; i++) {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    out[i] = Math.round(((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * amplitude);
+  }
+  return out;
+}

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { FRAME_SAMPLES, rmsDbfs } from '../src/audio/format.js';
 import { parseWav } from '../src/audio/wav.js';
 import { WsCaller } from './ws-caller.js';
+import { seededNoise } from './voices.js';
 
 const get = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);
@@ -30,19 +31,6 @@ const speechEveryS = Number(get('speech-every') ?? 20);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
 const CLK_TCK = 100;
-
-/** Deterministic noise (mulberry32) at about -50 dBFS. */
-function noise(samples: number, seed: number): Int16Array {
-  let s = seed;
-  const out = new Int16Array(samples);
-  for (let i = 0; i < samples; i++) {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    out[i] = Math.round(((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * 100);
-  }
-  return out;
-}
 
 /** utime+stime of a process, seconds (Linux). */
 function processCpuS(pid: number): number {
@@ -93,7 +81,7 @@ async function main(): Promise<void> {
     if (speech && speech.sampleRate !== 16_000) throw new Error('--audio must be 16 kHz mono PCM16');
     const loopFrames = speech ? Math.round((speechEveryS * 1000) / 20) : 250;
     // One loop per caller: noise, with the utterance mixed in at the start of the loop.
-    const loop = noise(loopFrames * FRAME_SAMPLES, 7);
+    const loop = seededNoise(loopFrames * FRAME_SAMPLES, 7);
     if (speech) for (let i = 0; i < Math.min(speech.samples.length, loop.length); i++) loop[i] = Math.max(-32768, Math.min(32767, loop[i] + speech.samples[i]));
     // The utterance's first and last voiced frames within the loop (-1: no speech).
     let firstVoiced = -1;

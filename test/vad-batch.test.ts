@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import { SileroBatcher, SileroVad, SileroVadStream, defaultSileroModelPath, type SileroRunner } from '../src/providers/vad/silero/index.js';
 import { speak } from './helpers/speech.js';
+import { seededNoise } from '../loadtest/voices.js';
 
 /**
  * Silero VAD batched across calls (one inference per tick for every stream with a window ready) must give each
@@ -13,22 +14,9 @@ import { speak } from './helpers/speech.js';
 const TOLERANCE = 1e-4;
 const SR = INTERNAL_SAMPLE_RATE;
 
-/** Deterministic noise (mulberry32). */
-function noise(samples: number, seed: number, amplitude: number): Int16Array {
-  let s = seed;
-  const out = new Int16Array(samples);
-  for (let i = 0; i < samples; i++) {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    out[i] = Math.round(((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * amplitude);
-  }
-  return out;
-}
-
 /** Speech at `atMs` over a noise floor, `totalMs` long. */
 function mix(speech: Int16Array, atMs: number, totalMs: number, seed: number): Int16Array {
-  const out = noise(Math.round((totalMs * SR) / 1000), seed, 100);
+  const out = seededNoise(Math.round((totalMs * SR) / 1000), seed, 100);
   const at = Math.round((atMs * SR) / 1000);
   for (let i = 0; i < speech.length && at + i < out.length; i++) out[at + i] = Math.max(-32768, Math.min(32767, out[at + i] + speech[i]));
   return out;
@@ -76,7 +64,7 @@ describe('Silero VAD batched across streams', () => {
     // 12 streams: speech at different times and in different words, noise at two levels; 3 s each.
     for (let i = 0; i < 12; i++) {
       if (i % 3 === 2) {
-        inputs.push(noise(3 * SR, 1000 + i, i % 2 === 0 ? 100 : 1500));
+        inputs.push(seededNoise(3 * SR, 1000 + i, i % 2 === 0 ? 100 : 1500));
         hasSpeech.push(false);
       } else {
         inputs.push(mix(voices[i % voices.length], 200 + 90 * i, 3000, 2000 + i));
@@ -206,7 +194,7 @@ describe('a failed batched inference', () => {
     const sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(SR)]), []);
     const batcher = new SileroBatcher(runner, sr);
     const refBatcher = new SileroBatcher(session, sr);
-    const audio = noise(SR, 77, 1500);
+    const audio = seededNoise(SR, 77, 1500);
     const [a, b, c] = [new SileroVadStream(batcher), new SileroVadStream(batcher), new SileroVadStream(batcher)];
     const ref = new SileroVadStream(refBatcher);
     // The first frame of each stream fills no window (320 of 512 samples): no inference yet.

@@ -8,21 +8,9 @@ import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import { resampleOnce } from '../src/audio/resample.js';
 import { readWav } from '../src/audio/wav.js';
 import { SileroVad, SileroVadStream } from '../src/providers/vad/silero/index.js';
+import { seededNoise } from '../loadtest/voices.js';
 
 const SR = INTERNAL_SAMPLE_RATE;
-
-/** Deterministic low noise (mulberry32), about -50 dBFS. */
-function noise(samples: number, seed: number, amplitude = 100): Int16Array {
-  let s = seed;
-  const out = new Int16Array(samples);
-  for (let i = 0; i < samples; i++) {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    out[i] = Math.round(((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * amplitude);
-  }
-  return out;
-}
 
 interface Utterance {
   samples: Int16Array;
@@ -35,7 +23,7 @@ interface Utterance {
 function compose(speech: Int16Array, preMs: number, postMs: number, seed: number): Utterance {
   const pre = Math.round((preMs * SR) / 1000);
   const total = pre + speech.length + Math.round((postMs * SR) / 1000);
-  const samples = noise(total, seed);
+  const samples = seededNoise(total, seed);
   for (let i = 0; i < speech.length; i++) {
     const v = samples[pre + i] + speech[i];
     samples[pre + i] = Math.max(-32768, Math.min(32767, v));
@@ -169,7 +157,7 @@ describe('SileroVad', () => {
     const during = await run(s, speechOnly);
     expect(Math.max(...during)).toBeGreaterThan(0.9);
     s.reset();
-    const silence = noise(SR, 9);
+    const silence = seededNoise(SR, 9);
     const afterReset = await run(s, silence);
     const fresh = await run(vad.createStream(), silence);
     expect(afterReset[0]).toBe(0);
