@@ -15,7 +15,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { wrtc, type PeerConnection } from '../src/transports/webrtc/wrtc.js';
+import type { PeerConnection } from '../src/transports/webrtc/wrtc.js';
+import { clientOffer } from './helpers/webrtc-offer.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 
 const HAPROXY = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => existsSync(p));
@@ -150,18 +151,6 @@ async function mintToken(node: TestServer): Promise<string> {
   });
   expect(res.status).toBe(200);
   return ((await res.json()) as { token: string }).token;
-}
-
-/** A real client offer (audio + events channel, gathered), as a browser or the load tester makes it. */
-async function clientOffer(): Promise<{ pc: PeerConnection; sdp: string }> {
-  const { RTCPeerConnection, nonstandard } = wrtc();
-  const pc = new RTCPeerConnection({ iceServers: [] });
-  pc.addTrack(new nonstandard.RTCAudioSource().createTrack());
-  pc.createDataChannel('events');
-  const offer = await pc.createOffer();
-  await pc.setLocalDescription(offer);
-  for (let i = 0; i < 100 && pc.iceGatheringState !== 'complete'; i++) await new Promise((r) => setTimeout(r, 20));
-  return { pc, sdp: pc.localDescription?.sdp ?? offer.sdp };
 }
 
 /** How many WebRTC offers a node has answered (its own metrics). */

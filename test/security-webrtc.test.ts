@@ -2,7 +2,8 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashApiKey } from '../src/auth/auth.js';
-import { wrtc, type PeerConnection } from '../src/transports/webrtc/wrtc.js';
+import type { PeerConnection } from '../src/transports/webrtc/wrtc.js';
+import { clientOffer } from './helpers/webrtc-offer.js';
 import { checkOffer, candidateAddressAllowed, networkList } from '../src/transports/webrtc/offer-policy.js';
 import { filterHostCandidates } from '../src/transports/webrtc/index.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
@@ -76,18 +77,6 @@ async function whileTimingHealth<T>(attack: () => Promise<T>): Promise<{ result:
     done = true;
     await prober;
   }
-}
-
-/** A real client offer (audio + events channel, BUNDLEd), gathered, as a browser or the load tester makes it. */
-async function clientOffer(): Promise<{ pc: PeerConnection; sdp: string }> {
-  const { RTCPeerConnection, nonstandard } = wrtc();
-  const pc = new RTCPeerConnection({ iceServers: [] });
-  pc.addTrack(new nonstandard.RTCAudioSource().createTrack());
-  pc.createDataChannel('events');
-  const offer = await pc.createOffer();
-  await pc.setLocalDescription(offer);
-  for (let i = 0; i < 100 && pc.iceGatheringState !== 'complete'; i++) await sleep(20);
-  return { pc, sdp: pc.localDescription?.sdp ?? offer.sdp };
 }
 
 /** One after another, as browsers make them (libwebrtc in one Node process re-gathers TCP candidates for each new peer). */
