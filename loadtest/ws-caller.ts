@@ -64,6 +64,11 @@ export class WsCaller extends CallerListeners implements LoadCaller {
     if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(Buffer.from(samples.buffer, samples.byteOffset, samples.byteLength));
   }
 
+  /** A JSON control message (input.text, input.dtmf, …). */
+  sendControl(message: Record<string, unknown>): void {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
   close(): Promise<void> {
     return closeWebSocket(this.socket);
   }

@@ -111,8 +111,9 @@ export const CONFIG_SCHEMA: Schema = obj(
         asrFinalTimeoutMs: ms(1),
         dtmfTimeoutMs: ms(100),
         maxTurnMs: ms(1000),
+        echoGuard: obj({ enabled: { type: 'boolean' }, maxDelayMs: { type: 'integer', minimum: 20, maximum: 2000 }, marginDb: num(0, 40) }, ['enabled', 'maxDelayMs', 'marginDb']),
       },
-      // grammarEndpoint is optional (only meaningful with a grammar decoder); every other key is required.
+      // grammarEndpoint (only meaningful with a grammar decoder) and echoGuard are optional; every other key is required.
       ['speechThreshold', 'silenceThreshold', 'minSpeechMs', 'preemptiveSilenceMs', 'endpointSilenceMs', 'preRollMs', 'minInterruptionMs',
         'pauseTimeoutMs', 'backchannels', 'continuationWindowMs', 'asrFinalTimeoutMs', 'dtmfTimeoutMs', 'maxTurnMs'],
     ),

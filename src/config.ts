@@ -1,3 +1,4 @@
+import { DEFAULT_ECHO_GUARD, type EchoGuardConfig } from './session/echo-guard.js';
 import type { BankCustomer } from './providers/llm/tools.js';
 import { DEFAULT_WEBHOOKS, type WebhooksConfig } from './integration/webhooks.js';
 import { readFileSync, existsSync } from 'node:fs';
@@ -47,6 +48,11 @@ export interface TurnConfig {
   dtmfTimeoutMs: number;
   /** Longest caller turn before it is ended regardless of pauses. */
   maxTurnMs: number;
+  /**
+   * The agent's own voice coming back on the caller's line (phone hybrids, speakerphones) is not the caller
+   * barging in (src/session/echo-guard.ts). Optional: on by default.
+   */
+  echoGuard?: EchoGuardConfig;
 }
 
 export interface AudioOutConfig {
@@ -344,6 +350,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     asrFinalTimeoutMs: 5000,
     dtmfTimeoutMs: 1500,
     maxTurnMs: 30_000,
+    echoGuard: DEFAULT_ECHO_GUARD,
   },
   audioOut: { leadMs: 40 },
   webrtc: {

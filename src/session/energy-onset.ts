@@ -18,12 +18,12 @@ export class EnergyOnset {
     private readonly frames = 2,
   ) {}
 
-  /** Feed one frame; true on the frame where an onset is detected. */
-  push(samples: Int16Array): boolean {
+  /** Feed one frame; true on the frame where an onset is detected. An echo frame is never loud (echo-guard.ts). */
+  push(samples: Int16Array, echo = false): boolean {
     const level = Math.max(-100, rmsDbfs(samples));
     // The floor drops at once to quieter frames and rises slowly, so speech does not lift it.
     this.floorDb = level < this.floorDb ? level : this.floorDb + Math.min(0.05, level - this.floorDb);
-    const loud = level > this.minLevelDb && level > this.floorDb + this.marginDb;
+    const loud = !echo && level > this.minLevelDb && level > this.floorDb + this.marginDb;
     this.loudRun = loud ? this.loudRun + 1 : 0;
     return this.loudRun === this.frames;
   }

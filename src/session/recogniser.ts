@@ -5,6 +5,7 @@ import type { AsrFinal, AsrPartial, AsrProvider, AsrStream } from '../providers/
 import type { VadProvider, VadStream } from '../providers/vad/types.js';
 import { within } from '../core/timeouts.js';
 import { EnergyOnset } from './energy-onset.js';
+import { DEFAULT_ECHO_GUARD, EchoGuard } from './echo-guard.js';
 import { TurnDetector, type TurnSignal } from './turn-detector.js';
 import type { Clock } from './clock.js';
 
@@ -54,6 +55,7 @@ export class Recogniser {
   private readonly vad: VadStream;
   private readonly asr: AsrStream;
   private readonly energyOnset = new EnergyOnset();
+  private readonly echoGuard: EchoGuard;
   private readonly preRoll: AudioFrame[] = [];
   private readonly hooks: RecognitionHooks;
   private readonly turn: TurnConfig;
@@ -72,6 +74,7 @@ export class Recogniser {
     this.log = options.logger;
     this.clock = options.clock;
     this.detector = new TurnDetector(options.turn);
+    this.echoGuard = new EchoGuard(options.turn.echoGuard ?? DEFAULT_ECHO_GUARD);
     this.vad = options.vad.createStream();
     this.asr = options.asr.createStream({
       language: options.language,
@@ -97,11 +100,13 @@ export class Recogniser {
       }
       return false;
     }
+    // The agent's own voice returned by the line is neither an onset nor the caller's speech.
+    const echo = this.echoGuard.callerFrame(frame.samples, frame.timestampMs);
     // Before the VAD has even seen them.
-    if (this.energyOnset.push(frame.samples)) this.hooks.onEnergyOnset();
+    if (this.energyOnset.push(frame.samples, echo)) this.hooks.onEnergyOnset();
     this.inboundBacklog++;
     this.inbound = this.inbound
-      .then(() => this.process(frame))
+      .then(() => this.process(frame, echo))
       .catch((err: unknown) => this.hooks.onError(err))
       .finally(() => {
         this.inboundBacklog--;
@@ -127,6 +132,16 @@ export class Recogniser {
   /** The ASR's grammar says the words so far are a strict prefix of a sentence: the caller is not done. */
   get sentenceIncomplete(): boolean {
     return this.detector.sentenceIncomplete;
+  }
+
+  /** The agent's audio as it leaves for the caller (clock time): the reference for telling its echo apart. */
+  agentAudio(samples: Int16Array, atMs: number): void {
+    this.echoGuard.agentAudio(samples, atMs);
+  }
+
+  /** How much of the caller's sound between two clock times was the agent's own echo (null: no echo known). */
+  echoShare(fromMs: number, toMs: number): number | null {
+    return this.echoGuard.echoShare(fromMs, toMs);
   }
 
   /** Forget the turn in progress (the client ended it by hand). */
@@ -164,9 +179,11 @@ export class Recogniser {
     this.vad.close();
   }
 
-  private async process(frame: AudioFrame): Promise<void> {
+  private async process(frame: AudioFrame, echo: boolean): Promise<void> {
     if (this.stopped) return;
-    const probability = await this.vad.process(frame.samples);
+    // The VAD sees every frame (its state runs on), but echo counts as silence for the turn.
+    const voiced = await this.vad.process(frame.samples);
+    const probability = echo ? 0 : voiced;
     if (this.stopped) return;
     this.preRoll.push(frame);
     const maxPreRoll = Math.max(1, Math.round(this.turn.preRollMs / FRAME_MS));

@@ -20,6 +20,9 @@ import { ScriptedLine } from '../providers/llm/scripted.js';
 import type { MetricsSink, RecordingTap } from './ports.js';
 import { refusesRecording } from '../recording/consent.js';
 
+/** A turn whose sound was at least this share the agent's own echo is not the caller's. */
+const ECHO_TURN_SHARE = 0.8;
+
 export interface SessionProviders {
   vad: VadProvider;
   asr: AsrProvider;
@@ -270,7 +273,9 @@ export class Session {
   private afterFrame(): void {
     if (this.closed) return;
     const r = this.recogniser;
-    this.applyFloor({ kind: 'frame', callerActive: r.active, callerInSpeech: r.inSpeech, speechMs: r.speechMs, partial: this.lastPartial });
+    // Speech that proves, now the echo path is known, to have been the agent's own voice confirms nothing.
+    const inSpeech = r.inSpeech && !(this.floor.paused && this.openTurn !== null && this.isEchoTurn(this.openTurn, this.clock.now()));
+    this.applyFloor({ kind: 'frame', callerActive: r.active, callerInSpeech: inSpeech, speechMs: r.speechMs, partial: this.lastPartial });
   }
 
   /** A caller sound while the agent talks may be the start of an interruption: pause, reversibly. */
@@ -333,7 +338,7 @@ export class Session {
           await this.finalizeSegment(turn);
           if (this.closed || turn !== this.openTurn || turn.unfinalizedSpeech) return;
           const text = turn.segments.join(' ').trim();
-          if (!text || this.tentativeBargeIn) return;
+          if (!text || this.tentativeBargeIn || this.isEchoTurn(turn)) return;
           turn.preemptiveInput = text;
           turn.preemptive = this.startReply(turn.turn, turn.language, text, this.speechInput(turn));
         });
@@ -400,11 +405,25 @@ export class Session {
     if (final.language) turn.language = final.language;
   }
 
+  /** Most of the turn's sound was the agent's echo, judged with the echo path known at its end (echo-guard.ts). */
+  private isEchoTurn(turn: OpenTurn, untilMs = turn.lastVoicedMs): boolean {
+    const share = this.recogniser.echoShare(turn.startedAtMs, untilMs);
+    return share !== null && share >= ECHO_TURN_SHARE;
+  }
+
   private async endTurn(turn: OpenTurn, endpointMs: number): Promise<void> {
     if (this.closed) return;
     if (turn.unfinalizedSpeech || turn.segments.length === 0) await this.finalizeSegment(turn);
     else this.recogniser.cancelUtterance(); // only trailing silence since the preemptive finalize
     if (this.closed) return;
+    if (this.isEchoTurn(turn)) {
+      // The agent's own voice returned by the line: not the caller's words, and not a reason to stop talking.
+      this.log.debug({ turn: turn.turn }, 'turn was the agent\'s echo: ignored');
+      this.emit({ type: 'transcript.final', turn: turn.turn, text: '', language: turn.language });
+      turn.preemptive?.cancel();
+      this.applyFloor({ kind: 'turn_ignored' });
+      return;
+    }
     this.currentLanguage = turn.language;
     const ownText = turn.segments.join(' ').trim();
     // Speech the agent understood none of still gets an answer (an honest "I can help with…"), noise does not;
@@ -649,6 +668,7 @@ export class Session {
     if (!active || frame.responseId !== active.task.responseId) return;
     active.framesSent++;
     this.recording?.agent(frame.samples);
+    this.recogniser.agentAudio(frame.samples, this.clock.now());
     if (!active.metricsSent) {
       active.metricsSent = true;
       const stages: TurnStages = {
