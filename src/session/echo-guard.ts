@@ -16,6 +16,8 @@ export const DEFAULT_ECHO_GUARD: EchoGuardConfig = { enabled: true, maxDelayMs: 
 const FAR_ACTIVE_DB = -45;
 /** Frames of evidence a delay needs before its echo model is believed (a real path is steady at once). */
 const MIN_EVIDENCE = 12;
+/** Loud agent frames after which the line is known: its echo path found, or none there (500 ms of agent speech). */
+const SETTLING_FRAMES = 25;
 /** Caller frames remembered for judging a whole turn afterwards (echoShare), 20 ms each. */
 const HISTORY_FRAMES = 500;
 /** Caller frames quieter than this are line noise, not sound to judge, dBFS. */
@@ -53,6 +55,8 @@ export class EchoGuard {
   private readonly nearSlot: Float64Array;
   /** The echo path believed now: its delay in frames, or -1 when none is. */
   private pathDelay = -1;
+  /** Loud agent frames sent so far. */
+  private agentFrames = 0;
 
   constructor(private readonly config: EchoGuardConfig) {
     this.delays = Math.max(1, Math.ceil(config.maxDelayMs / FRAME_MS)) + 1;
@@ -73,6 +77,7 @@ export class EchoGuard {
     const slot = Math.floor(atMs / FRAME_MS);
     const i = slot % this.ring;
     const power = meanSquare(samples);
+    if (dB(power) > FAR_ACTIVE_DB) this.agentFrames++;
     // Frames sent ahead in a burst share a slot: the louder counts.
     if (this.farSlot[i] === slot) this.farPower[i] = Math.max(this.farPower[i], power);
     else {
@@ -122,6 +127,14 @@ export class EchoGuard {
   private isEcho(slot: number, power: number, path: number): boolean {
     const far = dB(Math.max(this.agentPower(slot - path - 1), this.agentPower(slot - path), this.agentPower(slot - path + 1)));
     return far > FAR_ACTIVE_DB && dB(power) < far - this.mean[path] + this.config.marginDb;
+  }
+
+  /**
+   * False while the agent has spoken too little for the line's echo to be known (the call's first reply):
+   * until then a caller sound cannot be told from echo, and only words should stop the agent.
+   */
+  get settled(): boolean {
+    return !this.config.enabled || this.pathDelay >= 0 || this.agentFrames >= SETTLING_FRAMES;
   }
 
   /** The echo path in ms and the loss on it in dB, when one is believed (for logs and tests). */

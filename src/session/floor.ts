@@ -15,8 +15,11 @@ export interface FloorState {
 export const AGENT_HAS_FLOOR: FloorState = { paused: false, quietFrames: 0 };
 
 export type FloorEvent =
-  /** A loud frame (energy onset) or the VAD's first voiced frame. */
-  | { kind: 'caller_sound'; agentAudible: boolean; bargeInAllowed: boolean }
+  /**
+   * A loud frame (energy onset) or the VAD's first voiced frame. `holdAudio` false: the sound may be the line's
+   * echo (not yet known), so the agent goes on while the sound is weighed, and only words interrupt it.
+   */
+  | { kind: 'caller_sound'; agentAudible: boolean; bargeInAllowed: boolean; holdAudio: boolean }
   /** The sound stopped before it became speech (a click). */
   | { kind: 'sound_rejected' }
   /** One caller frame has been handled: where the caller's speech stands. */
@@ -37,7 +40,7 @@ export function nextFloor(state: FloorState, event: FloorEvent, config: FloorCon
     case 'caller_sound':
       // Silence the agent the moment the caller makes a sound; resume if it proves to be nothing.
       if (!event.bargeInAllowed || !event.agentAudible || state.paused) return stay;
-      return { state: { paused: true, quietFrames: 0 }, action: 'pause' };
+      return { state: { paused: true, quietFrames: 0 }, action: event.holdAudio ? 'pause' : null };
     case 'sound_rejected':
     case 'turn_ignored':
       return state.paused ? resume : stay;

@@ -139,6 +139,11 @@ export class Recogniser {
     this.echoGuard.agentAudio(samples, atMs);
   }
 
+  /** Whether the line's echo is known yet (echo-guard.ts `settled`). */
+  get echoSettled(): boolean {
+    return this.echoGuard.settled;
+  }
+
   /** How much of the caller's sound between two clock times was the agent's own echo (null: no echo known). */
   echoShare(fromMs: number, toMs: number): number | null {
     return this.echoGuard.echoShare(fromMs, toMs);

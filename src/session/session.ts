@@ -280,7 +280,8 @@ export class Session {
 
   /** A caller sound while the agent talks may be the start of an interruption: pause, reversibly. */
   private callerSound(reason: 'energy' | 'vad'): void {
-    const action = this.applyFloor({ kind: 'caller_sound', agentAudible: this.pacer.active, bargeInAllowed: this.autoEndpoint });
+    // Early in the call's first reply a sound may be the line's echo: the agent then goes on until words confirm it.
+    const action = this.applyFloor({ kind: 'caller_sound', agentAudible: this.pacer.active, bargeInAllowed: this.autoEndpoint, holdAudio: this.recogniser.echoSettled });
     if (action === 'pause') this.log.debug({ reason }, 'caller sound while agent speaks: agent audio paused');
   }
 

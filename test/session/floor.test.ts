@@ -3,7 +3,7 @@ import { DEFAULT_CONFIG } from '../../src/config.js';
 import { AGENT_HAS_FLOOR, nextFloor, type FloorEvent, type FloorState } from '../../src/session/floor.js';
 
 const config = DEFAULT_CONFIG.turn; // minInterruptionMs 300, pauseTimeoutMs 240
-const sound: FloorEvent = { kind: 'caller_sound', agentAudible: true, bargeInAllowed: true };
+const sound = { kind: 'caller_sound', agentAudible: true, bargeInAllowed: true, holdAudio: true } as const satisfies FloorEvent;
 const frame = (over: Partial<Extract<FloorEvent, { kind: 'frame' }>> = {}): FloorEvent => ({
   kind: 'frame',
   callerActive: true,
@@ -50,5 +50,13 @@ describe('floor (barge-in reducer)', () => {
     expect(run([sound, ...quiet(12)]).actions).toEqual(['pause', 'resume']);
     expect(run([sound, { kind: 'sound_rejected' }]).actions).toEqual(['pause', 'resume']);
     expect(run([sound, frame({ speechMs: 200, partial: 'mhm' }), { kind: 'turn_ignored' }]).actions).toEqual(['pause', 'resume']);
+  });
+
+  it('while the line\'s echo is not yet known, weighs a sound without holding the agent: only words interrupt', () => {
+    const unsure = { ...sound, holdAudio: false };
+    expect(run([unsure]).actions).toEqual([]);
+    expect(run([unsure]).state.paused).toBe(true);
+    expect(run([unsure, frame({ speechMs: 280 }), frame({ speechMs: 300 })]).actions).toEqual(['interrupt']);
+    expect(run([unsure, frame({ speechMs: 300, partial: 'mhm' })]).actions).toEqual([]);
   });
 });

@@ -18,6 +18,7 @@ import type { OutboundFrame } from '../../src/session/output-pacer.js';
 import type { ToolExecutor } from '../../src/session/reply.js';
 import { FakeClock } from '../../src/session/clock.js';
 import { Session } from '../../src/session/session.js';
+import { DEFAULT_ECHO_GUARD } from '../../src/session/echo-guard.js';
 
 /** What one frame of caller audio is, for the fake VAD and recogniser. */
 interface ScriptedFrame {
@@ -93,15 +94,28 @@ export class ScriptedAsr implements AsrProvider {
   }
 }
 
-/** 100 ms of (quiet, non-zero) audio per word, as soon as asked. */
+/**
+ * 100 ms of audio per word, as soon as asked: quiet and constant by default, or (`loud`) noise at a level
+ * that changes from word to word like speech does, for tests of what the line returns of it.
+ */
 class WordTts implements TtsProvider {
   readonly name = 'word-tts';
   readonly languages = ['en'];
+  private words = 0;
+  constructor(private readonly loud: boolean) {}
   async load(): Promise<void> {}
   async *synthesize(text: string, options: TtsOptions): AsyncIterable<Int16Array> {
     for (const _word of text.split(/\s+/).filter(Boolean)) {
       if (options.signal?.aborted) return;
-      yield new Int16Array(FRAME_SAMPLES * 5).fill(3);
+      if (!this.loud) {
+        yield new Int16Array(FRAME_SAMPLES * 5).fill(3);
+        continue;
+      }
+      // -18 to -30 dBFS by word, a syllable-like rise and fall within it.
+      const amplitude = 32768 * 10 ** ((-18 - ((this.words++ * 7) % 13)) / 20) * Math.sqrt(3);
+      const pcm = new Int16Array(FRAME_SAMPLES * 5);
+      for (let i = 0; i < pcm.length; i++) pcm[i] = Math.round(Math.sin((Math.PI * i) / pcm.length) * amplitude * (((i * 7919) % 2001) / 1000 - 1));
+      yield pcm;
     }
   }
 }
@@ -146,6 +160,8 @@ export interface HarnessOptions {
   recording?: RecordingTap;
   /** The call's tools (none by default). */
   tools?: ToolExecutor;
+  /** The agent's audio at speech-like levels (for echo tests) instead of near silence. */
+  loudAgent?: boolean;
 }
 
 export class CallHarness {
@@ -163,7 +179,9 @@ export class CallHarness {
   private seq = 0;
 
   constructor(options: HarnessOptions = {}) {
-    this.config = mergeConfig(DEFAULT_CONFIG, options.config ?? {});
+    // The scripted agent's audio is near silence, which tells the echo guard nothing: it is on only with `loudAgent`.
+    const echoGuard = { ...DEFAULT_ECHO_GUARD, enabled: options.loudAgent === true };
+    this.config = mergeConfig(mergeConfig(DEFAULT_CONFIG, { turn: { echoGuard } }), options.config ?? {});
     const agent = options.agent ?? echoAgent;
     const llm =
       options.llm ??
@@ -174,7 +192,7 @@ export class CallHarness {
     this.session = new Session({
       callId: 'call-under-test',
       transport: 'test',
-      providers: { vad: this.vad, asr: this.asr, llm, tts: new WordTts(), tools: options.tools ?? noTools },
+      providers: { vad: this.vad, asr: this.asr, llm, tts: new WordTts(options.loudAgent === true), tools: options.tools ?? noTools },
       config: this.config,
       logger: options.logger ?? pino({ level: 'silent' }),
       metrics: this.metrics,
@@ -187,9 +205,8 @@ export class CallHarness {
     });
   }
 
-  /** Hand the session one 20 ms frame of caller audio, without letting any time pass. */
-  push(probability: number, words?: string): void {
-    const samples = new Int16Array(FRAME_SAMPLES);
+  /** Hand the session one 20 ms frame of caller audio (silence unless `samples`), without letting any time pass. */
+  push(probability: number, words?: string, samples = new Int16Array(FRAME_SAMPLES)): void {
     scripts.set(samples, { probability, ...(words !== undefined ? { words } : {}) });
     this.session.pushAudio({ samples, timestampMs: this.clock.now(), seq: this.seq++ });
   }
@@ -209,6 +226,24 @@ export class CallHarness {
   /** Voiced sound the recogniser finds no words in (a cough, a door). */
   async noise(ms: number): Promise<void> {
     for (let t = 0; t < ms; t += FRAME_MS) await this.frame(0.9);
+  }
+
+  /**
+   * For `ms`, the caller's line carries only the agent's own audio, `lossDb` down and `delayMs` late (a phone
+   * hybrid's echo), which the VAD takes for speech (0.9) and the recogniser hears `words` in.
+   */
+  async echo(ms: number, delayMs: number, lossDb: number, words = 'echoed words'): Promise<void> {
+    const gain = 10 ** (-lossDb / 20);
+    for (let t = 0; t < ms; t += FRAME_MS) {
+      const then = this.clock.now() - delayMs;
+      const played = this.audio.findLast(({ atMs }) => atMs <= then);
+      const samples = new Int16Array(FRAME_SAMPLES);
+      if (played && then - played.atMs < FRAME_MS) for (let i = 0; i < samples.length; i++) samples[i] = Math.round(played.frame.samples[i] * gain) + ((i * 31) % 7) - 3;
+      const loud = samples.some((v) => Math.abs(v) > 50);
+      this.push(loud ? 0.9 : 0.05, loud ? words : undefined, samples);
+      await settle();
+      await this.clock.advanceAsync(FRAME_MS, settle);
+    }
   }
 
   /** The caller is silent (VAD 0.05) for `ms`, the line still carrying frames. */
