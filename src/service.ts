@@ -126,6 +126,8 @@ export class VoiceService {
       tools?: (shared: ToolExecutor) => ToolExecutor;
       /** Caller context (token claims, SIP headers; src/integration/context.ts): the call's tools may send it on. */
       caller?: Readonly<Record<string, string>>;
+      /** 'text': the agent's replies go out as text events only (a text client); audio by default. */
+      replies?: 'audio' | 'text';
     } = {},
   ): Session {
     if (!this.ready) throw new Error(`service not ready (${this.state})`);
@@ -170,6 +172,7 @@ export class VoiceService {
       ...(options.inputSampleRate ? { inputSampleRate: options.inputSampleRate } : {}),
       observer: (event) => this.record(callId, event, log),
       caller: { transport, ...(options.caller ?? {}) },
+      ...(options.replies ? { replies: options.replies } : {}),
     });
     this.sessions.set(callId, session);
     const { maxSessionMs } = this.config.limits;

@@ -189,7 +189,7 @@ describe('a call whose booking form calls the operator service', () => {
   });
 
   it('books through the service and speaks its reference back', async () => {
-    const caller = new TextCaller(server.wsUrl, { apiKey: TEST_API_KEY });
+    const caller = new TextCaller(server.wsUrl, { apiKey: TEST_API_KEY }, { spoken: true });
     const callId = await caller.open();
     const readBack = await caller.say('book a table for two tomorrow at eight pm, the name is Anna');
     expect(readBack.text).toBe('2 at 8 PM, Anna. Book it?');

@@ -46,7 +46,7 @@ export type ErrorCode =
   | 'slow_consumer';
 
 export type SessionEvent =
-  | { type: 'session.started'; callId: string; language: string; audio: { input: AudioFormatSpec; output: AudioFormatSpec } }
+  | { type: 'session.started'; callId: string; language: string; audio: { input: AudioFormatSpec; output: AudioFormatSpec }; replies?: 'audio' | 'text' }
   | { type: 'session.updated'; audio: { input: AudioFormatSpec; output: AudioFormatSpec }; language: string }
   | { type: 'speech.started'; turn: number; atMs: number }
   | { type: 'speech.stopped'; turn: number; atMs: number }

@@ -40,6 +40,8 @@ export interface ReplyDeps {
   caller?: Readonly<Record<string, string>>;
   /** Time for stage measurements and the hold line's timer; the real clock when absent. */
   clock?: Clock;
+  /** False: the reply is delivered as text only (a text client), never synthesized. */
+  spoken?: boolean;
 }
 
 /** Where a committed reply's events and audio go. Until a reply is committed they are held back. */
@@ -145,6 +147,8 @@ export class ReplyTask {
    * segments, plus the share of words of a segment that was cut off.
    */
   heardText(framesPlayed: number): string {
+    // A text reply reaches the client word by word as it is written: all of it so far was "heard".
+    if (this.deps.spoken === false) return this.spokenText.trim();
     const parts: string[] = [];
     let remaining = framesPlayed;
     for (const segment of this.segments) {
@@ -296,6 +300,10 @@ export class ReplyTask {
     let failed = false;
     for await (const text of queue) {
       if (signal.aborted) break;
+      if (this.deps.spoken === false) {
+        this.segments.push({ text, frames: 0, complete: true });
+        continue;
+      }
       const segment: Segment = { text, frames: 0, complete: false };
       const index = this.segments.push(segment) - 1;
       // A framer per segment: its tail is zero-padded so segments never share a frame.

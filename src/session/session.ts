@@ -62,6 +62,8 @@ export interface SessionOptions {
   caller?: Readonly<Record<string, string>>;
   /** Time and timers for turn logic and pacing (tests pass a FakeClock); the real clock when absent. */
   clock?: Clock;
+  /** 'text': replies are sent as text events only, never synthesized (a chat client, a text-only device). */
+  replies?: 'audio' | 'text';
 }
 
 /** One line of the call's transcript, kept for the call record. */
@@ -151,6 +153,8 @@ export class Session {
   /** The consent line was said and the caller has not answered it yet. */
   private consentPending = false;
   private readonly clock: Clock;
+  /** Replies are synthesized (false: text only, options.replies). */
+  private readonly spoken: boolean;
   private readonly startedAt: number;
   /** When the caller last sent anything (audio, text, a digit): for the idle timeout (clock time). */
   lastInputMs: number;
@@ -165,6 +169,7 @@ export class Session {
   constructor(options: SessionOptions) {
     this.callId = options.callId;
     this.clock = options.clock ?? realClock;
+    this.spoken = options.replies !== 'text';
     this.startedAt = this.clock.now();
     this.lastInputMs = this.startedAt;
     this.keypad = new KeypadEntry(this.clock, options.config.turn.dtmfTimeoutMs, (keys) =>
@@ -627,7 +632,7 @@ export class Session {
     const { tts } = this.providers;
     const noTools: ToolExecutor = { definitions: () => [], execute: async () => ({ content: '{}' }) };
     const task = new ReplyTask(
-      { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log, clock: this.clock },
+      { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log, clock: this.clock, spoken: this.spoken },
       this.turnCounter,
       this.language,
       [],
@@ -661,7 +666,7 @@ export class Session {
     const { llm, tts, tools } = this.providers;
     const history = this.conversation.messages;
     const messages: ChatMessage[] = userText === null ? [...history] : [...history, this.userMessage(userText, input)];
-    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller, clock: this.clock }, turn, language, messages);
+    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller, clock: this.clock, spoken: this.spoken }, turn, language, messages);
   }
 
   private sendFrame(frame: OutboundFrame): void {

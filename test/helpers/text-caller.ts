@@ -1,4 +1,8 @@
-/** A caller that types (input.text) or keys (input.dtmf) its turns over the device WebSocket and waits for each spoken reply. */
+/**
+ * A caller that types (input.text) or keys (input.dtmf) its turns over the device WebSocket and waits for each
+ * reply. A text client by default (`replies=text`: no synthesis, no real-time playout, so dialogue tests run in
+ * a fraction of the time); `{ spoken: true }` hears the replies as audio, played in real time.
+ */
 import WebSocket from 'ws';
 
 export type Event = Record<string, unknown>;
@@ -8,7 +12,8 @@ export class TextCaller {
   private readonly ws: WebSocket;
 
   /** `auth`: an API key sent as a Bearer header, or a session token put in the URL. */
-  constructor(url: string, auth: { apiKey: string } | { token: string }) {
+  constructor(url: string, auth: { apiKey: string } | { token: string }, options: { spoken?: boolean } = {}) {
+    if (!options.spoken) url = `${url}${url.includes('?') ? '&' : '?'}replies=text`;
     this.ws =
       'token' in auth
         ? new WebSocket(`${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(auth.token)}`)

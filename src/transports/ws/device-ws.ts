@@ -49,6 +49,8 @@ class DeviceConnection {
   private input: CodecSpec;
   private output: CodecSpec;
   private language: string | undefined;
+  /** 'text': a text client; the agent's replies are not synthesized. */
+  private readonly replies: 'audio' | 'text';
   /** Serialises format changes against audio so frames are never decoded with a half-built codec. */
   private ready: Promise<void> = Promise.resolve();
   private closed = false;
@@ -72,6 +74,8 @@ class DeviceConnection {
       throw new Error('"language" must be a BCP-47 tag such as "en" or "fr-FR"');
     }
     this.language = query.language;
+    if (query.replies !== undefined && query.replies !== 'audio' && query.replies !== 'text') throw new Error('"replies" must be "audio" or "text"');
+    this.replies = query.replies ?? 'audio';
   }
 
   /** Audio and control messages that arrive while this runs wait for it. */
@@ -92,12 +96,14 @@ class DeviceConnection {
       inputSampleRate: this.input.sampleRate,
       subject: { customerId: this.principal?.customerId },
       caller: callerFromClaims(this.principal),
+      replies: this.replies,
     });
     this.sendEvent({
       type: 'session.started',
       callId: this.session.callId,
       language: this.session.language,
       audio: { input: this.input, output: this.output },
+      replies: this.replies,
     });
   }
 
