@@ -53,6 +53,10 @@ describe('bank card service over the device WebSocket (text and keypad)', () => 
     // A second yes does not block again.
     const again = await caller.say('sí');
     expect(again.events.some((e) => e.type === 'response.tool_call')).toBe(false);
+    // A text client (replies=text): every reply came as text, none as audio.
+    expect(caller.events.find((e) => e.type === 'session.started')?.replies).toBe('text');
+    expect(caller.events.some((e) => e.type === 'response.audio.started')).toBe(false);
+    expect(caller.audioMessages).toBe(0);
     await caller.close();
 
     const record = await (await fetch(`${server.httpUrl}/v1/calls/${callId}`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } })).json() as {

@@ -9,6 +9,8 @@ export type Event = Record<string, unknown>;
 
 export class TextCaller {
   readonly events: Event[] = [];
+  /** Binary (agent audio) messages received. */
+  audioMessages = 0;
   private readonly ws: WebSocket;
 
   /** `auth`: an API key sent as a Bearer header, or a session token put in the URL. */
@@ -20,6 +22,7 @@ export class TextCaller {
         : new WebSocket(url, { headers: { authorization: `Bearer ${auth.apiKey}` } });
     this.ws.on('message', (data, isBinary) => {
       if (!isBinary) this.events.push(JSON.parse(String(data)) as Event);
+      else this.audioMessages++;
     });
   }
 
