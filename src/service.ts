@@ -11,7 +11,7 @@ import { Session, type SessionOutput, type SessionProviders } from './session/se
 import type { ToolExecutor } from './session/reply.js';
 import { CallRecorder, sweepRecordings } from './recording/recorder.js';
 import { WebhookDispatcher } from './integration/webhooks.js';
-import { observedTools } from './integration/events.js';
+import { handoverEvent, observedTools } from './integration/events.js';
 
 export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
 
@@ -251,10 +251,21 @@ export class VoiceService {
         );
       } else if (event.type === 'turn.metrics') {
         this.store.turnMetrics(callId, event.metrics);
+      } else if (event.type === 'call.action' && event.action === 'transfer') {
+        this.transferred(callId, log);
       }
     } catch (err) {
       log.error({ err, event: event.type }, 'call record write failed');
     }
+  }
+
+  /** The agent handed the caller to a person: the record notes where and why, the operator gets the context. */
+  private transferred(callId: string, log: Logger): void {
+    const handover = this.sessions.get(callId)?.handover;
+    if (!handover) return;
+    log.info({ queue: handover.queue, reason: handover.reason, target: handover.target ?? null }, 'call handed over');
+    this.store.callTransferred(callId, { queue: handover.queue, reason: handover.reason ?? null, target: handover.target ?? null });
+    this.webhooks?.emit(callId, 'call.transfer', handoverEvent(handover));
   }
 
   async close(): Promise<void> {

@@ -34,6 +34,7 @@ import {
 } from './message.js';
 import { RtpPortPool } from './rtp.js';
 import { SdpError, buildAnswer, negotiate, parseSdp, type NegotiatedMedia } from './sdp.js';
+import { contextHeaders, referToUri, type Handover } from '../../integration/handover.js';
 
 const T1 = 500;
 const T2 = 4000;
@@ -552,7 +553,7 @@ export class SipServer {
       logger: log,
       rtpTimeoutMs: config.rtpTimeoutMs,
       onHangup: (reason) => void this.hangup(call, reason),
-      onTransfer: () => this.transfer(call.callId),
+      onTransfer: (handover) => this.transfer(call.callId, handover),
     });
     call.callMedia = callMedia;
     call.rtpSockets = null;
@@ -797,21 +798,30 @@ export class SipServer {
   }
 
   /**
-   * Blind transfer (RFC 3515): REFER the caller to `target`; the caller's NOTIFY reporting a 2xx from the
-   * target ends our leg with BYE. A refused REFER or a failed transfer leaves the call with the agent.
+   * Blind transfer (RFC 3515): REFER the caller to the queue's target; the caller's NOTIFY reporting a 2xx from
+   * the target ends our leg with BYE. A refused REFER or a failed transfer leaves the call with the agent.
+   * The context (call id, summary, User-to-User) rides in Refer-To as embedded headers, so the caller's UA
+   * puts it on its INVITE to the target (RFC 3515 §2.1, RFC 7433), and on the REFER itself.
    */
-  transfer(callId: string, target: string | undefined = this.options.config.transferTarget): boolean {
+  transfer(callId: string, to: Handover | string | null = null): boolean {
     const call = this.calls.get(callId);
     if (!call || (call.state !== 'confirmed' && call.state !== 'answered')) return false;
+    // A bare URI: a transfer without context (tests, tools); null: the configured default.
+    const handover = typeof to === 'object' ? to : null;
+    const target = typeof to === 'string' ? to : handover ? handover.target : this.options.config.transferTarget;
     if (!target) {
-      call.log.warn('transfer requested but sip.transferTarget is not configured: the call stays with the agent');
+      call.log.warn({ queue: handover?.queue }, 'transfer requested but no target is configured for it (handover.queues, sip.transferTarget): the call stays with the agent');
       return false;
     }
-    call.log.info({ target }, 'transferring the call (REFER)');
+    // A phone number from the queues goes to the PBX the caller came from, as a tel-style SIP URI.
+    const uri = target.startsWith('+') ? `sip:${target}@${hostForUri(call.peer.address.replace(/^::ffff:/, ''))}` : target;
+    const withContext = handover ? { ...handover, target: uri } : null;
+    call.log.info({ target: uri, queue: handover?.queue }, 'transferring the call (REFER)');
     call.transferring = true;
     this.sendInDialog(call, 'REFER', [
-      { name: 'refer-to', value: `<${target}>` },
+      { name: 'refer-to', value: `<${withContext ? referToUri(withContext) : uri}>` },
       { name: 'referred-by', value: `<sip:agent@${hostForUri(call.localAddress)}:${this.boundPort}>` },
+      ...(withContext ? contextHeaders(withContext).map((h) => ({ name: h.name.toLowerCase(), value: h.value })) : []),
     ], (status) => {
       if (status >= 300) {
         call.transferring = false;

@@ -138,6 +138,22 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
     return expectationOf(replay(this.context(), messages, this.config.defaultLanguage, this.memo).state);
   }
 
+  /** For a transfer's summary: the intents asked for and the slots filled (sensitive ones masked). */
+  handoverFacts(messages: readonly ChatMessage[]): { intents: string[]; slots: Record<string, string> } {
+    if (!this.config) return { intents: [], slots: {} };
+    const config = this.config;
+    const state = replay(this.context(), messages, config.defaultLanguage, this.memo).state;
+    const forms = [...state.done, ...(state.form ? [state.form] : [])];
+    const slots: Record<string, string> = {};
+    for (const form of forms) {
+      const specs = config.intents.find((i) => i.name === form.intent)?.slots ?? [];
+      for (const [name, value] of Object.entries(form.slots)) slots[name] = specs.find((s) => s.name === name)?.sensitive ? '****' : String(value);
+    }
+    const handing = (name: string): boolean => ['transfer_to_human', 'end_call'].includes(config.intents.find((i) => i.name === name)?.tool?.name ?? '');
+    const intents = [...new Set([...(state.asked ?? []), ...forms.map((f) => f.intent)])].filter((name) => !handing(name));
+    return { intents, slots };
+  }
+
   isSensitive(expectation: string): boolean {
     const [intentName, slotName] = expectation.split('.');
     const intent = this.config?.intents.find((i) => i.name === intentName);
