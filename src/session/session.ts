@@ -771,7 +771,7 @@ export class Session {
     if (typeof parsed?.queue === 'string') queue = parsed.queue;
     if (typeof parsed?.reason === 'string') reason = parsed.reason;
     const messages = this.conversation.messages;
-    let described: { intents: string[]; slots: Record<string, string> } | undefined;
+    let described: ReturnType<NonNullable<LlmProvider['handoverFacts']>> | undefined;
     try {
       described = this.providers.llm.handoverFacts?.(messages);
     } catch (err) {
@@ -787,7 +787,7 @@ export class Session {
       intents,
       slots: described?.slots ?? {},
       ...(lastWords ? { lastWords } : {}),
-      notUnderstood: this.notUnderstood,
+      notUnderstood: Math.max(this.notUnderstood, described?.notUnderstood ?? 0),
       caller: this.caller,
     };
     const target = targetFor(config, queue, this.config.sip.transferTarget);

@@ -91,7 +91,8 @@ export interface LlmProvider {
   isSensitive?(expectation: string): boolean;
   /**
    * What the caller asked for so far, for a transfer's summary: intents and filled slots (sensitive ones
-   * masked). Undefined: the session lists the tools called instead.
+   * masked), and the turns it understood none of (typed ones included). Undefined: the session lists the
+   * tools called instead.
    */
-  handoverFacts?(messages: readonly ChatMessage[]): { intents: string[]; slots: Record<string, string> };
+  handoverFacts?(messages: readonly ChatMessage[]): { intents: string[]; slots: Record<string, string>; notUnderstood?: number };
 }

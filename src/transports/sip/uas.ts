@@ -707,8 +707,10 @@ export class SipServer {
       return;
     }
     this.respond(req, peer, key, 200);
-    call.log.info({ durationMs: Math.round(performance.now() - call.answeredAt) }, 'caller hung up (BYE)');
-    void this.endCall(call, 'caller_hangup');
+    // A caller's UA that followed our REFER may end our leg itself once the target answered (baresip does).
+    const reason = call.transferring ? 'transferred' : 'caller_hangup';
+    call.log.info({ durationMs: Math.round(performance.now() - call.answeredAt), reason }, 'caller hung up (BYE)');
+    void this.endCall(call, reason);
   }
 
   private onInfo(req: SipRequest, e: RequestEssentials, peer: Peer, key: string): void {

@@ -174,7 +174,7 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
     if (yesNo(raw, lang, ctx.lexicon)) return say(msg('anythingElse'));
     // Speech the recogniser could fit to nothing the agent knows, or only doubtfully to words that mean nothing
     // here (off-topic speech forced onto the nearest sentence): say honestly what the agent can do.
-    const counted: DialogueState = { ...state, misunderstood: { run: missed.run + 1, total: missed.total + 1 } };
+    const counted: DialogueState = { ...state, misunderstood: { run: missed.run + 1, total: missed.total + 1 }, notUnderstood: (state.notUnderstood ?? 0) + 1 };
     if (offerDue(ctx, counted)) {
       return { state: { ...counted, pending: OFFER_PERSON }, output: { text: msg('offerPerson'), language: lang, confirms: { name: 'transfer_to_human', arguments: OFFER_ARGS } } };
     }
@@ -293,7 +293,8 @@ function continueForm(
     return r;
   }
   if (form.asking === 'confirm') return retry(ctx, state, form, lang, ctx.messages.yesOrNo[lang]);
-  return retry(ctx, state, form, lang, '');
+  // Not an answer at all: a turn not understood (the form's own maxAttempts decides on a person here).
+  return retry(ctx, { ...state, notUnderstood: (state.notUnderstood ?? 0) + 1 }, form, lang, '');
 }
 
 /** Count a failed answer; ask again, or hand the caller to a person after maxAttempts. */

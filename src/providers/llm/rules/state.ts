@@ -41,6 +41,8 @@ export interface DialogueState {
   asked?: string[];
   /** Turns the agent understood none of: in a row, and in the whole call (offering a person). */
   misunderstood?: { run: number; total: number };
+  /** Turns not understood in the whole call (never reset: a transfer's summary). */
+  notUnderstood?: number;
 }
 
 /** What the agent does this turn. */
