@@ -9,7 +9,7 @@ import type { WebhookEvent } from '../src/integration/webhooks.js';
 import { sipServerOf } from '../src/transports/sip/index.js';
 import { computeTwilioSignature } from '../src/transports/telephony/twilio-signature.js';
 import { TwilioCaller } from '../loadtest/twilio-caller.js';
-import { freePort } from './helpers/baresip.js';
+import { Baresip, freePort } from './helpers/baresip.js';
 import { SipTransferee } from './helpers/sip-transferee.js';
 import { OPERATOR_SECRET, OPERATOR_SECRET_ENV, restaurantAgentWithHttpBooking, startOperatorService, type OperatorService } from './helpers/operator.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
@@ -226,13 +226,7 @@ describe('SIP transfer to a real transferee', () => {
   it('the caller follows the REFER to the desk (SIPp), whose INVITE carries the call id and the summary', async () => {
     const sip = sipServerOf(server.server.service);
     if (!sip) throw new Error('SIP transport did not start');
-    const traceDir = await mkdtemp(path.join(tmpdir(), 'sipp-'));
-    const trace = path.join(traceDir, 'desk.log');
-    const desk: ChildProcess = spawn(
-      'sipp',
-      ['-sf', path.resolve('test/fixtures/sipp-transfer-target.xml'), '-i', '127.0.0.1', '-p', String(deskPort), '-m', '1', '-trace_msg', '-message_file', trace, '-nostdin', '-timeout', '30s'],
-      { cwd: traceDir, stdio: 'ignore' },
-    );
+    const desk = await startDesk();
     const caller = new SipTransferee();
     await caller.start();
     try {
@@ -248,7 +242,7 @@ describe('SIP transfer to a real transferee', () => {
       expect(server.server.service.store.get(call.recordId, 'any')?.end_reason).toBe('transferred');
       // What the desk received, as SIPp logged it.
       const received = await until('the desk INVITE', () => {
-        const text = existsSync(trace) ? readFileSync(trace, 'utf8') : '';
+        const text = desk.log();
         return /INVITE sip:cards@/.test(text) ? text : null;
       }, 5000);
       const invite = received.slice(received.indexOf('INVITE sip:cards@'));
@@ -262,8 +256,57 @@ describe('SIP transfer to a real transferee', () => {
       await caller.hangUpTarget();
     } finally {
       caller.close();
-      if (desk.exitCode === null) desk.kill();
-      await rm(traceDir, { recursive: true, force: true });
+      await desk.stop();
     }
   }, 30_000);
+
+  it('a phone that cannot follow embedded headers (baresip 1.0) gets the REFER again without them', async () => {
+    const sip = sipServerOf(server.server.service);
+    if (!sip) throw new Error('SIP transport did not start');
+    const desk = await startDesk();
+    const phone = await Baresip.start(new Int16Array(8000 * 30));
+    try {
+      await phone.command('dial', `sip:agent@127.0.0.1:${sip.port}`);
+      await phone.waitFor('CALL_ESTABLISHED');
+      const call = await until('the SIP call', () => [...sip.calls.values()].find((c) => c.state === 'confirmed'));
+      const session = await until('the session', () => server.server.service.sessions.get(call.recordId));
+      session.submitText('card team please');
+      await until('our leg to end', () => !sip.calls.has(call.callId), 20_000);
+      expect(server.server.service.store.get(call.recordId, 'any')?.end_reason).toBe('transferred');
+      const refers = phone.log.join('').split(/\r?\n/).filter((line) => line.startsWith('Refer-To:'));
+      expect(refers).toHaveLength(2);
+      expect(refers[0]).toContain('?X-Voice-Agent-Call-Id=');
+      expect(refers[1]).toBe(`Refer-To: <sip:cards@127.0.0.1:${deskPort}>`);
+      // baresip reached the desk: without the headers, which the REFER and the webhook still carried.
+      const received = await until('the desk INVITE', () => (/INVITE sip:cards@/.test(desk.log()) ? desk.log() : null), 5000);
+      expect(received).toMatch(/User-Agent: baresip/);
+      await phone.command('hangup');
+    } finally {
+      await phone.stop();
+      await phone.cleanup();
+      await desk.stop();
+    }
+  }, 40_000);
 });
+
+/** SIPp as a person's desk on `deskPort`: answers one call and logs every message (-trace_msg). */
+async function startDesk(): Promise<{ log(): string; stop(): Promise<void> }> {
+  const traceDir = await mkdtemp(path.join(tmpdir(), 'sipp-'));
+  const trace = path.join(traceDir, 'desk.log');
+  const proc: ChildProcess = spawn(
+    'sipp',
+    ['-sf', path.resolve('test/fixtures/sipp-transfer-target.xml'), '-i', '127.0.0.1', '-p', String(deskPort), '-m', '1', '-trace_msg', '-message_file', trace, '-nostdin', '-timeout', '40s'],
+    { cwd: traceDir, stdio: 'ignore' },
+  );
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  // SIPp is listening once it has written its (empty) trace file.
+  await until('SIPp to start', () => existsSync(trace) || proc.exitCode !== null, 5000);
+  return {
+    log: () => (existsSync(trace) ? readFileSync(trace, 'utf8') : ''),
+    stop: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill();
+      await exited;
+      await rm(traceDir, { recursive: true, force: true });
+    },
+  };
+}
