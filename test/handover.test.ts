@@ -7,6 +7,10 @@ import path from 'node:path';
 import { contextHeaders, referToUri, summarize, twimlFor, type Handover, type HandoverFacts } from '../src/integration/handover.js';
 import type { WebhookEvent } from '../src/integration/webhooks.js';
 import { sipServerOf } from '../src/transports/sip/index.js';
+import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
+import { TextDialogue } from '../src/providers/llm/rules/driver.js';
+import type { RulesConfig } from '../src/providers/llm/rules/config.js';
+import { ToolRegistry } from '../src/providers/llm/tools.js';
 import { computeTwilioSignature } from '../src/transports/telephony/twilio-signature.js';
 import { TwilioCaller } from '../loadtest/twilio-caller.js';
 import { Baresip, freePort } from './helpers/baresip.js';
@@ -125,6 +129,35 @@ describe('the summary', () => {
     expect(twiml).toMatch(/<Dial><Sip>sip:cards@pbx\.example\.com\?X-Voice-Agent-Call-Id=c0ffee-1&amp;X-Voice-Agent-Queue=cards&amp;X-Voice-Agent-Summary=lang%3Den/);
     expect(twimlFor({ ...handover, target: '+441234567890' })).toContain('<Dial><Number>+441234567890</Number></Dial>');
     expect(twimlFor(null)).toContain('<Hangup/>');
+  });
+});
+
+describe('the offer of a person, in the dialogue engine', () => {
+  it('comes in the caller\'s language after turns not understood in the call, not only in a row', async () => {
+    const rules = JSON.parse(readFileSync('config/agent-rules.json', 'utf8')) as RulesConfig;
+    rules.handover = { queues: { default: 'sip:desk@pbx.example.com' }, offerAfter: { total: 3 } };
+    const agent = new RuleBasedAgent({ rules });
+    await agent.load();
+    const lines: Record<string, { gibberish: string; ok: string; yes: string; offer: RegExp }> = {
+      en: { gibberish: 'blorp wug', ok: 'what time is it', yes: 'yes', offer: /put you through to a person\?$/ },
+      fr: { gibberish: 'blorp wug', ok: 'quelle heure est il', yes: 'oui', offer: /vous passe une personne \?$/ },
+      de: { gibberish: 'blorp wug', ok: 'wie spät ist es', yes: 'ja', offer: /mit einer Person verbinden\?$/ },
+      es: { gibberish: 'blorp wug', ok: 'qué hora es', yes: 'sí', offer: /le pase con una persona\?$/ },
+      it: { gibberish: 'blorp wug', ok: 'che ore sono', yes: 'sì', offer: /la passi a una persona\?$/ },
+    };
+    for (const [language, l] of Object.entries(lines)) {
+      const d = new TextDialogue(agent, new ToolRegistry({ handover: rules.handover }), { language, callId: `c-${language}` });
+      await d.say(l.ok);
+      expect((await d.say(l.gibberish)).text, language).not.toMatch(l.offer);
+      await d.say(l.ok); // understood: the run ends, the call's count does not
+      expect((await d.say(l.gibberish)).text, language).not.toMatch(l.offer);
+      const offer = await d.say(l.gibberish);
+      expect(offer.text, language).toMatch(l.offer);
+      expect(offer.language).toBe(language);
+      const yes = await d.say(l.yes);
+      expect(yes.action, language).toBe('transfer');
+      expect(agent.handoverFacts(d.history)).toMatchObject({ notUnderstood: 3 });
+    }
   });
 });
 
