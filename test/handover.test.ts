@@ -9,7 +9,7 @@ import type { WebhookEvent } from '../src/integration/webhooks.js';
 import { sipServerOf } from '../src/transports/sip/index.js';
 import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
 import { TextDialogue } from '../src/providers/llm/rules/driver.js';
-import type { RulesConfig } from '../src/providers/llm/rules/config.js';
+import { validateRulesConfig, type RulesConfig } from '../src/providers/llm/rules/config.js';
 import { ToolRegistry } from '../src/providers/llm/tools.js';
 import { computeTwilioSignature } from '../src/transports/telephony/twilio-signature.js';
 import { TwilioCaller } from '../loadtest/twilio-caller.js';
@@ -129,6 +129,25 @@ describe('the summary', () => {
     expect(twiml).toMatch(/<Dial><Sip>sip:cards@pbx\.example\.com\?X-Voice-Agent-Call-Id=c0ffee-1&amp;X-Voice-Agent-Queue=cards&amp;X-Voice-Agent-Summary=lang%3Den/);
     expect(twimlFor({ ...handover, target: '+441234567890' })).toContain('<Dial><Number>+441234567890</Number></Dial>');
     expect(twimlFor(null)).toContain('<Hangup/>');
+  });
+});
+
+describe('queues', () => {
+  it('transfer_to_human lists the configured queues for a model and refuses others; an intent must name a known one', async () => {
+    const registry = new ToolRegistry({ handover: { queues: { default: 'sip:desk@pbx', cards: 'sip:cards@pbx', loans: '+441234567890' } } });
+    const tool = registry.definitions().find((d) => d.name === 'transfer_to_human');
+    expect((tool?.parameters.properties as Record<string, { enum?: string[] }>).queue.enum).toEqual(['default', 'cards', 'loans']);
+    const ctx = { callId: 'c', signal: new AbortController().signal };
+    const ok = await registry.execute({ id: 't1', name: 'transfer_to_human', arguments: '{"queue":"cards","reason":"lost card"}' }, ctx);
+    expect(ok).toEqual({ content: JSON.stringify({ ok: true, queue: 'cards', reason: 'lost card' }), action: 'transfer' });
+    const bad = await registry.execute({ id: 't2', name: 'transfer_to_human', arguments: '{"queue":"sales"}' }, ctx);
+    expect(bad.action).toBeUndefined();
+    expect(bad.content).toContain('unknown queue');
+    const rules = JSON.parse(readFileSync('config/agent-rules.json', 'utf8')) as RulesConfig & { intents: { tool?: { name: string; arguments?: Record<string, unknown> } }[] };
+    rules.handover = { queues: { cards: 'sip:cards@pbx', 'Bad Name': 'mailto:x' } };
+    const transfer = rules.intents.find((i) => i.tool?.name === 'transfer_to_human');
+    if (transfer?.tool) transfer.tool.arguments = { queue: 'sales' };
+    expect(() => validateRulesConfig(rules)).toThrow(/handover\.queues\.Bad Name[\s\S]*tool\.arguments\.queue: unknown queue \(known: default, cards, Bad Name\)/);
   });
 });
 
