@@ -26,7 +26,7 @@ export class VoiceService {
   readonly sessions = new Map<string, Session>();
   private readonly limiter: SessionLimiter;
   /** Per call: the key it counts against and its limit timers. */
-  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null; startedAt: number }>();
+  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null; startedAt: number; networkId?: string }>();
   /** Signed webhooks to the operator's systems (integration.webhooks.url), or null when off. */
   readonly webhooks: WebhookDispatcher | null;
   private idleWatch: NodeJS.Timeout | null = null;
@@ -181,7 +181,7 @@ export class VoiceService {
           }, maxSessionMs)
         : null;
     maxLength?.unref();
-    this.admissions.set(callId, { keyId, maxLength, recorder, startedAt: Date.now() });
+    this.admissions.set(callId, { keyId, maxLength, recorder, startedAt: Date.now(), ...(options.networkId ? { networkId: options.networkId } : {}) });
     this.metrics.sessionOpened(transport);
     webhooks?.emit(callId, 'call.started', { transport, language: session.language, caller: session.caller });
     log.info('session opened');
@@ -265,7 +265,9 @@ export class VoiceService {
     if (!handover) return;
     log.info({ queue: handover.queue, reason: handover.reason, target: handover.target ?? null }, 'call handed over');
     this.store.callTransferred(callId, { queue: handover.queue, reason: handover.reason ?? null, target: handover.target ?? null });
-    this.webhooks?.emit(callId, 'call.transfer', handoverEvent(handover));
+    // The provider's id (CallSid, call_control_id, Vonage uuid, SIP Call-ID) lets the operator's own call
+    // control find the call it must route.
+    this.webhooks?.emit(callId, 'call.transfer', { ...handoverEvent(handover), network_id: this.admissions.get(callId)?.networkId ?? null });
   }
 
   async close(): Promise<void> {
