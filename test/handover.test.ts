@@ -265,6 +265,7 @@ describe('Twilio <Connect action>', () => {
       expect(headers['X-Voice-Agent-Call-Id']).toBe(callId);
       expect(headers['X-Voice-Agent-Queue']).toBe('cards');
       expect(headers['X-Voice-Agent-Summary']).toMatch(/^lang=en; asked=card_team; not_understood=0; customer_id=C-7; said="DTMF: 0"$/);
+      expect((await until('the call.transfer webhook', () => transferEvent(callId ?? ''), 5000)).data).toMatchObject({ queue: 'cards', network_id: twilio.callSid, caller: { customer_id: 'C-7' } });
       // Once only: a replayed request hangs up.
       const again = await post(params, computeTwilioSignature(TWILIO_AUTH_TOKEN, actionUrl(), params));
       expect(await again.text()).toContain('<Hangup/>');
