@@ -13,7 +13,7 @@ packages=(pocketsphinx pocketsphinx-en-us libpocketsphinx3 espeak-ng)
 # The tests' callers speak with flite / Festival (or SVOX Pico when its voices are installed), convert with sox,
 # call in with real clients, and put nginx, HAProxy and Kamailio in front (demo token, scale-out); the tests
 # run their own unprivileged instances of these on loopback.
-(( want_tests )) && packages+=(sox chromium baresip nginx haproxy kamailio postgresql flite festival festvox-kallpc16k)
+(( want_tests )) && packages+=(sox chromium baresip sip-tester nginx haproxy kamailio postgresql flite festival festvox-kallpc16k)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -11,7 +11,7 @@ import { Session, type SessionOutput, type SessionProviders } from './session/se
 import type { ToolExecutor } from './session/reply.js';
 import { CallRecorder, sweepRecordings } from './recording/recorder.js';
 import { WebhookDispatcher } from './integration/webhooks.js';
-import { observedTools } from './integration/events.js';
+import { handoverEvent, observedTools } from './integration/events.js';
 
 export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
 
@@ -26,7 +26,7 @@ export class VoiceService {
   readonly sessions = new Map<string, Session>();
   private readonly limiter: SessionLimiter;
   /** Per call: the key it counts against and its limit timers. */
-  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null; startedAt: number }>();
+  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null; startedAt: number; networkId?: string }>();
   /** Signed webhooks to the operator's systems (integration.webhooks.url), or null when off. */
   readonly webhooks: WebhookDispatcher | null;
   private idleWatch: NodeJS.Timeout | null = null;
@@ -184,7 +184,7 @@ export class VoiceService {
           }, maxSessionMs)
         : null;
     maxLength?.unref();
-    this.admissions.set(callId, { keyId, maxLength, recorder, startedAt: Date.now() });
+    this.admissions.set(callId, { keyId, maxLength, recorder, startedAt: Date.now(), ...(options.networkId ? { networkId: options.networkId } : {}) });
     this.metrics.sessionOpened(transport);
     webhooks?.emit(callId, 'call.started', { transport, language: session.language, caller: session.caller });
     log.info('session opened');
@@ -254,10 +254,23 @@ export class VoiceService {
         );
       } else if (event.type === 'turn.metrics') {
         this.store.turnMetrics(callId, event.metrics);
+      } else if (event.type === 'call.action' && event.action === 'transfer') {
+        this.transferred(callId, log);
       }
     } catch (err) {
       log.error({ err, event: event.type }, 'call record write failed');
     }
+  }
+
+  /** The agent handed the caller to a person: the record notes where and why, the operator gets the context. */
+  private transferred(callId: string, log: Logger): void {
+    const handover = this.sessions.get(callId)?.handover;
+    if (!handover) return;
+    log.info({ queue: handover.queue, reason: handover.reason, target: handover.target ?? null }, 'call handed over');
+    this.store.callTransferred(callId, { queue: handover.queue, reason: handover.reason ?? null, target: handover.target ?? null });
+    // The provider's id (CallSid, call_control_id, Vonage uuid, SIP Call-ID) lets the operator's own call
+    // control find the call it must route.
+    this.webhooks?.emit(callId, 'call.transfer', { ...handoverEvent(handover), network_id: this.admissions.get(callId)?.networkId ?? null });
   }
 
   async close(): Promise<void> {

@@ -1,13 +1,15 @@
 /** What a call's tools did, as webhook events: a decorator around the call's tool executor. */
 import type { ToolExecutor } from '../session/reply.js';
 import type { WebhookEventType } from './webhooks.js';
+import type { Handover } from './handover.js';
 
 export type EventSink = (type: WebhookEventType, data: Record<string, unknown>) => void;
 
 /**
- * Every executed tool call → `tool.executed` (name, masked arguments, ok or the error, how long); a transfer
- * → `call.transfer` as well. Sensitive arguments are masked as in the call record; tool results stay out (they
- * may hold what the operator's own systems returned, which they already have).
+ * Every executed tool call → `tool.executed` (name, masked arguments, ok or the error, how long). Sensitive
+ * arguments are masked as in the call record; tool results stay out (they may hold what the operator's own
+ * systems returned, which they already have). The transfer itself (`call.transfer`) is sent once the agent's
+ * last words played and the call is handed over (handoverEvent).
  */
 export function observedTools(inner: ToolExecutor, emit: EventSink): ToolExecutor {
   return {
@@ -27,9 +29,24 @@ export function observedTools(inner: ToolExecutor, emit: EventSink): ToolExecuto
         ms: Math.round(performance.now() - started),
         ...(result.action ? { action: result.action } : {}),
       });
-      if (result.action === 'transfer' && error === undefined) emit('call.transfer', { tool: call.name, tool_call_id: call.id });
       return result;
     },
+  };
+}
+
+/** `call.transfer`'s data: where the caller goes and the context a person needs. */
+export function handoverEvent(handover: Handover): Record<string, unknown> {
+  const { facts } = handover;
+  return {
+    queue: handover.queue,
+    reason: handover.reason ?? null,
+    target: handover.target ?? null,
+    summary: handover.summary,
+    language: facts.language,
+    intents: facts.intents,
+    slots: facts.slots,
+    not_understood: facts.notUnderstood,
+    caller: facts.caller,
   };
 }
 

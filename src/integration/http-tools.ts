@@ -6,6 +6,7 @@
  * the tool call's id: the rules agent reuses one id per form instance, so a retried request, or the caller's
  * second "yes" after a timeout, books once at a receiver that honours the key.
  */
+import { validateHandover, type HandoverConfig } from './handover.js';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
@@ -53,6 +54,8 @@ export interface HttpToolDefaults {
 export interface AgentToolsFile {
   tools?: HttpToolSpec[];
   toolDefaults?: HttpToolDefaults;
+  /** Where transfers go and when a person is offered (src/integration/handover.ts). */
+  handover?: HandoverConfig;
 }
 
 const DEFAULT_TIMEOUT_MS = 4000;
@@ -293,6 +296,11 @@ export function loadAgentTools(file: string): AgentToolsFile {
   if (!isRecord(raw)) throw new Error(`${file}: expected a JSON object`);
   const problems: string[] = [];
   validateHttpTools(raw.tools, raw.toolDefaults, (where, msg) => problems.push(`${where}: ${msg}`));
+  validateHandover(raw.handover, (where, msg) => problems.push(`${where}: ${msg}`));
   if (problems.length > 0) throw new Error(`${file}: invalid tools:\n  - ${problems.join('\n  - ')}`);
-  return { tools: raw.tools as HttpToolSpec[] | undefined, toolDefaults: raw.toolDefaults as HttpToolDefaults | undefined };
+  return {
+    tools: raw.tools as HttpToolSpec[] | undefined,
+    toolDefaults: raw.toolDefaults as HttpToolDefaults | undefined,
+    ...(raw.handover !== undefined ? { handover: raw.handover as HandoverConfig } : {}),
+  };
 }

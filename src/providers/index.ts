@@ -16,6 +16,7 @@ import { FallbackVad } from './vad/execution-providers.js';
 /** Build the providers the config names. Nothing is loaded yet: see loadProviders. */
 export function createProviders(config: ServiceConfig, logger: Logger): SessionProviders {
   const { vad, asr, tts } = config.providers;
+  const agentTools = agentToolsOf(config);
   return {
     // 'cuda' where this onnxruntime-node build has it, else CPU (logged): see vad/execution-providers.ts.
     vad: new FallbackVad(
@@ -27,7 +28,8 @@ export function createProviders(config: ServiceConfig, logger: Logger): SessionP
     asr: createAsrProvider(asr, logger.child({ provider: 'asr' }), { grammarExpected: grammarWanted(asr.provider === 'pocketsphinx' ? asr.grammar : 'off', config.providers.llm.provider) }),
     llm: createLlmProvider(config.providers.llm, logger.child({ provider: 'llm' })),
     tts: createTtsProvider(tts, logger.child({ provider: 'tts' })),
-    tools: createToolExecutor(config.agent.tools, agentToolsOf(config), logger.child({ component: 'tools' })),
+    tools: createToolExecutor(config.agent.tools, agentTools, logger.child({ component: 'tools' })),
+    ...(agentTools.handover ? { handover: agentTools.handover } : {}),
   };
 }
 

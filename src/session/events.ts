@@ -61,7 +61,9 @@ export type SessionEvent =
   | { type: 'response.interrupted'; turn: number; responseId: string; heardText: string }
   | { type: 'audio.clear' }
   | { type: 'turn.metrics'; turn: number; metrics: TurnMetrics }
-  | { type: 'call.action'; action: 'hangup' | 'transfer' }
+  | { type: 'call.action'; action: 'hangup' }
+  /** The queue only: the target and the summary stay on the server (`Session.handover`). */
+  | { type: 'call.action'; action: 'transfer'; queue?: string }
   | { type: 'dtmf.received'; digit: string }
   | { type: 'error'; code: ErrorCode; message: string };
 

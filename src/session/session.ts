@@ -19,6 +19,7 @@ import { AGENT_HAS_FLOOR, isBackchannel, nextFloor, type FloorAction, type Floor
 import { ScriptedLine } from '../providers/llm/scripted.js';
 import type { MetricsSink, RecordingTap } from './ports.js';
 import { refusesRecording } from '../recording/consent.js';
+import { defaultQueue, summarize, targetFor, type Handover, type HandoverConfig, type HandoverFacts } from '../integration/handover.js';
 
 /** A turn whose sound was at least this share the agent's own echo is not the caller's. */
 const ECHO_TURN_SHARE = 0.8;
@@ -29,6 +30,8 @@ export interface SessionProviders {
   llm: LlmProvider;
   tts: TtsProvider;
   tools: ToolExecutor;
+  /** The agent file's `handover` section: where transfers go (src/integration/handover.ts). */
+  handover?: HandoverConfig;
 }
 
 /** Where a session's events and agent audio go: implemented by each transport. */
@@ -165,6 +168,10 @@ export class Session {
   private autoEndpoint = true;
   /** Answer each caller turn at once. When false a turn only enters the conversation; respond() answers. */
   private autoRespond = true;
+  /** Caller turns the agent understood none of (transcript.final understood:false). */
+  private notUnderstood = 0;
+  /** The transfer the agent made, once its last words have played (transports and the service read it). */
+  handover: Handover | null = null;
 
   constructor(options: SessionOptions) {
     this.callId = options.callId;
@@ -448,6 +455,7 @@ export class Session {
     const input = this.speechInput(turn);
     const shown = this.shownText(text);
     if (this.config.privacy.logTranscripts) this.log.info({ turn: turn.turn, text: shown }, 'caller said');
+    if (notUnderstood) this.notUnderstood++;
     this.emit({ type: 'transcript.final', turn: turn.turn, text: shown, language: turn.language, ...(notUnderstood ? { understood: false as const } : {}) });
     this.transcript.push({ role: 'caller', turn: turn.turn, text: shown, language: turn.language, atMs: Date.now() });
     if (this.answerConsent(text, turn.language)) {
@@ -763,8 +771,53 @@ export class Session {
     if (active.task.language !== this.currentLanguage) this.currentLanguage = active.task.language;
     this.updateExpectation();
     // Hang up or transfer only once the caller has heard the goodbye.
-    if (status === 'completed' && active.task.action) this.emit({ type: 'call.action', action: active.task.action });
+    if (status === 'completed' && active.task.action) {
+      if (active.task.action === 'transfer') {
+        this.handover = this.prepareHandover(active.task.newMessages);
+        this.emit({ type: 'call.action', action: 'transfer', queue: this.handover.queue });
+      } else {
+        this.emit({ type: 'call.action', action: active.task.action });
+      }
+    }
     for (const resolve of this.replyWaiters.splice(0)) resolve();
+  }
+
+  /**
+   * The transfer the agent just made, with its context: the queue its transfer_to_human result names, that
+   * queue's target, and the summary (from the transcript, already masked, and the agent's own view of what
+   * the caller asked for).
+   */
+  private prepareHandover(newMessages: readonly ChatMessage[]): Handover {
+    const config = this.providers.handover;
+    let queue = defaultQueue(config);
+    let reason: string | undefined;
+    const call = [...newMessages].reverse().flatMap((m) => m.toolCalls ?? []).find((c) => c.name === 'transfer_to_human');
+    const result = call ? newMessages.find((m) => m.role === 'tool' && m.toolCallId === call.id) : undefined;
+    const parsed = result ? safeRecord(result.content) : undefined;
+    if (typeof parsed?.queue === 'string') queue = parsed.queue;
+    if (typeof parsed?.reason === 'string') reason = parsed.reason;
+    const messages = this.conversation.messages;
+    let described: ReturnType<NonNullable<LlmProvider['handoverFacts']>> | undefined;
+    try {
+      described = this.providers.llm.handoverFacts?.(messages);
+    } catch (err) {
+      this.log.warn({ err }, 'agent could not describe the call for the handover');
+    }
+    // Without the agent's own view: the tools it called stand for what the caller asked for.
+    const intents =
+      described?.intents ??
+      [...new Set(messages.flatMap((m) => m.toolCalls ?? []).map((c) => c.name).filter((n) => n !== 'transfer_to_human' && n !== 'end_call'))];
+    const lastWords = [...this.transcript].reverse().find((t) => t.role === 'caller' && t.text)?.text;
+    const facts: HandoverFacts = {
+      language: this.language,
+      intents,
+      slots: described?.slots ?? {},
+      ...(lastWords ? { lastWords } : {}),
+      notUnderstood: Math.max(this.notUnderstood, described?.notUnderstood ?? 0),
+      caller: this.caller,
+    };
+    const target = targetFor(config, queue, this.config.sip.transferTarget);
+    return { callId: this.callId, queue, ...(reason ? { reason } : {}), ...(target ? { target } : {}), summary: summarize(facts, config?.summaryMaxChars), facts };
   }
 
   /** Ask the agent what it waits for now, tell the recogniser, and mask the answer if it is sensitive. */
@@ -859,3 +912,12 @@ function heardMostOf(heard: string, full: string): boolean {
 
 /** Kept here for the modules that import it from the session. */
 export { isBackchannel };
+
+function safeRecord(json: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(json);
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}

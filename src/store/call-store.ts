@@ -78,9 +78,14 @@ export interface CallRecord {
   end_reason: string | null;
   caller: string | null;
   customer_id: string | null;
+  /** Set when the agent handed the caller to a person. */
+  transfer: { queue: string; reason: string | null; target: string | null; at: string } | null;
   transcript: { role: 'caller' | 'agent'; turn: number; text: string; language: string; status: string | null; at: string }[];
   turns: (TurnMetrics & { at: string })[];
 }
+
+/** A `calls` row as stored: the transfer as JSON text. */
+type StoredCall = Omit<CallRecord, 'transcript' | 'turns' | 'transfer'> & { transfer: string | null };
 
 export class CallStore {
   private readonly db: Database.Database;
@@ -128,7 +133,7 @@ export class CallStore {
     if (!columns.has('owner')) this.db.exec('ALTER TABLE calls ADD COLUMN owner TEXT');
     if (!columns.has('network_id')) this.db.exec('ALTER TABLE calls ADD COLUMN network_id TEXT');
     // Subjects (sealed when encryption is on) and their keyed lookup hashes.
-    for (const column of ['caller', 'customer_id', 'caller_lookup', 'customer_lookup']) {
+    for (const column of ['caller', 'customer_id', 'caller_lookup', 'customer_lookup', 'transfer']) {
       if (!columns.has(column)) this.db.exec(`ALTER TABLE calls ADD COLUMN ${column} TEXT`);
     }
     this.db.exec(`
@@ -207,6 +212,12 @@ export class CallStore {
     this.endCall.run(new Date().toISOString(), reason, id);
   }
 
+  /** The agent handed the call to a person: where (queue, target) and why; no personal data. */
+  callTransferred(id: string, transfer: { queue: string; reason: string | null; target: string | null }): void {
+    if (this.closed) return;
+    this.db.prepare('UPDATE calls SET transfer = ? WHERE id = ?').run(JSON.stringify({ ...transfer, at: new Date().toISOString() }), id);
+  }
+
   /**
    * Queued (see the class comment); `flushNow` writes the queue at once (a finished reply: its audio has played,
    * so the disk flush costs the caller nothing, and the line is on disk before the client hears it ended).
@@ -267,23 +278,24 @@ export class CallStore {
   get(id: string, owner: string): CallRecord | null {
     this.flush();
     const call = this.db
-      .prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id FROM calls WHERE id = ? AND (owner = ? OR owner = ?)')
-      .get(id, owner, ANY_KEY) as Omit<CallRecord, 'transcript' | 'turns'> | undefined;
+      .prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id, transfer FROM calls WHERE id = ? AND (owner = ? OR owner = ?)')
+      .get(id, owner, ANY_KEY) as StoredCall | undefined;
     return call ? this.complete(call) : null;
   }
 
   /** Whoever owns it: for an admin's export of a person's calls. */
   private getAny(id: string): CallRecord | null {
-    const call = this.db.prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id FROM calls WHERE id = ?').get(id) as
-      | Omit<CallRecord, 'transcript' | 'turns'>
+    const call = this.db.prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id, transfer FROM calls WHERE id = ?').get(id) as
+      | StoredCall
       | undefined;
     return call ? this.complete(call) : null;
   }
 
-  private complete(row: Omit<CallRecord, 'transcript' | 'turns'>): CallRecord {
+  private complete(row: StoredCall): CallRecord {
     const id = row.id;
     const call = {
       ...row,
+      transfer: row.transfer === null ? null : (JSON.parse(row.transfer) as CallRecord['transfer']),
       caller: row.caller === null ? null : this.sealer.open(row.caller, id),
       customer_id: row.customer_id === null ? null : this.sealer.open(row.customer_id, id),
     };

@@ -143,7 +143,11 @@ export async function startOperatorService(secret: string): Promise<OperatorServ
  * The restaurant agent (config/agent-rules.json) with its booking form sent to the operator's booking service
  * instead of the built-in in-memory tool: writes it to `file` and returns the path.
  */
-export async function restaurantAgentWithHttpBooking(file: string, serviceUrl: string, options: { timeoutMs?: number; secretEnv: string }): Promise<string> {
+export async function restaurantAgentWithHttpBooking(
+  file: string,
+  serviceUrl: string,
+  options: { timeoutMs?: number; secretEnv: string; edit?: (rules: Record<string, unknown> & { intents: Record<string, unknown>[] }) => void },
+): Promise<string> {
   const { readFile, writeFile } = await import('node:fs/promises');
   const rules = JSON.parse(await readFile(new URL('../../config/agent-rules.json', import.meta.url), 'utf8')) as Record<string, unknown> & {
     intents: Record<string, unknown>[];
@@ -181,6 +185,7 @@ export async function restaurantAgentWithHttpBooking(file: string, serviceUrl: s
   // Short lines: every reply plays in real time before the next turn.
   booking.confirm = Object.fromEntries(rules.languages.map((l) => [l, '{party_size} at {time}, {name}. Book it?']));
   rules.welcome = Object.fromEntries(rules.languages.map((l) => [l, 'Hi.']));
+  options.edit?.(rules);
   await writeFile(file, JSON.stringify(rules));
   return file;
 }
@@ -195,7 +200,12 @@ export const OPERATOR_SECRET = 'operator-shared-secret-for-tests';
  * agent file.
  */
 export async function startAgentWithOperator(
-  options: { toolTimeoutMs?: number; overrides?: Omit<ConfigOverrides, 'providers'> } = {},
+  options: {
+    toolTimeoutMs?: number;
+    overrides?: Omit<ConfigOverrides, 'providers'>;
+    /** Changes to the agent file before the server reads it (handover queues, extra intents). */
+    agent?: (rules: Record<string, unknown> & { intents: Record<string, unknown>[] }) => void;
+  } = {},
 ): Promise<{ ops: OperatorService; server: TestServer; stop(): Promise<void> }> {
   process.env[OPERATOR_SECRET_ENV] = OPERATOR_SECRET;
   const ops = await startOperatorService(OPERATOR_SECRET);
@@ -208,6 +218,7 @@ export async function startAgentWithOperator(
     const rulesPath = await restaurantAgentWithHttpBooking(path.join(dir, 'agent.json'), ops.url, {
       secretEnv: OPERATOR_SECRET_ENV,
       ...(options.toolTimeoutMs !== undefined ? { timeoutMs: options.toolTimeoutMs } : {}),
+      ...(options.agent ? { edit: options.agent } : {}),
     });
     const server = await startTestServer({
       ...options.overrides,

@@ -57,7 +57,7 @@ export class FilteredTools implements ToolExecutor {
  * an HTTP tool's signing secret is missing from the environment: the service must not start half-configured.
  */
 export function createToolExecutor(config: AgentToolsConfig | undefined, agentTools: AgentToolsFile = {}, logger?: Logger): ToolExecutor {
-  const registry = new ToolRegistry({ timezone: config?.timezone, timeoutMs: config?.timeoutMs, bank: config?.bank });
+  const registry = new ToolRegistry({ timezone: config?.timezone, timeoutMs: config?.timeoutMs, bank: config?.bank, handover: agentTools.handover });
   const declared = agentTools.tools ?? [];
   for (const spec of declared) registry.register(httpTool(spec, agentTools.toolDefaults, { logger }));
   return config?.enabled ? new FilteredTools(registry, config.enabled, declared.map((t) => t.name)) : registry;

@@ -6,6 +6,7 @@
 import { randomInt } from 'node:crypto';
 import { checkConfirmation, type ConfirmationPolicy } from './confirm-gate.js';
 import type { ChatMessage, ToolCall, ToolDefinition } from './types.js';
+import { queueNames, type HandoverConfig } from '../../integration/handover.js';
 
 export type ToolAction = 'hangup' | 'transfer';
 
@@ -73,6 +74,8 @@ export interface ToolRegistryOptions {
   bank?: { customers?: BankCustomer[] };
   /** Below this recognition confidence a hang-up or transfer needs a confirmation (default 0.5). */
   minConfidence?: number;
+  /** The agent file's queues: transfer_to_human offers them to the model and refuses others. */
+  handover?: HandoverConfig;
 }
 
 /** One customer of the demo bank that stands in for a bank's own systems. */
@@ -105,8 +108,10 @@ export class ToolRegistry {
   /** callId → the customer verified on that call. */
   private readonly verified = new Map<string, BankCustomer>();
   private readonly minConfidence: number | undefined;
+  private readonly queues: string[];
 
   constructor(options: ToolRegistryOptions = {}) {
+    this.queues = queueNames(options.handover);
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.now = options.now ?? (() => new Date());
     const tz = options.timezone ?? process.env.TZ ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
@@ -325,11 +330,23 @@ export class ToolRegistry {
       {
         definition: {
           name: 'transfer_to_human',
-          description: 'Transfer the caller to a human agent. Say a short sentence first.',
-          parameters: { type: 'object', properties: {}, required: [] },
+          description: 'Transfer the caller to a human agent. Say a short sentence first. Pick the queue that fits what the caller needs.',
+          parameters: {
+            type: 'object',
+            properties: {
+              queue: { type: 'string', enum: this.queues, description: `Which team takes the call (default "${this.queues[0]}").` },
+              reason: { type: 'string', description: 'A few words on why, for the person who takes the call.' },
+            },
+            required: [],
+          },
         },
         confirmation: 'when-unsure',
-        run: () => ({ result: { ok: true }, action: 'transfer' }),
+        run: (args) => {
+          const queue = optionalString(args, 'queue') ?? this.queues[0];
+          if (!this.queues.includes(queue)) throw new ToolArgumentError(`unknown queue "${queue}" (known: ${this.queues.join(', ')})`);
+          const reason = optionalString(args, 'reason');
+          return { result: { ok: true, queue, ...(reason ? { reason: reason.slice(0, 120) } : {}) }, action: 'transfer' };
+        },
       },
       {
         definition: {

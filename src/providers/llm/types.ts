@@ -89,4 +89,10 @@ export interface LlmProvider {
   expectation?(messages: readonly ChatMessage[]): string | undefined;
   /** True when the answer to that expectation is sensitive (a PIN): the session masks it everywhere. */
   isSensitive?(expectation: string): boolean;
+  /**
+   * What the caller asked for so far, for a transfer's summary: intents and filled slots (sensitive ones
+   * masked), and the turns it understood none of (typed ones included). Undefined: the session lists the
+   * tools called instead.
+   */
+  handoverFacts?(messages: readonly ChatMessage[]): { intents: string[]; slots: Record<string, string>; notUnderstood?: number };
 }

@@ -13,6 +13,7 @@ import type { Session } from '../../session/session.js';
 import { RtpStream } from './rtp.js';
 import { hangUpAfterPlayout } from '../playout.js';
 import type { NegotiatedMedia } from './sdp.js';
+import type { Handover } from '../../integration/handover.js';
 import type dgram from 'node:dgram';
 
 /** G.711 bytes per 20 ms packet at 8 kHz. */
@@ -40,8 +41,8 @@ export interface CallMediaOptions {
   rtpTimeoutMs: number;
   /** The agent (or a dead RTP stream) ends the call: the signalling side sends BYE. */
   onHangup(reason: string): void;
-  /** The agent hands the caller to a human (SIP REFER when `sip.transferTarget` is set). */
-  onTransfer(): void;
+  /** The agent hands the caller to a human (SIP REFER to the queue's target, with the call's context). */
+  onTransfer(handover: Handover | null): void;
 }
 
 export class CallMedia {
@@ -213,9 +214,11 @@ export class CallMedia {
         this.options.logger.debug({ dropped }, 'barge-in: queued RTP flushed');
         break;
       }
-      case 'call.action':
-        void this.afterPlayout(() => (event.action === 'hangup' ? this.options.onHangup('agent_hangup') : this.options.onTransfer()));
+      case 'call.action': {
+        const handover = this.session?.handover ?? null;
+        void this.afterPlayout(() => (event.action === 'hangup' ? this.options.onHangup('agent_hangup') : this.options.onTransfer(handover)));
         break;
+      }
       case 'error':
         this.options.logger.warn({ code: event.code, message: event.message }, 'session error');
         break;

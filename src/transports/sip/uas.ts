@@ -34,6 +34,7 @@ import {
 } from './message.js';
 import { RtpPortPool } from './rtp.js';
 import { SdpError, buildAnswer, negotiate, parseSdp, type NegotiatedMedia } from './sdp.js';
+import { contextHeaders, referToUri, type Handover } from '../../integration/handover.js';
 
 const T1 = 500;
 const T2 = 4000;
@@ -86,6 +87,8 @@ interface Call {
   answeredAt: number;
   /** A REFER of ours is in progress. */
   transferring?: boolean;
+  /** The same transfer without embedded headers in Refer-To, tried once when the first one fails. */
+  referRetry?: (() => void) | null;
 }
 
 interface ServerTx {
@@ -552,7 +555,7 @@ export class SipServer {
       logger: log,
       rtpTimeoutMs: config.rtpTimeoutMs,
       onHangup: (reason) => void this.hangup(call, reason),
-      onTransfer: () => this.transfer(call.callId),
+      onTransfer: (handover) => this.transfer(call.callId, handover),
     });
     call.callMedia = callMedia;
     call.rtpSockets = null;
@@ -706,8 +709,10 @@ export class SipServer {
       return;
     }
     this.respond(req, peer, key, 200);
-    call.log.info({ durationMs: Math.round(performance.now() - call.answeredAt) }, 'caller hung up (BYE)');
-    void this.endCall(call, 'caller_hangup');
+    // A caller's UA that followed our REFER may end our leg itself once the target answered (baresip does).
+    const reason = call.transferring ? 'transferred' : 'caller_hangup';
+    call.log.info({ durationMs: Math.round(performance.now() - call.answeredAt), reason }, 'caller hung up (BYE)');
+    void this.endCall(call, reason);
   }
 
   private onInfo(req: SipRequest, e: RequestEssentials, peer: Peer, key: string): void {
@@ -797,28 +802,50 @@ export class SipServer {
   }
 
   /**
-   * Blind transfer (RFC 3515): REFER the caller to `target`; the caller's NOTIFY reporting a 2xx from the
-   * target ends our leg with BYE. A refused REFER or a failed transfer leaves the call with the agent.
+   * Blind transfer (RFC 3515): REFER the caller to the queue's target; the caller's NOTIFY reporting a 2xx from
+   * the target ends our leg with BYE. A refused REFER or a failed transfer leaves the call with the agent.
+   * The context (call id, summary, User-to-User) rides in Refer-To as embedded headers, so the caller's UA
+   * puts it on its INVITE to the target (RFC 3515 §2.1, RFC 7433), and on the REFER itself.
    */
-  transfer(callId: string, target: string | undefined = this.options.config.transferTarget): boolean {
+  transfer(callId: string, to: Handover | string | null = null, embed = true): boolean {
     const call = this.calls.get(callId);
     if (!call || (call.state !== 'confirmed' && call.state !== 'answered')) return false;
+    // A bare URI: a transfer without context (tests, tools); null: the configured default.
+    const handover = typeof to === 'object' ? to : null;
+    const target = typeof to === 'string' ? to : handover ? handover.target : this.options.config.transferTarget;
     if (!target) {
-      call.log.warn('transfer requested but sip.transferTarget is not configured: the call stays with the agent');
+      call.log.warn({ queue: handover?.queue }, 'transfer requested but no target is configured for it (handover.queues, sip.transferTarget): the call stays with the agent');
       return false;
     }
-    call.log.info({ target }, 'transferring the call (REFER)');
+    // A phone number from the queues goes to the PBX the caller came from, as a tel-style SIP URI.
+    const uri = target.startsWith('+') ? `sip:${target}@${hostForUri(call.peer.address.replace(/^::ffff:/, ''))}` : target;
+    const withContext = handover ? { ...handover, target: uri } : null;
+    call.log.info({ target: uri, queue: handover?.queue, embedded: Boolean(withContext && embed) }, 'transferring the call (REFER)');
     call.transferring = true;
+    // Some UAs cannot follow a Refer-To with embedded headers (baresip 1.0 fails the transfer): once, the
+    // same REFER again with a plain Refer-To; the context still rides on the REFER itself and the webhook.
+    call.referRetry = withContext && embed ? () => this.transfer(callId, withContext, false) : null;
     this.sendInDialog(call, 'REFER', [
-      { name: 'refer-to', value: `<${target}>` },
+      { name: 'refer-to', value: `<${withContext && embed ? referToUri(withContext) : uri}>` },
       { name: 'referred-by', value: `<sip:agent@${hostForUri(call.localAddress)}:${this.boundPort}>` },
+      ...(withContext ? contextHeaders(withContext).map((h) => ({ name: h.name.toLowerCase(), value: h.value })) : []),
     ], (status) => {
-      if (status >= 300) {
-        call.transferring = false;
-        call.log.warn({ status }, 'transfer refused by the caller\'s side: the call stays with the agent');
-      }
+      if (status >= 300) this.transferFailed(call, status, "transfer refused by the caller's side");
     });
     return true;
+  }
+
+  /** A refused REFER or a failed transfer: once more without embedded headers, else the call stays with the agent. */
+  private transferFailed(call: Call, status: number, what: string): void {
+    const retry = call.referRetry;
+    call.referRetry = null;
+    if (retry && call.state !== 'ended') {
+      call.log.warn({ status }, `${what}: trying again with a plain Refer-To`);
+      retry();
+      return;
+    }
+    call.transferring = false;
+    call.log.warn({ status }, `${what}: the call stays with the agent`);
   }
 
   /** NOTIFY for our REFER (message/sipfrag): the transfer's progress. */
@@ -837,8 +864,7 @@ export class SipServer {
       call.log.info('transfer target answered: ending our leg');
       void this.hangup(call, 'transferred');
     } else if (status >= 300) {
-      call.transferring = false;
-      call.log.warn({ status }, 'transfer failed: the call stays with the agent');
+      this.transferFailed(call, status, 'transfer failed');
     }
   }
 

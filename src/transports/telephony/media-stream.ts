@@ -14,6 +14,7 @@ import { PayloadFramer, ReorderBuffer } from './reorder.js';
 import { TelnyxSerializer } from './telnyx.js';
 import { TwilioSerializer } from './twilio.js';
 import { verifyTwilioSignature } from './twilio-signature.js';
+import { CallOutcomes, connectActionRoutes } from './connect-action.js';
 import { bytesFor, type InboundEvent, type MediaStreamSerializer, type TelephonyProvider, type WireMessage } from './types.js';
 import { VonageSerializer } from './vonage.js';
 
@@ -93,6 +94,7 @@ class MediaStreamConnection {
   private startTimer: NodeJS.Timeout | null;
   private hangupTimer: NodeJS.Timeout | null = null;
   private hangupReason = 'agent ended the call';
+  private providerCallId: string | undefined;
   private markCounter = 0;
   private readonly pendingMarks = new Map<string, PendingMark>();
   private playout: ReplyPlayout | null = null;
@@ -106,7 +108,7 @@ class MediaStreamConnection {
     private readonly service: VoiceService,
     private readonly serializer: MediaStreamSerializer,
     log: Logger,
-    private readonly options: { language?: string; keyId?: string; networkCall?: boolean },
+    private readonly options: { language?: string; keyId?: string; networkCall?: boolean; outcomes?: CallOutcomes },
   ) {
     this.log = log.child({ provider: serializer.provider });
     this.reorder = new ReorderBuffer(service.config.telephony.reorderDepth);
@@ -214,6 +216,7 @@ class MediaStreamConnection {
     // The provider's call id is recorded beside ours (logs and records line up with the provider's console),
     // never as ours: a reused or forged CallSid must not reach another call's record.
     const networkId = CALL_ID.test(start.providerCallId) ? start.providerCallId : undefined;
+    this.providerCallId = networkId;
     try {
       this.session = this.service.openSession(
         this.serializer.provider,
@@ -344,6 +347,7 @@ class MediaStreamConnection {
         this.flushPayload();
         this.sendMark('bye');
         this.hangupReason = event.action === 'hangup' ? 'agent ended the call' : 'agent transferred the call';
+        if (this.providerCallId) this.options.outcomes?.record(this.providerCallId, event.action === 'transfer' ? (this.session?.handover ?? null) : null);
         this.hangupTimer ??= setTimeout(() => this.finishHangup(), HANGUP_MARK_TIMEOUT_MS);
         break;
       case 'error':
@@ -435,6 +439,8 @@ function telephonyAuth(service: VoiceService, provider: TelephonyProvider) {
 }
 
 export const telephonyWebSockets: FastifyPluginAsync<TelephonyOptions> = async (app: FastifyInstance, { service }) => {
+  const outcomes = new CallOutcomes();
+  connectActionRoutes(app, service, outcomes, (request) => publicUrls(request, service.config.telephony.publicUrl));
   for (const provider of ['twilio', 'telnyx', 'vonage'] as const) {
     app.get(`/v1/telephony/${provider}`, { websocket: true, preValidation: telephonyAuth(service, provider) }, (socket, request) => {
       const log = request.log as Logger;
@@ -449,6 +455,9 @@ export const telephonyWebSockets: FastifyPluginAsync<TelephonyOptions> = async (
         keyId: request.principal?.keyId,
         // Admitted by the provider's signature, not a key: the record belongs to the configured owner.
         networkCall: request.principal?.kind === 'anonymous' && service.auth.required,
+        // The agent's decision waits for Twilio's <Connect action> request, keyed by the stream's CallSid:
+        // with an auth token set only a Twilio-signed stream may leave one (no key holder can pose as a call).
+        outcomes: provider === 'twilio' && (!service.config.telephony.twilio.authToken || request.principal?.keyId === 'twilio') ? outcomes : undefined,
       });
       socket.on('message', (data, isBinary) => {
         try {

@@ -7,6 +7,7 @@ import { fill, isRecord, placeholders } from '../../../core/template.js';
 export { fill, isRecord, placeholders };
 import { tokenize } from './matcher.js';
 import { DEFAULT_MESSAGES, type LangList, type MessageKey } from './lexicon.js';
+import { queueNames, validateHandover, type HandoverConfig } from '../../../integration/handover.js';
 import { parameterNames, validateHttpTools, type HttpToolDefaults, type HttpToolSpec } from '../../../integration/http-tools.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -147,6 +148,8 @@ export interface RulesConfig {
   /** HTTP tools that call the operator's systems (src/integration/http-tools.ts); a form's tool may name one. */
   tools?: HttpToolSpec[];
   toolDefaults?: HttpToolDefaults;
+  /** Transfer queues and when a person is offered (src/integration/handover.ts). */
+  handover?: HandoverConfig;
 }
 
 export class RulesConfigError extends Error {
@@ -358,6 +361,16 @@ export function validateRulesConfig(raw: unknown, source = 'rules'): RulesConfig
 
   validateHttpTools(raw.tools, raw.toolDefaults, err);
   if (Array.isArray(raw.tools) && Array.isArray(raw.intents)) checkFormsAgainstTools(raw.intents, raw.tools as HttpToolSpec[], err);
+  validateHandover(raw.handover, err);
+  if (Array.isArray(raw.intents)) {
+    // An intent that names its queue must name one the file configures.
+    const queues = queueNames(isRecord(raw.handover) ? (raw.handover as HandoverConfig) : undefined);
+    raw.intents.forEach((it: unknown, i: number) => {
+      const tool = isRecord(it) && isRecord(it.tool) ? it.tool : undefined;
+      const queue = tool?.name === 'transfer_to_human' && isRecord(tool.arguments) ? tool.arguments.queue : undefined;
+      if (queue !== undefined && (typeof queue !== 'string' || !queues.includes(queue))) err(`intents[${i}].tool.arguments.queue`, `unknown queue (known: ${queues.join(', ')})`);
+    });
+  }
 
   if (errors.length > 0) {
     throw new RulesConfigError(`${source}: invalid rules config:\n  - ${errors.join('\n  - ')}`);

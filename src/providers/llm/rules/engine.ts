@@ -11,7 +11,7 @@ import { fill, isRecord, pickVariant, type RuleIntent, type RulesConfig } from '
 import { hasPhrase, yesNo, type Lexicon, type MessageKey } from './lexicon.js';
 import type { IntentMatcher } from './matcher.js';
 import { extractValues, slotVars, toolArgs } from './slots.js';
-import type { DialogueState, EngineContext, FormInstance, Output, SlotValue } from './state.js';
+import { OFFER_PERSON, type DialogueState, type EngineContext, type FormInstance, type Output, type SlotValue } from './state.js';
 import { numbersToDigits, spokenNumber, words } from './values.js';
 
 export type { DialogueState, EngineContext, FormInstance, Output, SlotValue } from './state.js';
@@ -132,6 +132,19 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
   const say = (t: string, s: DialogueState = state): { state: DialogueState; output: Output } => ({ state: s, output: { text: t, language: lang } });
   const msg = (key: MessageKey): string => ctx.messages[key][lang] ?? ctx.messages[key].en;
 
+  // Every turn but one the agent understood none of ends a run of those.
+  const missed = state.misunderstood ?? { run: 0, total: 0 };
+  if (missed.run > 0) state = { ...state, misunderstood: { ...missed, run: 0 } };
+
+  // "Shall I put you through to a person?" (offered after turns not understood): yes transfers, no carries on.
+  if (state.pending === OFFER_PERSON) {
+    const answer = yesNo(raw, lang, ctx.lexicon);
+    state = { ...state, pending: undefined };
+    if (answer === 'yes' && !unsure(ctx, message)) return handoff(ctx, { ...state, misunderstood: { run: 0, total: 0 } }, lang, 'puttingThrough', OFFER_ARGS);
+    if (answer === 'no') return say(msg('carryOn'), { ...state, misunderstood: { run: 0, total: 0 } });
+    // Anything else is a new request: answered as usual.
+  }
+
   // An unsure hang-up or transfer waits for its yes.
   if (state.pending) {
     const intent = intentByName(ctx, state.pending);
@@ -161,8 +174,12 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
     if (yesNo(raw, lang, ctx.lexicon)) return say(msg('anythingElse'));
     // Speech the recogniser could fit to nothing the agent knows, or only doubtfully to words that mean nothing
     // here (off-topic speech forced onto the nearest sentence): say honestly what the agent can do.
-    if (unsure(ctx, message)) return say(ctx.config.outOfDomain?.[lang] ?? ctx.config.fallback[lang]);
-    return say(ctx.config.fallback[lang]);
+    const counted: DialogueState = { ...state, misunderstood: { run: missed.run + 1, total: missed.total + 1 }, notUnderstood: (state.notUnderstood ?? 0) + 1 };
+    if (offerDue(ctx, counted)) {
+      return { state: { ...counted, pending: OFFER_PERSON }, output: { text: msg('offerPerson'), language: lang, confirms: { name: 'transfer_to_human', arguments: OFFER_ARGS } } };
+    }
+    if (unsure(ctx, message)) return say(ctx.config.outOfDomain?.[lang] ?? ctx.config.fallback[lang], counted);
+    return say(ctx.config.fallback[lang], counted);
   }
   const intent = match.intent;
   if (intent.confirmIfUnsure && unsure(ctx, message)) {
@@ -176,8 +193,9 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
 
 /** Start a form, answer a state question, or run a one-shot intent. */
 function runIntent(
-  ctx: EngineContext, state: DialogueState, intent: RuleIntent, ws: string[], text: string, lang: string, turn: number,
+  ctx: EngineContext, prev: DialogueState, intent: RuleIntent, ws: string[], text: string, lang: string, turn: number,
 ): { state: DialogueState; output: Output } {
+  const state: DialogueState = { ...prev, asked: [...(prev.asked ?? []), intent.name].slice(-8) };
   if (intent.slots) return startForm(ctx, state, intent, extractValues(ctx, intent, ws, text, lang, undefined, false).values, lang);
   if (intent.about) return { state, output: { text: aboutText(ctx, state, intent, lang), language: lang } };
   if (!intent.tool) return { state, output: { text: pickVariant(intent.reply[lang], {}) ?? ctx.config.fallback[lang], language: lang } };
@@ -275,7 +293,8 @@ function continueForm(
     return r;
   }
   if (form.asking === 'confirm') return retry(ctx, state, form, lang, ctx.messages.yesOrNo[lang]);
-  return retry(ctx, state, form, lang, '');
+  // Not an answer at all: a turn not understood (the form's own maxAttempts decides on a person here).
+  return retry(ctx, { ...state, notUnderstood: (state.notUnderstood ?? 0) + 1 }, form, lang, '');
 }
 
 /** Count a failed answer; ask again, or hand the caller to a person after maxAttempts. */
@@ -287,10 +306,21 @@ function retry(ctx: EngineContext, state: DialogueState, form: FormInstance, lan
   return { state: s, output: { text: joinText(prefix, question(ctx, s, f)), language: lang } };
 }
 
-function handoff(ctx: EngineContext, state: DialogueState, lang: string): { state: DialogueState; output: Output } {
+function handoff(ctx: EngineContext, state: DialogueState, lang: string, line: MessageKey = 'handoff', args = '{}'): { state: DialogueState; output: Output } {
   const n = state.handoffs + 1;
-  const call: ToolCall = { id: `call_rules_handoff_${n}`, name: 'transfer_to_human', arguments: '{}' };
-  return { state: { ...state, handoffs: n, form: undefined }, output: { text: ctx.messages.handoff[lang], language: lang, toolCall: call } };
+  const call: ToolCall = { id: `call_rules_handoff_${n}`, name: 'transfer_to_human', arguments: args };
+  return { state: { ...state, handoffs: n, form: undefined }, output: { text: ctx.messages[line][lang], language: lang, toolCall: call } };
+}
+
+/** The transfer the offer proposes (the confirmation gate matches the caller's yes to exactly this call). */
+const OFFER_ARGS = JSON.stringify({ reason: 'not_understood' });
+
+/** The file's `handover.offerAfter`: turns not understood in a row, or in the call, before a person is offered. */
+function offerDue(ctx: EngineContext, state: DialogueState): boolean {
+  const offer = ctx.config.handover?.offerAfter;
+  const missed = state.misunderstood;
+  if (!offer || !missed) return false;
+  return (offer.consecutive !== undefined && missed.run >= offer.consecutive) || (offer.total !== undefined && missed.total >= offer.total);
 }
 
 // ---------------------------------------------------------------------------------------------

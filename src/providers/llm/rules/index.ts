@@ -138,6 +138,23 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
     return expectationOf(replay(this.context(), messages, this.config.defaultLanguage, this.memo).state);
   }
 
+  /** For a transfer's summary: the intents asked for and the slots filled (sensitive ones masked). */
+  handoverFacts(messages: readonly ChatMessage[]): { intents: string[]; slots: Record<string, string>; notUnderstood: number } {
+    if (!this.config) return { intents: [], slots: {}, notUnderstood: 0 };
+    const config = this.config;
+    const state = replay(this.context(), messages, config.defaultLanguage, this.memo).state;
+    const forms = [...state.done, ...(state.form ? [state.form] : [])];
+    const slots: Record<string, string> = {};
+    for (const form of forms) {
+      const specs = config.intents.find((i) => i.name === form.intent)?.slots ?? [];
+      for (const [name, value] of Object.entries(form.slots)) slots[name] = specs.find((s) => s.name === name)?.sensitive ? '****' : String(value);
+    }
+    // A goodbye is not a request; a transfer intent is (it names what the caller wanted: "card team").
+    const ending = (name: string): boolean => config.intents.find((i) => i.name === name)?.tool?.name === 'end_call';
+    const intents = [...new Set([...(state.asked ?? []), ...forms.map((f) => f.intent)])].filter((name) => !ending(name));
+    return { intents, slots, notUnderstood: state.notUnderstood ?? 0 };
+  }
+
   isSensitive(expectation: string): boolean {
     const [intentName, slotName] = expectation.split('.');
     const intent = this.config?.intents.find((i) => i.name === intentName);

@@ -55,7 +55,10 @@ export type MessageKey =
   | 'confirmEnd'
   | 'confirmTransfer'
   | 'notNow'
-  | 'anythingElse';
+  | 'anythingElse'
+  | 'offerPerson'
+  | 'puttingThrough'
+  | 'carryOn';
 
 export const DEFAULT_MESSAGES: Record<MessageKey, LangText> = {
   cancelled: {
@@ -113,6 +116,27 @@ export const DEFAULT_MESSAGES: Record<MessageKey, LangText> = {
     de: 'In Ordnung, dann nicht.',
     es: 'De acuerdo, no lo haré.',
     it: "D'accordo, non lo faccio.",
+  },
+  offerPerson: {
+    en: 'Sorry, I did not understand that. Shall I put you through to a person?',
+    fr: "Désolé, je n'ai pas compris. Voulez-vous que je vous passe une personne ?",
+    de: 'Entschuldigung, das habe ich nicht verstanden. Soll ich Sie mit einer Person verbinden?',
+    es: 'Lo siento, no le he entendido. ¿Quiere que le pase con una persona?',
+    it: 'Mi scusi, non ho capito. Vuole che la passi a una persona?',
+  },
+  puttingThrough: {
+    en: 'Of course. I am putting you through to a person now.',
+    fr: 'Bien sûr. Je vous passe une personne.',
+    de: 'Gern. Ich verbinde Sie jetzt mit einer Person.',
+    es: 'Por supuesto. Le paso ahora con una persona.',
+    it: 'Certo. La passo ora a una persona.',
+  },
+  carryOn: {
+    en: 'All right, let us carry on. How can I help?',
+    fr: "D'accord, continuons. Comment puis-je vous aider ?",
+    de: 'In Ordnung, machen wir weiter. Wie kann ich helfen?',
+    es: 'De acuerdo, sigamos. ¿En qué puedo ayudarle?',
+    it: "D'accordo, andiamo avanti. Come posso aiutarla?",
   },
   anythingElse: {
     en: 'How else can I help?',

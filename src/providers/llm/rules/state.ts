@@ -5,6 +5,9 @@ import type { Lexicon, MessageKey } from './lexicon.js';
 import type { IntentMatcher } from './matcher.js';
 import type { OpeningHours } from './values.js';
 
+/** `pending` while the agent waits for the answer to its offer of a person (after turns not understood). */
+export const OFFER_PERSON = 'offer_person';
+
 export type SlotValue = string | number | boolean;
 
 export interface FormInstance {
@@ -34,6 +37,12 @@ export interface DialogueState {
   /** An action awaiting a yes because recognition was unsure ("did you want to end the call?"). */
   pending?: string;
   handoffs: number;
+  /** Intents the caller asked for, in order (a transfer's summary). */
+  asked?: string[];
+  /** Turns the agent understood none of: in a row, and in the whole call (offering a person). */
+  misunderstood?: { run: number; total: number };
+  /** Turns not understood in the whole call (never reset: a transfer's summary). */
+  notUnderstood?: number;
 }
 
 /** What the agent does this turn. */
