@@ -267,8 +267,6 @@ export class VllmRealtimeStream implements AsrStream {
   private current: Utterance | null = null;
   private nextId = 1;
   private finalTimer: NodeJS.Timeout | undefined;
-  /** Deltas arrived for the head since its final commit (tells a slow server from one that ignores the commit). */
-  private deltasSinceFinal = 0;
   private closed = false;
   private readonly language: string | undefined;
   private readonly log: Logger | undefined;
@@ -410,7 +408,6 @@ export class VllmRealtimeStream implements AsrStream {
       const padSamples = Math.round(((this.options.trailingSilenceMs ?? 500) * INTERNAL_SAMPLE_RATE) / 1000);
       if (padSamples > 0) this.sendAudio(head, new Int16Array(padSamples), false);
       this.send({ type: 'input_audio_buffer.commit', final: true });
-      this.deltasSinceFinal = 0;
       const timeoutMs = this.options.finalTimeoutMs ?? 5000;
       this.finalTimer = setTimeout(() => this.onFinalTimeout(timeoutMs), timeoutMs);
       return;
@@ -420,10 +417,10 @@ export class VllmRealtimeStream implements AsrStream {
 
   private onFinalTimeout(timeoutMs: number): void {
     this.finalTimer = undefined;
-    // A server that streamed deltas and then never answered the final commit is a build without commit{final}.
+    // A server that transcribed this utterance and then never answered its final commit: a build without commit{final}.
     const hint =
-      this.deltasSinceFinal === 0 && (this.pending[0]?.text ?? '') !== ''
-        ? `; vLLM builds before ${VLLM_REALTIME_MIN_VERSION} ignore input_audio_buffer.commit{final} (PR #33963): upgrade vLLM`
+      (this.pending[0]?.text ?? '') !== ''
+        ? `; it transcribed the audio but never answered input_audio_buffer.commit{final}: vLLM builds before ${VLLM_REALTIME_MIN_VERSION} ignore it (PR #33963), upgrade vLLM`
         : '';
     const err = new AsrConnectionError(`ASR server ${this.socketUrl}: no transcription.done within ${timeoutMs} ms after the final commit${hint}`);
     this.log?.warn({ timeoutMs, url: this.socketUrl }, 'realtime ASR final timed out; reconnecting');
@@ -545,7 +542,6 @@ export class VllmRealtimeStream implements AsrStream {
       case 'transcription.delta': {
         if (!onWire || typeof event.delta !== 'string') return;
         onWire.text += event.delta;
-        if (this.finalTimer) this.deltasSinceFinal++;
         // Partials only while the caller is still in that utterance (as the embedded ASR does).
         if (onWire === this.current && this.streamOptions.onPartial && onWire.text.trim()) {
           try {
