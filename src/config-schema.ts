@@ -262,6 +262,7 @@ export const CONFIG_SCHEMA: Schema = obj(
             idleTimeoutMs: ms(1),
             embeddedFallback: { enum: ['auto', 'svoxpico', 'espeak', 'none'] },
             embeddedVoices: langMap(nonEmpty),
+            espeakEngine: { enum: ['wasm', 'process', 'none'] },
           },
           required: ['model', 'voices'],
           anyOf: [{ required: ['baseUrl'] }, { required: ['baseUrls'] }],

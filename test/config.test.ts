@@ -39,7 +39,8 @@ describe('configuration schema', () => {
     const config = loadConfig(['--config', 'config/example.gpu.json'], {});
     expect(config.providers.asr.provider).toBe('vllm-realtime');
     expect(config.providers.llm.provider).toBe('openai');
-    expect(config.providers.tts.voices?.fr).toBe('fr-FR');
+    expect(config.providers.tts.voices?.fr).toBe('ff_siwis');
+    expect(config.providers.tts.provider === 'openai-speech' && config.providers.tts.embeddedVoices?.fr).toBe('fr-FR');
     expect(config.agent.tools?.enabled).toContain('book_appointment');
     // Unset sections keep their defaults.
     expect(config.turn.endpointSilenceMs).toBe(DEFAULT_CONFIG.turn.endpointSilenceMs);

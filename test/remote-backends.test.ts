@@ -13,7 +13,8 @@ import { OpenAiBatchAsr } from '../src/providers/asr/openai-batch/index.js';
 import { VllmRealtimeAsr, type VllmRealtimeStream } from '../src/providers/asr/vllm-realtime/index.js';
 import { OpenAiCompatibleLlm } from '../src/providers/llm/openai/index.js';
 import type { LlmEvent, ToolDefinition } from '../src/providers/llm/types.js';
-import { createTtsProvider, defaultEspeakEngine, OpenAiSpeechTts } from '../src/providers/tts/index.js';
+import { spawnSync } from 'node:child_process';
+import { createTtsProvider, OpenAiSpeechTts } from '../src/providers/tts/index.js';
 import { speak } from './helpers/speech.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { TextCaller } from './helpers/text-caller.js';
@@ -24,6 +25,8 @@ import { TextCaller } from './helpers/text-caller.js';
  * OpenAI-compatible /v1/audio/speech servers stream PCM: the vLLM fixes, failover between servers, remote TTS.
  */
 const logger = silentLogger();
+/** The embedded fallback speaks with the system's espeak-ng program (starts at once; the WASM build takes seconds to load). */
+const noEspeak = spawnSync('espeak-ng', ['--version'], { stdio: 'ignore' }).status !== 0;
 const MODEL = 'mistralai/Voxtral-Mini-4B-Realtime-2602';
 /** The fake model's decode window (Voxtral's is 80 ms steps plus look-ahead; a larger one keeps the test short). */
 const WINDOW = 6400;
@@ -525,10 +528,10 @@ describe('openai-speech remote TTS', () => {
     expect(performance.now() - t0).toBeLessThan(1000);
   });
 
-  it.skipIf(defaultEspeakEngine() === 'none')('speaks with the embedded TTS when the remote cannot start, and straight away while it is down', async () => {
+  it.skipIf(noEspeak)('speaks with the embedded TTS when the remote cannot start, and straight away while it is down', async () => {
     const dead = await http(() => undefined);
     await closeServer(dead.server);
-    const tts = createTtsProvider({ provider: 'openai-speech', baseUrl: dead.base, model: 'm', voices: { en: 'af_heart' }, embeddedFallback: 'espeak' }, logger);
+    const tts = createTtsProvider({ provider: 'openai-speech', baseUrl: dead.base, model: 'm', voices: { en: 'af_heart' }, embeddedFallback: 'espeak', espeakEngine: 'process' }, logger);
     await tts.load();
     for (let turn = 0; turn < 2; turn++) {
       let total = 0;
@@ -545,10 +548,11 @@ describe('a call whose voice is remote', () => {
     await service?.stop();
   });
 
-  it.skipIf(defaultEspeakEngine() === 'none')('the server dies mid-reply: the turn ends with tts_failed, never hangs, and the next reply is spoken by the embedded TTS', async () => {
+  it.skipIf(noEspeak)('the server dies mid-reply: the turn ends with tts_failed, never hangs, and the next reply is spoken by the embedded TTS', async () => {
     const dying = await speechServer('die-mid-reply');
     service = await startTestServer({
-      providers: { tts: { provider: 'openai-speech', baseUrl: dying.base, model: 'm', voices: { en: 'af_heart' }, embeddedFallback: 'espeak', idleTimeoutMs: 1000 } },
+      // Text turns: the recogniser is not used, so none of its grammars are compiled.
+      providers: { asr: { provider: 'pocketsphinx', grammar: 'off', spareDecoders: 1 }, tts: { provider: 'openai-speech', baseUrl: dying.base, model: 'm', voices: { en: 'af_heart' }, embeddedFallback: 'espeak', espeakEngine: 'process', idleTimeoutMs: 1000 } },
     });
     const caller = new TextCaller(service.wsUrl, { apiKey: TEST_API_KEY });
     await caller.open();

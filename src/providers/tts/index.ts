@@ -26,6 +26,8 @@ export type RemoteTtsConfig = { provider: 'openai-speech' } & Omit<OpenAiSpeechT
   embeddedFallback?: EmbeddedTtsConfig['provider'] | 'none';
   /** Voices for the embedded fallback (its own names, e.g. { "en": "en-GB" }). */
   embeddedVoices?: Record<string, string>;
+  /** The embedded fallback's eSpeak NG engine, as for the embedded providers. */
+  espeakEngine?: EspeakEngine;
 };
 
 export type TtsFactoryConfig = EmbeddedTtsConfig | RemoteTtsConfig;
@@ -182,10 +184,11 @@ export class FallbackTts implements TtsProvider {
 /** Build (not load) the configured TTS provider. */
 export function createTtsProvider(config: TtsFactoryConfig, logger: Logger): TtsProvider {
   if (config.provider === 'openai-speech') {
-    const { provider: _p, embeddedFallback, embeddedVoices, ...options } = config;
+    const { provider: _p, embeddedFallback, embeddedVoices, espeakEngine, ...options } = config;
     const remote = new OpenAiSpeechTts({ ...options, logger });
     if (!embeddedFallback || embeddedFallback === 'none') return remote;
-    return new FallbackTts(remote, createTtsProvider({ provider: embeddedFallback, voices: embeddedVoices }, logger), logger);
+    const embedded = createTtsProvider({ provider: embeddedFallback, voices: embeddedVoices, espeakEngine }, logger);
+    return new FallbackTts(remote, embedded, logger);
   }
   const voicesDir = config.voicesDir ?? defaultPicoVoicesDir();
   const pico = (): SvoxPicoTts => new SvoxPicoTts({ voicesDir, logger, gainDb: config.gainDb });
