@@ -8,7 +8,8 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import { resampleOnce } from '../src/audio/resample.js';
 import { silentLogger } from '../src/core/logger.js';
-import { BackendPool } from '../src/providers/backends.js';
+import { Registry } from 'prom-client';
+import { BackendPool, registerBackendMetrics } from '../src/providers/backends.js';
 import { OpenAiBatchAsr } from '../src/providers/asr/openai-batch/index.js';
 import { VllmRealtimeAsr, type VllmRealtimeStream } from '../src/providers/asr/vllm-realtime/index.js';
 import { OpenAiCompatibleLlm } from '../src/providers/llm/openai/index.js';
@@ -404,6 +405,13 @@ describe('LLM and batch ASR against vLLM answers', () => {
     // While it is down the first server is not asked first.
     await collect(llm);
     expect(llm.backends.stats()[0].requests).toBe(1);
+    // Per-backend series for /metrics.
+    const registry = new Registry();
+    registerBackendMetrics(registry, [llm, { name: 'embedded' }]);
+    const text = await registry.metrics();
+    expect(text).toContain(`voice_agent_backend_up{stage="llm",backend="${dead.base}/chat/completions"} 0`);
+    expect(text).toContain(`voice_agent_backend_requests{stage="llm",backend="${alive.base}/chat/completions"} 2`);
+    expect(text).toContain(`voice_agent_backend_failures{stage="llm",backend="${dead.base}/chat/completions"} 1`);
   });
 
   it('does not ask vLLM for verbose_json for a Voxtral model, and drops it when a server refuses it', async () => {
@@ -509,7 +517,7 @@ describe('openai-speech remote TTS', () => {
     expect(aborted.count).toBe(1);
   });
 
-  it('fails over before any audio; a server dying mid-reply is a clear error; the embedded TTS takes over', async () => {
+  it('fails over before any audio; a server dying mid-reply is a clear, prompt error', async () => {
     const down = await speechServer('unavailable');
     const up = await speechServer('stream');
     const tts = new OpenAiSpeechTts({ baseUrls: [down.base, up.base], model: 'm', voices: { en: 'af_heart' }, logger });

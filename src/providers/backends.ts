@@ -10,6 +10,7 @@
  * the logs.
  */
 import type { Logger } from 'pino';
+import { Gauge, type Registry } from 'prom-client';
 
 export type BackendStrategy = 'ordered' | 'round-robin';
 
@@ -148,4 +149,37 @@ export function urlList(one: string | undefined, many: readonly string[] | undef
   const all = [...(one ? [one] : []), ...(many ?? [])];
   if (all.length === 0) throw new Error(`${what} is required`);
   return all;
+}
+
+/** A provider that talks to remote servers through a pool (the remote ASR, LLM and TTS clients). */
+export interface HasBackends {
+  readonly backends: BackendPool;
+}
+
+function hasBackends(value: unknown): value is HasBackends {
+  return typeof value === 'object' && value !== null && (value as Partial<HasBackends>).backends instanceof BackendPool;
+}
+
+/**
+ * Per-backend Prometheus series for the providers that have pools, read from the pools at each scrape:
+ * `voice_agent_backend_up`, `voice_agent_backend_requests`, `voice_agent_backend_failures` by stage and backend.
+ * Providers without a pool (embedded models) are skipped.
+ */
+export function registerBackendMetrics(registry: Registry, providers: readonly unknown[]): void {
+  const pools = providers.filter(hasBackends).map((p) => p.backends);
+  if (pools.length === 0) return;
+  const series = (name: string, help: string, value: (s: BackendStats) => number): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['stage', 'backend'],
+      registers: [registry],
+      collect() {
+        for (const pool of pools) for (const s of pool.stats()) this.set({ stage: pool.stage, backend: s.url }, value(s));
+      },
+    });
+  };
+  series('voice_agent_backend_up', 'Remote backend not marked down (1) or marked down after a failure (0)', (s) => (s.up ? 1 : 0));
+  series('voice_agent_backend_requests', 'Requests sent to a remote backend since start', (s) => s.requests);
+  series('voice_agent_backend_failures', 'Failures (connect error, 5xx, timeout) of a remote backend since start', (s) => s.failures);
 }

@@ -10,6 +10,7 @@ import { EspeakProcessTts } from './espeak-process/index.js';
 import { SvoxPicoTts, defaultPicoVoicesDir, findPicoVoices } from './svoxpico/index.js';
 import { OpenAiSpeechTts, type OpenAiSpeechTtsOptions } from './openai-speech/index.js';
 import type { TtsOptions, TtsProvider } from './types.js';
+import type { BackendPool, HasBackends } from '../backends.js';
 
 export type { TtsOptions, TtsProvider } from './types.js';
 export { EspeakTts, type EspeakTtsOptions, type EspeakVoice } from './espeak/index.js';
@@ -149,6 +150,11 @@ export class FallbackTts implements TtsProvider {
 
   get languages(): readonly string[] {
     return [...new Set([...this.primary.languages, ...this.fallback.languages])];
+  }
+
+  /** The remote's servers (for registerBackendMetrics). */
+  get backends(): BackendPool | undefined {
+    return (this.primary as Partial<HasBackends>).backends;
   }
 
   async load(): Promise<void> {
