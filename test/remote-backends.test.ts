@@ -445,7 +445,7 @@ describe('LLM and batch ASR against vLLM answers', () => {
 type SpeechMode = 'stream' | 'die-mid-reply' | 'unavailable';
 
 /** An OpenAI-compatible /v1/audio/speech server streaming 24 kHz PCM16 in chunks as it "synthesizes". */
-async function speechServer(mode: SpeechMode, requests: Array<Record<string, unknown>> = [], aborted = { count: 0 }) {
+async function speechServer(mode: SpeechMode, requests: Array<Record<string, unknown>> = [], aborted = { count: 0, endedAt: 0 }) {
   return http((_req, res, body) => {
     requests.push(JSON.parse(body) as Record<string, unknown>);
     if (mode === 'unavailable') {
@@ -473,6 +473,7 @@ async function speechServer(mode: SpeechMode, requests: Array<Record<string, unk
       if (!chunk) {
         clearInterval(timer);
         finished = true;
+        aborted.endedAt = performance.now();
         res.end();
         return;
       }
@@ -484,26 +485,32 @@ async function speechServer(mode: SpeechMode, requests: Array<Record<string, unk
 describe('openai-speech remote TTS', () => {
   it('streams PCM as it arrives, resampled to 16 kHz, with the voice of the language', async () => {
     const requests: Array<Record<string, unknown>> = [];
-    const { base } = await speechServer('stream', requests);
+    const server = { count: 0, endedAt: 0 };
+    const { base } = await speechServer('stream', requests, server);
     const tts = new OpenAiSpeechTts({ baseUrl: base, model: 'hexgrad/Kokoro-82M', voices: { en: 'af_heart', fr: 'ff_siwis' }, sampleRate: 24_000, logger });
     expect(tts.languages).toEqual(['en', 'fr']);
-    const t0 = performance.now();
-    let firstMs = 0;
-    let total = 0;
-    for await (const chunk of tts.synthesize('Il est trois heures dix.', { language: 'fr-FR' })) {
-      if (total === 0) firstMs = performance.now() - t0;
-      total += chunk.length;
+    await tts.load();
+    // Twice: the first request also pays for the HTTP client's first connection.
+    for (const round of ['cold', 'warm']) {
+      const t0 = performance.now();
+      let firstAt = 0;
+      let total = 0;
+      for await (const chunk of tts.synthesize('Il est trois heures dix.', { language: 'fr-FR' })) {
+        if (total === 0) firstAt = performance.now();
+        total += chunk.length;
+      }
+      const firstMs = firstAt - t0;
+      const allMs = performance.now() - t0;
+      expect(Math.abs(total - (reply24k.length * 2) / 3)).toBeLessThan(64);
+      // The first audio came with the first bytes, before the server had finished sending.
+      expect(firstAt).toBeLessThan(server.endedAt);
+      console.log(`remote TTS (${round}): first audio ${firstMs.toFixed(1)} ms after the request (server's first chunk at 15 ms), whole reply ${allMs.toFixed(1)} ms (${((total / INTERNAL_SAMPLE_RATE) * 1000).toFixed(0)} ms of audio)`);
     }
-    const allMs = performance.now() - t0;
     expect(requests[0]).toMatchObject({ model: 'hexgrad/Kokoro-82M', input: 'Il est trois heures dix.', voice: 'ff_siwis', response_format: 'pcm', stream: true });
-    expect(Math.abs(total - (reply24k.length * 2) / 3)).toBeLessThan(64);
-    // The first audio came with the first bytes, long before the server finished.
-    expect(firstMs).toBeLessThan(allMs / 3);
-    console.log(`remote TTS: first audio ${firstMs.toFixed(1)} ms, whole reply ${allMs.toFixed(1)} ms (${((total / INTERNAL_SAMPLE_RATE) * 1000).toFixed(0)} ms of audio)`);
   });
 
   it('aborts the HTTP request on barge-in', async () => {
-    const aborted = { count: 0 };
+    const aborted = { count: 0, endedAt: 0 };
     const { base } = await speechServer('stream', [], aborted);
     const tts = new OpenAiSpeechTts({ baseUrl: base, model: 'm', voices: { en: 'af_heart' }, logger });
     const ctl = new AbortController();

@@ -365,7 +365,7 @@ export class VllmRealtimeStream implements AsrStream {
       this.send({ type: 'input_audio_buffer.append', audio });
     }
     if (!keep) return;
-    utt.sent.push(pcm);
+    utt.sent.push(pcm.slice()); // the caller may reuse its frame buffers
     utt.sentSamples += pcm.length;
     while (utt.sentSamples > MAX_HELD_SAMPLES && utt.sent.length > 1) {
       utt.sentSamples -= utt.sent.shift()?.length ?? 0;
@@ -445,7 +445,10 @@ export class VllmRealtimeStream implements AsrStream {
         }
         this.socket = socket;
         this.socketUrl = url;
-        socket.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+        // A dropped connection may still deliver what it had buffered: only the current one is listened to.
+        socket.on('message', (data, isBinary) => {
+          if (this.socket === socket) this.onMessage(data, isBinary);
+        });
         socket.on('close', (code, reason) => {
           if (this.socket !== socket) return;
           this.socket = null;

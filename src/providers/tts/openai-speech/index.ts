@@ -78,8 +78,9 @@ export class OpenAiSpeechTts implements TtsProvider {
     });
   }
 
-  /** Nothing to load; a probe would cost a synthesis at every boot. */
+  /** No probe (it would cost a synthesis at every boot); the resampler's WASM is compiled now, not on the first reply. */
   async load(): Promise<void> {
+    (await StreamingResampler.create(this.sampleRate, INTERNAL_SAMPLE_RATE)).destroy();
     this.log?.info({ urls: this.backends.urls, model: this.options.model, sampleRate: this.sampleRate }, 'remote TTS configured');
   }
 
