@@ -11,7 +11,7 @@ import { silentLogger } from '../src/core/logger.js';
 import { Registry } from 'prom-client';
 import { BackendPool, registerBackendMetrics } from '../src/providers/backends.js';
 import { OpenAiBatchAsr } from '../src/providers/asr/openai-batch/index.js';
-import { VllmRealtimeAsr, type VllmRealtimeStream } from '../src/providers/asr/vllm-realtime/index.js';
+import { olderThan, VllmRealtimeAsr, type VllmRealtimeStream } from '../src/providers/asr/vllm-realtime/index.js';
 import { OpenAiCompatibleLlm } from '../src/providers/llm/openai/index.js';
 import type { LlmEvent, ToolDefinition } from '../src/providers/llm/types.js';
 import { spawnSync } from 'node:child_process';
@@ -85,6 +85,8 @@ interface FakeRealtimeOptions {
   ignoreFinal?: boolean;
   /** A build before PR #36934 started with --api-key: every WebSocket upgrade with credentials gets HTTP 500. */
   authBug?: boolean;
+  /** What GET /version answers (vLLM's api_server route). */
+  version?: string;
 }
 
 /**
@@ -104,7 +106,10 @@ class FakeVllmRealtime {
 
   constructor(private readonly options: FakeRealtimeOptions = {}) {
     this.server = createServer((req, res) => {
-      if (req.url === '/v1/models') {
+      if (req.url === '/version') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ version: this.options.version ?? '0.18.1' }));
+      } else if (req.url === '/v1/models') {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ object: 'list', data: [{ id: MODEL, object: 'model' }] }));
       } else res.writeHead(404).end();
@@ -295,6 +300,14 @@ describe('vllm-realtime against vLLM realtime behaviour', () => {
     await expect(new VllmRealtimeAsr({ url: buggy.url, model: MODEL, apiKey: 'k', logger }).load()).rejects.toThrow(
       /HTTP 500.*--api-key.*0\.18\.0/,
     );
+
+    // An old release is named at start already (GET /version), before a call meets its bugs.
+    const older = await fake({ version: '0.17.1+cu130' });
+    const { logger: log, lines } = logSink();
+    await new VllmRealtimeAsr({ url: older.url, model: MODEL, logger: log }).load();
+    expect(lines.some((l) => l.level === 40 && l.version === '0.17.1+cu130' && /older than 0\.18\.0/.test(String(l.msg)))).toBe(true);
+    expect(olderThan('0.18.0rc1', '0.18.0')).toBe(false);
+    expect(olderThan('0.9.2', '0.18.0')).toBe(true);
   });
 
   it('fails over between two servers: connect failure, and a server dying mid-utterance (replayed on the other)', async () => {

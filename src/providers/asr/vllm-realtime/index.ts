@@ -115,7 +115,7 @@ export class VllmRealtimeAsr implements AsrProvider {
     const t0 = performance.now();
     const { socket, sessionId, url } = await openSessionFailover(this.backends, this.options, this.logger);
     socket.close(1000);
-    await this.checkModel(url);
+    await Promise.all([this.checkModel(url), this.checkVersion(url)]);
     this.logger?.info({ url, model: this.options.model, sessionId, ms: Math.round(performance.now() - t0) }, 'vllm realtime ASR reachable');
   }
 
@@ -137,6 +137,29 @@ export class VllmRealtimeAsr implements AsrProvider {
     }
     if (!ids.includes(this.options.model)) {
       throw new AsrServerError(`ASR server ${url}: the model \`${this.options.model}\` does not exist (served: ${ids.join(', ') || 'none'})`, 'model_not_found');
+    }
+  }
+
+  /**
+   * vLLM serves `GET /version`: a release older than VLLM_REALTIME_MIN_VERSION is named at start, before the first
+   * call hits its bugs. Only a warning: a development build of an older number may already carry the fixes, and
+   * other servers (this service's asr-server) have no such route.
+   */
+  private async checkVersion(url: string): Promise<void> {
+    let version: string | undefined;
+    try {
+      const res = await fetch(new URL('/version', url.replace(/^ws/, 'http')), { signal: AbortSignal.timeout(this.options.connectTimeoutMs ?? 5000) });
+      if (!res.ok) return;
+      const body = (await res.json()) as { version?: unknown };
+      version = typeof body.version === 'string' ? body.version : undefined;
+    } catch {
+      return;
+    }
+    if (version && olderThan(version, VLLM_REALTIME_MIN_VERSION)) {
+      this.logger?.warn(
+        { url, version, required: VLLM_REALTIME_MIN_VERSION },
+        `vLLM ${version} is older than ${VLLM_REALTIME_MIN_VERSION}: its realtime endpoint ignores commit{final} (PR #33963) or fails WebSockets under --api-key (PR #36934); upgrade vLLM`,
+      );
     }
   }
 
@@ -623,6 +646,17 @@ export class VllmRealtimeStream implements AsrStream {
 /** Only a language the server said it heard (this service's asr-server does; vLLM does not): '' otherwise. */
 function reportedLanguage(event: Record<string, unknown>): string {
   return typeof event.language === 'string' ? event.language : '';
+}
+
+/** "0.17.1" < "0.18.0"; pre-release and local suffixes ("0.18.0rc1", "+cu130") are ignored. */
+export function olderThan(version: string, required: string): boolean {
+  const parts = (v: string): number[] => (/^\d+(\.\d+)*/.exec(v)?.[0] ?? '0').split('.').map(Number);
+  const a = parts(version);
+  const b = parts(required);
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) < (b[i] ?? 0);
+  }
+  return false;
 }
 
 function parseEvent(data: WebSocket.RawData): Record<string, unknown> | undefined {
