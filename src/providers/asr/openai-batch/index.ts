@@ -185,7 +185,8 @@ class OpenAiBatchStream implements AsrStream {
     const samples = this.samples;
     this.parts = [];
     this.samples = 0;
-    const language = this.language ?? 'en';
+    // The language asked for (the server decodes in it), else what the server detected, else none: never a guess.
+    const language = this.language ?? '';
     if (this.closed || samples === 0) return { text: '', language, audioMs: 0 };
     const pcm = new Int16Array(samples);
     let off = 0;
