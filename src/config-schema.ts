@@ -32,16 +32,20 @@ function obj(properties: Record<string, Schema>, required: string[] = Object.key
 }
 
 /** A provider block: `provider` picks the branch (ajv's discriminator keeps errors about that branch only). */
-function providerUnion(branches: Record<string, { properties: Record<string, Schema>; required?: string[] }>): Schema {
+function providerUnion(branches: Record<string, { properties: Record<string, Schema>; required?: string[]; anyOf?: Schema[] }>): Schema {
   return {
     type: 'object',
     required: ['provider'],
     discriminator: { propertyName: 'provider' },
-    oneOf: Object.entries(branches).map(([name, b]) =>
-      obj({ provider: { const: name }, ...b.properties }, ['provider', ...(b.required ?? [])]),
-    ),
+    oneOf: Object.entries(branches).map(([name, b]) => ({
+      ...obj({ provider: { const: name }, ...b.properties }, ['provider', ...(b.required ?? [])]),
+      ...(b.anyOf ? { anyOf: b.anyOf } : {}),
+    })),
   };
 }
+
+/** Several URLs for one remote stage (src/providers/backends.ts). */
+const failover: Schema = obj({ strategy: { enum: ['ordered', 'round-robin'] }, downMs: int(0) }, []);
 
 export const CONFIG_SCHEMA: Schema = obj(
   {
@@ -184,13 +188,17 @@ export const CONFIG_SCHEMA: Schema = obj(
         'vllm-realtime': {
           properties: {
             url: wsUrl,
+            urls: { type: 'array', minItems: 1, items: wsUrl },
+            failover,
+            trailingSilenceMs: ms(),
             model: nonEmpty,
             apiKey: nonEmpty,
             languages: { type: 'array', minItems: 1, items: { anyOf: [langTag, { const: '*' }] } },
             connectTimeoutMs: ms(1),
             finalTimeoutMs: ms(1),
           },
-          required: ['url', 'model'],
+          required: ['model'],
+          anyOf: [{ required: ['url'] }, { required: ['urls'] }],
         },
         'openai-batch': {
           properties: {
@@ -210,6 +218,8 @@ export const CONFIG_SCHEMA: Schema = obj(
         openai: {
           properties: {
             baseUrl: httpUrl,
+            baseUrls: { type: 'array', minItems: 1, items: httpUrl },
+            failover,
             model: nonEmpty,
             apiKey: nonEmpty,
             temperature: num(0, 2),
@@ -220,7 +230,8 @@ export const CONFIG_SCHEMA: Schema = obj(
             retryBaseDelayMs: ms(),
             extraHeaders: { type: 'object', additionalProperties: { type: 'string' } },
           },
-          required: ['baseUrl', 'model'],
+          required: ['model'],
+          anyOf: [{ required: ['baseUrl'] }, { required: ['baseUrls'] }],
         },
         llamacpp: {
           properties: {
@@ -236,8 +247,28 @@ export const CONFIG_SCHEMA: Schema = obj(
           required: ['modelPath'],
         },
       }),
-      tts: providerUnion(
-        Object.fromEntries(
+      tts: providerUnion({
+        'openai-speech': {
+          properties: {
+            baseUrl: httpUrl,
+            baseUrls: { type: 'array', minItems: 1, items: httpUrl },
+            failover,
+            model: nonEmpty,
+            apiKey: nonEmpty,
+            voices: langMap(nonEmpty),
+            sampleRate: int(8000, 192_000),
+            streamFormat: { const: 'audio' },
+            speed: num(0.25, 4),
+            timeoutMs: ms(1),
+            idleTimeoutMs: ms(1),
+            embeddedFallback: { enum: ['auto', 'svoxpico', 'espeak', 'none'] },
+            embeddedVoices: langMap(nonEmpty),
+            espeakEngine: { enum: ['wasm', 'process', 'none'] },
+          },
+          required: ['model', 'voices'],
+          anyOf: [{ required: ['baseUrl'] }, { required: ['baseUrls'] }],
+        },
+        ...Object.fromEntries(
           ['auto', 'svoxpico', 'espeak'].map((name) => [
             name,
             {
@@ -253,7 +284,7 @@ export const CONFIG_SCHEMA: Schema = obj(
             },
           ]),
         ),
-      ),
+      }),
     }),
     webrtc: obj(
       {

@@ -1,5 +1,6 @@
 import { DEFAULT_ECHO_GUARD, type EchoGuardConfig } from './session/echo-guard.js';
 import type { BankCustomer } from './providers/llm/tools.js';
+import type { RemoteTtsConfig } from './providers/tts/index.js';
 import { DEFAULT_WEBHOOKS, type WebhooksConfig } from './integration/webhooks.js';
 import { readFileSync, existsSync } from 'node:fs';
 import type { AuthConfig } from './auth/auth.js';
@@ -87,14 +88,32 @@ export type AsrProviderConfig =
       stickiness?: number;
     }
   /** A vLLM realtime server (`vllm serve mistralai/Voxtral-Mini-4B-Realtime-2602`) or this service's asr-server mode. */
-  | { provider: 'vllm-realtime'; url: string; model: string; apiKey?: string; languages?: string[]; connectTimeoutMs?: number; finalTimeoutMs?: number }
+  | {
+      provider: 'vllm-realtime';
+      /** One server, or several in `urls` (failover, docs/gpu.md). */
+      url?: string;
+      urls?: string[];
+      failover?: RemoteFailoverConfig;
+      model: string;
+      apiKey?: string;
+      languages?: string[];
+      connectTimeoutMs?: number;
+      finalTimeoutMs?: number;
+      /** Silence sent before the final commit so Voxtral decodes the last window (default 500 ms). */
+      trailingSilenceMs?: number;
+    }
   /** Batch OpenAI-compatible `/v1/audio/transcriptions` (Whisper / Voxtral servers): final-only, re-decodes each utterance. */
   | { provider: 'openai-batch'; baseUrl: string; model: string; apiKey?: string; languages?: string[]; timeoutMs?: number; retries?: number; responseFormat?: 'json' | 'verbose_json' };
+/** Several URLs for one remote stage: 'ordered' (default) or 'round-robin'; a failed URL rests `downMs` (default 5000). */
+export type RemoteFailoverConfig = { strategy?: 'ordered' | 'round-robin'; downMs?: number };
 export type LlmProviderConfig =
   | { provider: 'rules'; rulesPath?: string }
   | {
       provider: 'openai';
-      baseUrl: string;
+      /** One server, or several in `baseUrls` (failover, docs/gpu.md). */
+      baseUrl?: string;
+      baseUrls?: string[];
+      failover?: RemoteFailoverConfig;
       model: string;
       apiKey?: string;
       temperature?: number;
@@ -103,13 +122,16 @@ export type LlmProviderConfig =
       retries?: number;
     }
   | { provider: 'llamacpp'; modelPath: string; gpu?: 'auto' | false; contextSize?: number; temperature?: number; maxTokens?: number };
-export type TtsProviderConfig = {
-  provider: 'auto' | 'svoxpico' | 'espeak';
-  voicesDir?: string;
-  voices?: Record<string, string>;
-  /** 'wasm' (GPL-3.0 build in this process), 'process' (system espeak-ng), 'none'; see src/providers/tts/index.ts. */
-  espeakEngine?: 'wasm' | 'process' | 'none';
-};
+export type TtsProviderConfig =
+  | {
+      provider: 'auto' | 'svoxpico' | 'espeak';
+      voicesDir?: string;
+      voices?: Record<string, string>;
+      /** 'wasm' (GPL-3.0 build in this process), 'process' (system espeak-ng), 'none'; see src/providers/tts/index.ts. */
+      espeakEngine?: 'wasm' | 'process' | 'none';
+    }
+  /** A remote `/v1/audio/speech` server (vLLM-Omni, Kokoro-FastAPI, Orpheus-FastAPI): src/providers/tts/openai-speech. */
+  | RemoteTtsConfig;
 
 /** Browser calls over WebRTC (src/transports/webrtc, signaling/). docs/webrtc.md explains each field. */
 export interface WebRtcConfig {

@@ -39,7 +39,8 @@ describe('configuration schema', () => {
     const config = loadConfig(['--config', 'config/example.gpu.json'], {});
     expect(config.providers.asr.provider).toBe('vllm-realtime');
     expect(config.providers.llm.provider).toBe('openai');
-    expect(config.providers.tts.voices?.fr).toBe('fr-FR');
+    expect(config.providers.tts.voices?.fr).toBe('ff_siwis');
+    expect(config.providers.tts.provider === 'openai-speech' && config.providers.tts.embeddedVoices?.fr).toBe('fr-FR');
     expect(config.agent.tools?.enabled).toContain('book_appointment');
     // Unset sections keep their defaults.
     expect(config.turn.endpointSilenceMs).toBe(DEFAULT_CONFIG.turn.endpointSilenceMs);
@@ -98,6 +99,12 @@ describe('configuration schema', () => {
     expect(await problemsOf({ providers: { vad: { provider: 'silero', executionProviders: ['gpu'] } } })).toMatch(/providers\.vad\.executionProviders\[0\]: must be one of "cpu", "cuda"/);
     expect(await problemsOf({ agent: { defaultLanguage: 'English' } })).toContain('agent.defaultLanguage: must be a language tag');
     expect(await problemsOf({ auth: { apiKeyHashes: ['plain-text-key'] } })).toContain('auth.apiKeyHashes[0]: must be a SHA-256 hex digest');
+    // Remote stages take one URL or several; one of the two is required.
+    expect(await problemsOf({ providers: { asr: { provider: 'vllm-realtime', model: 'm' } } })).toMatch(/providers\.asr.*url/);
+    expect(await problemsOf({ providers: { llm: { provider: 'openai', model: 'm', baseUrls: ['ftp://x'] } } })).toContain('providers.llm.baseUrls[0]');
+    expect(await problemsOf({ providers: { tts: { provider: 'openai-speech', baseUrl: 'http://x/v1', model: 'm' } } })).toContain('providers.tts.voices: is required');
+    const several = await load({ providers: { asr: { provider: 'vllm-realtime', urls: ['ws://a/v1/realtime', 'ws://b/v1/realtime'], model: 'm', failover: { strategy: 'round-robin' } } } });
+    expect(several.providers.asr).toMatchObject({ urls: ['ws://a/v1/realtime', 'ws://b/v1/realtime'] });
     const ok = await load({ providers: { asr: { provider: 'openai-batch', baseUrl: 'http://127.0.0.1:9000/v1', model: 'whisper-large-v3-turbo' } } });
     expect(ok.providers.asr).toEqual({ provider: 'openai-batch', baseUrl: 'http://127.0.0.1:9000/v1', model: 'whisper-large-v3-turbo' });
   });

@@ -873,9 +873,11 @@ export class Session {
     };
   }
 
-  private onPartial(text: string, language: string): void {
+  private onPartial(text: string, heard: string): void {
     const turn = this.openTurn;
     if (!turn || this.closed) return;
+    // '' : the recogniser cannot tell (a remote model that reports no language).
+    const language = heard || turn.language;
     const full = [...turn.segments, text].join(' ').trim();
     if (!full || full === this.lastPartial) return;
     this.lastPartial = full;

@@ -27,6 +27,7 @@ export interface AsrStreamOptions {
 
 export interface AsrPartial {
   text: string;
+  /** The language heard; '' when the backend cannot tell (the session keeps its own). */
   language: string;
   /**
    * Grammar decoders: the partial already is a whole sentence of the grammar (a strong end-of-turn cue);
@@ -44,6 +45,10 @@ export interface AsrWord {
 
 export interface AsrFinal {
   text: string;
+  /**
+   * The language heard; '' when the backend cannot tell (vLLM's realtime `done` carries none): the session then
+   * keeps its own rather than switching to a guess.
+   */
   language: string;
   /** Audio covered by this utterance, ms. */
   audioMs: number;

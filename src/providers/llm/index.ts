@@ -26,8 +26,8 @@ export function createLlmProvider(config: LlmConfig, logger: Logger): LlmProvide
     }
     case 'openai': {
       const { provider: _p, ...options } = config;
-      if (!options.baseUrl || !options.model) {
-        throw new Error("LLM config: provider 'openai' needs baseUrl and model");
+      if ((!options.baseUrl && !options.baseUrls?.length) || !options.model) {
+        throw new Error("LLM config: provider 'openai' needs baseUrl (or baseUrls) and model");
       }
       return new OpenAiCompatibleLlm({ ...options, logger: log });
     }

@@ -8,13 +8,32 @@ import { spawnSync } from 'node:child_process';
 import { EspeakTts } from './espeak/index.js';
 import { EspeakProcessTts } from './espeak-process/index.js';
 import { SvoxPicoTts, defaultPicoVoicesDir, findPicoVoices } from './svoxpico/index.js';
+import { OpenAiSpeechTts, type OpenAiSpeechTtsOptions } from './openai-speech/index.js';
 import type { TtsOptions, TtsProvider } from './types.js';
+import type { BackendPool, HasBackends } from '../backends.js';
 
 export type { TtsOptions, TtsProvider } from './types.js';
 export { EspeakTts, type EspeakTtsOptions, type EspeakVoice } from './espeak/index.js';
 export { SvoxPicoTts, type SvoxPicoTtsOptions, defaultPicoVoicesDir, findPicoVoices } from './svoxpico/index.js';
+export { OpenAiSpeechTts, TtsHttpError, type OpenAiSpeechTtsOptions } from './openai-speech/index.js';
 
-export interface TtsFactoryConfig {
+/** A remote `/v1/audio/speech` server (vLLM-Omni, Kokoro-FastAPI, …); see openai-speech/index.ts. */
+export type RemoteTtsConfig = { provider: 'openai-speech' } & Omit<OpenAiSpeechTtsOptions, 'logger'> & {
+  /**
+   * The embedded TTS that speaks when the server cannot (down, refusing, or a language without a remote voice):
+   * 'auto' | 'svoxpico' | 'espeak' as for `provider`, or 'none' (default): the caller then hears nothing of
+   * that segment and the device gets `tts_failed`.
+   */
+  embeddedFallback?: EmbeddedTtsConfig['provider'] | 'none';
+  /** Voices for the embedded fallback (its own names, e.g. { "en": "en-GB" }). */
+  embeddedVoices?: Record<string, string>;
+  /** The embedded fallback's eSpeak NG engine, as for the embedded providers. */
+  espeakEngine?: EspeakEngine;
+};
+
+export type TtsFactoryConfig = EmbeddedTtsConfig | RemoteTtsConfig;
+
+export interface EmbeddedTtsConfig {
   /** 'auto': Pico (+ eSpeak for other languages) when Pico voice files exist, else eSpeak alone. */
   provider: 'svoxpico' | 'espeak' | 'auto';
   /** SVOX Pico voices directory (default: env SVOX_PICO_DIR, else ../shared/models/svox-pico). */
@@ -112,8 +131,71 @@ export class CompositeTts implements TtsProvider {
   }
 }
 
+/**
+ * A remote TTS with an embedded one behind it: a segment the remote cannot start (every server down or refusing,
+ * no remote voice for the language) is spoken by the embedded TTS. Once audio flowed a failure is thrown (the
+ * session reports `tts_failed` and goes on); the failed server is then marked down, so the next segments go
+ * straight to the embedded voice until it recovers.
+ */
+export class FallbackTts implements TtsProvider {
+  readonly name: string;
+
+  constructor(
+    private readonly primary: TtsProvider & { readonly healthy?: boolean },
+    private readonly fallback: TtsProvider,
+    private readonly logger: Logger,
+  ) {
+    this.name = `${primary.name}>${fallback.name}`;
+  }
+
+  get languages(): readonly string[] {
+    return [...new Set([...this.primary.languages, ...this.fallback.languages])];
+  }
+
+  /** The remote's servers (for registerBackendMetrics). */
+  get backends(): BackendPool | undefined {
+    return (this.primary as Partial<HasBackends>).backends;
+  }
+
+  async load(): Promise<void> {
+    await Promise.all([this.primary.load(), this.fallback.load()]);
+  }
+
+  async *synthesize(text: string, options: TtsOptions): AsyncGenerator<Int16Array> {
+    const { voice: _remoteVoice, ...embedded } = options;
+    if (!this.primary.languages.includes(primaryTag(options.language)) || this.primary.healthy === false) {
+      yield* this.fallback.synthesize(text, embedded);
+      return;
+    }
+    let produced = false;
+    try {
+      for await (const chunk of this.primary.synthesize(text, options)) {
+        produced = true;
+        yield chunk;
+      }
+      return;
+    } catch (err) {
+      if (options.signal?.aborted) return;
+      if (produced) throw err;
+      this.logger.warn({ err: (err as Error).message, fallback: this.fallback.name }, 'remote TTS failed before any audio; speaking with the embedded TTS');
+    }
+    yield* this.fallback.synthesize(text, embedded);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.primary.close?.(), this.fallback.close?.()]);
+  }
+}
+
 /** Build (not load) the configured TTS provider. */
 export function createTtsProvider(config: TtsFactoryConfig, logger: Logger): TtsProvider {
+  if (config.provider === 'openai-speech') {
+    const { provider: _p, embeddedFallback, embeddedVoices, espeakEngine, ...options } = config;
+    const remote = new OpenAiSpeechTts({ ...options, logger });
+    if (!embeddedFallback || embeddedFallback === 'none') return remote;
+    const embedded = createTtsProvider({ provider: embeddedFallback, voices: embeddedVoices, espeakEngine }, logger);
+    return new FallbackTts(remote, embedded, logger);
+  }
   const voicesDir = config.voicesDir ?? defaultPicoVoicesDir();
   const pico = (): SvoxPicoTts => new SvoxPicoTts({ voicesDir, logger, gainDb: config.gainDb });
   const engine = config.espeakEngine ?? defaultEspeakEngine();
@@ -141,8 +223,8 @@ export function createTtsProvider(config: TtsFactoryConfig, logger: Logger): Tts
       return new CompositeTts(chosen, voices);
     }
     default: {
-      const unknown: never = config.provider;
-      throw new Error(`unknown TTS provider '${String(unknown)}'`);
+      const unknown: never = config;
+      throw new Error(`unknown TTS provider '${String((unknown as { provider: unknown }).provider)}'`);
     }
   }
 }

@@ -24,7 +24,11 @@ export interface OpenAiBatchAsrOptions {
   timeoutMs?: number;
   /** Extra attempts on connection errors, 429 and 5xx (default 1). */
   retries?: number;
-  /** 'verbose_json' also returns the detected language (Whisper-style servers); default 'json'. */
+  /**
+   * 'verbose_json' also returns the detected language (Whisper-style servers); default 'json'. vLLM refuses it
+   * for models without segment timestamps (Voxtral): it is not sent for a Voxtral model, and a server that
+   * refuses it with HTTP 400 is asked again in 'json' (and from then on).
+   */
   responseFormat?: 'json' | 'verbose_json';
   logger?: Logger;
 }
@@ -55,6 +59,7 @@ export class OpenAiBatchAsr implements AsrProvider {
   readonly endpoint: string;
   private readonly options: OpenAiBatchAsrOptions;
   private readonly logger: Logger | undefined;
+  private responseFormat: 'json' | 'verbose_json';
 
   constructor(options: OpenAiBatchAsrOptions) {
     if (!/^https?:\/\//.test(options.baseUrl)) throw new Error(`openai-batch: baseUrl must be http(s)://, got "${options.baseUrl}"`);
@@ -63,6 +68,11 @@ export class OpenAiBatchAsr implements AsrProvider {
     this.languages = options.languages ?? ['*'];
     this.endpoint = `${options.baseUrl.replace(/\/+$/, '')}/audio/transcriptions`;
     this.logger = options.logger?.child({ provider: 'asr-openai-batch' });
+    this.responseFormat = options.responseFormat ?? 'json';
+    if (this.responseFormat === 'verbose_json' && /voxtral/i.test(options.model)) {
+      this.logger?.warn({ model: options.model }, "verbose_json is refused by vLLM for Voxtral (no segment timestamps): asking for 'json'");
+      this.responseFormat = 'json';
+    }
   }
 
   /** Nothing to load; the server is checked by the first request (a GET /models probe is not universal). */
@@ -85,6 +95,12 @@ export class OpenAiBatchAsr implements AsrProvider {
         return await this.attempt(samples, language, signal);
       } catch (err) {
         lastError = err instanceof AsrHttpError ? err : new AsrHttpError(String(err), undefined, false);
+        if (lastError.status === 400 && this.responseFormat === 'verbose_json' && /verbose_json|timestamp/i.test(lastError.message)) {
+          this.logger?.warn({ err: lastError.message }, "server refuses verbose_json: asking for 'json' from now on");
+          this.responseFormat = 'json';
+          attempt--;
+          continue;
+        }
         if (!lastError.retryable || signal.aborted) throw lastError;
         this.logger?.warn({ attempt: attempt + 1, err: lastError.message }, 'transcription request failed; retrying');
       }
@@ -97,7 +113,7 @@ export class OpenAiBatchAsr implements AsrProvider {
     const wav = encodeWav(samples, INTERNAL_SAMPLE_RATE);
     form.append('file', new Blob([wav], { type: 'audio/wav' }), 'utterance.wav');
     form.append('model', this.options.model);
-    form.append('response_format', this.options.responseFormat ?? 'json');
+    form.append('response_format', this.responseFormat);
     form.append('temperature', '0');
     if (language) form.append('language', language);
     const timeoutMs = this.options.timeoutMs ?? 15_000;
@@ -169,7 +185,8 @@ class OpenAiBatchStream implements AsrStream {
     const samples = this.samples;
     this.parts = [];
     this.samples = 0;
-    const language = this.language ?? 'en';
+    // The language asked for (the server decodes in it), else what the server detected, else none: never a guess.
+    const language = this.language ?? '';
     if (this.closed || samples === 0) return { text: '', language, audioMs: 0 };
     const pcm = new Int16Array(samples);
     let off = 0;

@@ -3,11 +3,16 @@
  * Speaks SSE over Node's global fetch; no SDK so nothing is pulled in and every byte is ours to time.
  */
 import type { Logger } from 'pino';
+import { BackendPool, urlList, type BackendStrategy } from '../../backends.js';
 import type { ChatMessage, LlmEvent, LlmProvider, LlmRequest, ToolCall } from '../types.js';
 
 export interface OpenAiCompatibleLlmOptions {
   /** e.g. "http://127.0.0.1:8000/v1" (the path that holds /chat/completions). */
-  baseUrl: string;
+  baseUrl?: string;
+  /** More servers of the same model, tried in turn when one fails (src/providers/backends.ts). */
+  baseUrls?: string[];
+  /** How requests spread over several URLs (default 'ordered') and how long a failed one rests (default 5000 ms). */
+  failover?: { strategy?: BackendStrategy; downMs?: number };
   model: string;
   apiKey?: string;
   temperature?: number;
@@ -65,9 +70,15 @@ interface PendingToolCall {
 
 const SNIPPET_CHARS = 300;
 
+/** vLLM answers a request with `tools` this way when started without --enable-auto-tool-choice. */
+const TOOLS_DISABLED_RE = /enable-auto-tool-choice|tool-call-parser|tool choice requires/i;
+
 export class OpenAiCompatibleLlm implements LlmProvider {
   readonly name = 'openai';
-  private readonly url: string;
+  /** Failover over the configured servers (one or more). */
+  readonly backends: BackendPool;
+  /** The server refused tools (vLLM without --enable-auto-tool-choice): requests go without them from then on. */
+  private toolsRefused = false;
   private readonly timeoutMs: number;
   private readonly idleTimeoutMs: number;
   private readonly retries: number;
@@ -75,9 +86,15 @@ export class OpenAiCompatibleLlm implements LlmProvider {
   private callSeq = 0;
 
   constructor(private readonly options: OpenAiCompatibleLlmOptions) {
-    if (!options.baseUrl) throw new Error('OpenAiCompatibleLlm: baseUrl is required');
+    const bases = urlList(options.baseUrl, options.baseUrls, 'OpenAiCompatibleLlm: baseUrl');
     if (!options.model) throw new Error('OpenAiCompatibleLlm: model is required');
-    this.url = `${options.baseUrl.replace(/\/+$/, '')}/chat/completions`;
+    this.backends = new BackendPool({
+      stage: 'llm',
+      urls: bases.map((b) => `${b.replace(/\/+$/, '')}/chat/completions`),
+      strategy: options.failover?.strategy,
+      downMs: options.failover?.downMs,
+      logger: options.logger,
+    });
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
     this.retries = Math.max(0, options.retries ?? 2);
@@ -95,7 +112,7 @@ export class OpenAiCompatibleLlm implements LlmProvider {
       stream: true,
     };
     // Some servers reject an empty tools array: only send it when there are tools.
-    if (request.tools.length > 0) {
+    if (request.tools.length > 0 && !this.toolsRefused) {
       body.tools = request.tools.map((t) => ({
         type: 'function',
         function: { name: t.name, description: t.description, parameters: t.parameters },
@@ -108,19 +125,24 @@ export class OpenAiCompatibleLlm implements LlmProvider {
 
   async *stream(request: LlmRequest): AsyncGenerator<LlmEvent> {
     const { signal } = request;
-    const payload = JSON.stringify(this.buildBody(request));
+    let payload = JSON.stringify(this.buildBody(request));
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       accept: 'text/event-stream',
       ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}),
       ...this.options.extraHeaders,
     };
+    // Every server once per round; a failure moves to the next one at once (no back-off while others remain).
+    let queue = this.backends.candidates();
+    let backoffs = 0;
 
-    for (let attempt = 0; ; attempt++) {
+    for (;;) {
       if (signal.aborted) {
         yield { type: 'done', finishReason: 'cancelled' };
         return;
       }
+      const url = queue.shift() ?? this.backends.candidates()[0];
+      this.backends.started(url);
       let yielded = false;
       const attemptCtl = new AbortController();
       const onAbort = (): void => attemptCtl.abort(signal.reason);
@@ -130,33 +152,34 @@ export class OpenAiCompatibleLlm implements LlmProvider {
       const arm = (ms: number, what: string): void => {
         clearTimeout(timer);
         timer = setTimeout(() => {
-          timeout = new LlmHttpError(`LLM ${what} timeout after ${ms} ms (${this.url})`, undefined, undefined, true);
+          timeout = new LlmHttpError(`LLM ${what} timeout after ${ms} ms (${url})`, undefined, undefined, true);
           attemptCtl.abort(timeout);
         }, ms);
       };
 
       try {
         arm(this.timeoutMs, 'first-byte');
-        const res = await fetch(this.url, { method: 'POST', headers, body: payload, signal: attemptCtl.signal });
+        const res = await fetch(url, { method: 'POST', headers, body: payload, signal: attemptCtl.signal });
         if (!res.ok) {
           const text = await res.text().catch(() => '');
           const retryable = res.status === 429 || res.status >= 500;
           throw new LlmHttpError(
-            `LLM HTTP ${res.status} ${res.statusText} from ${this.url}: ${snippet(text)}`,
+            `LLM HTTP ${res.status} ${res.statusText} from ${url}: ${snippet(text)}`,
             res.status,
             snippet(text),
             retryable,
             parseRetryAfter(res.headers.get('retry-after')),
           );
         }
-        if (!res.body) throw new LlmHttpError(`LLM response from ${this.url} has no body`, res.status, undefined, true);
+        if (!res.body) throw new LlmHttpError(`LLM response from ${url} has no body`, res.status, undefined, true);
 
         const contentType = res.headers.get('content-type') ?? '';
         if (contentType.includes('application/json')) {
           // Server ignored stream:true (some proxies do): accept a whole completion.
           const text = await res.text();
           clearTimeout(timer);
-          yield* this.fromWholeCompletion(text);
+          this.backends.succeeded(url);
+          yield* this.fromWholeCompletion(text, url);
           return;
         }
 
@@ -166,15 +189,16 @@ export class OpenAiCompatibleLlm implements LlmProvider {
             state.sawDone = true;
             break;
           }
-          for (const text of this.applyChunk(data, state)) {
+          for (const text of this.applyChunk(data, state, url)) {
             yielded = true;
             yield { type: 'text', text };
           }
         }
         clearTimeout(timer);
         if (!state.sawDone && state.finish === undefined) {
-          throw new LlmHttpError(`LLM stream from ${this.url} ended before completion`, undefined, undefined, true);
+          throw new LlmHttpError(`LLM stream from ${url} ended before completion`, undefined, undefined, true);
         }
+        this.backends.succeeded(url);
         yield* this.finish(state.finish, state.tools);
         return;
       } catch (err) {
@@ -183,19 +207,33 @@ export class OpenAiCompatibleLlm implements LlmProvider {
           yield { type: 'done', finishReason: 'cancelled' };
           return;
         }
-        const e = timeout ?? toLlmError(err, this.url);
+        const e = timeout ?? toLlmError(err, url);
+        if (e.retryable) this.backends.failed(url, e.message);
         if (yielded) {
           // Half a reply already went downstream: replaying it would duplicate speech.
           throw new LlmHttpError(`${e.message} (mid-stream, after output started; not retried)`, e.status, e.bodySnippet, false);
         }
-        if (!e.retryable || attempt >= this.retries) throw e;
-        const backoff = this.retryBaseDelayMs * 2 ** attempt * (1 + Math.random() * 0.25);
+        if (this.refusedTools(e, request)) {
+          // Chosen behaviour: the call goes on without tools (answers in words) rather than failing every turn.
+          payload = JSON.stringify(this.buildBody(request));
+          queue = [url, ...queue];
+          continue;
+        }
+        if (!e.retryable) throw e;
+        if (queue.length > 0) {
+          this.options.logger?.warn({ err: e.message, next: queue[0] }, 'llm backend failed, trying the next one');
+          continue;
+        }
+        if (backoffs >= this.retries) throw e;
+        const backoff = this.retryBaseDelayMs * 2 ** backoffs * (1 + Math.random() * 0.25);
         const delay = Math.min(Math.max(backoff, e.retryAfterMs ?? 0), 5_000);
-        this.options.logger?.warn({ err: e.message, attempt: attempt + 1, delayMs: Math.round(delay) }, 'llm request failed, retrying');
+        backoffs++;
+        this.options.logger?.warn({ err: e.message, attempt: backoffs, delayMs: Math.round(delay) }, 'llm request failed, retrying');
         if (!(await sleep(delay, signal))) {
           yield { type: 'done', finishReason: 'cancelled' };
           return;
         }
+        queue = this.backends.candidates();
       } finally {
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
@@ -205,21 +243,36 @@ export class OpenAiCompatibleLlm implements LlmProvider {
     }
   }
 
+  /**
+   * vLLM started without `--enable-auto-tool-choice --tool-call-parser …` answers any request with `tools` with
+   * HTTP 400. Said once, loudly, with the flags to add; from then on this backend is asked without tools.
+   */
+  private refusedTools(e: LlmHttpError, request: LlmRequest): boolean {
+    if (this.toolsRefused || e.status !== 400 || request.tools.length === 0 || !TOOLS_DISABLED_RE.test(e.bodySnippet ?? '')) return false;
+    this.toolsRefused = true;
+    this.options.logger?.error(
+      { status: e.status, body: e.bodySnippet, tools: request.tools.map((t) => t.name) },
+      'LLM server refuses tool calls: start vLLM with --enable-auto-tool-choice --tool-call-parser <parser for the model> (e.g. mistral). Going on without tools: the agent answers in words only',
+    );
+    return true;
+  }
+
   /** Applies one SSE data payload; returns the text deltas it carried. */
   private applyChunk(
     data: string,
     state: { finish: string | undefined; tools: Map<number, PendingToolCall> },
+    url: string,
   ): string[] {
     let json: unknown;
     try {
       json = JSON.parse(data);
     } catch {
-      throw new LlmHttpError(`LLM stream from ${this.url} sent malformed JSON: ${snippet(data)}`, undefined, snippet(data), false);
+      throw new LlmHttpError(`LLM stream from ${url} sent malformed JSON: ${snippet(data)}`, undefined, snippet(data), false);
     }
     if (!isRecord(json)) return [];
     if (json.error !== undefined) {
       const msg = isRecord(json.error) && typeof json.error.message === 'string' ? json.error.message : JSON.stringify(json.error);
-      throw new LlmHttpError(`LLM stream error from ${this.url}: ${snippet(msg)}`, undefined, snippet(msg), false);
+      throw new LlmHttpError(`LLM stream error from ${url}: ${snippet(msg)}`, undefined, snippet(msg), false);
     }
     const out: string[] = [];
     const choices = Array.isArray(json.choices) ? json.choices : [];
@@ -263,16 +316,16 @@ export class OpenAiCompatibleLlm implements LlmProvider {
     yield { type: 'done', finishReason: complete.length > 0 ? 'tool_calls' : mapFinish(finishReason) };
   }
 
-  private *fromWholeCompletion(text: string): Generator<LlmEvent> {
+  private *fromWholeCompletion(text: string, url: string): Generator<LlmEvent> {
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch {
-      throw new LlmHttpError(`LLM response from ${this.url} is not JSON: ${snippet(text)}`, undefined, snippet(text), false);
+      throw new LlmHttpError(`LLM response from ${url} is not JSON: ${snippet(text)}`, undefined, snippet(text), false);
     }
     const choice = isRecord(json) && Array.isArray(json.choices) && isRecord(json.choices[0]) ? json.choices[0] : undefined;
     const message = choice && isRecord(choice.message) ? choice.message : undefined;
-    if (!message) throw new LlmHttpError(`LLM response from ${this.url} has no choices: ${snippet(text)}`, undefined, snippet(text), false);
+    if (!message) throw new LlmHttpError(`LLM response from ${url} has no choices: ${snippet(text)}`, undefined, snippet(text), false);
     if (typeof message.content === 'string' && message.content !== '') yield { type: 'text', text: message.content };
     const tools = new Map<number, PendingToolCall>();
     if (Array.isArray(message.tool_calls)) {
