@@ -49,6 +49,8 @@ export class VoiceService {
       this.idleWatch.unref();
     }
     this.providers = providers ?? createProviders(config, logger);
+    // Remote stages with several URLs: each backend's health and counts on /metrics.
+    registerBackendMetrics(this.metrics.registry, [this.providers.asr, this.providers.llm, this.providers.tts]);
     this.webhooks = config.integration?.webhooks?.url
       ? new WebhookDispatcher(config.integration.webhooks, logger.child({ component: 'webhooks' }), this.metrics.registry)
       : null;
