@@ -12,6 +12,7 @@ import type { ToolExecutor } from './session/reply.js';
 import { CallRecorder, sweepRecordings } from './recording/recorder.js';
 import { WebhookDispatcher } from './integration/webhooks.js';
 import { handoverEvent, observedTools } from './integration/events.js';
+import { registerBackendMetrics } from './providers/backends.js';
 
 export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
 
