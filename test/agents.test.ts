@@ -19,7 +19,8 @@ import Database from 'better-sqlite3';
 import { configProblems, validateConfig } from '../src/config-schema.js';
 import { TEST_API_KEY, startTestServer, type TestServer } from './helpers/server.js';
 import { TextCaller } from './helpers/text-caller.js';
-import { udpSipPhone } from './helpers/sip-phone.js';
+import { udpSipPhone, type UdpSipPhone } from './helpers/sip-phone.js';
+import WebSocket from 'ws';
 import { OPERATOR_SECRET, OPERATOR_SECRET_ENV, startOperatorService, type OperatorService } from './helpers/operator.js';
 import { picoAvailable, speak } from './helpers/speech.js';
 import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
@@ -65,33 +66,38 @@ async function record(callId: string): Promise<CallRecord> {
   return (await res.json()) as CallRecord;
 }
 
+/** A request of dialog `callId` from `phone` to `number` at the test server. */
+function sipRequest(method: string, number: string, phone: UdpSipPhone, callId: string, cseq: number, headers: string[] = [], body = '', toTag = ''): string {
+  return [
+    `${method} sip:${number}@127.0.0.1:${phone.sip.port} SIP/2.0`,
+    `Via: SIP/2.0/UDP 127.0.0.1:${phone.port};branch=z9hG4bK${callId}${cseq};rport`,
+    'Max-Forwards: 70',
+    'From: <sip:+34600111222@trunk.example>;tag=c1',
+    `To: <sip:${number}@127.0.0.1:${phone.sip.port}>${toTag ? `;tag=${toTag}` : ''}`,
+    `Call-ID: ${callId}`,
+    `CSeq: ${cseq} ${method}`,
+    `Contact: <sip:caller@127.0.0.1:${phone.port}>`,
+    ...headers,
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    '',
+    body,
+  ].join('\r\n');
+}
+
+/** A PCMU audio offer; nothing listens on its RTP port (the turns are keypad digits by INFO). */
+function offer(phone: UdpSipPhone): string {
+  return ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${phone.port + 2} RTP/AVP 0`, 'a=rtpmap:0 PCMU/8000', ''].join('\r\n');
+}
+
 /** A SIP phone on a UDP socket: INVITE to `number`, ACK, keypad digits by INFO, BYE. */
 async function sipCall(number: string, digits: string): Promise<{ recordId: string; reply: string }> {
   const phone = await udpSipPhone(server.server.service);
   const { sip, got } = phone;
   const callId = `agents-${number}-${Date.now()}`;
   let toTag = '';
-  const send = (method: string, cseq: number, headers: string[] = [], body = ''): void => {
-    phone.send(
-      [
-        `${method} sip:${number}@127.0.0.1:${sip.port} SIP/2.0`,
-        `Via: SIP/2.0/UDP 127.0.0.1:${phone.port};branch=z9hG4bK${callId}${cseq};rport`,
-        'Max-Forwards: 70',
-        'From: <sip:+34600111222@trunk.example>;tag=c1',
-        `To: <sip:${number}@127.0.0.1:${sip.port}>${toTag ? `;tag=${toTag}` : ''}`,
-        `Call-ID: ${callId}`,
-        `CSeq: ${cseq} ${method}`,
-        `Contact: <sip:caller@127.0.0.1:${phone.port}>`,
-        ...headers,
-        `Content-Length: ${Buffer.byteLength(body)}`,
-        '',
-        body,
-      ].join('\r\n'),
-    );
-  };
+  const send = (method: string, cseq: number, headers: string[] = [], body = ''): void => phone.send(sipRequest(method, number, phone, callId, cseq, headers, body, toTag));
   try {
-    const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${phone.port + 2} RTP/AVP 0`, 'a=rtpmap:0 PCMU/8000', ''].join('\r\n');
-    send('INVITE', 1, ['Content-Type: application/sdp'], sdp);
+    send('INVITE', 1, ['Content-Type: application/sdp'], offer(phone));
     const ok = await until('200 OK', () => got.find((m) => m.startsWith('SIP/2.0 200')));
     toTag = /^To: .*;tag=([^;\r\n]+)/m.exec(ok)?.[1] ?? '';
     send('ACK', 1);
@@ -156,6 +162,42 @@ describe('several agents in one process', () => {
     );
     expect(started.json).toMatchObject({ type: 'call.started', data: { agent: 'beta', agent_version: versions.current('beta')?.version } });
   }, 20_000);
+
+  it('a Twilio media stream answers with the agent of its `to` parameter', async () => {
+    const res = await mint({});
+    const { token } = (await res.json()) as { token: string };
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}/v1/telephony/twilio?token=${token}`);
+    await once(ws, 'open');
+    const callSid = `CA${Date.now()}`;
+    try {
+      const send = (msg: Record<string, unknown>): void => ws.send(JSON.stringify({ streamSid: 'MZ1', ...msg }));
+      send({ event: 'connected', protocol: 'Call', version: '1.0.0' });
+      send({
+        event: 'start',
+        start: { streamSid: 'MZ1', callSid, customParameters: { to: BETA_NUMBER }, mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } },
+      });
+      const recordId = await until('the call record', () => server.server.service.store.idForNetworkId(callSid));
+      for (const digit of ['1', '#']) send({ event: 'dtmf', dtmf: { track: 'inbound_track', digit } });
+      const line = await until('agent reply', () => server.server.service.store.get(recordId, TEST_KEY_ID)?.transcript.find((t) => t.role === 'agent'));
+      expect(line.text).toBe('Beta, again?');
+      expect(await record(recordId)).toMatchObject({ agent: 'beta', transport: 'twilio' });
+    } finally {
+      ws.close();
+    }
+  }, 20_000);
+
+  it('with unknownNumber "refuse", a number no agent answers gets SIP 404', async () => {
+    const agents = server.server.service.config.agents;
+    agents.unknownNumber = 'refuse';
+    const phone = await udpSipPhone(server.server.service);
+    try {
+      phone.send(sipRequest('INVITE', '+449990000000', phone, 'refused-1', 1, ['Content-Type: application/sdp'], offer(phone)));
+      await until('404', () => phone.got.find((m) => m.startsWith('SIP/2.0 404')));
+    } finally {
+      agents.unknownNumber = 'default';
+      phone.close();
+    }
+  }, 10_000);
 
   it('a token claim chooses the agent; an unknown one is refused when the token is minted', async () => {
     const res = await mint({ agent: 'beta' });
