@@ -68,7 +68,9 @@ export class VoiceService {
   /** Loads every provider's models; /healthz turns 200 when this resolves. */
   load(): Promise<void> {
     // Agent files compile (grammars included) beside the models: their recogniser work waits for the ASR's load itself.
-    this.loading ??= Promise.all([loadProviders(this.providers, this.logger, this.config), this.agents.load()]).then(
+    // The agent of providers.llm gets its grammars only when calls can reach it (not once agents.default names a file).
+    const grammarsFor = this.agents.usesImplicit ? this.config : undefined;
+    this.loading ??= Promise.all([loadProviders(this.providers, this.logger, grammarsFor), this.agents.load()]).then(
       () => {
         this.state = 'ready';
       },

@@ -271,7 +271,9 @@ describe('agent selection order', () => {
       expect(registry.select('k0', { request_uri: '+1 555 0001' }).name).toBe('b');
       expect(registry.select('k1', {}).name).toBe('b');
       expect(registry.select('k0', {}).name).toBe('a');
-      expect(registry.select('k0', { agent: 'default' }).name).toBe('default');
+      // "default" names the default agent (here a file): the agent of providers.llm answers no call.
+      expect(registry.select('k0', { agent: 'default' }).name).toBe('a');
+      expect(registry.usesImplicit).toBe(false);
       expect(() => registry.select('k0', { agent: 'zeta' })).toThrow(AgentSelectionError);
       expect(() => registry.select('k0', { request_uri: '+15559999' })).toThrow(/no agent answers/);
       await registry.close();

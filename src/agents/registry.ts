@@ -122,9 +122,21 @@ export class AgentRegistry extends EventEmitter {
     return name === DEFAULT_AGENT || this.entries.has(name);
   }
 
-  /** The version new calls to `name` get now. */
+  /**
+   * Whether calls can reach the agent of `providers.llm`: not once `agents.default` names a file (it then answers
+   * nothing, and the service compiles no grammars for it).
+   */
+  get usesImplicit(): boolean {
+    return this.config.agents?.default === undefined;
+  }
+
+  /** The version new calls to `name` get now; "default" is the default agent. */
   current(name: string): AgentVersion | undefined {
-    return this.entries.get(name)?.current ?? (name === DEFAULT_AGENT ? this.implicit : undefined);
+    const entry = this.entries.get(name);
+    if (entry) return entry.current;
+    if (name !== DEFAULT_AGENT) return undefined;
+    const chosen = this.config.agents?.default;
+    return chosen === undefined ? this.implicit : this.entries.get(chosen)?.current;
   }
 
   /** Loads every agent file (an invalid one fails the service's load, as an invalid rules file does), then watches them. */
@@ -172,7 +184,7 @@ export class AgentRegistry extends EventEmitter {
     if (dialled.length > 0 && agents.unknownNumber === 'refuse') {
       throw new AgentSelectionError('unknown_number', `no agent answers ${dialled[0]}`);
     }
-    return this.current(agents.default ?? DEFAULT_AGENT) ?? this.implicit;
+    return this.current(DEFAULT_AGENT) ?? this.implicit;
   }
 
   /** A call starts on `version`: it stays loaded until release(). */

@@ -122,7 +122,7 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarA
   async setGrammars(specs: readonly GrammarSpec[]): Promise<void> {
     const grammars = (this.grammars ??= await this.grammarDecoders(this.logger));
     const native = this.native;
-    if (!native) throw new Error('PocketSphinxAsr closed');
+    if (!native || this.closed) throw new Error('PocketSphinxAsr closed');
     try {
       await grammars.set(specs);
     } finally {
