@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashApiKey } from '../src/auth/auth.js';
 import { AgentRegistry, AgentSelectionError, type AgentReloadEvent } from '../src/agents/registry.js';
-import { DEFAULT_CONFIG, mergeConfig } from '../src/config.js';
+import { DEFAULT_CONFIG, loadConfig, mergeConfig } from '../src/config.js';
 import { silentLogger } from '../src/core/logger.js';
 import { createProviders } from '../src/providers/index.js';
 import { CallStore, type CallRecord } from '../src/store/call-store.js';
@@ -340,6 +340,17 @@ describe('agent grammars on one recogniser', () => {
 });
 
 describe('agents on the call record and in the config', () => {
+  it('config/example.agents.json: the restaurant and the bank, the bank on its own number', async () => {
+    // Grammars are not the point here: none compile.
+    const config = mergeConfig(loadConfig(['--config', 'config/example.agents.json'], {}), { providers: { asr: { provider: 'pocketsphinx', grammar: 'off' } } });
+    const local = new AgentRegistry(config, createProviders(config, silentLogger()), silentLogger());
+    await local.load();
+    expect(local.select('k', { request_uri: '+442079460001' }).name).toBe('bank');
+    expect(local.select('k', { to: '+442079460000' }).name).toBe('restaurant');
+    expect(local.select('k', {}).name).toBe('restaurant');
+    await local.close();
+  });
+
   it('a database from before agents gains the two columns; its old calls read agent null', async () => {
     const local = await mkdtemp(path.join(tmpdir(), 'agents-store-'));
     const file = path.join(local, 'calls.db');
