@@ -78,6 +78,8 @@ function normalizeNumber(n: string): string {
   return n.replace(/[^0-9+]/g, '');
 }
 
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 function isAgentGrammarAware(value: unknown): value is AgentGrammarAware {
   return typeof value === 'object' && value !== null && typeof (value as Partial<AgentGrammarAware>).setAgentGrammars === 'function';
 }
@@ -256,7 +258,10 @@ export class AgentRegistry extends EventEmitter {
     } catch (err) {
       throw new RulesConfigError(`${entry.file}: not valid JSON (${err instanceof Error ? err.message : String(err)})`);
     }
-    const llm = new RuleBasedAgent({ rules: validateRulesConfig(raw, entry.file) });
+    const rules = validateRulesConfig(raw, entry.file);
+    // Every step of a reload (tens of ms each) runs in its own event-loop turn: calls in progress keep their pacing.
+    await nextTurn();
+    const llm = new RuleBasedAgent({ rules });
     const log = this.logger.child({ agent: entry.name, agentVersion: version });
     const tools = createToolExecutor(this.config.agent.tools, agentToolsOfJson(raw, entry.file), log.child({ component: 'tools' }));
     const base = { name: entry.name, version, llm, tools };
@@ -266,7 +271,9 @@ export class AgentRegistry extends EventEmitter {
     const grammarKey = `${entry.name}@${version}`;
     const t0 = performance.now();
     try {
+      await nextTurn();
       const specs = await grammarSource(llm, { languages: asrConfig.languages, names: asrConfig.names });
+      await nextTurn();
       await asr.setAgentGrammars(grammarKey, specs);
     } catch (err) {
       // As for the default agent (providers/index.ts applyGrammars): the call still works, on the shared decoding.
