@@ -151,8 +151,12 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarA
   async setAgentGrammars(key: string, specs: readonly GrammarSpec[]): Promise<void> {
     const decoders = this.agentGrammars.get(key) ?? (await this.grammarDecoders(this.logger?.child({ grammar: key })));
     await decoders.set(specs);
-    if (decoders.loaded.length === 0) throw new Error(`no acoustic model for any language of ${key}`);
-    if (this.closed) return void (await decoders.close());
+    if (decoders.loaded.length === 0 || this.closed) {
+      this.agentGrammars.delete(key);
+      await decoders.close();
+      if (this.closed) return;
+      throw new Error(`no acoustic model for any language of ${key}`);
+    }
     this.agentGrammars.set(key, decoders);
   }
 
