@@ -4,6 +4,7 @@
  * (what calls in progress would feel in their audio pacing).
  *
  *   npx tsx loadtest/agent-reload.ts [--file config/agent-bank.json] [--reloads 3]
+ *   node --expose-gc --import tsx loadtest/agent-reload.ts --reloads 20   (RSS after a forced GC: does a reload leak?)
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -40,12 +41,14 @@ try {
     writeFileSync(file, JSON.stringify(rules));
     const lag = monitorEventLoopDelay({ resolution: 5 });
     lag.enable();
+    // With node --expose-gc, garbage of the last reload is collected first: RSS then shows what versions keep.
+    (globalThis as { gc?: () => void }).gc?.();
     const rssBefore = rss();
     t0 = performance.now();
     const version = await registry.reload('agent');
     lag.disable();
     console.log(
-      `reload ${i + 1} (${version?.version}): ${Math.round(performance.now() - t0)} ms, RSS +${rss() - rssBefore} MB, ` +
+      `reload ${i + 1} (${version?.version}): ${Math.round(performance.now() - t0)} ms, RSS ${rssBefore} → ${rss()} MB, ` +
         `event-loop delay max ${Math.round(lag.max / 1e6)} ms, p99 ${Math.round(lag.percentile(99) / 1e6)} ms`,
     );
   }
