@@ -161,6 +161,18 @@ export const CONFIG_SCHEMA: Schema = obj(
       },
       ['defaultLanguage', 'systemPrompt', 'fallbackReplies', 'maxToolRounds', 'llmFirstTokenTimeoutMs', 'llmStallTimeoutMs', 'ttsTimeoutMs'],
     ),
+    agents: obj(
+      {
+        // Names are what token claims, logs and call records carry.
+        files: { type: 'object', propertyNames: { pattern: '^[A-Za-z0-9_.-]{1,64}$' }, additionalProperties: nonEmpty },
+        default: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
+        numbers: { type: 'object', propertyNames: { minLength: 1, maxLength: 64 }, additionalProperties: nonEmpty },
+        apiKeys: { type: 'object', propertyNames: { minLength: 1, maxLength: 64 }, additionalProperties: nonEmpty },
+        unknownNumber: { enum: ['default', 'refuse'] },
+        reload: obj({ enabled: bool, debounceMs: ms(), pollMs: ms() }, []),
+      },
+      [],
+    ),
     providers: obj({
       vad: providerUnion({
         silero: {
@@ -433,11 +445,29 @@ export function configProblems(config: unknown, defaults: unknown): string[] {
 }
 
 /**
+ * Every agent `agents` routes to must be one of its files or "default" (the agent of providers.llm, unless a file
+ * is named so); `agents.default` must be a file.
+ */
+function agentsProblems(agents: ServiceConfig['agents'] | undefined): string[] {
+  if (!agents) return [];
+  const names = new Set([...Object.keys(agents.files ?? {}), 'default']);
+  const problems: string[] = [];
+  if (agents.default !== undefined && !(agents.default in (agents.files ?? {}))) problems.push(`agents.default: "${agents.default}" is not one of agents.files`);
+  for (const section of ['numbers', 'apiKeys'] as const) {
+    for (const [key, name] of Object.entries(agents[section] ?? {})) {
+      if (!names.has(name)) problems.push(`agents.${section}.${key}: "${name}" is not one of agents.files`);
+    }
+  }
+  return problems;
+}
+
+/**
  * Throws a ConfigError listing every problem; returns the config unchanged when it is valid. `defaults` is
  * DEFAULT_CONFIG (passed in: config.ts imports this module).
  */
 export function validateConfig(config: ServiceConfig, source: string, defaults: unknown): ServiceConfig {
   const problems = configProblems(config, defaults);
+  problems.push(...agentsProblems(config.agents));
   const portRange = (config as { webrtc?: { portRange?: { min: number; max: number } } }).webrtc?.portRange;
   if (portRange && portRange.min > portRange.max) problems.push('webrtc.portRange: min must not exceed max');
   if (problems.length > 0) throw new ConfigError(source, problems);

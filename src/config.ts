@@ -245,6 +245,26 @@ export interface AgentConfig {
   contextWindow?: ContextWindow;
 }
 
+/**
+ * Several agents in one deployment (docs/integration.md, "Several agents"): rule-based agent files by name, which
+ * calls each one answers, and how changed files are reloaded. With no `files` the single agent of `providers.llm`
+ * answers every call, as before.
+ */
+export interface AgentsConfig {
+  /** Agent name → rules JSON file (src/providers/llm/rules; its HTTP tools and ASR grammars come with it). */
+  files: Record<string, string>;
+  /** The agent of calls nothing else selects: a name in `files`; unset: the agent of `providers.llm`, named "default". */
+  default?: string;
+  /** Dialled number (SIP Request-URI or To user, media-stream `to` parameter) → agent name. */
+  numbers: Record<string, string>;
+  /** API key id (8 hex characters, as in logs and /v1/calls owners) → agent name. */
+  apiKeys: Record<string, string>;
+  /** A call to a number missing from `numbers`: the default agent, or refused (SIP 404, media stream closed). */
+  unknownNumber: 'default' | 'refuse';
+  /** Changed files are reloaded without a restart: fs.watch (debounced) and an mtime check every pollMs as backup. */
+  reload: { enabled: boolean; debounceMs: number; pollMs: number };
+}
+
 export interface ServiceConfig {
   host: string;
   /**
@@ -287,6 +307,8 @@ export interface ServiceConfig {
   telephony: TelephonyConfig;
   sip: SipConfig;
   agent: AgentConfig;
+  /** Several agents, chosen per call and reloaded without a restart. */
+  agents: AgentsConfig;
   providers: {
     vad: VadProviderConfig;
     asr: AsrProviderConfig;
@@ -429,6 +451,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     },
     contextWindow: { ...DEFAULT_CONTEXT_WINDOW },
   },
+  agents: { files: {}, numbers: {}, apiKeys: {}, unknownNumber: 'default', reload: { enabled: true, debounceMs: 200, pollMs: 5000 } },
   providers: {
     vad: { provider: 'silero' },
     asr: { provider: 'pocketsphinx' },

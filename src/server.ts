@@ -63,7 +63,7 @@ export function buildServer(config: ServiceConfig, logger: Logger, providers?: S
     return reply.type(service.metrics.registry.contentType).send(text);
   });
 
-  void app.register(tokenRoutes, { auth: service.auth });
+  void app.register(tokenRoutes, { auth: service.auth, agents: service.agents });
   void app.register(callRoutes, { auth: service.auth, store: service.store });
   void app.register(adminRoutes, { auth: service.auth, store: service.store });
   void app.register(deviceWebSocket, { service });

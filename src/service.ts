@@ -13,6 +13,7 @@ import { CallRecorder, sweepRecordings } from './recording/recorder.js';
 import { WebhookDispatcher } from './integration/webhooks.js';
 import { handoverEvent, observedTools } from './integration/events.js';
 import { registerBackendMetrics } from './providers/backends.js';
+import { AgentRegistry, type AgentVersion } from './agents/registry.js';
 
 export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
 
@@ -27,7 +28,10 @@ export class VoiceService {
   readonly sessions = new Map<string, Session>();
   private readonly limiter: SessionLimiter;
   /** Per call: the key it counts against and its limit timers. */
-  private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null; startedAt: number; networkId?: string }>();
+  private readonly admissions = new Map<
+    string,
+    { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null; startedAt: number; agent: AgentVersion; networkId?: string }
+  >();
   /** Signed webhooks to the operator's systems (integration.webhooks.url), or null when off. */
   readonly webhooks: WebhookDispatcher | null;
   private idleWatch: NodeJS.Timeout | null = null;
@@ -35,6 +39,8 @@ export class VoiceService {
   loadError: Error | null = null;
   /** Loaded providers; read-only use outside sessions (e.g. /v1/chat/completions serves `llm`). */
   readonly providers: SessionProviders;
+  /** The agents calls are given (config `agents`); without `agents.files`, the one agent of `providers`. */
+  readonly agents: AgentRegistry;
   private loading: Promise<void> | null = null;
 
   constructor(
@@ -52,6 +58,7 @@ export class VoiceService {
     this.providers = providers ?? createProviders(config, logger);
     // Remote stages with several URLs: each backend's health and counts on /metrics.
     registerBackendMetrics(this.metrics.registry, [this.providers.asr, this.providers.llm, this.providers.tts]);
+    this.agents = new AgentRegistry(config, this.providers, logger.child({ component: 'agents' }));
     this.webhooks = config.integration?.webhooks?.url
       ? new WebhookDispatcher(config.integration.webhooks, logger.child({ component: 'webhooks' }), this.metrics.registry)
       : null;
@@ -63,7 +70,10 @@ export class VoiceService {
 
   /** Loads every provider's models; /healthz turns 200 when this resolves. */
   load(): Promise<void> {
-    this.loading ??= loadProviders(this.providers, this.logger, this.config).then(
+    // Agent files compile (grammars included) beside the models: their recogniser work waits for the ASR's load itself.
+    // The agent of providers.llm gets its grammars only when calls can reach it (not once agents.default names a file).
+    const grammarsFor = this.agents.usesImplicit ? this.config : undefined;
+    this.loading ??= Promise.all([loadProviders(this.providers, this.logger, grammarsFor), this.agents.load()]).then(
       () => {
         this.state = 'ready';
       },
@@ -138,35 +148,55 @@ export class VoiceService {
     // Our ids only: a transport's own fresh id (WebRTC) is checked, network ids go in `networkId`.
     const callId = options.callId ?? randomUUID();
     if (this.sessions.has(callId) || this.store.exists(callId)) throw new Error(`call id ${callId} is already in use`);
+    // Throws AgentSelectionError (an agent or number this deployment does not have): refused before any record.
+    const agent = this.agents.select(options.keyId, options.caller);
     // Throws LimitError (session_limit / rate_limited): transports report its code to the client.
     this.limiter.admit(keyId);
     try {
-      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId, options.subject);
+      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId, options.subject, { name: agent.name, version: agent.version });
     } catch (err) {
       this.limiter.release(keyId);
       throw err;
     }
-    const log = this.logger.child({ callId, transport });
+    const log = this.logger.child({ callId, transport, agent: agent.name, agentVersion: agent.version });
+    this.agents.acquire(agent);
     try {
-      return this.startSession(callId, keyId, transport, output, options, log);
+      return this.startSession(callId, keyId, transport, output, options, log, agent);
     } catch (err) {
       // A provider that fails to give this call its streams: the slot and the record must not stay taken.
+      this.agents.release(agent);
       this.limiter.release(keyId);
       this.store.callEnded(callId, 'failed');
       throw err;
     }
   }
 
-  private startSession(callId: string, keyId: string, transport: string, output: SessionOutput, options: Parameters<VoiceService['openSession']>[2] & {}, log: Logger): Session {
+  private startSession(
+    callId: string,
+    keyId: string,
+    transport: string,
+    output: SessionOutput,
+    options: Parameters<VoiceService['openSession']>[2] & {},
+    log: Logger,
+    agent: AgentVersion,
+  ): Session {
     const recorder = this.config.recording.enabled ? new CallRecorder(callId, this.config.recording, log, this.store.recordingSealer(callId)) : null;
-    const callTools = options.tools ? options.tools(this.providers.tools) : this.providers.tools;
+    const callTools = options.tools ? options.tools(agent.tools) : agent.tools;
     const webhooks = this.webhooks;
     const session = new Session({
       recording: recorder ?? undefined,
       callId,
       transport,
       // Tool calls and transfers become events for the operator's systems (never waited on).
-      providers: { ...this.providers, tools: webhooks ? observedTools(callTools, (type, data) => webhooks.emit(callId, type, data)) : callTools },
+      // The call's agent version (its rules, tools and grammars) on the shared engines, for the whole call.
+      providers: {
+        ...this.providers,
+        llm: agent.llm,
+        asr: agent.asr,
+        handover: agent.handover,
+        tools: webhooks ? observedTools(callTools, (type, data) => webhooks.emit(callId, type, data)) : callTools,
+      },
+      agent: { name: agent.name, version: agent.version },
       config: this.config,
       logger: log,
       metrics: this.metrics,
@@ -187,9 +217,9 @@ export class VoiceService {
           }, maxSessionMs)
         : null;
     maxLength?.unref();
-    this.admissions.set(callId, { keyId, maxLength, recorder, startedAt: Date.now(), ...(options.networkId ? { networkId: options.networkId } : {}) });
+    this.admissions.set(callId, { keyId, maxLength, recorder, startedAt: Date.now(), agent, ...(options.networkId ? { networkId: options.networkId } : {}) });
     this.metrics.sessionOpened(transport);
-    webhooks?.emit(callId, 'call.started', { transport, language: session.language, caller: session.caller });
+    webhooks?.emit(callId, 'call.started', { transport, language: session.language, caller: session.caller, agent: agent.name, agent_version: agent.version });
     log.info('session opened');
     return session;
   }
@@ -201,6 +231,7 @@ export class VoiceService {
       this.admissions.delete(session.callId);
       if (admission.maxLength) clearTimeout(admission.maxLength);
       this.limiter.release(admission.keyId);
+      this.agents.release(admission.agent);
     }
     this.metrics.sessionClosed(transport);
     await session.close();
@@ -286,6 +317,7 @@ export class VoiceService {
       if (recorder) await this.keepRecording(s.callId, recorder);
     }));
     this.sessions.clear();
+    await this.agents.close();
     // The last events (call.ended of these calls) get a short grace to go out.
     await this.webhooks?.close();
     this.store.close();

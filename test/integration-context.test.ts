@@ -4,14 +4,13 @@
  * become caller variables. A typed call shows a token claim reaching the operator's booking service through a
  * tool call (`send` and `headers` templates).
  */
-import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callerFromParameters, callerFromSip } from '../src/integration/context.js';
 import { parseSipMessage, type SipRequest } from '../src/transports/sip/message.js';
-import { sipServerOf } from '../src/transports/sip/index.js';
 import { TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { startAgentWithOperator, type OperatorService } from './helpers/operator.js';
 import { TextCaller } from './helpers/text-caller.js';
+import { udpSipPhone } from './helpers/sip-phone.js';
 
 function invite(sipPort: number, localPort: number, callId: string): string {
   const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', 'm=audio 40000 RTP/AVP 0', 'a=rtpmap:0 PCMU/8000', ''].join('\r\n');
@@ -108,15 +107,11 @@ describe('caller context through a real server', () => {
   }, 20_000);
 
   it('a SIP INVITE\'s caller headers are the call\'s caller variables', async () => {
-    const sip = sipServerOf(server.server.service);
-    if (!sip) throw new Error('SIP transport did not start');
-    const socket = dgram.createSocket('udp4');
-    const got: string[] = [];
-    socket.on('message', (d) => got.push(d.toString('utf8')));
-    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    const phone = await udpSipPhone(server.server.service);
+    const got = phone.got;
     const networkId = `ctx-${Date.now()}`;
     try {
-      socket.send(Buffer.from(invite(sip.port, socket.address().port, networkId)), sip.port, '127.0.0.1');
+      phone.send(invite(phone.sip.port, phone.port, networkId));
       let session;
       for (let i = 0; i < 250 && !session; i++) {
         const id = server.server.service.store.idForNetworkId(networkId);
@@ -133,7 +128,7 @@ describe('caller context through a real server', () => {
       for (let i = 0; i < 150 && !got.some((m) => m.startsWith('SIP/2.0 200')); i++) await new Promise((r) => setTimeout(r, 20));
       expect(got.some((m) => m.startsWith('SIP/2.0 200'))).toBe(true);
     } finally {
-      socket.close();
+      phone.close();
     }
   }, 10_000);
 });

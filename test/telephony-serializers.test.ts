@@ -98,7 +98,7 @@ describe('Telnyx serializer', () => {
     expect(kinds(s.parseInbound(text({ event: 'connected', version: '1.0.0' }), false))).toEqual(['connected']);
     expect(kinds(s.parseInbound(text({ event: 'media', media: { chunk: '1', payload: 'AA==' } }), false))).toEqual(['ignored']);
     const [started] = s.parseInbound(text(start('PCMA')), false);
-    expect(started).toMatchObject({ kind: 'start', streamId, providerCallId: start('PCMA').start.call_control_id, format: { codec: 'pcma', sampleRate: 8000 }, parameters: { customer_id: 'customer_123' } });
+    expect(started).toMatchObject({ kind: 'start', streamId, providerCallId: start('PCMA').start.call_control_id, format: { codec: 'pcma', sampleRate: 8000 }, parameters: { customer_id: 'customer_123', to: '+13122123456' } });
     expect(s.outputFormat()).toEqual({ codec: 'pcma', sampleRate: 8000 });
     const payload = new Uint8Array(160).fill(0xd5);
     expect(s.parseInbound(text({ event: 'media', sequence_number: '4', media: { track: 'inbound', chunk: '2', timestamp: '40', payload: b64(payload) }, stream_id: streamId }), false)).toEqual([{ kind: 'media', payload, seq: 2 }]);

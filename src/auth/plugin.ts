@@ -73,7 +73,10 @@ export function requireAdminKey(auth: Auth) {
 }
 
 /** `POST /v1/tokens`: a backend holding an API key mints a short-lived session token for a browser or device. */
-export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { auth }) => {
+export const tokenRoutes: FastifyPluginAsync<{ auth: Auth; agents?: { readonly configured: boolean; readonly names: string[]; has(name: string): boolean } }> = async (
+  app,
+  { auth, agents },
+) => {
   app.post(
     '/v1/tokens',
     {
@@ -108,6 +111,10 @@ export const tokenRoutes: FastifyPluginAsync<{ auth: Auth }> = async (app, { aut
       const body = (request.body ?? {}) as { ttl_s?: number; customer_id?: string; agent?: string; language?: string; vars?: Record<string, string> };
       const problems = tokenVarProblems(body.vars ?? {});
       if (problems.length > 0) return reply.code(400).send({ error: 'invalid_request', message: problems.join('; ') });
+      // With several agents configured the claim chooses one: a name it does not have is refused now, not at call time.
+      if (body.agent !== undefined && agents?.configured && !agents.has(body.agent)) {
+        return reply.code(400).send({ error: 'unknown_agent', message: `agent: no agent named "${body.agent}" (known: ${agents.names.join(', ')})` });
+      }
       const { token, expiresAt } = await auth.mintToken(principal, {
         ttlS: body.ttl_s,
         customerId: body.customer_id,

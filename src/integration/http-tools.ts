@@ -293,11 +293,16 @@ export function loadAgentTools(file: string): AgentToolsFile {
   } catch (e) {
     throw new Error(`${file}: cannot read the agent file's tools (${e instanceof Error ? e.message : String(e)})`);
   }
-  if (!isRecord(raw)) throw new Error(`${file}: expected a JSON object`);
+  return agentToolsOfJson(raw, file);
+}
+
+/** The HTTP tools of an agent file already parsed (`source` names it in errors). */
+export function agentToolsOfJson(raw: unknown, source: string): AgentToolsFile {
+  if (!isRecord(raw)) throw new Error(`${source}: expected a JSON object`);
   const problems: string[] = [];
   validateHttpTools(raw.tools, raw.toolDefaults, (where, msg) => problems.push(`${where}: ${msg}`));
   validateHandover(raw.handover, (where, msg) => problems.push(`${where}: ${msg}`));
-  if (problems.length > 0) throw new Error(`${file}: invalid tools:\n  - ${problems.join('\n  - ')}`);
+  if (problems.length > 0) throw new Error(`${source}: invalid tools:\n  - ${problems.join('\n  - ')}`);
   return {
     tools: raw.tools as HttpToolSpec[] | undefined,
     toolDefaults: raw.toolDefaults as HttpToolDefaults | undefined,

@@ -63,6 +63,8 @@ export interface SessionOptions {
   recording?: RecordingTap;
   /** What the operator's systems know about the caller (token claims, SIP headers): tools may send it on. */
   caller?: Readonly<Record<string, string>>;
+  /** Which agent answers this call and its version (src/agents): its rules, tools and grammars are in `providers`. */
+  agent?: { name: string; version: string };
   /** Time and timers for turn logic and pacing (tests pass a FakeClock); the real clock when absent. */
   clock?: Clock;
   /** 'text': replies are sent as text events only, never synthesized (a chat client, a text-only device). */
@@ -153,6 +155,7 @@ export class Session {
   private readonly recording: RecordingTap | undefined;
   /** Caller context (token claims, SIP headers), read-only for the call's tools. */
   readonly caller: Readonly<Record<string, string>>;
+  readonly agent: { readonly name: string; readonly version: string } | undefined;
   /** The consent line was said and the caller has not answered it yet. */
   private consentPending = false;
   private readonly clock: Clock;
@@ -183,6 +186,7 @@ export class Session {
       this.submitText(`DTMF: ${keys.split('').join(' ')}`, this.language, { source: 'keypad' }),
     );
     this.caller = Object.freeze({ ...(options.caller ?? {}) });
+    this.agent = options.agent ? Object.freeze({ ...options.agent }) : undefined;
     this.config = options.config;
     this.providers = options.providers;
     this.output = options.output;

@@ -80,6 +80,9 @@ export interface CallRecord {
   customer_id: string | null;
   /** Set when the agent handed the caller to a person. */
   transfer: { queue: string; reason: string | null; target: string | null; at: string } | null;
+  /** The agent that answered the call and its version (short content hash of its file), when recorded. */
+  agent: string | null;
+  agent_version: string | null;
   transcript: { role: 'caller' | 'agent'; turn: number; text: string; language: string; status: string | null; at: string }[];
   turns: (TurnMetrics & { at: string })[];
 }
@@ -132,8 +135,8 @@ export class CallStore {
     const columns = new Set((this.db.prepare('PRAGMA table_info(calls)').all() as { name: string }[]).map((c) => c.name));
     if (!columns.has('owner')) this.db.exec('ALTER TABLE calls ADD COLUMN owner TEXT');
     if (!columns.has('network_id')) this.db.exec('ALTER TABLE calls ADD COLUMN network_id TEXT');
-    // Subjects (sealed when encryption is on) and their keyed lookup hashes.
-    for (const column of ['caller', 'customer_id', 'caller_lookup', 'customer_lookup', 'transfer']) {
+    // Subjects (sealed when encryption is on) and their keyed lookup hashes; the handover; which agent (and version) answered.
+    for (const column of ['caller', 'customer_id', 'caller_lookup', 'customer_lookup', 'transfer', 'agent', 'agent_version']) {
       if (!columns.has(column)) this.db.exec(`ALTER TABLE calls ADD COLUMN ${column} TEXT`);
     }
     this.db.exec(`
@@ -153,7 +156,7 @@ export class CallStore {
     this.db.pragma('foreign_keys = ON');
     // A plain INSERT: an id that exists already is an error, never a silent append to someone else's record.
     this.insertCall = this.db.prepare(
-      'INSERT INTO calls (id, transport, started_at, owner, network_id, caller, customer_id, caller_lookup, customer_lookup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO calls (id, transport, started_at, owner, network_id, caller, customer_id, caller_lookup, customer_lookup, agent, agent_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.endCall = this.db.prepare('UPDATE calls SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL');
     this.insertUtterance = this.db.prepare('INSERT INTO utterances (call_id, role, turn, text, language, status, at) VALUES (?, ?, ?, ?, ?, ?, ?)');
@@ -176,7 +179,7 @@ export class CallStore {
   }
 
   /** Throws when `id` is already a record (ids are ours and fresh; a collision is refused, not merged). */
-  callStarted(id: string, transport: string, owner: string, networkId?: string, subject: CallSubject = {}): void {
+  callStarted(id: string, transport: string, owner: string, networkId?: string, subject: CallSubject = {}, agent?: { name: string; version: string }): void {
     if (this.closed) throw new Error('call store is closed');
     const { caller, customerId } = subject;
     this.insertCall.run(
@@ -189,6 +192,8 @@ export class CallStore {
       customerId ? this.sealer.seal(customerId, id) : null,
       caller ? this.sealer.lookups('caller', caller)[0] : null,
       customerId ? this.sealer.lookups('customer', customerId)[0] : null,
+      agent?.name ?? null,
+      agent?.version ?? null,
     );
   }
 
@@ -278,14 +283,14 @@ export class CallStore {
   get(id: string, owner: string): CallRecord | null {
     this.flush();
     const call = this.db
-      .prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id, transfer FROM calls WHERE id = ? AND (owner = ? OR owner = ?)')
+      .prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id, transfer, agent, agent_version FROM calls WHERE id = ? AND (owner = ? OR owner = ?)')
       .get(id, owner, ANY_KEY) as StoredCall | undefined;
     return call ? this.complete(call) : null;
   }
 
   /** Whoever owns it: for an admin's export of a person's calls. */
   private getAny(id: string): CallRecord | null {
-    const call = this.db.prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id, transfer FROM calls WHERE id = ?').get(id) as
+    const call = this.db.prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id, transfer, agent, agent_version FROM calls WHERE id = ?').get(id) as
       | StoredCall
       | undefined;
     return call ? this.complete(call) : null;

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { SipConfig } from '../../config.js';
 import type { VoiceService } from '../../service.js';
 import { LimitError } from '../../limits/limits.js';
+import { AgentSelectionError } from '../../agents/registry.js';
 import { buildAllowList, isAllowed, DigestAuth } from './access.js';
 import { CallMedia } from './call.js';
 import { callerFromSip } from '../../integration/context.js';
@@ -578,7 +579,8 @@ export class SipServer {
     try {
       await callMedia.open();
     } catch (err) {
-      const status = err instanceof LimitError ? (err.code === 'session_limit' ? 486 : 503) : 503;
+      // 404: the dialled number or the asked-for agent is not one this deployment answers (config agents).
+      const status = err instanceof LimitError ? (err.code === 'session_limit' ? 486 : 503) : err instanceof AgentSelectionError ? 404 : 503;
       log.warn({ err: (err as Error).message, status }, 'call refused');
       this.respond(req, peer, key, status, { toTag: localTag });
       await this.endCall(call, 'refused');

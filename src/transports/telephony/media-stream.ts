@@ -238,8 +238,10 @@ class MediaStreamConnection {
       );
     } catch (err) {
       const limited = err instanceof Error && err.name === 'LimitError';
+      // An `agent` / `to` parameter naming no agent here (config agents): a policy refusal, not an outage.
+      const noAgent = err instanceof Error && err.name === 'AgentSelectionError';
       this.log.warn({ err: (err as Error).message }, 'call refused');
-      this.closeSocket(limited ? 1013 : 1011, limited ? 'call limit reached' : 'service unavailable');
+      this.closeSocket(limited ? 1013 : noAgent ? 1008 : 1011, limited ? 'call limit reached' : noAgent ? 'no such agent' : 'service unavailable');
       return;
     }
     this.log = this.log.child({ callId: this.session.callId });

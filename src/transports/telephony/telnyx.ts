@@ -58,7 +58,8 @@ export class TelnyxSerializer implements MediaStreamSerializer {
             streamId,
             providerCallId: stringField(start, 'call_control_id') ?? stringField(start, 'call_session_id') ?? '',
             format,
-            parameters: stringRecord(objectField(start, 'custom_parameters')),
+            // Telnyx names the dialled number in the start message itself: it can choose the agent (config agents).
+            parameters: { ...optional('to', stringField(start, 'to')), ...stringRecord(objectField(start, 'custom_parameters')) },
           },
         ];
       }
@@ -118,4 +119,8 @@ export class TelnyxSerializer implements MediaStreamSerializer {
   outputFormat(): CodecSpec | null {
     return this.format;
   }
+}
+
+function optional(name: string, value: string | undefined): Record<string, string> {
+  return value === undefined ? {} : { [name]: value };
 }

@@ -7,6 +7,7 @@ import { requireCaller } from '../../auth/plugin.js';
 import type { Principal } from '../../auth/auth.js';
 import { callerFromClaims } from '../../integration/context.js';
 import { LimitError, MessageRateLimiter } from '../../limits/limits.js';
+import { AgentSelectionError } from '../../agents/registry.js';
 import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import { parseClientMessage, ProtocolError, type ClientMessage } from '../client-messages.js';
 import type { Session } from '../../session/session.js';
@@ -285,6 +286,12 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
       if (err instanceof LimitError) {
         service.metrics.error(err.code);
         log.warn({ code: err.code }, 'call refused by limits');
+        socket.send(JSON.stringify({ type: 'error', code: err.code, message: err.message }));
+        socket.close(1008, err.code);
+        return;
+      }
+      if (err instanceof AgentSelectionError) {
+        log.warn({ code: err.code, err: err.message }, 'call refused: no such agent');
         socket.send(JSON.stringify({ type: 'error', code: err.code, message: err.message }));
         socket.close(1008, err.code);
         return;

@@ -1,3 +1,5 @@
+import type { AsrProvider } from '../types.js';
+
 /**
  * What callers can say to the agent, per language: the seam between the agent (which knows its intents,
  * forms and slot types) and a recogniser that can decode against a grammar (PocketSphinx JSGF, a
@@ -34,4 +36,17 @@ export interface VocabularySource {
 export interface GrammarAware {
   /** (Re)compile the grammars; called at load and whenever the agent's definition changes. */
   setGrammars(specs: readonly GrammarSpec[]): Promise<void>;
+}
+
+/**
+ * Implemented by recognisers that keep several agents' grammars side by side on one engine (src/agents): each
+ * agent version's grammars under its own key, beside the default ones of setGrammars().
+ */
+export interface AgentGrammarAware {
+  /** Compiles `key`'s grammars (an agent version); the default grammars and other keys' stay as they are. */
+  setAgentGrammars(key: string, specs: readonly GrammarSpec[]): Promise<void>;
+  /** Frees `key`'s decoders: call it once no call uses that agent version. */
+  dropAgentGrammars(key: string): Promise<void>;
+  /** The recogniser as calls of `key` see it: the shared engine, decoding against `key`'s grammars. */
+  forAgent(key: string): AsrProvider;
 }

@@ -138,6 +138,9 @@ export class GrammarDecoders {
         }
         const t0 = performance.now();
         const dictionary = await loadDictionary(model.dict);
+        // Each language compiles in its own turn of the event loop (tens of ms each): calls in progress keep their audio
+        // pacing while a reloaded agent compiles (src/agents).
+        await new Promise<void>((resolve) => setImmediate(resolve));
         const grammar = await compileGrammar(spec, dictionary, this.options, (msg, data) => this.logger?.info(data, msg));
         const dictFile = path.join(dir, `${language}.dict`);
         const jsgfFile = path.join(dir, `${language}.jsgf`);

@@ -27,7 +27,7 @@ import {
 } from './native.js';
 import { DecoderPool } from './pool.js';
 import { GARBAGE_PREFIX, sentenceWords } from '../grammar/compile.js';
-import type { GrammarAware, GrammarSpec } from '../grammar/spec.js';
+import type { AgentGrammarAware, GrammarAware, GrammarSpec } from '../grammar/spec.js';
 import {
   DEFAULT_SPANISH_MODEL_DIR,
   GrammarDecoders,
@@ -76,7 +76,7 @@ export interface PocketSphinxAsrOptions {
   };
 }
 
-export class PocketSphinxAsr implements AsrProvider, GrammarAware {
+export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarAware {
   readonly name = 'pocketsphinx';
 
   private readonly modelDir: string;
@@ -88,6 +88,8 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
   private pool: DecoderPool | undefined;
   private closed = false;
   private grammars: GrammarDecoders | undefined;
+  /** Agent versions' own grammars (src/agents), by key, beside the default ones. */
+  private readonly agentGrammars = new Map<string, GrammarDecoders>();
 
   constructor(options: PocketSphinxAsrOptions = {}) {
     this.options = options;
@@ -118,26 +120,72 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
 
   /** Compiles the agent's grammars; from then on streams decode against them (every language at once). */
   async setGrammars(specs: readonly GrammarSpec[]): Promise<void> {
-    await this.load();
-    if (!this.native || this.closed) throw new Error('PocketSphinxAsr closed');
-    // Grammar decoders are small (a few MB, tens of ms to build): keep as many ready as the LM pool would.
-    this.grammars ??= new GrammarDecoders(
-      this.native,
-      this.acousticModels(),
-      { spareDecoders: this.options.spareDecoders, maxIdleDecoders: this.options.maxIdleDecoders, ...this.options.grammar },
-      this.logger,
-    );
+    const grammars = (this.grammars ??= await this.grammarDecoders(this.logger));
+    const native = this.native;
+    if (!native || this.closed) throw new Error('PocketSphinxAsr closed');
     try {
-      await this.grammars.set(specs);
+      await grammars.set(specs);
     } finally {
       // No grammar (a compile error, or no model for any spec's language): the generic LM decodes.
-      if (this.grammars.loaded.length === 0 && !this.pool) await this.buildLmPool(this.native);
+      if (grammars.loaded.length === 0 && !this.pool) await this.buildLmPool(native);
     }
-    if (this.grammars.loaded.length > 0) {
+    if (grammars.loaded.length > 0) {
       // Grammar streams never use the LM decoders (~95 MB each): free them.
       this.pool?.close();
       this.pool = undefined;
     }
+  }
+
+  /** Grammar decoders on this engine (compiled by set()). Small (a few MB, tens of ms to build): as many kept ready as the LM pool would. */
+  private async grammarDecoders(logger: Logger | undefined): Promise<GrammarDecoders> {
+    await this.load();
+    if (!this.native || this.closed) throw new Error('PocketSphinxAsr closed');
+    return new GrammarDecoders(
+      this.native,
+      this.acousticModels(),
+      { spareDecoders: this.options.spareDecoders, maxIdleDecoders: this.options.maxIdleDecoders, ...this.options.grammar },
+      logger,
+    );
+  }
+
+  async setAgentGrammars(key: string, specs: readonly GrammarSpec[]): Promise<void> {
+    const decoders = this.agentGrammars.get(key) ?? (await this.grammarDecoders(this.logger?.child({ grammar: key })));
+    await decoders.set(specs);
+    if (decoders.loaded.length === 0 || this.closed) {
+      this.agentGrammars.delete(key);
+      await decoders.close();
+      if (this.closed) return;
+      throw new Error(`no acoustic model for any language of ${key}`);
+    }
+    this.agentGrammars.set(key, decoders);
+  }
+
+  /** Agent versions with grammars compiled here (for status and tests). */
+  get agentGrammarKeys(): string[] {
+    return [...this.agentGrammars.keys()];
+  }
+
+  async dropAgentGrammars(key: string): Promise<void> {
+    const decoders = this.agentGrammars.get(key);
+    this.agentGrammars.delete(key);
+    await decoders?.close();
+  }
+
+  forAgent(key: string): AsrProvider {
+    const asr = this;
+    const own = (): GrammarDecoders | undefined => {
+      const decoders = asr.agentGrammars.get(key);
+      return decoders && decoders.loaded.length > 0 && asr.native && !asr.closed ? decoders : undefined;
+    };
+    return {
+      name: asr.name,
+      get languages() {
+        return own()?.loaded ?? asr.languages;
+      },
+      load: () => asr.load(),
+      // Without its own grammars (dropped, none compiled) the call decodes as the default agent's would.
+      createStream: (options: AsrStreamOptions = {}) => own()?.createStream(options, asr.logger) ?? asr.createStream(options),
+    };
   }
 
   /** Idle/leased decoder counts, for metrics and tests. */
@@ -239,7 +287,8 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware {
     this.closed = true;
     // Streams still open return their decoders to the closed pool, which frees them.
     this.pool?.close();
-    await this.grammars?.close();
+    await Promise.all([this.grammars?.close(), ...[...this.agentGrammars.values()].map((g) => g.close())]);
+    this.agentGrammars.clear();
   }
 }
 
