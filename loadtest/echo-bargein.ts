@@ -52,7 +52,7 @@ async function startService(guard: boolean): Promise<{ child: ChildProcess; url:
     JSON.stringify({
       host: '127.0.0.1',
       port,
-      logLevel: 'warn',
+      logLevel: get('log-level') ?? 'warn',
       store: { path: ':memory:' },
       turn: { echoGuard: { enabled: guard, maxDelayMs: 600, marginDb: 5 } },
       auth: { apiKeyHashes: [createHash('sha256').update(apiKey).digest('hex')], tokenTtlS: 300, required: true, generatedKeyFile: null },

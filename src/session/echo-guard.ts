@@ -18,12 +18,22 @@ const FAR_ACTIVE_DB = -45;
 const MIN_EVIDENCE = 12;
 /** Loud agent frames after which the line is known: its echo path found, or none there (500 ms of agent speech). */
 const SETTLING_FRAMES = 25;
+/** Slots either side of the echo path searched for the agent frame that a caller frame may echo. */
+const AROUND_SLOTS = 2;
+/** Caller audio arriving this far from where its frame count puts it is a new start (a gap, a stall), ms. */
+const RESYNC_MS = 120;
+/** How fast the caller's audio time follows arrival times (per frame). */
+const CLOCK_PULL = 0.05;
 /** Caller frames remembered for judging a whole turn afterwards (echoShare), 20 ms each. */
 const HISTORY_FRAMES = 500;
 /** Caller frames quieter than this are line noise, not sound to judge, dBFS. */
 const NEAR_SOUND_DB = -60;
 /** A believable echo path predicts the caller's level to within this spread (standard deviation, dB). */
 const MAX_SPREAD_DB = 4;
+/** A path once found is kept while its spread stays within this (network jitter blurs levels for a while). */
+const KEEP_SPREAD_DB = 7;
+/** Another delay replaces the path only when its spread (variance) is this much smaller. */
+const SWITCH_RATIO = 0.5;
 /** The model follows a changing line over the last ~50 agent frames (1 s of agent speech). */
 const SMOOTHING = 1 / 50;
 /** Caller levels are clamped here: digital silence would make every difference look like a model. */
@@ -57,6 +67,8 @@ export class EchoGuard {
   private pathDelay = -1;
   /** Loud agent frames sent so far. */
   private agentFrames = 0;
+  /** Audio time of the caller's last frame (audioTime). */
+  private nearClockMs = -Infinity;
 
   constructor(private readonly config: EchoGuardConfig) {
     this.delays = Math.max(1, Math.ceil(config.maxDelayMs / FRAME_MS)) + 1;
@@ -87,8 +99,9 @@ export class EchoGuard {
   }
 
   /** One caller frame received at `atMs`: true when it is the agent's own echo rather than the caller. */
-  callerFrame(samples: Int16Array, atMs: number): boolean {
+  callerFrame(samples: Int16Array, arrivalMs: number): boolean {
     if (!this.config.enabled) return false;
+    const atMs = this.audioTime(arrivalMs);
     const slot = Math.floor(atMs / FRAME_MS);
     const power = meanSquare(samples);
     this.nearPower.shift();
@@ -97,9 +110,8 @@ export class EchoGuard {
     this.nearSlot[slot % HISTORY_FRAMES] = slot;
     const path = this.pathDelay;
     const echo = path >= 0 && this.isEcho(slot, power, path);
-    // Learn from frames that are echo or when no path is known yet; a caller talking over the agent would
-    // only blur the model.
-    if (path < 0 || echo) this.learn(slot);
+    // Every frame teaches the model; a caller talking over the agent blurs it only briefly (they interrupt it).
+    this.learn(slot);
     return echo;
   }
 
@@ -125,7 +137,10 @@ export class EchoGuard {
 
   /** No louder than the loudest echo the path predicts for this slot (agent frames around it), plus the margin. */
   private isEcho(slot: number, power: number, path: number): boolean {
-    const far = dB(Math.max(this.agentPower(slot - path - 1), this.agentPower(slot - path), this.agentPower(slot - path + 1)));
+    // Audio time on both sides is good to a frame or two (bursts, pacing): the loudest agent frame near the path.
+    let loudest = 0;
+    for (let s = slot - path - AROUND_SLOTS; s <= slot - path + AROUND_SLOTS; s++) loudest = Math.max(loudest, this.agentPower(s));
+    const far = dB(loudest);
     return far > FAR_ACTIVE_DB && dB(power) < far - this.mean[path] + this.config.marginDb;
   }
 
@@ -162,7 +177,22 @@ export class EchoGuard {
         bestVariance = this.variance[d];
       }
     }
-    this.pathDelay = best;
+    // A path found is kept while it stays believable, unless another delay fits clearly better.
+    const current = this.pathDelay;
+    const kept = current >= 0 && this.variance[current] < KEEP_SPREAD_DB * KEEP_SPREAD_DB;
+    if (best >= 0 && (!kept || bestVariance < SWITCH_RATIO * this.variance[current])) this.pathDelay = best;
+    else if (!kept) this.pathDelay = -1;
+  }
+
+  /**
+   * The caller's frames arrive in bursts (network, event loop), but each is 20 ms of audio after the one before:
+   * their audio time runs on at 20 ms a frame, drawn slowly towards arrival times, and jumps only after a gap.
+   */
+  private audioTime(arrivalMs: number): number {
+    const expected = this.nearClockMs + FRAME_MS;
+    const drift = arrivalMs - expected;
+    this.nearClockMs = Math.abs(drift) > RESYNC_MS ? arrivalMs : expected + drift * CLOCK_PULL;
+    return this.nearClockMs;
   }
 
   /** The agent's power in one 20 ms slot (0 when nothing was sent then). */

@@ -23,7 +23,8 @@ export class OutputPacer {
   private closed = false;
 
   constructor(
-    private readonly send: (frame: OutboundFrame) => void,
+    /** `playoutAtMs`: clock time the frame starts playing at the caller (sent up to `leadMs` before). */
+    private readonly send: (frame: OutboundFrame, playoutAtMs: number) => void,
     private readonly leadMs: number,
     private readonly onIdle: () => void = () => {},
     private readonly clock: Clock = realClock,
@@ -118,8 +119,9 @@ export class OutputPacer {
       if (this.playheadMs < now) this.playheadMs = now;
       if (this.playheadMs - now > this.leadMs) break;
       const frame = this.queue.shift()!;
+      const playoutAtMs = this.playheadMs;
       this.playheadMs += FRAME_MS;
-      this.send(frame);
+      this.send(frame, playoutAtMs);
       now = this.clock.now();
     }
     if (this.queue.length > 0) {

@@ -56,6 +56,8 @@ export class Recogniser {
   private readonly asr: AsrStream;
   private readonly energyOnset = new EnergyOnset();
   private readonly echoGuard: EchoGuard;
+  /** The echo path's delay last logged (-1: none). */
+  private echoPathMs = -1;
   private readonly preRoll: AudioFrame[] = [];
   private readonly hooks: RecognitionHooks;
   private readonly turn: TurnConfig;
@@ -102,6 +104,11 @@ export class Recogniser {
     }
     // The agent's own voice returned by the line is neither an onset nor the caller's speech.
     const echo = this.echoGuard.callerFrame(frame.samples, frame.timestampMs);
+    const path = this.echoGuard.path;
+    if ((path?.delayMs ?? -1) !== this.echoPathMs) {
+      this.echoPathMs = path?.delayMs ?? -1;
+      this.log.debug({ echoPath: path }, path ? 'echo path found' : 'echo path lost');
+    }
     // Before the VAD has even seen them.
     if (this.energyOnset.push(frame.samples, echo)) this.hooks.onEnergyOnset();
     this.inboundBacklog++;

@@ -195,7 +195,7 @@ export class Session {
     this.currentLanguage = options.language ?? options.config.agent.defaultLanguage;
     this.log = options.logger;
     this.conversation = new Conversation(options.config.agent.systemPrompt);
-    this.pacer = new OutputPacer((frame) => this.sendFrame(frame), options.config.audioOut.leadMs, () => this.onPlaybackIdle(), this.clock);
+    this.pacer = new OutputPacer((frame, playoutAtMs) => this.sendFrame(frame, playoutAtMs), options.config.audioOut.leadMs, () => this.onPlaybackIdle(), this.clock);
     const hooks: RecognitionHooks = {
       // Pause the agent on the first loud frames, before the VAD has even seen them.
       onEnergyOnset: () => this.callerSound('energy'),
@@ -681,12 +681,13 @@ export class Session {
     return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller, clock: this.clock, spoken: this.spoken }, turn, language, messages);
   }
 
-  private sendFrame(frame: OutboundFrame): void {
+  private sendFrame(frame: OutboundFrame, playoutAtMs: number): void {
     const active = this.active;
     if (!active || frame.responseId !== active.task.responseId) return;
     active.framesSent++;
     this.recording?.agent(frame.samples);
-    this.recogniser.agentAudio(frame.samples, this.clock.now());
+    // Echo follows playout, not the send burst ahead of it.
+    this.recogniser.agentAudio(frame.samples, playoutAtMs);
     if (!active.metricsSent) {
       active.metricsSent = true;
       const stages: TurnStages = {

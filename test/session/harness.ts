@@ -177,6 +177,9 @@ export class CallHarness {
   readonly config: ServiceConfig;
   readonly session: Session;
   private seq = 0;
+  /** The caller's device: agent frames played so far, and the echo path's delay line (echo()). */
+  private playedFrames = 0;
+  private readonly echoLine: (Int16Array | null)[] = [];
 
   constructor(options: HarnessOptions = {}) {
     // The scripted agent's audio is near silence, which tells the echo guard nothing: it is on only with `loudAgent`.
@@ -229,16 +232,21 @@ export class CallHarness {
   }
 
   /**
-   * For `ms`, the caller's line carries only the agent's own audio, `lossDb` down and `delayMs` late (a phone
-   * hybrid's echo), which the VAD takes for speech (0.9) and the recogniser hears `words` in.
+   * For `ms`, the caller's line carries only the agent's own audio as their device plays it (each frame in turn,
+   * once it has arrived), `lossDb` down and `delayMs` late (a phone hybrid's echo), which the VAD takes for
+   * speech (0.9) and the recogniser hears `words` in.
    */
   async echo(ms: number, delayMs: number, lossDb: number, words = 'echoed words'): Promise<void> {
     const gain = 10 ** (-lossDb / 20);
+    const delayFrames = Math.round(delayMs / FRAME_MS);
     for (let t = 0; t < ms; t += FRAME_MS) {
-      const then = this.clock.now() - delayMs;
-      const played = this.audio.findLast(({ atMs }) => atMs <= then);
+      const next = this.audio[this.playedFrames];
+      const playing = next && next.atMs <= this.clock.now() ? next.frame.samples : null;
+      if (playing) this.playedFrames++;
+      this.echoLine.push(playing);
+      const returned = this.echoLine.length > delayFrames ? this.echoLine.shift()! : null;
       const samples = new Int16Array(FRAME_SAMPLES);
-      if (played && then - played.atMs < FRAME_MS) for (let i = 0; i < samples.length; i++) samples[i] = Math.round(played.frame.samples[i] * gain) + ((i * 31) % 7) - 3;
+      for (let i = 0; i < samples.length; i++) samples[i] = Math.round((returned?.[i] ?? 0) * gain) + ((i * 31) % 7) - 3;
       const loud = samples.some((v) => Math.abs(v) > 50);
       this.push(loud ? 0.9 : 0.05, loud ? words : undefined, samples);
       await settle();
