@@ -2,8 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ServiceConfig } from './config.js';
 import { Auth } from './auth/auth.js';
-import { ANY_KEY, CallStore, type CallSubject } from './store/call-store.js';
+import { ANY_KEY, SqliteCallStore, type CallStore, type CallSubject } from './store/call-store.js';
+import { PostgresCallStore } from './store/postgres.js';
 import { SessionLimiter } from './limits/limits.js';
+import { SharedKeyLimiter } from './limits/shared.js';
 import type { SessionEvent } from './session/events.js';
 import { Metrics } from './metrics/metrics.js';
 import { createProviders, loadProviders } from './providers/index.js';
@@ -25,6 +27,8 @@ export class VoiceService {
   readonly store: CallStore;
   readonly sessions = new Map<string, Session>();
   private readonly limiter: SessionLimiter;
+  /** Per-key limits across the cluster's nodes when the store is shared (PostgreSQL); null: `limiter` counts them. */
+  private readonly sharedLimits: SharedKeyLimiter | null;
   /** Per call: the key it counts against and its limit timers. */
   private readonly admissions = new Map<string, { keyId: string; maxLength: NodeJS.Timeout | null; recorder: CallRecorder | null; startedAt: number }>();
   /** Signed webhooks to the operator's systems (integration.webhooks.url), or null when off. */
@@ -42,8 +46,17 @@ export class VoiceService {
     providers?: SessionProviders,
   ) {
     this.auth = new Auth(config.auth, logger);
-    this.store = new CallStore(config.store, logger);
-    this.limiter = new SessionLimiter(config.limits);
+    if (config.store.kind === 'postgres') {
+      const store = new PostgresCallStore(config.store, logger.child({ component: 'store' }));
+      this.store = store;
+      this.sharedLimits = new SharedKeyLimiter(store, config.limits, logger.child({ component: 'limits' }));
+      // The process-wide cap stays local; the per-key ones are counted in the database.
+      this.limiter = new SessionLimiter({ ...config.limits, maxSessionsPerKey: 0, sessionsPerMinutePerKey: 0 });
+    } else {
+      this.store = new SqliteCallStore(config.store, logger);
+      this.sharedLimits = null;
+      this.limiter = new SessionLimiter(config.limits);
+    }
     if (config.limits.idleTimeoutMs > 0) {
       this.idleWatch = setInterval(() => this.endIdleSessions(), 1000);
       this.idleWatch.unref();
@@ -60,7 +73,7 @@ export class VoiceService {
 
   /** Loads every provider's models; /healthz turns 200 when this resolves. */
   load(): Promise<void> {
-    this.loading ??= loadProviders(this.providers, this.logger, this.config).then(
+    this.loading ??= Promise.all([loadProviders(this.providers, this.logger, this.config), this.store.open()]).then(
       () => {
         this.state = 'ready';
       },
@@ -106,10 +119,12 @@ export class VoiceService {
   }
 
   /**
-   * Start a call. Throws when models are not loaded yet. `tools` lets a transport give the call its own tool
-   * executor around the service's (a realtime client runs the tools it declares itself).
+   * Start a call. Rejects when models are not loaded yet, with LimitError when a limit refuses it. Async because
+   * a cluster's per-key limits and the call's record live in a shared database (one round trip each, before
+   * any audio flows). `tools` lets a transport give the call its own tool executor around the service's
+   * (a realtime client runs the tools it declares itself).
    */
-  openSession(
+  async openSession(
     transport: string,
     output: SessionOutput,
     options: {
@@ -127,29 +142,47 @@ export class VoiceService {
       /** Caller context (token claims, SIP headers; src/integration/context.ts): the call's tools may send it on. */
       caller?: Readonly<Record<string, string>>;
     } = {},
-  ): Session {
+  ): Promise<Session> {
     if (!this.ready) throw new Error(`service not ready (${this.state})`);
     const keyId = options.keyId ?? 'unkeyed';
-    // Our ids only: a transport's own fresh id (WebRTC) is checked, network ids go in `networkId`.
+    // Our ids only: a transport's own fresh id (WebRTC) is checked (the store refuses an id it has), network
+    // ids go in `networkId`.
     const callId = options.callId ?? randomUUID();
-    if (this.sessions.has(callId) || this.store.exists(callId)) throw new Error(`call id ${callId} is already in use`);
+    if (this.sessions.has(callId)) throw new Error(`call id ${callId} is already in use`);
     // Throws LimitError (session_limit / rate_limited): transports report its code to the client.
     this.limiter.admit(keyId);
     try {
-      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId, options.subject);
+      await this.sharedLimits?.admit(keyId, callId);
     } catch (err) {
       this.limiter.release(keyId);
       throw err;
+    }
+    try {
+      await this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId, options.subject);
+    } catch (err) {
+      this.releaseSlot(keyId, callId);
+      throw err;
+    }
+    // Drained while the database answered: refused like a call that came a moment later.
+    if (!this.ready) {
+      this.releaseSlot(keyId, callId);
+      this.store.callEnded(callId, 'failed');
+      throw new Error(`service not ready (${this.state})`);
     }
     const log = this.logger.child({ callId, transport });
     try {
       return this.startSession(callId, keyId, transport, output, options, log);
     } catch (err) {
       // A provider that fails to give this call its streams: the slot and the record must not stay taken.
-      this.limiter.release(keyId);
+      this.releaseSlot(keyId, callId);
       this.store.callEnded(callId, 'failed');
       throw err;
     }
+  }
+
+  private releaseSlot(keyId: string, callId: string): void {
+    this.limiter.release(keyId);
+    this.sharedLimits?.release(callId);
   }
 
   private startSession(callId: string, keyId: string, transport: string, output: SessionOutput, options: Parameters<VoiceService['openSession']>[2] & {}, log: Logger): Session {
@@ -194,7 +227,7 @@ export class VoiceService {
     if (admission) {
       this.admissions.delete(session.callId);
       if (admission.maxLength) clearTimeout(admission.maxLength);
-      this.limiter.release(admission.keyId);
+      this.releaseSlot(admission.keyId, session.callId);
     }
     this.metrics.sessionClosed(transport);
     await session.close();
@@ -269,7 +302,7 @@ export class VoiceService {
     this.sessions.clear();
     // The last events (call.ended of these calls) get a short grace to go out.
     await this.webhooks?.close();
-    this.store.close();
+    await this.store.close();
     const { vad, asr, llm, tts } = this.providers;
     await Promise.allSettled([vad.close?.(), asr.close?.(), llm.close?.(), tts.close?.()]);
   }

@@ -215,7 +215,7 @@ class MediaStreamConnection {
     // never as ours: a reused or forged CallSid must not reach another call's record.
     const networkId = CALL_ID.test(start.providerCallId) ? start.providerCallId : undefined;
     try {
-      this.session = this.service.openSession(
+      this.session = await this.service.openSession(
         this.serializer.provider,
         {
           event: (e) => this.onSessionEvent(e),
@@ -237,6 +237,11 @@ class MediaStreamConnection {
       const limited = err instanceof Error && err.name === 'LimitError';
       this.log.warn({ err: (err as Error).message }, 'call refused');
       this.closeSocket(limited ? 1013 : 1011, limited ? 'call limit reached' : 'service unavailable');
+      return;
+    }
+    // The stream ended while the call was being admitted: nothing to talk to.
+    if (this.closed) {
+      await this.service.closeSession(this.session, this.serializer.provider);
       return;
     }
     this.log = this.log.child({ callId: this.session.callId });
