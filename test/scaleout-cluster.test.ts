@@ -6,12 +6,12 @@
  * the other nodes' calls talking, its record is closed as `node_lost` and its slots come back once its lease
  * lapses; SIP INVITEs through Kamailio land on different nodes and their records are shared too.
  */
-import dgram from 'node:dgram';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { HAPROXY, KAMAILIO, startLocalCluster, type LocalCluster } from '../src/cluster/local.js';
 import { postgresBinDir } from '../src/cluster/postgres.js';
+import { callThroughProxy } from './helpers/sip-proxy.js';
 
 const PG = postgresBinDir();
 const CAP = 4;
@@ -182,7 +182,7 @@ describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind 
     const live = (await db!.query<{ node: string }>('SELECT node FROM nodes')).rows.map((r) => r.node);
     const port = Number(cluster!.sipUri!.split(':').pop());
     const answered = [];
-    for (let i = 0; i < live.length; i++) answered.push(await invite(port));
+    for (let i = 0; i < live.length; i++) answered.push(await callThroughProxy(port));
     expect(answered.map((a) => a.status)).toEqual(live.map(() => 200));
     const ids = (await db!.query<{ node: string }>("SELECT node FROM calls WHERE transport = 'sip' AND network_id = ANY($1)", [answered.map((a) => a.callId)])).rows;
     // Least calls: each INVITE while the others are up goes to a node with none.
@@ -190,49 +190,6 @@ describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind 
     await Promise.all(answered.map((a) => a.hangUp()));
   });
 });
-
-const status = (message: string | undefined): number => Number(/^SIP\/2\.0 (\d{3})/.exec(message ?? '')?.[1] ?? 0);
-
-/** One SIP call through Kamailio on 127.0.0.1:`port`: INVITE, the final answer, the ACK along the Record-Route. */
-async function invite(port: number): Promise<{ status: number; callId: string; hangUp(): Promise<void> }> {
-  const socket = dgram.createSocket('udp4');
-  const got: string[] = [];
-  socket.on('message', (m) => got.push(m.toString('utf8')));
-  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
-  const local = socket.address().port;
-  const send = (lines: string[], body = ''): void => {
-    socket.send(Buffer.from([...lines, `Content-Length: ${Buffer.byteLength(body)}`, '', body].join('\r\n')), port, '127.0.0.1');
-  };
-  const via = () => `Via: SIP/2.0/UDP 127.0.0.1:${local};branch=z9hG4bK${Math.random().toString(36).slice(2)};rport`;
-  const callId = `cluster-${Math.random().toString(36).slice(2)}`;
-  const uri = `sip:agent@127.0.0.1:${port}`;
-  const from = `From: <sip:tester@127.0.0.1>;tag=${callId}`;
-  const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${local + 2} RTP/AVP 8 101`, 'a=rtpmap:8 PCMA/8000', 'a=rtpmap:101 telephone-event/8000', ''].join('\r\n');
-  send([`INVITE ${uri} SIP/2.0`, via(), 'Max-Forwards: 70', from, `To: <${uri}>`, `Call-ID: ${callId}`, 'CSeq: 1 INVITE', `Contact: <sip:tester@127.0.0.1:${local}>`, 'Content-Type: application/sdp'], sdp);
-  let final: string | undefined;
-  for (let i = 0; i < 200 && !final; i++) {
-    final = got.find((m) => status(m) >= 200 && /CSeq: 1 INVITE/i.test(m));
-    if (!final) await sleep(50);
-  }
-  if (status(final) !== 200) {
-    socket.close();
-    return { status: status(final), callId, hangUp: async () => undefined };
-  }
-  const to = /^To: (.+)$/im.exec(final!)![1];
-  const contact = /^Contact: <([^>]+)>/im.exec(final!)![1];
-  const routes = [...final!.matchAll(/^Record-Route: (.+)$/gim)].map((m) => m[1].trim()).reverse();
-  const inDialog = (method: string, cseq: number) => [`${method} ${contact} SIP/2.0`, via(), 'Max-Forwards: 70', ...routes.map((r) => `Route: ${r}`), from, `To: ${to}`, `Call-ID: ${callId}`, `CSeq: ${cseq} ${method}`];
-  send(inDialog('ACK', 1));
-  return {
-    status: 200,
-    callId,
-    hangUp: async () => {
-      send(inDialog('BYE', 2));
-      for (let i = 0; i < 40 && !got.some((m) => /CSeq: 2 BYE/i.test(m) && status(m) === 200); i++) await sleep(50);
-      socket.close();
-    },
-  };
-}
 
 describe.skipIf(PG && HAPROXY)('PostgreSQL or HAProxy is not installed', () => {
   it('(skipped: `apt-get install postgresql haproxy kamailio`, or scripts/setup.sh --test, runs the cluster cases)', () => undefined);

@@ -10,12 +10,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { PeerConnection } from '../src/transports/webrtc/wrtc.js';
+import { freePort } from '../src/cluster/processes.js';
 import { clientOffer } from './helpers/webrtc-offer.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 
@@ -32,14 +32,6 @@ interface Proxy {
 // Every proxy this file starts, so that a failing test or hook still leaves no process behind.
 const children = new Set<ChildProcess>();
 process.once('exit', () => children.forEach((c) => c.kill('SIGKILL')));
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 /** Spawns a proxy and waits until /healthz answers 200 through it (both nodes are up). */
 async function spawnProxy(name: string, bin: string, args: string[], env: NodeJS.ProcessEnv, port: number, dir: string): Promise<Proxy> {
@@ -70,7 +62,7 @@ async function spawnProxy(name: string, bin: string, args: string[], env: NodeJS
 }
 
 async function startHaproxy(nodes: number[]): Promise<Proxy> {
-  const port = await freePort();
+  const port = await freePort('127.0.0.1');
   const dir = await mkdtemp(path.join(tmpdir(), 'haproxy-test-'));
   const env = { VOICE_AGENT_MAXCONN: '500', VOICE_AGENT_FRONT: `127.0.0.1:${port}`, VOICE_AGENT_NODE1: `127.0.0.1:${nodes[0]}`, VOICE_AGENT_NODE2: `127.0.0.1:${nodes[1]}` };
   // -db: foreground, no daemon; the config file is the one in deploy/, as is.
@@ -78,7 +70,7 @@ async function startHaproxy(nodes: number[]): Promise<Proxy> {
 }
 
 async function startNginx(nodes: number[]): Promise<Proxy> {
-  const port = await freePort();
+  const port = await freePort('127.0.0.1');
   const dir = await mkdtemp(path.join(tmpdir(), 'nginx-test-'));
   // What envsubst does in the documented deployment: fill in the named variables only.
   const vars: Record<string, string> = { VOICE_AGENT_FRONT: `127.0.0.1:${port}`, VOICE_AGENT_NODE1: `127.0.0.1:${nodes[0]}`, VOICE_AGENT_NODE2: `127.0.0.1:${nodes[1]}` };

@@ -323,7 +323,13 @@ export class PostgresCallStore implements CallStore {
   }
 
   async audit(actor: string, action: AuditEntry['action'], callId: string | null, detail?: string): Promise<void> {
-    await this.query('INSERT INTO audit_log (at, actor, action, call_id, detail) VALUES ($1, $2, $3, $4, $5)', [new Date().toISOString(), actor, action, callId, detail ?? null]);
+    await this.open();
+    await this.insertAudit(actor, action, callId, detail);
+  }
+
+  /** Without waiting for open(): the retention sweep runs inside it. */
+  private async insertAudit(actor: string, action: AuditEntry['action'], callId: string | null, detail?: string): Promise<void> {
+    await this.pool.query('INSERT INTO audit_log (at, actor, action, call_id, detail) VALUES ($1, $2, $3, $4, $5)', [new Date().toISOString(), actor, action, callId, detail ?? null]);
   }
 
   async auditLog(afterSeq = 0, limit = 1000): Promise<AuditEntry[]> {
@@ -358,7 +364,7 @@ export class PostgresCallStore implements CallStore {
     });
     for (const file of files) rmSync(file, { force: true });
     if (calls > 0) {
-      await this.audit('system', 'retention', null, JSON.stringify({ calls, recordings: files.length, retentionDays: this.config.retentionDays }));
+      await this.insertAudit('system', 'retention', null, JSON.stringify({ calls, recordings: files.length, retentionDays: this.config.retentionDays }));
       this.logger.info({ calls, retentionDays: this.config.retentionDays }, 'old calls deleted');
     }
   }
