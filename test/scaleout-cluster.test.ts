@@ -12,17 +12,12 @@ import WebSocket from 'ws';
 import { HAPROXY, KAMAILIO, startLocalCluster, type LocalCluster } from '../src/cluster/local.js';
 import { postgresBinDir } from '../src/cluster/postgres.js';
 import { callThroughProxy } from './helpers/sip-proxy.js';
+import { endDeviceCall, openDeviceCall, type DeviceCall as Call } from './helpers/device-call.js';
 
 const PG = postgresBinDir();
 const CAP = 4;
 const LEASE_MS = 2000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface Call {
-  ws: WebSocket;
-  callId: string;
-  events: Array<Record<string, unknown>>;
-}
 
 describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind HAProxy and Kamailio', () => {
   let cluster: LocalCluster | undefined;
@@ -52,37 +47,14 @@ describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind 
   const nodeOf = async (callId: string): Promise<string | null> =>
     ((await db!.query<{ node: string }>('SELECT node FROM calls WHERE id = $1', [callId])).rows[0]?.node ?? null);
 
-  /** A device call through the front door; resolves at session.started, rejects with the refusal's code. */
-  function call(): Promise<Call> {
-    const ws = new WebSocket(`${cluster!.httpUrl!.replace('http', 'ws')}/v1/ws`, { headers: { authorization: `Bearer ${cluster!.apiKey}` } });
-    open.add(ws);
-    const events: Array<Record<string, unknown>> = [];
-    return new Promise<Call>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('no session.started within 10 s')), 10_000);
-      ws.on('error', reject);
-      ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
-      ws.on('message', (data, isBinary) => {
-        if (isBinary) return;
-        const event = JSON.parse(data.toString()) as Record<string, unknown>;
-        events.push(event);
-        if (event.type === 'session.started') {
-          clearTimeout(timer);
-          resolve({ ws, callId: String(event.callId), events });
-        } else if (event.type === 'error' && events.every((e) => e.type !== 'session.started')) {
-          clearTimeout(timer);
-          reject(new Error(String(event.code)));
-        }
-      });
-    });
+  /** A device call through the front door; rejects with the refusal's code. */
+  async function call(): Promise<Call> {
+    const c = await openDeviceCall(`${cluster!.httpUrl!.replace('http', 'ws')}/v1/ws`, { authorization: `Bearer ${cluster!.apiKey}` }, 10_000);
+    open.add(c.ws);
+    return c;
   }
 
-  async function hangUp(c: Call): Promise<void> {
-    if (c.ws.readyState !== WebSocket.OPEN) return;
-    const closed = new Promise<void>((r) => c.ws.once('close', () => r()));
-    c.ws.send(JSON.stringify({ type: 'session.end' }));
-    await closed;
-    open.delete(c.ws);
-  }
+  const hangUp = endDeviceCall;
 
   /** The call answers a ping (its node and its path through HAProxy are alive). */
   async function alive(c: Call): Promise<boolean> {
