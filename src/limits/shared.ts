@@ -22,33 +22,18 @@ export class SharedKeyLimiter {
     const { maxSessionsPerKey, sessionsPerMinutePerKey: rate } = this.config;
     if (maxSessionsPerKey <= 0 && rate <= 0) return;
     await this.store.open();
-    const refused = await this.store.transaction(async (client): Promise<LimitError | null> => {
-      await client.query("SELECT pg_advisory_xact_lock(hashtextextended('voice-agent-key:' || $1, 0))", [keyId]);
-      if (maxSessionsPerKey > 0) {
-        const { rows } = await client.query<{ held: number }>(
-          `SELECT count(*)::int AS held FROM call_slots s JOIN nodes n ON n.node = s.node
-           WHERE s.key_id = $1 AND n.heartbeat_at > now() - make_interval(secs => $2)`,
-          [keyId, this.store.leaseMs / 1000],
-        );
-        const held = rows[0]?.held ?? 0;
-        if (held >= maxSessionsPerKey) return new LimitError('session_limit', `this key already holds ${held} calls (limit ${maxSessionsPerKey})`);
-      }
-      if (rate > 0) {
-        // A token bucket per key: `rate` tokens, refilled continuously over a minute, one per call start.
-        const { rows } = await client.query<{ tokens: number }>(
-          `INSERT INTO start_buckets AS b (key_id, tokens, updated_at) VALUES ($1, $2, now())
-           ON CONFLICT (key_id) DO UPDATE
-             SET tokens = LEAST($2, b.tokens + EXTRACT(EPOCH FROM now() - b.updated_at) / 60 * $2), updated_at = now()
-           RETURNING tokens`,
-          [keyId, rate],
-        );
-        if ((rows[0]?.tokens ?? rate) < 1) return new LimitError('rate_limited', `this key starts calls too fast (limit ${rate} per minute)`);
-        await client.query('UPDATE start_buckets SET tokens = tokens - 1 WHERE key_id = $1', [keyId]);
-      }
-      if (maxSessionsPerKey > 0) await client.query('INSERT INTO call_slots (call_id, key_id, node) VALUES ($1, $2, $3)', [callId, keyId, this.store.nodeId]);
-      return null;
-    });
-    if (refused) throw refused;
+    // One round trip: the whole check runs in the database (voice_agent_admit in src/store/postgres.ts).
+    const { rows } = await this.store.pool.query<{ refused: 'session_limit' | 'rate_limited' | null }>('SELECT voice_agent_admit($1, $2, $3, $4, $5, $6) AS refused', [
+      keyId,
+      callId,
+      this.store.nodeId,
+      maxSessionsPerKey,
+      rate,
+      this.store.leaseMs / 1000,
+    ]);
+    const refused = rows[0]?.refused ?? null;
+    if (refused === 'session_limit') throw new LimitError('session_limit', `this key already holds its limit of ${maxSessionsPerKey} calls`);
+    if (refused === 'rate_limited') throw new LimitError('rate_limited', `this key starts calls too fast (limit ${rate} per minute)`);
   }
 
   /** Free the call's slot; a failure is logged (the slot then lapses with this node's lease if the node dies). */

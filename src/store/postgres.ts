@@ -86,6 +86,32 @@ CREATE TABLE IF NOT EXISTS nodes (node TEXT PRIMARY KEY, heartbeat_at TIMESTAMPT
 CREATE TABLE IF NOT EXISTS call_slots (call_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, node TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS call_slots_key ON call_slots(key_id);
 CREATE TABLE IF NOT EXISTS start_buckets (key_id TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+-- Per-key admission in one round trip (src/limits/shared.ts): NULL when admitted, else the refusal's code.
+-- The advisory lock serializes one key's admissions until the statement's transaction ends; only slots of
+-- nodes with a live lease count; the start bucket refills continuously (p_rate tokens a minute).
+CREATE OR REPLACE FUNCTION voice_agent_admit(p_key TEXT, p_call TEXT, p_node TEXT, p_max INTEGER, p_rate DOUBLE PRECISION, p_ttl_s DOUBLE PRECISION)
+RETURNS TEXT LANGUAGE plpgsql AS $$
+DECLARE
+  v_held INTEGER;
+  v_tokens DOUBLE PRECISION;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended('voice-agent-key:' || p_key, 0));
+  IF p_max > 0 THEN
+    SELECT count(*) INTO v_held FROM call_slots s JOIN nodes n ON n.node = s.node
+      WHERE s.key_id = p_key AND n.heartbeat_at > now() - make_interval(secs => p_ttl_s);
+    IF v_held >= p_max THEN RETURN 'session_limit'; END IF;
+  END IF;
+  IF p_rate > 0 THEN
+    INSERT INTO start_buckets AS b (key_id, tokens, updated_at) VALUES (p_key, p_rate, now())
+      ON CONFLICT (key_id) DO UPDATE
+        SET tokens = LEAST(p_rate, b.tokens + EXTRACT(EPOCH FROM now() - b.updated_at) / 60 * p_rate), updated_at = now()
+      RETURNING b.tokens INTO v_tokens;
+    IF v_tokens < 1 THEN RETURN 'rate_limited'; END IF;
+    UPDATE start_buckets SET tokens = v_tokens - 1 WHERE key_id = p_key;
+  END IF;
+  IF p_max > 0 THEN INSERT INTO call_slots (call_id, key_id, node) VALUES (p_call, p_key, p_node); END IF;
+  RETURN NULL;
+END $$;
 `;
 
 /** Serializes schema changes of nodes starting together (CREATE … IF NOT EXISTS races otherwise). */
