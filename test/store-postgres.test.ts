@@ -127,7 +127,7 @@ describe.skipIf(!PG)('the PostgreSQL call store shared by two nodes', () => {
     await expect(starts[3].admit('key-r', 'r-4')).rejects.toMatchObject({ code: 'rate_limited' });
   });
 
-  it('adds a few milliseconds of database round trips to a call start, none to its turns', async () => {
+  it('adds two database round trips to a call start, none to its turns', async () => {
     const limiter = new SharedKeyLimiter(a, { maxSessionsPerKey: 1000, sessionsPerMinutePerKey: 100_000 }, silentLogger());
     const starts: number[] = [];
     for (let i = 0; i < 60; i++) {
