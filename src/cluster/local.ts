@@ -122,9 +122,15 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   let database: LocalPostgres | null = null;
   const nodes: ClusterNode[] = [];
   let stopped = false;
+  // A test runner or CLI that dies without stop() must not leave nodes, proxies or the database behind.
+  const killAll = (): void => {
+    for (const child of [...children, ...(database ? [database.process] : [])]) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  process.once('exit', killAll);
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
+    process.removeListener('exit', killAll);
     // Nodes first (SIGINT: stop now, calls end as 'shutdown', slots and lease released), then the proxies, then the database.
     await Promise.allSettled(nodes.map((n) => stopChild(n.process, 'SIGINT', 10_000)));
     await Promise.allSettled(children.filter((c) => !nodes.some((n) => n.process === c)).map((c) => stopChild(c, 'SIGTERM')));
