@@ -69,7 +69,15 @@ export const CONFIG_SCHEMA: Schema = obj(
     ),
     store: obj(
       {
+        kind: { enum: ['sqlite', 'postgres'] },
         path: nonEmpty,
+        // A cluster's shared store (docs/scale-out.md); the URL may come from VOICE_AGENT_DATABASE_URL instead.
+        postgres: obj({
+          url: { type: 'string', pattern: '^postgres(ql)?://' },
+          nodeId: { type: 'string', pattern: '^[A-Za-z0-9._:-]{1,64}$' },
+          leaseMs: { type: 'integer', minimum: 1000, maximum: 600_000 },
+          poolSize: int(1, 100),
+        }, []),
         retentionDays: int(0),
         networkCallsOwner: { type: 'string', pattern: '^[0-9a-f]{8}$' },
         // 32-byte AES keys, base64: the first encrypts, all decrypt (docs/compliance.md, key rotation).

@@ -2,8 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ServiceConfig } from './config.js';
 import { Auth } from './auth/auth.js';
-import { ANY_KEY, CallStore, type CallSubject } from './store/call-store.js';
+import { ANY_KEY, SqliteCallStore, type CallStore, type CallSubject } from './store/call-store.js';
+import { PostgresCallStore } from './store/postgres.js';
 import { SessionLimiter } from './limits/limits.js';
+import { SharedKeyLimiter } from './limits/shared.js';
 import type { SessionEvent } from './session/events.js';
 import { Metrics } from './metrics/metrics.js';
 import { createProviders, loadProviders } from './providers/index.js';
@@ -27,6 +29,8 @@ export class VoiceService {
   readonly store: CallStore;
   readonly sessions = new Map<string, Session>();
   private readonly limiter: SessionLimiter;
+  /** Per-key limits across the cluster's nodes when the store is shared (PostgreSQL); null: `limiter` counts them. */
+  private readonly sharedLimits: SharedKeyLimiter | null;
   /** Per call: the key it counts against and its limit timers. */
   private readonly admissions = new Map<
     string,
@@ -49,8 +53,17 @@ export class VoiceService {
     providers?: SessionProviders,
   ) {
     this.auth = new Auth(config.auth, logger);
-    this.store = new CallStore(config.store, logger);
-    this.limiter = new SessionLimiter(config.limits);
+    if (config.store.kind === 'postgres') {
+      const store = new PostgresCallStore(config.store, logger.child({ component: 'store' }));
+      this.store = store;
+      this.sharedLimits = new SharedKeyLimiter(store, config.limits, logger.child({ component: 'limits' }));
+      // The process-wide cap stays local; the per-key ones are counted in the database.
+      this.limiter = new SessionLimiter({ ...config.limits, maxSessionsPerKey: 0, sessionsPerMinutePerKey: 0 });
+    } else {
+      this.store = new SqliteCallStore(config.store, logger);
+      this.sharedLimits = null;
+      this.limiter = new SessionLimiter(config.limits);
+    }
     if (config.limits.idleTimeoutMs > 0) {
       this.idleWatch = setInterval(() => this.endIdleSessions(), 1000);
       this.idleWatch.unref();
@@ -73,7 +86,7 @@ export class VoiceService {
     // Agent files compile (grammars included) beside the models: their recogniser work waits for the ASR's load itself.
     // The agent of providers.llm gets its grammars only when calls can reach it (not once agents.default names a file).
     const grammarsFor = this.agents.usesImplicit ? this.config : undefined;
-    this.loading ??= Promise.all([loadProviders(this.providers, this.logger, grammarsFor), this.agents.load()]).then(
+    this.loading ??= Promise.all([loadProviders(this.providers, this.logger, grammarsFor), this.agents.load(), this.store.open()]).then(
       () => {
         this.state = 'ready';
       },
@@ -119,10 +132,12 @@ export class VoiceService {
   }
 
   /**
-   * Start a call. Throws when models are not loaded yet. `tools` lets a transport give the call its own tool
-   * executor around the service's (a realtime client runs the tools it declares itself).
+   * Start a call. Rejects when models are not loaded yet, with LimitError when a limit refuses it. Async because
+   * a cluster's per-key limits and the call's record live in a shared database (one round trip each, before
+   * any audio flows). `tools` lets a transport give the call its own tool executor around the service's
+   * (a realtime client runs the tools it declares itself).
    */
-  openSession(
+  async openSession(
     transport: string,
     output: SessionOutput,
     options: {
@@ -142,33 +157,59 @@ export class VoiceService {
       /** 'text': the agent's replies go out as text events only (a text client); audio by default. */
       replies?: 'audio' | 'text';
     } = {},
-  ): Session {
+  ): Promise<Session> {
     if (!this.ready) throw new Error(`service not ready (${this.state})`);
     const keyId = options.keyId ?? 'unkeyed';
-    // Our ids only: a transport's own fresh id (WebRTC) is checked, network ids go in `networkId`.
+    // Our ids only: a transport's own fresh id (WebRTC) is checked (the store refuses an id it has), network
+    // ids go in `networkId`.
     const callId = options.callId ?? randomUUID();
-    if (this.sessions.has(callId) || this.store.exists(callId)) throw new Error(`call id ${callId} is already in use`);
+    if (this.sessions.has(callId)) throw new Error(`call id ${callId} is already in use`);
     // Throws AgentSelectionError (an agent or number this deployment does not have): refused before any record.
+    // Held from here: a reload while the database answers must not retire the version this call got.
     const agent = this.agents.select(options.keyId, options.caller);
+    this.agents.acquire(agent);
     // Throws LimitError (session_limit / rate_limited): transports report its code to the client.
-    this.limiter.admit(keyId);
     try {
-      this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId, options.subject, { name: agent.name, version: agent.version });
+      this.limiter.admit(keyId);
     } catch (err) {
-      this.limiter.release(keyId);
+      this.agents.release(agent);
       throw err;
     }
+    try {
+      await this.sharedLimits?.admit(keyId, callId);
+    } catch (err) {
+      this.limiter.release(keyId);
+      this.agents.release(agent);
+      throw err;
+    }
+    try {
+      await this.store.callStarted(callId, transport, options.recordOwner ?? keyId, options.networkId, options.subject, { name: agent.name, version: agent.version });
+    } catch (err) {
+      this.releaseSlot(keyId, callId, agent);
+      throw err;
+    }
+    // Drained while the database answered: refused like a call that came a moment later.
+    if (!this.ready) {
+      this.releaseSlot(keyId, callId, agent);
+      this.store.callEnded(callId, 'failed');
+      throw new Error(`service not ready (${this.state})`);
+    }
     const log = this.logger.child({ callId, transport, agent: agent.name, agentVersion: agent.version });
-    this.agents.acquire(agent);
     try {
       return this.startSession(callId, keyId, transport, output, options, log, agent);
     } catch (err) {
       // A provider that fails to give this call its streams: the slot and the record must not stay taken.
-      this.agents.release(agent);
-      this.limiter.release(keyId);
+      this.releaseSlot(keyId, callId, agent);
       this.store.callEnded(callId, 'failed');
       throw err;
     }
+  }
+
+  /** Give back what a call held: its local and cluster-wide limit slots and its agent version. */
+  private releaseSlot(keyId: string, callId: string, agent: AgentVersion): void {
+    this.limiter.release(keyId);
+    this.sharedLimits?.release(callId);
+    this.agents.release(agent);
   }
 
   private startSession(
@@ -230,8 +271,7 @@ export class VoiceService {
     if (admission) {
       this.admissions.delete(session.callId);
       if (admission.maxLength) clearTimeout(admission.maxLength);
-      this.limiter.release(admission.keyId);
-      this.agents.release(admission.agent);
+      this.releaseSlot(admission.keyId, session.callId, admission.agent);
     }
     this.metrics.sessionClosed(transport);
     await session.close();
@@ -320,7 +360,7 @@ export class VoiceService {
     await this.agents.close();
     // The last events (call.ended of these calls) get a short grace to go out.
     await this.webhooks?.close();
-    this.store.close();
+    await this.store.close();
     const { vad, asr, llm, tts } = this.providers;
     await Promise.allSettled([vad.close?.(), asr.close?.(), llm.close?.(), tts.close?.()]);
   }

@@ -14,7 +14,7 @@ import { AgentRegistry, AgentSelectionError, type AgentReloadEvent } from '../sr
 import { DEFAULT_CONFIG, loadConfig, mergeConfig } from '../src/config.js';
 import { silentLogger } from '../src/core/logger.js';
 import { createProviders } from '../src/providers/index.js';
-import { CallStore, type CallRecord } from '../src/store/call-store.js';
+import { SqliteCallStore, type CallRecord } from '../src/store/call-store.js';
 import Database from 'better-sqlite3';
 import { configProblems, validateConfig } from '../src/config-schema.js';
 import { TEST_API_KEY, startTestServer, type TestServer } from './helpers/server.js';
@@ -46,10 +46,10 @@ function agentFile(label: string, phrases = ['what are your opening hours', 'ope
   });
 }
 
-const until = async <T>(what: string, check: () => T | null | undefined | false, timeoutMs = 10_000): Promise<T> => {
+const until = async <T>(what: string, check: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> => {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const v = check();
+    const v = await check();
     if (v) return v;
     if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
@@ -104,7 +104,7 @@ async function sipCall(number: string, digits: string): Promise<{ recordId: stri
     const recordId = sip.calls.get(callId)?.recordId;
     if (!recordId) throw new Error('no record for the SIP call');
     [...digits, '#'].forEach((d, i) => send('INFO', 2 + i, ['Content-Type: application/dtmf-relay'], `Signal=${d}\r\nDuration=160\r\n`));
-    const line = await until('agent reply', () => server.server.service.store.get(recordId, 'any')?.transcript.find((t) => t.role === 'agent'));
+    const line = await until('agent reply', async () => (await server.server.service.store.get(recordId, 'any'))?.transcript.find((t) => t.role === 'agent'));
     send('BYE', 10);
     await until('call ended', () => !sip.calls.has(callId));
     return { recordId, reply: line.text };
@@ -178,7 +178,7 @@ describe('several agents in one process', () => {
       });
       const recordId = await until('the call record', () => server.server.service.store.idForNetworkId(callSid));
       for (const digit of ['1', '#']) send({ event: 'dtmf', dtmf: { track: 'inbound_track', digit } });
-      const line = await until('agent reply', () => server.server.service.store.get(recordId, TEST_KEY_ID)?.transcript.find((t) => t.role === 'agent'));
+      const line = await until('agent reply', async () => (await server.server.service.store.get(recordId, TEST_KEY_ID))?.transcript.find((t) => t.role === 'agent'));
       expect(line.text).toBe('Beta, again?');
       expect(await record(recordId)).toMatchObject({ agent: 'beta', transport: 'twilio' });
     } finally {
@@ -359,11 +359,11 @@ describe('agents on the call record and in the config', () => {
       old.exec('CREATE TABLE calls (id TEXT PRIMARY KEY, transport TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT, end_reason TEXT, owner TEXT)');
       old.prepare("INSERT INTO calls (id, transport, started_at, owner) VALUES ('old', 'ws', '2026-01-01T00:00:00Z', 'k')").run();
       old.close();
-      const store = new CallStore({ path: file, retentionDays: 0 }, silentLogger());
-      store.callStarted('new', 'sip', 'k', undefined, {}, { name: 'bank', version: '0123abcd' });
-      expect(store.get('old', 'k')).toMatchObject({ agent: null, agent_version: null });
-      expect(store.get('new', 'k')).toMatchObject({ agent: 'bank', agent_version: '0123abcd' });
-      store.close();
+      const store = new SqliteCallStore({ path: file, retentionDays: 0 }, silentLogger());
+      await store.callStarted('new', 'sip', 'k', undefined, {}, { name: 'bank', version: '0123abcd' });
+      expect(await store.get('old', 'k')).toMatchObject({ agent: null, agent_version: null });
+      expect(await store.get('new', 'k')).toMatchObject({ agent: 'bank', agent_version: '0123abcd' });
+      await store.close();
     } finally {
       await rm(local, { recursive: true, force: true });
     }

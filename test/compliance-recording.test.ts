@@ -143,7 +143,7 @@ describe('recorded calls', () => {
     expect(frames.findIndex((f) => f.right > -40)).toBeLessThan(frames.findIndex((f) => f.left > -40));
     // Linked from the record, and only for the owner; the read is in the audit trail.
     expect((await fetch(`${server.httpUrl}/v1/calls/${callId}/recording`, { headers: { authorization: 'Bearer another-key' } })).status).toBe(401);
-    const trail = server.server.service.store.auditLog().filter((e) => e.call_id === callId && e.action === 'read_recording');
+    const trail = (await server.server.service.store.auditLog()).filter((e) => e.call_id === callId && e.action === 'read_recording');
     expect(trail.length).toBe(1);
     expect(readdirSync(dir)).toContain(`${callId}.ogg`);
     expect(readFileSync(path.join(dir, `${callId}.ogg`)).includes(Buffer.from('OpusHead'))).toBe(false);

@@ -13,7 +13,7 @@ import WebSocket from 'ws';
 import { hashApiKey } from '../src/auth/auth.js';
 import { silentLogger } from '../src/core/logger.js';
 import { UNREADABLE } from '../src/privacy/seal.js';
-import { CallStore } from '../src/store/call-store.js';
+import { SqliteCallStore } from '../src/store/call-store.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 
 const ADMIN_KEY = 'admin-key-for-tests';
@@ -131,23 +131,23 @@ describe('access, export and erasure of one person\'s calls, with an audit trail
 });
 
 describe('the SQLite file after erasure, and the audit table', () => {
-  it('holds no byte of an erased caller\'s words or number (plain text store, file read directly)', () => {
+  it('holds no byte of an erased caller\'s words or number (plain text store, file read directly)', async () => {
     const file = path.join(tmpdir(), `voice-agent-erase-${randomUUID()}.db`);
-    const store = new CallStore({ path: file, retentionDays: 0 }, silentLogger(), {});
+    const store = new SqliteCallStore({ path: file, retentionDays: 0 }, silentLogger(), {});
     const recording = `${file}.ogg`;
     writeFileSync(recording, 'OggS fake bytes of a recording file');
-    store.callStarted('call-a', 'sip', '*', 'sip-call-id-a', { caller: '+44 20 7946 0958' });
+    await store.callStarted('call-a', 'sip', '*', 'sip-call-id-a', { caller: '+44 20 7946 0958' });
     store.utterance('call-a', { role: 'caller', turn: 1, text: 'my name is Ottoline Pembersley', language: 'en' });
     store.turnMetrics('call-a', { turn: 1, stages: { serverV2vMs: 500 }, preemptive: false, discardedPreemptive: 0 });
     store.recordingSaved('call-a', recording, 'ogg/opus', 35);
-    store.callStarted('call-b', 'sip', '*', 'sip-call-id-b', { caller: '+33 1 23 45 67 89' });
+    await store.callStarted('call-b', 'sip', '*', 'sip-call-id-b', { caller: '+33 1 23 45 67 89' });
     store.utterance('call-b', { role: 'caller', turn: 1, text: 'bonjour', language: 'fr' });
     // The same number written differently finds the call.
-    expect(store.findCalls({ caller: '+442079460958' }).map((c) => c.id)).toEqual(['call-a']);
-    expect(store.erase({ caller: '+44 (20) 7946-0958' })).toEqual(['call-a']);
-    expect(store.findCalls({ caller: '+442079460958' })).toEqual([]);
+    expect((await store.findCalls({ caller: '+442079460958' })).map((c) => c.id)).toEqual(['call-a']);
+    expect((await store.erase({ caller: '+44 (20) 7946-0958' }))).toEqual(['call-a']);
+    expect((await store.findCalls({ caller: '+442079460958' }))).toEqual([]);
     expect(existsSync(recording)).toBe(false);
-    store.close();
+    await store.close();
     const bytes = Buffer.concat([readFileSync(file), existsSync(`${file}-wal`) ? readFileSync(`${file}-wal`) : Buffer.alloc(0)]);
     expect(bytes.includes(Buffer.from('Ottoline'))).toBe(false);
     expect(bytes.includes(Buffer.from('7946'))).toBe(false);
@@ -155,13 +155,13 @@ describe('the SQLite file after erasure, and the audit table', () => {
     expect(bytes.includes(Buffer.from('bonjour'))).toBe(true);
   });
 
-  it('refuses UPDATE and DELETE on the audit table, even straight on the file', () => {
+  it('refuses UPDATE and DELETE on the audit table, even straight on the file', async () => {
     const file = path.join(tmpdir(), `voice-agent-audit-${randomUUID()}.db`);
-    const store = new CallStore({ path: file, retentionDays: 0 }, silentLogger(), {});
-    store.audit('abcd1234', 'read_call', 'call-x');
-    store.audit('abcd1234', 'read_recording', 'call-x');
-    expect(store.auditLog().map((e) => e.action)).toEqual(['read_call', 'read_recording']);
-    store.close();
+    const store = new SqliteCallStore({ path: file, retentionDays: 0 }, silentLogger(), {});
+    await store.audit('abcd1234', 'read_call', 'call-x');
+    await store.audit('abcd1234', 'read_recording', 'call-x');
+    expect((await store.auditLog()).map((e) => e.action)).toEqual(['read_call', 'read_recording']);
+    await store.close();
     const db = new Database(file);
     expect(() => db.prepare("UPDATE audit_log SET actor = 'someone-else'").run()).toThrow(/append-only/);
     expect(() => db.prepare('DELETE FROM audit_log').run()).toThrow(/append-only/);
@@ -169,23 +169,23 @@ describe('the SQLite file after erasure, and the audit table', () => {
     db.close();
   });
 
-  it('rotates keys: new rows under the first key, old rows read while their key is listed, unreadable once it is not', () => {
+  it('rotates keys: new rows under the first key, old rows read while their key is listed, unreadable once it is not', async () => {
     const file = path.join(tmpdir(), `voice-agent-keys-${randomUUID()}.db`);
     const oldKey = randomBytes(32).toString('base64');
     const newKey = randomBytes(32).toString('base64');
-    const first = new CallStore({ path: file, retentionDays: 0, encryptionKeys: [oldKey] }, silentLogger(), {});
-    first.callStarted('c1', 'ws', 'k1');
+    const first = new SqliteCallStore({ path: file, retentionDays: 0, encryptionKeys: [oldKey] }, silentLogger(), {});
+    await first.callStarted('c1', 'ws', 'k1');
     first.utterance('c1', { role: 'caller', turn: 1, text: 'sealed under the old key', language: 'en' });
-    first.close();
-    const rotated = new CallStore({ path: file, retentionDays: 0, encryptionKeys: [newKey, oldKey] }, silentLogger(), {});
-    rotated.callStarted('c2', 'ws', 'k1');
+    await first.close();
+    const rotated = new SqliteCallStore({ path: file, retentionDays: 0, encryptionKeys: [newKey, oldKey] }, silentLogger(), {});
+    await rotated.callStarted('c2', 'ws', 'k1');
     rotated.utterance('c2', { role: 'caller', turn: 1, text: 'sealed under the new key', language: 'en' });
-    expect(rotated.get('c1', 'k1')?.transcript[0].text).toBe('sealed under the old key');
-    expect(rotated.get('c2', 'k1')?.transcript[0].text).toBe('sealed under the new key');
-    rotated.close();
-    const dropped = new CallStore({ path: file, retentionDays: 0, encryptionKeys: [newKey] }, silentLogger(), {});
-    expect(dropped.get('c1', 'k1')?.transcript[0].text).toBe(UNREADABLE);
-    expect(dropped.get('c2', 'k1')?.transcript[0].text).toBe('sealed under the new key');
-    dropped.close();
+    expect((await rotated.get('c1', 'k1'))?.transcript[0].text).toBe('sealed under the old key');
+    expect((await rotated.get('c2', 'k1'))?.transcript[0].text).toBe('sealed under the new key');
+    await rotated.close();
+    const dropped = new SqliteCallStore({ path: file, retentionDays: 0, encryptionKeys: [newKey] }, silentLogger(), {});
+    expect((await dropped.get('c1', 'k1'))?.transcript[0].text).toBe(UNREADABLE);
+    expect((await dropped.get('c2', 'k1'))?.transcript[0].text).toBe('sealed under the new key');
+    await dropped.close();
   });
 });

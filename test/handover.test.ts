@@ -33,10 +33,10 @@ let deskPort: number;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-async function until<T>(what: string, check: () => T | null | undefined | false, timeoutMs = 15_000, tick?: () => void): Promise<T> {
+async function until<T>(what: string, check: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs = 15_000, tick?: () => void): Promise<T> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const v = check();
+    const v = await check();
     if (v) return v;
     if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     tick?.();
@@ -261,7 +261,7 @@ describe('Twilio <Connect action>', () => {
       const [target, query] = (sip ?? '').split('?');
       expect(target).toBe(`sip:cards@127.0.0.1:${deskPort}`);
       const headers = Object.fromEntries(query.split('&').map((pair) => pair.split('=').map(decodeURIComponent)));
-      const callId = server.server.service.store.idForNetworkId(twilio.callSid);
+      const callId = await server.server.service.store.idForNetworkId(twilio.callSid);
       expect(headers['X-Voice-Agent-Call-Id']).toBe(callId);
       expect(headers['X-Voice-Agent-Queue']).toBe('cards');
       expect(headers['X-Voice-Agent-Summary']).toMatch(/^lang=en; asked=card_team; not_understood=0; customer_id=C-7; said="DTMF: 0"$/);
@@ -292,7 +292,7 @@ describe('SIP transfer to a real transferee', () => {
       // The context rides on the REFER itself too.
       expect(refer).toMatch(new RegExp(`^X-Voice-Agent-Call-Id: ${call.recordId}\\r?$`, 'mi'));
       await until('our leg to end', () => !sip.calls.has(call.callId), 5000);
-      expect(server.server.service.store.get(call.recordId, 'any')?.end_reason).toBe('transferred');
+      expect((await server.server.service.store.get(call.recordId, 'any'))?.end_reason).toBe('transferred');
       // What the desk received, as SIPp logged it.
       const received = await until('the desk INVITE', () => {
         const text = desk.log();
@@ -305,7 +305,7 @@ describe('SIP transfer to a real transferee', () => {
       expect(invite).toMatch(new RegExp(`^User-to-User: ${Buffer.from(call.recordId).toString('hex')};encoding=hex;purpose=call-id\\r?$`, 'mi'));
       const event = await until('the call.transfer webhook', () => transferEvent(call.recordId), 5000);
       expect(event.data).toMatchObject({ queue: 'cards', target: `sip:cards@127.0.0.1:${deskPort}` });
-      expect(server.server.service.store.get(call.recordId, 'any')?.transfer).toMatchObject({ queue: 'cards', reason: null });
+      expect((await server.server.service.store.get(call.recordId, 'any'))?.transfer).toMatchObject({ queue: 'cards', reason: null });
       await caller.hangUpTarget();
     } finally {
       caller.close();
@@ -325,7 +325,7 @@ describe('SIP transfer to a real transferee', () => {
       const session = await until('the session', () => server.server.service.sessions.get(call.recordId));
       session.submitText('card team please');
       await until('our leg to end', () => !sip.calls.has(call.callId), 20_000);
-      expect(server.server.service.store.get(call.recordId, 'any')?.end_reason).toBe('transferred');
+      expect((await server.server.service.store.get(call.recordId, 'any'))?.end_reason).toBe('transferred');
       const refers = phone.log.join('').split(/\r?\n/).filter((line) => line.startsWith('Refer-To:'));
       expect(refers).toHaveLength(2);
       expect(refers[0]).toContain('?X-Voice-Agent-Call-Id=');

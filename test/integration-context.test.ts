@@ -114,7 +114,7 @@ describe('caller context through a real server', () => {
       phone.send(invite(phone.sip.port, phone.port, networkId));
       let session;
       for (let i = 0; i < 250 && !session; i++) {
-        const id = server.server.service.store.idForNetworkId(networkId);
+        const id = await server.server.service.store.idForNetworkId(networkId);
         session = id ? server.server.service.sessions.get(id) : undefined;
         if (!session) await new Promise((r) => setTimeout(r, 20));
       }

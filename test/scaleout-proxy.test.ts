@@ -10,13 +10,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import type { PeerConnection } from '../src/transports/webrtc/wrtc.js';
+import { freePort } from '../src/cluster/processes.js';
 import { clientOffer } from './helpers/webrtc-offer.js';
+import { endDeviceCall, openDeviceCall, type DeviceCall as Call } from './helpers/device-call.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 
 const HAPROXY = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => existsSync(p));
@@ -32,14 +32,6 @@ interface Proxy {
 // Every proxy this file starts, so that a failing test or hook still leaves no process behind.
 const children = new Set<ChildProcess>();
 process.once('exit', () => children.forEach((c) => c.kill('SIGKILL')));
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 /** Spawns a proxy and waits until /healthz answers 200 through it (both nodes are up). */
 async function spawnProxy(name: string, bin: string, args: string[], env: NodeJS.ProcessEnv, port: number, dir: string): Promise<Proxy> {
@@ -70,7 +62,7 @@ async function spawnProxy(name: string, bin: string, args: string[], env: NodeJS
 }
 
 async function startHaproxy(nodes: number[]): Promise<Proxy> {
-  const port = await freePort();
+  const port = await freePort('127.0.0.1');
   const dir = await mkdtemp(path.join(tmpdir(), 'haproxy-test-'));
   const env = { VOICE_AGENT_MAXCONN: '500', VOICE_AGENT_FRONT: `127.0.0.1:${port}`, VOICE_AGENT_NODE1: `127.0.0.1:${nodes[0]}`, VOICE_AGENT_NODE2: `127.0.0.1:${nodes[1]}` };
   // -db: foreground, no daemon; the config file is the one in deploy/, as is.
@@ -78,7 +70,7 @@ async function startHaproxy(nodes: number[]): Promise<Proxy> {
 }
 
 async function startNginx(nodes: number[]): Promise<Proxy> {
-  const port = await freePort();
+  const port = await freePort('127.0.0.1');
   const dir = await mkdtemp(path.join(tmpdir(), 'nginx-test-'));
   // What envsubst does in the documented deployment: fill in the named variables only.
   const vars: Record<string, string> = { VOICE_AGENT_FRONT: `127.0.0.1:${port}`, VOICE_AGENT_NODE1: `127.0.0.1:${nodes[0]}`, VOICE_AGENT_NODE2: `127.0.0.1:${nodes[1]}` };
@@ -104,44 +96,8 @@ http {
   return spawnProxy('nginx', NGINX!, ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf'), '-g', 'daemon off;'], {}, port, dir);
 }
 
-interface Call {
-  ws: WebSocket;
-  callId: string;
-  events: Array<Record<string, unknown>>;
-}
-
-/** A device call through `port`; resolves once the node said session.started, rejects with the refusal. */
-function openCall(port: number, query: string): Promise<Call> {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/ws?${query}`);
-  const events: Array<Record<string, unknown>> = [];
-  return new Promise<Call>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no session.started within 5 s')), 5000);
-    ws.on('error', reject);
-    ws.once('unexpected-response', (_req, res) => {
-      clearTimeout(timer);
-      ws.terminate();
-      reject(new Error(`refused with HTTP ${res.statusCode}`));
-    });
-    ws.on('message', (data, isBinary) => {
-      if (isBinary) return;
-      const event = JSON.parse(data.toString()) as Record<string, unknown>;
-      events.push(event);
-      if (event.type === 'session.started') {
-        clearTimeout(timer);
-        resolve({ ws, callId: String(event.callId), events });
-      }
-    });
-  });
-}
-
-/** Ends a call the way a device does and waits for the node to close the socket. */
-async function endCall(call: Call): Promise<void> {
-  if (call.ws.readyState !== WebSocket.OPEN) return;
-  const closed = new Promise<void>((r) => call.ws.once('close', () => r()));
-  call.ws.send(JSON.stringify({ type: 'session.end' }));
-  await Promise.race([closed, new Promise((r) => setTimeout(r, 3000))]);
-  call.ws.terminate();
-}
+const openCall = (port: number, query: string): Promise<Call> => openDeviceCall(`ws://127.0.0.1:${port}/v1/ws?${query}`);
+const endCall = endDeviceCall;
 
 async function mintToken(node: TestServer): Promise<string> {
   const res = await fetch(`${node.httpUrl}/v1/tokens`, {

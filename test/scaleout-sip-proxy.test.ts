@@ -5,46 +5,20 @@
  * draining node's 503 fails over at once, and its OPTIONS 503 takes it out of the set).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../src/cluster/processes.js';
 import { sipServerOf } from '../src/transports/sip/index.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { callThroughProxy, sipCaller as caller, sipStatus as status } from './helpers/sip-proxy.js';
 
 const KAMAILIO = ['/usr/sbin/kamailio', '/usr/bin/kamailio'].find((p) => existsSync(p));
 const CONFIG = path.join(import.meta.dirname, '..', 'deploy', 'kamailio', 'kamailio.cfg');
 
-const status = (message: string | undefined): number => Number(/^SIP\/2\.0 (\d{3})/.exec(message ?? '')?.[1] ?? 0);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A free UDP port on loopback (Kamailio needs one given to it). */
-async function freeUdpPort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-/** A raw UDP SIP caller talking to Kamailio: sends requests, collects every message that comes back. */
-async function caller(proxyPort: number) {
-  const socket = dgram.createSocket('udp4');
-  const got: string[] = [];
-  socket.on('message', (m) => got.push(m.toString('utf8')));
-  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
-  const local = socket.address().port;
-  const send = (lines: string[], body = ''): void => {
-    const text = [...lines, `Content-Length: ${Buffer.byteLength(body)}`, '', body].join('\r\n');
-    socket.send(Buffer.from(text), proxyPort, '127.0.0.1');
-  };
-  const via = () => `Via: SIP/2.0/UDP 127.0.0.1:${local};branch=z9hG4bK${Math.random().toString(36).slice(2)};rport`;
-  return { got, local, send, via, close: () => socket.close() };
-}
-
-const offer = (rtpPort: number) => ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${rtpPort} RTP/AVP 8 101`, 'a=rtpmap:8 PCMA/8000', 'a=rtpmap:101 telephone-event/8000', ''].join('\r\n');
 
 describe.skipIf(!KAMAILIO)('two SIP nodes behind Kamailio', () => {
   let nodes: TestServer[] = [];
@@ -60,7 +34,7 @@ describe.skipIf(!KAMAILIO)('two SIP nodes behind Kamailio', () => {
     dir = await mkdtemp(path.join(tmpdir(), 'kamailio-test-'));
     const list = nodes.map((n, i) => `1 sip:127.0.0.1:${sipServerOf(n.server.service)!.port} 0 0 duid=node${i + 1}`).join('\n') + '\n';
     await writeFile(path.join(dir, 'dispatcher.list'), list);
-    proxyPort = await freeUdpPort();
+    proxyPort = await freePort('127.0.0.1', 'udp');
     // -DD: stay in the foreground (its children are reaped with it); -E: log to stderr; -Y: a runtime dir of
     // its own instead of /run/kamailio.
     kamailio = spawn(
@@ -93,39 +67,7 @@ describe.skipIf(!KAMAILIO)('two SIP nodes behind Kamailio', () => {
 
   const sessionsPerNode = () => nodes.map((n) => n.server.service.sessions.size);
 
-  /** One call through Kamailio: INVITE, the final answer; on 200 the ACK along the Record-Route. */
-  async function call(): Promise<{ status: number; routes: string[]; hangUp(): Promise<void> }> {
-    const c = await caller(proxyPort);
-    const callId = `kam-${Math.random().toString(36).slice(2)}`;
-    const uri = `sip:agent@127.0.0.1:${proxyPort}`;
-    const from = `From: <sip:tester@127.0.0.1>;tag=${callId}`;
-    c.send([`INVITE ${uri} SIP/2.0`, c.via(), 'Max-Forwards: 70', from, `To: <${uri}>`, `Call-ID: ${callId}`, 'CSeq: 1 INVITE', `Contact: <sip:tester@127.0.0.1:${c.local}>`, 'Content-Type: application/sdp'], offer(c.local + 2));
-    let final: string | undefined;
-    for (let i = 0; i < 100 && !final; i++) {
-      final = c.got.find((m) => status(m) >= 200 && /CSeq: 1 INVITE/i.test(m));
-      if (!final) await sleep(50);
-    }
-    const code = status(final);
-    if (code !== 200) {
-      c.close();
-      return { status: code, routes: [], hangUp: async () => undefined };
-    }
-    const to = /^To: (.+)$/im.exec(final!)![1];
-    const contact = /^Contact: <([^>]+)>/im.exec(final!)![1];
-    // The route set is the Record-Route of the answer, as received (UAC side: in reverse; one proxy here).
-    const routes = [...final!.matchAll(/^Record-Route: (.+)$/gim)].map((m) => m[1].trim()).reverse();
-    const inDialog = (method: string, cseq: number) => [`${method} ${contact} SIP/2.0`, c.via(), 'Max-Forwards: 70', ...routes.map((r) => `Route: ${r}`), from, `To: ${to}`, `Call-ID: ${callId}`, `CSeq: ${cseq} ${method}`];
-    c.send(inDialog('ACK', 1));
-    return {
-      status: code,
-      routes,
-      hangUp: async () => {
-        c.send(inDialog('BYE', 2));
-        for (let i = 0; i < 40 && !c.got.some((m) => /CSeq: 2 BYE/i.test(m) && status(m) === 200); i++) await sleep(50);
-        c.close();
-      },
-    };
-  }
+  const call = () => callThroughProxy(proxyPort);
 
   it('sends INVITEs through Kamailio to both nodes, and in-dialog requests back to the node that took the call', async () => {
     const first = await call();

@@ -79,7 +79,7 @@ function upgradeStatus(url: string, headers: Record<string, string> = {}): Promi
 
 /** A Twilio media stream placed with `credential`, keying DTMF digits; resolves when the record holds them. */
 async function twilioCall(credential: string, callSid: string, digits: string[]): Promise<{ recordId: string; close(): Promise<void> }> {
-  const earlier = server.service.store.idForNetworkId(callSid);
+  const earlier = await server.service.store.idForNetworkId(callSid);
   const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/telephony/twilio?token=${credential}`);
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
@@ -94,8 +94,8 @@ async function twilioCall(credential: string, callSid: string, digits: string[])
   let recordId: string | null = null;
   for (;;) {
     // The newest record for this CallSid that holds these digits (an older call may share the CallSid).
-    recordId = store.idForNetworkId(callSid);
-    const record = recordId && recordId !== earlier ? readAny(recordId) : null;
+    recordId = await store.idForNetworkId(callSid);
+    const record = recordId && recordId !== earlier ? await readAny(recordId) : null;
     if (record?.transcript.some((t) => t.text.startsWith('DTMF'))) break;
     if (performance.now() > deadline) throw new Error(`no DTMF turn for ${callSid}`);
     await sleep(50);
@@ -111,9 +111,9 @@ async function twilioCall(credential: string, callSid: string, digits: string[])
 }
 
 /** A record whatever its owner (test-side inspection only). */
-function readAny(id: string) {
+async function readAny(id: string) {
   for (const key of [TEST_API_KEY, OTHER_KEY]) {
-    const record = server.service.store.get(id, keyId(key));
+    const record = await server.service.store.get(id, keyId(key));
     if (record) return record;
   }
   return null;

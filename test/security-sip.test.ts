@@ -303,7 +303,7 @@ describe('SIP Digest and Call-IDs', () => {
       expect(server.server.service.sessions.get(recordId)).toBe(session);
       const secondRecordId = sip().calls.get(recordId)!.recordId;
       expect(secondRecordId).not.toBe(recordId);
-      expect(server.server.service.store.get(secondRecordId, 'k')?.network_id).toBe(recordId);
+      expect((await server.server.service.store.get(secondRecordId, 'k'))?.network_id).toBe(recordId);
       caller.bye(recordId, second.toTag);
       caller.bye(firstCallId, first.toTag);
       await until('calls ended', () => !sip().calls.has(firstCallId) && !sip().calls.has(recordId));

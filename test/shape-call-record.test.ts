@@ -4,7 +4,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CallStore } from '../src/store/call-store.js';
+import { SqliteCallStore } from '../src/store/call-store.js';
 import type { TurnMetrics } from '../src/session/events.js';
 
 /**
@@ -38,8 +38,8 @@ function onDisk(file: string, callId: string): { utterances: string[]; turns: nu
 describe('call record writes are queued off the audio path', () => {
   it('queues caller lines and metrics, writes them within the interval, and at once when a reply has played', async () => {
     const file = path.join(dir, 'queue.db');
-    const store = new CallStore({ path: file, retentionDays: 0, flushIntervalMs: 60 }, logger);
-    store.callStarted('c1', 'ws', 'owner');
+    const store = new SqliteCallStore({ path: file, retentionDays: 0, flushIntervalMs: 60 }, logger);
+    await store.callStarted('c1', 'ws', 'owner');
     expect(onDisk(file, 'c1').utterances).toEqual([]);
 
     store.utterance('c1', { role: 'caller', turn: 1, text: 'what time is it', language: 'en' });
@@ -61,48 +61,48 @@ describe('call record writes are queued off the audio path', () => {
     store.utterance('c1', { role: 'agent', turn: 3, text: 'Goodb', language: 'en', status: 'interrupted' });
     store.callEnded('c1', 'hangup');
     expect(onDisk(file, 'c1').utterances).toHaveLength(4);
-    store.callStarted('c2', 'ws', 'owner');
+    await store.callStarted('c2', 'ws', 'owner');
     store.utterance('c2', { role: 'caller', turn: 1, text: 'hello', language: 'en' });
-    store.close();
+    await store.close();
     expect(onDisk(file, 'c2').utterances).toEqual(['caller']);
   });
 
-  it('a call that ends after the store closed (a socket closing after shutdown) is logged, not a crash', () => {
+  it('a call that ends after the store closed (a socket closing after shutdown) is logged, not a crash', async () => {
     const file = path.join(dir, 'closed.db');
-    const store = new CallStore({ path: file, retentionDays: 0, flushIntervalMs: 1000 }, logger);
-    store.callStarted('late-call', 'ws', 'key-1');
-    store.close();
+    const store = new SqliteCallStore({ path: file, retentionDays: 0, flushIntervalMs: 1000 }, logger);
+    await store.callStarted('late-call', 'ws', 'key-1');
+    await store.close();
     expect(() => store.callEnded('late-call', 'caller_hangup')).not.toThrow();
-    expect(() => store.callStarted('new-call', 'ws', 'key-1')).toThrow(/closed/);
+    await expect(store.callStarted('new-call', 'ws', 'key-1')).rejects.toThrow(/closed/);
   });
 
-  it('reads and erasures see queued lines; a row that cannot be written does not cost the others', () => {
+  it('reads and erasures see queued lines; a row that cannot be written does not cost the others', async () => {
     const file = path.join(dir, 'reads.db');
-    const store = new CallStore({ path: file, retentionDays: 0, flushIntervalMs: 1000 }, logger);
+    const store = new SqliteCallStore({ path: file, retentionDays: 0, flushIntervalMs: 1000 }, logger);
     try {
-      store.callStarted('c1', 'sip', 'owner', undefined, { caller: '+15550100' });
+      await store.callStarted('c1', 'sip', 'owner', undefined, { caller: '+15550100' });
       store.utterance('c1', { role: 'caller', turn: 1, text: 'hi', language: 'en' });
-      expect(store.get('c1', 'owner')?.transcript.map((t) => t.text)).toEqual(['hi']);
+      expect((await store.get('c1', 'owner'))?.transcript.map((t) => t.text)).toEqual(['hi']);
 
       // A line for a call that does not exist (erased meanwhile) fails alone.
       store.utterance('gone', { role: 'caller', turn: 1, text: 'orphan', language: 'en' });
       store.utterance('c1', { role: 'caller', turn: 2, text: 'still here', language: 'en' });
-      expect(store.get('c1', 'owner')?.transcript.map((t) => t.text)).toEqual(['hi', 'still here']);
+      expect((await store.get('c1', 'owner'))?.transcript.map((t) => t.text)).toEqual(['hi', 'still here']);
 
       store.utterance('c1', { role: 'caller', turn: 3, text: 'my card is', language: 'en' });
-      expect(store.erase({ caller: '+15550100' })).toEqual(['c1']);
+      expect((await store.erase({ caller: '+15550100' }))).toEqual(['c1']);
       expect(store.pending).toBe(0);
       expect(onDisk(file, 'c1').utterances).toEqual([]);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 
-  it('costs the event loop far less per turn than a synchronous FULL write', () => {
+  it('costs the event loop far less per turn than a synchronous FULL write', async () => {
     const file = path.join(dir, 'cost.db');
-    const store = new CallStore({ path: file, retentionDays: 0, flushIntervalMs: 1000 }, logger);
+    const store = new SqliteCallStore({ path: file, retentionDays: 0, flushIntervalMs: 1000 }, logger);
     try {
-      store.callStarted('c1', 'ws', 'owner');
+      await store.callStarted('c1', 'ws', 'owner');
       const turns = 100;
       let start = performance.now();
       for (let turn = 1; turn <= turns; turn++) {
@@ -125,7 +125,7 @@ describe('call record writes are queued off the audio path', () => {
       expect(onDisk(file, 'c1').turns).toBe(turns);
       expect(queuedMs).toBeLessThan(syncMs);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 });

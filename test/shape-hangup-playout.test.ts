@@ -18,9 +18,9 @@ beforeAll(async () => {
   const service: VoiceService = server.server.service;
   const open = service.openSession.bind(service);
   // Count at the seam between session and transport (what the transport was asked to deliver).
-  service.openSession = (transport, output, options) => {
-    let session: ReturnType<VoiceService['openSession']> | null = null;
-    session = open(transport, { ...output, audio: (frame) => {
+  service.openSession = async (transport, output, options) => {
+    let session: Awaited<ReturnType<VoiceService['openSession']>> | null = null;
+    session = await open(transport, { ...output, audio: (frame) => {
       if (session) handed.set(session.callId, (handed.get(session.callId) ?? 0) + 1);
       output.audio(frame);
     } }, options);

@@ -146,9 +146,9 @@ describe('SIP INVITE error paths release the call slot and the RTP port', () => 
       expect(createStream).toHaveBeenCalledTimes(1);
       expect(final.status).toBe(503);
       await expectAllReleased();
-      const recordId = server.server.service.store.idForNetworkId(phone.callId);
+      const recordId = await server.server.service.store.idForNetworkId(phone.callId);
       expect(recordId).not.toBeNull();
-      expect(server.server.service.store.get(recordId!, '*')?.end_reason).toBe('failed');
+      expect((await server.server.service.store.get(recordId!, '*'))?.end_reason).toBe('failed');
     } finally {
       phone.close();
       createStream.mockRestore();

@@ -45,10 +45,10 @@ function sip(): SipServer {
 }
 
 /** Poll until `check` returns a value, or fail with `what`. */
-async function until<T>(what: string, check: () => T | null | undefined | false, timeoutMs = 15_000): Promise<T> {
+async function until<T>(what: string, check: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs = 15_000): Promise<T> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const v = check();
+    const v = await check();
     if (v) return v;
     if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(50);
@@ -182,17 +182,17 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       const record = () => server.server.service.store.get(recordId, 'any-key');
       // A turn is taken whether the narrowband grammar recognised the words or rejected them (then the agent answers
       // honestly that it did not understand): this test is about the SIP/RTP path, not recognition.
-      const heard = await until('caller transcript', () => record()?.transcript.find((t) => t.role === 'caller'), 20_000);
+      const heard = await until('caller transcript', async () => (await record())?.transcript.find((t) => t.role === 'caller'), 20_000);
       console.log(`SIP caller transcript: "${heard.text}"`);
       // SIP garbage on other sockets while the call is up.
       await garbageChecks();
-      const answer = await until('agent reply', () => record()?.transcript.find((t) => t.role === 'agent'), 20_000);
+      const answer = await until('agent reply', async () => (await record())?.transcript.find((t) => t.role === 'agent'), 20_000);
       console.log(`SIP agent reply: "${answer.text}"`);
       expect(sip().calls.get(callId)?.state).toBe('confirmed');
 
       // Keypad digits as RFC 4733 telephone-events.
       await phone.command('sndcode', '42#');
-      const dtmf = await until('DTMF turn', () => record()?.transcript.find((t) => t.role === 'caller' && t.text.startsWith('DTMF')), 10_000);
+      const dtmf = await until('DTMF turn', async () => (await record())?.transcript.find((t) => t.role === 'caller' && t.text.startsWith('DTMF')), 10_000);
       expect(dtmf.text).toBe('DTMF: 4 2');
 
       // Barge-in: more digits while the agent answers the first ones interrupt it; queued RTP is flushed.
@@ -216,11 +216,11 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       await phone.command('hangup');
       await phone.waitFor('CALL_CLOSED', 5000, since);
       await until('call gone', () => !sip().calls.has(callId) && !server.server.service.sessions.has(recordId), 5000);
-      expect(record()?.end_reason).toBe('caller_hangup');
-      expect(record()?.network_id).toBe(callId);
+      expect((await record())?.end_reason).toBe('caller_hangup');
+      expect((await record())?.network_id).toBe(callId);
       // The caller (From user part) is on the record, so their access and erasure requests find the call.
-      expect(record()?.caller).toBe('caller');
-      expect(server.server.service.store.findCalls({ caller: 'caller' }).map((c) => c.id)).toEqual([recordId]);
+      expect((await record())?.caller).toBe('caller');
+      expect((await server.server.service.store.findCalls({ caller: 'caller' })).map((c) => c.id)).toEqual([recordId]);
       await phone.stop();
 
       // What the phone heard: real agent speech, not silence.
@@ -245,8 +245,8 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       expect(call.media.clockRate).toBe(48_000);
       await phone.command('sndcode', '9#');
       const record = () => server.server.service.store.get(call.recordId, 'any-key');
-      await until('DTMF turn', () => record()?.transcript.find((t) => t.role === 'caller' && t.text === 'DTMF: 9'), 10_000);
-      await until('agent reply played', () => record()?.transcript.find((t) => t.role === 'agent'), 15_000);
+      await until('DTMF turn', async () => (await record())?.transcript.find((t) => t.role === 'caller' && t.text === 'DTMF: 9'), 10_000);
+      await until('agent reply played', async () => (await record())?.transcript.find((t) => t.role === 'agent'), 15_000);
       const since = performance.now();
       await phone.command('hangup');
       await phone.waitFor('CALL_CLOSED', 5000, since);
@@ -277,7 +277,7 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       // The ring time runs out with no session ever opened for the cancelled call.
       await sleep(300);
       expect(server.server.service.sessions.size).toBe(sessionsBefore);
-      expect(server.server.service.store.get(call.recordId, 'any-key')).toBeNull();
+      expect(await server.server.service.store.get(call.recordId, 'any-key')).toBeNull();
       // baresip's SIP trace (-s) shows our answers: 200 to its CANCEL, 487 to its INVITE.
       expect(phone.log.join('')).toMatch(/SIP\/2\.0 487 Request Terminated/);
       expect(phone.log.join('')).toMatch(/SIP\/2\.0 200 OK[^]*CSeq: \d+ CANCEL/);
@@ -299,7 +299,7 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       const closed = await phone.waitFor('CALL_CLOSED', 5000, since);
       console.log(`baresip after our BYE: ${closed.param ?? ''}`);
       await until('call gone', () => !sip().calls.has(call.callId) && !server.server.service.sessions.has(call.recordId), 3000);
-      expect(server.server.service.store.get(call.recordId, 'any-key')?.end_reason).toBe('agent_hangup');
+      expect((await server.server.service.store.get(call.recordId, 'any-key'))?.end_reason).toBe('agent_hangup');
     } finally {
       await phone.stop();
       await phone.cleanup();
@@ -319,7 +319,7 @@ describe('SIP transfer with a real phone', () => {
       const second = await until('the transferred call', () => [...sip().calls.values()].find((c) => c.callId !== first.callId && c.state === 'confirmed'), 10_000);
       expect(second.invite.uri).toContain('sip:human@');
       await until('first leg ended', () => !sip().calls.has(first.callId), 5000);
-      expect(server.server.service.store.get(first.recordId, 'any-key')?.end_reason).toBe('transferred');
+      expect((await server.server.service.store.get(first.recordId, 'any-key'))?.end_reason).toBe('transferred');
       expect(phone.log.join('')).toMatch(/REFER sip:/);
       const since = performance.now();
       await phone.command('hangup');
@@ -399,7 +399,7 @@ describe('SIP trunk features on raw sockets', () => {
         request('INFO', { callId, cseq, headers: ['Content-Type: application/dtmf-relay'], body: `Signal=${signal}\r\nDuration=160\r\n` }).replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`);
       c.send(info(4, '5'));
       c.send(info(5, '#'));
-      await until('INFO DTMF turn', () => server.server.service.store.get(recordId, 'any-key')?.transcript.find((t) => t.text === 'DTMF: 5'), 1000);
+      await until('INFO DTMF turn', async () => (await server.server.service.store.get(recordId, 'any-key'))?.transcript.find((t) => t.text === 'DTMF: 5'), 1000);
       // Both INFOs answered 200 (the answers may still be in flight when the turn is already on the record).
       await until('200 to both INFOs', () => c.got.filter((m) => status(m) === 200 && /CSeq: \d+ INFO/.test(m)).length === 2, 2000);
       // No RTP from this "phone": after rtpTimeoutMs the service hangs up with BYE; we answer 200.
@@ -410,7 +410,7 @@ describe('SIP trunk features on raw sockets', () => {
       const headersOf = (name: string) => new RegExp(`^${name}: (.*)$`, 'm').exec(bye)![1];
       c.send(['SIP/2.0 200 OK', `Via: ${via}`, `From: ${headersOf('From')}`, `To: ${headersOf('To')}`, `Call-ID: ${callId}`, `CSeq: ${headersOf('CSeq')}`, 'Content-Length: 0', '', ''].join('\r\n'));
       await until('call ended', () => !s.calls.has(callId), 2000);
-      expect(server.server.service.store.get(recordId, 'any-key')?.end_reason).toBe('rtp_timeout');
+      expect((await server.server.service.store.get(recordId, 'any-key'))?.end_reason).toBe('rtp_timeout');
       await sleep(1200);
       // The 200 stopped BYE retransmissions.
       expect(c.got.filter((m) => m.startsWith('BYE ')).length).toBe(1);

@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { TurnMetrics } from '../session/events.js';
 import { Sealer } from '../privacy/seal.js';
+import type { PostgresStoreConfig } from './postgres.js';
 
 /**
  * The durable call record in SQLite (WAL, synchronous=FULL). Calls are written as they start and end; caller
@@ -15,8 +16,12 @@ import { Sealer } from '../privacy/seal.js';
  * Reads for `GET /v1/calls/:id` come from the same file.
  */
 export interface StoreConfig {
+  /** 'sqlite' (default): one file per node. 'postgres': shared by every node (src/store/postgres.ts, docs/scale-out.md). */
+  kind?: 'sqlite' | 'postgres';
   /** SQLite file; ':memory:' keeps nothing (tests of other things). */
   path: string;
+  /** The shared database when `kind` is 'postgres'. */
+  postgres?: PostgresStoreConfig;
   /** Calls older than this are deleted at start-up and daily; 0 keeps them forever. */
   retentionDays: number;
   /**
@@ -32,6 +37,101 @@ export interface StoreConfig {
 
 /** Default for `store.flushIntervalMs`: short against kill -9, long enough to batch a turn's writes. */
 export const DEFAULT_FLUSH_INTERVAL_MS = 50;
+
+/**
+ * What the service and the routes need of a call store; SQLite (below, the embedded default) and PostgreSQL
+ * (src/store/postgres.ts, shared by a cluster's nodes) both implement it. Writes during a call return nothing
+ * and are queued (never a disk or network round trip on the audio path); reads and the rights operations are
+ * async and see this node's queued writes (each flushes first).
+ */
+export interface CallStore {
+  /** Resolves once the store can be used (PostgreSQL: connected, schema migrated); rejects when it cannot. */
+  open(): Promise<void>;
+  /** Rejects when `id` is already a record (ids are ours and fresh; a collision is refused, not merged). */
+  callStarted(id: string, transport: string, owner: string, networkId?: string, subject?: CallSubject, agent?: AgentOfCall): Promise<void>;
+  callEnded(id: string, reason: string): void;
+  /** The agent handed the call to a person: where (queue, target) and why; no personal data. */
+  callTransferred(id: string, transfer: { queue: string; reason: string | null; target: string | null }): void;
+  utterance(id: string, entry: UtteranceEntry, flushNow?: boolean): void;
+  turnMetrics(id: string, metrics: TurnMetrics): void;
+  recordingSaved(id: string, file: string, format: string, bytes: number): void;
+  /** Writes queued and not yet stored. */
+  readonly pending: number;
+  get(id: string, owner: string): Promise<CallRecord | null>;
+  idForNetworkId(networkId: string): Promise<string | null>;
+  findCalls(query: SubjectQuery): Promise<CallSummary[]>;
+  exportCalls(query: SubjectQuery): Promise<ExportedCall[]>;
+  erase(query: SubjectQuery): Promise<string[]>;
+  audit(actor: string, action: AuditEntry['action'], callId: string | null, detail?: string): Promise<void>;
+  auditLog(afterSeq?: number, limit?: number): Promise<AuditEntry[]>;
+  recording(id: string, owner: string): Promise<{ path: string; format: string; bytes: number } | null>;
+  recordingSealer(id: string): ReturnType<Sealer['fileSealer']>;
+  readRecording(id: string, file: string): Buffer;
+  close(): Promise<void>;
+}
+
+export interface UtteranceEntry {
+  role: 'caller' | 'agent';
+  turn: number;
+  text: string;
+  language: string;
+  status?: string;
+}
+
+export type ExportedCall = CallRecord & { recording: { format: string; bytes: number; created_at: string } | null };
+
+/** The transcript and subject sealer of a store: keys from the environment first, then configuration. */
+export function storeSealer(config: StoreConfig, env: NodeJS.ProcessEnv): Sealer {
+  const envKeys = (env.VOICE_AGENT_STORE_KEYS ?? '').split(',').map((k) => k.trim()).filter(Boolean);
+  return new Sealer([...envKeys, ...(config.encryptionKeys ?? [])]);
+}
+
+/** Columns of a call's row as both stores read them. */
+/** A `calls` row as stored: the transfer as JSON text. */
+export type CallRow = Omit<CallRecord, 'transcript' | 'turns' | 'transfer'> & { transfer: string | null };
+
+/** The columns of `calls` a record shows, in select-list order. */
+export const CALL_COLUMNS = 'id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id, transfer, agent, agent_version';
+
+/** Which agent (and version: a short hash of its file) answered a call. */
+export interface AgentOfCall {
+  name: string;
+  version: string;
+}
+
+/** A call record from its stored rows: subjects and transcript lines opened (decrypted when sealed). */
+export function openRecord(
+  sealer: Sealer,
+  row: CallRow,
+  lines: CallRecord['transcript'],
+  metrics: { metrics: string; at: string }[],
+): CallRecord {
+  const id = row.id;
+  return {
+    ...row,
+    transfer: row.transfer === null ? null : (JSON.parse(row.transfer) as CallRecord['transfer']),
+    caller: row.caller === null ? null : sealer.open(row.caller, id),
+    customer_id: row.customer_id === null ? null : sealer.open(row.customer_id, id),
+    transcript: lines.map((line) => ({ ...line, text: sealer.open(line.text, id) })),
+    turns: metrics.map((m) => ({ ...(JSON.parse(m.metrics) as TurnMetrics), at: m.at })),
+  };
+}
+
+/** The stored columns of a new call: subjects sealed, with their keyed lookup hashes. */
+export function subjectColumns(sealer: Sealer, id: string, subject: CallSubject): [string | null, string | null, string | null, string | null] {
+  const { caller, customerId } = subject;
+  return [
+    caller ? sealer.seal(caller, id) : null,
+    customerId ? sealer.seal(customerId, id) : null,
+    caller ? sealer.lookups('caller', caller)[0] : null,
+    customerId ? sealer.lookups('customer', customerId)[0] : null,
+  ];
+}
+
+/** The lookup column and hashes (every configured key's) of a subject query. */
+export function subjectLookups(sealer: Sealer, query: SubjectQuery): ['caller_lookup' | 'customer_lookup', string[]] {
+  return 'caller' in query ? ['caller_lookup', sealer.lookups('caller', query.caller)] : ['customer_lookup', sealer.lookups('customer', query.customerId)];
+}
 
 type QueuedWrite =
   | { kind: 'utterance'; args: [string, string, number, string, string, string | null, string] }
@@ -87,10 +187,7 @@ export interface CallRecord {
   turns: (TurnMetrics & { at: string })[];
 }
 
-/** A `calls` row as stored: the transfer as JSON text. */
-type StoredCall = Omit<CallRecord, 'transcript' | 'turns' | 'transfer'> & { transfer: string | null };
-
-export class CallStore {
+export class SqliteCallStore implements CallStore {
   private readonly db: Database.Database;
   private readonly insertCall: Database.Statement;
   private readonly endCall: Database.Statement;
@@ -110,8 +207,7 @@ export class CallStore {
     private readonly logger: Logger,
     env: NodeJS.ProcessEnv = process.env,
   ) {
-    const envKeys = (env.VOICE_AGENT_STORE_KEYS ?? '').split(',').map((k) => k.trim()).filter(Boolean);
-    this.sealer = new Sealer([...envKeys, ...(config.encryptionKeys ?? [])]);
+    this.sealer = storeSealer(config, env);
     if (config.path !== ':memory:') mkdirSync(path.dirname(path.resolve(config.path)), { recursive: true });
     this.db = new Database(config.path);
     this.db.pragma('journal_mode = WAL');
@@ -135,7 +231,8 @@ export class CallStore {
     const columns = new Set((this.db.prepare('PRAGMA table_info(calls)').all() as { name: string }[]).map((c) => c.name));
     if (!columns.has('owner')) this.db.exec('ALTER TABLE calls ADD COLUMN owner TEXT');
     if (!columns.has('network_id')) this.db.exec('ALTER TABLE calls ADD COLUMN network_id TEXT');
-    // Subjects (sealed when encryption is on) and their keyed lookup hashes; the handover; which agent (and version) answered.
+    // Subjects (sealed when encryption is on) and their keyed lookup hashes.
+    // Subjects (sealed when encryption is on) and their keyed lookup hashes; the handover; which agent answered.
     for (const column of ['caller', 'customer_id', 'caller_lookup', 'customer_lookup', 'transfer', 'agent', 'agent_version']) {
       if (!columns.has(column)) this.db.exec(`ALTER TABLE calls ADD COLUMN ${column} TEXT`);
     }
@@ -178,33 +275,18 @@ export class CallStore {
     }
   }
 
-  /** Throws when `id` is already a record (ids are ours and fresh; a collision is refused, not merged). */
-  callStarted(id: string, transport: string, owner: string, networkId?: string, subject: CallSubject = {}, agent?: { name: string; version: string }): void {
+  /** The file is opened in the constructor: nothing left to wait for. */
+  async open(): Promise<void> {}
+
+  async callStarted(id: string, transport: string, owner: string, networkId?: string, subject: CallSubject = {}, agent?: AgentOfCall): Promise<void> {
     if (this.closed) throw new Error('call store is closed');
-    const { caller, customerId } = subject;
-    this.insertCall.run(
-      id,
-      transport,
-      new Date().toISOString(),
-      owner,
-      networkId ?? null,
-      caller ? this.sealer.seal(caller, id) : null,
-      customerId ? this.sealer.seal(customerId, id) : null,
-      caller ? this.sealer.lookups('caller', caller)[0] : null,
-      customerId ? this.sealer.lookups('customer', customerId)[0] : null,
-      agent?.name ?? null,
-      agent?.version ?? null,
-    );
+    this.insertCall.run(id, transport, new Date().toISOString(), owner, networkId ?? null, ...subjectColumns(this.sealer, id, subject), agent?.name ?? null, agent?.version ?? null);
   }
 
   /** Our id of the latest call the network knows as `networkId` (a Twilio CallSid, a SIP Call-ID), if any. */
-  idForNetworkId(networkId: string): string | null {
+  async idForNetworkId(networkId: string): Promise<string | null> {
     const row = this.db.prepare('SELECT id FROM calls WHERE network_id = ? ORDER BY started_at DESC LIMIT 1').get(networkId) as { id: string } | undefined;
     return row?.id ?? null;
-  }
-
-  exists(id: string): boolean {
-    return this.db.prepare('SELECT 1 FROM calls WHERE id = ?').get(id) !== undefined;
   }
 
   callEnded(id: string, reason: string): void {
@@ -217,7 +299,6 @@ export class CallStore {
     this.endCall.run(new Date().toISOString(), reason, id);
   }
 
-  /** The agent handed the call to a person: where (queue, target) and why; no personal data. */
   callTransferred(id: string, transfer: { queue: string; reason: string | null; target: string | null }): void {
     if (this.closed) return;
     this.db.prepare('UPDATE calls SET transfer = ? WHERE id = ?').run(JSON.stringify({ ...transfer, at: new Date().toISOString() }), id);
@@ -227,7 +308,7 @@ export class CallStore {
    * Queued (see the class comment); `flushNow` writes the queue at once (a finished reply: its audio has played,
    * so the disk flush costs the caller nothing, and the line is on disk before the client hears it ended).
    */
-  utterance(id: string, entry: { role: 'caller' | 'agent'; turn: number; text: string; language: string; status?: string }, flushNow = false): void {
+  utterance(id: string, entry: UtteranceEntry, flushNow = false): void {
     this.enqueue({
       kind: 'utterance',
       args: [id, entry.role, entry.turn, this.sealer.seal(entry.text, id), entry.language, entry.status ?? null, new Date().toISOString()],
@@ -280,42 +361,33 @@ export class CallStore {
   }
 
   /** The record of call `id` if it belongs to `owner` (an API key id); another key's call reads as absent. */
-  get(id: string, owner: string): CallRecord | null {
+  async get(id: string, owner: string): Promise<CallRecord | null> {
     this.flush();
     const call = this.db
-      .prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id, transfer, agent, agent_version FROM calls WHERE id = ? AND (owner = ? OR owner = ?)')
-      .get(id, owner, ANY_KEY) as StoredCall | undefined;
+      .prepare(`SELECT ${CALL_COLUMNS} FROM calls WHERE id = ? AND (owner = ? OR owner = ?)`)
+      .get(id, owner, ANY_KEY) as CallRow | undefined;
     return call ? this.complete(call) : null;
   }
 
   /** Whoever owns it: for an admin's export of a person's calls. */
   private getAny(id: string): CallRecord | null {
-    const call = this.db.prepare('SELECT id, transport, network_id, started_at, ended_at, end_reason, caller, customer_id, transfer, agent, agent_version FROM calls WHERE id = ?').get(id) as
-      | StoredCall
-      | undefined;
+    const call = this.db.prepare(`SELECT ${CALL_COLUMNS} FROM calls WHERE id = ?`).get(id) as CallRow | undefined;
     return call ? this.complete(call) : null;
   }
 
-  private complete(row: StoredCall): CallRecord {
-    const id = row.id;
-    const call = {
-      ...row,
-      transfer: row.transfer === null ? null : (JSON.parse(row.transfer) as CallRecord['transfer']),
-      caller: row.caller === null ? null : this.sealer.open(row.caller, id),
-      customer_id: row.customer_id === null ? null : this.sealer.open(row.customer_id, id),
-    };
-    const transcript = (this.db.prepare('SELECT role, turn, text, language, status, at FROM utterances WHERE call_id = ? ORDER BY seq').all(id) as CallRecord['transcript']).map(
-      (line) => ({ ...line, text: this.sealer.open(line.text, id) }),
-    );
-    const turns = (this.db.prepare('SELECT metrics, at FROM turn_metrics WHERE call_id = ? ORDER BY turn').all(id) as { metrics: string; at: string }[]).map(
-      (row) => ({ ...(JSON.parse(row.metrics) as TurnMetrics), at: row.at }),
-    );
-    return { ...call, transcript, turns };
+  private complete(row: CallRow): CallRecord {
+    const lines = this.db.prepare('SELECT role, turn, text, language, status, at FROM utterances WHERE call_id = ? ORDER BY seq').all(row.id) as CallRecord['transcript'];
+    const metrics = this.db.prepare('SELECT metrics, at FROM turn_metrics WHERE call_id = ? ORDER BY turn').all(row.id) as { metrics: string; at: string }[];
+    return openRecord(this.sealer, row, lines, metrics);
   }
 
   /** The calls of one person (any owner): by caller number or customer id, newest first. */
-  findCalls(query: SubjectQuery): CallSummary[] {
-    const [column, lookups] = 'caller' in query ? ['caller_lookup', this.sealer.lookups('caller', query.caller)] : ['customer_lookup', this.sealer.lookups('customer', query.customerId)];
+  async findCalls(query: SubjectQuery): Promise<CallSummary[]> {
+    return this.findCallsNow(query);
+  }
+
+  private findCallsNow(query: SubjectQuery): CallSummary[] {
+    const [column, lookups] = subjectLookups(this.sealer, query);
     const marks = lookups.map(() => '?').join(', ');
     return this.db
       .prepare(`SELECT id, transport, started_at, ended_at, owner FROM calls WHERE ${column} IN (${marks}) ORDER BY started_at DESC, id`)
@@ -323,9 +395,9 @@ export class CallStore {
   }
 
   /** Full records of one person's calls, with where their recordings are. */
-  exportCalls(query: SubjectQuery): (CallRecord & { recording: { format: string; bytes: number; created_at: string } | null })[] {
+  async exportCalls(query: SubjectQuery): Promise<ExportedCall[]> {
     this.flush();
-    return this.findCalls(query).flatMap((summary) => {
+    return this.findCallsNow(query).flatMap((summary) => {
       const record = this.getAny(summary.id);
       if (!record) return [];
       const recording = this.db.prepare('SELECT format, bytes, created_at FROM recordings WHERE call_id = ?').get(summary.id) as
@@ -340,10 +412,10 @@ export class CallStore {
    * zeroed (secure_delete) and the write-ahead log is checkpointed and truncated, so the words are gone from
    * the files, not only from queries. Returns the erased call ids.
    */
-  erase(query: SubjectQuery): string[] {
+  async erase(query: SubjectQuery): Promise<string[]> {
     // Queued lines of these calls are written first, so the erasure takes them too.
     this.flush();
-    const calls = this.findCalls(query).map((c) => c.id);
+    const calls = this.findCallsNow(query).map((c) => c.id);
     const files: string[] = [];
     const eraseOne = this.db.transaction((id: string) => {
       const recording = this.db.prepare('SELECT path FROM recordings WHERE call_id = ?').get(id) as { path: string } | undefined;
@@ -357,17 +429,21 @@ export class CallStore {
   }
 
   /** Append to the audit trail (never updated or deleted: triggers refuse it). */
-  audit(actor: string, action: AuditEntry['action'], callId: string | null, detail?: string): void {
+  async audit(actor: string, action: AuditEntry['action'], callId: string | null, detail?: string): Promise<void> {
+    this.auditNow(actor, action, callId, detail);
+  }
+
+  private auditNow(actor: string, action: AuditEntry['action'], callId: string | null, detail?: string): void {
     this.db.prepare('INSERT INTO audit_log (at, actor, action, call_id, detail) VALUES (?, ?, ?, ?, ?)').run(new Date().toISOString(), actor, action, callId, detail ?? null);
   }
 
   /** Audit entries after `afterSeq`, oldest first. */
-  auditLog(afterSeq = 0, limit = 1000): AuditEntry[] {
+  async auditLog(afterSeq = 0, limit = 1000): Promise<AuditEntry[]> {
     return this.db.prepare('SELECT seq, at, actor, action, call_id, detail FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?').all(afterSeq, limit) as AuditEntry[];
   }
 
   /** Where call `id`'s recording is, if `owner` may read it. */
-  recording(id: string, owner: string): { path: string; format: string; bytes: number } | null {
+  async recording(id: string, owner: string): Promise<{ path: string; format: string; bytes: number } | null> {
     const row = this.db
       .prepare('SELECT r.path, r.format, r.bytes FROM recordings r JOIN calls c ON c.id = r.call_id WHERE r.call_id = ? AND (c.owner = ? OR c.owner = ?)')
       .get(id, owner, ANY_KEY) as { path: string; format: string; bytes: number } | undefined;
@@ -396,12 +472,12 @@ export class CallStore {
     const removed = this.db.prepare('DELETE FROM calls WHERE started_at < ?').run(cutoff);
     for (const { path: file } of files) rmSync(file, { force: true });
     if (removed.changes > 0) {
-      this.audit('system', 'retention', null, JSON.stringify({ calls: removed.changes, recordings: files.length, retentionDays: this.config.retentionDays }));
+      this.auditNow('system', 'retention', null, JSON.stringify({ calls: removed.changes, recordings: files.length, retentionDays: this.config.retentionDays }));
       this.logger.info({ calls: removed.changes, retentionDays: this.config.retentionDays }, 'old calls deleted');
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.closed) return;
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     this.flush();

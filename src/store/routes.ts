@@ -27,16 +27,16 @@ export const callRoutes: FastifyPluginAsync<{ auth: Auth; store: CallStore }> = 
   app.get<{ Params: { id: string } }>('/v1/calls/:id', { schema: { params: idParams } }, async (request, reply) => {
     const owner = await ownerOf(auth, request, reply);
     if (owner === null) return reply;
-    const record = store.get(request.params.id, owner);
+    const record = await store.get(request.params.id, owner);
     if (!record) return reply.code(404).send({ error: 'not_found', message: `no call ${request.params.id}` });
-    store.audit(owner, 'read_call', record.id);
+    await store.audit(owner, 'read_call', record.id);
     return record;
   });
 
   app.get<{ Params: { id: string } }>('/v1/calls/:id/recording', { schema: { params: idParams } }, async (request, reply) => {
     const owner = await ownerOf(auth, request, reply);
     if (owner === null) return reply;
-    const recording = store.recording(request.params.id, owner);
+    const recording = await store.recording(request.params.id, owner);
     if (!recording) return reply.code(404).send({ error: 'not_found', message: `no recording of call ${request.params.id}` });
     // Recordings are small (about 4 kB a second): read whole, decrypted when sealed at rest.
     let audio: Buffer;
@@ -46,7 +46,7 @@ export const callRoutes: FastifyPluginAsync<{ auth: Auth; store: CallStore }> = 
       request.log.error({ err, callId: request.params.id }, 'recording unreadable');
       return reply.code(500).send({ error: 'recording_unreadable', message: 'the recording cannot be read (file missing, or sealed with a key no longer configured)' });
     }
-    store.audit(owner, 'read_recording', request.params.id, JSON.stringify({ bytes: audio.length }));
+    await store.audit(owner, 'read_recording', request.params.id, JSON.stringify({ bytes: audio.length }));
     return reply.type('audio/ogg; codecs=opus').send(audio);
   });
 };
@@ -78,24 +78,24 @@ export const adminRoutes: FastifyPluginAsync<{ auth: Auth; store: CallStore }> =
 
   app.get<SubjectRequest>('/v1/admin/calls', { preValidation, schema: { querystring: subjectQuery } }, async (request) => {
     const subject = subjectOf(request.query);
-    const calls = store.findCalls(subject);
-    store.audit(request.principal?.keyId ?? 'unknown', 'search', null, JSON.stringify({ by: kindOf(subject), found: calls.length }));
+    const calls = await store.findCalls(subject);
+    await store.audit(request.principal?.keyId ?? 'unknown', 'search', null, JSON.stringify({ by: kindOf(subject), found: calls.length }));
     return { calls };
   });
 
   app.get<SubjectRequest>('/v1/admin/export', { preValidation, schema: { querystring: subjectQuery } }, async (request, reply) => {
     const subject = subjectOf(request.query);
-    const calls = store.exportCalls(subject);
+    const calls = await store.exportCalls(subject);
     const actor = request.principal?.keyId ?? 'unknown';
-    for (const call of calls) store.audit(actor, 'export', call.id, JSON.stringify({ by: kindOf(subject) }));
+    for (const call of calls) await store.audit(actor, 'export', call.id, JSON.stringify({ by: kindOf(subject) }));
     return reply.header('content-disposition', 'attachment; filename="calls-export.json"').send({ exported_at: new Date().toISOString(), calls });
   });
 
   app.delete<SubjectRequest>('/v1/admin/calls', { preValidation, schema: { querystring: subjectQuery } }, async (request) => {
     const subject = subjectOf(request.query);
-    const erased = store.erase(subject);
+    const erased = await store.erase(subject);
     const actor = request.principal?.keyId ?? 'unknown';
-    for (const id of erased) store.audit(actor, 'erase', id, JSON.stringify({ by: kindOf(subject) }));
+    for (const id of erased) await store.audit(actor, 'erase', id, JSON.stringify({ by: kindOf(subject) }));
     request.log.info({ calls: erased.length, by: kindOf(subject) }, 'calls erased on request');
     return { erased };
   });
@@ -112,6 +112,6 @@ export const adminRoutes: FastifyPluginAsync<{ auth: Auth; store: CallStore }> =
         },
       },
     },
-    async (request) => ({ entries: store.auditLog(request.query.after ?? 0, request.query.limit ?? 1000) }),
+    async (request) => ({ entries: await store.auditLog(request.query.after ?? 0, request.query.limit ?? 1000) }),
   );
 };

@@ -47,7 +47,7 @@ export async function startTestServer(overrides: ConfigOverrides = {}, providers
 /** The session of the call a telephony provider knows as `networkId` (our ids are our own; theirs is an attribute). */
 export async function sessionForNetworkCall(server: TestServer, networkId: string): Promise<Session> {
   for (let i = 0; i < 200; i++) {
-    const callId = server.server.service.store.idForNetworkId(networkId);
+    const callId = await server.server.service.store.idForNetworkId(networkId);
     const session = callId ? server.server.service.sessions.get(callId) : undefined;
     if (session) return session;
     await new Promise<void>((resolve) => setTimeout(resolve, 10));

@@ -186,7 +186,7 @@ class RealtimeConnection {
   private async open(): Promise<void> {
     await this.buildCodecs();
     if (this.closed) return;
-    this.session = this.service.openSession(
+    this.session = await this.service.openSession(
       'realtime',
       { event: (event) => this.onSessionEvent(event), audio: (frame) => this.onAgentAudio(frame) },
       {
@@ -200,6 +200,11 @@ class RealtimeConnection {
         },
       },
     );
+    // The client left while the call was being admitted.
+    if (this.closed) {
+      await this.service.closeSession(this.session, 'realtime');
+      return;
+    }
     this.applyTurnDetection();
     this.send({ type: 'session.created', session: this.describeSession() });
   }

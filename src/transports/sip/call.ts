@@ -100,7 +100,7 @@ export class CallMedia {
     this.decoder = await createInboundDecoder(spec);
     this.encoder = await createOutboundEncoder(spec);
     if (this.closed) return;
-    this.session = this.options.service.openSession(
+    this.session = await this.options.service.openSession(
       'sip',
       { event: (e) => this.onEvent(e), audio: (f) => this.onAgentAudio(f) },
       {
@@ -113,6 +113,12 @@ export class CallMedia {
         ...(this.options.context ? { caller: this.options.context } : {}),
       },
     );
+    // Closed (CANCEL, shutdown) while the call was being admitted: close() found no session to end.
+    if (this.closed) {
+      const session = this.session;
+      this.session = null;
+      await this.options.service.closeSession(session, 'sip', 'cancelled');
+    }
   }
 
   /** A keypad digit signalled out of band (SIP INFO). */

@@ -218,7 +218,7 @@ class MediaStreamConnection {
     const networkId = CALL_ID.test(start.providerCallId) ? start.providerCallId : undefined;
     this.providerCallId = networkId;
     try {
-      this.session = this.service.openSession(
+      this.session = await this.service.openSession(
         this.serializer.provider,
         {
           event: (e) => this.onSessionEvent(e),
@@ -242,6 +242,11 @@ class MediaStreamConnection {
       const noAgent = err instanceof Error && err.name === 'AgentSelectionError';
       this.log.warn({ err: (err as Error).message }, 'call refused');
       this.closeSocket(limited ? 1013 : noAgent ? 1008 : 1011, limited ? 'call limit reached' : noAgent ? 'no such agent' : 'service unavailable');
+      return;
+    }
+    // The stream ended while the call was being admitted: nothing to talk to.
+    if (this.closed) {
+      await this.service.closeSession(this.session, this.serializer.provider);
       return;
     }
     this.log = this.log.child({ callId: this.session.callId });

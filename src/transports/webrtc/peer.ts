@@ -161,10 +161,17 @@ export class WebRtcPeer {
     const sdp = filterHostCandidates(local.sdp, this.config.candidateAddresses);
     if (!sdp.includes('a=candidate:')) throw new Error('no ICE candidate on the configured addresses (webrtc.candidateAddresses / iceServers)');
 
-    this.session = this.service.openSession('webrtc', {
+    this.session = await this.service.openSession('webrtc', {
       event: (event) => this.onSessionEvent(event),
       audio: (frame) => this.outbound?.push(frame.samples),
     }, { callId: this.id, language: this.language ?? this.caller?.language, keyId: this.keyId, inputSampleRate: 48_000, ...(this.caller ? { caller: this.caller } : {}) });
+    // Closed (DELETE, timeout) while the call was being admitted: shutdown found no session to end.
+    if (this.closing) {
+      const session = this.session;
+      this.session = null;
+      await this.service.closeSession(session, 'webrtc');
+      throw new Error('the session was closed while the call was being admitted');
+    }
     this.sendJson({
       type: 'session.started',
       callId: this.id,

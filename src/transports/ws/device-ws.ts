@@ -88,7 +88,7 @@ class DeviceConnection {
   private async open(): Promise<void> {
     await this.buildCodecs();
     if (this.closed) return;
-    this.session = this.service.openSession('ws', {
+    this.session = await this.service.openSession('ws', {
       event: (event) => this.sendEvent(event),
       audio: (frame) => this.sendAudio(frame.samples),
     }, {
@@ -99,6 +99,11 @@ class DeviceConnection {
       caller: callerFromClaims(this.principal),
       replies: this.replies,
     });
+    // The device hung up while the call was being admitted.
+    if (this.closed) {
+      await this.service.closeSession(this.session, 'ws');
+      return;
+    }
     this.sendEvent({
       type: 'session.started',
       callId: this.session.callId,

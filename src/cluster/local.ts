@@ -1,0 +1,224 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { hashApiKey } from '../auth/auth.js';
+import { mergeConfig, type ConfigOverrides } from '../config.js';
+import { startPostgres, type LocalPostgres } from './postgres.js';
+import { canBind, freePort, stopChild } from './processes.js';
+
+/**
+ * A whole cluster on one machine (`npm run cluster -- --nodes 3`, and test/scaleout-cluster.test.ts):
+ * PostgreSQL (shared call records and per-key limits), HAProxy in front of the nodes' HTTP/WebSocket doors
+ * (deploy/haproxy/haproxy.cfg), Kamailio in front of their SIP (deploy/kamailio/kamailio.cfg, dispatcher) and
+ * N nodes, each its own `src/main.ts` process, all unprivileged on loopback: node i on 127.0.0.(i+1) where
+ * the host answers on those addresses (Linux does), else on 127.0.0.1 with ports of their own. The nodes share
+ * the token and SIP nonce secrets and one API key, as production nodes must (docs/scale-out.md).
+ */
+export interface LocalClusterOptions {
+  nodes: number;
+  /** Settings every node gets on top of the cluster's own (e.g. limits). */
+  nodeConfig?: ConfigOverrides;
+  /** The API key every node accepts (default: a fresh random one). */
+  apiKey?: string;
+  /** Use this database instead of starting a throwaway one. */
+  databaseUrl?: string;
+  /** Start HAProxy / Kamailio when installed (default true each). */
+  haproxy?: boolean;
+  kamailio?: boolean;
+  /** The nodes' log level (default 'info'); logs go to <dir>/nodeN.log. */
+  logLevel?: string;
+  /** A durable throwaway database (fsync on); off by default, for speed. */
+  durable?: boolean;
+  /** How long to wait for a node's /healthz to say ready (models load first). */
+  readyTimeoutMs?: number;
+}
+
+export interface ClusterNode {
+  name: string;
+  address: string;
+  httpPort: number;
+  sipPort: number;
+  httpUrl: string;
+  process: ChildProcess;
+  logFile: string;
+}
+
+export interface LocalCluster {
+  dir: string;
+  apiKey: string;
+  databaseUrl: string;
+  nodes: ClusterNode[];
+  /** HAProxy's front door (http://127.0.0.1:port), or null without HAProxy. */
+  httpUrl: string | null;
+  /** Kamailio's address (sip:127.0.0.1:port), or null without Kamailio. */
+  sipUri: string | null;
+  stop(): Promise<void>;
+}
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
+const DEPLOY = path.join(ROOT, 'deploy');
+export const HAPROXY = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => existsSync(p)) ?? null;
+export const KAMAILIO = ['/usr/sbin/kamailio', '/usr/bin/kamailio'].find((p) => existsSync(p)) ?? null;
+
+/** deploy/haproxy/haproxy.cfg with one `server` line per node (addresses still from the environment, as operators run it). */
+export function haproxyConfig(nodes: number): string {
+  const lines = readFileSync(path.join(DEPLOY, 'haproxy', 'haproxy.cfg'), 'utf8').split('\n');
+  const isServer = (line: string) => /^\s*server node\d+ /.test(line);
+  const at = lines.findIndex(isServer);
+  const indent = /^\s*/.exec(lines[at] ?? '')?.[0] ?? '    ';
+  const kept = lines.filter((line) => !isServer(line));
+  kept.splice(at, 0, ...Array.from({ length: nodes }, (_, i) => `${indent}server node${i + 1} "\${VOICE_AGENT_NODE${i + 1}}" check`));
+  return kept.join('\n');
+}
+
+/** Wait until `check` resolves true; throw with `what` (and the child's exit) after `timeoutMs`. */
+async function waitFor(what: string, check: () => Promise<boolean>, child: ChildProcess, timeoutMs: number, log: () => string): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (await check().catch(() => false)) return;
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}): ${log().slice(-2000)}`);
+    if (performance.now() > deadline) throw new Error(`${what} not ready within ${timeoutMs} ms: ${log().slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A SIP OPTIONS to `port` on loopback answered 200 (Kamailio is up). */
+async function sipAlive(port: number): Promise<boolean> {
+  const socket = dgram.createSocket('udp4');
+  try {
+    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    const local = socket.address().port;
+    const answered = new Promise<boolean>((resolve) => {
+      socket.once('message', (m) => resolve(/^SIP\/2\.0 200/.test(m.toString('utf8'))));
+      setTimeout(() => resolve(false), 300).unref();
+    });
+    const tag = randomBytes(4).toString('hex');
+    const text = [
+      `OPTIONS sip:127.0.0.1:${port} SIP/2.0`,
+      `Via: SIP/2.0/UDP 127.0.0.1:${local};branch=z9hG4bK${tag};rport`,
+      'Max-Forwards: 70',
+      `From: <sip:cluster@127.0.0.1>;tag=${tag}`,
+      `To: <sip:127.0.0.1:${port}>`,
+      `Call-ID: up-${tag}`,
+      'CSeq: 1 OPTIONS',
+      'Content-Length: 0',
+      '',
+      '',
+    ].join('\r\n');
+    socket.send(Buffer.from(text), port, '127.0.0.1');
+    return await answered;
+  } finally {
+    socket.close();
+  }
+}
+
+export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'voice-agent-cluster-'));
+  const children: ChildProcess[] = [];
+  const logs = new Map<ChildProcess, string>();
+  let database: LocalPostgres | null = null;
+  const nodes: ClusterNode[] = [];
+  let stopped = false;
+  // A test runner or CLI that dies without stop() must not leave nodes, proxies or the database behind.
+  const killAll = (): void => {
+    for (const child of [...children, ...(database ? [database.process] : [])]) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  process.once('exit', killAll);
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    process.removeListener('exit', killAll);
+    // Nodes first (SIGINT: stop now, calls end as 'shutdown', slots and lease released), then the proxies, then the database.
+    await Promise.allSettled(nodes.map((n) => stopChild(n.process, 'SIGINT', 10_000)));
+    await Promise.allSettled(children.filter((c) => !nodes.some((n) => n.process === c)).map((c) => stopChild(c, 'SIGTERM')));
+    if (database) await database.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const spawnLogged = (bin: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess => {
+    const child = spawn(bin, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    logs.set(child, '');
+    child.stderr?.on('data', (d: Buffer) => logs.set(child, ((logs.get(child) ?? '') + d.toString('utf8')).slice(-20_000)));
+    children.push(child);
+    return child;
+  };
+  try {
+    if (options.databaseUrl) {
+      // The given database; nothing to start or stop.
+    } else {
+      database = await startPostgres({ durable: options.durable });
+    }
+    const databaseUrl = options.databaseUrl ?? database!.url;
+    const apiKey = options.apiKey ?? `va-${randomBytes(24).toString('base64url')}`;
+    const secrets = {
+      VOICE_AGENT_TOKEN_SECRET: randomBytes(32).toString('base64url'),
+      VOICE_AGENT_SIP_NONCE_SECRET: randomBytes(32).toString('base64url'),
+      VOICE_AGENT_DATABASE_URL: databaseUrl,
+    };
+    const spread = await canBind('127.0.0.2');
+    for (let i = 0; i < options.nodes; i++) {
+      const name = `node${i + 1}`;
+      const address = spread ? `127.0.0.${i + 2}` : '127.0.0.1';
+      const httpPort = await freePort(address);
+      const sipPort = await freePort(address, 'udp');
+      const own: ConfigOverrides = {
+        host: address,
+        port: httpPort,
+        logLevel: options.logLevel ?? 'info',
+        // The proxies connect from 127.0.0.1: the caller's address comes from their X-Forwarded-For.
+        trustProxy: ['127.0.0.1'],
+        auth: { apiKeyHashes: [hashApiKey(apiKey)], generatedKeyFile: null },
+        store: { kind: 'postgres', path: path.join(dir, `${name}.db`), postgres: { nodeId: name } },
+        recording: { dir: path.join(dir, 'recordings') },
+        sip: { host: address, port: sipPort },
+      };
+      const configFile = path.join(dir, `${name}.json`);
+      writeFileSync(configFile, JSON.stringify(mergeConfig(own, options.nodeConfig ?? {}), null, 2));
+      const logFile = path.join(dir, `${name}.log`);
+      const fd = openSync(logFile, 'a');
+      const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'main.ts'), '--config', configFile], {
+        cwd: ROOT,
+        env: { ...process.env, ...secrets, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' },
+        stdio: ['ignore', fd, fd],
+      });
+      closeSync(fd);
+      children.push(child);
+      nodes.push({ name, address, httpPort, sipPort, httpUrl: `http://${address}:${httpPort}`, process: child, logFile });
+    }
+    const readyTimeoutMs = options.readyTimeoutMs ?? 180_000;
+    await Promise.all(
+      nodes.map((n) =>
+        waitFor(n.name, async () => (await fetch(`${n.httpUrl}/healthz`)).status === 200, n.process, readyTimeoutMs, () => (existsSync(n.logFile) ? readFileSync(n.logFile, 'utf8') : '')),
+      ),
+    );
+
+    let httpUrl: string | null = null;
+    if (options.haproxy !== false && HAPROXY) {
+      const port = await freePort('127.0.0.1');
+      const cfg = path.join(dir, 'haproxy.cfg');
+      writeFileSync(cfg, haproxyConfig(nodes.length));
+      const env: NodeJS.ProcessEnv = { ...process.env, VOICE_AGENT_FRONT: `127.0.0.1:${port}`, VOICE_AGENT_MAXCONN: process.env.VOICE_AGENT_MAXCONN ?? '1000' };
+      nodes.forEach((n, i) => (env[`VOICE_AGENT_NODE${i + 1}`] = `${n.address}:${n.httpPort}`));
+      const child = spawnLogged(HAPROXY, ['-db', '-f', cfg], env);
+      httpUrl = `http://127.0.0.1:${port}`;
+      await waitFor('haproxy', async () => (await fetch(`${httpUrl}/healthz`)).status === 200, child, 10_000, () => logs.get(child) ?? '');
+    }
+
+    let sipUri: string | null = null;
+    if (options.kamailio !== false && KAMAILIO) {
+      const port = await freePort('127.0.0.1', 'udp');
+      const list = path.join(dir, 'dispatcher.list');
+      writeFileSync(list, nodes.map((n, i) => `1 sip:${n.address}:${n.sipPort} 0 0 duid=node${i + 1}`).join('\n') + '\n');
+      // -DD: foreground; -E: log to stderr; -Y: its own runtime dir instead of /run/kamailio.
+      const child = spawnLogged(KAMAILIO, ['-DD', '-E', '-f', path.join(DEPLOY, 'kamailio', 'kamailio.cfg'), '-Y', dir, '-A', `VA_LISTEN=udp:127.0.0.1:${port}`, '-A', `VA_DISPATCHER_LIST="${list}"`]);
+      sipUri = `sip:127.0.0.1:${port}`;
+      await waitFor('kamailio', () => sipAlive(port), child, 10_000, () => logs.get(child) ?? '');
+    }
+    return { dir, apiKey, databaseUrl, nodes, httpUrl, sipUri, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

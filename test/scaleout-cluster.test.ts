@@ -1,0 +1,174 @@
+/**
+ * A whole cluster on loopback, as `npm run cluster` starts it (src/cluster/local.ts): a throwaway PostgreSQL,
+ * three node processes on 127.0.0.2–4 (or ports of 127.0.0.1), HAProxy from deploy/haproxy and Kamailio from
+ * deploy/kamailio in front. Shows: device calls through HAProxy spread over the nodes; any node serves any call's
+ * record (transcript included) from PostgreSQL; the per-key cap holds across nodes; SIGKILL of one node leaves
+ * the other nodes' calls talking, its record is closed as `node_lost` and its slots come back once its lease
+ * lapses; SIP INVITEs through Kamailio land on different nodes and their records are shared too.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { HAPROXY, KAMAILIO, startLocalCluster, type LocalCluster } from '../src/cluster/local.js';
+import { postgresBinDir } from '../src/cluster/postgres.js';
+import { callThroughProxy } from './helpers/sip-proxy.js';
+import { endDeviceCall, openDeviceCall, type DeviceCall as Call } from './helpers/device-call.js';
+
+const PG = postgresBinDir();
+const CAP = 4;
+const LEASE_MS = 2000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind HAProxy and Kamailio', () => {
+  let cluster: LocalCluster | undefined;
+  let db: pg.Pool | undefined;
+  const open = new Set<WebSocket>();
+
+  beforeAll(async () => {
+    cluster = await startLocalCluster({
+      nodes: 3,
+      logLevel: process.env.LOG_LEVEL ?? 'warn',
+      nodeConfig: {
+        limits: { maxSessionsPerKey: CAP },
+        store: { postgres: { leaseMs: LEASE_MS } },
+        // Light models: this is about the cluster, not recognition (English only, no grammars, one TTS engine).
+        providers: { asr: { provider: 'pocketsphinx', grammar: 'off', languages: ['en'], spareDecoders: 1 }, tts: { provider: 'svoxpico' } },
+      },
+    });
+    db = new pg.Pool({ connectionString: cluster.databaseUrl, max: 4 });
+  }, 240_000);
+
+  afterAll(async () => {
+    for (const ws of open) ws.terminate();
+    await db?.end();
+    await cluster?.stop();
+  }, 60_000);
+
+  const nodeOf = async (callId: string): Promise<string | null> =>
+    ((await db!.query<{ node: string }>('SELECT node FROM calls WHERE id = $1', [callId])).rows[0]?.node ?? null);
+
+  /** A device call through the front door; rejects with the refusal's code. */
+  async function call(): Promise<Call> {
+    const c = await openDeviceCall(`${cluster!.httpUrl!.replace('http', 'ws')}/v1/ws`, { authorization: `Bearer ${cluster!.apiKey}` }, 10_000);
+    open.add(c.ws);
+    return c;
+  }
+
+  const hangUp = endDeviceCall;
+
+  /** The call answers a ping (its node and its path through HAProxy are alive). */
+  async function alive(c: Call): Promise<boolean> {
+    if (c.ws.readyState !== WebSocket.OPEN) return false;
+    const id = Math.floor(Math.random() * 1e9);
+    c.ws.send(JSON.stringify({ type: 'ping', id }));
+    for (let i = 0; i < 40; i++) {
+      if (c.events.some((e) => e.type === 'pong' && e.id === id)) return true;
+      await sleep(50);
+    }
+    return false;
+  }
+
+  const record = async (baseUrl: string, id: string): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const res = await fetch(`${baseUrl}/v1/calls/${id}`, { headers: { authorization: `Bearer ${cluster!.apiKey}` } });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+
+  it('spreads calls over the nodes, and every node serves every call\'s record from PostgreSQL', async () => {
+    const calls = [await call(), await call(), await call()];
+    const nodes = await Promise.all(calls.map((c) => nodeOf(c.callId)));
+    // leastconn: three calls held open land on three different nodes.
+    expect(new Set(nodes).size).toBe(3);
+
+    // A turn on the first call: the caller's line and the agent's reply go to the shared store.
+    const first = calls[0];
+    first.ws.send(JSON.stringify({ type: 'input.text', text: 'What time is it?' }));
+    for (let i = 0; i < 200 && !first.events.some((e) => e.type === 'response.done'); i++) await sleep(50);
+    expect(first.events.some((e) => e.type === 'response.done')).toBe(true);
+    await Promise.all(calls.map(hangUp));
+
+    // The end is written after the socket closes, within the flush interval (docs/scale-out.md, the consistency bound).
+    const ended = async (id: string) => (await record(cluster!.nodes[0].httpUrl, id)).body.end_reason;
+    for (const c of calls) for (let i = 0; i < 40 && !(await ended(c.callId)); i++) await sleep(50);
+    for (const node of cluster!.nodes) {
+      for (const c of calls) {
+        const { status, body } = await record(node.httpUrl, c.callId);
+        expect(status).toBe(200);
+        expect(body.id).toBe(c.callId);
+        expect(body.end_reason).not.toBeNull();
+      }
+      const { body } = await record(node.httpUrl, first.callId);
+      const transcript = body.transcript as Array<{ role: string; text: string }>;
+      expect(transcript.find((t) => t.role === 'caller')?.text).toBe('What time is it?');
+      expect(transcript.some((t) => t.role === 'agent' && t.text.length > 0)).toBe(true);
+    }
+    // Through the front door too, wherever HAProxy sends the request.
+    expect((await record(cluster!.httpUrl!, calls[2].callId)).status).toBe(200);
+  });
+
+  it('holds the per-key cap across nodes', async () => {
+    const held = [];
+    for (let i = 0; i < CAP; i++) held.push(await call());
+    // The calls are on several nodes, so no single node's count reached the cap.
+    expect(new Set(await Promise.all(held.map((c) => nodeOf(c.callId)))).size).toBeGreaterThan(1);
+    // One more, on whichever node: refused, because the key holds CAP calls across the cluster.
+    await expect(call()).rejects.toThrow('session_limit');
+    await expect(call()).rejects.toThrow('session_limit');
+    await hangUp(held.pop()!);
+    // The freed slot is free on every node, once the node's release (sent as the socket closes) committed.
+    let again: Call | null = null;
+    for (let i = 0; i < 20 && !again; i++) again = await call().catch(async (err: Error) => (err.message === 'session_limit' ? (await sleep(50), null) : Promise.reject(err)));
+    expect(again).not.toBeNull();
+    held.push(again!);
+    await Promise.all(held.map(hangUp));
+  });
+
+  it('survives SIGKILL of a node: other calls go on, new calls succeed, the dead node\'s slots lapse with its lease', async () => {
+    const calls = [];
+    for (let i = 0; i < CAP; i++) calls.push(await call());
+    const where = await Promise.all(calls.map((c) => nodeOf(c.callId)));
+    const victim = cluster!.nodes.find((n) => where.includes(n.name))!;
+    const lost = calls.filter((_, i) => where[i] === victim.name);
+    const kept = calls.filter((_, i) => where[i] !== victim.name);
+    expect(kept.length).toBeGreaterThan(0);
+
+    const exited = new Promise<void>((r) => victim.process.once('exit', () => r()));
+    victim.process.kill('SIGKILL');
+    await exited;
+    // Its callers' sockets close (HAProxy loses the server side); everyone else's calls still answer.
+    for (const c of lost) {
+      for (let i = 0; i < 40 && c.ws.readyState === WebSocket.OPEN; i++) await sleep(50);
+      expect(c.ws.readyState).not.toBe(WebSocket.OPEN);
+    }
+    for (const c of kept) expect(await alive(c)).toBe(true);
+
+    // Once the lease lapsed, the dead node's slots no longer count: the key has CAP - kept slots again, on the
+    // live nodes (HAProxy's health check took the dead one out; a refused connection is retried elsewhere).
+    await sleep(LEASE_MS + 1500);
+    const fresh = [];
+    for (let i = 0; i < lost.length; i++) fresh.push(await call());
+    expect(await Promise.all(fresh.map((c) => nodeOf(c.callId)))).not.toContain(victim.name);
+    await expect(call()).rejects.toThrow('session_limit');
+
+    // Its calls' records are closed as lost by the surviving nodes, and readable from them.
+    const survivor = cluster!.nodes.find((n) => n !== victim)!;
+    for (const c of lost) expect((await record(survivor.httpUrl, c.callId)).body.end_reason).toBe('node_lost');
+    for (const c of kept) expect(await alive(c)).toBe(true);
+    await Promise.all([...kept, ...fresh].map(hangUp));
+  });
+
+  it.skipIf(!KAMAILIO)('spreads SIP calls through Kamailio over the nodes', async () => {
+    const live = (await db!.query<{ node: string }>('SELECT node FROM nodes')).rows.map((r) => r.node);
+    const port = Number(cluster!.sipUri!.split(':').pop());
+    const answered = [];
+    for (let i = 0; i < live.length; i++) answered.push(await callThroughProxy(port));
+    expect(answered.map((a) => a.status)).toEqual(live.map(() => 200));
+    const ids = (await db!.query<{ node: string }>("SELECT node FROM calls WHERE transport = 'sip' AND network_id = ANY($1)", [answered.map((a) => a.callId)])).rows;
+    // Least calls: each INVITE while the others are up goes to a node with none.
+    expect(new Set(ids.map((r) => r.node)).size).toBe(live.length);
+    await Promise.all(answered.map((a) => a.hangUp()));
+  });
+});
+
+describe.skipIf(PG && HAPROXY)('PostgreSQL or HAProxy is not installed', () => {
+  it('(skipped: `apt-get install postgresql haproxy kamailio`, or scripts/setup.sh --test, runs the cluster cases)', () => undefined);
+});
