@@ -18,6 +18,10 @@ const FAR_ACTIVE_DB = -45;
 const MIN_EVIDENCE = 12;
 /** Loud agent frames after which the line is known: its echo path found, or none there (500 ms of agent speech). */
 const SETTLING_FRAMES = 25;
+/** After an echo frame, quiet frames are its tail for this long (the VAD's hangover), ms. */
+const ECHO_TAIL_MS = 240;
+/** Quieter than this a frame in the tail cannot be the caller starting to talk, dBFS (the energy onset's floor). */
+const TAIL_QUIET_DB = -50;
 /** Slots either side of the echo path searched for the agent frame that a caller frame may echo. */
 const AROUND_SLOTS = 2;
 /** Caller audio arriving this far from where its frame count puts it is a new start (a gap, a stall), ms. */
@@ -67,6 +71,8 @@ export class EchoGuard {
   private pathDelay = -1;
   /** Loud agent frames sent so far. */
   private agentFrames = 0;
+  /** Audio time of the last frame judged echo. */
+  private lastEchoMs = -Infinity;
   /** Audio time of the caller's last frame (audioTime). */
   private nearClockMs = -Infinity;
 
@@ -109,7 +115,10 @@ export class EchoGuard {
     this.nearHistory[slot % HISTORY_FRAMES] = power;
     this.nearSlot[slot % HISTORY_FRAMES] = slot;
     const path = this.pathDelay;
-    const echo = path >= 0 && this.isEcho(slot, power, path);
+    let echo = path >= 0 && this.isEcho(slot, power, path);
+    // The VAD's memory runs on for a few frames after the echo stops: quiet frames right after echo are its tail.
+    if (echo) this.lastEchoMs = atMs;
+    else if (atMs - this.lastEchoMs < ECHO_TAIL_MS && dB(power) < TAIL_QUIET_DB) echo = true;
     // Every frame teaches the model; a caller talking over the agent blurs it only briefly (they interrupt it).
     this.learn(slot);
     return echo;
