@@ -17,7 +17,7 @@
  */
 import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
-import { PocketSphinxAsr, type PocketSphinxStream } from '../src/providers/asr/pocketsphinx/index.js';
+import { PocketSphinxAsr, type LaneResult, type PocketSphinxStream } from '../src/providers/asr/pocketsphinx/index.js';
 import type { AsrFinal } from '../src/providers/asr/types.js';
 import { RuleBasedAgent, normalizeText } from '../src/providers/llm/rules/index.js';
 import { concat, phoneChannel, synthesize, voicesFor, type Voice } from './voices.js';
@@ -39,6 +39,8 @@ const GATE_ARG = arg('gate', '');
 const ONE_LANGUAGE = args.includes('--one-language');
 const BUDGET_MS = Number(arg('budget-s', '330')) * 1000;
 const LANGUAGES = arg('languages', 'en,es').split(',');
+/** Languages of the simulated callers (default: every loaded one); the grammars of LANGUAGES all stay loaded. */
+const CALLERS = arg('callers', '').split(',').filter(Boolean);
 const SEED = Number(arg('seed', '1'));
 const GARBAGE_WEIGHT = Number(arg('garbage-weight', '0'));
 const TRACE = args.includes('--trace');
@@ -75,10 +77,11 @@ function wordErrors(ref: string, hyp: string): { errors: number; words: number }
   return { errors: prev[h.length], words: r.length };
 }
 
-async function decode(asr: PocketSphinxAsr, pcm: Int16Array, sourceSampleRate: number): Promise<{ final: AsrFinal; cpuMs: number; finalMs: number }> {
+async function decode(asr: PocketSphinxAsr, pcm: Int16Array, sourceSampleRate: number): Promise<{ final: AsrFinal; cpuMs: number; finalMs: number; lanes: readonly LaneResult[] }> {
   const stream = asr.createStream({ language: 'en', sourceSampleRate });
   try {
-    return await decodeOn(stream, pcm);
+    const decoded = await decodeOn(stream, pcm);
+    return { ...decoded, lanes: 'lastLanes' in stream ? stream.lastLanes : [] };
   } finally {
     stream.close();
   }
@@ -287,7 +290,7 @@ async function main(): Promise<void> {
   const skipped = { calls: 0, ood: 0 };
   const over = (share: number): boolean => performance.now() - t0 > BUDGET_MS * share;
   // Voices interleaved across languages, so a budget cut leaves every language measured.
-  const plan = specs.filter((s) => loaded.includes(s.language)).map((spec) => voicesFor(spec.language).map((voice) => ({ spec, voice })));
+  const plan = specs.filter((s) => loaded.includes(s.language) && (CALLERS.length === 0 || CALLERS.includes(s.language))).map((spec) => voicesFor(spec.language).map((voice) => ({ spec, voice })));
   const order = Array.from({ length: Math.max(...plan.map((p) => p.length)) }, (_, i) => plan.flatMap((p) => (p[i] ? [p[i]] : []))).flat();
   for (const { spec, voice } of order) {
     {
@@ -342,6 +345,12 @@ async function main(): Promise<void> {
               }
               if (!ok && main) confusions.set(`${channel}: ${refIntent} → ${hypIntent}`, (confusions.get(`${channel}: ${refIntent} → ${hypIntent}`) ?? 0) + 1);
               if (!ok && TRACE) console.error(`[miss] ${key} #${k} ${JSON.stringify(text)} → ${g.final.language} ${JSON.stringify(g.final.text)} ${(g.final.confidence ?? 0).toFixed(2)}`);
+            }
+            if (TRACE && 'lastLanes' in call) {
+              // Every lane of every turn: what separates the right language from the one that won.
+              const verdict = g.final.language !== spec.language ? 'LANGUAGE' : refIntent !== 'none' && hypIntent !== refIntent ? 'INTENT' : 'ok';
+              console.error(`[turn ${verdict}] ${key} #${k} ${JSON.stringify(text)}`);
+              for (const lane of call.lastLanes) console.error(`  [lane] ${laneLine(lane)}`);
             }
             if (gatedIntents.has(refIntent)) {
               gt.actionN++;
@@ -420,6 +429,10 @@ async function main(): Promise<void> {
       const confidence = g.final.confidence ?? 0;
       const intent = g.final.inGrammar ? intentOf(g.final.text, g.final.language) : 'none';
       if (g.final.inGrammar) a.inGrammar++;
+      if (TRACE && g.final.inGrammar) {
+        console.error(`[ood ${row.label}] ${item.kind} vad=${turn} → ${intent} ${JSON.stringify(g.final.text)} @${confidence.toFixed(2)}`);
+        for (const lane of g.lanes) console.error(`  [lane] ${laneLine(lane)}`);
+      }
       if (row.label === '16k') confidences.push({ inDomain: false, confidence });
       if (formIntents.has(intent)) a.formStarts++;
       if (gatedIntents.has(intent)) {
@@ -514,6 +527,13 @@ async function main(): Promise<void> {
   }, null, 2));
   for (const rec of recognisers) await rec.asr.close();
   await baseline?.close();
+}
+
+function laneLine(l: LaneResult): string {
+  const f = (v: number | undefined, d = 2): string => (v === undefined ? '-' : v.toFixed(d));
+  const text = l.text || (l.rejected ? `(${l.rejected.reason}: ${l.rejected.text})` : '');
+  return `${l.language} llr=${f(l.llr)} loop/f=${f(l.loopPerFrame)} score/f=${f(l.scorePerFrame, 0)} frames=${l.frames ?? '-'} `
+    + `final=${l.reachedFinal ?? '-'} cov=${f(l.coverage)} said=${f(l.speechCoverage)} artic=${l.wordPhones !== undefined && l.wordFrames ? f(l.wordPhones / (l.wordFrames / 100), 1) : '-'} rate=${f(l.phoneRate, 1)} ${JSON.stringify(text)}`;
 }
 
 const pct = (a: number, b: number): number | null => (b > 0 ? Math.round((1000 * a) / b) / 10 : null);

@@ -28,6 +28,7 @@ export function createAsrProvider(config: AsrProviderConfig, logger: Logger, opt
           spanishModelDir: config.spanishModelDir,
           garbageWeight: config.garbageWeight,
           stickiness: config.stickiness,
+          switchFloor: config.switchFloor,
         },
         logger,
       });
