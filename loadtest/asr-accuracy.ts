@@ -6,12 +6,14 @@
  * calls (µ-law 8 kHz round trip) with `sourceSampleRate: 8000`, so phone calls get the narrowband decoders.
  *
  *   npm run asr-accuracy -- [--per-voice 4] [--ood 60] [--narrowband compare|on|off] [--baseline] [--one-language]
- *                           [--languages en,es] [--rules FILE] [--gate 0.7] [--budget-s 330] [--seed 1] [--trace]
+ *                           [--languages en,es] [--callers es] [--rules FILE] [--gate 0.7] [--budget-s 330] [--seed 1] [--trace]
  *
  * --narrowband compare (default) also decodes every call on a recogniser without narrowband decoders (the
  * behaviour before them: one wideband pool for both channels) and reports it as `…/before-narrowband`.
  * --baseline adds the generic English LM on the same audio; --one-language the CPU cost of a call with a fixed
- * language. Prints one JSON object (progress on stderr). Bounded by --budget-s: calls not started in time are
+ * language. --callers restricts the simulated callers to some languages (every grammar stays loaded, so the language
+ * choice is measured); --trace prints every turn's lanes (LLR, phone-loop score, path length, final state reached,
+ * share of the speech explained, articulation rate) on stderr. Prints one JSON object (progress on stderr). Bounded by --budget-s: calls not started in time are
  * skipped (two thirds of the budget for in-domain calls, the rest for out-of-domain sound) and counted in
  * `skipped`, so a busy machine gives smaller n rather than no result.
  */
@@ -411,7 +413,7 @@ async function main(): Promise<void> {
       stream.close();
     }
   };
-  const acc = oodRows.map(() => ({ vadTurns: 0, gatedActedAfterVad: 0, n: 0, inGrammar: 0, gatedAny: 0, gatedActed: 0, formStarts: 0, baselineActions: 0, byThreshold: THRESHOLDS.map(() => 0), acted: {} as Record<string, number> }));
+  const acc = oodRows.map(() => ({ confidentIntent: 0, confidentIntentAfterVad: 0, vadTurns: 0, gatedActedAfterVad: 0, n: 0, inGrammar: 0, gatedAny: 0, gatedActed: 0, formStarts: 0, baselineActions: 0, byThreshold: THRESHOLDS.map(() => 0), acted: {} as Record<string, number> }));
   // Item by item across the rows, so a budget cut leaves every row measured on the same sounds.
   for (const item of ood) {
     if (over(1)) {
@@ -435,6 +437,12 @@ async function main(): Promise<void> {
       }
       if (row.label === '16k') confidences.push({ inDomain: false, confidence });
       if (formIntents.has(intent)) a.formStarts++;
+      // Answered as if understood: some intent at or above the agent's gate (anything else gets the honest
+      // "I did not understand" / "here is what I can do").
+      if (intent !== 'none' && confidence >= gate) {
+        a.confidentIntent++;
+        if (turn) a.confidentIntentAfterVad++;
+      }
       if (gatedIntents.has(intent)) {
         a.gatedAny++;
         THRESHOLDS.forEach((t, i) => {
@@ -463,6 +471,8 @@ async function main(): Promise<void> {
       // As in a call: the VAD first (sounds it takes for a turn), then the recogniser and the agent's gate.
       vadTurns: pct(a.vadTurns, a.n),
       wrongActionsAtGateAfterVad: pct(a.gatedActedAfterVad, a.n),
+      answeredHonestly: pct(a.n - a.confidentIntent, a.n),
+      answeredHonestlyAfterVad: a.vadTurns > 0 ? pct(a.vadTurns - a.confidentIntentAfterVad, a.vadTurns) : null,
       wrongActionsAnyConfidence: pct(a.gatedAny, a.n),
       gatedIntentByThreshold: Object.fromEntries(THRESHOLDS.map((t, i) => [t, pct(a.byThreshold[i], a.n)])),
       formStarts: pct(a.formStarts, a.n),

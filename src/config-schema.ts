@@ -179,6 +179,7 @@ export const CONFIG_SCHEMA: Schema = obj(
             garbageWeight: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
             stickiness: num(0, 5),
             switchFloor: num(-20, 0),
+            firstSwitchFloor: num(-20, 0),
           },
         },
         'vllm-realtime': {

@@ -85,6 +85,8 @@ export type AsrProviderConfig =
        */
       stickiness?: number;
       switchFloor?: number;
+      /** The floor while the call is still in its default language, not yet spoken by the caller (default -3.4). */
+      firstSwitchFloor?: number;
     }
   /** A vLLM realtime server (`vllm serve mistralai/Voxtral-Mini-4B-Realtime-2602`) or this service's asr-server mode. */
   | { provider: 'vllm-realtime'; url: string; model: string; apiKey?: string; languages?: string[]; connectTimeoutMs?: number; finalTimeoutMs?: number }

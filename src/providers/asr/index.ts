@@ -29,6 +29,7 @@ export function createAsrProvider(config: AsrProviderConfig, logger: Logger, opt
           garbageWeight: config.garbageWeight,
           stickiness: config.stickiness,
           switchFloor: config.switchFloor,
+          firstSwitchFloor: config.firstSwitchFloor,
         },
         logger,
       });

@@ -55,13 +55,20 @@ export const DEFAULT_STICKINESS = 0.2;
 export const DEFAULT_EXPECTED_COVERAGE = 0.8;
 export const DEFAULT_COVERAGE_PENALTY = 4;
 /**
- * The least (coverage-penalised) LLR with which a turn may switch away from a language the caller has spoken:
- * weaker evidence keeps the language (the turn is then heard in it, or not understood). −3 is a confidence of 0.5
+ * The least (coverage-penalised) LLR with which a turn may switch away from the current language (the one the
+ * caller spoke last, else the call's default): weaker evidence keeps the language (the turn is then heard in it, or not understood). −3 is a confidence of 0.5
  * (DEFAULT_LLR_MID). Measured: German speech forced onto a Spanish sentence −3.3 (test/asr-grammar.test.ts); the
  * right language's sentence −3.2 to −1.1 on a Spanish phone line, −3 to −1 at 16 kHz (loadtest/asr-accuracy.ts),
  * so a caller who switches language mid-call on a poor line may need a clearer turn to be followed.
  */
 export const DEFAULT_SWITCH_FLOOR = -3;
+/**
+ * The same floor while the current language is only the call's default (the caller has not spoken it yet): a weaker
+ * prior. −3.4 is a confidence of 0.2: a Spanish first turn through the phone channel scores −3.1 against a
+ * misheard English sentence (loadtest/asr-accuracy.ts --trace); an English one misheard by the English model and
+ * forced onto a Spanish closing phrase −3.6.
+ */
+export const DEFAULT_FIRST_SWITCH_FLOOR = -3.4;
 
 /**
  * Phones per second (silence excluded) below which the sound is not speech. Measured: tones and steady noise
@@ -101,6 +108,8 @@ export interface GrammarDecodingOptions extends CompileOptions {
   expectedCoverage?: number;
   /** Least score with which a turn leaves a language the caller has spoken (see DEFAULT_SWITCH_FLOOR). */
   switchFloor?: number;
+  /** The same, from the call's default language before the caller has spoken it (DEFAULT_FIRST_SWITCH_FLOOR). */
+  firstSwitchFloor?: number;
   /** Confidence under which a lane's sentence counts as out of grammar (see DEFAULT_MIN_CONFIDENCE). */
   minConfidence?: number;
   /** Phones per second under which a sound is not speech (see DEFAULT_MIN_PHONE_RATE). */
@@ -274,6 +283,7 @@ export class GrammarDecoders {
       coveragePenalty: this.options.coveragePenalty ?? DEFAULT_COVERAGE_PENALTY,
       expectedCoverage: this.options.expectedCoverage ?? DEFAULT_EXPECTED_COVERAGE,
       switchFloor: this.options.switchFloor ?? DEFAULT_SWITCH_FLOOR,
+      firstSwitchFloor: this.options.firstSwitchFloor ?? DEFAULT_FIRST_SWITCH_FLOOR,
       minArticulationRate: this.options.minArticulationRate ?? DEFAULT_MIN_ARTICULATION_RATE,
     }, {
       mid: this.options.llrMid ?? DEFAULT_LLR_MID,
@@ -444,17 +454,14 @@ export class GrammarStream implements AsrStream {
       return { final: finals[i], detail };
     });
     this.lastLanes = results.map((r) => r.detail).filter((d): d is LaneResult => d !== undefined);
-    // Until the caller has spoken a language, the service's default has no claim on the turn.
-    const best = chooseLanguage(this.lastLanes, this.current, this.heard ? this.policy : { ...this.policy, stickiness: 0, switchFloor: -Infinity });
+    // Until the caller has spoken a language, the call's default is a weaker prior: no margin, a lower floor.
+    const best = chooseLanguage(this.lastLanes, this.current, this.heard ? this.policy : { ...this.policy, stickiness: 0, switchFloor: this.policy.firstSwitchFloor });
     const winner = best ? results.find((r) => r.detail === best) : undefined;
     this.logger?.debug({ lanes: results.map((r) => r.detail), chosen: best?.language }, 'grammar lanes');
     if (!winner) {
       // Rejected: tell speech the agent did not understand (it deserves an answer) from sound that is not speech.
       const speech = loopFinals.some((loop, i) => phoneRate(loop.text, this.lanes[i].loop.lastScore?.frames) >= this.minPhoneRate);
-      // Before the caller has spoken a language, "not understood" is said in the one the speech is most like (the
-      // best set-aside sentence); after, weak evidence does not move the language.
-      const language = this.heard ? this.current : likeliestLanguage(this.lastLanes, this.policy) ?? this.current;
-      return { text: '', language, audioMs: finals[0]?.audioMs ?? 0, inGrammar: false, confidence: 0, outOfDomain: speech };
+      return { text: '', language: this.current, audioMs: finals[0]?.audioMs ?? 0, inGrammar: false, confidence: 0, outOfDomain: speech };
     }
     this.current = winner.final.language;
     this.heard = true;
@@ -510,6 +517,8 @@ export interface LanguagePolicy {
   expectedCoverage: number;
   /** Least score a sentence in another language needs to take the turn (DEFAULT_SWITCH_FLOOR). */
   switchFloor: number;
+  /** The floor while the current language is only the call's default (DEFAULT_FIRST_SWITCH_FLOOR). */
+  firstSwitchFloor: number;
   /** Phones per second under which a sentence's confidence is scaled down (DEFAULT_MIN_ARTICULATION_RATE). */
   minArticulationRate: number;
 }
@@ -519,12 +528,6 @@ type CoveragePolicy = Pick<LanguagePolicy, 'coveragePenalty' | 'expectedCoverage
 /** A lane's score: its LLR, less the penalty for the speech its sentence leaves unexplained beyond the expected. */
 export function languageScore(r: LaneResult, policy: CoveragePolicy): number {
   return (r.llr ?? -Infinity) - policy.coveragePenalty * Math.max(0, policy.expectedCoverage - (r.speechCoverage ?? 1));
-}
-
-/** The language whose set-aside sentence scored best (rejected lanes keep their LLR), if any was scored. */
-function likeliestLanguage(lanes: readonly LaneResult[], policy: CoveragePolicy): string | undefined {
-  const scored = lanes.filter((l) => l.llr !== undefined && l.rejected?.reason === 'low-llr');
-  return scored.sort((a, b) => languageScore(b, policy) - languageScore(a, policy))[0]?.language;
 }
 
 /**
