@@ -6,18 +6,20 @@
  * calls (µ-law 8 kHz round trip) with `sourceSampleRate: 8000`, so phone calls get the narrowband decoders.
  *
  *   npm run asr-accuracy -- [--per-voice 4] [--ood 60] [--narrowband compare|on|off] [--baseline] [--one-language]
- *                           [--languages en,es] [--rules FILE] [--gate 0.7] [--budget-s 330] [--seed 1] [--trace]
+ *                           [--languages en,es] [--callers es] [--rules FILE] [--gate 0.7] [--budget-s 330] [--seed 1] [--trace]
  *
  * --narrowband compare (default) also decodes every call on a recogniser without narrowband decoders (the
  * behaviour before them: one wideband pool for both channels) and reports it as `…/before-narrowband`.
  * --baseline adds the generic English LM on the same audio; --one-language the CPU cost of a call with a fixed
- * language. Prints one JSON object (progress on stderr). Bounded by --budget-s: calls not started in time are
+ * language. --callers restricts the simulated callers to some languages (every grammar stays loaded, so the language
+ * choice is measured); --trace prints every turn's lanes (LLR, phone-loop score, path length, final state reached,
+ * share of the speech explained, articulation rate) on stderr. Prints one JSON object (progress on stderr). Bounded by --budget-s: calls not started in time are
  * skipped (two thirds of the budget for in-domain calls, the rest for out-of-domain sound) and counted in
  * `skipped`, so a busy machine gives smaller n rather than no result.
  */
 import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
-import { PocketSphinxAsr, type PocketSphinxStream } from '../src/providers/asr/pocketsphinx/index.js';
+import { PocketSphinxAsr, type LaneResult, type PocketSphinxStream } from '../src/providers/asr/pocketsphinx/index.js';
 import type { AsrFinal } from '../src/providers/asr/types.js';
 import { RuleBasedAgent, normalizeText } from '../src/providers/llm/rules/index.js';
 import { concat, phoneChannel, synthesize, voicesFor, type Voice } from './voices.js';
@@ -39,6 +41,8 @@ const GATE_ARG = arg('gate', '');
 const ONE_LANGUAGE = args.includes('--one-language');
 const BUDGET_MS = Number(arg('budget-s', '330')) * 1000;
 const LANGUAGES = arg('languages', 'en,es').split(',');
+/** Languages of the simulated callers (default: every loaded one); the grammars of LANGUAGES all stay loaded. */
+const CALLERS = arg('callers', '').split(',').filter(Boolean);
 const SEED = Number(arg('seed', '1'));
 const GARBAGE_WEIGHT = Number(arg('garbage-weight', '0'));
 const TRACE = args.includes('--trace');
@@ -75,10 +79,11 @@ function wordErrors(ref: string, hyp: string): { errors: number; words: number }
   return { errors: prev[h.length], words: r.length };
 }
 
-async function decode(asr: PocketSphinxAsr, pcm: Int16Array, sourceSampleRate: number): Promise<{ final: AsrFinal; cpuMs: number; finalMs: number }> {
+async function decode(asr: PocketSphinxAsr, pcm: Int16Array, sourceSampleRate: number): Promise<{ final: AsrFinal; cpuMs: number; finalMs: number; lanes: readonly LaneResult[] }> {
   const stream = asr.createStream({ language: 'en', sourceSampleRate });
   try {
-    return await decodeOn(stream, pcm);
+    const decoded = await decodeOn(stream, pcm);
+    return { ...decoded, lanes: 'lastLanes' in stream ? stream.lastLanes : [] };
   } finally {
     stream.close();
   }
@@ -287,7 +292,7 @@ async function main(): Promise<void> {
   const skipped = { calls: 0, ood: 0 };
   const over = (share: number): boolean => performance.now() - t0 > BUDGET_MS * share;
   // Voices interleaved across languages, so a budget cut leaves every language measured.
-  const plan = specs.filter((s) => loaded.includes(s.language)).map((spec) => voicesFor(spec.language).map((voice) => ({ spec, voice })));
+  const plan = specs.filter((s) => loaded.includes(s.language) && (CALLERS.length === 0 || CALLERS.includes(s.language))).map((spec) => voicesFor(spec.language).map((voice) => ({ spec, voice })));
   const order = Array.from({ length: Math.max(...plan.map((p) => p.length)) }, (_, i) => plan.flatMap((p) => (p[i] ? [p[i]] : []))).flat();
   for (const { spec, voice } of order) {
     {
@@ -342,6 +347,12 @@ async function main(): Promise<void> {
               }
               if (!ok && main) confusions.set(`${channel}: ${refIntent} → ${hypIntent}`, (confusions.get(`${channel}: ${refIntent} → ${hypIntent}`) ?? 0) + 1);
               if (!ok && TRACE) console.error(`[miss] ${key} #${k} ${JSON.stringify(text)} → ${g.final.language} ${JSON.stringify(g.final.text)} ${(g.final.confidence ?? 0).toFixed(2)}`);
+            }
+            if (TRACE && 'lastLanes' in call) {
+              // Every lane of every turn: what separates the right language from the one that won.
+              const verdict = g.final.language !== spec.language ? 'LANGUAGE' : refIntent !== 'none' && hypIntent !== refIntent ? 'INTENT' : 'ok';
+              console.error(`[turn ${verdict}] ${key} #${k} ${JSON.stringify(text)}`);
+              for (const lane of call.lastLanes) console.error(`  [lane] ${laneLine(lane)}`);
             }
             if (gatedIntents.has(refIntent)) {
               gt.actionN++;
@@ -402,7 +413,7 @@ async function main(): Promise<void> {
       stream.close();
     }
   };
-  const acc = oodRows.map(() => ({ vadTurns: 0, gatedActedAfterVad: 0, n: 0, inGrammar: 0, gatedAny: 0, gatedActed: 0, formStarts: 0, baselineActions: 0, byThreshold: THRESHOLDS.map(() => 0), acted: {} as Record<string, number> }));
+  const acc = oodRows.map(() => ({ confidentIntent: 0, confidentIntentAfterVad: 0, vadTurns: 0, gatedActedAfterVad: 0, n: 0, inGrammar: 0, gatedAny: 0, gatedActed: 0, formStarts: 0, baselineActions: 0, byThreshold: THRESHOLDS.map(() => 0), acted: {} as Record<string, number> }));
   // Item by item across the rows, so a budget cut leaves every row measured on the same sounds.
   for (const item of ood) {
     if (over(1)) {
@@ -420,8 +431,18 @@ async function main(): Promise<void> {
       const confidence = g.final.confidence ?? 0;
       const intent = g.final.inGrammar ? intentOf(g.final.text, g.final.language) : 'none';
       if (g.final.inGrammar) a.inGrammar++;
+      if (TRACE && g.final.inGrammar) {
+        console.error(`[ood ${row.label}] ${item.kind} vad=${turn} → ${intent} ${JSON.stringify(g.final.text)} @${confidence.toFixed(2)}`);
+        for (const lane of g.lanes) console.error(`  [lane] ${laneLine(lane)}`);
+      }
       if (row.label === '16k') confidences.push({ inDomain: false, confidence });
       if (formIntents.has(intent)) a.formStarts++;
+      // Answered as if understood: some intent at or above the agent's gate (anything else gets the honest
+      // "I did not understand" / "here is what I can do").
+      if (intent !== 'none' && confidence >= gate) {
+        a.confidentIntent++;
+        if (turn) a.confidentIntentAfterVad++;
+      }
       if (gatedIntents.has(intent)) {
         a.gatedAny++;
         THRESHOLDS.forEach((t, i) => {
@@ -450,6 +471,8 @@ async function main(): Promise<void> {
       // As in a call: the VAD first (sounds it takes for a turn), then the recogniser and the agent's gate.
       vadTurns: pct(a.vadTurns, a.n),
       wrongActionsAtGateAfterVad: pct(a.gatedActedAfterVad, a.n),
+      answeredHonestly: pct(a.n - a.confidentIntent, a.n),
+      answeredHonestlyAfterVad: a.vadTurns > 0 ? pct(a.vadTurns - a.confidentIntentAfterVad, a.vadTurns) : null,
       wrongActionsAnyConfidence: pct(a.gatedAny, a.n),
       gatedIntentByThreshold: Object.fromEntries(THRESHOLDS.map((t, i) => [t, pct(a.byThreshold[i], a.n)])),
       formStarts: pct(a.formStarts, a.n),
@@ -514,6 +537,13 @@ async function main(): Promise<void> {
   }, null, 2));
   for (const rec of recognisers) await rec.asr.close();
   await baseline?.close();
+}
+
+function laneLine(l: LaneResult): string {
+  const f = (v: number | undefined, d = 2): string => (v === undefined ? '-' : v.toFixed(d));
+  const text = l.text || (l.rejected ? `(${l.rejected.reason}: ${l.rejected.text})` : '');
+  return `${l.language} llr=${f(l.llr)} loop/f=${f(l.loopPerFrame)} score/f=${f(l.scorePerFrame, 0)} frames=${l.frames ?? '-'} `
+    + `final=${l.reachedFinal ?? '-'} cov=${f(l.coverage)} said=${f(l.speechCoverage)} artic=${l.wordPhones !== undefined && l.wordFrames ? f(l.wordPhones / (l.wordFrames / 100), 1) : '-'} rate=${f(l.phoneRate, 1)} ${JSON.stringify(text)}`;
 }
 
 const pct = (a: number, b: number): number | null => (b > 0 ? Math.round((1000 * a) / b) / 10 : null);

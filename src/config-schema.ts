@@ -202,7 +202,9 @@ export const CONFIG_SCHEMA: Schema = obj(
             spanishModelDir: nonEmpty,
             names: langMap(strings),
             garbageWeight: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
-            stickiness: num(0, 1),
+            stickiness: num(0, 5),
+            switchFloor: num(-20, 0),
+            firstSwitchFloor: num(-20, 0),
           },
         },
         'vllm-realtime': {

@@ -84,8 +84,16 @@ export type AsrProviderConfig =
       names?: Record<string, string[]>;
       /** Per-phone weight of the garbage loop that absorbs out-of-domain sound (default 1e-20). */
       garbageWeight?: number;
-      /** Confidence margin another language needs to take a turn from the current one (default 0.1). */
+      /**
+       * Language choice between grammar lanes (src/providers/asr/pocketsphinx/grammar.ts): the margin another
+       * language's score (likelihood ratio against its own phone loop, thousandths of a nat per frame) needs over the
+       * current language's to take a turn (default 0.2), and the least score with which a turn leaves a language the
+       * caller has spoken (default -3, a confidence of 0.5): weaker evidence keeps the language.
+       */
       stickiness?: number;
+      switchFloor?: number;
+      /** The floor while the call is still in its default language, not yet spoken by the caller (default -3.4). */
+      firstSwitchFloor?: number;
     }
   /** A vLLM realtime server (`vllm serve mistralai/Voxtral-Mini-4B-Realtime-2602`) or this service's asr-server mode. */
   | {
@@ -199,6 +207,11 @@ export interface SipConfig {
   codecs: ('pcmu' | 'pcma' | 'opus')[];
   /** Where `call.action: transfer` sends the caller (SIP REFER), e.g. "sip:desk@pbx.example.com"; unset: no transfer. */
   transferTarget?: string;
+  /**
+   * The call's language by dialled number (the Request-URI user, else the To user), e.g. `{ "+34910000000": "es" }`:
+   * such a call is heard and answered in that language only (no per-turn detection, one recogniser lane).
+   */
+  languageByNumber?: Record<string, string>;
   /** Concurrent SIP calls; more get 486 Busy Here. */
   maxCalls: number;
   /** SIP messages above this get 513. */

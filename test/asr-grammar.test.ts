@@ -14,7 +14,7 @@ import { compileGrammar, loadDictionary, parseDictionary, sentenceWords } from '
 import { grammarSource } from '../src/providers/asr/grammar/from-rules.js';
 import { spanishG2p } from '../src/providers/asr/grammar/g2p-es.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
-import { acousticModel, chooseLanguage, DEFAULT_SPANISH_MODEL_DIR, modelPresent } from '../src/providers/asr/pocketsphinx/grammar.js';
+import { acousticModel, chooseLanguage, DEFAULT_SPANISH_MODEL_DIR, modelPresent, sentenceConfidence } from '../src/providers/asr/pocketsphinx/grammar.js';
 import { DEFAULT_MODEL_DIR, PocketSphinxAsr } from '../src/providers/asr/pocketsphinx/index.js';
 import type { AsrFinal, AsrPartial, AsrStream } from '../src/providers/asr/types.js';
 import { ScriptedLlm } from '../src/providers/llm/scripted.js';
@@ -154,11 +154,42 @@ describe('grammar compiler', () => {
   });
 
   it('keeps the current language unless another is clearly better', () => {
-    const r = (language: string, llr: number, inGrammar = true) => ({ language, text: 'x', inGrammar, coverage: 1, scorePerFrame: 0, llr });
-    expect(chooseLanguage([r('en', -2.1), r('es', -2)], 'en', 0.3)?.language).toBe('en');
-    expect(chooseLanguage([r('en', -3), r('es', -2)], 'en', 0.3)?.language).toBe('es');
-    expect(chooseLanguage([r('en', 0, false), r('es', -2.5)], 'en', 0.3)?.language).toBe('es');
-    expect(chooseLanguage([r('en', 0, false), r('es', 0, false)], 'en', 0.3)).toBeUndefined();
+    const r = (language: string, llr: number, inGrammar = true, speechCoverage = 1) =>
+      ({ language, text: 'x', inGrammar, coverage: 1, scorePerFrame: 0, llr, speechCoverage });
+    const policy = { stickiness: 0.3, coveragePenalty: 4, expectedCoverage: 0.8, switchFloor: -3, firstSwitchFloor: -3.4, minArticulationRate: 5 };
+    expect(chooseLanguage([r('en', -2.1), r('es', -2)], 'en', policy)?.language).toBe('en');
+    expect(chooseLanguage([r('en', -3), r('es', -2)], 'en', policy)?.language).toBe('es');
+    expect(chooseLanguage([r('en', 0, false), r('es', -2.5)], 'en', policy)?.language).toBe('es');
+    expect(chooseLanguage([r('en', 0, false), r('es', 0, false)], 'en', policy)).toBeUndefined();
+    // Weak evidence for another language keeps the turn in the current one (heard in it, or not understood).
+    expect(chooseLanguage([r('en', -4.5), r('es', -3.4)], 'en', policy)?.language).toBe('en');
+    expect(chooseLanguage([r('en', 0, false), r('es', -3.4)], 'en', policy)).toBeUndefined();
+    // Before the caller has spoken any language the default keeps no margin: a clear sentence in another takes the turn.
+    expect(chooseLanguage([r('en', -2.5), r('es', -2.4)], 'en', { ...policy, stickiness: 0 })?.language).toBe('es');
+    expect(chooseLanguage([r('en', -2.5), r('es', -2.4)], 'en', policy)?.language).toBe('en');
+  });
+
+  it('does not let a short sentence padded out with fillers beat one that explains the whole utterance', () => {
+    const r = (language: string, llr: number, speechCoverage: number) =>
+      ({ language, text: 'x', inGrammar: true, coverage: 1, scorePerFrame: 0, llr, speechCoverage });
+    const policy = { stickiness: 0.2, coveragePenalty: 4, expectedCoverage: 0.8, switchFloor: -Infinity, firstSwitchFloor: -Infinity, minArticulationRate: 5 };
+    // Measured on a Spanish line through the phone channel: English "well hello" (28 % of the speech) vs the
+    // Spanish sentence (95 %); the raw LLR alone picks English.
+    expect(chooseLanguage([r('en', -2.83, 0.28), r('es', -3.04, 0.95)], 'es', policy)?.language).toBe('es');
+    expect(chooseLanguage([r('en', -2.83, 0.28), r('es', -3.04, 0.95)], 'en', { ...policy, stickiness: 0 })?.language).toBe('es');
+    expect(chooseLanguage([r('en', -2.83, 0.28), r('es', -3.04, 0.95)], 'en', { ...policy, coveragePenalty: 0 })?.language).toBe('en');
+  });
+
+  it('is not sure of a sentence stretched over steady noise or fitted into a fraction of the sound', () => {
+    const policy = { coveragePenalty: 4, expectedCoverage: 0.8, minArticulationRate: 5 };
+    const calibration = { mid: -3, scale: 0.3 };
+    const lane = (llr: number, speechCoverage: number, wordPhones: number, wordFrames: number) =>
+      ({ language: 'en', text: 'x', inGrammar: true, coverage: 1, scorePerFrame: 0, llr, speechCoverage, wordPhones, wordFrames });
+    // Measured: "okay goodbye" spoken (8 phones/s, all of the speech), pink noise as "thanks" (5 phones over 2.9 s),
+    // synthetic music through the phone channel as "no" (31 % of what the phone loop took for speech).
+    expect(sentenceConfidence(lane(-1.99, 1, 8, 96), policy, calibration)).toBeGreaterThan(0.9);
+    expect(sentenceConfidence(lane(-0.36, 1, 5, 290), policy, calibration)).toBeLessThan(0.5);
+    expect(sentenceConfidence(lane(-1.67, 0.31, 2, 40), policy, calibration)).toBeLessThan(0.5);
   });
 
   it('parses alternate pronunciations', () => {
@@ -323,6 +354,35 @@ describe.skipIf(!englishModel)('grammar decoding on synthetic speech', () => {
       expect(intent(final)).toBe('book_appointment');
       const english = await decode(stream, await synthesize('what time is it', voice('en')));
       expect(english.language).toBe('es');
+    } finally {
+      stream.close();
+    }
+  }, 60_000);
+
+  it.skipIf(!spanishModel)('decodes a fixed language alone on the phone channel too (one lane, less CPU)', async () => {
+    const stream = asr.createStream({ language: 'es', languageFixed: true, sourceSampleRate: 8000 });
+    try {
+      expect('languages' in stream && stream.languages).toEqual(['es']);
+      const final = await decode(stream, await phoneChannel(await synthesize('quiero hablar con una persona', voice('es'))));
+      expect(final.language).toBe('es');
+      expect(intent(final)).toBe('transfer_to_human');
+    } finally {
+      stream.close();
+    }
+  }, 60_000);
+
+  it.skipIf(!spanishModel)('keeps the caller\'s language when the evidence for another is weak', async () => {
+    const stream = asr.createStream({ language: 'en' });
+    try {
+      const first = await decode(stream, await synthesize('what time is it', voice('en')));
+      expect(first.language).toBe('en');
+      // Speech in languages neither grammar has: whatever sentence a grammar forces onto it is no clear evidence.
+      const foreign: Array<[string, string]> = [['de', 'die kinder spielen im garten'], ['fr', 'je cherche la gare centrale'], ['it', 'la mia macchina non parte']];
+      for (const [language, text] of foreign) {
+        const final = await decode(stream, await synthesize(text, { id: `espeak:${language}`, engine: 'espeak', language, voice: language }));
+        console.log(`[asr-grammar] ${language} ${JSON.stringify(text)} → ${final.language} ${JSON.stringify(final.text)} (${final.confidence?.toFixed(2)})`);
+        expect(final.language).toBe('en');
+      }
     } finally {
       stream.close();
     }

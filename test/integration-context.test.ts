@@ -5,7 +5,7 @@
  * tool call (`send` and `headers` templates).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callerFromParameters, callerFromSip } from '../src/integration/context.js';
+import { callerFromParameters, callerFromSip, dialledLanguage } from '../src/integration/context.js';
 import { parseSipMessage, type SipRequest } from '../src/transports/sip/message.js';
 import { TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { startAgentWithOperator, type OperatorService } from './helpers/operator.js';
@@ -45,6 +45,15 @@ describe('SIP headers as caller variables', () => {
       x_account_id: 'ACME-9',
       x_queue: 'sales',
     });
+  });
+
+  it('the dialled number fixes the call\'s language (sip.languageByNumber)', () => {
+    const caller = callerFromSip(parseSipMessage(Buffer.from(invite(5060, 5070, 'parse-2'))) as SipRequest);
+    expect(dialledLanguage({ '+441234500000': 'es', '+34600111222': 'fr' }, caller)).toBe('es');
+    // The caller's own number is not the dialled one.
+    expect(dialledLanguage({ '+34600111222': 'fr' }, caller)).toBeUndefined();
+    expect(dialledLanguage({ '+441234500000': 'es' }, { to: '+441234500000' })).toBe('es');
+    expect(dialledLanguage(undefined, caller)).toBeUndefined();
   });
 });
 

@@ -118,3 +118,15 @@ function bounded(value: string): string {
   // eslint-disable-next-line no-control-regex
   return value.replace(/[\x00-\x1f\x7f]/g, '').slice(0, MAX_VAR_VALUE);
 }
+
+/**
+ * The call's language when the number dialled fixes it (`sip.languageByNumber`): looked up by the Request-URI user,
+ * else the To user, as callerFromSip names them.
+ */
+export function dialledLanguage(byNumber: Readonly<Record<string, string>> | undefined, caller: Readonly<Record<string, string>>): string | undefined {
+  if (!byNumber) return undefined;
+  for (const dialled of [caller.request_uri, caller.to]) {
+    if (dialled !== undefined && Object.hasOwn(byNumber, dialled)) return byNumber[dialled];
+  }
+  return undefined;
+}

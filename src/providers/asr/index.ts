@@ -28,6 +28,8 @@ export function createAsrProvider(config: AsrProviderConfig, logger: Logger, opt
           spanishModelDir: config.spanishModelDir,
           garbageWeight: config.garbageWeight,
           stickiness: config.stickiness,
+          switchFloor: config.switchFloor,
+          firstSwitchFloor: config.firstSwitchFloor,
         },
         logger,
       });

@@ -37,6 +37,8 @@ export interface CallMediaOptions {
   caller?: string;
   /** From, P-Asserted-Identity, Request-URI, X-headers as caller variables (src/integration/context.ts). */
   context?: Readonly<Record<string, string>>;
+  /** The call's language when the dialled number fixes it (sip.languageByNumber): not re-detected per turn. */
+  language?: string;
   logger: Logger;
   rtpTimeoutMs: number;
   /** The agent (or a dead RTP stream) ends the call: the signalling side sends BYE. */
@@ -111,6 +113,7 @@ export class CallMedia {
         inputSampleRate: spec.sampleRate,
         subject: { caller: this.options.caller },
         ...(this.options.context ? { caller: this.options.context } : {}),
+        ...(this.options.language ? { language: this.options.language } : {}),
       },
     );
     // Closed (CANCEL, shutdown) while the call was being admitted: close() found no session to end.

@@ -15,7 +15,7 @@ import { LimitError } from '../../limits/limits.js';
 import { AgentSelectionError } from '../../agents/registry.js';
 import { buildAllowList, isAllowed, DigestAuth } from './access.js';
 import { CallMedia } from './call.js';
-import { callerFromSip } from '../../integration/context.js';
+import { callerFromSip, dialledLanguage } from '../../integration/context.js';
 import {
   SipParseError,
   SipStreamFramer,
@@ -543,6 +543,7 @@ export class SipServer {
       await this.releaseMedia(call, 'ended');
       return;
     }
+    const context = callerFromSip(req);
     const callMedia = new CallMedia({
       callId: call.recordId,
       networkId: e.callId,
@@ -552,7 +553,8 @@ export class SipServer {
       sockets,
       keyId: `sip:${peer.address}`,
       caller: /^sips?:([^@;]+)@/i.exec(e.from.uri)?.[1],
-      context: callerFromSip(req),
+      context,
+      language: dialledLanguage(config.languageByNumber, context),
       logger: log,
       rtpTimeoutMs: config.rtpTimeoutMs,
       onHangup: (reason) => void this.hangup(call, reason),
@@ -965,6 +967,9 @@ function validateSipConfig(c: SipConfig): void {
   if (!int(c.ringMs, 0, 60_000)) problems.push('sip.ringMs must be an integer 0..60000');
   if (!int(c.maxCalls, 1, 100_000)) problems.push('sip.maxCalls must be an integer ≥ 1');
   if (!int(c.maxMessageBytes, 1024, 65_535)) problems.push('sip.maxMessageBytes must be an integer 1024..65535');
+  for (const [number, language] of Object.entries(c.languageByNumber ?? {})) {
+    if (typeof language !== 'string' || !/^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$/.test(language)) problems.push(`sip.languageByNumber.${number} must be a language tag such as "es"`);
+  }
   if (c.transferTarget !== undefined && !/^sips?:[^\s<>]+$/i.test(c.transferTarget)) problems.push(`sip.transferTarget must be a SIP URI such as "sip:desk@pbx.example.com"`);
   if (!Array.isArray(c.codecs) || c.codecs.length === 0) problems.push('sip.codecs must list at least one of pcmu, pcma, opus');
   if (problems.length > 0) throw new Error(problems.join('; '));

@@ -12,7 +12,7 @@ import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
 import { compileGrammar, loadDictionary, type CompileOptions, type CompiledGrammar } from '../grammar/compile.js';
 import type { GrammarSpec } from '../grammar/spec.js';
 import type { AsrFinal, AsrStream, AsrStreamOptions } from '../types.js';
-import type { PocketSphinxNative } from './native.js';
+import { FRAMES_PER_SECOND, type PocketSphinxNative } from './native.js';
 import { isNarrowband, narrowbandModel } from './channel.js';
 import { DecoderPool } from './pool.js';
 import { PocketSphinxDecoderStream, type LaneResult } from './index.js';
@@ -45,12 +45,43 @@ export const DEFAULT_LLR_MID = -3;
 export const DEFAULT_LLR_SCALE = 0.3;
 /** LLR margin (same units) another language needs to take the turn from the current one. */
 export const DEFAULT_STICKINESS = 0.2;
+/**
+ * Share of the caller's speech (the phone loop's non-silence frames) a sentence is expected to explain with its own
+ * words, and the LLR cost of each share it falls short by. A grammar of another language fits a short sentence
+ * ("no", "hey") into a long utterance and lets silence and noise fillers absorb the rest, which a per-frame LLR
+ * alone does not see. Measured (loadtest/asr-accuracy.ts --trace, BENCHMARKS.md): the right language's sentence
+ * covers 0.73-1.0, the wrong language's mostly 0.1-0.65; music heard as "no" 0.2-0.3.
+ */
+export const DEFAULT_EXPECTED_COVERAGE = 0.8;
+export const DEFAULT_COVERAGE_PENALTY = 4;
+/**
+ * The least (coverage-penalised) LLR with which a turn may switch away from the current language (the one the
+ * caller spoke last, else the call's default): weaker evidence keeps the language (the turn is then heard in it, or not understood). −3 is a confidence of 0.5
+ * (DEFAULT_LLR_MID). Measured: German speech forced onto a Spanish sentence −3.3 (test/asr-grammar.test.ts); the
+ * right language's sentence −3.2 to −1.1 on a Spanish phone line, −3 to −1 at 16 kHz (loadtest/asr-accuracy.ts),
+ * so a caller who switches language mid-call on a poor line may need a clearer turn to be followed.
+ */
+export const DEFAULT_SWITCH_FLOOR = -3;
+/**
+ * The same floor while the current language is only the call's default (the caller has not spoken it yet): a weaker
+ * prior. −3.4 is a confidence of 0.2: a Spanish first turn through the phone channel scores −3.1 against a
+ * misheard English sentence (loadtest/asr-accuracy.ts --trace); an English one misheard by the English model and
+ * forced onto a Spanish closing phrase −3.6.
+ */
+export const DEFAULT_FIRST_SWITCH_FLOOR = -3.4;
 
 /**
  * Phones per second (silence excluded) below which the sound is not speech. Measured: tones and steady noise
  * give 0-0.5, a single short word with its pauses 2.5 or more.
  */
 export const DEFAULT_MIN_PHONE_RATE = 1;
+
+/**
+ * Phones per second of the sentence's own words below which its confidence is scaled down (by rate / this).
+ * Measured in-domain (loadtest/asr-accuracy.ts --trace, eSpeak and Pico voices, both channels): 7.7-15; steady
+ * noise fitted to "thanks" or "yeah" stretches a word over seconds: under 2.
+ */
+export const DEFAULT_MIN_ARTICULATION_RATE = 5;
 
 /**
  * Below this confidence a lane's sentence is no result (out of domain). Low on purpose: the phone channel
@@ -72,10 +103,19 @@ export function llrConfidence(llr: number | undefined, c: LlrCalibration): numbe
 export interface GrammarDecodingOptions extends CompileOptions {
   /** LLR margin another language needs over the session's current one to take the turn. */
   stickiness?: number;
+  /** LLR cost of speech a sentence leaves unexplained (see DEFAULT_COVERAGE_PENALTY, DEFAULT_EXPECTED_COVERAGE). */
+  coveragePenalty?: number;
+  expectedCoverage?: number;
+  /** Least score with which a turn leaves a language the caller has spoken (see DEFAULT_SWITCH_FLOOR). */
+  switchFloor?: number;
+  /** The same, from the call's default language before the caller has spoken it (DEFAULT_FIRST_SWITCH_FLOOR). */
+  firstSwitchFloor?: number;
   /** Confidence under which a lane's sentence counts as out of grammar (see DEFAULT_MIN_CONFIDENCE). */
   minConfidence?: number;
   /** Phones per second under which a sound is not speech (see DEFAULT_MIN_PHONE_RATE). */
   minPhoneRate?: number;
+  /** Articulation rate under which a sentence's confidence is scaled down (see DEFAULT_MIN_ARTICULATION_RATE). */
+  minArticulationRate?: number;
   /** Confidence calibration (see llrConfidence). */
   llrMid?: number;
   llrScale?: number;
@@ -100,6 +140,8 @@ interface LanguageDecoders {
   /** The same two, started from a telephone channel's cepstral mean (channel.ts), for narrowband calls. */
   narrowband?: { pool: DecoderPool; loopPool: DecoderPool };
   searches: ReadonlySet<string>;
+  /** Phones per dictionary entry of the compiled grammar (`word(2)` keys as the decoder reports them). */
+  phoneCounts: ReadonlyMap<string, number>;
 }
 
 /** Name of the phone-loop search in the reference decoders. */
@@ -194,7 +236,11 @@ export class GrammarDecoders {
           loopPool.close();
           throw err;
         }
-        const lane: LanguageDecoders = { language, grammar, pool, loopPool, searches };
+        const phoneCounts = new Map(grammar.dict.split('\n').filter(Boolean).map((line) => {
+          const [word, ...phones] = line.trim().split(/\s+/);
+          return [word, phones.length] as const;
+        }));
+        const lane: LanguageDecoders = { language, grammar, pool, loopPool, searches, phoneCounts };
         if (this.options.narrowband !== false) await this.addNarrowband(lane, model.hmm, dir, args, buildPools);
         this.logger?.info(
           {
@@ -235,7 +281,14 @@ export class GrammarDecoders {
     // A fixed language without a grammar here still decodes, with every grammar (logged).
     const chosen = lanes.length > 0 ? lanes : [...this.languages.values()];
     if (wanted !== undefined && lanes.length === 0) logger?.warn({ language: wanted }, 'no grammar for the fixed language; detecting per turn');
-    return new GrammarStream(this.native, chosen, options, this.options.stickiness ?? DEFAULT_STICKINESS, {
+    return new GrammarStream(this.native, chosen, options, {
+      stickiness: this.options.stickiness ?? DEFAULT_STICKINESS,
+      coveragePenalty: this.options.coveragePenalty ?? DEFAULT_COVERAGE_PENALTY,
+      expectedCoverage: this.options.expectedCoverage ?? DEFAULT_EXPECTED_COVERAGE,
+      switchFloor: this.options.switchFloor ?? DEFAULT_SWITCH_FLOOR,
+      firstSwitchFloor: this.options.firstSwitchFloor ?? DEFAULT_FIRST_SWITCH_FLOOR,
+      minArticulationRate: this.options.minArticulationRate ?? DEFAULT_MIN_ARTICULATION_RATE,
+    }, {
       mid: this.options.llrMid ?? DEFAULT_LLR_MID,
       scale: this.options.llrScale ?? DEFAULT_LLR_SCALE,
     }, this.options.minPhoneRate ?? DEFAULT_MIN_PHONE_RATE, this.options.minConfidence ?? DEFAULT_MIN_CONFIDENCE, logger);
@@ -287,6 +340,13 @@ function phoneRate(loopText: string, frames: number | undefined): number {
   return phones.length / Math.max(0.1, frames / 100);
 }
 
+/** Frames the phone loop spent on phones rather than silence: how much speech there was to explain. */
+function speechFrames(loop: AsrFinal): number {
+  let ms = 0;
+  for (const w of loop.words ?? []) if (w.word !== 'SIL') ms += w.endMs - w.startMs;
+  return ms / (1000 / FRAMES_PER_SECOND);
+}
+
 function closeLane(lane: LanguageDecoders): void {
   lane.pool.close();
   lane.loopPool.close();
@@ -308,12 +368,14 @@ export class GrammarStream implements AsrStream {
   private current: string;
   /** Whether the caller has spoken `current` yet: before that it is only the service's default, with no claim. */
   private heard = false;
+  /** Every lane's details of the last final (diagnostics: loadtest/asr-accuracy.ts --trace). */
+  lastLanes: readonly LaneResult[] = [];
 
   constructor(
     native: PocketSphinxNative,
     languages: readonly LanguageDecoders[],
     private readonly options: AsrStreamOptions,
-    private readonly stickiness: number,
+    private readonly policy: LanguagePolicy,
     private readonly calibration: LlrCalibration,
     private readonly minPhoneRate: number,
     private readonly minConfidence: number,
@@ -346,6 +408,7 @@ export class GrammarStream implements AsrStream {
             isComplete: (text) => l.grammar.isComplete(text),
             searches: l.searches,
             searchJsgf: (name) => l.grammar.expectationJsgf[name],
+            phoneCount: (word) => l.phoneCounts.get(word),
           },
         ),
         loop: new PocketSphinxDecoderStream(native, chosen.loopPool, {}, logger, undefined, PHONE_LOOP_SEARCH),
@@ -379,20 +442,23 @@ export class GrammarStream implements AsrStream {
         detail.llr = (1000 * (g.score - ref.score) * LOG_BASE) / Math.max(g.frames, ref.frames);
         detail.loopPerFrame = (1000 * ref.score * LOG_BASE) / ref.frames;
         detail.phoneRate = phoneRate(loopFinals[i].text, ref.frames);
+        const said = speechFrames(loopFinals[i]);
+        if (detail.wordFrames !== undefined && said > 0) detail.speechCoverage = Math.min(1, detail.wordFrames / said);
         // A grammar can fit a steady sound as well as a phone loop can (high LLR): reject what is not speech.
-        // And a sentence forced onto speech it does not match (far below the phone loop) is no result either.
-        if (detail.phoneRate < this.minPhoneRate || llrConfidence(detail.llr, this.calibration) < this.minConfidence) {
+        // And a sentence forced onto speech it does not match (far below the phone loop, or fitted into a fraction of
+        // it with fillers taking the rest) is no result either.
+        const notSpeech = detail.phoneRate < this.minPhoneRate;
+        if (notSpeech || llrConfidence(languageScore(detail, this.policy), this.calibration) < this.minConfidence) {
+          detail.rejected = { text: detail.text, reason: notSpeech ? 'not-speech' : 'low-llr' };
           detail.inGrammar = false;
           detail.text = '';
         }
       }
       return { final: finals[i], detail };
     });
-    const best = chooseLanguage(
-      results.map((r) => r.detail).filter((d): d is LaneResult => d !== undefined),
-      this.current,
-      this.heard ? this.stickiness : 0,
-    );
+    this.lastLanes = results.map((r) => r.detail).filter((d): d is LaneResult => d !== undefined);
+    // Until the caller has spoken a language, the call's default is a weaker prior: no margin, a lower floor.
+    const best = chooseLanguage(this.lastLanes, this.current, this.heard ? this.policy : { ...this.policy, stickiness: 0, switchFloor: this.policy.firstSwitchFloor });
     const winner = best ? results.find((r) => r.detail === best) : undefined;
     this.logger?.debug({ lanes: results.map((r) => r.detail), chosen: best?.language }, 'grammar lanes');
     if (!winner) {
@@ -402,7 +468,7 @@ export class GrammarStream implements AsrStream {
     }
     this.current = winner.final.language;
     this.heard = true;
-    return { ...winner.final, confidence: llrConfidence(best?.llr, this.calibration) };
+    return { ...winner.final, confidence: best ? sentenceConfidence(best, this.policy, this.calibration) : 0 };
   }
 
   expect(expectation: string | undefined): void {
@@ -433,16 +499,54 @@ export class GrammarStream implements AsrStream {
 }
 
 /**
- * The best in-grammar lane by likelihood ratio against its own phone loop (comparable across acoustic
- * models, unlike raw scores); the current language keeps the turn unless another beats it by more than
- * `stickiness`. Undefined when no lane reached a final state of its grammar.
+ * How sure a lane's sentence is: the LLR confidence, with the speech the sentence leaves unexplained counted as the
+ * language choice counts it (a sentence fitted into a fraction of the sound, music as "no", off-topic speech as a
+ * short question, is not sure), scaled down when its words are drawn out far slower than speech (steady noise as
+ * "thanks"). Gated actions (hang-up, transfer, a form's "yes") need it high, so such sounds only ever get a question.
  */
-export function chooseLanguage(results: readonly LaneResult[], current: string, stickiness: number): LaneResult | undefined {
+export function sentenceConfidence(r: LaneResult, policy: CoveragePolicy & Pick<LanguagePolicy, 'minArticulationRate'>, calibration: LlrCalibration): number {
+  const confidence = llrConfidence(languageScore(r, policy), calibration);
+  const rate = r.wordPhones !== undefined && r.wordFrames ? r.wordPhones / (r.wordFrames / FRAMES_PER_SECOND) : undefined;
+  return rate !== undefined && rate < policy.minArticulationRate ? confidence * (rate / policy.minArticulationRate) : confidence;
+}
+
+/** How a turn's language is chosen between the lanes' sentences (see chooseLanguage), and how sure a sentence is. */
+export interface LanguagePolicy {
+  /** LLR margin another language needs over the current one (DEFAULT_STICKINESS). */
+  stickiness: number;
+  /** LLR cost of each share of speech a sentence leaves unexplained beyond the expected (DEFAULT_COVERAGE_PENALTY). */
+  coveragePenalty: number;
+  /** Share of the speech a sentence is expected to explain (DEFAULT_EXPECTED_COVERAGE). */
+  expectedCoverage: number;
+  /** Least score a sentence in another language needs to take the turn (DEFAULT_SWITCH_FLOOR). */
+  switchFloor: number;
+  /** The floor while the current language is only the call's default (DEFAULT_FIRST_SWITCH_FLOOR). */
+  firstSwitchFloor: number;
+  /** Phones per second under which a sentence's confidence is scaled down (DEFAULT_MIN_ARTICULATION_RATE). */
+  minArticulationRate: number;
+}
+
+type CoveragePolicy = Pick<LanguagePolicy, 'coveragePenalty' | 'expectedCoverage'>;
+
+/** A lane's score: its LLR, less the penalty for the speech its sentence leaves unexplained beyond the expected. */
+export function languageScore(r: LaneResult, policy: CoveragePolicy): number {
+  return (r.llr ?? -Infinity) - policy.coveragePenalty * Math.max(0, policy.expectedCoverage - (r.speechCoverage ?? 1));
+}
+
+/**
+ * The best in-grammar lane by likelihood ratio against its own phone loop (comparable across acoustic models,
+ * unlike raw scores), penalised for the speech its sentence leaves to fillers. The current language keeps the turn
+ * unless another scores more than `stickiness` better and at least `switchFloor`; undefined when no lane has a
+ * sentence, or when only another language has one and it is below the floor (the turn stays in the current
+ * language, not understood).
+ */
+export function chooseLanguage(results: readonly LaneResult[], current: string, policy: LanguagePolicy): LaneResult | undefined {
   const inGrammar = results.filter((r) => r.inGrammar);
   if (inGrammar.length === 0) return undefined;
-  const score = (r: LaneResult): number => r.llr ?? -Infinity;
-  const sorted = [...inGrammar].sort((a, b) => score(b) - score(a));
+  const score = (r: LaneResult): number => languageScore(r, policy);
+  const best = [...inGrammar].sort((a, b) => score(b) - score(a))[0];
+  if (best.language === current) return best;
   const mine = inGrammar.find((r) => r.language === current);
-  if (mine && score(sorted[0]) - score(mine) <= stickiness) return mine;
-  return sorted[0];
+  const clear = score(best) >= policy.switchFloor && (!mine || score(best) - score(mine) > policy.stickiness);
+  return clear ? best : mine;
 }

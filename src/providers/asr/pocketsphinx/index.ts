@@ -299,6 +299,8 @@ export interface LaneGrammar {
   searches: ReadonlySet<string>;
   /** The JSGF of a named search, compiled into a decoder when a call on it first needs it. */
   searchJsgf(name: string): string | undefined;
+  /** Phones in a dictionary word as the decoder names it (`thanks(2)`), for the sentence's articulation rate. */
+  phoneCount?(word: string): number | undefined;
 }
 
 /** Details of a grammar lane's last final, for choosing between languages. */
@@ -316,6 +318,21 @@ export interface LaneResult {
   loopPerFrame?: number;
   /** Phones per second of audio in the phone loop's hypothesis (silence excluded). */
   phoneRate?: number;
+  /** Frames decoded (the path's length). */
+  frames?: number;
+  /** False when the final search reached no final state and the best path before the end was a whole sentence. */
+  reachedFinal?: boolean;
+  /** Frames of the sentence's own words (not garbage, silence or noise fillers); unknown for a rescued path. */
+  wordFrames?: number;
+  /** Phones in the sentence's words as decoded (their pronunciations' lengths); with wordFrames, a speaking rate. */
+  wordPhones?: number;
+  /**
+   * Sentence-word frames over the phone loop's speech frames (not SIL), capped at 1: how much of what was said
+   * the sentence explains. Set by the grammar stream.
+   */
+  speechCoverage?: number;
+  /** A sentence the grammar stream set aside, and why (diagnostics). */
+  rejected?: { text: string; reason: 'not-speech' | 'low-llr' };
 }
 
 /** Name of the search ps_init builds from `-jsgf`/`-lm`. */
@@ -558,8 +575,10 @@ export class PocketSphinxDecoderStream implements AsrStream {
           if (rescued && beforeEnd) {
             this.lastScore = { score: beforeEnd.score, frames: this.lastScore.frames };
             rescued.scorePerFrame = beforeEnd.score / this.lastScore.frames;
+            rescued.reachedFinal = false;
           }
           const result = rescued ?? this.grammarResult(ps, raw);
+          result.frames = this.lastScore.frames;
           this.lastResult = result;
           const words = result.inGrammar ? this.words(ps) : [];
           this.resetUtterance();
@@ -613,10 +632,15 @@ export class PocketSphinxDecoderStream implements AsrStream {
   private grammarResult(ps: Ptr, raw: string): LaneResult {
     let sentenceFrames = 0;
     let garbageFrames = 0;
+    let phones: number | undefined = 0;
     for (const seg of raw ? this.native.segments(ps) : []) {
       const frames = seg.endFrame - seg.startFrame + 1;
       if (seg.word.startsWith(GARBAGE_PREFIX)) garbageFrames += frames;
-      else if (!/^[<[+]/.test(seg.word)) sentenceFrames += frames;
+      else if (!/^[<[+]/.test(seg.word)) {
+        sentenceFrames += frames;
+        const n = this.grammar?.phoneCount?.(seg.word);
+        phones = n === undefined || phones === undefined ? undefined : phones + n;
+      }
     }
     const text = sentenceWords(raw).join(' ');
     const { score } = this.native.hypScoreSync(ps);
@@ -628,6 +652,9 @@ export class PocketSphinxDecoderStream implements AsrStream {
       inGrammar: text !== '',
       coverage: speech > 0 ? sentenceFrames / speech : 0,
       scorePerFrame: score / frames,
+      reachedFinal: text !== '',
+      wordFrames: sentenceFrames,
+      ...(phones !== undefined ? { wordPhones: phones } : {}),
     };
   }
 
