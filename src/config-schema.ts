@@ -46,6 +46,14 @@ function providerUnion(branches: Record<string, { properties: Record<string, Sch
 
 /** Several URLs for one remote stage (src/providers/backends.ts). */
 const failover: Schema = obj({ strategy: { enum: ['ordered', 'round-robin'] }, downMs: int(0) }, []);
+/** An OpenAI-compatible server (or several, with failover) and the model asked for there. */
+const remoteEndpoint: Record<string, Schema> = {
+  baseUrl: httpUrl,
+  baseUrls: { type: 'array', minItems: 1, items: httpUrl },
+  failover,
+  model: nonEmpty,
+  apiKey: nonEmpty,
+};
 
 export const CONFIG_SCHEMA: Schema = obj(
   {
@@ -239,11 +247,7 @@ export const CONFIG_SCHEMA: Schema = obj(
         rules: { properties: { rulesPath: nonEmpty } },
         openai: {
           properties: {
-            baseUrl: httpUrl,
-            baseUrls: { type: 'array', minItems: 1, items: httpUrl },
-            failover,
-            model: nonEmpty,
-            apiKey: nonEmpty,
+            ...remoteEndpoint,
             temperature: num(0, 2),
             maxTokens: int(1),
             timeoutMs: ms(1),
@@ -272,11 +276,7 @@ export const CONFIG_SCHEMA: Schema = obj(
       tts: providerUnion({
         'openai-speech': {
           properties: {
-            baseUrl: httpUrl,
-            baseUrls: { type: 'array', minItems: 1, items: httpUrl },
-            failover,
-            model: nonEmpty,
-            apiKey: nonEmpty,
+            ...remoteEndpoint,
             voices: langMap(nonEmpty),
             sampleRate: int(8000, 192_000),
             streamFormat: { const: 'audio' },
