@@ -275,6 +275,39 @@ describe('Twilio <Connect action>', () => {
   }, 40_000);
 });
 
+describe('Twilio <Connect action> for a call this node did not run', () => {
+  const actionUrl = (): string => `${server.httpUrl}/v1/telephony/twilio/connect-action`;
+  const act = async (callSid: string): Promise<string> => {
+    const params = { CallSid: callSid, AccountSid: 'AC' + '0'.repeat(32), CallStatus: 'in-progress' };
+    const res = await fetch(actionUrl(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': computeTwilioSignature(TWILIO_AUTH_TOKEN, actionUrl(), params) },
+      body: new URLSearchParams(params).toString(),
+    });
+    expect(res.status).toBe(200);
+    return res.text();
+  };
+
+  it('hands a call whose node died to a person (default queue), and hangs up a call that ended normally', async () => {
+    const store = server.server.service.store;
+    const owner = server.server.service.networkCallsOwner;
+    // What another node left in the shared call record: one call still open when its node died, one ended.
+    await store.callStarted('lost-call-1', 'twilio', owner, 'CAlost0001', { customerId: 'C-9' });
+    await store.callStarted('done-call-1', 'twilio', owner, 'CAdone0001');
+    store.utterance('lost-call-1', { role: 'caller', turn: 1, text: 'I lost my card', language: 'en' });
+    store.callEnded('done-call-1', 'hangup');
+
+    const lost = await act('CAlost0001');
+    const sip = /<Dial><Sip>(.+)<\/Sip><\/Dial>/.exec(lost)?.[1]?.replaceAll('&amp;', '&') ?? '';
+    const [target, query] = sip.split('?');
+    expect(target).toBe(`sip:desk@127.0.0.1:${deskPort}`);
+    const headers = Object.fromEntries(query.split('&').map((pair) => pair.split('=').map(decodeURIComponent)));
+    expect(headers).toMatchObject({ 'X-Voice-Agent-Call-Id': 'lost-call-1', 'X-Voice-Agent-Queue': 'default' });
+    expect(headers['X-Voice-Agent-Summary']).toMatch(/customer_id=C-9; said="I lost my card"$/);
+    expect(await act('CAdone0001')).toContain('<Hangup/>');
+  }, 20_000);
+});
+
 describe('SIP transfer to a real transferee', () => {
   it('the caller follows the REFER to the desk (SIPp), whose INVITE carries the call id and the summary', async () => {
     const sip = sipServerOf(server.server.service);

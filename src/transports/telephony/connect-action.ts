@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AuthError } from '../../auth/auth.js';
-import { twimlFor, type Handover } from '../../integration/handover.js';
+import { defaultQueue, summarize, targetFor, twimlFor, type Handover, type HandoverFacts } from '../../integration/handover.js';
 import type { VoiceService } from '../../service.js';
 import { verifyTwilioSignature } from './twilio-signature.js';
 
@@ -27,11 +27,14 @@ export class CallOutcomes {
     this.outcomes.set(providerCallId, { handover, expiresAt: now + OUTCOME_TTL_MS });
   }
 
-  /** The decision for this call, once (a second request for it hangs up). */
-  take(providerCallId: string): Handover | null {
+  /** The decision for this call, once; undefined when this process made none (another node's call, or a second request). */
+  take(providerCallId: string): Handover | null | undefined {
     const o = this.outcomes.get(providerCallId);
-    this.outcomes.delete(providerCallId);
-    return o && o.expiresAt > Date.now() ? o.handover : null;
+    if (!o || o.expiresAt <= Date.now()) return undefined;
+    const { handover } = o;
+    // Answered: a replay of the request hangs up rather than dialling again.
+    o.handover = null;
+    return handover;
   }
 }
 
@@ -44,10 +47,52 @@ export function connectActionRoutes(app: FastifyInstance, service: VoiceService,
     const params = isStringRecord(request.body) ? request.body : {};
     if (!(await admitted(service, request, reply, params, publicUrls))) return;
     const callSid = params.CallSid ?? '';
-    const handover = /^[A-Za-z0-9]{1,64}$/.test(callSid) ? outcomes.take(callSid) : null;
-    request.log.info({ providerCallId: callSid, queue: handover?.queue ?? null, dial: Boolean(handover?.target) }, 'twilio connect action answered');
+    const valid = /^[A-Za-z0-9]{1,64}$/.test(callSid);
+    // This process's own decision first; else the shared call record (the stream ran on another node, or on one that died).
+    const handover = valid ? (outcomes.take(callSid) ?? (await handoverFromRecord(service, callSid))) : null;
+    request.log.info({ providerCallId: callSid, queue: handover?.queue ?? null, reason: handover?.reason ?? null, dial: Boolean(handover?.target) }, 'twilio connect action answered');
     return reply.type('text/xml; charset=utf-8').send(twimlFor(handover));
   });
+}
+
+/** How long a call record still open is watched for its end before its node is taken for dead. */
+const OPEN_RECORD_WAIT_MS = 2000;
+
+/**
+ * What to do with a call this process has no decision for, from the call record (shared across nodes on
+ * PostgreSQL): a transfer is dialled as recorded; a call that ended normally hangs up; a call whose node was lost
+ * (`node_lost`, or still open after OPEN_RECORD_WAIT_MS although its stream is gone) goes to a person on the
+ * default queue rather than silence. A call the record does not know hangs up.
+ */
+async function handoverFromRecord(service: VoiceService, callSid: string): Promise<Handover | null> {
+  const callId = await service.store.idForNetworkId(callSid);
+  if (!callId) return null;
+  const deadline = performance.now() + OPEN_RECORD_WAIT_MS;
+  let record = await service.store.get(callId, service.networkCallsOwner);
+  // A node that is alive writes the end of its call within its flush interval.
+  while (record && record.ended_at === null && performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    record = await service.store.get(callId, service.networkCallsOwner);
+  }
+  if (!record) return null;
+  const lastWords = record.transcript.findLast((t) => t.role === 'caller')?.text;
+  const facts: HandoverFacts = {
+    language: record.transcript.at(-1)?.language ?? service.config.agent.defaultLanguage,
+    intents: [],
+    slots: {},
+    ...(lastWords ? { lastWords } : {}),
+    notUnderstood: record.transcript.filter((t) => t.status === 'not_understood').length,
+    caller: record.customer_id ? { customer_id: record.customer_id } : ({} as Record<string, string>),
+  };
+  if (record.transfer) {
+    const { queue, reason, target } = record.transfer;
+    return { callId, queue, ...(reason ? { reason } : {}), ...(target ? { target } : {}), summary: summarize(facts), facts };
+  }
+  if (record.ended_at !== null && record.end_reason !== 'node_lost') return null;
+  const config = service.providers.handover;
+  const queue = defaultQueue(config);
+  const target = targetFor(config, queue, service.config.sip.transferTarget);
+  return { callId, queue, reason: 'node_lost', ...(target ? { target } : {}), summary: summarize(facts, config?.summaryMaxChars), facts };
 }
 
 /** Twilio's signature over the URL and the POST parameters when an auth token is set; otherwise an API key. */
