@@ -8,6 +8,7 @@
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { ServiceConfig } from './config.js';
+import { WEBHOOK_EVENTS } from './integration/webhooks.js';
 
 type Schema = Record<string, unknown>;
 
@@ -343,7 +344,7 @@ export const CONFIG_SCHEMA: Schema = obj(
             // Empty: off.
             url: { type: 'string', pattern: '^(https?://.+)?$' },
             secretEnv: { type: 'string', pattern: '^[A-Z_][A-Z0-9_]*$' },
-            events: { type: 'array', items: { enum: ['call.started', 'call.ended', 'tool.executed', 'call.transfer'] } },
+            events: { type: 'array', items: { enum: [...WEBHOOK_EVENTS] } },
             timeoutMs: ms(100),
             maxAttempts: int(1, 50),
             backoffMs: ms(1),

@@ -326,6 +326,7 @@ export class VoiceService {
           { role: 'agent', turn: event.turn, text: event.text, language: this.sessions.get(callId)?.language ?? '', status: event.status },
           event.status === 'completed',
         );
+        this.turnEvent(callId, event.turn, event.text, event.status);
       } else if (event.type === 'turn.metrics') {
         this.store.turnMetrics(callId, event.metrics);
       } else if (event.type === 'call.action' && event.action === 'transfer') {
@@ -334,6 +335,24 @@ export class VoiceService {
     } catch (err) {
       log.error({ err, event: event.type }, 'call record write failed');
     }
+  }
+
+  /**
+   * `call.turn` (opt-in, integration.webhooks.events): a finished turn, the caller's words and the agent's as the
+   * call record has them (masked where it masks them), for a CRM that follows the conversation live.
+   */
+  private turnEvent(callId: string, turn: number, agentText: string, status: string): void {
+    const session = this.sessions.get(callId);
+    if (!this.webhooks || !session) return;
+    const said = session.transcript.findLast((t) => t.role === 'caller' && t.turn === turn);
+    this.webhooks.emit(callId, 'call.turn', {
+      turn,
+      caller_text: said?.text ?? null,
+      caller_language: said?.language ?? null,
+      agent_text: agentText,
+      status,
+      language: session.language,
+    });
   }
 
   /** The agent handed the caller to a person: the record notes where and why, the operator gets the context. */

@@ -134,3 +134,35 @@ describe('a call\'s webhooks against a receiver that is down at first', () => {
     expect(metrics).toMatch(/voice_agent_webhook_attempts_total\{outcome="network"\} 3/);
   }, 25_000);
 });
+
+describe('turn events (opt-in)', () => {
+  let server: TestServer;
+  let receiver: OperatorService;
+  beforeAll(async () => {
+    process.env[SECRET_ENV] = SECRET;
+    receiver = await startOperatorService(SECRET);
+    server = await startTestServer({
+      providers: { asr: { provider: 'pocketsphinx', grammar: 'off' } },
+      integration: { webhooks: { url: `${receiver.url}/events`, secretEnv: SECRET_ENV, events: ['call.started', 'call.turn', 'call.ended'] } },
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await server?.stop();
+    await receiver?.close();
+  });
+
+  it('each finished turn goes out with what the caller said and what the agent answered, in order', async () => {
+    const caller = new TextCaller(server.wsUrl, { apiKey: TEST_API_KEY });
+    const callId = await caller.open();
+    const time = await caller.say('what time is it');
+    await caller.say('thanks, goodbye');
+    await caller.close();
+    const hooks = server.server.service.webhooks;
+    for (let i = 0; i < 100 && !receiver.requests.some((r) => (r.json as WebhookEvent).type === 'call.ended'); i++) await hooks?.idle(200);
+    const events = receiver.requests.map((r) => r.json as WebhookEvent).filter((e) => e.call_id === callId);
+    expect(events.map((e) => e.type)).toEqual(['call.started', 'call.turn', 'call.turn', 'call.ended']);
+    expect(events[1].data).toMatchObject({ turn: 1, caller_text: 'what time is it', agent_text: time.text, status: 'completed', language: 'en' });
+    expect(events[2].data).toMatchObject({ turn: 2, caller_text: 'thanks, goodbye' });
+    expect(receiver.requests.every((r) => r.signed)).toBe(true);
+  }, 25_000);
+});

@@ -10,15 +10,17 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { IDEMPOTENCY_HEADER, secretFromEnv, signatureHeaders } from './signing.js';
 
-export const WEBHOOK_EVENTS = ['call.started', 'call.ended', 'tool.executed', 'call.transfer'] as const;
+export const WEBHOOK_EVENTS = ['call.started', 'call.ended', 'tool.executed', 'call.transfer', 'call.turn'] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENTS)[number];
+/** Sent unless `events` says otherwise: `call.turn` (one per turn, with what was said) only when asked for. */
+export const DEFAULT_WEBHOOK_EVENTS: WebhookEventType[] = WEBHOOK_EVENTS.filter((e) => e !== 'call.turn');
 
 export interface WebhooksConfig {
   /** Receiver URL; empty: webhooks are off. */
   url: string;
   /** Env var holding the HMAC secret (never the secret itself in a file). */
   secretEnv: string;
-  /** Which events to send (default: all). */
+  /** Which events to send (default: all but `call.turn`). */
   events: WebhookEventType[];
   /** Per attempt. */
   timeoutMs: number;
@@ -34,7 +36,7 @@ export interface WebhooksConfig {
 export const DEFAULT_WEBHOOKS: WebhooksConfig = {
   url: '',
   secretEnv: 'VOICE_AGENT_WEBHOOK_SECRET',
-  events: [...WEBHOOK_EVENTS],
+  events: [...DEFAULT_WEBHOOK_EVENTS],
   timeoutMs: 5000,
   maxAttempts: 8,
   backoffMs: 500,
