@@ -235,6 +235,7 @@ export class VoiceService {
         llm: agent.llm,
         asr: agent.asr,
         handover: agent.handover,
+        voices: agent.voices,
         tools: webhooks ? observedTools(callTools, (type, data) => webhooks.emit(callId, type, data)) : callTools,
       },
       agent: { name: agent.name, version: agent.version },

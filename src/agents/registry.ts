@@ -41,6 +41,8 @@ export interface AgentVersion {
   readonly grammarKey?: string;
   /** Where this agent's transfers go (its file's `handover`; src/integration/handover.ts). */
   readonly handover?: HandoverConfig;
+  /** Its own voice per language (its file's `voices`). */
+  readonly voices?: Readonly<Record<string, string>>;
 }
 
 /** A call asked for an agent this deployment does not have, or dialled a number no agent answers. */
@@ -117,6 +119,7 @@ export class AgentRegistry extends EventEmitter {
       tools: shared.tools,
       asr: shared.asr,
       ...(shared.handover ? { handover: shared.handover } : {}),
+      ...(shared.voices ? { voices: shared.voices } : {}),
     };
   }
 
@@ -275,7 +278,14 @@ export class AgentRegistry extends EventEmitter {
     const log = this.logger.child({ agent: entry.name, agentVersion: version });
     const agentTools = agentToolsOfJson(raw, entry.file);
     const tools = createToolExecutor(this.config.agent.tools, agentTools, log.child({ component: 'tools' }));
-    const base = { name: entry.name, version, llm, tools, ...(agentTools.handover ? { handover: agentTools.handover } : {}) };
+    const base = {
+      name: entry.name,
+      version,
+      llm,
+      tools,
+      ...(agentTools.handover ? { handover: agentTools.handover } : {}),
+      ...(agentTools.voices ? { voices: agentTools.voices } : {}),
+    };
     const asrConfig = this.config.providers.asr;
     const asr = this.shared.asr;
     if (asrConfig.provider !== 'pocketsphinx' || !grammarWanted(asrConfig.grammar, 'rules') || !isAgentGrammarAware(asr)) return { ...base, asr };

@@ -56,6 +56,8 @@ export interface AgentToolsFile {
   toolDefaults?: HttpToolDefaults;
   /** Where transfers go and when a person is offered (src/integration/handover.ts). */
   handover?: HandoverConfig;
+  /** The agent's own voice per language (a TTS voice name, e.g. `{ "en": "en-GB", "es": "es-ES" }`). */
+  voices?: Record<string, string>;
 }
 
 const DEFAULT_TIMEOUT_MS = 4000;
@@ -302,10 +304,14 @@ export function agentToolsOfJson(raw: unknown, source: string): AgentToolsFile {
   const problems: string[] = [];
   validateHttpTools(raw.tools, raw.toolDefaults, (where, msg) => problems.push(`${where}: ${msg}`));
   validateHandover(raw.handover, (where, msg) => problems.push(`${where}: ${msg}`));
+  if (raw.voices !== undefined && !(isRecord(raw.voices) && Object.entries(raw.voices).every(([k, v]) => /^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$/.test(k) && typeof v === 'string' && v.length > 0 && v.length <= 100))) {
+    problems.push('voices: must map language tags to voice names, e.g. { "en": "en-GB" }');
+  }
   if (problems.length > 0) throw new Error(`${source}: invalid tools:\n  - ${problems.join('\n  - ')}`);
   return {
     tools: raw.tools as HttpToolSpec[] | undefined,
     toolDefaults: raw.toolDefaults as HttpToolDefaults | undefined,
     ...(raw.handover !== undefined ? { handover: raw.handover as HandoverConfig } : {}),
+    ...(raw.voices !== undefined ? { voices: raw.voices as Record<string, string> } : {}),
   };
 }

@@ -30,6 +30,7 @@ export function createProviders(config: ServiceConfig, logger: Logger): SessionP
     tts: createTtsProvider(tts, logger.child({ provider: 'tts' })),
     tools: createToolExecutor(config.agent.tools, agentTools, logger.child({ component: 'tools' })),
     ...(agentTools.handover ? { handover: agentTools.handover } : {}),
+    ...(agentTools.voices ? { voices: agentTools.voices } : {}),
   };
 }
 

@@ -42,6 +42,8 @@ export interface ReplyDeps {
   clock?: Clock;
   /** False: the reply is delivered as text only (a text client), never synthesized. */
   spoken?: boolean;
+  /** The agent's voice per language (language tag or its primary subtag → a TTS voice name). */
+  voices?: Readonly<Record<string, string>> | undefined;
 }
 
 /** Where a committed reply's events and audio go. Until a reply is committed they are held back. */
@@ -310,7 +312,8 @@ export class ReplyTask {
       const framer = new Framer();
       const requested = this.clock.now();
       try {
-        const chunks = tts.synthesize(text, { language: this.language, signal });
+        const voice = this.deps.voices?.[this.language] ?? this.deps.voices?.[this.language.split('-')[0]];
+        const chunks = tts.synthesize(text, { language: this.language, signal, ...(voice ? { voice } : {}) });
         for await (const chunk of timedStream(chunks, this.deps.agent.ttsTimeoutMs, this.deps.agent.ttsTimeoutMs, 'speech synthesis', this.clock)) {
           if (signal.aborted) break;
           if (this.stages.ttsFirstAudioMs === undefined && chunk.length > 0) {

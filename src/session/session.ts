@@ -32,6 +32,8 @@ export interface SessionProviders {
   tools: ToolExecutor;
   /** The agent file's `handover` section: where transfers go (src/integration/handover.ts). */
   handover?: HandoverConfig;
+  /** The agent's own voice per language (its file's `voices`); the TTS's default voice otherwise. */
+  voices?: Readonly<Record<string, string>>;
 }
 
 /** Where a session's events and agent audio go: implemented by each transport. */
@@ -644,7 +646,7 @@ export class Session {
     const { tts } = this.providers;
     const noTools: ToolExecutor = { definitions: () => [], execute: async () => ({ content: '{}' }) };
     const task = new ReplyTask(
-      { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log, clock: this.clock, spoken: this.spoken },
+      { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log, clock: this.clock, spoken: this.spoken, voices: this.providers.voices },
       this.turnCounter,
       this.language,
       [],
@@ -678,7 +680,7 @@ export class Session {
     const { llm, tts, tools } = this.providers;
     const history = this.conversation.messages;
     const messages: ChatMessage[] = userText === null ? [...history] : [...history, this.userMessage(userText, input)];
-    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller, clock: this.clock, spoken: this.spoken }, turn, language, messages);
+    return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller, clock: this.clock, spoken: this.spoken, voices: this.providers.voices }, turn, language, messages);
   }
 
   private sendFrame(frame: OutboundFrame, playoutAtMs: number): void {

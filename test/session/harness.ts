@@ -102,9 +102,12 @@ class WordTts implements TtsProvider {
   readonly name = 'word-tts';
   readonly languages = ['en'];
   private words = 0;
+  /** The voice asked for with each text synthesized (undefined: the provider's default). */
+  readonly voices: (string | undefined)[] = [];
   constructor(private readonly loud: boolean) {}
   async load(): Promise<void> {}
   async *synthesize(text: string, options: TtsOptions): AsyncIterable<Int16Array> {
+    this.voices.push(options.voice);
     for (const _word of text.split(/\s+/).filter(Boolean)) {
       if (options.signal?.aborted) return;
       if (!this.loud) {
@@ -162,6 +165,8 @@ export interface HarnessOptions {
   tools?: ToolExecutor;
   /** The agent's audio at speech-like levels (for echo tests) instead of near silence. */
   loudAgent?: boolean;
+  /** The agent's voices per language (its file's `voices`). */
+  voices?: Record<string, string>;
 }
 
 export class CallHarness {
@@ -171,6 +176,7 @@ export class CallHarness {
   readonly audio: { atMs: number; frame: OutboundFrame }[] = [];
   readonly asr = new ScriptedAsr();
   readonly vad = new ScriptedVad();
+  readonly tts: WordTts;
   readonly metrics = new RecordingMetrics();
   /** The messages each LLM request saw, in order. */
   readonly llmRequests: (readonly ChatMessage[])[] = [];
@@ -186,6 +192,7 @@ export class CallHarness {
     const echoGuard = { ...DEFAULT_ECHO_GUARD, enabled: options.loudAgent === true };
     this.config = mergeConfig(mergeConfig(DEFAULT_CONFIG, { turn: { echoGuard } }), options.config ?? {});
     const agent = options.agent ?? echoAgent;
+    this.tts = new WordTts(options.loudAgent === true);
     const llm =
       options.llm ??
       new ScriptedLlm((messages) => {
@@ -195,7 +202,7 @@ export class CallHarness {
     this.session = new Session({
       callId: 'call-under-test',
       transport: 'test',
-      providers: { vad: this.vad, asr: this.asr, llm, tts: new WordTts(options.loudAgent === true), tools: options.tools ?? noTools },
+      providers: { vad: this.vad, asr: this.asr, llm, tts: this.tts, tools: options.tools ?? noTools, ...(options.voices ? { voices: options.voices } : {}) },
       config: this.config,
       logger: options.logger ?? pino({ level: 'silent' }),
       metrics: this.metrics,
