@@ -155,7 +155,8 @@ describe('LlamaCppLlm (no model needed)', () => {
 
   it('converts tool schemas to the GBNF subset, optional properties nullable', () => {
     const [time, book, transfer] = new ToolRegistry().definitions();
-    expect(paramsToGbnf(transfer.parameters)).toBeUndefined();
+    // Optional queue and reason (no queues configured: any string), both nullable.
+    expect(paramsToGbnf(transfer.parameters)).toMatchObject({ type: 'object', properties: { reason: { oneOf: [{ type: 'string' }, { type: 'null' }] } } });
     expect(paramsToGbnf(time.parameters)).toEqual({
       type: 'object',
       properties: {

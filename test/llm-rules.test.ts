@@ -363,7 +363,7 @@ describe('createLlmProvider', () => {
     expect(createLlmProvider({ provider: 'rules' }, log).name).toBe('rules');
     expect(createLlmProvider({ provider: 'openai', baseUrl: 'http://127.0.0.1:1/v1', model: 'm' }, log).name).toBe('openai');
     expect(createLlmProvider({ provider: 'llamacpp', modelPath: '/x.gguf' }, log).name).toBe('llamacpp');
-    expect(() => createLlmProvider({ provider: 'openai', baseUrl: '', model: 'm' }, log)).toThrow(/needs baseUrl and model/);
+    expect(() => createLlmProvider({ provider: 'openai', baseUrl: '', model: 'm' }, log)).toThrow(/needs baseUrl \(or baseUrls\) and model/);
     expect(() => createLlmProvider({ provider: 'llamacpp', modelPath: '' }, log)).toThrow(/needs modelPath/);
     expect(() => createLlmProvider({ provider: 'gpt' } as unknown as LlmConfig, log)).toThrow(/unknown provider "gpt"/);
   });
