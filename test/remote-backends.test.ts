@@ -582,7 +582,7 @@ describe('a call whose voice is remote', () => {
       // Text turns: the recogniser is not used, so none of its grammars are compiled.
       providers: { asr: { provider: 'pocketsphinx', grammar: 'off', spareDecoders: 1 }, tts: { provider: 'openai-speech', baseUrl: dying.base, model: 'm', voices: { en: 'af_heart' }, embeddedFallback: 'espeak', espeakEngine: 'process', idleTimeoutMs: 1000 } },
     });
-    const caller = new TextCaller(service.wsUrl, { apiKey: TEST_API_KEY });
+    const caller = new TextCaller(service.wsUrl, { apiKey: TEST_API_KEY }, { spoken: true });
     await caller.open();
     const t0 = performance.now();
     const first = await caller.say('What time is it?');

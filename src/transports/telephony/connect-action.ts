@@ -49,7 +49,8 @@ export function connectActionRoutes(app: FastifyInstance, service: VoiceService,
     const callSid = params.CallSid ?? '';
     const valid = /^[A-Za-z0-9]{1,64}$/.test(callSid);
     // This process's own decision first; else the shared call record (the stream ran on another node, or on one that died).
-    const handover = valid ? (outcomes.take(callSid) ?? (await handoverFromRecord(service, callSid))) : null;
+    const own = valid ? outcomes.take(callSid) : null;
+    const handover = own !== undefined ? own : await handoverFromRecord(service, callSid);
     request.log.info({ providerCallId: callSid, queue: handover?.queue ?? null, reason: handover?.reason ?? null, dial: Boolean(handover?.target) }, 'twilio connect action answered');
     return reply.type('text/xml; charset=utf-8').send(twimlFor(handover));
   });
