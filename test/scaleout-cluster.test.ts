@@ -4,13 +4,16 @@
  * deploy/kamailio in front. Shows: device calls through HAProxy spread over the nodes; any node serves any call's
  * record (transcript included) from PostgreSQL; the per-key cap holds across nodes; SIGKILL of one node leaves
  * the other nodes' calls talking, its record is closed as `node_lost` and its slots come back once its lease
- * lapses; SIP INVITEs through Kamailio land on different nodes and their records are shared too.
+ * lapses; SIP INVITEs through Kamailio land on different nodes and their records are shared too; with `openssl`,
+ * a call through HAProxy's wss:// door (throwaway CA) and every node's database connection on verified TLS.
  */
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { HAPROXY, KAMAILIO, startLocalCluster, type LocalCluster } from '../src/cluster/local.js';
 import { postgresBinDir } from '../src/cluster/postgres.js';
+import { OPENSSL } from '../src/cluster/tls.js';
 import { callThroughProxy } from './helpers/sip-proxy.js';
 import { endDeviceCall, openDeviceCall, type DeviceCall as Call } from './helpers/device-call.js';
 
@@ -103,6 +106,27 @@ describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind 
     }
     // Through the front door too, wherever HAProxy sends the request.
     expect((await record(cluster!.httpUrl!, calls[2].callId)).status).toBe(200);
+  });
+
+  it.skipIf(!OPENSSL)('answers a call on the wss:// front door, and every node reaches PostgreSQL over TLS', async () => {
+    const ca = readFileSync(cluster!.caFile!);
+    const c = await openDeviceCall(`${cluster!.httpsUrl!.replace('https', 'wss')}/v1/ws`, { authorization: `Bearer ${cluster!.apiKey}` }, 10_000, { ca });
+    open.add(c.ws);
+    expect(await nodeOf(c.callId)).toMatch(/^node\d$/);
+    expect(await alive(c)).toBe(true);
+    await hangUp(c);
+    // Every node's pool (application_name "voice-agent nodeN") holds connections, each one TLS.
+    const conns = (
+      await db!.query<{ app: string; ssl: boolean }>(
+        "SELECT a.application_name AS app, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name LIKE 'voice-agent node%'",
+      )
+    ).rows;
+    expect(new Set(conns.map((r) => r.app))).toEqual(new Set(cluster!.nodes.map((n) => `voice-agent ${n.name}`)));
+    expect(conns.every((r) => r.ssl)).toBe(true);
+    // And a client that would talk in clear text is refused (pg_hba: hostssl only).
+    const plain = new pg.Client({ connectionString: cluster!.databaseUrl.replace(/\?.*$/, '') });
+    await expect(plain.connect()).rejects.toThrow(/no pg_hba.conf entry|SSL off/);
+    await plain.end().catch(() => undefined);
   });
 
   it('holds the per-key cap across nodes', async () => {

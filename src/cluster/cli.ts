@@ -33,6 +33,7 @@ async function main(): Promise<void> {
     '',
     `front door (HAProxy):  ${cluster.httpUrl ?? '(haproxy not installed)'}`,
     ...(cluster.httpUrl ? [`  device WebSocket:     ${cluster.httpUrl.replace('http', 'ws')}/v1/ws`, `  realtime API:         ${cluster.httpUrl.replace('http', 'ws')}/v1/realtime`] : []),
+    ...(cluster.httpsUrl ? [`  over TLS:             ${cluster.httpsUrl.replace('https', 'wss')}/v1/ws  (trust ${cluster.caFile}, e.g. NODE_EXTRA_CA_CERTS=${cluster.caFile})`] : []),
     `SIP (Kamailio):        ${cluster.sipUri ?? '(kamailio not installed)'}`,
     `API key:               ${cluster.apiKey}`,
     `database:              ${cluster.databaseUrl}`,

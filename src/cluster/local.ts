@@ -8,6 +8,7 @@ import { hashApiKey } from '../auth/auth.js';
 import { mergeConfig, type ConfigOverrides } from '../config.js';
 import { startPostgres, type LocalPostgres } from './postgres.js';
 import { canBind, freePort, stopChild } from './processes.js';
+import { makeLocalPki, OPENSSL, type LocalPki } from './tls.js';
 
 /**
  * A whole cluster on one machine (`npm run cluster -- --nodes 3`, and test/scaleout-cluster.test.ts):
@@ -15,7 +16,8 @@ import { canBind, freePort, stopChild } from './processes.js';
  * (deploy/haproxy/haproxy.cfg), Kamailio in front of their SIP (deploy/kamailio/kamailio.cfg, dispatcher) and
  * N nodes, each its own `src/main.ts` process, all unprivileged on loopback: node i on 127.0.0.(i+1) where
  * the host answers on those addresses (Linux does), else on 127.0.0.1 with ports of their own. The nodes share
- * the token and SIP nonce secrets and one API key, as production nodes must (docs/scale-out.md).
+ * the token and SIP nonce secrets and one API key, as production nodes must (docs/scale-out.md). With `openssl`
+ * installed, HAProxy also serves wss:// and the nodes reach PostgreSQL over verified TLS (a throwaway CA).
  */
 export interface LocalClusterOptions {
   nodes: number;
@@ -30,6 +32,11 @@ export interface LocalClusterOptions {
   kamailio?: boolean;
   /** The nodes' log level (default 'info'); logs go to <dir>/nodeN.log. */
   logLevel?: string;
+  /**
+   * TLS with a throwaway CA (src/cluster/tls.ts): HAProxy's wss:// front door and the throwaway database's
+   * connections (sslmode=verify-full). Default: on where `openssl` is installed.
+   */
+  tls?: boolean;
   /** A durable throwaway database (fsync on); off by default, for speed. */
   durable?: boolean;
   /** How long to wait for a node's /healthz to say ready (models load first). */
@@ -53,6 +60,10 @@ export interface LocalCluster {
   nodes: ClusterNode[];
   /** HAProxy's front door (http://127.0.0.1:port), or null without HAProxy. */
   httpUrl: string | null;
+  /** HAProxy's TLS front door (https://127.0.0.1:port), or null without HAProxy or TLS. */
+  httpsUrl: string | null;
+  /** The throwaway CA's certificate (PEM file) clients trust for httpsUrl and the database, or null without TLS. */
+  caFile: string | null;
   /** Kamailio's address (sip:127.0.0.1:port), or null without Kamailio. */
   sipUri: string | null;
   stop(): Promise<void>;
@@ -145,10 +156,11 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     return child;
   };
   try {
+    const pki: LocalPki | null = options.tls !== false && OPENSSL ? makeLocalPki(dir) : null;
     if (options.databaseUrl) {
       // The given database; nothing to start or stop.
     } else {
-      database = await startPostgres({ durable: options.durable });
+      database = await startPostgres({ durable: options.durable, tls: pki ?? undefined });
     }
     const databaseUrl = options.databaseUrl ?? database!.url;
     const apiKey = options.apiKey ?? `va-${randomBytes(24).toString('base64url')}`;
@@ -195,11 +207,18 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     );
 
     let httpUrl: string | null = null;
+    let httpsUrl: string | null = null;
     if (options.haproxy !== false && HAPROXY) {
       const port = await freePort('127.0.0.1');
       const cfg = path.join(dir, 'haproxy.cfg');
       writeFileSync(cfg, haproxyConfig(nodes.length));
       const env: NodeJS.ProcessEnv = { ...process.env, VOICE_AGENT_FRONT: `127.0.0.1:${port}`, VOICE_AGENT_MAXCONN: process.env.VOICE_AGENT_MAXCONN ?? '1000' };
+      if (pki) {
+        const tlsPort = await freePort('127.0.0.1');
+        env.VOICE_AGENT_FRONT_TLS = `127.0.0.1:${tlsPort}`;
+        env.VOICE_AGENT_TLS_PEM = pki.bundle;
+        httpsUrl = `https://127.0.0.1:${tlsPort}`;
+      }
       nodes.forEach((n, i) => (env[`VOICE_AGENT_NODE${i + 1}`] = `${n.address}:${n.httpPort}`));
       const child = spawnLogged(HAPROXY, ['-db', '-f', cfg], env);
       httpUrl = `http://127.0.0.1:${port}`;
@@ -216,7 +235,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       sipUri = `sip:127.0.0.1:${port}`;
       await waitFor('kamailio', () => sipAlive(port), child, 10_000, () => logs.get(child) ?? '');
     }
-    return { dir, apiKey, databaseUrl, nodes, httpUrl, sipUri, stop };
+    return { dir, apiKey, databaseUrl, nodes, httpUrl, httpsUrl, caFile: pki?.ca ?? null, sipUri, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -34,8 +34,18 @@ function asDbUser(bin: string, args: string[]): [string, string[]] {
   return isRoot() ? ['setpriv', ['--reuid=postgres', '--regid=postgres', '--init-groups', '--', bin, ...args]] : [bin, args];
 }
 
-/** Start one in a fresh temp dir (its own, top level: the postgres user must reach it); stop() removes it. */
-export async function startPostgres(options: { durable?: boolean } = {}): Promise<LocalPostgres> {
+/** Server certificate and key PostgreSQL serves TLS with, and the CA clients verify it by (src/cluster/tls.ts). */
+export interface PostgresTls {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+/**
+ * Start one in a fresh temp dir (its own, top level: the postgres user must reach it); stop() removes it.
+ * With `tls`, it runs with ssl=on and the URL asks for sslmode=verify-full against the given CA.
+ */
+export async function startPostgres(options: { durable?: boolean; tls?: PostgresTls } = {}): Promise<LocalPostgres> {
   const bin = postgresBinDir();
   if (!bin) throw new Error('PostgreSQL binaries not found (apt-get install postgresql, or set PG_BINDIR)');
   const dir = mkdtempSync(path.join(tmpdir(), 'voice-agent-pg-'));
@@ -52,14 +62,28 @@ export async function startPostgres(options: { durable?: boolean } = {}): Promis
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`initdb failed: ${init.stderr || init.error?.message}`);
   }
+  const tlsSettings: string[] = [];
+  if (options.tls) {
+    // PostgreSQL reads the key as its own user and refuses one others can read: copies in its dir, its own, 0600.
+    const cert = path.join(dir, 'server.pem');
+    const key = path.join(dir, 'server.key');
+    copyFileSync(options.tls.cert, cert);
+    copyFileSync(options.tls.key, key);
+    chmodSync(key, 0o600);
+    if (isRoot()) for (const f of [cert, key]) chownSync(f, statSync(dir).uid, statSync(dir).gid);
+    // TLS or nothing over TCP: a node that would connect in clear text is refused, not served.
+    writeFileSync(path.join(data, 'pg_hba.conf'), 'local all all trust\nhostssl all all 127.0.0.1/32 trust\n');
+    tlsSettings.push('-c', 'ssl=on', '-c', `ssl_cert_file=${cert}`, '-c', `ssl_key_file=${key}`);
+  }
   const port = await freePort('127.0.0.1');
   // Loopback only (listen_addresses), sockets in our own directory; fsync off for throwaway test clusters.
-  const settings = ['-c', `listen_addresses=127.0.0.1`, '-p', String(port), '-k', dir, '-c', 'max_connections=200', ...(options.durable ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'])];
+  const settings = ['-c', `listen_addresses=127.0.0.1`, '-p', String(port), '-k', dir, '-c', 'max_connections=200', ...tlsSettings, ...(options.durable ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'])];
   const [pgBin, pgArgs] = asDbUser(path.join(bin, 'postgres'), ['-D', data, ...settings]);
   let log = '';
   const child = spawn(pgBin, pgArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
   child.stderr?.on('data', (d: Buffer) => (log = (log + d.toString('utf8')).slice(-8000)));
-  const url = `postgres://voice_agent@127.0.0.1:${port}/postgres`;
+  const ssl = options.tls ? `?sslmode=verify-full&sslrootcert=${encodeURIComponent(options.tls.ca)}` : '';
+  const url = `postgres://voice_agent@127.0.0.1:${port}/postgres${ssl}`;
   const stop = async (): Promise<void> => {
     await stopChild(child, 'SIGINT', 10_000);
     rmSync(dir, { recursive: true, force: true });

@@ -9,10 +9,11 @@ export interface DeviceCall {
 
 /**
  * Open a device call on `url` (a /v1/ws URL); resolves at session.started, rejects with the refusal: "refused
- * with HTTP N" before the upgrade, or the `error` event's code (e.g. session_limit) after it.
+ * with HTTP N" before the upgrade, or the `error` event's code (e.g. session_limit) after it. `options`: the ws
+ * client's own (e.g. `ca` for a wss:// URL).
  */
-export function openDeviceCall(url: string, headers: Record<string, string> = {}, timeoutMs = 5000): Promise<DeviceCall> {
-  const ws = new WebSocket(url, { headers });
+export function openDeviceCall(url: string, headers: Record<string, string> = {}, timeoutMs = 5000, options: WebSocket.ClientOptions = {}): Promise<DeviceCall> {
+  const ws = new WebSocket(url, { ...options, headers });
   const events: Array<Record<string, unknown>> = [];
   return new Promise<DeviceCall>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no session.started within ${timeoutMs} ms`)), timeoutMs);
