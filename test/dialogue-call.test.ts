@@ -1,6 +1,7 @@
 /**
  * Whole spoken dialogues on the embedded default: caller speech → grammar-aware PocketSphinx (the grammar compiled
- * from the agent, the slot asked for weighted up) → the dialogue engine → speech back. A booking is carried to the
+ * from the agent, the slot asked for weighted up) → the dialogue engine → the reply (as text on the device
+ * WebSocket, spoken on the phone line). A booking is carried to the
  * end in English on the device WebSocket and over a Twilio-format phone line (µ-law 8 kHz), and in Spanish when
  * its acoustic model is present; each is booked exactly once and only after the caller's spoken yes.
  */
@@ -26,13 +27,19 @@ afterAll(async () => {
   await server?.stop();
 });
 
+/**
+ * The device dialogues hear the agent's replies as text (`replies=text`): what is tested is the caller's speech
+ * understood and the dialogue carried; the phone-line dialogue below hears them spoken, in real time.
+ */
+const textReplies = (): string => `${server.wsUrl}?replies=text`;
+
 interface SpokenTurn {
   heard: string;
   language: string;
   reply: string;
 }
 
-/** One caller turn on the device WebSocket: the speech in real time, then silence until the reply has played. */
+/** One caller turn on the device WebSocket: the speech in real time, then silence until the reply is done. */
 async function deviceTurn(device: TestDevice, pcm: Int16Array): Promise<SpokenTurn> {
   const since = performance.now();
   await device.stream(pcm);
@@ -58,7 +65,7 @@ describe('a spoken booking, carried to the end', () => {
     const lines = await Promise.all(
       ['I would like to book a table for four.', 'Tomorrow.', 'Half past seven.', 'My name is Anna.', 'Yes.', 'What did I book?'].map((t) => speak(t)),
     );
-    const device = new TestDevice(server.wsUrl);
+    const device = new TestDevice(textReplies());
     await device.connect();
     try {
       const [ask, date, time, name, confirm, state] = await bookBySpeech(device, lines);
@@ -83,7 +90,7 @@ describe('a spoken booking, carried to the end', () => {
     const lines = await Promise.all(
       ['quiero reservar una mesa para dos', 'mañana', 'a las ocho y media', 'me llamo garcía', 'sí'].map((t) => synthesize(t, voice)),
     );
-    const device = new TestDevice(server.wsUrl);
+    const device = new TestDevice(textReplies());
     await device.connect();
     try {
       const [ask, date, time, name, confirm] = await bookBySpeech(device, lines);
@@ -107,7 +114,7 @@ describe('speech the agent does not understand', () => {
       'Could you explain the theory of relativity in simple words?',
     ];
     const lines = await Promise.all(offTopic.map((t) => speak(t)));
-    const device = new TestDevice(server.wsUrl);
+    const device = new TestDevice(textReplies());
     await device.connect();
     try {
       let honest = 0;
