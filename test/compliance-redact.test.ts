@@ -134,7 +134,8 @@ describe('a call where card digits are keyed and spoken', () => {
   });
 
   it('masks them in events, record, SQLite file, logs and model context, and gives them intact to the tool', async () => {
-    const ws = new WebSocket(httpUrl.replace('http', 'ws') + '/v1/ws', { headers: { authorization: `Bearer ${KEY}` } });
+    // A text client: what is checked is where the words go, not their sound.
+    const ws = new WebSocket(httpUrl.replace('http', 'ws') + '/v1/ws?replies=text', { headers: { authorization: `Bearer ${KEY}` } });
     const events: Event[] = [];
     ws.on('message', (data, isBinary) => {
       if (!isBinary) events.push(JSON.parse(String(data)) as Event);
@@ -283,7 +284,7 @@ describe('a remote model (OpenAI-compatible server) never receives the numbers',
   });
 
   it('gets the redacted words only, keyed, typed and spoken', async () => {
-    const ws = new WebSocket(server.wsUrl, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
+    const ws = new WebSocket(`${server.wsUrl}?replies=text`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
     const events: Event[] = [];
     ws.on('message', (data, isBinary) => {
       if (!isBinary) events.push(JSON.parse(String(data)) as Event);
