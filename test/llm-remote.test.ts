@@ -18,7 +18,12 @@ beforeAll(async () => {
   [brain, askTime] = await Promise.all([startTestServer({ chatCompletions: { enabled: true } }), speak('What time is it?')]);
   brainPort = brain.port;
   media = await startTestServer({
-    providers: { llm: { provider: 'openai', baseUrl: `${brain.httpUrl}/v1`, model: 'voice-agent', apiKey: TEST_API_KEY, timeoutMs: 2000, retries: 1 } },
+    providers: {
+      llm: { provider: 'openai', baseUrl: `${brain.httpUrl}/v1`, model: 'voice-agent', apiKey: TEST_API_KEY, timeoutMs: 2000, retries: 1 },
+      // The remote brain is the restaurant agent: its phrases are what the media instance listens for. The
+      // open-vocabulary model alone heard the same recording differently from one turn to the next.
+      asr: { provider: 'pocketsphinx', grammar: 'on' },
+    },
   });
 });
 
