@@ -15,6 +15,7 @@ import { HAPROXY, KAMAILIO, startLocalCluster, type LocalCluster } from '../src/
 import { postgresBinDir } from '../src/cluster/postgres.js';
 import { OPENSSL } from '../src/cluster/tls.js';
 import { callThroughProxy } from './helpers/sip-proxy.js';
+import { picoAvailable } from './helpers/speech.js';
 import { endDeviceCall, openDeviceCall, type DeviceCall as Call } from './helpers/device-call.js';
 
 const PG = postgresBinDir();
@@ -35,7 +36,11 @@ describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind 
         limits: { maxSessionsPerKey: CAP },
         store: { postgres: { leaseMs: LEASE_MS } },
         // Light models: this is about the cluster, not recognition (English only, no grammars, one TTS engine).
-        providers: { asr: { provider: 'pocketsphinx', grammar: 'off', languages: ['en'], spareDecoders: 1 }, tts: { provider: 'svoxpico' } },
+        // Pico where its voices are installed; elsewhere (no ../shared) the system's espeak-ng, no WASM to load.
+        providers: {
+          asr: { provider: 'pocketsphinx', grammar: 'off', languages: ['en'], spareDecoders: 1 },
+          tts: picoAvailable() ? { provider: 'svoxpico' } : { provider: 'espeak', espeakEngine: 'process' },
+        },
       },
     });
     db = new pg.Pool({ connectionString: cluster.databaseUrl, max: 4 });
