@@ -18,9 +18,9 @@ import { freePort } from '../src/cluster/processes.js';
 import { clientOffer } from './helpers/webrtc-offer.js';
 import { endDeviceCall, openDeviceCall, type DeviceCall as Call } from './helpers/device-call.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
+import { NGINX, writeNginxConfig } from './helpers/nginx.js';
 
 const HAPROXY = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => existsSync(p));
-const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
 const DEPLOY = path.join(import.meta.dirname, '..', 'deploy');
 const TOKEN_SECRET = 'cluster-token-secret-for-the-proxy-test';
 
@@ -76,24 +76,8 @@ async function startNginx(nodes: number[]): Promise<Proxy> {
   const vars: Record<string, string> = { VOICE_AGENT_FRONT: `127.0.0.1:${port}`, VOICE_AGENT_NODE1: `127.0.0.1:${nodes[0]}`, VOICE_AGENT_NODE2: `127.0.0.1:${nodes[1]}` };
   const snippet = (await readFile(path.join(DEPLOY, 'nginx', 'voice-agent.conf'), 'utf8')).replace(/\$\{(VOICE_AGENT_\w+)\}/g, (_m, name: string) => vars[name] ?? _m);
   await writeFile(path.join(dir, 'voice-agent.conf'), snippet);
-  // The distribution's nginx.conf, reduced to what an unprivileged process on loopback may use.
-  const main = `
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-worker_processes 1;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  include ${dir}/voice-agent.conf;
-}
-`;
-  await writeFile(path.join(dir, 'nginx.conf'), main);
-  return spawnProxy('nginx', NGINX!, ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf'), '-g', 'daemon off;'], {}, port, dir);
+  const args = await writeNginxConfig(dir, `  include ${dir}/voice-agent.conf;`);
+  return spawnProxy('nginx', NGINX!, args, {}, port, dir);
 }
 
 const openCall = (port: number, query: string): Promise<Call> => openDeviceCall(`ws://127.0.0.1:${port}/v1/ws?${query}`);

@@ -1,5 +1,4 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -8,13 +7,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { NGINX, writeNginxConfig } from './helpers/nginx.js';
 
 /**
  * Issue 10, `/v1/demo/token`: off unless asked for, and when on, only for a browser on this machine — through a
  * real reverse proxy (Debian's nginx, unprivileged on a loopback port) as the docs deploy it, with and without
  * the proxy declared in `trustProxy`, and against DNS rebinding (a foreign Host).
  */
-const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
 /** An address of this machine that is not loopback: a client from there is "not on this machine" for the demo. */
 const EXTERNAL = Object.values(os.networkInterfaces())
   .flat()
@@ -42,19 +41,9 @@ async function startNginx(upstream: number): Promise<Nginx> {
   const dir = await mkdtemp(path.join(tmpdir(), 'nginx-test-'));
   const port = await freePort();
   const listen = [`listen 127.0.0.1:${port};`, ...(EXTERNAL ? [`listen ${EXTERNAL}:${port};`] : [])].join('\n      ');
-  const conf = `
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-worker_processes 1;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  server {
+  const args = await writeNginxConfig(
+    dir,
+    `  server {
       ${listen}
       location / {
         proxy_pass http://127.0.0.1:${upstream};
@@ -62,11 +51,9 @@ http {
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
       }
-  }
-}
-`;
-  await writeFile(path.join(dir, 'nginx.conf'), conf);
-  const child: ChildProcess = spawn(NGINX!, ['-p', dir, '-e', path.join(dir, 'error.log'), '-c', path.join(dir, 'nginx.conf'), '-g', 'daemon off;'], { stdio: 'ignore' });
+  }`,
+  );
+  const child: ChildProcess = spawn(NGINX!, args, { stdio: 'ignore' });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   for (let i = 0; ; i++) {
     const up = await new Promise<boolean>((resolve) => {
