@@ -64,6 +64,20 @@ describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind 
 
   const hangUp = endDeviceCall;
 
+  /**
+   * Wait until the key's counted slots (those of nodes with a live lease) are `n`: a node releases a slot as the
+   * socket closes, so a hang-up is not yet a free slot, and a dead node's slots stop counting when its lease lapses.
+   */
+  async function slotsCounted(n: number, withinMs = LEASE_MS * 4): Promise<number> {
+    const sql = "SELECT count(*)::int AS n FROM call_slots s JOIN nodes l ON l.node = s.node WHERE l.heartbeat_at > now() - make_interval(secs => $1)";
+    let held = -1;
+    for (const end = Date.now() + withinMs; Date.now() < end; await sleep(50)) {
+      held = (await db!.query<{ n: number }>(sql, [LEASE_MS / 1000])).rows[0].n;
+      if (held === n) break;
+    }
+    return held;
+  }
+
   /** The call answers a ping (its node and its path through HAProxy are alive). */
   async function alive(c: Call): Promise<boolean> {
     if (c.ws.readyState !== WebSocket.OPEN) return false;
@@ -149,9 +163,11 @@ describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind 
     expect(again).not.toBeNull();
     held.push(again!);
     await Promise.all(held.map(hangUp));
+    expect(await slotsCounted(0)).toBe(0);
   });
 
   it('survives SIGKILL of a node: other calls go on, new calls succeed, the dead node\'s slots lapse with its lease', async () => {
+    expect(await slotsCounted(0)).toBe(0); // the cap test's calls were hung up just before
     const calls = [];
     for (let i = 0; i < CAP; i++) calls.push(await call());
     const where = await Promise.all(calls.map((c) => nodeOf(c.callId)));
@@ -172,7 +188,13 @@ describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind 
 
     // Once the lease lapsed, the dead node's slots no longer count: the key has CAP - kept slots again, on the
     // live nodes (HAProxy's health check took the dead one out; a refused connection is retried elsewhere).
-    await sleep(LEASE_MS + 1500);
+    // A survivor's lease renewal marks the dead node's calls lost, drops its slots, then its lease row.
+    let gone = false;
+    for (const end = Date.now() + LEASE_MS * 4; !gone && Date.now() < end; await sleep(50)) {
+      gone = (await db!.query('SELECT 1 FROM nodes WHERE node = $1', [victim.name])).rowCount === 0;
+    }
+    expect(gone).toBe(true);
+    expect(await slotsCounted(kept.length)).toBe(kept.length);
     const fresh = [];
     for (let i = 0; i < lost.length; i++) fresh.push(await call());
     expect(await Promise.all(fresh.map((c) => nodeOf(c.callId)))).not.toContain(victim.name);
