@@ -10,12 +10,8 @@
  *
  *   npx tsx loadtest/echo-bargein.ts [--loss none,15,20,25] [--delay 40,120,200] [--compare] [--talk]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { FRAME_SAMPLES, rmsDbfs } from '../src/audio/format.js';
+import { startLocalService } from './local-service.js';
 import { WsCaller } from './ws-caller.js';
 import { seededNoise, synthesize, voicesFor } from './voices.js';
 
@@ -41,36 +37,6 @@ interface CallResult {
   pauses: number;
   /** With --talk: ms from the caller's first word to the agent's interruption (null: never interrupted). */
   bargeInMs: number | null;
-}
-
-async function startService(guard: boolean): Promise<{ child: ChildProcess; url: string; apiKey: string }> {
-  const port = 30_000 + Math.floor(Math.random() * 5000);
-  const apiKey = randomBytes(16).toString('hex');
-  const file = path.join(tmpdir(), `echo-bargein-${process.pid}-${guard}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify({
-      host: '127.0.0.1',
-      port,
-      logLevel: get('log-level') ?? 'warn',
-      store: { path: ':memory:' },
-      turn: { echoGuard: { enabled: guard, maxDelayMs: 600, marginDb: 5 } },
-      auth: { apiKeyHashes: [createHash('sha256').update(apiKey).digest('hex')], tokenTtlS: 300, required: true, generatedKeyFile: null },
-    }),
-  );
-  // The service's logs go to stderr: stdout is this script's JSON.
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', process.stderr, 'inherit'] });
-  const deadline = performance.now() + 120_000;
-  for (;;) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (performance.now() > deadline) throw new Error('service did not become ready');
-    await sleep(300);
-  }
-  return { child, url: `ws://127.0.0.1:${port}/v1/ws`, apiKey };
 }
 
 async function oneCall(url: string, apiKey: string, lossDb: number, delayMs: number, speech: Int16Array | null): Promise<CallResult> {
@@ -158,12 +124,12 @@ async function oneCall(url: string, apiKey: string, lossDb: number, delayMs: num
 }
 
 async function run(guard: boolean, speech: Int16Array | null): Promise<{ guard: boolean; calls: CallResult[] }> {
-  const { child, url, apiKey } = await startService(guard);
+  const service = await startLocalService({ turn: { echoGuard: { enabled: guard, maxDelayMs: 600, marginDb: 5 } } }, { logLevel: get('log-level') });
   const calls: CallResult[] = [];
   try {
-    for (const lossDb of losses) for (const delayMs of delays) calls.push(await oneCall(url, apiKey, lossDb, delayMs, speech));
+    for (const lossDb of losses) for (const delayMs of delays) calls.push(await oneCall(service.wsUrl, service.apiKey, lossDb, delayMs, speech));
   } finally {
-    child.kill('SIGINT');
+    await service.stop();
   }
   return { guard, calls };
 }

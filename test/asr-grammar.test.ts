@@ -411,4 +411,23 @@ describe('grammar endpoint in the turn detector', () => {
     expect(silenceToEnd(undefined)).toBe(300);
     expect(silenceToEnd(true, false)).toBe(300);
   });
+
+  it('keeps a finished sentence finished when the recogniser adds a word into the pause, not when the caller speaks it', () => {
+    const detector = new TurnDetector(config);
+    let t = 0;
+    const frames = (p: number, n: number): string[][] => Array.from({ length: n }, () => detector.push(p, (t += FRAME_MS)).map((s) => s.kind));
+    const endsAfter = (n: number): number => frames(0.05, n).findIndex((kinds) => kinds.includes('end_of_turn')) + 1;
+    frames(0.9, 20);
+    detector.setComplete(true); // "reserve a table for twenty"
+    frames(0.05, 3);
+    detector.setComplete(false); // "reserve a table for twenty the", hypothesised into the silence
+    expect(3 + endsAfter(100)).toBe(6); // 120 ms (completeMs): the sentence stood
+    // The caller goes on after a whole sentence: the words they speak do unfinish it.
+    frames(0.9, 20);
+    detector.setComplete(true);
+    frames(0.05, 2);
+    frames(0.9, 5);
+    detector.setComplete(false);
+    expect(endsAfter(100)).toBe(40); // incompleteMs: 800 ms
+  });
 });

@@ -64,6 +64,10 @@ export class TurnDetector {
    * of silence, a strict prefix only after `incompleteMs` (bounded); undefined falls back to endpointSilenceMs.
    */
   setComplete(complete: boolean | undefined): void {
+    // In a pause the recogniser goes on hypothesising words into the silence ("… for twenty the"): what it
+    // adds while the VAD hears no voice does not unfinish a sentence. The reverse, the recogniser catching up
+    // on the caller's last words, counts (it lags the VAD).
+    if (complete === false && this.complete === true && this.state === 'speaking' && this.silentFrames > 0) return;
     this.complete = complete;
   }
 

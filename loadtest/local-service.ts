@@ -1,0 +1,60 @@
+/**
+ * The service on the embedded models in a child process of a load script, on a random loopback port, with a
+ * fresh API key and an in-memory call store: the script's measurements are of a service nobody else uses.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+export interface LocalService {
+  child: ChildProcess;
+  httpUrl: string;
+  /** The device WebSocket (`/v1/ws`). */
+  wsUrl: string;
+  apiKey: string;
+  stop(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** `config`: top-level config keys merged over the script's base (host, port, auth, in-memory store). */
+export async function startLocalService(config: Record<string, unknown>, options: { logLevel?: string; readyTimeoutMs?: number } = {}): Promise<LocalService> {
+  const port = 30_000 + Math.floor(Math.random() * 5000);
+  const apiKey = randomBytes(16).toString('hex');
+  const file = path.join(tmpdir(), `loadtest-service-${process.pid}-${port}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      host: '127.0.0.1',
+      port,
+      logLevel: options.logLevel ?? 'warn',
+      store: { path: ':memory:' },
+      auth: { apiKeyHashes: [createHash('sha256').update(apiKey).digest('hex')], tokenTtlS: 300, required: true, generatedKeyFile: null },
+      ...config,
+    }),
+  );
+  // The service's logs go to stderr: a load script's stdout is its JSON.
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', process.stderr, 'inherit'] });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+    await Promise.race([exited, sleep(10_000)]);
+    rmSync(file, { force: true });
+  };
+  const deadline = performance.now() + (options.readyTimeoutMs ?? 120_000);
+  for (;;) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (child.exitCode !== null || performance.now() > deadline) {
+      await stop();
+      throw new Error('service did not become ready');
+    }
+    await sleep(300);
+  }
+  return { child, httpUrl: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/v1/ws`, apiKey, stop };
+}
