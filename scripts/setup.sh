@@ -11,9 +11,9 @@ want_tests=0
 # Embedded ASR (CMU PocketSphinx, US English) and eSpeak NG for the fallback voice.
 packages=(pocketsphinx pocketsphinx-en-us libpocketsphinx3 espeak-ng)
 # The tests' callers speak with flite / Festival (or SVOX Pico when its voices are installed), convert with sox,
-# call in with real clients, and put nginx, HAProxy and Kamailio in front (demo token, scale-out); the tests
-# run their own unprivileged instances of these on loopback.
-(( want_tests )) && packages+=(sox chromium baresip sip-tester nginx haproxy kamailio postgresql flite festival festvox-kallpc16k)
+# call in with real clients, and put nginx, HAProxy and Kamailio (with its TLS module, and rtpengine for SRTP) in
+# front (demo token, scale-out); the tests run their own unprivileged instances of these on loopback.
+(( want_tests )) && packages+=(sox chromium baresip sip-tester nginx haproxy kamailio kamailio-tls-modules rtpengine-daemon postgresql flite festival festvox-kallpc16k)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -27,7 +27,7 @@ if (( ${#missing[@]} )); then
   # The packages' own system services are not what the tests use, and kamailio's would hold port 5060 that the
   # agent's SIP transport listens on: stop the ones this run just installed.
   if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
-    for unit in haproxy kamailio postgresql; do
+    for unit in haproxy kamailio postgresql rtpengine-daemon; do
       [[ " ${missing[*]} " == *" $unit "* ]] && $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
   fi

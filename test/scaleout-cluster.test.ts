@@ -5,32 +5,45 @@
  * record (transcript included) from PostgreSQL; the per-key cap holds across nodes; SIGKILL of one node leaves
  * the other nodes' calls talking, its record is closed as `node_lost` and its slots come back once its lease
  * lapses; SIP INVITEs through Kamailio land on different nodes and their records are shared too; with `openssl`,
- * a call through HAProxy's wss:// door (throwaway CA) and every node's database connection on verified TLS.
+ * a call through HAProxy's wss:// door (throwaway CA) and every node's database connection on verified TLS; with
+ * Kamailio's tls module and baresip, a SIP call over TLS through Kamailio; with rtpengine too, an SRTP call whose
+ * media rtpengine turns into plain RTP for the node, heard both ways.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import tls from 'node:tls';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { HAPROXY, KAMAILIO, startLocalCluster, type LocalCluster } from '../src/cluster/local.js';
+import { HAPROXY, KAMAILIO, kamailioHasModule, RTPENGINE, startLocalCluster, type LocalCluster } from '../src/cluster/local.js';
+import { resampleOnce } from '../src/audio/resample.js';
+import { Baresip } from './helpers/baresip.js';
 import { postgresBinDir } from '../src/cluster/postgres.js';
 import { OPENSSL } from '../src/cluster/tls.js';
 import { callThroughProxy } from './helpers/sip-proxy.js';
-import { picoAvailable } from './helpers/speech.js';
+import { picoAvailable, speak } from './helpers/speech.js';
 import { endDeviceCall, openDeviceCall, type DeviceCall as Call } from './helpers/device-call.js';
 
 const PG = postgresBinDir();
 const CAP = 4;
 const LEASE_MS = 2000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const BARESIP = existsSync('/usr/bin/baresip');
+// SIP over TLS: Kamailio's tls module (Debian: kamailio-tls-modules) and the throwaway CA; SRTP: rtpengine and its module.
+const SIP_TLS = KAMAILIO !== null && OPENSSL !== null && kamailioHasModule('tls');
+const SRTP = KAMAILIO !== null && RTPENGINE !== null && kamailioHasModule('rtpengine');
 
 describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind HAProxy and Kamailio', () => {
   let cluster: LocalCluster | undefined;
   let db: pg.Pool | undefined;
   const open = new Set<WebSocket>();
+  let microphone = new Int16Array(0);
 
   beforeAll(async () => {
+    // The SIP phone's microphone: 1 s of silence, a question, then silence so RTP keeps flowing (G.711: 8 kHz).
+    const question = speak('What time is it?').then((s) => resampleOnce(s, 16_000, 8000));
     cluster = await startLocalCluster({
       nodes: 3,
+      srtp: SRTP,
       logLevel: process.env.LOG_LEVEL ?? 'warn',
       nodeConfig: {
         limits: { maxSessionsPerKey: CAP },
@@ -44,6 +57,9 @@ describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind 
       },
     });
     db = new pg.Pool({ connectionString: cluster.databaseUrl, max: 4 });
+    const narrow = await question;
+    microphone = new Int16Array(8000 + narrow.length + 8000 * 30);
+    microphone.set(narrow, 8000);
   }, 240_000);
 
   afterAll(async () => {
@@ -218,8 +234,97 @@ describe.skipIf(!PG || !HAPROXY)('a cluster of three nodes on PostgreSQL behind 
     expect(new Set(ids.map((r) => r.node)).size).toBe(live.length);
     await Promise.all(answered.map((a) => a.hangUp()));
   });
+
+  /** The record of the SIP call whose Call-ID baresip logged (after log entry `from`), once the node wrote it. */
+  async function sipRecord(phone: Baresip, from = 0): Promise<{ id: string; node: string; end_reason: string | null }> {
+    let row: { id: string; node: string; end_reason: string | null } | undefined;
+    for (let i = 0; i < 100 && !row; i++) {
+      const ids = [...phone.log.slice(from).join('').matchAll(/^Call-ID: (\S+)/gim)].map((m) => m[1]);
+      row = (await db!.query<{ id: string; node: string; end_reason: string | null }>("SELECT id, node, end_reason FROM calls WHERE transport = 'sip' AND network_id = ANY($1)", [ids])).rows[0];
+      if (!row) await sleep(50);
+    }
+    if (!row) throw new Error('no record of the SIP call in PostgreSQL');
+    return row;
+  }
+
+  async function hangUpPhone(phone: Baresip, recordId: string): Promise<void> {
+    const since = performance.now();
+    await phone.command('hangup');
+    await phone.waitFor('CALL_CLOSED', 5000, since);
+    let end: string | null = null;
+    for (let i = 0; i < 60 && !end; i++) {
+      end = (await db!.query<{ end_reason: string | null }>('SELECT end_reason FROM calls WHERE id = $1', [recordId])).rows[0]?.end_reason ?? null;
+      if (!end) await sleep(50);
+    }
+    expect(end).toBe('caller_hangup');
+  }
+
+  it.skipIf(!SIP_TLS || !BARESIP)('answers a SIP call over TLS through Kamailio (certificate from the throwaway CA)', async () => {
+    const port = Number(/:(\d+);transport=tls$/.exec(cluster!.sipTlsUri!)![1]);
+    // Kamailio serves the CA's certificate for 127.0.0.1 (baresip 1.0 does not check it, so the test does).
+    const socket = tls.connect({ host: '127.0.0.1', port, ca: readFileSync(cluster!.caFile!) });
+    await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+    expect(socket.authorized).toBe(true);
+    socket.destroy();
+
+    const phone = await Baresip.start(microphone, { caFile: cluster!.caFile! });
+    try {
+      await phone.command('dial', cluster!.sipTlsUri!.replace('sip:', 'sip:agent@'));
+      await phone.waitFor('CALL_ESTABLISHED');
+      const sent = phone.log.join('');
+      expect(sent).toMatch(/^INVITE sip:agent@127\.0\.0\.1:\d+;transport=tls SIP\/2\.0/m);
+      expect(sent).toMatch(/^Via: SIP\/2\.0\/TLS /m);
+      const row = await sipRecord(phone);
+      expect(row.node).toMatch(/^node\d$/);
+      await hangUpPhone(phone, row.id);
+    } finally {
+      await phone.stop();
+      await phone.cleanup();
+    }
+  });
+
+  it.skipIf(!SIP_TLS || !SRTP || !BARESIP)('answers an SRTP caller through rtpengine, the node on plain RTP, media both ways', async () => {
+    // srtp-mand: baresip offers RTP/SAVP with SDES keys over TLS and drops a call answered without SRTP.
+    const phone = await Baresip.start(microphone, { caFile: cluster!.caFile!, srtp: true });
+    try {
+      // A node on its own refuses the SRTP offer: it speaks plain RTP/AVP only.
+      const live = (await db!.query<{ node: string }>('SELECT node FROM nodes')).rows.map((r) => r.node);
+      const node = cluster!.nodes.find((n) => live.includes(n.name))!;
+      await phone.command('dial', `sip:agent@${node.address}:${node.sipPort}`);
+      expect((await phone.waitFor('CALL_CLOSED')).param).toMatch(/488/);
+
+      const from = phone.log.length;
+      const since = performance.now();
+      await phone.command('dial', cluster!.sipTlsUri!.replace('sip:', 'sip:agent@'));
+      await phone.waitFor('CALL_ESTABLISHED', 10_000, since);
+      // The answer the caller got through Kamailio is SRTP, from rtpengine, which offered the node plain RTP.
+      const answer = phone.log.slice(from).join('').split(/(?=SIP\/2\.0 200 OK)/).find((m) => /^SIP\/2\.0 200 OK[\s\S]*CSeq: \d+ INVITE/.test(m)) ?? '';
+      expect(answer).toMatch(/^m=audio \d+ RTP\/SAVP /m);
+      expect(answer).toMatch(/^a=crypto:\d+ AES_CM_128_HMAC_SHA1_80 inline:/m);
+      const row = await sipRecord(phone, from);
+      // The caller's words reached the node's recogniser through rtpengine, and the agent answered.
+      let turns: Array<{ role: string; text: string }> = [];
+      for (let i = 0; i < 300 && !turns.some((t) => t.role === 'agent'); i++) {
+        const res = await fetch(`${cluster!.httpUrl}/v1/calls/${row.id}`, { headers: { authorization: `Bearer ${cluster!.apiKey}` } });
+        turns = ((await res.json()) as { transcript?: Array<{ role: string; text: string }> }).transcript ?? [];
+        if (!turns.some((t) => t.role === 'agent')) await sleep(100);
+      }
+      expect(turns.find((t) => t.role === 'caller')?.text.length).toBeGreaterThan(0);
+      expect(turns.some((t) => t.role === 'agent')).toBe(true);
+      await sleep(1500); // the reply plays out
+      await hangUpPhone(phone, row.id);
+      await phone.stop();
+      // And the caller heard the agent's voice, decrypted from SRTP.
+      const heard = await phone.voicedMs();
+      console.log(`SRTP call on ${row.node}: caller "${turns.find((t) => t.role === 'caller')?.text}", agent "${turns.find((t) => t.role === 'agent')?.text}"; phone heard ${heard.voicedMs} ms voiced, loudest ${heard.loudest.toFixed(1)} dBFS`);
+      expect({ voiced: heard.voicedMs > 500, loud: heard.loudest > -30 }).toEqual({ voiced: true, loud: true });
+    } finally {
+      await phone.stop();
+      await phone.cleanup();
+    }
+  }, 60_000);
 });
 
 describe.skipIf(PG && HAPROXY)('PostgreSQL or HAProxy is not installed', () => {
-  it('(skipped: `apt-get install postgresql haproxy kamailio`, or scripts/setup.sh --test, runs the cluster cases)', () => undefined);
+  it('(skipped: `apt-get install postgresql haproxy kamailio kamailio-tls-modules rtpengine-daemon baresip`, or scripts/setup.sh --test, runs the cluster cases)', () => undefined);
 });

@@ -1,13 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { hashApiKey } from '../auth/auth.js';
 import { mergeConfig, type ConfigOverrides } from '../config.js';
 import { startPostgres, type LocalPostgres } from './postgres.js';
-import { canBind, freePort, stopChild } from './processes.js';
+import { asUser, canBind, freePort, serviceUser, stopChild } from './processes.js';
 import { makeLocalPki, OPENSSL, type LocalPki } from './tls.js';
 
 /**
@@ -17,7 +17,9 @@ import { makeLocalPki, OPENSSL, type LocalPki } from './tls.js';
  * N nodes, each its own `src/main.ts` process, all unprivileged on loopback: node i on 127.0.0.(i+1) where
  * the host answers on those addresses (Linux does), else on 127.0.0.1 with ports of their own. The nodes share
  * the token and SIP nonce secrets and one API key, as production nodes must (docs/scale-out.md). With `openssl`
- * installed, HAProxy also serves wss:// and the nodes reach PostgreSQL over verified TLS (a throwaway CA).
+ * installed, HAProxy also serves wss:// and the nodes reach PostgreSQL over verified TLS (a throwaway CA), and
+ * Kamailio takes SIP over TLS too where its tls module is installed. With `srtp`, rtpengine (userspace, unprivileged)
+ * anchors the media of callers that offer SRTP: they speak SRTP to it, the nodes plain RTP.
  */
 export interface LocalClusterOptions {
   nodes: number;
@@ -37,6 +39,11 @@ export interface LocalClusterOptions {
    * connections (sslmode=verify-full). Default: on where `openssl` is installed.
    */
   tls?: boolean;
+  /**
+   * Start rtpengine and let Kamailio hand it calls whose offer is SRTP (RTP/SAVP, SDES); plain-RTP calls stay
+   * direct. Default off; needs rtpengine and Kamailio's rtpengine module.
+   */
+  srtp?: boolean;
   /** A durable throwaway database (fsync on); off by default, for speed. */
   durable?: boolean;
   /** How long to wait for a node's /healthz to say ready (models load first). */
@@ -66,6 +73,10 @@ export interface LocalCluster {
   caFile: string | null;
   /** Kamailio's address (sip:127.0.0.1:port), or null without Kamailio. */
   sipUri: string | null;
+  /** Kamailio's TLS door (sip:127.0.0.1:port;transport=tls, certificate from caFile), or null without it. */
+  sipTlsUri: string | null;
+  /** Whether SRTP offers are answered (rtpengine runs behind Kamailio). */
+  srtp: boolean;
   stop(): Promise<void>;
 }
 
@@ -73,6 +84,13 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const DEPLOY = path.join(ROOT, 'deploy');
 export const HAPROXY = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => existsSync(p)) ?? null;
 export const KAMAILIO = ['/usr/sbin/kamailio', '/usr/bin/kamailio'].find((p) => existsSync(p)) ?? null;
+export const RTPENGINE = ['/usr/bin/rtpengine', '/usr/sbin/rtpengine'].find((p) => existsSync(p)) ?? null;
+
+/** Whether Kamailio's module `name` is installed (Debian ships tls and rtpengine in packages of their own). */
+export function kamailioHasModule(name: string): boolean {
+  const lib = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib64', '/usr/local/lib'];
+  return KAMAILIO !== null && lib.some((dir) => existsSync(path.join(dir, 'kamailio', 'modules', `${name}.so`)));
+}
 
 /** deploy/haproxy/haproxy.cfg with one `server` line per node (addresses still from the environment, as operators run it). */
 export function haproxyConfig(nodes: number): string {
@@ -126,12 +144,29 @@ async function sipAlive(port: number): Promise<boolean> {
   }
 }
 
+/** rtpengine answers an ng `ping` on `port` (bencoded over UDP: a cookie, then the dictionary). */
+async function rtpengineAlive(port: number): Promise<boolean> {
+  const socket = dgram.createSocket('udp4');
+  try {
+    const answered = new Promise<boolean>((resolve) => {
+      socket.once('message', (m) => resolve(m.toString('utf8').includes('4:pong')));
+      setTimeout(() => resolve(false), 300).unref();
+    });
+    socket.send(Buffer.from('up d7:command4:pinge'), port, '127.0.0.1');
+    return await answered;
+  } finally {
+    socket.close();
+  }
+}
+
 export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
   const dir = mkdtempSync(path.join(tmpdir(), 'voice-agent-cluster-'));
   const children: ChildProcess[] = [];
   const logs = new Map<ChildProcess, string>();
   let database: LocalPostgres | null = null;
   const nodes: ClusterNode[] = [];
+  /** Directories of their own for servers that run as another user (removed at stop with `dir`). */
+  const ownDirs: string[] = [];
   let stopped = false;
   // A test runner or CLI that dies without stop() must not leave nodes, proxies or the database behind.
   const killAll = (): void => {
@@ -146,7 +181,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     await Promise.allSettled(nodes.map((n) => stopChild(n.process, 'SIGINT', 10_000)));
     await Promise.allSettled(children.filter((c) => !nodes.some((n) => n.process === c)).map((c) => stopChild(c, 'SIGTERM')));
     if (database) await database.stop();
-    rmSync(dir, { recursive: true, force: true });
+    for (const d of [dir, ...ownDirs]) rmSync(d, { recursive: true, force: true });
   };
   const spawnLogged = (bin: string, args: string[], env: NodeJS.ProcessEnv = process.env): ChildProcess => {
     const child = spawn(bin, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -226,16 +261,53 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     }
 
     let sipUri: string | null = null;
-    if (options.kamailio !== false && KAMAILIO) {
+    let sipTlsUri: string | null = null;
+    const kamailio = options.kamailio !== false && KAMAILIO !== null;
+    if (options.srtp && !(kamailio && RTPENGINE && kamailioHasModule('rtpengine'))) {
+      throw new Error('SRTP needs Kamailio with its rtpengine module, and rtpengine (apt-get install kamailio rtpengine)');
+    }
+    if (kamailio) {
       const port = await freePort('127.0.0.1', 'udp');
       const list = path.join(dir, 'dispatcher.list');
       writeFileSync(list, nodes.map((n, i) => `1 sip:${n.address}:${n.sipPort} 0 0 duid=node${i + 1}`).join('\n') + '\n');
       // -DD: foreground; -E: log to stderr; -Y: its own runtime dir instead of /run/kamailio.
-      const child = spawnLogged(KAMAILIO, ['-DD', '-E', '-f', path.join(DEPLOY, 'kamailio', 'kamailio.cfg'), '-Y', dir, '-A', `VA_LISTEN=udp:127.0.0.1:${port}`, '-A', `VA_DISPATCHER_LIST="${list}"`]);
+      const defines = [`VA_LISTEN=udp:127.0.0.1:${port}`, `VA_DISPATCHER_LIST="${list}"`];
+      // As root, Kamailio drops to its package's user (-u/-g) after reading its config and dispatcher list.
+      const root = process.getuid?.() === 0;
+      const kamailioUser = serviceUser('kamailio');
+      if (pki && kamailioHasModule('tls')) {
+        const tlsPort = await freePort('127.0.0.1');
+        // Its TLS module loads the certificate after the drop: copies it owns, in a directory of its own at top
+        // level (it cannot reach into the cluster's root-only dir), removed at stop.
+        let [cert, key] = [pki.cert, pki.key];
+        if (root) {
+          const own = mkdtempSync(path.join(tmpdir(), 'voice-agent-kamailio-'));
+          ownDirs.push(own);
+          [cert, key] = [path.join(own, 'server.pem'), path.join(own, 'server.key')];
+          copyFileSync(pki.cert, cert);
+          copyFileSync(pki.key, key);
+          chmodSync(key, 0o600);
+          for (const f of [own, cert, key]) chownSync(f, kamailioUser.uid, kamailioUser.gid);
+        }
+        defines.push(`VA_LISTEN_TLS=tls:127.0.0.1:${tlsPort}`, `VA_TLS_CERT="${cert}"`, `VA_TLS_KEY="${key}"`);
+        sipTlsUri = `sip:127.0.0.1:${tlsPort};transport=tls`;
+      }
+      if (options.srtp) {
+        // Userspace forwarding (--table=-1: no kernel module), as its package's user: no privileges on ports above 1024.
+        const ng = await freePort('127.0.0.1', 'udp');
+        const base = 46_000 + 2 * Math.floor(Math.random() * 2000);
+        const rtpengineUser = serviceUser('rtpengine');
+        const [bin, args] = asUser(rtpengineUser.user, rtpengineUser.group, RTPENGINE!, ['--config-file=none', '--table=-1', '--interface=127.0.0.1', `--listen-ng=127.0.0.1:${ng}`, '--foreground', '--log-stderr', `--port-min=${base}`, `--port-max=${base + 999}`, '--num-threads=2', `--log-level=${options.logLevel === 'debug' ? 7 : 5}`]);
+        const child = spawnLogged(bin, args);
+        await waitFor('rtpengine', () => rtpengineAlive(ng), child, 10_000, () => logs.get(child) ?? '');
+        defines.push(`VA_RTPENGINE="udp:127.0.0.1:${ng}"`);
+      }
+      const user = root ? ['-u', kamailioUser.user, '-g', kamailioUser.group] : [];
+      const child = spawnLogged(KAMAILIO!, ['-DD', '-E', ...user, '-f', path.join(DEPLOY, 'kamailio', 'kamailio.cfg'), '-Y', dir, ...defines.flatMap((d) => ['-A', d])]);
       sipUri = `sip:127.0.0.1:${port}`;
       await waitFor('kamailio', () => sipAlive(port), child, 10_000, () => logs.get(child) ?? '');
     }
-    return { dir, apiKey, databaseUrl, nodes, httpUrl, httpsUrl, caFile: pki?.ca ?? null, sipUri, stop };
+    return { dir, apiKey, databaseUrl, nodes, httpUrl, httpsUrl, caFile: pki?.ca ?? null, sipUri, sipTlsUri, srtp: options.srtp === true, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -3,7 +3,7 @@ import { chownSync, chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSyn
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { freePort, stopChild } from './processes.js';
+import { asUser, freePort, stopChild, systemUser } from './processes.js';
 
 /**
  * A throwaway PostgreSQL server for `npm run cluster` and the tests: its own data directory, listening on
@@ -29,10 +29,8 @@ export function postgresBinDir(env: NodeJS.ProcessEnv = process.env): string | n
 
 const isRoot = (): boolean => process.getuid?.() === 0;
 
-/** argv that runs `bin` as the postgres user when we are root (exec'd in place: signals reach postgres itself). */
-function asDbUser(bin: string, args: string[]): [string, string[]] {
-  return isRoot() ? ['setpriv', ['--reuid=postgres', '--regid=postgres', '--init-groups', '--', bin, ...args]] : [bin, args];
-}
+/** argv that runs `bin` as the postgres user when we are root. */
+const asDbUser = (bin: string, args: string[]): [string, string[]] => asUser('postgres', 'postgres', bin, args);
 
 /** Server certificate and key PostgreSQL serves TLS with, and the CA clients verify it by (src/cluster/tls.ts). */
 export interface PostgresTls {
@@ -50,10 +48,9 @@ export async function startPostgres(options: { durable?: boolean; tls?: Postgres
   if (!bin) throw new Error('PostgreSQL binaries not found (apt-get install postgresql, or set PG_BINDIR)');
   const dir = mkdtempSync(path.join(tmpdir(), 'voice-agent-pg-'));
   if (isRoot()) {
-    const pw = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
-    const gid = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
-    if (pw.status !== 0) throw new Error('running as root, and there is no `postgres` system user to run PostgreSQL as');
-    chownSync(dir, Number(pw.stdout.trim()), Number(gid.stdout.trim()));
+    const owner = systemUser('postgres');
+    if (!owner) throw new Error('running as root, and there is no `postgres` system user to run PostgreSQL as');
+    chownSync(dir, owner.uid, owner.gid);
   }
   const data = path.join(dir, 'data');
   const [initBin, initArgs] = asDbUser(path.join(bin, 'initdb'), ['-D', data, '-U', 'voice_agent', '-A', 'trust', '-E', 'UTF8', '--no-sync', '--no-instructions']);

@@ -1,4 +1,4 @@
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
 
@@ -43,4 +43,26 @@ export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'S
     child.kill('SIGKILL');
     await exited;
   }
+}
+
+/**
+ * argv that runs `bin` as `user`:`group` when we are root (setpriv exec's in place, so signals reach the program
+ * itself), else as is: the servers the cluster starts (PostgreSQL, rtpengine) need no privileges, so root keeps none.
+ */
+export function asUser(user: string, group: string, bin: string, args: string[]): [string, string[]] {
+  return process.getuid?.() === 0 ? ['setpriv', [`--reuid=${user}`, `--regid=${group}`, '--init-groups', '--', bin, ...args]] : [bin, args];
+}
+
+/** A system user's uid and gid (`id`), or null where there is none. */
+export function systemUser(name: string): { uid: number; gid: number } | null {
+  const uid = spawnSync('id', ['-u', name], { encoding: 'utf8' });
+  const gid = spawnSync('id', ['-g', name], { encoding: 'utf8' });
+  return uid.status === 0 && gid.status === 0 ? { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) } : null;
+}
+
+/** The user (and group) a server runs as when we are root: its package's own user where installed, else nobody. */
+export function serviceUser(name: string): { user: string; group: string; uid: number; gid: number } {
+  const own = systemUser(name);
+  if (own) return { user: name, group: name, ...own };
+  return { user: 'nobody', group: 'nogroup', ...(systemUser('nobody') ?? { uid: 65534, gid: 65534 }) };
 }

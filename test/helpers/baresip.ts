@@ -74,9 +74,10 @@ export class Baresip {
 
   /**
    * Start baresip with `microphone` as its audio source: PCM16 at 8 kHz for G.711 (the default), at 48 kHz
-   * with `codec: 'opus'` (aufile wants the codec's rate).
+   * with `codec: 'opus'` (aufile wants the codec's rate). `caFile`: the CA it trusts for SIP over TLS (dial a
+   * `;transport=tls` URI); `srtp`: offer RTP/SAVP with SDES keys and refuse plain RTP (mediaenc=srtp-mand).
    */
-  static async start(microphone: Int16Array, options: { codec?: 'g711' | 'opus' } = {}): Promise<Baresip> {
+  static async start(microphone: Int16Array, options: { codec?: 'g711' | 'opus'; caFile?: string; srtp?: boolean } = {}): Promise<Baresip> {
     const opus = options.codec === 'opus';
     const dir = await mkdtemp(path.join(tmpdir(), 'baresip-'));
     const phone = new Baresip(dir);
@@ -105,10 +106,12 @@ export class Baresip {
         'module_app ctrl_tcp.so',
         `ctrl_tcp_listen 127.0.0.1:${ctrlPort}`,
         `snd_path ${dir}`,
+        ...(options.caFile ? [`sip_cafile ${options.caFile}`] : []),
+        ...(options.srtp ? ['module srtp.so'] : []),
         '',
       ].join('\n'),
     );
-    await writeFile(path.join(dir, 'accounts'), '<sip:caller@127.0.0.1>;regint=0\n');
+    await writeFile(path.join(dir, 'accounts'), `<sip:caller@127.0.0.1>;regint=0${options.srtp ? ';mediaenc=srtp-mand' : ''}\n`);
     phone.proc = spawn('baresip', ['-s', '-f', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
     const collect = (d: Buffer) => phone.log.push(d.toString());
     phone.proc.stdout?.on('data', collect);
