@@ -9,7 +9,7 @@ import os from 'node:os';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { BlockList } from 'node:net';
 import type { Logger } from 'pino';
-import type { SipConfig } from '../../config.js';
+import type { SipConfig } from './options.js';
 import type { VoiceService } from '../../service.js';
 import { LimitError } from '../../limits/limits.js';
 import { AgentSelectionError } from '../../agents/registry.js';

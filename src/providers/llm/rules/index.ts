@@ -15,14 +15,14 @@ import { DEFAULT_LEXICON, DEFAULT_MESSAGES, type Lexicon, type MessageKey } from
 import { IntentMatcher, type IntentMatch } from './matcher.js';
 import { numbersToDigits, parseClock, words, type OpeningHours } from './values.js';
 import { isValidTimeZone } from '../tools.js';
+import type { RulesSettings } from './options.js';
 
 export * from './config.js';
 export { tokenize, normalizeText, IntentMatcher, type IntentMatch, type Token } from './matcher.js';
 export type { DialogueState, Output } from './engine.js';
 
-export interface RuleBasedAgentOptions {
-  /** Path to the rules JSON; default: the nearest `config/agent-rules.json` above this module. */
-  rulesPath?: string;
+/** The options `providers.llm` declares for provider "rules" (./options.ts), and what only code passes. */
+export interface RuleBasedAgentOptions extends RulesSettings {
   /** Inline rules (take precedence over rulesPath). */
   rules?: RulesConfig;
   /** Clock injection for tests ("tomorrow" is relative to it). */
