@@ -354,5 +354,5 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
   // The demo page hands out session tokens: only when asked for by name.
   if (argv.includes('--demo') || env.VOICE_AGENT_DEMO === '1') envOverrides.demo = { enabled: true };
   // One schema check of the result, so every error names its path (src/config-schema.ts).
-  return validateConfig(mergeConfig(config, envOverrides), file ? path.resolve(file) : 'configuration', DEFAULT_CONFIG);
+  return validateConfig(mergeConfig(config, envOverrides), file ? path.resolve(file) : 'configuration');
 }

@@ -1,5 +1,6 @@
 /** The `sip` section (native SIP + RTP calls, docs/sip.md): its options, their defaults and their type. */
 import { common, defaultsOf, t, type Resolved } from '../../core/options.js';
+import { schemaProblems } from '../../core/validate.js';
 
 const ip = t.string({ format: 'ip' });
 const cidrs = t.array(t.string({ format: 'cidr' }));
@@ -52,3 +53,8 @@ export function sipProblems(c: SipConfig): string[] {
   return c.rtpPortMax - c.rtpPortMin < 4 ? [`sip.rtpPortMax: must be at least rtpPortMin + 4 (got ${c.rtpPortMin}..${c.rtpPortMax})`] : [];
 }
 
+/** Every problem of a `sip` section: its shape first, then the relations between its keys. */
+export function sipConfigProblems(c: unknown): string[] {
+  const shape = schemaProblems(SIP_OPTIONS, c, 'sip');
+  return shape.length > 0 ? shape : sipProblems(c as SipConfig);
+}
