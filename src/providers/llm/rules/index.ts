@@ -128,6 +128,17 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
     return this.matcher?.match(utterance, this.resolveLanguage(language));
   }
 
+  /** The language whose rules match the text best (LlmProvider.detectLanguage); undefined before load() or on no match. */
+  detectLanguage(text: string): string | undefined {
+    if (!this.config) return undefined;
+    let best: { lang: string; score: number } | undefined;
+    for (const lang of this.config.languages) {
+      const match = this.classify(text, lang);
+      if (match && (!best || match.score > best.score)) best = { lang, score: match.score };
+    }
+    return best?.lang;
+  }
+
   /** The dialogue state after this conversation (for tests, the benchmark and debugging). */
   state(messages: readonly ChatMessage[], language: string): DialogueState {
     return replay(this.context(), messages, this.resolveLanguage(language), this.memo).state;
