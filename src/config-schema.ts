@@ -221,10 +221,6 @@ export function configProblems(config: unknown, _defaults?: unknown): string[] {
   return schemaProblems(CONFIG_SCHEMA, config);
 }
 
-/**
- * Every agent `agents` routes to must be one of its files or "default" (the agent of providers.llm, unless a file
- * is named so); `agents.default` must be a file.
- */
 interface AgentsRouting {
   files?: Record<string, string>;
   default?: string;
@@ -232,6 +228,10 @@ interface AgentsRouting {
   apiKeys?: Record<string, string>;
 }
 
+/**
+ * Every agent `agents` routes to must be one of its files or "default" (the agent of providers.llm, unless a file
+ * is named so); `agents.default` must be a file.
+ */
 function agentsProblems(agents: AgentsRouting | undefined): string[] {
   if (!agents) return [];
   const names = new Set([...Object.keys(agents.files ?? {}), 'default']);
