@@ -10,6 +10,7 @@
 import { schemaProblems } from './core/validate.js';
 import { WEBHOOK_EVENTS } from './integration/webhooks.js';
 import { PROVIDERS_OPTIONS } from './providers/options.js';
+import { CHAT_COMPLETIONS_OPTIONS } from './transports/openai-chat/options.js';
 import { SIP_OPTIONS, sipProblems, type SipConfig } from './transports/sip/options.js';
 import { TELEPHONY_OPTIONS } from './transports/telephony/options.js';
 import { WEBRTC_OPTIONS, webRtcProblems, type WebRtcConfig } from './transports/webrtc/options.js';
@@ -173,7 +174,7 @@ export const CONFIG_SCHEMA: Schema = obj(
     telephony: TELEPHONY_OPTIONS,
     sip: SIP_OPTIONS,
     demo: obj({ enabled: bool, allowedHosts: strings }, ['enabled']),
-    chatCompletions: obj({ enabled: bool, model: nonEmpty }),
+    chatCompletions: CHAT_COMPLETIONS_OPTIONS,
     integration: obj(
       {
         webhooks: obj(

@@ -3,6 +3,7 @@ import type { BankCustomer } from './providers/llm/tools.js';
 import type { Static } from './core/options.js';
 import type { AsrProviderConfig, LlmProviderConfig, TtsProviderConfig, VadProviderConfig } from './providers/options.js';
 import type { FAILOVER_OPTIONS } from './providers/remote-options.js';
+import { CHAT_COMPLETIONS_DEFAULTS, type ChatCompletionsConfig } from './transports/openai-chat/options.js';
 import { SIP_DEFAULTS, type SipConfig } from './transports/sip/options.js';
 import { TELEPHONY_DEFAULTS, type TelephonyConfig } from './transports/telephony/options.js';
 import { WEBRTC_DEFAULTS, type WebRtcConfig } from './transports/webrtc/options.js';
@@ -180,7 +181,7 @@ export interface ServiceConfig {
     tts: TtsProviderConfig;
   };
   /** `POST /v1/chat/completions` serving this service's own LLM to other services (off by default). */
-  chatCompletions: { enabled: boolean; model: string };
+  chatCompletions: ChatCompletionsConfig;
   /** The operator's systems: signed webhooks out (docs/integration.md). HTTP tools live in the agent file. */
   integration: { webhooks: WebhooksConfig };
   /** `asr-server` mode (src/asr-server.ts): the configured ASR served under vLLM's realtime protocol. */
@@ -298,7 +299,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     llm: { provider: 'rules' },
     tts: { provider: 'auto' },
   },
-  chatCompletions: { enabled: false, model: 'voice-agent' },
+  chatCompletions: CHAT_COMPLETIONS_DEFAULTS,
   integration: { webhooks: DEFAULT_WEBHOOKS },
   asrServer: { path: '/v1/realtime', model: 'pocketsphinx-en-us', maxSessions: 64, maxUtteranceMs: 60_000 },
 };
