@@ -2,13 +2,18 @@
  * JSON Schema of ServiceConfig (the one configuration file) and its validation.
  *
  * loadConfig() validates the merged result (defaults ← file ← environment), so an error names the path a user
- * wrote, e.g. `providers.llm.baseUrl: must be a string`. Objects reject unknown keys (typos are the commonest
- * config bug), except that any key present in DEFAULT_CONFIG but not described here is accepted unchecked: a
- * section added to the defaults by another module must never make every existing deployment fail to start.
+ * wrote, e.g. `providers.llm.baseUrl: must be a string`. Every object rejects unknown keys (typos are the commonest
+ * config bug), naming the nearest known key. Providers and transports declare their own options beside their code
+ * (src/core/options.ts); this module composes them with the service-wide sections. It imports nothing from
+ * config.ts: config.ts imports it.
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import type { ServiceConfig } from './config.js';
+import { schemaProblems } from './core/validate.js';
 import { WEBHOOK_EVENTS } from './integration/webhooks.js';
+import { PROVIDERS_OPTIONS } from './providers/options.js';
+import { CHAT_COMPLETIONS_OPTIONS } from './transports/openai-chat/options.js';
+import { SIP_OPTIONS, sipProblems, type SipConfig } from './transports/sip/options.js';
+import { TELEPHONY_OPTIONS } from './transports/telephony/options.js';
+import { WEBRTC_OPTIONS, webRtcProblems, type WebRtcConfig } from './transports/webrtc/options.js';
 
 type Schema = Record<string, unknown>;
 
@@ -24,37 +29,11 @@ const bool: Schema = { type: 'boolean' };
 const strings: Schema = { type: 'array', items: nonEmpty };
 const langTag: Schema = { type: 'string', pattern: '^[a-z]{2,3}(-[A-Za-z0-9]+)*$' };
 const langMap = (value: Schema): Schema => ({ type: 'object', propertyNames: langTag, additionalProperties: value });
-const httpUrl: Schema = { type: 'string', pattern: '^https?://' };
-const wsUrl: Schema = { type: 'string', pattern: '^wss?://' };
 const ms = (minimum = 0): Schema => int(minimum);
 
 function obj(properties: Record<string, Schema>, required: string[] = Object.keys(properties)): Schema {
   return { type: 'object', properties, required, additionalProperties: false };
 }
-
-/** A provider block: `provider` picks the branch (ajv's discriminator keeps errors about that branch only). */
-function providerUnion(branches: Record<string, { properties: Record<string, Schema>; required?: string[]; anyOf?: Schema[] }>): Schema {
-  return {
-    type: 'object',
-    required: ['provider'],
-    discriminator: { propertyName: 'provider' },
-    oneOf: Object.entries(branches).map(([name, b]) => ({
-      ...obj({ provider: { const: name }, ...b.properties }, ['provider', ...(b.required ?? [])]),
-      ...(b.anyOf ? { anyOf: b.anyOf } : {}),
-    })),
-  };
-}
-
-/** Several URLs for one remote stage (src/providers/backends.ts). */
-const failover: Schema = obj({ strategy: { enum: ['ordered', 'round-robin'] }, downMs: int(0) }, []);
-/** An OpenAI-compatible server (or several, with failover) and the model asked for there. */
-const remoteEndpoint: Record<string, Schema> = {
-  baseUrl: httpUrl,
-  baseUrls: { type: 'array', minItems: 1, items: httpUrl },
-  failover,
-  model: nonEmpty,
-  apiKey: nonEmpty,
-};
 
 export const CONFIG_SCHEMA: Schema = obj(
   {
@@ -190,153 +169,12 @@ export const CONFIG_SCHEMA: Schema = obj(
       },
       [],
     ),
-    providers: obj({
-      vad: providerUnion({
-        silero: {
-          properties: {
-            modelPath: nonEmpty,
-            // 'cuda' falls back to 'cpu' (logged) when this onnxruntime-node build has no CUDA provider.
-            executionProviders: { type: 'array', minItems: 1, items: { enum: ['cpu', 'cuda', 'dml', 'coreml', 'webgpu', 'tensorrt'] } },
-          },
-        },
-      }),
-      asr: providerUnion({
-        pocketsphinx: {
-          properties: {
-            modelDir: nonEmpty,
-            spareDecoders: int(1, 64),
-            maxIdleDecoders: int(0, 256),
-            grammar: { enum: ['auto', 'on', 'off'] },
-            languages: { type: 'array', minItems: 1, items: langTag },
-            spanishModelDir: nonEmpty,
-            names: langMap(strings),
-            garbageWeight: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
-            stickiness: num(0, 5),
-            switchFloor: num(-20, 0),
-            firstSwitchFloor: num(-20, 0),
-          },
-        },
-        'vllm-realtime': {
-          properties: {
-            url: wsUrl,
-            urls: { type: 'array', minItems: 1, items: wsUrl },
-            failover,
-            trailingSilenceMs: ms(),
-            model: nonEmpty,
-            apiKey: nonEmpty,
-            languages: { type: 'array', minItems: 1, items: { anyOf: [langTag, { const: '*' }] } },
-            connectTimeoutMs: ms(1),
-            finalTimeoutMs: ms(1),
-          },
-          required: ['model'],
-          anyOf: [{ required: ['url'] }, { required: ['urls'] }],
-        },
-        'openai-batch': {
-          properties: {
-            baseUrl: httpUrl,
-            model: nonEmpty,
-            apiKey: nonEmpty,
-            languages: { type: 'array', minItems: 1, items: { anyOf: [langTag, { const: '*' }] } },
-            timeoutMs: ms(1),
-            retries: int(0, 10),
-            responseFormat: { enum: ['json', 'verbose_json'] },
-          },
-          required: ['baseUrl', 'model'],
-        },
-      }),
-      llm: providerUnion({
-        rules: { properties: { rulesPath: nonEmpty } },
-        openai: {
-          properties: {
-            ...remoteEndpoint,
-            temperature: num(0, 2),
-            maxTokens: int(1),
-            timeoutMs: ms(1),
-            idleTimeoutMs: ms(1),
-            retries: int(0, 10),
-            retryBaseDelayMs: ms(),
-            extraHeaders: { type: 'object', additionalProperties: { type: 'string' } },
-          },
-          required: ['model'],
-          anyOf: [{ required: ['baseUrl'] }, { required: ['baseUrls'] }],
-        },
-        llamacpp: {
-          properties: {
-            modelPath: nonEmpty,
-            gpu: { enum: ['auto', false] },
-            contextSize: int(256),
-            sequences: int(1, 64),
-            temperature: num(0, 2),
-            maxTokens: int(1),
-            tools: bool,
-            threads: int(1),
-          },
-          required: ['modelPath'],
-        },
-      }),
-      tts: providerUnion({
-        'openai-speech': {
-          properties: {
-            ...remoteEndpoint,
-            voices: langMap(nonEmpty),
-            sampleRate: int(8000, 192_000),
-            streamFormat: { const: 'audio' },
-            speed: num(0.25, 4),
-            timeoutMs: ms(1),
-            idleTimeoutMs: ms(1),
-            embeddedFallback: { enum: ['auto', 'svoxpico', 'espeak', 'none'] },
-            embeddedVoices: langMap(nonEmpty),
-            espeakEngine: { enum: ['wasm', 'process', 'none'] },
-          },
-          required: ['model', 'voices'],
-          anyOf: [{ required: ['baseUrl'] }, { required: ['baseUrls'] }],
-        },
-        ...Object.fromEntries(
-          ['auto', 'svoxpico', 'espeak'].map((name) => [
-            name,
-            {
-              properties: {
-                voicesDir: nonEmpty,
-                // Per-language voice, e.g. { "en": "en-GB", "pt": "roa/pt-BR" }.
-                voices: langMap(nonEmpty),
-                fallback: bool,
-                gainDb: num(-40, 20),
-                espeakWorkers: int(1, 64),
-                espeakEngine: { enum: ['wasm', 'process', 'none'] },
-              },
-            },
-          ]),
-        ),
-      }),
-    }),
-    webrtc: obj(
-      {
-        iceServers: {
-          type: 'array',
-          items: obj(
-            {
-              urls: { anyOf: [nonEmpty, { type: 'array', items: nonEmpty, minItems: 1 }] },
-              username: { type: 'string' },
-              credential: { type: 'string' },
-            },
-            ['urls'],
-          ),
-        },
-        corsOrigins: { type: 'array', items: nonEmpty },
-        candidateAddresses: { type: 'array', items: nonEmpty },
-        portRange: obj({ min: int(1, 65535), max: int(1, 65535) }),
-        maxPeers: int(0),
-        iceGatheringTimeoutMs: ms(),
-        disconnectGraceMs: ms(),
-        maxConcurrentOffers: int(1),
-        maxOfferMediaSections: int(1, 16),
-        maxRemoteCandidates: int(0, 256),
-        remoteCandidateNetworks: strings,
-      },
-      ['iceServers', 'corsOrigins', 'candidateAddresses', 'maxPeers', 'iceGatheringTimeoutMs', 'disconnectGraceMs'],
-    ),
+    providers: PROVIDERS_OPTIONS,
+    webrtc: WEBRTC_OPTIONS,
+    telephony: TELEPHONY_OPTIONS,
+    sip: SIP_OPTIONS,
     demo: obj({ enabled: bool, allowedHosts: strings }, ['enabled']),
-    chatCompletions: obj({ enabled: bool, model: nonEmpty }),
+    chatCompletions: CHAT_COMPLETIONS_OPTIONS,
     integration: obj(
       {
         webhooks: obj(
@@ -376,90 +214,26 @@ export class ConfigError extends Error {
   }
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+/**
+ * The list of problems with `config` (empty when valid), one `path: message` per line. (`_defaults` is no longer
+ * used: every section has a schema, and test/config-options.test.ts keeps it so.)
+ */
+export function configProblems(config: unknown, _defaults?: unknown): string[] {
+  return schemaProblems(CONFIG_SCHEMA, config);
 }
 
-/** Adds keys the defaults have but the schema does not describe, accepting any value for them (see top). */
-function tolerateDefaults(schema: Schema, defaults: unknown): Schema {
-  if (!isRecord(defaults) || !isRecord(schema.properties) || schema.oneOf !== undefined) return schema;
-  const properties: Record<string, unknown> = { ...schema.properties };
-  for (const [key, value] of Object.entries(defaults)) {
-    const known = properties[key];
-    properties[key] = isRecord(known) ? tolerateDefaults(known, value) : {};
-  }
-  return { ...schema, properties };
-}
-
-let compiled: { validate: ValidateFunction; forDefaults: unknown } | undefined;
-
-function validator(defaults: unknown): ValidateFunction {
-  if (compiled !== undefined && compiled.forDefaults === defaults) return compiled.validate;
-  const ajv = new Ajv({ allErrors: true, discriminator: true, strict: false });
-  const validate = ajv.compile(tolerateDefaults(CONFIG_SCHEMA, defaults));
-  compiled = { validate, forDefaults: defaults };
-  return validate;
-}
-
-/** `providers.llm.baseUrl`-style path of an ajv error. */
-function errorPath(e: ErrorObject): string {
-  const parts = e.instancePath
-    .split('/')
-    .slice(1)
-    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
-  if (e.keyword === 'required') parts.push(String((e.params as { missingProperty: string }).missingProperty));
-  if (e.keyword === 'additionalProperties') parts.push(String((e.params as { additionalProperty: string }).additionalProperty));
-  return parts.reduce((acc, p) => (/^\d+$/.test(p) ? `${acc}[${p}]` : acc ? `${acc}.${p}` : p), '') || '(top level)';
-}
-
-function describe(e: ErrorObject): string {
-  switch (e.keyword) {
-    case 'required':
-      return 'is required';
-    case 'additionalProperties':
-      return 'is not a known setting (check the spelling)';
-    case 'enum':
-      return `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
-    case 'type': {
-      const t = String((e.params as { type: string }).type);
-      const article: Record<string, string> = { integer: 'an integer', object: 'an object', array: 'an array', boolean: 'true or false', string: 'a string', number: 'a number' };
-      return `must be ${article[t] ?? t}`;
-    }
-    case 'const':
-      return `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
-    case 'discriminator': {
-      const p = e.params as { error: string; tag: string; tagValue?: unknown };
-      return p.error === 'mapping' ? `unknown provider ${JSON.stringify(p.tagValue)}` : 'must be a string naming the provider';
-    }
-    case 'pattern': {
-      const pattern = (e.params as { pattern: string }).pattern;
-      if (pattern === '^https?://') return 'must be an http:// or https:// URL';
-      if (pattern === '^wss?://') return 'must be a ws:// or wss:// URL';
-      if (pattern.startsWith('^[a-z]{2,3}')) return 'must be a language tag such as "en" or "fr-FR"';
-      if (pattern === '^[0-9a-f]{64}$') return 'must be a SHA-256 hex digest (64 lower-case hex characters)';
-      if (pattern === '^[A-Za-z0-9+/]{43}=$') return 'must be 32 random bytes in base64 (openssl rand -base64 32)';
-      return `must match ${pattern}`;
-    }
-    default:
-      return e.message ?? e.keyword;
-  }
-}
-
-/** The list of problems with `config` (empty when valid), one `path: message` per line. */
-export function configProblems(config: unknown, defaults: unknown): string[] {
-  const validate = validator(defaults);
-  if (validate(config)) return [];
-  const errors = validate.errors ?? [];
-  // With a discriminator the branch's own errors are precise; drop oneOf's summary noise.
-  const lines = errors.filter((e) => e.keyword !== 'oneOf' && e.keyword !== 'if').map((e) => `${errorPath(e)}: ${describe(e)}`);
-  return [...new Set(lines)];
+interface AgentsRouting {
+  files?: Record<string, string>;
+  default?: string;
+  numbers?: Record<string, string>;
+  apiKeys?: Record<string, string>;
 }
 
 /**
  * Every agent `agents` routes to must be one of its files or "default" (the agent of providers.llm, unless a file
  * is named so); `agents.default` must be a file.
  */
-function agentsProblems(agents: ServiceConfig['agents'] | undefined): string[] {
+function agentsProblems(agents: AgentsRouting | undefined): string[] {
   if (!agents) return [];
   const names = new Set([...Object.keys(agents.files ?? {}), 'default']);
   const problems: string[] = [];
@@ -472,15 +246,23 @@ function agentsProblems(agents: ServiceConfig['agents'] | undefined): string[] {
   return problems;
 }
 
+/** What a schema cannot say: relations between keys, each checked by the section that owns them. */
+interface CrossChecked {
+  agents?: AgentsRouting;
+  webrtc?: WebRtcConfig;
+  sip?: SipConfig;
+}
+
 /**
- * Throws a ConfigError listing every problem; returns the config unchanged when it is valid. `defaults` is
- * DEFAULT_CONFIG (passed in: config.ts imports this module).
+ * Throws a ConfigError listing every problem; returns the config unchanged when it is valid. Relations between
+ * keys are checked only once the shapes are right.
  */
-export function validateConfig(config: ServiceConfig, source: string, defaults: unknown): ServiceConfig {
-  const problems = configProblems(config, defaults);
-  problems.push(...agentsProblems(config.agents));
-  const portRange = (config as { webrtc?: { portRange?: { min: number; max: number } } }).webrtc?.portRange;
-  if (portRange && portRange.min > portRange.max) problems.push('webrtc.portRange: min must not exceed max');
+export function validateConfig<T extends object>(config: T, source: string, _defaults?: unknown): T {
+  const problems = configProblems(config);
+  if (problems.length === 0) {
+    const c = config as CrossChecked;
+    problems.push(...agentsProblems(c.agents), ...(c.webrtc ? webRtcProblems(c.webrtc) : []), ...(c.sip ? sipProblems(c.sip) : []));
+  }
   if (problems.length > 0) throw new ConfigError(source, problems);
   return config;
 }

@@ -1,6 +1,12 @@
 import { DEFAULT_ECHO_GUARD, type EchoGuardConfig } from './session/echo-guard.js';
 import type { BankCustomer } from './providers/llm/tools.js';
-import type { RemoteTtsConfig } from './providers/tts/index.js';
+import type { Static } from './core/options.js';
+import type { AsrProviderConfig, LlmProviderConfig, TtsProviderConfig, VadProviderConfig } from './providers/options.js';
+import type { FAILOVER_OPTIONS } from './providers/remote-options.js';
+import { CHAT_COMPLETIONS_DEFAULTS, type ChatCompletionsConfig } from './transports/openai-chat/options.js';
+import { SIP_DEFAULTS, type SipConfig } from './transports/sip/options.js';
+import { TELEPHONY_DEFAULTS, type TelephonyConfig } from './transports/telephony/options.js';
+import { WEBRTC_DEFAULTS, type WebRtcConfig } from './transports/webrtc/options.js';
 import { DEFAULT_WEBHOOKS, type WebhooksConfig } from './integration/webhooks.js';
 import { readFileSync, existsSync } from 'node:fs';
 import type { AuthConfig } from './auth/auth.js';
@@ -61,167 +67,13 @@ export interface AudioOutConfig {
   leadMs: number;
 }
 
-export type VadProviderConfig = { provider: 'silero'; modelPath?: string; executionProviders?: string[] };
-export type AsrProviderConfig =
-  | {
-      provider: 'pocketsphinx';
-      modelDir?: string;
-      /** Decoders kept ready for new calls (~95 MB each, default 4); a burst of new calls beyond it waits ~0.4 s per decoder. */
-      spareDecoders?: number;
-      /** Idle decoders kept for reuse after calls end. */
-      maxIdleDecoders?: number;
-      /**
-       * Decode against grammars compiled from what the agent understands (see src/providers/asr/grammar):
-       * 'auto' (default) with the embedded rules agent, not with an LLM backend (a model handles open speech);
-       * 'on' always (from the rules file); 'off' the generic English LM only.
-       */
-      grammar?: 'auto' | 'on' | 'off';
-      /** Grammar languages to load when their model is present (default: all of en, es). */
-      languages?: string[];
-      /** Spanish acoustic model directory (default env POCKETSPHINX_ES_DIR, else ../shared/models/pocketsphinx-es). */
-      spanishModelDir?: string;
-      /** Extra names callers may give, per language, added to the agent's name slots (the rules file's `names` always are). */
-      names?: Record<string, string[]>;
-      /** Per-phone weight of the garbage loop that absorbs out-of-domain sound (default 1e-20). */
-      garbageWeight?: number;
-      /**
-       * Language choice between grammar lanes (src/providers/asr/pocketsphinx/grammar.ts): the margin another
-       * language's score (likelihood ratio against its own phone loop, thousandths of a nat per frame) needs over the
-       * current language's to take a turn (default 0.2), and the least score with which a turn leaves a language the
-       * caller has spoken (default -3, a confidence of 0.5): weaker evidence keeps the language.
-       */
-      stickiness?: number;
-      switchFloor?: number;
-      /** The floor while the call is still in its default language, not yet spoken by the caller (default -3.4). */
-      firstSwitchFloor?: number;
-    }
-  /** A vLLM realtime server (`vllm serve mistralai/Voxtral-Mini-4B-Realtime-2602`) or this service's asr-server mode. */
-  | {
-      provider: 'vllm-realtime';
-      /** One server, or several in `urls` (failover, docs/gpu.md). */
-      url?: string;
-      urls?: string[];
-      failover?: RemoteFailoverConfig;
-      model: string;
-      apiKey?: string;
-      languages?: string[];
-      connectTimeoutMs?: number;
-      finalTimeoutMs?: number;
-      /** Silence sent before the final commit so Voxtral decodes the last window (default 500 ms). */
-      trailingSilenceMs?: number;
-    }
-  /** Batch OpenAI-compatible `/v1/audio/transcriptions` (Whisper / Voxtral servers): final-only, re-decodes each utterance. */
-  | { provider: 'openai-batch'; baseUrl: string; model: string; apiKey?: string; languages?: string[]; timeoutMs?: number; retries?: number; responseFormat?: 'json' | 'verbose_json' };
+// Each provider and transport declares its options beside its code; the types derive from those declarations.
+export type { AsrProviderConfig, LlmProviderConfig, TtsProviderConfig, VadProviderConfig } from './providers/options.js';
+export type { SipConfig } from './transports/sip/options.js';
+export type { TelephonyConfig } from './transports/telephony/options.js';
+export type { WebRtcConfig } from './transports/webrtc/options.js';
 /** Several URLs for one remote stage: 'ordered' (default) or 'round-robin'; a failed URL rests `downMs` (default 5000). */
-export type RemoteFailoverConfig = { strategy?: 'ordered' | 'round-robin'; downMs?: number };
-export type LlmProviderConfig =
-  | { provider: 'rules'; rulesPath?: string }
-  | {
-      provider: 'openai';
-      /** One server, or several in `baseUrls` (failover, docs/gpu.md). */
-      baseUrl?: string;
-      baseUrls?: string[];
-      failover?: RemoteFailoverConfig;
-      model: string;
-      apiKey?: string;
-      temperature?: number;
-      maxTokens?: number;
-      timeoutMs?: number;
-      retries?: number;
-    }
-  | { provider: 'llamacpp'; modelPath: string; gpu?: 'auto' | false; contextSize?: number; temperature?: number; maxTokens?: number };
-export type TtsProviderConfig =
-  | {
-      provider: 'auto' | 'svoxpico' | 'espeak';
-      voicesDir?: string;
-      voices?: Record<string, string>;
-      /** 'wasm' (GPL-3.0 build in this process), 'process' (system espeak-ng), 'none'; see src/providers/tts/index.ts. */
-      espeakEngine?: 'wasm' | 'process' | 'none';
-    }
-  /** A remote `/v1/audio/speech` server (vLLM-Omni, Kokoro-FastAPI, Orpheus-FastAPI): src/providers/tts/openai-speech. */
-  | RemoteTtsConfig;
-
-/** Browser calls over WebRTC (src/transports/webrtc, signaling/). docs/webrtc.md explains each field. */
-export interface WebRtcConfig {
-  /** STUN/TURN servers for the server's own ICE agent (empty: host candidates only, no traffic to third parties). */
-  iceServers: { urls: string | string[]; username?: string; credential?: string }[];
-  /** Origins allowed to call the signaling routes from a page on another origin ("*" allows any). */
-  corsOrigins: string[];
-  /** Only these local IPs are offered as host candidates (empty: every interface libwebrtc finds). */
-  candidateAddresses: string[];
-  /** UDP ports the server's ICE agent may use (open these in the firewall). */
-  portRange?: { min: number; max: number };
-  /** Concurrent browser calls one process accepts; more get 503. */
-  maxPeers: number;
-  /** Longest wait for ICE gathering before the answer is sent with the candidates found so far. */
-  iceGatheringTimeoutMs: number;
-  /** A peer whose connection dropped (tab closed, network gone) is hung up after this long. */
-  disconnectGraceMs: number;
-  /** Offers being negotiated at once; more get 503 with Retry-After (docs/security.md). */
-  maxConcurrentOffers: number;
-  /** m= sections an offer may hold (several must be BUNDLEd); more get 400. */
-  maxOfferMediaSections: number;
-  /** Distinct ICE candidates an offer may list; more get 400. */
-  maxRemoteCandidates: number;
-  /** Non-public networks (CIDRs) a caller's ICE candidates may name; by default only public addresses are probed. */
-  remoteCandidateNetworks: string[];
-}
-
-/** Phone calls through providers' media-stream WebSockets (src/transports/telephony, docs/telephony.md). */
-export interface TelephonyConfig {
-  /**
-   * The public base URL providers connect to (e.g. `wss://voice.example.com`), when a proxy sits in front:
-   * Twilio signs the URL it requested, so it is needed to verify X-Twilio-Signature. Default: from the
-   * request's Host and X-Forwarded-Proto headers.
-   */
-  publicUrl?: string;
-  /** With `authToken` set, every Twilio upgrade must carry a valid X-Twilio-Signature. */
-  twilio: { authToken?: string };
-  /** A stream that has not sent its start message this long after connecting is closed. */
-  startTimeoutMs: number;
-  /** Media frames held back waiting for a missing one (Telnyx may reorder), 20 ms each. */
-  reorderDepth: number;
-}
-
-/** Native SIP + RTP phone calls (src/transports/sip, docs/sip.md). */
-export interface SipConfig {
-  enabled: boolean;
-  /** Address the SIP UDP and TCP listeners bind (and RTP sockets, unless `rtpHost`). */
-  host: string;
-  /** SIP port, UDP and TCP (0: a free one). */
-  port: number;
-  /** Address written into SDP and Contact when `host` is a wildcard or behind NAT (default: the address the request reached). */
-  publicAddress?: string;
-  /** Source addresses allowed to send SIP (CIDRs); others get 403. Default: loopback only. */
-  allowFrom: string[];
-  /** Optional Digest authentication of INVITEs (trunks that require it). */
-  digest?: { realm: string; users: Record<string, string> };
-  /** Even UDP ports for RTP (RTCP on port+1). */
-  rtpPortMin: number;
-  rtpPortMax: number;
-  /** A call with no RTP for this long is hung up (BYE). */
-  rtpTimeoutMs: number;
-  /** Ringing before the 200 OK (0: answer at once). */
-  ringMs: number;
-  /** Codecs accepted, in the caller's preference order. */
-  codecs: ('pcmu' | 'pcma' | 'opus')[];
-  /** Where `call.action: transfer` sends the caller (SIP REFER), e.g. "sip:desk@pbx.example.com"; unset: no transfer. */
-  transferTarget?: string;
-  /**
-   * The call's language by dialled number (the Request-URI user, else the To user), e.g. `{ "+34910000000": "es" }`:
-   * such a call is heard and answered in that language only (no per-turn detection, one recogniser lane).
-   */
-  languageByNumber?: Record<string, string>;
-  /** Concurrent SIP calls; more get 486 Busy Here. */
-  maxCalls: number;
-  /** SIP messages above this get 513. */
-  maxMessageBytes: number;
-  /**
-   * Where RTP may be sent besides the INVITE's source address (CIDRs), e.g. a trunk's media servers when they
-   * differ from its signalling servers. An SDP naming anything else is refused with 488.
-   */
-  mediaNetworks: string[];
-}
+export type RemoteFailoverConfig = Static<typeof FAILOVER_OPTIONS>;
 
 /**
  * The demo page at `/`: it fetches a session token from `GET /v1/demo/token`, answered to loopback clients only.
@@ -329,7 +181,7 @@ export interface ServiceConfig {
     tts: TtsProviderConfig;
   };
   /** `POST /v1/chat/completions` serving this service's own LLM to other services (off by default). */
-  chatCompletions: { enabled: boolean; model: string };
+  chatCompletions: ChatCompletionsConfig;
   /** The operator's systems: signed webhooks out (docs/integration.md). HTTP tools live in the agent file. */
   integration: { webhooks: WebhooksConfig };
   /** `asr-server` mode (src/asr-server.ts): the configured ASR served under vLLM's realtime protocol. */
@@ -410,34 +262,10 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     echoGuard: DEFAULT_ECHO_GUARD,
   },
   audioOut: { leadMs: 40 },
-  webrtc: {
-    iceServers: [],
-    corsOrigins: [],
-    candidateAddresses: [],
-    maxPeers: 200,
-    iceGatheringTimeoutMs: 3000,
-    disconnectGraceMs: 5000,
-    maxConcurrentOffers: 8,
-    maxOfferMediaSections: 4,
-    maxRemoteCandidates: 50,
-    remoteCandidateNetworks: [],
-  },
+  webrtc: WEBRTC_DEFAULTS,
   demo: { enabled: false, allowedHosts: ['localhost', '127.0.0.1', '::1'] },
-  telephony: { twilio: {}, startTimeoutMs: 10_000, reorderDepth: 3 },
-  sip: {
-    enabled: true,
-    host: '0.0.0.0',
-    port: 5060,
-    allowFrom: ['127.0.0.0/8', '::1/128'],
-    rtpPortMin: 10_000,
-    rtpPortMax: 20_000,
-    rtpTimeoutMs: 30_000,
-    ringMs: 0,
-    codecs: ['pcmu', 'pcma', 'opus'],
-    maxCalls: 200,
-    maxMessageBytes: 16 * 1024,
-    mediaNetworks: [],
-  },
+  telephony: TELEPHONY_DEFAULTS,
+  sip: SIP_DEFAULTS,
   agent: {
     defaultLanguage: 'en',
     systemPrompt:
@@ -471,7 +299,7 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     llm: { provider: 'rules' },
     tts: { provider: 'auto' },
   },
-  chatCompletions: { enabled: false, model: 'voice-agent' },
+  chatCompletions: CHAT_COMPLETIONS_DEFAULTS,
   integration: { webhooks: DEFAULT_WEBHOOKS },
   asrServer: { path: '/v1/realtime', model: 'pocketsphinx-en-us', maxSessions: 64, maxUtteranceMs: 60_000 },
 };
@@ -527,5 +355,5 @@ export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.P
   // The demo page hands out session tokens: only when asked for by name.
   if (argv.includes('--demo') || env.VOICE_AGENT_DEMO === '1') envOverrides.demo = { enabled: true };
   // One schema check of the result, so every error names its path (src/config-schema.ts).
-  return validateConfig(mergeConfig(config, envOverrides), file ? path.resolve(file) : 'configuration', DEFAULT_CONFIG);
+  return validateConfig(mergeConfig(config, envOverrides), file ? path.resolve(file) : 'configuration');
 }

@@ -1,6 +1,7 @@
 /** ASR backend selection from `providers.asr`. */
 import type { Logger } from 'pino';
-import type { AsrProviderConfig } from '../../config.js';
+import type { AsrProviderConfig } from '../options.js';
+import { POCKETSPHINX_DEFAULTS } from './pocketsphinx/options.js';
 import { OpenAiBatchAsr } from './openai-batch/index.js';
 import { PocketSphinxAsr } from './pocketsphinx/index.js';
 import type { AsrProvider } from './types.js';
@@ -8,8 +9,9 @@ import { VllmRealtimeAsr } from './vllm-realtime/index.js';
 
 /** Whether the service compiles grammars for this ASR: 'auto' only with the embedded rules agent. */
 export function grammarWanted(mode: 'auto' | 'on' | 'off' | undefined, llmProvider: string | undefined): boolean {
-  if (mode === 'off') return false;
-  if (mode === 'on') return true;
+  const chosen = mode ?? POCKETSPHINX_DEFAULTS.grammar;
+  if (chosen === 'off') return false;
+  if (chosen === 'on') return true;
   return llmProvider === undefined || llmProvider === 'rules';
 }
 
@@ -18,8 +20,8 @@ export function createAsrProvider(config: AsrProviderConfig, logger: Logger, opt
     case 'pocketsphinx':
       return new PocketSphinxAsr({
         modelDir: config.modelDir,
-        spareDecoders: config.spareDecoders ?? 4,
-        maxIdleDecoders: config.maxIdleDecoders ?? 4,
+        spareDecoders: config.spareDecoders ?? POCKETSPHINX_DEFAULTS.spareDecoders,
+        maxIdleDecoders: config.maxIdleDecoders ?? POCKETSPHINX_DEFAULTS.maxIdleDecoders,
         // Without grammars coming the generic LM loads at once; with them it is built only if they fail (setGrammars
         // falls back to it) or a stream is asked for before any grammar was set.
         lazyGenericLm: options.grammarExpected === true,

@@ -83,6 +83,11 @@ export interface LlmProvider {
   readonly wholeConversation?: boolean;
   close?(): Promise<void>;
   /**
+   * The language a text is most likely in, for an agent that can tell (the rules agent scores its intents per
+   * language); undefined when it cannot. A transport with no language of its own asks this, never the agent's class.
+   */
+  detectLanguage?(text: string): string | undefined;
+  /**
    * What the agent waits for after this conversation ("<intent>.<slot>" or "<intent>.confirm"), so the
    * recogniser can weight that answer's grammar; undefined when nothing in particular.
    */

@@ -8,53 +8,25 @@ import { spawnSync } from 'node:child_process';
 import { EspeakTts } from './espeak/index.js';
 import { EspeakProcessTts } from './espeak-process/index.js';
 import { SvoxPicoTts, defaultPicoVoicesDir, findPicoVoices } from './svoxpico/index.js';
-import { OpenAiSpeechTts, type OpenAiSpeechTtsOptions } from './openai-speech/index.js';
+import { OpenAiSpeechTts } from './openai-speech/index.js';
 import type { TtsOptions, TtsProvider } from './types.js';
 import type { BackendPool, HasBackends } from '../backends.js';
+import type { EmbeddedTtsSettings, EspeakEngine } from './embedded-options.js';
+import { OPENAI_SPEECH_DEFAULTS, type OpenAiSpeechSettings } from './openai-speech/options.js';
 
 export type { TtsOptions, TtsProvider } from './types.js';
 export { EspeakTts, type EspeakTtsOptions, type EspeakVoice } from './espeak/index.js';
 export { SvoxPicoTts, type SvoxPicoTtsOptions, defaultPicoVoicesDir, findPicoVoices } from './svoxpico/index.js';
 export { OpenAiSpeechTts, TtsHttpError, type OpenAiSpeechTtsOptions } from './openai-speech/index.js';
 
-/** A remote `/v1/audio/speech` server (vLLM-Omni, Kokoro-FastAPI, …); see openai-speech/index.ts. */
-export type RemoteTtsConfig = { provider: 'openai-speech' } & Omit<OpenAiSpeechTtsOptions, 'logger'> & {
-  /**
-   * The embedded TTS that speaks when the server cannot (down, refusing, or a language without a remote voice):
-   * 'auto' | 'svoxpico' | 'espeak' as for `provider`, or 'none' (default): the caller then hears nothing of
-   * that segment and the device gets `tts_failed`.
-   */
-  embeddedFallback?: EmbeddedTtsConfig['provider'] | 'none';
-  /** Voices for the embedded fallback (its own names, e.g. { "en": "en-GB" }). */
-  embeddedVoices?: Record<string, string>;
-  /** The embedded fallback's eSpeak NG engine, as for the embedded providers. */
-  espeakEngine?: EspeakEngine;
-};
+/** A remote `/v1/audio/speech` server (vLLM-Omni, Kokoro-FastAPI, …) with its embedded fallback: openai-speech/options.ts. */
+export type RemoteTtsConfig = { provider: 'openai-speech' } & OpenAiSpeechSettings;
+
+/** The voices in this process ('auto': Pico, plus eSpeak for other languages, when Pico voice files exist): embedded-options.ts. */
+export type EmbeddedTtsConfig = { provider: 'svoxpico' | 'espeak' | 'auto' } & EmbeddedTtsSettings;
 
 export type TtsFactoryConfig = EmbeddedTtsConfig | RemoteTtsConfig;
-
-export interface EmbeddedTtsConfig {
-  /** 'auto': Pico (+ eSpeak for other languages) when Pico voice files exist, else eSpeak alone. */
-  provider: 'svoxpico' | 'espeak' | 'auto';
-  /** SVOX Pico voices directory (default: env SVOX_PICO_DIR, else ../shared/models/svox-pico). */
-  voicesDir?: string;
-  /** Default voice per language, e.g. `{ en: 'en-GB', pt: 'roa/pt-BR' }`. */
-  voices?: Record<string, string>;
-  /** With 'svoxpico': also speak Pico's missing languages with eSpeak. Default true. */
-  fallback?: boolean;
-  /** Pico output gain (default -3 dB). */
-  gainDb?: number;
-  /** eSpeak worker threads (default min(2, cores)). */
-  espeakWorkers?: number;
-  /**
-   * Which eSpeak NG: 'wasm' (the GPL-3.0 npm build, inside this process), 'process' (the system's `espeak-ng`
-   * program, a separate process), 'none' (Pico only). Default (or env VOICE_AGENT_ESPEAK): 'wasm' when that
-   * package is installed, else 'process' when `espeak-ng` is on PATH, else 'none'. docs/compliance.md.
-   */
-  espeakEngine?: EspeakEngine;
-}
-
-export type EspeakEngine = 'wasm' | 'process' | 'none';
+export type { EspeakEngine };
 
 /** The eSpeak NG engine to use when none is configured: whatever is installed, the in-process build first. */
 export function defaultEspeakEngine(
@@ -192,8 +164,9 @@ export function createTtsProvider(config: TtsFactoryConfig, logger: Logger): Tts
   if (config.provider === 'openai-speech') {
     const { provider: _p, embeddedFallback, embeddedVoices, espeakEngine, ...options } = config;
     const remote = new OpenAiSpeechTts({ ...options, logger });
-    if (!embeddedFallback || embeddedFallback === 'none') return remote;
-    const embedded = createTtsProvider({ provider: embeddedFallback, voices: embeddedVoices, espeakEngine }, logger);
+    const fallback = embeddedFallback ?? OPENAI_SPEECH_DEFAULTS.embeddedFallback;
+    if (fallback === 'none') return remote;
+    const embedded = createTtsProvider({ provider: fallback, voices: embeddedVoices, espeakEngine }, logger);
     return new FallbackTts(remote, embedded, logger);
   }
   const voicesDir = config.voicesDir ?? defaultPicoVoicesDir();

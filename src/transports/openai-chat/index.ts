@@ -13,7 +13,6 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyError, FastifyPluginAsync, FastifyReply } from 'fastify';
 import { requireApiKey } from '../../auth/plugin.js';
-import { RuleBasedAgent } from '../../providers/llm/rules/index.js';
 import type { ChatMessage, LlmEvent, LlmProvider, ToolCall, ToolDefinition } from '../../providers/llm/types.js';
 import type { VoiceService } from '../../service.js';
 
@@ -133,22 +132,11 @@ function toChatMessages(messages: readonly WireMessage[]): ChatMessage[] {
   });
 }
 
-/** The request's language: explicit, else the rule agent's best-matching language, else the default. */
+/** The request's language: explicit, else the one the agent detects in the caller's last words, else the default. */
 function pickLanguage(body: ChatRequestBody, messages: readonly ChatMessage[], llm: LlmProvider, fallback: string): string {
   if (body.language) return body.language.toLowerCase().replace('_', '-');
-  if (!(llm instanceof RuleBasedAgent)) return fallback;
   const utterance = [...messages].reverse().find((m) => m.role === 'user')?.content;
-  if (!utterance) return fallback;
-  let best: { lang: string; score: number } | undefined;
-  try {
-    for (const lang of llm.rules.languages) {
-      const match = llm.classify(utterance, lang);
-      if (match && (!best || match.score > best.score)) best = { lang, score: match.score };
-    }
-  } catch {
-    return fallback; // rules not loaded
-  }
-  return best?.lang ?? fallback;
+  return (utterance && llm.detectLanguage?.(utterance)) || fallback;
 }
 
 /** Rough token count for `usage` (the rule agent has no tokenizer): ~4 characters a token. */

@@ -9,7 +9,7 @@ import os from 'node:os';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { BlockList } from 'node:net';
 import type { Logger } from 'pino';
-import type { SipConfig } from '../../config.js';
+import { sipConfigProblems, type SipConfig } from './options.js';
 import type { VoiceService } from '../../service.js';
 import { LimitError } from '../../limits/limits.js';
 import { AgentSelectionError } from '../../agents/registry.js';
@@ -134,15 +134,15 @@ export class SipServer {
 
   constructor(private readonly options: SipServerOptions) {
     const c = options.config;
-    validateSipConfig(c);
+    // The same declaration the config file is checked against: a server built directly gets the same errors.
+    const problems = sipConfigProblems(c);
+    if (problems.length > 0) throw new Error(`invalid sip configuration: ${problems.join('; ')}`);
     this.log = options.logger.child({ transport: 'sip' });
     this.allow = buildAllowList(c.allowFrom);
     this.mediaNetworks = buildAllowList(c.mediaNetworks ?? [], 'sip.mediaNetworks');
     this.digest = c.digest ? new DigestAuth(c.digest) : null;
     this.ports = new RtpPortPool(c.rtpPortMin, c.rtpPortMax);
     this.limits = { maxMessageBytes: c.maxMessageBytes, maxHeaders: 128 };
-    if (c.digest && (!c.digest.realm || Object.keys(c.digest.users).length === 0)) throw new Error('sip.digest needs a realm and at least one user');
-    for (const codec of c.codecs) if (!['pcmu', 'pcma', 'opus'].includes(codec)) throw new Error(`sip.codecs: unsupported codec "${codec}"`);
   }
 
   /** RTP port pairs held by calls (0 when no call holds one: nothing leaked). */
@@ -952,27 +952,6 @@ export class SipServer {
     const now = performance.now();
     for (const [key, tx] of this.serverTx) if (tx.expiresAt < now) this.serverTx.delete(key);
   }
-}
-
-/** Clear start-up errors for a bad `sip` section (the config schema leaves it to this module). */
-function validateSipConfig(c: SipConfig): void {
-  const int = (v: unknown, min: number, max: number) => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
-  const problems: string[] = [];
-  if (typeof c.host !== 'string' || !net.isIP(c.host)) problems.push(`sip.host must be an IP address (e.g. "0.0.0.0"), got ${JSON.stringify(c.host)}`);
-  if (!int(c.port, 0, 65535)) problems.push(`sip.port must be an integer 0..65535, got ${JSON.stringify(c.port)}`);
-  if (c.publicAddress !== undefined && (typeof c.publicAddress !== 'string' || !net.isIP(c.publicAddress))) problems.push('sip.publicAddress must be an IP address');
-  if (!Array.isArray(c.allowFrom)) problems.push('sip.allowFrom must be an array of CIDRs');
-  if (c.mediaNetworks !== undefined && !Array.isArray(c.mediaNetworks)) problems.push('sip.mediaNetworks must be an array of CIDRs');
-  if (!int(c.rtpTimeoutMs, 1000, 3_600_000)) problems.push('sip.rtpTimeoutMs must be an integer 1000..3600000');
-  if (!int(c.ringMs, 0, 60_000)) problems.push('sip.ringMs must be an integer 0..60000');
-  if (!int(c.maxCalls, 1, 100_000)) problems.push('sip.maxCalls must be an integer ≥ 1');
-  if (!int(c.maxMessageBytes, 1024, 65_535)) problems.push('sip.maxMessageBytes must be an integer 1024..65535');
-  for (const [number, language] of Object.entries(c.languageByNumber ?? {})) {
-    if (typeof language !== 'string' || !/^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$/.test(language)) problems.push(`sip.languageByNumber.${number} must be a language tag such as "es"`);
-  }
-  if (c.transferTarget !== undefined && !/^sips?:[^\s<>]+$/i.test(c.transferTarget)) problems.push(`sip.transferTarget must be a SIP URI such as "sip:desk@pbx.example.com"`);
-  if (!Array.isArray(c.codecs) || c.codecs.length === 0) problems.push('sip.codecs must list at least one of pcmu, pcma, opus');
-  if (problems.length > 0) throw new Error(problems.join('; '));
 }
 
 function txKey(req: SipRequest, e: RequestEssentials): string {

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { Framer } from '../../audio/framer.js';
 import { INTERNAL_SAMPLE_RATE } from '../../audio/format.js';
 import { StreamingResampler } from '../../audio/resample.js';
-import type { WebRtcConfig } from '../../config.js';
+import type { WebRtcConfig } from './options.js';
 import type { VoiceService } from '../../service.js';
 import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import type { Session } from '../../session/session.js';

@@ -9,29 +9,13 @@
  * partials. Prefer `vllm-realtime` where the server offers it.
  */
 import type { Logger } from 'pino';
+import { OPENAI_BATCH_DEFAULTS, type OpenAiBatchSettings } from './options.js';
 import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
 import { encodeWav } from '../../../audio/wav.js';
 import type { AsrFinal, AsrProvider, AsrStream, AsrStreamOptions } from '../types.js';
 
-export interface OpenAiBatchAsrOptions {
-  /** e.g. "http://gpu-host:8000/v1" (the path that holds /audio/transcriptions). */
-  baseUrl: string;
-  model: string;
-  apiKey?: string;
-  /** Languages the model recognises (default "*": Whisper and Voxtral detect). */
-  languages?: readonly string[];
-  /** Per attempt, upload to answer (default 15 000 ms). */
-  timeoutMs?: number;
-  /** Extra attempts on connection errors, 429 and 5xx (default 1). */
-  retries?: number;
-  /**
-   * 'verbose_json' also returns the detected language (Whisper-style servers); default 'json'. vLLM refuses it
-   * for models without segment timestamps (Voxtral): it is not sent for a Voxtral model, and a server that
-   * refuses it with HTTP 400 is asked again in 'json' (and from then on).
-   */
-  responseFormat?: 'json' | 'verbose_json';
-  logger?: Logger;
-}
+/** The options `providers.asr` declares for provider "openai-batch" (./options.ts), and a logger. */
+export type OpenAiBatchAsrOptions = Omit<OpenAiBatchSettings, 'languages'> & { languages?: readonly string[]; logger?: Logger };
 
 export class AsrHttpError extends Error {
   override readonly name = 'AsrHttpError';
@@ -68,7 +52,7 @@ export class OpenAiBatchAsr implements AsrProvider {
     this.languages = options.languages ?? ['*'];
     this.endpoint = `${options.baseUrl.replace(/\/+$/, '')}/audio/transcriptions`;
     this.logger = options.logger?.child({ provider: 'asr-openai-batch' });
-    this.responseFormat = options.responseFormat ?? 'json';
+    this.responseFormat = options.responseFormat ?? OPENAI_BATCH_DEFAULTS.responseFormat;
     if (this.responseFormat === 'verbose_json' && /voxtral/i.test(options.model)) {
       this.logger?.warn({ model: options.model }, "verbose_json is refused by vLLM for Voxtral (no segment timestamps): asking for 'json'");
       this.responseFormat = 'json';
@@ -86,7 +70,7 @@ export class OpenAiBatchAsr implements AsrProvider {
 
   /** One transcription request with timeout and retries. */
   async transcribe(samples: Int16Array, language: string | undefined, signal: AbortSignal): Promise<{ text: string; language?: string }> {
-    const retries = this.options.retries ?? 1;
+    const retries = this.options.retries ?? OPENAI_BATCH_DEFAULTS.retries;
     let lastError: AsrHttpError | undefined;
     for (let attempt = 0; attempt <= retries; attempt++) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)));
@@ -116,7 +100,7 @@ export class OpenAiBatchAsr implements AsrProvider {
     form.append('response_format', this.responseFormat);
     form.append('temperature', '0');
     if (language) form.append('language', language);
-    const timeoutMs = this.options.timeoutMs ?? 15_000;
+    const timeoutMs = this.options.timeoutMs ?? OPENAI_BATCH_DEFAULTS.timeoutMs;
     const signal = AbortSignal.any([outer, AbortSignal.timeout(timeoutMs)]);
     let res: Response;
     try {

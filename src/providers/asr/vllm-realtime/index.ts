@@ -35,6 +35,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import { VLLM_REALTIME_DEFAULTS, type VllmRealtimeSettings } from './options.js';
 import WebSocket from 'ws';
 import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
 import { BackendPool, urlList, type BackendStrategy } from '../../backends.js';
@@ -46,26 +47,8 @@ export const VOXTRAL_REALTIME_LANGUAGES = ['en', 'zh', 'hi', 'es', 'ar', 'fr', '
 /** The first vLLM release with both realtime fixes this client relies on (PR #33963 commit{final}, PR #36934 --api-key). */
 export const VLLM_REALTIME_MIN_VERSION = '0.18.0';
 
-export interface VllmRealtimeAsrOptions {
-  /** e.g. "ws://gpu-host:8000/v1/realtime". */
-  url?: string;
-  /** More servers (same model), failed over in turn (src/providers/backends.ts). */
-  urls?: string[];
-  failover?: { strategy?: BackendStrategy; downMs?: number };
-  /** Silence sent after the caller's audio before the final commit, so the model's last window is whole (default 500 ms). */
-  trailingSilenceMs?: number;
-  /** Served model name sent in session.update, e.g. "mistralai/Voxtral-Mini-4B-Realtime-2602". */
-  model: string;
-  /** Sent as "Authorization: Bearer …" (vLLM's --api-key, or this service's API key in asr-server mode). */
-  apiKey?: string;
-  /** Languages the served model recognises (default: Voxtral's 13); "*" for any. */
-  languages?: readonly string[];
-  /** WebSocket open + session.created (default 5000 ms). */
-  connectTimeoutMs?: number;
-  /** Final commit → transcription.done (default 5000 ms). */
-  finalTimeoutMs?: number;
-  logger?: Logger;
-}
+/** The options `providers.asr` declares for provider "vllm-realtime" (./options.ts), and a logger. */
+export type VllmRealtimeAsrOptions = Omit<VllmRealtimeSettings, 'languages'> & { languages?: readonly string[]; logger?: Logger };
 
 export class AsrConnectionError extends Error {
   override readonly name = 'AsrConnectionError';
@@ -125,7 +108,7 @@ export class VllmRealtimeAsr implements AsrProvider {
     try {
       const res = await fetch(modelsUrl, {
         headers: this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {},
-        signal: AbortSignal.timeout(this.options.connectTimeoutMs ?? 5000),
+        signal: AbortSignal.timeout(this.options.connectTimeoutMs ?? VLLM_REALTIME_DEFAULTS.connectTimeoutMs),
       });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const body = (await res.json()) as { data?: Array<{ id?: unknown }> };
@@ -148,7 +131,7 @@ export class VllmRealtimeAsr implements AsrProvider {
   private async checkVersion(url: string): Promise<void> {
     let version: string | undefined;
     try {
-      const res = await fetch(new URL('/version', url.replace(/^ws/, 'http')), { signal: AbortSignal.timeout(this.options.connectTimeoutMs ?? 5000) });
+      const res = await fetch(new URL('/version', url.replace(/^ws/, 'http')), { signal: AbortSignal.timeout(this.options.connectTimeoutMs ?? VLLM_REALTIME_DEFAULTS.connectTimeoutMs) });
       if (!res.ok) return;
       const body = (await res.json()) as { version?: unknown };
       version = typeof body.version === 'string' ? body.version : undefined;
@@ -201,7 +184,7 @@ function openSession(
   logger: Logger | undefined,
   language?: string,
 ): Promise<{ socket: WebSocket; sessionId: string }> {
-  const timeoutMs = options.connectTimeoutMs ?? 5000;
+  const timeoutMs = options.connectTimeoutMs ?? VLLM_REALTIME_DEFAULTS.connectTimeoutMs;
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {};
     const socket = new WebSocket(url, { headers, handshakeTimeout: timeoutMs, maxPayload: 4 * 1024 * 1024 });
@@ -428,10 +411,10 @@ export class VllmRealtimeStream implements AsrStream {
       }
       this.flushHeld(head);
       // Voxtral decodes whole windows only: silence completes the last one (not counted in audioMs).
-      const padSamples = Math.round(((this.options.trailingSilenceMs ?? 500) * INTERNAL_SAMPLE_RATE) / 1000);
+      const padSamples = Math.round(((this.options.trailingSilenceMs ?? VLLM_REALTIME_DEFAULTS.trailingSilenceMs) * INTERNAL_SAMPLE_RATE) / 1000);
       if (padSamples > 0) this.sendAudio(head, new Int16Array(padSamples), false);
       this.send({ type: 'input_audio_buffer.commit', final: true });
-      const timeoutMs = this.options.finalTimeoutMs ?? 5000;
+      const timeoutMs = this.options.finalTimeoutMs ?? VLLM_REALTIME_DEFAULTS.finalTimeoutMs;
       this.finalTimer = setTimeout(() => this.onFinalTimeout(timeoutMs), timeoutMs);
       return;
     }

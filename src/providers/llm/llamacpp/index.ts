@@ -14,6 +14,7 @@
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
+import { LLAMACPP_DEFAULTS, type LlamaCppSettings } from './options.js';
 import type {
   ChatHistoryItem,
   ChatModelFunctionCall,
@@ -27,24 +28,8 @@ import type {
 } from 'node-llama-cpp';
 import type { ChatMessage, JsonSchema, LlmEvent, LlmProvider, LlmRequest, ToolDefinition } from '../types.js';
 
-export interface LlamaCppLlmOptions {
-  modelPath: string;
-  /** 'auto' picks CUDA/Vulkan/Metal when a prebuilt binary works; false = CPU (default). */
-  gpu?: 'auto' | false;
-  /** Tokens per sequence (default 2048). */
-  contextSize?: number;
-  /** Parallel generations on the one context (default 1: requests queue). */
-  sequences?: number;
-  /** Default 0.7. */
-  temperature?: number;
-  /** Cap per reply (default 256). */
-  maxTokens?: number;
-  /** Offer request tools as node-llama-cpp functions (default true). */
-  tools?: boolean;
-  /** CPU threads for llama.cpp (default on CPU: the number of cores; with a GPU: node-llama-cpp's choice). */
-  threads?: number;
-  logger?: Logger;
-}
+/** The options `providers.llm` declares for provider "llamacpp" (./options.ts), and a logger. */
+export type LlamaCppLlmOptions = LlamaCppSettings & { logger?: Logger };
 
 export interface LlamaLoadStats {
   /** getLlama(): binding load / GPU probe. */
@@ -138,7 +123,7 @@ export class LlamaCppLlm implements LlmProvider {
 
     const t0 = performance.now();
     this.llama = await getLlama({
-      gpu: this.options.gpu ?? false,
+      gpu: this.options.gpu ?? LLAMACPP_DEFAULTS.gpu,
       // postinstall is disabled: never try to compile llama.cpp at runtime.
       build: 'never',
       logLevel: LlamaLogLevel.warn,
@@ -153,15 +138,15 @@ export class LlamaCppLlm implements LlmProvider {
       // decoding ~50x slower than 1 thread (measured). Never oversubscribe the cores.
       ...(this.options.threads !== undefined
         ? { maxThreads: this.options.threads }
-        : (this.options.gpu ?? false) === false
+        : (this.options.gpu ?? LLAMACPP_DEFAULTS.gpu) === false
           ? { maxThreads: availableParallelism() }
           : {}),
     });
     const t1 = performance.now();
     this.model = await this.llama.loadModel({ modelPath });
     const t2 = performance.now();
-    const sequences = Math.max(1, this.options.sequences ?? 1);
-    this.context = await this.model.createContext({ contextSize: this.options.contextSize ?? 2048, sequences });
+    const sequences = Math.max(1, this.options.sequences ?? LLAMACPP_DEFAULTS.sequences);
+    this.context = await this.model.createContext({ contextSize: this.options.contextSize ?? LLAMACPP_DEFAULTS.contextSize, sequences });
     const t3 = performance.now();
     for (let i = 0; i < sequences; i++) {
       this.free.push({ chat: new LlamaChatClass({ contextSequence: this.context.getSequence(), autoDisposeSequence: true }) });
@@ -199,7 +184,7 @@ export class LlamaCppLlm implements LlmProvider {
     }
 
     const queue = new AsyncQueue<LlmEvent>();
-    const functions = this.options.tools === false ? undefined : this.toFunctions(request.tools);
+    const functions = (this.options.tools ?? LLAMACPP_DEFAULTS.tools) === false ? undefined : this.toFunctions(request.tools);
     const history = toChatHistory(request.messages);
     const generation = slot.chat
       .generateResponse(history, {
@@ -209,8 +194,8 @@ export class LlamaCppLlm implements LlmProvider {
         },
         signal: ctl.signal,
         stopOnAbortSignal: true,
-        maxTokens: this.options.maxTokens ?? 256,
-        temperature: this.options.temperature ?? 0.7,
+        maxTokens: this.options.maxTokens ?? LLAMACPP_DEFAULTS.maxTokens,
+        temperature: this.options.temperature ?? LLAMACPP_DEFAULTS.temperature,
       })
       .then((res) => {
         const calls = res.functionCalls ?? [];

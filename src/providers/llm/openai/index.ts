@@ -3,31 +3,12 @@
  * Speaks SSE over Node's global fetch; no SDK so nothing is pulled in and every byte is ours to time.
  */
 import type { Logger } from 'pino';
-import { BackendPool, urlList, type BackendStrategy } from '../../backends.js';
+import { BackendPool, urlList } from '../../backends.js';
+import { OPENAI_LLM_DEFAULTS, type OpenAiLlmSettings } from './options.js';
 import type { ChatMessage, LlmEvent, LlmProvider, LlmRequest, ToolCall } from '../types.js';
 
-export interface OpenAiCompatibleLlmOptions {
-  /** e.g. "http://127.0.0.1:8000/v1" (the path that holds /chat/completions). */
-  baseUrl?: string;
-  /** More servers of the same model, tried in turn when one fails (src/providers/backends.ts). */
-  baseUrls?: string[];
-  /** How requests spread over several URLs (default 'ordered') and how long a failed one rests (default 5000 ms). */
-  failover?: { strategy?: BackendStrategy; downMs?: number };
-  model: string;
-  apiKey?: string;
-  temperature?: number;
-  maxTokens?: number;
-  /** Connect / first-byte timeout per attempt (default 10 000 ms). */
-  timeoutMs?: number;
-  /** Longest silence allowed between stream chunks once bytes flow (default 30 000 ms). */
-  idleTimeoutMs?: number;
-  /** Extra attempts, only before any token was yielded, for connection errors / 429 / 5xx (default 2). */
-  retries?: number;
-  /** First backoff delay, doubled per attempt (default 250 ms). */
-  retryBaseDelayMs?: number;
-  extraHeaders?: Record<string, string>;
-  logger?: Logger;
-}
+/** The options `providers.llm` declares for provider "openai" (./options.ts), and a logger. */
+export type OpenAiCompatibleLlmOptions = OpenAiLlmSettings & { logger?: Logger };
 
 /** A failed request: HTTP status (when there was a response), a body snippet, and whether a retry may help. */
 export class LlmHttpError extends Error {
@@ -95,10 +76,10 @@ export class OpenAiCompatibleLlm implements LlmProvider {
       downMs: options.failover?.downMs,
       logger: options.logger,
     });
-    this.timeoutMs = options.timeoutMs ?? 10_000;
-    this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
-    this.retries = Math.max(0, options.retries ?? 2);
-    this.retryBaseDelayMs = options.retryBaseDelayMs ?? 250;
+    this.timeoutMs = options.timeoutMs ?? OPENAI_LLM_DEFAULTS.timeoutMs;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? OPENAI_LLM_DEFAULTS.idleTimeoutMs;
+    this.retries = Math.max(0, options.retries ?? OPENAI_LLM_DEFAULTS.retries);
+    this.retryBaseDelayMs = options.retryBaseDelayMs ?? OPENAI_LLM_DEFAULTS.retryBaseDelayMs;
   }
 
   /** Nothing to warm up remotely; a health probe here would cost a call at every boot. */

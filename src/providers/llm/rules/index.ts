@@ -15,14 +15,14 @@ import { DEFAULT_LEXICON, DEFAULT_MESSAGES, type Lexicon, type MessageKey } from
 import { IntentMatcher, type IntentMatch } from './matcher.js';
 import { numbersToDigits, parseClock, words, type OpeningHours } from './values.js';
 import { isValidTimeZone } from '../tools.js';
+import type { RulesSettings } from './options.js';
 
 export * from './config.js';
 export { tokenize, normalizeText, IntentMatcher, type IntentMatch, type Token } from './matcher.js';
 export type { DialogueState, Output } from './engine.js';
 
-export interface RuleBasedAgentOptions {
-  /** Path to the rules JSON; default: the nearest `config/agent-rules.json` above this module. */
-  rulesPath?: string;
+/** The options `providers.llm` declares for provider "rules" (./options.ts), and what only code passes. */
+export interface RuleBasedAgentOptions extends RulesSettings {
   /** Inline rules (take precedence over rulesPath). */
   rules?: RulesConfig;
   /** Clock injection for tests ("tomorrow" is relative to it). */
@@ -126,6 +126,17 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
   /** Which intent an utterance maps to (undefined → fallback). For tests and debugging. */
   classify(utterance: string, language: string): IntentMatch | undefined {
     return this.matcher?.match(utterance, this.resolveLanguage(language));
+  }
+
+  /** The language whose rules match the text best (LlmProvider.detectLanguage); undefined before load() or on no match. */
+  detectLanguage(text: string): string | undefined {
+    if (!this.config) return undefined;
+    let best: { lang: string; score: number } | undefined;
+    for (const lang of this.config.languages) {
+      const match = this.classify(text, lang);
+      if (match && (!best || match.score > best.score)) best = { lang, score: match.score };
+    }
+    return best?.lang;
   }
 
   /** The dialogue state after this conversation (for tests, the benchmark and debugging). */

