@@ -102,7 +102,7 @@ export const CONFIG_SCHEMA: Schema = obj(
         minSpeechMs: ms(),
         preemptiveSilenceMs: ms(),
         endpointSilenceMs: ms(20),
-        grammarEndpoint: obj({ completeMs: ms(20), incompleteMs: { type: 'integer', minimum: 20, maximum: 3000 } }, ['completeMs', 'incompleteMs']),
+        grammarEndpoint: { oneOf: [{ const: false }, obj({ completeMs: ms(20), incompleteMs: { type: 'integer', minimum: 20, maximum: 3000 } }, ['completeMs', 'incompleteMs'])] },
         preRollMs: ms(),
         minInterruptionMs: ms(),
         pauseTimeoutMs: ms(),
@@ -113,7 +113,7 @@ export const CONFIG_SCHEMA: Schema = obj(
         maxTurnMs: ms(1000),
         echoGuard: obj({ enabled: { type: 'boolean' }, maxDelayMs: { type: 'integer', minimum: 20, maximum: 2000 }, marginDb: num(0, 40) }, ['enabled', 'maxDelayMs', 'marginDb']),
       },
-      // grammarEndpoint (only meaningful with a grammar decoder) and echoGuard are optional; every other key is required.
+      // grammarEndpoint (false turns it off; only meaningful with a grammar decoder) and echoGuard are optional; every other key is required.
       ['speechThreshold', 'silenceThreshold', 'minSpeechMs', 'preemptiveSilenceMs', 'endpointSilenceMs', 'preRollMs', 'minInterruptionMs',
         'pauseTimeoutMs', 'backchannels', 'continuationWindowMs', 'asrFinalTimeoutMs', 'dtmfTimeoutMs', 'maxTurnMs'],
     ),

@@ -33,9 +33,10 @@ export interface TurnConfig {
   /**
    * Optional endpoint from the ASR grammar (partials that tell whether they complete a sentence): silence
    * that ends the turn when the running hypothesis is a whole sentence, and when it is a strict prefix
-   * ("book a table for"). Without it, or without a grammar decoder, endpointSilenceMs applies.
+   * ("book a table for"). On by default; `false` turns it off. Without it, or without a grammar decoder (an
+   * LLM backend's open vocabulary), endpointSilenceMs applies.
    */
-  grammarEndpoint?: { completeMs: number; incompleteMs: number };
+  grammarEndpoint?: { completeMs: number; incompleteMs: number } | false;
   /** Audio kept from before speech onset and given to ASR, so first phonemes are not clipped. */
   preRollMs: number;
   /** Caller speech while the agent talks pauses agent audio at once; this much confirms an interruption. */
@@ -251,6 +252,9 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     minSpeechMs: 60,
     preemptiveSilenceMs: 60,
     endpointSilenceMs: 180,
+    // Measured with loadtest/endpoint-pauses.ts (BENCHMARKS.md, "Turn-taking from the grammar"): callers who
+    // pause 300–600 ms mid-sentence were cut in on 19/24 times at the plain 180 ms, 0/24 with this.
+    grammarEndpoint: { completeMs: 120, incompleteMs: 700 },
     preRollMs: 200,
     minInterruptionMs: 300,
     pauseTimeoutMs: 240,
