@@ -145,6 +145,14 @@ describe.skipIf(!PG)('the PostgreSQL call store shared by two nodes', () => {
       // A node without the keys cannot open it: an error before any byte is sent.
       const keyless = await store('rec-keyless');
       await expect(keyless.openRecording('rec-1', file)).rejects.toThrow(/not configured/);
+      // Without keys the recording is stored and served as the plain file it is.
+      await keyless.callStarted('rec-3', 'ws', 'key-a');
+      const plainFile = path.join(dir, 'rec-3.ogg');
+      writeFileSync(plainFile, plain);
+      keyless.recordingSaved('rec-3', plainFile, 'ogg/opus', plain.length);
+      await keyless.flush();
+      expect(existsSync(plainFile)).toBe(false);
+      expect(Buffer.concat(await (await recA.openRecording('rec-3', plainFile)).toArray()).equals(plain)).toBe(true);
       await app.close();
 
       // Erasure on node b removes the chunks node a wrote.
