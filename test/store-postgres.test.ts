@@ -168,6 +168,12 @@ describe.skipIf(!PG)('the PostgreSQL call store shared by two nodes', () => {
       expect((await db.query("SELECT count(*)::int AS n FROM recording_chunks WHERE call_id = 'rec-2'")).rows[0].n).toBe(0);
       expect(await recB.recording('rec-2', 'key-a')).toBeNull();
       expect(await recB.get('rec-2', 'key-a')).not.toBeNull();
+      // A recording whose call was erased before it could be stored is deleted, not kept as a stray file.
+      const orphan = sealedFile('rec-erased', randomBytes(1000));
+      recA.recordingSaved('rec-erased', orphan, 'ogg/opus', 1000);
+      await recA.flush();
+      expect(existsSync(orphan)).toBe(false);
+      expect((await db.query("SELECT count(*)::int AS n FROM recordings WHERE call_id = 'rec-erased'")).rows[0].n).toBe(0);
     } finally {
       await db.end();
     }

@@ -137,6 +137,9 @@ END $$;
  */
 export const RECORDING_CHUNK_BYTES = 256 * 1024;
 
+/** SQLSTATE of an insert whose call row no longer exists. */
+const FOREIGN_KEY_VIOLATION = '23503';
+
 /** Serializes schema changes of nodes starting together (CREATE … IF NOT EXISTS races otherwise). */
 const MIGRATION_LOCK = 7_307_201_301;
 
@@ -295,6 +298,12 @@ export class PostgresCallStore implements CallStore {
       rmSync(file, { force: true });
       this.logger.info({ callId: id, bytes, chunks, ms: Math.round(performance.now() - t0) }, 'recording stored in the database');
     } catch (err) {
+      // The call's record is gone (erased, or expired, while the call ended): nothing may keep its audio.
+      if ((err as { code?: string }).code === FOREIGN_KEY_VIOLATION) {
+        rmSync(file, { force: true });
+        this.logger.warn({ callId: id }, 'recording of a call erased meanwhile: deleted');
+        return;
+      }
       this.logger.error({ err, callId: id }, 'recording not stored in the database; the file on this node is linked instead');
       await this.pool.query(upsert, [id, file, format, bytes, createdAt, null]).catch((linkErr: unknown) => this.logger.error({ err: linkErr, callId: id }, 'recording could not be linked'));
     }
@@ -389,8 +398,9 @@ export class PostgresCallStore implements CallStore {
 
   /**
    * Erase one person's calls (rows cascade to transcript lines, metrics, recordings and their chunks, whichever
-   * node made them) and any recording file still on this node. PostgreSQL keeps deleted tuples until VACUUM reuses their pages, and in WAL
-   * and backups until those rotate: docs/compliance.md says what that means for an erasure.
+   * node made them) and any recording file still on this node. PostgreSQL keeps deleted tuples until VACUUM
+   * reuses their pages, and in WAL and backups until those rotate: docs/compliance.md says what that means for an
+   * erasure.
    */
   async erase(query: SubjectQuery): Promise<string[]> {
     const calls = (await this.findCalls(query)).map((c) => c.id);
