@@ -76,8 +76,13 @@ export class VoiceService {
       ? new WebhookDispatcher(config.integration.webhooks, logger.child({ component: 'webhooks' }), this.metrics.registry)
       : null;
     if (config.recording.enabled && config.recording.retentionDays > 0) {
-      sweepRecordings(config.recording.dir, config.recording.retentionDays, logger);
-      setInterval(() => sweepRecordings(config.recording.dir, config.recording.retentionDays, logger), 24 * 3600 * 1000).unref();
+      // Files on this node, and the recordings the store holds (PostgreSQL keeps their bytes: any node's).
+      const sweep = (): void => {
+        sweepRecordings(config.recording.dir, config.recording.retentionDays, logger);
+        void this.store.expireRecordings(config.recording.retentionDays).catch((err: unknown) => logger.error({ err }, 'recording retention sweep failed'));
+      };
+      sweep();
+      setInterval(sweep, 24 * 3600 * 1000).unref();
     }
   }
 

@@ -4,13 +4,21 @@
  * writes, collisions refused, erasure by subject, retention, append-only audit), plus what sharing adds: one
  * node reads what another wrote, and a key's cap and start rate count the calls of every node.
  */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import Fastify from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../src/core/logger.js';
 import { LimitError } from '../src/limits/limits.js';
 import { SharedKeyLimiter } from '../src/limits/shared.js';
 import { postgresBinDir, startPostgres, type LocalPostgres } from '../src/cluster/postgres.js';
-import { PostgresCallStore } from '../src/store/postgres.js';
+import { PostgresCallStore, RECORDING_CHUNK_BYTES } from '../src/store/postgres.js';
+import { callRoutes } from '../src/store/routes.js';
+import { Auth, hashApiKey } from '../src/auth/auth.js';
+import { Sealer } from '../src/privacy/seal.js';
 import type { StoreConfig } from '../src/store/call-store.js';
 
 const PG = postgresBinDir();
@@ -94,6 +102,81 @@ describe.skipIf(!PG)('the PostgreSQL call store shared by two nodes', () => {
     expect(await sweeper.get('old-call', 'key-a')).toBeNull();
     expect(await sweeper.get('call-1', 'key-a')).not.toBeNull();
     expect((await sweeper.auditLog()).some((e) => e.action === 'retention' && e.actor === 'system')).toBe(true);
+  });
+
+  it('keeps a finished recording in the database, sealed as on disk: another node streams it byte-identical; erasure and retention delete it', async () => {
+    const keys = [randomBytes(32).toString('base64')];
+    const [recA, recB] = await Promise.all([store('rec-a', { encryptionKeys: keys }), store('rec-b', { encryptionKeys: keys })]);
+    const dir = mkdtempSync(path.join(tmpdir(), 'voice-agent-pg-rec-'));
+    // A file as the recorder writes it with store keys: the sealed header, then one sealed record per Ogg page
+    // (about 4 kB), three chunks' worth, so chunk boundaries fall inside records.
+    const sealedFile = (id: string, plain: Buffer): string => {
+      const seal = new Sealer(keys).fileSealer(`recording:${id}`)!;
+      const parts = [seal.header()];
+      for (let i = 0, at = 0; at < plain.length; i++, at += 4000) parts.push(seal.chunk(i, plain.subarray(at, at + 4000)));
+      const file = path.join(dir, `${id}.ogg`);
+      writeFileSync(file, Buffer.concat(parts));
+      return file;
+    };
+    const plain = Buffer.concat([Buffer.from('OggS'), randomBytes(2 * RECORDING_CHUNK_BYTES + 12_345)]);
+    await recA.callStarted('rec-1', 'sip', '*', undefined, { caller: '+1 555 0100' });
+    const file = sealedFile('rec-1', plain);
+    recA.recordingSaved('rec-1', file, 'ogg/opus', plain.length);
+    await recA.flush();
+    // In the database now, not on node a's disk; the chunks hold the sealed bytes, never the audio.
+    expect(existsSync(file)).toBe(false);
+    const db = new pg.Client({ connectionString: server!.url });
+    await db.connect();
+    try {
+      const chunks = (await db.query<{ data: Buffer }>("SELECT data FROM recording_chunks WHERE call_id = 'rec-1' ORDER BY seq")).rows.map((r) => r.data);
+      expect(chunks.length).toBe(3);
+      expect(chunks[0].length).toBe(RECORDING_CHUNK_BYTES);
+      expect(Buffer.concat(chunks).includes(plain.subarray(0, 64))).toBe(false);
+
+      // Node b serves it through the recording route, streamed from the database and opened with the keys.
+      const key = 'va_test_recording_key';
+      const app = Fastify();
+      await app.register(callRoutes, { auth: new Auth({ apiKeyHashes: [hashApiKey(key)], tokenTtlS: 300, required: true }, silentLogger(), {}), store: recB });
+      const response = await app.inject({ method: 'GET', url: '/v1/calls/rec-1/recording', headers: { authorization: `Bearer ${key}` } });
+      expect(response.statusCode).toBe(200);
+      expect(response.headers['content-type']).toMatch(/^audio\/ogg/);
+      expect(response.rawPayload.equals(plain)).toBe(true);
+      expect((await recB.auditLog()).filter((e) => e.action === 'read_recording' && e.call_id === 'rec-1')).toHaveLength(1);
+      // A node without the keys cannot open it: an error before any byte is sent.
+      const keyless = await store('rec-keyless');
+      await expect(keyless.openRecording('rec-1', file)).rejects.toThrow(/not configured/);
+      // Without keys the recording is stored and served as the plain file it is.
+      await keyless.callStarted('rec-3', 'ws', 'key-a');
+      const plainFile = path.join(dir, 'rec-3.ogg');
+      writeFileSync(plainFile, plain);
+      keyless.recordingSaved('rec-3', plainFile, 'ogg/opus', plain.length);
+      await keyless.flush();
+      expect(existsSync(plainFile)).toBe(false);
+      expect(Buffer.concat(await (await recA.openRecording('rec-3', plainFile)).toArray()).equals(plain)).toBe(true);
+      await app.close();
+
+      // Erasure on node b removes the chunks node a wrote.
+      expect(await recB.erase({ caller: '+15550100' })).toEqual(['rec-1']);
+      expect((await db.query("SELECT count(*)::int AS n FROM recording_chunks WHERE call_id = 'rec-1'")).rows[0].n).toBe(0);
+
+      // recording.retentionDays: an old recording goes (rows and chunks), its call record stays.
+      await recA.callStarted('rec-2', 'ws', 'key-a');
+      recA.recordingSaved('rec-2', sealedFile('rec-2', randomBytes(10_000)), 'ogg/opus', 10_000);
+      await recA.flush();
+      await db.query("UPDATE recordings SET created_at = '2020-01-01T00:00:00.000Z' WHERE call_id = 'rec-2'");
+      expect(await recB.expireRecordings(30)).toBe(1);
+      expect((await db.query("SELECT count(*)::int AS n FROM recording_chunks WHERE call_id = 'rec-2'")).rows[0].n).toBe(0);
+      expect(await recB.recording('rec-2', 'key-a')).toBeNull();
+      expect(await recB.get('rec-2', 'key-a')).not.toBeNull();
+      // A recording whose call was erased before it could be stored is deleted, not kept as a stray file.
+      const orphan = sealedFile('rec-erased', randomBytes(1000));
+      recA.recordingSaved('rec-erased', orphan, 'ogg/opus', 1000);
+      await recA.flush();
+      expect(existsSync(orphan)).toBe(false);
+      expect((await db.query("SELECT count(*)::int AS n FROM recordings WHERE call_id = 'rec-erased'")).rows[0].n).toBe(0);
+    } finally {
+      await db.end();
+    }
   });
 
   it('counts a key\'s calls and starts across nodes', async () => {

@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
 
 /**
  * Encryption at rest of what the call record keeps about people (transcript lines, caller numbers, customer
@@ -93,23 +94,65 @@ export class Sealer {
 
   /** The plain bytes of a file written by fileSealer (or the file itself when it was not sealed); throws when tampered. */
   openFile(data: Buffer, context: string): Buffer {
-    if (!data.subarray(0, FILE_MAGIC.length).equals(Buffer.from(FILE_MAGIC, 'ascii'))) return data;
-    const keyId = data.toString('ascii', FILE_MAGIC.length, FILE_MAGIC.length + 8);
-    const key = this.keys.find((k) => k.id === keyId);
-    if (!key) throw new Error(`file sealed with key ${keyId}, which is not configured`);
-    const parts: Buffer[] = [];
-    let at = FILE_MAGIC.length + 9;
-    for (let index = 0; at < data.length; index++) {
-      const length = data.readUInt32LE(at);
-      const iv = data.subarray(at + 4, at + 16);
-      const tag = data.subarray(at + 16, at + 32);
-      const decipher = createDecipheriv('aes-256-gcm', key.bytes, iv);
-      decipher.setAAD(Buffer.from(`${context}:${index}`, 'utf8'));
-      decipher.setAuthTag(tag);
-      parts.push(decipher.update(data.subarray(at + 32, at + 32 + length)), decipher.final());
-      at += 32 + length;
-    }
-    return Buffer.concat(parts);
+    const opener = this.fileOpener(context);
+    return Buffer.concat([...opener.push(data), ...opener.end()]);
+  }
+
+  /**
+   * Opens a file written by fileSealer piece by piece, as it is read (from disk, or chunk by chunk from the
+   * database): each record's plain bytes come out once the record is whole and its tag checked, so a recording is
+   * served without holding it in memory. A file without the header passes through as it is. `push` and `end`
+   * throw when a record is tampered with, the key is not configured, or the file ends inside a record.
+   */
+  fileOpener(context: string): FileOpener {
+    const magic = Buffer.from(FILE_MAGIC, 'ascii');
+    const headerLength = magic.length + 9;
+    let pending: Buffer = Buffer.alloc(0);
+    let mode: 'start' | 'plain' | 'sealed' = 'start';
+    let key: Key | undefined;
+    let index = 0;
+    const records = (): Buffer[] => {
+      const out: Buffer[] = [];
+      let at = 0;
+      while (pending.length - at >= 32 && pending.length - at >= 32 + pending.readUInt32LE(at)) {
+        const length = pending.readUInt32LE(at);
+        const decipher = createDecipheriv('aes-256-gcm', key!.bytes, pending.subarray(at + 4, at + 16));
+        decipher.setAAD(Buffer.from(`${context}:${index++}`, 'utf8'));
+        decipher.setAuthTag(pending.subarray(at + 16, at + 32));
+        out.push(decipher.update(pending.subarray(at + 32, at + 32 + length)), decipher.final());
+        at += 32 + length;
+      }
+      pending = pending.subarray(at);
+      return out;
+    };
+    return {
+      push: (data) => {
+        if (mode === 'plain') return [data];
+        pending = pending.length === 0 ? data : Buffer.concat([pending, data]);
+        if (mode === 'start') {
+          const seen = Math.min(pending.length, magic.length);
+          if (!pending.subarray(0, seen).equals(magic.subarray(0, seen))) {
+            mode = 'plain';
+            const all = pending;
+            pending = Buffer.alloc(0);
+            return [all];
+          }
+          if (pending.length < headerLength) return [];
+          const keyId = pending.toString('ascii', magic.length, magic.length + 8);
+          key = this.keys.find((k) => k.id === keyId);
+          if (!key) throw new Error(`file sealed with key ${keyId}, which is not configured`);
+          mode = 'sealed';
+          pending = pending.subarray(headerLength);
+        }
+        return records();
+      },
+      end: () => {
+        // A file shorter than the header that matched it so far is plain (and tiny).
+        if (mode === 'start') return pending.length > 0 ? [pending] : [];
+        if (mode === 'sealed' && pending.length > 0) throw new Error('sealed file ends inside a record');
+        return [];
+      },
+    };
   }
 
   /** Every lookup hash `value` may have been stored under (one per key; the first is the one written now). */
@@ -118,6 +161,46 @@ export class Sealer {
     if (this.keys.length === 0) return [createHash('sha256').update(text).digest('hex')];
     return this.keys.map((k) => createHmac('sha256', k.bytes).update(text).digest('hex'));
   }
+}
+
+/** See Sealer.fileOpener. */
+export interface FileOpener {
+  push(data: Buffer): Buffer[];
+  end(): Buffer[];
+}
+
+/**
+ * The plain bytes of `source` (a sealed or plain file, in pieces) as a stream. The first piece is read and opened
+ * before this resolves, so a missing file or a key that is not configured is known before anything is sent.
+ */
+export async function openedStream(opener: FileOpener, source: AsyncIterable<Buffer>): Promise<Readable> {
+  const pieces = source[Symbol.asyncIterator]();
+  // A reader that stops early (the client went away, a tampered record) closes the source: no file left open.
+  const stop = async (): Promise<void> => void (await pieces.return?.());
+  let head: Buffer[];
+  let done: boolean;
+  try {
+    const first = await pieces.next();
+    done = first.done === true;
+    head = done ? opener.end() : opener.push(first.value);
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
+  async function* plain(): AsyncGenerator<Buffer> {
+    try {
+      yield* head;
+      if (done) return;
+      for (let next = await pieces.next(); !next.done; next = await pieces.next()) yield* opener.push(next.value);
+      yield* opener.end();
+    } finally {
+      await stop();
+    }
+  }
+  async function* nonEmpty(): AsyncGenerator<Buffer> {
+    for await (const piece of plain()) if (piece.length > 0) yield piece;
+  }
+  return Readable.from(nonEmpty(), { objectMode: false });
 }
 
 /** Caller numbers compare by their digits and a leading '+' ("+44 20 7946-0958" = "+442079460958"). */

@@ -1,9 +1,10 @@
 import path from 'node:path';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { createReadStream, mkdirSync, rmSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { TurnMetrics } from '../session/events.js';
-import { Sealer } from '../privacy/seal.js';
+import { openedStream, Sealer } from '../privacy/seal.js';
 import type { PostgresStoreConfig } from './postgres.js';
 
 /**
@@ -54,7 +55,13 @@ export interface CallStore {
   callTransferred(id: string, transfer: { queue: string; reason: string | null; target: string | null }): void;
   utterance(id: string, entry: UtteranceEntry, flushNow?: boolean): void;
   turnMetrics(id: string, metrics: TurnMetrics): void;
+  /**
+   * A finished recording file. SQLite links the file; PostgreSQL also copies its bytes (sealed as on disk) into
+   * the database after the call, off the audio path, so every node serves it (src/store/postgres.ts).
+   */
   recordingSaved(id: string, file: string, format: string, bytes: number): void;
+  /** Deletes the recordings (not the call records) made more than `retentionDays` ago; their number. */
+  expireRecordings(retentionDays: number): Promise<number>;
   /** Writes queued and not yet stored. */
   readonly pending: number;
   get(id: string, owner: string): Promise<CallRecord | null>;
@@ -66,7 +73,11 @@ export interface CallStore {
   auditLog(afterSeq?: number, limit?: number): Promise<AuditEntry[]>;
   recording(id: string, owner: string): Promise<{ path: string; format: string; bytes: number } | null>;
   recordingSealer(id: string): ReturnType<Sealer['fileSealer']>;
-  readRecording(id: string, file: string): Buffer;
+  /**
+   * Call `id`'s recording as plain Ogg, streamed (decrypted record by record when sealed at rest). Rejects before
+   * anything is streamed when it cannot be read: file missing, sealed with a key no longer configured.
+   */
+  openRecording(id: string, file: string): Promise<Readable>;
   close(): Promise<void>;
 }
 
@@ -86,7 +97,11 @@ export function storeSealer(config: StoreConfig, env: NodeJS.ProcessEnv): Sealer
   return new Sealer([...envKeys, ...(config.encryptionKeys ?? [])]);
 }
 
-/** Columns of a call's row as both stores read them. */
+/** A recording file read as it is streamed (64 KiB at a time), opened with the store's keys. */
+export function openRecordingFile(sealer: Sealer, id: string, file: string): Promise<Readable> {
+  return openedStream(sealer.fileOpener(`recording:${id}`), createReadStream(file) as AsyncIterable<Buffer>);
+}
+
 /** A `calls` row as stored: the transfer as JSON text. */
 export type CallRow = Omit<CallRecord, 'transcript' | 'turns' | 'transfer'> & { transfer: string | null };
 
@@ -455,9 +470,19 @@ export class SqliteCallStore implements CallStore {
     return this.sealer.fileSealer(`recording:${id}`);
   }
 
-  /** The recording's plain bytes (decrypted when sealed). */
-  readRecording(id: string, file: string): Buffer {
-    return this.sealer.openFile(readFileSync(file), `recording:${id}`);
+  openRecording(id: string, file: string): Promise<Readable> {
+    return openRecordingFile(this.sealer, id, file);
+  }
+
+  /** The rows of recordings past `recording.retentionDays` (their files go too; the directory sweep also takes them). */
+  async expireRecordings(retentionDays: number): Promise<number> {
+    if (retentionDays <= 0 || this.closed) return 0;
+    const cutoff = new Date(Date.now() - retentionDays * 24 * 3600 * 1000).toISOString();
+    const rows = this.db.prepare('SELECT path FROM recordings WHERE created_at < ?').all(cutoff) as { path: string }[];
+    this.db.prepare('DELETE FROM recordings WHERE created_at < ?').run(cutoff);
+    for (const { path: file } of rows) rmSync(file, { force: true });
+    if (rows.length > 0) this.auditNow('system', 'retention', null, JSON.stringify({ recordings: rows.length, recordingRetentionDays: retentionDays }));
+    return rows.length;
   }
 
   recordingSaved(id: string, file: string, format: string, bytes: number): void {

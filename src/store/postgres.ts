@@ -1,14 +1,16 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { createReadStream, rmSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { TurnMetrics } from '../session/events.js';
-import type { Sealer } from '../privacy/seal.js';
+import { openedStream, type Sealer } from '../privacy/seal.js';
 import {
   ANY_KEY,
   DEFAULT_FLUSH_INTERVAL_MS,
   openRecord,
+  openRecordingFile,
   storeSealer,
   subjectColumns,
   subjectLookups,
@@ -80,6 +82,13 @@ CREATE INDEX IF NOT EXISTS turn_metrics_call ON turn_metrics(call_id, turn);
 CREATE TABLE IF NOT EXISTS recordings (
   call_id TEXT PRIMARY KEY REFERENCES calls(id) ON DELETE CASCADE, path TEXT NOT NULL,
   format TEXT NOT NULL, bytes INTEGER NOT NULL, created_at TEXT NOT NULL);
+ALTER TABLE recordings ADD COLUMN IF NOT EXISTS chunks INTEGER;
+-- A finished recording's bytes, exactly as its file holds them (sealed when store keys are set), in order.
+CREATE TABLE IF NOT EXISTS recording_chunks (
+  call_id TEXT NOT NULL REFERENCES recordings(call_id) ON DELETE CASCADE, seq INTEGER NOT NULL, data BYTEA NOT NULL,
+  PRIMARY KEY (call_id, seq));
+-- Opus and ciphertext do not compress: TOAST stores the chunks out of line without trying.
+ALTER TABLE recording_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE TABLE IF NOT EXISTS audit_log (
   seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   call_id TEXT, detail TEXT);
@@ -118,6 +127,18 @@ BEGIN
   RETURN NULL;
 END $$;
 `;
+
+/**
+ * Recordings are kept in the database as rows of 256 KiB bytea chunks (about a minute of audio each), not as
+ * large objects: chunk rows go with their call by ON DELETE CASCADE, so erasure and retention need no separate
+ * unlink and leave no orphans (large objects need lo_unlink or vacuumlo); they replicate and back up like every
+ * other row; and a reader fetches one chunk per query, holding neither a connection nor more than a chunk in memory
+ * while a slow client downloads an hour of audio.
+ */
+export const RECORDING_CHUNK_BYTES = 256 * 1024;
+
+/** SQLSTATE of an insert whose call row no longer exists. */
+const FOREIGN_KEY_VIOLATION = '23503';
 
 /** Serializes schema changes of nodes starting together (CREATE … IF NOT EXISTS races otherwise). */
 const MIGRATION_LOCK = 7_307_201_301;
@@ -245,14 +266,47 @@ export class PostgresCallStore implements CallStore {
     this.enqueue({ callId: id, sql: 'INSERT INTO turn_metrics (call_id, turn, metrics, at) VALUES ($1, $2, $3, $4)', params: [id, metrics.turn, JSON.stringify(metrics), new Date().toISOString()] });
   }
 
+  /**
+   * After the queued writes of the call, the file's bytes go into `recording_chunks` in one transaction, with the
+   * `recordings` row; once committed, the local file is removed: the database is then the only copy, which every
+   * node serves and every erasure or retention sweep deletes. If the database refuses, the file stays and the row
+   * links it (served by this node alone, as before).
+   */
   recordingSaved(id: string, file: string, format: string, bytes: number): void {
-    this.enqueue({
-      callId: id,
-      sql: `INSERT INTO recordings (call_id, path, format, bytes, created_at) VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (call_id) DO UPDATE SET path = EXCLUDED.path, format = EXCLUDED.format, bytes = EXCLUDED.bytes, created_at = EXCLUDED.created_at`,
-      params: [id, file, format, bytes, new Date().toISOString()],
-    });
+    if (this.closed) throw new Error('call store is closed');
     void this.flush();
+    this.flushing = this.flushing.then(() => this.storeRecording(id, file, format, bytes));
+  }
+
+  private async storeRecording(id: string, file: string, format: string, bytes: number): Promise<void> {
+    const upsert = `INSERT INTO recordings (call_id, path, format, bytes, created_at, chunks) VALUES ($1, $2, $3, $4, $5, $6)
+      ON CONFLICT (call_id) DO UPDATE SET path = EXCLUDED.path, format = EXCLUDED.format, bytes = EXCLUDED.bytes, created_at = EXCLUDED.created_at, chunks = EXCLUDED.chunks`;
+    const createdAt = new Date().toISOString();
+    const t0 = performance.now();
+    try {
+      await this.open();
+      const chunks = await this.transaction(async (client) => {
+        await client.query(upsert, [id, file, format, bytes, createdAt, null]);
+        await client.query('DELETE FROM recording_chunks WHERE call_id = $1', [id]);
+        let seq = 0;
+        for await (const chunk of createReadStream(file, { highWaterMark: RECORDING_CHUNK_BYTES }) as AsyncIterable<Buffer>) {
+          await client.query('INSERT INTO recording_chunks (call_id, seq, data) VALUES ($1, $2, $3)', [id, seq++, chunk]);
+        }
+        await client.query('UPDATE recordings SET chunks = $2 WHERE call_id = $1', [id, seq]);
+        return seq;
+      });
+      rmSync(file, { force: true });
+      this.logger.info({ callId: id, bytes, chunks, ms: Math.round(performance.now() - t0) }, 'recording stored in the database');
+    } catch (err) {
+      // The call's record is gone (erased, or expired, while the call ended): nothing may keep its audio.
+      if ((err as { code?: string }).code === FOREIGN_KEY_VIOLATION) {
+        rmSync(file, { force: true });
+        this.logger.warn({ callId: id }, 'recording of a call erased meanwhile: deleted');
+        return;
+      }
+      this.logger.error({ err, callId: id }, 'recording not stored in the database; the file on this node is linked instead');
+      await this.pool.query(upsert, [id, file, format, bytes, createdAt, null]).catch((linkErr: unknown) => this.logger.error({ err: linkErr, callId: id }, 'recording could not be linked'));
+    }
   }
 
   get pending(): number {
@@ -343,9 +397,10 @@ export class PostgresCallStore implements CallStore {
   }
 
   /**
-   * Erase one person's calls (rows cascade to transcript lines, metrics and recordings) and their recording
-   * files as this node sees them. PostgreSQL keeps deleted tuples until VACUUM reuses their pages, and in WAL
-   * and backups until those rotate: docs/compliance.md says what that means for an erasure.
+   * Erase one person's calls (rows cascade to transcript lines, metrics, recordings and their chunks, whichever
+   * node made them) and any recording file still on this node. PostgreSQL keeps deleted tuples until VACUUM
+   * reuses their pages, and in WAL and backups until those rotate: docs/compliance.md says what that means for an
+   * erasure.
    */
   async erase(query: SubjectQuery): Promise<string[]> {
     const calls = (await this.findCalls(query)).map((c) => c.id);
@@ -387,8 +442,32 @@ export class PostgresCallStore implements CallStore {
     return this.sealer.fileSealer(`recording:${id}`);
   }
 
-  readRecording(id: string, file: string): Buffer {
-    return this.sealer.openFile(readFileSync(file), `recording:${id}`);
+  /** From the database, one chunk per query, when it holds the recording; else from the file on this node. */
+  async openRecording(id: string, file: string): Promise<Readable> {
+    const [row] = await this.query<{ chunks: number | null }>('SELECT chunks FROM recordings WHERE call_id = $1', [id]);
+    if (row?.chunks === null || row?.chunks === undefined) return openRecordingFile(this.sealer, id, file);
+    const count = row.chunks;
+    const pool = this.pool;
+    async function* chunks(): AsyncGenerator<Buffer> {
+      for (let seq = 0; seq < count; seq++) {
+        const result = await pool.query<{ data: Buffer }>('SELECT data FROM recording_chunks WHERE call_id = $1 AND seq = $2', [id, seq]);
+        const chunk = result.rows[0];
+        // Erased (or expired) while it was being read: the response ends short rather than with another call's bytes.
+        if (!chunk) throw new Error(`recording ${id} chunk ${seq} is gone`);
+        yield chunk.data;
+      }
+    }
+    return openedStream(this.sealer.fileOpener(`recording:${id}`), chunks());
+  }
+
+  /** Recordings past `recording.retentionDays`: rows and chunks (and a file this node still holds). */
+  async expireRecordings(retentionDays: number): Promise<number> {
+    if (retentionDays <= 0 || this.closed) return 0;
+    const cutoff = new Date(Date.now() - retentionDays * 24 * 3600 * 1000).toISOString();
+    const rows = await this.query<{ path: string }>('DELETE FROM recordings WHERE created_at < $1 RETURNING path', [cutoff]);
+    for (const { path } of rows) rmSync(path, { force: true });
+    if (rows.length > 0) await this.insertAudit('system', 'retention', null, JSON.stringify({ recordings: rows.length, recordingRetentionDays: retentionDays }));
+    return rows.length;
   }
 
   private async applyRetention(): Promise<void> {
