@@ -25,6 +25,7 @@ import { RuleBasedAgent, normalizeText } from '../src/providers/llm/rules/index.
 import { concat, phoneChannel, synthesize, voicesFor, type Voice } from './voices.js';
 import { DEFAULT_CONFIG } from '../src/config.js';
 import { SileroVad } from '../src/providers/vad/silero/index.js';
+import { seededRandom } from './random.js';
 
 
 const args = process.argv.slice(2);
@@ -48,18 +49,7 @@ const GARBAGE_WEIGHT = Number(arg('garbage-weight', '0'));
 const TRACE = args.includes('--trace');
 const THRESHOLDS = [0, 0.5, 0.6, 0.7, 0.8, 0.9];
 
-/** mulberry32: deterministic test sets. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = rng(SEED);
+const rand = seededRandom(SEED);
 const pick = <T>(list: readonly T[]): T => list[Math.floor(rand() * list.length)];
 
 /** A sentence of the grammar with its slots filled by random values. */

@@ -23,6 +23,7 @@ import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
 import { startLocalService } from './local-service.js';
 import { concat, synthesize, voicesFor, type Voice } from './voices.js';
 import { WsCaller } from './ws-caller.js';
+import { seededRandom } from './random.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: string): string => {
@@ -36,18 +37,7 @@ const SEED = Number(arg('seed', '1'));
 const TRACE = args.includes('--trace');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** mulberry32: the same utterances for every setting and run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = rng(SEED);
+const rand = seededRandom(SEED);
 const pick = <T>(list: readonly T[]): T => list[Math.floor(rand() * list.length)];
 
 interface Utterance {
