@@ -10,7 +10,7 @@ import type { VoiceService } from '../../service.js';
 import type { SessionEvent } from '../../session/events.js';
 import type { OutboundFrame } from '../../session/output-pacer.js';
 import type { Session } from '../../session/session.js';
-import { RtpStream } from './rtp.js';
+import { RtpStream } from './rtp/stream.js';
 import { hangUpAfterPlayout } from '../playout.js';
 import type { NegotiatedMedia } from './sdp.js';
 import type { Handover } from '../../integration/handover.js';

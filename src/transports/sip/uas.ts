@@ -33,7 +33,7 @@ import {
   type SipRequest,
   type SipResponse,
 } from './message.js';
-import { RtpPortPool } from './rtp.js';
+import { RtpPortPool } from './rtp/port-pool.js';
 import { SdpError, buildAnswer, negotiate, parseSdp, type NegotiatedMedia } from './sdp.js';
 import { contextHeaders, referToUri, type Handover } from '../../integration/handover.js';
 
