@@ -26,6 +26,8 @@ import {
 } from './message.js';
 
 const MAX_TCP_CONNECTIONS = 1000;
+/** How long close() waits for queued messages to leave. */
+const FLUSH_MS = 1000;
 
 export interface Peer {
   transport: 'udp' | 'tcp';
@@ -56,6 +58,9 @@ export class SipTransport {
   private tcp: net.Server | null = null;
   private readonly tcpSockets = new Set<net.Socket>();
   private boundPort = 0;
+  /** UDP sends not yet handed to the kernel: close() lets them go first (a shutdown's BYEs). */
+  private pendingSends = 0;
+  private onDrained: (() => void) | null = null;
   /** Counts of what happened, for tests and /metrics-style inspection. */
   readonly counters = { requests: 0, responses: 0, parseErrors: 0, dropped: 0, forbidden: 0 };
 
@@ -83,20 +88,42 @@ export class SipTransport {
     udp.on('message', (msg, rinfo) => this.onDatagram(msg, { transport: 'udp', address: rinfo.address, port: rinfo.port }));
     udp.on('error', (err) => log.error({ err }, 'SIP UDP socket error'));
     const tcp = net.createServer((socket) => this.onConnection(socket));
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(this.boundPort, host, () => {
-        tcp.off('error', reject);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(this.boundPort, host, () => {
+          tcp.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } catch (err) {
+      // TCP taken: the UDP socket bound above must not stay open behind a failed start.
+      await this.close();
+      throw err;
+    }
     tcp.on('error', (err) => log.error({ err }, 'SIP TCP server error'));
     this.tcp = tcp;
     return this.boundPort;
   }
 
-  /** Close the UDP socket, every TCP connection and the listener (idempotent). */
+  /**
+   * Close the UDP socket, every TCP connection and the listener (idempotent). What was already sent (the BYEs
+   * of a shutdown) leaves first, within FLUSH_MS: closing a socket drops what is still queued on it.
+   */
   async close(): Promise<void> {
+    const flushed: Promise<unknown>[] = [];
+    if (this.udp && this.pendingSends > 0) flushed.push(new Promise<void>((resolve) => (this.onDrained = resolve)));
+    for (const s of this.tcpSockets) {
+      if (s.destroyed || s.writableFinished) continue;
+      flushed.push(new Promise<void>((resolve) => s.once('finish', resolve).once('close', resolve)));
+      s.end();
+    }
+    if (flushed.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(flushed), new Promise<void>((resolve) => (timer = setTimeout(resolve, FLUSH_MS)))]);
+      clearTimeout(timer);
+    }
+    this.onDrained = null;
     this.udp?.close();
     this.udp = null;
     for (const s of this.tcpSockets) s.destroy();
@@ -109,9 +136,18 @@ export class SipTransport {
       if (peer.socket && !peer.socket.destroyed && peer.socket.writable) peer.socket.write(data);
       return;
     }
-    this.udp?.send(data, peer.port, peer.address, (err) => {
-      if (err) this.options.log.warn({ err, to: `${peer.address}:${peer.port}` }, 'SIP UDP send failed');
-    });
+    if (!this.udp) return;
+    this.pendingSends++;
+    try {
+      this.udp.send(data, peer.port, peer.address, (err) => {
+        if (--this.pendingSends === 0) this.onDrained?.();
+        if (err) this.options.log.warn({ err, to: `${peer.address}:${peer.port}` }, 'SIP UDP send failed');
+      });
+    } catch (err) {
+      // Refused at once (a bad port): no callback will come for it.
+      this.pendingSends--;
+      throw err;
+    }
   }
 
   private onDatagram(msg: Buffer, peer: Peer): void {

@@ -53,6 +53,8 @@ export class SipServer {
   private readonly ports: RtpPortPool;
   private readonly log: Logger;
   private sweeper: NodeJS.Timeout | null = null;
+  /** stop() has begun: no new call is taken. */
+  private stopping = false;
 
   constructor(private readonly options: SipServerOptions) {
     const c = options.config;
@@ -102,11 +104,19 @@ export class SipServer {
     return port;
   }
 
+  /**
+   * Shut down in order, server → calls → RTP streams → ports: every call is hung up (its media, session and
+   * port released), then the sockets close, then the port pool closes whatever a call still held (a bug if
+   * anything: logged), so no error path outlives the server.
+   */
   async stop(): Promise<void> {
+    this.stopping = true;
     if (this.sweeper) clearInterval(this.sweeper);
     await Promise.allSettled([...this.calls.values()].map((call) => this.hangup(call, 'shutdown')));
     this.transactions.clear();
     await this.transport.close();
+    const leaked = this.ports.close();
+    if (leaked > 0) this.log.warn({ ports: leaked }, 'RTP ports still held at shutdown were closed');
   }
 
   // ---------------------------------------------------------------- dispatch
@@ -129,7 +139,11 @@ export class SipServer {
         if (e.to.params.get('tag')) this.onReInvite(req, e, peer, key);
         else void this.onInvite(req, e, peer, key).catch((err: unknown) => {
           this.log.error({ err, callId: e.callId }, 'INVITE handling failed');
-          this.respond(req, peer, key, 500);
+          try {
+            this.respond(req, peer, key, 500);
+          } catch (respondErr) {
+            this.log.error({ err: respondErr, callId: e.callId }, 'could not answer the failed INVITE');
+          }
         });
         return;
       case 'ACK':
@@ -190,7 +204,7 @@ export class SipServer {
     }
     const { service, config } = this.options;
     const log = this.log.child({ callId: e.callId });
-    if (!service.ready) {
+    if (!service.ready || this.stopping) {
       this.respond(req, peer, key, 503, { headers: [{ name: 'retry-after', value: '5' }] });
       return;
     }
@@ -288,11 +302,15 @@ export class SipServer {
     } catch (err) {
       log.error({ err }, 'INVITE handling failed: call released');
       const answered = call.state === 'answered' || call.state === 'confirmed';
-      if (call.state !== 'ended') {
-        if (answered) this.sendBye(call, 'internal_error');
-        else this.respond(req, peer, key, 500, { toTag: localTag });
+      try {
+        if (call.state !== 'ended') {
+          if (answered) this.sendBye(call, 'internal_error');
+          else this.respond(req, peer, key, 500, { toTag: localTag });
+        }
+      } finally {
+        // Even when the answer cannot be sent, the slot, the port and the session are given back.
+        await this.endCall(call, 'internal_error');
       }
-      await this.endCall(call, 'internal_error');
     }
   }
 
@@ -480,6 +498,8 @@ export class SipServer {
     this.calls.delete(call.callId);
     this.respond(call.invite, call.peer, call.inviteKey, 487, { toTag: call.localTag });
     call.log.info('call cancelled before answer');
+    // The port and media go back now, not when the INVITE's setup next looks (it may be waiting on admission).
+    this.releaseMedia(call, 'cancelled').catch((err: unknown) => call.log.error({ err }, 'releasing a cancelled call failed'));
   }
 
   private onBye(req: SipRequest, e: RequestEssentials, peer: Peer, key: string): void {
@@ -525,15 +545,19 @@ export class SipServer {
   /** We end the call: BYE if it was answered, otherwise a final error response. */
   async hangup(call: Call, reason: string): Promise<void> {
     if (call.state === 'ended') return;
-    if (call.state === 'proceeding') {
-      call.cancelled = true;
-      call.ringResolve?.();
-      this.respond(call.invite, call.peer, call.inviteKey, 480, { toTag: call.localTag });
-    } else {
-      this.sendBye(call, reason);
+    try {
+      if (call.state === 'proceeding') {
+        call.cancelled = true;
+        call.ringResolve?.();
+        this.respond(call.invite, call.peer, call.inviteKey, 480, { toTag: call.localTag });
+      } else {
+        this.sendBye(call, reason);
+      }
+      call.log.info({ reason }, 'hanging up');
+    } finally {
+      // A BYE or 480 that cannot be sent must not keep the call, its port or its session.
+      await this.endCall(call, reason);
     }
-    call.log.info({ reason }, 'hanging up');
-    await this.endCall(call, reason);
   }
 
   private sendBye(call: Call, reason: string): void {
@@ -625,28 +649,25 @@ export class SipServer {
     call.state = 'ended';
     if (call.okTimer) clearTimeout(call.okTimer);
     if (call.ringTimer) clearTimeout(call.ringTimer);
-    this.calls.delete(call.callId);
+    if (this.calls.get(call.callId) === call) this.calls.delete(call.callId);
     await this.releaseMedia(call, reason);
   }
 
   /** Frees what the call holds on the media side: its session, its sockets and its port (idempotent). */
   private async releaseMedia(call: Call, reason: string): Promise<void> {
     const media = call.callMedia;
-    const sockets = call.rtpSockets;
     call.callMedia = null;
     call.rtpSockets = null;
+    // The pool closes the socket pair with its port, whether CallMedia owns it yet or not.
     if (call.rtpPort !== 0) this.ports.release(call.rtpPort);
     call.rtpPort = 0;
-    if (sockets) {
-      for (const socket of [sockets.rtp, sockets.rtcp]) {
-        try {
-          socket.close();
-        } catch (err) {
-          call.log.debug({ err }, 'RTP socket already closed');
-        }
-      }
+    if (!media) return;
+    try {
+      await media.close(reason);
+    } catch (err) {
+      // Port and slot are already free; a failing close is logged here so no caller (void hangups) sees a rejection.
+      call.log.error({ err }, 'closing the call media failed');
     }
-    if (media) await media.close(reason);
   }
 
   // ---------------------------------------------------------------- helpers

@@ -4,8 +4,10 @@ import { randomInt } from 'node:crypto';
 
 /** Allocates even RTP ports (RTCP on port+1) from the configured range. */
 export class RtpPortPool {
-  private readonly inUse = new Set<number>();
+  /** Bound pairs by RTP port: the pool owns them until release, so closing the pool frees every port. */
+  private readonly inUse = new Map<number, { rtp: dgram.Socket; rtcp: dgram.Socket }>();
   private cursor: number;
+  private closed = false;
 
   constructor(
     readonly min: number,
@@ -32,22 +34,51 @@ export class RtpPortPool {
       try {
         await bindSocket(rtp, port, host);
         await bindSocket(rtcp, port + 1, host);
-        this.inUse.add(port);
-        return { rtp, rtcp, port };
       } catch {
-        rtp.close();
-        rtcp.close();
+        closeSockets([rtp, rtcp]);
+        continue;
       }
+      if (this.closed || this.inUse.has(port)) {
+        // Closed while binding (shutdown), or another bind took the port meanwhile: this pair is not handed out.
+        closeSockets([rtp, rtcp]);
+        if (this.closed) break;
+        continue;
+      }
+      this.inUse.set(port, { rtp, rtcp });
+      return { rtp, rtcp, port };
     }
-    throw new Error(`no free RTP port pair in ${this.min}..${this.max}`);
+    throw new Error(this.closed ? 'RTP port pool is closed' : `no free RTP port pair in ${this.min}..${this.max}`);
   }
 
+  /** Free the port and close its socket pair (the stream may have closed it already). */
   release(port: number): void {
+    const pair = this.inUse.get(port);
+    if (!pair) return;
     this.inUse.delete(port);
+    closeSockets([pair.rtp, pair.rtcp]);
+  }
+
+  /** Release every port still held and refuse new binds; returns how many were still held. */
+  close(): number {
+    this.closed = true;
+    const held = [...this.inUse.keys()];
+    for (const port of held) this.release(port);
+    return held.length;
   }
 
   get used(): number {
     return this.inUse.size;
+  }
+}
+
+/** Close sockets that may already be closed (dgram throws on a second close). */
+export function closeSockets(sockets: dgram.Socket[]): void {
+  for (const socket of sockets) {
+    try {
+      socket.close();
+    } catch {
+      // Already closed: nothing is held.
+    }
   }
 }
 

@@ -10,6 +10,7 @@ import { DtmfReceiver, parseTelephoneEvent } from './dtmf.js';
 import { JitterBuffer } from './jitter-buffer.js';
 import { buildSenderReport } from './rtcp.js';
 import { mediaClock } from './clock.js';
+import { closeSockets } from './port-pool.js';
 
 /** A latched source silent this long may be replaced by another plausible one (a NAT rebinding). */
 const RELATCH_AFTER_MS = 2000;
@@ -131,8 +132,8 @@ export class RtpStream {
     if (this.closed) return;
     this.closed = true;
     mediaClock.delete(this);
-    this.options.rtp.close();
-    this.options.rtcp.close();
+    // The port pool may have closed the pair first (a call released on an error path).
+    closeSockets([this.options.rtp, this.options.rtcp]);
   }
 
   private onPacket(msg: Buffer, rinfo: dgram.RemoteInfo): void {
