@@ -247,5 +247,11 @@ describe('closing cascades: server → calls → RTP streams → ports', () => {
     expect(pool.used).toBe(0);
     await expectPortsFree(pair.port, pair.port + 1);
     await expect(pool.bind('127.0.0.1')).rejects.toThrow(/closed/);
+    pool.reopen();
+    const again = await pool.bind('127.0.0.1');
+    expect(pool.used).toBe(1);
+    pool.release(again.port);
+    expect(pool.used).toBe(0);
+    await expectPortsFree(again.port, again.port + 1);
   });
 });

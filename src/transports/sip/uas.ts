@@ -97,6 +97,8 @@ export class SipServer {
 
   async start(): Promise<number> {
     const { host } = this.options.config;
+    this.stopping = false;
+    this.ports.reopen();
     const port = await this.transport.listen();
     this.sweeper = setInterval(() => this.transactions.sweep(), 2000);
     this.sweeper.unref();

@@ -58,6 +58,11 @@ export class RtpPortPool {
     closeSockets([pair.rtp, pair.rtcp]);
   }
 
+  /** Take binds again after close() (a server started again). */
+  reopen(): void {
+    this.closed = false;
+  }
+
   /** Release every port still held and refuse new binds; returns how many were still held. */
   close(): number {
     this.closed = true;
