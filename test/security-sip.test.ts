@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, mergeConfig, type SipConfig } from '../src/config.js';
 import { digestResponse } from '../src/transports/sip/access.js';
 import { SipServer, sipServerOf } from '../src/transports/sip/index.js';
-import { serializeRtp } from '../src/transports/sip/rtp.js';
+import { serializeRtp } from '../src/transports/sip/rtp/packet.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 /**

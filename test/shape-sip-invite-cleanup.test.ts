@@ -1,7 +1,9 @@
 import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { sipServerOf, type SipServer } from '../src/transports/sip/index.js';
+import { sipServerOf, SipServer } from '../src/transports/sip/index.js';
 import { CallMedia } from '../src/transports/sip/call.js';
+import { RtpStream } from '../src/transports/sip/rtp/stream.js';
+import { RtpPortPool } from '../src/transports/sip/rtp/port-pool.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 /**
@@ -36,6 +38,9 @@ class RawPhone {
   port = 0;
   readonly callId = `cleanup-${Math.random().toString(36).slice(2)}`;
 
+  /** `target`: the SIP server this phone calls (the test server's by default). */
+  constructor(private readonly target: () => SipServer = sip) {}
+
   async open(): Promise<void> {
     this.socket.on('message', (m) => this.received.push(m.toString('utf8')));
     await new Promise<void>((r) => this.socket.bind(0, '127.0.0.1', () => r()));
@@ -44,11 +49,11 @@ class RawPhone {
 
   send(method: string, cseq: number, extra: string[] = [], body = ''): void {
     const lines = [
-      `${method} sip:agent@127.0.0.1:${sip().port} SIP/2.0`,
+      `${method} sip:agent@127.0.0.1:${this.target().port} SIP/2.0`,
       `Via: SIP/2.0/UDP 127.0.0.1:${this.port};branch=z9hG4bK${Math.random().toString(36).slice(2)};rport`,
       'Max-Forwards: 70',
       'From: <sip:+15550100@127.0.0.1>;tag=phone1',
-      `To: <sip:agent@127.0.0.1:${sip().port}>${extra.find((h) => h.startsWith(';tag=')) ?? ''}`,
+      `To: <sip:agent@127.0.0.1:${this.target().port}>${extra.find((h) => h.startsWith(';tag=')) ?? ''}`,
       `Call-ID: ${this.callId}`,
       `CSeq: ${cseq} ${method}`,
       `Contact: <sip:phone@127.0.0.1:${this.port}>`,
@@ -57,12 +62,23 @@ class RawPhone {
       '',
       body,
     ];
-    this.socket.send(lines.join('\r\n'), sip().port, '127.0.0.1');
+    this.socket.send(lines.join('\r\n'), this.target().port, '127.0.0.1');
   }
 
   invite(): void {
     const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', 'm=audio 30000 RTP/AVP 0 101', 'a=rtpmap:0 PCMU/8000', 'a=rtpmap:101 telephone-event/8000', ''].join('\r\n');
     this.send('INVITE', 1, ['Content-Type: application/sdp'], sdp);
+  }
+
+  /** Wait for a message from the agent that `match` accepts. */
+  async waitFor(what: string, match: (m: string) => boolean, timeoutMs = 5000): Promise<string> {
+    const deadline = performance.now() + timeoutMs;
+    while (performance.now() < deadline) {
+      const found = this.received.find(match);
+      if (found) return found;
+      await sleep(20);
+    }
+    throw new Error(`no ${what}; got ${this.received.map((m) => m.split('\r\n')[0]).join(' | ')}`);
   }
 
   /** The first final response to our INVITE (and with it the agent's To tag). */
@@ -154,5 +170,88 @@ describe('SIP INVITE error paths release the call slot and the RTP port', () => 
       createStream.mockRestore();
     }
     await answeredAndHungUp();
+  });
+});
+
+/** Every port of [min, max] can be bound again: nothing of ours still holds one. */
+async function expectPortsFree(min: number, max: number): Promise<void> {
+  for (let port = min; port <= max; port++) {
+    const socket = dgram.createSocket('udp4');
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(port, '127.0.0.1', () => resolve());
+    }).finally(() => socket.close());
+  }
+}
+
+describe('closing cascades: server → calls → RTP streams → ports', () => {
+  it('an RTP stream whose close throws: the session, the slot and the port are still released', async () => {
+    const realClose = RtpStream.prototype.close;
+    const close = vi.spyOn(RtpStream.prototype, 'close').mockImplementationOnce(function (this: RtpStream) {
+      realClose.call(this);
+      throw new Error('injected close failure');
+    });
+    try {
+      await answeredAndHungUp();
+      expect(close).toHaveBeenCalled();
+    } finally {
+      close.mockRestore();
+    }
+    await answeredAndHungUp();
+  });
+
+  it('stop() with an answered call and a ringing one: BYE and 480 go out, every call, session and port is released', async () => {
+    const service = server.server.service;
+    const [min, max] = [41_200, 41_220];
+    // Ringing for 3 s: the first call is answered after it, the second is still ringing (its port bound) at stop().
+    const own = new SipServer({ service, config: { ...service.config.sip!, port: 0, ringMs: 3000, rtpPortMin: min, rtpPortMax: max }, logger: service.logger });
+    await own.start();
+    const answered = new RawPhone(() => own);
+    const ringing = new RawPhone(() => own);
+    await answered.open();
+    await ringing.open();
+    try {
+      answered.invite();
+      const final = await answered.finalResponse(10_000);
+      expect(final.status).toBe(200);
+      answered.send('ACK', 1, [`;tag=${final.toTag}`]);
+      ringing.invite();
+      await ringing.waitFor('180 Ringing', (m) => status(m) === 180);
+      expect(own.calls.size).toBe(2);
+      expect(own.rtpPortsInUse).toBe(2);
+      expect(service.sessions.size).toBe(1);
+
+      await own.stop();
+      expect(own.calls.size).toBe(0);
+      expect(own.rtpPortsInUse).toBe(0);
+      for (let i = 0; i < 100 && service.sessions.size > 0; i++) await sleep(20);
+      expect(service.sessions.size).toBe(0);
+      await answered.waitFor('BYE', (m) => m.startsWith('BYE '));
+      expect((await ringing.finalResponse()).status).toBe(480);
+      await expectPortsFree(min, max);
+    } finally {
+      answered.close();
+      ringing.close();
+      await own.stop();
+    }
+    // The shared server is untouched and nothing is held: the next call (same key, limit 1) is answered.
+    await answeredAndHungUp();
+  });
+
+  it('the port pool closes what is still bound and refuses new binds once closed', async () => {
+    const [min, max] = [41_300, 41_310];
+    const pool = new RtpPortPool(min, max);
+    const pair = await pool.bind('127.0.0.1');
+    expect(pool.used).toBe(1);
+    expect(pool.close()).toBe(1);
+    expect(pool.used).toBe(0);
+    await expectPortsFree(pair.port, pair.port + 1);
+    await expect(pool.bind('127.0.0.1')).rejects.toThrow(/closed/);
+    pool.reopen();
+    const again = await pool.bind('127.0.0.1');
+    expect(pool.used).toBe(1);
+    pool.release(again.port);
+    expect(pool.used).toBe(0);
+    await expectPortsFree(again.port, again.port + 1);
   });
 });

@@ -1,6 +1,6 @@
 import dgram from 'node:dgram';
 import { describe, expect, it } from 'vitest';
-import { RtpStream } from '../src/transports/sip/rtp.js';
+import { RtpStream } from '../src/transports/sip/rtp/stream.js';
 import { mediaClock, OutboundStream } from '../src/transports/webrtc/media-clock.js';
 import type { AudioSource } from '../src/transports/webrtc/wrtc.js';
 

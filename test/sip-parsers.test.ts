@@ -14,7 +14,9 @@ import {
   type SipRequest,
 } from '../src/transports/sip/message.js';
 import { SdpError, buildAnswer, negotiate, parseSdp } from '../src/transports/sip/sdp.js';
-import { DtmfReceiver, JitterBuffer, RtpParseError, parseRtp, parseTelephoneEvent, serializeRtp } from '../src/transports/sip/rtp.js';
+import { RtpParseError, parseRtp, serializeRtp } from '../src/transports/sip/rtp/packet.js';
+import { DtmfReceiver, parseTelephoneEvent } from '../src/transports/sip/rtp/dtmf.js';
+import { JitterBuffer } from '../src/transports/sip/rtp/jitter-buffer.js';
 import { DigestAuth, buildAllowList, digestResponse, isAllowed } from '../src/transports/sip/access.js';
 import { TORTURE, crlf } from './fixtures/sip-torture.js';
 

@@ -10,7 +10,7 @@ import type { VoiceService } from '../../service.js';
 import type { SessionEvent } from '../../session/events.js';
 import type { OutboundFrame } from '../../session/output-pacer.js';
 import type { Session } from '../../session/session.js';
-import { RtpStream } from './rtp.js';
+import { RtpStream } from './rtp/stream.js';
 import { hangUpAfterPlayout } from '../playout.js';
 import type { NegotiatedMedia } from './sdp.js';
 import type { Handover } from '../../integration/handover.js';
@@ -99,9 +99,22 @@ export class CallMedia {
   /** Build codecs and open the Session. Throws (LimitError, not ready) before anything is sent. */
   async open(): Promise<void> {
     const spec = this.media.codec === 'opus' ? ({ codec: 'opus', sampleRate: 48000 } as const) : ({ codec: this.media.codec, sampleRate: 8000 } as const);
-    this.decoder = await createInboundDecoder(spec);
-    this.encoder = await createOutboundEncoder(spec);
-    if (this.closed) return;
+    const decoder = await createInboundDecoder(spec);
+    let encoder: OutboundEncoder;
+    try {
+      encoder = await createOutboundEncoder(spec);
+    } catch (err) {
+      decoder.close();
+      throw err;
+    }
+    // Closed (CANCEL, shutdown) while the codecs were built: close() did not see them, so they are freed here.
+    if (this.closed) {
+      decoder.close();
+      encoder.close();
+      return;
+    }
+    this.decoder = decoder;
+    this.encoder = encoder;
     this.session = await this.options.service.openSession(
       'sip',
       { event: (e) => this.onEvent(e), audio: (f) => this.onAgentAudio(f) },
@@ -245,12 +258,19 @@ export class CallMedia {
     if (this.closed) return;
     this.closed = true;
     if (this.watchdog) clearInterval(this.watchdog);
-    this.rtp.close();
-    this.options.logger.info({ reason, rtpIn: this.rtp.jitter.stats, jitterMs: Math.round(this.rtp.jitter.jitter * 10) / 10, rtpOut: this.rtp.packetsSent, dtmfDigits: this.stats.dtmf.length }, 'SIP call media closed');
     const session = this.session;
     this.session = null;
-    if (session) await this.options.service.closeSession(session, 'sip', reason);
-    this.decoder?.close();
-    this.encoder?.close();
+    // Each step runs whatever the one before it threw: a stream that fails to close must not keep the session.
+    try {
+      this.rtp.close();
+      this.options.logger.info({ reason, rtpIn: this.rtp.jitter.stats, jitterMs: Math.round(this.rtp.jitter.jitter * 10) / 10, rtpOut: this.rtp.packetsSent, dtmfDigits: this.stats.dtmf.length }, 'SIP call media closed');
+    } finally {
+      try {
+        if (session) await this.options.service.closeSession(session, 'sip', reason);
+      } finally {
+        this.decoder?.close();
+        this.encoder?.close();
+      }
+    }
   }
 }

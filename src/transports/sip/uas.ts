@@ -1,12 +1,12 @@
 /**
- * SIP user agent server on UDP and TCP (RFC 3261): answers INVITEs with an SDP answer, handles ACK, BYE,
- * CANCEL, OPTIONS, re-INVITE (hold/resume) and INFO DTMF, and hangs up with BYE. Every call gets a Session
- * through the VoiceService; this file is only signalling.
+ * SIP user agent server, the transaction user of RFC 3261: answers INVITEs with an SDP answer, handles ACK, BYE,
+ * CANCEL, OPTIONS, re-INVITE (hold/resume), INFO DTMF and NOTIFY, transfers with REFER and hangs up with BYE.
+ * Sockets and framing are transport.ts, retransmission and matching transaction.ts, dialog state dialog.ts;
+ * every call gets a Session through the VoiceService (call.ts): this file is only signalling.
  */
-import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { BlockList } from 'node:net';
 import type { Logger } from 'pino';
 import { sipConfigProblems, type SipConfig } from './options.js';
@@ -17,92 +17,25 @@ import { buildAllowList, isAllowed, DigestAuth } from './access.js';
 import { CallMedia } from './call.js';
 import { callerFromSip, dialledLanguage } from '../../integration/context.js';
 import {
-  SipParseError,
-  SipStreamFramer,
   buildResponse,
-  canonicalHeaderName,
-  findHeadEnd,
   header,
   headerList,
-  parseSipMessage,
-  requestEssentials,
   serializeSipMessage,
-  type ParseLimits,
   type RequestEssentials,
   type SipHeader,
   type SipRequest,
   type SipResponse,
 } from './message.js';
-import { RtpPortPool } from './rtp.js';
+import { RtpPortPool } from './rtp/port-pool.js';
 import { SdpError, buildAnswer, negotiate, parseSdp, type NegotiatedMedia } from './sdp.js';
 import { contextHeaders, referToUri, type Handover } from '../../integration/handover.js';
+import { SipTransport, responseVias, type Peer } from './transport.js';
+import { T1, T2, TX_LIFETIME_MS, Transactions, clientKey, txKey } from './transaction.js';
+import { contactFor, hostForUri, inDialogHeaders, peerUri, tag, type Call } from './dialog.js';
 
-const T1 = 500;
-const T2 = 4000;
-const TX_LIFETIME_MS = 64 * T1;
-const MAX_TCP_CONNECTIONS = 1000;
 const ALLOW = 'INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY';
 /** Methods we know but do not serve: 405 with Allow rather than 501. */
 const KNOWN = new Set(['REGISTER', 'SUBSCRIBE', 'MESSAGE', 'REFER', 'UPDATE', 'PRACK', 'PUBLISH']);
-
-export interface Peer {
-  transport: 'udp' | 'tcp';
-  address: string;
-  port: number;
-  socket?: net.Socket;
-}
-
-type CallState = 'proceeding' | 'answered' | 'confirmed' | 'ended';
-
-interface Call {
-  /** The SIP Call-ID (the dialog's key in `calls`). */
-  callId: string;
-  /** Our id for the call's session and record: fresh, never the network's Call-ID. */
-  recordId: string;
-  log: Logger;
-  state: CallState;
-  localTag: string;
-  remoteTag: string;
-  invite: SipRequest;
-  inviteKey: string;
-  peer: Peer;
-  remoteTarget: string;
-  routeSet: string[];
-  /** Our From (their To + our tag) and our To (their From) for requests we send. */
-  localUri: string;
-  remoteUri: string;
-  localCseq: number;
-  remoteCseq: number;
-  sdpVersion: number;
-  sessionId: string;
-  localAddress: string;
-  rtpPort: number;
-  /** The bound RTP/RTCP pair until CallMedia owns it (closed by releaseMedia if setup fails before). */
-  rtpSockets: { rtp: dgram.Socket; rtcp: dgram.Socket } | null;
-  media: NegotiatedMedia;
-  callMedia: CallMedia | null;
-  ringTimer: NodeJS.Timeout | null;
-  ringResolve?: () => void;
-  okTimer: NodeJS.Timeout | null;
-  cancelled: boolean;
-  answeredAt: number;
-  /** A REFER of ours is in progress. */
-  transferring?: boolean;
-  /** The same transfer without embedded headers in Refer-To, tried once when the first one fails. */
-  referRetry?: (() => void) | null;
-}
-
-interface ServerTx {
-  response: Buffer | null;
-  peer: Peer;
-  expiresAt: number;
-}
-
-interface ClientTx {
-  timer: NodeJS.Timeout | null;
-  done: boolean;
-  onFinal?: (status: number) => void;
-}
 
 export interface SipServerOptions {
   service: VoiceService;
@@ -110,27 +43,18 @@ export interface SipServerOptions {
   logger: Logger;
 }
 
-const tag = () => randomBytes(8).toString('hex');
-const branch = () => `z9hG4bK${randomBytes(10).toString('hex')}`;
-
 export class SipServer {
-  private udp: dgram.Socket | null = null;
-  private tcp: net.Server | null = null;
-  private readonly tcpSockets = new Set<net.Socket>();
+  private readonly transport: SipTransport;
+  private readonly transactions: Transactions;
   readonly calls = new Map<string, Call>();
-  private readonly serverTx = new Map<string, ServerTx>();
-  private readonly clientTx = new Map<string, ClientTx>();
-  private readonly allow: BlockList;
   /** Where media may go besides the INVITE's source (sip.mediaNetworks). */
   private readonly mediaNetworks: BlockList;
   private readonly digest: DigestAuth | null;
   private readonly ports: RtpPortPool;
-  private readonly limits: ParseLimits;
   private readonly log: Logger;
   private sweeper: NodeJS.Timeout | null = null;
-  private boundPort = 0;
-  /** Counts of what happened, for tests and /metrics-style inspection. */
-  readonly counters = { requests: 0, responses: 0, parseErrors: 0, dropped: 0, forbidden: 0 };
+  /** stop() has begun: no new call is taken. */
+  private stopping = false;
 
   constructor(private readonly options: SipServerOptions) {
     const c = options.config;
@@ -138,11 +62,27 @@ export class SipServer {
     const problems = sipConfigProblems(c);
     if (problems.length > 0) throw new Error(`invalid sip configuration: ${problems.join('; ')}`);
     this.log = options.logger.child({ transport: 'sip' });
-    this.allow = buildAllowList(c.allowFrom);
     this.mediaNetworks = buildAllowList(c.mediaNetworks ?? [], 'sip.mediaNetworks');
     this.digest = c.digest ? new DigestAuth(c.digest) : null;
     this.ports = new RtpPortPool(c.rtpPortMin, c.rtpPortMax);
-    this.limits = { maxMessageBytes: c.maxMessageBytes, maxHeaders: 128 };
+    this.transport = new SipTransport({
+      host: c.host,
+      port: c.port,
+      allow: buildAllowList(c.allowFrom),
+      limits: { maxMessageBytes: c.maxMessageBytes, maxHeaders: 128 },
+      log: this.log,
+      handler: {
+        onRequest: (req, e, peer) => this.onRequest(req, e, peer),
+        onResponse: (res) => this.onResponse(res),
+        callsOn: (socket) => [...this.calls.values()].filter((call) => call.peer.socket === socket).map((call) => call.callId),
+      },
+    });
+    this.transactions = new Transactions((peer, data) => this.transport.send(peer, data));
+  }
+
+  /** Counts of what happened, for tests and /metrics-style inspection. */
+  get counters(): SipTransport['counters'] {
+    return this.transport.counters;
   }
 
   /** RTP port pairs held by calls (0 when no call holds one: nothing leaked). */
@@ -152,179 +92,41 @@ export class SipServer {
 
   /** The bound SIP port (UDP and TCP share it). */
   get port(): number {
-    return this.boundPort;
+    return this.transport.port;
   }
 
   async start(): Promise<number> {
-    const { host, port } = this.options.config;
-    const type = host.includes(':') ? 'udp6' : 'udp4';
-    const udp = dgram.createSocket({ type, reuseAddr: false });
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind(port, host, () => {
-        udp.off('error', reject);
-        resolve();
-      });
-    });
-    this.udp = udp;
-    this.boundPort = udp.address().port;
-    udp.on('message', (msg, rinfo) => this.onDatagram(msg, { transport: 'udp', address: rinfo.address, port: rinfo.port }));
-    udp.on('error', (err) => this.log.error({ err }, 'SIP UDP socket error'));
-    const tcp = net.createServer((socket) => this.onConnection(socket));
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(this.boundPort, host, () => {
-        tcp.off('error', reject);
-        resolve();
-      });
-    });
-    tcp.on('error', (err) => this.log.error({ err }, 'SIP TCP server error'));
-    this.tcp = tcp;
-    this.sweeper = setInterval(() => this.sweep(), 2000);
+    const { host } = this.options.config;
+    this.stopping = false;
+    this.ports.reopen();
+    const port = await this.transport.listen();
+    this.sweeper = setInterval(() => this.transactions.sweep(), 2000);
     this.sweeper.unref();
-    this.log.info({ host, port: this.boundPort, allowFrom: this.options.config.allowFrom, digest: this.digest !== null }, 'SIP listening on UDP and TCP');
-    return this.boundPort;
+    this.log.info({ host, port, allowFrom: this.options.config.allowFrom, digest: this.digest !== null }, 'SIP listening on UDP and TCP');
+    return port;
   }
 
+  /**
+   * Shut down in order, server → calls → RTP streams → ports: every call is hung up (its media, session and
+   * port released), then the sockets close, then the port pool closes whatever a call still held (a bug if
+   * anything: logged), so no error path outlives the server.
+   */
   async stop(): Promise<void> {
+    this.stopping = true;
     if (this.sweeper) clearInterval(this.sweeper);
     await Promise.allSettled([...this.calls.values()].map((call) => this.hangup(call, 'shutdown')));
-    for (const tx of this.clientTx.values()) if (tx.timer) clearTimeout(tx.timer);
-    this.clientTx.clear();
-    this.udp?.close();
-    this.udp = null;
-    for (const s of this.tcpSockets) s.destroy();
-    await new Promise<void>((resolve) => (this.tcp ? this.tcp.close(() => resolve()) : resolve()));
-    this.tcp = null;
-  }
-
-  // ---------------------------------------------------------------- transport
-
-  private onDatagram(msg: Buffer, peer: Peer): void {
-    try {
-      // CRLF keep-alives (RFC 5626) and stray padding.
-      if (msg.length <= 4 && /^[\r\n]*$/.test(msg.toString('latin1'))) return;
-      this.onMessage(msg, peer, false);
-    } catch (err) {
-      this.log.error({ err }, 'SIP datagram handling failed');
-    }
-  }
-
-  private onConnection(socket: net.Socket): void {
-    const address = socket.remoteAddress ?? '';
-    if (this.tcpSockets.size >= MAX_TCP_CONNECTIONS || !isAllowed(this.allow, address)) {
-      this.counters.forbidden++;
-      socket.destroy();
-      return;
-    }
-    this.tcpSockets.add(socket);
-    const peer: Peer = { transport: 'tcp', address, port: socket.remotePort ?? 0, socket };
-    const framer = new SipStreamFramer(this.limits);
-    socket.setNoDelay(true);
-    // A connection that carries no call and says nothing for 5 minutes is closed.
-    socket.setTimeout(300_000, () => {
-      if (![...this.calls.values()].some((c) => c.peer.socket === socket)) socket.destroy();
-    });
-    socket.on('data', (chunk: Buffer) => {
-      let framed: { messages: Buffer[]; keepalives: number };
-      try {
-        framed = framer.push(chunk);
-      } catch (err) {
-        // The stream cannot be framed any more: answer if we can, then close (RFC 3261 §18.3).
-        this.counters.parseErrors++;
-        if (err instanceof SipParseError) this.respondToGarbage(chunk, err, peer);
-        socket.end();
-        return;
-      }
-      for (let i = 0; i < framed.keepalives; i++) socket.write('\r\n');
-      for (const message of framed.messages) {
-        try {
-          this.onMessage(message, peer, true);
-        } catch (err) {
-          this.log.error({ err }, 'SIP TCP message handling failed');
-        }
-      }
-    });
-    socket.on('error', (err) => {
-      // A reset or broken connection: 'close' follows and cleans up; the calls it carried are named in the log.
-      const calls = [...this.calls.values()].filter((c) => c.peer.socket === socket).map((c) => c.callId);
-      this.log.warn({ err, from: `${address}:${peer.port}`, calls }, 'SIP TCP connection error');
-    });
-    socket.on('close', () => this.tcpSockets.delete(socket));
-  }
-
-  private send(peer: Peer, data: Buffer): void {
-    if (peer.transport === 'tcp') {
-      if (peer.socket && !peer.socket.destroyed && peer.socket.writable) peer.socket.write(data);
-      return;
-    }
-    this.udp?.send(data, peer.port, peer.address, (err) => {
-      if (err) this.log.warn({ err, to: `${peer.address}:${peer.port}` }, 'SIP UDP send failed');
-    });
+    this.transactions.clear();
+    await this.transport.close();
+    const leaked = this.ports.close();
+    if (leaked > 0) this.log.warn({ ports: leaked }, 'RTP ports still held at shutdown were closed');
   }
 
   // ---------------------------------------------------------------- dispatch
 
-  private onMessage(raw: Buffer, peer: Peer, stream: boolean): void {
-    if (!isAllowed(this.allow, peer.address)) {
-      this.counters.forbidden++;
-      // A request from outside the allow-list: 403 (never for ACK, never to responses).
-      const head = lenientHead(raw);
-      if (head && head.kind === 'request' && head.method !== 'ACK' && head.complete) this.send(peer, serializeSipMessage(buildResponse(head.request, 403)));
-      return;
-    }
-    let message;
-    try {
-      message = parseSipMessage(raw, this.limits, stream);
-    } catch (err) {
-      this.counters.parseErrors++;
-      if (err instanceof SipParseError) this.respondToGarbage(raw, err, peer);
-      return;
-    }
-    if (message.kind === 'response') {
-      this.counters.responses++;
-      this.onResponse(message);
-      return;
-    }
-    this.counters.requests++;
-    let essentials: RequestEssentials;
-    try {
-      essentials = requestEssentials(message);
-    } catch (err) {
-      this.counters.parseErrors++;
-      if (err instanceof SipParseError && message.method !== 'ACK') this.respond(message, peer, null, err.status, { reason: reasonFor(err) });
-      return;
-    }
-    this.onRequest(message, essentials, peer);
-  }
-
-  /** A message we could not parse: the right 4xx/5xx if it is a request we can address, else dropped. */
-  private respondToGarbage(raw: Buffer, err: SipParseError, peer: Peer): void {
-    const head = lenientHead(raw);
-    if (!head || head.kind !== 'request' || head.method === 'ACK' || !head.complete) {
-      this.counters.dropped++;
-      this.log.debug({ from: `${peer.address}:${peer.port}`, reason: err.message }, 'unparseable SIP message dropped');
-      return;
-    }
-    this.log.info({ from: `${peer.address}:${peer.port}`, status: err.status, reason: err.message }, 'bad SIP request refused');
-    try {
-      this.send(peer, serializeSipMessage(buildResponse(head.request, err.status, { reason: reasonFor(err), vias: this.responseVias(head.request, peer) })));
-    } catch {
-      this.counters.dropped++;
-    }
-  }
-
   private onRequest(req: SipRequest, e: RequestEssentials, peer: Peer): void {
     const key = txKey(req, e);
-    if (req.method !== 'ACK') {
-      const existing = this.serverTx.get(key);
-      if (existing) {
-        // A retransmission: repeat our last response, do nothing else.
-        if (existing.response) this.send(peer, existing.response);
-        return;
-      }
-      this.serverTx.set(key, { response: null, peer, expiresAt: performance.now() + TX_LIFETIME_MS });
-    }
+    // A retransmission: the transaction layer repeated our last response; nothing else to do.
+    if (req.method !== 'ACK' && !this.transactions.receive(key, peer)) return;
     if (e.maxForwards === 0 && req.method !== 'ACK') {
       this.respond(req, peer, key, 483);
       return;
@@ -339,7 +141,11 @@ export class SipServer {
         if (e.to.params.get('tag')) this.onReInvite(req, e, peer, key);
         else void this.onInvite(req, e, peer, key).catch((err: unknown) => {
           this.log.error({ err, callId: e.callId }, 'INVITE handling failed');
-          this.respond(req, peer, key, 500);
+          try {
+            this.respond(req, peer, key, 500);
+          } catch (respondErr) {
+            this.log.error({ err: respondErr, callId: e.callId }, 'could not answer the failed INVITE');
+          }
         });
         return;
       case 'ACK':
@@ -380,26 +186,13 @@ export class SipServer {
   }
 
   private respond(req: SipRequest, peer: Peer, key: string | null, status: number, options: { toTag?: string; headers?: SipHeader[]; body?: Buffer; reason?: string } = {}): Buffer {
-    const response = buildResponse(req, status, { ...options, vias: this.responseVias(req, peer) });
+    const response = buildResponse(req, status, { ...options, vias: responseVias(req, peer) });
     if (status === 501 || status === 405 || status === 420 || status === 483) this.log.info({ method: req.method.slice(0, 32), status }, 'SIP request refused');
     const data = serializeSipMessage(response);
     // The latest response (provisional too) is what a retransmitted request gets again.
-    if (key) {
-      const tx = this.serverTx.get(key);
-      if (tx) tx.response = data;
-    }
-    this.send(peer, data);
+    if (key) this.transactions.responded(key, data);
+    this.transport.send(peer, data);
     return data;
-  }
-
-  /** The top Via gets `received` and a filled-in `rport` (RFC 3581): responses go back where the request came from. */
-  private responseVias(req: SipRequest, peer: Peer): string[] {
-    const vias = headerList(req, 'via');
-    if (vias.length === 0) return vias;
-    let top = vias[0];
-    top = top.replace(/;\s*rport(?=;|$)/i, `;rport=${peer.port}`);
-    if (!/;\s*received=/i.test(top)) top = `${top};received=${peer.address.replace(/^::ffff:/, '')}`;
-    return [top, ...vias.slice(1)];
   }
 
   // ---------------------------------------------------------------- INVITE
@@ -413,7 +206,7 @@ export class SipServer {
     }
     const { service, config } = this.options;
     const log = this.log.child({ callId: e.callId });
-    if (!service.ready) {
+    if (!service.ready || this.stopping) {
       this.respond(req, peer, key, 503, { headers: [{ name: 'retry-after', value: '5' }] });
       return;
     }
@@ -511,11 +304,15 @@ export class SipServer {
     } catch (err) {
       log.error({ err }, 'INVITE handling failed: call released');
       const answered = call.state === 'answered' || call.state === 'confirmed';
-      if (call.state !== 'ended') {
-        if (answered) this.sendBye(call, 'internal_error');
-        else this.respond(req, peer, key, 500, { toTag: localTag });
+      try {
+        if (call.state !== 'ended') {
+          if (answered) this.sendBye(call, 'internal_error');
+          else this.respond(req, peer, key, 500, { toTag: localTag });
+        }
+      } finally {
+        // Even when the answer cannot be sent, the slot, the port and the session are given back.
+        await this.endCall(call, 'internal_error');
       }
-      await this.endCall(call, 'internal_error');
     }
   }
 
@@ -566,7 +363,7 @@ export class SipServer {
       await this.releaseMedia(call, 'cancelled');
       return;
     }
-    this.respond(req, peer, key, 180, { toTag: localTag, headers: [{ name: 'contact', value: this.contactFor(call) }] });
+    this.respond(req, peer, key, 180, { toTag: localTag, headers: [{ name: 'contact', value: contactFor(call, this.port) }] });
     if (config.ringMs > 0) {
       await new Promise<void>((resolve) => {
         call.ringTimer = setTimeout(resolve, config.ringMs);
@@ -609,7 +406,7 @@ export class SipServer {
       toTag: call.localTag,
       body,
       headers: [
-        { name: 'contact', value: this.contactFor(call) },
+        { name: 'contact', value: contactFor(call, this.port) },
         { name: 'allow', value: ALLOW },
         { name: 'supported', value: '' },
         { name: 'content-type', value: 'application/sdp' },
@@ -626,7 +423,7 @@ export class SipServer {
         void this.hangup(call, 'no_ack');
         return;
       }
-      this.send(call.peer, data);
+      this.transport.send(call.peer, data);
       interval = Math.min(interval * 2, T2);
       call.okTimer = setTimeout(retransmit, interval);
     };
@@ -703,6 +500,8 @@ export class SipServer {
     this.calls.delete(call.callId);
     this.respond(call.invite, call.peer, call.inviteKey, 487, { toTag: call.localTag });
     call.log.info('call cancelled before answer');
+    // The port and media go back now, not when the INVITE's setup next looks (it may be waiting on admission).
+    this.releaseMedia(call, 'cancelled').catch((err: unknown) => call.log.error({ err }, 'releasing a cancelled call failed'));
   }
 
   private onBye(req: SipRequest, e: RequestEssentials, peer: Peer, key: string): void {
@@ -748,15 +547,19 @@ export class SipServer {
   /** We end the call: BYE if it was answered, otherwise a final error response. */
   async hangup(call: Call, reason: string): Promise<void> {
     if (call.state === 'ended') return;
-    if (call.state === 'proceeding') {
-      call.cancelled = true;
-      call.ringResolve?.();
-      this.respond(call.invite, call.peer, call.inviteKey, 480, { toTag: call.localTag });
-    } else {
-      this.sendBye(call, reason);
+    try {
+      if (call.state === 'proceeding') {
+        call.cancelled = true;
+        call.ringResolve?.();
+        this.respond(call.invite, call.peer, call.inviteKey, 480, { toTag: call.localTag });
+      } else {
+        this.sendBye(call, reason);
+      }
+      call.log.info({ reason }, 'hanging up');
+    } finally {
+      // A BYE or 480 that cannot be sent must not keep the call, its port or its session.
+      await this.endCall(call, reason);
     }
-    call.log.info({ reason }, 'hanging up');
-    await this.endCall(call, reason);
   }
 
   private sendBye(call: Call, reason: string): void {
@@ -768,41 +571,9 @@ export class SipServer {
    * until a final response or 32 s; `onFinal` gets the final status (408 when none came).
    */
   private sendInDialog(call: Call, method: string, extra: SipHeader[], onFinal?: (status: number) => void): void {
-    const via = `SIP/2.0/${call.peer.transport.toUpperCase()} ${hostForUri(call.localAddress)}:${this.boundPort};branch=${branch()};rport`;
-    const headers: SipHeader[] = [
-      { name: 'via', value: via },
-      { name: 'max-forwards', value: '70' },
-      { name: 'from', value: call.localUri },
-      { name: 'to', value: call.remoteUri },
-      { name: 'call-id', value: call.callId },
-      { name: 'cseq', value: `${++call.localCseq} ${method}` },
-      ...call.routeSet.map((value) => ({ name: 'route', value })),
-      { name: 'contact', value: this.contactFor(call) },
-      ...extra,
-    ];
+    const headers = inDialogHeaders(call, method, this.port, extra);
     const data = serializeSipMessage({ kind: 'request', method, uri: call.remoteTarget, headers, body: Buffer.alloc(0) });
-    const key = `${call.callId}|${call.localCseq}|${method}`;
-    const tx: ClientTx = { timer: null, done: false, onFinal };
-    this.clientTx.set(key, tx);
-    this.send(call.peer, data);
-    const started = performance.now();
-    const expire = () => {
-      this.clientTx.delete(key);
-      if (!tx.done) tx.onFinal?.(408);
-    };
-    if (call.peer.transport === 'udp') {
-      let interval = T1;
-      const again = () => {
-        if (tx.done) return;
-        if (performance.now() - started > TX_LIFETIME_MS) return expire();
-        this.send(call.peer, data);
-        interval = Math.min(interval * 2, T2);
-        tx.timer = setTimeout(again, interval);
-      };
-      tx.timer = setTimeout(again, interval);
-    } else {
-      tx.timer = setTimeout(expire, TX_LIFETIME_MS);
-    }
+    this.transactions.request(clientKey(call.callId, call.localCseq, method), call.peer, data, onFinal);
   }
 
   /**
@@ -831,7 +602,7 @@ export class SipServer {
     call.referRetry = withContext && embed ? () => this.transfer(callId, withContext, false) : null;
     this.sendInDialog(call, 'REFER', [
       { name: 'refer-to', value: `<${withContext && embed ? referToUri(withContext) : uri}>` },
-      { name: 'referred-by', value: `<sip:agent@${hostForUri(call.localAddress)}:${this.boundPort}>` },
+      { name: 'referred-by', value: `<sip:agent@${hostForUri(call.localAddress)}:${this.port}>` },
       ...(withContext ? contextHeaders(withContext).map((h) => ({ name: h.name.toLowerCase(), value: h.value })) : []),
     ], (status) => {
       if (status >= 300) this.transferFailed(call, status, "transfer refused by the caller's side");
@@ -873,46 +644,32 @@ export class SipServer {
   }
 
   private onResponse(res: SipResponse): void {
-    const callId = header(res, 'call-id');
-    const cseq = header(res, 'cseq');
-    if (!callId || !cseq) return;
-    const m = /^(\d+)\s+(\S+)$/.exec(cseq.trim());
-    if (!m) return;
-    const key = `${callId}|${m[1]}|${m[2]}`;
-    const tx = this.clientTx.get(key);
-    if (!tx || res.status < 200) return;
-    tx.done = true;
-    if (tx.timer) clearTimeout(tx.timer);
-    this.clientTx.delete(key);
-    tx.onFinal?.(res.status);
+    this.transactions.onResponse(res);
   }
 
   private async endCall(call: Call, reason: string): Promise<void> {
     call.state = 'ended';
     if (call.okTimer) clearTimeout(call.okTimer);
     if (call.ringTimer) clearTimeout(call.ringTimer);
-    this.calls.delete(call.callId);
+    if (this.calls.get(call.callId) === call) this.calls.delete(call.callId);
     await this.releaseMedia(call, reason);
   }
 
   /** Frees what the call holds on the media side: its session, its sockets and its port (idempotent). */
   private async releaseMedia(call: Call, reason: string): Promise<void> {
     const media = call.callMedia;
-    const sockets = call.rtpSockets;
     call.callMedia = null;
     call.rtpSockets = null;
+    // The pool closes the socket pair with its port, whether CallMedia owns it yet or not.
     if (call.rtpPort !== 0) this.ports.release(call.rtpPort);
     call.rtpPort = 0;
-    if (sockets) {
-      for (const socket of [sockets.rtp, sockets.rtcp]) {
-        try {
-          socket.close();
-        } catch (err) {
-          call.log.debug({ err }, 'RTP socket already closed');
-        }
-      }
+    if (!media) return;
+    try {
+      await media.close(reason);
+    } catch (err) {
+      // Port and slot are already free; a failing close is logged here so no caller (void hangups) sees a rejection.
+      call.log.error({ err }, 'closing the call media failed');
     }
-    if (media) await media.close(reason);
   }
 
   // ---------------------------------------------------------------- helpers
@@ -924,11 +681,6 @@ export class SipServer {
   private mediaPlausibility(peer: Peer): (address: string) => boolean {
     const signalling = peer.address.replace(/^::ffff:/i, '');
     return (address: string) => address.replace(/^::ffff:/i, '') === signalling || isAllowed(this.mediaNetworks, address);
-  }
-
-  private contactFor(call: Call): string {
-    const transport = call.peer.transport === 'tcp' ? ';transport=tcp' : '';
-    return `<sip:agent@${hostForUri(call.localAddress)}:${this.boundPort}${transport}>`;
   }
 
   /** The address the caller should reach us at: configured, else the interface the request came in on. */
@@ -947,65 +699,4 @@ export class SipServer {
     }
     return '127.0.0.1';
   }
-
-  private sweep(): void {
-    const now = performance.now();
-    for (const [key, tx] of this.serverTx) if (tx.expiresAt < now) this.serverTx.delete(key);
-  }
-}
-
-function txKey(req: SipRequest, e: RequestEssentials): string {
-  const b = e.vias[0].params.get('branch');
-  // RFC 3261 branches are unique per transaction; RFC 2543 peers need the older matching rule.
-  const method = req.method === 'ACK' ? 'INVITE' : req.method;
-  if (b && b.startsWith('z9hG4bK')) return `${b}|${e.vias[0].host}|${method}`;
-  return `${e.callId}|${e.from.params.get('tag') ?? ''}|${e.cseq.seq}|${method}|${e.vias[0].raw}`;
-}
-
-function reasonFor(err: SipParseError): string {
-  const base = err.status === 400 ? 'Bad Request' : err.status === 513 ? 'Message Too Large' : err.status === 505 ? 'Version Not Supported' : 'Bad Request';
-  return `${base} - ${err.message.replace(/[\r\n]/g, ' ').slice(0, 80)}`;
-}
-
-function hostForUri(address: string): string {
-  return address.includes(':') ? `[${address}]` : address;
-}
-
-function peerUri(peer: Peer): string {
-  return `sip:${hostForUri(peer.address.replace(/^::ffff:/, ''))}:${peer.port}${peer.transport === 'tcp' ? ';transport=tcp' : ''}`;
-}
-
-/**
- * Just enough of a message we could not parse to answer it: the start line and the headers a response copies.
- * `complete` when Via, From, To, Call-ID and CSeq are all present.
- */
-function lenientHead(raw: Buffer): { kind: 'request'; method: string; request: SipRequest; complete: boolean } | { kind: 'response'; complete: boolean } | null {
-  const end = findHeadEnd(raw);
-  const head = raw.subarray(0, end ? end.index : Math.min(raw.length, 65_536)).toString('utf8');
-  const lines = head.split(/\r?\n/);
-  const start = lines.shift() ?? '';
-  if (start.startsWith('SIP/')) return { kind: 'response', complete: false };
-  const method = /^([A-Za-z0-9\-.!%*_+`'~]+) /.exec(start)?.[1];
-  if (!method) return null;
-  const headers: SipHeader[] = [];
-  for (const line of lines) {
-    if (line.startsWith(' ') || line.startsWith('\t')) {
-      const last = headers[headers.length - 1];
-      if (last) last.value = `${last.value} ${line.trim()}`;
-      continue;
-    }
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
-    const name = canonicalHeaderName(line.slice(0, colon).trim());
-    if (['via', 'from', 'to', 'call-id', 'cseq'].includes(name)) {
-      const value = line.slice(colon + 1).trim().replace(/[\r\n]/g, '');
-      if (value.length > 1024) continue;
-      // Keep one of each single-valued header; several Via lines are legal.
-      if (name !== 'via' && headers.some((h) => h.name === name)) continue;
-      headers.push({ name, value });
-    }
-  }
-  const names = new Set(headers.map((h) => h.name));
-  const complete = ['via', 'from', 'to', 'call-id', 'cseq'].every((n) => names.has(n));
-  return { kind: 'request', method, request: { kind: 'request', method, uri: 'sip:invalid', headers, body: Buffer.alloc(0) }, complete };
 }
