@@ -7,7 +7,12 @@
  * (src/core/options.ts); this module composes them with the service-wide sections. It imports nothing from
  * config.ts: config.ts imports it.
  */
+import { AUTH_OPTIONS } from './auth/options.js';
 import { schemaProblems } from './core/validate.js';
+import { LIMITS_OPTIONS } from './limits/options.js';
+import { PRIVACY_OPTIONS } from './privacy/options.js';
+import { RECORDING_OPTIONS } from './recording/options.js';
+import { STORE_OPTIONS } from './store/options.js';
 import { WEBHOOK_EVENTS } from './integration/webhooks.js';
 import { PROVIDERS_OPTIONS } from './providers/options.js';
 import { CHAT_COMPLETIONS_OPTIONS } from './transports/openai-chat/options.js';
@@ -44,55 +49,11 @@ export const CONFIG_SCHEMA: Schema = obj(
     modelsDir: nonEmpty,
     maxMessageBytes: int(1024),
     metricsRequireApiKey: bool,
-    auth: obj(
-      {
-        apiKeyHashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
-        tokenSecret: str({ minLength: 16 }),
-        tokenTtlS: int(1, 3600),
-        required: bool,
-        generatedKeyFile: { type: ['string', 'null'], minLength: 1 },
-        adminKeyHashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
-      },
-      ['apiKeyHashes', 'tokenTtlS', 'required'],
-    ),
-    store: obj(
-      {
-        kind: { enum: ['sqlite', 'postgres'] },
-        path: nonEmpty,
-        // A cluster's shared store (docs/scale-out.md); the URL may come from VOICE_AGENT_DATABASE_URL instead.
-        postgres: obj({
-          url: { type: 'string', pattern: '^postgres(ql)?://' },
-          nodeId: { type: 'string', pattern: '^[A-Za-z0-9._:-]{1,64}$' },
-          leaseMs: { type: 'integer', minimum: 1000, maximum: 600_000 },
-          poolSize: int(1, 100),
-        }, []),
-        retentionDays: int(0),
-        networkCallsOwner: { type: 'string', pattern: '^[0-9a-f]{8}$' },
-        // 32-byte AES keys, base64: the first encrypts, all decrypt (docs/compliance.md, key rotation).
-        encryptionKeys: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' } },
-        // Utterances/metrics wait at most this long in memory: what kill -9 can lose (docs/operations.md).
-        flushIntervalMs: { type: 'integer', minimum: 1, maximum: 1000 },
-      },
-      ['path', 'retentionDays'],
-    ),
-    limits: obj({
-      maxSessionsPerKey: int(0),
-      sessionsPerMinutePerKey: int(0),
-      maxSessions: int(0),
-      maxSessionMs: ms(),
-      idleTimeoutMs: ms(),
-      maxMessagesPerSecond: int(0),
-      maxBufferedBytes: int(0),
-    }),
-    privacy: obj({ logTranscripts: bool, redact: { type: 'array', items: { enum: ['card', 'iban', 'digits'] }, uniqueItems: true } }),
-    recording: obj({
-      enabled: bool,
-      dir: nonEmpty,
-      retentionDays: int(0),
-      bitrate: int(6000, 510_000),
-      consentLine: langMap(nonEmpty),
-      refusedLine: langMap(nonEmpty),
-    }),
+    auth: AUTH_OPTIONS,
+    store: STORE_OPTIONS,
+    limits: LIMITS_OPTIONS,
+    privacy: PRIVACY_OPTIONS,
+    recording: RECORDING_OPTIONS,
     drain: obj({ deadlineMs: ms(), notice: langMap(nonEmpty) }),
     maxLengthNotice: langMap(nonEmpty),
     turn: obj(

@@ -9,14 +9,14 @@ import { TELEPHONY_DEFAULTS, type TelephonyConfig } from './transports/telephony
 import { WEBRTC_DEFAULTS, type WebRtcConfig } from './transports/webrtc/options.js';
 import { DEFAULT_WEBHOOKS, type WebhooksConfig } from './integration/webhooks.js';
 import { readFileSync, existsSync } from 'node:fs';
-import type { AuthConfig } from './auth/auth.js';
-import type { StoreConfig } from './store/call-store.js';
+import { AUTH_DEFAULTS, type AuthConfig } from './auth/options.js';
+import { STORE_DEFAULTS, type StoreConfig } from './store/options.js';
 import { DEFAULT_CONTEXT_WINDOW, type ContextWindow } from './session/context-window.js';
-import type { LimitsConfig } from './limits/limits.js';
+import { LIMITS_DEFAULTS, type LimitsConfig } from './limits/options.js';
 import path from 'node:path';
 import { validateConfig } from './config-schema.js';
-import type { RedactKind } from './privacy/redact.js';
-import type { RecordingConfig } from './recording/recorder.js';
+import { PRIVACY_DEFAULTS, type PrivacyConfig } from './privacy/options.js';
+import { RECORDING_DEFAULTS, type RecordingConfig } from './recording/options.js';
 
 /** Endpointing and barge-in: the knobs that trade latency against cutting callers off. */
 export interface TurnConfig {
@@ -151,15 +151,7 @@ export interface ServiceConfig {
   store: StoreConfig;
   limits: LimitsConfig;
   /** Caller and agent words stay out of logs unless logTranscripts is on (they are in the call record). */
-  privacy: {
-    logTranscripts: boolean;
-    /**
-     * Payment data redacted from what callers say or type, whatever the agent asked (src/privacy/redact.ts):
-     * 'card' (Luhn-valid 13–19 digit runs, spoken digits too), 'iban', 'digits' (any run of 13+ digits: catches
-     * numbers the recogniser got slightly wrong). Empty turns it off.
-     */
-    redact: RedactKind[];
-  };
+  privacy: PrivacyConfig;
   /** Call recordings (stereo Ogg Opus, consent first): off by default; docs/compliance.md. */
   recording: RecordingConfig;
   /** SIGTERM: how long calls may go on, and what the agent says when it must end them. */
@@ -197,38 +189,11 @@ export const DEFAULT_CONFIG: ServiceConfig = {
   modelsDir: 'models',
   metricsRequireApiKey: false,
   maxMessageBytes: 64 * 1024,
-  auth: { apiKeyHashes: [], tokenTtlS: 300, required: true, generatedKeyFile: 'data/api-key' },
-  store: { path: 'data/calls.db', retentionDays: 30 },
-  privacy: { logTranscripts: false, redact: ['card', 'iban'] },
-  recording: {
-    enabled: false,
-    dir: 'data/recordings',
-    retentionDays: 30,
-    bitrate: 32_000,
-    consentLine: {
-      en: 'This call is recorded. If you do not want it recorded, say no, or press 9.',
-      fr: "Cet appel est enregistré. Si vous ne le souhaitez pas, dites non, ou appuyez sur 9.",
-      de: 'Dieser Anruf wird aufgezeichnet. Wenn Sie das nicht möchten, sagen Sie nein oder drücken Sie die 9.',
-      es: 'Esta llamada se graba. Si no desea que se grabe, diga no o pulse 9.',
-      it: 'Questa chiamata viene registrata. Se non desidera che sia registrata, dica no o prema 9.',
-    },
-    refusedLine: {
-      en: 'All right, this call will not be recorded. How can I help you?',
-      fr: "D'accord, cet appel ne sera pas enregistré. Comment puis-je vous aider ?",
-      de: 'In Ordnung, dieser Anruf wird nicht aufgezeichnet. Wie kann ich Ihnen helfen?',
-      es: 'De acuerdo, esta llamada no se grabará. ¿En qué puedo ayudarle?',
-      it: 'Va bene, questa chiamata non sarà registrata. Come posso aiutarla?',
-    },
-  },
-  limits: {
-    maxSessionsPerKey: 100,
-    sessionsPerMinutePerKey: 600,
-    maxSessions: 0,
-    maxSessionMs: 60 * 60_000,
-    idleTimeoutMs: 60_000,
-    maxMessagesPerSecond: 200,
-    maxBufferedBytes: 512 * 1024,
-  },
+  auth: AUTH_DEFAULTS,
+  store: STORE_DEFAULTS,
+  privacy: PRIVACY_DEFAULTS,
+  recording: RECORDING_DEFAULTS,
+  limits: LIMITS_DEFAULTS,
   maxLengthNotice: {
     en: 'We have reached the maximum length for this call. Thank you for calling. Goodbye.',
     fr: 'Nous avons atteint la durée maximale de cet appel. Merci de votre appel. Au revoir.',
