@@ -7,11 +7,13 @@
  * (src/core/options.ts); this module composes them with the service-wide sections. It imports nothing from
  * config.ts: config.ts imports it.
  */
+import { AGENT_OPTIONS, AGENTS_OPTIONS, agentsProblems, type AgentsConfig } from './agents/options.js';
 import { AUTH_OPTIONS } from './auth/options.js';
 import { schemaProblems } from './core/validate.js';
 import { LIMITS_OPTIONS } from './limits/options.js';
 import { PRIVACY_OPTIONS } from './privacy/options.js';
 import { RECORDING_OPTIONS } from './recording/options.js';
+import { AUDIO_OUT_OPTIONS, TURN_OPTIONS } from './session/options.js';
 import { STORE_OPTIONS } from './store/options.js';
 import { WEBHOOK_EVENTS } from './integration/webhooks.js';
 import { PROVIDERS_OPTIONS } from './providers/options.js';
@@ -56,80 +58,10 @@ export const CONFIG_SCHEMA: Schema = obj(
     recording: RECORDING_OPTIONS,
     drain: obj({ deadlineMs: ms(), notice: langMap(nonEmpty) }),
     maxLengthNotice: langMap(nonEmpty),
-    turn: obj(
-      {
-        speechThreshold: num(0, 1),
-        silenceThreshold: num(0, 1),
-        minSpeechMs: ms(),
-        preemptiveSilenceMs: ms(),
-        endpointSilenceMs: ms(20),
-        grammarEndpoint: { oneOf: [{ const: false }, obj({ completeMs: ms(20), incompleteMs: { type: 'integer', minimum: 20, maximum: 3000 } }, ['completeMs', 'incompleteMs'])] },
-        preRollMs: ms(),
-        minInterruptionMs: ms(),
-        pauseTimeoutMs: ms(),
-        backchannels: { type: 'array', items: { type: 'string' } },
-        continuationWindowMs: ms(),
-        asrFinalTimeoutMs: ms(1),
-        dtmfTimeoutMs: ms(100),
-        maxTurnMs: ms(1000),
-        echoGuard: obj({ enabled: { type: 'boolean' }, maxDelayMs: { type: 'integer', minimum: 20, maximum: 2000 }, marginDb: num(0, 40) }, ['enabled', 'maxDelayMs', 'marginDb']),
-      },
-      // grammarEndpoint (false turns it off; only meaningful with a grammar decoder) and echoGuard are optional; every other key is required.
-      ['speechThreshold', 'silenceThreshold', 'minSpeechMs', 'preemptiveSilenceMs', 'endpointSilenceMs', 'preRollMs', 'minInterruptionMs',
-        'pauseTimeoutMs', 'backchannels', 'continuationWindowMs', 'asrFinalTimeoutMs', 'dtmfTimeoutMs', 'maxTurnMs'],
-    ),
-    audioOut: obj({ leadMs: int(0, 1000) }),
-    agent: obj(
-      {
-        defaultLanguage: langTag,
-        systemPrompt: { type: 'string' },
-        fallbackReplies: langMap(nonEmpty),
-        maxToolRounds: int(0, 10),
-        llmFirstTokenTimeoutMs: ms(1),
-        llmStallTimeoutMs: ms(1),
-        ttsTimeoutMs: ms(1),
-        toolHoldMs: ms(0),
-        toolHoldReplies: langMap(nonEmpty),
-        // What a model is sent each turn: the system prompt and the latest messages within both limits (0: none).
-        contextWindow: obj({ maxMessages: int(0), maxChars: int(0) }, ['maxMessages', 'maxChars']),
-        tools: obj(
-          {
-            enabled: strings,
-            file: nonEmpty,
-            timezone: nonEmpty,
-            timeoutMs: ms(1),
-            bank: obj(
-              {
-                customers: {
-                  type: 'array',
-                  items: obj({
-                    customerNumber: { type: 'string', pattern: '^[0-9]+$' },
-                    pin: { type: 'string', pattern: '^[0-9]+$' },
-                    name: nonEmpty,
-                    cards: { type: 'array', items: obj({ last4: { type: 'string', pattern: '^[0-9]{4}$' }, blocked: bool }, ['last4']) },
-                  }),
-                },
-              },
-              [],
-            ),
-          },
-          [],
-        ),
-      },
-      ['defaultLanguage', 'systemPrompt', 'fallbackReplies', 'maxToolRounds', 'llmFirstTokenTimeoutMs', 'llmStallTimeoutMs', 'ttsTimeoutMs'],
-    ),
-    agents: obj(
-      {
-        // Names are what token claims, logs and call records carry.
-        files: { type: 'object', propertyNames: { pattern: '^[A-Za-z0-9_.-]{1,64}$' }, additionalProperties: nonEmpty },
-        default: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
-        numbers: { type: 'object', propertyNames: { minLength: 1, maxLength: 64 }, additionalProperties: nonEmpty },
-        apiKeys: { type: 'object', propertyNames: { minLength: 1, maxLength: 64 }, additionalProperties: nonEmpty },
-        unknownNumber: { enum: ['default', 'refuse'] },
-        reload: obj({ enabled: bool, debounceMs: ms(), pollMs: ms() }, []),
-      },
-      [],
-    ),
+    turn: TURN_OPTIONS,
+    audioOut: AUDIO_OUT_OPTIONS,
+    agent: AGENT_OPTIONS,
+    agents: AGENTS_OPTIONS,
     providers: PROVIDERS_OPTIONS,
     webrtc: WEBRTC_OPTIONS,
     telephony: TELEPHONY_OPTIONS,
@@ -183,33 +115,9 @@ export function configProblems(config: unknown, _defaults?: unknown): string[] {
   return schemaProblems(CONFIG_SCHEMA, config);
 }
 
-interface AgentsRouting {
-  files?: Record<string, string>;
-  default?: string;
-  numbers?: Record<string, string>;
-  apiKeys?: Record<string, string>;
-}
-
-/**
- * Every agent `agents` routes to must be one of its files or "default" (the agent of providers.llm, unless a file
- * is named so); `agents.default` must be a file.
- */
-function agentsProblems(agents: AgentsRouting | undefined): string[] {
-  if (!agents) return [];
-  const names = new Set([...Object.keys(agents.files ?? {}), 'default']);
-  const problems: string[] = [];
-  if (agents.default !== undefined && !(agents.default in (agents.files ?? {}))) problems.push(`agents.default: "${agents.default}" is not one of agents.files`);
-  for (const section of ['numbers', 'apiKeys'] as const) {
-    for (const [key, name] of Object.entries(agents[section] ?? {})) {
-      if (!names.has(name)) problems.push(`agents.${section}.${key}: "${name}" is not one of agents.files`);
-    }
-  }
-  return problems;
-}
-
 /** What a schema cannot say: relations between keys, each checked by the section that owns them. */
 interface CrossChecked {
-  agents?: AgentsRouting;
+  agents?: Partial<AgentsConfig>;
   webrtc?: WebRtcConfig;
   sip?: SipConfig;
 }

@@ -1,6 +1,6 @@
-import { DEFAULT_ECHO_GUARD, type EchoGuardConfig } from './session/echo-guard.js';
-import type { BankCustomer } from './providers/llm/tools.js';
 import type { Static } from './core/options.js';
+import { AGENT_DEFAULTS, AGENTS_DEFAULTS, type AgentConfig, type AgentsConfig } from './agents/options.js';
+import { AUDIO_OUT_DEFAULTS, TURN_DEFAULTS, type AudioOutConfig, type TurnConfig } from './session/options.js';
 import type { AsrProviderConfig, LlmProviderConfig, TtsProviderConfig, VadProviderConfig } from './providers/options.js';
 import type { FAILOVER_OPTIONS } from './providers/remote-options.js';
 import { CHAT_COMPLETIONS_DEFAULTS, type ChatCompletionsConfig } from './transports/openai-chat/options.js';
@@ -11,64 +11,15 @@ import { DEFAULT_WEBHOOKS, type WebhooksConfig } from './integration/webhooks.js
 import { readFileSync, existsSync } from 'node:fs';
 import { AUTH_DEFAULTS, type AuthConfig } from './auth/options.js';
 import { STORE_DEFAULTS, type StoreConfig } from './store/options.js';
-import { DEFAULT_CONTEXT_WINDOW, type ContextWindow } from './session/context-window.js';
 import { LIMITS_DEFAULTS, type LimitsConfig } from './limits/options.js';
 import path from 'node:path';
 import { validateConfig } from './config-schema.js';
 import { PRIVACY_DEFAULTS, type PrivacyConfig } from './privacy/options.js';
 import { RECORDING_DEFAULTS, type RecordingConfig } from './recording/options.js';
 
-/** Endpointing and barge-in: the knobs that trade latency against cutting callers off. */
-export interface TurnConfig {
-  /** Speech probability at or above which a frame counts as speech. */
-  speechThreshold: number;
-  /** Probability below which a frame counts as silence (hysteresis between the two). */
-  silenceThreshold: number;
-  /** Speech needed before a turn is considered started (filters clicks). */
-  minSpeechMs: number;
-  /** Silence after speech at which a reply is prepared preemptively (discarded if the caller goes on). */
-  preemptiveSilenceMs: number;
-  /** Silence after speech that ends the caller's turn. */
-  endpointSilenceMs: number;
-  /**
-   * Optional endpoint from the ASR grammar (partials that tell whether they complete a sentence): silence
-   * that ends the turn when the running hypothesis is a whole sentence, and when it is a strict prefix
-   * ("book a table for"). On by default; `false` turns it off. Without it, or without a grammar decoder (an
-   * LLM backend's open vocabulary), endpointSilenceMs applies.
-   */
-  grammarEndpoint?: { completeMs: number; incompleteMs: number } | false;
-  /** Audio kept from before speech onset and given to ASR, so first phonemes are not clipped. */
-  preRollMs: number;
-  /** Caller speech while the agent talks pauses agent audio at once; this much confirms an interruption. */
-  minInterruptionMs: number;
-  /** Agent audio paused on a caller sound resumes after this long if the sound never became speech. */
-  pauseTimeoutMs: number;
-  /** Words that never count as an interruption on their own (backchannels), lower-case. */
-  backchannels: string[];
-  /**
-   * Caller speech that interrupts the agent this soon after the caller's previous words continues that turn
-   * (they were pausing mid-thought) rather than starting a new one.
-   */
-  continuationWindowMs: number;
-  /** ASR's final transcript within this after the endpoint, or the turn fails with asr_failed. */
-  asrFinalTimeoutMs: number;
-  /** Keypad digits are gathered until '#' or this much time without a new digit. */
-  dtmfTimeoutMs: number;
-  /** Longest caller turn before it is ended regardless of pauses. */
-  maxTurnMs: number;
-  /**
-   * The agent's own voice coming back on the caller's line (phone hybrids, speakerphones) is not the caller
-   * barging in (src/session/echo-guard.ts). Optional: on by default.
-   */
-  echoGuard?: EchoGuardConfig;
-}
-
-export interface AudioOutConfig {
-  /** How far ahead of real time agent audio is sent to the client (its playout buffer). */
-  leadMs: number;
-}
-
-// Each provider and transport declares its options beside its code; the types derive from those declarations.
+// Each provider, transport and section declares its options beside its code; the types derive from those declarations.
+export type { AgentConfig, AgentsConfig } from './agents/options.js';
+export type { AudioOutConfig, TurnConfig } from './session/options.js';
 export type { AsrProviderConfig, LlmProviderConfig, TtsProviderConfig, VadProviderConfig } from './providers/options.js';
 export type { SipConfig } from './transports/sip/options.js';
 export type { TelephonyConfig } from './transports/telephony/options.js';
@@ -84,51 +35,6 @@ export interface DemoConfig {
   enabled: boolean;
   /** Host header values (without port) the demo answers to: a DNS-rebinding page names its own host. */
   allowedHosts: string[];
-}
-
-export interface AgentConfig {
-  /** Language assumed until ASR reports one. */
-  defaultLanguage: string;
-  /** System prompt for model-backed LLMs. */
-  systemPrompt: string;
-  /** Spoken when a backend fails mid-turn, per language. */
-  fallbackReplies: Record<string, string>;
-  /** Rounds of tool calls allowed in one turn before the agent must answer. */
-  maxToolRounds: number;
-  /** No first token within this → the LLM counts as failed and the fallback is spoken. */
-  llmFirstTokenTimeoutMs: number;
-  /** A gap this long between tokens mid-reply → failed. */
-  llmStallTimeoutMs: number;
-  /** TTS first audio (and each later chunk) within this, or the segment fails. */
-  ttsTimeoutMs: number;
-  /** Which built-in tools the agent may call (default: all), their timezone and timeout. */
-  tools?: { enabled?: string[]; timezone?: string; timeoutMs?: number; bank?: { customers?: BankCustomer[] }; file?: string };
-  /** A tool still running after this long: the caller hears a holdReplies line ("one moment") meanwhile; 0: never. */
-  toolHoldMs: number;
-  /** The "one moment" line, per language. */
-  toolHoldReplies: Record<string, string>;
-  /** How much of the conversation a model is sent each turn (src/session/context-window.ts); default 40 messages, 16000 chars. */
-  contextWindow?: ContextWindow;
-}
-
-/**
- * Several agents in one deployment (docs/integration.md, "Several agents"): rule-based agent files by name, which
- * calls each one answers, and how changed files are reloaded. With no `files` the single agent of `providers.llm`
- * answers every call, as before.
- */
-export interface AgentsConfig {
-  /** Agent name → rules JSON file (src/providers/llm/rules; its HTTP tools and ASR grammars come with it). */
-  files: Record<string, string>;
-  /** The agent of calls nothing else selects: a name in `files`; unset: the agent of `providers.llm`, named "default". */
-  default?: string;
-  /** Dialled number (SIP Request-URI or To user, media-stream `to` parameter) → agent name. */
-  numbers: Record<string, string>;
-  /** API key id (8 hex characters, as in logs and /v1/calls owners) → agent name. */
-  apiKeys: Record<string, string>;
-  /** A call to a number missing from `numbers`: the default agent, or refused (SIP 404, media stream closed). */
-  unknownNumber: 'default' | 'refuse';
-  /** Changed files are reloaded without a restart: fs.watch (debounced) and an mtime check every pollMs as backup. */
-  reload: { enabled: boolean; debounceMs: number; pollMs: number };
 }
 
 export interface ServiceConfig {
@@ -211,57 +117,14 @@ export const DEFAULT_CONFIG: ServiceConfig = {
       it: 'Mi dispiace, il servizio si sta riavviando e devo chiudere la chiamata. Richiami tra un minuto. Arrivederci.',
     },
   },
-  turn: {
-    speechThreshold: 0.5,
-    silenceThreshold: 0.35,
-    minSpeechMs: 60,
-    preemptiveSilenceMs: 60,
-    endpointSilenceMs: 180,
-    // Measured with loadtest/endpoint-pauses.ts (BENCHMARKS.md, "Turn-taking from the grammar"): callers who
-    // pause 300–600 ms mid-sentence were cut in on 19/24 times at the plain 180 ms, 0/24 with this.
-    grammarEndpoint: { completeMs: 120, incompleteMs: 700 },
-    preRollMs: 200,
-    minInterruptionMs: 300,
-    pauseTimeoutMs: 240,
-    backchannels: ['ok', 'okay', 'mhm', 'mm', 'uh-huh', 'yeah', 'yes', 'right', 'oui', 'ja', 'si', 'sí', 'd accord', 'hm'],
-    continuationWindowMs: 1000,
-    asrFinalTimeoutMs: 5000,
-    dtmfTimeoutMs: 1500,
-    maxTurnMs: 30_000,
-    echoGuard: DEFAULT_ECHO_GUARD,
-  },
-  audioOut: { leadMs: 40 },
+  turn: TURN_DEFAULTS,
+  audioOut: AUDIO_OUT_DEFAULTS,
   webrtc: WEBRTC_DEFAULTS,
   demo: { enabled: false, allowedHosts: ['localhost', '127.0.0.1', '::1'] },
   telephony: TELEPHONY_DEFAULTS,
   sip: SIP_DEFAULTS,
-  agent: {
-    defaultLanguage: 'en',
-    systemPrompt:
-      'You are a helpful voice assistant on a phone call. Answer in the language the caller speaks. ' +
-      'Keep answers short and conversational: one or two sentences, no lists, no markdown.',
-    fallbackReplies: {
-      en: 'Sorry, I am having trouble right now. Please try again in a moment.',
-      fr: 'Désolé, je rencontre un problème. Veuillez réessayer dans un instant.',
-      de: 'Entschuldigung, es gibt gerade ein Problem. Bitte versuchen Sie es gleich noch einmal.',
-      es: 'Lo siento, tengo un problema en este momento. Inténtelo de nuevo en un momento.',
-      it: 'Mi dispiace, ho un problema in questo momento. Riprovi tra un attimo.',
-    },
-    maxToolRounds: 3,
-    llmFirstTokenTimeoutMs: 8000,
-    llmStallTimeoutMs: 10_000,
-    ttsTimeoutMs: 5000,
-    toolHoldMs: 1000,
-    toolHoldReplies: {
-      en: 'One moment, please.',
-      fr: 'Un instant, s’il vous plaît.',
-      de: 'Einen Moment, bitte.',
-      es: 'Un momento, por favor.',
-      it: 'Un attimo, per favore.',
-    },
-    contextWindow: { ...DEFAULT_CONTEXT_WINDOW },
-  },
-  agents: { files: {}, numbers: {}, apiKeys: {}, unknownNumber: 'default', reload: { enabled: true, debounceMs: 200, pollMs: 5000 } },
+  agent: AGENT_DEFAULTS,
+  agents: AGENTS_DEFAULTS,
   providers: {
     vad: { provider: 'silero' },
     asr: { provider: 'pocketsphinx' },
