@@ -4,25 +4,8 @@
  * options, defaults and types.
  */
 import { common, defaultsOf, langMap, t, type LeftOutOk, type Resolved } from '../core/options.js';
+import { AGENT_TOOLS_OPTIONS } from '../providers/llm/tools-options.js';
 import { CONTEXT_WINDOW_OPTIONS, DEFAULT_CONTEXT_WINDOW } from '../session/options.js';
-
-const digits = t.string({ pattern: '^[0-9]+$' });
-/** One customer of the demo bank that stands in for a bank's own systems (src/providers/llm/tools.ts). */
-const BANK_CUSTOMER = t.object({
-  customerNumber: digits,
-  pin: digits,
-  name: t.text(),
-  cards: t.array(t.object({ last4: t.string({ pattern: '^[0-9]{4}$' }), blocked: t.optional(t.boolean()) })),
-});
-
-/** Which built-in tools the agent may call (default: all), their timezone and timeout. */
-const TOOLS_OPTIONS = t.object({
-  enabled: t.optional(common.texts),
-  file: t.optional(t.text()),
-  timezone: t.optional(t.text()),
-  timeoutMs: t.optional(common.ms(1)),
-  bank: t.optional(t.object({ customers: t.optional(t.array(BANK_CUSTOMER)) })),
-});
 
 export const AGENT_OPTIONS = t.object({
   /** Language assumed until ASR reports one. */
@@ -61,7 +44,8 @@ export const AGENT_OPTIONS = t.object({
   }),
   /** What a model is sent each turn: the system prompt and the latest messages within both limits (0: none). */
   contextWindow: t.default(CONTEXT_WINDOW_OPTIONS, { ...DEFAULT_CONTEXT_WINDOW }),
-  tools: t.optional(TOOLS_OPTIONS),
+  /** Which built-in tools the agent may call (default: all), their timezone and timeout. */
+  tools: t.optional(AGENT_TOOLS_OPTIONS),
 });
 /** An agent built without a config (tests, tools) may leave contextWindow out: the default window applies. */
 export type AgentConfig = LeftOutOk<Resolved<typeof AGENT_OPTIONS>, 'contextWindow'>;
