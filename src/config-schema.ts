@@ -3,206 +3,54 @@
  *
  * loadConfig() validates the merged result (defaults ← file ← environment), so an error names the path a user
  * wrote, e.g. `providers.llm.baseUrl: must be a string`. Every object rejects unknown keys (typos are the commonest
- * config bug), naming the nearest known key. Providers and transports declare their own options beside their code
- * (src/core/options.ts); this module composes them with the service-wide sections. It imports nothing from
+ * config bug), naming the nearest known key. Every section declares its options beside the code that owns it
+ * (an `options.ts`, built with src/core/options.ts); this module only composes them. It imports nothing from
  * config.ts: config.ts imports it.
  */
+import { AGENT_OPTIONS, AGENTS_OPTIONS, agentsProblems, type AgentsConfig } from './agents/options.js';
+import { ASR_SERVER_OPTIONS } from './asr-server-options.js';
+import { AUTH_OPTIONS } from './auth/options.js';
+import { t } from './core/options.js';
 import { schemaProblems } from './core/validate.js';
-import { WEBHOOK_EVENTS } from './integration/webhooks.js';
+import { INTEGRATION_OPTIONS } from './integration/options.js';
+import { LIMITS_OPTIONS } from './limits/options.js';
+import { PRIVACY_OPTIONS } from './privacy/options.js';
 import { PROVIDERS_OPTIONS } from './providers/options.js';
+import { RECORDING_OPTIONS } from './recording/options.js';
+import { DEMO_OPTIONS, DRAIN_OPTIONS, MAX_LENGTH_NOTICE_OPTIONS, SERVICE_OPTIONS } from './service-options.js';
+import { AUDIO_OUT_OPTIONS, TURN_OPTIONS } from './session/options.js';
+import { STORE_OPTIONS } from './store/options.js';
 import { CHAT_COMPLETIONS_OPTIONS } from './transports/openai-chat/options.js';
 import { SIP_OPTIONS, sipProblems, type SipConfig } from './transports/sip/options.js';
 import { TELEPHONY_OPTIONS } from './transports/telephony/options.js';
 import { WEBRTC_OPTIONS, webRtcProblems, type WebRtcConfig } from './transports/webrtc/options.js';
 
-type Schema = Record<string, unknown>;
-
-const str = (extra: Schema = {}): Schema => ({ type: 'string', ...extra });
-const nonEmpty: Schema = { type: 'string', minLength: 1 };
-const int = (minimum: number, maximum?: number): Schema => ({ type: 'integer', minimum, ...(maximum !== undefined ? { maximum } : {}) });
-const num = (minimum?: number, maximum?: number): Schema => ({
-  type: 'number',
-  ...(minimum !== undefined ? { minimum } : {}),
-  ...(maximum !== undefined ? { maximum } : {}),
+/**
+ * Sections the file may leave out are optional here; loadConfig validates the merged result, in which every
+ * section is there with its defaults.
+ */
+export const CONFIG_SCHEMA = t.object({
+  ...SERVICE_OPTIONS,
+  auth: AUTH_OPTIONS,
+  store: t.optional(STORE_OPTIONS),
+  limits: t.optional(LIMITS_OPTIONS),
+  privacy: t.optional(PRIVACY_OPTIONS),
+  recording: t.optional(RECORDING_OPTIONS),
+  drain: t.optional(DRAIN_OPTIONS),
+  maxLengthNotice: t.optional(MAX_LENGTH_NOTICE_OPTIONS),
+  turn: TURN_OPTIONS,
+  audioOut: AUDIO_OUT_OPTIONS,
+  agent: AGENT_OPTIONS,
+  agents: t.optional(AGENTS_OPTIONS),
+  providers: PROVIDERS_OPTIONS,
+  webrtc: t.optional(WEBRTC_OPTIONS),
+  telephony: t.optional(TELEPHONY_OPTIONS),
+  sip: t.optional(SIP_OPTIONS),
+  demo: t.optional(DEMO_OPTIONS),
+  chatCompletions: t.optional(CHAT_COMPLETIONS_OPTIONS),
+  integration: t.optional(INTEGRATION_OPTIONS),
+  asrServer: t.optional(ASR_SERVER_OPTIONS),
 });
-const bool: Schema = { type: 'boolean' };
-const strings: Schema = { type: 'array', items: nonEmpty };
-const langTag: Schema = { type: 'string', pattern: '^[a-z]{2,3}(-[A-Za-z0-9]+)*$' };
-const langMap = (value: Schema): Schema => ({ type: 'object', propertyNames: langTag, additionalProperties: value });
-const ms = (minimum = 0): Schema => int(minimum);
-
-function obj(properties: Record<string, Schema>, required: string[] = Object.keys(properties)): Schema {
-  return { type: 'object', properties, required, additionalProperties: false };
-}
-
-export const CONFIG_SCHEMA: Schema = obj(
-  {
-    host: nonEmpty,
-    trustProxy: strings,
-    port: int(0, 65535),
-    logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
-    modelsDir: nonEmpty,
-    maxMessageBytes: int(1024),
-    metricsRequireApiKey: bool,
-    auth: obj(
-      {
-        apiKeyHashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
-        tokenSecret: str({ minLength: 16 }),
-        tokenTtlS: int(1, 3600),
-        required: bool,
-        generatedKeyFile: { type: ['string', 'null'], minLength: 1 },
-        adminKeyHashes: { type: 'array', items: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
-      },
-      ['apiKeyHashes', 'tokenTtlS', 'required'],
-    ),
-    store: obj(
-      {
-        kind: { enum: ['sqlite', 'postgres'] },
-        path: nonEmpty,
-        // A cluster's shared store (docs/scale-out.md); the URL may come from VOICE_AGENT_DATABASE_URL instead.
-        postgres: obj({
-          url: { type: 'string', pattern: '^postgres(ql)?://' },
-          nodeId: { type: 'string', pattern: '^[A-Za-z0-9._:-]{1,64}$' },
-          leaseMs: { type: 'integer', minimum: 1000, maximum: 600_000 },
-          poolSize: int(1, 100),
-        }, []),
-        retentionDays: int(0),
-        networkCallsOwner: { type: 'string', pattern: '^[0-9a-f]{8}$' },
-        // 32-byte AES keys, base64: the first encrypts, all decrypt (docs/compliance.md, key rotation).
-        encryptionKeys: { type: 'array', items: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' } },
-        // Utterances/metrics wait at most this long in memory: what kill -9 can lose (docs/operations.md).
-        flushIntervalMs: { type: 'integer', minimum: 1, maximum: 1000 },
-      },
-      ['path', 'retentionDays'],
-    ),
-    limits: obj({
-      maxSessionsPerKey: int(0),
-      sessionsPerMinutePerKey: int(0),
-      maxSessions: int(0),
-      maxSessionMs: ms(),
-      idleTimeoutMs: ms(),
-      maxMessagesPerSecond: int(0),
-      maxBufferedBytes: int(0),
-    }),
-    privacy: obj({ logTranscripts: bool, redact: { type: 'array', items: { enum: ['card', 'iban', 'digits'] }, uniqueItems: true } }),
-    recording: obj({
-      enabled: bool,
-      dir: nonEmpty,
-      retentionDays: int(0),
-      bitrate: int(6000, 510_000),
-      consentLine: langMap(nonEmpty),
-      refusedLine: langMap(nonEmpty),
-    }),
-    drain: obj({ deadlineMs: ms(), notice: langMap(nonEmpty) }),
-    maxLengthNotice: langMap(nonEmpty),
-    turn: obj(
-      {
-        speechThreshold: num(0, 1),
-        silenceThreshold: num(0, 1),
-        minSpeechMs: ms(),
-        preemptiveSilenceMs: ms(),
-        endpointSilenceMs: ms(20),
-        grammarEndpoint: { oneOf: [{ const: false }, obj({ completeMs: ms(20), incompleteMs: { type: 'integer', minimum: 20, maximum: 3000 } }, ['completeMs', 'incompleteMs'])] },
-        preRollMs: ms(),
-        minInterruptionMs: ms(),
-        pauseTimeoutMs: ms(),
-        backchannels: { type: 'array', items: { type: 'string' } },
-        continuationWindowMs: ms(),
-        asrFinalTimeoutMs: ms(1),
-        dtmfTimeoutMs: ms(100),
-        maxTurnMs: ms(1000),
-        echoGuard: obj({ enabled: { type: 'boolean' }, maxDelayMs: { type: 'integer', minimum: 20, maximum: 2000 }, marginDb: num(0, 40) }, ['enabled', 'maxDelayMs', 'marginDb']),
-      },
-      // grammarEndpoint (false turns it off; only meaningful with a grammar decoder) and echoGuard are optional; every other key is required.
-      ['speechThreshold', 'silenceThreshold', 'minSpeechMs', 'preemptiveSilenceMs', 'endpointSilenceMs', 'preRollMs', 'minInterruptionMs',
-        'pauseTimeoutMs', 'backchannels', 'continuationWindowMs', 'asrFinalTimeoutMs', 'dtmfTimeoutMs', 'maxTurnMs'],
-    ),
-    audioOut: obj({ leadMs: int(0, 1000) }),
-    agent: obj(
-      {
-        defaultLanguage: langTag,
-        systemPrompt: { type: 'string' },
-        fallbackReplies: langMap(nonEmpty),
-        maxToolRounds: int(0, 10),
-        llmFirstTokenTimeoutMs: ms(1),
-        llmStallTimeoutMs: ms(1),
-        ttsTimeoutMs: ms(1),
-        toolHoldMs: ms(0),
-        toolHoldReplies: langMap(nonEmpty),
-        // What a model is sent each turn: the system prompt and the latest messages within both limits (0: none).
-        contextWindow: obj({ maxMessages: int(0), maxChars: int(0) }, ['maxMessages', 'maxChars']),
-        tools: obj(
-          {
-            enabled: strings,
-            file: nonEmpty,
-            timezone: nonEmpty,
-            timeoutMs: ms(1),
-            bank: obj(
-              {
-                customers: {
-                  type: 'array',
-                  items: obj({
-                    customerNumber: { type: 'string', pattern: '^[0-9]+$' },
-                    pin: { type: 'string', pattern: '^[0-9]+$' },
-                    name: nonEmpty,
-                    cards: { type: 'array', items: obj({ last4: { type: 'string', pattern: '^[0-9]{4}$' }, blocked: bool }, ['last4']) },
-                  }),
-                },
-              },
-              [],
-            ),
-          },
-          [],
-        ),
-      },
-      ['defaultLanguage', 'systemPrompt', 'fallbackReplies', 'maxToolRounds', 'llmFirstTokenTimeoutMs', 'llmStallTimeoutMs', 'ttsTimeoutMs'],
-    ),
-    agents: obj(
-      {
-        // Names are what token claims, logs and call records carry.
-        files: { type: 'object', propertyNames: { pattern: '^[A-Za-z0-9_.-]{1,64}$' }, additionalProperties: nonEmpty },
-        default: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
-        numbers: { type: 'object', propertyNames: { minLength: 1, maxLength: 64 }, additionalProperties: nonEmpty },
-        apiKeys: { type: 'object', propertyNames: { minLength: 1, maxLength: 64 }, additionalProperties: nonEmpty },
-        unknownNumber: { enum: ['default', 'refuse'] },
-        reload: obj({ enabled: bool, debounceMs: ms(), pollMs: ms() }, []),
-      },
-      [],
-    ),
-    providers: PROVIDERS_OPTIONS,
-    webrtc: WEBRTC_OPTIONS,
-    telephony: TELEPHONY_OPTIONS,
-    sip: SIP_OPTIONS,
-    demo: obj({ enabled: bool, allowedHosts: strings }, ['enabled']),
-    chatCompletions: CHAT_COMPLETIONS_OPTIONS,
-    integration: obj(
-      {
-        webhooks: obj(
-          {
-            // Empty: off.
-            url: { type: 'string', pattern: '^(https?://.+)?$' },
-            secretEnv: { type: 'string', pattern: '^[A-Z_][A-Z0-9_]*$' },
-            events: { type: 'array', items: { enum: [...WEBHOOK_EVENTS] } },
-            timeoutMs: ms(100),
-            maxAttempts: int(1, 50),
-            backoffMs: ms(1),
-            maxBackoffMs: ms(1),
-            maxQueue: int(1),
-          },
-          [],
-        ),
-      },
-      [],
-    ),
-    asrServer: obj({
-      path: { type: 'string', pattern: '^/[A-Za-z0-9/_.-]*$' },
-      model: nonEmpty,
-      maxSessions: int(1),
-      maxUtteranceMs: ms(1000),
-    }),
-  },
-  ['host', 'port', 'logLevel', 'modelsDir', 'maxMessageBytes', 'auth', 'turn', 'audioOut', 'agent', 'providers'],
-);
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -222,33 +70,9 @@ export function configProblems(config: unknown, _defaults?: unknown): string[] {
   return schemaProblems(CONFIG_SCHEMA, config);
 }
 
-interface AgentsRouting {
-  files?: Record<string, string>;
-  default?: string;
-  numbers?: Record<string, string>;
-  apiKeys?: Record<string, string>;
-}
-
-/**
- * Every agent `agents` routes to must be one of its files or "default" (the agent of providers.llm, unless a file
- * is named so); `agents.default` must be a file.
- */
-function agentsProblems(agents: AgentsRouting | undefined): string[] {
-  if (!agents) return [];
-  const names = new Set([...Object.keys(agents.files ?? {}), 'default']);
-  const problems: string[] = [];
-  if (agents.default !== undefined && !(agents.default in (agents.files ?? {}))) problems.push(`agents.default: "${agents.default}" is not one of agents.files`);
-  for (const section of ['numbers', 'apiKeys'] as const) {
-    for (const [key, name] of Object.entries(agents[section] ?? {})) {
-      if (!names.has(name)) problems.push(`agents.${section}.${key}: "${name}" is not one of agents.files`);
-    }
-  }
-  return problems;
-}
-
 /** What a schema cannot say: relations between keys, each checked by the section that owns them. */
 interface CrossChecked {
-  agents?: AgentsRouting;
+  agents?: Partial<AgentsConfig>;
   webrtc?: WebRtcConfig;
   sip?: SipConfig;
 }

@@ -1,74 +1,37 @@
-import { DEFAULT_ECHO_GUARD, type EchoGuardConfig } from './session/echo-guard.js';
-import type { BankCustomer } from './providers/llm/tools.js';
+import { readFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
 import type { Static } from './core/options.js';
+import { validateConfig } from './config-schema.js';
+import { AGENT_DEFAULTS, AGENTS_DEFAULTS, type AgentConfig, type AgentsConfig } from './agents/options.js';
+import { ASR_SERVER_DEFAULTS, type AsrServerConfig } from './asr-server-options.js';
+import { AUTH_DEFAULTS, type AuthConfig } from './auth/options.js';
+import { INTEGRATION_DEFAULTS, type IntegrationConfig } from './integration/options.js';
+import { LIMITS_DEFAULTS, type LimitsConfig } from './limits/options.js';
+import { PRIVACY_DEFAULTS, type PrivacyConfig } from './privacy/options.js';
 import type { AsrProviderConfig, LlmProviderConfig, TtsProviderConfig, VadProviderConfig } from './providers/options.js';
 import type { FAILOVER_OPTIONS } from './providers/remote-options.js';
+import { RECORDING_DEFAULTS, type RecordingConfig } from './recording/options.js';
+import {
+  DEMO_DEFAULTS,
+  DRAIN_DEFAULTS,
+  MAX_LENGTH_NOTICE_DEFAULTS,
+  SERVICE_DEFAULTS,
+  type DemoConfig,
+  type DrainConfig,
+  type ServiceKeysConfig,
+} from './service-options.js';
+import { AUDIO_OUT_DEFAULTS, TURN_DEFAULTS, type AudioOutConfig, type TurnConfig } from './session/options.js';
+import { STORE_DEFAULTS, type StoreConfig } from './store/options.js';
 import { CHAT_COMPLETIONS_DEFAULTS, type ChatCompletionsConfig } from './transports/openai-chat/options.js';
 import { SIP_DEFAULTS, type SipConfig } from './transports/sip/options.js';
 import { TELEPHONY_DEFAULTS, type TelephonyConfig } from './transports/telephony/options.js';
 import { WEBRTC_DEFAULTS, type WebRtcConfig } from './transports/webrtc/options.js';
-import { DEFAULT_WEBHOOKS, type WebhooksConfig } from './integration/webhooks.js';
-import { readFileSync, existsSync } from 'node:fs';
-import type { AuthConfig } from './auth/auth.js';
-import type { StoreConfig } from './store/call-store.js';
-import { DEFAULT_CONTEXT_WINDOW, type ContextWindow } from './session/context-window.js';
-import type { LimitsConfig } from './limits/limits.js';
-import path from 'node:path';
-import { validateConfig } from './config-schema.js';
-import type { RedactKind } from './privacy/redact.js';
-import type { RecordingConfig } from './recording/recorder.js';
 
-/** Endpointing and barge-in: the knobs that trade latency against cutting callers off. */
-export interface TurnConfig {
-  /** Speech probability at or above which a frame counts as speech. */
-  speechThreshold: number;
-  /** Probability below which a frame counts as silence (hysteresis between the two). */
-  silenceThreshold: number;
-  /** Speech needed before a turn is considered started (filters clicks). */
-  minSpeechMs: number;
-  /** Silence after speech at which a reply is prepared preemptively (discarded if the caller goes on). */
-  preemptiveSilenceMs: number;
-  /** Silence after speech that ends the caller's turn. */
-  endpointSilenceMs: number;
-  /**
-   * Optional endpoint from the ASR grammar (partials that tell whether they complete a sentence): silence
-   * that ends the turn when the running hypothesis is a whole sentence, and when it is a strict prefix
-   * ("book a table for"). On by default; `false` turns it off. Without it, or without a grammar decoder (an
-   * LLM backend's open vocabulary), endpointSilenceMs applies.
-   */
-  grammarEndpoint?: { completeMs: number; incompleteMs: number } | false;
-  /** Audio kept from before speech onset and given to ASR, so first phonemes are not clipped. */
-  preRollMs: number;
-  /** Caller speech while the agent talks pauses agent audio at once; this much confirms an interruption. */
-  minInterruptionMs: number;
-  /** Agent audio paused on a caller sound resumes after this long if the sound never became speech. */
-  pauseTimeoutMs: number;
-  /** Words that never count as an interruption on their own (backchannels), lower-case. */
-  backchannels: string[];
-  /**
-   * Caller speech that interrupts the agent this soon after the caller's previous words continues that turn
-   * (they were pausing mid-thought) rather than starting a new one.
-   */
-  continuationWindowMs: number;
-  /** ASR's final transcript within this after the endpoint, or the turn fails with asr_failed. */
-  asrFinalTimeoutMs: number;
-  /** Keypad digits are gathered until '#' or this much time without a new digit. */
-  dtmfTimeoutMs: number;
-  /** Longest caller turn before it is ended regardless of pauses. */
-  maxTurnMs: number;
-  /**
-   * The agent's own voice coming back on the caller's line (phone hybrids, speakerphones) is not the caller
-   * barging in (src/session/echo-guard.ts). Optional: on by default.
-   */
-  echoGuard?: EchoGuardConfig;
-}
-
-export interface AudioOutConfig {
-  /** How far ahead of real time agent audio is sent to the client (its playout buffer). */
-  leadMs: number;
-}
-
-// Each provider and transport declares its options beside its code; the types derive from those declarations.
+// Each section declares its options beside its code (an options.ts); the types and defaults derive from those
+// declarations, and this module only composes them.
+export type { AgentConfig, AgentsConfig } from './agents/options.js';
+export type { AudioOutConfig, TurnConfig } from './session/options.js';
+export type { DemoConfig } from './service-options.js';
 export type { AsrProviderConfig, LlmProviderConfig, TtsProviderConfig, VadProviderConfig } from './providers/options.js';
 export type { SipConfig } from './transports/sip/options.js';
 export type { TelephonyConfig } from './transports/telephony/options.js';
@@ -76,94 +39,18 @@ export type { WebRtcConfig } from './transports/webrtc/options.js';
 /** Several URLs for one remote stage: 'ordered' (default) or 'round-robin'; a failed URL rests `downMs` (default 5000). */
 export type RemoteFailoverConfig = Static<typeof FAILOVER_OPTIONS>;
 
-/**
- * The demo page at `/`: it fetches a session token from `GET /v1/demo/token`, answered to loopback clients only.
- * Off unless asked for (`npm start -- --demo`, VOICE_AGENT_DEMO=1 or `demo.enabled`): see docs/security.md.
- */
-export interface DemoConfig {
-  enabled: boolean;
-  /** Host header values (without port) the demo answers to: a DNS-rebinding page names its own host. */
-  allowedHosts: string[];
-}
-
-export interface AgentConfig {
-  /** Language assumed until ASR reports one. */
-  defaultLanguage: string;
-  /** System prompt for model-backed LLMs. */
-  systemPrompt: string;
-  /** Spoken when a backend fails mid-turn, per language. */
-  fallbackReplies: Record<string, string>;
-  /** Rounds of tool calls allowed in one turn before the agent must answer. */
-  maxToolRounds: number;
-  /** No first token within this → the LLM counts as failed and the fallback is spoken. */
-  llmFirstTokenTimeoutMs: number;
-  /** A gap this long between tokens mid-reply → failed. */
-  llmStallTimeoutMs: number;
-  /** TTS first audio (and each later chunk) within this, or the segment fails. */
-  ttsTimeoutMs: number;
-  /** Which built-in tools the agent may call (default: all), their timezone and timeout. */
-  tools?: { enabled?: string[]; timezone?: string; timeoutMs?: number; bank?: { customers?: BankCustomer[] }; file?: string };
-  /** A tool still running after this long: the caller hears a holdReplies line ("one moment") meanwhile; 0: never. */
-  toolHoldMs: number;
-  /** The "one moment" line, per language. */
-  toolHoldReplies: Record<string, string>;
-  /** How much of the conversation a model is sent each turn (src/session/context-window.ts); default 40 messages, 16000 chars. */
-  contextWindow?: ContextWindow;
-}
-
-/**
- * Several agents in one deployment (docs/integration.md, "Several agents"): rule-based agent files by name, which
- * calls each one answers, and how changed files are reloaded. With no `files` the single agent of `providers.llm`
- * answers every call, as before.
- */
-export interface AgentsConfig {
-  /** Agent name → rules JSON file (src/providers/llm/rules; its HTTP tools and ASR grammars come with it). */
-  files: Record<string, string>;
-  /** The agent of calls nothing else selects: a name in `files`; unset: the agent of `providers.llm`, named "default". */
-  default?: string;
-  /** Dialled number (SIP Request-URI or To user, media-stream `to` parameter) → agent name. */
-  numbers: Record<string, string>;
-  /** API key id (8 hex characters, as in logs and /v1/calls owners) → agent name. */
-  apiKeys: Record<string, string>;
-  /** A call to a number missing from `numbers`: the default agent, or refused (SIP 404, media stream closed). */
-  unknownNumber: 'default' | 'refuse';
-  /** Changed files are reloaded without a restart: fs.watch (debounced) and an mtime check every pollMs as backup. */
-  reload: { enabled: boolean; debounceMs: number; pollMs: number };
-}
-
-export interface ServiceConfig {
-  host: string;
-  /**
-   * Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto / X-Forwarded-Host are believed (addresses or
-   * CIDRs, e.g. ["127.0.0.1"] for an nginx on this host); empty: none, the socket's address is the client's.
-   */
-  trustProxy: string[];
-  port: number;
-  logLevel: string;
-  /** Models directory for downloaded models (see audio-models/). */
-  modelsDir: string;
-  /** Require an API key on GET /metrics. */
-  metricsRequireApiKey: boolean;
-  /** Largest WebSocket message accepted without an error (bytes). */
-  maxMessageBytes: number;
+/** The service's own keys (src/service-options.ts) and every section, each declared beside its code. */
+export interface ServiceConfig extends ServiceKeysConfig {
   auth: AuthConfig;
   /** Durable call records (transcripts, turn metrics). */
   store: StoreConfig;
   limits: LimitsConfig;
   /** Caller and agent words stay out of logs unless logTranscripts is on (they are in the call record). */
-  privacy: {
-    logTranscripts: boolean;
-    /**
-     * Payment data redacted from what callers say or type, whatever the agent asked (src/privacy/redact.ts):
-     * 'card' (Luhn-valid 13–19 digit runs, spoken digits too), 'iban', 'digits' (any run of 13+ digits: catches
-     * numbers the recogniser got slightly wrong). Empty turns it off.
-     */
-    redact: RedactKind[];
-  };
+  privacy: PrivacyConfig;
   /** Call recordings (stereo Ogg Opus, consent first): off by default; docs/compliance.md. */
   recording: RecordingConfig;
   /** SIGTERM: how long calls may go on, and what the agent says when it must end them. */
-  drain: { deadlineMs: number; notice: Record<string, string> };
+  drain: DrainConfig;
   /** Spoken when a call reaches limits.maxSessionMs, per language. */
   maxLengthNotice: Record<string, string>;
   turn: TurnConfig;
@@ -184,119 +71,28 @@ export interface ServiceConfig {
   /** `POST /v1/chat/completions` serving this service's own LLM to other services (off by default). */
   chatCompletions: ChatCompletionsConfig;
   /** The operator's systems: signed webhooks out (docs/integration.md). HTTP tools live in the agent file. */
-  integration: { webhooks: WebhooksConfig };
+  integration: IntegrationConfig;
   /** `asr-server` mode (src/asr-server.ts): the configured ASR served under vLLM's realtime protocol. */
-  asrServer: { path: string; model: string; maxSessions: number; maxUtteranceMs: number };
+  asrServer: AsrServerConfig;
 }
 
 export const DEFAULT_CONFIG: ServiceConfig = {
-  host: '0.0.0.0',
-  trustProxy: [],
-  port: 8080,
-  logLevel: 'info',
-  modelsDir: 'models',
-  metricsRequireApiKey: false,
-  maxMessageBytes: 64 * 1024,
-  auth: { apiKeyHashes: [], tokenTtlS: 300, required: true, generatedKeyFile: 'data/api-key' },
-  store: { path: 'data/calls.db', retentionDays: 30 },
-  privacy: { logTranscripts: false, redact: ['card', 'iban'] },
-  recording: {
-    enabled: false,
-    dir: 'data/recordings',
-    retentionDays: 30,
-    bitrate: 32_000,
-    consentLine: {
-      en: 'This call is recorded. If you do not want it recorded, say no, or press 9.',
-      fr: "Cet appel est enregistré. Si vous ne le souhaitez pas, dites non, ou appuyez sur 9.",
-      de: 'Dieser Anruf wird aufgezeichnet. Wenn Sie das nicht möchten, sagen Sie nein oder drücken Sie die 9.',
-      es: 'Esta llamada se graba. Si no desea que se grabe, diga no o pulse 9.',
-      it: 'Questa chiamata viene registrata. Se non desidera che sia registrata, dica no o prema 9.',
-    },
-    refusedLine: {
-      en: 'All right, this call will not be recorded. How can I help you?',
-      fr: "D'accord, cet appel ne sera pas enregistré. Comment puis-je vous aider ?",
-      de: 'In Ordnung, dieser Anruf wird nicht aufgezeichnet. Wie kann ich Ihnen helfen?',
-      es: 'De acuerdo, esta llamada no se grabará. ¿En qué puedo ayudarle?',
-      it: 'Va bene, questa chiamata non sarà registrata. Come posso aiutarla?',
-    },
-  },
-  limits: {
-    maxSessionsPerKey: 100,
-    sessionsPerMinutePerKey: 600,
-    maxSessions: 0,
-    maxSessionMs: 60 * 60_000,
-    idleTimeoutMs: 60_000,
-    maxMessagesPerSecond: 200,
-    maxBufferedBytes: 512 * 1024,
-  },
-  maxLengthNotice: {
-    en: 'We have reached the maximum length for this call. Thank you for calling. Goodbye.',
-    fr: 'Nous avons atteint la durée maximale de cet appel. Merci de votre appel. Au revoir.',
-    de: 'Die maximale Gesprächsdauer ist erreicht. Danke für Ihren Anruf. Auf Wiederhören.',
-    es: 'Hemos alcanzado la duración máxima de esta llamada. Gracias por llamar. Adiós.',
-    it: 'Abbiamo raggiunto la durata massima della chiamata. Grazie per aver chiamato. Arrivederci.',
-  },
-  drain: {
-    deadlineMs: 30_000,
-    notice: {
-      en: 'I am sorry, this service is restarting and I have to end the call now. Please call back in a minute. Goodbye.',
-      fr: 'Désolé, le service redémarre et je dois mettre fin à l’appel. Merci de rappeler dans une minute. Au revoir.',
-      de: 'Entschuldigung, der Dienst startet neu und ich muss das Gespräch beenden. Bitte rufen Sie in einer Minute wieder an. Auf Wiederhören.',
-      es: 'Lo siento, el servicio se está reiniciando y tengo que terminar la llamada. Vuelva a llamar en un minuto. Adiós.',
-      it: 'Mi dispiace, il servizio si sta riavviando e devo chiudere la chiamata. Richiami tra un minuto. Arrivederci.',
-    },
-  },
-  turn: {
-    speechThreshold: 0.5,
-    silenceThreshold: 0.35,
-    minSpeechMs: 60,
-    preemptiveSilenceMs: 60,
-    endpointSilenceMs: 180,
-    // Measured with loadtest/endpoint-pauses.ts (BENCHMARKS.md, "Turn-taking from the grammar"): callers who
-    // pause 300–600 ms mid-sentence were cut in on 19/24 times at the plain 180 ms, 0/24 with this.
-    grammarEndpoint: { completeMs: 120, incompleteMs: 700 },
-    preRollMs: 200,
-    minInterruptionMs: 300,
-    pauseTimeoutMs: 240,
-    backchannels: ['ok', 'okay', 'mhm', 'mm', 'uh-huh', 'yeah', 'yes', 'right', 'oui', 'ja', 'si', 'sí', 'd accord', 'hm'],
-    continuationWindowMs: 1000,
-    asrFinalTimeoutMs: 5000,
-    dtmfTimeoutMs: 1500,
-    maxTurnMs: 30_000,
-    echoGuard: DEFAULT_ECHO_GUARD,
-  },
-  audioOut: { leadMs: 40 },
+  ...SERVICE_DEFAULTS,
+  auth: AUTH_DEFAULTS,
+  store: STORE_DEFAULTS,
+  privacy: PRIVACY_DEFAULTS,
+  recording: RECORDING_DEFAULTS,
+  limits: LIMITS_DEFAULTS,
+  maxLengthNotice: MAX_LENGTH_NOTICE_DEFAULTS,
+  drain: DRAIN_DEFAULTS,
+  turn: TURN_DEFAULTS,
+  audioOut: AUDIO_OUT_DEFAULTS,
   webrtc: WEBRTC_DEFAULTS,
-  demo: { enabled: false, allowedHosts: ['localhost', '127.0.0.1', '::1'] },
+  demo: DEMO_DEFAULTS,
   telephony: TELEPHONY_DEFAULTS,
   sip: SIP_DEFAULTS,
-  agent: {
-    defaultLanguage: 'en',
-    systemPrompt:
-      'You are a helpful voice assistant on a phone call. Answer in the language the caller speaks. ' +
-      'Keep answers short and conversational: one or two sentences, no lists, no markdown.',
-    fallbackReplies: {
-      en: 'Sorry, I am having trouble right now. Please try again in a moment.',
-      fr: 'Désolé, je rencontre un problème. Veuillez réessayer dans un instant.',
-      de: 'Entschuldigung, es gibt gerade ein Problem. Bitte versuchen Sie es gleich noch einmal.',
-      es: 'Lo siento, tengo un problema en este momento. Inténtelo de nuevo en un momento.',
-      it: 'Mi dispiace, ho un problema in questo momento. Riprovi tra un attimo.',
-    },
-    maxToolRounds: 3,
-    llmFirstTokenTimeoutMs: 8000,
-    llmStallTimeoutMs: 10_000,
-    ttsTimeoutMs: 5000,
-    toolHoldMs: 1000,
-    toolHoldReplies: {
-      en: 'One moment, please.',
-      fr: 'Un instant, s’il vous plaît.',
-      de: 'Einen Moment, bitte.',
-      es: 'Un momento, por favor.',
-      it: 'Un attimo, per favore.',
-    },
-    contextWindow: { ...DEFAULT_CONTEXT_WINDOW },
-  },
-  agents: { files: {}, numbers: {}, apiKeys: {}, unknownNumber: 'default', reload: { enabled: true, debounceMs: 200, pollMs: 5000 } },
+  agent: AGENT_DEFAULTS,
+  agents: AGENTS_DEFAULTS,
   providers: {
     vad: { provider: 'silero' },
     asr: { provider: 'pocketsphinx' },
@@ -304,8 +100,8 @@ export const DEFAULT_CONFIG: ServiceConfig = {
     tts: { provider: 'auto' },
   },
   chatCompletions: CHAT_COMPLETIONS_DEFAULTS,
-  integration: { webhooks: DEFAULT_WEBHOOKS },
-  asrServer: { path: '/v1/realtime', model: 'pocketsphinx-en-us', maxSessions: 64, maxUtteranceMs: 60_000 },
+  integration: INTEGRATION_DEFAULTS,
+  asrServer: ASR_SERVER_DEFAULTS,
 };
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };

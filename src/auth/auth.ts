@@ -9,31 +9,12 @@ import type { Logger } from 'pino';
  * short-lived signed session token (JWT, HS256) that their own backend minted with an API key through
  * `POST /v1/tokens`. Keys are kept only as SHA-256 hashes.
  */
-export interface AuthConfig {
-  /** SHA-256 hex digests of valid API keys (`npm run hash-key -- KEY` prints one). */
-  apiKeyHashes: string[];
-  /** HMAC secret for session tokens; random per process when unset (tokens then die with the process). */
-  tokenSecret?: string;
-  /** Lifetime of minted session tokens, seconds. */
-  tokenTtlS: number;
-  /** When false every entry point is open (for isolated lab setups only; logged loudly). */
-  required: boolean;
-  /**
-   * With no key configured, the generated key is kept in this file (mode 0600) and reused on restart, so local
-   * tools (`npm run loadtest`) find it; null keeps it in memory only (printed once in the log).
-   */
-  generatedKeyFile?: string | null;
-  /**
-   * SHA-256 hex digests of admin keys (also VOICE_AGENT_ADMIN_KEYS): they serve people's access and erasure
-   * requests and read the audit trail (`/v1/admin/*`), and nothing else: an admin key places no calls and an API
-   * key reaches no admin endpoint.
-   */
-  adminKeyHashes?: string[];
-}
+/** Declared in ./options.ts (the `auth` section). */
+export type { AuthConfig } from './options.js';
+export { MAX_TOKEN_TTL_S } from './options.js';
+import { MAX_TOKEN_TTL_S, type AuthConfig } from './options.js';
 
 export const TOKEN_ISSUER = 'voice-agent';
-/** Longest session token: a leaked one (a proxy log, a shared link) must die soon. */
-export const MAX_TOKEN_TTL_S = 3600;
 /** Audience of tokens that open a call (any transport). */
 export const SESSION_AUDIENCE = 'voice-agent:session';
 

@@ -62,7 +62,11 @@ export const t = {
   /** An object of arbitrary keys (optionally constrained by `keys`) whose values all match `value`. */
   record: <S extends Schema>(value: S, keys?: Schema<string>, extra: Keywords = {}): Schema<Record<string, Static<S>>> =>
     schema({ type: 'object', ...(keys ? { propertyNames: keys } : {}), additionalProperties: value, ...extra }),
+  /** `s` or null (null: an explicit "none", e.g. auth.generatedKeyFile). */
+  nullable: <S extends Schema>(s: S): Schema<Static<S> | null> => schema({ ...s, type: [s.type, 'null'] }),
   anyOf: <const S extends readonly Schema[]>(...options: S): Schema<Static<S[number]>> => schema({ anyOf: [...options] }),
+  /** Exactly one of `options` (errors name each option's own problem, not a summary). */
+  oneOf: <const S extends readonly Schema[]>(...options: S): Schema<Static<S[number]>> => schema({ oneOf: [...options] }),
   /** A key that may be left out, with no default. */
   optional: <S extends Schema>(s: S): S & Optional => {
     const copy = { ...s };
@@ -83,6 +87,12 @@ export const t = {
     return schema({ type: 'object', properties, required, additionalProperties: false, ...extra }) as ObjectSchema<P>;
   },
 };
+
+/**
+ * `T` with keys `K` optional again: defaulted in the config file, but code built without a config (a detector
+ * in a test, a tool) may leave them out and gets the same behaviour.
+ */
+export type LeftOutOk<T, K extends keyof T> = Simplify<Omit<T, K> & Partial<Pick<T, K>>>;
 
 /** The declared defaults of an object's keys. */
 export function defaultsOf<P extends Props>(s: ObjectSchema<P>): DefaultsOf<P> {

@@ -10,39 +10,9 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { IDEMPOTENCY_HEADER, secretFromEnv, signatureHeaders } from './signing.js';
 
-export const WEBHOOK_EVENTS = ['call.started', 'call.ended', 'tool.executed', 'call.transfer', 'call.turn'] as const;
-export type WebhookEventType = (typeof WEBHOOK_EVENTS)[number];
-/** Sent unless `events` says otherwise: `call.turn` (one per turn, with what was said) only when asked for. */
-export const DEFAULT_WEBHOOK_EVENTS: WebhookEventType[] = WEBHOOK_EVENTS.filter((e) => e !== 'call.turn');
-
-export interface WebhooksConfig {
-  /** Receiver URL; empty: webhooks are off. */
-  url: string;
-  /** Env var holding the HMAC secret (never the secret itself in a file). */
-  secretEnv: string;
-  /** Which events to send (default: all but `call.turn`). */
-  events: WebhookEventType[];
-  /** Per attempt. */
-  timeoutMs: number;
-  /** Attempts per event before it is given up (counted as failed). */
-  maxAttempts: number;
-  /** First retry delay; doubles each attempt up to maxBackoffMs (±20 % jitter). */
-  backoffMs: number;
-  maxBackoffMs: number;
-  /** Events waiting across all calls; beyond it new events are dropped. */
-  maxQueue: number;
-}
-
-export const DEFAULT_WEBHOOKS: WebhooksConfig = {
-  url: '',
-  secretEnv: 'VOICE_AGENT_WEBHOOK_SECRET',
-  events: [...DEFAULT_WEBHOOK_EVENTS],
-  timeoutMs: 5000,
-  maxAttempts: 8,
-  backoffMs: 500,
-  maxBackoffMs: 30_000,
-  maxQueue: 10_000,
-};
+/** Declared in ./options.ts (`integration.webhooks`). */
+export { DEFAULT_WEBHOOK_EVENTS, DEFAULT_WEBHOOKS, WEBHOOK_EVENTS, type WebhookEventType, type WebhooksConfig } from './options.js';
+import type { WebhookEventType, WebhooksConfig } from './options.js';
 
 /** The JSON body a receiver gets. `seq` counts per call from 1: with `id` it detects gaps and duplicates. */
 export interface WebhookEvent {

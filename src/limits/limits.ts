@@ -2,22 +2,9 @@
  * Per-API-key admission: how many calls a key may hold at once and how fast it may start new ones.
  * Every transport goes through VoiceService.openSession, so one limiter covers them all.
  */
-export interface LimitsConfig {
-  /** Calls one key may hold at once (0 = no limit). */
-  maxSessionsPerKey: number;
-  /** New calls one key may start per minute (token bucket; 0 = no limit). */
-  sessionsPerMinutePerKey: number;
-  /** Calls the whole process accepts at once (0 = no limit). */
-  maxSessions: number;
-  /** Longest call; the agent then says goodbye and hangs up (0 = no limit). */
-  maxSessionMs: number;
-  /** A call with no caller audio or input for this long is ended (0 = never). */
-  idleTimeoutMs: number;
-  /** Inbound messages per second one socket may send before they are dropped with `rate_limited`. */
-  maxMessagesPerSecond: number;
-  /** Bytes queued to a slow client beyond which agent audio is dropped rather than buffered. */
-  maxBufferedBytes: number;
-}
+/** Declared in ./options.ts (the `limits` section). */
+export type { LimitsConfig } from './options.js';
+import type { LimitsConfig } from './options.js';
 
 export class LimitError extends Error {
   constructor(

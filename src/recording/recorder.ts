@@ -6,20 +6,9 @@ import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../audio/format.j
 import { OggOpusWriter } from './ogg.js';
 import type { RecordingTap } from '../session/ports.js';
 
-/** Call recordings: off unless enabled (docs/compliance.md). */
-export interface RecordingConfig {
-  enabled: boolean;
-  /** Where recordings are written (`<call id>.ogg`; `.part` while the call lasts). */
-  dir: string;
-  /** Recordings older than this are deleted (with their records, or alone when the record is kept longer); 0 keeps them. */
-  retentionDays: number;
-  /** Said first, per language: what is recorded and how to refuse ("say no"). */
-  consentLine: Record<string, string>;
-  /** Said when the caller refuses. */
-  refusedLine: Record<string, string>;
-  /** Opus bitrate of the stereo stream, bits per second. */
-  bitrate: number;
-}
+/** Call recordings: off unless enabled (docs/compliance.md); declared in ./options.ts. */
+export type { RecordingConfig } from './options.js';
+import type { RecordingConfig } from './options.js';
 
 /** Defined by the session (src/session/ports.ts); re-exported for the modules that import it here. */
 export type { RecordingTap };

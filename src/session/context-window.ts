@@ -1,17 +1,11 @@
 import type { ChatMessage } from '../providers/llm/types.js';
 
 /**
- * How much of the conversation a model is sent each turn. The conversation itself (Session.history, the
- * transcript) is never cut: only the request is.
+ * How much of the conversation a model is sent each turn (declared in ./options.ts, `agent.contextWindow`). The
+ * conversation itself (Session.history, the transcript) is never cut: only the request is.
  */
-export interface ContextWindow {
-  /** Messages after the system prompt sent at most (0: no limit). */
-  maxMessages: number;
-  /** Characters of those messages sent at most (0: no limit); the latest caller turn is always sent. */
-  maxChars: number;
-}
-
-export const DEFAULT_CONTEXT_WINDOW: ContextWindow = { maxMessages: 40, maxChars: 16_000 };
+export { DEFAULT_CONTEXT_WINDOW, type ContextWindow } from './options.js';
+import type { ContextWindow } from './options.js';
 
 /**
  * The leading system message(s) and the most recent messages that fit the window. The window starts on a

@@ -1,16 +1,8 @@
 import { FRAME_MS } from '../audio/format.js';
 
-/** How the echo guard tells the agent's own voice, coming back on the caller's line, from the caller. */
-export interface EchoGuardConfig {
-  /** Off: every caller sound may barge in, as on a line with no echo. */
-  enabled: boolean;
-  /** Longest echo path looked for: the client's playout buffer, the line and the way back, ms. */
-  maxDelayMs: number;
-  /** A frame this much louder than the echo the path predicts is the caller talking, dB. */
-  marginDb: number;
-}
-
-export const DEFAULT_ECHO_GUARD: EchoGuardConfig = { enabled: true, maxDelayMs: 600, marginDb: 5 };
+/** Declared in ./options.ts (`turn.echoGuard`). */
+export { DEFAULT_ECHO_GUARD, type EchoGuardConfig } from './options.js';
+import type { EchoGuardConfig } from './options.js';
 
 /** Agent frames quieter than this carry no echo worth modelling (pauses between words), dBFS. */
 const FAR_ACTIVE_DB = -45;

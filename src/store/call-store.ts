@@ -5,7 +5,6 @@ import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { TurnMetrics } from '../session/events.js';
 import { openedStream, Sealer } from '../privacy/seal.js';
-import type { PostgresStoreConfig } from './postgres.js';
 
 /**
  * The durable call record in SQLite (WAL, synchronous=FULL). Calls are written as they start and end; caller
@@ -16,25 +15,9 @@ import type { PostgresStoreConfig } from './postgres.js';
  * lose is therefore only the caller's last utterance and turn metrics queued in the last interval.
  * Reads for `GET /v1/calls/:id` come from the same file.
  */
-export interface StoreConfig {
-  /** 'sqlite' (default): one file per node. 'postgres': shared by every node (src/store/postgres.ts, docs/scale-out.md). */
-  kind?: 'sqlite' | 'postgres';
-  /** SQLite file; ':memory:' keeps nothing (tests of other things). */
-  path: string;
-  /** The shared database when `kind` is 'postgres'. */
-  postgres?: PostgresStoreConfig;
-  /** Calls older than this are deleted at start-up and daily; 0 keeps them forever. */
-  retentionDays: number;
-  /**
-   * The API key id (`keyId` in logs: the first 8 hex digits of the key's SHA-256) that may read records of calls
-   * placed without a key: SIP trunks, Twilio streams admitted by signature. Unset: any API key may (one tenant).
-   */
-  networkCallsOwner?: string;
-  /** AES-256-GCM keys (base64, 32 bytes) for transcripts and subjects at rest; the first encrypts (src/privacy/seal.ts). */
-  encryptionKeys?: string[];
-  /** How long queued utterances/metrics may wait before their one-transaction write (default 50 ms). */
-  flushIntervalMs?: number;
-}
+/** Declared in ./options.ts (the `store` section). */
+export type { StoreConfig } from './options.js';
+import type { StoreConfig } from './options.js';
 
 /** Default for `store.flushIntervalMs`: short against kill -9, long enough to batch a turn's writes. */
 export const DEFAULT_FLUSH_INTERVAL_MS = 50;

@@ -28,6 +28,9 @@ import {
   type UtteranceEntry,
 } from './call-store.js';
 
+/** Declared in ./options.ts (`store.postgres`). */
+export type { PostgresStoreConfig } from './options.js';
+
 /**
  * The call store in PostgreSQL, shared by every node of a cluster (docs/scale-out.md): any node serves any
  * call's record, and admin searches, exports and erasures see every node's calls. The same write discipline
@@ -39,16 +42,6 @@ import {
  * power, partition) has its open calls closed as `node_lost` and its call slots (src/limits/shared.ts) freed by
  * whichever node renews next.
  */
-export interface PostgresStoreConfig {
-  /** postgres://user:password@host:5432/db?sslmode=verify-full&sslrootcert=/path/ca.pem; VOICE_AGENT_DATABASE_URL wins. */
-  url?: string;
-  /** This node's name in the cluster, unique among live nodes (default: host name, pid and a random suffix). */
-  nodeId?: string;
-  /** How long a node's lease lasts without renewal (default 15 s): the bound on a dead node's slots and open calls. */
-  leaseMs?: number;
-  /** Connections this node keeps to the database (default 4). */
-  poolSize?: number;
-}
 
 export const DEFAULT_LEASE_MS = 15_000;
 

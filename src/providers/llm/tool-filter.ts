@@ -2,19 +2,12 @@
 import type { Logger } from 'pino';
 import type { ToolExecutor } from '../../session/reply.js';
 import { httpTool, type AgentToolsFile } from '../../integration/http-tools.js';
-import { ToolRegistry, type BankCustomer, type ToolContext } from './tools.js';
+import { ToolRegistry, type ToolContext } from './tools.js';
 import type { ToolCall, ToolDefinition } from './types.js';
 
-export interface AgentToolsConfig {
-  /** Tool names the agent may call (default: every registered tool). */
-  enabled?: string[];
-  timezone?: string;
-  timeoutMs?: number;
-  /** Register the demo bank's tools (verify_customer, block_card), with this customer table or the demo one. */
-  bank?: { customers?: BankCustomer[] };
-  /** Agent file whose `tools` (HTTP tools) are registered; default: the rules file with the rules agent. */
-  file?: string;
-}
+/** Declared in ./tools-options.ts (`agent.tools`). */
+export type { AgentToolsConfig } from './tools-options.js';
+import type { AgentToolsConfig } from './tools-options.js';
 
 /** Only the enabled tools are offered to the model, and a call to another one is refused as unknown. */
 export class FilteredTools implements ToolExecutor {

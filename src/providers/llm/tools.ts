@@ -78,13 +78,9 @@ export interface ToolRegistryOptions {
   handover?: HandoverConfig;
 }
 
-/** One customer of the demo bank that stands in for a bank's own systems. */
-export interface BankCustomer {
-  customerNumber: string;
-  pin: string;
-  name: string;
-  cards: { last4: string; blocked?: boolean }[];
-}
+/** One customer of the demo bank that stands in for a bank's own systems (declared in ./tools-options.ts). */
+export type { BankCustomer } from './tools-options.js';
+import type { BankCustomer } from './tools-options.js';
 
 export const DEMO_CUSTOMERS: readonly BankCustomer[] = [
   { customerNumber: '12345678', pin: '4321', name: 'Anna Smith', cards: [{ last4: '4111' }, { last4: '5522' }] },
