@@ -3,9 +3,9 @@
  * the HTTP tools that call the operator's systems. One implementation, so both read placeholders alike.
  */
 
-export function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
+import { isRecord } from './guards.js';
+
+export { isRecord };
 
 /** The value at a dotted path (`result.reference`), undefined where any step is missing. */
 export function valueAt(root: unknown, dottedPath: string): unknown {

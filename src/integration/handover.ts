@@ -5,6 +5,7 @@
  * docs/integration.md#handover is the operator's guide.
  */
 import { redact } from '../privacy/redact.js';
+import { isRecord } from '../core/guards.js';
 
 export interface HandoverConfig {
   /** Queue (or reason) name → SIP URI ("sip:cards@pbx") or E.164 number ("+441234567890"). */
@@ -180,6 +181,3 @@ function xmlEscape(s: string): string {
   return s.replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&apos;' })[c] ?? c);
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}

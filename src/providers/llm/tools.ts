@@ -3,6 +3,7 @@
  * Execution never throws: every failure becomes an `{"error": ...}` tool message so the model
  * (or the rule agent) can recover with a spoken apology instead of the call dying.
  */
+import { isRecord } from '../../core/guards.js';
 import { randomInt } from 'node:crypto';
 import { checkConfirmation, type ConfirmationPolicy } from './confirm-gate.js';
 import type { ChatMessage, ToolCall, ToolDefinition } from './types.js';
@@ -407,10 +408,6 @@ class ToolCancelledError extends Error {}
 
 function errorResult(message: string): ToolResult {
   return { content: JSON.stringify({ error: message }) };
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 function optionalString(args: Record<string, unknown>, key: string): string | undefined {

@@ -27,6 +27,7 @@ import type {
   LlamaModel,
 } from 'node-llama-cpp';
 import type { ChatMessage, JsonSchema, LlmEvent, LlmProvider, LlmRequest, ToolDefinition } from '../types.js';
+import { isRecord } from '../../../core/guards.js';
 
 /** The options `providers.llm` declares for provider "llamacpp" (./options.ts), and a logger. */
 export type LlamaCppLlmOptions = LlamaCppSettings & { logger?: Logger };
@@ -428,6 +429,3 @@ function parseJson(s: string): unknown {
   }
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { BackendPool, urlList } from '../../backends.js';
 import { OPENAI_LLM_DEFAULTS, type OpenAiLlmSettings } from './options.js';
 import type { ChatMessage, LlmEvent, LlmProvider, LlmRequest, ToolCall } from '../types.js';
+import { isRecord } from '../../../core/guards.js';
 
 /** The options `providers.llm` declares for provider "openai" (./options.ts), and a logger. */
 export type OpenAiCompatibleLlmOptions = OpenAiLlmSettings & { logger?: Logger };
@@ -455,6 +456,3 @@ function snippet(s: string): string {
   return flat.length > SNIPPET_CHARS ? `${flat.slice(0, SNIPPET_CHARS)}…` : flat;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
