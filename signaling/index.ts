@@ -1,3 +1,4 @@
+import { CALL_DOOR } from '../src/core/call-door.js';
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -95,6 +96,7 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
   app.post<{ Body: OfferBody }>(
     '/v1/webrtc/offer',
     {
+      config: CALL_DOOR,
       preValidation: requireCaller(service.auth),
       schema: {
         body: {

@@ -41,7 +41,7 @@ export function buildServer(config: ServiceConfig, logger: Logger, providers?: S
   // 503 and Retry-After: a proxy in front (HAProxy, nginx) can then retry the request on another node, which it
   // cannot do once a socket was upgraded and closed.
   app.addHook('onRequest', async (request, reply) => {
-    if (service.ready || !isCallDoor(request.method, request.url)) return;
+    if (service.ready || request.routeOptions.config?.callDoor !== true) return;
     await reply
       .code(503)
       .header('retry-after', '5')
@@ -93,9 +93,3 @@ export function buildServer(config: ServiceConfig, logger: Logger, providers?: S
   };
 }
 
-/** Requests that start a call: WebSocket doors and WebRTC offers (not health, metrics, records or tokens). */
-function isCallDoor(method: string, url: string): boolean {
-  const pathOnly = url.split('?')[0];
-  if (method === 'GET') return pathOnly === '/v1/ws' || pathOnly === '/v1/realtime' || pathOnly.startsWith('/v1/telephony/');
-  return method === 'POST' && pathOnly === '/v1/webrtc/offer';
-}

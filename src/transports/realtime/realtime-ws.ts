@@ -1,3 +1,4 @@
+import { CALL_DOOR } from '../../core/call-door.js';
 import { LimitError } from '../../limits/limits.js';
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
@@ -862,7 +863,7 @@ export const realtimeWebSocket: FastifyPluginAsync<RealtimeWsOptions> = async (a
     await authenticate(request, reply);
   };
 
-  app.get('/v1/realtime', { websocket: true, preValidation }, (socket, request) => {
+  app.get('/v1/realtime', { websocket: true, config: CALL_DOOR, preValidation }, (socket, request) => {
     const query = request.query as Record<string, string | undefined>;
     const log = request.log;
     const model = (query.model ?? 'voice-agent').slice(0, 128);

@@ -1,3 +1,4 @@
+import { CALL_DOOR } from '../../core/call-door.js';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { callerFromParameters } from '../../integration/context.js';
 import type { Logger } from 'pino';
@@ -449,7 +450,7 @@ export const telephonyWebSockets: FastifyPluginAsync<TelephonyOptions> = async (
   const outcomes = new CallOutcomes();
   connectActionRoutes(app, service, outcomes, (request) => publicUrls(request, service.config.telephony.publicUrl));
   for (const provider of ['twilio', 'telnyx', 'vonage'] as const) {
-    app.get(`/v1/telephony/${provider}`, { websocket: true, preValidation: telephonyAuth(service, provider) }, (socket, request) => {
+    app.get(`/v1/telephony/${provider}`, { websocket: true, config: CALL_DOOR, preValidation: telephonyAuth(service, provider) }, (socket, request) => {
       const log = request.log as Logger;
       if (!service.ready) {
         // The providers' protocols have no error message: the close reason is all they log.

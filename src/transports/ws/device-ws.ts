@@ -1,3 +1,4 @@
+import { CALL_DOOR } from '../../core/call-door.js';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { WebSocket, RawData } from 'ws';
 import { createInboundDecoder, createOutboundEncoder, validateCodecSpec, CodecSpecError, type CodecSpec, type InboundDecoder, type OutboundEncoder } from '../../audio/codec.js';
@@ -261,7 +262,7 @@ function toBytes(data: RawData): Uint8Array {
 }
 
 export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: FastifyInstance, { service }) => {
-  app.get('/v1/ws', { websocket: true, preValidation: requireCaller(service.auth) }, (socket, request) => {
+  app.get('/v1/ws', { websocket: true, config: CALL_DOOR, preValidation: requireCaller(service.auth) }, (socket, request) => {
     const query = request.query as Record<string, string | undefined>;
     const log = request.log;
     if (!service.ready) {
