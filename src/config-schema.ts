@@ -197,6 +197,8 @@ export const CONFIG_SCHEMA: Schema = obj(
             modelPath: nonEmpty,
             // 'cuda' falls back to 'cpu' (logged) when this onnxruntime-node build has no CUDA provider.
             executionProviders: { type: 'array', minItems: 1, items: { enum: ['cpu', 'cuda', 'dml', 'coreml', 'webgpu', 'tensorrt'] } },
+            // false: the batched inference runs on the event loop's thread (it blocks it for each batch).
+            worker: { type: 'boolean' },
           },
         },
       }),

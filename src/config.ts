@@ -61,7 +61,8 @@ export interface AudioOutConfig {
   leadMs: number;
 }
 
-export type VadProviderConfig = { provider: 'silero'; modelPath?: string; executionProviders?: string[] };
+/** `worker` (default true): run Silero's batched inference in a worker thread instead of on the event loop. */
+export type VadProviderConfig = { provider: 'silero'; modelPath?: string; executionProviders?: string[]; worker?: boolean };
 export type AsrProviderConfig =
   | {
       provider: 'pocketsphinx';
