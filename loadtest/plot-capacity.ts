@@ -6,9 +6,15 @@
  *
  *   npx tsx loadtest/plot-capacity.ts --calls 50,100,150,200,300 --audio /tmp/speech.wav \
  *     [--seconds 10] [--speech-every 10] [--vad-worker on|off|both] [--out docs/capacity-ws.svg] [--json runs.json]
+ *     [--max-load 3]
+ *   npx tsx loadtest/plot-capacity.ts --from runs.json [--out docs/capacity-ws.svg]   # redraw saved runs
+ *
+ * --max-load: on a shared machine, wait (up to 90 s) before each run for the 1-minute load average to fall under
+ * this; the load at each run's end is recorded in the JSON and the plot's note either way.
  */
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 
 const get = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);
@@ -29,9 +35,11 @@ const audio = get('audio');
 const speechEvery = get('speech-every') ?? '10';
 const mode = get('vad-worker') ?? 'both';
 if (!['on', 'off', 'both'].includes(mode)) throw new Error('--vad-worker must be on, off or both');
-const modes: Array<'on' | 'off'> = mode === 'both' ? ['off', 'on'] : [mode as 'on' | 'off'];
+const fromFile = get('from');
 const outFile = get('out') ?? 'docs/capacity-ws.svg';
 const jsonFile = get('json');
+const maxLoad = get('max-load') === undefined ? Infinity : Number(get('max-load'));
+const MAX_LOAD_WAIT_MS = 90_000;
 
 /** What the plot reads from one ws-media.ts report. */
 interface Run {
@@ -44,6 +52,9 @@ interface Run {
   loadAverage1m: number;
   detected: number | null;
   sent: number | null;
+  onsetToSpeechStartedMs: { p50: number; p99: number } | null;
+  endToSpeechStoppedMs: { p50: number; p99: number } | null;
+  clientSendLatenessP99Ms: number;
 }
 
 function runOnce(calls: number, vadWorker: 'on' | 'off'): Promise<Run> {
@@ -64,7 +75,8 @@ function runOnce(calls: number, vadWorker: 'on' | 'off'): Promise<Run> {
           serverMainThreadCpuPercent: number;
           eventLoopLagP99Ms: number;
           loadAverage1m: number;
-          utterances: { sent: number; detected: number } | null;
+          utterances: { sent: number; detected: number; onsetToSpeechStartedMs: { p50: number; p99: number }; endToSpeechStoppedMs: { p50: number; p99: number } } | null;
+          clientSendLatenessMs: { p99: number };
         };
         resolve({
           calls: r.calls,
@@ -76,6 +88,9 @@ function runOnce(calls: number, vadWorker: 'on' | 'off'): Promise<Run> {
           loadAverage1m: r.loadAverage1m,
           detected: r.utterances?.detected ?? null,
           sent: r.utterances?.sent ?? null,
+          onsetToSpeechStartedMs: r.utterances?.onsetToSpeechStartedMs ?? null,
+          endToSpeechStoppedMs: r.utterances?.endToSpeechStoppedMs ?? null,
+          clientSendLatenessP99Ms: r.clientSendLatenessMs.p99,
         });
       } catch (err) {
         reject(new Error(`ws-media.ts printed no report: ${String(err)}`));
@@ -131,6 +146,7 @@ function chart(x0: number, y0: number, w: number, h: number, title: string, yLab
 }
 
 function render(runs: Run[]): string {
+  const modes = (['off', 'on'] as const).filter((m) => runs.some((r) => r.vadWorker === m));
   const xMax = Math.max(...runs.map((r) => r.calls)) * 1.05;
   const colors = { on: '#1f77b4', off: '#d62728' };
   const label = { on: 'VAD in a worker thread', off: 'VAD on the main thread' };
@@ -140,21 +156,30 @@ function render(runs: Run[]): string {
   const loads = runs.map((r) => r.loadAverage1m);
   const note = `ws-media.ts, ${seconds} s per run${audio ? `, speech every ${speechEvery} s` : ''}; load average ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} during the runs`;
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="640" viewBox="0 0 ${W} 640" font-family="sans-serif" font-size="12">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="940" viewBox="0 0 ${W} 940" font-family="sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="white"/>`,
-    chart(80, 40, W - 120, 220, 'Service CPU per call (% of one core)', '% of a core', xMax, seriesOf((r) => r.cpuPerCall)),
-    chart(80, 340, W - 120, 220, 'Event-loop lag p99 (ms)', 'ms', xMax, seriesOf((r) => r.lagP99Ms)),
-    `<text x="${W / 2}" y="626" text-anchor="middle" fill="#555">${esc(note)}</text>`,
+    chart(80, 40, W - 120, 220, 'Service CPU per call (% of one core, all threads)', '% of a core', xMax, seriesOf((r) => r.cpuPerCall)),
+    chart(80, 340, W - 120, 220, 'Main (event-loop) thread CPU (% of one core)', '% of a core', xMax, seriesOf((r) => r.mainThreadCpu)),
+    chart(80, 640, W - 120, 220, 'Event-loop lag p99 (ms)', 'ms', xMax, seriesOf((r) => r.lagP99Ms)),
+    `<text x="${W / 2}" y="926" text-anchor="middle" fill="#555">${esc(note)}</text>`,
     '</svg>',
     '',
   ].join('\n');
 }
 
 async function main(): Promise<void> {
+  if (fromFile) {
+    writeFileSync(outFile, render(JSON.parse(readFileSync(fromFile, 'utf8')) as Run[]));
+    console.log(JSON.stringify({ out: outFile, from: fromFile }));
+    return;
+  }
+  const modes: Array<'on' | 'off'> = mode === 'both' ? ['off', 'on'] : [mode as 'on' | 'off'];
   const runs: Run[] = [];
   for (const calls of counts) {
     // Alternate the modes at each count, so a change in the machine's other load hits both alike.
     for (const m of modes) {
+      const waitUntil = performance.now() + MAX_LOAD_WAIT_MS;
+      while (loadavg()[0] >= maxLoad && performance.now() < waitUntil) await new Promise((r) => setTimeout(r, 5000));
       const r = await runOnce(calls, m);
       console.error(`calls ${calls} vad worker ${m}: CPU/call ${r.cpuPerCall} %, lag p99 ${r.lagP99Ms} ms, load ${r.loadAverage1m}`);
       runs.push(r);
