@@ -1,7 +1,11 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { pino, type Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
+import { loadConfig } from '../src/config.js';
 import { SileroBatcher, SileroVad, SileroVadStream, defaultSileroModelPath, type SileroRunner } from '../src/providers/vad/silero/index.js';
 import { speak } from './helpers/speech.js';
 import { seededNoise } from '../loadtest/voices.js';
@@ -328,5 +332,23 @@ describe('the Silero VAD worker dying', () => {
     await exited;
     expect(logs).toHaveLength(0);
     expect(() => vad.createStream()).toThrow(/load\(\)/);
+  });
+});
+
+describe('providers.vad.worker in the config', () => {
+  it('takes true or false and refuses anything else, naming the key', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vad-worker-config-'));
+    const write = (worker: unknown): string => {
+      const file = path.join(dir, `c-${String(worker)}.json`);
+      writeFileSync(file, JSON.stringify({ providers: { vad: { provider: 'silero', worker } } }));
+      return file;
+    };
+    try {
+      expect(loadConfig(['--config', write(false)], {}).providers.vad).toMatchObject({ provider: 'silero', worker: false });
+      expect(loadConfig(['--config', write(true)], {}).providers.vad).toMatchObject({ provider: 'silero', worker: true });
+      expect(() => loadConfig(['--config', write('yes')], {})).toThrow(/vad/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
