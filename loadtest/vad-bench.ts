@@ -4,7 +4,10 @@
  * speech mixed in (espeak-ng when installed). Reports CPU per call as a share of one core at real time, and the
  * wall time of one tick (how late a call's VAD answer is when all N frames arrive together).
  *
- *   npx tsx loadtest/vad-bench.ts --streams 100 --seconds 5
+ * `mainThreadMsPerWindow` is the CPU the calling (event-loop) thread spent per window: with the VAD's worker
+ * thread on (--worker on, the default) the model runs elsewhere and this is what stays on the loop.
+ *
+ *   npx tsx loadtest/vad-bench.ts --streams 100 --seconds 5 [--worker on|off]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -15,6 +18,7 @@ import { resampleOnce } from '../src/audio/resample.js';
 import { parseWav } from '../src/audio/wav.js';
 import { SileroVad } from '../src/providers/vad/silero/index.js';
 import { seededNoise } from './voices.js';
+import { processCpuS } from './proc-stat.js';
 
 const get = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);
@@ -22,6 +26,7 @@ const get = (name: string): string | undefined => {
 };
 const streams = Number(get('streams') ?? 50);
 const seconds = Number(get('seconds') ?? 5);
+const worker = (get('worker') ?? 'on') === 'on';
 
 async function speech(): Promise<Int16Array | null> {
   const dir = mkdtempSync(path.join(tmpdir(), 'vad-bench-'));
@@ -43,7 +48,7 @@ async function main(): Promise<void> {
   const voice = await speech();
   // Speech in about a third of the audio, the rest noise floor.
   if (voice) for (let at = INTERNAL_SAMPLE_RATE; at < audio.length; at += voice.length * 3) for (let i = 0; i < voice.length && at + i < audio.length; i++) audio[at + i] += voice[i];
-  const vad = new SileroVad();
+  const vad = new SileroVad({ worker });
   await vad.load();
   const all = Array.from({ length: streams }, () => vad.createStream());
   // Each stream starts at its own offset so the batch mixes speech and silence.
@@ -52,6 +57,7 @@ async function main(): Promise<void> {
   for (let f = 0; f < 2; f++) await Promise.all(all.map((st, s) => st.process(audio.subarray(offset(s, f), offset(s, f) + FRAME_SAMPLES))));
   const ticks: number[] = [];
   const cpu0 = process.cpuUsage();
+  const main0 = processCpuS(process.pid, process.pid);
   const t0 = performance.now();
   for (let f = 2; f < frames; f++) {
     const t = performance.now();
@@ -60,6 +66,7 @@ async function main(): Promise<void> {
   }
   const wallMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
+  const mainMs = (processCpuS(process.pid, process.pid) - main0) * 1000;
   const cpuMs = (cpu.user + cpu.system) / 1000;
   const audioMsPerStream = (frames - 2) * FRAME_MS;
   ticks.sort((a, b) => a - b);
@@ -71,6 +78,8 @@ async function main(): Promise<void> {
       speech: voice !== null,
       cpuPercentOfCorePerCall: f2((cpuMs / streams / audioMsPerStream) * 100),
       cpuMsPerWindow: f2(cpuMs / (streams * audioMsPerStream / 32)),
+      worker,
+      mainThreadMsPerWindow: f2(mainMs / (streams * audioMsPerStream / 32)),
       realTimeFactor: f2(wallMs / audioMsPerStream),
       tickMs: { p50: f2(ticks[Math.floor(ticks.length / 2)]), p99: f2(ticks[Math.floor(ticks.length * 0.99)]) },
     }),

@@ -8,17 +8,21 @@
  *
  * The service's ASR is a batch endpoint on a closed port (ASR and LLM elsewhere); --local-asr keeps the configured one.
  *
- *   npx tsx loadtest/ws-media.ts --calls 50 --seconds 15 [--audio speech.wav --speech-every 20] [--local-asr]
+ *   npx tsx loadtest/ws-media.ts --calls 50 --seconds 15 [--audio speech.wav --speech-every 20] [--local-asr] [--vad-worker on|off]
+ *
+ * --vad-worker sets providers.vad.worker (default: the service's own default). The main thread's own CPU is
+ * reported apart (/proc/PID/task/PID/stat): it carries every call's audio, so it is the one that must not saturate.
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { FRAME_SAMPLES, rmsDbfs } from '../src/audio/format.js';
 import { parseWav } from '../src/audio/wav.js';
 import { WsCaller } from './ws-caller.js';
 import { seededNoise } from './voices.js';
+import { processCpuS, processRssMb } from './proc-stat.js';
 
 const get = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);
@@ -28,19 +32,10 @@ const calls = Number(get('calls') ?? 20);
 const seconds = Number(get('seconds') ?? 15);
 const audioFile = get('audio');
 const speechEveryS = Number(get('speech-every') ?? 20);
+const vadWorker = get('vad-worker');
+if (vadWorker !== undefined && vadWorker !== 'on' && vadWorker !== 'off') throw new Error('--vad-worker must be on or off');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
-const CLK_TCK = 100;
-
-/** utime+stime of a process, seconds (Linux). */
-function processCpuS(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-function processRssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
 /** The service's event-loop lag p99 since its previous /metrics scrape, ms (NaN when unreachable). */
 async function lagP99Ms(port: number): Promise<number> {
@@ -67,7 +62,10 @@ async function main(): Promise<void> {
       limits: { maxSessionsPerKey: 1000, maxSessions: 0 },
       // ASR runs elsewhere (the media path alone): a batch endpoint only contacted when a turn ends, here a closed
       // loopback port, so a speech turn ends in an ASR error (counted) instead of local decoding.
-      ...(process.argv.includes('--local-asr') ? {} : { providers: { asr: { provider: 'openai-batch', baseUrl: 'http://127.0.0.1:9/v1', model: 'elsewhere', retries: 0, timeoutMs: 500 } } }),
+      providers: {
+        ...(process.argv.includes('--local-asr') ? {} : { asr: { provider: 'openai-batch', baseUrl: 'http://127.0.0.1:9/v1', model: 'elsewhere', retries: 0, timeoutMs: 500 } }),
+        ...(vadWorker === undefined ? {} : { vad: { provider: 'silero', worker: vadWorker === 'on' } }),
+      },
       auth: { apiKeyHashes: [createHash('sha256').update(apiKey).digest('hex')], tokenTtlS: 300, required: true, generatedKeyFile: null },
     }),
   );
@@ -133,6 +131,8 @@ async function main(): Promise<void> {
     // The lag histogram restarts at each scrape: this one drops the start-up (model loading, connections).
     await lagP99Ms(port);
     const cpu0 = processCpuS(child.pid!);
+    // The main thread's id is the process id.
+    const mainCpu0 = processCpuS(child.pid!, child.pid!);
     const start = performance.now();
     let rssMax = 0;
     const late: number[] = [];
@@ -155,6 +155,7 @@ async function main(): Promise<void> {
     }
     const wallS = (performance.now() - start) / 1000;
     const cpuS = processCpuS(child.pid!) - cpu0;
+    const mainCpuS = processCpuS(child.pid!, child.pid!) - mainCpu0;
     const deviations: number[] = [];
     for (const a of arrivals) {
       const w = a.filter((t) => t - start > 1000);
@@ -176,6 +177,9 @@ async function main(): Promise<void> {
           speech: audioFile ? { file: audioFile, everyS: speechEveryS } : null,
           serverCpuPercent: f((cpuS / wallS) * 100),
           serverCpuPercentPerCall: f((cpuS / wallS / callers.length) * 100),
+          serverMainThreadCpuPercent: f((mainCpuS / wallS) * 100),
+          vadWorker: vadWorker ?? 'default',
+          loadAverage1m: loadavg()[0],
           serverRssMbMax: f(rssMax),
           eventLoopLagP99Ms: f(eventLoopLagP99Ms),
           utterances: speech

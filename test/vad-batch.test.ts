@@ -1,6 +1,11 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import ort from 'onnxruntime-node';
+import { pino, type Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
+import { loadConfig } from '../src/config.js';
 import { SileroBatcher, SileroVad, SileroVadStream, defaultSileroModelPath, type SileroRunner } from '../src/providers/vad/silero/index.js';
 import { speak } from './helpers/speech.js';
 import { seededNoise } from '../loadtest/voices.js';
@@ -48,20 +53,23 @@ function maxDiff(a: number[], b: number[]): number {
   return Math.max(...a.map((x, i) => Math.abs(x - b[i])));
 }
 
-describe('Silero VAD batched across streams', () => {
-  let batched: SileroVad;
-  let single: SileroVad;
-  let inputs: Int16Array[];
-  let reference: number[][];
+interface Fixtures {
+  inputs: Int16Array[];
   /** Which inputs carry speech (the rest are noise only). */
-  let hasSpeech: boolean[];
+  hasSpeech: boolean[];
+  /** Each input alone, one window per run, on this thread (the old way). */
+  reference: number[][];
+}
 
-  beforeAll(async () => {
+let fixtures: Promise<Fixtures> | null = null;
+
+/** 12 streams: speech at different times and in different words, noise at two levels; 3 s each (built once). */
+function getFixtures(): Promise<Fixtures> {
+  fixtures ??= (async () => {
     const phrases = ['I would like to check my account balance', 'yes please', 'can you transfer fifty pounds to my savings'];
     const voices = await Promise.all(phrases.map((text) => speak(text, { padMs: 0 })));
-    inputs = [];
-    hasSpeech = [];
-    // 12 streams: speech at different times and in different words, noise at two levels; 3 s each.
+    const inputs: Int16Array[] = [];
+    const hasSpeech: boolean[] = [];
     for (let i = 0; i < 12; i++) {
       if (i % 3 === 2) {
         inputs.push(seededNoise(3 * SR, 1000 + i, i % 2 === 0 ? 100 : 1500));
@@ -71,15 +79,37 @@ describe('Silero VAD batched across streams', () => {
         hasSpeech.push(true);
       }
     }
-    batched = new SileroVad();
-    single = new SileroVad({ maxBatch: 1 });
-    await Promise.all([batched.load(), single.load()]);
-    reference = await alone(single, inputs);
+    const single = new SileroVad({ maxBatch: 1, worker: false });
+    await single.load();
+    const reference = await alone(single, inputs);
+    await single.close();
+    return { inputs, hasSpeech, reference };
+  })();
+  return fixtures;
+}
+
+/** Both ways the batch can run: in the VAD's worker thread (the default) and on the calling thread. */
+describe.each([
+  { where: 'in a worker thread', worker: true },
+  { where: 'on the calling thread', worker: false },
+])('Silero VAD batched across streams, $where', ({ worker }) => {
+  let batched: SileroVad;
+  let inputs: Int16Array[];
+  let reference: number[][];
+  let hasSpeech: boolean[];
+
+  beforeAll(async () => {
+    ({ inputs, hasSpeech, reference } = await getFixtures());
+    batched = new SileroVad({ worker });
+    await batched.load();
   }, 60_000);
 
   afterAll(async () => {
     await batched?.close();
-    await single?.close();
+  });
+
+  it('runs where it was asked to', () => {
+    expect(batched.workerRunner !== null).toBe(worker);
   });
 
   it('the reference itself tells speech from noise (so equality below means something)', () => {
@@ -225,5 +255,100 @@ describe('a failed batched inference', () => {
     // After close: frame 10 completes no window (still answers), frame 11 does and is refused.
     await expect(a.process(frameAt(audio, 10))).resolves.toBeTypeOf('number');
     await expect(a.process(frameAt(audio, 11))).rejects.toThrow(/closed/);
+  });
+});
+
+/** Poll (each turn of the event loop) until `ready()`, or fail after `ms`. */
+async function until(ready: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!ready()) {
+    if (performance.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** A pino logger whose lines land in `lines`. */
+function capturingLogger(lines: Array<{ level: number; msg: string }>): Logger {
+  return pino({ level: 'error' }, { write: (line: string) => lines.push(JSON.parse(line) as { level: number; msg: string }) });
+}
+
+describe('the Silero VAD worker dying', () => {
+  it('a dead worker is restarted (logged) and a batch caught by a death runs again: every stream still gets its unbatched probabilities; three deaths in a row move the VAD to this thread', async () => {
+    const { inputs, reference } = await getFixtures();
+    const logs: Array<{ level: number; msg: string }> = [];
+    const vad = new SileroVad({ logger: capturingLogger(logs) });
+    await vad.load();
+    const runner = vad.workerRunner!;
+    expect(runner).not.toBeNull();
+    const streams = inputs.map(() => vad.createStream());
+    const probs: number[][] = inputs.map(() => []);
+    const killOnce = 20;
+    const killThrice = 60;
+    let killer: Promise<void> = Promise.resolve();
+    for (let t = 0; t < frameCount(inputs[0]); t++) {
+      const pending = streams.map(async (stream, i) => {
+        probs[i].push(await stream.process(frameAt(inputs[i], t)));
+      });
+      await Promise.all(pending);
+      if (t === killOnce || t === killThrice) {
+        // Killed between runs: terminate() while onnxruntime-node is inside a native run aborts the whole process
+        // (its binding throws a C++ exception into a dying thread), so the kill lands between batches, and the
+        // next tick's batch is the one in flight while its new worker starts.
+        const restarts = runner.restarts;
+        await runner.thread!.terminate();
+        if (t === killThrice) {
+          // That replacement and the next die while loading the model, with the batch waiting on them, before
+          // any batch is answered; meanwhile the calls go on (their batch then runs on the main thread).
+          killer = (async () => {
+            for (const r of [restarts + 1, restarts + 2]) {
+              await until(() => runner.restarts === r && runner.thread !== null);
+              await runner.thread!.terminate();
+            }
+          })();
+        }
+      }
+      if (t === killOnce) expect(runner.onMainThread).toBe(false);
+    }
+    await killer;
+    for (const s of streams) s.close();
+    inputs.forEach((_, i) => expect(maxDiff(probs[i], reference[i]), `stream ${i}`).toBeLessThan(TOLERANCE));
+    expect(runner.restarts).toBe(3);
+    expect(runner.onMainThread).toBe(true);
+    expect(logs.filter((l) => l.level === 50 && /died; restarting/.test(l.msg))).toHaveLength(3);
+    expect(logs.filter((l) => l.level === 50 && /keeps dying/.test(l.msg))).toHaveLength(1);
+    await vad.close();
+  });
+
+  it('close() ends the worker thread, and that is not logged as a death', async () => {
+    const logs: Array<{ level: number; msg: string }> = [];
+    const vad = new SileroVad({ logger: capturingLogger(logs) });
+    await vad.load();
+    const thread = vad.workerRunner!.thread!;
+    const exited = new Promise<number>((r) => thread.once('exit', r));
+    const stream = vad.createStream();
+    const audio = seededNoise(SR / 2, 5, 1500);
+    for (let f = 0; f < 5; f++) await stream.process(frameAt(audio, f));
+    await vad.close();
+    await exited;
+    expect(logs).toHaveLength(0);
+    expect(() => vad.createStream()).toThrow(/load\(\)/);
+  });
+});
+
+describe('providers.vad.worker in the config', () => {
+  it('takes true or false and refuses anything else, naming the key', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vad-worker-config-'));
+    const write = (worker: unknown): string => {
+      const file = path.join(dir, `c-${String(worker)}.json`);
+      writeFileSync(file, JSON.stringify({ providers: { vad: { provider: 'silero', worker } } }));
+      return file;
+    };
+    try {
+      expect(loadConfig(['--config', write(false)], {}).providers.vad).toMatchObject({ provider: 'silero', worker: false });
+      expect(loadConfig(['--config', write(true)], {}).providers.vad).toMatchObject({ provider: 'silero', worker: true });
+      expect(() => loadConfig(['--config', write('yes')], {})).toThrow(/vad/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -11,13 +11,19 @@
  * SileroVad share a batcher that runs one inference for every window that is ready, instead of one per call: a
  * window never waits for others (when no inference is running it starts at once, in a microtask, with whatever
  * other calls submitted in the same turn of the event loop); windows that arrive while one runs go into the next.
+ *
+ * By default that run happens in a worker thread (worker-runner.ts): onnxruntime-node runs synchronously on the
+ * thread that calls it, and on the main thread it would block every call's audio for the length of each batch.
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
+import type { Logger } from 'pino';
+import { silentLogger } from '../../../core/logger.js';
 import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
 import type { VadProvider, VadStream } from '../types.js';
 import type { SileroSettings } from './options.js';
+import { MAX_CONSECUTIVE_DEATHS, SileroWorkerRunner, WorkerLostError, type ModelIo, type SileroFeeds } from './worker-runner.js';
 
 export const SILERO_WINDOW_SAMPLES = 512;
 export const SILERO_CONTEXT_SAMPLES = 64;
@@ -27,15 +33,28 @@ const STATE_ROW = 128;
 const STATE_SIZE = 2 * STATE_ROW;
 const REQUIRED_INPUTS = ['input', 'state', 'sr'] as const;
 const REQUIRED_OUTPUTS = ['output', 'stateN'] as const;
-/** Largest batch per inference: bounds one run's duration when very many calls are ready at once. */
+/** Largest batch per inference on the event loop's thread: bounds how long one run blocks it. */
 const DEFAULT_MAX_BATCH = 128;
+/**
+ * In the worker a long run blocks no call's audio, so a batch takes every window that is ready: a VAD that fell
+ * behind (a busy machine) catches up in one run instead of 128 windows per round trip.
+ */
+const DEFAULT_MAX_BATCH_WORKER = 1024;
+/**
+ * Batches in flight at once in the worker: the next batch is already queued there while the main thread takes
+ * the previous one's answers, so the worker never idles on the main thread's turn (a stream still has at most one
+ * window in flight: process() awaits it).
+ */
+const WORKER_PIPELINE = 2;
 
 /** The options `providers.vad` declares for provider "silero" (./options.ts), any execution provider, and the batch size. */
 export type SileroVadOptions = Omit<SileroSettings, 'executionProviders'> & {
   /** onnxruntime execution providers, default ['cpu'] (FallbackVad passes the ones this build has). */
   executionProviders?: string[];
-  /** Most windows in one inference (default 128); 1 runs every window on its own. */
+  /** Most windows in one inference (default 128 on this thread, 1024 in the worker); 1 runs every window on its own. */
   maxBatch?: number;
+  /** Where a dying worker is reported. */
+  logger?: Logger;
 };
 
 /** Inference timing of one stream, for metrics and benchmarks (a window's time is its batch's run). */
@@ -66,8 +85,13 @@ export interface SileroWindowResult {
   ms: number;
 }
 
-/** The part of an onnxruntime session the batcher needs (a test can wrap a real session to fail a run). */
-export type SileroRunner = Pick<ort.InferenceSession, 'run'>;
+/**
+ * What the batcher runs a batch on: an onnxruntime session on this thread, or the worker runner (a test can wrap
+ * a real session to fail a run). A WorkerLostError means the batch never ran and can be run again as it was.
+ */
+export interface SileroRunner {
+  run(feeds: SileroFeeds): Promise<ort.InferenceSession.OnnxValueMapType>;
+}
 
 interface PendingWindow {
   input: Float32Array;
@@ -79,12 +103,13 @@ interface PendingWindow {
 }
 
 /**
- * Runs the windows of many streams as one batched inference. One run at a time: while it runs, newly ready
- * windows queue and all go into the next run as soon as it ends.
+ * Runs the windows of many streams as one batched inference. At most `pipeline` runs at a time (one on this
+ * thread): while they run, newly ready windows queue and all go into the next run as soon as one ends.
  */
 export class SileroBatcher {
   private queue: PendingWindow[] = [];
-  private running: Promise<void> | null = null;
+  private scheduled = false;
+  private readonly inFlight = new Set<Promise<void>>();
   private closed = false;
   readonly stats: SileroBatchStats = { runs: 0, windows: 0, maxBatchSize: 0, totalRunMs: 0 };
 
@@ -92,8 +117,10 @@ export class SileroBatcher {
     private readonly session: SileroRunner,
     private readonly sr: ort.Tensor,
     private readonly maxBatch: number = DEFAULT_MAX_BATCH,
+    private readonly pipeline: number = 1,
   ) {
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new RangeError(`SileroBatcher: maxBatch must be a positive integer, got ${maxBatch}`);
+    if (!Number.isInteger(pipeline) || pipeline < 1) throw new RangeError(`SileroBatcher: pipeline must be a positive integer, got ${pipeline}`);
   }
 
   /** One window ([64 context | 512 new] samples) and its stream's state before it. */
@@ -101,8 +128,17 @@ export class SileroBatcher {
     if (this.closed) return Promise.reject(new Error('SileroVad: closed'));
     return new Promise((resolve, reject) => {
       this.queue.push({ input, state, wanted, resolve, reject });
-      // A microtask, not a timer: windows submitted in this same turn share the run, and none waits for more.
-      this.running ??= Promise.resolve().then(() => this.drain());
+      this.schedule();
+    });
+  }
+
+  /** A microtask, not a timer: windows submitted in this same turn share the run, and none waits for more. */
+  private schedule(): void {
+    if (this.scheduled || this.inFlight.size >= this.pipeline) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      this.pump();
     });
   }
 
@@ -112,32 +148,33 @@ export class SileroBatcher {
     const queued = this.queue;
     this.queue = [];
     for (const w of queued) w.reject(new Error('SileroVad: closed'));
-    await this.running;
+    await Promise.all(this.inFlight);
   }
 
-  private async drain(): Promise<void> {
-    try {
-      while (this.queue.length > 0) {
-        const taken = this.queue.splice(0, this.maxBatch);
-        const batch: PendingWindow[] = [];
-        for (const w of taken) {
-          if (w.wanted()) batch.push(w);
-          else w.resolve(null);
-        }
-        if (batch.length === 0) continue;
-        try {
-          await this.runBatch(batch);
-        } catch (err) {
-          // Anything unexpected fails this batch's windows only; the queue behind it still runs.
-          for (const w of batch) w.reject(err);
-        }
+  /** Start runs while there is room in the pipeline and windows wait; each run's end makes room for the next. */
+  private pump(): void {
+    while (this.inFlight.size < this.pipeline && this.queue.length > 0) {
+      const taken = this.queue.splice(0, this.maxBatch);
+      const batch: PendingWindow[] = [];
+      for (const w of taken) {
+        if (w.wanted()) batch.push(w);
+        else w.resolve(null);
       }
-    } finally {
-      this.running = null;
+      if (batch.length === 0) continue;
+      const run: Promise<void> = this.runBatch(batch)
+        // Anything unexpected fails this batch's windows only; the queue behind it still runs.
+        .catch((err: unknown) => {
+          for (const w of batch) w.reject(err);
+        })
+        .finally(() => {
+          this.inFlight.delete(run);
+          if (this.queue.length > 0) this.pump();
+        });
+      this.inFlight.add(run);
     }
   }
 
-  private async runBatch(batch: PendingWindow[]): Promise<void> {
+  private async runBatch(batch: PendingWindow[], attempt = 0): Promise<void> {
     const n = batch.length;
     const input = new Float32Array(n * INPUT_SAMPLES);
     // state [2, B, 128]: layer l of stream b at (l * B + b) * 128.
@@ -156,6 +193,9 @@ export class SileroBatcher {
         sr: this.sr,
       });
     } catch (err) {
+      // A dead worker never ran the batch: run it again (its buffers went with the worker, so rebuild them from the
+      // windows, whose states are unchanged). The runner falls back to this thread after a few deaths in a row.
+      if (err instanceof WorkerLostError && attempt < MAX_CONSECUTIVE_DEATHS) return this.runBatch(batch, attempt + 1);
       // Only the windows of this run fail; the queue goes on with the next run.
       for (const w of batch) w.reject(err);
       return;
@@ -185,8 +225,12 @@ export class SileroVad implements VadProvider {
   readonly name = 'silero-v5';
   readonly modelPath: string;
   private readonly executionProviders: string[];
-  private readonly maxBatch: number;
-  private session: ort.InferenceSession | null = null;
+  private readonly maxBatch: number | undefined;
+  private readonly useWorker: boolean;
+  private readonly logger: Logger;
+  /** The session on this thread, or the worker runner (which owns its session). */
+  private session: ort.InferenceSession | SileroWorkerRunner | null = null;
+  private modelIo: ModelIo | null = null;
   private batcher: SileroBatcher | null = null;
   private loading: Promise<void> | null = null;
   private readonly sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(INTERNAL_SAMPLE_RATE)]), []);
@@ -194,13 +238,20 @@ export class SileroVad implements VadProvider {
   constructor(options: SileroVadOptions = {}) {
     this.modelPath = options.modelPath ?? defaultSileroModelPath();
     this.executionProviders = options.executionProviders ?? ['cpu'];
-    this.maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH;
+    this.maxBatch = options.maxBatch;
+    this.useWorker = options.worker ?? true;
+    this.logger = options.logger ?? silentLogger();
   }
 
   /** The model's declared input and output names (after load). */
   get io(): { inputs: readonly string[]; outputs: readonly string[] } {
-    const s = this.requireSession();
-    return { inputs: s.inputNames, outputs: s.outputNames };
+    this.requireSession();
+    return { inputs: this.modelIo!.inputNames, outputs: this.modelIo!.outputNames };
+  }
+
+  /** The worker runner when the VAD runs in a worker (null on this thread or before load). */
+  get workerRunner(): SileroWorkerRunner | null {
+    return this.session instanceof SileroWorkerRunner ? this.session : null;
   }
 
   /** Batching counters of the loaded session (null before load). */
@@ -219,36 +270,58 @@ export class SileroVad implements VadProvider {
     return this.loading;
   }
 
+  private sessionOptions(): ort.InferenceSession.SessionOptions {
+    return {
+      // Many concurrent calls on few cores: parallelism comes from calls, not from inside one window.
+      intraOpNumThreads: 1,
+      interOpNumThreads: 1,
+      executionProviders: this.executionProviders,
+      graphOptimizationLevel: 'all',
+    };
+  }
+
+  private loadError(err: unknown): Error {
+    const msg = err instanceof Error ? err.message : String(err);
+    return new Error(`SileroVad: cannot load ${this.modelPath} with providers [${this.executionProviders.join(', ')}]: ${msg}`, { cause: err });
+  }
+
   private async open(): Promise<void> {
-    let session: ort.InferenceSession;
+    let runner: ort.InferenceSession | SileroWorkerRunner;
+    let io: ModelIo;
     try {
-      session = await ort.InferenceSession.create(this.modelPath, {
-        // Many concurrent calls on few cores: parallelism comes from calls, not from inside one window.
-        intraOpNumThreads: 1,
-        interOpNumThreads: 1,
-        executionProviders: this.executionProviders,
-        graphOptimizationLevel: 'all',
-      });
+      if (this.useWorker) {
+        ({ runner, io } = await SileroWorkerRunner.start(
+          {
+            modelPath: this.modelPath,
+            sessionOptions: this.sessionOptions(),
+            logger: this.logger,
+            openFallback: () => ort.InferenceSession.create(this.modelPath, this.sessionOptions()),
+          },
+          INTERNAL_SAMPLE_RATE,
+        ));
+      } else {
+        runner = await ort.InferenceSession.create(this.modelPath, this.sessionOptions());
+        io = runner;
+      }
     } catch (err) {
-      const msg = err instanceof Error ? err.message : String(err);
-      throw new Error(
-        `SileroVad: cannot load ${this.modelPath} with providers [${this.executionProviders.join(', ')}]: ${msg}`,
-        { cause: err },
-      );
+      throw this.loadError(err);
     }
     const missing = [
-      ...REQUIRED_INPUTS.filter((n) => !session.inputNames.includes(n)),
-      ...REQUIRED_OUTPUTS.filter((n) => !session.outputNames.includes(n)),
+      ...REQUIRED_INPUTS.filter((n) => !io.inputNames.includes(n)),
+      ...REQUIRED_OUTPUTS.filter((n) => !io.outputNames.includes(n)),
     ];
     if (missing.length > 0) {
-      await session.release();
+      await runner.release();
       throw new Error(
-        `SileroVad: ${this.modelPath} is not a Silero v5 model (inputs ${session.inputNames.join(', ')}; ` +
-          `outputs ${session.outputNames.join(', ')}; missing ${missing.join(', ')})`,
+        `SileroVad: ${this.modelPath} is not a Silero v5 model (inputs ${io.inputNames.join(', ')}; ` +
+          `outputs ${io.outputNames.join(', ')}; missing ${missing.join(', ')})`,
       );
     }
-    this.session = session;
-    this.batcher = new SileroBatcher(session, this.sr, this.maxBatch);
+    this.session = runner;
+    this.modelIo = { inputNames: [...io.inputNames], outputNames: [...io.outputNames] };
+    this.batcher = this.useWorker
+      ? new SileroBatcher(runner, this.sr, this.maxBatch ?? DEFAULT_MAX_BATCH_WORKER, WORKER_PIPELINE)
+      : new SileroBatcher(runner, this.sr, this.maxBatch ?? DEFAULT_MAX_BATCH);
   }
 
   createStream(): SileroVadStream {
@@ -264,14 +337,15 @@ export class SileroVad implements VadProvider {
     this.batcher = null;
     this.loading = null;
     if (b !== null) await b.close();
+    // A session on this thread is freed; a worker runner terminates its worker (and any fallback session).
     if (s !== null) await s.release();
   }
 
-  private requireSession(): ort.InferenceSession {
+  private requireSession(): void {
     if (this.session === null) throw new Error('SileroVad: call and await load() before use');
-    return this.session;
   }
 }
+
 
 export class SileroVadStream implements VadStream {
   /** [64 context | 512 window]: the context is the previous window's last 64 samples. */

@@ -6,5 +6,7 @@ export const SILERO_OPTIONS = t.object({
   modelPath: t.optional(t.text()),
   /** onnxruntime execution providers, default ['cpu']; 'cuda' falls back to 'cpu' (logged) when this build has no CUDA provider. */
   executionProviders: t.optional(t.array(t.enum(['cpu', 'cuda', 'dml', 'coreml', 'webgpu', 'tensorrt']), { minItems: 1 })),
+  /** Default true: the batched inference runs in a worker thread; false runs it on the event loop's thread (it blocks it for each batch). */
+  worker: t.optional(t.boolean()),
 });
 export type SileroSettings = Static<typeof SILERO_OPTIONS>;
