@@ -154,11 +154,13 @@ async function runSession(index: number, options: LoadTestOptions, results: Turn
       while (performance.now() < deadline) {
         await clock.tick();
         caller.sendFrame(silence);
-        done = events.some((e) => e.type === 'response.done');
+        // An interrupted reply is not the answer: the service cut it off because it took the caller's next words as
+        // the same turn (continuation), and the answer to the whole turn follows.
+        done = events.some((e) => e.type === 'response.done' && e.status !== 'interrupted');
         if (done && performance.now() - lastAudioMs > 300) break;
       }
       const final = events.find((e) => e.type === 'transcript.final' && typeof e.text === 'string' && e.text !== '');
-      const reply = events.find((e) => e.type === 'response.done');
+      const reply = events.find((e) => e.type === 'response.done' && e.status !== 'interrupted');
       const metrics = events.find((e) => e.type === 'turn.metrics');
       const stages = ((metrics?.metrics as { stages?: Record<string, number> } | undefined)?.stages ?? {}) as Record<string, number>;
       const result: TurnResult = {

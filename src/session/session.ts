@@ -872,10 +872,14 @@ export class Session {
   }
 
   private speechInput(turn: OpenTurn): InputMeta {
+    // Words finalized in pieces (a pause mid-turn, or a previous turn carried into this one) were each a sentence
+    // of the grammar, never their sequence: "… tomorrow see you I would like to book …" is not a confident
+    // goodbye, so an action that ends or moves the call is asked back first.
+    const inGrammar = turn.segments.length > 1 && turn.inGrammar !== undefined ? false : turn.inGrammar;
     return {
       source: 'speech',
       ...(turn.confidence !== undefined ? { confidence: turn.confidence } : {}),
-      ...(turn.inGrammar !== undefined ? { inGrammar: turn.inGrammar } : {}),
+      ...(inGrammar !== undefined ? { inGrammar } : {}),
       ...(this.asrDetectsLanguage ? { language: turn.language } : {}),
     };
   }

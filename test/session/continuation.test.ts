@@ -26,6 +26,26 @@ describe('continuation', () => {
     expect(history.slice(1, 3)).toEqual(['user: I need a table for four people', `assistant: ${longReply().text}`]);
   });
 
+  it('never takes joined words for one confident sentence of the grammar (an action on them is asked back)', async () => {
+    call = new CallHarness({ agent: longReply });
+    call.asr.verdict = { inGrammar: true, confidence: 0.97 };
+    await call.say('a table for two tomorrow', 600);
+    await call.silence(300);
+    await call.say('see you', 400);
+    await call.silenceUntil((e) => e.type === 'transcript.final' && e.turn === 2);
+    const lastUser = () => call.llmRequests.at(-1)?.findLast((m) => m.role === 'user');
+    expect(lastUser()?.content).toBe('a table for two tomorrow see you');
+    // Each piece was a sentence; their sequence never was: the agent must treat the turn as unsure.
+    expect(lastUser()?.input).toMatchObject({ source: 'speech', inGrammar: false, confidence: 0.97 });
+    await call.silenceUntil((e) => e.type === 'response.done' && e.turn === 2);
+
+    await call.silence(1500);
+    await call.say('see you', 400);
+    await call.silenceUntil((e) => e.type === 'transcript.final' && e.turn === 3);
+    expect(lastUser()?.content).toBe('see you');
+    expect(lastUser()?.input).toMatchObject({ inGrammar: true, confidence: 0.97 });
+  });
+
   it('starts a new turn when the caller speaks again after the window', async () => {
     call = new CallHarness({ agent: longReply, config: { turn: { continuationWindowMs: 400 } } });
     await call.say('I need a table', 600);

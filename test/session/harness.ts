@@ -60,6 +60,8 @@ export class ScriptedAsr implements AsrProvider {
   stalled = false;
   /** A grammar decoder's verdict on the words so far: a whole sentence (true), a strict prefix (false). */
   complete: ((text: string) => boolean | undefined) | undefined;
+  /** What a grammar decoder adds to each final (in grammar, confidence); undefined: an open-vocabulary ASR. */
+  verdict: Pick<AsrFinal, 'inGrammar' | 'confidence'> | undefined;
   async load(): Promise<void> {}
 
   createStream(options: AsrStreamOptions): AsrStream {
@@ -79,7 +81,7 @@ export class ScriptedAsr implements AsrProvider {
       },
       finalize: async () => {
         if (this.stalled) return new Promise<AsrFinal>(() => {});
-        const final: AsrFinal = { text: phrases.join(' '), language: 'en', audioMs: frames * FRAME_MS };
+        const final: AsrFinal = { text: phrases.join(' '), language: 'en', audioMs: frames * FRAME_MS, ...(phrases.length > 0 ? this.verdict : {}) };
         phrases = [];
         frames = 0;
         this.finals.push(final);
