@@ -103,6 +103,8 @@ interface OpenTurn {
   inGrammar?: boolean;
   /** The recogniser heard speech that fitted nothing the agent understands (not a noise). */
   outOfDomain?: boolean;
+  /** A previous turn's words, answered on their own and cut off, were carried into this one (continuation). */
+  carried?: boolean;
 }
 
 interface ActiveReply {
@@ -744,6 +746,7 @@ export class Session {
     this.log.info({ turn: active.turn, by, heardChars: heard.length, continuation }, 'agent interrupted');
     if (continuation && newTurn && active.userText) {
       newTurn.segments.unshift(active.userText);
+      newTurn.carried = true;
       if (newTurn.preemptive) {
         newTurn.preemptive.cancel();
         newTurn.preemptive = null;
@@ -872,10 +875,11 @@ export class Session {
   }
 
   private speechInput(turn: OpenTurn): InputMeta {
-    // Words finalized in pieces (a pause mid-turn, or a previous turn carried into this one) were each a sentence
-    // of the grammar, never their sequence: "… tomorrow see you I would like to book …" is not a confident
-    // goodbye, so an action that ends or moves the call is asked back first.
-    const inGrammar = turn.segments.length > 1 && turn.inGrammar !== undefined ? false : turn.inGrammar;
+    // A previous turn carried into this one was a sentence of the grammar, and so are the new words, but never
+    // their sequence: "… tomorrow see you I would like to book …" (turns glued by continuation under load) is not
+    // a confident goodbye, so an action that ends or moves the call is asked back first. Pieces of one turn ("okay
+    // bye bye" | "see you") are one utterance and keep their own verdicts.
+    const inGrammar = turn.carried && turn.inGrammar !== undefined ? false : turn.inGrammar;
     return {
       source: 'speech',
       ...(turn.confidence !== undefined ? { confidence: turn.confidence } : {}),

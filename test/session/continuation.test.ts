@@ -44,6 +44,16 @@ describe('continuation', () => {
     await call.silenceUntil((e) => e.type === 'transcript.final' && e.turn === 3);
     expect(lastUser()?.content).toBe('see you');
     expect(lastUser()?.input).toMatchObject({ inGrammar: true, confidence: 0.97 });
+
+    // Pieces of one turn (a pause shorter than the endpoint) are one utterance: their verdicts stand.
+    await call.silence(1500);
+    await call.say('okay bye bye', 400);
+    await call.silence(100);
+    await call.say('see you', 400);
+    await call.silenceUntil((e) => e.type === 'transcript.final' && e.turn === 4);
+    expect(call.asr.finals.slice(-2).map((f) => f.text)).toEqual(['okay bye bye', 'see you']); // two pieces
+    expect(lastUser()?.content).toBe('okay bye bye see you');
+    expect(lastUser()?.input).toMatchObject({ inGrammar: true, confidence: 0.97 });
   });
 
   it('starts a new turn when the caller speaks again after the window', async () => {
