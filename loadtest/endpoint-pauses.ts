@@ -21,6 +21,7 @@ import { acousticModel } from '../src/providers/asr/pocketsphinx/grammar.js';
 import { DEFAULT_MODEL_DIR } from '../src/providers/asr/pocketsphinx/index.js';
 import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
 import { startLocalService } from './local-service.js';
+import { percentiles } from './run.js';
 import { concat, synthesize, voicesFor, type Voice } from './voices.js';
 import { WsCaller } from './ws-caller.js';
 import { seededRandom } from './random.js';
@@ -164,11 +165,6 @@ async function oneCall(wsUrl: string, apiKey: string, u: Utterance, intentOf: (t
   };
 }
 
-const percentile = (values: number[], p: number): number | null => {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-};
 
 async function main(): Promise<void> {
   const agent = new RuleBasedAgent();
@@ -206,9 +202,10 @@ async function main(): Promise<void> {
       };
     });
     const v2v = whole.flatMap((o) => (o.v2vMs === null ? [] : [o.v2vMs]));
+    const v2vStats = percentiles(v2v);
     runs.push({
       setting: setting === 'off' ? { endpointSilenceMs: DEFAULT_CONFIG.turn.endpointSilenceMs } : { grammarEndpoint: { completeMs, incompleteMs } },
-      whole: { utterances: whole.length, wholeRight: whole.filter((o) => o.wholeRight).length, split: whole.filter((o) => o.split).length, unanswered: whole.length - v2v.length, v2vP50: percentile(v2v, 50), v2vP95: percentile(v2v, 95) },
+      whole: { utterances: whole.length, wholeRight: whole.filter((o) => o.wholeRight).length, split: whole.filter((o) => o.split).length, unanswered: whole.length - v2v.length, v2vP50: v2vStats.p50, v2vP95: v2vStats.p95 },
       paused: byPause,
       misses: outcomes.filter((o) => TRACE || !o.wholeRight || o.cutIn),
     });
