@@ -105,10 +105,7 @@ describe('a call\'s webhooks against a receiver that is down at first', () => {
     const hooks = server.server.service.webhooks;
     expect(hooks).not.toBeNull();
     // call.ended is emitted once the server has closed the session.
-    for (let i = 0; i < 100 && !receiver.requests.some((r) => r.status === 200 && (r.json as WebhookEvent).type === 'call.ended'); i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      await hooks?.idle(200);
-    }
+    await untilDelivered(receiver, 'call.ended', hooks);
     // A receiver keeps the first of each event id (a late answer to a timed-out attempt may deliver one twice).
     const firsts = new Map<string, (typeof receiver.requests)[number]>();
     for (const r of receiver.requests) {
@@ -135,6 +132,15 @@ describe('a call\'s webhooks against a receiver that is down at first', () => {
   }, 25_000);
 });
 
+/** Waits (up to ~15 s) until the receiver has accepted an event of `type`; the dispatcher's queue may be empty meanwhile. */
+async function untilDelivered(receiver: OperatorService, type: string, hooks: WebhookDispatcher | null | undefined): Promise<void> {
+  const delivered = (): boolean => receiver.requests.some((r) => r.status === 200 && (r.json as WebhookEvent).type === type);
+  for (let i = 0; i < 150 && !delivered(); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    await hooks?.idle(200);
+  }
+}
+
 describe('turn events (opt-in)', () => {
   let server: TestServer;
   let receiver: OperatorService;
@@ -158,7 +164,8 @@ describe('turn events (opt-in)', () => {
     await caller.say('thanks, goodbye');
     await caller.close();
     const hooks = server.server.service.webhooks;
-    for (let i = 0; i < 100 && !receiver.requests.some((r) => (r.json as WebhookEvent).type === 'call.ended'); i++) await hooks?.idle(200);
+    // call.ended is emitted only once the server has seen the socket close; idle() alone returns at once before that.
+    await untilDelivered(receiver, 'call.ended', hooks);
     const events = receiver.requests.map((r) => r.json as WebhookEvent).filter((e) => e.call_id === callId);
     expect(events.map((e) => e.type)).toEqual(['call.started', 'call.turn', 'call.turn', 'call.ended']);
     expect(events[1].data).toMatchObject({ turn: 1, caller_text: 'what time is it', agent_text: time.text, status: 'completed', language: 'en' });
