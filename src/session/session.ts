@@ -1,28 +1,26 @@
 import type { Logger } from 'pino';
 import type { ServiceConfig } from '../config.js';
 import type { AudioFrame } from '../audio/format.js';
-import type { AsrFinal, AsrProvider } from '../providers/asr/types.js';
+import type { AsrProvider } from '../providers/asr/types.js';
 import type { ChatMessage, InputMeta, LlmProvider } from '../providers/llm/types.js';
 import { maskSecret } from '../providers/llm/masking.js';
 import { redact, redactPartial } from '../privacy/redact.js';
 import type { TtsProvider } from '../providers/tts/types.js';
 import type { VadProvider } from '../providers/vad/types.js';
-import type { ErrorCode, SessionEvent, TurnStages } from './events.js';
-import { OutputPacer, type OutboundFrame } from './output-pacer.js';
-import { ReplyTask, type ReplySink, type ToolExecutor } from './reply.js';
-import type { TurnSignal } from './turn-detector.js';
-import { Recogniser, type RecognitionHooks } from './recogniser.js';
+import type { ErrorCode, SessionEvent } from './events.js';
+import type { OutboundFrame } from './output-pacer.js';
+import { ReplyTask, type ToolExecutor } from './reply.js';
+import { Recogniser } from './recogniser.js';
+import { ReplyPlayer, type ReplyEnd, type ReplyToPlay } from './reply-player.js';
+import { TurnManager, type CallerWords } from './turn-manager.js';
 import { Conversation } from './conversation.js';
 import { realClock, type Clock } from './clock.js';
 import { KeypadEntry } from './keypad.js';
-import { AGENT_HAS_FLOOR, isBackchannel, nextFloor, type FloorAction, type FloorEvent, type FloorState } from './floor.js';
+import { isBackchannel } from './floor.js';
 import { ScriptedLine } from '../providers/llm/scripted.js';
 import type { MetricsSink, RecordingTap } from './ports.js';
 import { refusesRecording } from '../recording/consent.js';
 import { defaultQueue, summarize, targetFor, type Handover, type HandoverConfig, type HandoverFacts } from '../integration/handover.js';
-
-/** A turn whose sound was at least this share the agent's own echo is not the caller's. */
-const ECHO_TURN_SHARE = 0.8;
 
 export interface SessionProviders {
   vad: VadProvider;
@@ -83,56 +81,17 @@ export interface TranscriptEntry {
   status?: 'completed' | 'interrupted' | 'failed';
 }
 
-interface OpenTurn {
-  turn: number;
-  /** Arrival time of the turn's first voiced frame. */
-  startedAtMs: number;
-  /** Final text of each ASR utterance in this turn (a preemptive finalize splits a turn in several). */
-  segments: string[];
-  language: string;
-  lastVoicedMs: number;
-  asrFinalMs?: number;
-  /** True when audio reached ASR after its last finalize (so the turn's end needs another one). */
-  unfinalizedSpeech: boolean;
-  preemptive: ReplyTask | null;
-  preemptiveInput: string;
-  discardedPreemptive: number;
-  /** Lowest recogniser confidence of the turn's segments, when the recogniser gives one. */
-  confidence?: number;
-  /** False when any segment fell outside the agent's grammar. */
-  inGrammar?: boolean;
-  /** The recogniser heard speech that fitted nothing the agent understands (not a noise). */
-  outOfDomain?: boolean;
-  /** A previous turn's words, answered on their own and cut off, were carried into this one (continuation). */
-  carried?: boolean;
-}
-
-interface ActiveReply {
-  task: ReplyTask;
-  turn: number;
-  /** The caller's words this reply answers. */
-  userText: string;
-  lastVoicedMs: number;
-  stages: TurnStages;
-  preemptive: boolean;
-  discardedPreemptive: number;
-  framesSent: number;
-  producedAll: boolean;
-  metricsSent: boolean;
-  /** A service line (consent notice), kept in the transcript but not in the agent's conversation. */
-  notice?: boolean;
-}
-
 /**
- * One call: VAD → turn detection → streaming ASR → reply (LLM → TTS) → paced audio out. Knows nothing of
- * the transport that feeds it or of the models behind the providers.
+ * One call, composed: the Recogniser (caller audio → turn signals) reports to the TurnManager (turns,
+ * preemption, continuation, barge-in), which gives replies the floor through the ReplyPlayer (the reply
+ * playing, paced out). The session keeps the conversation, the transcript and what is private, and is the
+ * transports' one interface. Knows nothing of the transport that feeds it or of the models behind the providers.
  */
 export class Session {
   readonly callId: string;
   /** The agent's conversation: change it through its methods (a transport adds or removes a client's items). */
   readonly conversation: Conversation;
   readonly transcript: TranscriptEntry[] = [];
-  private currentLanguage: string;
 
   private readonly log: Logger;
   private readonly config: ServiceConfig;
@@ -141,20 +100,12 @@ export class Session {
   private readonly observer: ((event: SessionEvent) => void) | undefined;
   private readonly metrics: MetricsSink;
   private readonly recogniser: Recogniser;
-  private readonly pacer: OutputPacer;
-  private turnChain: Promise<void> = Promise.resolve();
-  private turnCounter = 0;
-  private openTurn: OpenTurn | null = null;
-  private active: ActiveReply | null = null;
-  /** Barge-in (floor.ts): agent audio held on a caller sound not yet known to be an interruption. */
-  private floor: FloorState = AGENT_HAS_FLOOR;
-  private lastPartial = '';
+  private readonly player: ReplyPlayer;
+  private readonly turns: TurnManager;
   private readonly keypad: KeypadEntry;
   /** What the agent waits for (from the LLM provider), and whether that answer is sensitive (masked everywhere). */
   private expectation: string | undefined;
   private expectingSensitive = false;
-  /** Resolved whenever the active reply finishes (played, interrupted or failed). */
-  private replyWaiters: (() => void)[] = [];
   private closed = false;
   private readonly recording: RecordingTap | undefined;
   /** Caller context (token claims, SIP headers), read-only for the call's tools. */
@@ -168,13 +119,6 @@ export class Session {
   private readonly startedAt: number;
   /** When the caller last sent anything (audio, text, a digit): for the idle timeout (clock time). */
   lastInputMs: number;
-  /**
-   * End turns on the VAD's silence (server-side turn detection). When false only commitInput() ends a turn
-   * (push-to-talk, a realtime client with turn_detection null) and caller sound never barges in.
-   */
-  private autoEndpoint = true;
-  /** Answer each caller turn at once. When false a turn only enters the conversation; respond() answers. */
-  private autoRespond = true;
   /** Caller turns the agent understood none of (transcript.final understood:false). */
   private notUnderstood = 0;
   /** The transfer the agent made, once its last words have played (transports and the service read it). */
@@ -196,39 +140,70 @@ export class Session {
     this.output = options.output;
     this.observer = options.observer;
     this.metrics = options.metrics;
-    this.currentLanguage = options.language ?? options.config.agent.defaultLanguage;
     this.log = options.logger;
+    this.recording = options.recording;
     this.conversation = new Conversation(options.config.agent.systemPrompt);
-    this.pacer = new OutputPacer((frame, playoutAtMs) => this.sendFrame(frame, playoutAtMs), options.config.audioOut.leadMs, () => this.onPlaybackIdle(), this.clock);
-    const hooks: RecognitionHooks = {
-      // Pause the agent on the first loud frames, before the VAD has even seen them.
-      onEnergyOnset: () => this.callerSound('energy'),
-      onSignal: (signal) => this.handleSignal(signal),
-      onSpeechAudio: () => {
-        if (this.openTurn) this.openTurn.unfinalizedSpeech = true;
+    const language = options.language ?? options.config.agent.defaultLanguage;
+    this.player = new ReplyPlayer({
+      hooks: {
+        event: (event) => this.emit(event),
+        frame: (frame, playoutAtMs) => this.agentFrame(frame, playoutAtMs),
+        playedFrames: (responseId) => this.output.playedFrames?.(responseId),
+        finished: (reply, heardText, spoken, status) => this.replyFinished(reply, heardText, spoken, status),
       },
-      onFrameProcessed: () => this.afterFrame(),
-      onPartial: (partial) => this.onPartial(partial.text, partial.language),
-      onError: (err) => this.fail('internal_error', 'audio processing failed', err),
-    };
+      clock: this.clock,
+      leadMs: options.config.audioOut.leadMs,
+      metrics: this.metrics,
+      logger: this.log,
+      redact: options.config.privacy.redact,
+    });
+    // The recogniser reports to the turn manager, which reads the recogniser back: built in turn, joined here.
     this.recogniser = new Recogniser({
       vad: options.providers.vad,
       asr: options.providers.asr,
       turn: options.config.turn,
       logger: this.log,
-      hooks,
+      hooks: {
+        onEnergyOnset: () => this.turns.onEnergyOnset(),
+        onSignal: (signal) => this.turns.onSignal(signal),
+        onSpeechAudio: () => this.turns.onSpeechAudio(),
+        onFrameProcessed: () => this.turns.onFrameProcessed(),
+        onPartial: (partial) => this.turns.onPartial(partial),
+        onError: (err) => this.fail('internal_error', 'audio processing failed', err),
+      },
       clock: this.clock,
-      language: this.language,
+      language,
       // A language chosen for the call (query parameter, dialled number) is not re-detected per turn.
       languageFixed: options.language !== undefined,
       ...(options.inputSampleRate ? { sourceSampleRate: options.inputSampleRate } : {}),
     });
-    this.recording = options.recording;
+    const languages = options.providers.asr.languages;
+    this.turns = new TurnManager({
+      turn: options.config.turn,
+      clock: this.clock,
+      logger: this.log,
+      recogniser: this.recogniser,
+      player: this.player,
+      language,
+      // The recogniser tells the caller's languages apart (several grammars, or a multilingual model).
+      detectsLanguage: languages.length > 1 || languages.includes('*'),
+      hooks: {
+        event: (event) => this.emit(event),
+        fail: (code, message, err) => this.fail(code, message, err),
+        partial: (turn, text, heard) => {
+          if (!this.expectingSensitive) this.emit({ type: 'transcript.partial', turn, text: redactPartial(text, this.config.privacy.redact), language: heard });
+        },
+        prepareReply: (turn, heard, text, input) => this.startReply(turn, heard, text, input),
+        callerSaid: (words) => this.callerSaid(words),
+        addUser: (text, input) => this.addUser(text, input),
+        forgetUser: (text) => this.conversation.remove('user', text),
+      },
+    });
     if (this.recording) {
       // Before anything else the caller hears that the call is recorded and how to refuse.
       this.consentPending = true;
       const line = this.lineFor(this.config.recording.consentLine);
-      this.enqueueTurnWork(async () => {
+      this.turns.enqueue(async () => {
         void this.sayLine(line, { notice: true });
       });
     }
@@ -243,11 +218,7 @@ export class Session {
 
   /** The client says the caller's turn is over (push-to-talk release). False when no speech was heard. */
   commitInput(): boolean {
-    if (this.closed || !this.openTurn) return false;
-    const lastVoicedMs = this.openTurn.lastVoicedMs;
-    this.recogniser.resetTurn();
-    this.handleSignal({ kind: 'end_of_turn', lastVoicedMs, speechMs: 0, forced: true });
-    return true;
+    return this.turns.commitInput();
   }
 
   /** Ask the transport to end the call now (idle link, policy), with the reason in the call's events. */
@@ -259,17 +230,17 @@ export class Session {
 
   /** The client asks the agent to stop talking. */
   cancelResponse(): void {
-    if (this.active) this.interrupt('client', null);
+    this.turns.interruptReply();
   }
 
   /** Resolves once the agent's audio so far has played at the caller (by the pacer's clock), or after `maxMs`. */
   waitForPlayout(maxMs: number): Promise<void> {
-    return this.pacer.whenIdle(maxMs);
+    return this.player.whenIdle(maxMs);
   }
 
   /** True while the agent has audio queued or playing. */
   get agentSpeaking(): boolean {
-    return this.pacer.active;
+    return this.player.audible;
   }
 
   /** Ends the call: cancels work in flight and releases the per-call model state. */
@@ -278,256 +249,11 @@ export class Session {
     this.closed = true;
     this.recogniser.stop();
     this.keypad.cancel();
-    this.openTurn?.preemptive?.cancel();
-    if (this.active) {
-      const heard = this.active.task.heardText(this.framesPlayed(this.active));
-      this.finishActive(heard, 'interrupted');
-    }
-    this.pacer.close();
-    await Promise.allSettled([this.recogniser.idle, this.turnChain]);
+    this.turns.close();
+    this.player.close();
+    await Promise.allSettled([this.recogniser.idle, this.turns.idle]);
     this.recogniser.release();
-    this.log.info({ turns: this.turnCounter, durationMs: Math.round(this.clock.now() - this.startedAt) }, 'session closed');
-  }
-
-  /** After each caller frame: confirm a barge-in, or let the agent go on after a sound that was nothing. */
-  private afterFrame(): void {
-    if (this.closed) return;
-    const r = this.recogniser;
-    // Speech that proves, now the echo path is known, to have been the agent's own voice confirms nothing.
-    const inSpeech = r.inSpeech && !(this.floor.paused && this.openTurn !== null && this.isEchoTurn(this.openTurn, this.clock.now()));
-    this.applyFloor({ kind: 'frame', callerActive: r.active, callerInSpeech: inSpeech, speechMs: r.speechMs, partial: this.lastPartial });
-  }
-
-  /** A caller sound while the agent talks may be the start of an interruption: pause, reversibly. */
-  private callerSound(reason: 'energy' | 'vad'): void {
-    // Early in the call's first reply a sound may be the line's echo: the agent then goes on until words confirm it.
-    const action = this.applyFloor({ kind: 'caller_sound', agentAudible: this.pacer.active, bargeInAllowed: this.autoEndpoint, holdAudio: this.recogniser.echoSettled });
-    if (action === 'pause') this.log.debug({ reason }, 'caller sound while agent speaks: agent audio paused');
-  }
-
-  /** Decide barge-in (floor.ts) and carry out what it decided. */
-  private applyFloor(event: FloorEvent): FloorAction {
-    const { state, action } = nextFloor(this.floor, event, this.config.turn);
-    this.floor = state;
-    if (action === 'pause') this.pacer.pause();
-    else if (action === 'resume') this.pacer.resume();
-    else if (action === 'interrupt') this.interrupt('caller', this.openTurn);
-    return action;
-  }
-
-  /** The agent's audio is held on a caller sound that is not yet known to be an interruption. */
-  private get tentativeBargeIn(): boolean {
-    return this.floor.paused;
-  }
-
-  private handleSignal(signal: TurnSignal): void {
-    switch (signal.kind) {
-      case 'voice_onset':
-        // Silence the agent the moment the caller makes a sound; resume if it proves to be nothing.
-        this.callerSound('vad');
-        break;
-      case 'voice_rejected':
-        this.applyFloor({ kind: 'sound_rejected' });
-        break;
-      case 'speech_start': {
-        if (!this.openTurn) {
-          this.openTurn = {
-            turn: ++this.turnCounter,
-            startedAtMs: signal.atMs,
-            segments: [],
-            language: this.language,
-            lastVoicedMs: signal.atMs,
-            unfinalizedSpeech: true,
-            preemptive: null,
-            preemptiveInput: '',
-            discardedPreemptive: 0,
-          };
-          this.lastPartial = '';
-          this.emit({ type: 'speech.started', turn: this.openTurn.turn, atMs: Math.round(signal.atMs) });
-        }
-        break;
-      }
-      case 'likely_end': {
-        const turn = this.openTurn;
-        if (!turn) break;
-        turn.lastVoicedMs = signal.lastVoicedMs;
-        if (!this.autoEndpoint || !this.autoRespond) break;
-        // A grammar decoder knows "book a table for" is unfinished: finalizing it now would force the fragment
-        // into some whole sentence (possibly another language's "goodbye"). Let the utterance go on.
-        if (this.recogniser.sentenceIncomplete) break;
-        this.enqueueTurnWork(async () => {
-          await this.finalizeSegment(turn);
-          if (this.closed || turn !== this.openTurn || turn.unfinalizedSpeech) return;
-          const text = turn.segments.join(' ').trim();
-          if (!text || this.tentativeBargeIn || this.isEchoTurn(turn)) return;
-          turn.preemptiveInput = text;
-          turn.preemptive = this.startReply(turn.turn, turn.language, text, this.speechInput(turn));
-        });
-        break;
-      }
-      case 'speech_resume': {
-        const turn = this.openTurn;
-        if (!turn) break;
-        this.enqueueTurnWork(async () => {
-          if (turn.preemptive) {
-            turn.preemptive.cancel();
-            turn.preemptive = null;
-            turn.discardedPreemptive++;
-            this.log.debug({ turn: turn.turn }, 'caller went on: preemptive reply discarded');
-          }
-        });
-        break;
-      }
-      case 'end_of_turn': {
-        const turn = this.openTurn;
-        if (!turn) break;
-        if (!this.autoEndpoint && !signal.forced) {
-          // A pause, not the end: with manual turns only commitInput() (or maxTurnMs) ends the turn.
-          turn.lastVoicedMs = signal.lastVoicedMs;
-          break;
-        }
-        this.openTurn = null;
-        turn.lastVoicedMs = signal.lastVoicedMs;
-        const endpointMs = this.clock.now() - signal.lastVoicedMs;
-        this.emit({ type: 'speech.stopped', turn: turn.turn, atMs: Math.round(signal.lastVoicedMs) });
-        this.enqueueTurnWork(() => this.endTurn(turn, endpointMs));
-        break;
-      }
-    }
-  }
-
-  private enqueueTurnWork(work: () => Promise<void>): void {
-    this.turnChain = this.turnChain.then(work).catch((err: unknown) => this.fail('internal_error', 'turn handling failed', err));
-  }
-
-  /** Close the current ASR utterance and keep its text in the turn. */
-  private async finalizeSegment(turn: OpenTurn): Promise<void> {
-    if (!turn.unfinalizedSpeech) return;
-    turn.unfinalizedSpeech = false;
-    const started = this.clock.now();
-    let final: AsrFinal;
-    try {
-      final = await this.recogniser.finalize();
-    } catch (err) {
-      this.fail('asr_failed', 'speech recognition failed', err);
-      // Whatever the recogniser still holds of this utterance must not open the caller's next turn.
-      this.recogniser.cancelUtterance();
-      return;
-    }
-    turn.asrFinalMs = this.clock.now() - started;
-    if (final.text.trim()) {
-      turn.segments.push(final.text.trim());
-      if (final.confidence !== undefined) turn.confidence = Math.min(turn.confidence ?? 1, final.confidence);
-      if (final.inGrammar !== undefined) turn.inGrammar = (turn.inGrammar ?? true) && final.inGrammar;
-    } else if (final.outOfDomain) {
-      turn.outOfDomain = true;
-      turn.inGrammar = false;
-    }
-    if (final.language) turn.language = final.language;
-  }
-
-  /** Most of the turn's sound was the agent's echo, judged with the echo path known at its end (echo-guard.ts). */
-  private isEchoTurn(turn: OpenTurn, untilMs = turn.lastVoicedMs): boolean {
-    const share = this.recogniser.echoShare(turn.startedAtMs, untilMs);
-    return share !== null && share >= ECHO_TURN_SHARE;
-  }
-
-  private async endTurn(turn: OpenTurn, endpointMs: number): Promise<void> {
-    if (this.closed) return;
-    if (turn.unfinalizedSpeech || turn.segments.length === 0) await this.finalizeSegment(turn);
-    else this.recogniser.cancelUtterance(); // only trailing silence since the preemptive finalize
-    if (this.closed) return;
-    if (this.isEchoTurn(turn)) {
-      // The agent's own voice returned by the line: not the caller's words, and not a reason to stop talking.
-      this.log.debug({ turn: turn.turn }, 'turn was the agent\'s echo: ignored');
-      this.emit({ type: 'transcript.final', turn: turn.turn, text: '', language: turn.language });
-      turn.preemptive?.cancel();
-      this.applyFloor({ kind: 'turn_ignored' });
-      return;
-    }
-    this.currentLanguage = turn.language;
-    const ownText = turn.segments.join(' ').trim();
-    // Speech the agent understood none of still gets an answer (an honest "I can help with…"), noise does not;
-    // while the agent talks it is left alone, like a backchannel.
-    const notUnderstood = !ownText && turn.outOfDomain === true && !this.tentativeBargeIn;
-    if ((!ownText && !notUnderstood) || (this.tentativeBargeIn && isBackchannel(ownText, this.config.turn.backchannels))) {
-      // Noise, or "mhm" while the agent talks: not a turn to answer.
-      this.emit({ type: 'transcript.final', turn: turn.turn, text: ownText, language: turn.language });
-      turn.preemptive?.cancel();
-      this.applyFloor({ kind: 'turn_ignored' });
-      return;
-    }
-    // May carry the previous turn's words into this one (the caller was only pausing).
-    if (this.active) this.interrupt('caller', turn);
-    const text = turn.segments.join(' ').trim();
-    const input = this.speechInput(turn);
-    const shown = this.shownText(text);
-    if (this.config.privacy.logTranscripts) this.log.info({ turn: turn.turn, text: shown }, 'caller said');
-    if (notUnderstood) this.notUnderstood++;
-    this.emit({ type: 'transcript.final', turn: turn.turn, text: shown, language: turn.language, ...(notUnderstood ? { understood: false as const } : {}) });
-    this.transcript.push({ role: 'caller', turn: turn.turn, text: shown, language: turn.language, atMs: Date.now() });
-    if (this.answerConsent(text, turn.language)) {
-      turn.preemptive?.cancel();
-      return;
-    }
-    if (!this.autoRespond) {
-      turn.preemptive?.cancel();
-      this.addUser(text, input);
-      return;
-    }
-
-    let task = turn.preemptive;
-    const preemptive = task !== null && turn.preemptiveInput === text && task.status !== 'cancelled';
-    if (!preemptive) {
-      task?.cancel();
-      if (task) turn.discardedPreemptive++;
-      task = null;
-    }
-    this.answer({
-      turn: turn.turn,
-      language: turn.language,
-      text,
-      input,
-      lastVoicedMs: turn.lastVoicedMs,
-      stages: { endpointMs, asrFinalMs: turn.asrFinalMs },
-      prepared: task,
-      discardedPreemptive: turn.discardedPreemptive,
-    });
-  }
-
-  /** Commit a caller turn: it enters the conversation and its reply (prepared ahead or started now) plays. */
-  private answer(input: {
-    turn: number;
-    language: string;
-    /** The caller's words; null when answering the conversation as it stands (respond()). */
-    text: string | null;
-    input?: InputMeta;
-    lastVoicedMs: number;
-    stages: TurnStages;
-    prepared: ReplyTask | null;
-    discardedPreemptive: number;
-  }): void {
-    const meta = input.input ?? { source: 'text' as const };
-    const task = input.prepared ?? this.startReply(input.turn, input.language, input.text, meta);
-    if (input.text !== null) this.addUser(input.text, meta);
-    this.active = {
-      task,
-      turn: input.turn,
-      userText: input.text ?? '',
-      lastVoicedMs: input.lastVoicedMs,
-      stages: input.stages,
-      preemptive: input.prepared !== null,
-      discardedPreemptive: input.discardedPreemptive,
-      framesSent: 0,
-      producedAll: false,
-      metricsSent: false,
-    };
-    const sink: ReplySink = {
-      event: (event) => this.emit(event),
-      frame: (frame) => this.pacer.enqueue(frame),
-      finished: (reply) => this.onReplyProduced(reply),
-    };
-    task.attach(sink);
+    this.log.info({ turns: this.turns.turns, durationMs: Math.round(this.clock.now() - this.startedAt) }, 'session closed');
   }
 
   /**
@@ -538,23 +264,7 @@ export class Session {
     const trimmed = text.trim();
     if (this.closed || !trimmed) return;
     this.lastInputMs = this.clock.now();
-    this.enqueueTurnWork(async () => {
-      if (this.closed) return;
-      const respond = options.respond ?? true;
-      if (respond && this.active) this.interrupt('client', null);
-      const turn = ++this.turnCounter;
-      const input: InputMeta = { source: options.source ?? 'text' };
-      const shown = this.shownText(trimmed);
-      if (this.config.privacy.logTranscripts) this.log.info({ turn, text: shown, source: input.source }, 'caller said');
-      this.emit({ type: 'transcript.final', turn, text: shown, language });
-      this.transcript.push({ role: 'caller', turn, text: shown, language, atMs: Date.now() });
-      if (this.answerConsent(trimmed, language)) return;
-      if (!respond) {
-        this.addUser(trimmed, input);
-        return;
-      }
-      this.answer({ turn, language, text: trimmed, input, lastVoicedMs: this.clock.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
-    });
+    this.turns.textTurn(trimmed, language, options.respond ?? true, options.source ?? 'text');
   }
 
   /**
@@ -563,21 +273,17 @@ export class Session {
    */
   respond(): void {
     if (this.closed) return;
-    this.enqueueTurnWork(async () => {
-      if (this.closed) return;
-      if (this.active) this.interrupt('client', null);
-      this.answer({ turn: this.turnCounter, language: this.language, text: null, lastVoicedMs: this.clock.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
-    });
+    this.turns.respond();
   }
 
   /** The language the agent speaks and expects now (BCP-47 primary tag); the caller may switch it. */
   get language(): string {
-    return this.currentLanguage;
+    return this.turns.language;
   }
 
   /** The client chose the call's language (a setting, a menu): later turns are spoken and heard in it. */
   setLanguage(language: string): void {
-    this.currentLanguage = language;
+    this.turns.language = language;
   }
 
   /**
@@ -585,8 +291,8 @@ export class Session {
    * each turn at once rather than on respond(). Without `auto` there is no automatic answer either.
    */
   setTurnDetection(options: { auto: boolean; respond: boolean }): void {
-    this.autoEndpoint = options.auto;
-    this.autoRespond = options.auto && options.respond;
+    this.turns.autoEndpoint = options.auto;
+    this.turns.autoRespond = options.auto && options.respond;
   }
 
   /** The conversation as the agent's model gets it (read-only; change it through `conversation`). */
@@ -623,6 +329,22 @@ export class Session {
     this.emit({ type: 'call.action', action: 'hangup' });
   }
 
+  /** What the agent waits for next ("<intent>.<slot>"), when it says. */
+  get expecting(): string | undefined {
+    return this.expectation;
+  }
+
+  /** A caller turn is final: shown (masked), logged, kept in the transcript; the consent answer is taken here. */
+  private callerSaid(words: CallerWords): boolean {
+    const { turn, language } = words;
+    const shown = this.shownText(words.text);
+    if (this.config.privacy.logTranscripts) this.log.info({ turn, text: shown, source: words.source }, 'caller said');
+    if (!words.understood) this.notUnderstood++;
+    this.emit({ type: 'transcript.final', turn, text: shown, language, ...(words.understood ? {} : { understood: false as const }) });
+    this.transcript.push({ role: 'caller', turn, text: shown, language, atMs: Date.now() });
+    return this.answerConsent(words.text, language);
+  }
+
   /** The caller's first turn after the consent line: true when it refused the recording (and was answered). */
   private answerConsent(text: string, language: string): boolean {
     if (!this.consentPending || !this.recording) return false;
@@ -630,7 +352,7 @@ export class Session {
     const refused = refusesRecording(text, language);
     this.recording.consent(!refused);
     if (!refused) return false;
-    if (this.active) this.interrupt('client', null);
+    this.turns.interruptReply();
     void this.sayLine(this.lineFor(this.config.recording.refusedLine, language), { notice: true });
     return true;
   }
@@ -642,154 +364,63 @@ export class Session {
   /** Say a fixed line without the LLM; resolves once it has played, or after `timeoutMs`. */
   private async sayLine(line: string, options: { timeoutMs?: number; notice?: boolean } = {}): Promise<void> {
     if (this.closed) return;
-    const timeoutMs = options.timeoutMs ?? 10_000;
-    if (this.active) this.interrupt('client', null);
-    this.openTurn?.preemptive?.cancel();
+    this.turns.interruptReply();
+    this.turns.dropPrepared();
     const { tts } = this.providers;
     const noTools: ToolExecutor = { definitions: () => [], execute: async () => ({ content: '{}' }) };
+    const turn = this.turns.turns;
     const task = new ReplyTask(
       { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log, clock: this.clock, spoken: this.spoken, voices: this.providers.voices },
-      this.turnCounter,
+      turn,
       this.language,
       [],
     );
-    const played = new Promise<void>((resolve) => {
-      this.replyWaiters.push(resolve);
-      this.clock.setTimeout(resolve, timeoutMs).unref();
-    });
-    this.active = {
-      task,
-      turn: this.turnCounter,
-      userText: '',
-      lastVoicedMs: this.clock.now(),
-      stages: {},
-      preemptive: false,
-      discardedPreemptive: 0,
-      framesSent: 0,
-      producedAll: false,
-      metricsSent: true, // a notice is not a turn
-      notice: options.notice,
-    };
-    task.attach({
-      event: (event) => this.emit(event),
-      frame: (frame) => this.pacer.enqueue(frame),
-      finished: (reply) => this.onReplyProduced(reply),
-    });
+    const played = this.player.whenFinished(options.timeoutMs ?? 10_000);
+    // A line is not a caller turn answered: it reports no turn metrics.
+    this.player.play({ task, turn, userText: '', lastVoicedMs: this.clock.now(), stages: {}, preemptive: false, discardedPreemptive: 0, measured: false, notice: options.notice });
     await played;
   }
 
-  private startReply(turn: number, language: string, userText: string | null, input: InputMeta = { source: 'text' }): ReplyTask {
+  private startReply(turn: number, language: string, userText: string | null, input: InputMeta): ReplyTask {
     const { llm, tts, tools } = this.providers;
     const history = this.conversation.messages;
     const messages: ChatMessage[] = userText === null ? [...history] : [...history, this.userMessage(userText, input)];
     return new ReplyTask({ callId: this.callId, llm, tts, tools, agent: this.config.agent, logger: this.log, caller: this.caller, clock: this.clock, spoken: this.spoken, voices: this.providers.voices }, turn, language, messages);
   }
 
-  private sendFrame(frame: OutboundFrame, playoutAtMs: number): void {
-    const active = this.active;
-    if (!active || frame.responseId !== active.task.responseId) return;
-    active.framesSent++;
+  /** A frame of agent audio leaving for the caller: recorded, the echo guard's reference, and the transport's. */
+  private agentFrame(frame: OutboundFrame, playoutAtMs: number): void {
     this.recording?.agent(frame.samples);
     // Echo follows playout, not the send burst ahead of it.
     this.recogniser.agentAudio(frame.samples, playoutAtMs);
-    if (!active.metricsSent) {
-      active.metricsSent = true;
-      const stages: TurnStages = {
-        ...active.stages,
-        ...active.task.stages,
-        serverV2vMs: this.clock.now() - active.lastVoicedMs,
-      };
-      const metrics = { turn: active.turn, stages: roundStages(stages), preemptive: active.preemptive, discardedPreemptive: active.discardedPreemptive };
-      this.metrics.turnCompleted(metrics);
-      this.emit({ type: 'turn.metrics', turn: active.turn, metrics });
-      this.log.info({ turn: active.turn, ...metrics.stages, preemptive: active.preemptive }, 'turn answered');
-    }
     this.output.audio(frame);
   }
 
-  private onReplyProduced(reply: ReplyTask): void {
-    const active = this.active;
-    if (!active || active.task !== reply) return;
-    active.producedAll = true;
-    if (!this.pacer.active) this.onPlaybackIdle();
-  }
-
-  private onPlaybackIdle(): void {
-    const active = this.active;
-    if (!active || !active.producedAll || this.pacer.isPaused) return;
-    this.finishActive(active.task.text.trim(), active.task.status === 'failed' ? 'failed' : 'completed');
-  }
-
-  /** Frames of the active reply the caller has heard: sent, minus what is still in their playout buffer. */
-  private framesPlayed(active: ActiveReply): number {
-    const reported = this.output.playedFrames?.(active.task.responseId);
-    if (reported !== undefined) return Math.max(0, Math.min(active.framesSent, reported));
-    return Math.max(0, active.framesSent - this.pacer.framesAhead);
-  }
-
-  /**
-   * Cut the agent off. When the caller resumes within `continuationWindowMs` of their previous words, they
-   * were only pausing mid-thought: the previous turn's words are carried into the new turn instead of being
-   * answered on their own, and the barely-started reply is dropped from the conversation.
-   */
-  private interrupt(by: 'caller' | 'client', newTurn: OpenTurn | null): void {
-    const active = this.active;
-    if (!active) return;
-    const heard = active.task.heardText(this.framesPlayed(active));
-    const continuation = newTurn !== null && newTurn.startedAtMs - active.lastVoicedMs <= this.config.turn.continuationWindowMs;
-    active.task.cancel();
-    this.pacer.clear();
-    this.applyFloor({ kind: 'reply_cut' });
-    this.emit({ type: 'audio.clear' });
-    this.emit({ type: 'response.interrupted', turn: active.turn, responseId: active.task.responseId, heardText: redact(heard, this.config.privacy.redact) });
-    this.metrics.interruption();
-    this.log.info({ turn: active.turn, by, heardChars: heard.length, continuation }, 'agent interrupted');
-    if (continuation && newTurn && active.userText) {
-      newTurn.segments.unshift(active.userText);
-      newTurn.carried = true;
-      if (newTurn.preemptive) {
-        newTurn.preemptive.cancel();
-        newTurn.preemptive = null;
-      }
-      this.conversation.remove('user', active.userText);
-      this.finishActive('', 'interrupted');
-    } else {
-      this.finishActive(heard, 'interrupted');
-    }
-  }
-
   /** Record the reply in the conversation: only what the caller heard, plus the tool calls that ran. */
-  private finishActive(heardText: string, status: 'completed' | 'interrupted' | 'failed'): void {
-    const active = this.active;
-    if (!active) return;
-    this.active = null;
-    // An agent that reads a card number back: the caller heard it, the record and the model's context do not keep it.
-    const spoken = redact(heardText, this.config.privacy.redact);
-    this.emit({ type: 'response.done', turn: active.turn, responseId: active.task.responseId, text: spoken, status });
-    for (const message of active.notice ? [] : active.task.newMessages) {
+  private replyFinished(reply: ReplyToPlay, heardText: string, spoken: string, status: ReplyEnd): void {
+    for (const message of reply.notice ? [] : reply.task.newMessages) {
       if (message.role === 'assistant' && !message.toolCalls) continue;
       this.conversation.addToolRound(message);
     }
     if (spoken) {
-      if (this.config.privacy.logTranscripts) this.log.info({ turn: active.turn, text: spoken, status }, 'agent said');
+      if (this.config.privacy.logTranscripts) this.log.info({ turn: reply.turn, text: spoken, status }, 'agent said');
       // A confirmation question counts once the caller heard it (a "yes" over its last words is common).
-      const confirms = active.task.confirms && (status === 'completed' || heardMostOf(heardText, active.task.text)) ? active.task.confirms : undefined;
-      if (!active.notice) this.conversation.addHeard(spoken, confirms);
-      this.transcript.push({ role: 'agent', turn: active.turn, text: spoken, language: active.task.language, atMs: Date.now(), status });
+      const confirms = reply.task.confirms && (status === 'completed' || heardMostOf(heardText, reply.task.text)) ? reply.task.confirms : undefined;
+      if (!reply.notice) this.conversation.addHeard(spoken, confirms);
+      this.transcript.push({ role: 'agent', turn: reply.turn, text: spoken, language: reply.task.language, atMs: Date.now(), status });
     }
     // The caller switched language: speak and listen in it from now on.
-    if (active.task.language !== this.currentLanguage) this.currentLanguage = active.task.language;
+    this.turns.language = reply.task.language;
     this.updateExpectation();
     // Hang up or transfer only once the caller has heard the goodbye.
-    if (status === 'completed' && active.task.action) {
-      if (active.task.action === 'transfer') {
-        this.handover = this.prepareHandover(active.task.newMessages);
+    if (status === 'completed' && reply.task.action) {
+      if (reply.task.action === 'transfer') {
+        this.handover = this.prepareHandover(reply.task.newMessages);
         this.emit({ type: 'call.action', action: 'transfer', queue: this.handover.queue });
       } else {
-        this.emit({ type: 'call.action', action: active.task.action });
+        this.emit({ type: 'call.action', action: reply.task.action });
       }
     }
-    for (const resolve of this.replyWaiters.splice(0)) resolve();
   }
 
   /**
@@ -846,11 +477,6 @@ export class Session {
     this.log.debug({ expectation, sensitive: this.expectingSensitive }, 'agent expects');
   }
 
-  /** What the agent waits for next ("<intent>.<slot>"), when it says. */
-  get expecting(): string | undefined {
-    return this.expectation;
-  }
-
   private addUser(text: string, input: InputMeta): void {
     const message = this.userMessage(text, input);
     this.conversation.addUser(message.content, input, message.secret);
@@ -868,38 +494,6 @@ export class Session {
     return this.expectingSensitive ? maskSecret(text) : redact(text, this.config.privacy.redact);
   }
 
-  /** The recogniser tells the caller's languages apart (several grammars, or a multilingual model). */
-  private get asrDetectsLanguage(): boolean {
-    const languages = this.providers.asr.languages;
-    return languages.length > 1 || languages.includes('*');
-  }
-
-  private speechInput(turn: OpenTurn): InputMeta {
-    // A previous turn carried into this one was a sentence of the grammar, and so are the new words, but never
-    // their sequence: "… tomorrow see you I would like to book …" (turns glued by continuation under load) is not
-    // a confident goodbye, so an action that ends or moves the call is asked back first. Pieces of one turn ("okay
-    // bye bye" | "see you") are one utterance and keep their own verdicts.
-    const inGrammar = turn.carried && turn.inGrammar !== undefined ? false : turn.inGrammar;
-    return {
-      source: 'speech',
-      ...(turn.confidence !== undefined ? { confidence: turn.confidence } : {}),
-      ...(inGrammar !== undefined ? { inGrammar } : {}),
-      ...(this.asrDetectsLanguage ? { language: turn.language } : {}),
-    };
-  }
-
-  private onPartial(text: string, heard: string): void {
-    const turn = this.openTurn;
-    if (!turn || this.closed) return;
-    // '' : the recogniser cannot tell (a remote model that reports no language).
-    const language = heard || turn.language;
-    const full = [...turn.segments, text].join(' ').trim();
-    if (!full || full === this.lastPartial) return;
-    this.lastPartial = full;
-    if (this.expectingSensitive) return;
-    this.emit({ type: 'transcript.partial', turn: turn.turn, text: redactPartial(full, this.config.privacy.redact), language });
-  }
-
   private emit(event: SessionEvent): void {
     this.observer?.(event);
     if (this.closed && event.type !== 'error') return;
@@ -911,14 +505,6 @@ export class Session {
     this.log.error({ err, code }, message);
     this.emit({ type: 'error', code, message: `${message}: ${err instanceof Error ? err.message : String(err)}` });
   }
-}
-
-function roundStages(stages: TurnStages): TurnStages {
-  const out: TurnStages = {};
-  for (const [key, value] of Object.entries(stages) as [keyof TurnStages, number | undefined][]) {
-    if (value !== undefined) out[key] = Math.round(value * 10) / 10;
-  }
-  return out;
 }
 
 /** The caller heard at least half of the reply's words. */
