@@ -100,7 +100,7 @@ export class ScriptedAsr implements AsrProvider {
  * 100 ms of audio per word, as soon as asked: quiet and constant by default, or (`loud`) noise at a level
  * that changes from word to word like speech does, for tests of what the line returns of it.
  */
-class WordTts implements TtsProvider {
+export class WordTts implements TtsProvider {
   readonly name = 'word-tts';
   readonly languages = ['en'];
   private words = 0;
