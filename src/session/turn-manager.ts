@@ -113,13 +113,6 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
   /** Answer each caller turn at once. When false a turn only enters the conversation; respond() answers. */
   autoRespond = true;
 
-  private readonly config: TurnConfig;
-  private readonly clock: Clock;
-  private readonly log: Logger;
-  private readonly recogniser: TurnRecogniser;
-  private readonly player: ReplyPlayer;
-  private readonly hooks: TurnHooks;
-  private readonly detectsLanguage: boolean;
   private chain: Promise<void> = Promise.resolve();
   private counter = 0;
   private openTurn: OpenTurn | null = null;
@@ -128,15 +121,8 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
   private lastPartial = '';
   private closed = false;
 
-  constructor(options: TurnManagerOptions) {
-    this.config = options.turn;
-    this.clock = options.clock;
-    this.log = options.logger;
-    this.recogniser = options.recogniser;
-    this.player = options.player;
-    this.hooks = options.hooks;
-    this.language = options.language;
-    this.detectsLanguage = options.detectsLanguage;
+  constructor(private readonly deps: TurnManagerOptions) {
+    this.language = deps.language;
   }
 
   /** Turns opened so far (the latest turn's number). */
@@ -151,7 +137,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
 
   /** Run `work` after the turn work queued so far. */
   enqueue(work: () => Promise<void>): void {
-    this.chain = this.chain.then(work).catch((err: unknown) => this.hooks.fail('internal_error', 'turn handling failed', err));
+    this.chain = this.chain.then(work).catch((err: unknown) => this.deps.hooks.fail('internal_error', 'turn handling failed', err));
   }
 
   // Pause the agent on the first loud frames, before the VAD has even seen them.
@@ -166,9 +152,9 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
   /** After each caller frame: confirm a barge-in, or let the agent go on after a sound that was nothing. */
   onFrameProcessed(): void {
     if (this.closed) return;
-    const r = this.recogniser;
+    const r = this.deps.recogniser;
     // Speech that proves, now the echo path is known, to have been the agent's own voice confirms nothing.
-    const inSpeech = r.inSpeech && !(this.floor.paused && this.openTurn !== null && this.isEchoTurn(this.openTurn, this.clock.now()));
+    const inSpeech = r.inSpeech && !(this.floor.paused && this.openTurn !== null && this.isEchoTurn(this.openTurn, this.deps.clock.now()));
     this.applyFloor({ kind: 'frame', callerActive: r.active, callerInSpeech: inSpeech, speechMs: r.speechMs, partial: this.lastPartial });
   }
 
@@ -180,7 +166,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
     const full = [...turn.segments, partial.text].join(' ').trim();
     if (!full || full === this.lastPartial) return;
     this.lastPartial = full;
-    this.hooks.partial(turn.turn, full, language);
+    this.deps.hooks.partial(turn.turn, full, language);
   }
 
   onSignal(signal: TurnSignal): void {
@@ -206,7 +192,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
             turn.preemptive.cancel();
             turn.preemptive = null;
             turn.discardedPreemptive++;
-            this.log.debug({ turn: turn.turn }, 'caller went on: preemptive reply discarded');
+            this.deps.logger.debug({ turn: turn.turn }, 'caller went on: preemptive reply discarded');
           }
         });
         break;
@@ -218,8 +204,8 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
         // A pause, not the end: with manual turns only commitInput() (or maxTurnMs) ends the turn.
         if (!this.autoEndpoint && !signal.forced) break;
         this.openTurn = null;
-        const endpointMs = this.clock.now() - signal.lastVoicedMs;
-        this.hooks.event({ type: 'speech.stopped', turn: turn.turn, atMs: Math.round(signal.lastVoicedMs) });
+        const endpointMs = this.deps.clock.now() - signal.lastVoicedMs;
+        this.deps.hooks.event({ type: 'speech.stopped', turn: turn.turn, atMs: Math.round(signal.lastVoicedMs) });
         this.enqueue(() => this.endTurn(turn, endpointMs));
         break;
       }
@@ -230,7 +216,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
   commitInput(): boolean {
     if (this.closed || !this.openTurn) return false;
     const lastVoicedMs = this.openTurn.lastVoicedMs;
-    this.recogniser.resetTurn();
+    this.deps.recogniser.resetTurn();
     this.onSignal({ kind: 'end_of_turn', lastVoicedMs, speechMs: 0, forced: true });
     return true;
   }
@@ -245,12 +231,12 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
       if (respond) this.interrupt('client', null);
       const turn = ++this.counter;
       const input: InputMeta = { source };
-      if (this.hooks.callerSaid({ turn, text, language, source, understood: true })) return;
+      if (this.deps.hooks.callerSaid({ turn, text, language, source, understood: true })) return;
       if (!respond) {
-        this.hooks.addUser(text, input);
+        this.deps.hooks.addUser(text, input);
         return;
       }
-      this.answer({ turn, language, text, input, lastVoicedMs: this.clock.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
+      this.answer({ turn, language, text, input, lastVoicedMs: this.deps.clock.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
     });
   }
 
@@ -259,7 +245,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
     this.enqueue(async () => {
       if (this.closed) return;
       this.interrupt('client', null);
-      this.answer({ turn: this.counter, language: this.language, text: null, lastVoicedMs: this.clock.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
+      this.answer({ turn: this.counter, language: this.language, text: null, lastVoicedMs: this.deps.clock.now(), stages: {}, prepared: null, discardedPreemptive: 0 });
     });
   }
 
@@ -292,7 +278,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
       discardedPreemptive: 0,
     };
     this.lastPartial = '';
-    this.hooks.event({ type: 'speech.started', turn: this.openTurn.turn, atMs: Math.round(atMs) });
+    this.deps.hooks.event({ type: 'speech.started', turn: this.openTurn.turn, atMs: Math.round(atMs) });
   }
 
   /** The caller paused: prepare a reply to the words so far, held back unheard until the turn ends. */
@@ -303,30 +289,30 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
     if (!this.autoEndpoint || !this.autoRespond) return;
     // A grammar decoder knows "book a table for" is unfinished: finalizing it now would force the fragment
     // into some whole sentence (possibly another language's "goodbye"). Let the utterance go on.
-    if (this.recogniser.sentenceIncomplete) return;
+    if (this.deps.recogniser.sentenceIncomplete) return;
     this.enqueue(async () => {
       await this.finalizeSegment(turn);
       if (this.closed || turn !== this.openTurn || turn.unfinalizedSpeech) return;
       const text = turn.segments.join(' ').trim();
       if (!text || this.floor.paused || this.isEchoTurn(turn)) return;
       turn.preemptiveInput = text;
-      turn.preemptive = this.hooks.prepareReply(turn.turn, turn.language, text, this.speechInput(turn));
+      turn.preemptive = this.deps.hooks.prepareReply(turn.turn, turn.language, text, this.speechInput(turn));
     });
   }
 
   /** A caller sound while the agent talks may be the start of an interruption: pause, reversibly. */
   private callerSound(reason: 'energy' | 'vad'): void {
     // Early in the call's first reply a sound may be the line's echo: the agent then goes on until words confirm it.
-    const action = this.applyFloor({ kind: 'caller_sound', agentAudible: this.player.audible, bargeInAllowed: this.autoEndpoint, holdAudio: this.recogniser.echoSettled });
-    if (action === 'pause') this.log.debug({ reason }, 'caller sound while agent speaks: agent audio paused');
+    const action = this.applyFloor({ kind: 'caller_sound', agentAudible: this.deps.player.audible, bargeInAllowed: this.autoEndpoint, holdAudio: this.deps.recogniser.echoSettled });
+    if (action === 'pause') this.deps.logger.debug({ reason }, 'caller sound while agent speaks: agent audio paused');
   }
 
   /** Decide barge-in (floor.ts) and carry out what it decided. */
   private applyFloor(event: FloorEvent): FloorAction {
-    const { state, action } = nextFloor(this.floor, event, this.config);
+    const { state, action } = nextFloor(this.floor, event, this.deps.turn);
     this.floor = state;
-    if (action === 'pause') this.player.pause();
-    else if (action === 'resume') this.player.resume();
+    if (action === 'pause') this.deps.player.pause();
+    else if (action === 'resume') this.deps.player.resume();
     else if (action === 'interrupt') this.interrupt('caller', this.openTurn);
     return action;
   }
@@ -337,12 +323,12 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
    * answered on their own, and the barely-started reply is dropped from the conversation.
    */
   private interrupt(by: 'caller' | 'client', newTurn: OpenTurn | null): void {
-    const reply = this.player.current;
+    const reply = this.deps.player.current;
     if (!reply) return;
-    const continuation = newTurn !== null && newTurn.startedAtMs - reply.lastVoicedMs <= this.config.continuationWindowMs;
-    const heard = this.player.cut();
+    const continuation = newTurn !== null && newTurn.startedAtMs - reply.lastVoicedMs <= this.deps.turn.continuationWindowMs;
+    const heard = this.deps.player.cut();
     this.applyFloor({ kind: 'reply_cut' });
-    this.log.info({ turn: reply.turn, by, heardChars: heard.length, continuation }, 'agent interrupted');
+    this.deps.logger.info({ turn: reply.turn, by, heardChars: heard.length, continuation }, 'agent interrupted');
     if (continuation && newTurn && reply.userText) {
       newTurn.segments.unshift(reply.userText);
       newTurn.carried = true;
@@ -350,10 +336,10 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
         newTurn.preemptive.cancel();
         newTurn.preemptive = null;
       }
-      this.hooks.forgetUser(reply.userText);
-      this.player.finish('', 'interrupted');
+      this.deps.hooks.forgetUser(reply.userText);
+      this.deps.player.finish('', 'interrupted');
     } else {
-      this.player.finish(heard, 'interrupted');
+      this.deps.player.finish(heard, 'interrupted');
     }
   }
 
@@ -361,17 +347,17 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
   private async finalizeSegment(turn: OpenTurn): Promise<void> {
     if (!turn.unfinalizedSpeech) return;
     turn.unfinalizedSpeech = false;
-    const started = this.clock.now();
+    const started = this.deps.clock.now();
     let final: AsrFinal;
     try {
-      final = await this.recogniser.finalize();
+      final = await this.deps.recogniser.finalize();
     } catch (err) {
-      this.hooks.fail('asr_failed', 'speech recognition failed', err);
+      this.deps.hooks.fail('asr_failed', 'speech recognition failed', err);
       // Whatever the recogniser still holds of this utterance must not open the caller's next turn.
-      this.recogniser.cancelUtterance();
+      this.deps.recogniser.cancelUtterance();
       return;
     }
-    turn.asrFinalMs = this.clock.now() - started;
+    turn.asrFinalMs = this.deps.clock.now() - started;
     if (final.text.trim()) {
       turn.segments.push(final.text.trim());
       if (final.confidence !== undefined) turn.confidence = Math.min(turn.confidence ?? 1, final.confidence);
@@ -385,18 +371,18 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
 
   /** Most of the turn's sound was the agent's echo, judged with the echo path known at its end (echo-guard.ts). */
   private isEchoTurn(turn: OpenTurn, untilMs = turn.lastVoicedMs): boolean {
-    const share = this.recogniser.echoShare(turn.startedAtMs, untilMs);
+    const share = this.deps.recogniser.echoShare(turn.startedAtMs, untilMs);
     return share !== null && share >= ECHO_TURN_SHARE;
   }
 
   private async endTurn(turn: OpenTurn, endpointMs: number): Promise<void> {
     if (this.closed) return;
     if (turn.unfinalizedSpeech || turn.segments.length === 0) await this.finalizeSegment(turn);
-    else this.recogniser.cancelUtterance(); // only trailing silence since the preemptive finalize
+    else this.deps.recogniser.cancelUtterance(); // only trailing silence since the preemptive finalize
     if (this.closed) return;
     if (this.isEchoTurn(turn)) {
       // The agent's own voice returned by the line: not the caller's words, and not a reason to stop talking.
-      this.log.debug({ turn: turn.turn }, 'turn was the agent\'s echo: ignored');
+      this.deps.logger.debug({ turn: turn.turn }, 'turn was the agent\'s echo: ignored');
       this.ignore(turn, '');
       return;
     }
@@ -405,7 +391,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
     // Speech the agent understood none of still gets an answer (an honest "I can help with…"), noise does not;
     // while the agent talks it is left alone, like a backchannel.
     const notUnderstood = !ownText && turn.outOfDomain === true && !this.floor.paused;
-    if ((!ownText && !notUnderstood) || (this.floor.paused && isBackchannel(ownText, this.config.backchannels))) {
+    if ((!ownText && !notUnderstood) || (this.floor.paused && isBackchannel(ownText, this.deps.turn.backchannels))) {
       // Noise, or "mhm" while the agent talks: not a turn to answer.
       this.ignore(turn, ownText);
       return;
@@ -414,13 +400,13 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
     this.interrupt('caller', turn);
     const text = turn.segments.join(' ').trim();
     const input = this.speechInput(turn);
-    if (this.hooks.callerSaid({ turn: turn.turn, text, language: turn.language, source: 'speech', understood: !notUnderstood })) {
+    if (this.deps.hooks.callerSaid({ turn: turn.turn, text, language: turn.language, source: 'speech', understood: !notUnderstood })) {
       turn.preemptive?.cancel();
       return;
     }
     if (!this.autoRespond) {
       turn.preemptive?.cancel();
-      this.hooks.addUser(text, input);
+      this.deps.hooks.addUser(text, input);
       return;
     }
     let task = turn.preemptive;
@@ -444,7 +430,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
 
   /** A turn that is not one to answer (an echo, a noise, a backchannel): the agent goes on. */
   private ignore(turn: OpenTurn, text: string): void {
-    this.hooks.event({ type: 'transcript.final', turn: turn.turn, text, language: turn.language });
+    this.deps.hooks.event({ type: 'transcript.final', turn: turn.turn, text, language: turn.language });
     turn.preemptive?.cancel();
     this.applyFloor({ kind: 'turn_ignored' });
   }
@@ -452,9 +438,9 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
   /** Commit a caller turn: it enters the conversation and its reply (prepared ahead or started now) plays. */
   private answer(answer: Answer): void {
     const input = answer.input ?? { source: 'text' as const };
-    const task = answer.prepared ?? this.hooks.prepareReply(answer.turn, answer.language, answer.text, input);
-    if (answer.text !== null) this.hooks.addUser(answer.text, input);
-    this.player.play({
+    const task = answer.prepared ?? this.deps.hooks.prepareReply(answer.turn, answer.language, answer.text, input);
+    if (answer.text !== null) this.deps.hooks.addUser(answer.text, input);
+    this.deps.player.play({
       task,
       turn: answer.turn,
       userText: answer.text ?? '',
@@ -476,7 +462,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
       source: 'speech',
       ...(turn.confidence !== undefined ? { confidence: turn.confidence } : {}),
       ...(inGrammar !== undefined ? { inGrammar } : {}),
-      ...(this.detectsLanguage ? { language: turn.language } : {}),
+      ...(this.deps.detectsLanguage ? { language: turn.language } : {}),
     };
   }
 }
