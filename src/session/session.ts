@@ -253,7 +253,7 @@ export class Session {
     this.player.close();
     await Promise.allSettled([this.recogniser.idle, this.turns.idle]);
     this.recogniser.release();
-    this.log.info({ turns: this.turns.turns, durationMs: Math.round(this.clock.now() - this.startedAt) }, 'session closed');
+    this.log.info({ turns: this.turns.lastTurn, durationMs: Math.round(this.clock.now() - this.startedAt) }, 'session closed');
   }
 
   /**
@@ -368,7 +368,7 @@ export class Session {
     this.turns.dropPrepared();
     const { tts } = this.providers;
     const noTools: ToolExecutor = { definitions: () => [], execute: async () => ({ content: '{}' }) };
-    const turn = this.turns.turns;
+    const turn = this.turns.lastTurn;
     const task = new ReplyTask(
       { callId: this.callId, llm: new ScriptedLine(line), tts, tools: noTools, agent: this.config.agent, logger: this.log, clock: this.clock, spoken: this.spoken, voices: this.providers.voices },
       turn,

@@ -59,7 +59,7 @@ export interface TurnManagerOptions {
 }
 
 /** The caller's turn from its first voiced frame until it is answered or dropped. */
-export interface OpenTurn {
+interface OpenTurn {
   turn: number;
   /** Arrival time of the turn's first voiced frame. */
   startedAtMs: number;
@@ -125,8 +125,8 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
     this.language = deps.language;
   }
 
-  /** Turns opened so far (the latest turn's number). */
-  get turns(): number {
+  /** The latest turn's number (turns opened so far). */
+  get lastTurn(): number {
     return this.counter;
   }
 
