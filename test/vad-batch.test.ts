@@ -2,13 +2,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
-import { pino, type Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
+import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import { loadConfig } from '../src/config.js';
 import { SileroBatcher, SileroVad, SileroVadStream, defaultSileroModelPath, type SileroRunner } from '../src/providers/vad/silero/index.js';
 import { speak } from './helpers/speech.js';
 import { seededNoise } from '../loadtest/voices.js';
+import { alone, capturingLogger, frameAt, frameCount, maxDiff, mix, until, type LogLine } from './helpers/vad-audio.js';
 
 /**
  * Silero VAD batched across calls (one inference per tick for every stream with a window ready) must give each
@@ -18,40 +18,6 @@ import { seededNoise } from '../loadtest/voices.js';
 
 const TOLERANCE = 1e-4;
 const SR = INTERNAL_SAMPLE_RATE;
-
-/** Speech at `atMs` over a noise floor, `totalMs` long. */
-function mix(speech: Int16Array, atMs: number, totalMs: number, seed: number): Int16Array {
-  const out = seededNoise(Math.round((totalMs * SR) / 1000), seed, 100);
-  const at = Math.round((atMs * SR) / 1000);
-  for (let i = 0; i < speech.length && at + i < out.length; i++) out[at + i] = Math.max(-32768, Math.min(32767, out[at + i] + speech[i]));
-  return out;
-}
-
-function frameAt(audio: Int16Array, f: number): Int16Array {
-  return audio.subarray(f * FRAME_SAMPLES, (f + 1) * FRAME_SAMPLES);
-}
-
-function frameCount(audio: Int16Array): number {
-  return Math.floor(audio.length / FRAME_SAMPLES);
-}
-
-/** Each stream alone, one after the other, one window per inference. */
-async function alone(vad: SileroVad, inputs: Int16Array[]): Promise<number[][]> {
-  const out: number[][] = [];
-  for (const audio of inputs) {
-    const stream = vad.createStream();
-    const probs: number[] = [];
-    for (let f = 0; f < frameCount(audio); f++) probs.push(await stream.process(frameAt(audio, f)));
-    stream.close();
-    out.push(probs);
-  }
-  return out;
-}
-
-function maxDiff(a: number[], b: number[]): number {
-  expect(a.length).toBe(b.length);
-  return Math.max(...a.map((x, i) => Math.abs(x - b[i])));
-}
 
 interface Fixtures {
   inputs: Int16Array[];
@@ -258,24 +224,10 @@ describe('a failed batched inference', () => {
   });
 });
 
-/** Poll (each turn of the event loop) until `ready()`, or fail after `ms`. */
-async function until(ready: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!ready()) {
-    if (performance.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((r) => setImmediate(r));
-  }
-}
-
-/** A pino logger whose lines land in `lines`. */
-function capturingLogger(lines: Array<{ level: number; msg: string }>): Logger {
-  return pino({ level: 'error' }, { write: (line: string) => lines.push(JSON.parse(line) as { level: number; msg: string }) });
-}
-
 describe('the Silero VAD worker dying', () => {
   it('a dead worker is restarted (logged) and a batch caught by a death runs again: every stream still gets its unbatched probabilities; three deaths in a row move the VAD to this thread', async () => {
     const { inputs, reference } = await getFixtures();
-    const logs: Array<{ level: number; msg: string }> = [];
+    const logs: LogLine[] = [];
     const vad = new SileroVad({ logger: capturingLogger(logs) });
     await vad.load();
     const runner = vad.workerRunner!;
@@ -320,7 +272,7 @@ describe('the Silero VAD worker dying', () => {
   });
 
   it('close() ends the worker thread, and that is not logged as a death', async () => {
-    const logs: Array<{ level: number; msg: string }> = [];
+    const logs: LogLine[] = [];
     const vad = new SileroVad({ logger: capturingLogger(logs) });
     await vad.load();
     const thread = vad.workerRunner!.thread!;
