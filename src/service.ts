@@ -15,6 +15,7 @@ import { CallRecorder, sweepRecordings } from './recording/recorder.js';
 import { WebhookDispatcher } from './integration/webhooks.js';
 import { handoverEvent, observedTools } from './integration/events.js';
 import { registerBackendMetrics } from './providers/backends.js';
+import { registerVadWorkerMetrics } from './providers/vad/metrics.js';
 import { AgentRegistry, type AgentVersion } from './agents/registry.js';
 
 export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
@@ -71,6 +72,8 @@ export class VoiceService {
     this.providers = providers ?? createProviders(config, logger);
     // Remote stages with several URLs: each backend's health and counts on /metrics.
     registerBackendMetrics(this.metrics.registry, [this.providers.asr, this.providers.llm, this.providers.tts]);
+    // The VAD worker's restarts, deaths and hangs, and whether it fell back to this thread.
+    registerVadWorkerMetrics(this.metrics.registry, this.providers.vad);
     this.agents = new AgentRegistry(config, this.providers, logger.child({ component: 'agents' }));
     this.webhooks = config.integration?.webhooks?.url
       ? new WebhookDispatcher(config.integration.webhooks, logger.child({ component: 'webhooks' }), this.metrics.registry)

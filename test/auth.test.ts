@@ -40,7 +40,10 @@ describe('authentication', () => {
   });
 
   it('protects /metrics only when configured to', async () => {
-    expect((await fetch(`${server.httpUrl}/metrics`)).status).toBe(200);
+    const open = await fetch(`${server.httpUrl}/metrics`);
+    expect(open.status).toBe(200);
+    // Provider series are there too: the VAD worker (running, never hung) read through the service's FallbackVad.
+    expect(await open.text()).toMatch(/^voice_agent_vad_worker_hangs 0$[\s\S]*^voice_agent_vad_worker_fallback 0$/m);
     const closed = await startTestServer({ metricsRequireApiKey: true });
     try {
       expect((await fetch(`${closed.httpUrl}/metrics`)).status).toBe(401);

@@ -20,7 +20,14 @@ export function createProviders(config: ServiceConfig, logger: Logger): SessionP
   return {
     // 'cuda' where this onnxruntime-node build has it, else CPU (logged): see vad/execution-providers.ts.
     vad: new FallbackVad(
-      (executionProviders) => new SileroVad({ modelPath: vad.modelPath, executionProviders, worker: vad.worker, logger: logger.child({ provider: 'vad' }) }),
+      (executionProviders) =>
+        new SileroVad({
+          modelPath: vad.modelPath,
+          executionProviders,
+          worker: vad.worker,
+          workerDeadlineMs: vad.workerDeadlineMs,
+          logger: logger.child({ provider: 'vad' }),
+        }),
       vad.executionProviders,
       logger.child({ provider: 'vad' }),
     ),

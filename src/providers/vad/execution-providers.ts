@@ -14,7 +14,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
-import type { VadProvider, VadStream } from './types.js';
+import { hasVadWorkerStats } from './metrics.js';
+import type { VadProvider, VadStream, VadWorkerStats } from './types.js';
 
 /** Provider name → the shared library that must accompany an unbundled provider. */
 const PROVIDER_LIBRARIES: Record<string, string> = {
@@ -97,6 +98,11 @@ export class FallbackVad implements VadProvider {
   /** The execution providers the VAD session runs with (after any fallback). */
   get executionProviders(): readonly string[] {
     return this.usedProviders;
+  }
+
+  /** The wrapped VAD's worker health (null when it runs none). */
+  get workerStats(): VadWorkerStats | null {
+    return hasVadWorkerStats(this.active) ? this.active.workerStats : null;
   }
 
   async load(): Promise<void> {

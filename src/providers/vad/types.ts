@@ -20,3 +20,15 @@ export interface VadStream {
   reset(): void;
   close(): void;
 }
+
+/** Since load, what a VAD running its model in a worker thread reports to /metrics (src/providers/vad/metrics.ts). */
+export interface VadWorkerStats {
+  /** Workers started after the first (after a death or a hang). */
+  restarts: number;
+  /** Workers that exited or failed. */
+  deaths: number;
+  /** Workers that held a batch past the deadline and were replaced. */
+  hangs: number;
+  /** Workers kept dying or hanging: the model runs on the event loop's thread. */
+  onMainThread: boolean;
+}

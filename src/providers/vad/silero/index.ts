@@ -21,9 +21,16 @@ import ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import { silentLogger } from '../../../core/logger.js';
 import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
-import type { VadProvider, VadStream } from '../types.js';
+import type { VadProvider, VadStream, VadWorkerStats } from '../types.js';
 import type { SileroSettings } from './options.js';
-import { MAX_CONSECUTIVE_DEATHS, SileroWorkerRunner, WorkerLostError, type ModelIo, type SileroFeeds } from './worker-runner.js';
+import {
+  MAX_CONSECUTIVE_DEATHS,
+  SileroWorkerRunner,
+  WorkerLostError,
+  type ModelIo,
+  type SileroFeeds,
+  type WorkerHangInjection,
+} from './worker-runner.js';
 
 export const SILERO_WINDOW_SAMPLES = 512;
 export const SILERO_CONTEXT_SAMPLES = 64;
@@ -55,6 +62,8 @@ export type SileroVadOptions = Omit<SileroSettings, 'executionProviders'> & {
   maxBatch?: number;
   /** Where a dying worker is reported. */
   logger?: Logger;
+  /** FAULT INJECTION, tests only (never from the config): make workers hang (worker-runner.ts). */
+  workerHangInjection?: WorkerHangInjection;
 };
 
 /** Inference timing of one stream, for metrics and benchmarks (a window's time is its batch's run). */
@@ -193,8 +202,9 @@ export class SileroBatcher {
         sr: this.sr,
       });
     } catch (err) {
-      // A dead worker never ran the batch: run it again (its buffers went with the worker, so rebuild them from the
-      // windows, whose states are unchanged). The runner falls back to this thread after a few deaths in a row.
+      // A dead or hung worker never gave the batch back: run it again (its buffers went with the worker, so rebuild
+      // them from the windows, whose states are unchanged: a late answer from a hung worker is dropped, never applied).
+      // The runner falls back to this thread after a few deaths or hangs in a row.
       if (err instanceof WorkerLostError && attempt < MAX_CONSECUTIVE_DEATHS) return this.runBatch(batch, attempt + 1);
       // Only the windows of this run fail; the queue goes on with the next run.
       for (const w of batch) w.reject(err);
@@ -227,6 +237,8 @@ export class SileroVad implements VadProvider {
   private readonly executionProviders: string[];
   private readonly maxBatch: number | undefined;
   private readonly useWorker: boolean;
+  private readonly workerDeadlineMs: number | undefined;
+  private readonly workerHangInjection: WorkerHangInjection | undefined;
   private readonly logger: Logger;
   /** The session on this thread, or the worker runner (which owns its session). */
   private session: ort.InferenceSession | SileroWorkerRunner | null = null;
@@ -240,6 +252,8 @@ export class SileroVad implements VadProvider {
     this.executionProviders = options.executionProviders ?? ['cpu'];
     this.maxBatch = options.maxBatch;
     this.useWorker = options.worker ?? true;
+    this.workerDeadlineMs = options.workerDeadlineMs;
+    this.workerHangInjection = options.workerHangInjection;
     this.logger = options.logger ?? silentLogger();
   }
 
@@ -252,6 +266,11 @@ export class SileroVad implements VadProvider {
   /** The worker runner when the VAD runs in a worker (null on this thread or before load). */
   get workerRunner(): SileroWorkerRunner | null {
     return this.session instanceof SileroWorkerRunner ? this.session : null;
+  }
+
+  /** The worker's restarts, deaths and hangs since load (null on this thread or before load): read by /metrics. */
+  get workerStats(): VadWorkerStats | null {
+    return this.workerRunner?.stats ?? null;
   }
 
   /** Batching counters of the loaded session (null before load). */
@@ -296,6 +315,8 @@ export class SileroVad implements VadProvider {
             sessionOptions: this.sessionOptions(),
             logger: this.logger,
             openFallback: () => ort.InferenceSession.create(this.modelPath, this.sessionOptions()),
+            deadlineMs: this.workerDeadlineMs,
+            hangInjection: this.workerHangInjection,
           },
           INTERNAL_SAMPLE_RATE,
         ));

@@ -8,5 +8,11 @@ export const SILERO_OPTIONS = t.object({
   executionProviders: t.optional(t.array(t.enum(['cpu', 'cuda', 'dml', 'coreml', 'webgpu', 'tensorrt']), { minItems: 1 })),
   /** Default true: the batched inference runs in a worker thread; false runs it on the event loop's thread (it blocks it for each batch). */
   worker: t.optional(t.boolean()),
+  /**
+   * Default 1000: a worker that holds a batch this long without answering is hung (stuck in native code, a deadlock,
+   * a loop); it is replaced and the batch runs again on the new one. A batch normally takes a few ms (1024 windows,
+   * the largest, ~50–110 ms), so 1 s is ~10× the worst normal run and costs a call at most ~1 s of VAD lag.
+   */
+  workerDeadlineMs: t.optional(t.integer(100, 60_000)),
 });
 export type SileroSettings = Static<typeof SILERO_OPTIONS>;

@@ -12,19 +12,49 @@
  * same states, on a fresh worker (WorkerLostError), and every call's decisions are the same as if it had not died.
  * After MAX_CONSECUTIVE_DEATHS deaths with no batch answered in between, the runner stops restarting and runs the
  * model on the main thread (logged): slower under load, but every call keeps getting decisions.
+ *
+ * A worker that stays alive but stops answering (stuck in native code, a deadlock, a loop) would leave every call's
+ * VAD waiting forever. So a worker holding a batch gets `deadlineMs` to answer (each answer restarts the clock: the
+ * batch behind it in the pipeline starts when the one before ends); past it the worker counts as hung, which is
+ * handled as a death: its batches fail with WorkerLostError and run again on a fresh worker with the same states
+ * (the streams' states never left the main thread, so a hang loses no call's state either, exactly as for a death),
+ * and hangs count toward MAX_CONSECUTIVE_DEATHS. A call loses at most the deadline plus a restart (0.2–0.45 s
+ * measured), no frame.
+ *
+ * Stopping a hung thread needs care: terminate() while onnxruntime-node is inside a run aborts the whole process
+ * (its binding throws a C++ exception into the dying thread: measured, about one kill in three during runs). The
+ * worker counts its runs in progress in a shared Int32Array; the main thread swaps 0 → -1 (no run, and none may
+ * start) before it terminates; a worker found inside a run is left, unref'd, to exit by itself when the run ends.
+ * One stuck inside onnxruntime for good is leaked (one thread and its session), never killed under the process.
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
+import type { VadWorkerStats } from '../types.js';
 
 /** Thrown when the worker died with a batch in flight: the batch can be run again as it was. */
 export class WorkerLostError extends Error {
   override readonly name = 'WorkerLostError';
 }
 
-/** Deaths in a row (no batch answered in between) before giving up on workers for this session. */
+/** Deaths in a row (no batch answered in between; hangs count) before giving up on workers for this session. */
 export const MAX_CONSECUTIVE_DEATHS = 3;
+
+/** The default of `workerDeadlineMs` (options.ts says why 1 s). */
+export const DEFAULT_WORKER_DEADLINE_MS = 1000;
+
+/**
+ * FAULT INJECTION, for tests only (off unless set): the first `workers` workers each block on their `atBatch`-th
+ * batch (1 = the first) for `ms` (default forever), in the message handler, or, with `insideRun`, while counted as
+ * inside onnxruntime's run (standing for a native run that is stuck or very slow: the thread must not be killed).
+ */
+export interface WorkerHangInjection {
+  workers: number;
+  atBatch: number;
+  ms?: number;
+  insideRun?: boolean;
+}
 
 /** The feeds the batcher gives a run: `input` [B, 576], `state` [2, B, 128] float32, `sr` (onnxruntime's own type). */
 export type SileroFeeds = ort.InferenceSession.FeedsType;
@@ -41,7 +71,25 @@ export interface WorkerRunnerOptions {
   logger: Logger;
   /** Opens the same model on the main thread, for when workers keep dying. */
   openFallback: () => Promise<ort.InferenceSession>;
+  /** A worker holding a batch this long without an answer is hung (default DEFAULT_WORKER_DEADLINE_MS). */
+  deadlineMs?: number;
+  /** Tests only: see WorkerHangInjection. */
+  hangInjection?: WorkerHangInjection;
 }
+
+/** Why a worker was given up on when it hung. */
+interface Hang {
+  waitedMs: number;
+  /** Batches it held. */
+  batches: number;
+  /** Whether it was inside onnxruntime's run (left to exit by itself, not terminated). */
+  insideRun: boolean;
+}
+
+/** control[RUNS]: runs in progress in the worker, or -1 once the main thread may terminate it. */
+const RUNS = 0;
+/** control[ABANDONED]: 1 once the main thread gave up on it: start no run, exit when the last one ends. */
+const ABANDONED = 1;
 
 /**
  * Runs inside the worker (CommonJS eval code, like the eSpeak TTS's workers: the same under tsx, vitest and
@@ -51,6 +99,24 @@ export interface WorkerRunnerOptions {
 const WORKER_SOURCE = String.raw`
 const { parentPort, workerData } = require('node:worker_threads');
 const ort = require(workerData.ortPath);
+const control = new Int32Array(workerData.control);
+function enterRun() {
+  if (Atomics.load(control, ${ABANDONED}) === 1) return false;
+  for (;;) {
+    const runs = Atomics.load(control, ${RUNS});
+    if (runs < 0) return false;
+    if (Atomics.compareExchange(control, ${RUNS}, runs, runs + 1) === runs) return true;
+  }
+}
+function leaveRun() {
+  if (Atomics.sub(control, ${RUNS}, 1) === 1 && Atomics.load(control, ${ABANDONED}) === 1) process.exit(0);
+}
+// FAULT INJECTION (tests only; null unless WorkerHangInjection picked this worker).
+const hang = workerData.hang;
+let batches = 0;
+function block() {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, hang.ms === undefined ? Infinity : hang.ms);
+}
 const sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(workerData.sampleRate)]), []);
 let session = null;
 ort.InferenceSession.create(workerData.modelPath, workerData.sessionOptions).then(
@@ -62,7 +128,11 @@ ort.InferenceSession.create(workerData.modelPath, workerData.sessionOptions).the
 );
 parentPort.on('message', async (msg) => {
   if (msg.type !== 'run') return;
+  const hangHere = hang !== null && ++batches === hang.atBatch;
+  if (hangHere && !hang.insideRun) block();
+  if (!enterRun()) return;
   try {
+    if (hangHere && hang.insideRun) block();
     const out = await session.run({
       input: new ort.Tensor('float32', msg.input, msg.inputDims),
       state: new ort.Tensor('float32', msg.state, msg.stateDims),
@@ -74,6 +144,8 @@ parentPort.on('message', async (msg) => {
     parentPort.postMessage({ type: 'result', id: msg.id, output, stateN }, [output.buffer, stateN.buffer]);
   } catch (err) {
     parentPort.postMessage({ type: 'error', id: msg.id, message: String((err && err.message) || err) });
+  } finally {
+    leaveRun();
   }
 });
 `;
@@ -100,12 +172,23 @@ class SileroWorker {
   dead = false;
   /** Whether its session ever loaded (a first worker that never did is a load error, not a death). */
   wasReady = false;
+  /** Shared with the thread: [RUNS, ABANDONED] (see the file's comment). */
+  private readonly control = new Int32Array(new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT));
+  private watchdog: NodeJS.Timeout | null = null;
+  /** When it was last given a batch while idle, or last answered one. */
+  private progressAt = 0;
 
-  constructor(options: WorkerRunnerOptions, sampleRate: number, private readonly onDeath: (err: Error) => void) {
+  constructor(
+    options: WorkerRunnerOptions,
+    sampleRate: number,
+    private readonly deadlineMs: number,
+    hang: WorkerHangInjection | null,
+    private readonly onDeath: (err: Error, hang?: Hang) => void,
+  ) {
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { ortPath, modelPath: options.modelPath, sessionOptions: options.sessionOptions, sampleRate },
+      workerData: { ortPath, modelPath: options.modelPath, sessionOptions: options.sessionOptions, sampleRate, control: this.control.buffer, hang },
     });
     // Held only while a batch is in flight: an idle VAD never keeps the process alive.
     this.worker.unref();
@@ -140,6 +223,7 @@ class SileroWorker {
     if (this.dead) return Promise.reject(new WorkerLostError('Silero VAD worker is dead'));
     const n = inputDims[0];
     return new Promise((resolve, reject) => {
+      if (this.inFlight.size === 0) this.progress();
       this.inFlight.set(id, { id, dims: { output: [n, 1], stateN: stateDims }, resolve, reject });
       this.worker.ref();
       // Transferred: the batcher built these buffers for this run alone.
@@ -160,7 +244,10 @@ class SileroWorker {
     const run = this.inFlight.get(msg.id);
     if (run === undefined) return;
     this.inFlight.delete(msg.id);
-    if (this.inFlight.size === 0) this.worker.unref();
+    if (this.inFlight.size === 0) {
+      this.worker.unref();
+      this.stopWatchdog();
+    } else this.progress();
     if (msg.type === 'error') run.reject(new Error(`SileroVad: ${msg.message}`));
     else {
       run.resolve({
@@ -170,13 +257,48 @@ class SileroWorker {
     }
   }
 
-  private die(err: Error): void {
+  /** The worker moved (took a batch while idle, or answered one): it has deadlineMs again for what it holds. */
+  private progress(): void {
+    this.progressAt = performance.now();
+    this.stopWatchdog();
+    this.watchdog = setTimeout(() => this.check(), this.deadlineMs);
+    this.watchdog.unref();
+  }
+
+  private stopWatchdog(): void {
+    if (this.watchdog !== null) clearTimeout(this.watchdog);
+    this.watchdog = null;
+  }
+
+  /**
+   * The deadline passed. Decided in the next check phase, after the poll phase has delivered any answer already
+   * posted: a main thread that was itself blocked past the deadline must not take the late delivery for a hang.
+   */
+  private check(): void {
+    this.watchdog = null;
+    setImmediate(() => {
+      if (this.dead || this.inFlight.size === 0 || this.watchdog !== null) return;
+      const waitedMs = performance.now() - this.progressAt;
+      const batches = this.inFlight.size;
+      // From here it starts no run; terminate() only where no run is in progress (else the process would abort).
+      Atomics.store(this.control, ABANDONED, 1);
+      const insideRun = Atomics.compareExchange(this.control, RUNS, 0, -1) !== 0;
+      this.die(new WorkerLostError(`Silero VAD worker hung: no answer in ${Math.round(waitedMs)} ms`), { waitedMs, batches, insideRun });
+      this.closing = true;
+      // Never keeps the process alive, even if it never comes back from a native run.
+      this.worker.unref();
+      if (!insideRun) void this.worker.terminate();
+    });
+  }
+
+  private die(err: Error, hang?: Hang): void {
     if (this.dead) return;
     this.dead = true;
+    this.stopWatchdog();
     const lost = err instanceof WorkerLostError ? err : new WorkerLostError(`Silero VAD worker failed: ${err.message}`, { cause: err });
     for (const run of this.inFlight.values()) run.reject(lost);
     this.inFlight.clear();
-    if (!this.closing) this.onDeath(err);
+    if (!this.closing) this.onDeath(err, hang);
   }
 }
 
@@ -190,10 +312,17 @@ export class SileroWorkerRunner {
   private nextId = 1;
   private consecutiveDeaths = 0;
   private closed = false;
+  /** Workers started so far, counted for the hang injection only (it picks the first ones). */
+  private spawned = 0;
+  private readonly deadlineMs: number;
   /** Workers started after the first (restarts), for logs and tests. */
   restarts = 0;
+  private deaths = 0;
+  private hangs = 0;
 
-  private constructor(private readonly options: WorkerRunnerOptions, private readonly sampleRate: number) {}
+  private constructor(private readonly options: WorkerRunnerOptions, private readonly sampleRate: number) {
+    this.deadlineMs = options.deadlineMs ?? DEFAULT_WORKER_DEADLINE_MS;
+  }
 
   /** Start the worker and load the model in it; rejects (and leaves nothing running) if the model cannot load. */
   static async start(options: WorkerRunnerOptions, sampleRate: number): Promise<{ runner: SileroWorkerRunner; io: ModelIo }> {
@@ -223,6 +352,10 @@ export class SileroWorkerRunner {
     return this.fallback !== null;
   }
 
+  get stats(): VadWorkerStats {
+    return { restarts: this.restarts, deaths: this.deaths, hangs: this.hangs, onMainThread: this.onMainThread };
+  }
+
   async run(feeds: SileroFeeds): Promise<ort.InferenceSession.OnnxValueMapType> {
     if (this.closed) throw new Error('SileroVad: closed');
     if (this.fallback !== null) return (await this.fallback).run(feeds);
@@ -235,6 +368,9 @@ export class SileroWorkerRunner {
     if (worker === null || worker.dead) {
       worker = this.spawn(false);
       this.restarts++;
+    }
+    // Also for the second batch of the pipeline that finds the new worker still loading its model.
+    if (!worker.wasReady) {
       try {
         await worker.ready;
       } catch (err) {
@@ -257,21 +393,40 @@ export class SileroWorkerRunner {
   }
 
   private spawn(first: boolean): SileroWorker {
-    const worker = new SileroWorker(this.options, this.sampleRate, (err) => {
+    const injection = this.options.hangInjection;
+    const hang = injection !== undefined && this.spawned++ < injection.workers ? injection : null;
+    const worker = new SileroWorker(this.options, this.sampleRate, this.deadlineMs, hang, (err, hung) => {
       // The first worker failing to load the model is load()'s error to report, not a death to restart from.
       if (first && !worker.wasReady) return;
-      this.onDeath(worker, err);
+      this.onDeath(worker, err, hung);
     });
     this.worker = worker;
     return worker;
   }
 
-  private onDeath(worker: SileroWorker, err: Error): void {
+  private onDeath(worker: SileroWorker, err: Error, hang?: Hang): void {
     if (this.worker === worker) this.worker = null;
     this.consecutiveDeaths++;
     const log = this.options.logger;
+    if (hang === undefined) this.deaths++;
+    else {
+      this.hangs++;
+      log.error(
+        {
+          waitedMs: Math.round(hang.waitedMs),
+          deadlineMs: this.deadlineMs,
+          batches: hang.batches,
+          insideRun: hang.insideRun,
+          hangs: this.hangs,
+          inARow: this.consecutiveDeaths,
+        },
+        hang.insideRun
+          ? 'Silero VAD worker hung inside an inference; abandoned (it exits when that run ends) and replaced, its batches run again'
+          : 'Silero VAD worker hung; terminated and replaced, its batches run again',
+      );
+    }
     if (this.consecutiveDeaths < MAX_CONSECUTIVE_DEATHS) {
-      log.error({ err, deaths: this.consecutiveDeaths }, 'Silero VAD worker died; restarting it (its batch runs again)');
+      if (hang === undefined) log.error({ err, deaths: this.consecutiveDeaths }, 'Silero VAD worker died; restarting it (its batch runs again)');
       return;
     }
     log.error({ err, deaths: this.consecutiveDeaths }, 'Silero VAD worker keeps dying; running the VAD on the main thread from now on');
