@@ -76,7 +76,7 @@ function hangLogs(logs: LogLine[]): LogLine[] {
 describe('a hung Silero VAD worker', () => {
   it('blocked in its message handler: terminated at the deadline and replaced; the batch runs again, both calls get their exact probabilities, speech after the hang is heard, the delay stays bounded', async () => {
     const logs: LogLine[] = [];
-    const vad = hangingVad({ workers: 1, atBatch: HANG_AT_BATCH }, logs);
+    const vad = hangingVad((w) => (w === 0 ? { atBatch: HANG_AT_BATCH } : null), logs);
     await vad.load();
     const first = vad.workerRunner!.thread!;
     const exited = exitOf(first);
@@ -102,7 +102,7 @@ describe('a hung Silero VAD worker', () => {
     expect((await exited).code).toBe(1);
     const [line, ...others] = hangLogs(logs);
     expect(others).toHaveLength(0);
-    expect(line).toMatchObject({ deadlineMs: DEADLINE_MS, insideRun: false, batches: 1, hangs: 1 });
+    expect(line).toMatchObject({ deadlineMs: DEADLINE_MS, insideRun: false, loading: false, batches: 1, hangs: 1 });
     expect(line.waitedMs).toBeGreaterThanOrEqual(DEADLINE_MS);
     expect(logs.filter((l) => /died|keeps dying/.test(l.msg))).toHaveLength(0);
     await vad.close();
@@ -111,7 +111,7 @@ describe('a hung Silero VAD worker', () => {
   it('stuck inside an inference: not terminated (that would abort the process) but abandoned and replaced; it exits by itself when its run ends', async () => {
     const logs: LogLine[] = [];
     const blockMs = 3 * DEADLINE_MS;
-    const vad = hangingVad({ workers: 1, atBatch: HANG_AT_BATCH, ms: blockMs, insideRun: true }, logs);
+    const vad = hangingVad((w) => (w === 0 ? { atBatch: HANG_AT_BATCH, ms: blockMs, insideRun: true } : null), logs);
     await vad.load();
     const exited = exitOf(vad.workerRunner!.thread!);
     const started = performance.now();
@@ -120,7 +120,7 @@ describe('a hung Silero VAD worker', () => {
     expect(Math.max(...tickMs)).toBeLessThan(DEADLINE_MS + RESTART_ALLOWANCE_MS);
     expect(vad.workerStats).toMatchObject({ restarts: 1, hangs: 1, onMainThread: false });
     const [line] = hangLogs(logs);
-    expect(line).toMatchObject({ insideRun: true });
+    expect(line).toMatchObject({ insideRun: true, loading: false });
     // Its own process.exit(0) once its run was over (terminate() gives 1), after the block ended.
     const exit = await exited;
     expect(exit.code).toBe(0);
@@ -128,10 +128,25 @@ describe('a hung Silero VAD worker', () => {
     await vad.close();
   });
 
+  it('a replacement stuck loading its model is given up on too (after 5 deadlines), and the next one takes the batch', async () => {
+    const logs: LogLine[] = [];
+    const vad = hangingVad((w) => (w === 0 ? { atBatch: HANG_AT_BATCH } : w === 1 ? { atBatch: 0 } : null), logs);
+    await vad.load();
+    const { probs, tickMs } = await drive(vad);
+    probs.forEach((p, i) => expect(maxDiff(p, fixtures.reference[i]), `call ${i}`).toBeLessThan(TOLERANCE));
+    const worst = Math.max(...tickMs);
+    // One batch deadline, five load deadlines, then a restart that loads.
+    expect(worst).toBeGreaterThanOrEqual(DEADLINE_MS + 5 * DEADLINE_MS - 5);
+    expect(worst).toBeLessThan(6 * DEADLINE_MS + RESTART_ALLOWANCE_MS);
+    expect(vad.workerStats).toEqual({ restarts: 2, deaths: 0, hangs: 2, onMainThread: false });
+    expect(hangLogs(logs).map((l) => l.loading)).toEqual([false, true]);
+    await vad.close();
+  });
+
   it('hanging again and again: after three hangs in a row the VAD runs on the main thread; no call loses a frame, and /metrics says so', async () => {
     const logs: LogLine[] = [];
     // As the service builds it (FallbackVad around SileroVad), so /metrics reads through the wrapper.
-    const vad = new FallbackVad(() => hangingVad({ workers: 3, atBatch: 1 }, logs), ['cpu'], capturingLogger(logs));
+    const vad = new FallbackVad(() => hangingVad((w) => (w < 3 ? { atBatch: 1 } : null), logs), ['cpu'], capturingLogger(logs));
     await vad.load();
     const { probs, tickMs } = await drive(vad);
     probs.forEach((p, i) => expect(maxDiff(p, fixtures.reference[i]), `call ${i}`).toBeLessThan(TOLERANCE));

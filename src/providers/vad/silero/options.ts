@@ -11,7 +11,8 @@ export const SILERO_OPTIONS = t.object({
   /**
    * Default 1000: a worker that holds a batch this long without answering is hung (stuck in native code, a deadlock,
    * a loop); it is replaced and the batch runs again on the new one. A batch normally takes a few ms (1024 windows,
-   * the largest, ~50–110 ms), so 1 s is ~10× the worst normal run and costs a call at most ~1 s of VAD lag.
+   * the largest, ~50–110 ms), so 1 s is ~10× the worst normal run and costs a call at most ~1 s of VAD lag. A
+   * restarted worker gets 5 deadlines to load its model (a restart takes 0.2–0.45 s).
    */
   workerDeadlineMs: t.optional(t.integer(100, 60_000)),
 });

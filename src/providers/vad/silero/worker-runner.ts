@@ -19,7 +19,7 @@
  * handled as a death: its batches fail with WorkerLostError and run again on a fresh worker with the same states
  * (the streams' states never left the main thread, so a hang loses no call's state either, exactly as for a death),
  * and hangs count toward MAX_CONSECUTIVE_DEATHS. A call loses at most the deadline plus a restart (0.2–0.45 s
- * measured), no frame.
+ * measured), no frame. A restarted worker that never finishes loading its model is a hang too (LOAD_DEADLINES).
  *
  * Stopping a hung thread needs care: terminate() while onnxruntime-node is inside a run aborts the whole process
  * (its binding throws a C++ exception into the dying thread: measured, about one kill in three during runs). The
@@ -45,16 +45,24 @@ export const MAX_CONSECUTIVE_DEATHS = 3;
 export const DEFAULT_WORKER_DEADLINE_MS = 1000;
 
 /**
- * FAULT INJECTION, for tests only (off unless set): the first `workers` workers each block on their `atBatch`-th
- * batch (1 = the first) for `ms` (default forever), in the message handler, or, with `insideRun`, while counted as
- * inside onnxruntime's run (standing for a native run that is stuck or very slow: the thread must not be killed).
+ * A restarted worker gets this many batch deadlines to load its model (5 s by default; a restart took 0.2–0.45 s
+ * measured): one stuck loading would otherwise hold every call's batch as surely as one stuck in a run.
  */
-export interface WorkerHangInjection {
-  workers: number;
+const LOAD_DEADLINES = 5;
+
+/**
+ * FAULT INJECTION, for tests only: the worker blocks on its `atBatch`-th batch (1 = the first; 0: before it loads its
+ * model) for `ms` (default forever), in its message handler, or, with `insideRun`, while counted as inside
+ * onnxruntime's run (standing for a native run that is stuck or very slow: the thread must not be killed there).
+ */
+export interface WorkerHang {
   atBatch: number;
   ms?: number;
   insideRun?: boolean;
 }
+
+/** FAULT INJECTION, tests only (off unless set): the hang, if any, of worker number `index` (0 = the first). */
+export type WorkerHangInjection = (index: number) => WorkerHang | null;
 
 /** The feeds the batcher gives a run: `input` [B, 576], `state` [2, B, 128] float32, `sr` (onnxruntime's own type). */
 export type SileroFeeds = ort.InferenceSession.FeedsType;
@@ -82,14 +90,18 @@ interface Hang {
   waitedMs: number;
   /** Batches it held. */
   batches: number;
-  /** Whether it was inside onnxruntime's run (left to exit by itself, not terminated). */
+  /** Whether it was inside onnxruntime, in a run or loading the model (left to exit by itself, not terminated). */
   insideRun: boolean;
+  /** Hung before its model loaded (a restart), rather than on a batch. */
+  loading: boolean;
 }
 
-/** control[RUNS]: runs in progress in the worker, or -1 once the main thread may terminate it. */
-const RUNS = 0;
-/** control[ABANDONED]: 1 once the main thread gave up on it: start no run, exit when the last one ends. */
-const ABANDONED = 1;
+/**
+ * The slots of the Int32Array a worker shares with the main thread. RUNS: runs in progress in the worker (the model's
+ * load counts as one), or -1 once the main thread may terminate it. ABANDONED: 1 once the main thread gave up on it:
+ * it starts no run and exits when the last one ends.
+ */
+const SLOT = { RUNS: 0, ABANDONED: 1 } as const;
 
 /**
  * Runs inside the worker (CommonJS eval code, like the eSpeak TTS's workers: the same under tsx, vitest and
@@ -101,15 +113,15 @@ const { parentPort, workerData } = require('node:worker_threads');
 const ort = require(workerData.ortPath);
 const control = new Int32Array(workerData.control);
 function enterRun() {
-  if (Atomics.load(control, ${ABANDONED}) === 1) return false;
+  if (Atomics.load(control, ${SLOT.ABANDONED}) === 1) return false;
   for (;;) {
-    const runs = Atomics.load(control, ${RUNS});
+    const runs = Atomics.load(control, ${SLOT.RUNS});
     if (runs < 0) return false;
-    if (Atomics.compareExchange(control, ${RUNS}, runs, runs + 1) === runs) return true;
+    if (Atomics.compareExchange(control, ${SLOT.RUNS}, runs, runs + 1) === runs) return true;
   }
 }
 function leaveRun() {
-  if (Atomics.sub(control, ${RUNS}, 1) === 1 && Atomics.load(control, ${ABANDONED}) === 1) process.exit(0);
+  if (Atomics.sub(control, ${SLOT.RUNS}, 1) === 1 && Atomics.load(control, ${SLOT.ABANDONED}) === 1) process.exit(0);
 }
 // FAULT INJECTION (tests only; null unless WorkerHangInjection picked this worker).
 const hang = workerData.hang;
@@ -119,13 +131,16 @@ function block() {
 }
 const sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(workerData.sampleRate)]), []);
 let session = null;
-ort.InferenceSession.create(workerData.modelPath, workerData.sessionOptions).then(
-  (s) => {
-    session = s;
-    parentPort.postMessage({ type: 'ready', inputNames: s.inputNames, outputNames: s.outputNames });
-  },
-  (err) => parentPort.postMessage({ type: 'fatal', message: String((err && err.message) || err) }),
-);
+if (hang !== null && hang.atBatch === 0) block();
+if (enterRun()) {
+  ort.InferenceSession.create(workerData.modelPath, workerData.sessionOptions).then(
+    (s) => {
+      session = s;
+      parentPort.postMessage({ type: 'ready', inputNames: s.inputNames, outputNames: s.outputNames });
+    },
+    (err) => parentPort.postMessage({ type: 'fatal', message: String((err && err.message) || err) }),
+  ).finally(leaveRun);
+}
 parentPort.on('message', async (msg) => {
   if (msg.type !== 'run') return;
   const hangHere = hang !== null && ++batches === hang.atBatch;
@@ -172,17 +187,20 @@ class SileroWorker {
   dead = false;
   /** Whether its session ever loaded (a first worker that never did is a load error, not a death). */
   wasReady = false;
-  /** Shared with the thread: [RUNS, ABANDONED] (see the file's comment). */
+  /** Shared with the thread, indexed by SLOT. */
   private readonly control = new Int32Array(new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT));
   private watchdog: NodeJS.Timeout | null = null;
   /** When it was last given a batch while idle, or last answered one. */
   private progressAt = 0;
+  private rejectReady: (err: Error) => void = () => {};
 
+  /** `loadDeadlineMs`: how long it may take to load its model (null: no limit, for the first worker). */
   constructor(
     options: WorkerRunnerOptions,
     sampleRate: number,
     private readonly deadlineMs: number,
-    hang: WorkerHangInjection | null,
+    loadDeadlineMs: number | null,
+    hang: WorkerHang | null,
     private readonly onDeath: (err: Error, hang?: Hang) => void,
   ) {
     const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
@@ -193,6 +211,7 @@ class SileroWorker {
     // Held only while a batch is in flight: an idle VAD never keeps the process alive.
     this.worker.unref();
     this.ready = new Promise((resolve, reject) => {
+      this.rejectReady = reject;
       this.worker.on('message', (msg: FromWorker) => {
         if (msg.type === 'ready') {
           this.wasReady = true;
@@ -217,6 +236,17 @@ class SileroWorker {
         this.die(err);
       });
     });
+    if (loadDeadlineMs !== null) {
+      const started = performance.now();
+      const timer = setTimeout(() => {
+        if (this.wasReady || this.dead) return;
+        const waitedMs = performance.now() - started;
+        this.giveUp(`Silero VAD worker hung loading its model: not ready in ${Math.round(waitedMs)} ms`, waitedMs, true);
+      }, loadDeadlineMs);
+      timer.unref();
+      const stop = (): void => clearTimeout(timer);
+      this.ready.then(stop, stop);
+    }
   }
 
   run(id: number, input: Float32Array, inputDims: readonly number[], state: Float32Array, stateDims: readonly number[]): Promise<ort.InferenceSession.OnnxValueMapType> {
@@ -279,16 +309,22 @@ class SileroWorker {
     setImmediate(() => {
       if (this.dead || this.inFlight.size === 0 || this.watchdog !== null) return;
       const waitedMs = performance.now() - this.progressAt;
-      const batches = this.inFlight.size;
-      // From here it starts no run; terminate() only where no run is in progress (else the process would abort).
-      Atomics.store(this.control, ABANDONED, 1);
-      const insideRun = Atomics.compareExchange(this.control, RUNS, 0, -1) !== 0;
-      this.die(new WorkerLostError(`Silero VAD worker hung: no answer in ${Math.round(waitedMs)} ms`), { waitedMs, batches, insideRun });
-      this.closing = true;
-      // Never keeps the process alive, even if it never comes back from a native run.
-      this.worker.unref();
-      if (!insideRun) void this.worker.terminate();
+      this.giveUp(`Silero VAD worker hung: no answer in ${Math.round(waitedMs)} ms`, waitedMs, false);
     });
+  }
+
+  /** Hung: its batches (and whoever waits for it to load) get WorkerLostError, and the thread is stopped or left. */
+  private giveUp(reason: string, waitedMs: number, loading: boolean): void {
+    // From here it starts no run; terminate() only where no run is in progress (else the process would abort).
+    Atomics.store(this.control, SLOT.ABANDONED, 1);
+    const insideRun = Atomics.compareExchange(this.control, SLOT.RUNS, 0, -1) !== 0;
+    const err = new WorkerLostError(reason);
+    this.rejectReady(err);
+    this.die(err, { waitedMs, batches: this.inFlight.size, insideRun, loading });
+    this.closing = true;
+    // Never keeps the process alive, even if it never comes back from onnxruntime.
+    this.worker.unref();
+    if (!insideRun) void this.worker.terminate();
   }
 
   private die(err: Error, hang?: Hang): void {
@@ -312,7 +348,7 @@ export class SileroWorkerRunner {
   private nextId = 1;
   private consecutiveDeaths = 0;
   private closed = false;
-  /** Workers started so far, counted for the hang injection only (it picks the first ones). */
+  /** Workers started so far (the hang injection is told which one it is). */
   private spawned = 0;
   private readonly deadlineMs: number;
   /** Workers started after the first (restarts), for logs and tests. */
@@ -393,9 +429,11 @@ export class SileroWorkerRunner {
   }
 
   private spawn(first: boolean): SileroWorker {
-    const injection = this.options.hangInjection;
-    const hang = injection !== undefined && this.spawned++ < injection.workers ? injection : null;
-    const worker = new SileroWorker(this.options, this.sampleRate, this.deadlineMs, hang, (err, hung) => {
+    const hang = this.options.hangInjection?.(this.spawned) ?? null;
+    this.spawned++;
+    // The first worker's load is load()'s to wait for (the service is not ready yet); a restart's holds the calls.
+    const loadDeadlineMs = first ? null : LOAD_DEADLINES * this.deadlineMs;
+    const worker = new SileroWorker(this.options, this.sampleRate, this.deadlineMs, loadDeadlineMs, hang, (err, hung) => {
       // The first worker failing to load the model is load()'s error to report, not a death to restart from.
       if (first && !worker.wasReady) return;
       this.onDeath(worker, err, hung);
@@ -417,12 +455,13 @@ export class SileroWorkerRunner {
           deadlineMs: this.deadlineMs,
           batches: hang.batches,
           insideRun: hang.insideRun,
+          loading: hang.loading,
           hangs: this.hangs,
           inARow: this.consecutiveDeaths,
         },
-        hang.insideRun
-          ? 'Silero VAD worker hung inside an inference; abandoned (it exits when that run ends) and replaced, its batches run again'
-          : 'Silero VAD worker hung; terminated and replaced, its batches run again',
+        `Silero VAD worker hung ${hang.loading ? 'loading its model' : 'on a batch'}; ` +
+          (hang.insideRun ? 'left inside onnxruntime (it exits when that call returns)' : 'terminated') +
+          ' and replaced, its batches run again',
       );
     }
     if (this.consecutiveDeaths < MAX_CONSECUTIVE_DEATHS) {
