@@ -4,8 +4,10 @@
  * with embedded headers, RFC 3515 §2.1 / RFC 7433 User-to-User) and TwiML (`<Dial><Sip>` / `<Number>`).
  * docs/integration.md#handover is the operator's guide.
  */
+import type { Logger } from 'pino';
 import { redact } from '../privacy/redact.js';
 import { isRecord } from '../core/guards.js';
+import type { ChatMessage, LlmProvider } from '../providers/llm/types.js';
 
 export interface HandoverConfig {
   /** Queue (or reason) name → SIP URI ("sip:cards@pbx") or E.164 number ("+441234567890"). */
@@ -97,6 +99,70 @@ export interface Handover {
   /** One line, printable, no CR/LF, at most `summaryMaxChars`. */
   summary: string;
   facts: HandoverFacts;
+}
+
+/** What a call knows when its agent transfers it. */
+export interface HandoverInput {
+  callId: string;
+  config: HandoverConfig | undefined;
+  /** `sip.transferTarget`: the default queue's target when the agent file names none. */
+  legacyTarget?: string;
+  /** The messages of the reply that transferred (its transfer_to_human call and result). */
+  newMessages: readonly ChatMessage[];
+  /** The whole conversation, already masked. */
+  messages: readonly ChatMessage[];
+  /** The agent, for its own view of what the caller asked for (handoverFacts), when it has one. */
+  agent: Pick<LlmProvider, 'handoverFacts'>;
+  language: string;
+  /** The caller's last words as the transcript shows them. */
+  lastWords?: string;
+  notUnderstood: number;
+  caller: Readonly<Record<string, string>>;
+  log: Logger;
+}
+
+/**
+ * The handover for a transfer: the queue its transfer_to_human result names (else the default), that queue's
+ * target, and the summary (from the masked transcript and the agent's own view of what the caller asked for).
+ */
+export function prepareHandover(input: HandoverInput): Handover {
+  const { config, newMessages, messages } = input;
+  let queue = defaultQueue(config);
+  let reason: string | undefined;
+  const call = [...newMessages].reverse().flatMap((m) => m.toolCalls ?? []).find((c) => c.name === 'transfer_to_human');
+  const result = call ? newMessages.find((m) => m.role === 'tool' && m.toolCallId === call.id) : undefined;
+  const parsed = result ? parseRecord(result.content) : undefined;
+  if (typeof parsed?.queue === 'string') queue = parsed.queue;
+  if (typeof parsed?.reason === 'string') reason = parsed.reason;
+  let described: ReturnType<NonNullable<LlmProvider['handoverFacts']>> | undefined;
+  try {
+    described = input.agent.handoverFacts?.(messages);
+  } catch (err) {
+    input.log.warn({ err }, 'agent could not describe the call for the handover');
+  }
+  // Without the agent's own view: the tools it called stand for what the caller asked for.
+  const intents =
+    described?.intents ??
+    [...new Set(messages.flatMap((m) => m.toolCalls ?? []).map((c) => c.name).filter((n) => n !== 'transfer_to_human' && n !== 'end_call'))];
+  const facts: HandoverFacts = {
+    language: input.language,
+    intents,
+    slots: described?.slots ?? {},
+    ...(input.lastWords ? { lastWords: input.lastWords } : {}),
+    notUnderstood: Math.max(input.notUnderstood, described?.notUnderstood ?? 0),
+    caller: input.caller,
+  };
+  const target = targetFor(config, queue, input.legacyTarget);
+  return { callId: input.callId, queue, ...(reason ? { reason } : {}), ...(target ? { target } : {}), summary: summarize(facts, config?.summaryMaxChars), facts };
+}
+
+function parseRecord(json: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(json);
+    return isRecord(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

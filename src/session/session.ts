@@ -20,7 +20,7 @@ import { isBackchannel } from './floor.js';
 import { ScriptedLine } from '../providers/llm/scripted.js';
 import type { MetricsSink, RecordingTap } from './ports.js';
 import { refusesRecording } from '../recording/consent.js';
-import { defaultQueue, summarize, targetFor, type Handover, type HandoverConfig, type HandoverFacts } from '../integration/handover.js';
+import { prepareHandover, type Handover, type HandoverConfig } from '../integration/handover.js';
 
 export interface SessionProviders {
   vad: VadProvider;
@@ -423,42 +423,21 @@ export class Session {
     }
   }
 
-  /**
-   * The transfer the agent just made, with its context: the queue its transfer_to_human result names, that
-   * queue's target, and the summary (from the transcript, already masked, and the agent's own view of what
-   * the caller asked for).
-   */
+  /** The transfer the agent just made, with its context (integration/handover.ts). */
   private prepareHandover(newMessages: readonly ChatMessage[]): Handover {
-    const config = this.providers.handover;
-    let queue = defaultQueue(config);
-    let reason: string | undefined;
-    const call = [...newMessages].reverse().flatMap((m) => m.toolCalls ?? []).find((c) => c.name === 'transfer_to_human');
-    const result = call ? newMessages.find((m) => m.role === 'tool' && m.toolCallId === call.id) : undefined;
-    const parsed = result ? safeRecord(result.content) : undefined;
-    if (typeof parsed?.queue === 'string') queue = parsed.queue;
-    if (typeof parsed?.reason === 'string') reason = parsed.reason;
-    const messages = this.conversation.messages;
-    let described: ReturnType<NonNullable<LlmProvider['handoverFacts']>> | undefined;
-    try {
-      described = this.providers.llm.handoverFacts?.(messages);
-    } catch (err) {
-      this.log.warn({ err }, 'agent could not describe the call for the handover');
-    }
-    // Without the agent's own view: the tools it called stand for what the caller asked for.
-    const intents =
-      described?.intents ??
-      [...new Set(messages.flatMap((m) => m.toolCalls ?? []).map((c) => c.name).filter((n) => n !== 'transfer_to_human' && n !== 'end_call'))];
-    const lastWords = [...this.transcript].reverse().find((t) => t.role === 'caller' && t.text)?.text;
-    const facts: HandoverFacts = {
+    return prepareHandover({
+      callId: this.callId,
+      config: this.providers.handover,
+      legacyTarget: this.config.sip.transferTarget,
+      newMessages,
+      messages: this.conversation.messages,
+      agent: this.providers.llm,
       language: this.language,
-      intents,
-      slots: described?.slots ?? {},
-      ...(lastWords ? { lastWords } : {}),
-      notUnderstood: Math.max(this.notUnderstood, described?.notUnderstood ?? 0),
+      lastWords: [...this.transcript].reverse().find((t) => t.role === 'caller' && t.text)?.text,
+      notUnderstood: this.notUnderstood,
       caller: this.caller,
-    };
-    const target = targetFor(config, queue, this.config.sip.transferTarget);
-    return { callId: this.callId, queue, ...(reason ? { reason } : {}), ...(target ? { target } : {}), summary: summarize(facts, config?.summaryMaxChars), facts };
+      log: this.log,
+    });
   }
 
   /** Ask the agent what it waits for now, tell the recogniser, and mask the answer if it is sensitive. */
@@ -515,12 +494,3 @@ function heardMostOf(heard: string, full: string): boolean {
 
 /** Kept here for the modules that import it from the session. */
 export { isBackchannel };
-
-function safeRecord(json: string): Record<string, unknown> | undefined {
-  try {
-    const v: unknown = JSON.parse(json);
-    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
-}
