@@ -23,6 +23,7 @@ import { callerFromClaims } from '../../integration/context.js';
 import { ClientToolExecutor } from './client-tools.js';
 import { BoundedSet } from '../../core/bounded.js';
 import { hangUpAfterPlayout } from '../playout.js';
+import { WsOutbound } from '../ws-outbound.js';
 import {
   betaFormatName,
   codecFor,
@@ -150,11 +151,12 @@ class RealtimeConnection {
   private responseRequested = false;
   /** Session reply ids whose realtime response was cancelled by the client (their late events are dropped). */
   private readonly cancelledReplies = new BoundedSet<string>(16);
+  private readonly out: WsOutbound;
 
   constructor(
     private readonly socket: WebSocket,
     private readonly service: VoiceService,
-    private readonly log: Logger,
+    private log: Logger,
     private readonly model: string,
     private readonly beta: boolean,
     private readonly toolTimeoutMs: number,
@@ -177,6 +179,16 @@ class RealtimeConnection {
       outputModalities: ['audio'],
       language: undefined,
     };
+    this.out = new WsOutbound(socket, {
+      transport: 'realtime',
+      maxBufferedBytes: service.config.limits.maxBufferedBytes,
+      metrics: service.metrics,
+      log: () => this.log,
+      notice: () => {
+        this.service.metrics.error('slow_consumer');
+        this.send({ type: 'error', error: { type: 'server_error', code: 'slow_consumer', message: 'client is not reading; agent audio is being dropped', param: null, event_id: null } });
+      },
+    });
   }
 
   start(): Promise<void> {
@@ -206,6 +218,7 @@ class RealtimeConnection {
       await this.service.closeSession(this.session, 'realtime');
       return;
     }
+    this.log = this.log.child({ callId: this.session.callId });
     this.applyTurnDetection();
     this.send({ type: 'session.created', session: this.describeSession() });
   }
@@ -583,15 +596,16 @@ class RealtimeConnection {
     if (!response || !this.state.outputModalities.includes('audio')) return;
     const message = this.ensureMessage(response);
     const payload = this.encoder.encode(frame.samples);
-    response.audioMs += FRAME_MS;
-    this.send({
+    const delta: Outgoing = {
       type: 'response.output_audio.delta',
       response_id: response.id,
       item_id: message.itemId,
       output_index: message.outputIndex,
       content_index: 0,
       delta: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('base64'),
-    });
+    };
+    // Only audio the client was sent counts (truncation is checked against it); a delta is the one event dropped.
+    if (this.out.media(this.wire(delta), false)) response.audioMs += FRAME_MS;
   }
 
   private onToolCall(replyId: string, name: string, args: string, toolCallId: string): void {
@@ -813,10 +827,14 @@ class RealtimeConnection {
     };
   }
 
+  /** Every event but audio deltas: never dropped (response.done, transcripts and errors are the protocol). */
   private send(event: Outgoing): void {
-    if (this.socket.readyState !== this.socket.OPEN) return;
+    if (this.out.open) this.out.control(this.wire(event));
+  }
+
+  private wire(event: Outgoing): string {
     const type = this.beta ? betaEventName(event.type) : event.type;
-    this.socket.send(JSON.stringify({ ...event, type, event_id: `event_${this.eventPrefix}${(++this.eventSeq).toString(36)}` }));
+    return JSON.stringify({ ...event, type, event_id: `event_${this.eventPrefix}${(++this.eventSeq).toString(36)}` });
   }
 
   private sendError(err: RealtimeProtocolError, clientEventId: string | null): void {

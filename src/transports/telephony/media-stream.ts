@@ -18,6 +18,7 @@ import { verifyTwilioSignature } from './twilio-signature.js';
 import { CallOutcomes, connectActionRoutes } from './connect-action.js';
 import { bytesFor, type InboundEvent, type MediaStreamSerializer, type TelephonyProvider, type WireMessage } from './types.js';
 import { VonageSerializer } from './vonage.js';
+import { WsOutbound } from '../ws-outbound.js';
 
 /**
  * Phone calls through providers' media-stream WebSockets: `/v1/telephony/{twilio,telnyx,vonage}`. One
@@ -103,6 +104,7 @@ class MediaStreamConnection {
   private invalidTotal = 0;
   private ignoredTotal = 0;
   private log: Logger;
+  private readonly out: WsOutbound;
 
   constructor(
     private readonly socket: WebSocket,
@@ -113,6 +115,8 @@ class MediaStreamConnection {
   ) {
     this.log = log.child({ provider: serializer.provider });
     this.reorder = new ReorderBuffer(service.config.telephony.reorderDepth);
+    // The providers' protocols have no error message to send back: a slow reader is logged and counted only.
+    this.out = new WsOutbound(socket, { transport: serializer.provider, maxBufferedBytes: service.config.limits.maxBufferedBytes, metrics: service.metrics, log: () => this.log });
     this.startTimer = setTimeout(() => {
       this.log.warn({ startTimeoutMs: service.config.telephony.startTimeoutMs }, 'no start message: closing the stream');
       this.closeSocket(1008, 'no start message');
@@ -284,7 +288,10 @@ class MediaStreamConnection {
       this.sendMark('seg');
       playout.segment = frame.segment;
     }
-    for (const payload of this.payloads.push(this.encoder.encode(frame.samples))) this.send(this.serializer.media(payload));
+    let dropped = false;
+    for (const payload of this.payloads.push(this.encoder.encode(frame.samples))) dropped = !this.sendMedia(payload) || dropped;
+    // A frame dropped for a peer that is not reading was never heard: marks and playedFrames must not count it.
+    if (dropped) return;
     playout.framesSent++;
     if (++playout.framesSinceMark >= MARK_EVERY_FRAMES) this.sendMark('tick');
   }
@@ -292,7 +299,12 @@ class MediaStreamConnection {
   /** The partial payload left at the end of a reply goes out padded with silence. */
   private flushPayload(): void {
     const rest = this.payloads?.flush(this.silenceByte);
-    if (rest) this.send(this.serializer.media(rest));
+    if (rest) this.sendMedia(rest);
+  }
+
+  private sendMedia(payload: Uint8Array): boolean {
+    const message = this.serializer.media(payload);
+    return this.out.media(message.data, message.binary);
   }
 
   private sendMark(kind: PendingMark['kind']): void {
@@ -375,9 +387,9 @@ class MediaStreamConnection {
     this.closeSocket(1000, this.hangupReason);
   }
 
+  /** Marks and clears: never dropped (playout accounting, barge-in and the hang-up wait on them). */
   private send(message: WireMessage): void {
-    if (this.socket.readyState !== this.socket.OPEN) return;
-    this.socket.send(message.data, { binary: message.binary });
+    this.out.control(message.data, message.binary);
   }
 
   private closeSocket(code: number, reason: string): void {

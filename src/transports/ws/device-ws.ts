@@ -13,6 +13,8 @@ import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import { parseClientMessage, ProtocolError, type ClientMessage } from '../client-messages.js';
 import type { Session } from '../../session/session.js';
 import { hangUpAfterPlayout } from '../playout.js';
+import { WsOutbound } from '../ws-outbound.js';
+import type { Logger } from 'pino';
 
 /**
  * The device WebSocket (`/v1/ws`): JSON control messages + binary audio frames. docs/protocol.md is the
@@ -58,11 +60,12 @@ class DeviceConnection {
   private closed = false;
   private readonly rate: MessageRateLimiter;
   private rateErrorSent = 0;
-  private droppedFrames = 0;
+  private readonly out: WsOutbound;
 
   constructor(
     private readonly socket: WebSocket,
     private readonly service: VoiceService,
+    private log: Logger,
     query: Record<string, string | undefined>,
     private readonly keyId: string,
     /** Who opened the call: the session token's customer id (call record) and claims (caller context for tools). */
@@ -78,6 +81,13 @@ class DeviceConnection {
     this.language = query.language;
     if (query.replies !== undefined && query.replies !== 'audio' && query.replies !== 'text') throw new Error('"replies" must be "audio" or "text"');
     this.replies = query.replies ?? 'audio';
+    this.out = new WsOutbound(socket, {
+      transport: 'ws',
+      maxBufferedBytes: service.config.limits.maxBufferedBytes,
+      metrics: service.metrics,
+      log: () => this.log,
+      notice: () => this.sendError('slow_consumer', 'client is not reading; agent audio is being dropped'),
+    });
   }
 
   /** Audio and control messages that arrive while this runs wait for it. */
@@ -105,6 +115,7 @@ class DeviceConnection {
       await this.service.closeSession(this.session, 'ws');
       return;
     }
+    this.log = this.log.child({ callId: this.session.callId });
     this.sendEvent({
       type: 'session.started',
       callId: this.session.callId,
@@ -231,19 +242,12 @@ class DeviceConnection {
   }
 
   private sendJson(value: object): void {
-    if (this.socket.readyState !== this.socket.OPEN) return;
-    this.socket.send(JSON.stringify(value));
+    this.out.control(JSON.stringify(value));
   }
 
   private sendAudio(samples: Int16Array): void {
-    if (!this.encoder || this.socket.readyState !== this.socket.OPEN) return;
-    // A client that does not read: drop agent audio instead of buffering it without bound.
-    if (this.socket.bufferedAmount > this.service.config.limits.maxBufferedBytes) {
-      if (this.droppedFrames++ === 0) this.sendError('slow_consumer', 'client is not reading; agent audio is being dropped');
-      this.service.metrics.droppedAudio('ws');
-      return;
-    }
-    this.socket.send(this.encoder.encode(samples), { binary: true });
+    // A client that does not read: agent audio is dropped (slow_consumer once per episode), never buffered without bound.
+    if (this.encoder && this.out.open) this.out.media(this.encoder.encode(samples), true);
   }
 
   async close(): Promise<void> {
@@ -272,7 +276,7 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
     }
     let connection: DeviceConnection;
     try {
-      connection = new DeviceConnection(socket, service, query, request.principal?.keyId ?? 'anonymous', request.principal);
+      connection = new DeviceConnection(socket, service, log as Logger, query, request.principal?.keyId ?? 'anonymous', request.principal);
     } catch (err) {
       const code: ErrorCode = err instanceof CodecSpecError ? 'unsupported_codec' : 'invalid_message';
       socket.send(JSON.stringify({ type: 'error', code, message: (err as Error).message }));
