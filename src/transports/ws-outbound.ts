@@ -45,7 +45,7 @@ export class WsOutbound {
     if (buffered > (this.droppedNow > 0 ? maxBufferedBytes / 2 : maxBufferedBytes)) {
       if (this.droppedNow++ === 0) {
         this.episodeStart = performance.now();
-        this.options.log().warn({ transport, bufferedBytes: buffered, maxBufferedBytes }, 'peer is not reading: dropping agent audio');
+        this.log().warn({ bufferedBytes: buffered, maxBufferedBytes }, 'peer is not reading: dropping agent audio');
         this.options.notice?.();
       }
       this.droppedTotal++;
@@ -53,11 +53,17 @@ export class WsOutbound {
       return false;
     }
     if (this.droppedNow > 0) {
-      this.options.log().info({ transport, droppedFrames: this.droppedNow, episodeMs: Math.round(performance.now() - this.episodeStart), bufferedBytes: buffered }, 'peer reads again: agent audio resumes');
+      this.log().info({ droppedFrames: this.droppedNow, episodeMs: Math.round(performance.now() - this.episodeStart), bufferedBytes: buffered }, 'peer reads again: agent audio resumes');
       this.droppedNow = 0;
     }
     this.socket.send(data, { binary });
     return true;
+  }
+
+  /** The call's logger, naming the transport unless it already does. */
+  private log(): Logger {
+    const log = this.options.log();
+    return 'transport' in log.bindings() ? log : log.child({ transport: this.options.transport });
   }
 
   /** A protocol message the peer needs: never dropped. */
