@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import WebSocket from 'ws';
 import { mintSessionToken, startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { droppedFrames, serverBufferedMax, slowReaderWebSocket, smallServerSendBuffers } from './helpers/slow-reader.js';
@@ -46,6 +46,11 @@ function watchBuffered(): { stop(): number } {
   };
 }
 
+/** Until half a second of agent audio was dropped, or (without a bound) the server's buffer outgrew it. */
+async function waitForEpisode(transport: string, droppedBefore: number): Promise<void> {
+  await until(async () => serverBufferedMax(server) > LIMIT + SLACK || (await droppedFrames(server, transport)) > droppedBefore + 25, 6000, 'agent audio to be dropped');
+}
+
 type Json = Record<string, unknown>;
 
 /** One realtime connection and the events it has read. */
@@ -83,6 +88,7 @@ const DRAIN_MS = 1000;
 describe('a realtime client that stops reading', () => {
   it('keeps the server buffer bounded, drops only audio, and the call goes on once it reads again', async () => {
     const slow = await RealtimePeer.open(true);
+    onTestFinished(() => slow.ws.terminate());
     const droppedBefore = await droppedFrames(server, 'realtime');
     // The capabilities reply is ~10 s of speech: long enough to pause, drop, and read again within it.
     const from = slow.ask('What can you do?');
@@ -97,9 +103,10 @@ describe('a realtime client that stops reading', () => {
     expect(other.count('response.output_audio.delta', otherFrom)).toBeGreaterThan(20);
     other.ws.close();
 
-    await until(async () => (await droppedFrames(server, 'realtime')) > droppedBefore + 25, 6000, 'agent audio to be dropped');
+    await waitForEpisode('realtime', droppedBefore);
     const maxBuffered = watch.stop();
     expect(maxBuffered).toBeLessThanOrEqual(LIMIT + SLACK);
+    expect(await droppedFrames(server, 'realtime')).toBeGreaterThan(droppedBefore + 25);
     expect(slow.has('response.done', from)).toBe(false);
 
     slow.ws.resume();
@@ -120,7 +127,7 @@ describe('a realtime client that stops reading', () => {
   });
 });
 
-/** Vonage's side of a 24 kHz stream: binary audio both ways, notify actions echoed as marks are not needed here. */
+/** Vonage's side of a 24 kHz stream: binary audio both ways; notify actions (our marks) are recorded, not echoed. */
 class VonagePeer {
   readonly audioAt: number[] = [];
   readonly notified: string[] = [];
@@ -153,12 +160,17 @@ class VonagePeer {
     clearInterval(this.silence);
     this.ws.close();
   }
+  terminate(): void {
+    clearInterval(this.silence);
+    this.ws.terminate();
+  }
 }
 
 describe('a Vonage media stream that stops reading', () => {
   it('keeps the server buffer bounded, keeps the marks, and the call goes on once it reads again', async () => {
     const droppedBefore = await droppedFrames(server, 'vonage');
     const slow = await VonagePeer.open(true, 'aaaaaaaa-0000-4000-8000-00000000000a');
+    onTestFinished(() => slow.terminate());
     await sleep(300);
     slow.keypad();
     await until(() => slow.audioAt.length > 0, 10_000, 'the first agent audio');
@@ -172,9 +184,10 @@ describe('a Vonage media stream that stops reading', () => {
     await until(() => other.audioAt.length > 50, 10_000, 'a second of the other call\'s reply');
     other.close();
 
-    await until(async () => (await droppedFrames(server, 'vonage')) > droppedBefore + 25, 6000, 'agent audio to be dropped');
+    await waitForEpisode('vonage', droppedBefore);
     const maxBuffered = watch.stop();
     expect(maxBuffered).toBeLessThanOrEqual(LIMIT + SLACK);
+    expect(await droppedFrames(server, 'vonage')).toBeGreaterThan(droppedBefore + 25);
     expect(slow.notified.some((name) => name.endsWith(':done'))).toBe(false);
 
     slow.ws.resume();
