@@ -4,7 +4,7 @@ import { mintSessionToken, startTestServer, TEST_API_KEY, type TestServer } from
 import { droppedFrames, serverBufferedMax, slowReaderWebSocket, smallServerSendBuffers } from './helpers/slow-reader.js';
 
 /**
- * A peer that stops reading, end to end: a real client over a TCP connection with network-sized buffers
+ * A peer that stops reading, end to end, on each WebSocket transport: a real client over a TCP connection with network-sized buffers
  * pauses its socket mid-reply, and the server's `ws` send buffer must stay near limits.maxBufferedBytes
  * (agent audio dropped and counted, protocol messages kept) while the call and the node's other calls go
  * on; once the client reads again it gets what the protocol needs and the agent's later audio.
@@ -199,5 +199,36 @@ describe('a Vonage media stream that stops reading', () => {
     expect(slow.closed).toBe(false);
     slow.close();
     console.log(`vonage: max server buffer ${maxBuffered} B (limit ${LIMIT}), ${(await droppedFrames(server, 'vonage')) - droppedBefore} frames dropped, ${later} frames after the drain`);
+  });
+});
+
+describe('a device WebSocket client that stops reading', () => {
+  it('keeps the server buffer bounded, says slow_consumer once, and the call goes on once it reads again', async () => {
+    const droppedBefore = await droppedFrames(server, 'ws');
+    const ws = slowReaderWebSocket(server, '/v1/ws', { authorization: `Bearer ${TEST_API_KEY}` });
+    onTestFinished(() => ws.terminate());
+    const events: Json[] = [];
+    const audioAt: number[] = [];
+    let closed = false;
+    ws.on('message', (data: Buffer, isBinary) => (isBinary ? audioAt.push(performance.now()) : events.push(JSON.parse(data.toString()) as Json)));
+    ws.on('close', () => (closed = true));
+    await until(() => events.some((e) => e.type === 'session.started'), 10_000, 'session.started');
+    ws.send(JSON.stringify({ type: 'input.text', text: 'What can you do?' }));
+    await until(() => audioAt.length > 0, 10_000, 'the first agent audio');
+    ws.pause();
+    const watch = watchBuffered();
+    await waitForEpisode('ws', droppedBefore);
+    const maxBuffered = watch.stop();
+    expect(maxBuffered).toBeLessThanOrEqual(LIMIT + SLACK);
+    expect(await droppedFrames(server, 'ws')).toBeGreaterThan(droppedBefore + 25);
+
+    ws.resume();
+    const resumedAt = performance.now();
+    await until(() => audioAt.filter((at) => at - resumedAt > DRAIN_MS).length > 20, 10_000, 'later agent audio');
+    await until(() => events.some((e) => e.type === 'response.done'), 10_000, 'response.done');
+    expect(events.filter((e) => e.type === 'error').map((e) => e.code)).toEqual(['slow_consumer']);
+    expect(closed).toBe(false);
+    ws.close();
+    console.log(`device ws: max server buffer ${maxBuffered} B (limit ${LIMIT}), ${(await droppedFrames(server, 'ws')) - droppedBefore} frames dropped`);
   });
 });
