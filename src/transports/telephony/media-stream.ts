@@ -403,7 +403,7 @@ class MediaStreamConnection {
     if (this.hangupTimer) clearTimeout(this.hangupTimer);
     await this.ready.catch(() => undefined);
     if (this.session) {
-      this.log.info({ invalidMessages: this.invalidTotal, lostChunks: this.reorder.lost, lateChunks: this.reorder.late }, 'media stream ended');
+      this.log.info({ invalidMessages: this.invalidTotal, lostChunks: this.reorder.lost, lateChunks: this.reorder.late, droppedAudioFrames: this.out.dropped }, 'media stream ended');
       await this.service.closeSession(this.session, this.serializer.provider);
     }
     this.decoder?.close();
