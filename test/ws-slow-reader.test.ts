@@ -4,10 +4,12 @@ import { mintSessionToken, startTestServer, TEST_API_KEY, type TestServer } from
 import { droppedFrames, serverBufferedMax, slowReaderWebSocket, smallServerSendBuffers } from './helpers/slow-reader.js';
 
 /**
- * A peer that stops reading, end to end, on each WebSocket transport: a real client over a TCP connection with network-sized buffers
- * pauses its socket mid-reply, and the server's `ws` send buffer must stay near limits.maxBufferedBytes
- * (agent audio dropped and counted, protocol messages kept) while the call and the node's other calls go
- * on; once the client reads again it gets what the protocol needs and the agent's later audio.
+ * A peer that stops reading, end to end, on each WebSocket transport: a real client over a TCP connection
+ * with network-sized kernel buffers (helpers/slow-reader.ts) pauses its socket mid-reply, and the server's
+ * `ws` send buffer must stay near limits.maxBufferedBytes (agent audio dropped and counted, protocol
+ * messages kept) while the call and the node's other calls go on; once the client reads again it gets
+ * what the protocol needs and the agent's later audio. Without the bound the realtime and Vonage cases fail
+ * on it (measured against the transports before ws-outbound.ts: 199 648 and 38 609 bytes, limit + slack 24 576).
  */
 const LIMIT = 16 * 1024;
 /** Past the bound: the media message that crossed it, plus the control messages that are never dropped. */
