@@ -26,6 +26,7 @@ import { concat, phoneChannel, synthesize, voicesFor, type Voice } from './voice
 import { DEFAULT_CONFIG } from '../src/config.js';
 import { SileroVad } from '../src/providers/vad/silero/index.js';
 import { seededRandom } from './random.js';
+import { melody } from './sounds.js';
 
 
 const args = process.argv.slice(2);
@@ -129,19 +130,7 @@ function tones(freqs: readonly number[], ms: number, amplitude: number): Int16Ar
 
 /** Notes with harmonics and decay: a crude synthetic melody. */
 function music(ms: number): Int16Array {
-  const parts: Int16Array[] = [];
-  for (let t = 0; t < ms; t += 250) {
-    const f = 220 * 2 ** (Math.floor(rand() * 24) / 12);
-    const n = (250 * INTERNAL_SAMPLE_RATE) / 1000;
-    const note = new Int16Array(n);
-    for (let i = 0; i < n; i++) {
-      const env = Math.exp(-i / (n / 3));
-      const x = (2 * Math.PI * f * i) / INTERNAL_SAMPLE_RATE;
-      note[i] = Math.round(6000 * env * (Math.sin(x) + 0.5 * Math.sin(2 * x) + 0.25 * Math.sin(3 * x)));
-    }
-    parts.push(note);
-  }
-  return concat(parts);
+  return melody(rand, { noteMs: 250, pluck: true, voices: 1, ms });
 }
 
 function clicks(ms: number): Int16Array {
@@ -533,7 +522,7 @@ function laneLine(l: LaneResult): string {
   const f = (v: number | undefined, d = 2): string => (v === undefined ? '-' : v.toFixed(d));
   const text = l.text || (l.rejected ? `(${l.rejected.reason}: ${l.rejected.text})` : '');
   return `${l.language} llr=${f(l.llr)} loop/f=${f(l.loopPerFrame)} score/f=${f(l.scorePerFrame, 0)} frames=${l.frames ?? '-'} `
-    + `final=${l.reachedFinal ?? '-'} cov=${f(l.coverage)} said=${f(l.speechCoverage)} artic=${l.wordPhones !== undefined && l.wordFrames ? f(l.wordPhones / (l.wordFrames / 100), 1) : '-'} rate=${f(l.phoneRate, 1)} ${JSON.stringify(text)}`;
+    + `final=${l.reachedFinal ?? '-'} cov=${f(l.coverage)} said=${f(l.speechCoverage)} artic=${l.wordPhones !== undefined && l.wordFrames ? f(l.wordPhones / (l.wordFrames / 100), 1) : '-'} rate=${f(l.phoneRate, 1)} held=${f(l.sustainedShare)} ${JSON.stringify(text)}`;
 }
 
 const pct = (a: number, b: number): number | null => (b > 0 ? Math.round((1000 * a) / b) / 10 : null);

@@ -20,6 +20,8 @@ import type { AsrFinal, AsrPartial, AsrStream } from '../src/providers/asr/types
 import { ScriptedLlm } from '../src/providers/llm/scripted.js';
 import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
 import { phoneChannel, synthesize, voicesFor, type Voice } from '../loadtest/voices.js';
+import { melody } from '../loadtest/sounds.js';
+import { seededRandom } from '../loadtest/random.js';
 
 const EN_DICT = `${DEFAULT_MODEL_DIR}/cmudict-en-us.dict`;
 const englishModel = modelPresent(acousticModel('en', DEFAULT_MODEL_DIR)) && existsSync('/usr/bin/espeak-ng');
@@ -246,10 +248,13 @@ describe.skipIf(!englishModel)('grammar decoding on synthetic speech', () => {
       const white = Int16Array.from({ length: n }, () => Math.round((Math.random() * 2 - 1) * 4000));
       const tone = Int16Array.from({ length: n }, (_, i) => Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / INTERNAL_SAMPLE_RATE)));
       const offTopic = await synthesize('the children are playing football in the garden', voice('en'));
-      for (const [label, pcm] of [['white noise', white], ['tone', tone], ['off-topic', offTopic]] as const) {
+      const music = melody(seededRandom(3), { noteMs: 250, pluck: true, voices: 1, ms: 2500 });
+      for (const [label, pcm] of [['white noise', white], ['tone', tone], ['off-topic', offTopic], ['music', music]] as const) {
         const final = await decode(stream, pcm);
         const action = intent(final);
         console.log(`[asr-grammar] ${label} → ${JSON.stringify(final.text)} inGrammar=${final.inGrammar} confidence=${final.confidence?.toFixed(2)} intent=${action}`);
+        // A melody is no sentence at all, and not speech to answer ("I can help with …"): music on the line is ignored.
+        if (label === 'music') expect({ text: final.text, outOfDomain: final.outOfDomain ?? false }).toEqual({ text: '', outOfDomain: false });
         const acts = ['goodbye', 'transfer_to_human', 'book_appointment'].includes(action ?? '');
         // The guarantee is about actions: sound fed straight to the recogniser (no VAD in front, as in a call) can
         // still come back as a confident slot answer ("for one"), which a form reads back before anything happens.

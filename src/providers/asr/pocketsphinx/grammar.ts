@@ -3,6 +3,7 @@
  * dictionary + JSGF: fast to build, small), and a stream that decodes each utterance against every loaded
  * language at once and keeps the best in-grammar result.
  */
+import { SustainedSoundMeter } from '../sustained-sound.js';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -77,6 +78,13 @@ export const DEFAULT_FIRST_SWITCH_FLOOR = -3.4;
 export const DEFAULT_MIN_PHONE_RATE = 1;
 
 /**
+ * Share of a sound's frames that hold one spectrum (sustained-sound.ts) above which it is not speech. Measured:
+ * speech of four synthesizers 0–0.02 on both channels, synthetic melodies and chords 0.54–0.87; under halfway, with
+ * room above speech for steadier voices (a drawn-out word).
+ */
+export const DEFAULT_MAX_SUSTAINED_SHARE = 0.3;
+
+/**
  * Phones per second of the sentence's own words below which its confidence is scaled down (by rate / this).
  * Measured in-domain (loadtest/asr-accuracy.ts --trace, eSpeak and Pico voices, both channels): 7.7-15; steady
  * noise fitted to "thanks" or "yeah" stretches a word over seconds: under 2.
@@ -114,6 +122,8 @@ export interface GrammarDecodingOptions extends CompileOptions {
   minConfidence?: number;
   /** Phones per second under which a sound is not speech (see DEFAULT_MIN_PHONE_RATE). */
   minPhoneRate?: number;
+  /** Share of held spectra above which a sound is not speech: music (see DEFAULT_MAX_SUSTAINED_SHARE). */
+  maxSustainedShare?: number;
   /** Articulation rate under which a sentence's confidence is scaled down (see DEFAULT_MIN_ARTICULATION_RATE). */
   minArticulationRate?: number;
   /** Confidence calibration (see llrConfidence). */
@@ -291,7 +301,10 @@ export class GrammarDecoders {
     }, {
       mid: this.options.llrMid ?? DEFAULT_LLR_MID,
       scale: this.options.llrScale ?? DEFAULT_LLR_SCALE,
-    }, this.options.minPhoneRate ?? DEFAULT_MIN_PHONE_RATE, this.options.minConfidence ?? DEFAULT_MIN_CONFIDENCE, logger);
+    }, {
+      minPhoneRate: this.options.minPhoneRate ?? DEFAULT_MIN_PHONE_RATE,
+      maxSustainedShare: this.options.maxSustainedShare ?? DEFAULT_MAX_SUSTAINED_SHARE,
+    }, this.options.minConfidence ?? DEFAULT_MIN_CONFIDENCE, logger);
   }
 
   /**
@@ -370,6 +383,8 @@ export class GrammarStream implements AsrStream {
   private heard = false;
   /** Every lane's details of the last final (diagnostics: loadtest/asr-accuracy.ts --trace). */
   lastLanes: readonly LaneResult[] = [];
+  /** The utterance's held-spectrum share, measured on the audio itself (the same for every lane). */
+  private readonly sustained = new SustainedSoundMeter();
 
   constructor(
     native: PocketSphinxNative,
@@ -377,7 +392,7 @@ export class GrammarStream implements AsrStream {
     private readonly options: AsrStreamOptions,
     private readonly policy: LanguagePolicy,
     private readonly calibration: LlrCalibration,
-    private readonly minPhoneRate: number,
+    private readonly speechTest: SpeechTest,
     private readonly minConfidence: number,
     private readonly logger: Logger | undefined,
   ) {
@@ -421,6 +436,7 @@ export class GrammarStream implements AsrStream {
   }
 
   push(pcm: Int16Array): void {
+    this.sustained.push(pcm);
     for (const lane of this.lanes) {
       lane.stream.push(pcm);
       lane.loop.push(pcm);
@@ -432,6 +448,9 @@ export class GrammarStream implements AsrStream {
       Promise.all(this.lanes.map((l) => l.stream.finalize())),
       Promise.all(this.lanes.map((l) => l.loop.finalize())),
     ]);
+    const sustainedShare = this.sustained.share();
+    this.sustained.reset();
+    const music = sustainedShare > this.speechTest.maxSustainedShare;
     const results = this.lanes.map((l, i) => {
       const detail = l.stream.lastResult;
       const g = l.stream.lastScore;
@@ -444,10 +463,11 @@ export class GrammarStream implements AsrStream {
         detail.phoneRate = phoneRate(loopFinals[i].text, ref.frames);
         const said = speechFrames(loopFinals[i]);
         if (detail.wordFrames !== undefined && said > 0) detail.speechCoverage = Math.min(1, detail.wordFrames / said);
-        // A grammar can fit a steady sound as well as a phone loop can (high LLR): reject what is not speech.
-        // And a sentence forced onto speech it does not match (far below the phone loop, or fitted into a fraction of
-        // it with fillers taking the rest) is no result either.
-        const notSpeech = detail.phoneRate < this.minPhoneRate;
+        detail.sustainedShare = sustainedShare;
+        // A grammar can fit a steady sound, or a melody, as well as a phone loop can (high LLR): reject what is not
+        // speech. And a sentence forced onto speech it does not match (far below the phone loop, or fitted into a
+        // fraction of it with fillers taking the rest) is no result either.
+        const notSpeech = detail.phoneRate < this.speechTest.minPhoneRate || music;
         if (notSpeech || llrConfidence(languageScore(detail, this.policy), this.calibration) < this.minConfidence) {
           detail.rejected = { text: detail.text, reason: notSpeech ? 'not-speech' : 'low-llr' };
           detail.inGrammar = false;
@@ -463,7 +483,7 @@ export class GrammarStream implements AsrStream {
     this.logger?.debug({ lanes: results.map((r) => r.detail), chosen: best?.language }, 'grammar lanes');
     if (!winner) {
       // Rejected: tell speech the agent did not understand (it deserves an answer) from sound that is not speech.
-      const speech = loopFinals.some((loop, i) => phoneRate(loop.text, this.lanes[i].loop.lastScore?.frames) >= this.minPhoneRate);
+      const speech = !music && loopFinals.some((loop, i) => phoneRate(loop.text, this.lanes[i].loop.lastScore?.frames) >= this.speechTest.minPhoneRate);
       return { text: '', language: this.current, audioMs: finals[0]?.audioMs ?? 0, inGrammar: false, confidence: 0, outOfDomain: speech };
     }
     this.current = winner.final.language;
@@ -476,6 +496,7 @@ export class GrammarStream implements AsrStream {
   }
 
   cancel(): void {
+    this.sustained.reset();
     for (const lane of this.lanes) {
       lane.stream.cancel();
       lane.loop.cancel();
@@ -508,6 +529,14 @@ export function sentenceConfidence(r: LaneResult, policy: CoveragePolicy & Pick<
   const confidence = llrConfidence(languageScore(r, policy), calibration);
   const rate = r.wordPhones !== undefined && r.wordFrames ? r.wordPhones / (r.wordFrames / FRAMES_PER_SECOND) : undefined;
   return rate !== undefined && rate < policy.minArticulationRate ? confidence * (rate / policy.minArticulationRate) : confidence;
+}
+
+/** What sound is not speech, whatever sentence a grammar fits to it. */
+interface SpeechTest {
+  /** Phones per second under which it is a steady sound (DEFAULT_MIN_PHONE_RATE). */
+  minPhoneRate: number;
+  /** Held-spectrum share over which it is music (DEFAULT_MAX_SUSTAINED_SHARE). */
+  maxSustainedShare: number;
 }
 
 /** How a turn's language is chosen between the lanes' sentences (see chooseLanguage), and how sure a sentence is. */

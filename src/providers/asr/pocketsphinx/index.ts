@@ -331,6 +331,8 @@ export interface LaneResult {
    * the sentence explains. Set by the grammar stream.
    */
   speechCoverage?: number;
+  /** Share of the sound that holds one spectrum from frame to frame (sustained-sound.ts): music, not speech. */
+  sustainedShare?: number;
   /** A sentence the grammar stream set aside, and why (diagnostics). */
   rejected?: { text: string; reason: 'not-speech' | 'low-llr' };
 }
