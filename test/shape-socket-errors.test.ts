@@ -1,7 +1,7 @@
 import dgram from 'node:dgram';
 import { describe, expect, it } from 'vitest';
 import { RtpStream } from '../src/transports/sip/rtp/stream.js';
-import { mediaClock, OutboundStream } from '../src/transports/webrtc/media-clock.js';
+import { OutboundStream, webrtcClock } from '../src/transports/webrtc/outbound-stream.js';
 import type { AudioSource } from '../src/transports/webrtc/wrtc.js';
 
 /**
@@ -32,6 +32,7 @@ describe('RTP and RTCP socket errors reach the call', () => {
       onDtmf: () => {},
       onInvalid: (reason) => invalid.push(reason),
       onSocketError: (socket, err) => errors.push({ socket, message: err.message }),
+      onMediaError: (err) => errors.push({ socket: 'clock', message: String(err) }),
     });
     // What the OS reports on a UDP socket (ICMP port unreachable surfaces as an error event).
     rtcp.emit('error', Object.assign(new Error('recv ECONNREFUSED'), { code: 'ECONNREFUSED' }));
@@ -68,14 +69,14 @@ describe('a failing WebRTC outbound stream', () => {
         healthyChunks++;
       },
     };
-    const good = new OutboundStream(healthy);
-    mediaClock.add(good);
+    const good = new OutboundStream(healthy, (err) => failures.push(err));
+    webrtcClock.add(good);
     const bad = new OutboundStream(broken, (err) => failures.push(err));
-    mediaClock.add(bad);
+    webrtcClock.add(bad);
     await sleep(200);
     const before = healthyChunks;
     await sleep(100);
-    mediaClock.delete(good);
+    webrtcClock.delete(good);
     expect(failures).toHaveLength(1);
     expect(String(failures[0])).toMatch(/audio source closed/);
     expect(brokenCalls).toBe(1);

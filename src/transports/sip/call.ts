@@ -89,6 +89,13 @@ export class CallMedia {
         // At most a few per call: a socket that keeps failing says so once in a while, not per packet.
         if (++this.socketErrors <= 3 || this.socketErrors % 1000 === 0) options.logger.warn({ err, socket, count: this.socketErrors }, 'RTP socket error');
       },
+      onMediaError: (err) => {
+        // The stream left the media clock: no more sending or playout, so the call cannot go on (and inbound
+        // RTP would keep the timeout watchdog from ever ending it).
+        if (this.closed) return;
+        options.logger.error({ err }, 'RTP media stream failed: hanging up');
+        options.onHangup('media_error');
+      },
       onInvalid: (reason) => {
         // Logged sparingly: a flood of junk must not flood the log.
         if (++this.invalidPackets <= 5 || this.invalidPackets % 1000 === 0) options.logger.warn({ reason, count: this.invalidPackets }, 'invalid RTP packet dropped');

@@ -7,7 +7,7 @@ import type { VoiceService } from '../../service.js';
 import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import type { Session } from '../../session/session.js';
 import { parseClientMessage, ProtocolError, type ClientMessage } from '../client-messages.js';
-import { mediaClock, OutboundStream } from './media-clock.js';
+import { OutboundStream, webrtcClock } from './outbound-stream.js';
 import { hangUpAfterPlayout } from '../playout.js';
 import { wrtc, type AudioSink, type DataChannel, type PeerConnection, type SinkAudioData } from './wrtc.js';
 
@@ -178,7 +178,7 @@ export class WebRtcPeer {
       language: this.session.language,
       audio: { input: { codec: 'opus', sampleRate: 48000 }, output: { codec: 'opus', sampleRate: 48000 } },
     });
-    mediaClock.add(this.outbound);
+    webrtcClock.add(this.outbound);
     this.connectTimer = setTimeout(() => {
       if (!this.connected) void this.close(`not connected within ${CONNECT_TIMEOUT_MS} ms`);
     }, CONNECT_TIMEOUT_MS);
@@ -381,7 +381,7 @@ export class WebRtcPeer {
     if (this.graceTimer) clearTimeout(this.graceTimer);
     if (this.connectTimer) clearTimeout(this.connectTimer);
     if (this.watchdog) clearInterval(this.watchdog);
-    if (this.outbound) mediaClock.delete(this.outbound);
+    if (this.outbound) webrtcClock.delete(this.outbound);
     this.sink?.stop();
     this.sink = null;
     const channel = this.channel;

@@ -9,8 +9,11 @@ import { parseRtp, serializeRtp, type RtpPacket } from './packet.js';
 import { DtmfReceiver, parseTelephoneEvent } from './dtmf.js';
 import { JitterBuffer } from './jitter-buffer.js';
 import { buildSenderReport } from './rtcp.js';
-import { mediaClock } from './clock.js';
+import { MediaClock, type MediaClockMember } from '../../media-clock.js';
 import { closeSockets } from './port-pool.js';
+
+/** Every RTP stream of the process sends and plays out on this one clock, one 20 ms packet per tick. */
+export const rtpClock = new MediaClock(20);
 
 /** A latched source silent this long may be replaced by another plausible one (a NAT rebinding). */
 const RELATCH_AFTER_MS = 2000;
@@ -34,13 +37,15 @@ export interface RtpStreamOptions {
   onInvalid(reason: string): void;
   /** The RTP or RTCP socket reported an error (send to an unreachable port, a closed socket): logged by the call. */
   onSocketError?(socket: 'rtp' | 'rtcp', err: Error): void;
+  /** A step of the stream threw: it has left the media clock (no more sending or playout); logged by the call. */
+  onMediaError(err: unknown): void;
 }
 
 /**
  * One RTP session: receives into the jitter buffer and plays it out every 20 ms, and sends queued
  * payloads at exactly one packet per 20 ms with exact sequence numbers and timestamps.
  */
-export class RtpStream {
+export class RtpStream implements MediaClockMember {
   readonly jitter = new JitterBuffer();
   private readonly dtmf = new DtmfReceiver();
   private remote: { address: string; port: number } | null;
@@ -75,7 +80,7 @@ export class RtpStream {
 
   start(): void {
     this.lastPacketAt = performance.now();
-    mediaClock.add(this);
+    rtpClock.add(this);
   }
 
   /** Queue one packet's payload for sending. */
@@ -131,7 +136,7 @@ export class RtpStream {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    mediaClock.delete(this);
+    rtpClock.delete(this);
     // The port pool may have closed the pair first (a call released on an error path).
     closeSockets([this.options.rtp, this.options.rtcp]);
   }
@@ -181,11 +186,11 @@ export class RtpStream {
   }
 
   /**
-   * One 20 ms step (`due` > 1 after an event-loop stall): send, and return the playout to run after I/O.
+   * One 20 ms tick (`due` > 1 after an event-loop stall): send; the playout runs after I/O (afterIo).
    * Outbound sends at most a few catch-up packets and skips the timestamps of the rest rather than bursting
    * seconds of audio at the caller.
    */
-  step(due: number, now: number): void {
+  tick(due: number, now: number): void {
     if (this.closed || !this.armed || !this.remote) return;
     const sends = Math.min(due, 3);
     for (let i = 0; i < sends; i++) this.sendOne();
@@ -193,11 +198,15 @@ export class RtpStream {
     if (now - this.lastSrAt > 5000 && this.sent.packets > 0) this.sendReport(now);
   }
 
-  /** Inbound half of a step: all missed frames play (late audio is not lost audio). */
-  playoutStep(due: number): void {
+  /** Inbound half of a tick: all missed frames play (late audio is not lost audio). */
+  afterIo(due: number): void {
     if (this.closed) return;
     this.playout(false);
     for (let i = 1; i < Math.min(due, 50); i++) if (!this.playout(true)) break;
+  }
+
+  onError(err: unknown): void {
+    this.options.onMediaError(err);
   }
 
   /** Play one frame; with `onlyIfReady`, only when the next packet is already here. Returns whether it played. */

@@ -1,7 +1,8 @@
 import { FRAME_SAMPLES } from '../../audio/format.js';
+import { MediaClock, type MediaClockMember } from '../media-clock.js';
 import type { AudioSource } from './wrtc.js';
 
-/** libwebrtc's audio sources take 10 ms per onData call. */
+/** libwebrtc's audio sources take 10 ms per onData call (the period of the clock this stream runs on). */
 export const CHUNK_MS = 10;
 const CHUNK_SAMPLES = FRAME_SAMPLES / 2; // 10 ms at 16 kHz
 const SAMPLE_RATE = 16_000;
@@ -11,22 +12,23 @@ const MAX_QUEUED_CHUNKS = 30;
 const MAX_CATCH_UP_CHUNKS = 10;
 const SILENCE = new Int16Array(CHUNK_SAMPLES);
 
+/** Every peer's outbound stream runs on this one clock, one chunk per tick (per-peer timers would cost more). */
+export const webrtcClock = new MediaClock(CHUNK_MS);
+
 /**
  * One peer's outbound audio as a continuous real-time stream: agent audio when there is some, silence
  * otherwise. A gap-free stream keeps RTP timestamps in step with wall time, so the browser's jitter buffer
  * does not grow after each pause in the agent's speech.
  */
-export class OutboundStream {
+export class OutboundStream implements MediaClockMember {
   private readonly queue: Int16Array[] = [];
-  private startedAt = -1;
-  private sent = 0;
   /** 10 ms chunks of agent audio dropped because the queue overflowed. */
   dropped = 0;
 
   constructor(
     private readonly source: AudioSource,
     /** The stream failed and left the media clock (the peer logs it with its call id). */
-    readonly onError: (err: unknown) => void = () => {},
+    readonly onError: (err: unknown) => void,
   ) {}
 
   /** One 20 ms frame of 16 kHz agent audio, already paced by the session. */
@@ -52,56 +54,11 @@ export class OutboundStream {
     return this.queue.length * CHUNK_MS;
   }
 
-  /** Send every chunk due by `now`. */
-  pump(now: number): void {
-    if (this.startedAt < 0) this.startedAt = now;
-    let due = Math.floor((now - this.startedAt) / CHUNK_MS) - this.sent;
-    if (due > MAX_CATCH_UP_CHUNKS) {
-      this.sent += due - 1;
-      due = 1;
-    }
-    for (; due > 0; due--) {
+  /** One 10 ms tick of the WebRTC media clock: send the `due` chunks (one, or the skipped-ahead stall's last). */
+  tick(due: number): void {
+    for (let n = due > MAX_CATCH_UP_CHUNKS ? 1 : due; n > 0; n--) {
       const samples = this.queue.shift() ?? SILENCE;
       this.source.onData({ samples, sampleRate: SAMPLE_RATE, bitsPerSample: 16, channelCount: 1, numberOfFrames: CHUNK_SAMPLES });
-      this.sent++;
     }
   }
 }
-
-/** One timer drives every peer's outbound stream (hundreds of per-peer 10 ms timers would cost more). */
-class MediaClock {
-  private readonly streams = new Set<OutboundStream>();
-  private timer: NodeJS.Timeout | null = null;
-
-  add(stream: OutboundStream): void {
-    this.streams.add(stream);
-    stream.pump(performance.now());
-    if (!this.timer) {
-      this.timer = setInterval(() => this.tick(), CHUNK_MS / 2);
-      this.timer.unref();
-    }
-  }
-
-  delete(stream: OutboundStream): void {
-    this.streams.delete(stream);
-    if (this.streams.size === 0 && this.timer) {
-      clearInterval(this.timer);
-      this.timer = null;
-    }
-  }
-
-  private tick(): void {
-    const now = performance.now();
-    for (const stream of this.streams) {
-      try {
-        stream.pump(now);
-      } catch (err) {
-        // A source whose peer just closed, or a broken one: drop it and say so; never let one peer stop the others.
-        this.delete(stream);
-        stream.onError(err);
-      }
-    }
-  }
-}
-
-export const mediaClock = new MediaClock();
