@@ -29,7 +29,10 @@ export class SustainedSoundMeter {
   private readonly spectrum: number[] = this.fft.createComplexArray() as number[];
   private readonly pending = new Int16Array(WINDOW);
   private filled = 0;
-  private previous: Float64Array | null = null;
+  /** This frame's and the previous frame's magnitudes (swapped, not reallocated, per frame). */
+  private magnitude = new Float64Array(TOP_BIN);
+  private previous = new Float64Array(TOP_BIN);
+  /** 0 until a frame has been analysed (and for silence): no pair to compare with. */
   private previousEnergy = 0;
   /** Per pair of consecutive frames: the quieter frame's energy and whether the two spectra are the same. */
   private readonly pairs: Array<{ energy: number; same: boolean }> = [];
@@ -66,7 +69,6 @@ export class SustainedSoundMeter {
 
   reset(): void {
     this.filled = 0;
-    this.previous = null;
     this.previousEnergy = 0;
     this.pairs.length = 0;
     this.loudest = 0;
@@ -75,7 +77,7 @@ export class SustainedSoundMeter {
   private analyse(): void {
     for (let i = 0; i < WINDOW; i++) this.frame[i] = this.pending[i] * hann[i];
     this.fft.realTransform(this.spectrum, this.frame);
-    const magnitude = new Float64Array(TOP_BIN);
+    const magnitude = this.magnitude;
     let energy = 0;
     for (let k = 1; k < TOP_BIN; k++) {
       const re = this.spectrum[2 * k];
@@ -84,12 +86,13 @@ export class SustainedSoundMeter {
       magnitude[k] = Math.sqrt(power);
       energy += power;
     }
-    if (this.previous && energy > 0 && this.previousEnergy > 0) {
+    if (energy > 0 && this.previousEnergy > 0) {
       let dot = 0;
       for (let k = 1; k < TOP_BIN; k++) dot += magnitude[k] * this.previous[k];
       this.pairs.push({ energy: Math.min(energy, this.previousEnergy), same: dot / Math.sqrt(energy * this.previousEnergy) >= SAME_SPECTRUM });
     }
     this.loudest = Math.max(this.loudest, energy);
+    this.magnitude = this.previous;
     this.previous = magnitude;
     this.previousEnergy = energy;
   }

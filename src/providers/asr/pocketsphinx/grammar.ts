@@ -3,7 +3,6 @@
  * dictionary + JSGF: fast to build, small), and a stream that decodes each utterance against every loaded
  * language at once and keeps the best in-grammar result.
  */
-import { SustainedSoundMeter } from '../sustained-sound.js';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +16,7 @@ import { FRAMES_PER_SECOND, type PocketSphinxNative } from './native.js';
 import { isNarrowband, narrowbandModel } from './channel.js';
 import { DecoderPool } from './pool.js';
 import { PocketSphinxDecoderStream, type LaneResult } from './index.js';
+import { SustainedSoundMeter } from '../sustained-sound.js';
 
 /** An acoustic model and its full pronouncing dictionary. */
 export interface AcousticModel {
@@ -444,12 +444,13 @@ export class GrammarStream implements AsrStream {
   }
 
   async finalize(): Promise<AsrFinal> {
+    // Taken now: audio pushed while the lanes finish belongs to the next utterance.
+    const sustainedShare = this.sustained.share();
+    this.sustained.reset();
     const [finals, loopFinals] = await Promise.all([
       Promise.all(this.lanes.map((l) => l.stream.finalize())),
       Promise.all(this.lanes.map((l) => l.loop.finalize())),
     ]);
-    const sustainedShare = this.sustained.share();
-    this.sustained.reset();
     const music = sustainedShare > this.speechTest.maxSustainedShare;
     const results = this.lanes.map((l, i) => {
       const detail = l.stream.lastResult;
