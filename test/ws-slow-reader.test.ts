@@ -211,20 +211,26 @@ describe('a Vonage media stream that stops reading', () => {
   });
 });
 
+/** A device WebSocket call whose agent is talking ("What can you do?") when the client stops reading. */
+async function pausedDevicePeer(): Promise<{ ws: WebSocket; events: Json[]; audioAt: number[]; closed: () => boolean }> {
+  const ws = slowReaderWebSocket(server, '/v1/ws', { authorization: `Bearer ${TEST_API_KEY}` });
+  onTestFinished(() => ws.terminate());
+  const events: Json[] = [];
+  const audioAt: number[] = [];
+  let closed = false;
+  ws.on('message', (data: Buffer, isBinary) => (isBinary ? audioAt.push(performance.now()) : events.push(JSON.parse(data.toString()) as Json)));
+  ws.on('close', () => (closed = true));
+  await until(() => events.some((e) => e.type === 'session.started'), 10_000, 'session.started');
+  ws.send(JSON.stringify({ type: 'input.text', text: 'What can you do?' }));
+  await until(() => audioAt.length > 0, 10_000, 'the first agent audio');
+  ws.pause();
+  return { ws, events, audioAt, closed: () => closed };
+}
+
 describe('a device WebSocket client that stops reading', () => {
   it('keeps the server buffer bounded, says slow_consumer once, and the call goes on once it reads again', async () => {
     const droppedBefore = await droppedFrames(server, 'ws');
-    const ws = slowReaderWebSocket(server, '/v1/ws', { authorization: `Bearer ${TEST_API_KEY}` });
-    onTestFinished(() => ws.terminate());
-    const events: Json[] = [];
-    const audioAt: number[] = [];
-    let closed = false;
-    ws.on('message', (data: Buffer, isBinary) => (isBinary ? audioAt.push(performance.now()) : events.push(JSON.parse(data.toString()) as Json)));
-    ws.on('close', () => (closed = true));
-    await until(() => events.some((e) => e.type === 'session.started'), 10_000, 'session.started');
-    ws.send(JSON.stringify({ type: 'input.text', text: 'What can you do?' }));
-    await until(() => audioAt.length > 0, 10_000, 'the first agent audio');
-    ws.pause();
+    const { ws, events, audioAt, closed } = await pausedDevicePeer();
     const watch = watchBuffered();
     await waitForEpisode('ws', droppedBefore);
     const maxBuffered = watch.stop();
@@ -236,7 +242,7 @@ describe('a device WebSocket client that stops reading', () => {
     await until(() => audioAt.filter((at) => at - resumedAt > DRAIN_MS).length > 20, 10_000, 'later agent audio');
     await until(() => events.some((e) => e.type === 'response.done'), 10_000, 'response.done');
     expect(events.filter((e) => e.type === 'error').map((e) => e.code)).toEqual(['slow_consumer']);
-    expect(closed).toBe(false);
+    expect(closed()).toBe(false);
     ws.close();
     console.log(`device ws: max server buffer ${maxBuffered} B (limit ${LIMIT}), ${(await droppedFrames(server, 'ws')) - droppedBefore} frames dropped`);
   });
@@ -245,15 +251,7 @@ describe('a device WebSocket client that stops reading', () => {
 describe('stopping the server with a peer that stopped reading', () => {
   it('cuts the peer off after the close grace instead of waiting out ws’s 30 s close timeout', async () => {
     const droppedBefore = await droppedFrames(server, 'ws');
-    const ws = slowReaderWebSocket(server, '/v1/ws', { authorization: `Bearer ${TEST_API_KEY}` });
-    onTestFinished(() => ws.terminate());
-    const events: Json[] = [];
-    let audio = 0;
-    ws.on('message', (data: Buffer, isBinary) => (isBinary ? audio++ : events.push(JSON.parse(data.toString()) as Json)));
-    await until(() => events.some((e) => e.type === 'session.started'), 10_000, 'session.started');
-    ws.send(JSON.stringify({ type: 'input.text', text: 'What can you do?' }));
-    await until(() => audio > 0, 10_000, 'the first agent audio');
-    ws.pause();
+    await pausedDevicePeer();
     await waitForEpisode('ws', droppedBefore);
     // The peer will never read our close frame: the stop must not wait for its answer.
     stopped = true;

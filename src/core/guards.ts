@@ -2,3 +2,12 @@
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
+
+/** `s` parsed as JSON, or `s` itself when it is not JSON (tool arguments and results may be either). */
+export function jsonOrText(s: string): unknown {
+  try {
+    return JSON.parse(s) as unknown;
+  } catch {
+    return s;
+  }
+}

@@ -1,4 +1,5 @@
 /** What a call's tools did, as webhook events: a decorator around the call's tool executor. */
+import { jsonOrText } from '../core/guards.js';
 import type { ToolExecutor } from '../session/reply.js';
 import type { WebhookEventType } from './webhooks.js';
 import type { Handover } from './handover.js';
@@ -23,7 +24,7 @@ export function observedTools(inner: ToolExecutor, emit: EventSink): ToolExecuto
       emit('tool.executed', {
         name: call.name,
         tool_call_id: call.id,
-        arguments: safeJson(inner.maskArguments?.(call) ?? call.arguments),
+        arguments: jsonOrText(inner.maskArguments?.(call) ?? call.arguments),
         ok: error === undefined,
         ...(error !== undefined ? { error } : {}),
         ms: Math.round(performance.now() - started),
@@ -51,16 +52,8 @@ export function handoverEvent(handover: Handover): Record<string, unknown> {
 }
 
 function errorOf(content: string): string | undefined {
-  const parsed = safeJson(content);
+  const parsed = jsonOrText(content);
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
   const e = (parsed as Record<string, unknown>).error;
   return e === undefined ? undefined : String(e);
-}
-
-function safeJson(s: string): unknown {
-  try {
-    return JSON.parse(s);
-  } catch {
-    return s;
-  }
 }

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { redact } from '../privacy/redact.js';
-import { isRecord } from '../core/guards.js';
+import { isRecord, jsonOrText } from '../core/guards.js';
 import type { ChatMessage, LlmProvider } from '../providers/llm/types.js';
 
 export interface HandoverConfig {
@@ -131,9 +131,9 @@ export function prepareHandover(input: HandoverInput): Handover {
   let reason: string | undefined;
   const call = [...newMessages].reverse().flatMap((m) => m.toolCalls ?? []).find((c) => c.name === 'transfer_to_human');
   const result = call ? newMessages.find((m) => m.role === 'tool' && m.toolCallId === call.id) : undefined;
-  const parsed = result ? parseRecord(result.content) : undefined;
-  if (typeof parsed?.queue === 'string') queue = parsed.queue;
-  if (typeof parsed?.reason === 'string') reason = parsed.reason;
+  const parsed = result ? jsonOrText(result.content) : undefined;
+  if (isRecord(parsed) && typeof parsed.queue === 'string') queue = parsed.queue;
+  if (isRecord(parsed) && typeof parsed.reason === 'string') reason = parsed.reason;
   let described: ReturnType<NonNullable<LlmProvider['handoverFacts']>> | undefined;
   try {
     described = input.agent.handoverFacts?.(messages);
@@ -156,14 +156,6 @@ export function prepareHandover(input: HandoverInput): Handover {
   return { callId: input.callId, queue, ...(reason ? { reason } : {}), ...(target ? { target } : {}), summary: summarize(facts, config?.summaryMaxChars), facts };
 }
 
-function parseRecord(json: string): Record<string, unknown> | undefined {
-  try {
-    const v: unknown = JSON.parse(json);
-    return isRecord(v) ? v : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * A short deterministic summary: `lang=en; asked=report_lost_card; card_last4=4111; not_understood=1;

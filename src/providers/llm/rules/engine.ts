@@ -6,6 +6,7 @@
  * algorithm: pick the first unfilled required slot, prompt for it, accept values for any slot at any
  * time (early filling and corrections), confirm, then call the tool exactly once per form instance.
  */
+import { jsonOrText } from '../../../core/guards.js';
 import type { ChatMessage, ToolCall } from '../types.js';
 import { fill, isRecord, pickVariant, type RuleIntent, type RulesConfig } from './config.js';
 import { hasPhrase, yesNo, type Lexicon, type MessageKey } from './lexicon.js';
@@ -328,7 +329,7 @@ function offerDue(ctx: EngineContext, state: DialogueState): boolean {
 
 function onToolResult(ctx: EngineContext, state: DialogueState, call: ToolCall | undefined, content: string): { state: DialogueState; output: Output } {
   const lang = state.language;
-  const result = safeJson(content);
+  const result = jsonOrText(content);
   const failed = isRecord(result) && result.error !== undefined;
   const id = call ? /^call_rules_(.+)_(t?\d+)$/.exec(call.id) : null;
   const form = state.form;
@@ -354,7 +355,7 @@ function onToolResult(ctx: EngineContext, state: DialogueState, call: ToolCall |
       return next(ctx, state, again, intent, lang, intent.failure?.[lang] ?? ctx.config.toolError[lang]);
     }
     const finished: FormInstance = { ...form, executing: false, result: res };
-    const vars = { ...slotVars(ctx, intent, form.slots, lang), args: safeJson(call.arguments), result: res };
+    const vars = { ...slotVars(ctx, intent, form.slots, lang), args: jsonOrText(call.arguments), result: res };
     const reply = pickVariant(intent.reply[lang], vars) ?? ctx.config.toolDone[lang];
     const s: DialogueState = { ...state, form: undefined, done: [...state.done, finished] };
     const resumeIntent = form.resume ? intentByName(ctx, form.resume.intent) : undefined;
@@ -370,7 +371,7 @@ function onToolResult(ctx: EngineContext, state: DialogueState, call: ToolCall |
   if (failed) text = ctx.config.toolError[lang];
   else {
     const intent = call ? (ctx.config.intents.find((it) => it.name === id?.[1] && it.tool?.name === call.name) ?? ctx.config.intents.find((it) => it.tool?.name === call.name)) : undefined;
-    text = intent ? (pickVariant(intent.reply[lang], { args: call ? safeJson(call.arguments) : {}, result }) ?? ctx.config.toolDone[lang]) : ctx.config.toolDone[lang];
+    text = intent ? (pickVariant(intent.reply[lang], { args: call ? jsonOrText(call.arguments) : {}, result }) ?? ctx.config.toolDone[lang]) : ctx.config.toolDone[lang];
   }
   if (form && !form.executing && call?.name !== 'end_call' && call?.name !== 'transfer_to_human') text = joinText(text, question(ctx, state, form));
   return { state, output: { text, language: lang } };
@@ -438,14 +439,6 @@ function hasPhraseAnyLanguage(ws: readonly string[], list: Record<string, string
 
 function joinText(a: string, b: string): string {
   return [a.trim(), b.trim()].filter(Boolean).join(' ');
-}
-
-function safeJson(s: string): unknown {
-  try {
-    return JSON.parse(s);
-  } catch {
-    return s;
-  }
 }
 
 /** Words callers of each language use: the intents' phrases, the dialogue words, number words, slot values. */
