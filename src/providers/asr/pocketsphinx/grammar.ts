@@ -44,8 +44,6 @@ export function modelPresent(model: AcousticModel): boolean {
  */
 export const DEFAULT_LLR_MID = -3;
 export const DEFAULT_LLR_SCALE = 0.3;
-/** LLR margin (same units) another language needs to take the turn from the current one. */
-export const DEFAULT_STICKINESS = 0.2;
 /**
  * Share of the caller's speech (the phone loop's non-silence frames) a sentence is expected to explain with its own
  * words, and the LLR cost of each share it falls short by. A grammar of another language fits a short sentence
@@ -56,20 +54,35 @@ export const DEFAULT_STICKINESS = 0.2;
 export const DEFAULT_EXPECTED_COVERAGE = 0.8;
 export const DEFAULT_COVERAGE_PENALTY = 4;
 /**
- * The least (coverage-penalised) LLR with which a turn may switch away from the current language (the one the
- * caller spoke last, else the call's default): weaker evidence keeps the language (the turn is then heard in it, or not understood). −3 is a confidence of 0.5
- * (DEFAULT_LLR_MID). Measured: German speech forced onto a Spanish sentence −3.3 (test/asr-grammar.test.ts); the
- * right language's sentence −3.2 to −1.1 on a Spanish phone line, −3 to −1 at 16 kHz (loadtest/asr-accuracy.ts),
- * so a caller who switches language mid-call on a poor line may need a clearer turn to be followed.
+ * The call's language is a belief carried from turn to turn (LanguageBelief): each turn's lanes are evidence, and
+ * the caller may change language between turns. Per turn, a lane's evidence is `DEFAULT_LANGUAGE_EVIDENCE_SCALE`
+ * times its score's distance below the best lane's (clipped at `LANGUAGE_EVIDENCE_CLIP`), in nats; between turns the
+ * belief leaks towards the other languages with `DEFAULT_LANGUAGE_SWITCH_PROBABILITY`, which bounds what earlier turns
+ * can hold against a new one (log(0.7/0.3) = 0.85 nats): one clear turn moves the call, a string of turns never locks
+ * it. The call's default language starts `DEFAULT_LANGUAGE_PRIOR` nats ahead. Measured by replaying the lanes of 352
+ * turns (loadtest/asr-accuracy.ts --trace, seeds 2 and 4, 8 voices, both channels) through each policy, and on calls
+ * that change language after four turns (BENCHMARKS.md "A call's language as a belief"): a hard margin and floor let
+ * a misheard first turn lock a Spanish caller in English for the whole call (1 of 8 turns right); the belief follows
+ * them by the next turn, and English callers lose no intent accuracy.
  */
-export const DEFAULT_SWITCH_FLOOR = -3;
+export const DEFAULT_LANGUAGE_EVIDENCE_SCALE = 1.5;
+export const DEFAULT_LANGUAGE_SWITCH_PROBABILITY = 0.3;
+export const DEFAULT_LANGUAGE_PRIOR = 0.5;
+const LANGUAGE_EVIDENCE_CLIP = 3;
+/** The score of a lane that found no sentence at all, for the evidence (below any sentence the lanes report). */
+const NO_SENTENCE_SCORE = -6;
 /**
- * The same floor while the current language is only the call's default (the caller has not spoken it yet): a weaker
- * prior. −3.4 is a confidence of 0.2: a Spanish first turn through the phone channel scores −3.1 against a
- * misheard English sentence (loadtest/asr-accuracy.ts --trace); an English one misheard by the English model and
- * forced onto a Spanish closing phrase −3.6.
+ * The least (coverage-penalised) score with which a turn may move the call to another language, whatever the belief,
+ * once the caller has been understood in the current one (a confidence of 0.16), and before that (0.12: nearly any
+ * sentence the lane keeps, DEFAULT_MIN_CONFIDENCE = −3.66). Measured (loadtest/asr-accuracy.ts --trace, replayed
+ * through each floor; BENCHMARKS.md "A call's language as a belief"): eSpeak's Spanish voices' right sentences score
+ * −3.3 to −3.6 through the phone channel, so a floor of −3 held those callers in English for whole calls (48 % of
+ * their turns understood, against 59 % at −3.5). Speech in a language neither grammar has, forced onto a sentence,
+ * scores −3.3 (German onto Spanish) to −4.8: above the floor it moves the call for that turn, at a confidence far
+ * under the agent's action gate, and the caller's next turn takes the call back (test/asr-grammar.test.ts).
  */
-export const DEFAULT_FIRST_SWITCH_FLOOR = -3.4;
+export const DEFAULT_SWITCH_FLOOR = -3.5;
+export const DEFAULT_FIRST_SWITCH_FLOOR = -3.6;
 
 /**
  * Phones per second (silence excluded) below which the sound is not speech. Measured: tones and steady noise
@@ -109,14 +122,16 @@ export function llrConfidence(llr: number | undefined, c: LlrCalibration): numbe
 }
 
 export interface GrammarDecodingOptions extends CompileOptions {
-  /** LLR margin another language needs over the session's current one to take the turn. */
-  stickiness?: number;
+  /** How the call's language follows the caller (see LanguageBelief and its defaults). */
+  languageEvidenceScale?: number;
+  languageSwitchProbability?: number;
+  languagePrior?: number;
   /** LLR cost of speech a sentence leaves unexplained (see DEFAULT_COVERAGE_PENALTY, DEFAULT_EXPECTED_COVERAGE). */
   coveragePenalty?: number;
   expectedCoverage?: number;
-  /** Least score with which a turn leaves a language the caller has spoken (see DEFAULT_SWITCH_FLOOR). */
+  /** Least score with which a turn moves the call to another language (see DEFAULT_SWITCH_FLOOR). */
   switchFloor?: number;
-  /** The same, from the call's default language before the caller has spoken it (DEFAULT_FIRST_SWITCH_FLOOR). */
+  /** The same until the caller has been understood (DEFAULT_FIRST_SWITCH_FLOOR). */
   firstSwitchFloor?: number;
   /** Confidence under which a lane's sentence counts as out of grammar (see DEFAULT_MIN_CONFIDENCE). */
   minConfidence?: number;
@@ -292,7 +307,9 @@ export class GrammarDecoders {
     const chosen = lanes.length > 0 ? lanes : [...this.languages.values()];
     if (wanted !== undefined && lanes.length === 0) logger?.warn({ language: wanted }, 'no grammar for the fixed language; detecting per turn');
     return new GrammarStream(this.native, chosen, options, {
-      stickiness: this.options.stickiness ?? DEFAULT_STICKINESS,
+      evidenceScale: this.options.languageEvidenceScale ?? DEFAULT_LANGUAGE_EVIDENCE_SCALE,
+      switchProbability: this.options.languageSwitchProbability ?? DEFAULT_LANGUAGE_SWITCH_PROBABILITY,
+      prior: this.options.languagePrior ?? DEFAULT_LANGUAGE_PRIOR,
       coveragePenalty: this.options.coveragePenalty ?? DEFAULT_COVERAGE_PENALTY,
       expectedCoverage: this.options.expectedCoverage ?? DEFAULT_EXPECTED_COVERAGE,
       switchFloor: this.options.switchFloor ?? DEFAULT_SWITCH_FLOOR,
@@ -377,10 +394,12 @@ function primary(language: string): string {
  */
 export class GrammarStream implements AsrStream {
   private readonly lanes: Array<{ language: string; stream: PocketSphinxDecoderStream; loop: PocketSphinxDecoderStream }>;
-  /** The session's current language: its partials are shown, and it wins close calls. */
+  /** The session's current language: its partials are shown, and its sentence answers a turn the belief keeps. */
   private current: string;
-  /** Whether the caller has spoken `current` yet: before that it is only the service's default, with no claim. */
-  private heard = false;
+  /** Which language the caller speaks, as the turns so far tell it. */
+  private readonly belief: LanguageBelief;
+  /** Whether a turn has been understood yet: until then the current language is only the call's default. */
+  private understood = false;
   /** Every lane's details of the last final (diagnostics: loadtest/asr-accuracy.ts --trace). */
   lastLanes: readonly LaneResult[] = [];
   /** The utterance's held-spectrum share, measured on the audio itself (the same for every lane). */
@@ -398,6 +417,7 @@ export class GrammarStream implements AsrStream {
   ) {
     const requested = options.language ? primary(options.language) : undefined;
     this.current = languages.find((l) => l.language === requested)?.language ?? languages[0].language;
+    this.belief = new LanguageBelief(languages.map((l) => l.language), this.current, policy);
     // A phone line's audio goes to decoders started from a telephone channel's cepstral mean, when one is ready:
     // a wideband decoder now beats a narrowband one that is still being built (seconds on a busy machine).
     const narrowband = isNarrowband(options.sourceSampleRate);
@@ -478,18 +498,19 @@ export class GrammarStream implements AsrStream {
       return { final: finals[i], detail };
     });
     this.lastLanes = results.map((r) => r.detail).filter((d): d is LaneResult => d !== undefined);
-    // Until the caller has spoken a language, the call's default is a weaker prior: no margin, a lower floor.
-    const best = chooseLanguage(this.lastLanes, this.current, this.heard ? this.policy : { ...this.policy, stickiness: 0, switchFloor: this.policy.firstSwitchFloor });
-    const winner = best ? results.find((r) => r.detail === best) : undefined;
-    this.logger?.debug({ lanes: results.map((r) => r.detail), chosen: best?.language }, 'grammar lanes');
-    if (!winner) {
+    // Sound that is not speech says nothing about the caller's language; speech does, even a sentence rejected.
+    const speech = !music && loopFinals.some((loop, i) => phoneRate(loop.text, this.lanes[i].loop.lastScore?.frames) >= this.speechTest.minPhoneRate);
+    const floor = this.understood ? this.policy.switchFloor : this.policy.firstSwitchFloor;
+    const turn = speech ? chooseLanguage(this.lastLanes, this.current, this.belief, { ...this.policy, switchFloor: floor }) : { language: this.current, lane: undefined };
+    this.current = turn.language;
+    const winner = turn.lane ? results.find((r) => r.detail === turn.lane) : undefined;
+    this.logger?.debug({ lanes: results.map((r) => r.detail), chosen: turn.language, belief: this.belief.odds() }, 'grammar lanes');
+    if (!winner || !turn.lane) {
       // Rejected: tell speech the agent did not understand (it deserves an answer) from sound that is not speech.
-      const speech = !music && loopFinals.some((loop, i) => phoneRate(loop.text, this.lanes[i].loop.lastScore?.frames) >= this.speechTest.minPhoneRate);
       return { text: '', language: this.current, audioMs: finals[0]?.audioMs ?? 0, inGrammar: false, confidence: 0, outOfDomain: speech };
     }
-    this.current = winner.final.language;
-    this.heard = true;
-    return { ...winner.final, confidence: best ? sentenceConfidence(best, this.policy, this.calibration) : 0 };
+    this.understood = true;
+    return { ...winner.final, confidence: sentenceConfidence(turn.lane, this.policy, this.calibration) };
   }
 
   expect(expectation: string | undefined): void {
@@ -542,15 +563,19 @@ interface SpeechTest {
 
 /** How a turn's language is chosen between the lanes' sentences (see chooseLanguage), and how sure a sentence is. */
 export interface LanguagePolicy {
-  /** LLR margin another language needs over the current one (DEFAULT_STICKINESS). */
-  stickiness: number;
+  /** Nats of belief per unit of score a lane falls below the best (DEFAULT_LANGUAGE_EVIDENCE_SCALE). */
+  evidenceScale: number;
+  /** Chance the caller changes language between two turns (DEFAULT_LANGUAGE_SWITCH_PROBABILITY). */
+  switchProbability: number;
+  /** Nats the call's default language starts ahead (DEFAULT_LANGUAGE_PRIOR). */
+  prior: number;
   /** LLR cost of each share of speech a sentence leaves unexplained beyond the expected (DEFAULT_COVERAGE_PENALTY). */
   coveragePenalty: number;
   /** Share of the speech a sentence is expected to explain (DEFAULT_EXPECTED_COVERAGE). */
   expectedCoverage: number;
-  /** Least score a sentence in another language needs to take the turn (DEFAULT_SWITCH_FLOOR). */
+  /** Least score a sentence in another language needs to move the call (DEFAULT_SWITCH_FLOOR). */
   switchFloor: number;
-  /** The floor while the current language is only the call's default (DEFAULT_FIRST_SWITCH_FLOOR). */
+  /** The same until the caller has been understood (DEFAULT_FIRST_SWITCH_FLOOR). */
   firstSwitchFloor: number;
   /** Phones per second under which a sentence's confidence is scaled down (DEFAULT_MIN_ARTICULATION_RATE). */
   minArticulationRate: number;
@@ -564,19 +589,70 @@ export function languageScore(r: LaneResult, policy: CoveragePolicy): number {
 }
 
 /**
- * The best in-grammar lane by likelihood ratio against its own phone loop (comparable across acoustic models,
- * unlike raw scores), penalised for the speech its sentence leaves to fillers. The current language keeps the turn
- * unless another scores more than `stickiness` better and at least `switchFloor`; undefined when no lane has a
- * sentence, or when only another language has one and it is below the floor (the turn stays in the current
- * language, not understood).
+ * Which language the caller speaks, as a probability carried over the call's turns (a two-or-more-state forward
+ * recursion): before each turn the belief leaks towards the other languages by the switch probability, then the
+ * turn's evidence — how far each language's score falls below the best lane's — is folded in.
  */
-export function chooseLanguage(results: readonly LaneResult[], current: string, policy: LanguagePolicy): LaneResult | undefined {
-  const inGrammar = results.filter((r) => r.inGrammar);
-  if (inGrammar.length === 0) return undefined;
-  const score = (r: LaneResult): number => languageScore(r, policy);
-  const best = [...inGrammar].sort((a, b) => score(b) - score(a))[0];
-  if (best.language === current) return best;
-  const mine = inGrammar.find((r) => r.language === current);
-  const clear = score(best) >= policy.switchFloor && (!mine || score(best) - score(mine) > policy.stickiness);
-  return clear ? best : mine;
+export class LanguageBelief {
+  /** Natural-log probability of each language, normalised. */
+  private readonly logProb = new Map<string, number>();
+
+  constructor(languages: readonly string[], defaultLanguage: string, private readonly policy: Pick<LanguagePolicy, 'evidenceScale' | 'switchProbability' | 'prior'>) {
+    for (const language of languages) this.logProb.set(language, language === defaultLanguage ? policy.prior : 0);
+    this.normalise();
+  }
+
+  /** Folds one turn's lanes in (scores as languageScore gives them); returns the likeliest language now. */
+  observe(scores: ReadonlyMap<string, number>): string {
+    const languages = [...this.logProb.keys()];
+    if (languages.length > 1) {
+      const stay = 1 - this.policy.switchProbability;
+      const move = this.policy.switchProbability / (languages.length - 1);
+      const before = new Map(this.logProb);
+      for (const to of languages) {
+        const p = languages.reduce((sum, from) => sum + Math.exp(before.get(from)!) * (from === to ? stay : move), 0);
+        this.logProb.set(to, Math.log(p));
+      }
+    }
+    const scoreOf = (language: string): number => Math.max(NO_SENTENCE_SCORE, scores.get(language) ?? NO_SENTENCE_SCORE);
+    const top = Math.max(...languages.map(scoreOf));
+    for (const language of languages) {
+      const evidence = Math.max(-LANGUAGE_EVIDENCE_CLIP, scoreOf(language) - top) * this.policy.evidenceScale;
+      this.logProb.set(language, this.logProb.get(language)! + evidence);
+    }
+    this.normalise();
+    return this.likeliest;
+  }
+
+  get likeliest(): string {
+    let best = '';
+    let bestLog = -Infinity;
+    for (const [language, log] of this.logProb) if (log > bestLog) [best, bestLog] = [language, log];
+    return best;
+  }
+
+  /** Each language's probability, rounded (diagnostics). */
+  odds(): Record<string, number> {
+    return Object.fromEntries([...this.logProb].map(([language, log]) => [language, Math.round(Math.exp(log) * 1000) / 1000]));
+  }
+
+  private normalise(): void {
+    const max = Math.max(...this.logProb.values());
+    const total = Math.log([...this.logProb.values()].reduce((sum, log) => sum + Math.exp(log - max), 0)) + max;
+    for (const [language, log] of this.logProb) this.logProb.set(language, log - total);
+  }
+}
+
+/**
+ * The turn's language and its sentence. Every lane with a score (a rejected sentence too: it still tells how well
+ * the language fits) is evidence for the call's belief; the turn goes to the likeliest language, unless that is a
+ * move away from the current one on a sentence below `switchFloor`. The turn is answered by that language's sentence
+ * when the lane kept one (in grammar), and otherwise not understood, in that language.
+ */
+export function chooseLanguage(results: readonly LaneResult[], current: string, belief: LanguageBelief, policy: LanguagePolicy): { language: string; lane: LaneResult | undefined } {
+  const scores = new Map<string, number>();
+  for (const r of results) if (r.llr !== undefined && Number.isFinite(r.llr)) scores.set(r.language, languageScore(r, policy));
+  const likeliest = belief.observe(scores);
+  const language = likeliest === current || (scores.get(likeliest) ?? -Infinity) >= policy.switchFloor ? likeliest : current;
+  return { language, lane: results.find((r) => r.language === language && r.inGrammar) };
 }

@@ -22,11 +22,14 @@ export const POCKETSPHINX_OPTIONS = t.object({
   /** Per-phone weight of a garbage loop that absorbs out-of-domain sound (unset: no garbage loop). */
   garbageWeight: t.optional(t.number(undefined, 1, { exclusiveMinimum: 0 })),
   /**
-   * Language choice between grammar lanes (defaults and their measurements: pocketsphinx/grammar.ts): the margin
-   * another language needs over the current one, the least score with which a turn leaves a language the caller
-   * has spoken, and the same while the call is still in its default language.
+   * How the call's language follows the caller between grammar lanes (LanguageBelief; defaults and their
+   * measurements: pocketsphinx/grammar.ts): nats of belief per unit of score gap, the chance the caller changes
+   * language between turns, the head start of the call's default language, and the least score with which a turn
+   * moves the call to another language, once the caller has been understood and before.
    */
-  stickiness: t.optional(t.number(0, 5)),
+  languageEvidenceScale: t.optional(t.number(0, 10)),
+  languageSwitchProbability: t.optional(t.number(0, 0.5, { exclusiveMinimum: 0 })),
+  languagePrior: t.optional(t.number(0, 10)),
   switchFloor: t.optional(t.number(-20, 0)),
   firstSwitchFloor: t.optional(t.number(-20, 0)),
 });
