@@ -651,7 +651,10 @@ export class LanguageBelief {
  */
 export function chooseLanguage(results: readonly LaneResult[], current: string, belief: LanguageBelief, policy: LanguagePolicy): { language: string; lane: LaneResult | undefined } {
   const scores = new Map<string, number>();
-  for (const r of results) if (r.llr !== undefined && Number.isFinite(r.llr)) scores.set(r.language, languageScore(r, policy));
+  for (const r of results) {
+    // A lane whose own phone loop heard no speech in it says nothing of the language.
+    if (r.llr !== undefined && Number.isFinite(r.llr) && r.rejected?.reason !== 'not-speech') scores.set(r.language, languageScore(r, policy));
+  }
   const likeliest = belief.observe(scores);
   const language = likeliest === current || (scores.get(likeliest) ?? -Infinity) >= policy.switchFloor ? likeliest : current;
   return { language, lane: results.find((r) => r.language === language && r.inGrammar) };
