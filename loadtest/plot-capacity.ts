@@ -17,7 +17,7 @@
  *   npx tsx loadtest/plot-capacity.ts --transport sip --calls 25,50,100,200 [--audio speech-8k.wav] \
  *     [--json docs/capacity-sip.json] [--max-load 3] [--max-total-s 300]        # out: docs/capacity-sip.svg
  *   npx tsx loadtest/plot-capacity.ts --transport webrtc --calls 5,10,20,40 --json docs/capacity-webrtc.json
- *   npx tsx loadtest/plot-capacity.ts [--transport T] --from runs.json [--out docs/capacity-T.svg]   # redraw saved runs
+ *   npx tsx loadtest/plot-capacity.ts --from runs.json [--out docs/capacity-T.svg]   # redraw saved runs (T: theirs)
  *
  * --max-load: on a shared machine, wait (up to 90 s) before each run for the 1-minute load average to fall under
  * this; the load at each run's end is recorded in the JSON and the plot's note either way.
@@ -53,7 +53,8 @@ const speechEvery = get('speech-every') ?? '10';
 const mode = get('vad-worker') ?? 'both';
 if (!['on', 'off', 'both'].includes(mode)) throw new Error('--vad-worker must be on, off or both');
 const fromFile = get('from');
-const outFile = get('out') ?? `docs/capacity-${transport}.svg`;
+/** The SVG's path: --out, or docs/capacity-TRANSPORT.svg for the runs' transport. */
+const outFileFor = (t: Transport) => get('out') ?? `docs/capacity-${t}.svg`;
 const jsonFile = get('json');
 const maxLoad = get('max-load') === undefined ? Infinity : Number(get('max-load'));
 const maxTotalS = Number(get('max-total-s') ?? 600);
@@ -84,6 +85,8 @@ interface SipRun {
   calls: number;
   cpuPerCall: number;
   cpu: number;
+  /** Absent in runs saved before sip-media.ts reported it. */
+  mainThreadCpu?: number;
   rssMb: number;
   interarrivalP99Ms: number;
   pdvP99Ms: number;
@@ -173,6 +176,7 @@ async function runSip(calls: number): Promise<SipRun> {
     clientSendLatenessMs: { p99: string };
     serverCpuPercent: number;
     serverCpuPercentPerCall: number;
+    serverMainThreadCpuPercent: number;
     serverRssMb: number;
     loadAverage1m: number;
   };
@@ -181,6 +185,7 @@ async function runSip(calls: number): Promise<SipRun> {
     calls: r.calls,
     cpuPerCall: r.serverCpuPercentPerCall,
     cpu: r.serverCpuPercent,
+    mainThreadCpu: r.serverMainThreadCpuPercent,
     rssMb: r.serverRssMb,
     interarrivalP99Ms: Number(r.interarrivalDeviationMs.p99),
     pdvP99Ms: Number(r.packetDelayVariationMs.p99),
@@ -219,6 +224,12 @@ async function runWebRtc(calls: number): Promise<WebRtcRun> {
   };
 }
 
+/** A dashed horizontal line: the level the issue asks a curve to stay under. */
+interface Goal {
+  y: number;
+  label: string;
+}
+
 interface Series {
   name: string;
   color: string;
@@ -235,8 +246,8 @@ function niceStep(max: number, n = 5): number {
 }
 
 /** One line chart (axes from 0) as SVG elements, placed at (x0, y0) with size w × h. */
-function chart(x0: number, y0: number, w: number, h: number, title: string, yLabel: string, xMax: number, series: Series[]): string {
-  const yMaxData = Math.max(1e-9, ...series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite));
+function chart(x0: number, y0: number, w: number, h: number, title: string, yLabel: string, xMax: number, series: Series[], goal?: Goal): string {
+  const yMaxData = Math.max(1e-9, goal?.y ?? 0, ...series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite));
   const yStep = niceStep(yMaxData);
   const yMax = Math.ceil(yMaxData / yStep) * yStep;
   const xStep = niceStep(xMax);
@@ -255,6 +266,10 @@ function chart(x0: number, y0: number, w: number, h: number, title: string, yLab
   parts.push(`<line x1="${X(0)}" y1="${Y(0)}" x2="${X(0)}" y2="${Y(yMax)}" stroke="#333"/>`);
   parts.push(`<text x="${X(xMax / 2)}" y="${Y(0) + 36}" text-anchor="middle">concurrent calls</text>`);
   parts.push(`<text transform="translate(${x0 - 48} ${y0 + h / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
+  if (goal) {
+    parts.push(`<line x1="${X(0)}" y1="${Y(goal.y)}" x2="${X(xMax)}" y2="${Y(goal.y)}" stroke="#555" stroke-dasharray="6 4"/>`);
+    parts.push(`<text x="${X(xMax) - 4}" y="${Y(goal.y) - 4}" text-anchor="end" fill="#555">${esc(goal.label)}</text>`);
+  }
   series.forEach((s, i) => {
     const pts = s.points.filter((p) => Number.isFinite(p[1])).sort((a, b) => a[0] - b[0]);
     parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ')}"/>`);
@@ -269,6 +284,7 @@ interface Panel {
   title: string;
   yLabel: string;
   series: Series[];
+  goal?: Goal;
 }
 
 /** Panels stacked one above the other, sharing the calls axis, with a note under them. */
@@ -278,7 +294,7 @@ function renderPanels(panels: Panel[], xMax: number, note: string): string {
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="white"/>`,
-    ...panels.map((p, i) => chart(80, 40 + i * 300, W - 120, 220, p.title, p.yLabel, xMax, p.series)),
+    ...panels.map((p, i) => chart(80, 40 + i * 300, W - 120, 220, p.title, p.yLabel, xMax, p.series, p.goal)),
     `<text x="${W / 2}" y="${H - 14}" text-anchor="middle" fill="#555">${esc(note)}</text>`,
     '</svg>',
     '',
@@ -314,6 +330,9 @@ function renderWs(runs: WsRun[]): string {
   );
 }
 
+/** Issue 12's bar for the phone and browser paths. */
+const JITTER_GOAL: Goal = { y: 20, label: 'goal: p99 < 20 ms' };
+
 function renderSip(runs: SipRun[]): string {
   const note = `sip-media.ts --spawn${asrArgs.length ? ' --asr-elsewhere' : ''}, ${seconds} s per run, callers ${audio ? `say ${audio} every ${speechEvery} s` : 'send silence'}; ${loadNote(runs)}`;
   return renderPanels(
@@ -326,6 +345,7 @@ function renderSip(runs: SipRun[]): string {
           line('interarrival deviation from 20 ms', '#d62728', runs, (r) => r.interarrivalP99Ms),
           line('packet delay variation (RFC 5481)', '#2ca02c', runs, (r) => r.pdvP99Ms),
         ],
+        goal: JITTER_GOAL,
       },
       { title: "Agent's RTP packets lost (%)", yLabel: '%', series: [line('lost', '#7f7f7f', runs, (r) => r.lossPercent)] },
     ],
@@ -343,6 +363,7 @@ function renderWebRtc(runs: WebRtcRun[]): string {
         title: 'Inbound jitter at the callers (RFC 3550, libwebrtc), across calls (ms)',
         yLabel: 'ms',
         series: [line('p99', '#d62728', runs, (r) => r.jitterP99Ms), line('p50', '#ff7f0e', runs, (r) => r.jitterP50Ms)],
+        goal: JITTER_GOAL,
       },
       { title: "Agent's packets lost (%)", yLabel: '%', series: [line('lost', '#7f7f7f', runs, (r) => r.lossPercent)] },
     ],
@@ -371,10 +392,13 @@ const summary = (r: Run): string =>
 
 async function main(): Promise<void> {
   if (fromFile) {
-    writeFileSync(outFile, render(JSON.parse(readFileSync(fromFile, 'utf8')) as Run[]));
-    console.log(JSON.stringify({ out: outFile, from: fromFile }));
+    const saved = JSON.parse(readFileSync(fromFile, 'utf8')) as Run[];
+    const out = outFileFor(transportOf(saved[0]));
+    writeFileSync(out, render(saved));
+    console.log(JSON.stringify({ out, from: fromFile }));
     return;
   }
+  const outFile = outFileFor(transport);
   // Only the device WebSocket has the VAD-thread alternative to compare.
   const modes: Array<'on' | 'off'> = mode === 'both' ? ['off', 'on'] : [mode as 'on' | 'off'];
   const jobs: Array<(calls: number) => Promise<Run>> =

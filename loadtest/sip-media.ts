@@ -245,6 +245,8 @@ async function main(): Promise<void> {
     }
     const start = performance.now();
     const cpu0 = child?.pid === undefined ? NaN : processCpuS(child.pid);
+    // The main (event-loop) thread's own share: it carries every call's RTP, so it is the one that must not saturate.
+    const main0 = child?.pid === undefined ? NaN : processCpuS(child.pid, child.pid);
     const clientLate: number[] = [];
     let tick = 0;
     while (performance.now() - start < args.seconds * 1000) {
@@ -261,6 +263,7 @@ async function main(): Promise<void> {
     }
     const wallS = (performance.now() - start) / 1000;
     const cpu1 = child?.pid === undefined ? NaN : processCpuS(child.pid);
+    const main1 = child?.pid === undefined ? NaN : processCpuS(child.pid, child.pid);
     const rssMb = child?.pid === undefined ? NaN : processRssMb(child.pid);
     for (const c of callers) c.bye();
     await sleep(500);
@@ -301,6 +304,7 @@ async function main(): Promise<void> {
         ? {
             serverCpuPercent: Math.round(((cpu1 - cpu0) / wallS) * 1000) / 10,
             serverCpuPercentPerCall: Math.round(((cpu1 - cpu0) / wallS / Math.max(1, callers.length)) * 10_000) / 100,
+            serverMainThreadCpuPercent: Math.round(((main1 - main0) / wallS) * 1000) / 10,
             serverRssMb: Math.round(rssMb),
           }
         : {}),
