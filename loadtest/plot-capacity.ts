@@ -404,6 +404,7 @@ async function main(): Promise<void> {
   const jobs: Array<(calls: number) => Promise<Run>> =
     transport === 'sip' ? [runSip] : transport === 'webrtc' ? [runWebRtc] : modes.map((m) => (calls: number) => runWs(calls, m));
   const runs: Run[] = [];
+  const failed: string[] = [];
   const began = performance.now();
   series: for (const calls of counts) {
     // Alternate the modes at each count, so a change in the machine's other load hits both alike.
@@ -414,14 +415,24 @@ async function main(): Promise<void> {
       }
       const waitUntil = performance.now() + MAX_LOAD_WAIT_MS;
       while (loadavg()[0] >= maxLoad && performance.now() < waitUntil) await new Promise((r) => setTimeout(r, 5000));
-      const r = await job(calls);
+      let r: Run;
+      try {
+        r = await job(calls);
+      } catch (err) {
+        // A run that fails (a caller could not connect, the service did not start) ends the series: the runs done
+        // are still drawn and saved, and the failure is in the output.
+        failed.push(`${calls} calls: ${(err as Error).message}`);
+        console.error(`run at ${calls} calls failed, series stopped: ${(err as Error).message}`);
+        break series;
+      }
       console.error(`${transportOf(r)} calls ${calls}: CPU/call ${r.cpuPerCall} %, ${summary(r)}, load ${r.loadAverage1m}`);
       runs.push(r);
     }
   }
+  if (runs.length === 0) throw new Error(`no run succeeded: ${failed.join('; ')}`);
   writeFileSync(outFile, render(runs));
   if (jsonFile) writeFileSync(jsonFile, JSON.stringify(runs, null, 2));
-  console.log(JSON.stringify({ out: outFile, runs }, null, 2));
+  console.log(JSON.stringify({ out: outFile, runs, failed }, null, 2));
 }
 
 main().catch((err: unknown) => {
