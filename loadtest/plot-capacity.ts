@@ -247,7 +247,8 @@ function niceStep(max: number, n = 5): number {
 
 /** One line chart (axes from 0) as SVG elements, placed at (x0, y0) with size w × h. */
 function chart(x0: number, y0: number, w: number, h: number, title: string, yLabel: string, xMax: number, series: Series[], goal?: Goal): string {
-  const yMaxData = Math.max(1e-9, goal?.y ?? 0, ...series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite));
+  // An all-zero panel (no packet lost) gets a 0..1 axis, not one scaled to nothing.
+  const yMaxData = Math.max(0, goal?.y ?? 0, ...series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite)) || 1;
   const yStep = niceStep(yMaxData);
   const yMax = Math.ceil(yMaxData / yStep) * yStep;
   const xStep = niceStep(xMax);
