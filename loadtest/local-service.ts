@@ -17,6 +17,12 @@ export interface LocalService {
   stop(): Promise<void>;
 }
 
+/**
+ * `providers.asr` for a service measured on its media path alone: a batch endpoint on a closed loopback port, only
+ * contacted when a turn ends (the turn then ends in an ASR error), so no local decoder is built, held or run.
+ */
+export const ASR_ELSEWHERE = { provider: 'openai-batch', baseUrl: 'http://127.0.0.1:9/v1', model: 'elsewhere', retries: 0, timeoutMs: 500 };
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** `config`: top-level config keys merged over the script's base (host, port, auth, in-memory store). */

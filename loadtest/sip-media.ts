@@ -4,20 +4,24 @@
  * interarrival deviation from 20 ms (p50/p95/p99/max), RFC 3550 jitter, loss. The caller sends silence by
  * default (VAD runs, no turns: the media path alone) or, with --audio (8 kHz mono PCM16), that utterance
  * followed by --gap seconds of silence, looped, reporting voice-to-voice latency at the caller: last voiced
- * packet sent → first audible agent packet received.
+ * packet sent → first audible agent packet received. With --spawn it also reports the service's own CPU over the
+ * streaming window (from /proc, so the callers' CPU is not counted), per call, its RSS, and the load average.
  *
  *   npx tsx loadtest/sip-media.ts --sip 127.0.0.1:5060 --calls 50 --seconds 20
  *   npx tsx loadtest/sip-media.ts --spawn --calls 50 --seconds 20     # starts the service itself
+ *   npx tsx loadtest/sip-media.ts --spawn --asr-elsewhere ...           # ... with no local ASR (media path alone)
  */
 import dgram from 'node:dgram';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { decodeMulaw, encodeMulaw } from '../src/audio/g711.js';
 import { rmsDbfs } from '../src/audio/format.js';
 import { parseWav } from '../src/audio/wav.js';
+import { processCpuS, processRssMb } from './proc-stat.js';
+import { ASR_ELSEWHERE } from './local-service.js';
 
 interface Args {
   host: string;
@@ -28,6 +32,7 @@ interface Args {
   spawn: boolean;
   rampMs: number;
   gapSeconds: number;
+  asrElsewhere: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -45,6 +50,7 @@ function parseArgs(argv: string[]): Args {
     spawn: argv.includes('--spawn'),
     rampMs: Number(get('ramp-ms') ?? 50),
     gapSeconds: Number(get('gap') ?? 5),
+    asrElsewhere: argv.includes('--asr-elsewhere'),
   };
 }
 
@@ -162,15 +168,19 @@ class Caller {
   }
 }
 
-async function spawnService(): Promise<{ child: ChildProcess; port: number }> {
+async function spawnService(asrElsewhere: boolean): Promise<{ child: ChildProcess; port: number }> {
   const port = 25_000 + Math.floor(Math.random() * 5000);
   const file = path.join(tmpdir(), `sip-bench-${process.pid}.json`);
   writeFileSync(
     file,
-    JSON.stringify({ host: '127.0.0.1', port: 0, logLevel: 'warn', store: { path: ':memory:' }, limits: { maxSessionsPerKey: 1000, maxSessions: 0 }, sip: { host: '127.0.0.1', port, maxCalls: 1000 } }),
+    JSON.stringify({ host: '127.0.0.1', port: 0, logLevel: 'warn', store: { path: ':memory:' }, limits: { maxSessionsPerKey: 1000, maxSessions: 0 },
+      sip: { host: '127.0.0.1', port, maxCalls: 1000 },
+      ...(asrElsewhere ? { providers: { asr: ASR_ELSEWHERE } } : {}),
+    }),
   );
   const extra = process.env.SIP_BENCH_NODE_FLAGS ? process.env.SIP_BENCH_NODE_FLAGS.split(' ') : [];
-  const child = spawn(process.execPath, [...extra, '--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', 'inherit', 'inherit'] });
+  // The service's logs go to stderr: this script's stdout is its report.
+  const child = spawn(process.execPath, [...extra, '--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', process.stderr, 'inherit'] });
   // Ready when OPTIONS gets a 200 and an INVITE is not refused with 503 (models loaded).
   const probe = dgram.createSocket('udp4');
   await new Promise<void>((r) => probe.bind(0, '127.0.0.1', () => r()));
@@ -191,7 +201,7 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   let child: ChildProcess | null = null;
   if (args.spawn) {
-    const s = await spawnService();
+    const s = await spawnService(args.asrElsewhere);
     child = s.child;
     args.port = s.port;
   }
@@ -234,6 +244,9 @@ async function main(): Promise<void> {
       c.transits.length = 0;
     }
     const start = performance.now();
+    const cpu0 = child?.pid === undefined ? NaN : processCpuS(child.pid);
+    // The main (event-loop) thread's own share: it carries every call's RTP, so it is the one that must not saturate.
+    const main0 = child?.pid === undefined ? NaN : processCpuS(child.pid, child.pid);
     const clientLate: number[] = [];
     let tick = 0;
     while (performance.now() - start < args.seconds * 1000) {
@@ -248,6 +261,10 @@ async function main(): Promise<void> {
       if (lastVoicedPacket >= 0 && tick % packetsPerLoop === lastVoicedPacket) for (const c of callers) c.lastVoicedSentAt = performance.now();
       tick++;
     }
+    const wallS = (performance.now() - start) / 1000;
+    const cpu1 = child?.pid === undefined ? NaN : processCpuS(child.pid);
+    const main1 = child?.pid === undefined ? NaN : processCpuS(child.pid, child.pid);
+    const rssMb = child?.pid === undefined ? NaN : processRssMb(child.pid);
     for (const c of callers) c.bye();
     await sleep(500);
     // Measure from the middle of the run (skip the first second: start-up transients).
@@ -282,6 +299,16 @@ async function main(): Promise<void> {
       rfc3550JitterMs: { median: f(percentile(jitters, 50)), max: f(jitters.at(-1) ?? NaN) },
       clientSendLatenessMs: { p50: f(percentile(clientLate, 50)), p99: f(percentile(clientLate, 99)) },
       byeAnswered: callers.filter((c) => c.byeOk).length,
+      // Only for a service this script started (its pid is known).
+      ...(child
+        ? {
+            serverCpuPercent: Math.round(((cpu1 - cpu0) / wallS) * 1000) / 10,
+            serverCpuPercentPerCall: Math.round(((cpu1 - cpu0) / wallS / Math.max(1, callers.length)) * 10_000) / 100,
+            serverMainThreadCpuPercent: Math.round(((main1 - main0) / wallS) * 1000) / 10,
+            serverRssMb: Math.round(rssMb),
+          }
+        : {}),
+      loadAverage1m: Math.round(loadavg()[0] * 10) / 10,
       ...(lastVoicedPacket >= 0
         ? (() => {
             const v = callers.flatMap((c) => c.v2v).sort((x, y) => x - y);

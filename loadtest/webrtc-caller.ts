@@ -54,6 +54,8 @@ export class WebRtcCaller extends CallerListeners implements LoadCaller {
         this.emitEvent(event);
       };
     });
+    // If the offer fails first, `connect` throws that error; this keeps the timer's later rejection from being unhandled.
+    started.catch(() => undefined);
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     // Non-trickle: send the offer with every candidate in it.

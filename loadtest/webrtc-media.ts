@@ -1,7 +1,9 @@
+import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { FRAME_MS, FRAME_SAMPLES } from '../src/audio/format.js';
 import { percentiles } from './run.js';
 import { WebRtcCaller } from './webrtc-caller.js';
+import { ASR_ELSEWHERE, startLocalService, type LocalService } from './local-service.js';
 
 /**
  * How many WebRTC calls one process holds on the media path alone: N callers connect and send silence (so
@@ -9,6 +11,8 @@ import { WebRtcCaller } from './webrtc-caller.js';
  * inbound RTP jitter (RFC 3550, from libwebrtc's getStats) and losses; the service's CPU and RSS come from
  * /metrics. Loopback only, bounded in time.
  *   npx tsx loadtest/webrtc-media.ts --url http://127.0.0.1:8080/v1/webrtc/offer --calls 10 --seconds 20 [--api-key KEY]
+ *   npx tsx loadtest/webrtc-media.ts --spawn --calls 10 --seconds 20    # starts the service itself (loopback ICE)
+ *   npx tsx loadtest/webrtc-media.ts --spawn --asr-elsewhere ...         # ... with no local ASR (media path alone)
  */
 const { values } = parseArgs({
   options: {
@@ -16,27 +20,40 @@ const { values } = parseArgs({
     calls: { type: 'string', default: '10' },
     seconds: { type: 'string', default: '20' },
     'api-key': { type: 'string' },
+    spawn: { type: 'boolean', default: false },
+    'asr-elsewhere': { type: 'boolean', default: false },
   },
 });
-if (!values.url) {
-  console.error('usage: npx tsx loadtest/webrtc-media.ts --url http://127.0.0.1:8080/v1/webrtc/offer --calls N --seconds S [--api-key KEY]');
+if (!values.url && !values.spawn) {
+  console.error('usage: npx tsx loadtest/webrtc-media.ts (--url http://127.0.0.1:8080/v1/webrtc/offer [--api-key KEY] | --spawn) --calls N --seconds S');
   process.exit(2);
 }
-const target = new URL(values.url);
+// --spawn: a service of its own, offering and accepting loopback candidates only.
+const service: LocalService | null = values.spawn
+  ? await startLocalService({
+      limits: { maxSessionsPerKey: 1000, maxSessions: 0 },
+      webrtc: { candidateAddresses: ['127.0.0.1'], remoteCandidateNetworks: ['127.0.0.0/8'], maxPeers: 200 },
+      ...(values['asr-elsewhere'] ? { providers: { asr: ASR_ELSEWHERE } } : {}),
+    })
+  : null;
+// A failure below must not leave the spawned service running.
+process.once('exit', () => service?.child.kill('SIGINT'));
+const offerUrl = service ? `${service.httpUrl}/v1/webrtc/offer` : values.url!;
+const target = new URL(offerUrl);
 if (!['127.0.0.1', 'localhost', '[::1]'].includes(target.hostname)) {
   console.error('only loopback targets');
   process.exit(2);
 }
 const calls = Math.min(200, Math.max(1, Number(values.calls)));
 const seconds = Math.min(600, Math.max(5, Number(values.seconds)));
-const key = values['api-key'] ?? process.env.VOICE_AGENT_API_KEY;
+const key = service?.apiKey ?? values['api-key'] ?? process.env.VOICE_AGENT_API_KEY;
 
 async function metric(name: string): Promise<number> {
   const text = await (await fetch(`${target.protocol}//${target.host}/metrics`)).text();
   return Number(new RegExp(`^${name} ([0-9.e+-]+)`, 'm').exec(text)?.[1] ?? NaN);
 }
 
-const callers = Array.from({ length: calls }, () => new WebRtcCaller(values.url!, key));
+const callers = Array.from({ length: calls }, () => new WebRtcCaller(offerUrl, key));
 const rss0 = await metric('voice_agent_process_resident_memory_bytes');
 const connected: WebRtcCaller[] = [];
 for (const caller of callers) {
@@ -82,6 +99,8 @@ const result = {
   server_cpu_percent_per_call: Math.round((((cpu1 - cpu0) / wallS) * 1000) / Math.max(1, connected.length)) / 10,
   server_rss_mb: Math.round(rss1 / 1e5) / 10,
   server_rss_mb_per_call: Math.round((rss1 - rss0) / 1e5 / Math.max(1, connected.length)) / 10,
+  load_average_1m: Math.round(loadavg()[0] * 10) / 10,
 };
+await service?.stop();
 console.log(JSON.stringify(result, null, 2));
 process.exit(0);

@@ -23,6 +23,7 @@ import { parseWav } from '../src/audio/wav.js';
 import { WsCaller } from './ws-caller.js';
 import { seededNoise } from './voices.js';
 import { processCpuS, processRssMb } from './proc-stat.js';
+import { ASR_ELSEWHERE } from './local-service.js';
 
 const get = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);
@@ -63,7 +64,7 @@ async function main(): Promise<void> {
       // ASR runs elsewhere (the media path alone): a batch endpoint only contacted when a turn ends, here a closed
       // loopback port, so a speech turn ends in an ASR error (counted) instead of local decoding.
       providers: {
-        ...(process.argv.includes('--local-asr') ? {} : { asr: { provider: 'openai-batch', baseUrl: 'http://127.0.0.1:9/v1', model: 'elsewhere', retries: 0, timeoutMs: 500 } }),
+        ...(process.argv.includes('--local-asr') ? {} : { asr: ASR_ELSEWHERE }),
         ...(vadWorker === undefined ? {} : { vad: { provider: 'silero', worker: vadWorker === 'on' } }),
       },
       auth: { apiKeyHashes: [createHash('sha256').update(apiKey).digest('hex')], tokenTtlS: 300, required: true, generatedKeyFile: null },
