@@ -456,4 +456,27 @@ describe('grammar endpoint in the turn detector', () => {
     detector.setComplete(false);
     expect(endsAfter(100)).toBe(40); // incompleteMs: 800 ms
   });
+
+  it('with a grammar decoder, cuts an utterance at a pause only after a whole sentence, never before the first partial', () => {
+    const detector = new TurnDetector(config);
+    let t = 0;
+    const frames = (p: number, n: number): void => void Array.from({ length: n }, () => detector.push(p, (t += FRAME_MS)));
+    // Without a grammar decoder nothing is known of sentences: a pause may always be cut (open-vocabulary ASR).
+    expect(detector.sentenceIncomplete).toBe(false);
+    frames(0.9, 10);
+    detector.setComplete(true); // the first turn's "what time is it": the recogniser tells sentences
+    frames(0.05, 20); // end of turn
+    // The next turn: speech with no partial yet (the stop in "what time") is not a sentence to cut.
+    frames(0.9, 8);
+    expect(detector.sentenceIncomplete).toBe(true);
+    detector.setComplete(false); // "what time"
+    expect(detector.sentenceIncomplete).toBe(true);
+    detector.setComplete(true); // "what time is it"
+    expect(detector.sentenceIncomplete).toBe(false);
+    // A pause long enough to close the utterance there, then the caller goes on: that sentence says nothing of
+    // the words that follow it until the next partial.
+    frames(0.05, 5);
+    frames(0.9, 3);
+    expect(detector.sentenceIncomplete).toBe(true);
+  });
 });

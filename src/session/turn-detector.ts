@@ -36,6 +36,8 @@ export class TurnDetector {
   private likelyEndSent = false;
   /** From the ASR's partials: does the caller's speech so far complete a grammar sentence? */
   private complete: boolean | undefined;
+  /** Whether the recogniser tells complete sentences at all (a grammar decoder does); kept for the whole call. */
+  private grammarAware = false;
 
   constructor(private readonly config: TurnConfig) {}
 
@@ -64,6 +66,7 @@ export class TurnDetector {
    * of silence, a strict prefix only after `incompleteMs` (bounded); undefined falls back to endpointSilenceMs.
    */
   setComplete(complete: boolean | undefined): void {
+    if (complete !== undefined) this.grammarAware = true;
     // In a pause the recogniser goes on hypothesising words into the silence ("… for twenty the"): what it
     // adds while the VAD hears no voice does not unfinish a sentence. The reverse, the recogniser catching up
     // on the caller's last words, counts (it lags the VAD).
@@ -71,9 +74,14 @@ export class TurnDetector {
     this.complete = complete;
   }
 
-  /** The ASR said the speech so far is a strict prefix of a grammar sentence: the caller is not done. */
+  /**
+   * Cutting the utterance at this pause would split a sentence: with a grammar decoder, unless the speech so far is
+   * known to complete one. A strict prefix ("book a table for") is not, and neither is speech the recogniser has
+   * not named yet: the stop in "what time" comes before the first partial, and a segment cut there is decoded as
+   * "what" alone and "time is it" alone, neither of them a sentence of the grammar. Without a grammar, never.
+   */
   get sentenceIncomplete(): boolean {
-    return this.complete === false;
+    return this.grammarAware && this.complete !== true;
   }
 
   private endpointMs(): number {
@@ -132,6 +140,9 @@ export class TurnDetector {
           this.lastVoicedMs = timestampMs;
           if (this.likelyEndSent) {
             this.likelyEndSent = false;
+            // The caller goes on after a pause that may have closed the recogniser's utterance: whether the speech
+            // so far was a whole sentence no longer says whether the turn is, until the next partial tells.
+            this.complete = undefined;
             signals.push({ kind: 'speech_resume', atMs: timestampMs });
           }
         } else {
