@@ -4,7 +4,7 @@ import type { ServiceConfig } from './config.js';
 import { Auth } from './auth/auth.js';
 import { ANY_KEY, SqliteCallStore, type CallStore, type CallSubject } from './store/call-store.js';
 import { PostgresCallStore } from './store/postgres.js';
-import { SessionLimiter } from './limits/limits.js';
+import { NotReadyError, SessionLimiter } from './limits/limits.js';
 import { SharedKeyLimiter } from './limits/shared.js';
 import type { SessionEvent } from './session/events.js';
 import { Metrics } from './metrics/metrics.js';
@@ -166,7 +166,7 @@ export class VoiceService {
       replies?: 'audio' | 'text';
     } = {},
   ): Promise<Session> {
-    if (!this.ready) throw new Error(`service not ready (${this.state})`);
+    if (!this.ready) throw new NotReadyError(this.state);
     const keyId = options.keyId ?? 'unkeyed';
     // Our ids only: a transport's own fresh id (WebRTC) is checked (the store refuses an id it has), network
     // ids go in `networkId`.
@@ -200,7 +200,7 @@ export class VoiceService {
     if (!this.ready) {
       this.releaseSlot(keyId, callId, agent);
       this.store.callEnded(callId, 'failed');
-      throw new Error(`service not ready (${this.state})`);
+      throw new NotReadyError(this.state);
     }
     const log = this.logger.child({ callId, transport, agent: agent.name, agentVersion: agent.version });
     try {

@@ -16,6 +16,14 @@ export class LimitError extends Error {
   }
 }
 
+/** The service is loading or draining: a call now is refused, one a moment later may not be. */
+export class NotReadyError extends Error {
+  override readonly name = 'NotReadyError';
+  constructor(readonly state: string) {
+    super(`service not ready (${state})`);
+  }
+}
+
 interface Bucket {
   tokens: number;
   updatedMs: number;

@@ -43,6 +43,8 @@ export type ErrorCode =
   | 'internal_error'
   | 'rate_limited'
   | 'session_limit'
+  | 'unknown_agent'
+  | 'unknown_number'
   | 'slow_consumer';
 
 export type SessionEvent =

@@ -1,18 +1,19 @@
 import { CALL_DOOR } from '../../core/call-door.js';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { WebSocket, RawData } from 'ws';
-import { createInboundDecoder, createOutboundEncoder, validateCodecSpec, CodecSpecError, type CodecSpec, type InboundDecoder, type OutboundEncoder } from '../../audio/codec.js';
-import { Framer } from '../../audio/framer.js';
+import { validateCodecSpec, CodecSpecError, type CodecSpec } from '../../audio/codec.js';
 import type { VoiceService } from '../../service.js';
 import { requireCaller } from '../../auth/plugin.js';
 import type { Principal } from '../../auth/auth.js';
 import { callerFromClaims } from '../../integration/context.js';
-import { LimitError, MessageRateLimiter } from '../../limits/limits.js';
-import { AgentSelectionError } from '../../agents/registry.js';
+import { MessageRateLimiter } from '../../limits/limits.js';
 import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import { parseClientMessage, ProtocolError, type ClientMessage } from '../client-messages.js';
 import type { Session } from '../../session/session.js';
-import { hangUpAfterPlayout } from '../playout.js';
+import type { OutboundFrame } from '../../session/output-pacer.js';
+import { CallEdge, type AudioSink, type CallWire } from '../kit/call-edge.js';
+import { EdgeCodecs } from '../kit/codecs.js';
+import { refusalOf, reportRefusal } from '../kit/refusal.js';
 import { WsOutbound } from '../ws-outbound.js';
 import type { Logger } from 'pino';
 
@@ -44,28 +45,27 @@ function pcmBytesFor(spec: CodecSpec, ms: number): number {
   return Math.round((spec.sampleRate * ms) / 1000) * bytesPerSample;
 }
 
-/** One connected device: owns the codecs and the session for that socket. */
-class DeviceConnection {
-  private session: Session | null = null;
-  private decoder: InboundDecoder | null = null;
-  private encoder: OutboundEncoder | null = null;
-  private readonly framer = new Framer();
+/** One connected device: its wire (JSON control + binary audio) on a call edge. */
+class DeviceConnection implements CallWire, AudioSink {
+  private readonly edge: CallEdge;
+  private readonly codecs: EdgeCodecs;
   private input: CodecSpec;
   private output: CodecSpec;
-  private language: string | undefined;
+  private readonly language: string | undefined;
   /** 'text': a text client; the agent's replies are not synthesized. */
   private readonly replies: 'audio' | 'text';
   /** Serialises format changes against audio so frames are never decoded with a half-built codec. */
   private ready: Promise<void> = Promise.resolve();
-  private closed = false;
   private readonly rate: MessageRateLimiter;
   private rateErrorSent = 0;
   private readonly out: WsOutbound;
+  /** The client plays what it received; after the socket's buffer drains nothing of ours is left to wait for. */
+  readonly tailMs = 0;
 
   constructor(
     private readonly socket: WebSocket,
     private readonly service: VoiceService,
-    private log: Logger,
+    log: Logger,
     query: Record<string, string | undefined>,
     private readonly keyId: string,
     /** Who opened the call: the session token's customer id (call record) and claims (caller context for tools). */
@@ -81,13 +81,19 @@ class DeviceConnection {
     this.language = query.language;
     if (query.replies !== undefined && query.replies !== 'audio' && query.replies !== 'text') throw new Error('"replies" must be "audio" or "text"');
     this.replies = query.replies ?? 'audio';
+    this.edge = new CallEdge(service, 'ws', this, this, log);
+    this.codecs = this.edge.own(new EdgeCodecs());
     this.out = new WsOutbound(socket, {
       transport: 'ws',
       maxBufferedBytes: service.config.limits.maxBufferedBytes,
       metrics: service.metrics,
-      log: () => this.log,
+      log: () => this.edge.log,
       notice: () => this.sendError('slow_consumer', 'client is not reading; agent audio is being dropped'),
     });
+  }
+
+  private get session(): Session | null {
+    return this.edge.session;
   }
 
   /** Audio and control messages that arrive while this runs wait for it. */
@@ -97,12 +103,8 @@ class DeviceConnection {
   }
 
   private async open(): Promise<void> {
-    await this.buildCodecs();
-    if (this.closed) return;
-    this.session = await this.service.openSession('ws', {
-      event: (event) => this.sendEvent(event),
-      audio: (frame) => this.sendAudio(frame.samples),
-    }, {
+    await this.codecs.use(this.input, this.output);
+    const session = await this.edge.open({
       language: this.language ?? this.principal?.language,
       keyId: this.keyId,
       inputSampleRate: this.input.sampleRate,
@@ -110,30 +112,19 @@ class DeviceConnection {
       caller: callerFromClaims(this.principal),
       replies: this.replies,
     });
-    // The device hung up while the call was being admitted.
-    if (this.closed) {
-      await this.service.closeSession(this.session, 'ws');
-      return;
-    }
-    this.log = this.log.child({ callId: this.session.callId });
+    // Null: the device hung up while the call was being admitted.
+    if (!session) return;
     this.sendEvent({
       type: 'session.started',
-      callId: this.session.callId,
-      language: this.session.language,
+      callId: session.callId,
+      language: session.language,
       audio: { input: this.input, output: this.output },
       replies: this.replies,
     });
   }
 
-  private async buildCodecs(): Promise<void> {
-    this.decoder?.close();
-    this.encoder?.close();
-    this.decoder = await createInboundDecoder(this.input);
-    this.encoder = await createOutboundEncoder(this.output);
-  }
-
   onMessage(data: RawData, isBinary: boolean): void {
-    if (this.closed) return;
+    if (this.edge.closed) return;
     if (!this.rate.allow()) {
       // A flood: drop, and say so at most once a second rather than flooding back.
       const now = performance.now();
@@ -169,7 +160,7 @@ class DeviceConnection {
   }
 
   private onAudio(bytes: Uint8Array): void {
-    if (!this.session || !this.decoder || this.closed) return;
+    if (!this.session || !this.codecs.ready || this.edge.closed) return;
     const spec = this.input;
     if (spec.codec !== 'opus') {
       if (bytes.length === 0 || (spec.codec === 'pcm16' && bytes.length % 2 !== 0) || bytes.length > pcmBytesFor(spec, MAX_CHUNK_MS)) {
@@ -182,13 +173,12 @@ class DeviceConnection {
     }
     let pcm: Int16Array;
     try {
-      pcm = this.decoder.decode(bytes);
+      pcm = this.codecs.decode(bytes);
     } catch (err) {
       this.sendError('invalid_audio', `could not decode ${spec.codec} audio: ${(err as Error).message}`);
       return;
     }
-    const arrival = performance.now();
-    for (const frame of this.framer.push(pcm, arrival)) this.session.pushAudio(frame);
+    this.edge.pushPcm(pcm, performance.now());
   }
 
   private async onControl(message: ClientMessage): Promise<void> {
@@ -197,9 +187,9 @@ class DeviceConnection {
         const input = message.audio?.input !== undefined ? validateCodecSpec(message.audio.input) : this.input;
         const output = message.audio?.output !== undefined ? validateCodecSpec(message.audio.output) : this.output;
         const changed = input.codec !== this.input.codec || input.sampleRate !== this.input.sampleRate || output.codec !== this.output.codec || output.sampleRate !== this.output.sampleRate;
+        if (changed) await this.codecs.use(input, output);
         this.input = input;
         this.output = output;
-        if (changed) await this.buildCodecs();
         if (message.language && this.session) this.session.setLanguage(message.language);
         this.sendEvent({ type: 'session.updated', audio: { input, output }, language: this.session?.language ?? message.language ?? '' });
         break;
@@ -225,15 +215,34 @@ class DeviceConnection {
     }
   }
 
+  // ——— CallWire: the session's events in the protocol's words (docs/protocol.md) ———
+
+  event(event: SessionEvent): void {
+    this.sendEvent(event);
+  }
+
+  agentEnded(action: 'hangup' | 'transfer'): void {
+    // A device has nowhere to be transferred to: the call.action event told it, and the call stays up.
+    if (action === 'hangup' && this.socket.readyState === this.socket.OPEN) this.socket.close(1000, 'agent ended the call');
+  }
+
+  // ——— AudioSink: agent audio into the socket ———
+
+  write(frame: OutboundFrame): void {
+    // A client that does not read: agent audio is dropped (slow_consumer once per episode), never buffered without bound.
+    if (this.codecs.ready && this.out.open) this.out.media(this.codecs.encode(frame.samples), true);
+  }
+
+  clear(): void {
+    // Nothing is held here beyond the socket's buffer; the client flushes its own on `audio.clear`.
+  }
+
+  pending(): number {
+    return this.socket.bufferedAmount;
+  }
+
   private sendEvent(event: SessionEvent): void {
     this.sendJson(event);
-    if (event.type === 'call.action' && event.action === 'hangup') {
-      // The client plays what it received; the socket's own buffer must reach it before the close.
-      void hangUpAfterPlayout(
-        { session: this.session, pending: () => this.socket.bufferedAmount, tailMs: 0, isClosed: () => this.socket.readyState !== this.socket.OPEN },
-        () => this.socket.close(1000, 'agent ended the call'),
-      );
-    }
   }
 
   private sendError(code: ErrorCode, message: string): void {
@@ -245,17 +254,16 @@ class DeviceConnection {
     this.out.control(JSON.stringify(value));
   }
 
-  private sendAudio(samples: Int16Array): void {
-    // A client that does not read: agent audio is dropped (slow_consumer once per episode), never buffered without bound.
-    if (this.encoder && this.out.open) this.out.media(this.encoder.encode(samples), true);
+  close(): Promise<void> {
+    return this.edge.close('hangup');
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.session) await this.service.closeSession(this.session, 'ws');
-    this.decoder?.close();
-    this.encoder?.close();
+  /** Refuse the call in the protocol's words: an error event, then the close code that says whether to retry. */
+  refuse(err: unknown): void {
+    const refusal = refusalOf(err);
+    reportRefusal(refusal, err, this.edge.log, this.service.metrics);
+    this.sendJson({ type: 'error', code: refusal.code, message: refusal.message });
+    this.socket.close(refusal.wsClose, refusal.code);
   }
 }
 
@@ -292,24 +300,7 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
     });
     socket.on('close', () => void connection.close());
     socket.on('error', (err) => log.warn({ err }, 'device socket error'));
-    connection.start().catch((err: unknown) => {
-      if (err instanceof LimitError) {
-        service.metrics.error(err.code);
-        log.warn({ code: err.code }, 'call refused by limits');
-        socket.send(JSON.stringify({ type: 'error', code: err.code, message: err.message }));
-        socket.close(1008, err.code);
-        return;
-      }
-      if (err instanceof AgentSelectionError) {
-        log.warn({ code: err.code, err: err.message }, 'call refused: no such agent');
-        socket.send(JSON.stringify({ type: 'error', code: err.code, message: err.message }));
-        socket.close(1008, err.code);
-        return;
-      }
-      log.error({ err }, 'could not start session');
-      socket.send(JSON.stringify({ type: 'error', code: 'internal_error', message: (err as Error).message }));
-      socket.close(1011, 'session start failed');
-    });
+    connection.start().catch((err: unknown) => connection.refuse(err));
   });
 };
 
