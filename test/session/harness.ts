@@ -17,7 +17,7 @@ import type { ErrorCode, SessionEvent, TurnMetrics } from '../../src/session/eve
 import type { OutboundFrame } from '../../src/session/output-pacer.js';
 import type { ToolExecutor } from '../../src/session/reply.js';
 import { FakeClock } from '../../src/session/clock.js';
-import { Session } from '../../src/session/session.js';
+import { Session, type SessionOutput } from '../../src/session/session.js';
 import { DEFAULT_ECHO_GUARD } from '../../src/session/echo-guard.js';
 
 /** What one frame of caller audio is, for the fake VAD and recogniser. */
@@ -169,6 +169,8 @@ export interface HarnessOptions {
   loudAgent?: boolean;
   /** The agent's voices per language (its file's `voices`). */
   voices?: Record<string, string>;
+  /** A transport edge that also gets the session's events and audio (after the harness has noted them). */
+  forward?: SessionOutput;
 }
 
 export class CallHarness {
@@ -209,8 +211,14 @@ export class CallHarness {
       logger: options.logger ?? pino({ level: 'silent' }),
       metrics: this.metrics,
       output: {
-        event: (event) => this.events.push({ atMs: this.clock.now(), event }),
-        audio: (frame) => this.audio.push({ atMs: this.clock.now(), frame }),
+        event: (event) => {
+          this.events.push({ atMs: this.clock.now(), event });
+          options.forward?.event(event);
+        },
+        audio: (frame) => {
+          this.audio.push({ atMs: this.clock.now(), frame });
+          options.forward?.audio(frame);
+        },
       },
       clock: this.clock,
       ...(options.recording ? { recording: options.recording } : {}),

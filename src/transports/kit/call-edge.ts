@@ -45,6 +45,9 @@ export interface CallWire {
   agentEnded(action: 'hangup' | 'transfer', handover: Handover | null): void;
 }
 
+/** What the edge needs of the service: a call's admission and its end. */
+export type CallAdmission = Pick<VoiceService, 'openSession' | 'closeSession'>;
+
 type OpenOptions = NonNullable<Parameters<VoiceService['openSession']>[2]>;
 
 /** The call's admission: whose key it counts against is not optional. */
@@ -59,12 +62,12 @@ export class CallEdge {
   private readonly framer = new Framer();
   private readonly owned: Closable[] = [];
   private closing: Promise<void> | null = null;
+  private admitting: Promise<void> | null = null;
   private ending = false;
-  private reason = 'hangup';
   private logger: Logger;
 
   constructor(
-    private readonly service: VoiceService,
+    private readonly service: CallAdmission,
     /** The transport's name in metrics, records and logs ('ws', 'sip', 'twilio', …). */
     readonly transport: string,
     private readonly wire: CallWire,
@@ -102,23 +105,25 @@ export class CallEdge {
    * edge was closed while admission ran: the session it got is closed again and nothing is left open.
    */
   async open(options: CallEdgeOptions): Promise<Session | null> {
-    if (this.closing) return null;
-    const session = await this.service.openSession(
-      this.transport,
-      {
-        event: (event) => this.onEvent(event),
-        audio: (frame) => this.sink.write(frame),
-        ...(this.sink.playedFrames ? { playedFrames: (responseId: string) => this.sink.playedFrames?.(responseId) } : {}),
-      },
-      options,
-    );
-    if (this.closing) {
-      await this.service.closeSession(session, this.transport, this.reason);
-      return null;
-    }
-    this.current = session;
-    this.logger = this.logger.child({ callId: session.callId });
-    return session;
+    if (this.closing || this.admitting) return null;
+    // The session is this edge's from the moment admission returns it, so a close() that came meanwhile (and
+    // waits for admission) ends it with everything else.
+    this.admitting = this.service
+      .openSession(
+        this.transport,
+        {
+          event: (event) => this.onEvent(event),
+          audio: (frame) => this.sink.write(frame),
+          ...(this.sink.playedFrames ? { playedFrames: (responseId: string) => this.sink.playedFrames?.(responseId) } : {}),
+        },
+        options,
+      )
+      .then((session) => {
+        this.current = session;
+        this.logger = this.logger.child({ callId: session.callId });
+      });
+    await this.admitting;
+    return this.closing ? null : this.current;
   }
 
   /** Caller audio at the internal rate, in chunks of any size, that arrived at `arrivalMs`: sent on as 20 ms frames. */
@@ -159,14 +164,13 @@ export class CallEdge {
 
   /** End the call: the session first (its record and slots), then what the transport owns. Idempotent. */
   close(reason = 'hangup'): Promise<void> {
-    if (!this.closing) {
-      this.reason = reason;
-      this.closing = this.shutdown(reason);
-    }
+    this.closing ??= this.shutdown(reason);
     return this.closing;
   }
 
   private async shutdown(reason: string): Promise<void> {
+    // A call being admitted is let finish, then ended here: it must not outlive the close that came first.
+    await this.admitting?.catch(() => undefined);
     const session = this.current;
     this.current = null;
     try {
