@@ -53,3 +53,19 @@ export async function closeWebSocket(socket: WebSocket | null, goodbye?: () => v
     setTimeout(resolve, 2000).unref();
   });
 }
+
+/** Until the session has started, a socket error, an HTTP refusal or a close fails the connect (and its timer stops). */
+export function rejectBeforeStart(socket: WebSocket, timer: NodeJS.Timeout, reject: (err: Error) => void): void {
+  socket.on('error', (err) => {
+    clearTimeout(timer);
+    reject(err);
+  });
+  socket.on('unexpected-response', (_request, response) => {
+    clearTimeout(timer);
+    reject(new Error(`connection refused: HTTP ${response.statusCode}`));
+  });
+  socket.on('close', (code) => {
+    clearTimeout(timer);
+    reject(new Error(`socket closed (${code}) before the session started`));
+  });
+}

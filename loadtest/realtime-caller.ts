@@ -1,6 +1,6 @@
 import WebSocket from 'ws';
 import { StreamingResampler } from '../src/audio/resample.js';
-import { CallerListeners, closeWebSocket, type AgentEvent, type LoadCaller } from './caller.js';
+import { CallerListeners, closeWebSocket, rejectBeforeStart, type AgentEvent, type LoadCaller } from './caller.js';
 
 /**
  * A client of the OpenAI-Realtime-compatible endpoint (`/v1/realtime`): 24 kHz PCM16 in base64 events both
@@ -54,18 +54,7 @@ export class RealtimeCaller extends CallerListeners implements LoadCaller {
         }
         this.emitEvent(translate(event));
       });
-      socket.on('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-      socket.on('unexpected-response', (_request, response) => {
-        clearTimeout(timer);
-        reject(new Error(`connection refused: HTTP ${response.statusCode}`));
-      });
-      socket.on('close', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`socket closed (${code}) before the session started`));
-      });
+      rejectBeforeStart(socket, timer, reject);
     });
   }
 

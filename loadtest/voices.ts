@@ -57,7 +57,8 @@ export function voicesFor(language: string): Voice[] {
 
 let pico: Promise<SvoxPicoTts> | undefined;
 
-async function viaWavFile(make: (file: string) => Promise<unknown>): Promise<Int16Array> {
+/** Runs a synthesizer that writes a WAV file and returns its speech at 16 kHz. */
+export async function viaWavFile(make: (file: string) => Promise<unknown>): Promise<Int16Array> {
   const dir = await mkdtemp(path.join(tmpdir(), 'voice-'));
   try {
     const file = path.join(dir, 'out.wav');
@@ -67,6 +68,19 @@ async function viaWavFile(make: (file: string) => Promise<unknown>): Promise<Int
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** SVOX Pico's speech for `text` at 16 kHz, as it comes (peaks at 0 dBFS); one engine for the process. */
+export async function picoPcm(text: string, language: string, voice: string): Promise<Int16Array> {
+  pico ??= (async () => {
+    const tts = new SvoxPicoTts({});
+    await tts.load();
+    return tts;
+  })();
+  const tts = await pico;
+  const parts: Int16Array[] = [];
+  for await (const chunk of tts.synthesize(text, { language, voice })) parts.push(chunk);
+  return concat(parts);
 }
 
 /** Speech for `text`, 16 kHz, with `padMs` of silence on each side. */
@@ -90,15 +104,7 @@ export async function synthesize(text: string, voice: Voice, padMs = 300): Promi
       pcm = await viaWavFile((f) => run('flite', ['-voice', voice.voice, '-t', text, '-o', f]));
       break;
     case 'pico': {
-      pico ??= (async () => {
-        const tts = new SvoxPicoTts({});
-        await tts.load();
-        return tts;
-      })();
-      const tts = await pico;
-      const parts: Int16Array[] = [];
-      for await (const chunk of tts.synthesize(text, { language: voice.language, voice: voice.voice })) parts.push(chunk);
-      pcm = concat(parts);
+      pcm = await picoPcm(text, voice.language, voice.voice);
       // Pico peaks at 0 dBFS: about -3 dB like the agent's own output.
       for (let i = 0; i < pcm.length; i++) pcm[i] = Math.round(pcm[i] * 0.7);
       break;

@@ -1,5 +1,5 @@
 import WebSocket from 'ws';
-import { CallerListeners, closeWebSocket, type AgentEvent, type LoadCaller } from './caller.js';
+import { CallerListeners, closeWebSocket, rejectBeforeStart, type AgentEvent, type LoadCaller } from './caller.js';
 
 /** A device on the `/v1/ws` protocol, PCM16 at 16 kHz both ways. */
 export class WsCaller extends CallerListeners implements LoadCaller {
@@ -45,18 +45,7 @@ export class WsCaller extends CallerListeners implements LoadCaller {
         }
         this.emitEvent(event);
       });
-      socket.on('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-      socket.on('unexpected-response', (_request, response) => {
-        clearTimeout(timer);
-        reject(new Error(`connection refused: HTTP ${response.statusCode}`));
-      });
-      socket.on('close', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`socket closed (${code}) before the session started`));
-      });
+      rejectBeforeStart(socket, timer, reject);
     });
   }
 

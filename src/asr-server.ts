@@ -27,6 +27,7 @@ import { resampleOnce } from './audio/resample.js';
 import { parseWav, WavFormatError } from './audio/wav.js';
 import { loadConfig, type ServiceConfig } from './config.js';
 import { createLogger } from './core/logger.js';
+import { exitOnSignals } from './core/shutdown.js';
 import { createAsrProvider } from './providers/asr/index.js';
 import type { AsrProvider, AsrStream } from './providers/asr/types.js';
 
@@ -395,21 +396,7 @@ export async function runAsrServer(argv: string[] = process.argv.slice(2)): Prom
   const config = loadConfig(argv);
   const logger = createLogger(config.logLevel);
   const server = buildAsrServer(config, logger);
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) process.exit(1);
-    stopping = true;
-    logger.info({ signal }, 'asr-server shutting down');
-    server.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  exitOnSignals(logger, () => server.stop());
   await server.start();
 }
 

@@ -1,5 +1,6 @@
 import { loadConfig } from './config.js';
 import { createLogger } from './core/logger.js';
+import { exitOnSignals } from './core/shutdown.js';
 import { buildServer } from './server.js';
 
 /** `npm start`: the service on its configured (by default embedded, offline) providers. */
@@ -12,26 +13,11 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const server = buildServer(config, logger);
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) {
-      logger.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    // SIGTERM drains (calls finish or hear a notice); a second signal or SIGINT stops at once.
-    const drained = signal === 'SIGTERM' ? server.service.drain() : Promise.resolve();
-    drained.then(() => server.stop()).then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  // SIGTERM drains (calls finish or hear a notice); a second signal or SIGINT stops at once.
+  exitOnSignals(logger, async (signal) => {
+    if (signal === 'SIGTERM') await server.service.drain();
+    await server.stop();
+  });
   await server.start();
 }
 

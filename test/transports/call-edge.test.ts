@@ -69,6 +69,19 @@ class RecordingWire implements CallWire, AudioSink {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** An admitted call whose agent has said goodbye (the line played on the fake clock) with `queued` still in the sink. */
+async function afterGoodbye(wire: RecordingWire, queued: number): Promise<{ admission: HarnessAdmission; edge: CallEdge }> {
+  const admission = new HarnessAdmission();
+  const edge = new CallEdge(admission, 'test-wire', wire, wire, silent);
+  await edge.open({ keyId: 'key-a' });
+  harness = admission.harness!;
+  wire.queued = queued;
+  const notice = harness.session.endWithNotice('Goodbye.');
+  await harness.wait(1_000);
+  await notice;
+  return { admission, edge };
+}
+
 let harness: CallHarness | null = null;
 afterEach(async () => {
   await harness?.session.close();
@@ -146,16 +159,9 @@ describe('CallEdge', () => {
   });
 
   it('ends the call on the wire only after the last words left its queue and the far end played them', async () => {
-    const admission = new HarnessAdmission();
     const wire = new RecordingWire();
     wire.tailMs = 60;
-    const edge = new CallEdge(admission, 'test-wire', wire, wire, silent);
-    await edge.open({ keyId: 'key-a' });
-    harness = admission.harness!;
-    wire.queued = 3;
-    const notice = harness.session.endWithNotice('Goodbye.');
-    await harness.wait(1_000);
-    await notice;
+    await afterGoodbye(wire, 3);
     expect(wire.log).toContain('event:call.action');
     // Still queued here: not ended.
     await sleep(80);
@@ -169,15 +175,8 @@ describe('CallEdge', () => {
   });
 
   it('does not end a call on the wire that closed while its goodbye played', async () => {
-    const admission = new HarnessAdmission();
     const wire = new RecordingWire();
-    const edge = new CallEdge(admission, 'test-wire', wire, wire, silent);
-    await edge.open({ keyId: 'key-a' });
-    harness = admission.harness!;
-    wire.queued = 1;
-    const notice = harness.session.endWithNotice('Goodbye.');
-    await harness.wait(1_000);
-    await notice;
+    const { edge } = await afterGoodbye(wire, 1);
     await edge.close('caller_hung_up');
     wire.queued = 0;
     await sleep(100);

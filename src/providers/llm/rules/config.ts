@@ -96,25 +96,6 @@ export interface DomainConfig {
   timezone?: string;
 }
 
-export interface RuleIntent {
-  name: string;
-  /** Added to the score: breaks ties between intents (e.g. "thanks, bye" must hang up). */
-  priority?: number;
-  /** Example phrases per language; matched by fuzzy token overlap, not exact strings. */
-  phrases: Record<string, string[]>;
-  /** Single strong cue words per language; a trailing `*` matches any word with that prefix. */
-  keywords?: Record<string, string[]>;
-  /** Spoken before the tool call (e.g. the farewell before end_call). */
-  say?: LangText;
-  tool?: RuleToolSpec;
-  /**
-   * The reply. Without a tool: spoken directly. With a tool: spoken after the tool result, may use
-   * `{args.x}` and `{result.x}`. A list gives variants: the first whose placeholders all resolve wins.
-   * An empty string means nothing more to say.
-   */
-  reply: Record<string, string | string[]>;
-}
-
 export interface RulesConfig {
   version: 1;
   languages: string[];
