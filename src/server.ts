@@ -1,3 +1,10 @@
+import { capabilitiesRoute } from './capabilities.js';
+import { describeChatCompletions } from './transports/openai-chat/options.js';
+import { describeRealtime } from './transports/realtime/protocol.js';
+import { describeSip } from './transports/sip/options.js';
+import { describeTelephony } from './transports/telephony/options.js';
+import { describeWebRtc } from './transports/webrtc/options.js';
+import { describeDeviceWs } from './transports/ws/device-ws.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { Logger } from 'pino';
@@ -72,6 +79,7 @@ export function buildServer(config: ServiceConfig, logger: Logger, providers?: S
   void app.register(webrtcSignaling, { service });
   void app.register(sipTransport, { service });
   void app.register(chatCompletionsRoutes, { service });
+  void app.register(capabilitiesRoute, { service, transports: [describeDeviceWs, describeRealtime, describeTelephony, describeWebRtc, describeSip, describeChatCompletions] });
 
   return {
     app,

@@ -128,6 +128,7 @@ describe('per-question recognition: the session tells the recogniser what the ag
     const realAsr = real.asr as AsrProvider & Partial<GrammarAware>;
     const asr: AsrProvider & Partial<GrammarAware> = {
       name: real.asr.name,
+      capabilities: real.asr.capabilities,
       get languages() {
         return real.asr.languages;
       },

@@ -21,6 +21,7 @@ const never = () => new Promise<never>(() => {});
 
 class FaultyLlm implements LlmProvider {
   readonly name: string;
+  readonly capabilities = { runsOn: ['server'] as const, streaming: true };
   constructor(private readonly inner: LlmProvider) {
     this.name = `faulty-${inner.name}`;
   }
@@ -40,6 +41,7 @@ class FaultyLlm implements LlmProvider {
 
 class FaultyTts implements TtsProvider {
   readonly name = 'faulty-tts';
+  readonly capabilities = { runsOn: ['server'] as const, streaming: true };
   readonly languages: readonly string[];
   constructor(private readonly inner: TtsProvider) {
     this.languages = inner.languages;
@@ -56,6 +58,7 @@ class FaultyTts implements TtsProvider {
 
 class FaultyAsr implements AsrProvider, GrammarAware {
   readonly name = 'faulty-asr';
+  readonly capabilities = { runsOn: ['server'] as const, streaming: true };
   constructor(private readonly inner: AsrProvider & Partial<GrammarAware>) {}
   get languages(): readonly string[] {
     return this.inner.languages;

@@ -144,3 +144,8 @@ export async function createOutboundEncoder(spec: CodecSpec, options: CodecOptio
     close: () => resampler.destroy(),
   };
 }
+
+/** Every codec/rate pair an edge codec speaks, as 'codec/rate' ('pcm16/16000', 'opus/48000'). */
+export function supportedFormats(): string[] {
+  return Object.entries(RATES).flatMap(([codec, rates]) => rates.map((rate) => `${codec}/${rate}`));
+}

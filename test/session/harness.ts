@@ -32,6 +32,7 @@ const scripts = new WeakMap<Int16Array, ScriptedFrame>();
 
 class ScriptedVad implements VadProvider {
   readonly name = 'scripted-vad';
+  readonly capabilities = { runsOn: ['cpu'] as const, streaming: true };
   /** Frames the VAD has seen. */
   processed = 0;
   async load(): Promise<void> {}
@@ -53,6 +54,7 @@ class ScriptedVad implements VadProvider {
  */
 export class ScriptedAsr implements AsrProvider {
   readonly name = 'scripted-asr';
+  readonly capabilities = { runsOn: ['cpu'] as const, streaming: true };
   readonly languages = ['en'];
   /** Every final returned, in order. */
   readonly finals: AsrFinal[] = [];
@@ -102,6 +104,7 @@ export class ScriptedAsr implements AsrProvider {
  */
 export class WordTts implements TtsProvider {
   readonly name = 'word-tts';
+  readonly capabilities = { runsOn: ['cpu'] as const, streaming: true };
   readonly languages = ['en'];
   private words = 0;
   /** The voice asked for with each text synthesized (undefined: the provider's default). */

@@ -6,6 +6,7 @@ import { CallHarness } from './harness.js';
 /** A model that never says anything (until the request is aborted). */
 class SilentLlm implements LlmProvider {
   readonly name = 'silent';
+  readonly capabilities = { runsOn: ['cpu'] as const, streaming: true };
   requests = 0;
   async load(): Promise<void> {}
   async *stream(request: LlmRequest): AsyncIterable<LlmEvent> {

@@ -1,6 +1,9 @@
+import type { ProviderCapabilities } from '../capabilities.js';
 /** Streaming speech recognition. Streaming-first so that server backends (Voxtral realtime) plug in unchanged. */
 export interface AsrProvider {
   readonly name: string;
+  /** Where its work runs and whether results stream (src/providers/capabilities.ts). */
+  readonly capabilities: ProviderCapabilities;
   /** BCP-47 language tags this provider recognises (e.g. ["en"]); ["*"] when it detects any. */
   readonly languages: readonly string[];
   load(): Promise<void>;

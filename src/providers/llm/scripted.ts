@@ -1,8 +1,10 @@
+import type { ProviderCapabilities } from '../capabilities.js';
 import type { ChatMessage, LlmEvent, LlmProvider, LlmRequest, ToolCall } from './types.js';
 
 /** Says one fixed line: for service notices (shutdown, limits) that must not depend on a model. */
 export class ScriptedLine implements LlmProvider {
   readonly name = 'scripted';
+  readonly capabilities: ProviderCapabilities = { runsOn: ['cpu'], streaming: false };
 
   constructor(private readonly line: string) {}
 
@@ -28,6 +30,7 @@ export interface ScriptedTurn {
  */
 export class ScriptedLlm implements LlmProvider {
   readonly name = 'scripted-llm';
+  readonly capabilities: ProviderCapabilities = { runsOn: ['cpu'], streaming: false };
 
   constructor(private readonly script: (messages: readonly ChatMessage[]) => ScriptedTurn) {}
 

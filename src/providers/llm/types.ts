@@ -1,3 +1,4 @@
+import type { ProviderCapabilities } from '../capabilities.js';
 /** Conversation-level types shared by every LLM backend (OpenAI chat-completions shaped). */
 export type ChatRole = 'system' | 'user' | 'assistant' | 'tool';
 
@@ -70,6 +71,8 @@ export type LlmEvent =
 
 export interface LlmProvider {
   readonly name: string;
+  /** Where its work runs and whether results stream (src/providers/capabilities.ts). */
+  readonly capabilities: ProviderCapabilities;
   load(): Promise<void>;
   /**
    * Stream one assistant turn. Yields text deltas and complete tool calls, then one `done`.

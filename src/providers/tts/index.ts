@@ -2,6 +2,7 @@
  * TTS provider selection: SVOX Pico where it has a voice (clearest here; en, fr, de, es, it),
  * eSpeak NG for everything else and on machines without the Pico voice files.
  */
+import { unionCapabilities, type ProviderCapabilities } from '../capabilities.js';
 import type { Logger } from 'pino';
 import { createRequire } from 'node:module';
 import { spawnSync } from 'node:child_process';
@@ -75,6 +76,10 @@ export class CompositeTts implements TtsProvider {
     return [...new Set(this.providers.flatMap((p) => p.languages))];
   }
 
+  get capabilities(): ProviderCapabilities {
+    return unionCapabilities(this.providers);
+  }
+
   async load(): Promise<void> {
     await Promise.all(this.providers.map((p) => p.load()));
   }
@@ -122,6 +127,10 @@ export class FallbackTts implements TtsProvider {
 
   get languages(): readonly string[] {
     return [...new Set([...this.primary.languages, ...this.fallback.languages])];
+  }
+
+  get capabilities(): ProviderCapabilities {
+    return unionCapabilities([this.primary, this.fallback]);
   }
 
   /** The remote's servers (for registerBackendMetrics). */

@@ -1,6 +1,9 @@
+import type { ProviderCapabilities } from '../capabilities.js';
 /** Streaming text-to-speech. The session feeds it one clause or sentence at a time. */
 export interface TtsProvider {
   readonly name: string;
+  /** Where its work runs and whether results stream (src/providers/capabilities.ts). */
+  readonly capabilities: ProviderCapabilities;
   /** BCP-47 primary language tags this provider has a voice for. */
   readonly languages: readonly string[];
   load(): Promise<void>;

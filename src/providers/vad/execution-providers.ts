@@ -9,6 +9,7 @@
  * counts only when its library is next to the binding. Even then a session may fail to start (no GPU, no CUDA
  * runtime): FallbackVad retries on CPU.
  */
+import type { ProviderCapabilities } from '../capabilities.js';
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -93,6 +94,11 @@ export class FallbackVad implements VadProvider {
 
   get name(): string {
     return this.active.name;
+  }
+
+  /** After a fallback, the CPU the VAD really runs on. */
+  get capabilities(): ProviderCapabilities {
+    return this.active.capabilities;
   }
 
   /** The execution providers the VAD session runs with (after any fallback). */

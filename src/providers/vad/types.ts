@@ -1,6 +1,9 @@
+import type { ProviderCapabilities } from '../capabilities.js';
 /** Voice activity detection: speech probability per 20 ms internal frame. */
 export interface VadProvider {
   readonly name: string;
+  /** Where its work runs and whether results stream (src/providers/capabilities.ts). */
+  readonly capabilities: ProviderCapabilities;
   /** Load weights; resolves once the provider can create streams. Idempotent. */
   load(): Promise<void>;
   /** One stream per call: holds the model's recurrent state for that caller. */

@@ -4,6 +4,7 @@
  * `openai` npm package (v6, src/resources/realtime/realtime.ts) types them; the beta names
  * (`input_audio_format: "pcm16"`, top-level `turn_detection`, `modalities`) are accepted too.
  */
+import type { DescribeTransport } from '../kit/describe.js';
 import type { CodecSpec } from '../../audio/codec.js';
 import type { ToolDefinition } from '../../providers/llm/types.js';
 
@@ -342,3 +343,12 @@ export function eventIdOf(text: string): string | null {
 export function toToolDefinition(tool: ClientTool): ToolDefinition {
   return { name: tool.name, description: tool.description, parameters: tool.parameters };
 }
+
+/** The OpenAI-compatible realtime socket: JSON events, audio base64 inside them in the protocol's three formats. */
+export const describeRealtime: DescribeTransport = () => ({
+  name: 'realtime',
+  door: 'GET /v1/realtime (WebSocket)',
+  enabled: true,
+  audio: ['pcm16/24000', 'pcmu/8000', 'pcma/8000'],
+  control: 'OpenAI Realtime events, GA and beta (docs/realtime.md)',
+});

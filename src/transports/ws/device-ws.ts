@@ -1,7 +1,8 @@
+import type { DescribeTransport } from '../kit/describe.js';
 import { CALL_DOOR } from '../../core/call-door.js';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { WebSocket, RawData } from 'ws';
-import { validateCodecSpec, CodecSpecError, type CodecSpec } from '../../audio/codec.js';
+import { supportedFormats, validateCodecSpec, CodecSpecError, type CodecSpec } from '../../audio/codec.js';
 import type { VoiceService } from '../../service.js';
 import { requireCaller } from '../../auth/plugin.js';
 import type { Principal } from '../../auth/auth.js';
@@ -305,3 +306,12 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
 };
 
 export { HARD_MAX_PAYLOAD };
+
+/** Devices: JSON control messages and binary audio in any edge format, chosen per call (docs/protocol.md). */
+export const describeDeviceWs: DescribeTransport = () => ({
+  name: 'ws',
+  door: 'GET /v1/ws (WebSocket)',
+  enabled: true,
+  audio: supportedFormats(),
+  control: 'JSON messages (docs/protocol.md)',
+});

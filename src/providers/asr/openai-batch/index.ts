@@ -8,6 +8,7 @@
  * seconds of speech, growing with its length) instead of the few ms a streaming backend needs. There are no
  * partials. Prefer `vllm-realtime` where the server offers it.
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import type { Logger } from 'pino';
 import { OPENAI_BATCH_DEFAULTS, type OpenAiBatchSettings } from './options.js';
 import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
@@ -39,6 +40,8 @@ const LANGUAGE_NAMES: Record<string, string> = {
 
 export class OpenAiBatchAsr implements AsrProvider {
   readonly name = 'openai-batch';
+  // The utterance is sent whole at its end: no partials.
+  readonly capabilities: ProviderCapabilities = { runsOn: ['server'], streaming: false };
   readonly languages: readonly string[];
   readonly endpoint: string;
   private readonly options: OpenAiBatchAsrOptions;

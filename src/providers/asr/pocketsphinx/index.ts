@@ -13,6 +13,7 @@
  *   first utterance on a fresh decoder is the least accurate. Pooled decoders keep the adapted
  *   mean across calls (the library has no public reset), which suits one telephone channel type.
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -78,6 +79,7 @@ export interface PocketSphinxAsrOptions {
 
 export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarAware {
   readonly name = 'pocketsphinx';
+  readonly capabilities: ProviderCapabilities = { runsOn: ['cpu'], streaming: true };
 
   private readonly modelDir: string;
   private readonly libraryPath: string;
@@ -179,6 +181,7 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarA
     };
     return {
       name: asr.name,
+      capabilities: asr.capabilities,
       get languages() {
         return own()?.loaded ?? asr.languages;
       },

@@ -33,6 +33,7 @@
  * Several URLs fail over (src/providers/backends.ts): a connection that fails moves to the next URL, and an
  * utterance whose connection died before its final is replayed once on the new connection.
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { VLLM_REALTIME_DEFAULTS, type VllmRealtimeSettings } from './options.js';
@@ -74,6 +75,7 @@ const RECONNECT_MIN_INTERVAL_MS = 1000;
 
 export class VllmRealtimeAsr implements AsrProvider {
   readonly name = 'vllm-realtime';
+  readonly capabilities: ProviderCapabilities = { runsOn: ['server'], streaming: true };
   readonly languages: readonly string[];
   readonly backends: BackendPool;
   private readonly options: VllmRealtimeAsrOptions;

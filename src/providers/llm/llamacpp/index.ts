@@ -11,6 +11,7 @@
  * `tool_call` + `done: tool_calls`, exactly like a server model. Schemas outside the supported JSON
  * Schema subset drop that one tool (logged); `tools: false` disables function calling entirely.
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
@@ -87,6 +88,12 @@ class AsyncQueue<T> {
 
 export class LlamaCppLlm implements LlmProvider {
   readonly name = 'llamacpp';
+
+  /** On the GPU llama.cpp found (CUDA, Vulkan, Metal), else the CPU; before loading, what the options ask for. */
+  get capabilities(): ProviderCapabilities {
+    const gpu = this.llama ? this.llama.gpu !== false : (this.options.gpu ?? LLAMACPP_DEFAULTS.gpu) !== false;
+    return { runsOn: [gpu ? 'gpu' : 'cpu'], streaming: true };
+  }
   private llama: Llama | undefined;
   private model: LlamaModel | undefined;
   private context: LlamaContext | undefined;

@@ -2,6 +2,7 @@
  * OpenAI-compatible streaming chat-completions client (vLLM, llama.cpp server, Ollama, Mistral API).
  * Speaks SSE over Node's global fetch; no SDK so nothing is pulled in and every byte is ours to time.
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import type { Logger } from 'pino';
 import { BackendPool, urlList } from '../../backends.js';
 import { OPENAI_LLM_DEFAULTS, type OpenAiLlmSettings } from './options.js';
@@ -57,6 +58,7 @@ const TOOLS_DISABLED_RE = /enable-auto-tool-choice|tool-call-parser|tool choice 
 
 export class OpenAiCompatibleLlm implements LlmProvider {
   readonly name = 'openai';
+  readonly capabilities: ProviderCapabilities = { runsOn: ['server'], streaming: true };
   /** Failover over the configured servers (one or more). */
   readonly backends: BackendPool;
   /** The server refused tools (vLLM without --enable-auto-tool-choice): requests go without them from then on. */

@@ -5,6 +5,7 @@
  * language. It honours the LlmProvider contract (history in, streamed text or tool calls out) so the
  * session cannot tell it apart from a real model.
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import { readFile } from 'node:fs/promises';
 import type { GrammarSpec, VocabularySource } from '../../asr/grammar/spec.js';
 import type { ChatMessage, LlmEvent, LlmProvider, LlmRequest } from '../types.js';
@@ -51,6 +52,8 @@ function chunkWords(text: string): string[] {
 
 export class RuleBasedAgent implements LlmProvider, VocabularySource {
   readonly name = 'rules';
+  // The whole reply at once: rules compute it, nothing to stream.
+  readonly capabilities: ProviderCapabilities = { runsOn: ['cpu'], streaming: false };
   /** Forms and confirmations are replayed from the whole conversation: no context window may cut it. */
   readonly wholeConversation = true;
   private config: RulesConfig | undefined;

@@ -4,6 +4,7 @@
  * otherwise load into its own process (@echogarden/espeak-ng-emscripten, GPL-3.0): with this engine no GPL code
  * runs inside the service (docs/compliance.md). Text goes on stdin, never on the command line.
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
@@ -27,6 +28,7 @@ export interface EspeakProcessTtsOptions {
 
 export class EspeakProcessTts implements TtsProvider {
   readonly name = 'espeak-ng-process';
+  readonly capabilities: ProviderCapabilities = { runsOn: ['cpu'], streaming: true };
   private languageList: string[] = [];
   private readonly command: string;
   private readonly log: Logger;

@@ -8,6 +8,7 @@
  * chunk at once (true streaming) and reads a shared abort flag so a barge-in stops it mid-text.
  * Output is 22050 Hz; the main thread resamples to 16 kHz with src/audio/resample.ts (libsamplerate).
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
@@ -193,6 +194,7 @@ function primaryTag(language: string): string {
 
 export class EspeakTts implements TtsProvider {
   readonly name = 'espeak';
+  readonly capabilities: ProviderCapabilities = { runsOn: ['cpu'], streaming: true };
   private readonly logger: Logger;
   private readonly workerCount: number;
   private readonly rate: number;

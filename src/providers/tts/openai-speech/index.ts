@@ -10,6 +10,7 @@
  * timeout moves to the next URL (src/providers/backends.ts); after audio started, the error is thrown (replaying
  * would repeat words) and FallbackTts (tts/index.ts) or the session's `tts_failed` take over.
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import type { Logger } from 'pino';
 import { OPENAI_SPEECH_DEFAULTS, type OpenAiSpeechClientSettings } from './options.js';
 import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
@@ -38,6 +39,7 @@ function primaryTag(language: string): string {
 
 export class OpenAiSpeechTts implements TtsProvider {
   readonly name = 'openai-speech';
+  readonly capabilities: ProviderCapabilities = { runsOn: ['server'], streaming: true };
   readonly languages: readonly string[];
   readonly backends: BackendPool;
   private readonly sampleRate: number;

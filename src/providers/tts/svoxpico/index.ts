@@ -12,6 +12,7 @@
  * sentence runs in one step (~10–30 ms for a clause, >100 ms for a long unpunctuated run-on), which
  * the session's clause splitter keeps bounded.
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -189,6 +190,7 @@ function abortError(signal: AbortSignal): Error {
 
 export class SvoxPicoTts implements TtsProvider {
   readonly name = 'svoxpico';
+  readonly capabilities: ProviderCapabilities = { runsOn: ['cpu'], streaming: true };
   readonly voicesDir: string;
   private readonly logger: Logger;
   private readonly gain: number;

@@ -15,6 +15,7 @@
  * By default that run happens in a worker thread (worker-runner.ts): onnxruntime-node runs synchronously on the
  * thread that calls it, and on the main thread it would block every call's audio for the length of each batch.
  */
+import type { ProviderCapabilities } from '../../capabilities.js';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
@@ -233,6 +234,11 @@ export class SileroBatcher {
 
 export class SileroVad implements VadProvider {
   readonly name = 'silero-v5';
+
+  /** onnxruntime's first execution provider is the one the model runs on (CUDA, or the CPU). */
+  get capabilities(): ProviderCapabilities {
+    return { runsOn: [this.executionProviders[0] === 'cpu' ? 'cpu' : 'gpu'], streaming: true };
+  }
   readonly modelPath: string;
   private readonly executionProviders: string[];
   private readonly maxBatch: number | undefined;
