@@ -6,7 +6,8 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { requireCaller } from '../src/auth/plugin.js';
 import type { VoiceService } from '../src/service.js';
 import { OfferError, PeerLimitError, WebRtcTransport } from '../src/transports/webrtc/index.js';
-import { LimitError } from '../src/limits/limits.js';
+import { NotReadyError } from '../src/limits/limits.js';
+import { refusalOf, reportRefusal, type CallRefusal } from '../src/transports/kit/refusal.js';
 import { callerFromClaims } from '../src/integration/context.js';
 
 /**
@@ -77,6 +78,7 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
   const allowAny = config.webrtc.corsOrigins.includes('*');
   const files = await loadStaticFiles();
   app.addHook('onClose', async () => transport.close());
+  const offerLog = service.logger.child({ transport: 'webrtc' });
 
   // Pages on other origins (the site embedding the widget) may call the signaling routes when allowed.
   const cors = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
@@ -89,6 +91,12 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
     void reply.header('access-control-max-age', '600');
   };
   app.addHook('onRequest', cors);
+
+  /** A call refused by admission (or not ready to be taken), in HTTP's words: the kit's table. */
+  const refuse = (reply: FastifyReply, refusal: CallRefusal) => {
+    if (refusal.retryAfterS !== undefined) void reply.header('retry-after', String(refusal.retryAfterS));
+    return reply.code(refusal.http).send({ error: refusal.code, message: refusal.message });
+  };
   const preflight = async (_request: FastifyRequest, reply: FastifyReply) => reply.code(204).send();
   app.options('/v1/webrtc/offer', preflight);
   app.options('/v1/webrtc/sessions/:id', preflight);
@@ -112,7 +120,8 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
       },
     },
     async (request, reply) => {
-      if (!service.ready) return reply.code(503).send({ error: 'not_ready', message: `models are ${service.state}; try again shortly` });
+      // Before a peer connection is built for nothing.
+      if (!service.ready) return refuse(reply, refusalOf(new NotReadyError(service.state)));
       try {
         const { sessionId, sdp } = await transport.accept(request.body.sdp, {
           language: request.body.language,
@@ -121,12 +130,13 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
         });
         return { type: 'answer', sdp, sessionId };
       } catch (err) {
+        // WebRTC's own: the client's SDP, and this node's cap on peers and offers in negotiation.
         if (err instanceof OfferError) return reply.code(400).send({ error: err.code, message: err.message });
         if (err instanceof PeerLimitError) return reply.code(503).header('retry-after', String(err.retryAfterS)).send({ error: 'session_limit', message: err.message });
-        // The caller's key is over its own limits: its refusal, not a server fault.
-        if (err instanceof LimitError) return reply.code(err.code === 'rate_limited' ? 429 : 503).header('retry-after', err.code === 'rate_limited' ? '10' : '5').send({ error: err.code, message: err.message });
-        request.log.error({ err }, 'webrtc offer failed');
-        return reply.code(500).send({ error: 'internal_error', message: 'could not answer the offer' });
+        // Admission's refusals (the key's limits, an unknown agent or number) and our faults, as on every wire.
+        const refusal = refusalOf(err);
+        reportRefusal(refusal, err, offerLog.child({ reqId: request.id }), service.metrics);
+        return refuse(reply, refusal);
       }
     },
   );

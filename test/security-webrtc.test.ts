@@ -1,5 +1,8 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashApiKey } from '../src/auth/auth.js';
 import type { PeerConnection } from '../src/transports/webrtc/wrtc.js';
@@ -20,20 +23,31 @@ const HEALTHZ_LIVENESS_MS = 500;
 const OTHER_KEY = 'second-tenant-key-not-secret';
 let server: TestServer;
 let askTime: Int16Array;
+let agentsDir: string;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   askTime = await speak('What time is it?');
+  // One named agent, so a token's `agent` claim is checked (calls without one keep the default agent).
+  agentsDir = await mkdtemp(path.join(tmpdir(), 'webrtc-agents-'));
+  const desk = path.join(agentsDir, 'desk.json');
+  const en = (text: string) => ({ en: text });
+  await writeFile(
+    desk,
+    JSON.stringify({ version: 1, languages: ['en'], defaultLanguage: 'en', fallback: en('Desk, again?'), toolError: en('Desk: that did not work.'), toolDone: en('Desk: done.'), intents: [{ name: 'hours', phrases: { en: ['opening hours'] }, reply: en('Desk: nine.') }] }),
+  );
   server = await startTestServer({
     auth: { apiKeyHashes: [hashApiKey(TEST_API_KEY), hashApiKey(OTHER_KEY)] },
     limits: { maxSessionsPerKey: 1 },
     webrtc: { maxConcurrentOffers: 2, remoteCandidateNetworks: ['127.0.0.3/32'] },
+    agents: { files: { desk }, reload: { enabled: false } },
   });
 });
 
 afterAll(async () => {
   await server?.stop();
+  if (agentsDir) await rm(agentsDir, { recursive: true, force: true });
 });
 
 function postOffer(sdp: string, key = TEST_API_KEY): Promise<Response> {
@@ -240,6 +254,29 @@ describe('WebRTC doors under attack', () => {
       await deleteSession(sessionId);
     } finally {
       for (const c of [a1, a2, b1]) c.pc.close();
+    }
+  });
+
+  it('a token naming an agent this deployment does not have: 404 unknown_agent (was 500), and nothing of the call is held', async () => {
+    // The HTTP mint refuses an unknown agent; a token minted before its agent's file was removed still arrives.
+    const keyId = hashApiKey(TEST_API_KEY).slice(0, 8);
+    const { token } = await server.server.service.auth.mintToken({ kind: 'api_key', keyId }, { agent: 'retired' });
+    const [refusedClient, nextClient] = await offers(2);
+    try {
+      const refused = await postOffer(refusedClient.sdp, token);
+      expect(refused.status).toBe(404);
+      expect(await refused.json()).toMatchObject({ error: 'unknown_agent' });
+      expect(refused.headers.get('retry-after')).toBeNull();
+      expect(server.server.service.sessions.size).toBe(0);
+      const metrics = await (await fetch(`${server.httpUrl}/metrics`)).text();
+      expect(Number(/^voice_agent_webrtc_peers (\d+)/m.exec(metrics)?.[1])).toBe(0);
+      // The key's one call slot was not kept by the refused call.
+      const next = await postOffer(nextClient.sdp);
+      expect(next.status).toBe(200);
+      await deleteSession(((await next.json()) as { sessionId: string }).sessionId);
+    } finally {
+      refusedClient.pc.close();
+      nextClient.pc.close();
     }
   });
 

@@ -149,6 +149,31 @@ describe('SIP INVITE error paths release the call slot and the RTP port', () => 
     await answeredAndHungUp();
   });
 
+  it('a second call from a source at its session limit: 486 with Retry-After (the kit\'s refusal table), the first call untouched', async () => {
+    const first = new RawPhone();
+    const second = new RawPhone();
+    await first.open();
+    await second.open();
+    try {
+      first.invite();
+      const answered = await first.finalResponse();
+      expect(answered.status).toBe(200);
+      first.send('ACK', 1, [`;tag=${answered.toTag}`]);
+      second.invite();
+      const refused = await second.finalResponse();
+      expect(refused.status).toBe(486);
+      const response = second.received.find((m) => status(m) === 486) ?? '';
+      expect(Number(/^Retry-After:\s*(\d+)/im.exec(response)?.[1])).toBeGreaterThan(0);
+      expect(sip().calls.size).toBe(1);
+      expect(server.server.service.sessions.size).toBe(1);
+      first.send('BYE', 2, [`;tag=${answered.toTag}`]);
+      await expectAllReleased();
+    } finally {
+      first.close();
+      second.close();
+    }
+  });
+
   it('a provider that fails to open the call: refused, and the per-key admission and the record are released', async () => {
     const vad = server.server.service.providers.vad;
     const createStream = vi.spyOn(vad, 'createStream').mockImplementationOnce(() => {

@@ -1,17 +1,17 @@
 /**
- * One answered SIP call's media: RTP in → jitter buffer → decode → 20 ms frames → Session; Session audio →
- * encode → exactly 20 ms payloads → RTP out. Knows nothing of SIP signalling beyond "hang up".
+ * One answered SIP call's media, as the RTP wire of a call edge: RTP in → jitter buffer → decode →
+ * edge (20 ms frames → Session); Session audio → encode → exactly 20 ms payloads → RTP out. Knows nothing of
+ * SIP signalling beyond "hang up" and "transfer".
  */
 import type { Logger } from 'pino';
-import { createInboundDecoder, createOutboundEncoder, type InboundDecoder, type OutboundEncoder } from '../../audio/codec.js';
+import type { CodecSpec } from '../../audio/codec.js';
 import { FRAME_SAMPLES } from '../../audio/format.js';
-import { Framer } from '../../audio/framer.js';
 import type { VoiceService } from '../../service.js';
 import type { SessionEvent } from '../../session/events.js';
 import type { OutboundFrame } from '../../session/output-pacer.js';
-import type { Session } from '../../session/session.js';
+import { CallEdge, type AudioSink, type CallWire } from '../kit/call-edge.js';
+import { EdgeCodecs } from '../kit/codecs.js';
 import { RtpStream } from './rtp/stream.js';
-import { hangUpAfterPlayout } from '../playout.js';
 import type { NegotiatedMedia } from './sdp.js';
 import type { Handover } from '../../integration/handover.js';
 import type dgram from 'node:dgram';
@@ -47,18 +47,18 @@ export interface CallMediaOptions {
   onTransfer(handover: Handover | null): void;
 }
 
-export class CallMedia {
+export class CallMedia implements CallWire, AudioSink {
   readonly rtp: RtpStream;
-  private session: Session | null = null;
-  private decoder: InboundDecoder | null = null;
-  private encoder: OutboundEncoder | null = null;
-  private readonly framer = new Framer();
+  private readonly edge: CallEdge;
+  private readonly codecs: EdgeCodecs;
+  readonly tailMs = SIP_PLAYOUT_TAIL_MS;
   /** Encoded G.711 bytes not yet making a whole packet (the resampler's output varies by a sample). */
   private pendingOut: Buffer = Buffer.alloc(0);
   private lastPayload: Buffer | null = null;
   private lostRun = 0;
   private media: NegotiatedMedia;
   private watchdog: NodeJS.Timeout | null = null;
+  /** Set as close() begins, before the RTP stream goes (the edge hears of it only after). */
   private closed = false;
   private invalidPackets = 0;
   private socketErrors = 0;
@@ -66,6 +66,8 @@ export class CallMedia {
 
   constructor(private readonly options: CallMediaOptions) {
     this.media = options.media;
+    this.edge = new CallEdge(options.service, 'sip', this, this, options.logger);
+    this.codecs = this.edge.own(new EdgeCodecs());
     const g711 = options.media.codec !== 'opus';
     this.rtp = new RtpStream({
       rtp: options.sockets.rtp,
@@ -83,7 +85,7 @@ export class CallMedia {
         // Digits may be PINs or card numbers: logged only where transcripts may be.
         if (options.service.config.privacy.logTranscripts) options.logger.info({ digit }, 'DTMF received');
         else options.logger.debug('DTMF digit received');
-        this.session?.pushDtmf(digit);
+        this.edge.session?.pushDtmf(digit);
       },
       onSocketError: (socket, err) => {
         // At most a few per call: a socket that keeps failing says so once in a while, not per packet.
@@ -103,51 +105,29 @@ export class CallMedia {
     });
   }
 
-  /** Build codecs and open the Session. Throws (LimitError, not ready) before anything is sent. */
+  /**
+   * Build codecs and open the Session. Throws what admission throws (`refusalOf` maps it to a SIP status)
+   * before anything is sent; closed meanwhile (CANCEL, shutdown), nothing is left open.
+   */
   async open(): Promise<void> {
-    const spec = this.media.codec === 'opus' ? ({ codec: 'opus', sampleRate: 48000 } as const) : ({ codec: this.media.codec, sampleRate: 8000 } as const);
-    const decoder = await createInboundDecoder(spec);
-    let encoder: OutboundEncoder;
-    try {
-      encoder = await createOutboundEncoder(spec);
-    } catch (err) {
-      decoder.close();
-      throw err;
-    }
-    // Closed (CANCEL, shutdown) while the codecs were built: close() did not see them, so they are freed here.
-    if (this.closed) {
-      decoder.close();
-      encoder.close();
-      return;
-    }
-    this.decoder = decoder;
-    this.encoder = encoder;
-    this.session = await this.options.service.openSession(
-      'sip',
-      { event: (e) => this.onEvent(e), audio: (f) => this.onAgentAudio(f) },
-      {
-        callId: this.options.callId,
-        networkId: this.options.networkId,
-        keyId: this.options.keyId,
-        recordOwner: this.options.service.networkCallsOwner,
-        inputSampleRate: spec.sampleRate,
-        subject: { caller: this.options.caller },
-        ...(this.options.context ? { caller: this.options.context } : {}),
-        ...(this.options.language ? { language: this.options.language } : {}),
-      },
-    );
-    // Closed (CANCEL, shutdown) while the call was being admitted: close() found no session to end.
-    if (this.closed) {
-      const session = this.session;
-      this.session = null;
-      await this.options.service.closeSession(session, 'sip', 'cancelled');
-    }
+    const spec: CodecSpec = this.media.codec === 'opus' ? { codec: 'opus', sampleRate: 48000 } : { codec: this.media.codec, sampleRate: 8000 };
+    await this.codecs.use(spec, spec);
+    await this.edge.open({
+      callId: this.options.callId,
+      networkId: this.options.networkId,
+      keyId: this.options.keyId,
+      recordOwner: this.options.service.networkCallsOwner,
+      inputSampleRate: spec.sampleRate,
+      subject: { caller: this.options.caller },
+      ...(this.options.context ? { caller: this.options.context } : {}),
+      ...(this.options.language ? { language: this.options.language } : {}),
+    });
   }
 
   /** A keypad digit signalled out of band (SIP INFO). */
   pushDtmf(digit: string): void {
     this.stats.dtmf.push(digit);
-    this.session?.pushDtmf(digit);
+    this.edge.session?.pushDtmf(digit);
   }
 
   /** The caller's ACK: our media may flow from now on (never on an unacknowledged INVITE). */
@@ -193,33 +173,32 @@ export class CallMedia {
   }
 
   private onAudio(payload: Buffer | null, arrivalMs: number): void {
-    if (!this.session || !this.decoder) return;
+    if (!this.edge.session || !this.codecs.ready) return;
     let pcm: Int16Array;
     try {
       if (payload) {
         this.lostRun = 0;
         this.lastPayload = payload;
-        pcm = this.decoder.decode(payload);
+        pcm = this.codecs.decode(payload);
       } else if (this.media.codec === 'opus') {
         pcm = new Int16Array(FRAME_SAMPLES);
       } else {
         // Conceal a lost G.711 packet: repeat the last one once, then silence.
         const conceal = ++this.lostRun === 1 && this.lastPayload ? this.lastPayload : Buffer.alloc(G711_PACKET, SILENCE[this.media.codec]);
-        pcm = this.decoder.decode(conceal);
+        pcm = this.codecs.decode(conceal);
       }
     } catch (err) {
       this.options.logger.warn({ err }, 'undecodable RTP payload dropped');
       return;
     }
-    for (const frame of this.framer.push(pcm, arrivalMs)) {
-      this.stats.framesIn++;
-      this.session.pushAudio(frame);
-    }
+    this.stats.framesIn += this.edge.pushPcm(pcm, arrivalMs);
   }
 
-  private onAgentAudio(frame: OutboundFrame): void {
-    if (!this.encoder || this.closed) return;
-    const encoded = this.encoder.encode(frame.samples);
+  // ——— AudioSink: agent audio into the RTP queue ———
+
+  write(frame: OutboundFrame): void {
+    if (!this.codecs.ready || this.closed) return;
+    const encoded = this.codecs.encode(frame.samples);
     if (this.media.codec === 'opus') {
       this.rtp.enqueue(Buffer.from(encoded));
       return;
@@ -233,51 +212,41 @@ export class CallMedia {
     }
   }
 
-  private onEvent(event: SessionEvent): void {
-    switch (event.type) {
-      case 'audio.clear': {
-        const dropped = this.rtp.flush();
-        this.pendingOut = Buffer.alloc(0);
-        this.stats.flushes++;
-        this.stats.flushedPackets += dropped;
-        this.options.logger.debug({ dropped }, 'barge-in: queued RTP flushed');
-        break;
-      }
-      case 'call.action': {
-        const handover = this.session?.handover ?? null;
-        void this.afterPlayout(() => (event.action === 'hangup' ? this.options.onHangup('agent_hangup') : this.options.onTransfer(handover)));
-        break;
-      }
-      case 'error':
-        this.options.logger.warn({ code: event.code, message: event.message }, 'session error');
-        break;
-      default:
-        break;
-    }
+  clear(): void {
+    const dropped = this.rtp.flush();
+    this.pendingOut = Buffer.alloc(0);
+    this.stats.flushes++;
+    this.stats.flushedPackets += dropped;
+    this.options.logger.debug({ dropped }, 'barge-in: queued RTP flushed');
   }
 
-  /** The goodbye is in the RTP queue: let it go out (and the phone's jitter buffer play it) before the BYE or REFER. */
-  private afterPlayout(then: () => void): Promise<void> {
-    return hangUpAfterPlayout({ session: this.session, pending: () => this.rtp.queued, tailMs: SIP_PLAYOUT_TAIL_MS, isClosed: () => this.closed }, then);
+  /** Packets still queued; the edge hangs up once they are out and the phone's jitter buffer (tailMs) played them. */
+  pending(): number {
+    return this.rtp.queued;
+  }
+
+  // ——— CallWire: a phone line says nothing of the session's events but its end ———
+
+  event(event: SessionEvent): void {
+    if (event.type === 'error') this.options.logger.warn({ code: event.code, message: event.message }, 'session error');
+  }
+
+  agentEnded(action: 'hangup' | 'transfer', handover: Handover | null): void {
+    if (action === 'hangup') this.options.onHangup('agent_hangup');
+    else this.options.onTransfer(handover);
   }
 
   async close(reason: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.watchdog) clearInterval(this.watchdog);
-    const session = this.session;
-    this.session = null;
     // Each step runs whatever the one before it threw: a stream that fails to close must not keep the session.
     try {
       this.rtp.close();
       this.options.logger.info({ reason, rtpIn: this.rtp.jitter.stats, jitterMs: Math.round(this.rtp.jitter.jitter * 10) / 10, rtpOut: this.rtp.packetsSent, dtmfDigits: this.stats.dtmf.length }, 'SIP call media closed');
     } finally {
-      try {
-        if (session) await this.options.service.closeSession(session, 'sip', reason);
-      } finally {
-        this.decoder?.close();
-        this.encoder?.close();
-      }
+      // The session (record, slot), then the codecs.
+      await this.edge.close(reason);
     }
   }
 }

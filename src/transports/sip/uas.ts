@@ -11,8 +11,7 @@ import type { BlockList } from 'node:net';
 import type { Logger } from 'pino';
 import { sipConfigProblems, type SipConfig } from './options.js';
 import type { VoiceService } from '../../service.js';
-import { LimitError } from '../../limits/limits.js';
-import { AgentSelectionError } from '../../agents/registry.js';
+import { refusalOf, reportRefusal } from '../kit/refusal.js';
 import { buildAllowList, isAllowed, DigestAuth } from './access.js';
 import { CallMedia } from './call.js';
 import { callerFromSip, dialledLanguage } from '../../integration/context.js';
@@ -378,10 +377,12 @@ export class SipServer {
     try {
       await callMedia.open();
     } catch (err) {
-      // 404: the dialled number or the asked-for agent is not one this deployment answers (config agents).
-      const status = err instanceof LimitError ? (err.code === 'session_limit' ? 486 : 503) : err instanceof AgentSelectionError ? 404 : 503;
-      log.warn({ err: (err as Error).message, status }, 'call refused');
-      this.respond(req, peer, key, status, { toTag: localTag });
+      // The kit's table: 486 at the key's limit, 404 for a number or agent this deployment does not answer,
+      // 503 otherwise (a proxy tries another node), with Retry-After where trying again later may succeed.
+      const refusal = refusalOf(err);
+      reportRefusal(refusal, err, log, service.metrics);
+      const headers = refusal.retryAfterS !== undefined ? [{ name: 'retry-after', value: String(refusal.retryAfterS) }] : [];
+      this.respond(req, peer, key, refusal.sip, { toTag: localTag, headers });
       await this.endCall(call, 'refused');
       return;
     }

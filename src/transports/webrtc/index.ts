@@ -45,8 +45,8 @@ export class WebRtcTransport {
   }
 
   /**
-   * Answer an offer and start the call; throws OfferError (the client's fault), PeerLimitError, or the
-   * session's LimitError (the caller's key is over its limits). `owner` is the caller's API key id.
+   * Answer an offer and start the call; throws OfferError (the client's fault), PeerLimitError, or what
+   * admission throws (`refusalOf` says what it means). `owner` is the caller's API key id.
    */
   async accept(offerSdp: string, options: { language?: string; owner: string; caller?: Readonly<Record<string, string>> }): Promise<{ sessionId: string; sdp: string }> {
     const config = this.service.config.webrtc;

@@ -1,15 +1,14 @@
 import type { Logger } from 'pino';
-import { Framer } from '../../audio/framer.js';
 import { INTERNAL_SAMPLE_RATE } from '../../audio/format.js';
 import { StreamingResampler } from '../../audio/resample.js';
 import type { WebRtcConfig } from './options.js';
 import type { VoiceService } from '../../service.js';
 import type { ErrorCode, SessionEvent } from '../../session/events.js';
-import type { Session } from '../../session/session.js';
+import type { OutboundFrame } from '../../session/output-pacer.js';
 import { parseClientMessage, ProtocolError, type ClientMessage } from '../client-messages.js';
+import { CallEdge, type AudioSink, type CallWire, type Closable } from '../kit/call-edge.js';
 import { OutboundStream, webrtcClock } from './outbound-stream.js';
-import { hangUpAfterPlayout } from '../playout.js';
-import { wrtc, type AudioSink, type DataChannel, type PeerConnection, type SinkAudioData } from './wrtc.js';
+import { wrtc, type AudioSink as RtcAudioSink, type DataChannel, type PeerConnection, type SinkAudioData } from './wrtc.js';
 
 /** Label of the data channel the client opens for JSON events and control messages. */
 export const EVENTS_CHANNEL = 'events';
@@ -71,20 +70,73 @@ export interface PeerHooks {
 }
 
 /**
+ * libwebrtc's decoded caller audio (its decoder's rate, which may change mid-call) → 16 kHz. A new rate's
+ * resampler is built off the audio path; its audio is dropped meanwhile. Owned by the call's edge.
+ */
+class InboundResampler implements Closable {
+  private current: StreamingResampler | null = null;
+  private building = false;
+  private closed = false;
+
+  constructor(private readonly log: Logger) {}
+
+  /** `pcm` at `rate` as 16 kHz PCM, or null while the resampler for a new rate is being built. */
+  process(pcm: Int16Array, rate: number): Int16Array | null {
+    const resampler = this.resamplerFor(rate);
+    return resampler ? resampler.process(pcm) : null;
+  }
+
+  private resamplerFor(rate: number): StreamingResampler | null {
+    if (this.closed) return null;
+    if (this.current?.fromRate === rate) return this.current;
+    if (rate === INTERNAL_SAMPLE_RATE) {
+      this.current?.destroy();
+      this.current = new StreamingResampler(rate, INTERNAL_SAMPLE_RATE);
+      return this.current;
+    }
+    if (!this.building) {
+      this.building = true;
+      StreamingResampler.create(rate, INTERNAL_SAMPLE_RATE).then(
+        (created) => {
+          this.building = false;
+          if (this.closed) {
+            created.destroy();
+            return;
+          }
+          this.current?.destroy();
+          this.current = created;
+        },
+        (err: unknown) => {
+          this.building = false;
+          this.log.error({ err, rate }, 'could not create the inbound resampler');
+        },
+      );
+    }
+    return null;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.current?.destroy();
+    this.current = null;
+  }
+}
+
+/**
  * One browser call: an RTCPeerConnection whose audio goes through libwebrtc's jitter buffer and Opus
  * decoder into the session, agent audio back through an audio source, and the device protocol's JSON on
- * the "events" data channel.
+ * the "events" data channel. The peer is the call edge's wire (`CallWire`) and its sink (`AudioSink`).
  */
-export class WebRtcPeer {
+export class WebRtcPeer implements CallWire, AudioSink {
   private pc: PeerConnection | null = null;
-  private sink: AudioSink | null = null;
+  private sink: RtcAudioSink | null = null;
   private outbound: OutboundStream | null = null;
   private channel: DataChannel | null = null;
   private readonly pendingEvents: string[] = [];
-  private session: Session | null = null;
-  private resampler: StreamingResampler | null = null;
-  private resamplerPending = false;
-  private readonly framer = new Framer();
+  private readonly edge: CallEdge;
+  private readonly resampler: InboundResampler;
+  /** The outbound queue empty, the browser's jitter buffer and decoder still play this much. */
+  readonly tailMs = WEBRTC_PLAYOUT_TAIL_MS;
   private graceTimer: NodeJS.Timeout | null = null;
   private connectTimer: NodeJS.Timeout | null = null;
   private watchdog: NodeJS.Timeout | null = null;
@@ -98,12 +150,15 @@ export class WebRtcPeer {
     private readonly config: WebRtcConfig,
     private readonly log: Logger,
     private readonly hooks: PeerHooks,
-    private readonly language?: string,
+    private readonly language: string | undefined,
     /** The API key the call counts against (its own, or the one that minted the caller's token). */
-    private readonly keyId?: string,
+    private readonly keyId: string,
     /** Caller context (the session token's claims): src/integration/context.ts. */
     private readonly caller?: Readonly<Record<string, string>>,
-  ) {}
+  ) {
+    this.edge = new CallEdge(service, 'webrtc', this, this, log);
+    this.resampler = this.edge.own(new InboundResampler(log));
+  }
 
   get state(): string {
     return this.pc?.connectionState ?? 'closed';
@@ -161,21 +216,13 @@ export class WebRtcPeer {
     const sdp = filterHostCandidates(local.sdp, this.config.candidateAddresses);
     if (!sdp.includes('a=candidate:')) throw new Error('no ICE candidate on the configured addresses (webrtc.candidateAddresses / iceServers)');
 
-    this.session = await this.service.openSession('webrtc', {
-      event: (event) => this.onSessionEvent(event),
-      audio: (frame) => this.outbound?.push(frame.samples),
-    }, { callId: this.id, language: this.language ?? this.caller?.language, keyId: this.keyId, inputSampleRate: 48_000, ...(this.caller ? { caller: this.caller } : {}) });
-    // Closed (DELETE, timeout) while the call was being admitted: shutdown found no session to end.
-    if (this.closing) {
-      const session = this.session;
-      this.session = null;
-      await this.service.closeSession(session, 'webrtc');
-      throw new Error('the session was closed while the call was being admitted');
-    }
+    const session = await this.edge.open({ callId: this.id, language: this.language ?? this.caller?.language, keyId: this.keyId, inputSampleRate: 48_000, ...(this.caller ? { caller: this.caller } : {}) });
+    // Closed (DELETE, timeout) while the call was being admitted: the edge has ended the session again.
+    if (!session) throw new Error('the session was closed while the call was being admitted');
     this.sendJson({
       type: 'session.started',
       callId: this.id,
-      language: this.session.language,
+      language: session.language,
       audio: { input: { codec: 'opus', sampleRate: 48000 }, output: { codec: 'opus', sampleRate: 48000 } },
     });
     webrtcClock.add(this.outbound);
@@ -259,7 +306,7 @@ export class WebRtcPeer {
       else this.log.error({ err }, 'control message handling failed');
       return;
     }
-    const session = this.session;
+    const session = this.edge.session;
     switch (message.type) {
       case 'input.commit':
         session?.commitInput();
@@ -287,10 +334,9 @@ export class WebRtcPeer {
     }
   }
 
-  /** Decoded caller audio, 10 ms at a time → 16 kHz mono → exact 20 ms frames → session. */
+  /** Decoded caller audio, 10 ms at a time → 16 kHz mono → the edge (exact 20 ms frames → session). */
   private onAudio(data: SinkAudioData): void {
-    const session = this.session;
-    if (!session || this.closing) return;
+    if (!this.edge.session || this.closing) return;
     if (data.bitsPerSample !== 16 || data.channelCount < 1) return;
     let mono = data.samples;
     if (data.channelCount > 1) {
@@ -301,52 +347,34 @@ export class WebRtcPeer {
         mono[i] = Math.round(sum / data.channelCount);
       }
     }
-    const resampler = this.resamplerFor(data.sampleRate);
-    if (!resampler) return;
-    const pcm = resampler.process(mono);
-    for (const frame of this.framer.push(pcm, performance.now())) session.pushAudio(frame);
+    const pcm = this.resampler.process(mono, data.sampleRate);
+    if (pcm) this.edge.pushPcm(pcm, performance.now());
   }
 
-  /** The resampler for the decoder's output rate; null (audio dropped) while a new one is being built. */
-  private resamplerFor(rate: number): StreamingResampler | null {
-    if (this.resampler?.fromRate === rate) return this.resampler;
-    if (rate === INTERNAL_SAMPLE_RATE) {
-      this.resampler?.destroy();
-      this.resampler = new StreamingResampler(rate, INTERNAL_SAMPLE_RATE);
-      return this.resampler;
-    }
-    if (!this.resamplerPending) {
-      this.resamplerPending = true;
-      StreamingResampler.create(rate, INTERNAL_SAMPLE_RATE).then(
-        (created) => {
-          this.resamplerPending = false;
-          if (this.closing) {
-            created.destroy();
-            return;
-          }
-          this.resampler?.destroy();
-          this.resampler = created;
-        },
-        (err: unknown) => {
-          this.resamplerPending = false;
-          this.log.error({ err, rate }, 'could not create the inbound resampler');
-        },
-      );
-    }
-    return null;
-  }
+  // ——— CallWire: the session's events as JSON on the events channel (docs/protocol.md) ———
 
-  private onSessionEvent(event: SessionEvent): void {
-    // Barge-in: agent audio still waiting for its 10 ms slot must not play.
-    if (event.type === 'audio.clear') this.outbound?.clear();
+  event(event: SessionEvent): void {
     this.sendJson(event);
-    if (event.type === 'call.action' && event.action === 'hangup') {
-      // The outbound stream's queue must go out, then the browser's jitter buffer play it.
-      void hangUpAfterPlayout(
-        { session: this.session, pending: () => this.outbound?.queuedMs ?? 0, tailMs: WEBRTC_PLAYOUT_TAIL_MS, isClosed: () => this.closing !== null },
-        () => void this.close('agent ended the call'),
-      );
-    }
+  }
+
+  agentEnded(action: 'hangup' | 'transfer'): void {
+    // A browser has nowhere to be transferred to: the call.action event told it, and the call stays up.
+    if (action === 'hangup') void this.close('agent ended the call');
+  }
+
+  // ——— AudioSink: agent audio into the outbound stream, 10 ms per tick of the WebRTC clock ———
+
+  write(frame: OutboundFrame): void {
+    this.outbound?.push(frame.samples);
+  }
+
+  /** Barge-in: agent audio still waiting for its 10 ms slot must not play. */
+  clear(): void {
+    this.outbound?.clear();
+  }
+
+  pending(): number {
+    return this.outbound?.queuedMs ?? 0;
   }
 
   private sendError(code: ErrorCode, message: string): void {
@@ -405,13 +433,10 @@ export class WebRtcPeer {
       pc.close();
       this.hooks.peerClosed();
     }
-    const session = this.session;
-    this.session = null;
     try {
-      if (session) await this.service.closeSession(session, 'webrtc');
+      // The session (record, slot), then the resampler.
+      await this.edge.close('hangup');
     } finally {
-      this.resampler?.destroy();
-      this.resampler = null;
       this.hooks.ended(this);
     }
   }
