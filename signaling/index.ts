@@ -78,7 +78,6 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
   const allowAny = config.webrtc.corsOrigins.includes('*');
   const files = await loadStaticFiles();
   app.addHook('onClose', async () => transport.close());
-  const offerLog = service.logger.child({ transport: 'webrtc' });
 
   // Pages on other origins (the site embedding the widget) may call the signaling routes when allowed.
   const cors = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
@@ -135,7 +134,7 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
         if (err instanceof PeerLimitError) return reply.code(503).header('retry-after', String(err.retryAfterS)).send({ error: 'session_limit', message: err.message });
         // Admission's refusals (the key's limits, an unknown agent or number) and our faults, as on every wire.
         const refusal = refusalOf(err);
-        reportRefusal(refusal, err, offerLog.child({ reqId: request.id }), service.metrics);
+        reportRefusal(refusal, err, request.log, service.metrics);
         return refuse(reply, refusal);
       }
     },

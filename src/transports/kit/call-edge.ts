@@ -120,7 +120,8 @@ export class CallEdge {
       )
       .then((session) => {
         this.current = session;
-        this.logger = this.logger.child({ callId: session.callId });
+        // A transport that knew the id already (WebRTC's peer) bound it: pino would write the key twice.
+        if (this.logger.bindings().callId !== session.callId) this.logger = this.logger.child({ callId: session.callId });
       });
     await this.admitting;
     return this.closing ? null : this.current;

@@ -50,7 +50,7 @@ export function refusalOf(err: unknown): CallRefusal {
 }
 
 /** Log a refusal once, at the level its kind deserves, and count it. */
-export function reportRefusal(refusal: CallRefusal, err: unknown, log: Logger, metrics: { error(code: ErrorCode): void }): void {
+export function reportRefusal(refusal: CallRefusal, err: unknown, log: Pick<Logger, 'warn' | 'error'>, metrics: { error(code: ErrorCode): void }): void {
   metrics.error(refusal.code);
   if (refusal.kind === 'policy') log.warn({ code: refusal.code, reason: refusal.message }, 'call refused');
   else log.error({ err, code: refusal.code }, 'call could not be started');

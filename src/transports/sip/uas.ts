@@ -139,11 +139,11 @@ export class SipServer {
       case 'INVITE':
         if (e.to.params.get('tag')) this.onReInvite(req, e, peer, key);
         else void this.onInvite(req, e, peer, key).catch((err: unknown) => {
-          this.log.error({ err, callId: e.callId }, 'INVITE handling failed');
+          this.log.error({ err, sipCallId: e.callId }, 'INVITE handling failed');
           try {
             this.respond(req, peer, key, 500);
           } catch (respondErr) {
-            this.log.error({ err: respondErr, callId: e.callId }, 'could not answer the failed INVITE');
+            this.log.error({ err: respondErr, sipCallId: e.callId }, 'could not answer the failed INVITE');
           }
         });
         return;
@@ -204,7 +204,8 @@ export class SipServer {
       return;
     }
     const { service, config } = this.options;
-    const log = this.log.child({ callId: e.callId });
+    // `callId` in our logs is always our record's id (the edge binds it); the network's is `sipCallId`.
+    const log = this.log.child({ sipCallId: e.callId });
     if (!service.ready || this.stopping) {
       this.respond(req, peer, key, 503, { headers: [{ name: 'retry-after', value: '5' }] });
       return;
