@@ -1,5 +1,5 @@
 import { CALL_DOOR } from '../../core/call-door.js';
-import { LimitError } from '../../limits/limits.js';
+import { NotReadyError } from '../../limits/limits.js';
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
@@ -10,9 +10,7 @@ import type {
   RealtimeServerEvent,
   RealtimeSessionCreateRequest,
 } from 'openai/resources/realtime/realtime';
-import { createInboundDecoder, createOutboundEncoder, type InboundDecoder, type OutboundEncoder } from '../../audio/codec.js';
-import { FRAME_MS, type AudioFrame } from '../../audio/format.js';
-import { Framer } from '../../audio/framer.js';
+import { FRAME_MS, FRAME_SAMPLES } from '../../audio/format.js';
 import { requireCaller } from '../../auth/plugin.js';
 import type { ToolCall } from '../../providers/llm/types.js';
 import type { SessionEvent } from '../../session/events.js';
@@ -22,7 +20,9 @@ import type { VoiceService } from '../../service.js';
 import { callerFromClaims } from '../../integration/context.js';
 import { ClientToolExecutor } from './client-tools.js';
 import { BoundedSet } from '../../core/bounded.js';
-import { hangUpAfterPlayout } from '../playout.js';
+import { CallEdge, type AudioSink, type CallWire } from '../kit/call-edge.js';
+import { EdgeCodecs } from '../kit/codecs.js';
+import { refusalOf, reportRefusal, type CallRefusal } from '../kit/refusal.js';
 import { WsOutbound } from '../ws-outbound.js';
 import {
   betaFormatName,
@@ -51,7 +51,7 @@ export interface RealtimeWsOptions {
 }
 
 const DEFAULT_TOOL_TIMEOUT_MS = 30_000;
-/** After the socket buffer drained: the margin the client had before (its last delta and events). */
+/** After the socket buffer drained: the margin the client has to play its last delta before the hang-up. */
 const REALTIME_PLAYOUT_TAIL_MS = 100;
 /**
  * Conversation items a call indexes for retrieve/truncate/delete/previous_item_id. Older ones are forgotten
@@ -59,8 +59,9 @@ const REALTIME_PLAYOUT_TAIL_MS = 100;
  * (`agent.contextWindow`).
  */
 export const MAX_REALTIME_ITEMS = 500;
-/** Caller audio queued beyond what the pipeline takes (a client uploading faster than real time). */
+/** Caller audio queued beyond what the pipeline takes (a client uploading faster than real time), in frames. */
 const MAX_QUEUED_FRAMES = (60 * 1000) / FRAME_MS;
+const MAX_QUEUED_SAMPLES = MAX_QUEUED_FRAMES * FRAME_SAMPLES;
 /** Audio faster than real time is fed to the session at up to this many times real time. */
 const MAX_SPEEDUP = 10;
 /** Burst of frames accepted at once before pacing starts (the session's inbound backlog holds 50). */
@@ -69,6 +70,12 @@ const BURST_FRAMES = 25;
 type ServerEvent = RealtimeServerEvent;
 /** Events without their event_id, which send() stamps. */
 type Outgoing = ServerEvent extends infer E ? (E extends { event_id: string } ? Omit<E, 'event_id'> : E) : never;
+
+/** Decoded caller audio (internal rate) waiting for the pump, with the time it arrived. */
+interface QueuedPcm {
+  pcm: Int16Array;
+  arrivalMs: number;
+}
 
 interface SessionState {
   instructions: string;
@@ -116,13 +123,24 @@ function keyFromSubprotocol(request: FastifyRequest): string | undefined {
     ?.slice(prefix.length);
 }
 
-class RealtimeConnection {
-  private session: Session | null = null;
+/** Refuse a realtime socket in the protocol's words: one error event, then the close. */
+function closeWithError(socket: WebSocket, code: string, message: string, closeCode: number, type: 'invalid_request_error' | 'server_error'): void {
+  if (socket.readyState !== socket.OPEN) return;
+  socket.send(JSON.stringify({ type: 'error', event_id: `event_${randomBytes(6).toString('hex')}`, error: { type, code, message, param: null, event_id: null } }));
+  socket.close(closeCode, code);
+}
+
+function closeWithRefusal(socket: WebSocket, refusal: CallRefusal): void {
+  // A limit, an unknown agent or a loading node is the request's or the moment's, not a server fault.
+  closeWithError(socket, refusal.code, refusal.message, refusal.wsClose, refusal.kind === 'fault' ? 'server_error' : 'invalid_request_error');
+}
+
+/** One realtime client: the protocol's events and items on a call edge. */
+class RealtimeConnection implements CallWire, AudioSink {
+  private readonly edge: CallEdge;
+  private readonly codecs: EdgeCodecs;
   /** Built when the session opens, around the service's shared tools. */
   private tools!: ClientToolExecutor;
-  private decoder: InboundDecoder | null = null;
-  private encoder: OutboundEncoder | null = null;
-  private readonly framer = new Framer();
   private readonly state: SessionState;
   private readonly sessionId = newId('sess');
   private readonly items: { id: string; item: ConversationItem }[] = [];
@@ -130,10 +148,12 @@ class RealtimeConnection {
   private readonly eventPrefix = randomBytes(4).toString('hex');
   /** Serialises format changes against audio so a chunk is never decoded with a half-built codec. */
   private chain: Promise<void> = Promise.resolve();
-  private closed = false;
+  /** The agent's audio reaches the client through the socket: after it drains, a short margin to play it. */
+  readonly tailMs = REALTIME_PLAYOUT_TAIL_MS;
 
-  // Caller audio.
-  private readonly queue: AudioFrame[] = [];
+  // Caller audio, paced into the edge: only whole frames leave the queue, so a clear drops every sample not sent.
+  private readonly queue: QueuedPcm[] = [];
+  private queuedSamples = 0;
   private tokens = BURST_FRAMES;
   private tokensAt = performance.now();
   private pumpTimer: NodeJS.Timeout | null = null;
@@ -156,7 +176,7 @@ class RealtimeConnection {
   constructor(
     private readonly socket: WebSocket,
     private readonly service: VoiceService,
-    private log: Logger,
+    log: Logger,
     private readonly model: string,
     private readonly beta: boolean,
     private readonly toolTimeoutMs: number,
@@ -179,11 +199,13 @@ class RealtimeConnection {
       outputModalities: ['audio'],
       language: undefined,
     };
+    this.edge = new CallEdge(service, 'realtime', this, this, log);
+    this.codecs = this.edge.own(new EdgeCodecs());
     this.out = new WsOutbound(socket, {
       transport: 'realtime',
       maxBufferedBytes: service.config.limits.maxBufferedBytes,
       metrics: service.metrics,
-      log: () => this.log,
+      log: () => this.edge.log,
       notice: () => {
         this.service.metrics.error('slow_consumer');
         this.send({ type: 'error', error: { type: 'server_error', code: 'slow_consumer', message: 'client is not reading; agent audio is being dropped', param: null, event_id: null } });
@@ -191,49 +213,49 @@ class RealtimeConnection {
     });
   }
 
+  private get session(): Session | null {
+    return this.edge.session;
+  }
+
+  private get log(): Logger {
+    return this.edge.log;
+  }
+
+  /** Events that arrive while this runs wait for it. */
   start(): Promise<void> {
     this.chain = this.open();
     return this.chain;
   }
 
   private async open(): Promise<void> {
-    await this.buildCodecs();
-    if (this.closed) return;
-    this.session = await this.service.openSession(
-      'realtime',
-      { event: (event) => this.onSessionEvent(event), audio: (frame) => this.onAgentAudio(frame) },
-      {
-        keyId: this.keyId,
-        inputSampleRate: codecFor(this.state.inputFormat).sampleRate,
-        subject: { customerId: this.customerId },
-        ...(this.caller ? { caller: this.caller } : {}),
-        tools: (shared) => {
-          this.tools = new ClientToolExecutor(shared, { awaiting: (call) => this.onClientToolAwaited(call) }, this.toolTimeoutMs);
-          return this.tools;
-        },
+    await this.codecs.use(codecFor(this.state.inputFormat), codecFor(this.state.outputFormat));
+    const session = await this.edge.open({
+      keyId: this.keyId,
+      inputSampleRate: codecFor(this.state.inputFormat).sampleRate,
+      subject: { customerId: this.customerId },
+      ...(this.caller ? { caller: this.caller } : {}),
+      tools: (shared) => {
+        this.tools = new ClientToolExecutor(shared, { awaiting: (call) => this.onClientToolAwaited(call) }, this.toolTimeoutMs);
+        return this.tools;
       },
-    );
-    // The client left while the call was being admitted.
-    if (this.closed) {
-      await this.service.closeSession(this.session, 'realtime');
-      return;
-    }
-    this.log = this.log.child({ callId: this.session.callId });
+    });
+    // Null: the client left while the call was being admitted.
+    if (!session) return;
     this.applyTurnDetection();
     this.send({ type: 'session.created', session: this.describeSession() });
   }
 
-  private async buildCodecs(): Promise<void> {
-    this.decoder?.close();
-    this.encoder?.close();
-    this.decoder = await createInboundDecoder(codecFor(this.state.inputFormat));
-    this.encoder = await createOutboundEncoder(codecFor(this.state.outputFormat));
+  /** Refuse the call: the refusal table's code in an error event, and its close code (retry or not). */
+  refuse(err: unknown): void {
+    const refusal = refusalOf(err);
+    reportRefusal(refusal, err, this.log, this.service.metrics);
+    closeWithRefusal(this.socket, refusal);
   }
 
   // ——— client → server ———
 
   onMessage(data: RawData, isBinary: boolean): void {
-    if (this.closed) return;
+    if (this.edge.closed) return;
     if (isBinary) {
       this.sendError(new RealtimeProtocolError('invalid_value', 'binary frames are not part of the protocol; send JSON events (audio as base64 in input_audio_buffer.append)'), null);
       return;
@@ -260,7 +282,7 @@ class RealtimeConnection {
 
   private async handle(event: ClientEvent): Promise<void> {
     const session = this.session;
-    if (!session || this.closed) return;
+    if (!session || this.edge.closed) return;
     switch (event.type) {
       case 'session.update':
         await this.updateSession(event.patch);
@@ -275,7 +297,7 @@ class RealtimeConnection {
       case 'input_audio_buffer.clear':
         // Drops audio not yet handed to the pipeline; speech already being recognised stays in its turn.
         this.queue.length = 0;
-        this.framer.clear();
+        this.queuedSamples = 0;
         this.send({ type: 'input_audio_buffer.cleared' });
         break;
       case 'output_audio_buffer.clear':
@@ -310,6 +332,8 @@ class RealtimeConnection {
     const s = this.state;
     const formatsChanged =
       (patch.inputFormat && patch.inputFormat.type !== s.inputFormat.type) || (patch.outputFormat && patch.outputFormat.type !== s.outputFormat.type);
+    // First, all or nothing: a format the codecs cannot be built for leaves the session as it was.
+    if (formatsChanged) await this.codecs.use(codecFor(patch.inputFormat ?? s.inputFormat), codecFor(patch.outputFormat ?? s.outputFormat));
     if (patch.instructions !== undefined) {
       s.instructions = patch.instructions;
       this.session?.setInstructions(patch.instructions || this.service.config.agent.systemPrompt);
@@ -328,10 +352,6 @@ class RealtimeConnection {
     }
     this.tools.setTools(s.tools, s.toolChoice);
     this.applyTurnDetection();
-    if (formatsChanged) {
-      this.framer.clear();
-      await this.buildCodecs();
-    }
   }
 
   private applyTurnDetection(): void {
@@ -341,32 +361,44 @@ class RealtimeConnection {
   }
 
   private appendAudio(bytes: Buffer): void {
-    if (!this.decoder || bytes.length === 0) return;
+    if (!this.codecs.ready || bytes.length === 0) return;
     if (this.state.inputFormat.type === 'audio/pcm' && bytes.length % 2 !== 0) {
       throw new RealtimeProtocolError('invalid_value', `audio/pcm is 16-bit: got ${bytes.length} bytes, an odd number`, 'audio');
     }
-    if (this.queue.length >= MAX_QUEUED_FRAMES) {
+    if (this.queuedSamples >= MAX_QUEUED_SAMPLES) {
       throw new RealtimeProtocolError('input_audio_buffer_overflow', `more than ${MAX_QUEUED_FRAMES * FRAME_MS / 1000} s of audio is waiting; send audio at most ${MAX_SPEEDUP}x faster than real time`, 'audio');
     }
-    const pcm = this.decoder.decode(bytes);
+    const pcm = this.codecs.decode(bytes);
     const now = performance.now();
     this.firstAudioAt ??= now;
-    for (const frame of this.framer.push(pcm, now)) this.queue.push(frame);
+    if (pcm.length === 0) return;
+    this.queue.push({ pcm, arrivalMs: now });
+    this.queuedSamples += pcm.length;
     this.pump();
   }
 
-  /** Hand queued caller frames to the session, at most MAX_SPEEDUP × real time after a first burst. */
+  /**
+   * Hand queued caller audio to the edge, at most MAX_SPEEDUP × real time after a first burst. Whole frames
+   * only (each token is one): the edge's framer then never holds a partial frame, and every frame keeps the
+   * arrival time of the chunk its first sample came in.
+   */
   private pump(): void {
-    const session = this.session;
-    if (!session || this.closed) return;
+    if (!this.session || this.edge.closed) return;
     const now = performance.now();
     this.tokens = Math.min(BURST_FRAMES, this.tokens + ((now - this.tokensAt) / FRAME_MS) * MAX_SPEEDUP);
     this.tokensAt = now;
-    while (this.queue.length > 0 && this.tokens >= 1) {
-      session.pushAudio(this.queue.shift()!);
-      this.tokens--;
+    const frames = Math.min(Math.floor(this.tokens), Math.floor(this.queuedSamples / FRAME_SAMPLES));
+    let samples = frames * FRAME_SAMPLES;
+    this.queuedSamples -= samples;
+    while (samples > 0) {
+      const head = this.queue[0];
+      const take = Math.min(samples, head.pcm.length);
+      this.tokens -= this.edge.pushPcm(head.pcm.subarray(0, take), head.arrivalMs);
+      samples -= take;
+      if (take === head.pcm.length) this.queue.shift();
+      else head.pcm = head.pcm.subarray(take);
     }
-    if (this.queue.length > 0 && !this.pumpTimer) {
+    if (this.queuedSamples >= FRAME_SAMPLES && !this.pumpTimer) {
       this.pumpTimer = setTimeout(() => {
         this.pumpTimer = null;
         this.pump();
@@ -491,12 +523,12 @@ class RealtimeConnection {
     if (this.current) this.closeResponse('cancelled', { type: 'cancelled', reason: 'client_cancelled' });
   }
 
-  // ——— session → client ———
+  // ——— CallWire: session → client ———
 
   private lastReplyId: string | null = null;
 
-  private onSessionEvent(event: SessionEvent): void {
-    if (this.closed) return;
+  event(event: SessionEvent): void {
+    if (this.edge.closed) return;
     const vad = this.state.turnDetection !== null;
     switch (event.type) {
       case 'speech.started':
@@ -573,15 +605,9 @@ class RealtimeConnection {
         this.sendError(new RealtimeProtocolError(event.code, event.message, null, 'server_error'), null);
         break;
       case 'call.action':
-        if (event.action === 'hangup') {
-          this.log.info('agent ended the call');
-          void hangUpAfterPlayout(
-            { session: this.session, pending: () => this.socket.bufferedAmount, tailMs: REALTIME_PLAYOUT_TAIL_MS, isClosed: () => this.closed || this.socket.readyState !== this.socket.OPEN },
-            () => this.socket.close(1000, 'agent ended the call'),
-          );
-        } else {
-          this.log.info({ action: event.action }, 'call action has no realtime equivalent; ignored');
-        }
+        // The edge hangs up (agentEnded) once the agent's last words have played.
+        if (event.action === 'hangup') this.log.info('agent ended the call');
+        else this.log.info({ action: event.action }, 'call action has no realtime equivalent; ignored');
         break;
       default:
         // session.started/updated, audio.clear, response.audio.started, response.interrupted, turn.metrics, dtmf:
@@ -590,12 +616,19 @@ class RealtimeConnection {
     }
   }
 
-  private onAgentAudio(frame: OutboundFrame): void {
-    if (this.closed || !this.encoder) return;
+  agentEnded(action: 'hangup' | 'transfer'): void {
+    // A realtime client has nowhere to be transferred to: the call stays up.
+    if (action === 'hangup' && this.socket.readyState === this.socket.OPEN) this.socket.close(1000, 'agent ended the call');
+  }
+
+  // ——— AudioSink: agent audio as response.output_audio.delta events ———
+
+  write(frame: OutboundFrame): void {
+    if (this.edge.closed || !this.codecs.ready) return;
     const response = this.responseFor(frame.responseId);
     if (!response || !this.state.outputModalities.includes('audio')) return;
     const message = this.ensureMessage(response);
-    const payload = this.encoder.encode(frame.samples);
+    const payload = this.codecs.encode(frame.samples);
     const delta: Outgoing = {
       type: 'response.output_audio.delta',
       response_id: response.id,
@@ -606,6 +639,14 @@ class RealtimeConnection {
     };
     // Only audio the client was sent counts (truncation is checked against it); a delta is the one event dropped.
     if (this.out.media(this.wire(delta), false)) response.audioMs += FRAME_MS;
+  }
+
+  clear(): void {
+    // Nothing is held here beyond the socket's buffer; the client stops playback on speech_started itself.
+  }
+
+  pending(): number {
+    return this.socket.bufferedAmount;
   }
 
   private onToolCall(replyId: string, name: string, args: string, toolCallId: string): void {
@@ -632,7 +673,7 @@ class RealtimeConnection {
   /** The agent waits for a client tool: end the response once what it said before the call has played. */
   private async onClientToolAwaited(call: ToolCall): Promise<void> {
     const deadline = performance.now() + 30_000;
-    while (this.session?.agentSpeaking && performance.now() < deadline && !this.closed) await sleep(FRAME_MS);
+    while (this.session?.agentSpeaking && performance.now() < deadline && !this.edge.closed) await sleep(FRAME_MS);
     const current = this.current;
     if (current && current.output.some((i) => i.type === 'function_call' && i.call_id === call.id)) this.closeResponse('completed');
   }
@@ -845,15 +886,12 @@ class RealtimeConnection {
     });
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  close(): Promise<void> {
     if (this.pumpTimer) clearTimeout(this.pumpTimer);
+    this.pumpTimer = null;
+    // Replies waiting for the client's tool results give up first, so the session's close does not wait on them.
     this.tools?.close();
-    await this.chain.catch(() => undefined);
-    if (this.session) await this.service.closeSession(this.session, 'realtime');
-    this.decoder?.close();
-    this.encoder?.close();
+    return this.edge.close('hangup');
   }
 }
 
@@ -887,16 +925,12 @@ export const realtimeWebSocket: FastifyPluginAsync<RealtimeWsOptions> = async (a
     const model = (query.model ?? 'voice-agent').slice(0, 128);
     const betaHeader = request.headers['openai-beta'];
     const beta = (Array.isArray(betaHeader) ? betaHeader.join(',') : betaHeader ?? '').includes('realtime=v1');
-    const fail = (code: string, message: string, closeCode: number) => {
-      socket.send(JSON.stringify({ type: 'error', event_id: `event_${randomBytes(6).toString('hex')}`, error: { type: 'server_error', code, message, param: null, event_id: null } }));
-      socket.close(closeCode, code);
-    };
     if (!service.ready) {
-      fail('not_ready', `models are ${service.state}; try again shortly`, 1013);
+      closeWithRefusal(socket, refusalOf(new NotReadyError(service.state)));
       return;
     }
     if (query.call_id !== undefined) {
-      fail('unsupported', 'attaching to a call by call_id is not supported; connect with ?model=', 1008);
+      closeWithError(socket, 'unsupported', 'attaching to a call by call_id is not supported; connect with ?model=', 1008, 'invalid_request_error');
       return;
     }
     const connection = new RealtimeConnection(socket, service, service.logger.child({ transport: 'realtime' }), model, beta, toolTimeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS, request.principal?.keyId ?? 'anonymous', request.principal?.customerId, callerFromClaims(request.principal));
@@ -909,16 +943,6 @@ export const realtimeWebSocket: FastifyPluginAsync<RealtimeWsOptions> = async (a
     });
     socket.on('close', () => void connection.close());
     socket.on('error', (err) => log.warn({ err }, 'realtime socket error'));
-    connection.start().catch((err: unknown) => {
-      // The caller's key is over its limits: say which, as the device socket does (not an internal error).
-      if (err instanceof LimitError) {
-        service.metrics.error(err.code);
-        log.warn({ code: err.code }, 'call refused by limits');
-        fail(err.code, err.message, 1008);
-        return;
-      }
-      log.error({ err }, 'could not start realtime session');
-      fail('internal_error', (err as Error).message, 1011);
-    });
+    connection.start().catch((err: unknown) => connection.refuse(err));
   });
 };
