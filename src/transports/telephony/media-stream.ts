@@ -3,10 +3,10 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import { callerFromParameters } from '../../integration/context.js';
 import type { Logger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
-import { createInboundDecoder, createOutboundEncoder, type CodecSpec, type InboundDecoder, type OutboundEncoder } from '../../audio/codec.js';
+import type { CodecSpec } from '../../audio/codec.js';
 import { FRAME_MS, FRAME_SAMPLES } from '../../audio/format.js';
-import { Framer } from '../../audio/framer.js';
 import { AuthError } from '../../auth/auth.js';
+import { NotReadyError } from '../../limits/limits.js';
 import type { VoiceService } from '../../service.js';
 import type { SessionEvent } from '../../session/events.js';
 import type { OutboundFrame } from '../../session/output-pacer.js';
@@ -18,12 +18,16 @@ import { verifyTwilioSignature } from './twilio-signature.js';
 import { CallOutcomes, connectActionRoutes } from './connect-action.js';
 import { bytesFor, type InboundEvent, type MediaStreamSerializer, type TelephonyProvider, type WireMessage } from './types.js';
 import { VonageSerializer } from './vonage.js';
+import { CallEdge, type AudioSink, type CallWire } from '../kit/call-edge.js';
+import { EdgeCodecs } from '../kit/codecs.js';
+import { refusalOf, reportRefusal, type CallRefusal } from '../kit/refusal.js';
 import { WsOutbound } from '../ws-outbound.js';
 
 /**
  * Phone calls through providers' media-stream WebSockets: `/v1/telephony/{twilio,telnyx,vonage}`. One
- * connection class owns the session, the codecs, exact 20 ms framing both ways, barge-in `clear`, and what
- * the caller really heard (from mark echoes); a small serializer per provider speaks its wire format.
+ * connection class is the wire on a call edge (src/transports/kit): reordering and concealment of caller
+ * audio, exact 20 ms payloads out, marks that prove what the caller really heard (and that the goodbye
+ * played), barge-in `clear`; a small serializer per provider speaks its wire format.
  * docs/telephony.md is the operator's guide.
  */
 
@@ -33,7 +37,7 @@ export interface TelephonyOptions {
 
 /** A mark after this many agent frames inside one segment, so "what was heard" is known to within ~0.5 s. */
 const MARK_EVERY_FRAMES = 25;
-/** After the goodbye's mark is sent, close anyway if the provider never echoes it. */
+/** After the goodbye's mark is sent, close anyway if the provider never echoes it (the edge may bound it lower). */
 const HANGUP_MARK_TIMEOUT_MS = 5000;
 /** This many malformed messages in a row means the peer is not speaking the protocol: close. */
 const MAX_CONSECUTIVE_INVALID = 50;
@@ -81,21 +85,23 @@ function toBytes(data: RawData): Uint8Array {
 const LANGUAGE = /^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$/;
 const CALL_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-class MediaStreamConnection {
-  private session: Session | null = null;
-  private decoder: InboundDecoder | null = null;
-  private encoder: OutboundEncoder | null = null;
-  private readonly framer = new Framer();
+/** Closes a stream that is refused: the providers' protocols have no error message, the close reason is all they log. */
+function closeWithRefusal(socket: WebSocket, refusal: CallRefusal): void {
+  if (socket.readyState === socket.OPEN || socket.readyState === socket.CONNECTING) socket.close(refusal.wsClose, refusal.code);
+}
+
+class MediaStreamConnection implements CallWire, AudioSink {
+  private readonly edge: CallEdge;
+  private readonly codecs: EdgeCodecs;
   private readonly reorder: ReorderBuffer<Uint8Array>;
   private payloads: PayloadFramer | null = null;
   private silenceByte = 0;
   /** Serialises start (async codec setup) against the media and events that follow it. */
   private ready: Promise<void> = Promise.resolve();
   private started = false;
-  private closed = false;
   private startTimer: NodeJS.Timeout | null;
-  private hangupTimer: NodeJS.Timeout | null = null;
-  private hangupReason = 'agent ended the call';
+  /** Resolves the edge's wait for the goodbye's mark echo (or its timeout). */
+  private byeEchoed: (() => void) | null = null;
   private providerCallId: string | undefined;
   private markCounter = 0;
   private readonly pendingMarks = new Map<string, PendingMark>();
@@ -103,17 +109,19 @@ class MediaStreamConnection {
   private consecutiveInvalid = 0;
   private invalidTotal = 0;
   private ignoredTotal = 0;
-  private log: Logger;
   private readonly out: WsOutbound;
+  /** The marks prove playout (waitForPlayout); nothing is left to wait for after them. */
+  readonly tailMs = 0;
 
   constructor(
     private readonly socket: WebSocket,
     private readonly service: VoiceService,
     private readonly serializer: MediaStreamSerializer,
     log: Logger,
-    private readonly options: { language?: string; keyId?: string; networkCall?: boolean; outcomes?: CallOutcomes },
+    private readonly options: { language?: string; keyId: string; networkCall?: boolean; outcomes?: CallOutcomes },
   ) {
-    this.log = log.child({ provider: serializer.provider });
+    this.edge = new CallEdge(service, serializer.provider, this, this, log.child({ provider: serializer.provider }));
+    this.codecs = this.edge.own(new EdgeCodecs());
     this.reorder = new ReorderBuffer(service.config.telephony.reorderDepth);
     // The providers' protocols have no error message to send back: a slow reader is logged and counted only.
     this.out = new WsOutbound(socket, { transport: serializer.provider, maxBufferedBytes: service.config.limits.maxBufferedBytes, metrics: service.metrics, log: () => this.log });
@@ -123,8 +131,16 @@ class MediaStreamConnection {
     }, service.config.telephony.startTimeoutMs);
   }
 
+  private get session(): Session | null {
+    return this.edge.session;
+  }
+
+  private get log(): Logger {
+    return this.edge.log;
+  }
+
   onMessage(data: RawData, isBinary: boolean): void {
-    if (this.closed) return;
+    if (this.edge.closed) return;
     const bytes = toBytes(data);
     const limit = this.service.config.maxMessageBytes;
     if (bytes.length > limit) {
@@ -150,10 +166,7 @@ class MediaStreamConnection {
         this.started = true;
         if (this.startTimer) clearTimeout(this.startTimer);
         this.startTimer = null;
-        this.ready = this.ready.then(() => this.open(event)).catch((err: unknown) => {
-          this.log.error({ err }, 'could not start the call');
-          this.closeSocket(1011, 'call start failed');
-        });
+        this.ready = this.ready.then(() => this.open(event)).catch((err: unknown) => this.refuse(err));
         break;
       case 'media': {
         if (!this.started) {
@@ -211,74 +224,56 @@ class MediaStreamConnection {
 
   private async open(start: Extract<InboundEvent, { kind: 'start' }>): Promise<void> {
     const output = this.serializer.outputFormat() ?? start.format;
-    this.decoder = await createInboundDecoder(start.format);
-    this.encoder = await createOutboundEncoder(output);
+    await this.codecs.use(start.format, output);
     this.payloads = new PayloadFramer(bytesFor(output, FRAME_MS));
     this.silenceByte = SILENCE_BYTE[output.codec];
-    if (this.closed) return;
     const requested = this.options.language ?? start.parameters.language;
     const language = requested && LANGUAGE.test(requested) ? requested : undefined;
     // The provider's call id is recorded beside ours (logs and records line up with the provider's console),
     // never as ours: a reused or forged CallSid must not reach another call's record.
     const networkId = CALL_ID.test(start.providerCallId) ? start.providerCallId : undefined;
     this.providerCallId = networkId;
-    try {
-      this.session = await this.service.openSession(
-        this.serializer.provider,
-        {
-          event: (e) => this.onSessionEvent(e),
-          audio: (frame) => this.sendAudio(frame),
-          playedFrames: (responseId) => this.playedFrames(responseId),
-        },
-        {
-          language,
-          networkId,
-          keyId: this.options.keyId,
-          inputSampleRate: start.format.sampleRate,
-          ...(this.options.networkCall ? { recordOwner: this.service.networkCallsOwner } : {}),
-          // The caller's number when the operator passes it as a stream parameter (docs/compliance.md).
-          subject: { caller: callerParameter(start.parameters) },
-          caller: callerFromParameters(start.parameters),
-        },
-      );
-    } catch (err) {
-      const limited = err instanceof Error && err.name === 'LimitError';
-      // An `agent` / `to` parameter naming no agent here (config agents): a policy refusal, not an outage.
-      const noAgent = err instanceof Error && err.name === 'AgentSelectionError';
-      this.log.warn({ err: (err as Error).message }, 'call refused');
-      this.closeSocket(limited ? 1013 : noAgent ? 1008 : 1011, limited ? 'call limit reached' : noAgent ? 'no such agent' : 'service unavailable');
-      return;
-    }
-    // The stream ended while the call was being admitted: nothing to talk to.
-    if (this.closed) {
-      await this.service.closeSession(this.session, this.serializer.provider);
-      return;
-    }
-    this.log = this.log.child({ callId: this.session.callId });
-    this.log.info({ streamId: start.streamId, providerCallId: start.providerCallId, input: start.format, output, language: this.session.language }, 'media stream started');
+    const session = await this.edge.open({
+      language,
+      networkId,
+      keyId: this.options.keyId,
+      inputSampleRate: start.format.sampleRate,
+      ...(this.options.networkCall ? { recordOwner: this.service.networkCallsOwner } : {}),
+      // The caller's number when the operator passes it as a stream parameter (docs/compliance.md).
+      subject: { caller: callerParameter(start.parameters) },
+      caller: callerFromParameters(start.parameters),
+    });
+    // Null: the stream ended while the call was being admitted.
+    if (!session) return;
+    this.log.info({ streamId: start.streamId, providerCallId: start.providerCallId, input: start.format, output, language: session.language }, 'media stream started');
+  }
+
+  /** Refuse the call in the refusal table's words: the close code and the refusal's code as the reason. */
+  private refuse(err: unknown): void {
+    const refusal = refusalOf(err);
+    reportRefusal(refusal, err, this.log, this.service.metrics);
+    closeWithRefusal(this.socket, refusal);
   }
 
   private onMedia(payload: Uint8Array, seq: number | undefined, arrival: number): void {
-    if (!this.session || !this.decoder || this.closed) return;
+    if (!this.session || !this.codecs.ready) return;
     if (seq === undefined) {
-      this.pushPcm(this.decoder.decode(payload), arrival);
+      this.edge.pushPcm(this.codecs.decode(payload), arrival);
       return;
     }
     const out = this.reorder.push(seq, payload);
     if (out.dropped) this.log.debug({ seq }, 'late or duplicate media chunk dropped');
     for (const { item, missingBefore } of out.ready) {
       // Conceal lost chunks with silence so the VAD's clock (and endpointing) keeps real time.
-      if (missingBefore > 0) this.pushPcm(new Int16Array(Math.min(missingBefore, MAX_CONCEALED_FRAMES) * FRAME_SAMPLES), arrival);
-      this.pushPcm(this.decoder.decode(item), arrival);
+      if (missingBefore > 0) this.edge.pushPcm(new Int16Array(Math.min(missingBefore, MAX_CONCEALED_FRAMES) * FRAME_SAMPLES), arrival);
+      this.edge.pushPcm(this.codecs.decode(item), arrival);
     }
   }
 
-  private pushPcm(pcm: Int16Array, arrival: number): void {
-    for (const frame of this.framer.push(pcm, arrival)) this.session?.pushAudio(frame);
-  }
+  // ——— AudioSink: agent audio as exact 20 ms payloads, with marks ———
 
-  private sendAudio(frame: OutboundFrame): void {
-    if (!this.encoder || !this.payloads || this.closed) return;
+  write(frame: OutboundFrame): void {
+    if (!this.codecs.ready || !this.payloads || this.edge.closed) return;
     let playout = this.playout;
     if (!playout || playout.responseId !== frame.responseId) {
       this.flushPayload();
@@ -289,7 +284,7 @@ class MediaStreamConnection {
       playout.segment = frame.segment;
     }
     let dropped = false;
-    for (const payload of this.payloads.push(this.encoder.encode(frame.samples))) dropped = !this.sendMedia(payload) || dropped;
+    for (const payload of this.payloads.push(this.codecs.encode(frame.samples))) dropped = !this.sendMedia(payload) || dropped;
     // A frame dropped for a peer that is not reading was never heard: marks and playedFrames must not count it.
     if (dropped) return;
     playout.framesSent++;
@@ -332,14 +327,14 @@ class MediaStreamConnection {
       playout.confirmed = mark.framesThrough;
       playout.confirmedAt = performance.now();
     }
-    if (mark.kind === 'bye') this.finishHangup();
+    if (mark.kind === 'bye') this.byeEchoed?.();
   }
 
   /**
    * Frames of the reply the caller has heard: what the last echoed mark confirmed, plus the time since then
    * (audio after a mark starts playing when the mark is reached), never more than was sent.
    */
-  private playedFrames(responseId: string): number | undefined {
+  playedFrames(responseId: string): number | undefined {
     const playout = this.playout;
     if (!playout || playout.responseId !== responseId) return undefined;
     const since = playout.confirmedAt ?? playout.firstSentAt;
@@ -347,15 +342,38 @@ class MediaStreamConnection {
     return Math.min(playout.framesSent, estimate);
   }
 
-  private onSessionEvent(event: SessionEvent): void {
+  /** Barge-in: the provider drops what it still buffers; marks still out describe audio never played. */
+  clear(): void {
+    this.payloads?.clear();
+    this.pendingMarks.clear();
+    this.send(this.serializer.clear());
+    this.log.debug('clear sent');
+  }
+
+  pending(): number {
+    return this.socket.bufferedAmount;
+  }
+
+  /** The goodbye has played when the provider echoes a mark sent after it (or the wait runs out). */
+  waitForPlayout(maxMs: number): Promise<void> {
+    this.flushPayload();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.byeEchoed = null;
+        resolve();
+      };
+      const timer = setTimeout(done, Math.min(maxMs, HANGUP_MARK_TIMEOUT_MS));
+      this.byeEchoed?.();
+      this.byeEchoed = done;
+      this.sendMark('bye');
+    });
+  }
+
+  // ——— CallWire ———
+
+  event(event: SessionEvent): void {
     switch (event.type) {
-      case 'audio.clear':
-        // Barge-in: the provider drops what it still buffers; marks still out describe audio never played.
-        this.payloads?.clear();
-        this.pendingMarks.clear();
-        this.send(this.serializer.clear());
-        this.log.debug('clear sent');
-        break;
       case 'response.done':
         if (event.status === 'completed' && this.playout?.responseId === event.responseId) {
           this.flushPayload();
@@ -364,11 +382,8 @@ class MediaStreamConnection {
         break;
       case 'call.action':
         this.log.info({ action: event.action }, 'agent ends the stream after its last words play');
-        this.flushPayload();
-        this.sendMark('bye');
-        this.hangupReason = event.action === 'hangup' ? 'agent ended the call' : 'agent transferred the call';
+        // Twilio's <Connect action> request comes once the stream has ended: the decision must be there first.
         if (this.providerCallId) this.options.outcomes?.record(this.providerCallId, event.action === 'transfer' ? (this.session?.handover ?? null) : null);
-        this.hangupTimer ??= setTimeout(() => this.finishHangup(), HANGUP_MARK_TIMEOUT_MS);
         break;
       case 'error':
         this.log.warn({ code: event.code, message: event.message }, 'session error');
@@ -381,10 +396,8 @@ class MediaStreamConnection {
     }
   }
 
-  private finishHangup(): void {
-    if (this.hangupTimer) clearTimeout(this.hangupTimer);
-    this.hangupTimer = null;
-    this.closeSocket(1000, this.hangupReason);
+  agentEnded(action: 'hangup' | 'transfer'): void {
+    this.closeSocket(1000, action === 'hangup' ? 'agent ended the call' : 'agent transferred the call');
   }
 
   /** Marks and clears: never dropped (playout accounting, barge-in and the hang-up wait on them). */
@@ -396,18 +409,13 @@ class MediaStreamConnection {
     if (this.socket.readyState === this.socket.OPEN || this.socket.readyState === this.socket.CONNECTING) this.socket.close(code, reason);
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.startTimer) clearTimeout(this.startTimer);
-    if (this.hangupTimer) clearTimeout(this.hangupTimer);
-    await this.ready.catch(() => undefined);
-    if (this.session) {
-      this.log.info({ invalidMessages: this.invalidTotal, lostChunks: this.reorder.lost, lateChunks: this.reorder.late, droppedAudioFrames: this.out.dropped }, 'media stream ended');
-      await this.service.closeSession(this.session, this.serializer.provider);
+  close(): Promise<void> {
+    if (!this.edge.closed) {
+      if (this.startTimer) clearTimeout(this.startTimer);
+      this.byeEchoed?.();
+      if (this.session) this.log.info({ invalidMessages: this.invalidTotal, lostChunks: this.reorder.lost, lateChunks: this.reorder.late, droppedAudioFrames: this.out.dropped }, 'media stream ended');
     }
-    this.decoder?.close();
-    this.encoder?.close();
+    return this.edge.close('hangup');
   }
 }
 
@@ -465,14 +473,13 @@ export const telephonyWebSockets: FastifyPluginAsync<TelephonyOptions> = async (
     app.get(`/v1/telephony/${provider}`, { websocket: true, config: CALL_DOOR, preValidation: telephonyAuth(service, provider) }, (socket, request) => {
       const log = request.log as Logger;
       if (!service.ready) {
-        // The providers' protocols have no error message: the close reason is all they log.
-        socket.close(1013, `not ready (${service.state})`);
+        closeWithRefusal(socket, refusalOf(new NotReadyError(service.state)));
         return;
       }
       const query = request.query as Record<string, string | undefined>;
       const connection = new MediaStreamConnection(socket, service, createSerializer(provider), log, {
         language: query.language,
-        keyId: request.principal?.keyId,
+        keyId: request.principal?.keyId ?? 'anonymous',
         // Admitted by the provider's signature, not a key: the record belongs to the configured owner.
         networkCall: request.principal?.kind === 'anonymous' && service.auth.required,
         // The agent's decision waits for Twilio's <Connect action> request, keyed by the stream's CallSid:
