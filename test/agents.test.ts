@@ -186,6 +186,30 @@ describe('several agents in one process', () => {
     }
   }, 20_000);
 
+  it('an agent this node does not have is refused as unknown_agent on the realtime and Twilio doors, never as an internal error', async () => {
+    // A token minted while "delta" was still configured (or on a node that has it): the door must refuse it as
+    // the caller's request, with a close code that says not to retry (the realtime socket said 1011 before).
+    const { token } = await server.server.service.auth.mintToken({ kind: 'api_key', keyId: TEST_KEY_ID }, { agent: 'delta' });
+    const realtime = new WebSocket(`ws://127.0.0.1:${server.port}/v1/realtime?model=voice-agent&token=${token}`);
+    const realtimeClosed = once(realtime, 'close');
+    const [first] = (await once(realtime, 'message')) as [Buffer];
+    const [realtimeCode, realtimeReason] = (await realtimeClosed) as [number, Buffer];
+    expect(JSON.parse(first.toString())).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', code: 'unknown_agent' } });
+    expect({ code: realtimeCode, reason: realtimeReason.toString() }).toEqual({ code: 1008, reason: 'unknown_agent' });
+
+    // A Twilio stream whose TwiML <Parameter name="agent"> names no agent here: the same code, as the close reason.
+    const { token: streamToken } = (await (await mint({})).json()) as { token: string };
+    const twilio = new WebSocket(`ws://127.0.0.1:${server.port}/v1/telephony/twilio?token=${streamToken}`);
+    await once(twilio, 'open');
+    const twilioClosed = once(twilio, 'close');
+    const callSid = `CA${Date.now()}`;
+    twilio.send(JSON.stringify({ event: 'start', streamSid: 'MZ2', start: { streamSid: 'MZ2', callSid, customParameters: { agent: 'delta' }, mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } } }));
+    const [twilioCode, twilioReason] = (await twilioClosed) as [number, Buffer];
+    expect({ code: twilioCode, reason: twilioReason.toString() }).toEqual({ code: 1008, reason: 'unknown_agent' });
+    // Refused before any record.
+    expect(await server.server.service.store.idForNetworkId(callSid)).toBeNull();
+  }, 10_000);
+
   it('with unknownNumber "refuse", a number no agent answers gets SIP 404', async () => {
     const agents = server.server.service.config.agents;
     agents.unknownNumber = 'refuse';

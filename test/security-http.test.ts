@@ -176,6 +176,21 @@ describe('keys, tokens and limits at the doors', () => {
     await sleep(100);
   });
 
+  it('a phone stream over its key\'s limit is closed 1008 session_limit (the refusal table), not 1013', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/realtime?model=voice-agent`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
+    const first = (await new Promise<Buffer>((resolve) => ws.once('message', resolve))).toString();
+    expect(JSON.parse(first).type).toBe('session.created');
+    // The key's one call is up: a Vonage stream placed with a token of the same key is refused at its start.
+    const stream = new WebSocket(`ws://127.0.0.1:${port}/v1/telephony/vonage?token=${await token(TEST_API_KEY)}`);
+    await new Promise((resolve) => stream.once('open', resolve));
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => stream.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    stream.send(JSON.stringify({ event: 'websocket:connected', 'content-type': 'audio/l16;rate=16000' }));
+    expect(await closed).toEqual({ code: 1008, reason: 'session_limit' });
+    ws.close();
+    await new Promise((resolve) => ws.once('close', resolve));
+    await sleep(100);
+  });
+
   it('/v1/chat/completions and /v1/models take an API key, not a session token', async () => {
     const ask = (credential: string) =>
       fetch(`${base}/v1/chat/completions`, {
