@@ -239,6 +239,29 @@ describe('OpenAI Realtime endpoint with the official openai client', () => {
     client.close();
   }, 30_000);
 
+  it('paces audio uploaded faster than real time: up to 60 s waits, more is refused, and a clear drops what waits', async () => {
+    const client = await connect();
+    // 12 messages of 10 s each, sent at once: the pump hands the session a burst and then 10x real time, so the
+    // queue fills; the first six always fit, and well before the twelfth the 60 s bound is reached.
+    const tenSeconds = Buffer.alloc(24000 * 2 * 10).toString('base64');
+    for (let i = 1; i <= 12; i++) client.rt.send({ type: 'input_audio_buffer.append', event_id: `evt_${i}`, audio: tenSeconds });
+    client.rt.send({ type: 'input_audio_buffer.clear', event_id: 'evt_clear' });
+    await client.waitFor('input_audio_buffer.cleared');
+    const overflows = client.of('error').filter((e) => e.error.code === 'input_audio_buffer_overflow');
+    expect(overflows.length).toBeGreaterThan(0);
+    const refused = overflows.map((e) => Number(e.error.event_id?.slice(4)));
+    expect(Math.min(...refused)).toBeGreaterThanOrEqual(7);
+    expect(overflows[0].error).toMatchObject({ type: 'invalid_request_error', param: 'audio' });
+    console.log(`realtime pacing: 12 x 10 s uploaded at once, messages ${refused.join(', ')} refused (queue bound 60 s)`);
+    // After the clear the queue is empty: a new upload is taken again.
+    client.rt.send({ type: 'input_audio_buffer.append', event_id: 'evt_after', audio: tenSeconds });
+    client.rt.send({ type: 'session.update', session: { type: 'realtime', instructions: 'Be brief.' } });
+    await client.waitFor('session.updated');
+    expect(client.of('error').filter((e) => e.error.event_id === 'evt_after')).toEqual([]);
+    expect(client.of('input_audio_buffer.speech_started')).toEqual([]);
+    client.close();
+  }, 30_000);
+
   it('speaks the beta protocol to the beta client (OpenAI-Beta: realtime=v1)', async () => {
     const openai = new OpenAI({ apiKey: TEST_API_KEY, baseURL: `https://127.0.0.1:${proxy.port}/v1` });
     const rt = new BetaRealtimeWS({ model: 'gpt-4o-realtime-preview', options: { ca: proxy.ca } }, openai);

@@ -37,8 +37,6 @@ export interface TelephonyOptions {
 
 /** A mark after this many agent frames inside one segment, so "what was heard" is known to within ~0.5 s. */
 const MARK_EVERY_FRAMES = 25;
-/** After the goodbye's mark is sent, close anyway if the provider never echoes it (the edge may bound it lower). */
-const HANGUP_MARK_TIMEOUT_MS = 5000;
 /** This many malformed messages in a row means the peer is not speaking the protocol: close. */
 const MAX_CONSECUTIVE_INVALID = 50;
 /** At most this much lost audio is filled with silence for one gap. */
@@ -354,7 +352,11 @@ class MediaStreamConnection implements CallWire, AudioSink {
     return this.socket.bufferedAmount;
   }
 
-  /** The goodbye has played when the provider echoes a mark sent after it (or the wait runs out). */
+  /**
+   * The goodbye has played when the provider echoes a mark sent after it. The edge asks once the session's
+   * pacer has sent it all, so only the provider's own buffer is left; a provider that never echoes is hung up
+   * on after `maxMs` anyway.
+   */
   waitForPlayout(maxMs: number): Promise<void> {
     this.flushPayload();
     return new Promise<void>((resolve) => {
@@ -363,7 +365,7 @@ class MediaStreamConnection implements CallWire, AudioSink {
         this.byeEchoed = null;
         resolve();
       };
-      const timer = setTimeout(done, Math.min(maxMs, HANGUP_MARK_TIMEOUT_MS));
+      const timer = setTimeout(done, maxMs);
       this.byeEchoed?.();
       this.byeEchoed = done;
       this.sendMark('bye');
