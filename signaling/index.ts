@@ -6,8 +6,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { requireCaller } from '../src/auth/plugin.js';
 import type { VoiceService } from '../src/service.js';
 import { OfferError, PeerLimitError, WebRtcTransport } from '../src/transports/webrtc/index.js';
-import { NotReadyError } from '../src/limits/limits.js';
-import { refusalOf, reportRefusal, type CallRefusal } from '../src/transports/kit/refusal.js';
+import { notReadyRefusal, refusalOf, reportRefusal, type CallRefusal } from '../src/transports/kit/refusal.js';
 import { callerFromClaims } from '../src/integration/context.js';
 
 /**
@@ -120,7 +119,7 @@ export const webrtcSignaling: FastifyPluginAsync<{ service: VoiceService }> = as
     },
     async (request, reply) => {
       // Before a peer connection is built for nothing.
-      if (!service.ready) return refuse(reply, refusalOf(new NotReadyError(service.state)));
+      if (!service.ready) return refuse(reply, notReadyRefusal(service.state));
       try {
         const { sessionId, sdp } = await transport.accept(request.body.sdp, {
           language: request.body.language,

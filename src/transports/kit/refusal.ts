@@ -40,6 +40,11 @@ export function refusalFor(code: RefusalCode, message: string): CallRefusal {
   return { code, message, ...TABLE[code] };
 }
 
+/** A door asked while the node loads or drains: refused before anything is built for the call. */
+export function notReadyRefusal(state: string): CallRefusal {
+  return refusalOf(new NotReadyError(state));
+}
+
 /** What an error thrown while admitting a call means for the caller. */
 export function refusalOf(err: unknown): CallRefusal {
   if (err instanceof LimitError) return refusalFor(err.code, err.message);

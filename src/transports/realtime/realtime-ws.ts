@@ -1,5 +1,4 @@
 import { CALL_DOOR } from '../../core/call-door.js';
-import { NotReadyError } from '../../limits/limits.js';
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
@@ -22,7 +21,7 @@ import { ClientToolExecutor } from './client-tools.js';
 import { BoundedSet } from '../../core/bounded.js';
 import { CallEdge, type AudioSink, type CallWire } from '../kit/call-edge.js';
 import { EdgeCodecs } from '../kit/codecs.js';
-import { refusalOf, reportRefusal, type CallRefusal } from '../kit/refusal.js';
+import { notReadyRefusal, refusalOf, reportRefusal, type CallRefusal } from '../kit/refusal.js';
 import { WsOutbound } from '../ws-outbound.js';
 import {
   betaFormatName,
@@ -926,7 +925,7 @@ export const realtimeWebSocket: FastifyPluginAsync<RealtimeWsOptions> = async (a
     const betaHeader = request.headers['openai-beta'];
     const beta = (Array.isArray(betaHeader) ? betaHeader.join(',') : betaHeader ?? '').includes('realtime=v1');
     if (!service.ready) {
-      closeWithRefusal(socket, refusalOf(new NotReadyError(service.state)));
+      closeWithRefusal(socket, notReadyRefusal(service.state));
       return;
     }
     if (query.call_id !== undefined) {

@@ -6,7 +6,6 @@ import type { RawData, WebSocket } from 'ws';
 import type { CodecSpec } from '../../audio/codec.js';
 import { FRAME_MS, FRAME_SAMPLES } from '../../audio/format.js';
 import { AuthError } from '../../auth/auth.js';
-import { NotReadyError } from '../../limits/limits.js';
 import type { VoiceService } from '../../service.js';
 import type { SessionEvent } from '../../session/events.js';
 import type { OutboundFrame } from '../../session/output-pacer.js';
@@ -20,7 +19,7 @@ import { bytesFor, type InboundEvent, type MediaStreamSerializer, type Telephony
 import { VonageSerializer } from './vonage.js';
 import { CallEdge, type AudioSink, type CallWire } from '../kit/call-edge.js';
 import { EdgeCodecs } from '../kit/codecs.js';
-import { refusalOf, reportRefusal, type CallRefusal } from '../kit/refusal.js';
+import { notReadyRefusal, refusalOf, reportRefusal, type CallRefusal } from '../kit/refusal.js';
 import { WsOutbound } from '../ws-outbound.js';
 
 /**
@@ -475,7 +474,7 @@ export const telephonyWebSockets: FastifyPluginAsync<TelephonyOptions> = async (
     app.get(`/v1/telephony/${provider}`, { websocket: true, config: CALL_DOOR, preValidation: telephonyAuth(service, provider) }, (socket, request) => {
       const log = request.log as Logger;
       if (!service.ready) {
-        closeWithRefusal(socket, refusalOf(new NotReadyError(service.state)));
+        closeWithRefusal(socket, notReadyRefusal(service.state));
         return;
       }
       const query = request.query as Record<string, string | undefined>;

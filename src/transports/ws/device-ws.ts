@@ -14,7 +14,7 @@ import type { Session } from '../../session/session.js';
 import type { OutboundFrame } from '../../session/output-pacer.js';
 import { CallEdge, type AudioSink, type CallWire } from '../kit/call-edge.js';
 import { EdgeCodecs } from '../kit/codecs.js';
-import { refusalOf, reportRefusal } from '../kit/refusal.js';
+import { notReadyRefusal, refusalOf, reportRefusal } from '../kit/refusal.js';
 import { WsOutbound } from '../ws-outbound.js';
 import type { Logger } from 'pino';
 
@@ -279,8 +279,9 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
     const query = request.query as Record<string, string | undefined>;
     const log = request.log;
     if (!service.ready) {
-      socket.send(JSON.stringify({ type: 'error', code: 'not_ready', message: `models are ${service.state}; try again shortly` }));
-      socket.close(1013, 'not ready');
+      const refusal = notReadyRefusal(service.state);
+      socket.send(JSON.stringify({ type: 'error', code: refusal.code, message: refusal.message }));
+      socket.close(refusal.wsClose, refusal.code);
       return;
     }
     let connection: DeviceConnection;
