@@ -7,7 +7,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { requireApiKey } from './auth/plugin.js';
 import type { ProviderCapabilities } from './providers/capabilities.js';
 import type { VoiceService } from './service.js';
-import type { DescribeTransport } from './transports/kit/describe.js';
+import type { TransportDescription } from './transports/kit/describe.js';
 
 interface StageDescription extends ProviderCapabilities {
   provider: string;
@@ -16,7 +16,8 @@ interface StageDescription extends ProviderCapabilities {
 
 export interface CapabilitiesOptions {
   service: VoiceService;
-  transports: readonly DescribeTransport[];
+  /** Each transport's own description (src/transports/*: `describe…`), for this node's configuration. */
+  transports: readonly TransportDescription[];
 }
 
 export const capabilitiesRoute: FastifyPluginAsync<CapabilitiesOptions> = async (app, { service, transports }) => {
@@ -36,7 +37,7 @@ export const capabilitiesRoute: FastifyPluginAsync<CapabilitiesOptions> = async 
       offMachine: Object.entries(stages)
         .filter(([, s]) => s.runsOn.includes('server'))
         .map(([name]) => name),
-      transports: transports.flatMap((describe) => describe(service.config)),
+      transports,
     };
   });
 };

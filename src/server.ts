@@ -79,7 +79,10 @@ export function buildServer(config: ServiceConfig, logger: Logger, providers?: S
   void app.register(webrtcSignaling, { service });
   void app.register(sipTransport, { service });
   void app.register(chatCompletionsRoutes, { service });
-  void app.register(capabilitiesRoute, { service, transports: [describeDeviceWs, describeRealtime, describeTelephony, describeWebRtc, describeSip, describeChatCompletions] });
+  void app.register(capabilitiesRoute, {
+    service,
+    transports: [describeDeviceWs(), describeRealtime(), ...describeTelephony(), describeWebRtc(config.webrtc), describeSip(config.sip), describeChatCompletions(config.chatCompletions)],
+  });
 
   return {
     app,

@@ -3,8 +3,6 @@
  * service lists them at `GET /v1/capabilities`, so a client (or an operator's reviewer) reads what a node
  * accepts instead of guessing from docs.
  */
-import type { ServiceConfig } from '../../config.js';
-
 export interface TransportDescription {
   /** The transport's name in metrics and call records ('ws', 'webrtc', 'realtime', 'twilio', 'sip', …). */
   name: string;
@@ -17,5 +15,3 @@ export interface TransportDescription {
   /** Control and events besides audio (JSON messages, SIP INFO / RFC 4733 digits, a data channel). */
   control: string;
 }
-
-export type DescribeTransport = (config: ServiceConfig) => TransportDescription | readonly TransportDescription[];

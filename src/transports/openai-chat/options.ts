@@ -1,5 +1,5 @@
 /** The `chatCompletions` section (this service's own agent served on `POST /v1/chat/completions`): options and defaults. */
-import type { DescribeTransport } from '../kit/describe.js';
+import type { TransportDescription } from '../kit/describe.js';
 import { defaultsOf, t, type Resolved } from '../../core/options.js';
 
 export const CHAT_COMPLETIONS_OPTIONS = t.object({
@@ -12,10 +12,10 @@ export type ChatCompletionsConfig = Resolved<typeof CHAT_COMPLETIONS_OPTIONS>;
 export const CHAT_COMPLETIONS_DEFAULTS: ChatCompletionsConfig = defaultsOf(CHAT_COMPLETIONS_OPTIONS);
 
 /** Text only: the agent behind an OpenAI-compatible chat completions API. */
-export const describeChatCompletions: DescribeTransport = (config) => ({
+export const describeChatCompletions = (chat: ChatCompletionsConfig): TransportDescription => ({
   name: 'chat-completions',
   door: 'POST /v1/chat/completions',
-  enabled: config.chatCompletions.enabled,
+  enabled: chat.enabled,
   audio: [],
   control: 'OpenAI chat completions (streaming and not)',
 });

@@ -4,7 +4,7 @@
  * `openai` npm package (v6, src/resources/realtime/realtime.ts) types them; the beta names
  * (`input_audio_format: "pcm16"`, top-level `turn_detection`, `modalities`) are accepted too.
  */
-import type { DescribeTransport } from '../kit/describe.js';
+import type { TransportDescription } from '../kit/describe.js';
 import type { CodecSpec } from '../../audio/codec.js';
 import type { ToolDefinition } from '../../providers/llm/types.js';
 
@@ -345,7 +345,7 @@ export function toToolDefinition(tool: ClientTool): ToolDefinition {
 }
 
 /** The OpenAI-compatible realtime socket: JSON events, audio base64 inside them in the protocol's three formats. */
-export const describeRealtime: DescribeTransport = () => ({
+export const describeRealtime = (): TransportDescription => ({
   name: 'realtime',
   door: 'GET /v1/realtime (WebSocket)',
   enabled: true,

@@ -1,5 +1,5 @@
 /** The `sip` section (native SIP + RTP calls, docs/sip.md): its options, their defaults and their type. */
-import type { DescribeTransport } from '../kit/describe.js';
+import type { TransportDescription } from '../kit/describe.js';
 import { common, defaultsOf, t, type Resolved } from '../../core/options.js';
 import { schemaProblems } from '../../core/validate.js';
 
@@ -61,10 +61,10 @@ export function sipConfigProblems(c: unknown): string[] {
 }
 
 /** Native SIP: INVITE over UDP and TCP on `sip.port`, RTP with the codecs configured, digits as RFC 4733 or SIP INFO. */
-export const describeSip: DescribeTransport = (config) => ({
+export const describeSip = (sip: SipConfig): TransportDescription => ({
   name: 'sip',
-  door: `sip:${config.sip.publicAddress ?? config.sip.host}:${config.sip.port};transport=udp,tcp`,
-  enabled: config.sip.enabled,
-  audio: config.sip.codecs.map((codec) => (codec === 'opus' ? 'opus/48000' : `${codec}/8000`)),
+  door: `sip:${sip.publicAddress ?? sip.host}:${sip.port};transport=udp,tcp`,
+  enabled: sip.enabled,
+  audio: sip.codecs.map((codec) => (codec === 'opus' ? 'opus/48000' : `${codec}/8000`)),
   control: 'SIP (INVITE, re-INVITE, BYE, CANCEL, REFER, INFO), RFC 4733 telephone-events',
 });

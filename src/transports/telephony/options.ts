@@ -1,5 +1,5 @@
 /** The `telephony` section (providers' media-stream WebSockets, docs/telephony.md): options, defaults and type. */
-import type { DescribeTransport } from '../kit/describe.js';
+import type { TransportDescription } from '../kit/describe.js';
 import { defaultsOf, t, type Resolved } from '../../core/options.js';
 
 export const TELEPHONY_OPTIONS = t.object({
@@ -20,7 +20,7 @@ export type TelephonyConfig = Resolved<typeof TELEPHONY_OPTIONS>;
 export const TELEPHONY_DEFAULTS: TelephonyConfig = defaultsOf(TELEPHONY_OPTIONS);
 
 /** Phone networks' media streams: each provider's own WebSocket protocol, G.711 (Vonage: linear PCM). */
-export const describeTelephony: DescribeTransport = () => [
+export const describeTelephony = (): TransportDescription[] => [
   { name: 'twilio', door: 'GET /v1/telephony/twilio (WebSocket)', enabled: true, audio: ['pcmu/8000'], control: 'Twilio Media Streams (start, media, mark, clear, dtmf, stop)' },
   { name: 'telnyx', door: 'GET /v1/telephony/telnyx (WebSocket)', enabled: true, audio: ['pcmu/8000', 'pcma/8000'], control: 'Telnyx media streaming (start, media, mark, clear, dtmf, stop)' },
   { name: 'vonage', door: 'GET /v1/telephony/vonage (WebSocket)', enabled: true, audio: ['pcm16/8000', 'pcm16/16000', 'pcm16/24000'], control: 'Vonage WebSocket audio (JSON connect event, binary PCM)' },

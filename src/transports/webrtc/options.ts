@@ -1,5 +1,5 @@
 /** The `webrtc` section (browser calls, docs/webrtc.md explains each field): options, defaults and type. */
-import type { DescribeTransport } from '../kit/describe.js';
+import type { TransportDescription } from '../kit/describe.js';
 import { common, defaultsOf, t, type Resolved } from '../../core/options.js';
 
 export const WEBRTC_OPTIONS = t.object({
@@ -43,10 +43,10 @@ export function webRtcProblems(c: WebRtcConfig): string[] {
 }
 
 /** The browser widget's door: an SDP offer over HTTPS, Opus both ways, events on a data channel. */
-export const describeWebRtc: DescribeTransport = (config) => ({
+export const describeWebRtc = (webrtc: WebRtcConfig): TransportDescription => ({
   name: 'webrtc',
   door: 'POST /v1/webrtc/offer',
-  enabled: config.webrtc.maxPeers > 0,
+  enabled: webrtc.maxPeers > 0,
   audio: ['opus/48000'],
   control: 'JSON events on the "events" data channel (docs/webrtc.md)',
 });

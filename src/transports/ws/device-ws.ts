@@ -1,4 +1,4 @@
-import type { DescribeTransport } from '../kit/describe.js';
+import type { TransportDescription } from '../kit/describe.js';
 import { CALL_DOOR } from '../../core/call-door.js';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { WebSocket, RawData } from 'ws';
@@ -309,7 +309,7 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
 export { HARD_MAX_PAYLOAD };
 
 /** Devices: JSON control messages and binary audio in any edge format, chosen per call (docs/protocol.md). */
-export const describeDeviceWs: DescribeTransport = () => ({
+export const describeDeviceWs = (): TransportDescription => ({
   name: 'ws',
   door: 'GET /v1/ws (WebSocket)',
   enabled: true,
