@@ -17,7 +17,8 @@ import { SdpError, buildAnswer, negotiate, parseSdp } from '../src/transports/si
 import { RtpParseError, parseRtp, serializeRtp } from '../src/transports/sip/rtp/packet.js';
 import { DtmfReceiver, parseTelephoneEvent } from '../src/transports/sip/rtp/dtmf.js';
 import { JitterBuffer } from '../src/transports/sip/rtp/jitter-buffer.js';
-import { DigestAuth, buildAllowList, digestResponse, isAllowed } from '../src/transports/sip/access.js';
+import { DigestAuth, digestResponse } from '../src/transports/sip/access.js';
+import { isAllowed, networkList } from '../src/core/networks.js';
 import { TORTURE, crlf } from './fixtures/sip-torture.js';
 
 /** Parse as the UAS does: message, then (for requests) the mandatory headers. Returns the status owed or 'ok'. */
@@ -320,15 +321,15 @@ describe('RTP', () => {
 
 describe('SIP access control', () => {
   it('allow-list CIDRs, IPv4-mapped addresses, and bad entries', () => {
-    const list = buildAllowList(['127.0.0.0/8', '10.1.0.0/16', '2001:db8::/32', '192.0.2.7']);
+    const list = networkList(['127.0.0.0/8', '10.1.0.0/16', '2001:db8::/32', '192.0.2.7'], 'sip.allowFrom');
     expect(isAllowed(list, '127.0.0.1')).toBe(true);
     expect(isAllowed(list, '::ffff:10.1.200.3')).toBe(true);
     expect(isAllowed(list, '10.2.0.1')).toBe(false);
     expect(isAllowed(list, '2001:db8::1')).toBe(true);
     expect(isAllowed(list, '192.0.2.7')).toBe(true);
     expect(isAllowed(list, 'garbage')).toBe(false);
-    expect(() => buildAllowList(['10.0.0.0/33'])).toThrow(/prefix/);
-    expect(() => buildAllowList(['example.com'])).toThrow(/not an IP/);
+    expect(() => networkList(['10.0.0.0/33'], 'sip.allowFrom')).toThrow(/prefix/);
+    expect(() => networkList(['example.com'], 'sip.allowFrom')).toThrow(/not an IP/);
   });
 
   it('digest: challenge, correct answer, wrong password, forged nonce', () => {

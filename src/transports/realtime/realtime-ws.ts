@@ -22,6 +22,7 @@ import { BoundedSet } from '../../core/bounded.js';
 import { CallEdge, type AudioSink, type CallWire } from '../kit/call-edge.js';
 import { EdgeCodecs } from '../kit/codecs.js';
 import { notReadyRefusal, refusalOf, reportRefusal, type CallRefusal } from '../kit/refusal.js';
+import { serveSocket } from '../kit/socket.js';
 import { WsOutbound } from '../ws-outbound.js';
 import {
   betaFormatName,
@@ -933,15 +934,7 @@ export const realtimeWebSocket: FastifyPluginAsync<RealtimeWsOptions> = async (a
       return;
     }
     const connection = new RealtimeConnection(socket, service, service.logger.child({ transport: 'realtime' }), model, beta, toolTimeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS, request.principal?.keyId ?? 'anonymous', request.principal?.customerId, callerFromClaims(request.principal));
-    socket.on('message', (data, isBinary) => {
-      try {
-        connection.onMessage(data, isBinary);
-      } catch (err) {
-        log.error({ err }, 'realtime message handling failed');
-      }
-    });
-    socket.on('close', () => void connection.close());
-    socket.on('error', (err) => log.warn({ err }, 'realtime socket error'));
+    serveSocket(socket, connection, log, 'realtime');
     connection.start().catch((err: unknown) => connection.refuse(err));
   });
 };

@@ -2,36 +2,7 @@
  * Who may call: a source-address allow-list (CIDRs) and optional HTTP Digest authentication (RFC 3261 §22,
  * RFC 2617 MD5 with qop=auth) for trunks that require it.
  */
-import { BlockList, isIP } from 'node:net';
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-
-/** Parses `sip.allowFrom`; throws a clear error for a bad entry so the service refuses to start. */
-export function buildAllowList(cidrs: readonly string[], what = 'sip.allowFrom'): BlockList {
-  const list = new BlockList();
-  for (const entry of cidrs) {
-    const [address, prefixText] = entry.trim().split('/');
-    const family = isIP(address);
-    if (family === 0) throw new Error(`${what}: "${entry}" is not an IP address or CIDR`);
-    const type = family === 4 ? 'ipv4' : 'ipv6';
-    if (prefixText === undefined) {
-      list.addAddress(address, type);
-      continue;
-    }
-    const prefix = Number(prefixText);
-    if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) throw new Error(`${what}: bad prefix length in "${entry}"`);
-    list.addSubnet(address, prefix, type);
-  }
-  return list;
-}
-
-/** Checks a socket's remote address, unwrapping IPv4-mapped IPv6 (::ffff:a.b.c.d) from dual-stack sockets. */
-export function isAllowed(list: BlockList, address: string): boolean {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  const plain = mapped ? mapped[1] : address;
-  const family = isIP(plain);
-  if (family === 0) return false;
-  return list.check(plain, family === 4 ? 'ipv4' : 'ipv6');
-}
 
 export interface DigestConfig {
   realm: string;

@@ -7,7 +7,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { BlockList } from 'node:net';
 import type { Logger } from 'pino';
-import { isAllowed } from './access.js';
+import { isAllowed } from '../../core/networks.js';
 import {
   SipParseError,
   SipStreamFramer,

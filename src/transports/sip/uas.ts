@@ -12,7 +12,8 @@ import type { Logger } from 'pino';
 import { sipConfigProblems, type SipConfig } from './options.js';
 import type { VoiceService } from '../../service.js';
 import { refusalOf, reportRefusal } from '../kit/refusal.js';
-import { buildAllowList, isAllowed, DigestAuth } from './access.js';
+import { DigestAuth } from './access.js';
+import { isAllowed, networkList } from '../../core/networks.js';
 import { CallMedia } from './call.js';
 import { callerFromSip, dialledLanguage } from '../../integration/context.js';
 import {
@@ -61,13 +62,13 @@ export class SipServer {
     const problems = sipConfigProblems(c);
     if (problems.length > 0) throw new Error(`invalid sip configuration: ${problems.join('; ')}`);
     this.log = options.logger.child({ transport: 'sip' });
-    this.mediaNetworks = buildAllowList(c.mediaNetworks ?? [], 'sip.mediaNetworks');
+    this.mediaNetworks = networkList(c.mediaNetworks ?? [], 'sip.mediaNetworks');
     this.digest = c.digest ? new DigestAuth(c.digest) : null;
     this.ports = new RtpPortPool(c.rtpPortMin, c.rtpPortMax);
     this.transport = new SipTransport({
       host: c.host,
       port: c.port,
-      allow: buildAllowList(c.allowFrom),
+      allow: networkList(c.allowFrom, 'sip.allowFrom'),
       limits: { maxMessageBytes: c.maxMessageBytes, maxHeaders: 128 },
       log: this.log,
       handler: {

@@ -20,6 +20,7 @@ import { VonageSerializer } from './vonage.js';
 import { CallEdge, type AudioSink, type CallWire } from '../kit/call-edge.js';
 import { EdgeCodecs } from '../kit/codecs.js';
 import { notReadyRefusal, refusalOf, reportRefusal, type CallRefusal } from '../kit/refusal.js';
+import { serveSocket } from '../kit/socket.js';
 import { WsOutbound } from '../ws-outbound.js';
 
 /**
@@ -487,15 +488,7 @@ export const telephonyWebSockets: FastifyPluginAsync<TelephonyOptions> = async (
         // with an auth token set only a Twilio-signed stream may leave one (no key holder can pose as a call).
         outcomes: provider === 'twilio' && (!service.config.telephony.twilio.authToken || request.principal?.keyId === 'twilio') ? outcomes : undefined,
       });
-      socket.on('message', (data, isBinary) => {
-        try {
-          connection.onMessage(data, isBinary);
-        } catch (err) {
-          log.error({ err }, 'telephony message handling failed');
-        }
-      });
-      socket.on('close', () => void connection.close());
-      socket.on('error', (err) => log.warn({ err }, 'telephony socket error'));
+      serveSocket(socket, connection, log, 'telephony');
     });
   }
 };

@@ -126,3 +126,8 @@ export function checkChunk(spec: CodecSpec, payload: Uint8Array): string | null 
   if (payload.length > max) return `media payload of ${payload.length} bytes exceeds ${MAX_CHUNK_MS} ms (${max} bytes)`;
   return null;
 }
+
+/** An event name a provider's parser does not know (or a message without one). */
+export function unknownEvent(event: string | undefined): InboundEvent {
+  return event === undefined ? { kind: 'invalid', reason: 'message without a string "event"' } : { kind: 'ignored', reason: `unknown event ${event.slice(0, 64)}` };
+}

@@ -1,5 +1,5 @@
 import type { CodecSpec, EdgeSampleRate } from '../../audio/codec.js';
-import { DTMF_DIGIT, checkChunk, objectField, parseJsonObject, stringField, stringRecord, type InboundEvent, type MediaStreamSerializer, type WireMessage } from './types.js';
+import { DTMF_DIGIT, checkChunk, objectField, parseJsonObject, stringField, stringRecord, type InboundEvent, type MediaStreamSerializer, type WireMessage, unknownEvent } from './types.js';
 
 /**
  * Vonage Voice API WebSocket endpoint: the first text message is `{"event":"websocket:connected",
@@ -66,10 +66,8 @@ export class VonageSerializer implements MediaStreamSerializer {
         return [{ kind: 'cleared' }];
       case 'websocket:error':
         return [{ kind: 'provider_error', reason: JSON.stringify(msg).slice(0, 300) }];
-      case undefined:
-        return [{ kind: 'invalid', reason: 'message without a string "event"' }];
       default:
-        return [{ kind: 'ignored', reason: `unknown event ${event.slice(0, 64)}` }];
+        return [unknownEvent(event)];
     }
   }
 

@@ -3,7 +3,8 @@ import { Counter, Gauge } from 'prom-client';
 import type { VoiceService } from '../../service.js';
 import type { BlockList } from 'node:net';
 import { OfferError, WebRtcPeer } from './peer.js';
-import { checkOffer, networkList, type CheckedOffer } from './offer-policy.js';
+import { networkList } from '../../core/networks.js';
+import { checkOffer, type CheckedOffer } from './offer-policy.js';
 
 export { OfferError, EVENTS_CHANNEL, filterHostCandidates } from './peer.js';
 

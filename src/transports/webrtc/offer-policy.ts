@@ -5,6 +5,7 @@
  * agent into a port scanner. A real browser offer has one audio section and one data section, BUNDLEd,
  * and a handful of candidates.
  */
+import { networkList } from '../../core/networks.js';
 import { BlockList, isIP } from 'node:net';
 import { OfferError } from './peer.js';
 
@@ -43,23 +44,6 @@ const NON_PUBLIC: BlockList = (() => {
   return list;
 })();
 
-/** CIDR list → BlockList; a bad entry is a configuration error. */
-export function networkList(cidrs: readonly string[], what: string): BlockList {
-  const list = new BlockList();
-  for (const entry of cidrs) {
-    const [address, prefixText] = entry.trim().split('/');
-    const family = isIP(address);
-    if (family === 0) throw new Error(`${what}: "${entry}" is not an IP address or CIDR`);
-    const type = family === 4 ? 'ipv4' : 'ipv6';
-    if (prefixText === undefined) list.addAddress(address, type);
-    else {
-      const prefix = Number(prefixText);
-      if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) throw new Error(`${what}: bad prefix length in "${entry}"`);
-      list.addSubnet(address, prefix, type);
-    }
-  }
-  return list;
-}
 
 /** True for a literal IP that is public, or inside `allowed`. Hostnames (mDNS .local names included) are never. */
 export function candidateAddressAllowed(candidate: string, allowed: BlockList): boolean {

@@ -15,6 +15,7 @@ import type { OutboundFrame } from '../../session/output-pacer.js';
 import { CallEdge, type AudioSink, type CallWire } from '../kit/call-edge.js';
 import { EdgeCodecs } from '../kit/codecs.js';
 import { notReadyRefusal, refusalOf, reportRefusal } from '../kit/refusal.js';
+import { serveSocket } from '../kit/socket.js';
 import { WsOutbound } from '../ws-outbound.js';
 import type { Logger } from 'pino';
 
@@ -293,15 +294,7 @@ export const deviceWebSocket: FastifyPluginAsync<DeviceWsOptions> = async (app: 
       socket.close(1008, code);
       return;
     }
-    socket.on('message', (data, isBinary) => {
-      try {
-        connection.onMessage(data, isBinary);
-      } catch (err) {
-        log.error({ err }, 'device message handling failed');
-      }
-    });
-    socket.on('close', () => void connection.close());
-    socket.on('error', (err) => log.warn({ err }, 'device socket error'));
+    serveSocket(socket, connection, log, 'device');
     connection.start().catch((err: unknown) => connection.refuse(err));
   });
 };
