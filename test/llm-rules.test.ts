@@ -246,6 +246,17 @@ describe('rules config validation', () => {
     intents: [{ name: 'hi', phrases: { en: ['hello'], fr: ['bonjour'] }, reply: { en: 'Hi!', fr: 'Salut !' } }],
   });
 
+  /** The message of the RulesConfigError that `bad` raises. */
+  const problemsOf = (bad: unknown, source: string): string => {
+    try {
+      validateRulesConfig(bad, source);
+    } catch (e) {
+      expect(e).toBeInstanceOf(RulesConfigError);
+      return (e as Error).message;
+    }
+    throw new Error(`${source}: accepted`);
+  };
+
   it('accepts a minimal config passed inline', async () => {
     const agent = new RuleBasedAgent({ rules: minimal() });
     expect(textOf(await run(agent, [user('bonjour')], 'fr'))).toBe('Salut !');
@@ -258,20 +269,16 @@ describe('rules config validation', () => {
       { name: 'hi', phrases: { en: ['hello'], xx: ['?'] }, reply: { en: 'Hi {result.x}' } },
       { name: 'book', phrases: { en: ['book'] }, tool: { name: 'book_appointment', arguments: { n: '{people}' } }, reply: { en: 'ok', fr: 'ok' } },
     ];
-    let error: unknown;
-    try {
-      validateRulesConfig(bad, 'my-rules.json');
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(RulesConfigError);
-    const msg = (error as Error).message;
-    expect(msg).toContain('my-rules.json: invalid rules config');
-    expect(msg).toContain('defaultLanguage: must be one of languages [en, fr]');
-    expect(msg).toContain('intents[0] (hi).phrases.xx: language not in languages');
-    expect(msg).toContain('intents[0] (hi).reply.fr: missing');
-    expect(msg).toContain('intents[0] (hi).reply.en: placeholder {result.x} not allowed');
-    expect(msg).toContain('intents[1] (book).tool.arguments.n: unknown slot {people}');
+    const msg = problemsOf(bad, 'my-rules.json');
+    for (const problem of [
+      'my-rules.json: invalid rules config',
+      'defaultLanguage: must be one of languages [en, fr]',
+      'intents[0] (hi).phrases.xx: language not in languages',
+      'intents[0] (hi).reply.fr: missing',
+      'intents[0] (hi).reply.en: placeholder {result.x} not allowed',
+      'intents[1] (book).tool.arguments.n: unknown slot {people}',
+    ])
+      expect(msg).toContain(problem);
   });
 
   it('checks forms: slot types and prompts, a tool to call, known slots in templates, requires/about naming forms', () => {
@@ -287,17 +294,15 @@ describe('rules config validation', () => {
       { name: 'status', about: 'missing', phrases: { en: ['status'] }, reply: { en: 'x', fr: 'x' } },
       { name: 'pay', requires: 'order', phrases: { en: ['pay'] }, reply: { en: 'x', fr: 'x' } },
     ];
-    let msg = '';
-    try {
-      validateRulesConfig(bad, 'forms.json');
-    } catch (e) {
-      msg = (e as Error).message;
-    }
-    expect(msg).toContain('intents[0] (order).slots: a form needs a tool to call once confirmed');
-    expect(msg).toContain('intents[0] (order).slots[0].type: must be one of number, time, date, name, digits, values, yesno');
-    expect(msg).toContain('intents[0] (order).slots[0].prompt.fr: missing or empty text');
-    expect(msg).toContain('intents[0] (order).reply.en: placeholder {nope} not allowed');
-    expect(msg).toContain('intents[1] (status).about: must name a form intent (one with slots): order');
+    const msg = problemsOf(bad, 'forms.json');
+    for (const problem of [
+      'intents[0] (order).slots: a form needs a tool to call once confirmed',
+      'intents[0] (order).slots[0].type: must be one of number, time, date, name, digits, values, yesno',
+      'intents[0] (order).slots[0].prompt.fr: missing or empty text',
+      'intents[0] (order).reply.en: placeholder {nope} not allowed',
+      'intents[1] (status).about: must name a form intent (one with slots): order',
+    ])
+      expect(msg).toContain(problem);
     expect(msg).not.toContain('intents[2] (pay).requires');
 
     // A language the engine has no lines for must bring them.

@@ -5,6 +5,7 @@ import { digestResponse } from '../src/transports/sip/access.js';
 import { SipServer, sipServerOf } from '../src/transports/sip/index.js';
 import { serializeRtp } from '../src/transports/sip/rtp/packet.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { until as poll } from './helpers/until.js';
 
 /**
  * Issue 10, SIP doors, on raw UDP over loopback: 127.0.0.1 is the caller (its trunk), 127.0.0.2 a third party
@@ -22,15 +23,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function until<T>(what: string, check: () => T | null | undefined | false, timeoutMs = 5000): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const v = check();
-    if (v) return v;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+const until = <T>(what: string, check: () => T | null | undefined | false, timeoutMs = 5000): Promise<T> => poll(what, check, timeoutMs);
 
 const status = (m: string | undefined) => Number(/^SIP\/2\.0 (\d{3})/.exec(m ?? '')?.[1] ?? 0);
 
