@@ -22,7 +22,7 @@ import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
 import { PocketSphinxAsr, type LaneResult, type PocketSphinxStream } from '../src/providers/asr/pocketsphinx/index.js';
 import type { AsrFinal } from '../src/providers/asr/types.js';
 import { RuleBasedAgent, normalizeText } from '../src/providers/llm/rules/index.js';
-import { concat, phoneChannel, synthesize, voicesFor, type Voice } from './voices.js';
+import { phoneChannel, synthesize, voicesFor, type Voice } from './voices.js';
 import { DEFAULT_CONFIG } from '../src/config.js';
 import { SileroVad } from '../src/providers/vad/silero/index.js';
 import { seededRandom } from './random.js';

@@ -43,6 +43,30 @@ export abstract class CallerListeners {
   }
 }
 
+/** A caller that dials one URL. `credential`: an API key or a session token, sent as `Authorization: Bearer`. */
+export abstract class UrlCaller extends CallerListeners {
+  constructor(
+    protected readonly url: string,
+    protected readonly credential?: string,
+  ) {
+    super();
+  }
+
+  /** The Authorization header for the credential, if there is one. */
+  protected authorization(): { authorization?: string } {
+    return this.credential ? { authorization: `Bearer ${this.credential}` } : {};
+  }
+}
+
+/** One agent event from a text message; null for one that is not JSON (ignored, as a client would). */
+export function parseAgentEvent(text: string): AgentEvent | null {
+  try {
+    return JSON.parse(text) as AgentEvent;
+  } catch {
+    return null;
+  }
+}
+
 /** Close a caller's WebSocket politely (`goodbye` first, if the protocol has one); gives up waiting after 2 s. */
 export async function closeWebSocket(socket: WebSocket | null, goodbye?: () => void): Promise<void> {
   if (!socket || socket.readyState === WebSocket.CLOSED) return;

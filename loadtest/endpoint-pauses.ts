@@ -15,6 +15,7 @@
  */
 import { DEFAULT_CONFIG } from '../src/config.js';
 import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE, rmsDbfs } from '../src/audio/format.js';
+import { concatPcm } from '../src/audio/framer.js';
 import { compileGrammar, loadDictionary } from '../src/providers/asr/grammar/compile.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
 import { acousticModel } from '../src/providers/asr/pocketsphinx/grammar.js';
@@ -22,7 +23,7 @@ import { DEFAULT_MODEL_DIR } from '../src/providers/asr/pocketsphinx/index.js';
 import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
 import { startLocalService } from './local-service.js';
 import { percentiles } from './run.js';
-import { concat, synthesize, voicesFor, type Voice } from './voices.js';
+import { synthesize, voicesFor, type Voice } from './voices.js';
 import { WsCaller } from './ws-caller.js';
 import { seededRandom } from './random.js';
 
@@ -100,7 +101,7 @@ async function buildSet(spec: GrammarSpec, isComplete: (t: string) => boolean, i
     const k = pick(splits);
     const voice = voices[out.filter((u) => u.prefix === null).length % voices.length];
     const whole = trim(await synthesize(text, voice, 0));
-    out.push({ voice: voice.id, text, prefix: null, pauseMs: 0, intent, pcm: concat([silence(400), whole, silence(2500)]), pause: null, speechEnd: 400 * 16 + whole.length });
+    out.push({ voice: voice.id, text, prefix: null, pauseMs: 0, intent, pcm: concatPcm([silence(400), whole, silence(2500)]), pause: null, speechEnd: 400 * 16 + whole.length });
     const head = trim(await synthesize(words.slice(0, k).join(' '), voice, 0));
     const tail = trim(await synthesize(words.slice(k).join(' '), voice, 0));
     for (const pauseMs of PAUSES) {
@@ -108,7 +109,7 @@ async function buildSet(spec: GrammarSpec, isComplete: (t: string) => boolean, i
       const to = from + silence(pauseMs).length;
       out.push({
         voice: voice.id, text, prefix: words.slice(0, k).join(' '), pauseMs, intent,
-        pcm: concat([silence(400), head, silence(pauseMs), tail, silence(2500)]), pause: { from, to }, speechEnd: to + tail.length,
+        pcm: concatPcm([silence(400), head, silence(pauseMs), tail, silence(2500)]), pause: { from, to }, speechEnd: to + tail.length,
       });
     }
   }

@@ -1,40 +1,29 @@
 import WebSocket from 'ws';
 import { StreamingResampler } from '../src/audio/resample.js';
-import { CallerListeners, closeWebSocket, rejectBeforeStart, type AgentEvent, type LoadCaller } from './caller.js';
+import { closeWebSocket, rejectBeforeStart, parseAgentEvent, UrlCaller, type AgentEvent, type LoadCaller } from './caller.js';
 
 /**
  * A client of the OpenAI-Realtime-compatible endpoint (`/v1/realtime`): 24 kHz PCM16 in base64 events both
  * ways, server VAD. Its events are translated to the device vocabulary the load test reads
  * (transcript.final, response.done, error); the rest pass through under their realtime names.
  */
-export class RealtimeCaller extends CallerListeners implements LoadCaller {
+export class RealtimeCaller extends UrlCaller implements LoadCaller {
   private socket: WebSocket | null = null;
   private up: StreamingResampler | null = null;
   private down: StreamingResampler | null = null;
-
-  constructor(
-    private readonly url: string,
-    private readonly credential?: string,
-  ) {
-    super();
-  }
 
   async connect(): Promise<void> {
     [this.up, this.down] = await Promise.all([StreamingResampler.create(16000, 24000), StreamingResampler.create(24000, 16000)]);
     const url = new URL(this.url);
     if (!url.searchParams.has('model')) url.searchParams.set('model', 'voice-agent');
-    const socket = new WebSocket(url, this.credential ? { headers: { authorization: `Bearer ${this.credential}` } } : {});
+    const socket = new WebSocket(url, { headers: this.authorization() });
     this.socket = socket;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('no session.updated within 15 s')), 15_000);
       socket.on('message', (data) => {
         const arrival = performance.now();
-        let event: AgentEvent;
-        try {
-          event = JSON.parse(String(data)) as AgentEvent;
-        } catch {
-          return;
-        }
+        const event = parseAgentEvent(String(data));
+        if (!event) return;
         if (event.type === 'session.created') {
           socket.send(
             JSON.stringify({

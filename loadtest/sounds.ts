@@ -1,6 +1,6 @@
 /** Sounds that are not speech, for out-of-domain sets and tests. */
 import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
-import { concat } from './voices.js';
+import { concatPcm } from '../src/audio/framer.js';
 
 export interface MelodyOptions {
   /** Length of each note, ms. */
@@ -36,5 +36,5 @@ export function melody(rand: () => number, options: MelodyOptions): Int16Array {
     }
     parts.push(note);
   }
-  return concat(parts);
+  return concatPcm(parts);
 }

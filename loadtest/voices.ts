@@ -10,6 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { createInboundDecoder, createOutboundEncoder } from '../src/audio/codec.js';
 import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
+import { concatPcm } from '../src/audio/framer.js';
 import { resampleOnce } from '../src/audio/resample.js';
 import { parseWav } from '../src/audio/wav.js';
 import { SvoxPicoTts, defaultPicoVoicesDir } from '../src/providers/tts/svoxpico/index.js';
@@ -80,7 +81,7 @@ export async function picoPcm(text: string, language: string, voice: string): Pr
   const tts = await pico;
   const parts: Int16Array[] = [];
   for await (const chunk of tts.synthesize(text, { language, voice })) parts.push(chunk);
-  return concat(parts);
+  return concatPcm(parts);
 }
 
 /** Speech for `text`, 16 kHz, with `padMs` of silence on each side. */
@@ -116,16 +117,6 @@ export async function synthesize(text: string, voice: Voice, padMs = 300): Promi
   return out;
 }
 
-export function concat(parts: readonly Int16Array[]): Int16Array {
-  const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
-
 /** The telephone channel: 16 kHz → µ-law 8 kHz → 16 kHz, 20 ms at a time, as a SIP/Twilio call carries it. */
 export async function phoneChannel(pcm: Int16Array): Promise<Int16Array> {
   const encoder = await createOutboundEncoder({ codec: 'pcmu', sampleRate: 8000 });
@@ -138,7 +129,7 @@ export async function phoneChannel(pcm: Int16Array): Promise<Int16Array> {
       chunk.set(pcm.subarray(i, i + frame));
       parts.push(decoder.decode(encoder.encode(chunk)));
     }
-    return concat(parts);
+    return concatPcm(parts);
   } finally {
     encoder.close();
     decoder.close();

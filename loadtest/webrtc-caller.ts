@@ -1,14 +1,14 @@
 import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import { StreamingResampler } from '../src/audio/resample.js';
 import { wrtc, type AudioSink, type AudioSource, type DataChannel, type PeerConnection } from '../src/transports/webrtc/wrtc.js';
-import { CallerListeners, type AgentEvent, type LoadCaller } from './caller.js';
+import { parseAgentEvent, UrlCaller, type LoadCaller } from './caller.js';
 
 /**
  * A WebRTC caller (libwebrtc through @roamhq/wrtc, as a browser would be): Opus over SRTP both ways, the
  * agent's events on the "events" data channel. `url` is the offer endpoint, e.g.
  * http://127.0.0.1:8080/v1/webrtc/offer.
  */
-export class WebRtcCaller extends CallerListeners implements LoadCaller {
+export class WebRtcCaller extends UrlCaller implements LoadCaller {
   private pc: PeerConnection | null = null;
   private source: AudioSource | null = null;
   private sink: AudioSink | null = null;
@@ -16,13 +16,6 @@ export class WebRtcCaller extends CallerListeners implements LoadCaller {
   private resampler: StreamingResampler | null = null;
   private sinkRate = 0;
   private sessionId: string | null = null;
-
-  constructor(
-    private readonly url: string,
-    private readonly credential?: string,
-  ) {
-    super();
-  }
 
   async connect(): Promise<void> {
     const { RTCPeerConnection, nonstandard } = wrtc();
@@ -41,12 +34,8 @@ export class WebRtcCaller extends CallerListeners implements LoadCaller {
       const timer = setTimeout(() => reject(new Error('no session.started within 15 s')), 15_000);
       channel.onmessage = ({ data }) => {
         if (typeof data !== 'string') return;
-        let event: AgentEvent;
-        try {
-          event = JSON.parse(data) as AgentEvent;
-        } catch {
-          return;
-        }
+        const event = parseAgentEvent(data);
+        if (!event) return;
         if (event.type === 'session.started') {
           clearTimeout(timer);
           resolve();
@@ -62,7 +51,7 @@ export class WebRtcCaller extends CallerListeners implements LoadCaller {
     for (let i = 0; i < 100 && pc.iceGatheringState !== 'complete'; i++) await new Promise((r) => setTimeout(r, 20));
     const response = await fetch(this.url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', ...(this.credential ? { authorization: `Bearer ${this.credential}` } : {}) },
+      headers: { 'content-type': 'application/json', ...this.authorization() },
       body: JSON.stringify({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp }),
       signal: AbortSignal.timeout(15_000),
     });

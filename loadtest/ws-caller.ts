@@ -1,23 +1,15 @@
 import WebSocket from 'ws';
-import { CallerListeners, closeWebSocket, rejectBeforeStart, type AgentEvent, type LoadCaller } from './caller.js';
+import { closeWebSocket, rejectBeforeStart, parseAgentEvent, UrlCaller, type LoadCaller } from './caller.js';
 
 /** A device on the `/v1/ws` protocol, PCM16 at 16 kHz both ways. */
-export class WsCaller extends CallerListeners implements LoadCaller {
+export class WsCaller extends UrlCaller implements LoadCaller {
   private socket: WebSocket | null = null;
-
-  /** `credential`: an API key or a session token, sent as `Authorization: Bearer`. */
-  constructor(
-    private readonly url: string,
-    private readonly credential?: string,
-  ) {
-    super();
-  }
 
   connect(): Promise<void> {
     const url = new URL(this.url);
     if (!url.searchParams.has('codec')) url.searchParams.set('codec', 'pcm16');
     if (!url.searchParams.has('rate')) url.searchParams.set('rate', '16000');
-    const socket = new WebSocket(url, this.credential ? { headers: { authorization: `Bearer ${this.credential}` } } : {});
+    const socket = new WebSocket(url, { headers: this.authorization() });
     this.socket = socket;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('no session.started within 15 s')), 15_000);
@@ -29,12 +21,8 @@ export class WsCaller extends CallerListeners implements LoadCaller {
           this.emitAudio(samples, arrival);
           return;
         }
-        let event: AgentEvent;
-        try {
-          event = JSON.parse(String(data)) as AgentEvent;
-        } catch {
-          return;
-        }
+        const event = parseAgentEvent(String(data));
+        if (!event) return;
         if (event.type === 'session.started') {
           clearTimeout(timer);
           resolve();

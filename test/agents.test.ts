@@ -19,6 +19,7 @@ import Database from 'better-sqlite3';
 import { configProblems, validateConfig } from '../src/config-schema.js';
 import { TEST_API_KEY, startTestServer, type TestServer } from './helpers/server.js';
 import { TextCaller } from './helpers/text-caller.js';
+import { until } from './helpers/until.js';
 import { udpSipPhone, type UdpSipPhone } from './helpers/sip-phone.js';
 import WebSocket from 'ws';
 import { OPERATOR_SECRET, OPERATOR_SECRET_ENV, startOperatorService, type OperatorService } from './helpers/operator.js';
@@ -46,15 +47,6 @@ function agentFile(label: string, phrases = ['what are your opening hours', 'ope
   });
 }
 
-const until = async <T>(what: string, check: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> => {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
 
 let dir: string;
 let server: TestServer;

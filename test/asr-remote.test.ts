@@ -7,7 +7,7 @@ import { silentLogger, createLogger } from '../src/core/logger.js';
 import { buildAsrServer, type AsrServer } from '../src/asr-server.js';
 import { OpenAiBatchAsr } from '../src/providers/asr/openai-batch/index.js';
 import { VllmRealtimeAsr } from '../src/providers/asr/vllm-realtime/index.js';
-import type { AsrPartial } from '../src/providers/asr/types.js';
+import type { AsrFinal, AsrPartial, AsrStream } from '../src/providers/asr/types.js';
 import { speak } from './helpers/speech.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { TestDevice } from './helpers/device.js';
@@ -51,6 +51,17 @@ async function pushFrames(push: (pcm: Int16Array) => void, pcm: Int16Array, pace
   }
 }
 
+/** Streams the question into `stream` (`paceMs` between frames): it must come back as English words about the time. */
+async function askTheTime(stream: AsrStream, paceMs: number): Promise<{ final: AsrFinal; ms: number }> {
+  await pushFrames((pcm) => stream.push(pcm), askTime, paceMs);
+  const t0 = performance.now();
+  const final = await stream.finalize();
+  const ms = performance.now() - t0;
+  expect(final.text.toLowerCase()).toContain('time');
+  expect(final.language).toBe('en');
+  return { final, ms };
+}
+
 /** Raw protocol client: collects server events. */
 async function rawSession(headers: Record<string, string> = { authorization: `Bearer ${TEST_API_KEY}` }) {
   const ws = new WebSocket(url, { headers });
@@ -79,12 +90,7 @@ describe('asr-server mode + vllm-realtime client', () => {
     const partials: AsrPartial[] = [];
     const stream = asr.createStream({ language: 'en-GB', onPartial: (p) => partials.push(p) });
     // Real-time-ish pacing so partials can come back while "speaking".
-    await pushFrames((pcm) => stream.push(pcm), askTime, 10);
-    const t0 = performance.now();
-    const final = await stream.finalize();
-    const finalMs = performance.now() - t0;
-    expect(final.text.toLowerCase()).toContain('time');
-    expect(final.language).toBe('en');
+    const { final, ms: finalMs } = await askTheTime(stream, 10);
     expect(final.audioMs).toBeCloseTo((askTime.length / 16000) * 1000, -2);
     expect(partials.length).toBeGreaterThan(0);
     // Deltas carry no language (as vLLM's): none is claimed for partials; the session keeps the call's own.
@@ -147,12 +153,7 @@ describe('asr-server mode + vllm-realtime client', () => {
     const asr = new OpenAiBatchAsr({ baseUrl: `${httpUrl}/v1`, model: 'pocketsphinx-en-us', apiKey: TEST_API_KEY, responseFormat: 'verbose_json', logger });
     await asr.load();
     const stream = asr.createStream({ language: 'en' });
-    await pushFrames((pcm) => stream.push(pcm), askTime, 0);
-    const t0 = performance.now();
-    const final = await stream.finalize();
-    const ms = performance.now() - t0;
-    expect(final.text.toLowerCase()).toContain('time');
-    expect(final.language).toBe('en');
+    const { final, ms } = await askTheTime(stream, 0);
     console.log(`batch final "${final.text}" in ${ms.toFixed(1)} ms (upload + full decode of ${(askTime.length / 16).toFixed(0)} ms of audio)`);
 
     const wrongModel = new OpenAiBatchAsr({ baseUrl: `${httpUrl}/v1`, model: 'whisper-1', apiKey: TEST_API_KEY, retries: 0 }).createStream({});

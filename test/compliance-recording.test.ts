@@ -9,7 +9,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import opus from '@discordjs/opus';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { FRAME_SAMPLES, rmsDbfs } from '../src/audio/format.js';
 import { DEFAULT_CONFIG } from '../src/config.js';
 import { silentLogger } from '../src/core/logger.js';
@@ -19,59 +18,10 @@ import { Sealer } from '../src/privacy/seal.js';
 import { randomBytes } from 'node:crypto';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { speak } from './helpers/speech.js';
+import { SpeakingCaller } from './helpers/text-caller.js';
 
-type Event = Record<string, unknown>;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-class Caller {
-  readonly events: Event[] = [];
-  private readonly ws: WebSocket;
-  private next = 0;
-
-  constructor(url: string) {
-    this.ws = new WebSocket(`${url}?codec=pcm16&rate=16000`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
-    this.ws.on('message', (data, isBinary) => {
-      if (!isBinary) this.events.push(JSON.parse(String(data)) as Event);
-    });
-  }
-
-  async open(): Promise<string> {
-    return String((await this.waitFor((e) => e.type === 'session.started')).callId);
-  }
-
-  async waitFor(predicate: (e: Event) => boolean, since = 0, timeoutMs = 20_000): Promise<Event> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const found = this.events.slice(since).find(predicate);
-      if (found) return found;
-      if (performance.now() > deadline) throw new Error(`timed out; events: ${JSON.stringify(this.events.map((e) => e.type))}`);
-      // Real callers send audio all the time: silence while waiting.
-      if (this.ws.readyState === WebSocket.OPEN) await this.stream(new Int16Array(FRAME_SAMPLES * 5));
-      else await sleep(20);
-    }
-  }
-
-  /** 16 kHz PCM in 20 ms frames at real-time pace. */
-  async stream(pcm: Int16Array): Promise<void> {
-    if (this.next < performance.now() - 100) this.next = performance.now();
-    for (let offset = 0; offset < pcm.length; offset += FRAME_SAMPLES) {
-      const frame = new Int16Array(FRAME_SAMPLES);
-      frame.set(pcm.subarray(offset, offset + FRAME_SAMPLES));
-      this.next += 20;
-      const wait = this.next - performance.now();
-      if (wait > 1) await sleep(wait);
-      this.ws.send(Buffer.from(frame.buffer));
-    }
-  }
-
-  text(text: string): void {
-    this.ws.send(JSON.stringify({ type: 'input.text', text }));
-  }
-
-  close(): void {
-    this.ws.close();
-  }
-}
 
 /** Per 20 ms of the recording: the level of the left (caller) and right (agent) channel, dBFS. */
 function levels(file: Buffer): { left: number; right: number }[] {
@@ -113,14 +63,14 @@ describe('recorded calls', () => {
   });
 
   it('says the consent line first, records both sides in stereo Ogg Opus when the caller goes on, serves it to the owner and audits the read', async () => {
-    const caller = new Caller(server.wsUrl);
+    const caller = new SpeakingCaller(server.wsUrl);
     const callId = await caller.open();
     const consent = await caller.waitFor((e) => e.type === 'response.done');
     expect(consent.text).toBe(DEFAULT_CONFIG.recording.consentLine.en);
     const since = caller.events.length;
     await caller.stream(await speak('I would like to book a table for two people please'));
     await caller.waitFor((e) => e.type === 'response.done', since, 30_000);
-    caller.close();
+    await caller.close();
     // The record is closed and the recording written once the socket has gone.
     const deadline = performance.now() + 10_000;
     let response: Response;
@@ -150,7 +100,7 @@ describe('recorded calls', () => {
   }, 60_000);
 
   it('honours a refusal: the agent says so and nothing of the call is kept', async () => {
-    const caller = new Caller(server.wsUrl);
+    const caller = new SpeakingCaller(server.wsUrl);
     const callId = await caller.open();
     await caller.waitFor((e) => e.type === 'response.done');
     const since = caller.events.length;
@@ -161,7 +111,7 @@ describe('recorded calls', () => {
     const later = caller.events.length;
     caller.text('I would like to book a table for two');
     expect(String((await caller.waitFor((e) => e.type === 'response.done', later)).text)).toMatch(/\w/);
-    caller.close();
+    await caller.close();
     await sleep(1000);
     expect((await fetch(`${server.httpUrl}/v1/calls/${callId}/recording`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } })).status).toBe(404);
     expect(readdirSync(dir).filter((name) => name.startsWith(callId))).toEqual([]);

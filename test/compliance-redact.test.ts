@@ -9,10 +9,9 @@ import { Writable } from 'node:stream';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
-import { FRAME_SAMPLES } from '../src/audio/format.js';
 import { speak } from './helpers/speech.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
+import { SpeakingCaller, TextCaller } from './helpers/text-caller.js';
 import { hashApiKey } from '../src/auth/auth.js';
 import { DEFAULT_CONFIG, mergeConfig } from '../src/config.js';
 import { silentLogger } from '../src/core/logger.js';
@@ -60,7 +59,6 @@ describe('redact()', () => {
   });
 });
 
-type Event = Record<string, unknown>;
 const KEY = 'compliance-test-key';
 const CARD_KEYED = '4111111111111111';
 const CARD_SPOKEN = '5555555555554444';
@@ -135,35 +133,13 @@ describe('a call where card digits are keyed and spoken', () => {
 
   it('masks them in events, record, SQLite file, logs and model context, and gives them intact to the tool', async () => {
     // A text client: what is checked is where the words go, not their sound.
-    const ws = new WebSocket(httpUrl.replace('http', 'ws') + '/v1/ws?replies=text', { headers: { authorization: `Bearer ${KEY}` } });
-    const events: Event[] = [];
-    ws.on('message', (data, isBinary) => {
-      if (!isBinary) events.push(JSON.parse(String(data)) as Event);
-    });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
-    const waitDone = async (count: number): Promise<void> => {
-      const deadline = performance.now() + 20_000;
-      while (events.filter((e) => e.type === 'response.done').length < count) {
-        if (performance.now() > deadline) throw new Error(`timed out: ${JSON.stringify(events.map((e) => e.type))}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    };
-    const started = await (async () => {
-      while (!events.some((e) => e.type === 'session.started')) await new Promise((r) => setTimeout(r, 20));
-      return events.find((e) => e.type === 'session.started') as Event;
-    })();
-    const callId = String(started.callId);
-
-    ws.send(JSON.stringify({ type: 'input.text', text: 'I want to pay my bill' }));
-    await waitDone(1);
-    for (const digit of [...CARD_KEYED, '#']) ws.send(JSON.stringify({ type: 'input.dtmf', digit }));
-    await waitDone(2);
-    ws.send(JSON.stringify({ type: 'input.text', text: `my other card is ${SPOKEN}` }));
-    await waitDone(3);
-    ws.close();
+    const caller = new TextCaller(`${httpUrl.replace('http', 'ws')}/v1/ws`, { apiKey: KEY });
+    const callId = await caller.open();
+    const events = caller.events;
+    await caller.say('I want to pay my bill');
+    await caller.keypad(CARD_KEYED);
+    await caller.say(`my other card is ${SPOKEN}`);
+    await caller.close();
     await new Promise((r) => setTimeout(r, 200));
 
     // The tool had the numbers, whole.
@@ -208,38 +184,23 @@ describe('a card number spoken aloud, through the real VAD and recogniser', () =
   });
 
   it('leaves no run of more than six digits in partial and final transcripts or the record', async () => {
-    const ws = new WebSocket(`${server.wsUrl}?codec=pcm16&rate=16000`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
-    const events: Event[] = [];
-    ws.on('message', (data, isBinary) => {
-      if (!isBinary) events.push(JSON.parse(String(data)) as Event);
-    });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
+    const caller = new SpeakingCaller(server.wsUrl);
+    const callId = await caller.open();
+    const events = caller.events;
     const pcm = await speak('my card number is four one one one one one one one one one one one one one one one');
-    const silence = new Int16Array(16_000 * 2);
-    const audio = new Int16Array(pcm.length + silence.length);
-    audio.set(pcm);
-    let next = performance.now();
-    for (let offset = 0; offset < audio.length; offset += FRAME_SAMPLES) {
-      next += 20;
-      const wait = next - performance.now();
-      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-      ws.send(Buffer.from(audio.slice(offset, offset + FRAME_SAMPLES).buffer));
-    }
+    await caller.stream(pcm);
+    await caller.stream(new Int16Array(16_000 * 2));
     const deadline = performance.now() + 15_000;
     while (!events.some((e) => e.type === 'response.done') && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    ws.close();
+    await caller.close();
     const finals = events.filter((e) => e.type === 'transcript.final').map((e) => String(e.text));
     // The words went through the recogniser and the caller's turn was taken: with the embedded grammar ASR a card
     // number is outside the restaurant agent's grammar, so it is rejected and answered honestly rather than stored;
     // an open-vocabulary recogniser would transcribe it, and then what it hears as digits must not come out.
     expect(finals.length).toBeGreaterThan(0);
     expect(events.some((e) => e.type === 'response.done')).toBe(true);
-    const started = events.find((e) => e.type === 'session.started') as Event;
     await new Promise((r) => setTimeout(r, 200));
-    const record = await (await fetch(`${server.httpUrl}/v1/calls/${String(started.callId)}`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } })).json();
+    const record = await (await fetch(`${server.httpUrl}/v1/calls/${callId}`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } })).json();
     // What was said, as events and the record carry it (ids and timestamps are not speech: a UUID often holds seven
     // decimal digits in a row).
     const said = [
@@ -284,26 +245,12 @@ describe('a remote model (OpenAI-compatible server) never receives the numbers',
   });
 
   it('gets the redacted words only, keyed, typed and spoken', async () => {
-    const ws = new WebSocket(`${server.wsUrl}?replies=text`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
-    const events: Event[] = [];
-    ws.on('message', (data, isBinary) => {
-      if (!isBinary) events.push(JSON.parse(String(data)) as Event);
-    });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
-    const done = async (n: number) => {
-      const deadline = performance.now() + 15_000;
-      while (events.filter((e) => e.type === 'response.done').length < n && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    };
-    for (const digit of [...CARD_KEYED, '#']) ws.send(JSON.stringify({ type: 'input.dtmf', digit }));
-    await done(1);
-    ws.send(JSON.stringify({ type: 'input.text', text: 'send it to GB82 WEST 1234 5698 7654 32 please' }));
-    await done(2);
-    ws.send(JSON.stringify({ type: 'input.text', text: `or charge ${SPOKEN}` }));
-    await done(3);
-    ws.close();
+    const caller = new TextCaller(server.wsUrl, { apiKey: TEST_API_KEY });
+    await caller.open();
+    await caller.keypad(CARD_KEYED);
+    await caller.say('send it to GB82 WEST 1234 5698 7654 32 please');
+    await caller.say(`or charge ${SPOKEN}`);
+    await caller.close();
     expect(bodies.length).toBe(3);
     const sent = bodies.join('\n');
     expect(sent).toContain('DTMF: ****1111');

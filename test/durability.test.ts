@@ -57,9 +57,14 @@ async function startService(dbPath: string, drainMs: number): Promise<Service> {
   throw new Error(`service did not become ready:\n${log}`);
 }
 
-async function oneTurn(device: TestDevice): Promise<void> {
+/** A device calls `service` and takes one turn (asks the time and hears the answer). */
+async function callWithOneTurn(service: Service): Promise<{ device: TestDevice; callId: string }> {
+  const device = new TestDevice(`ws://127.0.0.1:${service.port}/v1/ws`, KEY);
+  await device.connect();
+  const callId = String(device.eventsOf('session.started')[0].callId);
   await device.stream(askTime);
   await device.silenceUntil((e) => e.type === 'response.done' && e.status === 'completed', 20_000);
+  return { device, callId };
 }
 
 beforeAll(async () => {
@@ -74,10 +79,7 @@ describe('durability and graceful drain', () => {
   it('drains on SIGTERM: refuses new calls, ends the call in flight with a spoken notice, keeps every transcript', async () => {
     const db = path.join(dir, 'drain.db');
     const service = await startService(db, 1500);
-    const device = new TestDevice(`ws://127.0.0.1:${service.port}/v1/ws`, KEY);
-    await device.connect();
-    const callId = String(device.eventsOf('session.started')[0].callId);
-    await oneTurn(device);
+    const { device, callId } = await callWithOneTurn(service);
     const audioBefore = device.audio.length;
 
     service.child.kill('SIGTERM');
@@ -119,10 +121,7 @@ describe('durability and graceful drain', () => {
   it('keeps what was written when the process is killed mid-call, and serves it after a restart', async () => {
     const db = path.join(dir, 'kill.db');
     const first = await startService(db, 1000);
-    const device = new TestDevice(`ws://127.0.0.1:${first.port}/v1/ws`, KEY);
-    await device.connect();
-    const callId = String(device.eventsOf('session.started')[0].callId);
-    await oneTurn(device);
+    const { device, callId } = await callWithOneTurn(first);
     first.child.kill('SIGKILL');
     await first.exited;
     await device.close();

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
 import { silentLogger } from '../src/core/logger.js';
 import { WebhookDispatcher, DEFAULT_WEBHOOKS, type WebhookEvent } from '../src/integration/webhooks.js';
+import type { WebhooksConfig } from '../src/integration/options.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { startOperatorService, type OperatorService } from './helpers/operator.js';
 import { TextCaller } from './helpers/text-caller.js';
@@ -73,16 +74,22 @@ describe('webhook dispatcher bounds', () => {
   });
 });
 
+/** A signing receiver, and a test server whose webhooks (with these settings) go to it. */
+async function startWithReceiver(webhooks: Partial<WebhooksConfig>): Promise<{ receiver: OperatorService; server: TestServer }> {
+  process.env[SECRET_ENV] = SECRET;
+  const receiver = await startOperatorService(SECRET);
+  const server = await startTestServer({
+    providers: { asr: { provider: 'pocketsphinx', grammar: 'off' } },
+    integration: { webhooks: { url: `${receiver.url}/events`, secretEnv: SECRET_ENV, ...webhooks } },
+  });
+  return { receiver, server };
+}
+
 describe('a call\'s webhooks against a receiver that is down at first', () => {
   let receiver: OperatorService;
   let server: TestServer;
   beforeAll(async () => {
-    process.env[SECRET_ENV] = SECRET;
-    receiver = await startOperatorService(SECRET);
-    server = await startTestServer({
-      providers: { asr: { provider: 'pocketsphinx', grammar: 'off' } },
-      integration: { webhooks: { url: `${receiver.url}/events`, secretEnv: SECRET_ENV, timeoutMs: 5000, backoffMs: 100, maxBackoffMs: 800, maxAttempts: 12 } },
-    });
+    ({ receiver, server } = await startWithReceiver({ timeoutMs: 5000, backoffMs: 100, maxBackoffMs: 800, maxAttempts: 12 }));
   }, 60_000);
   afterAll(async () => {
     await server?.stop();
@@ -145,12 +152,7 @@ describe('turn events (opt-in)', () => {
   let server: TestServer;
   let receiver: OperatorService;
   beforeAll(async () => {
-    process.env[SECRET_ENV] = SECRET;
-    receiver = await startOperatorService(SECRET);
-    server = await startTestServer({
-      providers: { asr: { provider: 'pocketsphinx', grammar: 'off' } },
-      integration: { webhooks: { url: `${receiver.url}/events`, secretEnv: SECRET_ENV, events: ['call.started', 'call.turn', 'call.ended'] } },
-    });
+    ({ receiver, server } = await startWithReceiver({ events: ['call.started', 'call.turn', 'call.ended'] }));
   }, 60_000);
   afterAll(async () => {
     await server?.stop();

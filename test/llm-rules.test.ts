@@ -246,6 +246,17 @@ describe('rules config validation', () => {
     intents: [{ name: 'hi', phrases: { en: ['hello'], fr: ['bonjour'] }, reply: { en: 'Hi!', fr: 'Salut !' } }],
   });
 
+  /** The message of the RulesConfigError that `bad` raises. */
+  const problemsOf = (bad: unknown, source: string): string => {
+    try {
+      validateRulesConfig(bad, source);
+    } catch (e) {
+      expect(e).toBeInstanceOf(RulesConfigError);
+      return (e as Error).message;
+    }
+    throw new Error(`${source}: accepted`);
+  };
+
   it('accepts a minimal config passed inline', async () => {
     const agent = new RuleBasedAgent({ rules: minimal() });
     expect(textOf(await run(agent, [user('bonjour')], 'fr'))).toBe('Salut !');
@@ -258,14 +269,7 @@ describe('rules config validation', () => {
       { name: 'hi', phrases: { en: ['hello'], xx: ['?'] }, reply: { en: 'Hi {result.x}' } },
       { name: 'book', phrases: { en: ['book'] }, tool: { name: 'book_appointment', arguments: { n: '{people}' } }, reply: { en: 'ok', fr: 'ok' } },
     ];
-    let error: unknown;
-    try {
-      validateRulesConfig(bad, 'my-rules.json');
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(RulesConfigError);
-    const msg = (error as Error).message;
+    const msg = problemsOf(bad, 'my-rules.json');
     expect(msg).toContain('my-rules.json: invalid rules config');
     expect(msg).toContain('defaultLanguage: must be one of languages [en, fr]');
     expect(msg).toContain('intents[0] (hi).phrases.xx: language not in languages');
@@ -287,12 +291,7 @@ describe('rules config validation', () => {
       { name: 'status', about: 'missing', phrases: { en: ['status'] }, reply: { en: 'x', fr: 'x' } },
       { name: 'pay', requires: 'order', phrases: { en: ['pay'] }, reply: { en: 'x', fr: 'x' } },
     ];
-    let msg = '';
-    try {
-      validateRulesConfig(bad, 'forms.json');
-    } catch (e) {
-      msg = (e as Error).message;
-    }
+    const msg = problemsOf(bad, 'forms.json');
     expect(msg).toContain('intents[0] (order).slots: a form needs a tool to call once confirmed');
     expect(msg).toContain('intents[0] (order).slots[0].type: must be one of number, time, date, name, digits, values, yesno');
     expect(msg).toContain('intents[0] (order).slots[0].prompt.fr: missing or empty text');

@@ -5,6 +5,7 @@ import { digestResponse } from '../src/transports/sip/access.js';
 import { SipServer, sipServerOf } from '../src/transports/sip/index.js';
 import { serializeRtp } from '../src/transports/sip/rtp/packet.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { until as poll } from './helpers/until.js';
 
 /**
  * Issue 10, SIP doors, on raw UDP over loopback: 127.0.0.1 is the caller (its trunk), 127.0.0.2 a third party
@@ -22,15 +23,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function until<T>(what: string, check: () => T | null | undefined | false, timeoutMs = 5000): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const v = check();
-    if (v) return v;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+const until = <T>(what: string, check: () => T | null | undefined | false, timeoutMs = 5000): Promise<T> => poll(what, check, timeoutMs);
 
 const status = (m: string | undefined) => Number(/^SIP\/2\.0 (\d{3})/.exec(m ?? '')?.[1] ?? 0);
 
@@ -132,12 +125,22 @@ async function withSip(overrides: Partial<SipConfig>, body: (s: SipServer) => Pr
   }
 }
 
+/** A phone on SIP port `sipPort` and a UDP listener at `mediaAt` for its media; both closed after `body`. */
+async function withPhone(sipPort: number, mediaAt: string, body: (caller: Awaited<ReturnType<typeof phone>>, media: Awaited<ReturnType<typeof listener>>) => Promise<void>): Promise<void> {
+  const media = await listener(mediaAt);
+  const caller = await phone(sipPort);
+  try {
+    await body(caller, media);
+  } finally {
+    media.close();
+    caller.close();
+  }
+}
+
 describe('SIP media goes only where the signalling says, after the ACK', () => {
   it('an INVITE naming a third party in c= gets no media there, ACKed or not; a host name in c= is refused', async () => {
-    const third = await listener('127.0.0.2');
-    const caller = await phone(sip().port);
-    const callId = `third-party-${Date.now()}`;
-    try {
+    await withPhone(sip().port, '127.0.0.2', async (caller, third) => {
+      const callId = `third-party-${Date.now()}`;
       const { final, toTag, cseq } = await caller.invite(callId, offer('127.0.0.2', third.port));
       expect(status(final)).toBe(200);
       await sleep(1500); // no ACK: the 200 OK alone must not start a stream
@@ -151,17 +154,12 @@ describe('SIP media goes only where the signalling says, after the ACK', () => {
       const named = await caller.invite(`hostname-${Date.now()}`, offer('localhost', third.port));
       expect(status(named.final)).toBe(488);
       expect(named.final).toMatch(/Warning: 305 .*IP address/);
-    } finally {
-      third.close();
-      caller.close();
-    }
+    });
   });
 
   it('the caller itself gets RTP only once it has ACKed our answer (with our To tag)', async () => {
-    const media = await listener('127.0.0.1');
-    const caller = await phone(sip().port);
-    const callId = `ack-first-${Date.now()}`;
-    try {
+    await withPhone(sip().port, '127.0.0.1', async (caller, media) => {
+      const callId = `ack-first-${Date.now()}`;
       const { final, toTag, cseq } = await caller.invite(callId, offer('127.0.0.1', media.port));
       expect(status(final)).toBe(200);
       await sleep(1000);
@@ -174,28 +172,20 @@ describe('SIP media goes only where the signalling says, after the ACK', () => {
       await until('RTP after the ACK', () => media.got.length > 5, 2000);
       caller.bye(callId, toTag);
       await until('call ended', () => !sip().calls.has(callId));
-    } finally {
-      media.close();
-      caller.close();
-    }
+    });
   });
 
   it('sip.mediaNetworks lets media go to a trunk\'s separate media servers', async () => {
     await withSip({ mediaNetworks: ['127.0.0.2/32'] }, async (s) => {
-      const mediaServer = await listener('127.0.0.2');
-      const caller = await phone(s.port);
-      const callId = `media-net-${Date.now()}`;
-      try {
+      await withPhone(s.port, '127.0.0.2', async (caller, mediaServer) => {
+        const callId = `media-net-${Date.now()}`;
         const { final, toTag, cseq } = await caller.invite(callId, offer('127.0.0.2', mediaServer.port));
         expect(status(final)).toBe(200);
         caller.ack(callId, toTag, cseq);
         await until('RTP to the configured media network', () => mediaServer.got.length > 5, 2000);
         caller.bye(callId, toTag);
         await until('call ended', () => !s.calls.has(callId));
-      } finally {
-        mediaServer.close();
-        caller.close();
-      }
+      });
     });
   });
 });
@@ -286,10 +276,8 @@ describe('SIP Digest and Call-IDs', () => {
   });
 
   it('a Call-ID equal to a live call\'s id neither replaces its session nor reaches its record', async () => {
-    const media = await listener('127.0.0.1');
-    const caller = await phone(sip().port);
-    const firstCallId = `first-${Date.now()}`;
-    try {
+    await withPhone(sip().port, '127.0.0.1', async (caller, media) => {
+      const firstCallId = `first-${Date.now()}`;
       const first = await caller.invite(firstCallId, offer('127.0.0.1', media.port));
       expect(status(first.final)).toBe(200);
       caller.ack(firstCallId, first.toTag, first.cseq);
@@ -307,9 +295,6 @@ describe('SIP Digest and Call-IDs', () => {
       caller.bye(recordId, second.toTag);
       caller.bye(firstCallId, first.toTag);
       await until('calls ended', () => !sip().calls.has(firstCallId) && !sip().calls.has(recordId));
-    } finally {
-      media.close();
-      caller.close();
-    }
+    });
   });
 });

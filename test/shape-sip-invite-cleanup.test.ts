@@ -1,5 +1,5 @@
 import dgram from 'node:dgram';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { sipServerOf, SipServer } from '../src/transports/sip/index.js';
 import { CallMedia } from '../src/transports/sip/call.js';
 import { RtpStream } from '../src/transports/sip/rtp/stream.js';
@@ -122,17 +122,31 @@ async function answeredAndHungUp(): Promise<void> {
   }
 }
 
+/**
+ * A call while `failure` (a spy set to throw once) is in place: `check` gets the phone and its final response.
+ * The spy is restored after; then nothing may be held: the next call (same key, limit 1) is answered.
+ */
+async function callFailingOnce(failure: MockInstance, check: (phone: RawPhone, final: { status: number; toTag: string }) => Promise<void>): Promise<void> {
+  const phone = new RawPhone();
+  await phone.open();
+  try {
+    phone.invite();
+    const final = await phone.finalResponse();
+    expect(failure).toHaveBeenCalledTimes(1);
+    await check(phone, final);
+  } finally {
+    phone.close();
+    failure.mockRestore();
+  }
+  await answeredAndHungUp();
+}
+
 describe('SIP INVITE error paths release the call slot and the RTP port', () => {
   it('a media layer that throws after the port is bound: the call is ended, slot, port and session freed', async () => {
     const start = vi.spyOn(CallMedia.prototype, 'start').mockImplementationOnce(() => {
       throw new Error('injected media failure');
     });
-    const phone = new RawPhone();
-    await phone.open();
-    try {
-      phone.invite();
-      const final = await phone.finalResponse();
-      expect(start).toHaveBeenCalledTimes(1);
+    await callFailingOnce(start, async (phone, final) => {
       // The 200 OK was already out when the media failed: the agent ends the dialog it created with a BYE.
       if (final.status === 200) {
         for (let i = 0; i < 100 && !phone.received.some((m) => m.startsWith('BYE ')); i++) await sleep(20);
@@ -141,12 +155,7 @@ describe('SIP INVITE error paths release the call slot and the RTP port', () => 
         expect(final.status).toBe(500);
       }
       await expectAllReleased();
-    } finally {
-      phone.close();
-      start.mockRestore();
-    }
-    // Nothing is held: the next call (same key, limit 1) is answered.
-    await answeredAndHungUp();
+    });
   });
 
   it('a second call from a source at its session limit: 486 with Retry-After (the kit\'s refusal table), the first call untouched', async () => {
@@ -179,22 +188,13 @@ describe('SIP INVITE error paths release the call slot and the RTP port', () => 
     const createStream = vi.spyOn(vad, 'createStream').mockImplementationOnce(() => {
       throw new Error('injected VAD failure');
     });
-    const phone = new RawPhone();
-    await phone.open();
-    try {
-      phone.invite();
-      const final = await phone.finalResponse();
-      expect(createStream).toHaveBeenCalledTimes(1);
+    await callFailingOnce(createStream, async (phone, final) => {
       expect(final.status).toBe(503);
       await expectAllReleased();
       const recordId = await server.server.service.store.idForNetworkId(phone.callId);
       expect(recordId).not.toBeNull();
       expect((await server.server.service.store.get(recordId!, '*'))?.end_reason).toBe('failed');
-    } finally {
-      phone.close();
-      createStream.mockRestore();
-    }
-    await answeredAndHungUp();
+    });
   });
 });
 

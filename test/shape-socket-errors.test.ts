@@ -47,28 +47,26 @@ describe('RTP and RTCP socket errors reach the call', () => {
   });
 });
 
+/** An audio source whose chunks go to `onData` (the outbound stream never asks it for a track). */
+const sourceFeeding = (onData: AudioSource['onData']): AudioSource => ({
+  createTrack: () => {
+    throw new Error('not used');
+  },
+  onData,
+});
+
 describe('a failing WebRTC outbound stream', () => {
   it('is reported once and removed, and the media clock keeps pumping the others', async () => {
     const failures: unknown[] = [];
     let brokenCalls = 0;
-    const broken: AudioSource = {
-      createTrack: () => {
-        throw new Error('not used');
-      },
-      onData: () => {
-        brokenCalls++;
-        throw new Error('audio source closed under us');
-      },
-    };
+    const broken = sourceFeeding(() => {
+      brokenCalls++;
+      throw new Error('audio source closed under us');
+    });
     let healthyChunks = 0;
-    const healthy: AudioSource = {
-      createTrack: () => {
-        throw new Error('not used');
-      },
-      onData: () => {
-        healthyChunks++;
-      },
-    };
+    const healthy = sourceFeeding(() => {
+      healthyChunks++;
+    });
     const good = new OutboundStream(healthy, (err) => failures.push(err));
     webrtcClock.add(good);
     const bad = new OutboundStream(broken, (err) => failures.push(err));

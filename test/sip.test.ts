@@ -10,6 +10,7 @@ import { DEFAULT_CONFIG, mergeConfig, type SipConfig } from '../src/config.js';
 import { speak } from './helpers/speech.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { Baresip } from './helpers/baresip.js';
+import { until as poll } from './helpers/until.js';
 
 /**
  * Native SIP + RTP with a real SIP phone: Debian's baresip calls the service over 127.0.0.1 with recorded speech
@@ -44,16 +45,9 @@ function sip(): SipServer {
   return s;
 }
 
-/** Poll until `check` returns a value, or fail with `what`. */
-async function until<T>(what: string, check: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+/** Poll (every 50 ms, 15 s by default) until `check` returns a value, or fail with `what`. */
+const until = <T>(what: string, check: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs = 15_000): Promise<T> =>
+  poll(what, check, timeoutMs, 50);
 
 /** One request over UDP from a fresh socket; resolves with every datagram received within `waitMs`. */
 async function udpExchange(payload: Buffer | string, waitMs = 400): Promise<string[]> {
@@ -164,13 +158,26 @@ async function garbageChecks(): Promise<void> {
   expect(status((await udpExchange(request('OPTIONS')))[0])).toBe(200);
 }
 
+/** Dials the agent from a real phone (baresip) playing `audio`; `body` runs once the call is answered. */
+async function answeredCall(
+  audio: Int16Array,
+  body: (phone: Baresip, call: NonNullable<ReturnType<SipServer['calls']['get']>>) => Promise<void>,
+  options?: Parameters<typeof Baresip.start>[1],
+): Promise<void> {
+  const phone = await Baresip.start(audio, options);
+  try {
+    await phone.command('dial', `sip:agent@127.0.0.1:${sipPort}`);
+    await phone.waitFor('CALL_ESTABLISHED');
+    await body(phone, await until('the SIP call', () => [...sip().calls.values()].find((c) => c.state === 'confirmed')));
+  } finally {
+    await phone.stop();
+    await phone.cleanup();
+  }
+}
+
 describe('SIP calls from a real SIP phone (baresip)', () => {
   it('answers, hears the caller, plays the answer, receives DTMF, survives garbage, holds and ends with a clean BYE', async () => {
-    const phone = await Baresip.start(microphone);
-    try {
-      await phone.command('dial', `sip:agent@127.0.0.1:${sipPort}`);
-      await phone.waitFor('CALL_ESTABLISHED');
-      const call = await until('the SIP call', () => [...sip().calls.values()][0]);
+    await answeredCall(microphone, async (phone, call) => {
       const callId = call.callId;
       // The session and record have our own id; the SIP Call-ID is kept as the record's network id.
       const recordId = call.recordId;
@@ -228,19 +235,12 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       console.log(`baresip heard ${heardAudio.seconds.toFixed(1)} s, ${heardAudio.voicedMs} ms voiced, loudest ${heardAudio.loudest.toFixed(1)} dBFS`);
       expect(heardAudio.voicedMs).toBeGreaterThan(500);
       expect(heardAudio.loudest).toBeGreaterThan(-30);
-    } finally {
-      await phone.stop();
-      await phone.cleanup();
-    }
+    });
   }, 90_000);
 
   it('Opus when the phone offers only Opus: DTMF in, agent audio out', async () => {
     const wide = await resampleOnce(microphone.subarray(0, 8000 * 12), 8000, 48_000);
-    const phone = await Baresip.start(wide, { codec: 'opus' });
-    try {
-      await phone.command('dial', `sip:agent@127.0.0.1:${sipPort}`);
-      await phone.waitFor('CALL_ESTABLISHED');
-      const call = await until('the SIP call', () => [...sip().calls.values()].find((c) => c.state === 'confirmed'));
+    await answeredCall(wide, async (phone, call) => {
       expect(call.media.codec).toBe('opus');
       expect(call.media.clockRate).toBe(48_000);
       await phone.command('sndcode', '9#');
@@ -254,10 +254,7 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       const heardAudio = await phone.voicedMs();
       console.log(`baresip (opus) heard ${heardAudio.seconds.toFixed(1)} s at 48 kHz, ${heardAudio.voicedMs} ms voiced, loudest ${heardAudio.loudest.toFixed(1)} dBFS`);
       expect(heardAudio.voicedMs).toBeGreaterThan(500);
-    } finally {
-      await phone.stop();
-      await phone.cleanup();
-    }
+    }, { codec: 'opus' });
   }, 40_000);
 
   it('CANCEL before answer: 487 to the INVITE, no session opened', async () => {
@@ -289,31 +286,20 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
   }, 30_000);
 
   it('the agent ends the call: BYE to the phone', async () => {
-    const phone = await Baresip.start(microphone);
-    try {
-      await phone.command('dial', `sip:agent@127.0.0.1:${sipPort}`);
-      await phone.waitFor('CALL_ESTABLISHED');
-      const call = await until('the SIP call', () => [...sip().calls.values()].find((c) => c.state === 'confirmed'));
+    await answeredCall(microphone, async (phone, call) => {
       const since = performance.now();
       server.server.service.sessions.get(call.recordId)!.hangUp('test');
       const closed = await phone.waitFor('CALL_CLOSED', 5000, since);
       console.log(`baresip after our BYE: ${closed.param ?? ''}`);
       await until('call gone', () => !sip().calls.has(call.callId) && !server.server.service.sessions.has(call.recordId), 3000);
       expect((await server.server.service.store.get(call.recordId, 'any-key'))?.end_reason).toBe('agent_hangup');
-    } finally {
-      await phone.stop();
-      await phone.cleanup();
-    }
+    });
   }, 30_000);
 });
 
 describe('SIP transfer with a real phone', () => {
   it('blind transfer: REFER, the phone calls the target, its NOTIFY 200 ends our leg', async () => {
-    const phone = await Baresip.start(microphone);
-    try {
-      await phone.command('dial', `sip:agent@127.0.0.1:${sipPort}`);
-      await phone.waitFor('CALL_ESTABLISHED');
-      const first = await until('the SIP call', () => [...sip().calls.values()].find((c) => c.state === 'confirmed'));
+    await answeredCall(microphone, async (phone, first) => {
       // The transfer target is this service again (as a desk on the same box would be).
       expect(sip().transfer(first.callId, `sip:human@127.0.0.1:${sipPort}`)).toBe(true);
       const second = await until('the transferred call', () => [...sip().calls.values()].find((c) => c.callId !== first.callId && c.state === 'confirmed'), 10_000);
@@ -325,10 +311,7 @@ describe('SIP transfer with a real phone', () => {
       await phone.command('hangup');
       await phone.waitFor('CALL_CLOSED', 5000, since);
       await until('second leg ended', () => !sip().calls.has(second.callId), 5000);
-    } finally {
-      await phone.stop();
-      await phone.cleanup();
-    }
+    });
   }, 30_000);
 });
 

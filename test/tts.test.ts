@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { INTERNAL_SAMPLE_RATE, durationMs, rmsDbfs } from '../src/audio/format.js';
+import { concatPcm } from '../src/audio/framer.js';
+import { encodeWav } from '../src/audio/wav.js';
 import { silentLogger } from '../src/core/logger.js';
 import { CompositeTts, createTtsProvider } from '../src/providers/tts/index.js';
 import { EspeakTts } from '../src/providers/tts/espeak/index.js';
@@ -27,30 +29,7 @@ async function synth(tts: TtsProvider, text: string, options: TtsOptions): Promi
     parts.push(chunk);
   }
   const wallMs = performance.now() - started;
-  const audio = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    audio.set(p, offset);
-    offset += p.length;
-  }
-  return { audio, chunks: parts.length, firstMs, wallMs };
-}
-
-function wav(samples: Int16Array, rate = INTERNAL_SAMPLE_RATE): Buffer {
-  const header = Buffer.alloc(44);
-  header.write('RIFF', 0);
-  header.writeUInt32LE(36 + samples.byteLength, 4);
-  header.write('WAVEfmt ', 8);
-  header.writeUInt32LE(16, 16);
-  header.writeUInt16LE(1, 20); // PCM
-  header.writeUInt16LE(1, 22); // mono
-  header.writeUInt32LE(rate, 24);
-  header.writeUInt32LE(rate * 2, 28);
-  header.writeUInt16LE(2, 32);
-  header.writeUInt16LE(16, 34);
-  header.write('data', 36);
-  header.writeUInt32LE(samples.byteLength, 40);
-  return Buffer.concat([header, Buffer.from(samples.buffer, samples.byteOffset, samples.byteLength)]);
+  return { audio: concatPcm(parts), chunks: parts.length, firstMs, wallMs };
 }
 
 /** Longest stretch of near-silence (|s| < 100), in ms. */
@@ -194,13 +173,7 @@ for (const c of cases) {
           order.push(label);
           parts.push(chunk);
         }
-        const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-        let o = 0;
-        for (const p of parts) {
-          out.set(p, o);
-          o += p.length;
-        }
-        return out;
+        return concatPcm(parts);
       };
       // Same language twice (same voice: needs two engines or correct serialisation) plus another language.
       const [a, a2, b] = await Promise.all([
@@ -235,7 +208,7 @@ for (const c of cases) {
       const text = 'Hello, thank you for calling. How can I help you today?';
       const r = await synth(tts, text, { language: 'en' });
       const file = path.join(mkdtempSync(path.join(tmpdir(), 'tts-')), `${c.name}-en.wav`);
-      writeFileSync(file, wav(r.audio));
+      writeFileSync(file, encodeWav(r.audio, INTERNAL_SAMPLE_RATE));
       const run = (cmd: string, args: string[]): string | null => {
         try {
           return execFileSync(cmd, args, { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });

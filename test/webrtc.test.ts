@@ -4,10 +4,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { SignJWT } from 'jose';
+import { concatPcm } from '../src/audio/framer.js';
 import { writeWav } from '../src/audio/wav.js';
 import { resampleOnce } from '../src/audio/resample.js';
 import { speak } from './helpers/speech.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
+import { until } from './helpers/until.js';
 
 /**
  * A real browser call: Debian Chromium (headless) runs the <voice-agent> widget from the demo page, its
@@ -51,30 +53,13 @@ function micLevel(pcm: Int16Array): Int16Array {
   return pcm.map((s) => Math.round(s * gain));
 }
 
-function concat(parts: Int16Array[]): Int16Array {
-  const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
 async function peersGauge(): Promise<number> {
   const text = await (await fetch(`${server.httpUrl}/metrics`)).text();
   return Number(/^voice_agent_webrtc_peers (\d+)/m.exec(text)?.[1] ?? NaN);
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs: number): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** Page and metric probes cost more than a field read: every 100 ms. */
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs: number): Promise<T> => until(what, probe, timeoutMs, 100);
 
 beforeAll(async () => {
   const [started, askTime, askCapabilities, interruption] = await Promise.all([
@@ -92,7 +77,7 @@ beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'webrtc-test-'));
   wavPath = path.join(dir, 'caller.wav');
   // 48 kHz: Chromium's fake capture device plays other rates at the wrong speed.
-  await writeWav(wavPath, await resampleOnce(concat(parts), RATE, 48_000), 48_000);
+  await writeWav(wavPath, await resampleOnce(concatPcm(parts), RATE, 48_000), 48_000);
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: [
