@@ -325,7 +325,8 @@ describe('SIP transfer to a real transferee', () => {
       // The context rides on the REFER itself too.
       expect(refer).toMatch(new RegExp(`^X-Voice-Agent-Call-Id: ${call.recordId}\\r?$`, 'mi'));
       await until('our leg to end', () => !sip.calls.has(call.callId), 5000);
-      expect((await server.server.service.store.get(call.recordId, 'any'))?.end_reason).toBe('transferred');
+      // The record is closed with the session, a moment after our leg left the dialog table.
+      expect(await until('the record closed', async () => (await server.server.service.store.get(call.recordId, 'any'))?.end_reason, 5000)).toBe('transferred');
       // What the desk received, as SIPp logged it.
       const received = await until('the desk INVITE', () => {
         const text = desk.log();
@@ -358,7 +359,8 @@ describe('SIP transfer to a real transferee', () => {
       const session = await until('the session', () => server.server.service.sessions.get(call.recordId));
       session.submitText('card team please');
       await until('our leg to end', () => !sip.calls.has(call.callId), 20_000);
-      expect((await server.server.service.store.get(call.recordId, 'any'))?.end_reason).toBe('transferred');
+      // The record is closed with the session, a moment after our leg left the dialog table.
+      expect(await until('the record closed', async () => (await server.server.service.store.get(call.recordId, 'any'))?.end_reason, 5000)).toBe('transferred');
       const refers = phone.log.join('').split(/\r?\n/).filter((line) => line.startsWith('Refer-To:'));
       expect(refers).toHaveLength(2);
       expect(refers[0]).toContain('?X-Voice-Agent-Call-Id=');

@@ -49,6 +49,13 @@ function sip(): SipServer {
 const until = <T>(what: string, check: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs = 15_000): Promise<T> =>
   poll(what, check, timeoutMs, 50);
 
+/**
+ * How the call record says the call ended. The dialog leaves the table first; the record is closed with the
+ * session a moment later (once the session has stopped its stages), so a test waits for it.
+ */
+const endReason = (recordId: string): Promise<string> =>
+  until(`the record of ${recordId} closed`, async () => (await server.server.service.store.get(recordId, 'any-key'))?.end_reason, 5000);
+
 /** One request over UDP from a fresh socket; resolves with every datagram received within `waitMs`. */
 async function udpExchange(payload: Buffer | string, waitMs = 400): Promise<string[]> {
   const socket = dgram.createSocket('udp4');
@@ -223,7 +230,7 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       await phone.command('hangup');
       await phone.waitFor('CALL_CLOSED', 5000, since);
       await until('call gone', () => !sip().calls.has(callId) && !server.server.service.sessions.has(recordId), 5000);
-      expect((await record())?.end_reason).toBe('caller_hangup');
+      expect(await endReason(recordId)).toBe('caller_hangup');
       expect((await record())?.network_id).toBe(callId);
       // The caller (From user part) is on the record, so their access and erasure requests find the call.
       expect((await record())?.caller).toBe('caller');
@@ -292,7 +299,7 @@ describe('SIP calls from a real SIP phone (baresip)', () => {
       const closed = await phone.waitFor('CALL_CLOSED', 5000, since);
       console.log(`baresip after our BYE: ${closed.param ?? ''}`);
       await until('call gone', () => !sip().calls.has(call.callId) && !server.server.service.sessions.has(call.recordId), 3000);
-      expect((await server.server.service.store.get(call.recordId, 'any-key'))?.end_reason).toBe('agent_hangup');
+      expect(await endReason(call.recordId)).toBe('agent_hangup');
     });
   }, 30_000);
 });
@@ -305,7 +312,7 @@ describe('SIP transfer with a real phone', () => {
       const second = await until('the transferred call', () => [...sip().calls.values()].find((c) => c.callId !== first.callId && c.state === 'confirmed'), 10_000);
       expect(second.invite.uri).toContain('sip:human@');
       await until('first leg ended', () => !sip().calls.has(first.callId), 5000);
-      expect((await server.server.service.store.get(first.recordId, 'any-key'))?.end_reason).toBe('transferred');
+      expect(await endReason(first.recordId)).toBe('transferred');
       expect(phone.log.join('')).toMatch(/REFER sip:/);
       const since = performance.now();
       await phone.command('hangup');
@@ -393,7 +400,7 @@ describe('SIP trunk features on raw sockets', () => {
       const headersOf = (name: string) => new RegExp(`^${name}: (.*)$`, 'm').exec(bye)![1];
       c.send(['SIP/2.0 200 OK', `Via: ${via}`, `From: ${headersOf('From')}`, `To: ${headersOf('To')}`, `Call-ID: ${callId}`, `CSeq: ${headersOf('CSeq')}`, 'Content-Length: 0', '', ''].join('\r\n'));
       await until('call ended', () => !s.calls.has(callId), 2000);
-      expect((await server.server.service.store.get(recordId, 'any-key'))?.end_reason).toBe('rtp_timeout');
+      expect(await endReason(recordId)).toBe('rtp_timeout');
       await sleep(1200);
       // The 200 stopped BYE retransmissions.
       expect(c.got.filter((m) => m.startsWith('BYE ')).length).toBe(1);
