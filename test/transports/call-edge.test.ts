@@ -174,6 +174,19 @@ describe('CallEdge', () => {
     expect(wire.ended[0]!.atMs - drainedAt).toBeGreaterThanOrEqual(wire.tailMs - 5);
   });
 
+  it('can end a call the wire kept after an earlier ending (a refused transfer leaves the caller with the agent)', async () => {
+    const wire = new RecordingWire();
+    await afterGoodbye(wire, 0);
+    await sleep(50);
+    expect(wire.ended.map((e) => e.action)).toEqual(['hangup']);
+    // The wire did not end the call: the agent's next goodbye must reach it too.
+    const again = harness!.session.endWithNotice('Goodbye again.');
+    await harness!.wait(1_500);
+    await again;
+    await sleep(50);
+    expect(wire.ended.map((e) => e.action)).toEqual(['hangup', 'hangup']);
+  });
+
   it('does not end a call on the wire that closed while its goodbye played', async () => {
     const wire = new RecordingWire();
     const { edge } = await afterGoodbye(wire, 1);

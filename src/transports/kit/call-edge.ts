@@ -139,16 +139,22 @@ export class CallEdge {
   private onEvent(event: SessionEvent): void {
     if (event.type === 'audio.clear') this.sink.clear();
     this.wire.event(event);
+    // One wait at a time; once the wire has acted the latch opens again, since a wire may keep the call (a
+    // transfer the far end refused leaves the caller with the agent, who may end the call later).
     if (event.type === 'call.action' && !this.ending) {
       this.ending = true;
       const action = event.action;
-      void this.afterPlayout().then(
-        () => {
-          if (this.closing) return;
-          this.wire.agentEnded(action, action === 'transfer' ? (this.current?.handover ?? null) : null);
-        },
-        (err: unknown) => this.logger.error({ err }, 'waiting for the last words to play failed'),
-      );
+      void this.afterPlayout()
+        .then(
+          () => {
+            if (this.closing) return;
+            this.wire.agentEnded(action, action === 'transfer' ? (this.current?.handover ?? null) : null);
+          },
+          (err: unknown) => this.logger.error({ err }, 'waiting for the last words to play failed'),
+        )
+        .finally(() => {
+          this.ending = false;
+        });
     }
   }
 
