@@ -11,7 +11,8 @@
  *
  *   npx tsx loadtest/endpoint-pauses.ts [--sentences 8] [--pauses 300,500,700] [--settings off,120/600,150/900] [--seed 1]
  *
- * A setting "C/I" is grammarEndpoint { completeMs: C, incompleteMs: I }; "off" is the plain endpoint.
+ * A setting "C/I" is grammarEndpoint { completeMs: C, incompleteMs: I }, "C/I/P/S" adds { peekMs: P, sureConfidence: S }
+ * (a peek at a P ms pause after words that are no sentence yet); "off" is the plain endpoint.
  */
 import { DEFAULT_CONFIG } from '../src/config.js';
 import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE, rmsDbfs } from '../src/audio/format.js';
@@ -180,8 +181,9 @@ async function main(): Promise<void> {
 
   const runs = [];
   for (const setting of SETTINGS) {
-    const [completeMs, incompleteMs] = setting.split('/').map(Number);
-    const turn = setting === 'off' ? {} : { turn: { ...DEFAULT_CONFIG.turn, grammarEndpoint: { completeMs, incompleteMs } } };
+    const [completeMs, incompleteMs, peekMs, sureConfidence] = setting.split('/').map(Number);
+    const grammarEndpoint = { completeMs, incompleteMs, ...(peekMs ? { peekMs } : {}), ...(sureConfidence ? { sureConfidence } : {}) };
+    const turn = setting === 'off' ? {} : { turn: { ...DEFAULT_CONFIG.turn, grammarEndpoint } };
     const service = await startLocalService(turn, { logLevel: arg('log-level', 'warn') });
     const outcomes: Outcome[] = [];
     try {
@@ -205,7 +207,7 @@ async function main(): Promise<void> {
     const v2v = whole.flatMap((o) => (o.v2vMs === null ? [] : [o.v2vMs]));
     const v2vStats = percentiles(v2v);
     runs.push({
-      setting: setting === 'off' ? { endpointSilenceMs: DEFAULT_CONFIG.turn.endpointSilenceMs } : { grammarEndpoint: { completeMs, incompleteMs } },
+      setting: setting === 'off' ? { endpointSilenceMs: DEFAULT_CONFIG.turn.endpointSilenceMs } : { grammarEndpoint },
       whole: { utterances: whole.length, wholeRight: whole.filter((o) => o.wholeRight).length, split: whole.filter((o) => o.split).length, unanswered: whole.length - v2v.length, v2vP50: v2vStats.p50, v2vP95: v2vStats.p95 },
       paused: byPause,
       misses: outcomes.filter((o) => TRACE || !o.wholeRight || o.cutIn),

@@ -8,13 +8,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FRAME_MS, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
+import { concatPcm } from '../src/audio/framer.js';
 import { DEFAULT_CONFIG } from '../src/config.js';
 import { TurnDetector } from '../src/session/turn-detector.js';
 import { compileGrammar, loadDictionary, parseDictionary, sentenceWords } from '../src/providers/asr/grammar/compile.js';
 import { grammarSource } from '../src/providers/asr/grammar/from-rules.js';
 import { spanishG2p } from '../src/providers/asr/grammar/g2p-es.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
-import { acousticModel, chooseLanguage, DEFAULT_SPANISH_MODEL_DIR, LanguageBelief, modelPresent, sentenceConfidence } from '../src/providers/asr/pocketsphinx/grammar.js';
+import { acousticModel, chooseLanguage, DEFAULT_SPANISH_MODEL_DIR, GrammarStream, LanguageBelief, modelPresent, sentenceConfidence } from '../src/providers/asr/pocketsphinx/grammar.js';
 import { DEFAULT_MODEL_DIR, PocketSphinxAsr } from '../src/providers/asr/pocketsphinx/index.js';
 import type { AsrFinal, AsrPartial, AsrStream } from '../src/providers/asr/types.js';
 import { ScriptedLlm } from '../src/providers/llm/scripted.js';
@@ -306,6 +307,44 @@ describe.skipIf(!englishModel)('grammar decoding on synthetic speech', () => {
     }
   }, 60_000);
 
+  it('peeks at a pause without ending the utterance: the caller who goes on is decoded as one sentence', async () => {
+    const stream: AsrStream = asr.createStream({ language: 'en', languageFixed: true });
+    const silence = (ms: number): Int16Array => new Int16Array((INTERNAL_SAMPLE_RATE * ms) / 1000);
+    const join = (...parts: Int16Array[]): Int16Array => concatPcm(parts);
+    const push = (pcm: Int16Array): void => {
+      const frame = INTERNAL_SAMPLE_RATE / 50;
+      for (let i = 0; i < pcm.length; i += frame) stream.push(pcm.subarray(i, i + frame));
+    };
+    try {
+      const head = await synthesize('i would like to book a table', voice('en'));
+      const tail = await synthesize('for four at half past seven', voice('en'));
+      // The caller pauses after "a table" (the peek), then goes on.
+      push(join(head, silence(100)));
+      const atPause = await stream.peek!();
+      push(join(silence(300), tail, silence(100)));
+      const whole = await stream.finalize();
+      console.log(`[asr-grammar] peek ${JSON.stringify(atPause?.text)} (${atPause?.confidence?.toFixed(2)}) → whole ${JSON.stringify(whole.text)}`);
+      // One utterance: the words before the pause are in the final with those after it, one booking with its time.
+      expect(whole.text).toMatch(/table for four at half past \w+$/);
+      expect(intent(whole)).toBe('book_appointment');
+      expect(whole.audioMs).toBeGreaterThan((head.length + tail.length) / 16);
+
+      // A caller who stops at the peek: the final is the peeked one, without decoding again.
+      const ask = await synthesize('what time is it', voice('en'));
+      push(join(ask, silence(100)));
+      const peeked = await stream.peek!();
+      const heardAtPeek = (stream as GrammarStream).lastLanes;
+      const final = await stream.finalize();
+      expect(peeked).toBeDefined();
+      expect(final).toEqual(peeked);
+      expect(intent(final)).toBe('ask_time');
+      // Answered from the peek: the lanes' results were not heard again.
+      expect((stream as GrammarStream).lastLanes).toBe(heardAtPeek);
+    } finally {
+      stream.close();
+    }
+  }, 60_000);
+
   it('weights an expectation up while the whole grammar stays allowed', async () => {
     const stream = asr.createStream({ language: 'en', languageFixed: true });
     try {
@@ -436,6 +475,29 @@ describe('grammar endpoint in the turn detector', () => {
     expect(silenceToEnd(false)).toBe(800);
     expect(silenceToEnd(undefined)).toBe(300);
     expect(silenceToEnd(true, false)).toBe(300);
+  });
+
+  it('asks for a peek once per pause at peekMs while the words are no sentence, and a peek that finds one ends the turn', () => {
+    const detector = new TurnDetector({ ...config, grammarEndpoint: { ...config.grammarEndpoint, peekMs: 200 } });
+    let t = 0;
+    const kinds = (p: number, n: number): string[] => Array.from({ length: n }, () => detector.push(p, (t += FRAME_MS)).map((s) => `${s.kind}@${t}`)).flat();
+    kinds(0.9, 20);
+    detector.setComplete(false); // "what are" on a phone line, while the caller has said "what time is it"
+    const start = t;
+    const pause = kinds(0.05, 12);
+    expect(pause).toEqual([`likely_end@${start + 80}`, `long_pause@${start + 200}`]);
+    // The caller goes on: the next pause asks again.
+    kinds(0.9, 10);
+    detector.setComplete(false);
+    const again = t;
+    expect(kinds(0.05, 11)).toContain(`long_pause@${again + 200}`);
+    // The peek found a whole sentence: the turn ends on the next frame (completeMs has passed).
+    detector.setComplete(true);
+    expect(kinds(0.05, 1)).toEqual([`end_of_turn@${again + 240}`]);
+    // A sentence known complete is never peeked for at the long pause (the likely end did it).
+    kinds(0.9, 20);
+    detector.setComplete(true);
+    expect(kinds(0.05, 6).some((k) => k.startsWith('long_pause'))).toBe(false);
   });
 
   it('keeps a finished sentence finished when the recogniser adds a word into the pause, not when the caller speaks it', () => {

@@ -42,7 +42,32 @@ export const TURN_OPTIONS = t.object({
    * LLM backend's open vocabulary), endpointSilenceMs applies.
    */
   grammarEndpoint: t.default(
-    t.oneOf(t.literal(false), t.object({ completeMs: common.ms(20), incompleteMs: common.ms(20, 3000) })),
+    t.oneOf(
+      t.literal(false),
+      t.object({
+        completeMs: common.ms(20),
+        incompleteMs: common.ms(20, 3000),
+        /**
+         * A peek at the pause (the recogniser's final without ending the utterance) that is a sentence of the grammar
+         * at this confidence or more counts as complete, as a complete partial does (default 0.5).
+         */
+        sureConfidence: t.optional(t.number(0, 1)),
+        /**
+         * Off unless true: at a likely end after a whole sentence, peek at the recogniser's final instead of ending
+         * the utterance, so a caller who goes on stays one utterance (no sentence decoded in pieces). Each pause the
+         * caller talks through then costs a second decode of the utterance so far (BENCHMARKS.md, "A peek at the
+         * pause"), which is why it is not the default yet.
+         */
+        peek: t.optional(t.boolean()),
+        /**
+         * Off unless set: silence after which the final is peeked when the running hypothesis is no sentence yet (a
+         * phone line's hypothesis often is a prefix when the caller has finished). Sooner ends on the phone, but a
+         * caller who pauses that long mid-sentence can be cut off on a sentence forced onto the words so far
+         * (BENCHMARKS.md, "A peek at the pause"); each peek the caller talks through costs a second decode.
+         */
+        peekMs: t.optional(common.ms(20, 3000)),
+      }),
+    ),
     // Measured with loadtest/endpoint-pauses.ts (BENCHMARKS.md, "Turn-taking from the grammar"): callers who
     // pause 300–600 ms mid-sentence were cut in on 19/24 times at the plain 180 ms, 0/24 with this.
     { completeMs: 120, incompleteMs: 700 },

@@ -69,6 +69,11 @@ export class Recogniser {
   private dropped = 0;
   private lastDropWarningMs = -Infinity;
   private stopped = false;
+  /**
+   * Frames of a pause after a peek, held back from the ASR: if the caller goes on they follow the peeked words
+   * into the same utterance; if the turn ends there they were only its trailing silence.
+   */
+  private held: Int16Array[] | null = null;
 
   constructor(options: RecogniserOptions) {
     this.turn = options.turn;
@@ -159,15 +164,49 @@ export class Recogniser {
   /** Forget the turn in progress (the client ended it by hand). */
   resetTurn(): void {
     this.detector.reset();
+    this.held = null;
   }
 
   /** Close the current ASR utterance; rejects after turn.asrFinalTimeoutMs. */
   finalize(): Promise<AsrFinal> {
+    this.held = null;
     return within(this.asr.finalize(), this.turn.asrFinalTimeoutMs, 'speech recognition', this.clock);
+  }
+
+  /** Whether the ASR can tell the final of an utterance without ending it (AsrStream.peek). */
+  get canPeek(): boolean {
+    return this.asr.peek !== undefined;
+  }
+
+  /**
+   * The final as if the caller had finished at this pause, leaving the utterance open (AsrStream.peek): the
+   * pause's frames are held back from the ASR until the caller goes on. Undefined when the ASR cannot tell.
+   */
+  async peek(): Promise<AsrFinal | undefined> {
+    if (!this.asr.peek) return undefined;
+    this.held = [];
+    return within(this.asr.peek(), this.turn.asrFinalTimeoutMs, 'speech recognition', this.clock);
+  }
+
+  /**
+   * Go on with the utterance a peek ended, as if there had been no peek: the pause's frames held so far, and those
+   * after, reach the ASR (which decodes the utterance again). For a pause whose end is still far off: the turn's
+   * final then hears the whole pause, as it would have without the peek.
+   */
+  continueUtterance(): void {
+    const held = this.held;
+    this.held = null;
+    for (const samples of held ?? []) this.asr.push(samples);
+  }
+
+  /** The words so far complete a sentence of the grammar (a peek said so): the turn may end at a short pause. */
+  sentenceComplete(): void {
+    this.detector.setComplete(true);
   }
 
   /** Drop the current utterance (only trailing silence since the last finalize). */
   cancelUtterance(): void {
+    this.held = null;
     this.asr.cancel();
   }
 
@@ -204,13 +243,20 @@ export class Recogniser {
     const wasInSpeech = this.detector.inSpeech;
     const signals = this.detector.push(probability, frame.timestampMs);
     const startsSpeech = signals.some((s) => s.kind === 'speech_start');
+    if (this.held && signals.some((s) => s.kind === 'speech_resume')) {
+      // The caller goes on after a peek: the pause joins the utterance, as it would have without the peek.
+      for (const samples of this.held) this.asr.push(samples);
+      this.held = null;
+    }
     if (startsSpeech) {
       // Give ASR the audio from just before the onset so the first phoneme is not clipped.
       for (const buffered of this.preRoll) this.asr.push(buffered.samples);
       this.preRoll.length = 0;
     } else if (wasInSpeech && this.detector.inSpeech) {
-      this.asr.push(frame.samples);
+      if (this.held) this.held.push(frame.samples);
+      else this.asr.push(frame.samples);
     }
+    if (signals.some((s) => s.kind === 'end_of_turn')) this.held = null;
     if (startsSpeech || (wasInSpeech && probability >= this.turn.silenceThreshold)) this.hooks.onSpeechAudio();
     for (const signal of signals) this.hooks.onSignal(signal);
     this.hooks.onFrameProcessed();

@@ -14,12 +14,18 @@ export type TurnSignal =
   | { kind: 'speech_start'; atMs: number }
   /** Silence after speech reached preemptiveSilenceMs: prepare a reply now. */
   | { kind: 'likely_end'; lastVoicedMs: number }
+  /**
+   * With a grammar decoder, silence reached `grammarEndpoint.peekMs` while the words so far are not known to be a
+   * whole sentence: time to ask the recogniser's final (a peek) whether they are, rather than wait `incompleteMs`.
+   */
+  | { kind: 'long_pause'; lastVoicedMs: number }
   /** The caller went on speaking after a pause: throw any prepared reply away. */
   | { kind: 'speech_resume'; atMs: number }
   /** Silence reached endpointSilenceMs (or the turn ran past maxTurnMs): the caller's turn is over. */
   | { kind: 'end_of_turn'; lastVoicedMs: number; speechMs: number; forced: boolean };
 
 type State = 'idle' | 'candidate' | 'speaking';
+
 
 /**
  * Endpointing with hysteresis, measured in audio time (frame counts), not wall time, so network jitter
@@ -34,6 +40,7 @@ export class TurnDetector {
   private silentFrames = 0;
   private speechFrames = 0;
   private likelyEndSent = false;
+  private longPauseSent = false;
   /** From the ASR's partials: does the caller's speech so far complete a grammar sentence? */
   private complete: boolean | undefined;
   /** Whether the recogniser tells complete sentences at all (a grammar decoder does); kept for the whole call. */
@@ -98,6 +105,7 @@ export class TurnDetector {
     this.silentFrames = 0;
     this.speechFrames = 0;
     this.likelyEndSent = false;
+    this.longPauseSent = false;
   }
 
   /** Feed one frame's speech probability; returns the signals this frame produced, in order. */
@@ -138,6 +146,7 @@ export class TurnDetector {
           this.speechFrames++;
           this.silentFrames = 0;
           this.lastVoicedMs = timestampMs;
+          this.longPauseSent = false;
           if (this.likelyEndSent) {
             this.likelyEndSent = false;
             // The caller goes on after a pause that may have closed the recogniser's utterance: whether the speech
@@ -153,6 +162,11 @@ export class TurnDetector {
           this.likelyEndSent = true;
           signals.push({ kind: 'likely_end', lastVoicedMs: this.lastVoicedMs });
         }
+        const peekMs = this.config.grammarEndpoint ? this.config.grammarEndpoint.peekMs : undefined;
+        if (peekMs !== undefined && this.sentenceIncomplete && !this.longPauseSent && silence >= peekMs && silence < endpointSilenceMs) {
+          this.longPauseSent = true;
+          signals.push({ kind: 'long_pause', lastVoicedMs: this.lastVoicedMs });
+        }
         const forced = timestampMs - this.speechStartMs >= maxTurnMs;
         if (silence >= endpointSilenceMs || forced) {
           signals.push({ kind: 'end_of_turn', lastVoicedMs: this.lastVoicedMs, speechMs: this.speechMs, forced: forced && silence < endpointSilenceMs });
@@ -165,6 +179,7 @@ export class TurnDetector {
   }
 
   private startSpeech(timestampMs: number, signals: TurnSignal[]): void {
+    this.longPauseSent = false;
     this.state = 'speaking';
     this.speechStartMs = this.onsetMs;
     this.speechFrames = this.voicedRun;

@@ -16,8 +16,23 @@ const ECHO_TURN_SHARE = 0.8;
 /** What the turn manager reads and asks of the recogniser (recogniser.ts). */
 export type TurnRecogniser = Pick<
   Recogniser,
-  'finalize' | 'cancelUtterance' | 'resetTurn' | 'echoShare' | 'echoSettled' | 'sentenceIncomplete' | 'inSpeech' | 'active' | 'speechMs'
+  | 'finalize'
+  | 'peek'
+  | 'canPeek'
+  | 'sentenceComplete'
+  | 'continueUtterance'
+  | 'cancelUtterance'
+  | 'resetTurn'
+  | 'echoShare'
+  | 'echoSettled'
+  | 'sentenceIncomplete'
+  | 'inSpeech'
+  | 'active'
+  | 'speechMs'
 >;
+
+/** A peeked sentence at this confidence or more ends the turn as a complete partial does (grammarEndpoint.sureConfidence). */
+export const DEFAULT_SURE_CONFIDENCE = 0.5;
 
 /** A caller turn that is over and is the caller's: what the session records of it. */
 export interface CallerWords {
@@ -81,6 +96,8 @@ interface OpenTurn {
   outOfDomain?: boolean;
   /** A previous turn's words, answered on their own and cut off, were carried into this one (continuation). */
   carried?: boolean;
+  /** Times the caller went on after a pause: a peek taken before the last one no longer describes the turn. */
+  resumes: number;
 }
 
 /** A caller turn to answer now. */
@@ -184,9 +201,17 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
       case 'likely_end':
         this.likelyEnd(signal.lastVoicedMs);
         break;
+      case 'long_pause': {
+        const turn = this.openTurn;
+        if (!turn || !this.autoEndpoint || !this.autoRespond || !this.deps.recogniser.canPeek) break;
+        const resumes = turn.resumes;
+        this.enqueue(() => this.peekAtPause(turn, resumes));
+        break;
+      }
       case 'speech_resume': {
         const turn = this.openTurn;
         if (!turn) break;
+        turn.resumes++;
         this.enqueue(async () => {
           if (turn.preemptive) {
             turn.preemptive.cancel();
@@ -276,6 +301,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
       preemptive: null,
       preemptiveInput: '',
       discardedPreemptive: 0,
+      resumes: 0,
     };
     this.lastPartial = '';
     this.deps.hooks.event({ type: 'speech.started', turn: this.openTurn.turn, atMs: Math.round(atMs) });
@@ -288,8 +314,15 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
     turn.lastVoicedMs = lastVoicedMs;
     if (!this.autoEndpoint || !this.autoRespond) return;
     // A grammar decoder knows "book a table for" is unfinished: finalizing it now would force the fragment
-    // into some whole sentence (possibly another language's "goodbye"). Let the utterance go on.
+    // into some whole sentence (possibly another language's "goodbye"). Let the utterance go on; a longer pause
+    // (long_pause) asks the recogniser's final instead.
     if (this.deps.recogniser.sentenceIncomplete) return;
+    const g = this.deps.turn.grammarEndpoint;
+    if (g && g.peek === true && this.deps.recogniser.canPeek) {
+      const resumes = turn.resumes;
+      this.enqueue(() => this.peekAtPause(turn, resumes));
+      return;
+    }
     this.enqueue(async () => {
       await this.finalizeSegment(turn);
       if (this.closed || turn !== this.openTurn || turn.unfinalizedSpeech) return;
@@ -298,6 +331,41 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
       turn.preemptiveInput = text;
       turn.preemptive = this.deps.hooks.prepareReply(turn.turn, turn.language, text, this.speechInput(turn));
     });
+  }
+
+  /**
+   * The caller paused, and the recogniser can tell its final without ending the utterance: a whole sentence of the
+   * grammar, said with confidence, lets the turn end at the short pause (grammarEndpoint.completeMs) even when the
+   * running hypothesis was still a prefix (it often is on a phone line); and the reply to it is prepared now. If the
+   * caller goes on, nothing was cut: the utterance continues and the prepared reply is thrown away.
+   */
+  private async peekAtPause(turn: OpenTurn, resumes: number): Promise<void> {
+    // The caller may have gone on before this ran: the pause it was for is over.
+    if (this.closed || turn !== this.openTurn || turn.resumes !== resumes) return;
+    let final: AsrFinal | undefined;
+    try {
+      final = await this.deps.recogniser.peek();
+    } catch (err) {
+      // The turn's end finalizes as usual; only the head start is lost.
+      this.deps.logger.warn({ err }, 'recogniser peek failed');
+      return;
+    }
+    if (!final || this.closed || turn !== this.openTurn || turn.resumes !== resumes) return;
+    // What the turn would be if it ended here: its segments so far, this final, and their verdicts.
+    const draft: OpenTurn = { ...turn, segments: [...turn.segments] };
+    applyFinal(draft, final);
+    const g = this.deps.turn.grammarEndpoint;
+    const sure = final.inGrammar === true && final.text.trim() !== '' && (final.confidence ?? 0) >= ((g ? g.sureConfidence : undefined) ?? DEFAULT_SURE_CONFIDENCE);
+    if (sure) this.deps.recogniser.sentenceComplete();
+    // Unsure, and the turn's end is far off (the words so far are no sentence): the final at the end should hear the
+    // whole pause, as it would have without the peek. A recogniser's confidence per frame counts the silence too, so
+    // a final taken at the pause's start is judged more harshly than the same words at its end.
+    else if (this.deps.recogniser.sentenceIncomplete) this.deps.recogniser.continueUtterance();
+    const text = draft.segments.join(' ').trim();
+    this.deps.logger.debug({ turn: turn.turn, text, confidence: final.confidence, sure }, 'peeked at the pause');
+    if (!text || this.floor.paused || this.isEchoTurn(turn)) return;
+    turn.preemptiveInput = text;
+    turn.preemptive = this.deps.hooks.prepareReply(turn.turn, draft.language, text, this.speechInput(draft));
   }
 
   /** A caller sound while the agent talks may be the start of an interruption: pause, reversibly. */
@@ -358,15 +426,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
       return;
     }
     turn.asrFinalMs = this.deps.clock.now() - started;
-    if (final.text.trim()) {
-      turn.segments.push(final.text.trim());
-      if (final.confidence !== undefined) turn.confidence = Math.min(turn.confidence ?? 1, final.confidence);
-      if (final.inGrammar !== undefined) turn.inGrammar = (turn.inGrammar ?? true) && final.inGrammar;
-    } else if (final.outOfDomain) {
-      turn.outOfDomain = true;
-      turn.inGrammar = false;
-    }
-    if (final.language) turn.language = final.language;
+    applyFinal(turn, final);
   }
 
   /** Most of the turn's sound was the agent's echo, judged with the echo path known at its end (echo-guard.ts). */
@@ -465,4 +525,17 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
       ...(this.deps.detectsLanguage ? { language: turn.language } : {}),
     };
   }
+}
+
+/** Adds an utterance's final to its turn: its words as a segment, and its confidence, grammar and language verdicts. */
+function applyFinal(turn: OpenTurn, final: AsrFinal): void {
+  if (final.text.trim()) {
+    turn.segments.push(final.text.trim());
+    if (final.confidence !== undefined) turn.confidence = Math.min(turn.confidence ?? 1, final.confidence);
+    if (final.inGrammar !== undefined) turn.inGrammar = (turn.inGrammar ?? true) && final.inGrammar;
+  } else if (final.outOfDomain) {
+    turn.outOfDomain = true;
+    turn.inGrammar = false;
+  }
+  if (final.language) turn.language = final.language;
 }

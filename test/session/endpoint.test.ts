@@ -58,6 +58,43 @@ describe('endpoint', () => {
     expect(call.of('transcript.final').map((e) => e.text)).toEqual(['book a table for two']);
   });
 
+  it('with a recogniser that peeks, ends the turn at peekMs when the peek finds a sentence the partials did not', async () => {
+    call = new CallHarness({ config: { turn: { grammarEndpoint: { completeMs: 120, incompleteMs: 600, peekMs: 200 } } } });
+    call.asr.peekable = true;
+    // A phone line: the running hypothesis never completes a sentence, the final does, with confidence.
+    call.asr.complete = () => false;
+    call.asr.verdict = { inGrammar: true, confidence: 0.9 };
+    await call.say('what time is it', 600);
+    const lastVoiced = call.clock.now() - 20;
+    await call.silenceUntil((e) => e.type === 'speech.stopped');
+    expect(call.clock.now() - 20 - lastVoiced).toBe(220); // the peek at 200 ms, the end on the next frame
+    await call.silenceUntil((e) => e.type === 'transcript.final');
+    expect(call.of('transcript.final').map((e) => e.text)).toEqual(['what time is it']);
+    expect(call.asr.peeks.map((p) => p.text)).toEqual(['what time is it']);
+    // The finalize answered the peek: the pause's frames after it were held back, never decoded.
+    expect(call.asr.finals[0].audioMs).toBe(call.asr.peeks[0].audioMs);
+  });
+
+  it('with a recogniser that peeks, a caller who goes on after the peek stays one utterance, pause and all', async () => {
+    call = new CallHarness({ config: { turn: { grammarEndpoint: { completeMs: 120, incompleteMs: 600, peek: true } } } });
+    call.asr.peekable = true;
+    call.asr.complete = (text) => text === 'book a table' || text === 'book a table for two';
+    call.asr.verdict = { inGrammar: true, confidence: 0.9 };
+    await call.silence(200);
+    await call.say('book a table', 500);
+    await call.silence(80); // a whole sentence: peeked at the likely end (60 ms); the caller goes on before 120 ms
+    await call.say('for two', 400);
+    await call.silenceUntil((e) => e.type === 'transcript.final');
+    expect(call.of('speech.started')).toHaveLength(1);
+    expect(call.of('transcript.final').map((e) => e.text)).toEqual(['book a table for two']);
+    expect(call.asr.peeks.map((p) => p.text)).toEqual(['book a table', 'book a table for two']);
+    // One utterance: the pre-roll, both phrases, the whole first pause (the frames held after the peek went in when
+    // the caller went on) and the silence up to the second peek at the likely end.
+    const { preRollMs, minSpeechMs, preemptiveSilenceMs } = call.config.turn;
+    expect(call.asr.finals).toHaveLength(1);
+    expect(call.asr.finals[0].audioMs).toBe(preRollMs + (500 - minSpeechMs) + 80 + 400 + preemptiveSilenceMs);
+  });
+
   it('hands the recogniser the pre-roll, so the words of the onset frames are not clipped', async () => {
     call = new CallHarness();
     await call.silence(200);

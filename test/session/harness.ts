@@ -64,6 +64,10 @@ export class ScriptedAsr implements AsrProvider {
   complete: ((text: string) => boolean | undefined) | undefined;
   /** What a grammar decoder adds to each final (in grammar, confidence); undefined: an open-vocabulary ASR. */
   verdict: Pick<AsrFinal, 'inGrammar' | 'confidence'> | undefined;
+  /** Streams can peek (AsrStream.peek): the final so far, the utterance left open. */
+  peekable = false;
+  /** Every peek's answer, in order. */
+  readonly peeks: AsrFinal[] = [];
   async load(): Promise<void> {}
 
   createStream(options: AsrStreamOptions): AsrStream {
@@ -74,7 +78,7 @@ export class ScriptedAsr implements AsrProvider {
       const complete = this.complete?.(text);
       options.onPartial?.({ text, language: 'en', ...(complete !== undefined ? { complete } : {}) });
     };
-    return {
+    const stream: AsrStream = {
       push: (pcm) => {
         frames++;
         const words = scripts.get(pcm)?.words;
@@ -95,6 +99,14 @@ export class ScriptedAsr implements AsrProvider {
       },
       close: () => {},
     };
+    // Read when the recogniser asks (a test sets `peekable` after the call's stream was made).
+    const peek = async (): Promise<AsrFinal> => {
+      const peeked: AsrFinal = { text: phrases.join(' '), language: 'en', audioMs: frames * FRAME_MS, ...(phrases.length > 0 ? this.verdict : {}) };
+      this.peeks.push(peeked);
+      return peeked;
+    };
+    Object.defineProperty(stream, 'peek', { get: () => (this.peekable ? peek : undefined) });
+    return stream;
   }
 }
 

@@ -28,6 +28,14 @@ class HeardWords implements TurnRecogniser {
   sentenceIncomplete = false;
   /** A grammar decoder's verdict on each final (undefined: an open-vocabulary recogniser). */
   verdict: Pick<AsrFinal, 'inGrammar' | 'confidence'> | undefined;
+  /** A recogniser that can tell a final at a pause without ending the utterance (a grammar decoder's peek). */
+  canPeek = false;
+  /** Times a peek told the turn manager the words so far are a whole sentence. */
+  completeMarks = 0;
+  /** Times the turn manager went on with an utterance after an unsure peek. */
+  continued = 0;
+  /** Peeks taken, and finalizes that had to decode (a finalize right after a peek answers it). */
+  peeks = 0;
   private words: string[] = [];
 
   hear(words: string): void {
@@ -38,6 +46,21 @@ class HeardWords implements TurnRecogniser {
     const text = this.words.join(' ');
     this.words = [];
     return { text, language: 'en', audioMs: 0, ...(text ? this.verdict : {}) };
+  }
+
+  async peek(): Promise<AsrFinal | undefined> {
+    if (!this.canPeek) return undefined;
+    this.peeks++;
+    const text = this.words.join(' ');
+    return { text, language: 'en', audioMs: 0, ...(text ? this.verdict : {}) };
+  }
+
+  sentenceComplete(): void {
+    this.completeMarks++;
+  }
+
+  continueUtterance(): void {
+    this.continued++;
   }
 
   cancelUtterance(): void {
@@ -70,8 +93,8 @@ class TurnsUnderTest {
   readonly player: ReplyPlayer;
   readonly turns: TurnManager;
 
-  constructor(reply: (userText: string) => string = (text) => `You said ${text}.`) {
-    const config: ServiceConfig = DEFAULT_CONFIG;
+  constructor(reply: (userText: string) => string = (text) => `You said ${text}.`, turn: Partial<ServiceConfig['turn']> = {}) {
+    const config: ServiceConfig = { ...DEFAULT_CONFIG, turn: { ...DEFAULT_CONFIG.turn, ...turn } };
     const logger = pino({ level: 'silent' });
     const llm = new ScriptedLlm((messages) => ({ text: reply(messages.findLast((m) => m.role === 'user')?.content ?? '') }));
     const tts = new WordTts(false);
@@ -134,6 +157,12 @@ class TurnsUnderTest {
   /** The pause the turn detector takes for a likely end (a reply is prepared), then `more` ms of it. */
   async pause(lastVoicedMs: number, more = 40): Promise<void> {
     this.turns.onSignal({ kind: 'likely_end', lastVoicedMs });
+    await this.wait(more);
+  }
+
+  /** A pause long enough (grammarEndpoint.peekMs) to ask the recogniser's final when the words are no sentence yet. */
+  async longPause(lastVoicedMs: number, more = 20): Promise<void> {
+    this.turns.onSignal({ kind: 'long_pause', lastVoicedMs });
     await this.wait(more);
   }
 
@@ -204,6 +233,88 @@ describe('turn manager', () => {
       expect(t.said.map((w) => w.text)).toEqual(['I want a pizza']);
       expect(t.userWords()).toEqual(['I want a pizza']);
       expect(t.events.filter((e) => e.type === 'response.started')).toHaveLength(1);
+    });
+  });
+
+  describe('a peek at the pause', () => {
+    const PEEK_AT_LIKELY_END = { grammarEndpoint: { completeMs: 120, incompleteMs: 700, peek: true } };
+
+    it('finalizes at the likely end, as before, unless peeks there are asked for', async () => {
+      t = new TurnsUnderTest();
+      t.recogniser.canPeek = true;
+      const first = await t.speak('I want', 400, true);
+      await t.pause(first);
+      expect(t.recogniser.peeks).toBe(0);
+      expect(t.prepared.map((p) => p.text)).toEqual(['I want']);
+    });
+
+    it('prepares the reply from the peeked sentence and lets a sure one end the turn at the short pause', async () => {
+      t = new TurnsUnderTest();
+      t.recogniser.canPeek = true;
+      t.recogniser.verdict = { inGrammar: true, confidence: 0.9 };
+      // A phone line: the running hypothesis was still a prefix, the peek's final is the whole sentence.
+      t.recogniser.sentenceIncomplete = true;
+      const last = await t.speak('what time is it', 600, true);
+      await t.pause(last);
+      // A prefix at the likely end: no peek yet (each one costs a second decode if the caller goes on).
+      expect(t.recogniser.peeks).toBe(0);
+      await t.longPause(last);
+      expect(t.recogniser.completeMarks).toBe(1);
+      expect(t.recogniser.continued).toBe(0);
+      expect(t.prepared.map((p) => p.text)).toEqual(['what time is it']);
+      expect(t.prepared[0].input).toMatchObject({ source: 'speech', inGrammar: true, confidence: 0.9 });
+      expect(t.userWords()).toEqual([]);
+
+      await t.endTurn(last);
+      expect(t.player.current?.task).toBe(t.prepared[0].task);
+      expect(t.player.current).toMatchObject({ turn: 1, userText: 'what time is it', preemptive: true });
+    });
+
+    it('does not call an unsure or out-of-grammar final complete, and still prepares what it heard', async () => {
+      for (const verdict of [{ inGrammar: true, confidence: 0.3 }, { inGrammar: false, confidence: 0 }]) {
+        t = new TurnsUnderTest();
+        t.recogniser.canPeek = true;
+        t.recogniser.verdict = verdict;
+        t.recogniser.sentenceIncomplete = true;
+        const last = await t.speak('book a table', 600, true);
+        await t.pause(last);
+        await t.longPause(last);
+        expect(t.recogniser.completeMarks).toBe(0);
+        // The end is far off: the utterance goes on, so its final hears the whole pause.
+        expect(t.recogniser.continued).toBe(1);
+        expect(t.prepared.map((p) => p.text)).toEqual(['book a table']);
+        await t.close();
+      }
+    });
+
+    it('keeps one utterance when the caller goes on: the turn is answered whole, the peeked reply thrown away', async () => {
+      t = new TurnsUnderTest(undefined, PEEK_AT_LIKELY_END);
+      t.recogniser.canPeek = true;
+      t.recogniser.verdict = { inGrammar: true, confidence: 0.9 };
+      const first = await t.speak('I want', 400, true);
+      await t.pause(first);
+      const last = await t.speak('a pizza', 400, false);
+      expect(t.prepared[0].task.signal.aborted).toBe(true);
+      await t.pause(last);
+      await t.endTurn(last);
+      // No segment was cut at the pause: the recogniser's one utterance is the turn.
+      expect(t.said.map((w) => w.text)).toEqual(['I want a pizza']);
+      expect(t.prepared.map((p) => p.text)).toEqual(['I want', 'I want a pizza']);
+      expect(t.player.current).toMatchObject({ userText: 'I want a pizza', preemptive: true, discardedPreemptive: 1 });
+      expect(t.recogniser.peeks).toBe(2);
+    });
+
+    it('ignores a peek that comes back after the caller went on', async () => {
+      t = new TurnsUnderTest(undefined, PEEK_AT_LIKELY_END);
+      t.recogniser.canPeek = true;
+      t.recogniser.verdict = { inGrammar: true, confidence: 0.9 };
+      const first = await t.speak('I want', 400, true);
+      // The pause and the resume come before the peek's answer (a busy recogniser).
+      t.turns.onSignal({ kind: 'likely_end', lastVoicedMs: first });
+      t.turns.onSignal({ kind: 'speech_resume', atMs: t.clock.now() });
+      await t.wait(FRAME_MS);
+      expect(t.recogniser.completeMarks).toBe(0);
+      expect(t.prepared).toEqual([]);
     });
   });
 

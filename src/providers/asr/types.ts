@@ -84,10 +84,12 @@ export interface AsrStream {
   /** End the current utterance and return its final transcript (must not re-decode the whole utterance). */
   finalize(): Promise<AsrFinal>;
   /**
-   * Optional: from the next utterance on, prefer the sentences of this expectation of the grammar (e.g.
-   * "book_appointment.time"); undefined goes back to the plain grammar. The whole grammar stays allowed.
+   * Optional: the final transcript as if the caller had finished now, without ending the utterance. Audio pushed
+   * after it continues the same utterance; a finalize() with none since returns this result without decoding
+   * again. A grammar decoder's running hypothesis may be a prefix while its final is a whole sentence, so this is
+   * what tells, at a pause, whether the caller has said one. Undefined when it cannot tell this time.
    */
-  expect?(expectation: string | undefined): void;
+  peek?(): Promise<AsrFinal | undefined>;
   /** Drop the current utterance without a result. */
   cancel(): void;
   close(): void;

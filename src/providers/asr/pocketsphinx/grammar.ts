@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
+import { concatPcm } from '../../../audio/framer.js';
 import { compileGrammar, loadDictionary, type CompileOptions, type CompiledGrammar } from '../grammar/compile.js';
 import type { GrammarSpec } from '../grammar/spec.js';
 import type { AsrFinal, AsrStream, AsrStreamOptions } from '../types.js';
@@ -173,6 +174,17 @@ interface LanguageDecoders {
 export const PHONE_LOOP_SEARCH = 'phone_loop';
 /** log(1.0001): pocketsphinx scores are integers in this log base. */
 const LOG_BASE = Math.log(1.0001);
+/** Audio of one utterance kept for a replay after a peek (40 s: past the longest turn, turn.maxTurnMs 30 s). */
+const MAX_KEPT_SAMPLES = 40 * INTERNAL_SAMPLE_RATE;
+
+/** One utterance as every lane heard it, judged (GrammarStream.hear), before a language is chosen. */
+interface HeardUtterance {
+  results: Array<{ final: AsrFinal; detail: LaneResult | undefined }>;
+  lanes: readonly LaneResult[];
+  /** Some lane's phone loop heard speech (not a steady sound, not music). */
+  speech: boolean;
+  audioMs: number;
+}
 
 /** Per-language compiled grammars and their decoder pools. */
 export class GrammarDecoders {
@@ -404,6 +416,15 @@ export class GrammarStream implements AsrStream {
   lastLanes: readonly LaneResult[] = [];
   /** The utterance's held-spectrum share, measured on the audio itself (the same for every lane). */
   private readonly sustained = new SustainedSoundMeter();
+  /** The current utterance's audio, kept so that the lanes can decode it again after a peek. */
+  private uttAudio: Int16Array[] = [];
+  private uttSamples = 0;
+  /** Bumped by every push: a peek whose utterance grew while it ran keeps nothing. */
+  private audioSeq = 0;
+  /** The lanes' utterance was ended by a peek: the next push decodes the kept audio again first. */
+  private peeked = false;
+  /** What the last peek heard, while no audio has come since (a finalize then answers it as it is). */
+  private kept: HeardUtterance | undefined;
 
   constructor(
     native: PocketSphinxNative,
@@ -456,6 +477,20 @@ export class GrammarStream implements AsrStream {
   }
 
   push(pcm: Int16Array): void {
+    if (this.peeked) {
+      // The caller went on after a peek: the lanes decode the utterance's audio again, then the new audio, so the
+      // words before and after the pause are one utterance (a pause never splits a sentence in two).
+      this.peeked = false;
+      this.kept = undefined;
+      const before = concatPcm(this.uttAudio);
+      this.logger?.debug({ replayMs: (before.length * 1000) / INTERNAL_SAMPLE_RATE }, 'caller went on after a peek: utterance decoded again');
+      if (before.length > 0) for (const lane of this.lanes) {
+        lane.stream.push(before, true);
+        lane.loop.push(before, true);
+      }
+    }
+    this.audioSeq++;
+    this.retain(pcm);
     this.sustained.push(pcm);
     for (const lane of this.lanes) {
       lane.stream.push(pcm);
@@ -465,12 +500,40 @@ export class GrammarStream implements AsrStream {
 
   async finalize(): Promise<AsrFinal> {
     // Taken now: audio pushed while the lanes finish belongs to the next utterance.
-    const sustainedShare = this.sustained.share();
+    const kept = this.kept;
+    this.kept = undefined;
+    this.peeked = false;
+    this.uttAudio = [];
+    this.uttSamples = 0;
+    const heard = kept ?? (await this.hear(false, this.sustained.share()));
+    // The lanes answer a kept final without decoding; this only closes their own kept state.
+    if (kept) await Promise.all(this.lanes.flatMap((l) => [l.stream.finalize(), l.loop.finalize()]));
     this.sustained.reset();
-    const [finals, loopFinals] = await Promise.all([
-      Promise.all(this.lanes.map((l) => l.stream.finalize())),
-      Promise.all(this.lanes.map((l) => l.loop.finalize())),
-    ]);
+    const { final, language, understood } = this.decide(heard, this.belief);
+    this.current = language;
+    if (understood) this.understood = true;
+    return final;
+  }
+
+  /**
+   * The final as if the caller had finished now, without ending their utterance: the lanes end theirs (only an ended
+   * utterance's hypothesis is restricted to whole sentences) and, if audio comes next, decode it all again. A
+   * finalize() with no audio since answers the same final at no cost. The call's language belief is not moved.
+   */
+  async peek(): Promise<AsrFinal | undefined> {
+    // A turn too long to keep cannot be decoded again: it is only ever finalized.
+    if (this.uttSamples > MAX_KEPT_SAMPLES) return undefined;
+    this.peeked = true;
+    const seq = this.audioSeq;
+    const heard = await this.hear(true, this.sustained.share());
+    if (seq === this.audioSeq && this.peeked) this.kept = heard;
+    return this.decide(heard, this.belief.clone()).final;
+  }
+
+  /** Every lane's final and its phone loop's, judged: a sentence that is not speech or fits too poorly is set aside. */
+  private async hear(keep: boolean, sustainedShare: number): Promise<HeardUtterance> {
+    const end = (s: PocketSphinxDecoderStream): Promise<AsrFinal> => (keep ? s.endKeepingUtterance() : s.finalize());
+    const [finals, loopFinals] = await Promise.all([Promise.all(this.lanes.map((l) => end(l.stream))), Promise.all(this.lanes.map((l) => end(l.loop)))]);
     const music = sustainedShare > this.speechTest.maxSustainedShare;
     const results = this.lanes.map((l, i) => {
       const detail = l.stream.lastResult;
@@ -500,17 +563,27 @@ export class GrammarStream implements AsrStream {
     this.lastLanes = results.map((r) => r.detail).filter((d): d is LaneResult => d !== undefined);
     // Sound that is not speech says nothing about the caller's language; speech does, even a sentence rejected.
     const speech = !music && loopFinals.some((loop, i) => phoneRate(loop.text, this.lanes[i].loop.lastScore?.frames) >= this.speechTest.minPhoneRate);
+    return { results, lanes: this.lastLanes, speech, audioMs: finals[0]?.audioMs ?? 0 };
+  }
+
+  /** The turn's language and its sentence, with `belief` (the call's own, or a copy for a peek) moved by the turn. */
+  private decide(heard: HeardUtterance, belief: LanguageBelief): { final: AsrFinal; language: string; understood: boolean } {
     const floor = this.understood ? this.policy.switchFloor : this.policy.firstSwitchFloor;
-    const turn = speech ? chooseLanguage(this.lastLanes, this.current, this.belief, { ...this.policy, switchFloor: floor }) : { language: this.current, lane: undefined };
-    this.current = turn.language;
-    const winner = turn.lane ? results.find((r) => r.detail === turn.lane) : undefined;
-    this.logger?.debug({ lanes: results.map((r) => r.detail), chosen: turn.language, belief: this.belief.odds() }, 'grammar lanes');
+    const turn = heard.speech ? chooseLanguage(heard.lanes, this.current, belief, { ...this.policy, switchFloor: floor }) : { language: this.current, lane: undefined };
+    const winner = turn.lane ? heard.results.find((r) => r.detail === turn.lane) : undefined;
+    this.logger?.debug({ lanes: heard.lanes, chosen: turn.language, belief: belief.odds() }, 'grammar lanes');
     if (!winner || !turn.lane) {
       // Rejected: tell speech the agent did not understand (it deserves an answer) from sound that is not speech.
-      return { text: '', language: this.current, audioMs: finals[0]?.audioMs ?? 0, inGrammar: false, confidence: 0, outOfDomain: speech };
+      return { final: { text: '', language: turn.language, audioMs: heard.audioMs, inGrammar: false, confidence: 0, outOfDomain: heard.speech }, language: turn.language, understood: false };
     }
-    this.understood = true;
-    return { ...winner.final, confidence: sentenceConfidence(turn.lane, this.policy, this.calibration) };
+    return { final: { ...winner.final, confidence: sentenceConfidence(turn.lane, this.policy, this.calibration) }, language: turn.language, understood: true };
+  }
+
+  /** Keeps the utterance's audio for a replay after a peek (up to MAX_KEPT_SAMPLES; a longer turn is never peeked). */
+  private retain(pcm: Int16Array): void {
+    this.uttSamples += pcm.length;
+    if (this.uttSamples <= MAX_KEPT_SAMPLES) this.uttAudio.push(pcm.slice());
+    else this.uttAudio = [];
   }
 
   expect(expectation: string | undefined): void {
@@ -518,6 +591,10 @@ export class GrammarStream implements AsrStream {
   }
 
   cancel(): void {
+    this.kept = undefined;
+    this.peeked = false;
+    this.uttAudio = [];
+    this.uttSamples = 0;
     this.sustained.reset();
     for (const lane of this.lanes) {
       lane.stream.cancel();
@@ -600,6 +677,13 @@ export class LanguageBelief {
   constructor(languages: readonly string[], defaultLanguage: string, private readonly policy: Pick<LanguagePolicy, 'evidenceScale' | 'switchProbability' | 'prior'>) {
     for (const language of languages) this.logProb.set(language, language === defaultLanguage ? policy.prior : 0);
     this.normalise();
+  }
+
+  /** A copy that can be moved without moving this one (a peek's decision). */
+  clone(): LanguageBelief {
+    const copy = Object.create(LanguageBelief.prototype) as LanguageBelief;
+    Object.assign(copy, { policy: this.policy, logProb: new Map(this.logProb) });
+    return copy;
   }
 
   /** Folds one turn's lanes in (scores as languageScore gives them); returns the likeliest language now. */

@@ -345,7 +345,7 @@ export const DEFAULT_SEARCH = '_default';
 
 type Command =
   | { kind: 'audio'; pcm: Int16Array; utt: number }
-  | { kind: 'finalize'; resolve: (final: AsrFinal) => void; reject: (err: Error) => void }
+  | { kind: 'finalize'; resolve: (final: AsrFinal) => void; reject: (err: Error) => void; keep: boolean }
   | { kind: 'restart' }
   | { kind: 'close' };
 
@@ -367,6 +367,8 @@ export class PocketSphinxDecoderStream implements AsrStream {
   private lastPartial = '';
   /** Audio pushed but not yet decoded (or dropped). */
   private queuedSamples = 0;
+  /** Of which a replay after a peek (decoded first, as it was pushed first). */
+  private replaySamples = 0;
   private lastBacklogWarn = -Infinity;
   private readonly language: string;
   /** Search for the next utterance and the one the decoder has active. */
@@ -378,6 +380,11 @@ export class PocketSphinxDecoderStream implements AsrStream {
   lastScore: { score: number; frames: number } | undefined;
   /** The search this stream decodes with when no expectation is set. */
   private readonly defaultSearch: string;
+  /**
+   * The final of an utterance ended by endKeepingUtterance(), while no audio has come since: a finalize() now
+   * answers it without decoding anything. The decoder itself has already started its next (empty) utterance.
+   */
+  private kept: { final: AsrFinal; result: LaneResult | undefined; score: { score: number; frames: number } | undefined } | undefined;
 
   constructor(
     private readonly native: PocketSphinxNative,
@@ -399,12 +406,14 @@ export class PocketSphinxDecoderStream implements AsrStream {
     }
   }
 
-  push(pcm: Int16Array): void {
+  /** `again`: audio this stream decoded before (a replay after a peek), a backlog by design, not a sign of overload. */
+  push(pcm: Int16Array, again = false): void {
     if (this.closed || this.failure || pcm.length === 0) return;
     // Copy: callers may reuse their frame buffers while the decode is queued.
     this.queue.push({ kind: 'audio', pcm: pcm.slice(), utt: this.utt });
     this.queuedSamples += pcm.length;
-    if (this.queuedSamples > BACKLOG_WARN_SAMPLES && performance.now() - this.lastBacklogWarn > 5000) {
+    if (again) this.replaySamples += pcm.length;
+    if (this.queuedSamples - this.replaySamples > BACKLOG_WARN_SAMPLES && performance.now() - this.lastBacklogWarn > 5000) {
       // CPU can't keep up (too many calls for the cores): finalize latency grows with the backlog.
       this.lastBacklogWarn = performance.now();
       this.logger?.warn({ backlogMs: Math.round(this.backlogMs) }, 'pocketsphinx decode falling behind');
@@ -417,7 +426,22 @@ export class PocketSphinxDecoderStream implements AsrStream {
     if (this.failure) return Promise.reject(this.failure);
     this.utt++;
     return new Promise<AsrFinal>((resolve, reject) => {
-      this.queue.push({ kind: 'finalize', resolve, reject });
+      this.queue.push({ kind: 'finalize', resolve, reject, keep: false });
+      void this.pump();
+    });
+  }
+
+  /**
+   * The final as if the utterance ended now, for a caller who may go on (the grammar stream's peek()). The decoder
+   * ends its utterance (only ps_end_utt gives a hypothesis that reaches a final state of the grammar) and starts an
+   * empty one; a finalize() before any new audio answers this same final. If audio comes instead, the grammar stream
+   * pushes the utterance's audio again first, so the words before the pause are decoded together with those after.
+   */
+  endKeepingUtterance(): Promise<AsrFinal> {
+    if (this.closed) return Promise.resolve(emptyFinal(this.language));
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<AsrFinal>((resolve, reject) => {
+      this.queue.push({ kind: 'finalize', resolve, reject, keep: true });
       void this.pump();
     });
   }
@@ -470,6 +494,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
       keep--;
     }
     this.queue.length = keep;
+    this.replaySamples = Math.min(this.replaySamples, this.queuedSamples);
   }
 
   private async pump(): Promise<void> {
@@ -535,8 +560,10 @@ export class PocketSphinxDecoderStream implements AsrStream {
   }
 
   private async decodeChunk(ps: Ptr, chunk: { pcm: Int16Array; utt: number }): Promise<void> {
+    this.kept = undefined;
     await this.ensureStarted(ps);
     this.queuedSamples -= chunk.pcm.length;
+    this.replaySamples = Math.max(0, this.replaySamples - chunk.pcm.length);
     const rc = await this.native.processRaw(ps, chunk.pcm);
     if (rc < 0) this.logger?.warn({ rc }, 'ps_process_raw failed');
     this.uttSamples += chunk.pcm.length;
@@ -564,6 +591,15 @@ export class PocketSphinxDecoderStream implements AsrStream {
   private async run(ps: Ptr, cmd: Exclude<Command, { kind: 'audio' }>): Promise<void> {
     switch (cmd.kind) {
       case 'finalize': {
+        if (this.kept) {
+          // Nothing was decoded since the utterance was ended and kept: its final stands.
+          const kept = this.kept;
+          if (!cmd.keep) this.kept = undefined;
+          this.lastResult = kept.result && { ...kept.result };
+          this.lastScore = kept.score;
+          cmd.resolve({ ...kept.final });
+          return;
+        }
         await this.ensureStarted(ps);
         // This pocketsphinx's final grammar search ignores the null transition into the final state, so a sentence
         // that is also the start of a longer one ("goodbye" / "goodbye see you") can end "in no final state" when
@@ -587,7 +623,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
           this.lastResult = result;
           const words = result.inGrammar ? this.words(ps) : [];
           this.resetUtterance();
-          cmd.resolve({
+          this.settle(cmd, {
             text: result.text,
             language: this.language,
             audioMs,
@@ -598,13 +634,14 @@ export class PocketSphinxDecoderStream implements AsrStream {
         } else {
           const words = raw ? this.words(ps) : [];
           this.resetUtterance();
-          cmd.resolve({ text: raw, language: LANGUAGE, audioMs, ...(words.length > 0 ? { words } : {}) });
+          this.settle(cmd, { text: raw, language: LANGUAGE, audioMs, ...(words.length > 0 ? { words } : {}) });
         }
         // Start the next utterance now so the first frame after an endpoint doesn't pay for it.
         if (!this.closed) await this.ensureStarted(ps);
         return;
       }
       case 'restart':
+        this.kept = undefined;
         await this.endIfStarted(ps);
         this.resetUtterance();
         await this.ensureStarted(ps);
@@ -612,6 +649,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
       case 'close':
         this.queue.length = 0;
         this.queuedSamples = 0;
+        this.replaySamples = 0;
         try {
           await this.endIfStarted(ps);
           // Pooled decoders go back on their default search.
@@ -622,6 +660,12 @@ export class PocketSphinxDecoderStream implements AsrStream {
         }
         return;
     }
+  }
+
+  /** Answers a finalize; one that keeps the utterance also remembers its final (see endKeepingUtterance). */
+  private settle(cmd: Extract<Command, { kind: 'finalize' }>, final: AsrFinal): void {
+    if (cmd.keep) this.kept = { final: { ...final }, result: this.lastResult && { ...this.lastResult }, score: this.lastScore };
+    cmd.resolve(final);
   }
 
   /** A best path that is a whole sentence of the grammar (no garbage in it) as a lane result, else undefined. */
@@ -730,6 +774,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
       if (cmd.kind === 'finalize') cmd.reject(this.failure);
     }
     this.queuedSamples = 0;
+    this.replaySamples = 0;
   }
 }
 
