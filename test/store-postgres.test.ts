@@ -92,6 +92,25 @@ describe.skipIf(!PG)('the PostgreSQL call store shared by two nodes', () => {
     }
   });
 
+  it('starts a node on a database already at its schema without taking a table lock (no deadlock with the nodes serving)', async () => {
+    // Another node is mid-transaction on the calls table (serving a call, sweeping retention): the schema's DDL
+    // would wait for it, and with a second lock the other way round, deadlock. A node at the same schema runs none.
+    const other = new pg.Client({ connectionString: server!.url });
+    await other.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query('LOCK TABLE calls IN ROW EXCLUSIVE MODE');
+      const started = store('node-c', { retentionDays: 30 });
+      const outcome = await Promise.race([started.then(() => 'ready'), new Promise((r) => setTimeout(() => r('blocked'), 3000))]);
+      expect(outcome).toBe('ready');
+      const versions = await other.query<{ n: string }>('SELECT count(*) AS n FROM schema_version');
+      expect(Number(versions.rows[0].n)).toBe(1);
+    } finally {
+      await other.query('ROLLBACK').catch(() => undefined);
+      await other.end();
+    }
+  }, 20_000);
+
   it('deletes calls past retention, and audits it', async () => {
     await a.callStarted('old-call', 'ws', 'key-a');
     const db = new pg.Client({ connectionString: server!.url });

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, rmSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import pg from 'pg';
@@ -135,6 +135,10 @@ const FOREIGN_KEY_VIOLATION = '23503';
 
 /** Serializes schema changes of nodes starting together (CREATE … IF NOT EXISTS races otherwise). */
 const MIGRATION_LOCK = 7_307_201_301;
+/** The schema this code wants: its DDL runs only when the database was migrated to another (or none). */
+const SCHEMA_HASH = createHash('sha256').update(SCHEMA).digest('hex');
+/** SQLSTATE of a transaction PostgreSQL aborted to break a deadlock: it can simply run again. */
+const DEADLOCK_DETECTED = '40P01';
 
 interface QueuedWrite {
   callId: string;
@@ -177,17 +181,26 @@ export class PostgresCallStore implements CallStore {
   }
 
   private async migrate(): Promise<void> {
-    await this.transaction(async (client) => {
-      await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-      await client.query(SCHEMA);
-    });
+    await this.retryDeadlock(() =>
+      this.transaction(async (client) => {
+        await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+        // The schema's DDL takes exclusive table locks even when it changes nothing (ALTER … ADD COLUMN IF NOT EXISTS),
+        // and deadlocks with what the nodes already serving do (a retention sweep, a lease renewal): it runs only when
+        // the database is not at this schema yet. Measured: three nodes starting on one database deadlocked at start.
+        await client.query('CREATE TABLE IF NOT EXISTS schema_version (id INTEGER PRIMARY KEY, hash TEXT NOT NULL)');
+        const at = await client.query<{ hash: string }>('SELECT hash FROM schema_version WHERE id = 1');
+        if (at.rows[0]?.hash === SCHEMA_HASH) return;
+        await client.query(SCHEMA);
+        await client.query('INSERT INTO schema_version (id, hash) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET hash = EXCLUDED.hash', [SCHEMA_HASH]);
+      }),
+    );
     await this.renewLease();
     // Calls a crash of this very node (same nodeId) left open are closed as such; other nodes' calls are theirs.
     const orphaned = await this.pool.query("UPDATE calls SET ended_at = $1, end_reason = 'process_ended' WHERE ended_at IS NULL AND node = $2", [new Date().toISOString(), this.nodeId]);
     if (orphaned.rowCount) this.logger.warn({ calls: orphaned.rowCount }, 'calls left open by a previous process of this node marked ended');
     this.leaseTimer = setInterval(() => void this.renewLease().catch((err: unknown) => this.logger.error({ err }, 'node lease renewal failed')), Math.max(100, Math.floor(this.leaseMs / 3)));
     this.leaseTimer.unref();
-    await this.applyRetention();
+    await this.retryDeadlock(() => this.applyRetention());
     if (this.config.retentionDays > 0) {
       this.retentionTimer = setInterval(() => void this.applyRetention().catch((err: unknown) => this.logger.error({ err }, 'retention sweep failed')), 24 * 3600 * 1000);
       this.retentionTimer.unref();
@@ -204,6 +217,22 @@ export class PostgresCallStore implements CallStore {
     if (lost.rowCount) this.logger.warn({ calls: lost.rowCount }, "calls of a node whose lease lapsed marked ended ('node_lost')");
     await this.pool.query(`DELETE FROM call_slots WHERE node NOT IN (${live})`, [ttl]);
     await this.pool.query('DELETE FROM nodes WHERE heartbeat_at <= now() - make_interval(secs => $1)', [ttl]);
+  }
+
+  /**
+   * Runs `work` again when PostgreSQL aborted it to break a deadlock (a schema change of a node being upgraded against
+   * the calls of the others), a few times, after a short random wait; any other error is thrown at once.
+   */
+  private async retryDeadlock<T>(work: () => Promise<T>, attempts = 4): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await work();
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== DEADLOCK_DETECTED || attempt >= attempts) throw err;
+        this.logger.warn({ attempt }, 'database deadlock at start: trying again');
+        await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 200 * attempt));
+      }
+    }
   }
 
   /** Run `work` in one transaction on one connection. */

@@ -505,10 +505,11 @@ export class GrammarStream implements AsrStream {
     this.peeked = false;
     this.uttAudio = [];
     this.uttSamples = 0;
-    const heard = kept ?? (await this.hear(false, this.sustained.share()));
+    const sustainedShare = this.sustained.share();
+    this.sustained.reset();
+    const heard = kept ?? (await this.hear(false, sustainedShare));
     // The lanes answer a kept final without decoding; this only closes their own kept state.
     if (kept) await Promise.all(this.lanes.flatMap((l) => [l.stream.finalize(), l.loop.finalize()]));
-    this.sustained.reset();
     const { final, language, understood } = this.decide(heard, this.belief);
     this.current = language;
     if (understood) this.understood = true;
