@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
 import { concatPcm } from '../../../audio/framer.js';
-import { compileGrammar, loadDictionary, type CompileOptions, type CompiledGrammar } from '../grammar/compile.js';
+import { DEFAULT_LANGUAGE_WEIGHT, compileGrammar, loadDictionary, type CompileOptions, type CompiledGrammar } from '../grammar/compile.js';
 import type { GrammarSpec } from '../grammar/spec.js';
 import type { AsrFinal, AsrStream, AsrStreamOptions } from '../types.js';
 import { FRAMES_PER_SECOND, type PocketSphinxNative } from './native.js';
@@ -168,6 +168,10 @@ interface LanguageDecoders {
   searches: ReadonlySet<string>;
   /** Phones per dictionary entry of the compiled grammar (`word(2)` keys as the decoder reports them). */
   phoneCounts: ReadonlyMap<string, number>;
+  /** Each expectation's FSG file, by name (absent where the grammar has only JSGF). */
+  expectationFiles: ReadonlyMap<string, string>;
+  /** The decoders' `-lw`, which an FSG search is loaded with. */
+  languageWeight: number;
 }
 
 /** Name of the phone-loop search in the reference decoders. */
@@ -220,15 +224,23 @@ export class GrammarDecoders {
         // Each language compiles in its own turn of the event loop (tens of ms each): calls in progress keep their audio
         // pacing while a reloaded agent compiles (src/agents).
         await new Promise<void>((resolve) => setImmediate(resolve));
-        const grammar = await compileGrammar(spec, dictionary, this.options, (msg, data) => this.logger?.info(data, msg));
+        const languageWeight = Number(this.options.decoderArgs?.['-lw'] ?? DEFAULT_LANGUAGE_WEIGHT);
+        const grammar = await compileGrammar(spec, dictionary, { ...this.options, languageWeight }, (msg, data) => this.logger?.info(data, msg));
         const dictFile = path.join(dir, `${language}.dict`);
-        const jsgfFile = path.join(dir, `${language}.jsgf`);
         await writeFile(dictFile, grammar.dict);
-        await writeFile(jsgfFile, grammar.jsgf);
+        // The minimal automaton where the grammar has one (a fraction of the JSGF's decoding cost, fsg.ts).
+        const searchFile = path.join(dir, grammar.fsg !== undefined ? `${language}.fsg` : `${language}.jsgf`);
+        await writeFile(searchFile, grammar.fsg ?? grammar.jsgf);
+        const expectationFiles = new Map<string, string>();
+        for (const [name, fsg] of Object.entries(grammar.expectationFsg)) {
+          const file = path.join(dir, `${language}.${name.replace(/[^A-Za-z0-9_.-]/g, '_')}.fsg`);
+          await writeFile(file, fsg);
+          expectationFiles.set(name, file);
+        }
         const args: Record<string, string> = {
           '-hmm': model.hmm,
           '-dict': dictFile,
-          '-jsgf': jsgfFile,
+          [grammar.fsg !== undefined ? '-fsg' : '-jsgf']: searchFile,
           '-samprate': String(INTERNAL_SAMPLE_RATE),
           '-remove_silence': 'no',
           // A grammar search is small, so wide beams cost little; the defaults (1e-48) prune the right
@@ -250,7 +262,7 @@ export class GrammarDecoders {
             // Expectation searches are compiled into a decoder the first time a call on it needs one (stream.ts
             // ensureSearch): each is the whole grammar again, and seven of them made a decoder build 0.7 s, not 0.1 s.
           });
-          const { '-jsgf': _jsgf, ...loopArgs } = decoderArgs;
+          const { '-jsgf': _jsgf, '-fsg': _fsg, ...loopArgs } = decoderArgs;
           const loopPool = new DecoderPool({
             native: this.native,
             args: Object.entries({ ...loopArgs, '-allphone_ci': 'yes' }).flat(),
@@ -277,7 +289,7 @@ export class GrammarDecoders {
           const [word, ...phones] = line.trim().split(/\s+/);
           return [word, phones.length] as const;
         }));
-        const lane: LanguageDecoders = { language, grammar, pool, loopPool, searches, phoneCounts };
+        const lane: LanguageDecoders = { language, grammar, pool, loopPool, searches, phoneCounts, expectationFiles, languageWeight };
         if (this.options.narrowband !== false) await this.addNarrowband(lane, model.hmm, dir, args, buildPools);
         this.logger?.info(
           {
@@ -463,7 +475,12 @@ export class GrammarStream implements AsrStream {
             language: l.language,
             isComplete: (text) => l.grammar.isComplete(text),
             searches: l.searches,
-            searchJsgf: (name) => l.grammar.expectationJsgf[name],
+            search: (name) => {
+              const jsgf = l.grammar.expectationJsgf[name];
+              if (jsgf === undefined) return undefined;
+              const fsgFile = l.expectationFiles.get(name);
+              return { jsgf, languageWeight: l.languageWeight, ...(fsgFile !== undefined ? { fsgFile } : {}) };
+            },
             phoneCount: (word) => l.phoneCounts.get(word),
           },
         ),

@@ -300,8 +300,11 @@ export interface LaneGrammar {
   isComplete(text: string): boolean;
   /** Named searches a decoder can have besides the default one (expectations). */
   searches: ReadonlySet<string>;
-  /** The JSGF of a named search, compiled into a decoder when a call on it first needs it. */
-  searchJsgf(name: string): string | undefined;
+  /**
+   * A named search, compiled into a decoder when a call on it first needs it: its FSG file (with the decoders' `-lw`)
+   * where the grammar has one, else (or if the file is gone, after a reload) its JSGF.
+   */
+  search(name: string): { fsgFile?: string; languageWeight: number; jsgf: string } | undefined;
   /** Phones in a dictionary word as the decoder names it (`thanks(2)`), for the sentence's articulation rate. */
   phoneCount?(word: string): number | undefined;
 }
@@ -742,10 +745,11 @@ export class PocketSphinxDecoderStream implements AsrStream {
   private async ensureSearch(ps: Ptr, name: string): Promise<void> {
     const known = this.pool.searchesOf(ps);
     if (name === this.defaultSearch || known.has(name)) return;
-    const jsgf = this.grammar?.searchJsgf(name);
-    if (jsgf === undefined) return;
+    const source = this.grammar?.search(name);
+    if (source === undefined) return;
     const t0 = performance.now();
-    const rc = await this.native.setJsgfString(ps, name, jsgf);
+    let rc = source.fsgFile !== undefined ? await this.native.setFsgFile(ps, name, source.fsgFile, source.languageWeight) : -1;
+    if (rc < 0) rc = await this.native.setJsgfString(ps, name, source.jsgf);
     if (rc < 0) {
       this.logger?.warn({ search: name }, 'expectation search did not compile; decoding with the whole grammar');
       return;

@@ -3,6 +3,7 @@
  * That version configures decoders through sphinxbase's cmd_ln (`ps_args` + `cmd_ln_parse_r`),
  * not the pocketsphinx 5.0 `ps_config_*` API, so only the former is bound.
  */
+import { existsSync } from 'node:fs';
 import koffi, { type LibraryHandle } from 'koffi';
 
 /** Opaque C pointer (koffi 3 represents pointers as BigInt). */
@@ -37,6 +38,11 @@ export interface PocketSphinxNative {
   hypScoreSync(ps: Ptr): { text: string; score: number };
   /** Adds a named JSGF search (grammar text) on a worker thread; 0 on success. Call between utterances. */
   setJsgfString(ps: Ptr, name: string, jsgf: string): Promise<number>;
+  /**
+   * Adds a named search from an FSG file (grammar/fsg.ts) on a worker thread; 0 on success. `languageWeight` must be
+   * the decoder's `-lw`, as ps_init applies it to `-fsg`. Call between utterances.
+   */
+  setFsgFile(ps: Ptr, name: string, file: string, languageWeight: number): Promise<number>;
   /** Adds a named phone-loop search (all phones, no phone LM) on a worker thread; 0 on success. */
   setAllphone(ps: Ptr, name: string): Promise<number>;
   /** Activates a named search for the next utterance; 0 on success. */
@@ -102,6 +108,12 @@ export function bindPocketSphinx(libraryPath: string = DEFAULT_LIBRARY): PocketS
   const psSetAllphone: NativeFn<[Ptr, string, null], number> = ps.func(
     'int ps_set_allphone(void *ps, const char *name, void *lm)',
   );
+  const psGetLogmath: NativeFn<[Ptr], Ptr | null> = ps.func('void *ps_get_logmath(void *ps)');
+  const fsgModelReadfile: NativeFn<[string, Ptr, number], Ptr | null> = sb.func(
+    'void *fsg_model_readfile(const char *file, void *lmath, float lw)',
+  );
+  const fsgModelFree: NativeFn<[Ptr], number> = sb.func('int fsg_model_free(void *fsg)');
+  const psSetFsg: NativeFn<[Ptr, string, Ptr], number> = ps.func('int ps_set_fsg(void *ps, const char *name, void *fsg)');
   const psSetSearch: NativeFn<[Ptr, string], number> = ps.func('int ps_set_search(void *ps, const char *name)');
   const psGetNFrames: NativeFn<[Ptr], number> = ps.func('int ps_get_n_frames(void *ps)');
   const psSegIter: NativeFn<[Ptr], Ptr | null> = ps.func('void *ps_seg_iter(void *ps)');
@@ -164,6 +176,20 @@ export function bindPocketSphinx(libraryPath: string = DEFAULT_LIBRARY): PocketS
       return { text, score: score[0] };
     },
     setJsgfString: (decoder, name, jsgf) => promisify(psSetJsgfString, decoder, name, jsgf),
+    async setFsgFile(decoder, name, file, languageWeight) {
+      // A grammar reload removes the old files; callers then fall back to the JSGF.
+      if (!existsSync(file)) return -1;
+      const lmath = psGetLogmath(decoder);
+      if (!lmath) return -1;
+      const fsg = await promisify(fsgModelReadfile, file, lmath, languageWeight);
+      if (!fsg) return -1;
+      try {
+        // The search keeps its own reference to the model.
+        return await promisify(psSetFsg, decoder, name, fsg);
+      } finally {
+        fsgModelFree(fsg);
+      }
+    },
     setAllphone: (decoder, name) => promisify(psSetAllphone, decoder, name, null),
     setSearch: (decoder, name) => psSetSearch(decoder, name),
     nFrames: (decoder) => psGetNFrames(decoder),
