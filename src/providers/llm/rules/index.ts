@@ -14,7 +14,7 @@ import { buildVocabulary, expectationOf, replay, utteranceSlots, type DialogueSt
 import { buildGrammarSpecs } from './grammar.js';
 import { DEFAULT_LEXICON, DEFAULT_MESSAGES, type Lexicon, type MessageKey } from './lexicon.js';
 import { IntentMatcher, type IntentMatch } from './matcher.js';
-import { numbersToDigits, parseClock, words, type OpeningHours } from './values.js';
+import { numbersToDigits, parseClock, warmDateParsers, words, type OpeningHours } from './values.js';
 import { isValidTimeZone } from '../tools.js';
 import type { RulesSettings } from './options.js';
 
@@ -100,6 +100,12 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
       throw new RulesConfigError(`${file}: not valid JSON (${e instanceof Error ? e.message : String(e)})`);
     }
     this.install(validateRulesConfig(json, file));
+    const config = this.config;
+    if (config) await warmDateParsers(config.languages, this.zoneOf(config));
+  }
+
+  private zoneOf(config: RulesConfig): string {
+    return this.options.timezone ?? config.domain?.timezone ?? process.env.TZ ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
   }
 
   private install(config: RulesConfig): void {
@@ -223,7 +229,7 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
       messages: this.messages,
       vocabulary: this.vocabulary,
       now: this.options.now?.() ?? new Date(),
-      timeZone: this.options.timezone ?? config.domain?.timezone ?? process.env.TZ ?? Intl.DateTimeFormat().resolvedOptions().timeZone,
+      timeZone: this.zoneOf(config),
       hours: this.hours(),
     };
   }
