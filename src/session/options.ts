@@ -53,10 +53,10 @@ export const TURN_OPTIONS = t.object({
          */
         sureConfidence: t.optional(t.number(0, 1)),
         /**
-         * Off unless true: at a likely end after a whole sentence, peek at the recogniser's final instead of ending
-         * the utterance, so a caller who goes on stays one utterance (no sentence decoded in pieces). Each pause the
-         * caller talks through then costs a second decode of the utterance so far (BENCHMARKS.md, "A peek at the
-         * pause"), which is why it is not the default yet.
+         * At a likely end after a whole sentence, peek at the recogniser's final instead of ending the utterance, so a
+         * caller who goes on stays one utterance (no sentence decoded in pieces). Each pause the caller talks through
+         * costs a second decode of the utterance so far, cheap since grammars decode as automata (BENCHMARKS.md, "A
+         * peek at the pause" and "Grammars as minimal automata"). On by default; `false` finalises at the likely end.
          */
         peek: t.optional(t.boolean()),
         /**
@@ -70,7 +70,7 @@ export const TURN_OPTIONS = t.object({
     ),
     // Measured with loadtest/endpoint-pauses.ts (BENCHMARKS.md, "Turn-taking from the grammar"): callers who
     // pause 300–600 ms mid-sentence were cut in on 19/24 times at the plain 180 ms, 0/24 with this.
-    { completeMs: 120, incompleteMs: 700 },
+    { completeMs: 120, incompleteMs: 700, peek: true },
   ),
   /** Audio kept from before speech onset and given to ASR, so first phonemes are not clipped. */
   preRollMs: t.default(common.ms(), 200),

@@ -318,7 +318,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
     // (long_pause) asks the recogniser's final instead.
     if (this.deps.recogniser.sentenceIncomplete) return;
     const g = this.deps.turn.grammarEndpoint;
-    if (g && g.peek === true && this.deps.recogniser.canPeek) {
+    if (g && g.peek !== false && this.deps.recogniser.canPeek) {
       const resumes = turn.resumes;
       this.enqueue(() => this.peekAtPause(turn, resumes));
       return;

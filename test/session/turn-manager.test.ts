@@ -239,11 +239,19 @@ describe('turn manager', () => {
   describe('a peek at the pause', () => {
     const PEEK_AT_LIKELY_END = { grammarEndpoint: { completeMs: 120, incompleteMs: 700, peek: true } };
 
-    it('finalizes at the likely end, as before, unless peeks there are asked for', async () => {
+    it('peeks at the likely end by default, and finalizes there with peek: false', async () => {
       t = new TurnsUnderTest();
       t.recogniser.canPeek = true;
       const first = await t.speak('I want', 400, true);
       await t.pause(first);
+      expect(t.recogniser.peeks).toBe(1);
+      expect(t.prepared.map((p) => p.text)).toEqual(['I want']);
+      await t.close();
+
+      t = new TurnsUnderTest(undefined, { grammarEndpoint: { completeMs: 120, incompleteMs: 700, peek: false } });
+      t.recogniser.canPeek = true;
+      const again = await t.speak('I want', 400, true);
+      await t.pause(again);
       expect(t.recogniser.peeks).toBe(0);
       expect(t.prepared.map((p) => p.text)).toEqual(['I want']);
     });
