@@ -274,7 +274,7 @@ export class AgentRegistry extends EventEmitter {
     const rules = validateRulesConfig(raw, entry.file);
     // Every step of a reload (tens of ms each) runs in its own event-loop turn: calls in progress keep their pacing.
     await nextTurn();
-    const llm = new RuleBasedAgent({ rules });
+    const llm = new RuleBasedAgent({ rules, warmDateParsers: true });
     const log = this.logger.child({ agent: entry.name, agentVersion: version });
     const agentTools = agentToolsOfJson(raw, entry.file);
     const tools = createToolExecutor(this.config.agent.tools, agentTools, log.child({ component: 'tools' }));

@@ -22,7 +22,8 @@ export function createLlmProvider(config: LlmConfig, logger: Logger): LlmProvide
   switch (config.provider) {
     case 'rules': {
       const { provider: _p, ...options } = config;
-      return new RuleBasedAgent(options);
+      // A service answers calls: its first callers' date turns should not compile the date parsers.
+      return new RuleBasedAgent({ ...options, warmDateParsers: true });
     }
     case 'openai': {
       const { provider: _p, ...options } = config;

@@ -290,8 +290,14 @@ export async function compileGrammar(
     return sentenceFsg(`g_${language}`, sentences, slotValues, options.languageWeight ?? DEFAULT_LANGUAGE_WEIGHT);
   };
   const expectationFsg: Record<string, string> = {};
-  if (!garbage) for (const [name, preferred] of preferredBy) expectationFsg[name] = automaton(preferred);
   const fsg = garbage ? undefined : automaton();
+  if (!garbage) {
+    for (const [name, preferred] of preferredBy) {
+      // Each automaton is tens of ms: an agent compiled beside live calls leaves their audio its turn in between.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      expectationFsg[name] = automaton(preferred);
+    }
+  }
 
   const dictLines: string[] = [];
   for (const [word, prons] of [...pronunciations.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {

@@ -58,9 +58,12 @@ function buildNfa(sentences: readonly WeightedSentence[], slotValues: ReadonlyMa
   return { nodes, starts };
 }
 
-/** Enough digits that equal weights compare equal and the decoder's log domain loses nothing. */
-function weightKey(w: number): string {
-  return w.toPrecision(12);
+/**
+ * A weight as a key: equal weights reached by different products must compare equal, and a key is built for every
+ * member of every state, so it is an integer: weights here are at most 1, and 1e-9 is far below what the decoder keeps.
+ */
+function weightKey(w: number): number {
+  return w === 1 ? 1 : Math.round(w * 1e9);
 }
 
 /**
@@ -92,7 +95,8 @@ export function sentenceFsg(
   const pending: number[] = [];
   const intern = (members: Map<number, number>): number => {
     const sorted = [...members].sort((a, b) => a[0] - b[0]);
-    const key = sorted.map(([q, r]) => `${q}:${weightKey(r)}`).join(',');
+    let key = '';
+    for (const [q, r] of sorted) key += r === 1 ? `${q},` : `${q}:${weightKey(r)},`;
     const known = index.get(key);
     if (known !== undefined) return known;
     let final = 0;

@@ -30,6 +30,8 @@ export interface RuleBasedAgentOptions extends RulesSettings {
   now?: () => Date;
   /** IANA zone (default: the rules' domain.timezone, else $TZ, else the system zone). */
   timezone?: string;
+  /** Read a date in each language at load (warmDateParsers), as a service answering calls wants; off for tools and tests. */
+  warmDateParsers?: boolean;
 }
 
 /** Booking slots from one utterance, in whichever of the five languages it is (kept for callers of the old API). */
@@ -101,7 +103,8 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
     }
     this.install(validateRulesConfig(json, file));
     const config = this.config;
-    if (config) await warmDateParsers(config.languages, this.zoneOf(config));
+    // In the background: the agent is usable at once, and the first callers' turns come seconds later.
+    if (config && this.options.warmDateParsers === true) void warmDateParsers(config.languages, this.zoneOf(config)).catch(() => undefined);
   }
 
   private zoneOf(config: RulesConfig): string {

@@ -282,7 +282,7 @@ export function findDate(text: string, language: string, now: Date, timeZone: st
 /**
  * Reads a date a few times in each language. The first reads build ICU's date formats for the language and zone, and
  * V8 compiles chrono's large patterns to machine code on their second use: 0.1–0.4 s per language each time,
- * measured, then ~1 ms. Done at load, not in the first callers' turns, where it also stalled every other call's audio.
+ * measured, then ~1 ms. A service does it at load (RuleBasedAgentOptions.warmDateParsers), not in the first callers' turns, where it also stalled every other call's audio.
  */
 export async function warmDateParsers(languages: readonly string[], timeZone: string): Promise<void> {
   for (let round = 0; round < 3; round++) {
