@@ -236,10 +236,13 @@ export async function compileGrammar(
   // The JSGF lexer reads plain decimals only ("1e-4" is not a weight).
   const garbage = options.garbageWeight !== undefined && options.garbageWeight > 0;
   const garbageWeight = decimal(options.garbageWeight ?? 0);
+  /** A search's sentences: the main ones and an expectation's own, its sentences weighted up. */
+  const searchSentences = (preferred?: ReadonlySet<number>): Array<{ index: number; weight: number }> =>
+    kept
+      .map((_, index) => ({ index, weight: preferred?.has(index) ? (options.expectationWeight ?? 20) : 1 }))
+      .filter(({ index }) => index < mainCount || preferred?.has(index));
   const build = (preferred?: ReadonlySet<number>): string => {
-    const expWeight = decimal(options.expectationWeight ?? 20);
-    const indices = kept.map((_, i) => i).filter((i) => i < mainCount || preferred?.has(i));
-    const alternatives = indices.map((i) => (preferred ? `/${preferred.has(i) ? expWeight : 1}/ <s${i}>` : `<s${i}>`));
+    const alternatives = searchSentences(preferred).map(({ index, weight }) => (preferred ? `/${decimal(weight)}/ <s${index}>` : `<s${index}>`));
     const sentences = `<sentence> = ${alternatives.join(' | ')};`;
     return [
       '#JSGF V1.0;',
@@ -282,11 +285,9 @@ export async function compileGrammar(
   const jsgf = build();
   // The automata weigh each sentence as the JSGF compiler does: a rule's alternatives normalised to sum to 1.
   const automaton = (preferred?: ReadonlySet<number>): string => {
-    const indices = kept.map((_, i) => i).filter((i) => i < mainCount || preferred?.has(i));
-    const expWeight = options.expectationWeight ?? 20;
-    const raw = indices.map((i) => (preferred?.has(i) ? expWeight : 1));
-    const total = raw.reduce((a, b) => a + b, 0);
-    const sentences = indices.map((i, k) => ({ tokens: kept[i], weight: raw[k] / total }));
+    const chosen = searchSentences(preferred);
+    const total = chosen.reduce((sum, { weight }) => sum + weight, 0);
+    const sentences = chosen.map(({ index, weight }) => ({ tokens: kept[index], weight: weight / total }));
     return sentenceFsg(`g_${language}`, sentences, slotValues, options.languageWeight ?? DEFAULT_LANGUAGE_WEIGHT);
   };
   const expectationFsg: Record<string, string> = {};
