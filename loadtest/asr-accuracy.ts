@@ -7,6 +7,7 @@
  *
  *   npm run asr-accuracy -- [--per-voice 4] [--ood 60] [--narrowband compare|on|off] [--baseline] [--one-language]
  *                           [--languages en,es] [--callers es] [--rules FILE] [--gate 0.7] [--budget-s 330] [--seed 1] [--trace]
+ *                           [--save-texts FILE] [--texts FILE]
  *
  * --narrowband compare (default) also decodes every call on a recogniser without narrowband decoders (the
  * behaviour before them: one wideband pool for both channels) and reports it as `…/before-narrowband`.
@@ -16,7 +17,12 @@
  * share of the speech explained, articulation rate) on stderr. Prints one JSON object (progress on stderr). Bounded by --budget-s: calls not started in time are
  * skipped (two thirds of the budget for in-domain calls, the rest for out-of-domain sound) and counted in
  * `skipped`, so a busy machine gives smaller n rather than no result.
+ *
+ * --save-texts writes the in-domain sentences drawn for each language and voice; --texts reads them back instead of
+ * drawing (the draw still runs, so out-of-domain sound is the same): two trees whose grammars differ, and so would
+ * draw different sentences, are then measured on the same speech.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
 import { PocketSphinxAsr, type LaneResult, type PocketSphinxStream } from '../src/providers/asr/pocketsphinx/index.js';
@@ -48,6 +54,9 @@ const CALLERS = arg('callers', '').split(',').filter(Boolean);
 const SEED = Number(arg('seed', '1'));
 const GARBAGE_WEIGHT = Number(arg('garbage-weight', '0'));
 const TRACE = args.includes('--trace');
+const SAVE_TEXTS = arg('save-texts', '');
+const GIVEN_TEXTS: Record<string, string[]> = arg('texts', '') ? JSON.parse(readFileSync(arg('texts', ''), 'utf8')) : {};
+const drawnTexts: Record<string, string[]> = {};
 const THRESHOLDS = [0, 0.5, 0.6, 0.7, 0.8, 0.9];
 
 const rand = seededRandom(SEED);
@@ -280,7 +289,9 @@ async function main(): Promise<void> {
         continue;
       }
       process.stderr.write(`[asr-accuracy] ${Math.round((performance.now() - t0) / 1000)} s: ${spec.language} ${voice.id}\n`);
-      const texts = Array.from({ length: PER_VOICE }, () => sampleSentence(spec, pick(spec.sentences)));
+      const drawn = Array.from({ length: PER_VOICE }, () => sampleSentence(spec, pick(spec.sentences)));
+      const texts = GIVEN_TEXTS[`${spec.language}|${voice.id}`] ?? drawn;
+      drawnTexts[`${spec.language}|${voice.id}`] = texts;
       const clean = await Promise.all(texts.map((t) => synthesize(t, voice)));
       const phone = await Promise.all(clean.map((pcm) => phoneChannel(pcm)));
       for (const channel of ['16k', 'phone'] as const) {
@@ -493,6 +504,7 @@ async function main(): Promise<void> {
   });
   const finalMs = [...perCell.values()].flatMap((c) => c.finalMs).sort((a, b) => a - b);
   const inDomain = confidences.filter((c) => c.inDomain);
+  if (SAVE_TEXTS) writeFileSync(SAVE_TEXTS, JSON.stringify(drawnTexts, null, 1));
   console.log(JSON.stringify({
     config: { perVoice: PER_VOICE, ood: OOD, seed: SEED, languages: loaded, narrowband: NARROWBAND, gate, gatedIntents: [...gatedIntents], garbageWeight: GARBAGE_WEIGHT, sentences: Object.fromEntries(specs.map((s) => [s.language, s.sentences.length])) },
     load: { grammarMs: Math.round(grammarLoadMs), grammarRssMb: Math.round(rssGrammar / 1e6), ...(baseline ? { genericLmMs: Math.round(lmLoadMs) } : {}) },

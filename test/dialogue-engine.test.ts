@@ -45,6 +45,26 @@ describe('restaurant booking form (English)', () => {
     expect((await d.say('Smith')).text).toBe('A table for 2 on Monday, November 30 at 7 PM, under the name Smith. Shall I book it?');
   });
 
+  it('takes every value of the form in one breath, as the grammar lets a caller say it', async () => {
+    await restaurant.load();
+    const cases = [
+      { lang: 'en', values: { party_size: 'two', date: 'on friday', time: 'seven', name: 'anna' }, readBack: 'A table for 2 on Friday, December 4 at 7 PM, under the name Anna. Shall I book it?' },
+      { lang: 'es', values: { party_size: 'dos', date: 'el viernes', time: 'a las siete', name: 'anna' }, readBack: 'Una mesa para 2 el viernes, 4 de diciembre a las 19, a nombre de Anna. ¿La reservo?' },
+    ];
+    for (const { lang, values, readBack } of cases) {
+      const spec = restaurant.grammarSpecs().find((s) => s.language === lang);
+      const refs = Object.keys(values).map((slot) => `{${slot}}`);
+      const whole = spec?.sentences.filter((s) => refs.every((r) => s.includes(r))) ?? [];
+      expect(whole.length, lang).toBeGreaterThan(0);
+      for (const [slot, form] of Object.entries(values)) expect(spec?.slots[slot], `${lang} ${slot}`).toContain(form);
+      for (const template of whole) {
+        const { dialogue: d } = await call(restaurant, lang);
+        const said = template.replace(/\{(\w+)\}/g, (_, slot: string) => values[slot as keyof typeof values]);
+        expect((await d.say(said)).text, said).toBe(readBack);
+      }
+    }
+  });
+
   it('corrections change a slot and read back again; "no" asks what to change', async () => {
     const { dialogue: d, registry } = await call(restaurant);
     await d.say('a table for four tomorrow at eight pm under the name Anna');
