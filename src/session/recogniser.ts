@@ -87,6 +87,7 @@ export class Recogniser {
       language: options.language,
       ...(options.sourceSampleRate ? { sourceSampleRate: options.sourceSampleRate } : {}),
       languageFixed: options.languageFixed,
+      logger: options.logger,
       onPartial: (partial) => {
         this.detector.setComplete(partial.complete);
         this.hooks.onPartial(partial);

@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { ProviderCapabilities } from '../capabilities.js';
 /** Streaming speech recognition. Streaming-first so that server backends (Voxtral realtime) plug in unchanged. */
 export interface AsrProvider {
@@ -26,6 +27,8 @@ export interface AsrStreamOptions {
   languageFixed?: boolean;
   /** Called whenever the running hypothesis for the current utterance changes. */
   onPartial?: (partial: AsrPartial) => void;
+  /** The call's logger (its lines carry the call id); the provider's own when absent. */
+  logger?: Logger;
 }
 
 export interface AsrPartial {

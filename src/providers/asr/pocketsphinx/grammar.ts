@@ -501,10 +501,8 @@ export class GrammarStream implements AsrStream {
       this.kept = undefined;
       const before = concatPcm(this.uttAudio);
       this.logger?.debug({ replayMs: (before.length * 1000) / INTERNAL_SAMPLE_RATE }, 'caller went on after a peek: utterance decoded again');
-      if (before.length > 0) for (const lane of this.lanes) {
-        lane.stream.push(before, true);
-        lane.loop.push(before, true);
-      }
+      // The phone loops were only read at the peek, not ended: they go on from where they are.
+      if (before.length > 0) for (const lane of this.lanes) lane.stream.push(before, true);
     }
     this.audioSeq++;
     this.retain(pcm);
@@ -550,8 +548,10 @@ export class GrammarStream implements AsrStream {
 
   /** Every lane's final and its phone loop's, judged: a sentence that is not speech or fits too poorly is set aside. */
   private async hear(keep: boolean, sustainedShare: number): Promise<HeardUtterance> {
-    const end = (s: PocketSphinxDecoderStream): Promise<AsrFinal> => (keep ? s.endKeepingUtterance() : s.finalize());
-    const [finals, loopFinals] = await Promise.all([Promise.all(this.lanes.map((l) => end(l.stream))), Promise.all(this.lanes.map((l) => end(l.loop)))]);
+    const [finals, loopFinals] = await Promise.all([
+      Promise.all(this.lanes.map((l) => (keep ? l.stream.endKeepingUtterance() : l.stream.finalize()))),
+      Promise.all(this.lanes.map((l) => (keep ? l.loop.snapshot() : l.loop.finalize()))),
+    ]);
     const music = sustainedShare > this.speechTest.maxSustainedShare;
     const results = this.lanes.map((l, i) => {
       const detail = l.stream.lastResult;
@@ -560,7 +560,9 @@ export class GrammarStream implements AsrStream {
       if (detail?.inGrammar && g && ref) {
         // Log-likelihood ratio per frame of the grammar path against the free phone loop (≤ 0 in practice),
         // in thousandths: near 0 the grammar explains the sound as well as any phone sequence could.
-        detail.llr = (1000 * (g.score - ref.score) * LOG_BASE) / Math.max(g.frames, ref.frames);
+        // Per frame on each side: a peek reads the running phone loop, a few frames (its feature lag) short of the
+        // grammar decoder's ended utterance.
+        detail.llr = 1000 * LOG_BASE * (g.score / g.frames - ref.score / ref.frames);
         detail.loopPerFrame = (1000 * ref.score * LOG_BASE) / ref.frames;
         detail.phoneRate = phoneRate(loopFinals[i].text, ref.frames);
         const said = speechFrames(loopFinals[i]);

@@ -23,6 +23,7 @@ import {
   DEFAULT_LIBRARY,
   FRAMES_PER_SECOND,
   bindPocketSphinx,
+  type CmnState,
   type PocketSphinxNative,
   type Ptr,
 } from './native.js';
@@ -187,7 +188,7 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarA
       },
       load: () => asr.load(),
       // Without its own grammars (dropped, none compiled) the call decodes as the default agent's would.
-      createStream: (options: AsrStreamOptions = {}) => own()?.createStream(options, asr.logger) ?? asr.createStream(options),
+      createStream: (options: AsrStreamOptions = {}) => own()?.createStream(options, asr.streamLogger(options)) ?? asr.createStream(options),
     };
   }
 
@@ -269,7 +270,7 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarA
 
   createStream(options: AsrStreamOptions = {}): PocketSphinxStream {
     if (this.native && !this.closed && this.grammars && this.grammars.loaded.length > 0) {
-      return this.grammars.createStream(options, this.logger);
+      return this.grammars.createStream(options, this.streamLogger(options));
     }
     if (this.native && !this.closed && !this.pool && this.options.lazyGenericLm) {
       // Grammar mode was expected but never set up (e.g. a wrapper that hides setGrammars): fall back to the
@@ -283,7 +284,12 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarA
     if (options.language && !options.language.toLowerCase().startsWith(LANGUAGE)) {
       this.logger?.debug({ language: options.language }, 'pocketsphinx only decodes English');
     }
-    return new PocketSphinxDecoderStream(this.native, this.pool, options, this.logger);
+    return new PocketSphinxDecoderStream(this.native, this.pool, options, this.streamLogger(options));
+  }
+
+  /** The call's logger when the session gave one (its lines carry the call id), marked as this provider's. */
+  streamLogger(options: AsrStreamOptions): Logger | undefined {
+    return options.logger ? options.logger.child({ provider: 'asr-pocketsphinx' }) : this.logger;
   }
 
   async close(): Promise<void> {
@@ -349,6 +355,7 @@ export const DEFAULT_SEARCH = '_default';
 type Command =
   | { kind: 'audio'; pcm: Int16Array; utt: number }
   | { kind: 'finalize'; resolve: (final: AsrFinal) => void; reject: (err: Error) => void; keep: boolean }
+  | { kind: 'snapshot'; resolve: (final: AsrFinal) => void; reject: (err: Error) => void }
   | { kind: 'restart' }
   | { kind: 'close' };
 
@@ -387,7 +394,19 @@ export class PocketSphinxDecoderStream implements AsrStream {
    * The final of an utterance ended by endKeepingUtterance(), while no audio has come since: a finalize() now
    * answers it without decoding anything. The decoder itself has already started its next (empty) utterance.
    */
-  private kept: { final: AsrFinal; result: LaneResult | undefined; score: { score: number; frames: number } | undefined } | undefined;
+  private kept:
+    | {
+        final: AsrFinal;
+        result: LaneResult | undefined;
+        score: { score: number; frames: number } | undefined;
+        /** The live CMN as the ended utterance left it, applied once the caller is known finished. */
+        cmnAfter: CmnState | undefined;
+      }
+    | undefined;
+  /** Set by a keeping finalize between ps_end_utt and settle(). */
+  private cmnAfterKeep: CmnState | undefined;
+  /** Grammar lanes: the live CMN as the current utterance found it, to decode it again from the same state. */
+  private cmnAtStart: CmnState | undefined;
 
   constructor(
     private readonly native: PocketSphinxNative,
@@ -445,6 +464,20 @@ export class PocketSphinxDecoderStream implements AsrStream {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise<AsrFinal>((resolve, reject) => {
       this.queue.push({ kind: 'finalize', resolve, reject, keep: true });
+      void this.pump();
+    });
+  }
+
+  /**
+   * The running hypothesis of the utterance so far, with its path score (`lastScore`), without ending it: the phone
+   * loop's side of a peek. A free phone loop has no final state to reach, so its best path now is what its final
+   * would be; left running, it never decodes the utterance again when the caller goes on (the grammar lanes must).
+   */
+  snapshot(): Promise<AsrFinal> {
+    if (this.closed) return Promise.resolve(emptyFinal(this.language));
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<AsrFinal>((resolve, reject) => {
+      this.queue.push({ kind: 'snapshot', resolve, reject });
       void this.pump();
     });
   }
@@ -523,7 +556,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
         } catch (err) {
           const error = asError(err);
           this.logger?.error({ err: error, cmd: cmd.kind }, 'pocketsphinx decode failed');
-          if (cmd.kind === 'finalize') cmd.reject(error);
+          if (cmd.kind === 'finalize' || cmd.kind === 'snapshot') cmd.reject(error);
           this.resetUtterance();
         }
       }
@@ -597,7 +630,11 @@ export class PocketSphinxDecoderStream implements AsrStream {
         if (this.kept) {
           // Nothing was decoded since the utterance was ended and kept: its final stands.
           const kept = this.kept;
-          if (!cmd.keep) this.kept = undefined;
+          if (!cmd.keep) {
+            this.kept = undefined;
+            // The caller did stop there: the utterance adapts the mean as an ended one does.
+            if (kept.cmnAfter && this.native.setCmnState(ps, kept.cmnAfter)) this.cmnAtStart = kept.cmnAfter;
+          }
           this.lastResult = kept.result && { ...kept.result };
           this.lastScore = kept.score;
           cmd.resolve({ ...kept.final });
@@ -608,9 +645,16 @@ export class PocketSphinxDecoderStream implements AsrStream {
         // that is also the start of a longer one ("goodbye" / "goodbye see you") can end "in no final state" when
         // the trailing silence sat on the inner state. The best path just before the end still says it.
         const beforeEnd = this.grammar ? this.native.hypScoreSync(ps) : undefined;
+        // Ending an utterance folds it into the live cepstral mean. An utterance only peeked at may go on and be
+        // decoded again: it must start from the state it started from, as an utterance never peeked at does.
         this.started = false;
         const rc = await this.native.endUtt(ps);
         if (rc < 0) throw new Error(`ps_end_utt failed (${rc})`);
+        this.cmnAfterKeep = undefined;
+        if (cmd.keep && this.cmnAtStart) {
+          this.cmnAfterKeep = this.native.getCmnState(ps);
+          if (!this.native.setCmnState(ps, this.cmnAtStart)) this.cmnAfterKeep = undefined;
+        }
         const raw = normaliseText(await this.native.hyp(ps));
         this.lastScore = { score: this.native.hypScoreSync(ps).score, frames: Math.max(1, this.native.nFrames(ps)) };
         const audioMs = (this.uttSamples * 1000) / INTERNAL_SAMPLE_RATE;
@@ -643,6 +687,19 @@ export class PocketSphinxDecoderStream implements AsrStream {
         if (!this.closed) await this.ensureStarted(ps);
         return;
       }
+      case 'snapshot': {
+        const audioMs = (this.uttSamples * 1000) / INTERNAL_SAMPLE_RATE;
+        if (!this.started) {
+          this.lastScore = undefined;
+          cmd.resolve(emptyFinal(this.language));
+          return;
+        }
+        const raw = normaliseText(this.native.hypSync(ps));
+        this.lastScore = { score: this.native.hypScoreSync(ps).score, frames: Math.max(1, this.native.nFrames(ps)) };
+        const words = raw ? this.words(ps) : [];
+        cmd.resolve({ text: raw, language: this.language, audioMs, ...(words.length > 0 ? { words } : {}) });
+        return;
+      }
       case 'restart':
         this.kept = undefined;
         await this.endIfStarted(ps);
@@ -667,7 +724,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
 
   /** Answers a finalize; one that keeps the utterance also remembers its final (see endKeepingUtterance). */
   private settle(cmd: Extract<Command, { kind: 'finalize' }>, final: AsrFinal): void {
-    if (cmd.keep) this.kept = { final: { ...final }, result: this.lastResult && { ...this.lastResult }, score: this.lastScore };
+    if (cmd.keep) this.kept = { final: { ...final }, result: this.lastResult && { ...this.lastResult }, score: this.lastScore, cmnAfter: this.cmnAfterKeep };
     cmd.resolve(final);
   }
 
@@ -733,6 +790,8 @@ export class PocketSphinxDecoderStream implements AsrStream {
       if (rc < 0) this.logger?.warn({ search: this.wantedSearch }, 'ps_set_search failed');
       else this.activeSearch = this.wantedSearch;
     }
+    // Only grammar lanes peek (and so may decode an utterance again).
+    this.cmnAtStart = this.grammar ? this.native.getCmnState(ps) : undefined;
     const rc = await this.native.startUtt(ps);
     if (rc < 0) throw new Error(`ps_start_utt failed (${rc})`);
     this.started = true;

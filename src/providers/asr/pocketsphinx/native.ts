@@ -57,6 +57,19 @@ export interface PocketSphinxNative {
    */
   getCmn(ps: Ptr): Float32Array | undefined;
   setCmn(ps: Ptr, mean: Float32Array): boolean;
+  /**
+   * The live CMN's whole state: the mean, and the running sum and frame count it is recomputed from. `setCmn` seeds
+   * those as 500 frames of the mean it is given, a different state from the one an utterance started in, and the
+   * decode depends on it; restoring a snapshot puts the front end back exactly (undefined where the layout differs).
+   */
+  getCmnState(ps: Ptr): CmnState | undefined;
+  setCmnState(ps: Ptr, state: CmnState): boolean;
+}
+
+export interface CmnState {
+  mean: Float32Array;
+  sum: Float32Array;
+  frames: number;
 }
 
 function promisify<A extends unknown[], R>(fn: NativeFn<A, R>, ...args: A): Promise<R> {
@@ -137,6 +150,21 @@ export function bindPocketSphinx(libraryPath: string = DEFAULT_LIBRARY): PocketS
     return cmn && size >= 8 && size <= 40 ? { cmn, size } : undefined;
   };
 
+  // sphinxbase's cmn_t: { mfcc_t *cmn_mean; mfcc_t *cmn_var; mfcc_t *sum; int32 nframe; int32 veclen; } (float mfcc_t).
+  const cmnFields = (decoder: Ptr): { mean: Ptr; sum: Ptr; cmn: Ptr; size: number } | undefined => {
+    const at = cmnOf(decoder);
+    if (!at) return undefined;
+    const veclen = koffi.decode(at.cmn, 28, 'int32_t') as number;
+    const mean = koffi.decode(at.cmn, 0, 'void *') as Ptr | null;
+    const sum = koffi.decode(at.cmn, 16, 'void *') as Ptr | null;
+    if (veclen !== at.size || !mean || !sum) return undefined;
+    // The mean read through the struct must be the one the library's own accessor gives.
+    const check = new Float32Array(at.size);
+    cmnLiveGet(at.cmn, check);
+    const read = koffi.decode(mean, 0, 'float', at.size) as number[];
+    return read.every((v, i) => v === check[i]) ? { mean, sum, cmn: at.cmn, size: at.size } : undefined;
+  };
+
   // Silence the library for good; per-decoder `-logfn` would reopen a global FILE from worker threads.
   errSetLogfp(null);
   const argDefs = psArgs();
@@ -204,6 +232,23 @@ export function bindPocketSphinx(libraryPath: string = DEFAULT_LIBRARY): PocketS
       const at = cmnOf(decoder);
       if (!at || at.size !== mean.length) return false;
       cmnLiveSet(at.cmn, mean);
+      return true;
+    },
+    getCmnState(decoder) {
+      const f = cmnFields(decoder);
+      if (!f) return undefined;
+      return {
+        mean: Float32Array.from(koffi.decode(f.mean, 0, 'float', f.size) as number[]),
+        sum: Float32Array.from(koffi.decode(f.sum, 0, 'float', f.size) as number[]),
+        frames: koffi.decode(f.cmn, 24, 'int32_t') as number,
+      };
+    },
+    setCmnState(decoder, state) {
+      const f = cmnFields(decoder);
+      if (!f || state.mean.length !== f.size || state.sum.length !== f.size) return false;
+      koffi.encode(f.mean, 0, 'float', Array.from(state.mean), f.size);
+      koffi.encode(f.sum, 0, 'float', Array.from(state.sum), f.size);
+      koffi.encode(f.cmn, 24, 'int32_t', state.frames);
       return true;
     },
     segments(decoder) {
