@@ -523,8 +523,12 @@ export class GrammarStream implements AsrStream {
     const sustainedShare = this.sustained.share();
     this.sustained.reset();
     const heard = kept ?? (await this.hear(false, sustainedShare));
-    // The lanes answer a kept final without decoding; this only closes their own kept state.
-    if (kept) await Promise.all(this.lanes.flatMap((l) => [l.stream.finalize(), l.loop.finalize()]));
+    if (kept) {
+      // The grammar lanes answer their kept final at once. The phone loops were only read at the peek: ending their
+      // utterance now waits for whatever they have not decoded yet, which this final does not need.
+      await Promise.all(this.lanes.map((l) => l.stream.finalize()));
+      for (const l of this.lanes) l.loop.finalize().catch((err: unknown) => this.logger?.warn({ err }, 'phone loop finalize failed'));
+    }
     const { final, language, understood } = this.decide(heard, this.belief);
     this.current = language;
     if (understood) this.understood = true;
