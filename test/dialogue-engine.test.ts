@@ -65,6 +65,28 @@ describe('restaurant booking form (English)', () => {
     }
   });
 
+  it('an answer may carry the form\'s later values, as the expectation grammar lets a caller say them', async () => {
+    await restaurant.load();
+    const cases = [
+      { lang: 'en', request: 'can i make a reservation for sixteen people', asked: 'For which day?', values: { date: 'next saturday', time: 'one thirty pm', name: 'schmidt' }, readBack: 'A table for 16 on Saturday, December 5 at 1:30 PM, under the name Schmidt. Shall I book it?' },
+      { lang: 'es', request: 'quiero reservar una mesa para dos personas', asked: '¿Para qué día?', values: { date: 'el viernes', time: 'a las siete', name: 'anna' }, readBack: 'Una mesa para 2 el viernes, 4 de diciembre a las 19, a nombre de Anna. ¿La reservo?' },
+    ];
+    for (const { lang, request, asked, values, readBack } of cases) {
+      const spec = restaurant.grammarSpecs().find((s) => s.language === lang);
+      const answers = spec?.expectations?.['book_appointment.date'] ?? [];
+      const refs = Object.keys(values).map((slot) => `{${slot}}`);
+      const carrying = answers.filter((a) => a.startsWith('{date}') && refs.every((r) => a.includes(r)));
+      expect(carrying.length, lang).toBeGreaterThan(0);
+      for (const template of carrying) {
+        const { dialogue: d } = await call(restaurant, lang);
+        expect((await d.say(request)).text, request).toBe(asked);
+        expect(restaurant.expectation(d.history)).toBe('book_appointment.date');
+        const said = template.replace(/\{(\w+)\}/g, (_, slot: string) => values[slot as keyof typeof values]);
+        expect((await d.say(said)).text, said).toBe(readBack);
+      }
+    }
+  });
+
   it('corrections change a slot and read back again; "no" asks what to change', async () => {
     const { dialogue: d, registry } = await call(restaurant);
     await d.say('a table for four tomorrow at eight pm under the name Anna');

@@ -200,20 +200,24 @@ export function buildGrammarSpecs(config: RulesConfig, lexicon: Lexicon, hours: 
       }
       if (!intent.slots) continue;
       const confirm = new Set<string>([...yes, ...no, ...cancel]);
-      for (const slot of intent.slots) {
+      intent.slots.forEach((slot, k) => {
         slots[slot.name] = [...new Set([...(slots[slot.name] ?? []), ...slotForms(slot, lang, config, lexicon, hours)])];
         const answers = answerTemplates(slot, lang);
         const expected = new Set<string>(cancel);
+        // The answer may carry the form's later values too ("for which day?" — "friday at eight under the name
+        // schmidt"), as a caller who breathed after the first part of a long request goes on.
+        const later = earlyFillTails(intent.slots?.slice(k + 1) ?? [], lang);
         // Bare answers ("eight", "for two") live only in their question's expectation: in the open grammar any
         // short sound would be forced onto one of them (measured: "goodbye" heard as "at nine").
         for (const a of answers) {
           add(expected, a);
+          if (slot.type !== 'digits') for (const tail of later) add(expected, `${a} ${tail}`);
           for (const c of corrections) add(expected, `${c} ${a}`);
           for (const n of no.slice(0, 1)) add(confirm, `${n} ${a}`);
           for (const c of corrections) add(confirm, `${c} ${a}`);
         }
         expectations[`${intent.name}.${slot.name}`] = [...expected];
-      }
+      });
       // Early filling: the request with any of its values, in the form's order ("i would like to book a table for
       // {party_size} people {date} at {time}"), on every phrase that does not already carry a value of its own.
       const carried = earlyFillTails(intent.slots, lang);
