@@ -10,15 +10,20 @@
  *   - v2v at the client for the whole sentences (end of the caller's speech to the agent's first audio).
  *
  *   npx tsx loadtest/endpoint-pauses.ts [--sentences 8] [--pauses 300,500,700] [--settings off,120/600,150/900] [--seed 1]
+ *                                       [--at prefix|continuable]
  *
  * A setting "C/I" is grammarEndpoint { completeMs: C, incompleteMs: I }, "C/I/P/S" adds { peekMs: P, sureConfidence: S }
- * (a peek at a P ms pause after words that are no sentence yet); "off" is the plain endpoint.
+ * (a peek at a P ms pause after words that are no sentence yet); "C+K/I" adds { continuableMs: K }; "off" is the
+ * plain endpoint. `--at continuable` pauses after words that are a whole sentence and the start of a longer one
+ * ("i would like to book a table for two | tomorrow at seven"), where people breathe in a long request, instead of
+ * after a strict prefix.
  */
 import { DEFAULT_CONFIG } from '../src/config.js';
 import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE, rmsDbfs } from '../src/audio/format.js';
 import { concatPcm } from '../src/audio/framer.js';
 import { compileGrammar, loadDictionary } from '../src/providers/asr/grammar/compile.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
+import type { SentenceStanding } from '../src/providers/asr/grammar/sentence-matcher.js';
 import { acousticModel } from '../src/providers/asr/pocketsphinx/grammar.js';
 import { DEFAULT_MODEL_DIR } from '../src/providers/asr/pocketsphinx/index.js';
 import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
@@ -38,6 +43,8 @@ const PAUSES = arg('pauses', '300,500,700').split(',').map(Number);
 const SETTINGS = arg('settings', 'off,120/600,150/900').split(',');
 const SEED = Number(arg('seed', '1'));
 const TRACE = args.includes('--trace');
+const AT = arg('at', 'prefix');
+if (AT !== 'prefix' && AT !== 'continuable') throw new Error('--at is prefix or continuable');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const rand = seededRandom(SEED);
@@ -88,16 +95,21 @@ function trim(pcm: Int16Array): Int16Array {
 
 const silence = (ms: number): Int16Array => new Int16Array(Math.round((ms * INTERNAL_SAMPLE_RATE) / 1000));
 
-async function buildSet(spec: GrammarSpec, isComplete: (t: string) => boolean, intentOf: (t: string) => string, voices: Voice[]): Promise<Utterance[]> {
+async function buildSet(spec: GrammarSpec, standing: (t: string) => SentenceStanding, intentOf: (t: string) => string, voices: Voice[]): Promise<Utterance[]> {
   const out: Utterance[] = [];
   let tried = 0;
-  // Sentences of at least four words with an intent, and a split point whose words are not yet a sentence.
+  // Sentences of at least four words with an intent, and a split point whose words are not yet a sentence (or, with
+  // --at continuable, are one that goes on).
+  const splitHere = (words: string[], k: number): boolean => {
+    const s = standing(words.slice(0, k).join(' '));
+    return AT === 'prefix' ? s !== 'complete' && s !== 'continuable' : s === 'continuable';
+  };
   while (out.filter((u) => u.prefix === null).length < SENTENCES * voices.length && tried++ < 5000) {
     const text = pick(spec.sentences).replace(/\{([^{}]+)\}/g, (_, slot: string) => pick(spec.slots[slot] ?? ['']));
     const words = text.split(/\s+/).filter(Boolean);
     const intent = intentOf(text);
     if (words.length < 4 || intent === 'none') continue;
-    const splits = Array.from({ length: words.length - 3 }, (_, i) => i + 2).filter((k) => !isComplete(words.slice(0, k).join(' ')));
+    const splits = Array.from({ length: words.length - 3 }, (_, i) => i + 2).filter((k) => splitHere(words, k));
     if (splits.length === 0) continue;
     const k = pick(splits);
     const voice = voices[out.filter((u) => u.prefix === null).length % voices.length];
@@ -176,13 +188,18 @@ async function main(): Promise<void> {
   const grammar = await compileGrammar(spec, await loadDictionary(acousticModel('en', DEFAULT_MODEL_DIR).dict));
   const intentOf = (text: string): string => agent.classify(text, 'en')?.intent.name ?? 'none';
   const voices = voicesFor('en').filter((v, i, all) => all.findIndex((w) => w.engine === v.engine) === i); // one per engine
-  const set = await buildSet(spec, (t) => grammar.isComplete(t), intentOf, voices);
+  const set = await buildSet(spec, (t) => grammar.standing(t), intentOf, voices);
   process.stderr.write(`[endpoint-pauses] ${set.length} utterances, voices ${voices.map((v) => v.id).join(', ')}\n`);
 
   const runs = [];
   for (const setting of SETTINGS) {
-    const [completeMs, incompleteMs, peekMs, sureConfidence] = setting.split('/').map(Number);
-    const grammarEndpoint = { completeMs, incompleteMs, ...(peekMs ? { peekMs } : {}), ...(sureConfidence ? { sureConfidence } : {}) };
+    const [complete, ...rest] = setting.split('/');
+    const [completeMs, continuableMs] = complete.split('+').map(Number);
+    const [incompleteMs, peekMs, sureConfidence] = rest.map(Number);
+    const grammarEndpoint = {
+      completeMs, incompleteMs,
+      ...(continuableMs ? { continuableMs } : {}), ...(peekMs ? { peekMs } : {}), ...(sureConfidence ? { sureConfidence } : {}),
+    };
     const turn = setting === 'off' ? {} : { turn: { ...DEFAULT_CONFIG.turn, grammarEndpoint } };
     const service = await startLocalService(turn, { logLevel: arg('log-level', 'warn') });
     const outcomes: Outcome[] = [];
@@ -214,7 +231,7 @@ async function main(): Promise<void> {
     });
     process.stderr.write(`[endpoint-pauses] ${setting}: done\n`);
   }
-  console.log(JSON.stringify({ seed: SEED, voices: voices.map((v) => v.id), pausesMs: PAUSES, runs }, null, 2));
+  console.log(JSON.stringify({ seed: SEED, at: AT, voices: voices.map((v) => v.id), pausesMs: PAUSES, runs }, null, 2));
 }
 
 main().catch((err: unknown) => {

@@ -3,6 +3,7 @@
  * synthetic speech (eSpeak NG; SVOX Pico / festival / flite when present), English always (Debian model),
  * Spanish when ../shared/models/pocketsphinx-es (or POCKETSPHINX_ES_DIR) has its model.
  */
+import { SentenceMatcher } from '../src/providers/asr/grammar/sentence-matcher.js';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -73,6 +74,26 @@ describe('grammar compiler', () => {
     expect(g.isComplete('four people')).toBe(true);
     expect(g.expectationJsgf['book.party_size']).toMatch(/\/20\/ <s2>/);
     expect(sentenceWords('gbg_ah what time gbg_t is it <sil>')).toEqual(['what', 'time', 'is', 'it']);
+  });
+
+  it('tells a whole sentence that can go on with more values from one that cannot, and from a strict prefix', () => {
+    const parse = (t: string) => t.split(' ').map((w) => (w.startsWith('{') ? { slot: w.slice(1, -1) } : { word: w }));
+    const m = new SentenceMatcher(
+      ['a table for {party_size}', 'a table for {party_size} at {time}', 'goodbye', 'goodbye see you', '{time}'].map(parse),
+      new Map([['party_size', [['two'], ['four']]], ['time', [['eight'], ['eight', 'pm'], ['half', 'past', 'seven']]]]),
+    );
+    expect(m.standing('a table for')).toBe('prefix');
+    expect(m.standing('a table for two')).toBe('continuable'); // "… at eight" may follow
+    expect(m.standing('a table for two at')).toBe('prefix');
+    expect(m.standing('a table for two at eight')).toBe('continuable'); // "eight pm"
+    expect(m.standing('a table for two at eight pm')).toBe('complete');
+    expect(m.standing('a table for two at half past')).toBe('prefix');
+    expect(m.standing('a table for two at half past seven')).toBe('complete');
+    // Only words that add no value may follow: ending there loses nothing.
+    expect(m.standing('goodbye')).toBe('complete');
+    expect(m.standing('half past seven')).toBe('complete');
+    expect(m.standing('a table for six')).toBe('none');
+    expect(m.standing('')).toBe('none');
   });
 
   it('derives Spanish pronunciations by rule', () => {

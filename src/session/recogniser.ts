@@ -89,7 +89,7 @@ export class Recogniser {
       languageFixed: options.languageFixed,
       logger: options.logger,
       onPartial: (partial) => {
-        this.detector.setComplete(partial.complete);
+        this.detector.setComplete(partial.complete, partial.continuable);
         this.hooks.onPartial(partial);
       },
     });
@@ -200,9 +200,12 @@ export class Recogniser {
     for (const samples of held ?? []) this.asr.push(samples);
   }
 
-  /** The words so far complete a sentence of the grammar (a peek said so): the turn may end at a short pause. */
-  sentenceComplete(): void {
-    this.detector.setComplete(true);
+  /**
+   * The words so far complete a sentence of the grammar (a peek said so): the turn may end at a short pause, or at
+   * a longer one when that sentence can also go on.
+   */
+  sentenceComplete(continuable = false): void {
+    this.detector.setComplete(true, continuable);
   }
 
   /** Drop the current utterance (only trailing silence since the last finalize). */

@@ -43,6 +43,8 @@ export class TurnDetector {
   private longPauseSent = false;
   /** From the ASR's partials: does the caller's speech so far complete a grammar sentence? */
   private complete: boolean | undefined;
+  /** And is that sentence also the start of a longer one (the caller may only be breathing)? */
+  private continuable = false;
   /** Whether the recogniser tells complete sentences at all (a grammar decoder does); kept for the whole call. */
   private grammarAware = false;
 
@@ -70,15 +72,17 @@ export class TurnDetector {
 
   /**
    * Grammar hint from the latest partial: a complete sentence ends the turn after `grammarEndpoint.completeMs`
-   * of silence, a strict prefix only after `incompleteMs` (bounded); undefined falls back to endpointSilenceMs.
+   * of silence, or `continuableMs` when it is also the start of a longer one; a strict prefix only after
+   * `incompleteMs` (bounded); undefined falls back to endpointSilenceMs.
    */
-  setComplete(complete: boolean | undefined): void {
+  setComplete(complete: boolean | undefined, continuable = false): void {
     if (complete !== undefined) this.grammarAware = true;
     // In a pause the recogniser goes on hypothesising words into the silence ("… for twenty the"): what it
     // adds while the VAD hears no voice does not unfinish a sentence. The reverse, the recogniser catching up
     // on the caller's last words, counts (it lags the VAD).
     if (complete === false && this.complete === true && this.state === 'speaking' && this.silentFrames > 0) return;
     this.complete = complete;
+    this.continuable = complete === true && continuable;
   }
 
   /**
@@ -94,12 +98,14 @@ export class TurnDetector {
   private endpointMs(): number {
     const g = this.config.grammarEndpoint;
     if (!g || this.complete === undefined) return this.config.endpointSilenceMs;
-    return this.complete ? g.completeMs : g.incompleteMs;
+    if (!this.complete) return g.incompleteMs;
+    return this.continuable && g.continuableMs !== undefined ? g.continuableMs : g.completeMs;
   }
 
   /** Forget everything (e.g. when the client forces a turn end). */
   reset(): void {
     this.complete = undefined;
+    this.continuable = false;
     this.state = 'idle';
     this.voicedRun = 0;
     this.silentFrames = 0;
@@ -152,6 +158,7 @@ export class TurnDetector {
             // The caller goes on after a pause that may have closed the recogniser's utterance: whether the speech
             // so far was a whole sentence no longer says whether the turn is, until the next partial tells.
             this.complete = undefined;
+            this.continuable = false;
             signals.push({ kind: 'speech_resume', atMs: timestampMs });
           }
         } else {

@@ -356,7 +356,7 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
     applyFinal(draft, final);
     const g = this.deps.turn.grammarEndpoint;
     const sure = final.inGrammar === true && final.text.trim() !== '' && (final.confidence ?? 0) >= ((g ? g.sureConfidence : undefined) ?? DEFAULT_SURE_CONFIDENCE);
-    if (sure) this.deps.recogniser.sentenceComplete();
+    if (sure) this.deps.recogniser.sentenceComplete(final.continuable === true);
     // Unsure, and the turn's end is far off (the words so far are no sentence): the final at the end should hear the
     // whole pause, as it would have without the peek. A recogniser's confidence per frame counts the silence too, so
     // a final taken at the pause's start is judged more harshly than the same words at its end.

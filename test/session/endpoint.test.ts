@@ -58,6 +58,45 @@ describe('endpoint', () => {
     expect(call.of('transcript.final').map((e) => e.text)).toEqual(['book a table for two']);
   });
 
+  it('with a grammar, a whole sentence that can go on waits continuableMs: a breath between the parts of a long request is no end', async () => {
+    const grammarEndpoint = { completeMs: 120, incompleteMs: 600, continuableMs: 300 };
+    const standing = (text: string) =>
+      text === 'book a table for two' ? 'continuable' as const : text === 'book a table for two tomorrow at seven' ? true : undefined;
+    call = new CallHarness({ config: { turn: { grammarEndpoint } } });
+    call.asr.peekable = true; // as a grammar decoder does: the utterance stays open through the breath
+    call.asr.complete = standing;
+    await call.say('book a table for two', 600);
+    await call.silence(240); // a breath: past completeMs, short of continuableMs
+    expect(call.of('speech.stopped')).toHaveLength(0);
+    await call.say('tomorrow at seven', 500);
+    const lastVoiced = call.clock.now() - 20;
+    await call.silenceUntil((e) => e.type === 'speech.stopped');
+    expect(call.clock.now() - 20 - lastVoiced).toBe(120); // that one cannot go on: the short endpoint
+    await call.silenceUntil((e) => e.type === 'transcript.final');
+    expect(call.of('transcript.final').map((e) => e.text)).toEqual(['book a table for two tomorrow at seven']);
+    await call.close();
+
+    // The caller who stops after the first part is answered at continuableMs.
+    call = new CallHarness({ config: { turn: { grammarEndpoint } } });
+    call.asr.complete = standing;
+    await call.say('book a table for two', 600);
+    const stoppedAfter = call.clock.now() - 20;
+    await call.silenceUntil((e) => e.type === 'speech.stopped');
+    expect(call.clock.now() - 20 - stoppedAfter).toBe(300);
+    await call.close();
+
+    // A sure peek of such a sentence (the running hypothesis was only a prefix, as on a phone line) waits as long.
+    call = new CallHarness({ config: { turn: { grammarEndpoint: { ...grammarEndpoint, peekMs: 200 } } } });
+    call.asr.peekable = true;
+    call.asr.complete = () => false;
+    call.asr.verdict = { inGrammar: true, confidence: 0.9, continuable: true };
+    await call.say('book a table for two', 600);
+    const lastWord = call.clock.now() - 20;
+    await call.silenceUntil((e) => e.type === 'speech.stopped');
+    expect(call.asr.peeks.map((p) => p.continuable)).toEqual([true]);
+    expect(call.clock.now() - 20 - lastWord).toBe(300);
+  });
+
   it('with a recogniser that peeks, ends the turn at peekMs when the peek finds a sentence the partials did not', async () => {
     call = new CallHarness({ config: { turn: { grammarEndpoint: { completeMs: 120, incompleteMs: 600, peekMs: 200 } } } });
     call.asr.peekable = true;

@@ -60,10 +60,13 @@ export class ScriptedAsr implements AsrProvider {
   readonly finals: AsrFinal[] = [];
   /** While true, finalize() never answers (a recogniser that hangs). */
   stalled = false;
-  /** A grammar decoder's verdict on the words so far: a whole sentence (true), a strict prefix (false). */
-  complete: ((text: string) => boolean | undefined) | undefined;
-  /** What a grammar decoder adds to each final (in grammar, confidence); undefined: an open-vocabulary ASR. */
-  verdict: Pick<AsrFinal, 'inGrammar' | 'confidence'> | undefined;
+  /**
+   * A grammar decoder's verdict on the words so far: a whole sentence (true), one that can go on with more values
+   * ('continuable'), a strict prefix (false).
+   */
+  complete: ((text: string) => boolean | 'continuable' | undefined) | undefined;
+  /** What a grammar decoder adds to each final (in grammar, confidence, can go on); undefined: an open-vocabulary ASR. */
+  verdict: Pick<AsrFinal, 'inGrammar' | 'confidence' | 'continuable'> | undefined;
   /** Streams can peek (AsrStream.peek): the final so far, the utterance left open. */
   peekable = false;
   /** Every peek's answer, in order. */
@@ -75,8 +78,9 @@ export class ScriptedAsr implements AsrProvider {
     let frames = 0;
     const partial = (): void => {
       const text = phrases.join(' ');
-      const complete = this.complete?.(text);
-      options.onPartial?.({ text, language: 'en', ...(complete !== undefined ? { complete } : {}) });
+      const standing = this.complete?.(text);
+      const complete = standing === 'continuable' ? true : standing;
+      options.onPartial?.({ text, language: 'en', ...(complete !== undefined ? { complete } : {}), ...(standing === 'continuable' ? { continuable: true } : {}) });
     };
     const stream: AsrStream = {
       push: (pcm) => {

@@ -40,6 +40,11 @@ export interface AsrPartial {
    * false for a strict prefix ("book a table for"). Absent when the backend cannot tell.
    */
   complete?: boolean;
+  /**
+   * Grammar decoders, with `complete`: the whole sentence is also the start of a longer one ("book a table for two"
+   * → "… for two tomorrow at seven"): the caller may be breathing, not done.
+   */
+  continuable?: boolean;
 }
 
 export interface AsrWord {
@@ -70,6 +75,8 @@ export interface AsrFinal {
    * domain (text is then empty). Absent for open-vocabulary backends.
    */
   inGrammar?: boolean;
+  /** Grammar decoders, in grammar: the sentence is also the start of a longer one (see AsrPartial.continuable). */
+  continuable?: boolean;
   /**
    * Grammar decoders: the sound was speech (it changes phones as speech does) but fitted no sentence of any
    * grammar well enough: the caller said something the agent does not understand, not a cough or a noise.

@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import type { GrammarSpec } from './spec.js';
 import { spanishG2p } from './g2p-es.js';
 import { sentenceFsg, type Token } from './fsg.js';
+import { SentenceMatcher, type SentenceStanding } from './sentence-matcher.js';
 
 /** Prefix of the garbage pseudo-words in the dictionary and in hypotheses. */
 export const GARBAGE_PREFIX = 'gbg_';
@@ -54,6 +55,8 @@ export interface CompiledGrammar {
   sentenceCount: number;
   /** True when `text` (words separated by spaces) is a whole sentence of the grammar. */
   isComplete(text: string): boolean;
+  /** Where `text` stands: no sentence's start, a strict prefix, a whole sentence, or one that can also go on. */
+  standing(text: string): SentenceStanding;
 }
 
 export type PronouncingDictionary = Map<string, string[][]>;
@@ -132,10 +135,6 @@ function parseTemplate(template: string): Token[] {
 
 function decimal(n: number): string {
   return n.toFixed(20).replace(/0+$/, '').replace(/\.$/, '');
-}
-
-function escapeRegex(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 function ruleName(prefix: string, name: string): string {
@@ -306,16 +305,8 @@ export async function compileGrammar(
   }
   if (garbage) for (const p of phones) if (p !== 'SIL') dictLines.push(`${GARBAGE_PREFIX}${p.toLowerCase()} ${p}`);
 
-  // Whole-sentence matcher for `complete` partials.
-  const slotPattern = (name: string): string =>
-    `(?:${(slotValues.get(name) ?? []).map((v) => v.map(escapeRegex).join(' ')).join('|')})`;
-  const sentencePatterns = kept.map(
-    (tokens) => new RegExp(`^${tokens.map((t) => ('slot' in t ? slotPattern(t.slot) : escapeRegex(t.word))).join(' ')}$`),
-  );
-  const isComplete = (text: string): boolean => {
-    const t = text.trim().toLowerCase().replace(/\s+/g, ' ');
-    return t !== '' && sentencePatterns.some((re) => re.test(t));
-  };
+  // Where a partial stands: every sentence any search has, expectations' own included.
+  const matcher = new SentenceMatcher(kept, slotValues);
 
   return {
     language,
@@ -327,7 +318,11 @@ export async function compileGrammar(
     missing,
     dropped,
     sentenceCount: kept.length,
-    isComplete,
+    isComplete: (text) => {
+      const standing = matcher.standing(text);
+      return standing === 'complete' || standing === 'continuable';
+    },
+    standing: (text) => matcher.standing(text),
   };
 }
 

@@ -473,7 +473,7 @@ export class GrammarStream implements AsrStream {
           logger,
           {
             language: l.language,
-            isComplete: (text) => l.grammar.isComplete(text),
+            standing: (text) => l.grammar.standing(text),
             searches: l.searches,
             search: (name) => {
               const jsgf = l.grammar.expectationJsgf[name];

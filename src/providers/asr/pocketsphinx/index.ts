@@ -29,6 +29,7 @@ import {
 } from './native.js';
 import { DecoderPool } from './pool.js';
 import { GARBAGE_PREFIX, sentenceWords } from '../grammar/compile.js';
+import type { SentenceStanding } from '../grammar/sentence-matcher.js';
 import type { AgentGrammarAware, GrammarAware, GrammarSpec } from '../grammar/spec.js';
 import {
   DEFAULT_SPANISH_MODEL_DIR,
@@ -303,7 +304,8 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarA
 
 /** What a stream decoding against a compiled grammar needs to know about it. */
 export interface LaneGrammar {
-  isComplete(text: string): boolean;
+  /** Where the words stand among the grammar's sentences (a strict prefix, a whole one, one that can go on). */
+  standing(text: string): SentenceStanding;
   /** Named searches a decoder can have besides the default one (expectations). */
   searches: ReadonlySet<string>;
   /**
@@ -403,8 +405,6 @@ export class PocketSphinxDecoderStream implements AsrStream {
         cmnAfter: CmnState | undefined;
       }
     | undefined;
-  /** Set by a keeping finalize between ps_end_utt and settle(). */
-  private cmnAfterKeep: CmnState | undefined;
   /** Grammar lanes: the live CMN as the current utterance found it, to decode it again from the same state. */
   private cmnAtStart: CmnState | undefined;
 
@@ -614,11 +614,10 @@ export class PocketSphinxDecoderStream implements AsrStream {
     this.lastPartial = text;
     // Complete: a whole sentence, and nothing after it still being explained as garbage.
     const rawWords = raw.split(/\s+/);
-    const complete = this.grammar
-      ? this.grammar.isComplete(text) && !rawWords[rawWords.length - 1].startsWith(GARBAGE_PREFIX)
-      : undefined;
+    const standing = this.grammar ? this.grammar.standing(text) : undefined;
+    const whole = (standing === 'complete' || standing === 'continuable') && !rawWords[rawWords.length - 1].startsWith(GARBAGE_PREFIX);
     try {
-      onPartial({ text, language: this.language, ...(complete !== undefined ? { complete } : {}) });
+      onPartial({ text, language: this.language, ...(standing !== undefined ? { complete: whole, ...(whole ? { continuable: standing === 'continuable' } : {}) } : {}) });
     } catch (err) {
       this.logger?.warn({ err: asError(err) }, 'onPartial threw');
     }
@@ -650,13 +649,13 @@ export class PocketSphinxDecoderStream implements AsrStream {
         this.started = false;
         const rc = await this.native.endUtt(ps);
         if (rc < 0) throw new Error(`ps_end_utt failed (${rc})`);
-        this.cmnAfterKeep = undefined;
+        let cmnAfter: CmnState | undefined;
         if (cmd.keep && this.cmnAtStart) {
-          this.cmnAfterKeep = this.native.getCmnState(ps);
-          if (!this.native.setCmnState(ps, this.cmnAtStart)) this.cmnAfterKeep = undefined;
+          cmnAfter = this.native.getCmnState(ps);
+          if (!this.native.setCmnState(ps, this.cmnAtStart)) cmnAfter = undefined;
         }
         const raw = normaliseText(await this.native.hyp(ps));
-        this.lastScore = { score: this.native.hypScoreSync(ps).score, frames: Math.max(1, this.native.nFrames(ps)) };
+        this.lastScore = this.pathScore(ps);
         const audioMs = (this.uttSamples * 1000) / INTERNAL_SAMPLE_RATE;
         if (this.grammar) {
           const rescued = raw === '' && beforeEnd ? this.completeSentence(beforeEnd.text) : undefined;
@@ -675,13 +674,14 @@ export class PocketSphinxDecoderStream implements AsrStream {
             language: this.language,
             audioMs,
             inGrammar: result.inGrammar,
+            ...(result.inGrammar ? { continuable: this.grammar.standing(result.text) === 'continuable' } : {}),
             confidence: result.inGrammar ? result.coverage : 0,
             ...(words.length > 0 ? { words } : {}),
-          });
+          }, cmnAfter);
         } else {
           const words = raw ? this.words(ps) : [];
           this.resetUtterance();
-          this.settle(cmd, { text: raw, language: LANGUAGE, audioMs, ...(words.length > 0 ? { words } : {}) });
+          this.settle(cmd, { text: raw, language: LANGUAGE, audioMs, ...(words.length > 0 ? { words } : {}) }, cmnAfter);
         }
         // Start the next utterance now so the first frame after an endpoint doesn't pay for it.
         if (!this.closed) await this.ensureStarted(ps);
@@ -695,7 +695,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
           return;
         }
         const raw = normaliseText(this.native.hypSync(ps));
-        this.lastScore = { score: this.native.hypScoreSync(ps).score, frames: Math.max(1, this.native.nFrames(ps)) };
+        this.lastScore = this.pathScore(ps);
         const words = raw ? this.words(ps) : [];
         cmd.resolve({ text: raw, language: this.language, audioMs, ...(words.length > 0 ? { words } : {}) });
         return;
@@ -722,10 +722,18 @@ export class PocketSphinxDecoderStream implements AsrStream {
     }
   }
 
-  /** Answers a finalize; one that keeps the utterance also remembers its final (see endKeepingUtterance). */
-  private settle(cmd: Extract<Command, { kind: 'finalize' }>, final: AsrFinal): void {
-    if (cmd.keep) this.kept = { final: { ...final }, result: this.lastResult && { ...this.lastResult }, score: this.lastScore, cmnAfter: this.cmnAfterKeep };
+  /**
+   * Answers a finalize; one that keeps the utterance also remembers its final (see endKeepingUtterance), and the live
+   * CMN the ended utterance left (`cmnAfter`), to apply once the caller is known finished.
+   */
+  private settle(cmd: Extract<Command, { kind: 'finalize' }>, final: AsrFinal, cmnAfter: CmnState | undefined): void {
+    if (cmd.keep) this.kept = { final: { ...final }, result: this.lastResult && { ...this.lastResult }, score: this.lastScore, cmnAfter };
     cmd.resolve(final);
+  }
+
+  /** The best path's score and the frames it covers (at least one), for per-frame likelihood ratios. */
+  private pathScore(ps: Ptr): { score: number; frames: number } {
+    return { score: this.native.hypScoreSync(ps).score, frames: Math.max(1, this.native.nFrames(ps)) };
   }
 
   /** A best path that is a whole sentence of the grammar (no garbage in it) as a lane result, else undefined. */
@@ -733,7 +741,8 @@ export class PocketSphinxDecoderStream implements AsrStream {
     const raw = normaliseText(rawHyp);
     if (!this.grammar || raw === '' || raw.split(' ').some((w) => w.startsWith(GARBAGE_PREFIX))) return undefined;
     const text = sentenceWords(raw).join(' ');
-    if (!this.grammar.isComplete(text)) return undefined;
+    const standing = this.grammar.standing(text);
+    if (standing !== 'complete' && standing !== 'continuable') return undefined;
     return { language: this.language, text, inGrammar: true, coverage: 1, scorePerFrame: 0 };
   }
 
@@ -752,8 +761,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
       }
     }
     const text = sentenceWords(raw).join(' ');
-    const { score } = this.native.hypScoreSync(ps);
-    const frames = Math.max(1, this.native.nFrames(ps));
+    const { score, frames } = this.pathScore(ps);
     const speech = sentenceFrames + garbageFrames;
     return {
       language: this.language,
