@@ -85,6 +85,19 @@ describe('a spoken booking, carried to the end', () => {
     }
   }, 180_000);
 
+  it('an answer that carries the rest of the request: the date, the time and the name in one breath', async () => {
+    const lines = await Promise.all(['Can I make a reservation for sixteen people?', 'Next Saturday at one thirty PM under the name Schmidt.'].map((t) => speak(t)));
+    const device = new TestDevice(textReplies());
+    await device.connect();
+    try {
+      const [ask, rest] = await bookBySpeech(device, lines);
+      expect(ask.reply).toMatch(/which day/i);
+      expect(rest.reply).toMatch(/table for 16 on Saturday, .* at 1:30 PM, under the name Schmidt\. Shall I book it\?/);
+    } finally {
+      await device.close();
+    }
+  }, 120_000);
+
   it.skipIf(!spanishModel)('Spanish: the same form, in the caller’s language, recognised with the Spanish grammar', async () => {
     const voice = voicesFor('es').find((v) => v.engine === 'pico') ?? voicesFor('es')[0];
     const lines = await Promise.all(
