@@ -23,7 +23,7 @@ import { FRAME_MS, FRAME_SAMPLES, INTERNAL_SAMPLE_RATE, rmsDbfs } from '../src/a
 import { concatPcm } from '../src/audio/framer.js';
 import { compileGrammar, loadDictionary } from '../src/providers/asr/grammar/compile.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
-import type { SentenceStanding } from '../src/providers/asr/grammar/sentence-matcher.js';
+import { isWholeSentence, type SentenceStanding } from '../src/providers/asr/grammar/sentence-matcher.js';
 import { acousticModel } from '../src/providers/asr/pocketsphinx/grammar.js';
 import { DEFAULT_MODEL_DIR } from '../src/providers/asr/pocketsphinx/index.js';
 import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
@@ -102,7 +102,7 @@ async function buildSet(spec: GrammarSpec, standing: (t: string) => SentenceStan
   // --at continuable, are one that goes on).
   const splitHere = (words: string[], k: number): boolean => {
     const s = standing(words.slice(0, k).join(' '));
-    return AT === 'prefix' ? s !== 'complete' && s !== 'continuable' : s === 'continuable';
+    return AT === 'prefix' ? !isWholeSentence(s) : s === 'continuable';
   };
   while (out.filter((u) => u.prefix === null).length < SENTENCES * voices.length && tried++ < 5000) {
     const text = pick(spec.sentences).replace(/\{([^{}]+)\}/g, (_, slot: string) => pick(spec.slots[slot] ?? ['']));

@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import type { GrammarSpec } from './spec.js';
 import { spanishG2p } from './g2p-es.js';
 import { sentenceFsg, type Token } from './fsg.js';
-import { SentenceMatcher, type SentenceStanding } from './sentence-matcher.js';
+import { isWholeSentence, SentenceMatcher, type SentenceStanding } from './sentence-matcher.js';
 
 /** Prefix of the garbage pseudo-words in the dictionary and in hypotheses. */
 export const GARBAGE_PREFIX = 'gbg_';
@@ -318,10 +318,7 @@ export async function compileGrammar(
     missing,
     dropped,
     sentenceCount: kept.length,
-    isComplete: (text) => {
-      const standing = matcher.standing(text);
-      return standing === 'complete' || standing === 'continuable';
-    },
+    isComplete: (text) => isWholeSentence(matcher.standing(text)),
     standing: (text) => matcher.standing(text),
   };
 }

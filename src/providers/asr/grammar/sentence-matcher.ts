@@ -32,6 +32,11 @@ interface Position {
 
 export type SentenceStanding = 'none' | 'prefix' | 'complete' | 'continuable';
 
+/** The words are a whole sentence, whether or not it can go on. */
+export function isWholeSentence(standing: SentenceStanding | undefined): boolean {
+  return standing === 'complete' || standing === 'continuable';
+}
+
 const wordTrie = (): WordTrie => ({ end: false, next: new Map() });
 const sentenceNode = (): SentenceNode => ({ end: false, words: new Map(), slots: new Map(), valueAhead: false });
 

@@ -29,7 +29,7 @@ import {
 } from './native.js';
 import { DecoderPool } from './pool.js';
 import { GARBAGE_PREFIX, sentenceWords } from '../grammar/compile.js';
-import type { SentenceStanding } from '../grammar/sentence-matcher.js';
+import { isWholeSentence, type SentenceStanding } from '../grammar/sentence-matcher.js';
 import type { AgentGrammarAware, GrammarAware, GrammarSpec } from '../grammar/spec.js';
 import {
   DEFAULT_SPANISH_MODEL_DIR,
@@ -615,7 +615,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
     // Complete: a whole sentence, and nothing after it still being explained as garbage.
     const rawWords = raw.split(/\s+/);
     const standing = this.grammar ? this.grammar.standing(text) : undefined;
-    const whole = (standing === 'complete' || standing === 'continuable') && !rawWords[rawWords.length - 1].startsWith(GARBAGE_PREFIX);
+    const whole = isWholeSentence(standing) && !rawWords[rawWords.length - 1].startsWith(GARBAGE_PREFIX);
     try {
       onPartial({ text, language: this.language, ...(standing !== undefined ? { complete: whole, ...(whole ? { continuable: standing === 'continuable' } : {}) } : {}) });
     } catch (err) {
@@ -741,8 +741,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
     const raw = normaliseText(rawHyp);
     if (!this.grammar || raw === '' || raw.split(' ').some((w) => w.startsWith(GARBAGE_PREFIX))) return undefined;
     const text = sentenceWords(raw).join(' ');
-    const standing = this.grammar.standing(text);
-    if (standing !== 'complete' && standing !== 'continuable') return undefined;
+    if (!isWholeSentence(this.grammar.standing(text))) return undefined;
     return { language: this.language, text, inGrammar: true, coverage: 1, scorePerFrame: 0 };
   }
 

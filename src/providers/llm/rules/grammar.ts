@@ -200,13 +200,13 @@ export function buildGrammarSpecs(config: RulesConfig, lexicon: Lexicon, hours: 
       }
       if (!intent.slots) continue;
       const confirm = new Set<string>([...yes, ...no, ...cancel]);
-      intent.slots.forEach((slot, k) => {
+      intent.slots.forEach((slot, k, formSlots) => {
         slots[slot.name] = [...new Set([...(slots[slot.name] ?? []), ...slotForms(slot, lang, config, lexicon, hours)])];
         const answers = answerTemplates(slot, lang);
         const expected = new Set<string>(cancel);
         // The answer may carry the form's later values too ("for which day?" — "friday at eight under the name
         // schmidt"), as a caller who breathed after the first part of a long request goes on.
-        const later = earlyFillTails(intent.slots?.slice(k + 1) ?? [], lang);
+        const later = earlyFillTails(formSlots.slice(k + 1), lang);
         // Bare answers ("eight", "for two") live only in their question's expectation: in the open grammar any
         // short sound would be forced onto one of them (measured: "goodbye" heard as "at nine").
         for (const a of answers) {
