@@ -7,6 +7,8 @@
  *   - cut in: the agent's voice reached the caller during the mid-sentence pause (the caller was cut off);
  *   - split: the caller's sentence became more than one transcript (the agent answered a fragment);
  *   - whole right: the caller's whole sentence was one transcript with the intended intent;
+ *   - last exact: the call's last transcript is the whole sentence word for word (one transcript, or a fragment's
+ *     reply cut off and the caller's words joined into one turn: what the agent finally answers);
  *   - v2v at the client for the whole sentences (end of the caller's speech to the agent's first audio).
  *
  *   npx tsx loadtest/endpoint-pauses.ts [--sentences 8] [--pauses 300,500,700] [--settings off,120/600,150/900] [--seed 1]
@@ -72,6 +74,7 @@ interface Outcome {
   cutIn: boolean;
   split: boolean;
   wholeRight: boolean;
+  lastExact: boolean;
   v2vMs: number | null;
   /** With --trace: each partial, ms after the end of the caller's speech, and the service's turn.metrics stages. */
   partials?: string[];
@@ -166,6 +169,7 @@ async function oneCall(wsUrl: string, apiKey: string, u: Utterance, intentOf: (t
   const cutIn = u.pause !== null && heardAt !== null && heardAt < at(u.pause.to);
   const split = finals.length > 1;
   const wholeRight = finals.length === 1 && intentOf(finals[0]) === u.intent;
+  const lastExact = finals.at(-1)?.trim().toLowerCase() === u.text.trim().toLowerCase();
   return {
     voice: u.voice,
     text: u.prefix === null ? u.text : `${u.prefix} … ${u.text.slice(u.prefix.length).trim()}`,
@@ -174,6 +178,7 @@ async function oneCall(wsUrl: string, apiKey: string, u: Utterance, intentOf: (t
     cutIn,
     split,
     wholeRight,
+    lastExact,
     v2vMs: u.pause === null && heardAt !== null ? Math.round(heardAt - at(u.speechEnd)) : null,
     ...(TRACE ? { partials: partials.map((p) => `${Math.round(p.at - at(u.speechEnd))}: ${p.text}`), stages } : {}),
   };
@@ -219,13 +224,14 @@ async function main(): Promise<void> {
         cutIn: these.filter((o) => o.cutIn).length,
         split: these.filter((o) => o.split).length,
         wholeRight: these.filter((o) => o.wholeRight).length,
+        lastExact: these.filter((o) => o.lastExact).length,
       };
     });
     const v2v = whole.flatMap((o) => (o.v2vMs === null ? [] : [o.v2vMs]));
     const v2vStats = percentiles(v2v);
     runs.push({
       setting: setting === 'off' ? { endpointSilenceMs: DEFAULT_CONFIG.turn.endpointSilenceMs } : { grammarEndpoint },
-      whole: { utterances: whole.length, wholeRight: whole.filter((o) => o.wholeRight).length, split: whole.filter((o) => o.split).length, unanswered: whole.length - v2v.length, v2vP50: v2vStats.p50, v2vP95: v2vStats.p95 },
+      whole: { utterances: whole.length, wholeRight: whole.filter((o) => o.wholeRight).length, lastExact: whole.filter((o) => o.lastExact).length, split: whole.filter((o) => o.split).length, unanswered: whole.length - v2v.length, v2vP50: v2vStats.p50, v2vP95: v2vStats.p95 },
       paused: byPause,
       misses: outcomes.filter((o) => TRACE || !o.wholeRight || o.cutIn),
     });

@@ -411,7 +411,9 @@ export class Session {
     }
     // The caller switched language: speak and listen in it from now on.
     this.turns.language = reply.task.language;
-    this.updateExpectation();
+    // A reply cut before a word of it was heard changes nothing the agent waits for: when its caller words were carried
+    // into the turn going on (continuation), that turn is still answering the question the reply would have asked.
+    if (spoken || status !== 'interrupted') this.updateExpectation();
     // Hang up or transfer only once the caller has heard the goodbye.
     if (status === 'completed' && reply.task.action) {
       if (reply.task.action === 'transfer') {
@@ -459,6 +461,9 @@ export class Session {
   private addUser(text: string, input: InputMeta): void {
     const message = this.userMessage(text, input);
     this.conversation.addUser(message.content, input, message.secret);
+    // The agent's question follows from these words: listen for its answer already while it is asked, since a
+    // caller often answers over it, or goes on with a request they had paused in ("… for six people | tomorrow").
+    this.updateExpectation();
   }
 
   /** A caller turn as the conversation keeps it: masked (with the words kept aside for the agent) when sensitive. */

@@ -1,4 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import type { ChatMessage } from '../../src/providers/llm/types.js';
+import { ScriptedLlm } from '../../src/providers/llm/scripted.js';
 import { CallHarness } from './harness.js';
 
 const longReply = () => ({ text: 'Certainly. We have tables at seven, at eight and at nine tonight, and the terrace is open until late.' });
@@ -70,5 +72,33 @@ describe('continuation', () => {
     const users = call.session.history.filter((m) => m.role === 'user').map((m) => m.content);
     expect(users).toEqual(['I need a table', 'for four people']);
     expect(call.session.history.some((m) => m.role === 'assistant' && m.content === interrupted.heardText)).toBe(true);
+  });
+
+  it('decodes words said over the agent\'s question against that question\'s answer (the expectation is set as the reply starts)', async () => {
+    // A form agent: asks the day after a table, confirms once it has one.
+    const lastUser = (messages: readonly ChatMessage[]): string => messages.findLast((m) => m.role === 'user')?.content ?? '';
+    const llm = new (class extends ScriptedLlm {
+      expectation(messages: readonly ChatMessage[]): string | undefined {
+        const said = lastUser(messages);
+        if (/tomorrow/.test(said)) return 'book.confirm';
+        return /table/.test(said) ? 'book.date' : undefined;
+      }
+    })((messages) => ({ text: /tomorrow/.test(lastUser(messages)) ? 'A table for four tomorrow at eight: shall I book it?' : 'Certainly, a table for four. For which day would that be, and at what time?' }));
+    call = new CallHarness({ llm });
+    await call.say('I need a table for four', 600);
+    await call.silence(300); // the turn ends; the question starts playing
+    expect(call.audio.length).toBeGreaterThan(0);
+    expect(call.of('response.done')).toHaveLength(0);
+    // Already while the question plays, the recogniser listens for its answer.
+    expect(call.asr.expectations.at(-1)).toEqual({ expectation: 'book.date', afterFinals: 1 });
+
+    // The caller goes on over the question: that utterance is decoded against the date's answer, then joined.
+    await call.say('tomorrow at eight', 600);
+    await call.silenceUntil((e) => e.type === 'transcript.final' && e.turn === 2);
+    expect(call.asr.finals.map((f) => f.text)).toEqual(['I need a table for four', 'tomorrow at eight']);
+    const inForce = call.asr.expectations.filter((e) => e.afterFinals <= 1).at(-1);
+    expect(inForce?.expectation).toBe('book.date');
+    expect(call.of('transcript.final').map((e) => e.text)).toEqual(['I need a table for four', 'I need a table for four tomorrow at eight']);
+    expect(call.asr.expectations.at(-1)).toEqual({ expectation: 'book.confirm', afterFinals: 2 });
   });
 });

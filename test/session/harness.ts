@@ -71,6 +71,8 @@ export class ScriptedAsr implements AsrProvider {
   peekable = false;
   /** Every peek's answer, in order. */
   readonly peeks: AsrFinal[] = [];
+  /** Each expectation the session told a stream, with the number of finals returned by then. */
+  readonly expectations: { expectation: string | undefined; afterFinals: number }[] = [];
   async load(): Promise<void> {}
 
   createStream(options: AsrStreamOptions): AsrStream {
@@ -102,6 +104,9 @@ export class ScriptedAsr implements AsrProvider {
         frames = 0;
       },
       close: () => {},
+      expect: (expectation) => {
+        this.expectations.push({ expectation, afterFinals: this.finals.length });
+      },
     };
     // Read when the recogniser asks (a test sets `peekable` after the call's stream was made).
     const peek = async (): Promise<AsrFinal> => {
