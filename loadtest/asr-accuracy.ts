@@ -226,8 +226,10 @@ interface Tally {
   actionN: number; actedOk: number;
   /** Intent accuracy on a call's first utterance vs the later ones (live CMN still at its start value). */
   firstN: number; firstOk: number; laterN: number; laterOk: number;
+  /** Utterances not understood but heard doubtfully (AsrFinal.doubtful): the agent asks them back; and of those, right. */
+  askedBack: number; askedBackRight: number;
 }
-const tally = (): Tally => ({ n: 0, intentN: 0, intentOk: 0, errors: 0, words: 0, languageOk: 0, inGrammar: 0, actionN: 0, actedOk: 0, firstN: 0, firstOk: 0, laterN: 0, laterOk: 0 });
+const tally = (): Tally => ({ n: 0, intentN: 0, intentOk: 0, errors: 0, words: 0, languageOk: 0, inGrammar: 0, actionN: 0, actedOk: 0, firstN: 0, firstOk: 0, laterN: 0, laterOk: 0, askedBack: 0, askedBackRight: 0 });
 
 interface Recogniser { variant: 'after' | 'before'; asr: PocketSphinxAsr }
 
@@ -324,10 +326,15 @@ async function main(): Promise<void> {
             if (g.final.language === spec.language) gt.languageOk++;
             if (g.final.inGrammar) gt.inGrammar++;
             const hypIntent = intentOf(g.final.text, g.final.language);
+            // The agent asks a doubtful hearing back only when, said for sure, it would mean something.
+            const doubtIntent = g.final.doubtful ? intentOf(g.final.doubtful.text, g.final.language) : 'none';
             if (refIntent !== 'none') {
               const ok = hypIntent === refIntent;
               gt.intentN++;
               if (ok) gt.intentOk++;
+              if (doubtIntent !== 'none') gt.askedBack++;
+              if (doubtIntent !== 'none' && TRACE) console.error(`[asked back] ${key} #${k} ${JSON.stringify(text)} → ${JSON.stringify(g.final.doubtful?.text)} @${g.final.doubtful?.confidence.toFixed(3)} ${doubtIntent === refIntent ? 'right' : 'WRONG'}`);
+              if (doubtIntent !== 'none' && doubtIntent === refIntent) gt.askedBackRight++;
               if (k === 0) {
                 gt.firstN++;
                 if (ok) gt.firstOk++;
@@ -403,7 +410,7 @@ async function main(): Promise<void> {
       stream.close();
     }
   };
-  const acc = oodRows.map(() => ({ confidentIntent: 0, confidentIntentAfterVad: 0, vadTurns: 0, gatedActedAfterVad: 0, n: 0, inGrammar: 0, gatedAny: 0, gatedActed: 0, formStarts: 0, baselineActions: 0, byThreshold: THRESHOLDS.map(() => 0), acted: {} as Record<string, number> }));
+  const acc = oodRows.map(() => ({ askedBack: 0, askedBackAfterVad: 0, askedBackGated: 0, confidentIntent: 0, confidentIntentAfterVad: 0, vadTurns: 0, gatedActedAfterVad: 0, n: 0, inGrammar: 0, gatedAny: 0, gatedActed: 0, formStarts: 0, baselineActions: 0, byThreshold: THRESHOLDS.map(() => 0), acted: {} as Record<string, number> }));
   // Item by item across the rows, so a budget cut leaves every row measured on the same sounds.
   for (const item of ood) {
     if (over(1)) {
@@ -426,6 +433,16 @@ async function main(): Promise<void> {
         for (const lane of g.lanes) console.error(`  [lane] ${laneLine(lane)}`);
       }
       if (row.label === '16k') confidences.push({ inDomain: false, confidence });
+      const doubtIntent = g.final.doubtful ? intentOf(g.final.doubtful.text, g.final.language) : 'none';
+      if (doubtIntent !== 'none') {
+        a.askedBack++;
+        if (turn) a.askedBackAfterVad++;
+        if (gatedIntents.has(doubtIntent)) a.askedBackGated++;
+        if (TRACE) {
+          console.error(`[ood ${row.label}] ${item.kind} vad=${turn} → asked back ${JSON.stringify(g.final.doubtful?.text)} @${g.final.doubtful?.confidence.toFixed(3)}`);
+          for (const lane of g.lanes) console.error(`  [lane] ${laneLine(lane)}`);
+        }
+      }
       if (formIntents.has(intent)) a.formStarts++;
       // Answered as if understood: some intent at or above the agent's gate (anything else gets the honest
       // "I did not understand" / "here is what I can do").
@@ -463,6 +480,10 @@ async function main(): Promise<void> {
       wrongActionsAtGateAfterVad: pct(a.gatedActedAfterVad, a.n),
       answeredHonestly: pct(a.n - a.confidentIntent, a.n),
       answeredHonestlyAfterVad: a.vadTurns > 0 ? pct(a.vadTurns - a.confidentIntentAfterVad, a.vadTurns) : null,
+      // "Did you say …?" instead of the honest answer (never an action: only a yes would take the words).
+      askedBack: pct(a.askedBack, a.n),
+      askedBackAfterVad: a.vadTurns > 0 ? pct(a.askedBackAfterVad, a.vadTurns) : null,
+      askedBackAboutAGatedAction: pct(a.askedBackGated, a.n),
       wrongActionsAnyConfidence: pct(a.gatedAny, a.n),
       gatedIntentByThreshold: Object.fromEntries(THRESHOLDS.map((t, i) => [t, pct(a.byThreshold[i], a.n)])),
       formStarts: pct(a.formStarts, a.n),
@@ -476,6 +497,8 @@ async function main(): Promise<void> {
     intentAccuracy: pct(t.intentOk, t.intentN), wer: pct(t.errors, t.words), languageRight: pct(t.languageOk, t.n),
     inGrammar: pct(t.inGrammar, t.n),
     firstTurnIntent: pct(t.firstOk, t.firstN), laterTurnsIntent: pct(t.laterOk, t.laterN),
+    askedBack: pct(t.askedBack, t.intentN), askedBackRight: pct(t.askedBackRight, t.askedBack),
+    intentRightOrAskedBackRight: pct(t.intentOk + t.askedBackRight, t.intentN),
     gatedActionsActedAtGate: pct(t.actedOk, t.actionN), gatedActionsN: t.actionN,
   });
   const sum = (filter: (k: string) => boolean, pickT: (c: { grammar: Tally; baseline: Tally }) => Tally): Tally => {

@@ -5,19 +5,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RuleBasedAgent } from '../src/providers/llm/rules/index.js';
-import { TextDialogue } from '../src/providers/llm/rules/driver.js';
-import { ToolRegistry } from '../src/providers/llm/tools.js';
 import type { ChatMessage } from '../src/providers/llm/types.js';
-
-const NOW = new Date('2026-11-29T10:00:00Z'); // Sunday
-const restaurant = new RuleBasedAgent({ now: () => NOW, timezone: 'Europe/Paris' });
-const bank = new RuleBasedAgent({ rulesPath: 'config/agent-bank.json', now: () => NOW, timezone: 'Europe/Paris' });
-
-async function call(agent: RuleBasedAgent, language = 'en', options: { bank?: boolean } = {}) {
-  await agent.load();
-  const registry = new ToolRegistry({ timezone: 'Europe/Paris', now: () => NOW, ...(options.bank ? { bank: {} } : {}) });
-  return { dialogue: new TextDialogue(agent, registry, { language, callId: `c-${Math.random()}` }), registry };
-}
+import { bank, call, NOW, restaurant } from './helpers/rules-dialogue.js';
 
 describe('restaurant booking form (English)', () => {
   it('elicits each missing slot, one question at a time, then reads back and books once on yes', async () => {

@@ -467,7 +467,10 @@ export class Session {
   }
 
   /** A caller turn as the conversation keeps it: masked (with the words kept aside for the agent) when sensitive. */
-  private userMessage(text: string, input: InputMeta): ChatMessage {
+  private userMessage(text: string, given: InputMeta): ChatMessage {
+    // A sensitive answer is never repeated back, not even a doubtful hearing of it.
+    const { heardAs: _doubtful, ...withoutDoubt } = given;
+    const input = this.expectingSensitive ? withoutDoubt : given;
     const shown = this.shownText(text);
     if (shown === text) return { role: 'user', content: text, input };
     return { role: 'user', content: shown, secret: text, input };

@@ -94,6 +94,8 @@ interface OpenTurn {
   inGrammar?: boolean;
   /** The recogniser heard speech that fitted nothing the agent understands (not a noise). */
   outOfDomain?: boolean;
+  /** What such speech sounded most like, when it fell just short of being understood (AsrFinal.doubtful). */
+  doubtful?: { text: string; confidence: number };
   /** A previous turn's words, answered on their own and cut off, were carried into this one (continuation). */
   carried?: boolean;
   /** Times the caller went on after a pause: a peek taken before the last one no longer describes the turn. */
@@ -518,8 +520,11 @@ export class TurnManager implements Omit<RecognitionHooks, 'onError'> {
     // a confident goodbye, so an action that ends or moves the call is asked back first. Pieces of one turn ("okay
     // bye bye" | "see you") are one utterance and keep their own verdicts.
     const inGrammar = turn.carried && turn.inGrammar !== undefined ? false : turn.inGrammar;
+    // Only a turn with no words of its own is asked back as a whole.
+    const doubtful = turn.doubtful && turn.segments.join('').trim() === '' ? turn.doubtful : undefined;
     return {
       source: 'speech',
+      ...(doubtful ? { heardAs: doubtful } : {}),
       ...(turn.confidence !== undefined ? { confidence: turn.confidence } : {}),
       ...(inGrammar !== undefined ? { inGrammar } : {}),
       ...(this.deps.detectsLanguage ? { language: turn.language } : {}),
@@ -536,6 +541,12 @@ function applyFinal(turn: OpenTurn, final: AsrFinal): void {
   } else if (final.outOfDomain) {
     turn.outOfDomain = true;
     turn.inGrammar = false;
+    // Pieces of one turn heard doubtfully one after the other are asked back together.
+    if (final.doubtful) {
+      turn.doubtful = turn.doubtful
+        ? { text: `${turn.doubtful.text} ${final.doubtful.text}`, confidence: Math.min(turn.doubtful.confidence, final.doubtful.confidence) }
+        : final.doubtful;
+    }
   }
   if (final.language) turn.language = final.language;
 }

@@ -67,6 +67,11 @@ export class ScriptedAsr implements AsrProvider {
   complete: ((text: string) => boolean | 'continuable' | undefined) | undefined;
   /** What a grammar decoder adds to each final (in grammar, confidence, can go on); undefined: an open-vocabulary ASR. */
   verdict: Pick<AsrFinal, 'inGrammar' | 'confidence' | 'continuable'> | undefined;
+  /**
+   * Words a grammar decoder hears only doubtfully (just under its floor): their final has no text, is out of domain,
+   * and carries them as `doubtful`.
+   */
+  doubtful: ((text: string) => boolean) | undefined;
   /** Streams can peek (AsrStream.peek): the final so far, the utterance left open. */
   peekable = false;
   /** Every peek's answer, in order. */
@@ -93,7 +98,7 @@ export class ScriptedAsr implements AsrProvider {
       },
       finalize: async () => {
         if (this.stalled) return new Promise<AsrFinal>(() => {});
-        const final: AsrFinal = { text: phrases.join(' '), language: 'en', audioMs: frames * FRAME_MS, ...(phrases.length > 0 ? this.verdict : {}) };
+        const final = this.finalOf(phrases, frames);
         phrases = [];
         frames = 0;
         this.finals.push(final);
@@ -110,12 +115,21 @@ export class ScriptedAsr implements AsrProvider {
     };
     // Read when the recogniser asks (a test sets `peekable` after the call's stream was made).
     const peek = async (): Promise<AsrFinal> => {
-      const peeked: AsrFinal = { text: phrases.join(' '), language: 'en', audioMs: frames * FRAME_MS, ...(phrases.length > 0 ? this.verdict : {}) };
+      const peeked = this.finalOf(phrases, frames);
       this.peeks.push(peeked);
       return peeked;
     };
     Object.defineProperty(stream, 'peek', { get: () => (this.peekable ? peek : undefined) });
     return stream;
+  }
+
+  private finalOf(phrases: readonly string[], frames: number): AsrFinal {
+    const text = phrases.join(' ');
+    const audioMs = frames * FRAME_MS;
+    if (text && this.doubtful?.(text)) {
+      return { text: '', language: 'en', audioMs, inGrammar: false, confidence: 0, outOfDomain: true, doubtful: { text, confidence: 0.06 } };
+    }
+    return { text, language: 'en', audioMs, ...(phrases.length > 0 ? this.verdict : {}) };
   }
 }
 

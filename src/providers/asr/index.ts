@@ -34,6 +34,7 @@ export function createAsrProvider(config: AsrProviderConfig, logger: Logger, opt
           languagePrior: config.languagePrior,
           switchFloor: config.switchFloor,
           firstSwitchFloor: config.firstSwitchFloor,
+          doubtConfidence: config.doubtConfidence,
         },
         logger,
       });

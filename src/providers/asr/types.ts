@@ -82,6 +82,11 @@ export interface AsrFinal {
    * grammar well enough: the caller said something the agent does not understand, not a cough or a noise.
    */
   outOfDomain?: boolean;
+  /**
+   * Grammar decoders, out of domain: the sentence that fitted best in the turn's language when it fell only just
+   * under the confidence floor. Not a result: the agent may ask it back ("Did you say …?"), never act on it.
+   */
+  doubtful?: { text: string; confidence: number };
 }
 
 /**

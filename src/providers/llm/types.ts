@@ -21,6 +21,11 @@ export interface InputMeta {
    * server model): stronger evidence of the caller's language than the words alone.
    */
   language?: string;
+  /**
+   * Out of grammar, the sentence that fitted best when it fell just short of being understood (never set for a
+   * sensitive answer): the embedded agent may ask it back ("Did you say …?"); it is never acted on as said.
+   */
+  heardAs?: { text: string; confidence: number };
 }
 
 export interface ChatMessage {

@@ -112,6 +112,27 @@ export const DEFAULT_MIN_ARTICULATION_RATE = 5;
  */
 export const DEFAULT_MIN_CONFIDENCE = 0.1;
 
+/**
+ * From this confidence up to the floor above, a rejected sentence is still passed on as a doubt (`AsrFinal.doubtful`):
+ * the agent may ask "Did you say …?" rather than act on it or set it aside. Measured (BENCHMARKS.md "Asking back"):
+ * right sentences rejected by the floor above score 0.03–0.1 (eSpeak and Pico voices, a call's first turn on the
+ * phone channel); most out-of-domain speech scores under 0.01, and the band never acts, it only asks.
+ */
+export const DEFAULT_DOUBT_CONFIDENCE = 0.03;
+
+/**
+ * Least share of the caller's speech (the phone loop's speech frames) a doubtful sentence's own words must cover
+ * to be asked back. Measured: right sentences under the floor cover 0.91–0.99; wrong ones, and off-topic speech
+ * forced onto a sentence, mostly 0.55–0.8.
+ */
+export const DOUBT_MIN_SPEECH_COVERAGE = 0.9;
+
+/** A lane's sentence is understood from `min` up; from `doubt` up to `min` it is offered as a doubt. */
+interface ConfidenceFloors {
+  min: number;
+  doubt: number;
+}
+
 export interface LlrCalibration {
   mid: number;
   scale: number;
@@ -136,6 +157,8 @@ export interface GrammarDecodingOptions extends CompileOptions {
   firstSwitchFloor?: number;
   /** Confidence under which a lane's sentence counts as out of grammar (see DEFAULT_MIN_CONFIDENCE). */
   minConfidence?: number;
+  /** Confidence from which a sentence under minConfidence is still offered as a doubt (DEFAULT_DOUBT_CONFIDENCE). */
+  doubtConfidence?: number;
   /** Phones per second under which a sound is not speech (see DEFAULT_MIN_PHONE_RATE). */
   minPhoneRate?: number;
   /** Share of held spectra above which a sound is not speech: music (see DEFAULT_MAX_SUSTAINED_SHARE). */
@@ -345,7 +368,10 @@ export class GrammarDecoders {
     }, {
       minPhoneRate: this.options.minPhoneRate ?? DEFAULT_MIN_PHONE_RATE,
       maxSustainedShare: this.options.maxSustainedShare ?? DEFAULT_MAX_SUSTAINED_SHARE,
-    }, this.options.minConfidence ?? DEFAULT_MIN_CONFIDENCE, logger);
+    }, {
+      min: this.options.minConfidence ?? DEFAULT_MIN_CONFIDENCE,
+      doubt: this.options.doubtConfidence ?? DEFAULT_DOUBT_CONFIDENCE,
+    }, logger);
   }
 
   /**
@@ -445,7 +471,7 @@ export class GrammarStream implements AsrStream {
     private readonly policy: LanguagePolicy,
     private readonly calibration: LlrCalibration,
     private readonly speechTest: SpeechTest,
-    private readonly minConfidence: number,
+    private readonly confidence: ConfidenceFloors,
     private readonly logger: Logger | undefined,
   ) {
     const requested = options.language ? primary(options.language) : undefined;
@@ -576,8 +602,12 @@ export class GrammarStream implements AsrStream {
         // speech. And a sentence forced onto speech it does not match (far below the phone loop, or fitted into a
         // fraction of it with fillers taking the rest) is no result either.
         const notSpeech = detail.phoneRate < this.speechTest.minPhoneRate || music;
-        if (notSpeech || llrConfidence(languageScore(detail, this.policy), this.calibration) < this.minConfidence) {
-          detail.rejected = { text: detail.text, reason: notSpeech ? 'not-speech' : 'low-llr' };
+        if (notSpeech) {
+          detail.rejected = { text: detail.text, reason: 'not-speech' };
+          detail.inGrammar = false;
+          detail.text = '';
+        } else if (llrConfidence(languageScore(detail, this.policy), this.calibration) < this.confidence.min) {
+          detail.rejected = { text: detail.text, reason: 'low-llr', confidence: sentenceConfidence(detail, this.policy, this.calibration) };
           detail.inGrammar = false;
           detail.text = '';
         }
@@ -597,8 +627,20 @@ export class GrammarStream implements AsrStream {
     const winner = turn.lane ? heard.results.find((r) => r.detail === turn.lane) : undefined;
     this.logger?.debug({ lanes: heard.lanes, chosen: turn.language, belief: belief.odds() }, 'grammar lanes');
     if (!winner || !turn.lane) {
-      // Rejected: tell speech the agent did not understand (it deserves an answer) from sound that is not speech.
-      return { final: { text: '', language: turn.language, audioMs: heard.audioMs, inGrammar: false, confidence: 0, outOfDomain: heard.speech }, language: turn.language, understood: false };
+      // Rejected: tell speech the agent did not understand (it deserves an answer) from sound that is not speech,
+      // and pass on the turn's language's sentence when it fell just short (the agent may ask it back).
+      // "Did you say X?" is a fair question only when X accounts for what the caller said: a sentence fitted into
+      // part of the speech (the caller said more, or something else) is not asked back.
+      const doubt = heard.speech ? heard.lanes.find((l) => l.language === turn.language && l.rejected?.reason === 'low-llr') : undefined;
+      const doubtful = doubt?.rejected?.confidence !== undefined && doubt.rejected.confidence >= this.confidence.doubt
+        && (doubt.speechCoverage ?? 0) >= DOUBT_MIN_SPEECH_COVERAGE
+        ? { text: doubt.rejected.text, confidence: doubt.rejected.confidence }
+        : undefined;
+      return {
+        final: { text: '', language: turn.language, audioMs: heard.audioMs, inGrammar: false, confidence: 0, outOfDomain: heard.speech, ...(doubtful ? { doubtful } : {}) },
+        language: turn.language,
+        understood: false,
+      };
     }
     return { final: { ...winner.final, confidence: sentenceConfidence(turn.lane, this.policy, this.calibration) }, language: turn.language, understood: true };
   }

@@ -347,8 +347,8 @@ export interface LaneResult {
   speechCoverage?: number;
   /** Share of the sound that holds one spectrum from frame to frame (sustained-sound.ts): music, not speech. */
   sustainedShare?: number;
-  /** A sentence the grammar stream set aside, and why (diagnostics). */
-  rejected?: { text: string; reason: 'not-speech' | 'low-llr' };
+  /** A sentence the grammar stream set aside, why, and (for a low likelihood) its confidence. */
+  rejected?: { text: string; reason: 'not-speech' | 'low-llr'; confidence?: number };
 }
 
 /** Name of the search ps_init builds from `-jsgf`/`-lm`. */

@@ -32,6 +32,12 @@ export const POCKETSPHINX_OPTIONS = t.object({
   languagePrior: t.optional(t.number(0, 10)),
   switchFloor: t.optional(t.number(-20, 0)),
   firstSwitchFloor: t.optional(t.number(-20, 0)),
+  /**
+   * Confidence from which a sentence just under the recogniser's floor (0.1) is passed on as a doubt, which the
+   * embedded agent asks back ("Did you say …?"); default 0.03 (grammar.ts DEFAULT_DOUBT_CONFIDENCE). 0.1 or more:
+   * never ask back.
+   */
+  doubtConfidence: t.optional(t.number(0, 1)),
 });
 export type PocketSphinxSettings = Static<typeof POCKETSPHINX_OPTIONS>;
 export const POCKETSPHINX_DEFAULTS = defaultsOf(POCKETSPHINX_OPTIONS);

@@ -42,7 +42,13 @@ export class TextDialogue {
   async say(text: string, input: InputMeta = { source: 'text' }): Promise<DriverTurn> {
     const expectation = this.llm.expectation?.(this.history);
     const sensitive = expectation !== undefined && (this.llm.isSensitive?.(expectation) ?? false);
-    this.history.push(sensitive ? { role: 'user', content: maskSecret(text), secret: text, input } : { role: 'user', content: text, input });
+    if (sensitive) {
+      // A sensitive answer is never repeated back, not even a doubtful hearing of it (as the session does).
+      const { heardAs: _doubtful, ...kept } = input;
+      this.history.push({ role: 'user', content: maskSecret(text), secret: text, input: kept });
+    } else {
+      this.history.push({ role: 'user', content: text, input });
+    }
     return this.reply();
   }
 

@@ -12,7 +12,7 @@ import { fill, isRecord, pickVariant, type RuleIntent, type RulesConfig } from '
 import { hasPhrase, yesNo, type Lexicon, type MessageKey } from './lexicon.js';
 import type { IntentMatcher } from './matcher.js';
 import { extractValues, slotVars, toolArgs } from './slots.js';
-import { OFFER_PERSON, type DialogueState, type EngineContext, type FormInstance, type Output, type SlotValue } from './state.js';
+import { ASK_BACK, OFFER_PERSON, type DialogueState, type EngineContext, type FormInstance, type Output, type SlotValue } from './state.js';
 import { numbersToDigits, spokenNumber, words } from './values.js';
 
 export type { DialogueState, EngineContext, FormInstance, Output, SlotValue } from './state.js';
@@ -21,6 +21,8 @@ export { extractValues, utteranceSlots } from './slots.js';
 /** What the recogniser should expect next: "<intent>.<slot>" or "<intent>.confirm". */
 export function expectationOf(state: DialogueState): string | undefined {
   if (state.pending) return `${state.pending}.confirm`;
+  // Asked back inside a form, the caller may say yes or give the answer again: the form's question stays.
+  if (state.doubt !== undefined && !state.form) return `${ASK_BACK}.confirm`;
   const form = state.form;
   if (!form || form.executing) return undefined;
   return `${form.intent}.${form.asking === 'change' ? 'confirm' : form.asking}`;
@@ -137,6 +139,21 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
   const missed = state.misunderstood ?? { run: 0, total: 0 };
   if (missed.run > 0) state = { ...state, misunderstood: { ...missed, run: 0 } };
 
+  // "Did you say …?": a yes takes the doubtful words as said, a no is a turn not understood.
+  if (state.doubt !== undefined) {
+    const doubt = state.doubt;
+    state = { ...state, doubt: undefined };
+    const answer = yesNo(raw, lang, ctx.lexicon);
+    if (answer === 'yes' && unsure(ctx, message)) return say(msg('yesOrNo'), { ...state, doubt });
+    if (answer === 'yes') return onUser(ctx, state, { role: 'user', content: doubt, input: confirmedInput(message) }, turn);
+    if (answer === 'no') {
+      // Often the caller asked for something the agent does not do at all: outside a form, say what it does.
+      const counted: DialogueState = { ...state, misunderstood: { run: missed.run + 1, total: missed.total + 1 }, notUnderstood: (state.notUnderstood ?? 0) + 1 };
+      return say(state.form ? joinText(msg('misheard'), question(ctx, state, state.form)) : (ctx.config.outOfDomain?.[lang] ?? ctx.config.fallback[lang]), counted);
+    }
+    // Anything else is the caller saying it again, or something new: heard as usual.
+  }
+
   // "Shall I put you through to a person?" (offered after turns not understood): yes transfers, no carries on.
   if (state.pending === OFFER_PERSON) {
     const answer = yesNo(raw, lang, ctx.lexicon);
@@ -158,6 +175,9 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
     if (intent && answer === 'yes') return runIntent(ctx, state, intent, ws, text, lang, turn);
     if (answer === 'no') return say(joinText(msg('notNow'), state.form ? question(ctx, state, state.form) : msg('anythingElse')));
   }
+
+  const doubtful = askBack(ctx, state, message, turn);
+  if (doubtful) return doubtful;
 
   if (hasPhrase(raw, ctx.lexicon.cancel[lang]) || hasPhraseAnyLanguage(raw, ctx.lexicon.cancel)) {
     if (!state.form) return say(msg('nothingToCancel'));
@@ -190,6 +210,32 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
     };
   }
   return runIntent(ctx, state, intent, ws, text, lang, turn);
+}
+
+/**
+ * Words the recogniser heard only doubtfully (`input.heardAs`, just under its confidence floor) are asked back —
+ * "Did you say: for four people?" — when, said for sure, they would have been understood; never for a yes/no
+ * question already open, a read-back, or a sensitive answer, and never acted on before the caller's yes.
+ */
+function askBack(ctx: EngineContext, state: DialogueState, message: ChatMessage, turn: number): { state: DialogueState; output: Output } | undefined {
+  const heard = message.input?.heardAs;
+  if (!heard || (message.secret ?? message.content).trim() !== '' || state.pending) return undefined;
+  const form = state.form;
+  if (form && (form.asking === 'confirm' || form.asking === 'change' || slotIsSensitive(ctx, form))) return undefined;
+  const trial = onUser(ctx, state, { role: 'user', content: heard.text, input: confirmedInput(message) }, turn);
+  if ((trial.state.notUnderstood ?? 0) > (state.notUnderstood ?? 0) || trial.state.pending === OFFER_PERSON) return undefined;
+  const text = fill(ctx.messages.askBack[state.language] ?? ctx.messages.askBack.en, { text: heard.text }) ?? heard.text;
+  return { state: { ...state, doubt: heard.text }, output: { text, language: state.language } };
+}
+
+/** The input of a caller's confirmed words: in grammar, as sure as the turn that confirmed them. */
+function confirmedInput(message: ChatMessage): ChatMessage['input'] {
+  const { heardAs: _heard, ...input } = message.input ?? { source: 'speech' as const };
+  return { ...input, inGrammar: true, confidence: Math.max(message.input?.confidence ?? 1, 0.5) };
+}
+
+function slotIsSensitive(ctx: EngineContext, form: FormInstance): boolean {
+  return intentByName(ctx, form.intent)?.slots?.some((s) => s.name === form.asking && s.sensitive === true) ?? false;
 }
 
 /** Start a form, answer a state question, or run a one-shot intent. */

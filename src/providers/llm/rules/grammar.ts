@@ -4,7 +4,7 @@
  * each slot's values, and the sentences to weight while a particular question is open. Each value form is
  * generated together with its meaning, so a test can check that the agent's parsers read it back right.
  */
-import { OFFER_PERSON } from './state.js';
+import { ASK_BACK, OFFER_PERSON } from './state.js';
 import type { GrammarSpec } from '../../asr/grammar/spec.js';
 import type { RulesConfig, SlotSpec } from './config.js';
 import type { Lexicon } from './lexicon.js';
@@ -233,6 +233,8 @@ export function buildGrammarSpecs(config: RulesConfig, lexicon: Lexicon, hours: 
     }
     // "Shall I put you through to a person?"
     if (config.handover?.offerAfter) expectations[`${OFFER_PERSON}.confirm`] = [...yes, ...no];
+    // "Did you say …?" (a doubtful recognition asked back outside a form).
+    expectations[`${ASK_BACK}.confirm`] = [...yes, ...no];
     return { language: lang, sentences: [...sentences], slots, expectations };
   });
 }

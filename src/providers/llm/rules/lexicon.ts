@@ -58,7 +58,9 @@ export type MessageKey =
   | 'anythingElse'
   | 'offerPerson'
   | 'puttingThrough'
-  | 'carryOn';
+  | 'carryOn'
+  | 'askBack'
+  | 'misheard';
 
 export const DEFAULT_MESSAGES: Record<MessageKey, LangText> = {
   cancelled: {
@@ -137,6 +139,20 @@ export const DEFAULT_MESSAGES: Record<MessageKey, LangText> = {
     de: 'In Ordnung, machen wir weiter. Wie kann ich helfen?',
     es: 'De acuerdo, sigamos. ¿En qué puedo ayudarle?',
     it: "D'accordo, andiamo avanti. Come posso aiutarla?",
+  },
+  askBack: {
+    en: 'Did you say: {text}?',
+    fr: 'Avez-vous dit : {text} ?',
+    de: 'Haben Sie gesagt: {text}?',
+    es: '¿Ha dicho: {text}?',
+    it: 'Ha detto: {text}?',
+  },
+  misheard: {
+    en: 'Sorry, I misheard.',
+    fr: "Pardon, j'ai mal compris.",
+    de: 'Entschuldigung, da habe ich mich verhört.',
+    es: 'Perdón, le he entendido mal.',
+    it: 'Mi scusi, ho capito male.',
   },
   anythingElse: {
     en: 'How else can I help?',

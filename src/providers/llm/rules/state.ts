@@ -8,6 +8,9 @@ import type { OpeningHours } from './values.js';
 /** `pending` while the agent waits for the answer to its offer of a person (after turns not understood). */
 export const OFFER_PERSON = 'offer_person';
 
+/** The expectation while the agent asks a doubtful recognition back ("Did you say …?") outside a form. */
+export const ASK_BACK = 'ask_back';
+
 export type SlotValue = string | number | boolean;
 
 export interface FormInstance {
@@ -36,6 +39,8 @@ export interface DialogueState {
   formCount: number;
   /** An action awaiting a yes because recognition was unsure ("did you want to end the call?"). */
   pending?: string;
+  /** Words the recogniser only doubtfully heard, asked back ("Did you say …?"): a yes takes them as said. */
+  doubt?: string;
   handoffs: number;
   /** Intents the caller asked for, in order (a transfer's summary). */
   asked?: string[];
