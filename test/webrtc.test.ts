@@ -234,11 +234,27 @@ describe('browser voice widget over WebRTC', () => {
     expect(transcripts.filter((t) => t.final && t.role === 'agent').length).toBeGreaterThanOrEqual(3);
     console.log(`call took ${((performance.now() - clickedAt) / 1000).toFixed(1)} s; interruption spoken at ${(interruptionAtMs / 1000).toFixed(1)} s of the recording; heard "${String(interrupted.heardText)}"`);
 
-    // The tab vanishes without hanging up: the server notices and frees the peer.
+    // The tab is closed mid-call: the widget hangs up on pagehide, so the server frees the peer at once, long before
+    // ICE would notice (disconnectGraceMs after its consent checks fail, seconds).
     const closedAt = performance.now();
-    await page.close();
-    await waitFor('peer gauge back to 0', async () => (await peersGauge()) === 0, 15_000);
-    await waitFor('session closed', async () => server.server.service.sessions.size === 0, 5000);
+    await page.close({ runBeforeUnload: true });
+    await waitFor('peer released by the hang-up', async () => (await peersGauge()) === 0 && server.server.service.sessions.size === 0, 3000);
     console.log(`tab closed → peer released in ${(performance.now() - closedAt).toFixed(0)} ms`);
+  });
+
+  it('frees the peer of a tab that vanishes without hanging up (a crashed renderer)', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${server.httpUrl}/`);
+    await page.locator('voice-agent button.mic').click();
+    await waitFor('state listening', () => page.evaluate(() => document.getElementById('agent')!.getAttribute('state') === 'listening'), 10_000);
+    expect(await peersGauge()).toBe(1);
+    const crashedAt = performance.now();
+    const cdp = await page.context().newCDPSession(page);
+    // The renderer dies: no pagehide, no DELETE, no goodbye on the data channel. Only ICE can tell.
+    void cdp.send('Page.crash').catch(() => {});
+    await waitFor('peer gauge back to 0', async () => (await peersGauge()) === 0, 20_000);
+    await waitFor('session closed', async () => server.server.service.sessions.size === 0, 5000);
+    console.log(`renderer crashed → peer released in ${(performance.now() - crashedAt).toFixed(0)} ms`);
+    await page.close().catch(() => {});
   });
 });

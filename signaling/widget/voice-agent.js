@@ -133,9 +133,15 @@ export class VoiceAgentElement extends HTMLElement {
     this._callerSpeaking = false;
     this._agentSpeaking = false;
     this._attempt = 0;
+    // A page closed or navigated away mid-call hangs up at once (the DELETE is sent with keepalive), rather than
+    // leaving the server to notice the peer is gone when ICE gives up seconds later.
+    this._onPageHide = () => {
+      if (this.active) this.disconnect();
+    };
   }
 
   connectedCallback() {
+    window.addEventListener('pagehide', this._onPageHide);
     this._setState(this._state);
     if (this.hasAttribute('heading')) this.ui.title.textContent = this.getAttribute('heading');
   }
@@ -145,6 +151,7 @@ export class VoiceAgentElement extends HTMLElement {
   }
 
   disconnectedCallback() {
+    window.removeEventListener('pagehide', this._onPageHide);
     this.disconnect();
   }
 
