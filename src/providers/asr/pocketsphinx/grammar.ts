@@ -114,9 +114,10 @@ export const DEFAULT_MIN_CONFIDENCE = 0.1;
 
 /**
  * From this confidence up to the floor above, a rejected sentence is still passed on as a doubt (`AsrFinal.doubtful`):
- * the agent may ask "Did you say …?" rather than act on it or set it aside. Measured (BENCHMARKS.md "Asking back"):
- * right sentences rejected by the floor above score 0.03–0.1 (eSpeak and Pico voices, a call's first turn on the
- * phone channel); most out-of-domain speech scores under 0.01, and the band never acts, it only asks.
+ * the agent may ask "Did you say …?" rather than act on it or set it aside. Measured (BENCHMARKS.md "Asking back a
+ * near miss"): right sentences the floor above rejected scored 0.036–0.098, but off-topic speech forced onto a
+ * sentence falls in the same band, so a doubt must also cover the caller's speech (DOUBT_MIN_SPEECH_COVERAGE). The
+ * band never acts: it only asks.
  */
 export const DEFAULT_DOUBT_CONFIDENCE = 0.03;
 
