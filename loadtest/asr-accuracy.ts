@@ -240,6 +240,8 @@ async function main(): Promise<void> {
   await agent.load();
   const specs = agent.grammarSpecs().filter((s) => LANGUAGES.includes(s.language));
   const intentOf = (text: string, language: string): string => agent.classify(text, language)?.intent.name ?? 'none';
+  // The agent asks a doubtful hearing back only when, said for sure, it would mean something.
+  const doubtIntentOf = (final: AsrFinal): string => (final.doubtful ? intentOf(final.doubtful.text, final.language) : 'none');
   // The agent asks before acting on these when the recogniser is below its minConfidence (engine.ts: unsure).
   const gatedIntents = new Set(agent.rules.intents.filter((i) => i.confirmIfUnsure).map((i) => i.name));
   const formIntents = new Set(agent.rules.intents.filter((i) => i.slots).map((i) => i.name));
@@ -326,8 +328,7 @@ async function main(): Promise<void> {
             if (g.final.language === spec.language) gt.languageOk++;
             if (g.final.inGrammar) gt.inGrammar++;
             const hypIntent = intentOf(g.final.text, g.final.language);
-            // The agent asks a doubtful hearing back only when, said for sure, it would mean something.
-            const doubtIntent = g.final.doubtful ? intentOf(g.final.doubtful.text, g.final.language) : 'none';
+            const doubtIntent = doubtIntentOf(g.final);
             if (refIntent !== 'none') {
               const ok = hypIntent === refIntent;
               gt.intentN++;
@@ -433,7 +434,7 @@ async function main(): Promise<void> {
         for (const lane of g.lanes) console.error(`  [lane] ${laneLine(lane)}`);
       }
       if (row.label === '16k') confidences.push({ inDomain: false, confidence });
-      const doubtIntent = g.final.doubtful ? intentOf(g.final.doubtful.text, g.final.language) : 'none';
+      const doubtIntent = doubtIntentOf(g.final);
       if (doubtIntent !== 'none') {
         a.askedBack++;
         if (turn) a.askedBackAfterVad++;

@@ -3,7 +3,7 @@ import type { ServiceConfig } from '../config.js';
 import type { AudioFrame } from '../audio/format.js';
 import type { AsrProvider } from '../providers/asr/types.js';
 import type { ChatMessage, InputMeta, LlmProvider } from '../providers/llm/types.js';
-import { maskSecret } from '../providers/llm/masking.js';
+import { maskSecret, withoutHeardAs } from '../providers/llm/masking.js';
 import { redact, redactPartial } from '../privacy/redact.js';
 import type { TtsProvider } from '../providers/tts/types.js';
 import type { VadProvider } from '../providers/vad/types.js';
@@ -468,9 +468,7 @@ export class Session {
 
   /** A caller turn as the conversation keeps it: masked (with the words kept aside for the agent) when sensitive. */
   private userMessage(text: string, given: InputMeta): ChatMessage {
-    // A sensitive answer is never repeated back, not even a doubtful hearing of it.
-    const { heardAs: _doubtful, ...withoutDoubt } = given;
-    const input = this.expectingSensitive ? withoutDoubt : given;
+    const input = this.expectingSensitive ? withoutHeardAs(given) : given;
     const shown = this.shownText(text);
     if (shown === text) return { role: 'user', content: text, input };
     return { role: 'user', content: shown, secret: text, input };

@@ -4,7 +4,7 @@
  * without audio. Used by the dialogue tests and the scripted-dialogue benchmark.
  */
 import type { ToolExecutor } from '../../../session/reply.js';
-import { maskSecret } from '../masking.js';
+import { maskSecret, withoutHeardAs } from '../masking.js';
 import type { ChatMessage, InputMeta, LlmProvider, ToolCall } from '../types.js';
 
 export interface DriverTurn {
@@ -42,13 +42,7 @@ export class TextDialogue {
   async say(text: string, input: InputMeta = { source: 'text' }): Promise<DriverTurn> {
     const expectation = this.llm.expectation?.(this.history);
     const sensitive = expectation !== undefined && (this.llm.isSensitive?.(expectation) ?? false);
-    if (sensitive) {
-      // A sensitive answer is never repeated back, not even a doubtful hearing of it (as the session does).
-      const { heardAs: _doubtful, ...kept } = input;
-      this.history.push({ role: 'user', content: maskSecret(text), secret: text, input: kept });
-    } else {
-      this.history.push({ role: 'user', content: text, input });
-    }
+    this.history.push(sensitive ? { role: 'user', content: maskSecret(text), secret: text, input: withoutHeardAs(input) } : { role: 'user', content: text, input });
     return this.reply();
   }
 

@@ -7,6 +7,7 @@
  * time (early filling and corrections), confirm, then call the tool exactly once per form instance.
  */
 import { jsonOrText } from '../../../core/guards.js';
+import { withoutHeardAs } from '../masking.js';
 import type { ChatMessage, ToolCall } from '../types.js';
 import { fill, isRecord, pickVariant, type RuleIntent, type RulesConfig } from './config.js';
 import { hasPhrase, yesNo, type Lexicon, type MessageKey } from './lexicon.js';
@@ -148,7 +149,7 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
     if (answer === 'yes') return onUser(ctx, state, { role: 'user', content: doubt, input: confirmedInput(message) }, turn);
     if (answer === 'no') {
       // Often the caller asked for something the agent does not do at all: outside a form, say what it does.
-      const counted: DialogueState = { ...state, misunderstood: { run: missed.run + 1, total: missed.total + 1 }, notUnderstood: (state.notUnderstood ?? 0) + 1 };
+      const counted = misunderstood(state, missed);
       return say(state.form ? joinText(msg('misheard'), question(ctx, state, state.form)) : (ctx.config.outOfDomain?.[lang] ?? ctx.config.fallback[lang]), counted);
     }
     // Anything else is the caller saying it again, or something new: heard as usual.
@@ -195,7 +196,7 @@ function onUser(ctx: EngineContext, prev: DialogueState, message: ChatMessage, t
     if (yesNo(raw, lang, ctx.lexicon)) return say(msg('anythingElse'));
     // Speech the recogniser could fit to nothing the agent knows, or only doubtfully to words that mean nothing
     // here (off-topic speech forced onto the nearest sentence): say honestly what the agent can do.
-    const counted: DialogueState = { ...state, misunderstood: { run: missed.run + 1, total: missed.total + 1 }, notUnderstood: (state.notUnderstood ?? 0) + 1 };
+    const counted = misunderstood(state, missed);
     if (offerDue(ctx, counted)) {
       return { state: { ...counted, pending: OFFER_PERSON }, output: { text: msg('offerPerson'), language: lang, confirms: { name: 'transfer_to_human', arguments: OFFER_ARGS } } };
     }
@@ -221,21 +222,27 @@ function askBack(ctx: EngineContext, state: DialogueState, message: ChatMessage,
   const heard = message.input?.heardAs;
   if (!heard || (message.secret ?? message.content).trim() !== '' || state.pending) return undefined;
   const form = state.form;
-  if (form && (form.asking === 'confirm' || form.asking === 'change' || slotIsSensitive(ctx, form))) return undefined;
+  if (form && (form.asking === 'confirm' || form.asking === 'change' || isSensitiveSlot(ctx.config, form.intent, form.asking))) return undefined;
   const trial = onUser(ctx, state, { role: 'user', content: heard.text, input: confirmedInput(message) }, turn);
   if ((trial.state.notUnderstood ?? 0) > (state.notUnderstood ?? 0) || trial.state.pending === OFFER_PERSON) return undefined;
   const text = fill(ctx.messages.askBack[state.language] ?? ctx.messages.askBack.en, { text: heard.text }) ?? heard.text;
   return { state: { ...state, doubt: heard.text }, output: { text, language: state.language } };
 }
 
+/** The state after a turn the agent understood none of: one more in the run that began at `missed`, and in the call. */
+function misunderstood(state: DialogueState, missed: { run: number; total: number }): DialogueState {
+  return { ...state, misunderstood: { run: missed.run + 1, total: missed.total + 1 }, notUnderstood: (state.notUnderstood ?? 0) + 1 };
+}
+
 /** The input of a caller's confirmed words: in grammar, as sure as the turn that confirmed them. */
 function confirmedInput(message: ChatMessage): ChatMessage['input'] {
-  const { heardAs: _heard, ...input } = message.input ?? { source: 'speech' as const };
+  const input = withoutHeardAs(message.input ?? { source: 'speech' });
   return { ...input, inGrammar: true, confidence: Math.max(message.input?.confidence ?? 1, 0.5) };
 }
 
-function slotIsSensitive(ctx: EngineContext, form: FormInstance): boolean {
-  return intentByName(ctx, form.intent)?.slots?.some((s) => s.name === form.asking && s.sensitive === true) ?? false;
+/** The answer to this slot is sensitive (a PIN): masked everywhere, never repeated back. */
+export function isSensitiveSlot(config: RulesConfig, intentName: string, slotName: string): boolean {
+  return config.intents.find((i) => i.name === intentName)?.slots?.some((s) => s.name === slotName && s.sensitive === true) ?? false;
 }
 
 /** Start a form, answer a state question, or run a one-shot intent. */

@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import type { GrammarSpec, VocabularySource } from '../../asr/grammar/spec.js';
 import type { ChatMessage, LlmEvent, LlmProvider, LlmRequest } from '../types.js';
 import { defaultRulesPath, RulesConfigError, validateRulesConfig, type RulesConfig } from './config.js';
-import { buildVocabulary, expectationOf, replay, utteranceSlots, type DialogueState, type EngineContext, type Output, type ReplayPoint } from './engine.js';
+import { buildVocabulary, expectationOf, isSensitiveSlot, replay, utteranceSlots, type DialogueState, type EngineContext, type Output, type ReplayPoint } from './engine.js';
 import { buildGrammarSpecs } from './grammar.js';
 import { DEFAULT_LEXICON, DEFAULT_MESSAGES, type Lexicon, type MessageKey } from './lexicon.js';
 import { IntentMatcher, type IntentMatch } from './matcher.js';
@@ -180,8 +180,7 @@ export class RuleBasedAgent implements LlmProvider, VocabularySource {
 
   isSensitive(expectation: string): boolean {
     const [intentName, slotName] = expectation.split('.');
-    const intent = this.config?.intents.find((i) => i.name === intentName);
-    return intent?.slots?.some((s) => s.name === slotName && s.sensitive === true) ?? false;
+    return this.config !== undefined && isSensitiveSlot(this.config, intentName, slotName);
   }
 
   grammarSpecs(): GrammarSpec[] {
