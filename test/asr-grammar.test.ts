@@ -16,7 +16,7 @@ import { compileGrammar, loadDictionary, parseDictionary, sentenceWords } from '
 import { grammarSource } from '../src/providers/asr/grammar/from-rules.js';
 import { spanishG2p } from '../src/providers/asr/grammar/g2p-es.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
-import { acousticModel, chooseLanguage, DEFAULT_SPANISH_MODEL_DIR, GrammarStream, LanguageBelief, modelPresent, sentenceConfidence } from '../src/providers/asr/pocketsphinx/grammar.js';
+import { acousticModel, chooseLanguage, DEFAULT_FOCUS_CONFIDENCE, DEFAULT_SPANISH_MODEL_DIR, GrammarStream, LanguageBelief, modelPresent, sentenceConfidence } from '../src/providers/asr/pocketsphinx/grammar.js';
 import { DEFAULT_MODEL_DIR, PocketSphinxAsr } from '../src/providers/asr/pocketsphinx/index.js';
 import type { AsrFinal, AsrPartial, AsrStream } from '../src/providers/asr/types.js';
 import { ScriptedLlm } from '../src/providers/llm/scripted.js';
@@ -47,6 +47,16 @@ async function agentSpecs(languages?: readonly string[]): Promise<GrammarSpec[]>
 async function decode(stream: AsrStream, pcm: Int16Array): Promise<AsrFinal> {
   const frame = INTERNAL_SAMPLE_RATE / 50;
   for (let i = 0; i < pcm.length; i += frame) stream.push(pcm.subarray(i, i + frame));
+  return stream.finalize();
+}
+
+/** The same, with the decoders caught up every 100 ms, as a call's are: partials come while the caller speaks. */
+async function decodePaced(stream: GrammarStream, pcm: Int16Array): Promise<AsrFinal> {
+  const frame = INTERNAL_SAMPLE_RATE / 50;
+  for (let i = 0, n = 1; i < pcm.length; i += frame, n++) {
+    stream.push(pcm.subarray(i, i + frame));
+    if (n % 5 === 0) await stream.idle();
+  }
   return stream.finalize();
 }
 
@@ -210,6 +220,17 @@ describe('grammar compiler', () => {
     expect(call(english, english, english, english, english, [lane('en', -3.6), lane('es', -1.6)]).at(-1)).toBe('es');
     // …a marginal one (0.4 better) does not.
     expect(call(english, english, [lane('en', -2.4), lane('es', -2)]).at(-1)).toBe('en');
+  });
+
+  it('leaves the belief as it is after a turn that only the call\'s language decoded', () => {
+    const belief = new LanguageBelief(['en', 'es'], 'en', policy);
+    belief.observe(new Map([['en', -1.5], ['es', -3]]));
+    const after = belief.odds();
+    // Spanish decoded with no sentence is evidence against it; Spanish resting is none, and the belief does not age.
+    for (let turn = 0; turn < 5; turn++) belief.observe(new Map([['en', -1]]), new Set(['en']));
+    expect(belief.odds()).toEqual(after);
+    belief.observe(new Map([['en', -1]]), new Set(['en', 'es']));
+    expect(belief.odds().en).toBeGreaterThan(after.en);
   });
 
   it('does not let a short sentence padded out with fillers beat one that explains the whole utterance', () => {
@@ -456,6 +477,39 @@ describe.skipIf(!englishModel)('grammar decoding on synthetic speech', () => {
         console.log(`[asr-grammar] ${language} ${JSON.stringify(text)} → ${final.language} ${JSON.stringify(final.text)} (${final.confidence?.toFixed(2)})`);
         expect(final.language).toBe(language);
         expect(intent(final)).toBe(expected);
+      }
+    } finally {
+      stream.close();
+    }
+  }, 90_000);
+
+  it.skipIf(!spanishModel)('lets the other language rest once the caller is understood for sure, and wakes it for a turn that needs it', async () => {
+    const stream = asr.createStream({ language: 'en' }) as GrammarStream;
+    // The languages that decoded the turn to its end, and whether the resting ones stopped hearing it as it came.
+    const heardBy = (): string[] => stream.lastLanes.map((l) => l.language).sort();
+    const restedPart = (): boolean => stream.lastRest !== undefined && stream.lastRest.heardMs < stream.lastRest.audioMs - 200;
+    try {
+      const turns: Array<[string, string, string[], boolean]> = [
+        // Before the caller is understood, every language decodes the turn.
+        ['en', 'what time is it', ['en', 'es'], false],
+        // Understood for sure in English, in a sentence too long to be another language's: Spanish stops hearing it
+        // once English is well into it, and the turn is taken in English.
+        ['en', 'i would like to book a table for two people tomorrow at seven', ['en'], true],
+        // A short answer is heard by every language as it comes (Spanish fits "goodbye" as "que hora es" as surely
+        // as English does).
+        ['en', 'goodbye', ['en', 'es'], false],
+        // English hears no sure sentence in Spanish speech: Spanish hears the turn to its end, and takes it.
+        ['es', 'quiero reservar una mesa para dos personas mañana a las ocho', ['en', 'es'], true],
+        // Now English rests.
+        ['es', 'quiero reservar una mesa para dos personas mañana a las ocho', ['es'], true],
+      ];
+      for (const [language, text, lanes, rested] of turns) {
+        const final = await decodePaced(stream, await synthesize(text, voice(language)));
+        console.log(`[asr-grammar] ${language} ${JSON.stringify(text)} → ${final.language} ${JSON.stringify(final.text)} (${final.confidence?.toFixed(2)}) heard by ${heardBy().join('+')}, resting lanes ${JSON.stringify(stream.lastRest)}`);
+        expect(final.language).toBe(language);
+        expect(final.confidence ?? 0).toBeGreaterThanOrEqual(DEFAULT_FOCUS_CONFIDENCE);
+        expect(heardBy()).toEqual(lanes);
+        expect(restedPart()).toBe(rested);
       }
     } finally {
       stream.close();

@@ -35,6 +35,7 @@ export function createAsrProvider(config: AsrProviderConfig, logger: Logger, opt
           switchFloor: config.switchFloor,
           firstSwitchFloor: config.firstSwitchFloor,
           doubtConfidence: config.doubtConfidence,
+          focusConfidence: config.focusConfidence,
         },
         logger,
       });

@@ -128,10 +128,32 @@ export const DEFAULT_DOUBT_CONFIDENCE = 0.03;
  */
 export const DOUBT_MIN_SPEECH_COVERAGE = 0.9;
 
-/** A lane's sentence is understood from `min` up; from `doubt` up to `min` it is offered as a doubt. */
+/**
+ * Confidence from which a turn in the call's language is taken without hearing the other languages to its end. Once
+ * a caller has been understood for sure in one language, the other languages' lanes rest as soon as the call's
+ * language's running hypothesis is FOCUS_MIN_PHONES long, and decode the rest of the turn, from its kept audio, only
+ * when its sentence is not this sure and this long (a caller who changes language, off-topic speech, a near miss).
+ * A short turn is thus heard by every language as it comes, at no cost in time. 1 or more keeps every lane decoding
+ * every turn. Measured: BENCHMARKS.md "Resting the other language".
+ */
+export const DEFAULT_FOCUS_CONFIDENCE = 0.5;
+
+/**
+ * Least phones in the call's language's sentence for it to be taken without the other languages. Another language's
+ * grammar fits short answers ("sí" as "see you", "goodbye" as "que hora es", "bueno adios" as "when are you open") as
+ * surely as the caller's own does; measured (loadtest/asr-accuracy.ts --trace, seeds 2 and 4): every sentence of the
+ * wrong language at confidence 0.5 or more had 16 phones or fewer.
+ */
+export const FOCUS_MIN_PHONES = 20;
+
+/**
+ * A lane's sentence is understood from `min` up; from `doubt` up to `min` it is offered as a doubt; from `focus` up,
+ * it lets the other languages rest (DEFAULT_FOCUS_CONFIDENCE).
+ */
 interface ConfidenceFloors {
   min: number;
   doubt: number;
+  focus: number;
 }
 
 export interface LlrCalibration {
@@ -160,6 +182,8 @@ export interface GrammarDecodingOptions extends CompileOptions {
   minConfidence?: number;
   /** Confidence from which a sentence under minConfidence is still offered as a doubt (DEFAULT_DOUBT_CONFIDENCE). */
   doubtConfidence?: number;
+  /** Confidence from which the call's language alone decodes the next turns (DEFAULT_FOCUS_CONFIDENCE; 1: never). */
+  focusConfidence?: number;
   /** Phones per second under which a sound is not speech (see DEFAULT_MIN_PHONE_RATE). */
   minPhoneRate?: number;
   /** Share of held spectra above which a sound is not speech: music (see DEFAULT_MAX_SUSTAINED_SHARE). */
@@ -212,6 +236,15 @@ interface HeardUtterance {
   /** Some lane's phone loop heard speech (not a steady sound, not music). */
   speech: boolean;
   audioMs: number;
+  /** The languages whose lanes decoded the utterance (the others rested: they are no evidence either way). */
+  decoded: ReadonlySet<string>;
+}
+
+/** One language of a call: its grammar decoder and the phone loop its likelihood ratio is taken against. */
+interface CallLane {
+  language: string;
+  stream: PocketSphinxDecoderStream;
+  loop: PocketSphinxDecoderStream;
 }
 
 /** Per-language compiled grammars and their decoder pools. */
@@ -372,6 +405,7 @@ export class GrammarDecoders {
     }, {
       min: this.options.minConfidence ?? DEFAULT_MIN_CONFIDENCE,
       doubt: this.options.doubtConfidence ?? DEFAULT_DOUBT_CONFIDENCE,
+      focus: this.options.focusConfidence ?? DEFAULT_FOCUS_CONFIDENCE,
     }, logger);
   }
 
@@ -428,6 +462,13 @@ function speechFrames(loop: AsrFinal): number {
   return ms / (1000 / FRAMES_PER_SECOND);
 }
 
+/** Phones in a sentence's words as the compiled dictionary spells them (unknown words count none). */
+function phonesOf(text: string, phoneCounts: ReadonlyMap<string, number>): number {
+  let phones = 0;
+  for (const word of text.split(/\s+/)) phones += phoneCounts.get(word) ?? 0;
+  return phones;
+}
+
 function closeLane(lane: LanguageDecoders): void {
   lane.pool.close();
   lane.loopPool.close();
@@ -441,10 +482,23 @@ function primary(language: string): string {
 
 /**
  * One call against every loaded language: the same audio goes to one decoder per language (each on its
- * own worker-thread queue, so they decode in parallel); at the endpoint the best in-grammar result wins.
+ * own worker-thread queue, so they decode in parallel); at the endpoint the best in-grammar result wins. Once the
+ * caller is understood for sure in one language, the others rest until a turn needs them (`focus`).
  */
 export class GrammarStream implements AsrStream {
-  private readonly lanes: Array<{ language: string; stream: PocketSphinxDecoderStream; loop: PocketSphinxDecoderStream }>;
+  private readonly lanes: CallLane[];
+  /**
+   * The language whose lanes alone decode the caller's audio as it comes, once the caller has been understood for
+   * sure in it; the other lanes rest and decode a turn only if it needs them (DEFAULT_FOCUS_CONFIDENCE). Undefined:
+   * every lane decodes.
+   */
+  private focus: string | undefined;
+  /** Samples of the current utterance given to the resting lanes, from its start. */
+  private restingFed = 0;
+  /** The call's language's running hypothesis of this utterance reached FOCUS_MIN_PHONES: the others stop hearing it. */
+  private restingStopped = false;
+  /** A finalize is deciding the turn: audio coming meanwhile is the next utterance's, and waits for the resting lanes. */
+  private deciding = false;
   /** The session's current language: its partials are shown, and its sentence answers a turn the belief keeps. */
   private current: string;
   /** Which language the caller speaks, as the turns so far tell it. */
@@ -453,6 +507,8 @@ export class GrammarStream implements AsrStream {
   private understood = false;
   /** Every lane's details of the last final (diagnostics: loadtest/asr-accuracy.ts --trace). */
   lastLanes: readonly LaneResult[] = [];
+  /** The last turn's resting lanes: how much of it they heard as it came, and whether they heard the rest (diagnostics). */
+  lastRest: { heardMs: number; audioMs: number; woken: boolean } | undefined;
   /** The utterance's held-spectrum share, measured on the audio itself (the same for every lane). */
   private readonly sustained = new SustainedSoundMeter();
   /** The current utterance's audio, kept so that the lanes can decode it again after a peek. */
@@ -494,6 +550,9 @@ export class GrammarStream implements AsrStream {
           chosen.pool,
           {
             onPartial: (partial) => {
+              if (l.language === this.focus && !this.restingStopped && !this.deciding && phonesOf(partial.text, l.phoneCounts) >= FOCUS_MIN_PHONES) {
+                this.restingStopped = true;
+              }
               if (l.language === this.current) options.onPartial?.(partial);
             },
           },
@@ -529,37 +588,104 @@ export class GrammarStream implements AsrStream {
       const before = concatPcm(this.uttAudio);
       this.logger?.debug({ replayMs: (before.length * 1000) / INTERNAL_SAMPLE_RATE }, 'caller went on after a peek: utterance decoded again');
       // The phone loops were only read at the peek, not ended: they go on from where they are.
-      if (before.length > 0) for (const lane of this.lanes) lane.stream.push(before, true);
+      if (before.length > 0) for (const lane of this.awakeLanes()) lane.stream.push(before, true);
     }
     this.audioSeq++;
     this.retain(pcm);
     this.sustained.push(pcm);
-    for (const lane of this.lanes) {
+    for (const lane of this.awakeLanes()) {
+      lane.stream.push(pcm);
+      lane.loop.push(pcm);
+    }
+    if (!this.deciding) this.feedResting(pcm);
+  }
+
+  /** Gives the resting lanes the utterance's audio until the call's language is well into a long sentence. */
+  private feedResting(pcm: Int16Array): void {
+    const resting = this.restingLanes();
+    if (resting.length === 0 || this.restingStopped || pcm.length === 0) return;
+    this.restingFed += pcm.length;
+    for (const lane of resting) {
       lane.stream.push(pcm);
       lane.loop.push(pcm);
     }
   }
 
   async finalize(): Promise<AsrFinal> {
+    this.deciding = true;
+    let decision: { final: AsrFinal; language: string; understood: boolean; sure: boolean };
+    try {
+      decision = await this.decideTurn();
+    } finally {
+      this.deciding = false;
+      this.restingFed = 0;
+      this.restingStopped = false;
+    }
+    const { final, language, understood, sure } = decision;
+    this.current = language;
+    if (understood) this.understood = true;
+    // A sure sentence lets the other languages rest from the next turn on; an unsure one in another language wakes
+    // them all; an unsure one in the language already focused on changes nothing.
+    this.setFocus(understood && sure ? language : language === this.focus ? this.focus : undefined);
+    // What the caller has said since (the next utterance), as push() would have given it to the resting lanes.
+    const next = this.uttAudio.length > 0 ? concatPcm(this.uttAudio) : undefined;
+    if (next !== undefined) this.feedResting(next);
+    return final;
+  }
+
+  /** The turn just ended, heard by the awake lanes and, if they are not sure of it, by the resting ones too. */
+  private async decideTurn(): Promise<{ final: AsrFinal; language: string; understood: boolean; sure: boolean }> {
     // Taken now: audio pushed while the lanes finish belongs to the next utterance.
     const kept = this.kept;
     this.kept = undefined;
     this.peeked = false;
+    const resting = this.restingLanes();
+    const fed = this.restingFed;
+    // The resting lanes may have to hear the rest of this utterance: its audio, unless it was too long to keep.
+    const utterance = resting.length > 0 && this.uttSamples <= MAX_KEPT_SAMPLES ? concatPcm(this.uttAudio) : undefined;
     this.uttAudio = [];
     this.uttSamples = 0;
     const sustainedShare = this.sustained.share();
     this.sustained.reset();
-    const heard = kept ?? (await this.hear(false, sustainedShare));
+    const awake = this.awakeLanes();
+    let heard = kept ?? (await this.hear(false, sustainedShare, awake));
     if (kept) {
       // The grammar lanes answer their kept final at once. The phone loops were only read at the peek: ending their
       // utterance now waits for whatever they have not decoded yet, which this final does not need.
-      await Promise.all(this.lanes.map((l) => l.stream.finalize()));
-      for (const l of this.lanes) l.loop.finalize().catch((err: unknown) => this.logger?.warn({ err }, 'phone loop finalize failed'));
+      await Promise.all(awake.map((l) => l.stream.finalize()));
+      for (const l of awake) l.loop.finalize().catch((err: unknown) => this.logger?.warn({ err }, 'phone loop finalize failed'));
     }
-    const { final, language, understood } = this.decide(heard, this.belief);
-    this.current = language;
-    if (understood) this.understood = true;
-    return final;
+    const woken = resting.length > 0 && utterance !== undefined && heard.speech && !this.takenAlone(heard, this.current);
+    this.lastRest = resting.length > 0 ? { heardMs: (fed * 1000) / INTERNAL_SAMPLE_RATE, audioMs: heard.audioMs, woken } : undefined;
+    if (resting.length > 0) {
+      if (woken && utterance !== undefined) {
+        // The call's language heard no sentence sure and long enough to stand alone: the resting lanes decode the
+        // rest of the turn, and it is decided as if they had heard it all along.
+        const rest = utterance.subarray(Math.min(fed, utterance.length));
+        this.logger?.debug({ focus: this.focus, wake: resting.map((l) => l.language), restMs: Math.round((rest.length * 1000) / INTERNAL_SAMPLE_RATE) }, 'resting language lanes hear this turn to its end');
+        for (const lane of resting) {
+          lane.stream.push(rest, true);
+          lane.loop.push(rest, true);
+        }
+        const more = await this.hear(false, sustainedShare, resting);
+        heard = {
+          results: [...heard.results, ...more.results],
+          lanes: [...heard.lanes, ...more.lanes],
+          speech: heard.speech || more.speech,
+          audioMs: heard.audioMs,
+          decoded: new Set([...heard.decoded, ...more.decoded]),
+        };
+        this.lastLanes = heard.lanes;
+      } else {
+        // Taken in the call's language: what the resting lanes heard of it is not needed.
+        for (const lane of resting) {
+          lane.stream.cancel();
+          lane.loop.cancel();
+        }
+      }
+    }
+    const decided = this.decide(heard, this.belief);
+    return { ...decided, sure: this.sure(heard, decided.language) };
   }
 
   /**
@@ -572,19 +698,20 @@ export class GrammarStream implements AsrStream {
     if (this.uttSamples > MAX_KEPT_SAMPLES) return undefined;
     this.peeked = true;
     const seq = this.audioSeq;
-    const heard = await this.hear(true, this.sustained.share());
+    // Only the lanes awake: resting ones are woken, if the turn needs them, when it ends (finalize).
+    const heard = await this.hear(true, this.sustained.share(), this.awakeLanes());
     if (seq === this.audioSeq && this.peeked) this.kept = heard;
     return this.decide(heard, this.belief.clone()).final;
   }
 
   /** Every lane's final and its phone loop's, judged: a sentence that is not speech or fits too poorly is set aside. */
-  private async hear(keep: boolean, sustainedShare: number): Promise<HeardUtterance> {
+  private async hear(keep: boolean, sustainedShare: number, lanes: readonly CallLane[]): Promise<HeardUtterance> {
     const [finals, loopFinals] = await Promise.all([
-      Promise.all(this.lanes.map((l) => (keep ? l.stream.endKeepingUtterance() : l.stream.finalize()))),
-      Promise.all(this.lanes.map((l) => (keep ? l.loop.snapshot() : l.loop.finalize()))),
+      Promise.all(lanes.map((l) => (keep ? l.stream.endKeepingUtterance() : l.stream.finalize()))),
+      Promise.all(lanes.map((l) => (keep ? l.loop.snapshot() : l.loop.finalize()))),
     ]);
     const music = sustainedShare > this.speechTest.maxSustainedShare;
-    const results = this.lanes.map((l, i) => {
+    const results = lanes.map((l, i) => {
       const detail = l.stream.lastResult;
       const g = l.stream.lastScore;
       const ref = l.loop.lastScore;
@@ -617,14 +744,58 @@ export class GrammarStream implements AsrStream {
     });
     this.lastLanes = results.map((r) => r.detail).filter((d): d is LaneResult => d !== undefined);
     // Sound that is not speech says nothing about the caller's language; speech does, even a sentence rejected.
-    const speech = !music && loopFinals.some((loop, i) => phoneRate(loop.text, this.lanes[i].loop.lastScore?.frames) >= this.speechTest.minPhoneRate);
-    return { results, lanes: this.lastLanes, speech, audioMs: finals[0]?.audioMs ?? 0 };
+    const speech = !music && loopFinals.some((loop, i) => phoneRate(loop.text, lanes[i].loop.lastScore?.frames) >= this.speechTest.minPhoneRate);
+    return { results, lanes: this.lastLanes, speech, audioMs: finals[0]?.audioMs ?? 0, decoded: new Set(lanes.map((l) => l.language)) };
+  }
+
+  /** Whether `language`'s lane heard a sentence sure enough to leave the other languages resting (confidence.focus). */
+  private sure(heard: HeardUtterance, language: string): boolean {
+    const lane = heard.lanes.find((l) => l.language === language && l.inGrammar);
+    return lane !== undefined && sentenceConfidence(lane, this.policy, this.calibration) >= this.confidence.focus;
+  }
+
+  /** Whether `language`'s sentence stands without the resting languages: sure, and too long to be mistaken (FOCUS_MIN_PHONES). */
+  private takenAlone(heard: HeardUtterance, language: string): boolean {
+    const lane = heard.lanes.find((l) => l.language === language && l.inGrammar);
+    return lane !== undefined && (lane.wordPhones ?? 0) >= FOCUS_MIN_PHONES && this.sure(heard, language);
+  }
+
+  private awakeLanes(): CallLane[] {
+    return this.focus === undefined ? this.lanes : this.lanes.filter((l) => l.language === this.focus);
+  }
+
+  private restingLanes(): CallLane[] {
+    return this.focus === undefined ? [] : this.lanes.filter((l) => l.language !== this.focus);
+  }
+
+  /**
+   * Rests every lane but `focus`'s (undefined: wakes them all) from the next utterance on. A lane put to rest drops
+   * what it has of that utterance (finalize gives it the utterance's start again); a lane woken is given what the
+   * caller has already said of it (audio that came while this turn was being decided).
+   */
+  private setFocus(focus: string | undefined): void {
+    if (this.lanes.length < 2 || focus === this.focus) return;
+    const before = this.focus;
+    this.focus = focus;
+    this.logger?.debug({ focus: focus ?? null, before: before ?? null }, focus === undefined ? 'every language lane decodes' : 'other language lanes rest');
+    const sofar = this.uttAudio.length > 0 ? concatPcm(this.uttAudio) : undefined;
+    for (const lane of this.lanes) {
+      const wasAwake = before === undefined || lane.language === before;
+      const awake = focus === undefined || lane.language === focus;
+      if (wasAwake && !awake) {
+        lane.stream.cancel();
+        lane.loop.cancel();
+      } else if (!wasAwake && awake && sofar !== undefined) {
+        lane.stream.push(sofar, true);
+        lane.loop.push(sofar, true);
+      }
+    }
   }
 
   /** The turn's language and its sentence, with `belief` (the call's own, or a copy for a peek) moved by the turn. */
   private decide(heard: HeardUtterance, belief: LanguageBelief): { final: AsrFinal; language: string; understood: boolean } {
     const floor = this.understood ? this.policy.switchFloor : this.policy.firstSwitchFloor;
-    const turn = heard.speech ? chooseLanguage(heard.lanes, this.current, belief, { ...this.policy, switchFloor: floor }) : { language: this.current, lane: undefined };
+    const turn = heard.speech ? chooseLanguage(heard.lanes, this.current, belief, { ...this.policy, switchFloor: floor }, heard.decoded) : { language: this.current, lane: undefined };
     const winner = turn.lane ? heard.results.find((r) => r.detail === turn.lane) : undefined;
     this.logger?.debug({ lanes: heard.lanes, chosen: turn.language, belief: belief.odds() }, 'grammar lanes');
     if (!winner || !turn.lane) {
@@ -662,6 +833,8 @@ export class GrammarStream implements AsrStream {
     this.peeked = false;
     this.uttAudio = [];
     this.uttSamples = 0;
+    this.restingFed = 0;
+    this.restingStopped = false;
     this.sustained.reset();
     for (const lane of this.lanes) {
       lane.stream.cancel();
@@ -753,9 +926,15 @@ export class LanguageBelief {
     return copy;
   }
 
-  /** Folds one turn's lanes in (scores as languageScore gives them); returns the likeliest language now. */
-  observe(scores: ReadonlyMap<string, number>): string {
+  /**
+   * Folds one turn's lanes in (scores as languageScore gives them; a language without one heard no sentence); returns
+   * the likeliest language now. A turn that only some languages decoded (the others resting, GrammarStream) leaves
+   * the belief as it is: it tells nothing of how the languages compare, and ageing the belief on such turns alone
+   * would wear a call's language down to a coin toss.
+   */
+  observe(scores: ReadonlyMap<string, number>, decoded?: ReadonlySet<string>): string {
     const languages = [...this.logProb.keys()];
+    if (decoded !== undefined && languages.some((l) => !decoded.has(l))) return this.likeliest;
     if (languages.length > 1) {
       const stay = 1 - this.policy.switchProbability;
       const move = this.policy.switchProbability / (languages.length - 1);
@@ -800,13 +979,19 @@ export class LanguageBelief {
  * move away from the current one on a sentence below `switchFloor`. The turn is answered by that language's sentence
  * when the lane kept one (in grammar), and otherwise not understood, in that language.
  */
-export function chooseLanguage(results: readonly LaneResult[], current: string, belief: LanguageBelief, policy: LanguagePolicy): { language: string; lane: LaneResult | undefined } {
+export function chooseLanguage(
+  results: readonly LaneResult[],
+  current: string,
+  belief: LanguageBelief,
+  policy: LanguagePolicy,
+  decoded?: ReadonlySet<string>,
+): { language: string; lane: LaneResult | undefined } {
   const scores = new Map<string, number>();
   for (const r of results) {
     // A lane whose own phone loop heard no speech in it says nothing of the language.
     if (r.llr !== undefined && Number.isFinite(r.llr) && r.rejected?.reason !== 'not-speech') scores.set(r.language, languageScore(r, policy));
   }
-  const likeliest = belief.observe(scores);
+  const likeliest = belief.observe(scores, decoded);
   const language = likeliest === current || (scores.get(likeliest) ?? -Infinity) >= policy.switchFloor ? likeliest : current;
   return { language, lane: results.find((r) => r.language === language && r.inGrammar) };
 }

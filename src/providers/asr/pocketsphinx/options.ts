@@ -38,6 +38,12 @@ export const POCKETSPHINX_OPTIONS = t.object({
    * never ask back.
    */
   doubtConfidence: t.optional(t.number(0, 1)),
+  /**
+   * Confidence of a turn in the call's language from which the other languages' decoders stop hearing the next
+   * turns once they are long sentences in it, and hear a turn's rest only when it turns out unsure; default 0.5
+   * (grammar.ts DEFAULT_FOCUS_CONFIDENCE). 1: every language decodes every turn.
+   */
+  focusConfidence: t.optional(t.number(0, 1)),
 });
 export type PocketSphinxSettings = Static<typeof POCKETSPHINX_OPTIONS>;
 export const POCKETSPHINX_DEFAULTS = defaultsOf(POCKETSPHINX_OPTIONS);
