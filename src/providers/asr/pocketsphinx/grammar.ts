@@ -247,6 +247,18 @@ interface CallLane {
   loop: PocketSphinxDecoderStream;
 }
 
+/** Audio for both of a lane's decoders (`again`: audio of this utterance decoded before, see DecoderStream.push). */
+function pushToLane(lane: CallLane, pcm: Int16Array, again = false): void {
+  lane.stream.push(pcm, again);
+  lane.loop.push(pcm, again);
+}
+
+/** Drops what both of a lane's decoders have of the current utterance. */
+function cancelLane(lane: CallLane): void {
+  lane.stream.cancel();
+  lane.loop.cancel();
+}
+
 /** Per-language compiled grammars and their decoder pools. */
 export class GrammarDecoders {
   private languages = new Map<string, LanguageDecoders>();
@@ -593,10 +605,7 @@ export class GrammarStream implements AsrStream {
     this.audioSeq++;
     this.retain(pcm);
     this.sustained.push(pcm);
-    for (const lane of this.awakeLanes()) {
-      lane.stream.push(pcm);
-      lane.loop.push(pcm);
-    }
+    for (const lane of this.awakeLanes()) pushToLane(lane, pcm);
     if (!this.deciding) this.feedResting(pcm);
   }
 
@@ -605,10 +614,7 @@ export class GrammarStream implements AsrStream {
     const resting = this.restingLanes();
     if (resting.length === 0 || this.restingStopped || pcm.length === 0) return;
     this.restingFed += pcm.length;
-    for (const lane of resting) {
-      lane.stream.push(pcm);
-      lane.loop.push(pcm);
-    }
+    for (const lane of resting) pushToLane(lane, pcm);
   }
 
   async finalize(): Promise<AsrFinal> {
@@ -624,11 +630,11 @@ export class GrammarStream implements AsrStream {
     const { final, language, understood, sure } = decision;
     this.current = language;
     if (understood) this.understood = true;
+    // What the caller has said since (the next utterance): the lanes that push() did not give it to get it now.
+    const next = this.uttAudio.length > 0 ? concatPcm(this.uttAudio) : undefined;
     // A sure sentence lets the other languages rest from the next turn on; an unsure one in another language wakes
     // them all; an unsure one in the language already focused on changes nothing.
-    this.setFocus(understood && sure ? language : language === this.focus ? this.focus : undefined);
-    // What the caller has said since (the next utterance), as push() would have given it to the resting lanes.
-    const next = this.uttAudio.length > 0 ? concatPcm(this.uttAudio) : undefined;
+    this.setFocus(understood && sure ? language : language === this.focus ? this.focus : undefined, next);
     if (next !== undefined) this.feedResting(next);
     return final;
   }
@@ -642,7 +648,7 @@ export class GrammarStream implements AsrStream {
     const resting = this.restingLanes();
     const fed = this.restingFed;
     // The resting lanes may have to hear the rest of this utterance: its audio, unless it was too long to keep.
-    const utterance = resting.length > 0 && this.uttSamples <= MAX_KEPT_SAMPLES ? concatPcm(this.uttAudio) : undefined;
+    const utterance = resting.length > 0 && this.uttSamples <= MAX_KEPT_SAMPLES ? this.uttAudio : undefined;
     this.uttAudio = [];
     this.uttSamples = 0;
     const sustainedShare = this.sustained.share();
@@ -661,12 +667,10 @@ export class GrammarStream implements AsrStream {
       if (woken && utterance !== undefined) {
         // The call's language heard no sentence sure and long enough to stand alone: the resting lanes decode the
         // rest of the turn, and it is decided as if they had heard it all along.
-        const rest = utterance.subarray(Math.min(fed, utterance.length));
+        const whole = concatPcm(utterance);
+        const rest = whole.subarray(Math.min(fed, whole.length));
         this.logger?.debug({ focus: this.focus, wake: resting.map((l) => l.language), restMs: Math.round((rest.length * 1000) / INTERNAL_SAMPLE_RATE) }, 'resting language lanes hear this turn to its end');
-        for (const lane of resting) {
-          lane.stream.push(rest, true);
-          lane.loop.push(rest, true);
-        }
+        for (const lane of resting) pushToLane(lane, rest, true);
         const more = await this.hear(false, sustainedShare, resting);
         heard = {
           results: [...heard.results, ...more.results],
@@ -678,10 +682,7 @@ export class GrammarStream implements AsrStream {
         this.lastLanes = heard.lanes;
       } else {
         // Taken in the call's language: what the resting lanes heard of it is not needed.
-        for (const lane of resting) {
-          lane.stream.cancel();
-          lane.loop.cancel();
-        }
+        for (const lane of resting) cancelLane(lane);
       }
     }
     const decided = this.decide(heard, this.belief);
@@ -748,16 +749,19 @@ export class GrammarStream implements AsrStream {
     return { results, lanes: this.lastLanes, speech, audioMs: finals[0]?.audioMs ?? 0, decoded: new Set(lanes.map((l) => l.language)) };
   }
 
-  /** Whether `language`'s lane heard a sentence sure enough to leave the other languages resting (confidence.focus). */
-  private sure(heard: HeardUtterance, language: string): boolean {
+  /** `language`'s sentence, if sure enough to leave the other languages resting (confidence.focus). */
+  private sureLane(heard: HeardUtterance, language: string): LaneResult | undefined {
     const lane = heard.lanes.find((l) => l.language === language && l.inGrammar);
-    return lane !== undefined && sentenceConfidence(lane, this.policy, this.calibration) >= this.confidence.focus;
+    return lane !== undefined && sentenceConfidence(lane, this.policy, this.calibration) >= this.confidence.focus ? lane : undefined;
+  }
+
+  private sure(heard: HeardUtterance, language: string): boolean {
+    return this.sureLane(heard, language) !== undefined;
   }
 
   /** Whether `language`'s sentence stands without the resting languages: sure, and too long to be mistaken (FOCUS_MIN_PHONES). */
   private takenAlone(heard: HeardUtterance, language: string): boolean {
-    const lane = heard.lanes.find((l) => l.language === language && l.inGrammar);
-    return lane !== undefined && (lane.wordPhones ?? 0) >= FOCUS_MIN_PHONES && this.sure(heard, language);
+    return (this.sureLane(heard, language)?.wordPhones ?? 0) >= FOCUS_MIN_PHONES;
   }
 
   private awakeLanes(): CallLane[] {
@@ -771,24 +775,18 @@ export class GrammarStream implements AsrStream {
   /**
    * Rests every lane but `focus`'s (undefined: wakes them all) from the next utterance on. A lane put to rest drops
    * what it has of that utterance (finalize gives it the utterance's start again); a lane woken is given what the
-   * caller has already said of it (audio that came while this turn was being decided).
+   * caller has already said of it (`sofar`: audio that came while this turn was being decided).
    */
-  private setFocus(focus: string | undefined): void {
+  private setFocus(focus: string | undefined, sofar: Int16Array | undefined): void {
     if (this.lanes.length < 2 || focus === this.focus) return;
     const before = this.focus;
     this.focus = focus;
     this.logger?.debug({ focus: focus ?? null, before: before ?? null }, focus === undefined ? 'every language lane decodes' : 'other language lanes rest');
-    const sofar = this.uttAudio.length > 0 ? concatPcm(this.uttAudio) : undefined;
     for (const lane of this.lanes) {
       const wasAwake = before === undefined || lane.language === before;
       const awake = focus === undefined || lane.language === focus;
-      if (wasAwake && !awake) {
-        lane.stream.cancel();
-        lane.loop.cancel();
-      } else if (!wasAwake && awake && sofar !== undefined) {
-        lane.stream.push(sofar, true);
-        lane.loop.push(sofar, true);
-      }
+      if (wasAwake && !awake) cancelLane(lane);
+      else if (!wasAwake && awake && sofar !== undefined) pushToLane(lane, sofar, true);
     }
   }
 
@@ -836,10 +834,7 @@ export class GrammarStream implements AsrStream {
     this.restingFed = 0;
     this.restingStopped = false;
     this.sustained.reset();
-    for (const lane of this.lanes) {
-      lane.stream.cancel();
-      lane.loop.cancel();
-    }
+    for (const lane of this.lanes) cancelLane(lane);
   }
 
   close(): void {
