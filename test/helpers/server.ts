@@ -28,6 +28,9 @@ export async function startTestServer(overrides: ConfigOverrides = {}, providers
     store: { path: path.join(tmpdir(), `voice-agent-test-${randomUUID()}.db`) },
     // Parallel test servers must not fight over 5060.
     sip: { host: '127.0.0.1', port: 0 },
+    // A test holds a few calls at a time: the ten spares a service keeps per grammar pool for a burst of new calls
+    // would only be built in the background on the suite's two cores.
+    providers: { asr: { provider: 'pocketsphinx', grammarSpareDecoders: 2 } },
   });
   const config = mergeConfig(base, overrides);
   const logger = process.env.LOG_LEVEL ? createLogger(process.env.LOG_LEVEL) : silentLogger();

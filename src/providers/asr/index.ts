@@ -22,6 +22,7 @@ export function createAsrProvider(config: AsrProviderConfig, logger: Logger, opt
         modelDir: config.modelDir,
         spareDecoders: config.spareDecoders ?? POCKETSPHINX_DEFAULTS.spareDecoders,
         maxIdleDecoders: config.maxIdleDecoders ?? POCKETSPHINX_DEFAULTS.maxIdleDecoders,
+        grammarSpareDecoders: config.grammarSpareDecoders ?? POCKETSPHINX_DEFAULTS.grammarSpareDecoders,
         // Without grammars coming the generic LM loads at once; with them it is built only if they fail (setGrammars
         // falls back to it) or a stream is asked for before any grammar was set.
         lazyGenericLm: options.grammarExpected === true,

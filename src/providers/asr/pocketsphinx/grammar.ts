@@ -193,7 +193,7 @@ export interface GrammarDecodingOptions extends CompileOptions {
   /** Confidence calibration (see llrConfidence). */
   llrMid?: number;
   llrScale?: number;
-  /** Ready decoders per language. */
+  /** Ready decoders in each pool (per language: grammar and phone loop, wideband and narrowband). */
   spareDecoders?: number;
   maxIdleDecoders?: number;
   /** Extra pocketsphinx arguments for the grammar decoders. */
@@ -203,6 +203,14 @@ export interface GrammarDecodingOptions extends CompileOptions {
    * decoders (for comparison: loadtest/asr-accuracy.ts --narrowband compare).
    */
   narrowband?: boolean;
+}
+
+export interface GrammarPoolStats {
+  language: string;
+  band: 'wideband' | 'narrowband';
+  search: 'grammar' | 'phone-loop';
+  idle: number;
+  leased: number;
 }
 
 interface LanguageDecoders {
@@ -273,6 +281,19 @@ export class GrammarDecoders {
 
   get loaded(): string[] {
     return [...this.languages.keys()];
+  }
+
+  /** Ready and leased decoders of each pool, for metrics and tests. */
+  get poolStats(): GrammarPoolStats[] {
+    const stats: GrammarPoolStats[] = [];
+    for (const l of this.languages.values()) {
+      const bands = l.narrowband ? ([['wideband', l], ['narrowband', l.narrowband]] as const) : ([['wideband', l]] as const);
+      for (const [band, pools] of bands) {
+        stats.push({ language: l.language, band, search: 'grammar', idle: pools.pool.idleCount, leased: pools.pool.leasedCount });
+        stats.push({ language: l.language, band, search: 'phone-loop', idle: pools.loopPool.idleCount, leased: pools.loopPool.leasedCount });
+      }
+    }
+    return stats;
   }
 
   /** Compiles each spec whose language has a model and swaps the pools in; specs without a model are logged. */

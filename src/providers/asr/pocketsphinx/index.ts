@@ -28,12 +28,14 @@ import {
   type Ptr,
 } from './native.js';
 import { DecoderPool } from './pool.js';
+import { decodeSlots, type DecodeStanding } from './scheduler.js';
 import { GARBAGE_PREFIX, sentenceWords } from '../grammar/compile.js';
 import { isWholeSentence, type SentenceStanding } from '../grammar/sentence-matcher.js';
 import type { AgentGrammarAware, GrammarAware, GrammarSpec } from '../grammar/spec.js';
 import {
   DEFAULT_SPANISH_MODEL_DIR,
   GrammarDecoders,
+  type GrammarPoolStats,
   GrammarStream,
   acousticModel,
   modelPresent,
@@ -60,6 +62,8 @@ export interface PocketSphinxAsrOptions {
   spareDecoders?: number;
   /** Idle decoders kept after streams close (default 2); more are freed. */
   maxIdleDecoders?: number;
+  /** Ready decoders per grammar pool (default: `spareDecoders`). Each holds ~5 MB. */
+  grammarSpareDecoders?: number;
   /** Extra or overriding pocketsphinx arguments, e.g. `{ '-lw': '7' }` or a custom `-lm`/`-dict`. */
   decoderArgs?: Record<string, string>;
   /**
@@ -140,14 +144,18 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarA
     }
   }
 
-  /** Grammar decoders on this engine (compiled by set()). Small (a few MB, tens of ms to build): as many kept ready as the LM pool would. */
+  /** Grammar decoders on this engine (compiled by set()). Small (a few MB, tens of ms to build), so more can be kept ready than of the LM's. */
   private async grammarDecoders(logger: Logger | undefined): Promise<GrammarDecoders> {
     await this.load();
     if (!this.native || this.closed) throw new Error('PocketSphinxAsr closed');
     return new GrammarDecoders(
       this.native,
       this.acousticModels(),
-      { spareDecoders: this.options.spareDecoders, maxIdleDecoders: this.options.maxIdleDecoders, ...this.options.grammar },
+      {
+        spareDecoders: this.options.grammarSpareDecoders ?? this.options.spareDecoders,
+        maxIdleDecoders: this.options.maxIdleDecoders,
+        ...this.options.grammar,
+      },
       logger,
     );
   }
@@ -196,6 +204,11 @@ export class PocketSphinxAsr implements AsrProvider, GrammarAware, AgentGrammarA
   /** Idle/leased decoder counts, for metrics and tests. */
   get poolStats(): { idle: number; leased: number } {
     return { idle: this.pool?.idleCount ?? 0, leased: this.pool?.leasedCount ?? 0 };
+  }
+
+  /** The same for each pool of the service-wide grammars (per language, band and search). */
+  get grammarPoolStats(): GrammarPoolStats[] {
+    return this.grammars?.poolStats ?? [];
   }
 
   load(): Promise<void> {
@@ -355,7 +368,7 @@ export interface LaneResult {
 export const DEFAULT_SEARCH = '_default';
 
 type Command =
-  | { kind: 'audio'; pcm: Int16Array; utt: number }
+  | { kind: 'audio'; pcm: Int16Array; utt: number; at: number }
   | { kind: 'finalize'; resolve: (final: AsrFinal) => void; reject: (err: Error) => void; keep: boolean }
   | { kind: 'snapshot'; resolve: (final: AsrFinal) => void; reject: (err: Error) => void }
   | { kind: 'restart' }
@@ -432,7 +445,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
   push(pcm: Int16Array, again = false): void {
     if (this.closed || this.failure || pcm.length === 0) return;
     // Copy: callers may reuse their frame buffers while the decode is queued.
-    this.queue.push({ kind: 'audio', pcm: pcm.slice(), utt: this.utt });
+    this.queue.push({ kind: 'audio', pcm: pcm.slice(), utt: this.utt, at: performance.now() });
     this.queuedSamples += pcm.length;
     if (again) this.replaySamples += pcm.length;
     if (this.queuedSamples - this.replaySamples > BACKLOG_WARN_SAMPLES && performance.now() - this.lastBacklogWarn > 5000) {
@@ -548,8 +561,15 @@ export class PocketSphinxDecoderStream implements AsrStream {
       while (this.queue.length > 0 && this.ps !== undefined) {
         const cmd = this.queue[0];
         try {
-          if (cmd.kind === 'audio') await this.decodeChunk(this.ps, this.takeChunk());
-          else {
+          if (cmd.kind === 'audio') {
+            const release = await decodeSlots.acquire(this.standing);
+            try {
+              // The queue may have been cancelled meanwhile; frames that came meanwhile join this step.
+              if (this.queue[0]?.kind === 'audio' && this.ps !== undefined) await this.decodeChunk(this.ps, this.takeChunk());
+            } finally {
+              release();
+            }
+          } else {
             this.queue.shift();
             await this.run(this.ps, cmd);
           }
@@ -565,6 +585,15 @@ export class PocketSphinxDecoderStream implements AsrStream {
       if (this.queue.length === 0) for (const w of this.idleWaiters.splice(0)) w();
     }
   }
+
+  /** How this decoder stands for the next place on the cores: awaited, or since when its audio has waited. */
+  private readonly standing = (): DecodeStanding => {
+    const head = this.queue[0];
+    return {
+      awaited: this.queue.some((cmd) => cmd.kind === 'finalize' || cmd.kind === 'snapshot'),
+      since: head?.kind === 'audio' ? head.at : performance.now(),
+    };
+  };
 
   /** Joins consecutive queued frames (same utterance by construction) into one native call. */
   private takeChunk(): { pcm: Int16Array; utt: number } {

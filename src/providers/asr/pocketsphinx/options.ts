@@ -9,6 +9,12 @@ export const POCKETSPHINX_OPTIONS = t.object({
   /** Idle decoders kept for reuse after calls end. */
   maxIdleDecoders: t.default(t.integer(0, 256), 4),
   /**
+   * Decoders kept ready in each grammar pool (a language's grammar and its phone loop, wideband and narrowband): a
+   * call takes one from each of its languages' pools, so this many new calls at once start decoding without waiting
+   * for a build. They are small (~5 MB, tens of ms to build; BENCHMARKS.md "Ten new calls at once").
+   */
+  grammarSpareDecoders: t.default(t.integer(1, 64), 10),
+  /**
    * Decode against grammars compiled from what the agent understands (src/providers/asr/grammar): 'auto' with the
    * embedded rules agent, not with an LLM backend (a model handles open speech); 'on' always; 'off' the generic LM only.
    */

@@ -11,6 +11,7 @@
  */
 import type { Logger } from 'pino';
 import type { PocketSphinxNative, Ptr } from './native.js';
+import { buildStanding, decodeSlots, type DecodeScheduler } from './scheduler.js';
 
 export interface DecoderPoolOptions {
   native: PocketSphinxNative;
@@ -23,6 +24,8 @@ export interface DecoderPoolOptions {
   setup?: (ps: Ptr) => Promise<void>;
   /** Wait this long after the last lease before rebuilding spares (0: at once). */
   refillDelayMs?: number;
+  /** Where builds queue for a core behind the decoders that have audio (default: the process's, scheduler.ts). */
+  scheduler?: DecodeScheduler;
   logger?: Logger;
 }
 
@@ -166,10 +169,17 @@ export class DecoderPool {
       this.refillTimer = undefined;
     }
     this.building = (async () => {
+      // A build is tens of ms of a core: calls decoding what their callers said go first, unless one waits for it.
+      const release = await (this.opts.scheduler ?? decodeSlots).acquire(() => buildStanding(this.waiters.length > 0));
+      let ps: Ptr;
       const t0 = performance.now();
-      const ps = await this.opts.native.initDecoder(this.opts.args);
-      if (ps === 0n) throw new Error('pocketsphinx ps_init failed');
-      await this.opts.setup?.(ps);
+      try {
+        ps = await this.opts.native.initDecoder(this.opts.args);
+        if (ps === 0n) throw new Error('pocketsphinx ps_init failed');
+        await this.opts.setup?.(ps);
+      } finally {
+        release();
+      }
       this.rememberPrior(ps);
       this.opts.logger?.debug({ ms: Math.round(performance.now() - t0) }, 'pocketsphinx decoder ready');
       this.lastError = undefined;
