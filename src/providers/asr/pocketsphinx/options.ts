@@ -11,7 +11,7 @@ export const POCKETSPHINX_OPTIONS = t.object({
   /**
    * Decoders kept ready in each grammar pool (a language's grammar and its phone loop, wideband and narrowband): a
    * call takes one from each of its languages' pools, so this many new calls at once start decoding without waiting
-   * for a build. They are small (~5 MB, tens of ms to build; BENCHMARKS.md "Ten new calls at once").
+   * for a build. They are small (~5 MB, tens of ms to build; BENCHMARKS.md "Awaited decoders first").
    */
   grammarSpareDecoders: t.default(t.integer(1, 64), 10),
   /**

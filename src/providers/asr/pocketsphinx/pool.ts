@@ -11,7 +11,7 @@
  */
 import type { Logger } from 'pino';
 import type { PocketSphinxNative, Ptr } from './native.js';
-import { buildStanding, decodeSlots, type DecodeScheduler } from './scheduler.js';
+import { buildStanding, decodeSlots } from './scheduler.js';
 
 export interface DecoderPoolOptions {
   native: PocketSphinxNative;
@@ -24,8 +24,6 @@ export interface DecoderPoolOptions {
   setup?: (ps: Ptr) => Promise<void>;
   /** Wait this long after the last lease before rebuilding spares (0: at once). */
   refillDelayMs?: number;
-  /** Where builds queue for a core behind the decoders that have audio (default: the process's, scheduler.ts). */
-  scheduler?: DecodeScheduler;
   logger?: Logger;
 }
 
@@ -170,7 +168,7 @@ export class DecoderPool {
     }
     this.building = (async () => {
       // A build is tens of ms of a core: calls decoding what their callers said go first, unless one waits for it.
-      const release = await (this.opts.scheduler ?? decodeSlots).acquire(() => buildStanding(this.waiters.length > 0));
+      const release = await decodeSlots.acquire(() => buildStanding(this.waiters.length > 0));
       let ps: Ptr;
       const t0 = performance.now();
       try {
