@@ -147,6 +147,10 @@ describe('grammar specs: every spoken value form reads back as what it means', (
     expect(Object.keys(en.expectations ?? {})).toEqual(
       expect.arrayContaining(['book_appointment.party_size', 'book_appointment.time', 'book_appointment.confirm', 'goodbye.confirm']),
     );
+    // Written as callers say them: accents kept (the recogniser's dictionary has them, and they set the stress).
+    const esRules = specs.find((s) => s.language === 'es');
+    expect(esRules?.slots.party_size).toEqual(expect.arrayContaining(['dieciséis', 'veinte']));
+    expect(esRules?.sentences).toEqual(expect.arrayContaining(['qué hora es', 'adiós', 'páseme con un agente']));
     const es = bank.grammarSpecs().find((s) => s.language === 'es');
     expect(es?.slots.pin).toEqual(['cero', 'uno', 'dos', 'tres', 'cuatro', 'cinco', 'seis', 'siete', 'ocho', 'nueve']);
     expect(es?.expectations?.['report_lost_card.confirm']).toContain('sí');

@@ -8,7 +8,7 @@ import { ASK_BACK, OFFER_PERSON } from './state.js';
 import type { GrammarSpec } from '../../asr/grammar/spec.js';
 import type { RulesConfig, SlotSpec } from './config.js';
 import type { Lexicon } from './lexicon.js';
-import { spokenNumber, type OpeningHours } from './values.js';
+import { spokenNumber, writtenNumber, type OpeningHours } from './values.js';
 
 /** A spoken value with what it means. */
 export interface ValueForm<T> {
@@ -54,13 +54,13 @@ const plain = (s: string): string =>
 /** Counts a number slot accepts, spoken ("four") with their values. */
 export function numberForms(slot: SlotSpec, lang: string): ValueForm<number>[] {
   const out: ValueForm<number>[] = [];
-  for (let n = slot.min ?? 1; n <= (slot.max ?? 20); n++) out.push({ form: spokenNumber(n, lang), value: n });
+  for (let n = slot.min ?? 1; n <= (slot.max ?? 20); n++) out.push({ form: writtenNumber(n, lang), value: n });
   return out;
 }
 
 /** Digit words 0–9 (a digits value is a run of them: the slot's templates repeat the reference per digit). */
 export function digitForms(lang: string): ValueForm<string>[] {
-  return Array.from({ length: 10 }, (_, d) => ({ form: spokenNumber(d, lang), value: String(d) }));
+  return Array.from({ length: 10 }, (_, d) => ({ form: writtenNumber(d, lang), value: String(d) }));
 }
 
 /**
@@ -72,7 +72,7 @@ export function timeForms(lang: string, hours: OpeningHours | undefined): ValueF
   const close = hours?.close ?? 24 * 60;
   const inHours = (m: number): boolean => m >= open && m < close;
   const out: ValueForm<number>[] = [];
-  const n = (x: number): string => spokenNumber(x, lang);
+  const n = (x: number): string => writtenNumber(x, lang);
   for (let minutes = Math.ceil(open / 30) * 30; minutes < close; minutes += 30) {
     const h = Math.floor(minutes / 60);
     const half = minutes % 60 === 30;
@@ -280,6 +280,6 @@ function earlyFillTails(slots: readonly SlotSpec[], lang: string): string[] {
 
 /** The phrase already says a number ("book a table for two"): it is an example with its value, not a stem. */
 function hasNumberWord(phrase: string, lang: string): boolean {
-  const numbers = new Set(Array.from({ length: 21 }, (_, n) => spokenNumber(n, lang)));
+  const numbers = new Set(Array.from({ length: 21 }, (_, n) => [spokenNumber(n, lang), writtenNumber(n, lang)]).flat());
   return phrase.split(' ').some((w) => numbers.has(w) || /^\d+$/.test(w));
 }

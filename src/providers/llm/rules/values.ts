@@ -42,6 +42,24 @@ export function spokenNumber(n: number, language: string): string {
   return words(cardinal(n)).join(' ');
 }
 
+/** Where n2words' spelling is not the language's own: es-ES writes 16 without the accent it gives 22, 23 and 26. */
+const SPELLING_FIXES: Record<string, Record<string, string>> = { es: { dieciseis: 'dieciséis' } };
+
+/**
+ * The written words of a cardinal, lowercase with their accents ("dieciséis", "twenty one"): what a recogniser's
+ * dictionary looks up and what a caller's speech sounds like (folding "veintidós" to "veintidos" moves its stress).
+ */
+export function writtenNumber(n: number, language: string): string {
+  const cardinal = CARDINALS[language] ?? cardinalEn;
+  const fixes = SPELLING_FIXES[language] ?? {};
+  return cardinal(n)
+    .toLowerCase()
+    .split(/[^\p{L}\p{N}']+/u)
+    .filter(Boolean)
+    .map((w) => fixes[w] ?? w)
+    .join(' ');
+}
+
 /** Spellings that n2words does not produce but callers say: articles and colloquial forms. */
 const EXTRA_NUMBER_WORDS: Record<string, Record<string, number>> = {
   en: { oh: 0 },
