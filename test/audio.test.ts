@@ -165,10 +165,11 @@ describe('StreamingResampler', () => {
   });
 
   it('re-uses pooled converters without carrying state or the old ratio', async () => {
-    const a = await StreamingResampler.create(8000, 48000);
+    // 'medium' keeps these on libsamplerate's pooled WASM converters ('fastest' takes the polyphase FIR here).
+    const a = await StreamingResampler.create(8000, 48000, { quality: 'medium' });
     a.process(sine(440, 8000, 8000));
     a.destroy();
-    const b = await StreamingResampler.create(48000, 16000); // likely the pooled instance from `a`
+    const b = await StreamingResampler.create(48000, 16000, { quality: 'medium' }); // likely the pooled instance from `a`
     const y = streamThrough(b, sine(440, 48000, 48000), oddChunks(48000, 3));
     b.destroy();
     expect(y.length).toBe(16000);
