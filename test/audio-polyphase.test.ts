@@ -101,6 +101,10 @@ describe('PolyphaseResampler', () => {
       expect(whole.length).toBe(to);
       expect(pieces).toEqual(whole);
     }
+    // Longer than one pass (1 s at 48 kHz): converted in blocks, the same samples.
+    const long = noise(48000 * 2.5, 11);
+    const once = new PolyphaseResampler(48000, 16000);
+    expect(concatPcm([once.process(long), once.flush()])).toEqual(streamed(new PolyphaseResampler(48000, 16000), long));
   });
 
   it('takes its filter delay back: output sample n is input time n / toRate', () => {

@@ -124,3 +124,11 @@ export function concatPcm(chunks: readonly Int16Array[]): Int16Array {
   }
   return out;
 }
+
+/** `convert` applied to `pcm` `size` samples at a time, the results joined (long buffers through a stateful converter). */
+export function convertInBlocks(pcm: Int16Array, size: number, convert: (block: Int16Array) => Int16Array): Int16Array {
+  if (pcm.length <= size) return convert(pcm);
+  const parts: Int16Array[] = [];
+  for (let off = 0; off < pcm.length; off += size) parts.push(convert(pcm.subarray(off, off + size)));
+  return concatPcm(parts);
+}

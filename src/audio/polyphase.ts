@@ -11,11 +11,15 @@
  * sample n is input time n / toRate, as with libsamplerate; `flush()` pushes the held-back tail out.
  */
 
+import { convertInBlocks } from './framer.js';
+
 /** Largest up or down factor (after reducing the ratio) served here; other ratios go to libsamplerate. */
 export const MAX_POLYPHASE_FACTOR = 6;
 const PASS_EDGE = 0.85;
 const STOP_EDGE = 1.15;
 const STOP_ATTENUATION_DB = 70;
+/** Input samples converted per pass (1 s at 48 kHz); longer inputs go through in blocks. */
+const BLOCK = 48_000;
 
 function gcd(a: number, b: number): number {
   while (b !== 0) [a, b] = [b, a % b];
@@ -132,6 +136,11 @@ export class PolyphaseResampler {
   }
 
   process(input: Int16Array): Int16Array {
+    // A whole file goes through in blocks: its float history would otherwise be all of it (1 GB for a 1 h upload).
+    return convertInBlocks(input, BLOCK, (block) => this.processBlock(block));
+  }
+
+  private processBlock(input: Int16Array): Int16Array {
     const { taps, phases } = this.design;
     const held = taps - 1;
     const end = held + input.length;

@@ -7,6 +7,7 @@
  * size and the output has no clicks at chunk borders.
  */
 import LibSampleRate from '@alexanderolsen/libsamplerate-js';
+import { convertInBlocks } from './framer.js';
 import { PolyphaseResampler, polyphaseFactors } from './polyphase.js';
 
 type SrcBackend = Awaited<ReturnType<typeof LibSampleRate.create>>;
@@ -149,22 +150,8 @@ export class StreamingResampler {
     if (this.fir !== null) return this.fir.process(input);
     if (this.src === null) return input.slice();
     if (input.length === 0) return new Int16Array(0);
-    if (input.length <= MAX_CHUNK) return this.processChunk(input);
     // Whole files: keep each WASM call far below the wrapper's fixed 1M-sample transfer buffers.
-    const parts: Int16Array[] = [];
-    let total = 0;
-    for (let off = 0; off < input.length; off += MAX_CHUNK) {
-      const part = this.processChunk(input.subarray(off, off + MAX_CHUNK));
-      parts.push(part);
-      total += part.length;
-    }
-    const out = new Int16Array(total);
-    let pos = 0;
-    for (const p of parts) {
-      out.set(p, pos);
-      pos += p.length;
-    }
-    return out;
+    return convertInBlocks(input, MAX_CHUNK, (chunk) => this.processChunk(chunk));
   }
 
   private processChunk(input: Int16Array): Int16Array {
