@@ -2,8 +2,8 @@
  * Polyphase FIR resampling for the small rational ratios the edges use every 20 ms (8↔16 kHz for phone lines,
  * 48↔16 kHz for WebRTC): a Kaiser-windowed sinc designed once per ratio, applied one phase per output sample, in
  * plain JS. libsamplerate's sinc converters handle any ratio by interpolating their filter table per sample; for a
- * fixed small ratio that is 5–10× the work (measured in test/audio.test.ts, "measures cost per 20 ms frame"), and at
- * ~50 frames a second per call in each direction it was half of a SIP call's main-thread CPU.
+ * fixed small ratio that is 3–4× the work (BENCHMARKS.md "A resampler for the edges' ratios"; test/audio.test.ts
+ * logs it), and at 50 frames a second per call and direction it was half of a SIP call's main-thread CPU.
  *
  * Design: pass band to 85 % of the lower rate's Nyquist (3.4 kHz for 8 kHz, 6.8 kHz for 16 kHz: the telephone band,
  * and the top of the recognisers' mel filters), stop band from 115 % of it, 70 dB down. Whatever the transition
