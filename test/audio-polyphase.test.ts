@@ -22,7 +22,7 @@ function gainDb(y: Int16Array, rate: number, amplitude = 0.5): number {
   return 20 * Math.log10(rms(y.subarray(k, y.length - k)) / ref);
 }
 
-/** Deterministic noise, then a 20 ms pattern of chunk sizes including 1 sample and more than a frame. */
+/** Deterministic noise (LCG). */
 function noise(samples: number, seed = 7): Int16Array {
   let s = seed;
   return Int16Array.from({ length: samples }, () => {
@@ -31,6 +31,7 @@ function noise(samples: number, seed = 7): Int16Array {
   });
 }
 
+/** `x` through `r` in a pattern of chunk sizes (1 sample to more than a frame), then its flush. */
 function streamed(r: PolyphaseResampler, x: Int16Array): Int16Array {
   const sizes = [1, 160, 7, 320, 333, 2, 960, 45];
   const parts: Int16Array[] = [];

@@ -11,10 +11,10 @@
  * sample n is input time n / toRate, as with libsamplerate; `flush()` pushes the held-back tail out.
  */
 
-import { convertInBlocks } from './framer.js';
+import { concatPcm, convertInBlocks } from './framer.js';
 
 /** Largest up or down factor (after reducing the ratio) served here; other ratios go to libsamplerate. */
-export const MAX_POLYPHASE_FACTOR = 6;
+const MAX_POLYPHASE_FACTOR = 6;
 const PASS_EDGE = 0.85;
 const STOP_EDGE = 1.15;
 const STOP_ATTENUATION_DB = 70;
@@ -181,7 +181,8 @@ export class PolyphaseResampler {
     this.phase = phase;
     this.samplesIn += input.length;
     this.samplesOut += written;
-    return out.subarray(0, written).slice();
+    // A view of a fresh buffer a sample or two longer: no second copy on the audio path.
+    return out.subarray(0, written);
   }
 
   /** The held-back tail (fed silence), so the whole output is input × toRate / fromRate long; then reset. */
@@ -197,12 +198,7 @@ export class PolyphaseResampler {
       got += part.length;
     }
     const tail = new Int16Array(Math.max(0, missing));
-    let off = 0;
-    for (const p of parts) {
-      const take = Math.min(p.length, tail.length - off);
-      tail.set(p.subarray(0, take), off);
-      off += take;
-    }
+    tail.set(concatPcm(parts).subarray(0, tail.length));
     this.reset();
     return tail;
   }

@@ -18,7 +18,7 @@ type ConverterTypeValue = SrcBackend['converterType'];
  * 16k↔48k fastest 0.2–0.28 ms, medium 0.37–0.6 ms, best ≈1.3 ms, linear ≈0.02 ms;
  * 8k↔16k fastest 0.06–0.09 ms. 'fastest' (≈97 dB SNR, 80 % passband) is far beyond what speech
  * needs; 'linear' is cheap but aliases on downsampling. 'fastest' between rates whose ratio is small
- * (8↔16↔48 kHz, 24→16 kHz: polyphase.ts) uses a fixed polyphase FIR instead, 5–10× cheaper per frame.
+ * (8↔16↔48 kHz, 24→16 kHz: polyphase.ts) uses a fixed polyphase FIR instead, 3–4× cheaper per frame.
  */
 export type ResamplerQuality = 'fastest' | 'medium' | 'best' | 'linear';
 
