@@ -32,7 +32,7 @@ import { phoneChannel, synthesize, voicesFor, type Voice } from './voices.js';
 import { DEFAULT_CONFIG } from '../src/config.js';
 import { SileroVad } from '../src/providers/vad/silero/index.js';
 import { seededRandom } from './random.js';
-import { melody } from './sounds.js';
+import { colouredNoise, melody } from './sounds.js';
 
 
 const args = process.argv.slice(2);
@@ -111,27 +111,6 @@ async function decodeOn(stream: PocketSphinxStream, pcm: Int16Array): Promise<{ 
 // ------------------------------------------------------------------------------------------------
 // Out-of-domain material
 
-function noise(kind: 'white' | 'pink' | 'brown', ms: number, amplitude: number): Int16Array {
-  const n = (ms * INTERNAL_SAMPLE_RATE) / 1000;
-  const out = new Int16Array(n);
-  let b0 = 0, b1 = 0, b2 = 0, brown = 0;
-  for (let i = 0; i < n; i++) {
-    const w = rand() * 2 - 1;
-    let v = w;
-    if (kind === 'pink') {
-      b0 = 0.99765 * b0 + w * 0.099046;
-      b1 = 0.963 * b1 + w * 0.2965164;
-      b2 = 0.57 * b2 + w * 1.0526913;
-      v = (b0 + b1 + b2 + w * 0.1848) / 3;
-    } else if (kind === 'brown') {
-      brown = (brown + 0.02 * w) / 1.02;
-      v = brown * 3.5;
-    }
-    out[i] = Math.max(-32767, Math.min(32767, Math.round(v * amplitude)));
-  }
-  return out;
-}
-
 function tones(freqs: readonly number[], ms: number, amplitude: number): Int16Array {
   const n = (ms * INTERNAL_SAMPLE_RATE) / 1000;
   const out = new Int16Array(n);
@@ -195,9 +174,9 @@ async function oodSet(count: number): Promise<Array<{ kind: string; pcm: Int16Ar
   const enVoices = voicesFor('en');
   const esVoices = voicesFor('es');
   const makers: Array<[string, () => Promise<Int16Array>]> = [
-    ['noise-white', async () => pad(noise('white', 1500 + rand() * 1500, 1500 + rand() * 6000))],
-    ['noise-pink', async () => pad(noise('pink', 1500 + rand() * 1500, 2000 + rand() * 8000))],
-    ['noise-brown', async () => pad(noise('brown', 1500 + rand() * 1500, 3000 + rand() * 9000))],
+    ['noise-white', async () => pad(colouredNoise(rand, 'white', 1500 + rand() * 1500, 1500 + rand() * 6000))],
+    ['noise-pink', async () => pad(colouredNoise(rand, 'pink', 1500 + rand() * 1500, 2000 + rand() * 8000))],
+    ['noise-brown', async () => pad(colouredNoise(rand, 'brown', 1500 + rand() * 1500, 3000 + rand() * 9000))],
     ['tone', async () => pad(tones(rand() < 0.5 ? [200 + rand() * 1500] : [697, 1209 + rand() * 300], 800 + rand() * 1500, 8000))],
     ['music', async () => pad(music(1500 + rand() * 2000))],
     ['clicks', async () => pad(clicks(1500 + rand() * 1500))],
@@ -564,7 +543,7 @@ function laneLine(l: LaneResult): string {
   const f = (v: number | undefined, d = 2): string => (v === undefined ? '-' : v.toFixed(d));
   const text = l.text || (l.rejected ? `(${l.rejected.reason}: ${l.rejected.text})` : '');
   return `${l.language} llr=${f(l.llr)} loop/f=${f(l.loopPerFrame)} score/f=${f(l.scorePerFrame, 0)} frames=${l.frames ?? '-'} `
-    + `final=${l.reachedFinal ?? '-'} cov=${f(l.coverage)} said=${f(l.speechCoverage)} artic=${l.wordPhones !== undefined && l.wordFrames ? f(l.wordPhones / (l.wordFrames / 100), 1) : '-'} rate=${f(l.phoneRate, 1)} held=${f(l.sustainedShare)} ${JSON.stringify(text)}`;
+    + `final=${l.reachedFinal ?? '-'} cov=${f(l.coverage)} said=${f(l.speechCoverage)} artic=${l.wordPhones !== undefined && l.wordFrames ? f(l.wordPhones / (l.wordFrames / 100), 1) : '-'} rate=${f(l.phoneRate, 1)} held=${f(l.sustainedShare)} spread=${f(l.loudnessSpreadDb, 1)} ${JSON.stringify(text)}`;
 }
 
 const pct = (a: number, b: number): number | null => (b > 0 ? Math.round((1000 * a) / b) / 10 : null);

@@ -38,3 +38,29 @@ export function melody(rand: () => number, options: MelodyOptions): Int16Array {
   }
   return concatPcm(parts);
 }
+
+export type NoiseColour = 'white' | 'pink' | 'brown';
+
+/** Steady noise: white, pink (Paul Kellet's three-pole filter, -3 dB/octave) or brown (leaky integrator, -6 dB/octave). */
+export function colouredNoise(rand: () => number, colour: NoiseColour, ms: number, amplitude: number): Int16Array {
+  const n = (ms * INTERNAL_SAMPLE_RATE) / 1000;
+  const out = new Int16Array(Math.trunc(n));
+  let b0 = 0, b1 = 0, b2 = 0, brown = 0;
+  // One draw per sample and one more for a fractional length, as the out-of-domain sets have always been drawn: a
+  // seed gives the same sounds as in the measurements recorded before this helper existed.
+  for (let i = 0; i < n; i++) {
+    const w = rand() * 2 - 1;
+    let v = w;
+    if (colour === 'pink') {
+      b0 = 0.99765 * b0 + w * 0.099046;
+      b1 = 0.963 * b1 + w * 0.2965164;
+      b2 = 0.57 * b2 + w * 1.0526913;
+      v = (b0 + b1 + b2 + w * 0.1848) / 3;
+    } else if (colour === 'brown') {
+      brown = (brown + 0.02 * w) / 1.02;
+      v = brown * 3.5;
+    }
+    out[i] = Math.max(-32767, Math.min(32767, Math.round(v * amplitude)));
+  }
+  return out;
+}

@@ -9,6 +9,14 @@
  * a high likelihood ("that's all" at 0.96), which is how music on a line could hang up a call; this measure tells it
  * apart before any action. The window is long enough (15.6 Hz bins) that two notes of a chord do not beat inside
  * one bin; the band stops at 4 kHz so a telephone channel (nothing above it) reads the same as wideband audio.
+ *
+ * The same windows also give the sound's loudness spread: how far its level (300 Hz–4 kHz, where a phone line carries
+ * speech) moves, in dB, the larger of the 10th-to-90th percentile range and the loudest window over the median. Speech
+ * rises and falls with its syllables; steady noise does not. The grammar can fit steady noise to a short sentence with
+ * a confident score ("that's all" at 0.77 on pink noise through the phone channel), so a sound this flat is not speech
+ * either. Measured (white, pink and brown noise at five levels up to 9 s; four synthesizers, clean and over steady
+ * noise; both channels): noise at most 2.9 dB, speech at least 10.5 dB. The percentile range alone fails a short word
+ * in noise (the noise is most of the sound); the peak alone fails clean speech whose vowels are its median.
  */
 import FFT from 'fft.js';
 import { INTERNAL_SAMPLE_RATE } from '../../audio/format.js';
@@ -16,6 +24,8 @@ import { INTERNAL_SAMPLE_RATE } from '../../audio/format.js';
 const WINDOW = 1024;
 const HOP = INTERNAL_SAMPLE_RATE / 50;
 const TOP_BIN = Math.floor((4000 * WINDOW) / INTERNAL_SAMPLE_RATE);
+/** The level's band starts at 300 Hz: below it, rumble and brown noise swing the level more than speech's syllables do. */
+const LEVEL_BOTTOM_BIN = Math.ceil((300 * WINDOW) / INTERNAL_SAMPLE_RATE);
 /** Spectra this similar (cosine of magnitudes) are "the same sound held". */
 const SAME_SPECTRUM = 0.997;
 /** Frames this far below the loudest one (30 dB) are the pauses around the sound, not the sound. */
@@ -37,6 +47,8 @@ export class SustainedSoundMeter {
   /** Per pair of consecutive frames: the quieter frame's energy and whether the two spectra are the same. */
   private readonly pairs: Array<{ energy: number; same: boolean }> = [];
   private loudest = 0;
+  /** Every analysed window's energy from 300 Hz to 4 kHz, for the loudness spread. */
+  private readonly levels: number[] = [];
 
   push(pcm: Int16Array): void {
     let offset = 0;
@@ -67,10 +79,25 @@ export class SustainedSoundMeter {
     return sounding < 5 ? 0 : same / sounding;
   }
 
+  /**
+   * How far the sounding windows' levels (within 30 dB of the loudest) move, in dB: the larger of the 10th-to-90th
+   * percentile range and the loudest over the median. Undefined under 10 such windows (200 ms): too short to tell.
+   */
+  loudnessSpreadDb(): number | undefined {
+    let loudest = 0;
+    for (const level of this.levels) loudest = Math.max(loudest, level);
+    const floor = loudest * SOUNDING;
+    const sounding = this.levels.filter((level) => level > 0 && level >= floor).sort((a, b) => a - b);
+    if (sounding.length < 10) return undefined;
+    const at = (q: number): number => sounding[Math.min(sounding.length - 1, Math.floor(q * sounding.length))];
+    return 10 * Math.log10(Math.max(at(0.9) / at(0.1), loudest / at(0.5)));
+  }
+
   reset(): void {
     this.filled = 0;
     this.previousEnergy = 0;
     this.pairs.length = 0;
+    this.levels.length = 0;
     this.loudest = 0;
   }
 
@@ -79,12 +106,14 @@ export class SustainedSoundMeter {
     this.fft.realTransform(this.spectrum, this.frame);
     const magnitude = this.magnitude;
     let energy = 0;
+    let level = 0;
     for (let k = 1; k < TOP_BIN; k++) {
       const re = this.spectrum[2 * k];
       const im = this.spectrum[2 * k + 1];
       const power = re * re + im * im;
       magnitude[k] = Math.sqrt(power);
       energy += power;
+      if (k >= LEVEL_BOTTOM_BIN) level += power;
     }
     if (energy > 0 && this.previousEnergy > 0) {
       let dot = 0;
@@ -92,6 +121,7 @@ export class SustainedSoundMeter {
       this.pairs.push({ energy: Math.min(energy, this.previousEnergy), same: dot / Math.sqrt(energy * this.previousEnergy) >= SAME_SPECTRUM });
     }
     this.loudest = Math.max(this.loudest, energy);
+    this.levels.push(level);
     this.magnitude = this.previous;
     this.previous = magnitude;
     this.previousEnergy = energy;

@@ -99,6 +99,13 @@ export const DEFAULT_MIN_PHONE_RATE = 1;
 export const DEFAULT_MAX_SUSTAINED_SHARE = 0.3;
 
 /**
+ * Loudness spread (how far a sound's level moves, sustained-sound.ts) under which it is steady noise, not speech.
+ * Measured: steady white, pink and brown noise at most 2.9 dB on both channels; speech of four synthesizers, clean or
+ * over steady noise, at least 10.5 dB. Nearer the noise, in dB: a word is never taken for noise.
+ */
+export const DEFAULT_MIN_LOUDNESS_SPREAD_DB = 6;
+
+/**
  * Phones per second of the sentence's own words below which its confidence is scaled down (by rate / this).
  * Measured in-domain (loadtest/asr-accuracy.ts --trace, eSpeak and Pico voices, both channels): 7.7-15; steady
  * noise fitted to "thanks" or "yeah" stretches a word over seconds: under 2.
@@ -188,6 +195,8 @@ export interface GrammarDecodingOptions extends CompileOptions {
   minPhoneRate?: number;
   /** Share of held spectra above which a sound is not speech: music (see DEFAULT_MAX_SUSTAINED_SHARE). */
   maxSustainedShare?: number;
+  /** Loudness spread in dB under which a sound is steady noise, not speech (see DEFAULT_MIN_LOUDNESS_SPREAD_DB). */
+  minLoudnessSpreadDb?: number;
   /** Articulation rate under which a sentence's confidence is scaled down (see DEFAULT_MIN_ARTICULATION_RATE). */
   minArticulationRate?: number;
   /** Confidence calibration (see llrConfidence). */
@@ -435,6 +444,7 @@ export class GrammarDecoders {
     }, {
       minPhoneRate: this.options.minPhoneRate ?? DEFAULT_MIN_PHONE_RATE,
       maxSustainedShare: this.options.maxSustainedShare ?? DEFAULT_MAX_SUSTAINED_SHARE,
+      minLoudnessSpreadDb: this.options.minLoudnessSpreadDb ?? DEFAULT_MIN_LOUDNESS_SPREAD_DB,
     }, {
       min: this.options.minConfidence ?? DEFAULT_MIN_CONFIDENCE,
       doubt: this.options.doubtConfidence ?? DEFAULT_DOUBT_CONFIDENCE,
@@ -672,10 +682,10 @@ export class GrammarStream implements AsrStream {
     const utterance = resting.length > 0 && this.uttSamples <= MAX_KEPT_SAMPLES ? this.uttAudio : undefined;
     this.uttAudio = [];
     this.uttSamples = 0;
-    const sustainedShare = this.sustained.share();
+    const shape = this.soundShape();
     this.sustained.reset();
     const awake = this.awakeLanes();
-    let heard = kept ?? (await this.hear(false, sustainedShare, awake));
+    let heard = kept ?? (await this.hear(false, shape, awake));
     if (kept) {
       // The grammar lanes answer their kept final at once. The phone loops were only read at the peek: ending their
       // utterance now waits for whatever they have not decoded yet, which this final does not need.
@@ -692,7 +702,7 @@ export class GrammarStream implements AsrStream {
         const rest = whole.subarray(Math.min(fed, whole.length));
         this.logger?.debug({ focus: this.focus, wake: resting.map((l) => l.language), restMs: Math.round((rest.length * 1000) / INTERNAL_SAMPLE_RATE) }, 'resting language lanes hear this turn to its end');
         for (const lane of resting) pushToLane(lane, rest, true);
-        const more = await this.hear(false, sustainedShare, resting);
+        const more = await this.hear(false, shape, resting);
         heard = {
           results: [...heard.results, ...more.results],
           lanes: [...heard.lanes, ...more.lanes],
@@ -721,18 +731,25 @@ export class GrammarStream implements AsrStream {
     this.peeked = true;
     const seq = this.audioSeq;
     // Only the lanes awake: resting ones are woken, if the turn needs them, when it ends (finalize).
-    const heard = await this.hear(true, this.sustained.share(), this.awakeLanes());
+    const heard = await this.hear(true, this.soundShape(), this.awakeLanes());
     if (seq === this.audioSeq && this.peeked) this.kept = heard;
     return this.decide(heard, this.belief.clone()).final;
   }
 
   /** Every lane's final and its phone loop's, judged: a sentence that is not speech or fits too poorly is set aside. */
-  private async hear(keep: boolean, sustainedShare: number, lanes: readonly CallLane[]): Promise<HeardUtterance> {
+  private soundShape(): SoundShape {
+    return { sustainedShare: this.sustained.share(), loudnessSpreadDb: this.sustained.loudnessSpreadDb() };
+  }
+
+  private async hear(keep: boolean, shape: SoundShape, lanes: readonly CallLane[]): Promise<HeardUtterance> {
     const [finals, loopFinals] = await Promise.all([
       Promise.all(lanes.map((l) => (keep ? l.stream.endKeepingUtterance() : l.stream.finalize()))),
       Promise.all(lanes.map((l) => (keep ? l.loop.snapshot() : l.loop.finalize()))),
     ]);
-    const music = sustainedShare > this.speechTest.maxSustainedShare;
+    // Music (held spectra) or steady noise (a flat level): no speech, whatever sentence fits it.
+    const music = shape.sustainedShare > this.speechTest.maxSustainedShare;
+    const steady = shape.loudnessSpreadDb !== undefined && shape.loudnessSpreadDb < this.speechTest.minLoudnessSpreadDb;
+    const noSpeech = music || steady;
     const results = lanes.map((l, i) => {
       const detail = l.stream.lastResult;
       const g = l.stream.lastScore;
@@ -747,11 +764,12 @@ export class GrammarStream implements AsrStream {
         detail.phoneRate = phoneRate(loopFinals[i].text, ref.frames);
         const said = speechFrames(loopFinals[i]);
         if (detail.wordFrames !== undefined && said > 0) detail.speechCoverage = Math.min(1, detail.wordFrames / said);
-        detail.sustainedShare = sustainedShare;
+        detail.sustainedShare = shape.sustainedShare;
+        detail.loudnessSpreadDb = shape.loudnessSpreadDb;
         // A grammar can fit a steady sound, or a melody, as well as a phone loop can (high LLR): reject what is not
         // speech. And a sentence forced onto speech it does not match (far below the phone loop, or fitted into a
         // fraction of it with fillers taking the rest) is no result either.
-        const notSpeech = detail.phoneRate < this.speechTest.minPhoneRate || music;
+        const notSpeech = detail.phoneRate < this.speechTest.minPhoneRate || noSpeech;
         if (notSpeech) {
           detail.rejected = { text: detail.text, reason: 'not-speech' };
           detail.inGrammar = false;
@@ -766,7 +784,7 @@ export class GrammarStream implements AsrStream {
     });
     this.lastLanes = results.map((r) => r.detail).filter((d): d is LaneResult => d !== undefined);
     // Sound that is not speech says nothing about the caller's language; speech does, even a sentence rejected.
-    const speech = !music && loopFinals.some((loop, i) => phoneRate(loop.text, lanes[i].loop.lastScore?.frames) >= this.speechTest.minPhoneRate);
+    const speech = !noSpeech && loopFinals.some((loop, i) => phoneRate(loop.text, lanes[i].loop.lastScore?.frames) >= this.speechTest.minPhoneRate);
     return { results, lanes: this.lastLanes, speech, audioMs: finals[0]?.audioMs ?? 0, decoded: new Set(lanes.map((l) => l.language)) };
   }
 
@@ -892,6 +910,15 @@ interface SpeechTest {
   minPhoneRate: number;
   /** Held-spectrum share over which it is music (DEFAULT_MAX_SUSTAINED_SHARE). */
   maxSustainedShare: number;
+  /** Loudness spread in dB under which it is steady noise (DEFAULT_MIN_LOUDNESS_SPREAD_DB). */
+  minLoudnessSpreadDb: number;
+}
+
+/** What a turn's sound looks like as a whole (sustained-sound.ts), for SpeechTest. */
+interface SoundShape {
+  sustainedShare: number;
+  /** Undefined for a sound too short to tell. */
+  loudnessSpreadDb: number | undefined;
 }
 
 /** How a turn's language is chosen between the lanes' sentences (see chooseLanguage), and how sure a sentence is. */

@@ -360,6 +360,8 @@ export interface LaneResult {
   speechCoverage?: number;
   /** Share of the sound that holds one spectrum from frame to frame (sustained-sound.ts): music, not speech. */
   sustainedShare?: number;
+  /** How far the sound's level moves, in dB (sustained-sound.ts): under a few dB, steady noise, not speech. */
+  loudnessSpreadDb?: number;
   /** A sentence the grammar stream set aside, why, and (for a low likelihood) its confidence. */
   rejected?: { text: string; reason: 'not-speech' | 'low-llr'; confidence?: number };
 }
