@@ -8,6 +8,12 @@ import { rmsDbfs } from '../audio/format.js';
 export class EnergyOnset {
   private floorDb = -60;
   private loudRun = 0;
+  private lastLoud = false;
+
+  /** Whether the last frame pushed was loud (over the noise floor by the margin, and not echo). */
+  get loud(): boolean {
+    return this.lastLoud;
+  }
 
   constructor(
     /** How far above the noise floor a frame must be to count as loud, dB. */
@@ -24,6 +30,7 @@ export class EnergyOnset {
     // The floor drops at once to quieter frames and rises slowly, so speech does not lift it.
     this.floorDb = level < this.floorDb ? level : this.floorDb + Math.min(0.05, level - this.floorDb);
     const loud = !echo && level > this.minLevelDb && level > this.floorDb + this.marginDb;
+    this.lastLoud = loud;
     this.loudRun = loud ? this.loudRun + 1 : 0;
     return this.loudRun === this.frames;
   }

@@ -80,7 +80,12 @@ export const TURN_OPTIONS = t.object({
     // 0/12 at 300 ms (BENCHMARKS.md, "A breath inside a long request").
     { completeMs: 120, continuableMs: 300, incompleteMs: 700, peek: true },
   ),
-  /** Audio kept from before speech onset and given to ASR, so first phonemes are not clipped. */
+  /**
+   * Audio kept from before speech onset and given to ASR, so first phonemes are not clipped. Reaches further back
+   * (up to SOFT_ONSET_LOOKBACK_MS) over a soft first word the VAD heard under speechThreshold (recogniser.ts
+   * `preRollStart`), never into the previous turn. Not longer by default: the recogniser's confidence counts the
+   * silence around the words, and its calibration was fitted with this much (BENCHMARKS.md, "A soft first word").
+   */
   preRollMs: t.default(common.ms(), 200),
   /** Caller speech while the agent talks pauses agent audio at once; this much confirms an interruption. */
   minInterruptionMs: t.default(common.ms(), 300),

@@ -58,7 +58,8 @@ export class Recogniser {
   private readonly echoGuard: EchoGuard;
   /** The echo path's delay last logged (-1: none). */
   private echoPathMs = -1;
-  private readonly preRoll: AudioFrame[] = [];
+  /** Recent frames, and whether each sounded like voice at all, for the pre-roll (preRollStart). */
+  private readonly preRoll: Array<{ frame: AudioFrame; voice: boolean }> = [];
   private readonly hooks: RecognitionHooks;
   private readonly turn: TurnConfig;
   private readonly log: Logger;
@@ -117,9 +118,10 @@ export class Recogniser {
     }
     // Before the VAD has even seen them.
     if (this.energyOnset.push(frame.samples, echo)) this.hooks.onEnergyOnset();
+    const loud = this.energyOnset.loud;
     this.inboundBacklog++;
     this.inbound = this.inbound
-      .then(() => this.process(frame, echo))
+      .then(() => this.process(frame, echo, loud))
       .catch((err: unknown) => this.hooks.onError(err))
       .finally(() => {
         this.inboundBacklog--;
@@ -234,14 +236,15 @@ export class Recogniser {
     this.vad.close();
   }
 
-  private async process(frame: AudioFrame, echo: boolean): Promise<void> {
+  private async process(frame: AudioFrame, echo: boolean, loud: boolean): Promise<void> {
     if (this.stopped) return;
     // The VAD sees every frame (its state runs on), but echo counts as silence for the turn.
     const voiced = await this.vad.process(frame.samples);
     const probability = echo ? 0 : voiced;
     if (this.stopped) return;
-    this.preRoll.push(frame);
-    const maxPreRoll = Math.max(1, Math.round(this.turn.preRollMs / FRAME_MS));
+    // Voice, for the pre-roll: not silence to the VAD, or well over the line's noise floor (a soft first word).
+    this.preRoll.push({ frame, voice: probability >= this.turn.silenceThreshold || loud });
+    const maxPreRoll = Math.max(1, Math.round((this.turn.preRollMs + SOFT_ONSET_LOOKBACK_MS) / FRAME_MS));
     while (this.preRoll.length > maxPreRoll) this.preRoll.shift();
 
     const wasInSpeech = this.detector.inSpeech;
@@ -254,15 +257,46 @@ export class Recogniser {
     }
     if (startsSpeech) {
       // Give ASR the audio from just before the onset so the first phoneme is not clipped.
-      for (const buffered of this.preRoll) this.asr.push(buffered.samples);
+      const start = preRollStart(this.preRoll.map((p) => p.voice), Math.round(this.turn.preRollMs / FRAME_MS));
+      for (const buffered of this.preRoll.slice(start)) this.asr.push(buffered.frame.samples);
       this.preRoll.length = 0;
     } else if (wasInSpeech && this.detector.inSpeech) {
       if (this.held) this.held.push(frame.samples);
       else this.asr.push(frame.samples);
     }
-    if (signals.some((s) => s.kind === 'end_of_turn')) this.held = null;
+    if (signals.some((s) => s.kind === 'end_of_turn')) {
+      this.held = null;
+      // The next utterance's pre-roll starts after this turn: its last words were this turn's, decoded already.
+      this.preRoll.length = 0;
+    }
     if (startsSpeech || (wasInSpeech && probability >= this.turn.silenceThreshold)) this.hooks.onSpeechAudio();
     for (const signal of signals) this.hooks.onSignal(signal);
     this.hooks.onFrameProcessed();
   }
+}
+
+/** How far before the usual pre-roll a soft first word is looked for. */
+export const SOFT_ONSET_LOOKBACK_MS = 400;
+/** Voice frames of one soft word are no further apart than this (a stop consonant's closure, a short breath). */
+const SOFT_ONSET_GAP_FRAMES = 200 / FRAME_MS;
+
+/**
+ * Where the audio handed to ASR at speech start begins, in the recent frames (`voice`: whether each sounded like voice
+ * at all, the last one the frame that started speech): `preRollFrames` before the end, unless a soft first word comes
+ * before that, voice frames no more than SOFT_ONSET_GAP_FRAMES apart before the onset. Then it begins as far before
+ * that word as the usual pre-roll begins before the onset, so the words keep the same lead of silence (the
+ * recogniser's confidence counts it). Measured: eSpeak's "What" of "What time is it?" through G.711 reached the VAD at
+ * 0.25–0.49 on some turns, 300 ms before the onset on "time"; without it the rest was decoded as "tell … can i", or
+ * as Spanish (BENCHMARKS.md, "A soft first word").
+ */
+export function preRollStart(voice: readonly boolean[], preRollFrames: number): number {
+  const end = voice.length;
+  const usual = Math.max(0, end - preRollFrames);
+  // The onset: the start of the voice that started speech (the detector confirms it a few frames in).
+  let onset = end - 1;
+  while (onset > usual && voice[onset - 1]) onset--;
+  const lead = onset - usual;
+  let first = onset;
+  for (let i = onset - 1; i >= 0 && first - i <= SOFT_ONSET_GAP_FRAMES; i--) if (voice[i]) first = i;
+  return first === onset ? usual : Math.max(0, first - lead);
 }

@@ -264,14 +264,14 @@ export class CallHarness {
   }
 
   /** Hand the session one 20 ms frame of caller audio (silence unless `samples`), without letting any time pass. */
-  push(probability: number, words?: string, samples = new Int16Array(FRAME_SAMPLES)): void {
+  push(probability: number, words?: string, samples: Int16Array = new Int16Array(FRAME_SAMPLES)): void {
     scripts.set(samples, { probability, ...(words !== undefined ? { words } : {}) });
     this.session.pushAudio({ samples, timestampMs: this.clock.now(), seq: this.seq++ });
   }
 
-  /** One 20 ms frame of caller audio, then 20 ms of time. */
-  async frame(probability: number, words?: string): Promise<void> {
-    this.push(probability, words);
+  /** One 20 ms frame of caller audio (silence unless `samples`), then 20 ms of time. */
+  async frame(probability: number, words?: string, samples?: Int16Array): Promise<void> {
+    this.push(probability, words, samples);
     await settle();
     await this.clock.advanceAsync(FRAME_MS, settle);
   }
