@@ -18,7 +18,7 @@ import { SipCaller } from './sip-caller.js';
  * Prints a JSON report (to --json, or stdout) and a short human-readable summary.
  */
 const USAGE =
-  'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS] [--api-key KEY (or env VOICE_AGENT_API_KEY, else the key a local `npm start` generated in data/api-key)] [--transport ws|twilio (twilio: --url ws://127.0.0.1:8080/v1/telephony/twilio, env TWILIO_AUTH_TOKEN signs)]';
+  'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS] [--api-key KEY (or env VOICE_AGENT_API_KEY, else the key a local `npm start` generated in data/api-key)] [--transport ws|twilio|realtime|webrtc|sip (twilio: --url ws://127.0.0.1:8080/v1/telephony/twilio, env TWILIO_AUTH_TOKEN signs)] [--metrics http://127.0.0.1:8080/metrics (default: the --url host for HTTP and WebSocket URLs; none for sip:)]';
 
 interface ServerSample {
   atS: number;
@@ -30,7 +30,8 @@ interface ServerSample {
 }
 
 /** Reads the service's own process metrics from /metrics (same host as the WebSocket). */
-async function sampleServer(metricsUrl: string, startedAt: number): Promise<ServerSample | null> {
+async function sampleServer(metricsUrl: string | undefined, startedAt: number): Promise<ServerSample | null> {
+  if (metricsUrl === undefined) return null;
   try {
     const response = await fetch(metricsUrl, { signal: AbortSignal.timeout(2000) });
     if (!response.ok) return null;
@@ -60,6 +61,7 @@ async function main(): Promise<void> {
       transport: { type: 'string', default: 'ws' },
       'api-key': { type: 'string' },
       duration: { type: 'string' },
+      metrics: { type: 'string' },
     },
   });
   if (!values.url || !values.audio) {
@@ -93,7 +95,16 @@ async function main(): Promise<void> {
   const wav = await readWav(values.audio);
   const speech = wav.sampleRate === INTERNAL_SAMPLE_RATE ? wav.samples : await resampleOnce(wav.samples, wav.sampleRate, INTERNAL_SAMPLE_RATE);
 
-  const metricsUrl = `${target.protocol === 'wss:' ? 'https' : 'http'}://${target.host}/metrics`;
+  // The service's /metrics is on its HTTP port: the --url host for HTTP and WebSocket transports. A sip: URL names the
+  // SIP port, which would take an HTTP request for a malformed SIP message: there, only --metrics says where.
+  const metricsUrl = values.metrics ?? (target.protocol === 'sip:' ? undefined : `${target.protocol === 'wss:' || target.protocol === 'https:' ? 'https' : 'http'}://${target.host}/metrics`);
+  if (values.metrics !== undefined) {
+    const m = new URL(values.metrics);
+    if (!['127.0.0.1', 'localhost', '[::1]'].includes(m.hostname) && !m.hostname.startsWith('127.')) {
+      console.error(`refusing to read metrics from ${m.hostname}: only loopback addresses are allowed`);
+      process.exit(2);
+    }
+  }
   const startedAt = performance.now();
   const samples: ServerSample[] = [];
   const first = await sampleServer(metricsUrl, startedAt);
@@ -158,7 +169,7 @@ async function main(): Promise<void> {
     ...Object.entries(report.stages_ms).map(([name, p]) => `  ${name}: p50 ${p.p50} p95 ${p.p95}`),
     server
       ? `server: cpu ${server.cpu_percent}% rss ${server.rss_mb_start}→${server.rss_mb_end} MB (max ${server.rss_mb_max}, growth after warm-up ${server.rss_mb_growth_after_warmup}), event-loop lag p99 max ${server.event_loop_lag_p99_ms_max} ms`
-      : 'server: /metrics not reachable',
+      : metricsUrl === undefined ? 'server: no --metrics URL given' : 'server: /metrics not reachable',
   ];
   if (report.turns.length > 0) lines.push(`first turn: "${report.turns[0].transcript}" → "${report.turns[0].reply_text}"`);
   for (const message of report.error_messages.slice(0, 5)) lines.push(`error: ${message}`);

@@ -20,7 +20,7 @@ run() { name=$1; shift; timeout 300 npm run -s loadtest -- --audio "$OUT/hello.w
 run ws --url ws://127.0.0.1:18090/v1/ws
 run realtime --transport realtime --url ws://127.0.0.1:18090/v1/realtime
 run twilio --transport twilio --url ws://127.0.0.1:18090/v1/telephony/twilio
-run sip --transport sip --url sip://127.0.0.1:15070
+run sip --transport sip --url sip://127.0.0.1:15070 --metrics http://127.0.0.1:18090/metrics
 run webrtc --transport webrtc --url http://127.0.0.1:18090/v1/webrtc/offer
 # npm start's node grandchild holds the port: stop its whole process group (setsid made npm its leader).
 kill -TERM -- -$SRV 2>/dev/null; wait $SRV 2>/dev/null
