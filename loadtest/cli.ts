@@ -29,6 +29,11 @@ interface ServerSample {
   sessions: number;
 }
 
+/** Load tests and their metrics reads stay on this machine. */
+function isLoopbackHost(hostname: string): boolean {
+  return ['127.0.0.1', 'localhost', '[::1]'].includes(hostname) || hostname.startsWith('127.');
+}
+
 /** Reads the service's own process metrics from /metrics (same host as the WebSocket). */
 async function sampleServer(metricsUrl: string | undefined, startedAt: number): Promise<ServerSample | null> {
   if (metricsUrl === undefined) return null;
@@ -81,7 +86,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const target = new URL(values.url);
-  if (!['127.0.0.1', 'localhost', '[::1]'].includes(target.hostname) && !target.hostname.startsWith('127.')) {
+  if (!isLoopbackHost(target.hostname)) {
     console.error(`refusing to load-test ${target.hostname}: only loopback addresses are allowed`);
     process.exit(2);
   }
@@ -99,9 +104,9 @@ async function main(): Promise<void> {
   // SIP port, which would take an HTTP request for a malformed SIP message: there, only --metrics says where.
   const metricsUrl = values.metrics ?? (target.protocol === 'sip:' ? undefined : `${target.protocol === 'wss:' || target.protocol === 'https:' ? 'https' : 'http'}://${target.host}/metrics`);
   if (values.metrics !== undefined) {
-    const m = new URL(values.metrics);
-    if (!['127.0.0.1', 'localhost', '[::1]'].includes(m.hostname) && !m.hostname.startsWith('127.')) {
-      console.error(`refusing to read metrics from ${m.hostname}: only loopback addresses are allowed`);
+    const { hostname } = new URL(values.metrics);
+    if (!isLoopbackHost(hostname)) {
+      console.error(`refusing to read metrics from ${hostname}: only loopback addresses are allowed`);
       process.exit(2);
     }
   }

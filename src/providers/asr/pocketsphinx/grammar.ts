@@ -736,11 +736,12 @@ export class GrammarStream implements AsrStream {
     return this.decide(heard, this.belief.clone()).final;
   }
 
-  /** Every lane's final and its phone loop's, judged: a sentence that is not speech or fits too poorly is set aside. */
+  /** The utterance so far as a whole sound: held spectra (music) and loudness spread (steady noise). */
   private soundShape(): SoundShape {
     return { sustainedShare: this.sustained.share(), loudnessSpreadDb: this.sustained.loudnessSpreadDb() };
   }
 
+  /** Every lane's final and its phone loop's, judged: a sentence that is not speech or fits too poorly is set aside. */
   private async hear(keep: boolean, shape: SoundShape, lanes: readonly CallLane[]): Promise<HeardUtterance> {
     const [finals, loopFinals] = await Promise.all([
       Promise.all(lanes.map((l) => (keep ? l.stream.endKeepingUtterance() : l.stream.finalize()))),
