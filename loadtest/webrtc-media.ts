@@ -13,6 +13,7 @@ import { ASR_ELSEWHERE, startLocalService, type LocalService } from './local-ser
  *   npx tsx loadtest/webrtc-media.ts --url http://127.0.0.1:8080/v1/webrtc/offer --calls 10 --seconds 20 [--api-key KEY]
  *   npx tsx loadtest/webrtc-media.ts --spawn --calls 10 --seconds 20    # starts the service itself (loopback ICE)
  *   npx tsx loadtest/webrtc-media.ts --spawn --asr-elsewhere ...         # ... with no local ASR (media path alone)
+ *   npx tsx loadtest/webrtc-media.ts --spawn --opus-frame-ms 10 ...      # ... sending and asking for 10 ms Opus frames
  */
 const { values } = parseArgs({
   options: {
@@ -22,6 +23,8 @@ const { values } = parseArgs({
     'api-key': { type: 'string' },
     spawn: { type: 'boolean', default: false },
     'asr-elsewhere': { type: 'boolean', default: false },
+    /** webrtc.opusFrameMs of the spawned service (10 or 20). */
+    'opus-frame-ms': { type: 'string' },
   },
 });
 if (!values.url && !values.spawn) {
@@ -32,7 +35,12 @@ if (!values.url && !values.spawn) {
 const service: LocalService | null = values.spawn
   ? await startLocalService({
       limits: { maxSessionsPerKey: 1000, maxSessions: 0 },
-      webrtc: { candidateAddresses: ['127.0.0.1'], remoteCandidateNetworks: ['127.0.0.0/8'], maxPeers: 200 },
+      webrtc: {
+        candidateAddresses: ['127.0.0.1'],
+        remoteCandidateNetworks: ['127.0.0.0/8'],
+        maxPeers: 200,
+        ...(values['opus-frame-ms'] ? { opusFrameMs: Number(values['opus-frame-ms']) } : {}),
+      },
       ...(values['asr-elsewhere'] ? { providers: { asr: ASR_ELSEWHERE } } : {}),
     })
   : null;

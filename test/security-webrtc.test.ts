@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashApiKey } from '../src/auth/auth.js';
-import type { PeerConnection } from '../src/transports/webrtc/wrtc.js';
+import { wrtc, type PeerConnection } from '../src/transports/webrtc/wrtc.js';
 import { clientOffer } from './helpers/webrtc-offer.js';
-import { checkOffer, candidateAddressAllowed } from '../src/transports/webrtc/offer-policy.js';
+import { checkOffer, candidateAddressAllowed, setAudioFraming } from '../src/transports/webrtc/offer-policy.js';
 import { networkList } from '../src/core/networks.js';
 import { filterHostCandidates } from '../src/transports/webrtc/index.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
@@ -131,7 +131,7 @@ describe('offer policy (unit)', () => {
   it('accepts a real BUNDLEd offer and refuses unbundled, oversized and candidate-flooded ones', async () => {
     const { pc, sdp } = await clientOffer();
     pc.close();
-    const policy = { maxMediaSections: 4, maxRemoteCandidates: 50, remoteCandidateNetworks: [] };
+    const policy = { maxMediaSections: 4, maxRemoteCandidates: 50, remoteCandidateNetworks: [], opusFrameMs: 20 as const };
     expect(() => checkOffer(sdp, policy)).not.toThrow();
     expect(() => checkOffer(sdp.replace(/a=group:BUNDLE[^\r\n]*\r\n/, ''), policy)).toThrow(/BUNDLE/);
     expect(() => checkOffer(unbundledOffer(3), policy)).toThrow(/3 audio sections/);
@@ -152,6 +152,26 @@ describe('offer policy (unit)', () => {
     for (const ip of ['10.0.0.1', '192.168.1.10', '172.16.5.5', '127.0.0.1', '::1', '169.254.169.254', 'fe80::1', 'fd00::1', '0.0.0.0', '100.64.1.1', '::ffff:10.0.0.1', 'abcd-1234.local', 'internal.example.com']) {
       expect(candidateAddressAllowed(ip, allowed)).toBe(false);
     }
+  });
+
+  it('packet-length values never reach libwebrtc: the audio section gets the server\'s a=ptime, nothing else', () => {
+    const offer = [
+      'v=0', 'o=- 1 2 IN IP4 127.0.0.1', 's=-', 't=0 0', 'a=group:BUNDLE 0 1',
+      'm=audio 9 UDP/TLS/RTP/SAVPF 111 63', 'a=mid:0', 'a=rtpmap:111 opus/48000/2', 'a=fmtp:111 minptime=200;useinbandfec=1; MaxPTime=0',
+      'a=fmtp:63 111/111', 'a=ptime:60', 'a=maxptime:10',
+      'm=application 9 UDP/DTLS/SCTP webrtc-datachannel', 'a=mid:1', 'a=ptime:5', 'a=fmtp:5000 maxptime=1', '',
+    ].join('\r\n');
+    const framed = setAudioFraming(offer, 10);
+    const audio = framed.slice(0, framed.indexOf('m=application'));
+    const data = framed.slice(framed.indexOf('m=application'));
+    expect(audio).toContain('a=fmtp:111 useinbandfec=1\r\n');
+    expect(audio).toContain('a=fmtp:63 111/111\r\n');
+    expect(audio.match(/a=(max)?ptime:\d+/g)).toEqual(['a=ptime:10']);
+    expect(audio).not.toMatch(/minptime|maxptime/i);
+    // Other sections are not the audio encoder's business.
+    expect(data).toBe('m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:1\r\na=ptime:5\r\na=fmtp:5000 maxptime=1\r\n');
+    // A fmtp line left with no parameter is dropped, not sent empty.
+    expect(setAudioFraming('v=0\r\nm=audio 9 RTP/AVP 111\r\na=fmtp:111 maxptime=5', 20)).toBe('v=0\r\nm=audio 9 RTP/AVP 111\r\na=ptime:20');
   });
 
   it('answers name only the allowed addresses, c= line included', () => {
@@ -209,6 +229,41 @@ describe('WebRTC doors under attack', () => {
       attacking = false;
       await attack;
       await device.close();
+    }
+  });
+
+  it('offers whose packet lengths aborted libwebrtc (SIGILL, every call dropped) get a call that carries audio, and the process lives', async () => {
+    // Each of these, in a remote offer, killed the process once the agent's audio began to flow (measured before the fix).
+    const hostile: Array<[string, (sdp: string) => string]> = [
+      ['a=maxptime:10', (sdp) => sdp.replace(/(a=fmtp:111 [^\r\n]*)/, '$1\r\na=maxptime:10')],
+      ['fmtp maxptime=0', (sdp) => sdp.replace(/(a=fmtp:111 [^\r\n]*)/, '$1;maxptime=0')],
+      ['fmtp minptime=200', (sdp) => sdp.replace(/(a=fmtp:111 [^\r\n]*)/, '$1;minptime=200')],
+    ];
+    for (const [label, mangle] of hostile) {
+      const { pc, sdp } = await clientOffer();
+      const received = new Promise<void>((resolve) => {
+        pc.ontrack = ({ track }) => {
+          const sink = new (wrtc().nonstandard.RTCAudioSink)(track);
+          sink.ondata = () => {
+            sink.stop();
+            resolve();
+          };
+        };
+      });
+      try {
+        const res = await postOffer(mangle(sdp));
+        expect(res.status, label).toBe(200);
+        const answer = (await res.json()) as { sdp: string; sessionId: string };
+        expect(answer.sdp.match(/a=(max)?ptime:\d+/g), label).toEqual(['a=ptime:20']);
+        await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+        await Promise.race([received, sleep(10_000).then(() => Promise.reject(new Error(`${label}: no agent audio in 10 s`)))]);
+        // The encoder has run for a while: the process (this test's own) is still here and answering.
+        await sleep(500);
+        expect((await fetch(`${server.httpUrl}/healthz`)).status, label).toBe(200);
+        await deleteSession(answer.sessionId);
+      } finally {
+        pc.close();
+      }
     }
   });
 

@@ -16,6 +16,59 @@ export interface OfferPolicy {
   maxRemoteCandidates: number;
   /** Networks (CIDRs) remote candidates may point at besides public addresses. */
   remoteCandidateNetworks: readonly string[];
+  /** The Opus frame (packet) length this server sends and asks for, in ms (setAudioFraming). */
+  opusFrameMs: OpusFrameMs;
+}
+
+/** Opus frame lengths a WebRTC call may use here: 10 ms halves the packetisation wait, 20 ms halves the packets. */
+export const OPUS_FRAME_CHOICES = [10, 20] as const;
+export type OpusFrameMs = (typeof OPUS_FRAME_CHOICES)[number];
+
+/** Packet-length parameters of the fmtp line (RFC 7587 / RFC 4566) and the attributes that carry them. */
+const FRAMING_PARAMS = new Set(['ptime', 'minptime', 'maxptime']);
+
+/**
+ * Puts the audio section's packet length in this server's hands: every `a=ptime`/`a=maxptime` line and every
+ * `ptime`/`minptime`/`maxptime` fmtp parameter is removed, and `a=ptime:<frameMs>` is set. libwebrtc's Opus setup
+ * aborts the whole process (SIGILL, every call on the node dropped) on some of those values in a remote description:
+ * measured with this build, `maxptime` under 20 (`a=maxptime:10`, or in the fmtp line), `minptime` over 120, or a
+ * `minptime` over the `maxptime`. So no caller's value reaches it; `a=ptime` is the one libwebrtc reads to size the
+ * frames it sends, and a browser's decoder takes any Opus frame length. Applied to the offer (what this server sends)
+ * and to the answer (what the browser sends back).
+ */
+export function setAudioFraming(sdp: string, frameMs: OpusFrameMs): string {
+  const out: string[] = [];
+  let inAudio = false;
+  const closeAudio = (): void => {
+    if (inAudio) out.push(`a=ptime:${frameMs}`);
+    inAudio = false;
+  };
+  const lines = sdp.split(/\r?\n/);
+  // A trailing CRLF leaves an empty last element: keep it last.
+  const trailing = lines.length > 0 && lines[lines.length - 1] === '' ? lines.pop() : undefined;
+  for (const line of lines) {
+    if (line.startsWith('m=')) {
+      closeAudio();
+      inAudio = line.startsWith('m=audio ');
+      out.push(line);
+      continue;
+    }
+    if (!inAudio) {
+      out.push(line);
+      continue;
+    }
+    if (/^a=(max)?ptime:/i.test(line)) continue;
+    const fmtp = /^(a=fmtp:\S+) (.*)$/.exec(line);
+    if (fmtp) {
+      const params = fmtp[2].split(';').map((p) => p.trim()).filter((p) => p !== '' && !FRAMING_PARAMS.has(p.split('=')[0].trim().toLowerCase()));
+      if (params.length > 0) out.push(`${fmtp[1]} ${params.join(';')}`);
+      continue;
+    }
+    out.push(line);
+  }
+  closeAudio();
+  if (trailing !== undefined) out.push(trailing);
+  return out.join('\r\n');
 }
 
 /** Addresses an ICE agent must never be steered to unless the operator allows their network. */
@@ -108,5 +161,5 @@ export function checkOffer(sdp: string, policy: OfferPolicy, allowed: BlockList 
   if (distinct.size > policy.maxRemoteCandidates) {
     throw new OfferError('invalid_sdp', `the SDP offer lists ${distinct.size} ICE candidates; at most ${policy.maxRemoteCandidates} are accepted`);
   }
-  return { sdp: kept.join('\r\n'), droppedCandidates: dropped };
+  return { sdp: setAudioFraming(kept.join('\r\n'), policy.opusFrameMs), droppedCandidates: dropped };
 }

@@ -1,6 +1,7 @@
 /** The `webrtc` section (browser calls, docs/webrtc.md explains each field): options, defaults and type. */
 import type { TransportDescription } from '../kit/describe.js';
 import { common, defaultsOf, t, type Resolved } from '../../core/options.js';
+import { OPUS_FRAME_CHOICES } from './offer-policy.js';
 
 export const WEBRTC_OPTIONS = t.object({
   /** STUN/TURN servers for the server's own ICE agent (empty: host candidates only, no traffic to third parties). */
@@ -34,6 +35,12 @@ export const WEBRTC_OPTIONS = t.object({
   maxRemoteCandidates: t.default(t.integer(0, 256), 50),
   /** Non-public networks (CIDRs) a caller's ICE candidates may name; by default only public addresses are probed. */
   remoteCandidateNetworks: t.default(common.texts, []),
+  /**
+   * Opus frame length both ways, in ms: the `a=ptime` of the offer as libwebrtc reads it and of the answer the browser
+   * reads. 10 ms waits half as long to fill a packet and lets the jitter buffers sit lower; 20 ms sends half the
+   * packets (BENCHMARKS.md "Opus frames of 10 ms").
+   */
+  opusFrameMs: t.default(t.enum(OPUS_FRAME_CHOICES), 20),
 });
 export type WebRtcConfig = Resolved<typeof WEBRTC_OPTIONS>;
 export const WEBRTC_DEFAULTS: WebRtcConfig = defaultsOf(WEBRTC_OPTIONS);
