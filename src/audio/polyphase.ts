@@ -54,6 +54,10 @@ function besselI0(x: number): number {
 interface Phase {
   ages: Int32Array;
   coefs: Float64Array;
+  /** The ages are consecutive (ages[k] = ages[0] + k). */
+  dense: boolean;
+  /** Mirrored taps (k and n−1−k) are equally far from the phase's centre and share a coefficient. */
+  symmetric: boolean;
 }
 
 interface Design {
@@ -103,7 +107,9 @@ function design(up: number, down: number): Design {
         coefs.push(c);
       }
     }
-    return { ages: Int32Array.from(ages), coefs: Float64Array.from(coefs) };
+    const n = ages.length;
+    const symmetric = ages.every((a, k) => a + ages[n - 1 - k] === ages[0] + ages[n - 1] && Math.abs(coefs[k] - coefs[n - 1 - k]) <= peak * 1e-12);
+    return { ages: Int32Array.from(ages), coefs: Float64Array.from(coefs), dense: ages.every((a, k) => a === ages[0] + k), symmetric };
   });
   const result = { phases, taps, delay: Math.round(centre / down) };
   designs.set(key, result);
@@ -160,9 +166,23 @@ export class PolyphaseResampler {
     const up = this.up;
     const down = this.down;
     while (next < end) {
-      const { ages, coefs } = phases[phase];
+      const { ages, coefs, dense, symmetric } = phases[phase];
+      const n = coefs.length;
       let acc = 0;
-      for (let k = 0; k < coefs.length; k++) acc += coefs[k] * x[next - ages[k]];
+      if (symmetric) {
+        // A linear-phase filter's mirrored taps share a coefficient: one multiply per pair.
+        const half = n >> 1;
+        if (dense) {
+          const newest = next - ages[0];
+          const oldest = next - ages[n - 1];
+          for (let k = 0; k < half; k++) acc += coefs[k] * (x[newest - k] + x[oldest + k]);
+        } else for (let k = 0; k < half; k++) acc += coefs[k] * (x[next - ages[k]] + x[next - ages[n - 1 - k]]);
+        if (n & 1) acc += coefs[half] * x[next - ages[half]];
+      } else if (dense) {
+        // Consecutive taps (an interpolator's phases): no index table to read.
+        const newest = next - ages[0];
+        for (let k = 0; k < n; k++) acc += coefs[k] * x[newest - k];
+      } else for (let k = 0; k < n; k++) acc += coefs[k] * x[next - ages[k]];
       if (toSkip > 0) toSkip--;
       else {
         const v = Math.round(acc * 32768);
