@@ -14,6 +14,10 @@ import { ASR_ELSEWHERE, startLocalService, type LocalService } from './local-ser
  *   npx tsx loadtest/webrtc-media.ts --spawn --calls 10 --seconds 20    # starts the service itself (loopback ICE)
  *   npx tsx loadtest/webrtc-media.ts --spawn --asr-elsewhere ...         # ... with no local ASR (media path alone)
  *   npx tsx loadtest/webrtc-media.ts --spawn --opus-frame-ms 10 ...      # ... sending and asking for 10 ms Opus frames
+ *   npx tsx loadtest/webrtc-media.ts --spawn --opus-dtx off ...           # ... with Opus DTX off (webrtc.opusDtx)
+ *   ... --noise-dbfs=-50                                                 # callers send a white-noise floor, not digital silence
+ * With DTX a silent side sends a packet every 400 ms, so the RFC 3550 jitter of the agent's stream then measures
+ * those sparse packets, not a continuous stream: compare jitter across runs with the same --opus-dtx.
  */
 const { values } = parseArgs({
   options: {
@@ -25,6 +29,10 @@ const { values } = parseArgs({
     'asr-elsewhere': { type: 'boolean', default: false },
     /** webrtc.opusFrameMs of the spawned service (10 or 20). */
     'opus-frame-ms': { type: 'string' },
+    /** webrtc.opusDtx of the spawned service: on (its default) or off. */
+    'opus-dtx': { type: 'string' },
+    /** Level of the white noise the callers send (a line's background), dBFS; default digital silence. */
+    'noise-dbfs': { type: 'string' },
   },
 });
 if (!values.url && !values.spawn) {
@@ -40,6 +48,7 @@ const service: LocalService | null = values.spawn
         remoteCandidateNetworks: ['127.0.0.0/8'],
         maxPeers: 200,
         ...(values['opus-frame-ms'] ? { opusFrameMs: Number(values['opus-frame-ms']) } : {}),
+        ...(values['opus-dtx'] ? { opusDtx: values['opus-dtx'] !== 'off' } : {}),
       },
       ...(values['asr-elsewhere'] ? { providers: { asr: ASR_ELSEWHERE } } : {}),
     })
@@ -74,13 +83,22 @@ for (const caller of callers) {
 }
 const cpu0 = await metric('voice_agent_process_cpu_seconds_total');
 const started = performance.now();
-const silence = new Int16Array(FRAME_SAMPLES);
+// One second of the callers' background, looped: digital silence, or white noise at --noise-dbfs.
+const background = new Int16Array(FRAME_SAMPLES * 50);
+if (values['noise-dbfs'] !== undefined) {
+  // Uniform noise of peak a has an RMS of a/√3.
+  const peak = Math.sqrt(3) * 32768 * 10 ** (Number(values['noise-dbfs']) / 20);
+  for (let i = 0; i < background.length; i++) background[i] = Math.round((Math.random() * 2 - 1) * peak);
+}
+let frame = 0;
 let next = performance.now();
 while (performance.now() - started < seconds * 1000) {
   next += FRAME_MS;
   const wait = next - performance.now();
   if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-  for (const caller of connected) caller.sendFrame(silence);
+  const offset = (frame++ % 50) * FRAME_SAMPLES;
+  const samples = background.subarray(offset, offset + FRAME_SAMPLES);
+  for (const caller of connected) caller.sendFrame(samples);
 }
 const wallS = (performance.now() - started) / 1000;
 const cpu1 = await metric('voice_agent_process_cpu_seconds_total');

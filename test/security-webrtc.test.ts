@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashApiKey } from '../src/auth/auth.js';
 import { wrtc, type PeerConnection } from '../src/transports/webrtc/wrtc.js';
 import { clientOffer } from './helpers/webrtc-offer.js';
-import { checkOffer, candidateAddressAllowed, setAudioFraming } from '../src/transports/webrtc/offer-policy.js';
+import { checkOffer, candidateAddressAllowed, setOpusParameters } from '../src/transports/webrtc/offer-policy.js';
 import { networkList } from '../src/core/networks.js';
 import { filterHostCandidates } from '../src/transports/webrtc/index.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
@@ -131,7 +131,7 @@ describe('offer policy (unit)', () => {
   it('accepts a real BUNDLEd offer and refuses unbundled, oversized and candidate-flooded ones', async () => {
     const { pc, sdp } = await clientOffer();
     pc.close();
-    const policy = { maxMediaSections: 4, maxRemoteCandidates: 50, remoteCandidateNetworks: [], opusFrameMs: 20 as const };
+    const policy = { maxMediaSections: 4, maxRemoteCandidates: 50, remoteCandidateNetworks: [], opus: { frameMs: 20 as const, dtx: true } };
     expect(() => checkOffer(sdp, policy)).not.toThrow();
     expect(() => checkOffer(sdp.replace(/a=group:BUNDLE[^\r\n]*\r\n/, ''), policy)).toThrow(/BUNDLE/);
     expect(() => checkOffer(unbundledOffer(3), policy)).toThrow(/3 audio sections/);
@@ -161,7 +161,7 @@ describe('offer policy (unit)', () => {
       'a=fmtp:63 111/111', 'a=ptime:60', 'a=maxptime:10',
       'm=application 9 UDP/DTLS/SCTP webrtc-datachannel', 'a=mid:1', 'a=ptime:5', 'a=fmtp:5000 maxptime=1', '',
     ].join('\r\n');
-    const framed = setAudioFraming(offer, 10);
+    const framed = setOpusParameters(offer, { frameMs: 10, dtx: false });
     const audio = framed.slice(0, framed.indexOf('m=application'));
     const data = framed.slice(framed.indexOf('m=application'));
     expect(audio).toContain('a=fmtp:111 useinbandfec=1\r\n');
@@ -171,7 +171,10 @@ describe('offer policy (unit)', () => {
     // Other sections are not the audio encoder's business.
     expect(data).toBe('m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:1\r\na=ptime:5\r\na=fmtp:5000 maxptime=1\r\n');
     // A fmtp line left with no parameter is dropped, not sent empty.
-    expect(setAudioFraming('v=0\r\nm=audio 9 RTP/AVP 111\r\na=fmtp:111 maxptime=5', 20)).toBe('v=0\r\nm=audio 9 RTP/AVP 111\r\na=ptime:20');
+    expect(setOpusParameters('v=0\r\nm=audio 9 RTP/AVP 111\r\na=fmtp:111 maxptime=5', { frameMs: 20, dtx: false })).toBe('v=0\r\nm=audio 9 RTP/AVP 111\r\na=ptime:20');
+    // DTX on: every Opus format says usedtx=1 (once, whatever it said), one without a fmtp line gets one; RED is left alone.
+    const dtx = setOpusParameters('v=0\r\nm=audio 9 RTP/AVP 111 109 63\r\na=fmtp:111 usedtx=0;useinbandfec=1\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:109 OPUS/48000/2\r\na=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\n', { frameMs: 20, dtx: true });
+    expect(dtx).toBe('v=0\r\nm=audio 9 RTP/AVP 111 109 63\r\na=fmtp:111 useinbandfec=1;usedtx=1\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:109 OPUS/48000/2\r\na=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\na=fmtp:109 usedtx=1\r\na=ptime:20\r\n');
   });
 
   it('answers name only the allowed addresses, c= line included', () => {

@@ -58,7 +58,7 @@ export class WebRtcTransport {
     // Checked before libwebrtc parses anything: its work per offer grows with sections and candidates.
     let checked: CheckedOffer;
     try {
-      checked = checkOffer(offerSdp, { maxMediaSections: config.maxOfferMediaSections, maxRemoteCandidates: config.maxRemoteCandidates, remoteCandidateNetworks: config.remoteCandidateNetworks, opusFrameMs: config.opusFrameMs }, this.candidateNetworks);
+      checked = checkOffer(offerSdp, { maxMediaSections: config.maxOfferMediaSections, maxRemoteCandidates: config.maxRemoteCandidates, remoteCandidateNetworks: config.remoteCandidateNetworks, opus: { frameMs: config.opusFrameMs, dtx: config.opusDtx } }, this.candidateNetworks);
     } catch (err) {
       this.offers.inc({ result: 'rejected' });
       throw err;

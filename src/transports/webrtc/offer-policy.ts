@@ -16,36 +16,56 @@ export interface OfferPolicy {
   maxRemoteCandidates: number;
   /** Networks (CIDRs) remote candidates may point at besides public addresses. */
   remoteCandidateNetworks: readonly string[];
-  /** The Opus frame (packet) length this server sends and asks for, in ms (setAudioFraming). */
-  opusFrameMs: OpusFrameMs;
+  /** How this server's calls use Opus (setOpusParameters). */
+  opus: OpusChoices;
 }
 
 /** Opus frame lengths a WebRTC call may use here: 10 ms halves the packetisation wait, 20 ms halves the packets. */
 export const OPUS_FRAME_CHOICES = [10, 20] as const;
 export type OpusFrameMs = (typeof OPUS_FRAME_CHOICES)[number];
 
+export interface OpusChoices {
+  /** Frame (packet) length both ways. */
+  frameMs: OpusFrameMs;
+  /** Discontinuous transmission both ways: a packet every 400 ms instead of 50 a second while a side is silent. */
+  dtx: boolean;
+}
+
 /** Packet-length parameters of the fmtp line (RFC 7587 / RFC 4566) and the attributes that carry them. */
 const FRAMING_PARAMS = new Set(['ptime', 'minptime', 'maxptime']);
 
 /**
- * Puts the audio section's packet length in this server's hands: every `a=ptime`/`a=maxptime` line and every
- * `ptime`/`minptime`/`maxptime` fmtp parameter is removed, and `a=ptime:<frameMs>` is set. libwebrtc's Opus setup
- * aborts the whole process (SIGILL, every call on the node dropped) on some of those values in a remote description:
- * measured with this build, `maxptime` under 20 (`a=maxptime:10`, or in the fmtp line), `minptime` over 120, or a
- * `minptime` over the `maxptime`. So no caller's value reaches it; `a=ptime` is the one libwebrtc reads to size the
- * frames it sends, and a browser's decoder takes any Opus frame length. Applied to the offer (what this server sends)
- * and to the answer (what the browser sends back).
+ * Puts the audio section's Opus framing in this server's hands, in an offer (what this server's libwebrtc then sends)
+ * and in the answer (what the browser sends back):
+ * - every `a=ptime`/`a=maxptime` line and every `ptime`/`minptime`/`maxptime` fmtp parameter is removed and
+ *   `a=ptime:<frameMs>` set. libwebrtc's Opus setup aborts the whole process (SIGILL, every call on the node dropped)
+ *   on some of those values in a remote description: measured with this build, `maxptime` under 20 (`a=maxptime:10`,
+ *   or in the fmtp line), `minptime` over 120, or a `minptime` over the `maxptime`. So no caller's value reaches it;
+ *   `a=ptime` is the one libwebrtc reads to size the frames it sends, and a decoder takes any Opus frame length.
+ * - with `dtx`, each Opus format gets `usedtx=1` (RFC 7587: the receiver prefers DTX), which libwebrtc and browsers
+ *   honour when they send; without it, what the other side asked is left as it is.
  */
-export function setAudioFraming(sdp: string, frameMs: OpusFrameMs): string {
-  const out: string[] = [];
-  let inAudio = false;
-  const closeAudio = (): void => {
-    if (inAudio) out.push(`a=ptime:${frameMs}`);
-    inAudio = false;
-  };
+export function setOpusParameters(sdp: string, opus: OpusChoices): string {
   const lines = sdp.split(/\r?\n/);
   // A trailing CRLF leaves an empty last element: keep it last.
   const trailing = lines.length > 0 && lines[lines.length - 1] === '' ? lines.pop() : undefined;
+  // The audio section's Opus payload types (its rtpmap lines may follow the fmtp lines).
+  const opusTypes = new Set<string>();
+  let inAudio = false;
+  for (const line of lines) {
+    if (line.startsWith('m=')) inAudio = line.startsWith('m=audio ');
+    const rtpmap = inAudio ? /^a=rtpmap:(\d+) opus\//i.exec(line) : null;
+    if (rtpmap) opusTypes.add(rtpmap[1]);
+  }
+  inAudio = false;
+  const out: string[] = [];
+  const withFmtp = new Set<string>();
+  const closeAudio = (): void => {
+    if (!inAudio) return;
+    if (opus.dtx) for (const type of opusTypes) if (!withFmtp.has(type)) out.push(`a=fmtp:${type} usedtx=1`);
+    out.push(`a=ptime:${opus.frameMs}`);
+    inAudio = false;
+  };
   for (const line of lines) {
     if (line.startsWith('m=')) {
       closeAudio();
@@ -58,10 +78,19 @@ export function setAudioFraming(sdp: string, frameMs: OpusFrameMs): string {
       continue;
     }
     if (/^a=(max)?ptime:/i.test(line)) continue;
-    const fmtp = /^(a=fmtp:\S+) (.*)$/.exec(line);
+    const fmtp = /^a=fmtp:(\S+) (.*)$/.exec(line);
     if (fmtp) {
-      const params = fmtp[2].split(';').map((p) => p.trim()).filter((p) => p !== '' && !FRAMING_PARAMS.has(p.split('=')[0].trim().toLowerCase()));
-      if (params.length > 0) out.push(`${fmtp[1]} ${params.join(';')}`);
+      const isOpus = opusTypes.has(fmtp[1]);
+      if (isOpus) withFmtp.add(fmtp[1]);
+      const params = fmtp[2]
+        .split(';')
+        .map((p) => p.trim())
+        .filter((p) => {
+          const name = p.split('=')[0].trim().toLowerCase();
+          return p !== '' && !FRAMING_PARAMS.has(name) && !(isOpus && opus.dtx && name === 'usedtx');
+        });
+      if (isOpus && opus.dtx) params.push('usedtx=1');
+      if (params.length > 0) out.push(`a=fmtp:${fmtp[1]} ${params.join(';')}`);
       continue;
     }
     out.push(line);
@@ -161,5 +190,5 @@ export function checkOffer(sdp: string, policy: OfferPolicy, allowed: BlockList 
   if (distinct.size > policy.maxRemoteCandidates) {
     throw new OfferError('invalid_sdp', `the SDP offer lists ${distinct.size} ICE candidates; at most ${policy.maxRemoteCandidates} are accepted`);
   }
-  return { sdp: setAudioFraming(kept.join('\r\n'), policy.opusFrameMs), droppedCandidates: dropped };
+  return { sdp: setOpusParameters(kept.join('\r\n'), policy.opus), droppedCandidates: dropped };
 }

@@ -7,7 +7,7 @@ import type { ErrorCode, SessionEvent } from '../../session/events.js';
 import type { OutboundFrame } from '../../session/output-pacer.js';
 import { parseClientMessage, ProtocolError, type ClientMessage } from '../client-messages.js';
 import { CallEdge, type AudioSink, type CallWire, type Closable } from '../kit/call-edge.js';
-import { setAudioFraming } from './offer-policy.js';
+import { setOpusParameters } from './offer-policy.js';
 import { OutboundStream, webrtcClock } from './outbound-stream.js';
 import { wrtc, type AudioSink as RtcAudioSink, type DataChannel, type PeerConnection, type SinkAudioData } from './wrtc.js';
 
@@ -214,8 +214,8 @@ export class WebRtcPeer implements CallWire, AudioSink {
     await this.gathered(pc);
     const local = pc.localDescription;
     if (!local) throw new Error('no local description after ICE gathering');
-    // The browser sizes the frames it sends by the answer's a=ptime (libwebrtc's answer carries none).
-    const sdp = setAudioFraming(filterHostCandidates(local.sdp, this.config.candidateAddresses), this.config.opusFrameMs);
+    // The browser sizes its frames by the answer's a=ptime (libwebrtc's answer carries none), and uses DTX if it says usedtx.
+    const sdp = setOpusParameters(filterHostCandidates(local.sdp, this.config.candidateAddresses), { frameMs: this.config.opusFrameMs, dtx: this.config.opusDtx });
     if (!sdp.includes('a=candidate:')) throw new Error('no ICE candidate on the configured addresses (webrtc.candidateAddresses / iceServers)');
 
     const session = await this.edge.open({ callId: this.id, language: this.language ?? this.caller?.language, keyId: this.keyId, inputSampleRate: 48_000, ...(this.caller ? { caller: this.caller } : {}) });
