@@ -198,8 +198,9 @@ async function runSip(calls: number): Promise<SipRun> {
 }
 
 async function runWebRtc(calls: number): Promise<WebRtcRun> {
-  // webrtc-media.ts runs at least 5 s; its callers always send silence (the media path alone).
-  const r = (await runScript('loadtest/webrtc-media.ts', ['--spawn', '--calls', String(calls), '--seconds', String(Math.max(5, seconds)), ...asrArgs])) as {
+  // webrtc-media.ts runs at least 5 s; its callers always send silence (the media path alone). DTX off: with it, the
+  // silent agent stream is a few sparse packets and its RFC 3550 jitter no longer shows the event loop falling behind.
+  const r = (await runScript('loadtest/webrtc-media.ts', ['--spawn', '--calls', String(calls), '--seconds', String(Math.max(5, seconds)), '--opus-dtx', 'off', ...asrArgs])) as {
     calls: number;
     connected: number;
     inbound_jitter_ms: { p50: number | null; p99: number | null };
@@ -356,7 +357,7 @@ function renderSip(runs: SipRun[]): string {
 }
 
 function renderWebRtc(runs: WebRtcRun[]): string {
-  const note = `webrtc-media.ts --spawn${asrArgs.length ? ' --asr-elsewhere' : ''}, ${Math.max(5, seconds)} s per run, callers send silence; ${loadNote(runs)}`;
+  const note = `webrtc-media.ts --spawn --opus-dtx off${asrArgs.length ? ' --asr-elsewhere' : ''}, ${Math.max(5, seconds)} s per run, callers send silence; ${loadNote(runs)}`;
   return renderPanels(
     [
       { title: 'WebRTC: service CPU per call (% of one core, all threads)', yLabel: '% of a core', series: [line('CPU per call', '#1f77b4', runs, (r) => r.cpuPerCall)] },
