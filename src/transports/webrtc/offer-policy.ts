@@ -8,6 +8,7 @@
 import { networkList } from '../../core/networks.js';
 import { BlockList, isIP } from 'node:net';
 import { OfferError } from './peer.js';
+import type { OpusFrameMs } from './options.js';
 
 export interface OfferPolicy {
   /** m= sections an offer may hold (audio + data channel, room for a video the page did not mean to add). */
@@ -19,10 +20,6 @@ export interface OfferPolicy {
   /** How this server's calls use Opus (setOpusParameters). */
   opus: OpusChoices;
 }
-
-/** Opus frame lengths a WebRTC call may use here: 10 ms halves the packetisation wait, 20 ms halves the packets. */
-export const OPUS_FRAME_CHOICES = [10, 20] as const;
-export type OpusFrameMs = (typeof OPUS_FRAME_CHOICES)[number];
 
 export interface OpusChoices {
   /** Frame (packet) length both ways. */

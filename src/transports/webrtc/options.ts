@@ -1,7 +1,10 @@
 /** The `webrtc` section (browser calls, docs/webrtc.md explains each field): options, defaults and type. */
 import type { TransportDescription } from '../kit/describe.js';
 import { common, defaultsOf, t, type Resolved } from '../../core/options.js';
-import { OPUS_FRAME_CHOICES } from './offer-policy.js';
+
+/** Opus frame lengths a WebRTC call may use here: 10 ms halves the packetisation wait, 20 ms halves the packets. */
+export const OPUS_FRAME_CHOICES = [10, 20] as const;
+export type OpusFrameMs = (typeof OPUS_FRAME_CHOICES)[number];
 
 export const WEBRTC_OPTIONS = t.object({
   /** STUN/TURN servers for the server's own ICE agent (empty: host candidates only, no traffic to third parties). */
