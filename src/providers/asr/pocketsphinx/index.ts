@@ -18,7 +18,7 @@ import { access } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
-import type { AsrFinal, AsrProvider, AsrStream, AsrStreamOptions, AsrWord } from '../types.js';
+import type { AsrFinal, AsrPartial, AsrProvider, AsrStream, AsrStreamOptions, AsrWord } from '../types.js';
 import {
   DEFAULT_LIBRARY,
   FRAMES_PER_SECOND,
@@ -367,6 +367,33 @@ export interface LaneResult {
 }
 
 /** Name of the search ps_init builds from `-jsgf`/`-lm`. */
+/**
+ * A running hypothesis as the turn detector reads it: its words and, under a grammar, whether they end a sentence —
+ * a whole one with nothing after it still explained as garbage (`gbg_…`). Undefined when it has no words.
+ */
+export function partialFromHypothesis(
+  hypothesis: string,
+  language: string,
+  grammar: Pick<LaneGrammar, 'standing'> | undefined,
+): AsrPartial | undefined {
+  const raw = hypothesis.trim();
+  const text = grammar ? sentenceWords(raw).join(' ') : raw;
+  if (text === '') return undefined;
+  if (!grammar) return { text, language };
+  const rawWords = raw.split(/\s+/);
+  const standing = grammar.standing(text);
+  const whole = isWholeSentence(standing) && !rawWords[rawWords.length - 1].startsWith(GARBAGE_PREFIX);
+  return { text, language, complete: whole, ...(whole ? { continuable: standing === 'continuable' } : {}) };
+}
+
+/**
+ * Two partials that tell the listener the same. The words alone are not enough: with a garbage loop the same words
+ * can go from "still going on" (garbage after them) to a whole sentence, and the turn detector must hear that.
+ */
+export function samePartial(a: AsrPartial, b: AsrPartial | undefined): boolean {
+  return b !== undefined && a.text === b.text && a.complete === b.complete && a.continuable === b.continuable;
+}
+
 export const DEFAULT_SEARCH = '_default';
 
 type Command =
@@ -391,7 +418,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
   private started = false;
   private uttSamples = 0;
   private samplesSinceHyp = 0;
-  private lastPartial = '';
+  private lastPartial: AsrPartial | undefined;
   /** Audio pushed but not yet decoded (or dropped). */
   private queuedSamples = 0;
   /** Of which a replay after a peek (decoded first, as it was pushed first). */
@@ -639,16 +666,11 @@ export class PocketSphinxDecoderStream implements AsrStream {
     // Only while the caller is still in this utterance (no finalize/cancel/close since).
     if (!onPartial || chunk.utt !== this.utt || this.samplesSinceHyp < PARTIAL_INTERVAL_SAMPLES) return;
     this.samplesSinceHyp = 0;
-    const raw = this.native.hypSync(ps).trim();
-    const text = this.grammar ? sentenceWords(raw).join(' ') : raw;
-    if (text === '' || text === this.lastPartial) return;
-    this.lastPartial = text;
-    // Complete: a whole sentence, and nothing after it still being explained as garbage.
-    const rawWords = raw.split(/\s+/);
-    const standing = this.grammar ? this.grammar.standing(text) : undefined;
-    const whole = isWholeSentence(standing) && !rawWords[rawWords.length - 1].startsWith(GARBAGE_PREFIX);
+    const partial = partialFromHypothesis(this.native.hypSync(ps), this.language, this.grammar);
+    if (partial === undefined || samePartial(partial, this.lastPartial)) return;
+    this.lastPartial = partial;
     try {
-      onPartial({ text, language: this.language, ...(standing !== undefined ? { complete: whole, ...(whole ? { continuable: standing === 'continuable' } : {}) } : {}) });
+      onPartial(partial);
     } catch (err) {
       this.logger?.warn({ err: asError(err) }, 'onPartial threw');
     }
@@ -864,7 +886,7 @@ export class PocketSphinxDecoderStream implements AsrStream {
   private resetUtterance(): void {
     this.uttSamples = 0;
     this.samplesSinceHyp = 0;
-    this.lastPartial = '';
+    this.lastPartial = undefined;
   }
 
   /** No decoder could be had: fail pending finalizes, ignore further audio. */
