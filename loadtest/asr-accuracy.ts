@@ -7,7 +7,7 @@
  *
  *   npm run asr-accuracy -- [--per-voice 4] [--ood 60] [--narrowband compare|on|off] [--baseline] [--one-language]
  *                           [--languages en,es] [--callers es] [--rules FILE] [--gate 0.7] [--budget-s 330] [--seed 1] [--trace]
- *                           [--save-texts FILE] [--texts FILE]
+ *                           [--save-texts FILE] [--texts FILE] [--decoder-args JSON]
  *
  * --narrowband compare (default) also decodes every call on a recogniser without narrowband decoders (the
  * behaviour before them: one wideband pool for both channels) and reports it as `…/before-narrowband`.
@@ -53,6 +53,8 @@ const LANGUAGES = arg('languages', 'en,es').split(',');
 const CALLERS = arg('callers', '').split(',').filter(Boolean);
 const SEED = Number(arg('seed', '1'));
 const GARBAGE_WEIGHT = Number(arg('garbage-weight', '0'));
+/** Extra PocketSphinx arguments for the grammar decoders (`{"-beam": "1e-100"}`), to measure a setting before it ships. */
+const GRAMMAR_DECODER_ARGS: Record<string, string> | undefined = arg('decoder-args', '') ? JSON.parse(arg('decoder-args', '')) : undefined;
 const TRACE = args.includes('--trace');
 const SAVE_TEXTS = arg('save-texts', '');
 const GIVEN_TEXTS: Record<string, string[]> = arg('texts', '') ? JSON.parse(readFileSync(arg('texts', ''), 'utf8')) : {};
@@ -234,7 +236,7 @@ async function main(): Promise<void> {
 
   const grammarOptions = (narrowband: boolean) => ({
     spareDecoders: 1, maxIdleDecoders: 2,
-    grammar: { garbageWeight: GARBAGE_WEIGHT > 0 ? GARBAGE_WEIGHT : undefined, narrowband },
+    grammar: { garbageWeight: GARBAGE_WEIGHT > 0 ? GARBAGE_WEIGHT : undefined, narrowband, ...(GRAMMAR_DECODER_ARGS ? { decoderArgs: GRAMMAR_DECODER_ARGS } : {}) },
   });
   const asr = new PocketSphinxAsr(grammarOptions(NARROWBAND !== 'off'));
   const rss0 = process.memoryUsage().rss;

@@ -121,8 +121,12 @@ class Caller {
     this.send([`ACK sip:agent@${this.args.host}:${this.args.port} SIP/2.0`, ...this.headers('ACK', 1)]);
   }
 
+  private byeLines: string[] | null = null;
+
+  /** BYE, or the same BYE again (same branch: a retransmission of one transaction, RFC 3261 §17.1.2). */
   bye(): void {
-    this.send([`BYE sip:agent@${this.args.host}:${this.args.port} SIP/2.0`, ...this.headers('BYE', 2)]);
+    this.byeLines ??= [`BYE sip:agent@${this.args.host}:${this.args.port} SIP/2.0`, ...this.headers('BYE', 2)];
+    this.send(this.byeLines);
   }
 
   private onSip(text: string): void {
@@ -135,8 +139,11 @@ class Caller {
 
   private onRtp(m: Buffer): void {
     const now = performance.now();
+    // RTCP (payload types 200–204, RFC 5761 §4): the service sends its sender reports to the RTP port + 1, which is
+    // often the next caller's RTP socket here (ports are not allocated in pairs). Read as RTP, a report's SSRC and NTP
+    // time looked like a timestamp jump of days: the "discontinuity" of earlier PDV and jitter maxima.
+    if (m.length < 12 || (m[1] >= 192 && m[1] <= 223)) return;
     this.arrivals.push(now);
-    if (m.length < 12) return;
     if (this.lastVoicedSentAt !== null && rmsDbfs(decodeMulaw(m.subarray(12))) > -40) {
       // First audible agent packet after the caller's last voiced one: voice-to-voice at the caller.
       this.v2v.push(now - this.lastVoicedSentAt);
@@ -265,8 +272,16 @@ async function main(): Promise<void> {
     const cpu1 = child?.pid === undefined ? NaN : processCpuS(child.pid);
     const main1 = child?.pid === undefined ? NaN : processCpuS(child.pid, child.pid);
     const rssMb = child?.pid === undefined ? NaN : processRssMb(child.pid);
+    // As a UA does over UDP: the BYE again after 0.5 s, 1 s and 2 s (Timer E) until it is answered.
     for (const c of callers) c.bye();
-    await sleep(500);
+    let byeRetransmissions = 0;
+    for (const wait of [500, 1000, 2000]) {
+      await sleep(wait);
+      const unanswered = callers.filter((c) => !c.byeOk);
+      if (unanswered.length === 0 || wait === 2000) break;
+      byeRetransmissions += unanswered.length;
+      for (const c of unanswered) c.bye();
+    }
     // Measure from the middle of the run (skip the first second: start-up transients).
     const deviations: number[] = [];
     let received = 0;
@@ -299,6 +314,7 @@ async function main(): Promise<void> {
       rfc3550JitterMs: { median: f(percentile(jitters, 50)), max: f(jitters.at(-1) ?? NaN) },
       clientSendLatenessMs: { p50: f(percentile(clientLate, 50)), p99: f(percentile(clientLate, 99)) },
       byeAnswered: callers.filter((c) => c.byeOk).length,
+      byeRetransmissions,
       // Only for a service this script started (its pid is known).
       ...(child
         ? {

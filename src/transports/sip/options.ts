@@ -37,6 +37,13 @@ export const SIP_OPTIONS = t.object(
     languageByNumber: t.optional(t.record(common.langTag)),
     /** Concurrent SIP calls; more get 486 Busy Here. */
     maxCalls: t.default(t.integer(1, 100_000), 200),
+    /**
+     * Receive buffer asked for the SIP UDP socket. Messages come in bursts (a trunk re-sends its INVITEs, every call
+     * ends at once); the kernel's default (~208 KiB, about 166 short datagrams) drops the rest of a burst while the event
+     * loop is busy, and each drop costs the caller a retransmission (0.5 s, then 1 s, 2 s …). The kernel caps it at
+     * `net.core.rmem_max`: the service logs a warning when it got less.
+     */
+    udpReceiveBufferBytes: t.default(t.integer(65_536, 1 << 30), 4 * 1024 * 1024),
     /** SIP messages above this get 513. */
     maxMessageBytes: t.default(t.integer(1024, 65_535), 16 * 1024),
     /**

@@ -47,6 +47,8 @@ export interface SipTransportHandler {
 export interface SipTransportOptions {
   host: string;
   port: number;
+  /** SO_RCVBUF asked for the UDP socket (sip.udpReceiveBufferBytes); the kernel may grant less. */
+  receiveBufferBytes?: number;
   allow: BlockList;
   limits: ParseLimits;
   log: Logger;
@@ -85,6 +87,7 @@ export class SipTransport {
     });
     this.udp = udp;
     this.boundPort = udp.address().port;
+    if (this.options.receiveBufferBytes !== undefined) this.sizeReceiveBuffer(udp, this.options.receiveBufferBytes);
     udp.on('message', (msg, rinfo) => this.onDatagram(msg, { transport: 'udp', address: rinfo.address, port: rinfo.port }));
     udp.on('error', (err) => log.error({ err }, 'SIP UDP socket error'));
     const tcp = net.createServer((socket) => this.onConnection(socket));
@@ -104,6 +107,28 @@ export class SipTransport {
     tcp.on('error', (err) => log.error({ err }, 'SIP TCP server error'));
     this.tcp = tcp;
     return this.boundPort;
+  }
+
+  /**
+   * Ask for a receive buffer that holds a burst of messages. Linux caps the request at net.core.rmem_max without an
+   * error (and reports twice what it keeps, for its own bookkeeping): read it back and say when it fell short.
+   */
+  private sizeReceiveBuffer(udp: dgram.Socket, bytes: number): void {
+    const { log } = this.options;
+    try {
+      udp.setRecvBufferSize(bytes);
+    } catch (err) {
+      log.warn({ err, requestedBytes: bytes }, 'SIP UDP receive buffer could not be set');
+      return;
+    }
+    const granted = udp.getRecvBufferSize();
+    const kept = process.platform === 'linux' ? granted / 2 : granted;
+    if (kept < bytes) {
+      log.warn(
+        { requestedBytes: bytes, grantedBytes: kept },
+        'SIP UDP receive buffer smaller than sip.udpReceiveBufferBytes: a burst of messages may be dropped (raise net.core.rmem_max)',
+      );
+    } else log.debug({ receiveBufferBytes: kept }, 'SIP UDP receive buffer');
   }
 
   /**

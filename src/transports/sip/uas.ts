@@ -68,6 +68,7 @@ export class SipServer {
     this.transport = new SipTransport({
       host: c.host,
       port: c.port,
+      receiveBufferBytes: c.udpReceiveBufferBytes,
       allow: networkList(c.allowFrom, 'sip.allowFrom'),
       limits: { maxMessageBytes: c.maxMessageBytes, maxHeaders: 128 },
       log: this.log,
