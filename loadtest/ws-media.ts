@@ -38,14 +38,19 @@ if (vadWorker !== undefined && vadWorker !== 'on' && vadWorker !== 'off') throw 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
 
-/** The service's event-loop lag p99 since its previous /metrics scrape, ms (NaN when unreachable). */
-async function lagP99Ms(port: number): Promise<number> {
+/**
+ * From one /metrics scrape: the event-loop lag p99 since the previous scrape, ms, and the VAD's batching totals
+ * (NaN when unreachable or absent).
+ */
+async function scrape(port: number): Promise<{ lagP99Ms: number; vadBatches: number; vadWindows: number }> {
+  let text = '';
   try {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
-    return Number(/^voice_agent_nodejs_eventloop_lag_p99_seconds ([0-9.e+-]+)/m.exec(text)?.[1] ?? NaN) * 1000;
+    text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
   } catch {
-    return NaN;
+    // unreachable: every figure NaN
   }
+  const gauge = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return { lagP99Ms: gauge('voice_agent_nodejs_eventloop_lag_p99_seconds') * 1000, vadBatches: gauge('voice_agent_vad_batches'), vadWindows: gauge('voice_agent_vad_batch_windows') };
 }
 
 async function main(): Promise<void> {
@@ -130,7 +135,7 @@ async function main(): Promise<void> {
     console.error(`${callers.length} sessions up; streaming ${seconds} s`);
     await sleep(1000);
     // The lag histogram restarts at each scrape: this one drops the start-up (model loading, connections).
-    await lagP99Ms(port);
+    const before = await scrape(port);
     const cpu0 = processCpuS(child.pid!);
     // The main thread's id is the process id.
     const mainCpu0 = processCpuS(child.pid!, child.pid!);
@@ -168,7 +173,8 @@ async function main(): Promise<void> {
     await sleep(1500);
     startedMs.sort((x, y) => x - y);
     stoppedMs.sort((x, y) => x - y);
-    const eventLoopLagP99Ms = await lagP99Ms(port);
+    const after = await scrape(port);
+    const eventLoopLagP99Ms = after.lagP99Ms;
     const f = (n: number) => Math.round(n * 100) / 100;
     console.log(
       JSON.stringify(
@@ -183,6 +189,8 @@ async function main(): Promise<void> {
           loadAverage1m: loadavg()[0],
           serverRssMbMax: f(rssMax),
           eventLoopLagP99Ms: f(eventLoopLagP99Ms),
+          // Calls sharing one Silero inference, on average over the run (its last 1.5 s of quiet included).
+          vadMeanBatch: f((after.vadWindows - before.vadWindows) / (after.vadBatches - before.vadBatches)),
           utterances: speech
             ? {
                 sent: utterancesSent,

@@ -15,7 +15,7 @@ import { CallRecorder, sweepRecordings } from './recording/recorder.js';
 import { WebhookDispatcher } from './integration/webhooks.js';
 import { handoverEvent, observedTools } from './integration/events.js';
 import { registerBackendMetrics } from './providers/backends.js';
-import { registerVadWorkerMetrics } from './providers/vad/metrics.js';
+import { registerVadBatchMetrics, registerVadWorkerMetrics } from './providers/vad/metrics.js';
 import { AgentRegistry, type AgentVersion } from './agents/registry.js';
 
 export type ServiceState = 'loading' | 'ready' | 'failed' | 'draining';
@@ -74,6 +74,7 @@ export class VoiceService {
     registerBackendMetrics(this.metrics.registry, [this.providers.asr, this.providers.llm, this.providers.tts]);
     // The VAD worker's restarts, deaths and hangs, and whether it fell back to this thread.
     registerVadWorkerMetrics(this.metrics.registry, this.providers.vad);
+    registerVadBatchMetrics(this.metrics.registry, this.providers.vad);
     this.agents = new AgentRegistry(config, this.providers, logger.child({ component: 'agents' }));
     this.webhooks = config.integration?.webhooks?.url
       ? new WebhookDispatcher(config.integration.webhooks, logger.child({ component: 'webhooks' }), this.metrics.registry)

@@ -86,6 +86,12 @@ describe('device WebSocket call', () => {
     const metricsText = await (await fetch(`${server.httpUrl}/metrics`)).text();
     expect(metricsText).toMatch(/voice_agent_stage_latency_ms_count\{stage="server_v2v"\} [1-9]/);
     expect(metricsText).toMatch(/voice_agent_stage_latency_ms_count\{stage="asr_final"\} [1-9]/);
+    // The VAD's batching: every 32 ms window of the call went through some inference, at least one per run.
+    const gauge = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(metricsText)?.[1]);
+    expect(gauge('voice_agent_vad_batches')).toBeGreaterThan(0);
+    expect(gauge('voice_agent_vad_batch_windows')).toBeGreaterThanOrEqual(gauge('voice_agent_vad_batches'));
+    expect(gauge('voice_agent_vad_batch_largest')).toBeGreaterThanOrEqual(1);
+    expect(gauge('voice_agent_vad_batch_run_seconds')).toBeGreaterThan(0);
     await device.close();
   });
 

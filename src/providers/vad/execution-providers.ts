@@ -15,8 +15,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
-import { hasVadWorkerStats } from './metrics.js';
-import type { VadProvider, VadStream, VadWorkerStats } from './types.js';
+import { hasVadBatchStats, hasVadWorkerStats } from './metrics.js';
+import type { VadBatchStats, VadProvider, VadStream, VadWorkerStats } from './types.js';
 
 /** Provider name → the shared library that must accompany an unbundled provider. */
 const PROVIDER_LIBRARIES: Record<string, string> = {
@@ -109,6 +109,11 @@ export class FallbackVad implements VadProvider {
   /** The wrapped VAD's worker health (null when it runs none). */
   get workerStats(): VadWorkerStats | null {
     return hasVadWorkerStats(this.active) ? this.active.workerStats : null;
+  }
+
+  /** The wrapped VAD's batching counters (null when it does not batch). */
+  get batchStats(): Readonly<VadBatchStats> | null {
+    return hasVadBatchStats(this.active) ? this.active.batchStats : null;
   }
 
   async load(): Promise<void> {

@@ -25,6 +25,16 @@ export interface VadStream {
 }
 
 /** Since load, what a VAD running its model in a worker thread reports to /metrics (src/providers/vad/metrics.ts). */
+/** How the VAD's windows were batched since start (SileroVad): windows / runs is the mean batch. */
+export interface VadBatchStats {
+  /** Inferences run, each over every window that was ready. */
+  runs: number;
+  windows: number;
+  maxBatchSize: number;
+  /** Wall time of the runs, as the event loop saw them (in the worker: the round trip). */
+  totalRunMs: number;
+}
+
 export interface VadWorkerStats {
   /** Workers started after the first (after a death or a hang). */
   restarts: number;

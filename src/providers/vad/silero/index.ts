@@ -22,7 +22,7 @@ import ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import { silentLogger } from '../../../core/logger.js';
 import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
-import type { VadProvider, VadStream, VadWorkerStats } from '../types.js';
+import type { VadBatchStats, VadProvider, VadStream, VadWorkerStats } from '../types.js';
 import type { SileroSettings } from './options.js';
 import {
   MAX_CONSECUTIVE_DEATHS,
@@ -75,12 +75,7 @@ export interface SileroStreamStats {
 }
 
 /** The shared batcher's counters: windows / runs is the mean batch size. */
-export interface SileroBatchStats {
-  runs: number;
-  windows: number;
-  maxBatchSize: number;
-  totalRunMs: number;
-}
+export type SileroBatchStats = VadBatchStats;
 
 export function defaultSileroModelPath(): string {
   const req = createRequire(import.meta.url);
