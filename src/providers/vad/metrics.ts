@@ -47,9 +47,9 @@ export function registerVadWorkerMetrics(registry: Registry, vad: unknown): void
 }
 
 /**
- * `voice_agent_vad_batches`, `_batch_windows` and `_batch_run_seconds` (totals since start: their increase over the
- * windows' is the mean batch) and `voice_agent_vad_batch_largest`. How well calls share an inference is what the
- * VAD's cost per call depends on (BENCHMARKS.md); a VAD that does not batch is skipped.
+ * `voice_agent_vad_batches`, `_batch_windows` and `_batch_run_seconds` (totals since start; windows over batches is
+ * the mean batch) and `voice_agent_vad_batch_largest`. How many calls share an inference is what the VAD's cost per
+ * call depends on (BENCHMARKS.md); a VAD that does not batch is skipped.
  */
 export function registerVadBatchMetrics(registry: Registry, vad: unknown): void {
   if (!hasVadBatchStats(vad)) return;

@@ -24,7 +24,6 @@ export interface VadStream {
   close(): void;
 }
 
-/** Since load, what a VAD running its model in a worker thread reports to /metrics (src/providers/vad/metrics.ts). */
 /** How the VAD's windows were batched since start (SileroVad): windows / runs is the mean batch. */
 export interface VadBatchStats {
   /** Inferences run, each over every window that was ready. */
@@ -35,6 +34,7 @@ export interface VadBatchStats {
   totalRunMs: number;
 }
 
+/** Since load, what a VAD running its model in a worker thread reports to /metrics (src/providers/vad/metrics.ts). */
 export interface VadWorkerStats {
   /** Workers started after the first (after a death or a hang). */
   restarts: number;

@@ -366,7 +366,6 @@ export interface LaneResult {
   rejected?: { text: string; reason: 'not-speech' | 'low-llr'; confidence?: number };
 }
 
-/** Name of the search ps_init builds from `-jsgf`/`-lm`. */
 /**
  * A running hypothesis as the turn detector reads it: its words and, under a grammar, whether they end a sentence —
  * a whole one with nothing after it still explained as garbage (`gbg_…`). Undefined when it has no words.
@@ -394,6 +393,7 @@ export function samePartial(a: AsrPartial, b: AsrPartial | undefined): boolean {
   return b !== undefined && a.text === b.text && a.complete === b.complete && a.continuable === b.continuable;
 }
 
+/** Name of the search ps_init builds from `-jsgf`/`-lm`. */
 export const DEFAULT_SEARCH = '_default';
 
 type Command =
