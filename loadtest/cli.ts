@@ -12,6 +12,7 @@ import { TwilioCaller } from './twilio-caller.js';
 import { WebRtcCaller } from './webrtc-caller.js';
 import { RealtimeCaller } from './realtime-caller.js';
 import { SipCaller } from './sip-caller.js';
+import { metricValue } from './prometheus.js';
 
 /**
  * npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT]
@@ -41,7 +42,7 @@ async function sampleServer(metricsUrl: string | undefined, startedAt: number): 
     const response = await fetch(metricsUrl, { signal: AbortSignal.timeout(2000) });
     if (!response.ok) return null;
     const text = await response.text();
-    const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)`, 'm').exec(text)?.[1] ?? NaN);
+    const value = (name: string) => metricValue(text, name);
     return {
       atS: Math.round((performance.now() - startedAt) / 100) / 10,
       rssMb: Math.round(value('voice_agent_process_resident_memory_bytes') / 1e5) / 10,

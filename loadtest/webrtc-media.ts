@@ -4,6 +4,7 @@ import { FRAME_MS, FRAME_SAMPLES } from '../src/audio/format.js';
 import { percentiles } from './run.js';
 import { WebRtcCaller } from './webrtc-caller.js';
 import { ASR_ELSEWHERE, startLocalService, type LocalService } from './local-service.js';
+import { metricValue } from './prometheus.js';
 
 /**
  * How many WebRTC calls one process holds on the media path alone: N callers connect and send silence (so
@@ -67,7 +68,7 @@ const key = service?.apiKey ?? values['api-key'] ?? process.env.VOICE_AGENT_API_
 
 async function metric(name: string): Promise<number> {
   const text = await (await fetch(`${target.protocol}//${target.host}/metrics`)).text();
-  return Number(new RegExp(`^${name} ([0-9.e+-]+)`, 'm').exec(text)?.[1] ?? NaN);
+  return metricValue(text, name);
 }
 
 const callers = Array.from({ length: calls }, () => new WebRtcCaller(offerUrl, key));

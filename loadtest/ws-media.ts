@@ -24,6 +24,7 @@ import { WsCaller } from './ws-caller.js';
 import { seededNoise } from './voices.js';
 import { processCpuS, processRssMb } from './proc-stat.js';
 import { ASR_ELSEWHERE } from './local-service.js';
+import { metricValue } from './prometheus.js';
 
 const get = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`);
@@ -49,8 +50,11 @@ async function scrape(port: number): Promise<{ lagP99Ms: number; vadBatches: num
   } catch {
     // unreachable: every figure NaN
   }
-  const gauge = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
-  return { lagP99Ms: gauge('voice_agent_nodejs_eventloop_lag_p99_seconds') * 1000, vadBatches: gauge('voice_agent_vad_batches'), vadWindows: gauge('voice_agent_vad_batch_windows') };
+  return {
+    lagP99Ms: metricValue(text, 'voice_agent_nodejs_eventloop_lag_p99_seconds') * 1000,
+    vadBatches: metricValue(text, 'voice_agent_vad_batches'),
+    vadWindows: metricValue(text, 'voice_agent_vad_batch_windows'),
+  };
 }
 
 async function main(): Promise<void> {

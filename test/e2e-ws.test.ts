@@ -5,6 +5,7 @@ import { lastVoicedFrame } from '../loadtest/run.js';
 import { speak } from './helpers/speech.js';
 import { startTestServer, TEST_API_KEY, type TestServer } from './helpers/server.js';
 import { TestDevice } from './helpers/device.js';
+import { metricValue } from '../loadtest/prometheus.js';
 
 /**
  * A real call over the device WebSocket on the embedded models: espeak-ng speech in, Silero VAD,
@@ -87,7 +88,7 @@ describe('device WebSocket call', () => {
     expect(metricsText).toMatch(/voice_agent_stage_latency_ms_count\{stage="server_v2v"\} [1-9]/);
     expect(metricsText).toMatch(/voice_agent_stage_latency_ms_count\{stage="asr_final"\} [1-9]/);
     // The VAD's batching: every 32 ms window of the call went through some inference, at least one per run.
-    const gauge = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(metricsText)?.[1]);
+    const gauge = (name: string) => metricValue(metricsText, name);
     expect(gauge('voice_agent_vad_batches')).toBeGreaterThan(0);
     expect(gauge('voice_agent_vad_batch_windows')).toBeGreaterThanOrEqual(gauge('voice_agent_vad_batches'));
     expect(gauge('voice_agent_vad_batch_largest')).toBeGreaterThanOrEqual(1);

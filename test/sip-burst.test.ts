@@ -27,7 +27,15 @@ function rmemMax(): number | undefined {
 /** A SIP transport on loopback counting the requests it hands up, and the warnings it logs. */
 async function transport(receiveBufferBytes: number) {
   const warnings: string[] = [];
-  const log = pino({ level: 'debug' }, { write: (line: string) => void (JSON.parse(line).level === 40 && warnings.push(JSON.parse(line).msg)) });
+  const log = pino(
+    { level: 'debug' },
+    {
+      write: (line: string) => {
+        const entry = JSON.parse(line) as { level: number; msg: string };
+        if (entry.level === 40) warnings.push(entry.msg);
+      },
+    },
+  );
   let requests = 0;
   const t = new SipTransport({
     host: '127.0.0.1',
