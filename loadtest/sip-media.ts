@@ -10,6 +10,8 @@
  *   npx tsx loadtest/sip-media.ts --sip 127.0.0.1:5060 --calls 50 --seconds 20
  *   npx tsx loadtest/sip-media.ts --spawn --calls 50 --seconds 20     # starts the service itself
  *   npx tsx loadtest/sip-media.ts --spawn --asr-elsewhere ...           # ... with no local ASR (media path alone)
+ *   npx tsx loadtest/sip-media.ts --spawn --vad-quiet off ...           # providers.vad.quietWindowDbfs null (or a level)
+ *   npx tsx loadtest/sip-media.ts --noise-dbfs -50 ...                  # a noise floor instead of digital silence
  */
 import dgram from 'node:dgram';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -22,6 +24,7 @@ import { rmsDbfs } from '../src/audio/format.js';
 import { parseWav } from '../src/audio/wav.js';
 import { processCpuS, processRssMb } from './proc-stat.js';
 import { ASR_ELSEWHERE } from './local-service.js';
+import { seededNoiseAtDbfs } from './voices.js';
 
 interface Args {
   host: string;
@@ -33,6 +36,10 @@ interface Args {
   rampMs: number;
   gapSeconds: number;
   asrElsewhere: boolean;
+  /** providers.vad.quietWindowDbfs for a spawned service: null = every window inferred; undefined = its default. */
+  vadQuiet: number | null | undefined;
+  /** RMS level of the callers' line noise, dBFS; null = digital silence (µ-law 0xFF). */
+  noiseDbfs: number | null;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -51,7 +58,16 @@ function parseArgs(argv: string[]): Args {
     rampMs: Number(get('ramp-ms') ?? 50),
     gapSeconds: Number(get('gap') ?? 5),
     asrElsewhere: argv.includes('--asr-elsewhere'),
+    vadQuiet: vadQuietArg(get('vad-quiet')),
+    noiseDbfs: get('noise-dbfs') === undefined ? null : Number(get('noise-dbfs')),
   };
+}
+
+function vadQuietArg(value: string | undefined): number | null | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'off') return null;
+  if (!Number.isFinite(Number(value))) throw new Error('--vad-quiet must be off or a level in dBFS');
+  return Number(value);
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -175,14 +191,17 @@ class Caller {
   }
 }
 
-async function spawnService(asrElsewhere: boolean): Promise<{ child: ChildProcess; port: number }> {
+async function spawnService(asrElsewhere: boolean, vadQuiet: number | null | undefined): Promise<{ child: ChildProcess; port: number }> {
   const port = 25_000 + Math.floor(Math.random() * 5000);
   const file = path.join(tmpdir(), `sip-bench-${process.pid}.json`);
   writeFileSync(
     file,
     JSON.stringify({ host: '127.0.0.1', port: 0, logLevel: 'warn', store: { path: ':memory:' }, limits: { maxSessionsPerKey: 1000, maxSessions: 0 },
       sip: { host: '127.0.0.1', port, maxCalls: 1000 },
-      ...(asrElsewhere ? { providers: { asr: ASR_ELSEWHERE } } : {}),
+      providers: {
+        ...(asrElsewhere ? { asr: ASR_ELSEWHERE } : {}),
+        ...(vadQuiet === undefined ? {} : { vad: { provider: 'silero', quietWindowDbfs: vadQuiet } }),
+      },
     }),
   );
   const extra = process.env.SIP_BENCH_NODE_FLAGS ? process.env.SIP_BENCH_NODE_FLAGS.split(' ') : [];
@@ -208,19 +227,21 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   let child: ChildProcess | null = null;
   if (args.spawn) {
-    const s = await spawnService(args.asrElsewhere);
+    const s = await spawnService(args.asrElsewhere, args.vadQuiet);
     child = s.child;
     args.port = s.port;
   }
-  let audio: Uint8Array = new Uint8Array(8000).fill(0xff);
+  /** The line's noise under everything the caller sends; none: zeros. */
+  const lineNoise = (samples: number): Int16Array => (args.noiseDbfs === null ? new Int16Array(samples) : seededNoiseAtDbfs(samples, 3, args.noiseDbfs));
+  let audio: Uint8Array = args.noiseDbfs === null ? new Uint8Array(8000).fill(0xff) : encodeMulaw(lineNoise(8000));
   /** Packet index (within one loop of `audio`) of the last voiced 20 ms; -1 for silence. */
   let lastVoicedPacket = -1;
   if (args.audio) {
     const wav = parseWav(readFileSync(args.audio));
     if (wav.sampleRate !== 8000) throw new Error('--audio must be 8 kHz mono PCM16');
     // The utterance, then `gap` seconds of silence for the agent to answer in; looped.
-    const looped = new Int16Array(wav.samples.length + 8000 * args.gapSeconds);
-    looped.set(wav.samples);
+    const looped = lineNoise(wav.samples.length + 8000 * args.gapSeconds);
+    for (let i = 0; i < wav.samples.length; i++) looped[i] = Math.max(-32768, Math.min(32767, looped[i] + wav.samples[i]));
     for (let i = 0; i + 160 <= wav.samples.length; i += 160) if (rmsDbfs(wav.samples.subarray(i, i + 160)) > -40) lastVoicedPacket = i / 160;
     audio = encodeMulaw(looped);
   }
@@ -308,6 +329,7 @@ async function main(): Promise<void> {
     const result = {
       calls: callers.length,
       seconds: args.seconds,
+      lineNoiseDbfs: args.noiseDbfs ?? 'digital silence',
       packetsReceived: received,
       packetsExpected: expected,
       interarrivalDeviationMs: { p50: f(percentile(deviations, 50)), p95: f(percentile(deviations, 95)), p99: f(percentile(deviations, 99)), max: f(deviations.at(-1) ?? NaN) },
@@ -323,6 +345,7 @@ async function main(): Promise<void> {
             serverCpuPercentPerCall: Math.round(((cpu1 - cpu0) / wallS / Math.max(1, callers.length)) * 10_000) / 100,
             serverMainThreadCpuPercent: Math.round(((main1 - main0) / wallS) * 1000) / 10,
             serverRssMb: Math.round(rssMb),
+            vadQuiet: args.vadQuiet === undefined ? 'default' : (args.vadQuiet ?? 'off'),
           }
         : {}),
       loadAverage1m: Math.round(loadavg()[0] * 10) / 10,

@@ -136,7 +136,7 @@ export async function phoneChannel(pcm: Int16Array): Promise<Int16Array> {
   }
 }
 
-/** Deterministic noise (mulberry32), ±`amplitude`: 100 is a quiet line's floor, about -50 dBFS. */
+/** Deterministic noise (mulberry32), ±`amplitude`: 100 is a quiet line's floor, -55 dBFS RMS (uniform: RMS = peak / √3). */
 export function seededNoise(samples: number, seed: number, amplitude = 100): Int16Array {
   let s = seed;
   const out = new Int16Array(samples);
@@ -147,4 +147,10 @@ export function seededNoise(samples: number, seed: number, amplitude = 100): Int
     out[i] = Math.round(((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * amplitude);
   }
   return out;
+}
+
+/** seededNoise at an RMS level in dBFS. */
+export function seededNoiseAtDbfs(samples: number, seed: number, levelDbfs: number): Int16Array {
+  if (!(levelDbfs < 0)) throw new RangeError(`a noise level must be under 0 dBFS, got ${levelDbfs}`);
+  return seededNoise(samples, seed, Math.round(32768 * 10 ** (levelDbfs / 20) * Math.sqrt(3)));
 }

@@ -1,6 +1,6 @@
 /**
  * Device WebSocket media-path benchmark: N concurrent `/v1/ws` sessions (PCM16 16 kHz) against a service this
- * script starts, each sending 20 ms frames in real time: a low noise floor (about -50 dBFS, so the VAD sees real
+ * script starts, each sending 20 ms frames in real time: a low noise floor (-55 dBFS RMS, so the VAD sees real
  * input, not digital zeros) with, given --audio, that utterance every --speech-every seconds (callers staggered).
  * Reports the service's own CPU (from /proc/PID/stat, so the callers' CPU is not counted), CPU per call, RSS,
  * event-loop lag p99, errors, and whether the VAD keeps up: utterances detected (speech.started per utterance sent)
@@ -9,8 +9,11 @@
  * The service's ASR is a batch endpoint on a closed port (ASR and LLM elsewhere); --local-asr keeps the configured one.
  *
  *   npx tsx loadtest/ws-media.ts --calls 50 --seconds 15 [--audio speech.wav --speech-every 20] [--local-asr] [--vad-worker on|off]
+ *     [--noise-dbfs -50|none] [--vad-quiet off|DBFS]
  *
- * --vad-worker sets providers.vad.worker (default: the service's own default). The main thread's own CPU is
+ * --vad-worker sets providers.vad.worker (default: the service's own default). --noise-dbfs sets the floor's RMS
+ * level (default: ±100 uniform, -55 dBFS; none = digital silence between utterances). --vad-quiet sets providers.vad.quietWindowDbfs
+ * (off = null: every window inferred; default: the service's own). The main thread's own CPU is
  * reported apart (/proc/PID/task/PID/stat): it carries every call's audio, so it is the one that must not saturate.
  */
 import { spawn } from 'node:child_process';
@@ -21,7 +24,7 @@ import path from 'node:path';
 import { FRAME_SAMPLES, rmsDbfs } from '../src/audio/format.js';
 import { parseWav } from '../src/audio/wav.js';
 import { WsCaller } from './ws-caller.js';
-import { seededNoise } from './voices.js';
+import { seededNoise, seededNoiseAtDbfs } from './voices.js';
 import { processCpuS, processRssMb } from './proc-stat.js';
 import { ASR_ELSEWHERE } from './local-service.js';
 import { metricValue } from './prometheus.js';
@@ -36,6 +39,12 @@ const audioFile = get('audio');
 const speechEveryS = Number(get('speech-every') ?? 20);
 const vadWorker = get('vad-worker');
 if (vadWorker !== undefined && vadWorker !== 'on' && vadWorker !== 'off') throw new Error('--vad-worker must be on or off');
+/** --noise-dbfs: the floor's RMS level; none: digital silence; absent: seededNoise's ±100 (-55 dBFS), as before it existed. */
+const noiseArg = get('noise-dbfs');
+const lineNoise = (samples: number): Int16Array =>
+  noiseArg === undefined ? seededNoise(samples, 7) : noiseArg === 'none' ? new Int16Array(samples) : seededNoiseAtDbfs(samples, 7, Number(noiseArg));
+const vadQuiet = get('vad-quiet');
+if (vadQuiet !== undefined && vadQuiet !== 'off' && !Number.isFinite(Number(vadQuiet))) throw new Error('--vad-quiet must be off or a level in dBFS');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
 
@@ -43,7 +52,7 @@ const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? NaN :
  * From one /metrics scrape: the event-loop lag p99 since the previous scrape, ms, and the VAD's batching totals
  * (NaN when unreachable or absent).
  */
-async function scrape(port: number): Promise<{ lagP99Ms: number; vadBatches: number; vadWindows: number }> {
+async function scrape(port: number): Promise<{ lagP99Ms: number; vadBatches: number; vadWindows: number; vadQuietSkipped: number }> {
   let text = '';
   try {
     text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
@@ -54,6 +63,7 @@ async function scrape(port: number): Promise<{ lagP99Ms: number; vadBatches: num
     lagP99Ms: metricValue(text, 'voice_agent_nodejs_eventloop_lag_p99_seconds') * 1000,
     vadBatches: metricValue(text, 'voice_agent_vad_batches'),
     vadWindows: metricValue(text, 'voice_agent_vad_batch_windows'),
+    vadQuietSkipped: metricValue(text, 'voice_agent_vad_quiet_windows_skipped'),
   };
 }
 
@@ -74,7 +84,15 @@ async function main(): Promise<void> {
       // loopback port, so a speech turn ends in an ASR error (counted) instead of local decoding.
       providers: {
         ...(process.argv.includes('--local-asr') ? {} : { asr: ASR_ELSEWHERE }),
-        ...(vadWorker === undefined ? {} : { vad: { provider: 'silero', worker: vadWorker === 'on' } }),
+        ...(vadWorker === undefined && vadQuiet === undefined
+          ? {}
+          : {
+              vad: {
+                provider: 'silero',
+                ...(vadWorker === undefined ? {} : { worker: vadWorker === 'on' }),
+                ...(vadQuiet === undefined ? {} : { quietWindowDbfs: vadQuiet === 'off' ? null : Number(vadQuiet) }),
+              },
+            }),
       },
       auth: { apiKeyHashes: [createHash('sha256').update(apiKey).digest('hex')], tokenTtlS: 300, required: true, generatedKeyFile: null },
     }),
@@ -89,7 +107,7 @@ async function main(): Promise<void> {
     if (speech && speech.sampleRate !== 16_000) throw new Error('--audio must be 16 kHz mono PCM16');
     const loopFrames = speech ? Math.round((speechEveryS * 1000) / 20) : 250;
     // One loop per caller: noise, with the utterance mixed in at the start of the loop.
-    const loop = seededNoise(loopFrames * FRAME_SAMPLES, 7);
+    const loop = lineNoise(loopFrames * FRAME_SAMPLES);
     if (speech) for (let i = 0; i < Math.min(speech.samples.length, loop.length); i++) loop[i] = Math.max(-32768, Math.min(32767, loop[i] + speech.samples[i]));
     // The utterance's first and last voiced frames within the loop (-1: no speech).
     let firstVoiced = -1;
@@ -195,6 +213,13 @@ async function main(): Promise<void> {
           eventLoopLagP99Ms: f(eventLoopLagP99Ms),
           // Calls sharing one Silero inference, on average over the run (its last 1.5 s of quiet included).
           vadMeanBatch: f((after.vadWindows - before.vadWindows) / (after.vadBatches - before.vadBatches)),
+          noiseFloorDbfs: noiseArg ?? -55,
+          vadQuiet: vadQuiet ?? 'default',
+          // Of all windows the callers' audio made, the share not inferred (quiet, three seconds into a silence).
+          vadQuietSkippedShare: f(
+            (after.vadQuietSkipped - before.vadQuietSkipped) /
+              (after.vadQuietSkipped - before.vadQuietSkipped + after.vadWindows - before.vadWindows),
+          ),
           utterances: speech
             ? {
                 sent: utterancesSent,

@@ -108,6 +108,24 @@ describe('PolyphaseResampler', () => {
     expect(concatPcm([once.process(long), once.flush()])).toEqual(streamed(new PolyphaseResampler(48000, 16000), long));
   });
 
+  it('digital silence between sounds, taken frame by frame (silent frames not filtered), gives the samples of one call', () => {
+    for (const [from, to] of [[8000, 16000], [16000, 8000], [48000, 16000], [16000, 48000]]) {
+      // Under one 48,000-sample block, so the single call filters every sample.
+      const x = concatPcm([noise(from / 4, 5), new Int16Array(from / 2), noise(from / 4, 6), new Int16Array(from / 4)]);
+      const one = new PolyphaseResampler(from, to);
+      const whole = concatPcm([one.process(x), one.flush()]);
+      const frame = from / 50;
+      const r = new PolyphaseResampler(from, to);
+      const parts: Int16Array[] = [];
+      for (let off = 0; off < x.length; off += frame) parts.push(r.process(x.subarray(off, off + frame)));
+      parts.push(r.flush());
+      const framed = concatPcm(parts);
+      expect(framed, `${from} → ${to}`).toEqual(whole);
+      // The zeros a filter length after the first sound are exact zeros out.
+      expect(framed.subarray(Math.round(to * 0.3), Math.round(to * 0.7)).every((v) => v === 0)).toBe(true);
+    }
+  });
+
   it('takes its filter delay back: output sample n is input time n / toRate', () => {
     // A click at 100 ms comes out at 100 ms at the new rate (within one sample), both ways.
     for (const [from, to] of [[8000, 16000], [16000, 8000], [48000, 16000], [16000, 48000]]) {

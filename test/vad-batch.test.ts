@@ -45,7 +45,9 @@ function getFixtures(): Promise<Fixtures> {
         hasSpeech.push(true);
       }
     }
-    const single = new SileroVad({ maxBatch: 1, worker: false });
+    // Every window inferred (no quiet windows skipped): the batch counts below are of every window (vad-quiet.test.ts
+    // checks batching with quiet windows skipped).
+    const single = new SileroVad({ maxBatch: 1, worker: false, quietWindows: null });
     await single.load();
     const reference = await alone(single, inputs);
     await single.close();
@@ -66,7 +68,7 @@ describe.each([
 
   beforeAll(async () => {
     ({ inputs, hasSpeech, reference } = await getFixtures());
-    batched = new SileroVad({ worker });
+    batched = new SileroVad({ worker, quietWindows: null });
     await batched.load();
   }, 60_000);
 
@@ -228,7 +230,7 @@ describe('the Silero VAD worker dying', () => {
   it('a dead worker is restarted (logged) and a batch caught by a death runs again: every stream still gets its unbatched probabilities; three deaths in a row move the VAD to this thread', async () => {
     const { inputs, reference } = await getFixtures();
     const logs: LogLine[] = [];
-    const vad = new SileroVad({ logger: capturingLogger(logs) });
+    const vad = new SileroVad({ logger: capturingLogger(logs), quietWindows: null });
     await vad.load();
     const runner = vad.workerRunner!;
     expect(runner).not.toBeNull();
@@ -273,7 +275,7 @@ describe('the Silero VAD worker dying', () => {
 
   it('close() ends the worker thread, and that is not logged as a death', async () => {
     const logs: LogLine[] = [];
-    const vad = new SileroVad({ logger: capturingLogger(logs) });
+    const vad = new SileroVad({ logger: capturingLogger(logs), quietWindows: null });
     await vad.load();
     const thread = vad.workerRunner!.thread!;
     const exited = new Promise<number>((r) => thread.once('exit', r));

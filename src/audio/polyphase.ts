@@ -129,6 +129,11 @@ export class PolyphaseResampler {
   private toSkip: number;
   private samplesIn = 0;
   private samplesOut = 0;
+  /**
+   * Zero samples at the end of the input so far. Once every input a block's outputs reach back to is zero (digital
+   * silence: an agent between replies, a line with nothing on it), its outputs are zero with no filtering.
+   */
+  private trailingZeros: number;
 
   constructor(fromRate: number, toRate: number) {
     const factors = polyphaseFactors(fromRate, toRate);
@@ -139,6 +144,7 @@ export class PolyphaseResampler {
     this.history = new Float64Array(this.design.taps - 1 + 1024);
     this.next = this.design.taps - 1;
     this.toSkip = this.design.delay;
+    this.trailingZeros = this.design.taps - 1;
   }
 
   process(input: Int16Array): Int16Array {
@@ -156,7 +162,14 @@ export class PolyphaseResampler {
       this.history = grown;
     }
     const x = this.history;
-    for (let i = 0; i < input.length; i++) x[held + i] = input[i] / 32768;
+    let lastNonZero = -1;
+    for (let i = 0; i < input.length; i++) {
+      x[held + i] = input[i] / 32768;
+      if (input[i] !== 0) lastNonZero = i;
+    }
+    // Every output of this block reads inputs from x[0] on (next − the oldest tap's age ≥ 0): all zero, all silent.
+    const silent = lastNonZero < 0 && this.trailingZeros >= held;
+    this.trailingZeros = lastNonZero < 0 ? this.trailingZeros + input.length : input.length - 1 - lastNonZero;
     // Outputs whose newest input is in this chunk: about input × up / down, plus one.
     const out = new Int16Array(Math.ceil(((end - this.next) * this.up) / this.down) + 1);
     let written = 0;
@@ -165,33 +178,46 @@ export class PolyphaseResampler {
     let toSkip = this.toSkip;
     const up = this.up;
     const down = this.down;
-    while (next < end) {
-      const { ages, coefs, dense, symmetric } = phases[phase];
-      const n = coefs.length;
-      let acc = 0;
-      if (symmetric) {
-        // A linear-phase filter's mirrored taps share a coefficient: one multiply per pair.
-        const half = n >> 1;
-        if (dense) {
-          const newest = next - ages[0];
-          const oldest = next - ages[n - 1];
-          for (let k = 0; k < half; k++) acc += coefs[k] * (x[newest - k] + x[oldest + k]);
-        } else for (let k = 0; k < half; k++) acc += coefs[k] * (x[next - ages[k]] + x[next - ages[n - 1 - k]]);
-        if (n & 1) acc += coefs[half] * x[next - ages[half]];
-      } else if (dense) {
-        // Consecutive taps (an interpolator's phases): no index table to read.
-        const newest = next - ages[0];
-        for (let k = 0; k < n; k++) acc += coefs[k] * x[newest - k];
-      } else for (let k = 0; k < n; k++) acc += coefs[k] * x[next - ages[k]];
-      if (toSkip > 0) toSkip--;
-      else {
-        const v = Math.round(acc * 32768);
-        out[written++] = v > 32767 ? 32767 : v < -32768 ? -32768 : v;
+    if (silent) {
+      // The same steps as below with every output 0 (`out` starts zeroed).
+      while (next < end) {
+        if (toSkip > 0) toSkip--;
+        else written++;
+        phase += down;
+        while (phase >= up) {
+          phase -= up;
+          next++;
+        }
       }
-      phase += down;
-      while (phase >= up) {
-        phase -= up;
-        next++;
+    } else {
+      while (next < end) {
+        const { ages, coefs, dense, symmetric } = phases[phase];
+        const n = coefs.length;
+        let acc = 0;
+        if (symmetric) {
+          // A linear-phase filter's mirrored taps share a coefficient: one multiply per pair.
+          const half = n >> 1;
+          if (dense) {
+            const newest = next - ages[0];
+            const oldest = next - ages[n - 1];
+            for (let k = 0; k < half; k++) acc += coefs[k] * (x[newest - k] + x[oldest + k]);
+          } else for (let k = 0; k < half; k++) acc += coefs[k] * (x[next - ages[k]] + x[next - ages[n - 1 - k]]);
+          if (n & 1) acc += coefs[half] * x[next - ages[half]];
+        } else if (dense) {
+          // Consecutive taps (an interpolator's phases): no index table to read.
+          const newest = next - ages[0];
+          for (let k = 0; k < n; k++) acc += coefs[k] * x[newest - k];
+        } else for (let k = 0; k < n; k++) acc += coefs[k] * x[next - ages[k]];
+        if (toSkip > 0) toSkip--;
+        else {
+          const v = Math.round(acc * 32768);
+          out[written++] = v > 32767 ? 32767 : v < -32768 ? -32768 : v;
+        }
+        phase += down;
+        while (phase >= up) {
+          phase -= up;
+          next++;
+        }
       }
     }
     this.toSkip = toSkip;
@@ -231,5 +257,6 @@ export class PolyphaseResampler {
     this.toSkip = this.design.delay;
     this.samplesIn = 0;
     this.samplesOut = 0;
+    this.trailingZeros = this.design.taps - 1;
   }
 }

@@ -11,6 +11,7 @@ import { defaultRulesPath } from './llm/rules/config.js';
 import { loadAgentTools } from '../integration/http-tools.js';
 import { createTtsProvider } from './tts/index.js';
 import { SileroVad } from './vad/silero/index.js';
+import { quietWindowsOf } from './vad/quiet-windows.js';
 import { FallbackVad } from './vad/execution-providers.js';
 
 /** Build the providers the config names. Nothing is loaded yet: see loadProviders. */
@@ -26,6 +27,7 @@ export function createProviders(config: ServiceConfig, logger: Logger): SessionP
           executionProviders,
           worker: vad.worker,
           workerDeadlineMs: vad.workerDeadlineMs,
+          quietWindows: quietWindowsOf(vad),
           logger: logger.child({ provider: 'vad' }),
         }),
       vad.executionProviders,

@@ -32,6 +32,8 @@ export interface VadBatchStats {
   maxBatchSize: number;
   /** Wall time of the runs, as the event loop saw them (in the worker: the round trip). */
   totalRunMs: number;
+  /** Windows of any stream not run at all: quiet, well into a silence (SileroVadStream). */
+  skippedQuietWindows: number;
 }
 
 /** Since load, what a VAD running its model in a worker thread reports to /metrics (src/providers/vad/metrics.ts). */

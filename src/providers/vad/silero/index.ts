@@ -24,6 +24,7 @@ import { silentLogger } from '../../../core/logger.js';
 import { FRAME_SAMPLES, INTERNAL_SAMPLE_RATE } from '../../../audio/format.js';
 import type { VadBatchStats, VadProvider, VadStream, VadWorkerStats } from '../types.js';
 import type { SileroSettings } from './options.js';
+import { DEFAULT_QUIET_WINDOWS, QuietWindowGate, type QuietWindows } from '../quiet-windows.js';
 import {
   MAX_CONSECUTIVE_DEATHS,
   SileroWorkerRunner,
@@ -63,6 +64,8 @@ export type SileroVadOptions = Omit<SileroSettings, 'executionProviders'> & {
   maxBatch?: number;
   /** Where a dying worker is reported. */
   logger?: Logger;
+  /** Which quiet windows are skipped (default DEFAULT_QUIET_WINDOWS, quiet-windows.ts); null runs every window. */
+  quietWindows?: QuietWindows | null;
   /** FAULT INJECTION, tests only (never from the config): make workers hang (worker-runner.ts). */
   workerHangInjection?: WorkerHangInjection;
 };
@@ -70,6 +73,8 @@ export type SileroVadOptions = Omit<SileroSettings, 'executionProviders'> & {
 /** Inference timing of one stream, for metrics and benchmarks (a window's time is its batch's run). */
 export interface SileroStreamStats {
   windows: number;
+  /** Windows not run: quiet (quiet-windows.ts) while the stream was in silence, its state and probability held. */
+  skippedQuietWindows: number;
   totalInferenceMs: number;
   maxInferenceMs: number;
 }
@@ -116,7 +121,7 @@ export class SileroBatcher {
   private scheduled = false;
   private readonly inFlight = new Set<Promise<void>>();
   private closed = false;
-  readonly stats: SileroBatchStats = { runs: 0, windows: 0, maxBatchSize: 0, totalRunMs: 0 };
+  readonly stats: SileroBatchStats = { runs: 0, windows: 0, maxBatchSize: 0, totalRunMs: 0, skippedQuietWindows: 0 };
 
   constructor(
     private readonly session: SileroRunner,
@@ -241,6 +246,7 @@ export class SileroVad implements VadProvider {
   private readonly workerDeadlineMs: number | undefined;
   private readonly workerHangInjection: WorkerHangInjection | undefined;
   private readonly logger: Logger;
+  private readonly quietWindows: QuietWindows | null;
   /** The session on this thread, or the worker runner (which owns its session). */
   private session: ort.InferenceSession | SileroWorkerRunner | null = null;
   private modelIo: ModelIo | null = null;
@@ -256,6 +262,7 @@ export class SileroVad implements VadProvider {
     this.workerDeadlineMs = options.workerDeadlineMs;
     this.workerHangInjection = options.workerHangInjection;
     this.logger = options.logger ?? silentLogger();
+    this.quietWindows = options.quietWindows === undefined ? DEFAULT_QUIET_WINDOWS : options.quietWindows;
   }
 
   /** The model's declared input and output names (after load). */
@@ -348,7 +355,7 @@ export class SileroVad implements VadProvider {
 
   createStream(): SileroVadStream {
     this.requireSession();
-    return new SileroVadStream(this.batcher!);
+    return new SileroVadStream(this.batcher!, this.quietWindows);
   }
 
   /** Free the shared session; streams created before must not be used afterwards. */
@@ -369,6 +376,16 @@ export class SileroVad implements VadProvider {
 }
 
 
+/** Only while the last probability is this low: a speech tail always runs until the model itself calls it silence. */
+const QUIET_HOLD_BELOW = 0.1;
+
+/** Mean square of the window's new samples (the context is the last window's). */
+function meanSquare(window: Float32Array): number {
+  let sum = 0;
+  for (let i = SILERO_CONTEXT_SAMPLES; i < window.length; i++) sum += window[i] * window[i];
+  return sum / SILERO_WINDOW_SAMPLES;
+}
+
 export class SileroVadStream implements VadStream {
   /** [64 context | 512 window]: the context is the previous window's last 64 samples. */
   private readonly input = new Float32Array(INPUT_SAMPLES);
@@ -377,11 +394,18 @@ export class SileroVadStream implements VadStream {
   private state: Float32Array = new Float32Array(STATE_SIZE);
   private probability = 0;
   private closed = false;
+  /** Which windows need no model (quiet-windows.ts); null runs every window. */
+  private readonly quiet: QuietWindowGate | null;
   /** Bumped by reset(): a window in flight when the state is reset must not write it back. */
   private generation = 0;
-  readonly stats: SileroStreamStats = { windows: 0, totalInferenceMs: 0, maxInferenceMs: 0 };
+  readonly stats: SileroStreamStats = { windows: 0, skippedQuietWindows: 0, totalInferenceMs: 0, maxInferenceMs: 0 };
 
-  constructor(private readonly batcher: SileroBatcher) {}
+  constructor(
+    private readonly batcher: SileroBatcher,
+    quiet: QuietWindows | null = DEFAULT_QUIET_WINDOWS,
+  ) {
+    this.quiet = quiet === null ? null : new QuietWindowGate(quiet);
+  }
 
   async process(frame: Int16Array): Promise<number> {
     if (this.closed) throw new Error('SileroVadStream: process() after close()');
@@ -401,6 +425,12 @@ export class SileroVadStream implements VadStream {
         const window = this.input.slice();
         this.input.copyWithin(0, SILERO_WINDOW_SAMPLES, SILERO_WINDOW_SAMPLES + SILERO_CONTEXT_SAMPLES);
         this.fill = 0;
+        // The state and probability are held over a skipped window (the context samples still move on).
+        if (this.quiet?.push(meanSquare(window)) && this.probability < QUIET_HOLD_BELOW) {
+          this.stats.skippedQuietWindows++;
+          this.batcher.stats.skippedQuietWindows++;
+          continue;
+        }
         await this.infer(window);
       }
     }
@@ -426,6 +456,7 @@ export class SileroVadStream implements VadStream {
     this.fill = 0;
     this.state = new Float32Array(STATE_SIZE);
     this.probability = 0;
+    this.quiet?.reset();
   }
 
   close(): void {

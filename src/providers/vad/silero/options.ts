@@ -15,5 +15,16 @@ export const SILERO_OPTIONS = t.object({
    * restarted worker gets 5 deadlines to load its model (a restart takes 0.2–0.45 s).
    */
   workerDeadlineMs: t.optional(t.integer(100, 60_000)),
+  /**
+   * Default -60: a 32 ms window quieter than this (RMS, dBFS), three seconds into a quiet stretch, is not inferred:
+   * the model would call it silence (its state and probability are held; src/providers/vad/quiet-windows.ts). null
+   * infers every window (and turns quietOverFloorDb off too).
+   */
+  quietWindowDbfs: t.optional(t.nullable(t.number(-120, -30))),
+  /**
+   * Default 3: a window at most this many dB over the line's own noise floor (a steady hiss or hum) is quiet too,
+   * three seconds into a quiet stretch; anything that changes more runs. null: only quietWindowDbfs counts.
+   */
+  quietOverFloorDb: t.optional(t.nullable(t.number(0, 12))),
 });
 export type SileroSettings = Static<typeof SILERO_OPTIONS>;

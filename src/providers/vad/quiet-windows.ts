@@ -1,0 +1,65 @@
+/**
+ * Which VAD windows need no model: three seconds into a stretch that is either under an absolute level (digital
+ * silence, a muted microphone) or steady at the line's own noise floor (a hiss or hum that does not change). The
+ * model's answer on such windows is silence, and they are most of a call's windows. What changes (a word, a click,
+ * babble, music) always goes to the model. SileroVadStream holds its state and probability across the windows this
+ * calls quiet (BENCHMARKS.md, "Quiet windows": what that changes in Silero's decisions, and what it saves).
+ */
+export interface QuietWindows {
+  /** RMS level of a window, dBFS, under which it is always quiet. */
+  levelDbfs: number;
+  /** A window at most this far over the line's noise floor (dB) is quiet; null: only the absolute level counts. */
+  overFloorDb: number | null;
+  /** Quiet windows in a row that still run before the rest are skipped (the model's state settles on the quiet). */
+  settleWindows: number;
+}
+
+/**
+ * -60 dBFS: digital silence, a muted or very quiet microphone, a line between G.711's smallest steps; speech is
+ * 30–50 dB louder. 3 dB over the floor: a steady noise's 32 ms windows stay within about a dB of their quietest, and
+ * speech at 0 dB SNR already doubles the power. 94 windows (3 s): Silero's state keeps changing over a long silence,
+ * so no point is exact, and a state held from early in a pause is primed: held from 0.5 s, the next utterance was
+ * marked up to 7 frames longer than with every window run (a later endpoint: +40–50 ms voice-to-voice on eSpeak's
+ * "What time is it?"); held from 3 s, within two frames (BENCHMARKS.md, "Quiet windows").
+ */
+export const DEFAULT_QUIET_WINDOWS: QuietWindows = { levelDbfs: -60, overFloorDb: 3, settleWindows: 94 };
+
+/** How fast the floor follows a louder line, dB per window (~2.5 dB/s): speech never lifts it far. */
+const FLOOR_RISE_DB = 0.08;
+
+/** One stream's quiet detector, fed each window's mean square (samples scaled to ±1). */
+export class QuietWindowGate {
+  private readonly levelMeanSquare: number;
+  private floorDb = 0;
+  private run = 0;
+
+  constructor(private readonly config: QuietWindows) {
+    this.levelMeanSquare = 10 ** (config.levelDbfs / 10);
+  }
+
+  /** True when this window may be skipped: quiet, after `settleWindows` quiet ones in a row. */
+  push(meanSquare: number): boolean {
+    const levelDb = 10 * Math.log10(Math.max(meanSquare, 1e-12));
+    // The floor drops at once to a quieter window and rises slowly (as EnergyOnset's does).
+    this.floorDb = levelDb < this.floorDb ? levelDb : this.floorDb + Math.min(FLOOR_RISE_DB, levelDb - this.floorDb);
+    const overFloor = this.config.overFloorDb;
+    const quiet = meanSquare < this.levelMeanSquare || (overFloor !== null && levelDb <= this.floorDb + overFloor);
+    this.run = quiet ? this.run + 1 : 0;
+    return this.run > this.config.settleWindows;
+  }
+
+  reset(): void {
+    this.floorDb = 0;
+    this.run = 0;
+  }
+}
+
+/** `providers.vad`'s quietWindowDbfs and quietOverFloorDb (null: off) over the defaults; null skips no window. */
+export function quietWindowsOf(options: { quietWindowDbfs?: number | null; quietOverFloorDb?: number | null }): QuietWindows | null {
+  if (options.quietWindowDbfs === null) return null;
+  return {
+    ...DEFAULT_QUIET_WINDOWS,
+    levelDbfs: options.quietWindowDbfs ?? DEFAULT_QUIET_WINDOWS.levelDbfs,
+    overFloorDb: options.quietOverFloorDb === undefined ? DEFAULT_QUIET_WINDOWS.overFloorDb : options.quietOverFloorDb,
+  };
+}
