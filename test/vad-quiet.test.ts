@@ -4,7 +4,7 @@ import { INTERNAL_SAMPLE_RATE } from '../src/audio/format.js';
 import { loadConfig } from '../src/config.js';
 import { registerVadBatchMetrics } from '../src/providers/vad/metrics.js';
 import { SileroVad, type SileroVadStream } from '../src/providers/vad/silero/index.js';
-import { DEFAULT_QUIET_WINDOWS, quietWindowsOf } from '../src/providers/vad/quiet-windows.js';
+import { DEFAULT_QUIET_WINDOWS, QuietWindowGate, quietWindowsOf } from '../src/providers/vad/quiet-windows.js';
 import { seededNoise } from '../loadtest/voices.js';
 import { speak } from './helpers/speech.js';
 import { frameAt, frameCount, maxDiff } from './helpers/vad-audio.js';
@@ -215,6 +215,32 @@ describe('Silero VAD, quiet windows', () => {
     } finally {
       await batched.close();
     }
+  });
+});
+
+describe('QuietWindowGate', () => {
+  const ms = (db: number): number => 10 ** (db / 10);
+
+  it('calls a steady floor quiet after settleWindows, through a dropout of zeros, and not a louder window', () => {
+    const gate = new QuietWindowGate(DEFAULT_QUIET_WINDOWS);
+    const settle = DEFAULT_QUIET_WINDOWS.settleWindows;
+    // A hiss at -45 dBFS, ±1 dB from window to window.
+    const hiss = (i: number): number => ms(-45 + Math.sin(i * 1.7));
+    const verdicts = Array.from({ length: settle + 20 }, (_, i) => gate.push(hiss(i)));
+    expect(verdicts.slice(0, settle)).not.toContain(true);
+    expect(verdicts.slice(settle + 1)).not.toContain(false);
+    // A packet lost to zeros is quiet and does not sink the floor: the hiss after it is still quiet.
+    expect(gate.push(0)).toBe(true);
+    expect(Array.from({ length: 50 }, (_, i) => gate.push(hiss(i)))).not.toContain(false);
+    // A word (6 dB over the hiss) runs, and the next quiet stretch runs its own settleWindows first.
+    expect(gate.push(ms(-39))).toBe(false);
+    expect(gate.push(hiss(0))).toBe(false);
+  });
+
+  it('with overFloorDb null only the absolute level counts', () => {
+    const gate = new QuietWindowGate({ ...DEFAULT_QUIET_WINDOWS, overFloorDb: null, settleWindows: 2 });
+    expect([ms(-45), ms(-45), ms(-45), ms(-45)].map((m) => gate.push(m))).toEqual([false, false, false, false]);
+    expect([ms(-70), ms(-70), ms(-70), 0].map((m) => gate.push(m))).toEqual([false, false, true, true]);
   });
 });
 

@@ -1,8 +1,8 @@
 /**
  * Which VAD windows need no model: three seconds into a stretch that is either under an absolute level (digital
  * silence, a muted microphone) or steady at the line's own noise floor (a hiss or hum that does not change). The
- * model's answer on such windows is silence, and they are most of a call's windows. What changes (a word, a click,
- * babble, music) always goes to the model. SileroVadStream holds its state and probability across the windows this
+ * model's answer on such windows is silence, and on an idle device, a caller listening to a long answer or a line
+ * on hold they are most of the windows. What changes (a word, a click, babble, music) always goes to the model. SileroVadStream holds its state and probability across the windows this
  * calls quiet (BENCHMARKS.md, "Quiet windows": what that changes in Silero's decisions, and what it saves).
  */
 export interface QuietWindows {
@@ -39,13 +39,19 @@ export class QuietWindowGate {
 
   /** True when this window may be skipped: quiet, after `settleWindows` quiet ones in a row. */
   push(meanSquare: number): boolean {
-    const levelDb = 10 * Math.log10(Math.max(meanSquare, 1e-12));
+    this.run = this.quiet(meanSquare) ? this.run + 1 : 0;
+    return this.run > this.config.settleWindows;
+  }
+
+  private quiet(meanSquare: number): boolean {
+    // Under the absolute level: quiet, and left out of the floor (a dropout's zeros would sink it for seconds).
+    if (meanSquare < this.levelMeanSquare) return true;
+    const overFloor = this.config.overFloorDb;
+    if (overFloor === null) return false;
+    const levelDb = 10 * Math.log10(meanSquare);
     // The floor drops at once to a quieter window and rises slowly (as EnergyOnset's does).
     this.floorDb = levelDb < this.floorDb ? levelDb : this.floorDb + Math.min(FLOOR_RISE_DB, levelDb - this.floorDb);
-    const overFloor = this.config.overFloorDb;
-    const quiet = meanSquare < this.levelMeanSquare || (overFloor !== null && levelDb <= this.floorDb + overFloor);
-    this.run = quiet ? this.run + 1 : 0;
-    return this.run > this.config.settleWindows;
+    return levelDb <= this.floorDb + overFloor;
   }
 
   reset(): void {
