@@ -21,6 +21,14 @@ export interface LocalService {
  * `providers.asr` for a service measured on its media path alone: a batch endpoint on a closed loopback port, only
  * contacted when a turn ends (the turn then ends in an ASR error), so no local decoder is built, held or run.
  */
+/** `--vad-quiet off|DBFS` as providers.vad.quietWindowDbfs: null (off) infers every window; undefined: not given. */
+export function vadQuietOption(value: string | undefined): number | null | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'off') return null;
+  if (!Number.isFinite(Number(value))) throw new Error('--vad-quiet must be off or a level in dBFS');
+  return Number(value);
+}
+
 export const ASR_ELSEWHERE = { provider: 'openai-batch', baseUrl: 'http://127.0.0.1:9/v1', model: 'elsewhere', retries: 0, timeoutMs: 500 };
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -23,7 +23,7 @@ import { decodeMulaw, encodeMulaw } from '../src/audio/g711.js';
 import { rmsDbfs } from '../src/audio/format.js';
 import { parseWav } from '../src/audio/wav.js';
 import { processCpuS, processRssMb } from './proc-stat.js';
-import { ASR_ELSEWHERE } from './local-service.js';
+import { ASR_ELSEWHERE, vadQuietOption } from './local-service.js';
 import { seededNoiseAtDbfs } from './voices.js';
 
 interface Args {
@@ -58,16 +58,9 @@ function parseArgs(argv: string[]): Args {
     rampMs: Number(get('ramp-ms') ?? 50),
     gapSeconds: Number(get('gap') ?? 5),
     asrElsewhere: argv.includes('--asr-elsewhere'),
-    vadQuiet: vadQuietArg(get('vad-quiet')),
+    vadQuiet: vadQuietOption(get('vad-quiet')),
     noiseDbfs: get('noise-dbfs') === undefined ? null : Number(get('noise-dbfs')),
   };
-}
-
-function vadQuietArg(value: string | undefined): number | null | undefined {
-  if (value === undefined) return undefined;
-  if (value === 'off') return null;
-  if (!Number.isFinite(Number(value))) throw new Error('--vad-quiet must be off or a level in dBFS');
-  return Number(value);
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

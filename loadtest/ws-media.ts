@@ -26,7 +26,7 @@ import { parseWav } from '../src/audio/wav.js';
 import { WsCaller } from './ws-caller.js';
 import { seededNoise, seededNoiseAtDbfs } from './voices.js';
 import { processCpuS, processRssMb } from './proc-stat.js';
-import { ASR_ELSEWHERE } from './local-service.js';
+import { ASR_ELSEWHERE, vadQuietOption } from './local-service.js';
 import { metricValue } from './prometheus.js';
 
 const get = (name: string): string | undefined => {
@@ -43,8 +43,7 @@ if (vadWorker !== undefined && vadWorker !== 'on' && vadWorker !== 'off') throw 
 const noiseArg = get('noise-dbfs');
 const lineNoise = (samples: number): Int16Array =>
   noiseArg === undefined ? seededNoise(samples, 7) : noiseArg === 'none' ? new Int16Array(samples) : seededNoiseAtDbfs(samples, 7, Number(noiseArg));
-const vadQuiet = get('vad-quiet');
-if (vadQuiet !== undefined && vadQuiet !== 'off' && !Number.isFinite(Number(vadQuiet))) throw new Error('--vad-quiet must be off or a level in dBFS');
+const vadQuiet = vadQuietOption(get('vad-quiet'));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
 
@@ -90,7 +89,7 @@ async function main(): Promise<void> {
               vad: {
                 provider: 'silero',
                 ...(vadWorker === undefined ? {} : { worker: vadWorker === 'on' }),
-                ...(vadQuiet === undefined ? {} : { quietWindowDbfs: vadQuiet === 'off' ? null : Number(vadQuiet) }),
+                ...(vadQuiet === undefined ? {} : { quietWindowDbfs: vadQuiet }),
               },
             }),
       },
@@ -214,7 +213,7 @@ async function main(): Promise<void> {
           // Calls sharing one Silero inference, on average over the run (its last 1.5 s of quiet included).
           vadMeanBatch: f((after.vadWindows - before.vadWindows) / (after.vadBatches - before.vadBatches)),
           noiseFloorDbfs: noiseArg ?? -55,
-          vadQuiet: vadQuiet ?? 'default',
+          vadQuiet: vadQuiet === undefined ? 'default' : (vadQuiet ?? 'off'),
           // Of all windows the callers' audio made, the share not inferred (quiet, three seconds into a silence).
           vadQuietSkippedShare: f(
             (after.vadQuietSkipped - before.vadQuietSkipped) /

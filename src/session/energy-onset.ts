@@ -1,4 +1,5 @@
 import { rmsDbfs } from '../audio/format.js';
+import { NoiseFloor } from '../audio/noise-floor.js';
 
 /**
  * A cheap, zero-lag onset detector on frame energy against an adaptive noise floor. Silero needs ~50–100 ms
@@ -6,7 +7,8 @@ import { rmsDbfs } from '../audio/format.js';
  * agent audio can be paused at once. It only ever pauses: the VAD decides whether it was speech.
  */
 export class EnergyOnset {
-  private floorDb = -60;
+  /** Rises at most 0.05 dB per 20 ms frame. */
+  private readonly floor = new NoiseFloor(-60, 0.05);
   private loudRun = 0;
   private lastLoud = false;
 
@@ -27,9 +29,8 @@ export class EnergyOnset {
   /** Feed one frame; true on the frame where an onset is detected. An echo frame is never loud (echo-guard.ts). */
   push(samples: Int16Array, echo = false): boolean {
     const level = Math.max(-100, rmsDbfs(samples));
-    // The floor drops at once to quieter frames and rises slowly, so speech does not lift it.
-    this.floorDb = level < this.floorDb ? level : this.floorDb + Math.min(0.05, level - this.floorDb);
-    const loud = !echo && level > this.minLevelDb && level > this.floorDb + this.marginDb;
+    const floorDb = this.floor.push(level);
+    const loud = !echo && level > this.minLevelDb && level > floorDb + this.marginDb;
     this.lastLoud = loud;
     this.loudRun = loud ? this.loudRun + 1 : 0;
     return this.loudRun === this.frames;

@@ -2,9 +2,12 @@
  * Which VAD windows need no model: three seconds into a stretch that is either under an absolute level (digital
  * silence, a muted microphone) or steady at the line's own noise floor (a hiss or hum that does not change). The
  * model's answer on such windows is silence, and on an idle device, a caller listening to a long answer or a line
- * on hold they are most of the windows. What changes (a word, a click, babble, music) always goes to the model. SileroVadStream holds its state and probability across the windows this
- * calls quiet (BENCHMARKS.md, "Quiet windows": what that changes in Silero's decisions, and what it saves).
+ * on hold they are most of the windows. What changes (a word, a click, babble, music) always goes to the model.
+ * SileroVadStream holds its state and probability across the windows this calls quiet (BENCHMARKS.md, "Quiet
+ * windows": what that changes in Silero's decisions, and what it saves).
  */
+import { NoiseFloor } from '../../audio/noise-floor.js';
+
 export interface QuietWindows {
   /** RMS level of a window, dBFS, under which it is always quiet. */
   levelDbfs: number;
@@ -30,7 +33,7 @@ const FLOOR_RISE_DB = 0.08;
 /** One stream's quiet detector, fed each window's mean square (samples scaled to ±1). */
 export class QuietWindowGate {
   private readonly levelMeanSquare: number;
-  private floorDb = 0;
+  private readonly floor = new NoiseFloor(0, FLOOR_RISE_DB);
   private run = 0;
 
   constructor(private readonly config: QuietWindows) {
@@ -49,13 +52,11 @@ export class QuietWindowGate {
     const overFloor = this.config.overFloorDb;
     if (overFloor === null) return false;
     const levelDb = 10 * Math.log10(meanSquare);
-    // The floor drops at once to a quieter window and rises slowly (as EnergyOnset's does).
-    this.floorDb = levelDb < this.floorDb ? levelDb : this.floorDb + Math.min(FLOOR_RISE_DB, levelDb - this.floorDb);
-    return levelDb <= this.floorDb + overFloor;
+    return levelDb <= this.floor.push(levelDb) + overFloor;
   }
 
   reset(): void {
-    this.floorDb = 0;
+    this.floor.reset();
     this.run = 0;
   }
 }

@@ -421,12 +421,13 @@ export class SileroVadStream implements VadStream {
       this.fill += take;
       off += take;
       if (this.fill === SILERO_WINDOW_SAMPLES) {
-        // Copy out before awaiting: the next frame's samples go into the same buffer.
-        const window = this.input.slice();
+        // The state and probability are held over a skipped window (the context samples still move on).
+        const skip = this.quiet !== null && this.quiet.push(meanSquare(this.input)) && this.probability < QUIET_HOLD_BELOW;
+        // Copy out before awaiting (the next frame's samples go into the same buffer); a skipped window needs no copy.
+        const window = skip ? null : this.input.slice();
         this.input.copyWithin(0, SILERO_WINDOW_SAMPLES, SILERO_WINDOW_SAMPLES + SILERO_CONTEXT_SAMPLES);
         this.fill = 0;
-        // The state and probability are held over a skipped window (the context samples still move on).
-        if (this.quiet?.push(meanSquare(window)) && this.probability < QUIET_HOLD_BELOW) {
+        if (window === null) {
           this.stats.skippedQuietWindows++;
           this.batcher.stats.skippedQuietWindows++;
           continue;
