@@ -50,7 +50,9 @@ export async function startLocalService(config: Record<string, unknown>, options
     }),
   );
   // The service's logs go to stderr: a load script's stdout is its JSON.
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', process.stderr, 'inherit'] });
+  // LOADTEST_SERVICE_NODE_FLAGS: Node flags for the service alone, e.g. "--cpu-prof --cpu-prof-dir=DIR" to profile it.
+  const nodeFlags = process.env.LOADTEST_SERVICE_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', 'src/main.ts', '--config', file], { stdio: ['ignore', process.stderr, 'inherit'] });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');

@@ -51,7 +51,7 @@ const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? NaN :
  * From one /metrics scrape: the event-loop lag p99 since the previous scrape, ms, and the VAD's batching totals
  * (NaN when unreachable or absent).
  */
-async function scrape(port: number): Promise<{ lagP99Ms: number; vadBatches: number; vadWindows: number; vadQuietSkipped: number }> {
+async function scrape(port: number): Promise<{ lagP99Ms: number; vadBatches: number; vadWindows: number; vadQuietSkipped: number; vadBehindS: number }> {
   let text = '';
   try {
     text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
@@ -63,6 +63,7 @@ async function scrape(port: number): Promise<{ lagP99Ms: number; vadBatches: num
     vadBatches: metricValue(text, 'voice_agent_vad_batches'),
     vadWindows: metricValue(text, 'voice_agent_vad_batch_windows'),
     vadQuietSkipped: metricValue(text, 'voice_agent_vad_quiet_windows_skipped'),
+    vadBehindS: metricValue(text, 'voice_agent_vad_behind_seconds'),
   };
 }
 
@@ -219,6 +220,8 @@ async function main(): Promise<void> {
             (after.vadQuietSkipped - before.vadQuietSkipped) /
               (after.vadQuietSkipped - before.vadQuietSkipped + after.vadWindows - before.vadWindows),
           ),
+          // Seconds of the run the VAD was behind real time (its quiet lines then skip the model sooner).
+          vadBehindS: f(after.vadBehindS - before.vadBehindS),
           utterances: speech
             ? {
                 sent: utterancesSent,

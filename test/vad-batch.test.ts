@@ -226,6 +226,58 @@ describe('a failed batched inference', () => {
   });
 });
 
+describe('a VAD behind real time', () => {
+  it('is behind once answers take a window (32 ms) for 200 ms, caught up after 3 s of answers under 16 ms, and says for how long (fake clock)', async () => {
+    const session = await ort.InferenceSession.create(defaultSileroModelPath(), { intraOpNumThreads: 1, interOpNumThreads: 1 });
+    let clock = 0;
+    let runMs = 40;
+    const runner: SileroRunner = {
+      run: (async (feeds: ort.InferenceSession.FeedsType) => {
+        clock += runMs;
+        return session.run(feeds);
+      }) as SileroRunner['run'],
+    };
+    const sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(SR)]), []);
+    const batcher = new SileroBatcher(runner, sr, undefined, 1, () => clock);
+    const stream = new SileroVadStream(batcher, null);
+    const audio = seededNoise(SR * 5, 5, 1500);
+    let frame = 0;
+    const next = async (): Promise<void> => {
+      await stream.process(frameAt(audio, frame++ % 250));
+      clock += 20;
+    };
+    // 20 ms frames: the second completes the first window. One slow answer (a GC pause) is not behind.
+    await next();
+    await next();
+    expect(batcher.behind).toBe(false);
+    runMs = 5;
+    for (let i = 0; i < 10; i++) await next();
+    expect(batcher.behind).toBe(false);
+    // Answers of 40 ms, one after another: behind 200 ms after the first.
+    runMs = 40;
+    const lateFrom = clock;
+    while (!batcher.behind) await next();
+    expect(clock - lateFrom).toBeGreaterThanOrEqual(200);
+    expect(clock - lateFrom).toBeLessThan(300);
+    expect(batcher.stats.behindEpisodes).toBe(1);
+    // Answers of 20 ms: not slow enough to fall behind, too slow to count as caught up.
+    runMs = 20;
+    for (let i = 0; i < 200; i++) await next();
+    expect(batcher.behind).toBe(true);
+    // Answers of 5 ms: caught up three seconds after the last slow one.
+    runMs = 5;
+    const caughtUpFrom = clock;
+    while (batcher.behind) await next();
+    expect(clock - caughtUpFrom).toBeGreaterThanOrEqual(3000);
+    expect(clock - caughtUpFrom).toBeLessThan(3100);
+    expect(batcher.stats.behindEpisodes).toBe(1);
+    expect(batcher.stats.behindMs).toBeGreaterThan(6000);
+    expect(batcher.stats.behindMs).toBeLessThanOrEqual(clock);
+    await batcher.close();
+    await session.release();
+  });
+});
+
 describe('the Silero VAD worker dying', () => {
   it('a dead worker is restarted (logged) and a batch caught by a death runs again: every stream still gets its unbatched probabilities; three deaths in a row move the VAD to this thread', async () => {
     const { inputs, reference } = await getFixtures();

@@ -20,6 +20,8 @@ import path from 'node:path';
  */
 
 const SR = INTERNAL_SAMPLE_RATE;
+/** The default quiet windows, with no shorter settle when the VAD falls behind (a loaded test machine). */
+const UNLOADED = { ...DEFAULT_QUIET_WINDOWS, behindSettleWindows: DEFAULT_QUIET_WINDOWS.settleWindows };
 const SPEECH = 0.5;
 const PAUSE = 0.35;
 
@@ -69,7 +71,8 @@ let utterances: Utterance[];
 let sounds: [number, number][];
 
 beforeAll(async () => {
-  skipping = new SileroVad({ worker: false });
+  // Decisions that must not depend on this machine's load: the same settle whether the VAD is behind or not.
+  skipping = new SileroVad({ worker: false, quietWindows: UNLOADED });
   everyWindow = new SileroVad({ worker: false, quietWindows: null });
   await Promise.all([skipping.load(), everyWindow.load()]);
   const words = await Promise.all([
@@ -159,7 +162,7 @@ describe('Silero VAD, quiet windows', () => {
   });
 
   it('with only the absolute level (quietOverFloorDb null), a -55 dBFS line runs every window, exactly as with skipping off', async () => {
-    const levelOnly = new SileroVad({ worker: false, quietWindows: { ...DEFAULT_QUIET_WINDOWS, overFloorDb: null } });
+    const levelOnly = new SileroVad({ worker: false, quietWindows: { ...UNLOADED, overFloorDb: null } });
     await levelOnly.load();
     try {
       const noisy = concat([seededNoise(2 * SR, 11, 100), await speak('what time is it', { padMs: 0 }), seededNoise(2 * SR, 12, 100)]);
@@ -195,7 +198,7 @@ describe('Silero VAD, quiet windows', () => {
   });
 
   it('batched streams on digital silence equal each alone, and /metrics counts the skipped windows', async () => {
-    const batched = new SileroVad({ worker: true });
+    const batched = new SileroVad({ worker: true, quietWindows: UNLOADED });
     await batched.load();
     try {
       const inputs = [0, 1, 2, 3].map((i) => concat([silence(600 + 400 * i), audio.subarray(0, 14 * SR)]));
@@ -236,6 +239,21 @@ describe('QuietWindowGate', () => {
     // A word (6 dB over the hiss) runs, and the next quiet stretch runs its own settleWindows first.
     expect(gate.push(ms(-39))).toBe(false);
     expect(gate.push(hiss(0))).toBe(false);
+  });
+
+  it('while the VAD is behind real time, skips after behindSettleWindows, and at once when the quiet is already that long', () => {
+    const { settleWindows, behindSettleWindows } = DEFAULT_QUIET_WINDOWS;
+    expect(behindSettleWindows).toBeLessThan(settleWindows);
+    const behind = new QuietWindowGate(DEFAULT_QUIET_WINDOWS);
+    const verdicts = Array.from({ length: behindSettleWindows + 5 }, () => behind.push(0, true));
+    expect(verdicts.slice(0, behindSettleWindows)).not.toContain(true);
+    expect(verdicts.slice(behindSettleWindows)).not.toContain(false);
+    // Caught up: back to the long settle for the same quiet stretch, so its windows run again until then.
+    expect(behind.push(0, false)).toBe(false);
+    // A gate 20 windows into a quiet stretch skips the next window as soon as the VAD falls behind.
+    const gate = new QuietWindowGate(DEFAULT_QUIET_WINDOWS);
+    for (let i = 0; i < 20; i++) expect(gate.push(0, false)).toBe(false);
+    expect(gate.push(0, true)).toBe(true);
   });
 
   it('with overFloorDb null only the absolute level counts', () => {

@@ -15,6 +15,11 @@ export interface QuietWindows {
   overFloorDb: number | null;
   /** Quiet windows in a row that still run before the rest are skipped (the model's state settles on the quiet). */
   settleWindows: number;
+  /**
+   * The same while the VAD is behind real time (SileroBatcher's `behind`): fewer, so a loaded node sheds the model's
+   * work on quiet lines instead of hearing every caller late.
+   */
+  behindSettleWindows: number;
 }
 
 /**
@@ -23,9 +28,11 @@ export interface QuietWindows {
  * speech at 0 dB SNR already doubles the power. 94 windows (3 s): Silero's state keeps changing over a long silence,
  * so no point is exact, and a state held from early in a pause is primed: held from 0.5 s, the next utterance was
  * marked up to 7 frames longer than with every window run (a later endpoint: +40–50 ms voice-to-voice on eSpeak's
- * "What time is it?"); held from 3 s, within two frames (BENCHMARKS.md, "Quiet windows").
+ * "What time is it?"); held from 3 s, within two frames (BENCHMARKS.md, "Quiet windows"). Behind real time, 16
+ * windows (0.5 s): a turn ended some 40 ms later is the lesser harm next to every onset heard hundreds of ms late
+ * (BENCHMARKS.md, "A VAD behind real time").
  */
-export const DEFAULT_QUIET_WINDOWS: QuietWindows = { levelDbfs: -60, overFloorDb: 3, settleWindows: 94 };
+export const DEFAULT_QUIET_WINDOWS: QuietWindows = { levelDbfs: -60, overFloorDb: 3, settleWindows: 94, behindSettleWindows: 16 };
 
 /** How fast the floor follows a louder line, dB per window (~2.5 dB/s): speech never lifts it far. */
 const FLOOR_RISE_DB = 0.08;
@@ -40,10 +47,10 @@ export class QuietWindowGate {
     this.levelMeanSquare = 10 ** (config.levelDbfs / 10);
   }
 
-  /** True when this window may be skipped: quiet, after `settleWindows` quiet ones in a row. */
-  push(meanSquare: number): boolean {
+  /** True when this window may be skipped: quiet, after `settleWindows` quiet ones in a row (`behindSettleWindows` when `behind`). */
+  push(meanSquare: number, behind = false): boolean {
     this.run = this.quiet(meanSquare) ? this.run + 1 : 0;
-    return this.run > this.config.settleWindows;
+    return this.run > (behind ? Math.min(this.config.behindSettleWindows, this.config.settleWindows) : this.config.settleWindows);
   }
 
   private quiet(meanSquare: number): boolean {

@@ -34,6 +34,11 @@ export interface VadBatchStats {
   totalRunMs: number;
   /** Windows of any stream not run at all: quiet, well into a silence (SileroVadStream). */
   skippedQuietWindows: number;
+  /** Whether the VAD is behind real time now (a window waited a window's length or more for its run). */
+  behind: boolean;
+  /** Times it fell behind, and the total time it stayed behind (ms), since start. */
+  behindEpisodes: number;
+  behindMs: number;
 }
 
 /** Since load, what a VAD running its model in a worker thread reports to /metrics (src/providers/vad/metrics.ts). */

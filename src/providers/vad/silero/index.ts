@@ -55,6 +55,14 @@ const DEFAULT_MAX_BATCH_WORKER = 1024;
  * window in flight: process() awaits it).
  */
 const WORKER_PIPELINE = 2;
+/**
+ * Answers that take a window's length (32 ms) or more from submission, every one for 200 ms (not one GC pause): the
+ * VAD is behind real time. It is caught up again once no answer has taken half that for three seconds.
+ */
+const BEHIND_LATENCY_MS = 32;
+const BEHIND_AFTER_MS = 200;
+const CAUGHT_UP_LATENCY_MS = 16;
+const CAUGHT_UP_AFTER_MS = 3000;
 
 /** The options `providers.vad` declares for provider "silero" (./options.ts), any execution provider, and the batch size. */
 export type SileroVadOptions = Omit<SileroSettings, 'executionProviders'> & {
@@ -104,6 +112,8 @@ export interface SileroRunner {
 }
 
 interface PendingWindow {
+  /** performance.now() when it was submitted. */
+  at: number;
   input: Float32Array;
   state: Float32Array;
   /** False once its stream was closed or reset: it is left out of the batch and resolves with null. */
@@ -121,13 +131,20 @@ export class SileroBatcher {
   private scheduled = false;
   private readonly inFlight = new Set<Promise<void>>();
   private closed = false;
-  readonly stats: SileroBatchStats = { runs: 0, windows: 0, maxBatchSize: 0, totalRunMs: 0, skippedQuietWindows: 0 };
+  readonly stats: SileroBatchStats = { runs: 0, windows: 0, maxBatchSize: 0, totalRunMs: 0, skippedQuietWindows: 0, behind: false, behindEpisodes: 0, behindMs: 0 };
+  /** The last answer's time (behindMs grows from it while behind), and the last one slower than CAUGHT_UP_LATENCY_MS. */
+  private behindSince = 0;
+  private lastSlowAt = 0;
+  /** The first of the answers in a row that took BEHIND_LATENCY_MS or more; null after a faster one. */
+  private lateSince: number | null = null;
 
   constructor(
     private readonly session: SileroRunner,
     private readonly sr: ort.Tensor,
     private readonly maxBatch: number = DEFAULT_MAX_BATCH,
     private readonly pipeline: number = 1,
+    /** The clock latency is read on (a test's fake one). */
+    private readonly now: () => number = () => performance.now(),
   ) {
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new RangeError(`SileroBatcher: maxBatch must be a positive integer, got ${maxBatch}`);
     if (!Number.isInteger(pipeline) || pipeline < 1) throw new RangeError(`SileroBatcher: pipeline must be a positive integer, got ${pipeline}`);
@@ -137,7 +154,7 @@ export class SileroBatcher {
   submit(input: Float32Array, state: Float32Array, wanted: () => boolean): Promise<SileroWindowResult | null> {
     if (this.closed) return Promise.reject(new Error('SileroVad: closed'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ input, state, wanted, resolve, reject });
+      this.queue.push({ at: this.now(), input, state, wanted, resolve, reject });
       this.schedule();
     });
   }
@@ -223,12 +240,33 @@ export class SileroBatcher {
       for (const w of batch) w.reject(err);
       return;
     }
+    this.observeLatency(this.now() - batch[0].at);
     batch.forEach((w, b) => {
       const s = new Float32Array(STATE_SIZE);
       s.set(next.subarray(b * STATE_ROW, (b + 1) * STATE_ROW), 0);
       s.set(next.subarray((n + b) * STATE_ROW, (n + b + 1) * STATE_ROW), STATE_ROW);
       w.resolve({ probability: probs[b], state: s, ms });
     });
+  }
+
+  /** Whether the VAD is behind real time: the quiet gates of its streams then skip sooner (quiet-windows.ts). */
+  get behind(): boolean {
+    return this.stats.behind;
+  }
+
+  /** The oldest window of a batch: how long from its submission to its answer. */
+  private observeLatency(ms: number): void {
+    const now = this.now();
+    if (this.stats.behind) this.stats.behindMs += now - this.behindSince;
+    this.behindSince = now;
+    if (ms >= CAUGHT_UP_LATENCY_MS) this.lastSlowAt = now;
+    this.lateSince = ms < BEHIND_LATENCY_MS ? null : (this.lateSince ?? now);
+    if (!this.stats.behind && this.lateSince !== null && now - this.lateSince >= BEHIND_AFTER_MS) {
+      this.stats.behind = true;
+      this.stats.behindEpisodes++;
+    } else if (this.stats.behind && now - this.lastSlowAt >= CAUGHT_UP_AFTER_MS) {
+      this.stats.behind = false;
+    }
   }
 }
 
@@ -422,7 +460,7 @@ export class SileroVadStream implements VadStream {
       off += take;
       if (this.fill === SILERO_WINDOW_SAMPLES) {
         // The state and probability are held over a skipped window (the context samples still move on).
-        const skip = this.quiet !== null && this.quiet.push(meanSquare(this.input)) && this.probability < QUIET_HOLD_BELOW;
+        const skip = this.quiet !== null && this.quiet.push(meanSquare(this.input), this.batcher.behind) && this.probability < QUIET_HOLD_BELOW;
         // Copy out before awaiting (the next frame's samples go into the same buffer); a skipped window needs no copy.
         const window = skip ? null : this.input.slice();
         this.input.copyWithin(0, SILERO_WINDOW_SAMPLES, SILERO_WINDOW_SAMPLES + SILERO_CONTEXT_SAMPLES);
