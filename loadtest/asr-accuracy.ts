@@ -7,7 +7,7 @@
  *
  *   npm run asr-accuracy -- [--per-voice 4] [--ood 60] [--narrowband compare|on|off] [--baseline] [--one-language]
  *                           [--languages en,es] [--callers es] [--rules FILE] [--gate 0.7] [--budget-s 330] [--seed 1] [--trace]
- *                           [--save-texts FILE] [--texts FILE] [--decoder-args JSON]
+ *                           [--save-texts FILE] [--texts FILE] [--decoder-args JSON] [--spanish-dialects on|off]
  *
  * --narrowband compare (default) also decodes every call on a recogniser without narrowband decoders (the
  * behaviour before them: one wideband pool for both channels) and reports it as `…/before-narrowband`.
@@ -56,6 +56,8 @@ const GARBAGE_WEIGHT = Number(arg('garbage-weight', '0'));
 /** Extra PocketSphinx arguments for the grammar decoders (`{"-beam": "1e-100"}`), to measure a setting before it ships. */
 const GRAMMAR_DECODER_ARGS: Record<string, string> | undefined = arg('decoder-args', '') ? JSON.parse(arg('decoder-args', '')) : undefined;
 const TRACE = args.includes('--trace');
+/** --spanish-dialects off: Spanish words in the dictionary's Castilian pronunciations alone (the comparison). */
+const SPANISH_DIALECTS = arg('spanish-dialects', 'on') !== 'off';
 const SAVE_TEXTS = arg('save-texts', '');
 const GIVEN_TEXTS: Record<string, string[]> = arg('texts', '') ? JSON.parse(readFileSync(arg('texts', ''), 'utf8')) : {};
 const drawnTexts: Record<string, string[]> = {};
@@ -236,7 +238,7 @@ async function main(): Promise<void> {
 
   const grammarOptions = (narrowband: boolean) => ({
     spareDecoders: 1, maxIdleDecoders: 2,
-    grammar: { garbageWeight: GARBAGE_WEIGHT > 0 ? GARBAGE_WEIGHT : undefined, narrowband, ...(GRAMMAR_DECODER_ARGS ? { decoderArgs: GRAMMAR_DECODER_ARGS } : {}) },
+    grammar: { garbageWeight: GARBAGE_WEIGHT > 0 ? GARBAGE_WEIGHT : undefined, narrowband, spanishDialects: SPANISH_DIALECTS, ...(GRAMMAR_DECODER_ARGS ? { decoderArgs: GRAMMAR_DECODER_ARGS } : {}) },
   });
   const asr = new PocketSphinxAsr(grammarOptions(NARROWBAND !== 'off'));
   const rss0 = process.memoryUsage().rss;

@@ -14,7 +14,7 @@ import { DEFAULT_CONFIG } from '../src/config.js';
 import { TurnDetector } from '../src/session/turn-detector.js';
 import { compileGrammar, loadDictionary, parseDictionary, sentenceWords } from '../src/providers/asr/grammar/compile.js';
 import { grammarSource } from '../src/providers/asr/grammar/from-rules.js';
-import { spanishG2p } from '../src/providers/asr/grammar/g2p-es.js';
+import { spanishDialectVariants, spanishG2p } from '../src/providers/asr/grammar/g2p-es.js';
 import type { GrammarSpec } from '../src/providers/asr/grammar/spec.js';
 import { acousticModel, chooseLanguage, DEFAULT_FOCUS_CONFIDENCE, DEFAULT_SPANISH_MODEL_DIR, GrammarStream, LanguageBelief, modelPresent, sentenceConfidence } from '../src/providers/asr/pocketsphinx/grammar.js';
 import { DEFAULT_MODEL_DIR, PocketSphinxAsr } from '../src/providers/asr/pocketsphinx/index.js';
@@ -120,6 +120,16 @@ describe('grammar compiler', () => {
     expect(spanishG2p('x-ray')).toBeUndefined();
   });
 
+  it('adds the seseo and yeísmo readings of a Spanish word, once each, the dictionary\'s first', () => {
+    expect(spanishDialectVariants([['z', 'i', 'n', 'k', 'o']])).toEqual([['z', 'i', 'n', 'k', 'o'], ['s', 'i', 'n', 'k', 'o']]);
+    expect(spanishDialectVariants([['ll', 'a', 'm', 'o']])).toEqual([['ll', 'a', 'm', 'o'], ['y', 'a', 'm', 'o']]);
+    // "calzoncillo": both, alone and together.
+    const both = spanishDialectVariants([spanishG2p('calzoncillo')!]).map((p) => p.join(''));
+    expect(both).toEqual(['kalzonzillo', 'kalzonziyo', 'kalsonsillo', 'kalsonsiyo']);
+    // Nothing to vary: the word as it was.
+    expect(spanishDialectVariants([['m', 'e', 's', 'a']])).toEqual([['m', 'e', 's', 'a']]);
+  });
+
   it.skipIf(!spanishModel)('agrees with the Spanish model dictionary on most of its words', async () => {
     const dict = await loadDictionary(acousticModel('es', esDir).dict);
     let n = 0;
@@ -149,6 +159,12 @@ describe('grammar compiler', () => {
     expect(g2p).not.toContain('adiós');
     expect(g.dict).toMatch(/^adiós a d i o s$/m);
     expect(g.dict).toMatch(/^dieciséis d i e z i s e i s$/m);
+    // A Latin American caller's "gracias" and "me llamo" are in the dictionary too; with the option off, only Castile's.
+    expect(g.dict).toMatch(/^gracias g r a z i a s$/m);
+    expect(g.dict).toMatch(/^gracias\(\d\) g r a s i a s$/m);
+    expect(g.dict).toMatch(/^llamo\(\d\) y a m o$/m);
+    const castilian = await compileGrammar(es, await loadDictionary(acousticModel('es', esDir).dict), { spanishDialects: false });
+    expect(castilian.dict).not.toMatch(/^gracias\(\d\)/m);
   });
 
   it('builds specs from the rules file through a RuleBasedAgent when the LLM cannot describe itself', async () => {

@@ -30,6 +30,7 @@ export function createAsrProvider(config: AsrProviderConfig, logger: Logger, opt
           languages: config.languages,
           spanishModelDir: config.spanishModelDir,
           garbageWeight: config.garbageWeight,
+          spanishDialects: config.spanishDialects ?? POCKETSPHINX_DEFAULTS.spanishDialects,
           languageEvidenceScale: config.languageEvidenceScale,
           languageSwitchProbability: config.languageSwitchProbability,
           languagePrior: config.languagePrior,

@@ -8,7 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { GrammarSpec } from './spec.js';
-import { spanishG2p } from './g2p-es.js';
+import { spanishDialectVariants, spanishG2p } from './g2p-es.js';
 import { sentenceFsg, type Token } from './fsg.js';
 import { isWholeSentence, SentenceMatcher, type SentenceStanding } from './sentence-matcher.js';
 
@@ -28,6 +28,11 @@ export interface CompileOptions {
   expectationWeight?: number;
   /** The decoders' `-lw` (language weight), which scales an FSG file's probabilities (fsg.ts). */
   languageWeight?: number;
+  /**
+   * Spanish words also in their seseo and yeísmo readings (`spanishDialectVariants`): the model's dictionary is
+   * Castilian, most callers are not. Default true; false keeps the dictionary's pronunciations alone.
+   */
+  spanishDialects?: boolean;
 }
 
 /** PocketSphinx's default `-lw`. */
@@ -154,19 +159,22 @@ export async function compileGrammar(
 
   /** Pronunciations for a word, from the model's dictionary or by rule; undefined drops its sentence. */
   const pronounce = (word: string): string[][] | undefined => {
-    const known = pronunciations.get(word) ?? dictionary.get(word);
-    if (known) {
-      pronunciations.set(word, known);
-      return known;
-    }
+    const done = pronunciations.get(word);
+    if (done) return done;
+    const withDialects = (prons: string[][]): string[][] => {
+      const all = language === 'es' && options.spanishDialects !== false ? spanishDialectVariants(prons) : prons;
+      pronunciations.set(word, all);
+      return all;
+    };
+    const known = dictionary.get(word);
+    if (known) return withDialects(known);
     const g2p = language === 'es' ? spanishG2p(word) : undefined;
     if (!missingSeen.has(word)) {
       missingSeen.add(word);
       missing.push({ word, resolution: g2p ? 'g2p' : 'dropped' });
     }
     if (!g2p) return undefined;
-    pronunciations.set(word, [g2p]);
-    return [g2p];
+    return withDialects([g2p]);
   };
 
   const normalise = (tokens: string[]): string[] => (language === 'en' ? joinClitics(tokens, dictionary) : tokens);

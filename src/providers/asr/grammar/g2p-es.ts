@@ -93,3 +93,29 @@ export function spanishG2p(word: string): string[] | undefined {
   }
   return out.length > 0 ? out : undefined;
 }
+
+/**
+ * The same words as most Spanish speakers say them. The model's dictionary (and `spanishG2p`) spells Castilian
+ * "distinción" (c/z before e/i → "z", /θ/) and keeps "ll" apart from "y"; in the Americas and the Canaries c/z
+ * is "s" (seseo), and almost everywhere "ll" is said as "y" (yeísmo). Each pronunciation gains those readings,
+ * alone and together, so a caller from Bogotá or Madrid is heard against their own sounds.
+ */
+export function spanishDialectVariants(pronunciations: readonly (readonly string[])[]): string[][] {
+  const out: string[][] = [];
+  const seen = new Set<string>();
+  const add = (phones: string[]): void => {
+    const key = phones.join(' ');
+    if (seen.has(key)) return;
+    seen.add(key);
+    out.push(phones);
+  };
+  for (const p of pronunciations) add([...p]);
+  for (const p of pronunciations) {
+    const yeismo = p.map((ph) => (ph === 'll' ? 'y' : ph));
+    const seseo = p.map((ph) => (ph === 'z' ? 's' : ph));
+    add(yeismo);
+    add(seseo);
+    add(seseo.map((ph) => (ph === 'll' ? 'y' : ph)));
+  }
+  return out;
+}

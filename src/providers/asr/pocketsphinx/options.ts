@@ -23,6 +23,11 @@ export const POCKETSPHINX_OPTIONS = t.object({
   languages: t.optional(t.array(common.langTag, { minItems: 1 })),
   /** Spanish acoustic model directory (default env POCKETSPHINX_ES_DIR, else ../shared/models/pocketsphinx-es). */
   spanishModelDir: t.optional(t.text()),
+  /**
+   * Spanish grammar words also in their seseo (c/z as "s") and yeísmo ("ll" as "y") readings: the Spanish model's
+   * dictionary is Castilian, most Spanish speakers are not (grammar/g2p-es.ts). false: the dictionary's alone.
+   */
+  spanishDialects: t.default(t.boolean(), true),
   /** Extra names callers may give, per language, added to the agent's name slots. */
   names: t.optional(langMap(common.texts)),
   /** Per-phone weight of a garbage loop that absorbs out-of-domain sound (unset: no garbage loop). */
