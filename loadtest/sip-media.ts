@@ -12,6 +12,11 @@
  *   npx tsx loadtest/sip-media.ts --spawn --asr-elsewhere ...           # ... with no local ASR (media path alone)
  *   npx tsx loadtest/sip-media.ts --spawn --vad-quiet off ...           # providers.vad.quietWindowDbfs null (or a level)
  *   npx tsx loadtest/sip-media.ts --noise-dbfs -50 ...                  # a noise floor instead of digital silence
+ *   npx tsx loadtest/sip-media.ts --comfort-noise ...                   # callers offer CN/8000 (RFC 3389): the agent's
+ *                                                                        # silence is then a CN packet a second; the
+ *                                                                        # callers still send every packet
+ * With --comfort-noise the agent's stream is sparse while it is silent: interarrival, PDV and jitter then describe
+ * those few packets, not a paced stream (compare them only between runs with the same setting).
  */
 import dgram from 'node:dgram';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -40,6 +45,8 @@ interface Args {
   vadQuiet: number | null | undefined;
   /** RMS level of the callers' line noise, dBFS; null = digital silence (µ-law 0xFF). */
   noiseDbfs: number | null;
+  /** The callers offer comfort noise (CN/8000, payload type 13). */
+  comfortNoise: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -60,6 +67,7 @@ function parseArgs(argv: string[]): Args {
     asrElsewhere: argv.includes('--asr-elsewhere'),
     vadQuiet: vadQuietOption(get('vad-quiet')),
     noiseDbfs: get('noise-dbfs') === undefined ? null : Number(get('noise-dbfs')),
+    comfortNoise: argv.includes('--comfort-noise'),
   };
 }
 
@@ -78,6 +86,8 @@ class Caller {
   remoteRtp: { address: string; port: number } | null = null;
   toHeader = '';
   arrivals: number[] = [];
+  /** CN packets from the agent (its silence, with --comfort-noise). */
+  comfortNoisePackets = 0;
   lastVoicedSentAt: number | null = null;
   v2v: number[] = [];
   /** arrival − RTP timestamp (ms) per packet: its spread is the packet delay variation. */
@@ -118,7 +128,8 @@ class Caller {
   }
 
   async invite(): Promise<void> {
-    const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${this.rtp.address().port} RTP/AVP 0 101`, 'a=rtpmap:0 PCMU/8000', 'a=rtpmap:101 telephone-event/8000', 'a=ptime:20', 'a=sendrecv', ''].join('\r\n');
+    const cn = this.args.comfortNoise;
+    const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${this.rtp.address().port} RTP/AVP 0 101${cn ? ' 13' : ''}`, 'a=rtpmap:0 PCMU/8000', 'a=rtpmap:101 telephone-event/8000', ...(cn ? ['a=rtpmap:13 CN/8000'] : []), 'a=ptime:20', 'a=sendrecv', ''].join('\r\n');
     const ok = new Promise<string>((resolve) => (this.answered = resolve));
     this.send([`INVITE sip:agent@${this.args.host}:${this.args.port} SIP/2.0`, ...this.headers('INVITE', 1)], sdp);
     const msg = await Promise.race([ok, sleep(10_000).then(() => '')]);
@@ -152,6 +163,11 @@ class Caller {
     // often the next caller's RTP socket here (ports are not allocated in pairs). Read as RTP, a report's SSRC and NTP
     // time looked like a timestamp jump of days: the "discontinuity" of earlier PDV and jitter maxima.
     if (m.length < 12 || (m[1] >= 192 && m[1] <= 223)) return;
+    // Comfort noise (RFC 3389): the agent is silent; not a paced audio packet.
+    if ((m[1] & 0x7f) === 13) {
+      this.comfortNoisePackets++;
+      return;
+    }
     this.arrivals.push(now);
     if (this.lastVoicedSentAt !== null && rmsDbfs(decodeMulaw(m.subarray(12))) > -40) {
       // First audible agent packet after the caller's last voiced one: voice-to-voice at the caller.
@@ -324,7 +340,9 @@ async function main(): Promise<void> {
       seconds: args.seconds,
       lineNoiseDbfs: args.noiseDbfs ?? 'digital silence',
       packetsReceived: received,
-      packetsExpected: expected,
+      // With comfort noise the agent sends audio packets only while it speaks: no count is expected.
+      packetsExpected: args.comfortNoise ? null : expected,
+      ...(args.comfortNoise ? { comfortNoisePacketsReceived: callers.reduce((n, c) => n + c.comfortNoisePackets, 0) } : {}),
       interarrivalDeviationMs: { p50: f(percentile(deviations, 50)), p95: f(percentile(deviations, 95)), p99: f(percentile(deviations, 99)), max: f(deviations.at(-1) ?? NaN) },
       packetDelayVariationMs: { p50: f(percentile(pdv, 50)), p95: f(percentile(pdv, 95)), p99: f(percentile(pdv, 99)), max: f(pdv.at(-1) ?? NaN) },
       rfc3550JitterMs: { median: f(percentile(jitters, 50)), max: f(jitters.at(-1) ?? NaN) },

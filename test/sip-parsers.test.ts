@@ -201,6 +201,23 @@ describe('SDP offer/answer (RFC 3264)', () => {
     expect(negotiate(parseSdp(answer), ['pcma'])!.codec).toBe('pcma');
   });
 
+  it('answers comfort noise (CN/8000, RFC 3389) with G.711 when offered and allowed, never with Opus', () => {
+    const withCn = negotiate(parseSdp(offer('m=audio 4000 RTP/AVP 0 101 13')), ['pcmu'], { comfortNoise: true })!;
+    expect(withCn.comfortNoise).toBe(13);
+    const answer = buildAnswer({ sessionId: '9', version: 1, address: '127.0.0.1', port: 40000, media: withCn });
+    expect(answer).toContain('m=audio 40000 RTP/AVP 0 101 13\r\n');
+    expect(answer).toContain('a=rtpmap:13 CN/8000\r\n');
+    // A dynamic CN/8000 is found by its rtpmap; CN at another rate is not ours.
+    expect(negotiate(parseSdp(offer('m=audio 4000 RTP/AVP 8 98', ['a=rtpmap:98 CN/8000'])), ['pcma'], { comfortNoise: true })!.comfortNoise).toBe(98);
+    expect(negotiate(parseSdp(offer('m=audio 4000 RTP/AVP 8 98', ['a=rtpmap:98 CN/16000'])), ['pcma'], { comfortNoise: true })!.comfortNoise).toBeNull();
+    // Not offered, not allowed, or with Opus: no CN, and the answer does not name it.
+    expect(negotiate(parseSdp(offer('m=audio 4000 RTP/AVP 0 101')), ['pcmu'], { comfortNoise: true })!.comfortNoise).toBeNull();
+    const off = negotiate(parseSdp(offer('m=audio 4000 RTP/AVP 0 13')), ['pcmu'], { comfortNoise: false })!;
+    expect(off.comfortNoise).toBeNull();
+    expect(buildAnswer({ sessionId: '9', version: 1, address: '127.0.0.1', port: 40000, media: off })).not.toMatch(/CN\/8000| 13\r\n/);
+    expect(negotiate(parseSdp(offer('m=audio 4000 RTP/AVP 96 13')), ['opus'], { comfortNoise: true })!.comfortNoise).toBeNull();
+  });
+
   it('fuzz: any text gives an offer or an SdpError', () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 600 }), fc.boolean(), (text, prefix) => {

@@ -7,6 +7,8 @@ import { concatPcm } from '../src/audio/framer.js';
 import { resampleOnce } from '../src/audio/resample.js';
 import { sipServerOf, SipServer } from '../src/transports/sip/index.js';
 import { digestResponse } from '../src/transports/sip/access.js';
+import { parseRtp, serializeRtp, type RtpPacket } from '../src/transports/sip/rtp/packet.js';
+import { encodeAlaw } from '../src/audio/g711.js';
 import { DEFAULT_CONFIG, mergeConfig, type SipConfig } from '../src/config.js';
 import { speak } from './helpers/speech.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
@@ -354,6 +356,79 @@ describe('SIP trunk features on raw sockets', () => {
   }
 
   const offer = (rtpPort: number) => ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${rtpPort} RTP/AVP 8 101`, 'a=rtpmap:8 PCMA/8000', 'a=rtpmap:101 telephone-event/8000', ''].join('\r\n');
+
+  it('comfort noise (RFC 3389) when the phone offers it: one CN packet a second between replies instead of 50 of silence, the marker on each reply, and a caller who suppresses its own silence is heard to its turn\'s end', async () => {
+    await withSip({}, async (port, s) => {
+      const c = await client(port);
+      const phoneRtp = dgram.createSocket('udp4');
+      const heard: { at: number; packet: RtpPacket }[] = [];
+      phoneRtp.on('message', (m) => {
+        try {
+          heard.push({ at: performance.now(), packet: parseRtp(m) });
+        } catch {
+          // RTCP lands on the RTP port + 1, not here; anything else is not ours to judge
+        }
+      });
+      await new Promise<void>((r) => phoneRtp.bind(0, '127.0.0.1', () => r()));
+      const rtpPort = phoneRtp.address().port;
+      const callId = `cn-${Date.now()}`;
+      const cnOffer = offer(rtpPort).replace('RTP/AVP 8 101', 'RTP/AVP 8 101 13').replace('a=rtpmap:101', 'a=rtpmap:13 CN/8000\r\na=rtpmap:101');
+      c.send(request('INVITE', { callId, cseq: 1, headers: ['Contact: <sip:tester@127.0.0.1:$PORT>', 'Content-Type: application/sdp'], body: cnOffer }));
+      const ok = await until('200 OK', () => c.got.find((m) => status(m) === 200), 5000);
+      expect(ok).toMatch(/^m=audio \d+ RTP\/AVP 8 101 13\r$/m);
+      expect(ok).toContain('a=rtpmap:13 CN/8000');
+      const toTag = /^To: .*;tag=([^;\r\n]+)/m.exec(ok)![1];
+      const recordId = s.calls.get(callId)!.recordId;
+      c.send(request('ACK', { callId, cseq: 1, headers: [] }).replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`));
+      const serviceRtp = Number(/^m=audio (\d+)/m.exec(ok)![1]);
+
+      // Nothing to say yet: a CN packet (noise level byte, no marker), then one a second, instead of 50 of silence.
+      const armedAt = performance.now();
+      await sleep(2500);
+      const quiet = heard.filter((h) => h.at >= armedAt);
+      expect(quiet.every((h) => h.packet.payloadType === 13)).toBe(true);
+      expect(quiet.length).toBeGreaterThanOrEqual(2);
+      expect(quiet.length).toBeLessThanOrEqual(4);
+      expect(quiet[0].packet.payload).toEqual(Buffer.from([127]));
+      expect(quiet[0].packet.marker).toBe(false);
+      // Sequence numbers count packets sent; timestamps count the time, silence included (50 packet times apart).
+      const [a, b] = [quiet[0].packet, quiet[1].packet];
+      expect((b.seq - a.seq) & 0xffff).toBe(1);
+      expect(((b.timestamp - a.timestamp) >>> 0) / 160).toBe(50);
+
+      // The caller speaks (A-law, 20 ms packets), then suppresses its silence: one CN packet, nothing more.
+      const caller = { seq: 1000, timestamp: 5000, ssrc: 0x1234 };
+      const sendRtp = (payloadType: number, payload: Uint8Array, marker = false): void => {
+        phoneRtp.send(serializeRtp({ payloadType, marker, seq: caller.seq, timestamp: caller.timestamp, ssrc: caller.ssrc, payload: Buffer.from(payload) }), serviceRtp, '127.0.0.1');
+        caller.seq = (caller.seq + 1) & 0xffff;
+        caller.timestamp = (caller.timestamp + 160) >>> 0;
+      };
+      // Up to the last sound of the words: the turn's silence comes only as the caller's CN.
+      let lastSound = microphone.length - 1;
+      while (lastSound > 8000 && Math.abs(microphone[lastSound]) < 200) lastSound--;
+      const speech = microphone.subarray(8000 - 1600, lastSound + 160);
+      const repliesBefore = heard.length;
+      for (let off = 0; off + 160 <= speech.length; off += 160) {
+        sendRtp(8, encodeAlaw(speech.subarray(off, off + 160)), off === 0);
+        await sleep(20);
+      }
+      sendRtp(13, Uint8Array.of(80));
+      // Heard to the end (no more packets come): the turn ends, the agent answers.
+      await until('the caller heard', async () => (await server.server.service.store.get(recordId, 'any-key'))?.transcript.find((t) => t.role === 'caller' && /time/i.test(t.text)), 10_000);
+      const reply = await until('the reply', () => heard.slice(repliesBefore).find((h) => h.packet.payloadType === 8), 10_000);
+      expect(reply.packet.marker).toBe(true);
+      // Only the talkspurt's first packet has the marker; after the reply, CN again.
+      const afterReply = await until('CN after the reply', () => heard.find((h) => h.at > reply.at && h.packet.payloadType === 13), 15_000);
+      const spurt = heard.filter((h) => h.at >= reply.at && h.at < afterReply.at);
+      expect(spurt.length).toBeGreaterThan(25);
+      expect(spurt.filter((h) => h.packet.marker)).toHaveLength(1);
+      expect(s.calls.get(callId)).toBeDefined();
+      c.send(request('BYE', { callId, cseq: 2, headers: [] }).replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`));
+      await until('call ended', () => !s.calls.has(callId), 3000);
+      phoneRtp.close();
+      c.close();
+    });
+  }, 40_000);
 
   it('source addresses outside sip.allowFrom get 403', async () => {
     await withSip({ allowFrom: ['10.0.0.0/8'] }, async (port, s) => {

@@ -28,6 +28,12 @@ export const SIP_OPTIONS = t.object(
     ringMs: t.default(common.ms(0, 60_000), 0),
     /** Codecs accepted, in the caller's preference order. */
     codecs: t.default(t.array(t.enum(['pcmu', 'pcma', 'opus']), { minItems: 1, uniqueItems: true }), ['pcmu', 'pcma', 'opus']),
+    /**
+     * Silence suppression with comfort noise (RFC 3389) when the caller offers CN/8000 with G.711: between the
+     * agent's replies one CN packet (and one a second, for NAT and RTP timeouts) instead of 50 packets of silence;
+     * a caller's own CN is played as silence. false: never in the answer (50 packets a second, always).
+     */
+    comfortNoise: t.default(t.boolean(), true),
     /** Where `call.action: transfer` sends the caller (SIP REFER), e.g. "sip:desk@pbx.example.com"; unset: no transfer. */
     transferTarget: t.optional(t.string({ pattern: '^[sS][iI][pP][sS]?:[^\\s<>]+$' })),
     /**

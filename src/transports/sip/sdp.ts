@@ -1,6 +1,6 @@
 /**
- * SDP (RFC 4566) offer/answer (RFC 3264) for one audio stream: PCMU/0, PCMA/8, Opus (dynamic), and
- * telephone-event (RFC 4733). We only ever answer; we never offer.
+ * SDP (RFC 4566) offer/answer (RFC 3264) for one audio stream: PCMU/0, PCMA/8, Opus (dynamic),
+ * telephone-event (RFC 4733) and, with G.711, comfort noise (CN, RFC 3389). We only ever answer; we never offer.
  */
 
 export type Direction = 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive';
@@ -104,6 +104,11 @@ export interface NegotiatedMedia {
   telephoneEvent: number | null;
   /** Clock rate of the telephone-event format as offered. */
   telephoneEventRate: number;
+  /**
+   * Payload type of comfort noise (RFC 3389, CN/8000), when the caller offered it with a G.711 codec and it is
+   * allowed: silence is then sent as a CN packet and no packets (silence suppression), and the caller may do the same.
+   */
+  comfortNoise: number | null;
   remoteAddress: string;
   remotePort: number;
   /** What we do, seen from our side (the answer's direction attribute). */
@@ -128,13 +133,19 @@ export function answerDirection(offered: Direction): Direction {
 const STATIC: Record<number, { encoding: string; clockRate: number }> = {
   0: { encoding: 'pcmu', clockRate: 8000 },
   8: { encoding: 'pcma', clockRate: 8000 },
+  13: { encoding: 'cn', clockRate: 8000 },
 };
+
+export interface NegotiateOptions {
+  /** Answer CN/8000 when the caller offers it with G.711 (sip.comfortNoise). */
+  comfortNoise?: boolean;
+}
 
 /**
  * Pick the first audio format in the offer's order that we support (and `allowed` permits). Returns null when
  * nothing fits (→ 488).
  */
-export function negotiate(offer: SdpOffer, allowed: readonly SipCodec[]): NegotiatedMedia | null {
+export function negotiate(offer: SdpOffer, allowed: readonly SipCodec[], options: NegotiateOptions = {}): NegotiatedMedia | null {
   const audio = offer.media.find((m) => m.type === 'audio' && m.port !== 0 && /^RTP\/AVP$|^RTP\/AVPF$/i.test(m.proto));
   if (!audio) return null;
   const address = audio.connection ?? offer.connection;
@@ -165,6 +176,17 @@ export function negotiate(offer: SdpOffer, allowed: readonly SipCodec[]): Negoti
     }
     if (map.clockRate === chosen.clockRate) break;
   }
+  // Comfort noise at 8 kHz goes with G.711 only (Opus has its own DTX).
+  let comfortNoise: number | null = null;
+  if (options.comfortNoise && chosen.codec !== 'opus') {
+    for (const pt of audio.formats) {
+      const map = audio.rtpmap.get(pt) ?? STATIC[pt];
+      if (map && map.encoding.toLowerCase() === 'cn' && map.clockRate === 8000) {
+        comfortNoise = pt;
+        break;
+      }
+    }
+  }
   // c=0.0.0.0 is RFC 2543 hold: nothing is to be sent to the caller.
   const direction = address === '0.0.0.0' ? (audio.direction === 'sendonly' || audio.direction === 'sendrecv' ? 'recvonly' : 'inactive') : answerDirection(audio.direction);
   return {
@@ -173,6 +195,7 @@ export function negotiate(offer: SdpOffer, allowed: readonly SipCodec[]): Negoti
     clockRate: chosen.clockRate,
     telephoneEvent,
     telephoneEventRate,
+    comfortNoise,
     remoteAddress: address,
     remotePort: audio.port,
     direction,
@@ -188,11 +211,11 @@ export interface AnswerOptions {
   media: NegotiatedMedia;
 }
 
-/** Our SDP answer: one audio stream with the chosen codec (+ telephone-event), 20 ms packets. */
+/** Our SDP answer: one audio stream with the chosen codec (+ telephone-event, + CN), 20 ms packets. */
 export function buildAnswer(options: AnswerOptions): string {
   const { media } = options;
   const ipv = options.address.includes(':') ? 'IP6' : 'IP4';
-  const formats = [media.payloadType, ...(media.telephoneEvent !== null ? [media.telephoneEvent] : [])];
+  const formats = [media.payloadType, ...(media.telephoneEvent !== null ? [media.telephoneEvent] : []), ...(media.comfortNoise !== null ? [media.comfortNoise] : [])];
   const lines = [
     'v=0',
     `o=- ${options.sessionId} ${options.version} IN ${ipv} ${options.address}`,
@@ -211,6 +234,7 @@ export function buildAnswer(options: AnswerOptions): string {
     lines.push(`a=rtpmap:${media.telephoneEvent} telephone-event/${media.telephoneEventRate}`);
     lines.push(`a=fmtp:${media.telephoneEvent} 0-15`);
   }
+  if (media.comfortNoise !== null) lines.push(`a=rtpmap:${media.comfortNoise} CN/8000`);
   lines.push('a=ptime:20', `a=${media.direction}`);
   return lines.join('\r\n') + '\r\n';
 }

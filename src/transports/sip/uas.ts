@@ -242,7 +242,7 @@ export class SipServer {
     }
     let media: NegotiatedMedia | null;
     try {
-      media = negotiate(parseSdp(req.body.toString('utf8')), config.codecs);
+      media = negotiate(parseSdp(req.body.toString('utf8')), config.codecs, { comfortNoise: config.comfortNoise });
     } catch (err) {
       if (!(err instanceof SdpError)) throw err;
       this.respond(req, peer, key, 400, { reason: `Bad SDP: ${err.message}`.slice(0, 100) });
@@ -454,7 +454,7 @@ export class SipServer {
     if (req.body.length > 0) {
       let media: NegotiatedMedia | null;
       try {
-        media = negotiate(parseSdp(req.body.toString('utf8')), [call.media.codec]);
+        media = negotiate(parseSdp(req.body.toString('utf8')), [call.media.codec], { comfortNoise: this.options.config.comfortNoise });
       } catch (err) {
         if (!(err instanceof SdpError)) throw err;
         this.respond(req, peer, key, 400, { reason: `Bad SDP: ${err.message}`.slice(0, 100) });

@@ -17,6 +17,13 @@ export const rtpClock = new MediaClock(20);
 
 /** A latched source silent this long may be replaced by another plausible one (a NAT rebinding). */
 const RELATCH_AFTER_MS = 2000;
+/**
+ * With comfort noise, a CN packet goes out at the start of each silence and every 50 packet times (1 s) of it:
+ * NAT bindings and carriers' RTP timeouts see a live stream at 1 packet a second instead of 50.
+ */
+const CN_REFRESH_PACKETS = 50;
+/** RFC 3389 noise level, -dBov: the agent's silence is digital silence. */
+const CN_SILENCE_LEVEL = Buffer.from([127]);
 
 export interface RtpStreamOptions {
   rtp: dgram.Socket;
@@ -32,6 +39,11 @@ export interface RtpStreamOptions {
   samplesPerPacket: number;
   /** Payload sent when there is nothing to say (keeps NAT bindings and far-end buffers alive). */
   silencePayload: Buffer | null;
+  /**
+   * Comfort noise's payload type (RFC 3389) when negotiated: silence is then a CN packet at its start and one a
+   * second (no silencePayload packets), and the caller's CN plays as silencePayload until their audio resumes.
+   */
+  comfortNoise?: number | null;
   onAudio(payload: Buffer | null, arrivalMs: number): void;
   onDtmf(digit: string): void;
   onInvalid(reason: string): void;
@@ -59,6 +71,12 @@ export class RtpStream implements MediaClockMember {
   private timestamp = randomInt(0, 2 ** 31);
   private readonly outQueue: Buffer[] = [];
   private talking = false;
+  /** Comfort noise's payload type, when negotiated. */
+  private comfortNoise: number | null;
+  /** Packet times since our last CN packet in the current silence; null: none sent in it yet. */
+  private silentSinceCn: number | null = null;
+  /** The caller sent CN and no audio since: their silence plays as silence, not as a lost stream. */
+  private callerInComfortNoise = false;
   private sending = true;
   private closed = false;
   private sent = { packets: 0, octets: 0 };
@@ -66,6 +84,7 @@ export class RtpStream implements MediaClockMember {
   lastPacketAt = performance.now();
 
   constructor(private readonly options: RtpStreamOptions) {
+    this.comfortNoise = options.comfortNoise ?? null;
     this.remote = options.remote;
     this.remoteRtcp = options.remote ? { address: options.remote.address, port: options.remote.port + 1 } : null;
     options.rtp.on('message', (msg, rinfo) => this.onPacket(msg, rinfo));
@@ -116,6 +135,13 @@ export class RtpStream implements MediaClockMember {
     }
   }
 
+  /** A re-INVITE may offer comfort noise or stop offering it. */
+  setComfortNoise(payloadType: number | null): void {
+    this.comfortNoise = payloadType;
+    this.silentSinceCn = null;
+    if (payloadType === null) this.callerInComfortNoise = false;
+  }
+
   /** A re-INVITE may move the caller's media (the caller checks the address is plausible). */
   setRemote(remote: { address: string; port: number }): void {
     if (remote.address === this.remote?.address && remote.port === this.remote.port) return;
@@ -151,7 +177,7 @@ export class RtpStream implements MediaClockMember {
       return;
     }
     const pt = packet.payloadType;
-    if (pt !== this.options.payloadType && pt !== this.options.telephoneEvent) {
+    if (pt !== this.options.payloadType && pt !== this.options.telephoneEvent && (this.comfortNoise === null || pt !== this.comfortNoise)) {
       // RTCP multiplexed on the RTP port (RFC 5761) lands here as PT 72-76: not audio.
       if (pt < 72 || pt > 76) this.options.onInvalid(`unexpected RTP payload type ${pt}`);
       return;
@@ -181,7 +207,14 @@ export class RtpStream implements MediaClockMember {
       }
       return;
     }
+    if (pt === this.comfortNoise) {
+      // The caller's silence (RFC 3389): its sequence number is no loss, and silence plays until audio resumes.
+      this.jitter.skip(packet.seq);
+      this.callerInComfortNoise = true;
+      return;
+    }
     if (packet.payload.length === 0) return;
+    this.callerInComfortNoise = false;
     this.jitter.push(packet.seq, (packet.timestamp * 1000) / this.options.clockRate, Buffer.from(packet.payload), now);
   }
 
@@ -214,7 +247,11 @@ export class RtpStream implements MediaClockMember {
     if (onlyIfReady && !this.jitter.nextReady) return false;
     const out = this.jitter.pop();
     if (out.kind === 'audio') this.options.onAudio(out.payload, out.arrivalMs);
-    else if (out.kind === 'lost') this.options.onAudio(null, performance.now());
+    else if (this.callerInComfortNoise && this.options.silencePayload && !onlyIfReady) {
+      // The caller suppresses its silence: the call still hears 20 ms of it per tick (endpointing counts on it).
+      this.options.onAudio(this.options.silencePayload, performance.now());
+      return true;
+    } else if (out.kind === 'lost') this.options.onAudio(null, performance.now());
     return out.kind !== 'empty';
   }
 
@@ -224,16 +261,24 @@ export class RtpStream implements MediaClockMember {
       return;
     }
     let payload = this.outQueue.shift();
+    let payloadType = this.options.payloadType;
     let marker = false;
     if (payload) {
+      // The first packet of a talkspurt carries the marker bit (RFC 3551 §4.1), after CN too.
       marker = !this.talking;
       this.talking = true;
+      this.silentSinceCn = null;
     } else {
       this.talking = false;
-      payload = this.options.silencePayload ?? undefined;
+      if (this.comfortNoise === null) payload = this.options.silencePayload ?? undefined;
+      else if (this.silentSinceCn === null || ++this.silentSinceCn >= CN_REFRESH_PACKETS) {
+        payload = CN_SILENCE_LEVEL;
+        payloadType = this.comfortNoise;
+        this.silentSinceCn = 0;
+      }
     }
     if (payload) {
-      const packet = serializeRtp({ payloadType: this.options.payloadType, marker, seq: this.seq, timestamp: this.timestamp, ssrc: this.ssrc, payload });
+      const packet = serializeRtp({ payloadType, marker, seq: this.seq, timestamp: this.timestamp, ssrc: this.ssrc, payload });
       this.seq = (this.seq + 1) & 0xffff;
       this.sent.packets++;
       this.sent.octets += payload.length;
