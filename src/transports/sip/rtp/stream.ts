@@ -129,6 +129,8 @@ export class RtpStream implements MediaClockMember {
   /** Hold (sendonly/inactive answers) stops our media; resuming restarts it with a marker bit. */
   setSending(sending: boolean): void {
     this.sending = sending;
+    // A resumed stream's first silence says so at once (a CN packet), not at the old silence's next refresh.
+    this.silentSinceCn = null;
     if (!sending) {
       this.outQueue.length = 0;
       this.talking = false;
