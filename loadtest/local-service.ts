@@ -31,6 +31,13 @@ export function vadQuietOption(value: string | undefined): number | null | undef
 
 export const ASR_ELSEWHERE = { provider: 'openai-batch', baseUrl: 'http://127.0.0.1:9/v1', model: 'elsewhere', retries: 0, timeoutMs: 500 };
 
+/**
+ * `providers.tts` beside ASR_ELSEWHERE: a failed recognition is answered with the spoken fallback line, which a
+ * media-path run must not synthesize here (hundreds of callers' lines would be the measurement); elsewhere it fails
+ * at once, as the recognition did.
+ */
+export const TTS_ELSEWHERE = { provider: 'openai-speech', baseUrl: 'http://127.0.0.1:9/v1', model: 'elsewhere', voices: { en: 'elsewhere', es: 'elsewhere' }, timeoutMs: 500 };
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** `config`: top-level config keys merged over the script's base (host, port, auth, in-memory store). */

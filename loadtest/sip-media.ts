@@ -28,7 +28,7 @@ import { decodeMulaw, encodeMulaw } from '../src/audio/g711.js';
 import { rmsDbfs } from '../src/audio/format.js';
 import { parseWav } from '../src/audio/wav.js';
 import { processCpuS, processRssMb } from './proc-stat.js';
-import { ASR_ELSEWHERE, vadQuietOption } from './local-service.js';
+import { ASR_ELSEWHERE, TTS_ELSEWHERE, vadQuietOption } from './local-service.js';
 import { seededNoiseAtDbfs } from './voices.js';
 
 interface Args {
@@ -208,7 +208,7 @@ async function spawnService(asrElsewhere: boolean, vadQuiet: number | null | und
     JSON.stringify({ host: '127.0.0.1', port: 0, logLevel: 'warn', store: { path: ':memory:' }, limits: { maxSessionsPerKey: 1000, maxSessions: 0 },
       sip: { host: '127.0.0.1', port, maxCalls: 1000 },
       providers: {
-        ...(asrElsewhere ? { asr: ASR_ELSEWHERE } : {}),
+        ...(asrElsewhere ? { asr: ASR_ELSEWHERE, tts: TTS_ELSEWHERE } : {}),
         ...(vadQuiet === undefined ? {} : { vad: { provider: 'silero', quietWindowDbfs: vadQuiet } }),
       },
     }),

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { FRAME_MS, FRAME_SAMPLES } from '../src/audio/format.js';
 import { percentiles } from './run.js';
 import { WebRtcCaller } from './webrtc-caller.js';
-import { ASR_ELSEWHERE, startLocalService, type LocalService } from './local-service.js';
+import { ASR_ELSEWHERE, TTS_ELSEWHERE, startLocalService, type LocalService } from './local-service.js';
 import { metricValue } from './prometheus.js';
 
 /**
@@ -51,7 +51,7 @@ const service: LocalService | null = values.spawn
         ...(values['opus-frame-ms'] ? { opusFrameMs: Number(values['opus-frame-ms']) } : {}),
         ...(values['opus-dtx'] ? { opusDtx: values['opus-dtx'] !== 'off' } : {}),
       },
-      ...(values['asr-elsewhere'] ? { providers: { asr: ASR_ELSEWHERE } } : {}),
+      ...(values['asr-elsewhere'] ? { providers: { asr: ASR_ELSEWHERE, tts: TTS_ELSEWHERE } } : {}),
     })
   : null;
 // A failure below must not leave the spawned service running.

@@ -26,7 +26,7 @@ import { parseWav } from '../src/audio/wav.js';
 import { WsCaller } from './ws-caller.js';
 import { seededNoise, seededNoiseAtDbfs } from './voices.js';
 import { processCpuS, processRssMb } from './proc-stat.js';
-import { ASR_ELSEWHERE, vadQuietOption } from './local-service.js';
+import { ASR_ELSEWHERE, TTS_ELSEWHERE, vadQuietOption } from './local-service.js';
 import { metricValue } from './prometheus.js';
 
 const get = (name: string): string | undefined => {
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
       // ASR runs elsewhere (the media path alone): a batch endpoint only contacted when a turn ends, here a closed
       // loopback port, so a speech turn ends in an ASR error (counted) instead of local decoding.
       providers: {
-        ...(process.argv.includes('--local-asr') ? {} : { asr: ASR_ELSEWHERE }),
+        ...(process.argv.includes('--local-asr') ? {} : { asr: ASR_ELSEWHERE, tts: TTS_ELSEWHERE }),
         ...(vadWorker === undefined && vadQuiet === undefined
           ? {}
           : {

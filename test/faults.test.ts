@@ -143,14 +143,20 @@ describe('faults in model backends', () => {
     await device.close();
   });
 
-  it('reports ASR and TTS failures and timeouts, and answers normally afterwards', async () => {
+  it('reports ASR and TTS failures and timeouts (a failed recognition spoken as the fallback), and answers normally afterwards', async () => {
     const device = new TestDevice(server.wsUrl);
     await device.connect();
 
     for (const fault of ['throw', 'stall'] as const) {
       faults.asr = fault;
+      const since = performance.now();
       const result = await turn(device);
       expect(result.errors, `asr ${fault}`).toContain('asr_failed');
+      // A phone caller sees no error event: the caller hears the fallback line instead of silence.
+      const said = await device.silenceUntil((e) => e.type === 'response.done' && /trouble/.test(String(e.text)), 10_000, since);
+      expect(String(said.text), `asr ${fault}`).toMatch(/trouble/);
+      await device.silence(300);
+      expect(device.audio.filter((a) => a.atMs >= since && a.dbfs > -40).length, `asr ${fault}`).toBeGreaterThan(25);
     }
     faults.asr = 'none';
 

@@ -189,7 +189,11 @@ export class Session {
       detectsLanguage: languages.length > 1 || languages.includes('*'),
       hooks: {
         event: (event) => this.emit(event),
-        fail: (code, message, err) => this.fail(code, message, err),
+        fail: (code, message, err) => {
+          this.fail(code, message, err);
+          // A caller must never be left in silence (the LLM's failure says so too): the turn was not heard.
+          if (code === 'asr_failed') void this.sayLine(this.lineFor(this.config.agent.fallbackReplies));
+        },
         partial: (turn, text, heard) => {
           if (!this.expectingSensitive) this.emit({ type: 'transcript.partial', turn, text: redactPartial(text, this.config.privacy.redact), language: heard });
         },

@@ -32,11 +32,16 @@ describe('a stage that stops answering', () => {
     // Timed from the likely end (60 ms after the last voiced frame), on the session's clock.
     expect(failedAt - lastVoiced).toBe(call.config.turn.preemptiveSilenceMs + call.config.turn.asrFinalTimeoutMs);
     expect(call.metrics.errors).toEqual(['asr_failed']);
+    // The caller is not left in silence: the fallback line is said, as when the model fails.
+    await call.silenceUntil((e) => e.type === 'response.done', 8_000);
+    const fallback = call.config.agent.fallbackReplies.en;
+    expect(call.of('response.done')[0]).toMatchObject({ text: fallback });
+    expect(call.audio.length).toBe(fallback.split(/\s+/).length * 5);
 
     call.asr.stalled = false;
     await call.say('are you there', 400);
-    await call.silenceUntil((e) => e.type === 'response.done');
-    expect(call.of('response.done')[0]).toMatchObject({ status: 'completed', text: 'You said are you there. Anything else?' });
+    await call.silenceUntil(() => call.of('response.done').length === 2);
+    expect(call.of('response.done')[1]).toMatchObject({ status: 'completed', text: 'You said are you there. Anything else?' });
   });
 
   it('a model that never answers gets the fallback line said after llmFirstTokenTimeoutMs', async () => {
