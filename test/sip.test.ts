@@ -8,7 +8,7 @@ import { resampleOnce } from '../src/audio/resample.js';
 import { sipServerOf, SipServer } from '../src/transports/sip/index.js';
 import { digestResponse } from '../src/transports/sip/access.js';
 import { parseRtp, serializeRtp, type RtpPacket } from '../src/transports/sip/rtp/packet.js';
-import { encodeAlaw } from '../src/audio/g711.js';
+import { decodeAlaw, encodeAlaw } from '../src/audio/g711.js';
 import { DEFAULT_CONFIG, mergeConfig, type SipConfig } from '../src/config.js';
 import { speak } from './helpers/speech.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
@@ -24,6 +24,7 @@ let sipPort: number;
 let microphone: Int16Array;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const decodeAlawPacket = (payload: Buffer): Int16Array => decodeAlaw(new Uint8Array(payload));
 
 beforeAll(async () => {
   let speech: Int16Array;
@@ -357,30 +358,69 @@ describe('SIP trunk features on raw sockets', () => {
 
   const offer = (rtpPort: number) => ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${rtpPort} RTP/AVP 8 101`, 'a=rtpmap:8 PCMA/8000', 'a=rtpmap:101 telephone-event/8000', ''].join('\r\n');
 
+  /**
+   * A raw-socket phone: INVITE with `sdp` (its RTP port filled in), ACK, what it hears as parsed RTP, and a sender of
+   * its own RTP (A-law by default) to the service's port.
+   */
+  async function rawPhone(port: number, s: SipServer, sdp: (rtpPort: number) => string) {
+    const c = await client(port);
+    const rtp = dgram.createSocket('udp4');
+    const heard: { at: number; packet: RtpPacket }[] = [];
+    rtp.on('message', (m) => {
+      try {
+        heard.push({ at: performance.now(), packet: parseRtp(m) });
+      } catch {
+        // not RTP: not ours to judge
+      }
+    });
+    await new Promise<void>((r) => rtp.bind(0, '127.0.0.1', () => r()));
+    const callId = `raw-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    c.send(request('INVITE', { callId, cseq: 1, headers: ['Contact: <sip:tester@127.0.0.1:$PORT>', 'Content-Type: application/sdp'], body: sdp(rtp.address().port) }));
+    const ok = await until('200 OK', () => c.got.find((m) => status(m) === 200), 5000);
+    const toTag = /^To: .*;tag=([^;\r\n]+)/m.exec(ok)![1];
+    const withTag = (text: string): string => text.replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`);
+    c.send(withTag(request('ACK', { callId, cseq: 1, headers: [] })));
+    const serviceRtp = Number(/^m=audio (\d+)/m.exec(ok)![1]);
+    const out = { seq: 1000, timestamp: 5000, ssrc: 0x1234 };
+    return {
+      ok,
+      heard,
+      callId,
+      recordId: s.calls.get(callId)!.recordId,
+      send(payloadType: number, payload: Uint8Array, marker = false): void {
+        rtp.send(serializeRtp({ payloadType, marker, seq: out.seq, timestamp: out.timestamp, ssrc: out.ssrc, payload: Buffer.from(payload) }), serviceRtp, '127.0.0.1');
+        out.seq = (out.seq + 1) & 0xffff;
+        out.timestamp = (out.timestamp + 160) >>> 0;
+      },
+      /** "What time is it?" in 20 ms A-law packets, paced, up to the words' last sound: no trailing silence. */
+      async speak(): Promise<void> {
+        let lastSound = microphone.length - 1;
+        while (lastSound > 8000 && Math.abs(microphone[lastSound]) < 200) lastSound--;
+        const speech = microphone.subarray(8000 - 1600, lastSound + 160);
+        for (let off = 0; off + 160 <= speech.length; off += 160) {
+          this.send(8, encodeAlaw(speech.subarray(off, off + 160)), off === 0);
+          await sleep(20);
+        }
+      },
+      async hangUp(): Promise<void> {
+        c.send(withTag(request('BYE', { callId, cseq: 2, headers: [] })));
+        await until('call ended', () => !s.calls.has(callId), 3000);
+        rtp.close();
+        c.close();
+      },
+    };
+  }
+
+  const callerHeard = (recordId: string) =>
+    until('the caller heard', async () => (await server.server.service.store.get(recordId, 'any-key'))?.transcript.find((t) => t.role === 'caller' && /time/i.test(t.text)), 10_000);
+
   it('comfort noise (RFC 3389) when the phone offers it: one CN packet a second between replies instead of 50 of silence, the marker on each reply, and a caller who suppresses its own silence is heard to its turn\'s end', async () => {
     await withSip({}, async (port, s) => {
-      const c = await client(port);
-      const phoneRtp = dgram.createSocket('udp4');
-      const heard: { at: number; packet: RtpPacket }[] = [];
-      phoneRtp.on('message', (m) => {
-        try {
-          heard.push({ at: performance.now(), packet: parseRtp(m) });
-        } catch {
-          // RTCP lands on the RTP port + 1, not here; anything else is not ours to judge
-        }
-      });
-      await new Promise<void>((r) => phoneRtp.bind(0, '127.0.0.1', () => r()));
-      const rtpPort = phoneRtp.address().port;
-      const callId = `cn-${Date.now()}`;
-      const cnOffer = offer(rtpPort).replace('RTP/AVP 8 101', 'RTP/AVP 8 101 13').replace('a=rtpmap:101', 'a=rtpmap:13 CN/8000\r\na=rtpmap:101');
-      c.send(request('INVITE', { callId, cseq: 1, headers: ['Contact: <sip:tester@127.0.0.1:$PORT>', 'Content-Type: application/sdp'], body: cnOffer }));
-      const ok = await until('200 OK', () => c.got.find((m) => status(m) === 200), 5000);
-      expect(ok).toMatch(/^m=audio \d+ RTP\/AVP 8 101 13\r$/m);
-      expect(ok).toContain('a=rtpmap:13 CN/8000');
-      const toTag = /^To: .*;tag=([^;\r\n]+)/m.exec(ok)![1];
-      const recordId = s.calls.get(callId)!.recordId;
-      c.send(request('ACK', { callId, cseq: 1, headers: [] }).replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`));
-      const serviceRtp = Number(/^m=audio (\d+)/m.exec(ok)![1]);
+      const cnOffer = (rtpPort: number) => offer(rtpPort).replace('RTP/AVP 8 101', 'RTP/AVP 8 101 13').replace('a=rtpmap:101', 'a=rtpmap:13 CN/8000\r\na=rtpmap:101');
+      const phone = await rawPhone(port, s, cnOffer);
+      const { heard } = phone;
+      expect(phone.ok).toMatch(/^m=audio \d+ RTP\/AVP 8 101 13\r$/m);
+      expect(phone.ok).toContain('a=rtpmap:13 CN/8000');
 
       // Nothing to say yet: a CN packet (noise level byte, no marker), then one a second, instead of 50 of silence.
       const armedAt = performance.now();
@@ -396,25 +436,11 @@ describe('SIP trunk features on raw sockets', () => {
       expect((b.seq - a.seq) & 0xffff).toBe(1);
       expect(((b.timestamp - a.timestamp) >>> 0) / 160).toBe(50);
 
-      // The caller speaks (A-law, 20 ms packets), then suppresses its silence: one CN packet, nothing more.
-      const caller = { seq: 1000, timestamp: 5000, ssrc: 0x1234 };
-      const sendRtp = (payloadType: number, payload: Uint8Array, marker = false): void => {
-        phoneRtp.send(serializeRtp({ payloadType, marker, seq: caller.seq, timestamp: caller.timestamp, ssrc: caller.ssrc, payload: Buffer.from(payload) }), serviceRtp, '127.0.0.1');
-        caller.seq = (caller.seq + 1) & 0xffff;
-        caller.timestamp = (caller.timestamp + 160) >>> 0;
-      };
-      // Up to the last sound of the words: the turn's silence comes only as the caller's CN.
-      let lastSound = microphone.length - 1;
-      while (lastSound > 8000 && Math.abs(microphone[lastSound]) < 200) lastSound--;
-      const speech = microphone.subarray(8000 - 1600, lastSound + 160);
+      // The caller speaks, then suppresses its silence: one CN packet, nothing more. Its turn still ends.
       const repliesBefore = heard.length;
-      for (let off = 0; off + 160 <= speech.length; off += 160) {
-        sendRtp(8, encodeAlaw(speech.subarray(off, off + 160)), off === 0);
-        await sleep(20);
-      }
-      sendRtp(13, Uint8Array.of(80));
-      // Heard to the end (no more packets come): the turn ends, the agent answers.
-      await until('the caller heard', async () => (await server.server.service.store.get(recordId, 'any-key'))?.transcript.find((t) => t.role === 'caller' && /time/i.test(t.text)), 10_000);
+      await phone.speak();
+      phone.send(13, Uint8Array.of(80));
+      await callerHeard(phone.recordId);
       const reply = await until('the reply', () => heard.slice(repliesBefore).find((h) => h.packet.payloadType === 8), 10_000);
       expect(reply.packet.marker).toBe(true);
       // Only the talkspurt's first packet has the marker; after the reply, CN again.
@@ -422,13 +448,23 @@ describe('SIP trunk features on raw sockets', () => {
       const spurt = heard.filter((h) => h.at >= reply.at && h.at < afterReply.at);
       expect(spurt.length).toBeGreaterThan(25);
       expect(spurt.filter((h) => h.packet.marker)).toHaveLength(1);
-      expect(s.calls.get(callId)).toBeDefined();
-      c.send(request('BYE', { callId, cseq: 2, headers: [] }).replace(/^To: (.*)$/m, `To: $1;tag=${toTag}`));
-      await until('call ended', () => !s.calls.has(callId), 3000);
-      phoneRtp.close();
-      c.close();
+      expect(s.calls.get(phone.callId)).toBeDefined();
+      await phone.hangUp();
     });
   }, 40_000);
+
+  it('a phone whose RTP stops after its words (silence suppression without CN, a dropout) is still heard to its turn\'s end', async () => {
+    await withSip({}, async (port, s) => {
+      const phone = await rawPhone(port, s, offer);
+      expect(phone.ok).not.toContain('CN/8000');
+      await sleep(300);
+      await phone.speak();
+      // Nothing more is sent: past the jitter buffer's concealment the call hears silence, and answers.
+      await callerHeard(phone.recordId);
+      await until('the reply', () => phone.heard.some((h) => h.packet.payloadType === 8 && rmsDbfs(decodeAlawPacket(h.packet.payload)) > -40), 10_000);
+      await phone.hangUp();
+    });
+  }, 30_000);
 
   it('source addresses outside sip.allowFrom get 403', async () => {
     await withSip({ allowFrom: ['10.0.0.0/8'] }, async (port, s) => {

@@ -160,6 +160,8 @@ export class CallMedia implements CallWire, AudioSink {
   private applyDirection(): void {
     const sending = this.media.direction === 'sendrecv' || this.media.direction === 'sendonly';
     this.rtp.setSending(sending);
+    // On hold the caller sends nothing on purpose: no silence is made up for it.
+    this.rtp.setFillGaps(this.media.direction === 'sendrecv' || this.media.direction === 'recvonly');
     if (!sending) this.pendingOut = Buffer.alloc(0);
   }
 

@@ -77,6 +77,9 @@ export class RtpStream implements MediaClockMember {
   private silentSinceCn: number | null = null;
   /** The caller sent CN and no audio since: their silence plays as silence, not as a lost stream. */
   private callerInComfortNoise = false;
+  /** The caller is expected to send (not on hold) and has sent audio: a stream that stops plays as silence. */
+  private fillGaps = true;
+  private heardAudio = false;
   private sending = true;
   private closed = false;
   private sent = { packets: 0, octets: 0 };
@@ -135,6 +138,14 @@ export class RtpStream implements MediaClockMember {
       this.outQueue.length = 0;
       this.talking = false;
     }
+  }
+
+  /**
+   * Whether the caller is expected to send audio now (not on hold): while it is, a stream that stops (silence
+   * suppression without CN, a dropout) plays on as silence, so a turn in progress still ends.
+   */
+  setFillGaps(fill: boolean): void {
+    this.fillGaps = fill;
   }
 
   /** A re-INVITE may offer comfort noise or stop offering it. */
@@ -217,6 +228,7 @@ export class RtpStream implements MediaClockMember {
     }
     if (packet.payload.length === 0) return;
     this.callerInComfortNoise = false;
+    this.heardAudio = true;
     this.jitter.push(packet.seq, (packet.timestamp * 1000) / this.options.clockRate, Buffer.from(packet.payload), now);
   }
 
@@ -249,8 +261,10 @@ export class RtpStream implements MediaClockMember {
     if (onlyIfReady && !this.jitter.nextReady) return false;
     const out = this.jitter.pop();
     if (out.kind === 'audio') this.options.onAudio(out.payload, out.arrivalMs);
-    else if (this.callerInComfortNoise && this.options.silencePayload && !onlyIfReady) {
-      // The caller suppresses its silence: the call still hears 20 ms of it per tick (endpointing counts on it).
+    else if (!onlyIfReady && (this.callerInComfortNoise || (out.kind === 'empty' && this.fillGaps && this.heardAudio))) {
+      // The caller suppresses its silence (CN, Opus DTX), or its stream stopped (past the jitter buffer's
+      // concealment): the call still hears 20 ms of silence per tick, since endpointing counts on it (a null payload
+      // is silence for Opus). The RTP timeout still applies.
       this.options.onAudio(this.options.silencePayload, performance.now());
       return true;
     } else if (out.kind === 'lost') this.options.onAudio(null, performance.now());
