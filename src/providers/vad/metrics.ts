@@ -57,7 +57,7 @@ export function registerVadBatchMetrics(registry: Registry, vad: unknown): void 
   series('voice_agent_vad_batches', 'VAD inferences run since start, each over every window ready across calls', (s) => s.runs);
   series('voice_agent_vad_batch_windows', 'VAD windows (32 ms of one call) inferred since start', (s) => s.windows);
   series('voice_agent_vad_batch_run_seconds', 'Wall time of the VAD inferences since start, as the event loop saw them', (s) => s.totalRunMs / 1000);
-  series('voice_agent_vad_behind', 'The VAD is behind real time (1: an answer took 32 ms or more, until none took 16 ms for 3 s; quiet lines then skip the model after 0.5 s instead of 3 s) or not (0)', (s) => (s.behind ? 1 : 0));
+  series('voice_agent_vad_behind', 'The VAD is behind real time (1: answers took 32 ms or more for 200 ms, until none took 16 ms for 3 s; quiet lines then skip the model after 0.5 s instead of 3 s) or not (0)', (s) => (s.behind ? 1 : 0));
   series('voice_agent_vad_behind_seconds', 'Time the VAD spent behind real time since start', (s) => s.behindMs / 1000);
   series('voice_agent_vad_quiet_windows_skipped', 'VAD windows not inferred since start: three seconds into a stretch under providers.vad.quietWindowDbfs or steady at the line noise floor', (s) => s.skippedQuietWindows);
   series('voice_agent_vad_batch_largest', 'Most windows in one VAD inference since start', (s) => s.maxBatchSize);

@@ -34,7 +34,7 @@ export interface VadBatchStats {
   totalRunMs: number;
   /** Windows of any stream not run at all: quiet, well into a silence (SileroVadStream). */
   skippedQuietWindows: number;
-  /** Whether the VAD is behind real time now (a window waited a window's length or more for its run). */
+  /** Whether the VAD is behind real time now (answers took a window's length or more for 200 ms; SileroBatcher). */
   behind: boolean;
   /** Times it fell behind, and the total time it stayed behind (ms), since start. */
   behindEpisodes: number;

@@ -79,7 +79,8 @@ export class CallMedia implements CallWire, AudioSink {
       clockRate: options.media.clockRate,
       samplesPerPacket: (options.media.clockRate * 20) / 1000,
       silencePayload: g711 ? Buffer.alloc(G711_PACKET, SILENCE[options.media.codec as 'pcmu' | 'pcma']) : null,
-      comfortNoise: g711 ? options.media.comfortNoise : null,
+      // negotiate() gives CN with G.711 only.
+      comfortNoise: options.media.comfortNoise,
       onAudio: (payload, arrivalMs) => this.onAudio(payload, arrivalMs),
       onDtmf: (digit) => {
         this.stats.dtmf.push(digit);
@@ -149,7 +150,7 @@ export class CallMedia implements CallWire, AudioSink {
     // An address the signalling does not vouch for is not a target: the latched source stays.
     if (media.remoteAddress !== '0.0.0.0' && media.remotePort > 0 && this.options.plausible(media.remoteAddress)) this.rtp.setRemote({ address: media.remoteAddress, port: media.remotePort });
     this.applyDirection();
-    this.rtp.setComfortNoise(media.codec !== 'opus' ? media.comfortNoise : null);
+    this.rtp.setComfortNoise(media.comfortNoise);
     this.rtp.lastPacketAt = performance.now();
   }
 

@@ -176,17 +176,12 @@ export function negotiate(offer: SdpOffer, allowed: readonly SipCodec[], options
     }
     if (map.clockRate === chosen.clockRate) break;
   }
-  // Comfort noise at 8 kHz goes with G.711 only (Opus has its own DTX).
-  let comfortNoise: number | null = null;
-  if (options.comfortNoise && chosen.codec !== 'opus') {
-    for (const pt of audio.formats) {
-      const map = audio.rtpmap.get(pt) ?? STATIC[pt];
-      if (map && map.encoding.toLowerCase() === 'cn' && map.clockRate === 8000) {
-        comfortNoise = pt;
-        break;
-      }
-    }
-  }
+  // Comfort noise at 8 kHz goes with G.711 only (Opus has its own DTX). Encodings are lower case (parseSdp, STATIC).
+  const isCn = (pt: number): boolean => {
+    const map = audio.rtpmap.get(pt) ?? STATIC[pt];
+    return map?.encoding === 'cn' && map.clockRate === 8000;
+  };
+  const comfortNoise = options.comfortNoise && chosen.codec !== 'opus' ? (audio.formats.find(isCn) ?? null) : null;
   // c=0.0.0.0 is RFC 2543 hold: nothing is to be sent to the caller.
   const direction = address === '0.0.0.0' ? (audio.direction === 'sendonly' || audio.direction === 'sendrecv' ? 'recvonly' : 'inactive') : answerDirection(audio.direction);
   return {

@@ -133,7 +133,7 @@ export class SileroBatcher {
   private closed = false;
   readonly stats: SileroBatchStats = { runs: 0, windows: 0, maxBatchSize: 0, totalRunMs: 0, skippedQuietWindows: 0, behind: false, behindEpisodes: 0, behindMs: 0 };
   /** The last answer's time (behindMs grows from it while behind), and the last one slower than CAUGHT_UP_LATENCY_MS. */
-  private behindSince = 0;
+  private lastAnswerAt = 0;
   private lastSlowAt = 0;
   /** The first of the answers in a row that took BEHIND_LATENCY_MS or more; null after a faster one. */
   private lateSince: number | null = null;
@@ -257,8 +257,8 @@ export class SileroBatcher {
   /** The oldest window of a batch: how long from its submission to its answer. */
   private observeLatency(ms: number): void {
     const now = this.now();
-    if (this.stats.behind) this.stats.behindMs += now - this.behindSince;
-    this.behindSince = now;
+    if (this.stats.behind) this.stats.behindMs += now - this.lastAnswerAt;
+    this.lastAnswerAt = now;
     if (ms >= CAUGHT_UP_LATENCY_MS) this.lastSlowAt = now;
     this.lateSince = ms < BEHIND_LATENCY_MS ? null : (this.lateSince ?? now);
     if (!this.stats.behind && this.lateSince !== null && now - this.lateSince >= BEHIND_AFTER_MS) {

@@ -190,7 +190,7 @@ export class RtpStream implements MediaClockMember {
       return;
     }
     const pt = packet.payloadType;
-    if (pt !== this.options.payloadType && pt !== this.options.telephoneEvent && (this.comfortNoise === null || pt !== this.comfortNoise)) {
+    if (pt !== this.options.payloadType && pt !== this.options.telephoneEvent && pt !== this.comfortNoise) {
       // RTCP multiplexed on the RTP port (RFC 5761) lands here as PT 72-76: not audio.
       if (pt < 72 || pt > 76) this.options.onInvalid(`unexpected RTP payload type ${pt}`);
       return;
