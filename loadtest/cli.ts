@@ -19,7 +19,7 @@ import { metricValue } from './prometheus.js';
  * Prints a JSON report (to --json, or stdout) and a short human-readable summary.
  */
 const USAGE =
-  'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS] [--api-key KEY (or env VOICE_AGENT_API_KEY, else the key a local `npm start` generated in data/api-key)] [--transport ws|twilio|realtime|webrtc|sip (twilio: --url ws://127.0.0.1:8080/v1/telephony/twilio, env TWILIO_AUTH_TOKEN signs)] [--metrics http://127.0.0.1:8080/metrics (default: the --url host for HTTP and WebSocket URLs; none for sip:)]';
+  'usage: npm run loadtest -- --url ws://127.0.0.1:8080/v1/ws --audio FILE.wav [--sessions N] [--turns K] [--json OUT] [--timeout-ms MS] [--api-key KEY (or env VOICE_AGENT_API_KEY, else the key a local `npm start` generated in data/api-key)] [--transport ws|twilio|realtime|webrtc|sip (twilio: --url ws://127.0.0.1:8080/v1/telephony/twilio, env TWILIO_AUTH_TOKEN signs)] [--metrics http://127.0.0.1:8080/metrics (default: the --url host for HTTP and WebSocket URLs; none for sip:)] [--fixed-phase (every turn the file as it is; by default each turn starts 0–19 ms later within the 20 ms frame, as callers\' words do)]';
 
 interface ServerSample {
   atS: number;
@@ -68,6 +68,7 @@ async function main(): Promise<void> {
       'api-key': { type: 'string' },
       duration: { type: 'string' },
       metrics: { type: 'string' },
+      'fixed-phase': { type: 'boolean', default: false },
     },
   });
   if (!values.url || !values.audio) {
@@ -133,6 +134,7 @@ async function main(): Promise<void> {
     turns,
     durationMs: durationS !== undefined ? durationS * 1000 : undefined,
     answerTimeoutMs: Number(values['timeout-ms']),
+    varyPhase: !values['fixed-phase'],
     onTick: async () => {
       const sample = await sampleServer(metricsUrl, startedAt);
       if (sample) samples.push(sample);

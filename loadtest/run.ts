@@ -18,6 +18,13 @@ export interface LoadTestOptions {
   soundThresholdDbfs?: number;
   /** Sessions are started this far apart so they do not all speak in lock-step, ms. */
   staggerMs?: number;
+  /**
+   * Start each turn's speech at a different point within a 20 ms frame (0–19 ms more lead silence, varied per turn
+   * and session; default true). A caller's words do not start on the frame grid, and a recogniser's running
+   * hypothesis can depend on where they fall: one fixed phase measures one draw of that (BENCHMARKS.md "A frame
+   * complete with its packet"). False sends the audio file as it is, every turn.
+   */
+  varyPhase?: boolean;
   /** Called every second with elapsed ms (used to sample server metrics). */
   onTick?: (elapsedMs: number) => void | Promise<void>;
 }
@@ -86,6 +93,19 @@ export function lastVoicedFrame(speech: Int16Array): number {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** A turn's extra lead silence, 0–19 ms: consecutive turns step 7 ms through the frame (all 20 phases in 20 turns). */
+export function phaseMs(session: number, turn: number): number {
+  return (turn * 7 + session * 3) % FRAME_MS;
+}
+
+function withPhase(speech: Int16Array, ms: number): Int16Array {
+  if (ms === 0) return speech;
+  const lead = Math.round((ms * FRAME_SAMPLES) / FRAME_MS);
+  const out = new Int16Array(lead + speech.length);
+  out.set(speech, lead);
+  return out;
+}
+
 /** Sends frames at real-time pace, correcting drift against the monotonic clock. */
 class FrameClock {
   private next = performance.now();
@@ -135,7 +155,7 @@ async function runSession(index: number, options: LoadTestOptions, results: Turn
       firstSoundMs = null;
       listening = false;
       let lastVoicedSentMs = 0;
-      const speech = utterances[(turn - 1) % utterances.length];
+      const speech = withPhase(utterances[(turn - 1) % utterances.length], options.varyPhase === false ? 0 : phaseMs(index, turn));
       const lastVoiced = lastVoicedFrame(speech);
       const frameCount = Math.ceil(speech.length / FRAME_SAMPLES);
       for (let f = 0; f < frameCount; f++) {

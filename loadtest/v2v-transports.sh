@@ -6,6 +6,7 @@
 # usage: bash loadtest/v2v-transports.sh OUTDIR [TURNS]
 #   TRANSPORTS="webrtc sip" runs only those callers; EXTRA_CONFIG='{"webrtc": {"opusFrameMs": 10}}' adds sections to
 #   the service's config (top-level keys; a section given replaces the script's own).
+#   LOADTEST_ARGS="--fixed-phase" is passed to every caller (by default each turn starts at another point of the 20 ms frame).
 set -u
 OUT=$(realpath -m "$1"); TURNS=${2:-10}
 TRANSPORTS=${TRANSPORTS:-ws realtime twilio sip webrtc}
@@ -22,7 +23,7 @@ VOICE_AGENT_CONFIG=$OUT/config.json PORT=18090 LOG_LEVEL=info setsid npm start >
 SRV=$!
 for i in $(seq 1 120); do curl -sf http://127.0.0.1:18090/healthz >/dev/null && break; sleep 1; done
 export TWILIO_AUTH_TOKEN=v2v-bench-token
-run() { name=$1; shift; case " $TRANSPORTS " in *" $name "*) ;; *) return;; esac; timeout 300 npm run -s loadtest -- --audio "$OUT/hello.wav" --sessions 1 --turns "$TURNS" --json "$OUT/$name.json" "$@" > "$OUT/$name.txt" 2>&1; }
+run() { name=$1; shift; case " $TRANSPORTS " in *" $name "*) ;; *) return;; esac; timeout 600 npm run -s loadtest -- --audio "$OUT/hello.wav" --sessions 1 --turns "$TURNS" --json "$OUT/$name.json" ${LOADTEST_ARGS:-} "$@" > "$OUT/$name.txt" 2>&1; }
 run ws --url ws://127.0.0.1:18090/v1/ws
 run realtime --transport realtime --url ws://127.0.0.1:18090/v1/realtime
 run twilio --transport twilio --url ws://127.0.0.1:18090/v1/telephony/twilio

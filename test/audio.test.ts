@@ -117,7 +117,7 @@ describe('StreamingResampler', () => {
   it('streaming in odd-sized chunks equals one-shot conversion', async () => {
     const x = sine(440, 16000, 16000, 0.8);
     const oneShot = await resampleOnce(x, 16000, 48000);
-    const r = await StreamingResampler.create(16000, 48000);
+    const r = await StreamingResampler.create(16000, 48000, { timing: 'aligned' });
     const streamed = streamThrough(r, x, oddChunks(x.length));
     r.destroy();
     expect(oneShot.length).toBe(48000);
@@ -169,13 +169,51 @@ describe('StreamingResampler', () => {
     const a = await StreamingResampler.create(8000, 48000, { quality: 'medium' });
     a.process(sine(440, 8000, 8000));
     a.destroy();
-    const b = await StreamingResampler.create(48000, 16000, { quality: 'medium' }); // likely the pooled instance from `a`
+    const b = await StreamingResampler.create(48000, 16000, { quality: 'medium', timing: 'aligned' }); // likely the pooled instance from `a`
     const y = streamThrough(b, sine(440, 48000, 48000), oddChunks(48000, 3));
     b.destroy();
     expect(y.length).toBe(16000);
     expect(zeroCrossingHz(middle(y, 16000), 16000)).toBeCloseTo(440, 0);
     // First samples must be the new stream's start (a sine starting at 0), not the old stream's tail.
     expect(Math.abs(y[0])).toBeLessThan(1000);
+  });
+
+  // A live stream's frames must not wait for the next chunk: with the filter's delay held back, a phone line's 20 ms
+  // packet gave 20 ms less a few samples, and the frame it ended was complete only on the next packet's arrival.
+  it('live: each chunk gives its whole length at once, the signal being the aligned one delayed by the filter', async () => {
+    const cases: Array<[number, number, ResamplerQuality]> = [
+      [8000, 16000, 'fastest'],
+      [16000, 8000, 'fastest'],
+      [48000, 16000, 'fastest'],
+      [24000, 16000, 'fastest'],
+      [48000, 16000, 'medium'],
+      [8000, 16000, 'medium'],
+    ];
+    for (const [from, to, quality] of cases) {
+      const x = sine(440, from, from / 2, 0.5);
+      const chunk = from / 100; // 10 ms: WebRTC's chunks; a phone line's 20 ms packets are two of them
+      const live = await StreamingResampler.create(from, to, { quality });
+      const parts: Int16Array[] = [];
+      for (let off = 0; off < x.length; off += chunk) parts.push(live.process(x.subarray(off, off + chunk)));
+      expect(
+        parts.map((p) => p.length),
+        `${from}→${to} ${quality}`,
+      ).toEqual(parts.map(() => to / 100));
+      // Framed after the resampler, a 20 ms frame is complete with the chunk that ends it.
+      const framer = new Framer({ frameSamples: (to / 1000) * 20 });
+      expect(parts.map((p) => framer.push(p, 0).length)).toEqual(parts.map((_, i) => (i % 2 === 1 ? 1 : 0)));
+      const tail = live.flush();
+      const aligned = await resampleOnce(x, from, to, { quality });
+      const streamed = concatPcm([...parts, tail]);
+      // The same sound, later by the filter's delay (a few samples), and whole: the tail comes out on flush().
+      const delay = streamed.length - aligned.length;
+      expect(delay, `${from}→${to} ${quality}`).toBeGreaterThan(0);
+      expect(delay, `${from}→${to} ${quality}`).toBeLessThan((to / 1000) * (quality === 'fastest' ? 3 : 8));
+      let maxDiff = 0;
+      for (let i = 0; i < aligned.length; i++) maxDiff = Math.max(maxDiff, Math.abs(streamed[i + delay] - aligned[i]));
+      expect(maxDiff, `${from}→${to} ${quality}`).toBeLessThanOrEqual(quality === 'fastest' ? 0 : 2);
+      live.destroy();
+    }
   });
 
   it('measures cost per 20 ms frame', async () => {

@@ -7,11 +7,22 @@
  *
  * Design: pass band to 85 % of the lower rate's Nyquist (3.4 kHz for 8 kHz, 6.8 kHz for 16 kHz: the telephone band,
  * and the top of the recognisers' mel filters), stop band from 115 % of it, 70 dB down. Whatever the transition
- * band folds lands above the pass band. The filter's delay is taken back by dropping its first outputs, so output
- * sample n is input time n / toRate, as with libsamplerate; `flush()` pushes the held-back tail out.
+ * band folds lands above the pass band.
+ *
+ * The filter's delay (~1 ms at 16 kHz, ~2 ms at 8 kHz) is either taken back by dropping its first outputs, so output
+ * sample n is input time n / toRate, as with libsamplerate, and `flush()` pushes the held-back tail out (`aligned`:
+ * whole files); or left in the signal (`live`): then each output leaves with the input that completes it, a chunk
+ * of n inputs gives n × toRate / fromRate outputs from the first chunk on, and a 20 ms frame cut after the resampler
+ * is complete when the chunk that ends it arrives, not one chunk later for want of a few held-back samples.
  */
 
 import { concatPcm, convertInBlocks } from './framer.js';
+
+/**
+ * `live`: outputs leave as soon as their inputs are in, the filter's delay in the signal (real-time streams);
+ * `aligned`: output n is input time n / toRate, the delay held back until flush() (whole files).
+ */
+export type ResamplerTiming = 'live' | 'aligned';
 
 /** Largest up or down factor (after reducing the ratio) served here; other ratios go to libsamplerate. */
 const MAX_POLYPHASE_FACTOR = 6;
@@ -134,8 +145,10 @@ export class PolyphaseResampler {
    * silence: an agent between replies, a line with nothing on it), its outputs are zero with no filtering.
    */
   private trailingZeros: number;
+  /** Outputs dropped at the start of a stream: the filter's delay when aligned, none when live. */
+  private readonly skipAtStart: number;
 
-  constructor(fromRate: number, toRate: number) {
+  constructor(fromRate: number, toRate: number, timing: ResamplerTiming = 'aligned') {
     const factors = polyphaseFactors(fromRate, toRate);
     if (!factors) throw new RangeError(`PolyphaseResampler: ${fromRate}→${toRate} Hz is not a small rational ratio`);
     this.up = factors.up;
@@ -143,7 +156,8 @@ export class PolyphaseResampler {
     this.design = design(this.up, this.down);
     this.history = new Float64Array(this.design.taps - 1 + 1024);
     this.next = this.design.taps - 1;
-    this.toSkip = this.design.delay;
+    this.skipAtStart = timing === 'aligned' ? this.design.delay : 0;
+    this.toSkip = this.skipAtStart;
     this.trailingZeros = this.design.taps - 1;
   }
 
@@ -231,9 +245,12 @@ export class PolyphaseResampler {
     return out.subarray(0, written);
   }
 
-  /** The held-back tail (fed silence), so the whole output is input × toRate / fromRate long; then reset. */
+  /**
+   * The held-back tail (fed silence), so the whole output is input × toRate / fromRate long (aligned), or that plus
+   * the filter's delay (live: the signal's last samples were still in the filter); then reset.
+   */
   flush(): Int16Array {
-    const expected = Math.round((this.samplesIn * this.up) / this.down);
+    const expected = Math.round((this.samplesIn * this.up) / this.down) + this.design.delay - this.skipAtStart;
     const missing = expected - this.samplesOut;
     const parts: Int16Array[] = [];
     let got = 0;
@@ -254,7 +271,7 @@ export class PolyphaseResampler {
     this.history.fill(0, 0, this.design.taps - 1);
     this.next = this.design.taps - 1;
     this.phase = 0;
-    this.toSkip = this.design.delay;
+    this.toSkip = this.skipAtStart;
     this.samplesIn = 0;
     this.samplesOut = 0;
     this.trailingZeros = this.design.taps - 1;

@@ -8,7 +8,9 @@
  */
 import LibSampleRate from '@alexanderolsen/libsamplerate-js';
 import { convertInBlocks } from './framer.js';
-import { PolyphaseResampler, polyphaseFactors } from './polyphase.js';
+import { PolyphaseResampler, polyphaseFactors, type ResamplerTiming } from './polyphase.js';
+
+export type { ResamplerTiming } from './polyphase.js';
 
 type SrcBackend = Awaited<ReturnType<typeof LibSampleRate.create>>;
 type ConverterTypeValue = SrcBackend['converterType'];
@@ -32,6 +34,14 @@ const CONVERTER: Record<ResamplerQuality, ConverterTypeValue> = {
 export interface StreamingResamplerOptions {
   /** Default 'fastest'. */
   quality?: ResamplerQuality;
+  /**
+   * Default 'live': every output sample leaves with the input that completes it (the filter's ~1–2 ms delay is in
+   * the signal), so a 20 ms chunk gives a whole 20 ms of output and the frame it ends is complete on its arrival.
+   * 'aligned' (resampleOnce, files): output sample n is input time n / toRate, the filter's delay held back as a few
+   * samples that flush() pushes out; on a live stream those few samples made each frame cut downstream wait for
+   * the next chunk (20 ms on a phone line, 10 ms on WebRTC's 10 ms chunks).
+   */
+  timing?: ResamplerTiming;
 }
 
 /**
@@ -88,6 +98,7 @@ export class StreamingResampler {
   readonly fromRate: number;
   readonly toRate: number;
   readonly quality: ResamplerQuality;
+  readonly timing: ResamplerTiming;
   private src: SrcBackend | null;
   /** The fixed-ratio FIR that replaces `src` for small ratios at 'fastest'. */
   private fir: PolyphaseResampler | null;
@@ -95,6 +106,8 @@ export class StreamingResampler {
   private scratch = new Float32Array(0);
   private samplesIn = 0;
   private samplesOut = 0;
+  /** libsamplerate, live: zeros put out at the start of the stream in place of what the converter held back. */
+  private leadZeros = 0;
 
   /**
    * Synchronous construction only works for passthrough (equal rates): the WASM backend loads
@@ -106,6 +119,7 @@ export class StreamingResampler {
     this.fromRate = fromRate;
     this.toRate = toRate;
     this.quality = options.quality ?? 'fastest';
+    this.timing = options.timing ?? 'live';
     this.fir = backend instanceof PolyphaseResampler ? backend : null;
     if (this.fir !== null) {
       this.src = null;
@@ -130,7 +144,7 @@ export class StreamingResampler {
     if (!Object.hasOwn(CONVERTER, quality)) throw new RangeError(`StreamingResampler: unknown quality "${quality}"`);
     if (fromRate === toRate) return new StreamingResampler(fromRate, toRate, options);
     if (quality === 'fastest' && polyphaseFactors(fromRate, toRate)) {
-      return new StreamingResampler(fromRate, toRate, options, new PolyphaseResampler(fromRate, toRate));
+      return new StreamingResampler(fromRate, toRate, options, new PolyphaseResampler(fromRate, toRate, options.timing ?? 'live'));
     }
     const backend = await acquireBackend(fromRate, toRate, CONVERTER[quality]);
     return new StreamingResampler(fromRate, toRate, options, backend);
@@ -164,7 +178,16 @@ export class StreamingResampler {
     const out = src.full(f);
     this.samplesIn += input.length;
     this.samplesOut += out.length;
-    return float32ToInt16(out);
+    // Live: what the converter holds back at the start of a stream goes out as leading silence, so each chunk's
+    // output is as long as its input and the converter's delay is in the signal. Its first 100 ms settle how much
+    // that is (a first chunk of a sample or two shows too little of it).
+    const lead = this.timing === 'live' && this.samplesIn - input.length < this.fromRate / 10 ? Math.max(0, Math.floor((this.samplesIn * this.toRate) / this.fromRate) - this.samplesOut) : 0;
+    if (lead === 0) return float32ToInt16(out);
+    this.leadZeros += lead;
+    this.samplesOut += lead;
+    const led = new Int16Array(lead + out.length);
+    float32ToInt16(out, led.subarray(lead));
+    return led;
   }
 
   /**
@@ -175,7 +198,8 @@ export class StreamingResampler {
     this.assertLive();
     if (this.fir !== null) return this.fir.flush();
     if (this.src === null) return new Int16Array(0);
-    const expected = Math.round((this.samplesIn * this.toRate) / this.fromRate);
+    // Live, the leading zeros stand for samples still in the converter: its tail is that much longer.
+    const expected = Math.round((this.samplesIn * this.toRate) / this.fromRate) + this.leadZeros;
     const missing = expected - this.samplesOut;
     const parts: Float32Array[] = [];
     let got = 0;
@@ -205,6 +229,7 @@ export class StreamingResampler {
     if (this.src !== null) this.src.converterType = CONVERTER[this.quality];
     this.samplesIn = 0;
     this.samplesOut = 0;
+    this.leadZeros = 0;
   }
 
   /** Return the WASM converter to the shared pool. Idempotent. */
@@ -229,7 +254,7 @@ export async function resampleOnce(
   options: StreamingResamplerOptions = {},
 ): Promise<Int16Array> {
   if (fromRate === toRate) return input.slice();
-  const r = await StreamingResampler.create(fromRate, toRate, options);
+  const r = await StreamingResampler.create(fromRate, toRate, { timing: 'aligned', ...options });
   try {
     const head = r.process(input);
     const tail = r.flush();

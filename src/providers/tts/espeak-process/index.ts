@@ -76,7 +76,7 @@ export class EspeakProcessTts implements TtsProvider {
           const at = header.indexOf('data', 12, 'ascii');
           if (at < 0 || header.length < at + 8) continue;
           const rate = header.readUInt32LE(24);
-          resampler = await StreamingResampler.create(rate, INTERNAL_SAMPLE_RATE);
+          resampler = await StreamingResampler.create(rate, INTERNAL_SAMPLE_RATE, { timing: 'aligned' });
           data = header.subarray(at + 8);
         }
         if (odd) {

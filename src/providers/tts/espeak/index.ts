@@ -245,7 +245,7 @@ export class EspeakTts implements TtsProvider {
     for (const v of this.voiceList) for (const l of v.languages) tags.add(primaryTag(l.name));
     this.languageList = [...tags].sort();
     // Compile and pool a 22050→16000 converter per worker now instead of on first calls (~30 ms each).
-    const warm = await Promise.all(this.workers.map(() => StreamingResampler.create(this.sampleRate, INTERNAL_SAMPLE_RATE)));
+    const warm = await Promise.all(this.workers.map(() => StreamingResampler.create(this.sampleRate, INTERNAL_SAMPLE_RATE, { timing: 'aligned' })));
     for (const r of warm) {
       r.process(new Int16Array(2_205));
       r.flush();
@@ -331,7 +331,7 @@ export class EspeakTts implements TtsProvider {
     worker.track(id, sink);
     worker.worker.postMessage({ type: 'synth', id, text: escaped, voice, rate: this.rate, abort: abortFlag.buffer });
 
-    const resampler = await StreamingResampler.create(this.sampleRate, INTERNAL_SAMPLE_RATE);
+    const resampler = await StreamingResampler.create(this.sampleRate, INTERNAL_SAMPLE_RATE, { timing: 'aligned' });
     let sliceStart = performance.now();
     try {
       for (;;) {

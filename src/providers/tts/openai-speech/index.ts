@@ -64,7 +64,7 @@ export class OpenAiSpeechTts implements TtsProvider {
 
   /** No probe (it would cost a synthesis at every boot); the resampler's WASM is compiled now, not on the first reply. */
   async load(): Promise<void> {
-    (await StreamingResampler.create(this.sampleRate, INTERNAL_SAMPLE_RATE)).destroy();
+    (await StreamingResampler.create(this.sampleRate, INTERNAL_SAMPLE_RATE, { timing: 'aligned' })).destroy();
     this.log?.info({ urls: this.backends.urls, model: this.options.model, sampleRate: this.sampleRate }, 'remote TTS configured');
   }
 
@@ -153,7 +153,7 @@ export class OpenAiSpeechTts implements TtsProvider {
           arm(this.options.idleTimeoutMs ?? OPENAI_SPEECH_DEFAULTS.idleTimeoutMs, 'stalled');
           const samples = pcm.push(step.value);
           if (samples.length === 0) continue;
-          resampler ??= await StreamingResampler.create(pcm.rate, INTERNAL_SAMPLE_RATE);
+          resampler ??= await StreamingResampler.create(pcm.rate, INTERNAL_SAMPLE_RATE, { timing: 'aligned' });
           const out = resampler.process(samples);
           if (out.length > 0) yield out;
         }
