@@ -181,7 +181,8 @@ export class StreamingResampler {
     // Live: what the converter holds back at the start of a stream goes out as leading silence, so each chunk's
     // output is as long as its input and the converter's delay is in the signal. Its first 100 ms settle how much
     // that is (a first chunk of a sample or two shows too little of it).
-    const lead = this.timing === 'live' && this.samplesIn - input.length < this.fromRate / 10 ? Math.max(0, Math.floor((this.samplesIn * this.toRate) / this.fromRate) - this.samplesOut) : 0;
+    const settling = this.timing === 'live' && this.samplesIn - input.length < this.fromRate / 10;
+    const lead = settling ? Math.max(0, Math.floor((this.samplesIn * this.toRate) / this.fromRate) - this.samplesOut) : 0;
     if (lead === 0) return float32ToInt16(out);
     this.leadZeros += lead;
     this.samplesOut += lead;
